@@ -1,0 +1,1 @@
+"""Real sample data shipped inside installed packages (no network at run time)."""

@@ -1,0 +1,51 @@
+"""Frontends: turn a model file or zoo name into a stage-A :class:`ModelGraph`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tvm_mpq.errors import MpqError
+from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
+
+__all__ = ["ModelGraph", "TensorSpec", "load_model", "parse_input_shapes"]
+
+
+def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """``["x:1x3x224x224", ...]`` -> ``{"x": (1, 3, 224, 224)}``; MpqError on bad syntax."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items or []:
+        name, sep, dims = item.rpartition(":")
+        try:
+            parsed = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            parsed = ()
+        if not sep or not name or not parsed or any(d <= 0 for d in parsed):
+            raise MpqError(f"--input-shape '{item}' is not NAME:DIMS with positive dims, e.g. x:1x3x224x224")
+        shapes[name] = parsed
+    return shapes
+
+
+def load_model(spec: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelGraph:
+    """A zoo name, an ``.onnx`` file or a ``torch.export`` ``.pt2`` file -> ModelGraph."""
+    from tvm_mpq import zoo
+
+    shapes = input_shapes or {}
+    if spec in zoo.names():
+        if shapes:
+            return zoo.get(spec).load_graph(shapes)
+        return zoo.get(spec).load_graph()
+    path = Path(spec)
+    if not path.exists():
+        raise MpqError(f"model '{spec}' is neither a file nor a zoo model (zoo: {', '.join(zoo.names())})")
+    if path.is_dir():
+        raise MpqError(f"model '{spec}' is a directory, expected an .onnx or .pt2 file")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from tvm_mpq.frontends.onnx_frontend import load_onnx
+
+        return load_onnx(path, shapes)
+    if suffix in (".pt2", ".pt", ".pth"):
+        from tvm_mpq.frontends.torch_frontend import load_pt2
+
+        return load_pt2(path)
+    raise MpqError(f"model file '{spec}' has unknown type '{suffix}' (expected .onnx or .pt2)")
