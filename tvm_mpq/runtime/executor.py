@@ -1,0 +1,54 @@
+"""Build a :class:`ModelGraph` with TVM for the host CPU and run it on numpy feeds."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.zoo.registry import Feed
+
+
+def host_target() -> tvm.target.Target:
+    """An ``llvm`` target for this machine (TVM 0.27 takes targets as JSON dicts)."""
+    return tvm.target.Target({"kind": "llvm", "num-cores": os.cpu_count() or 1})
+
+
+def _flatten(value: object) -> list[np.ndarray]:
+    if isinstance(value, (tvm.runtime.Tensor,)):
+        return [value.numpy()]
+    if hasattr(value, "numpy"):
+        return [value.numpy()]
+    out: list[np.ndarray] = []
+    for item in value:  # an ffi Array (tuple output)
+        out.extend(_flatten(item))
+    return out
+
+
+@dataclass
+class CompiledGraph:
+    """A compiled model: ``run(feed)`` returns the flattened outputs of ``main`` as numpy."""
+
+    graph: ModelGraph
+    vm: relax.VirtualMachine
+    device: tvm.runtime.Device
+    param_tensors: list
+
+    def run(self, feed: Feed) -> list[np.ndarray]:
+        self.graph.check_inputs(feed)
+        args = [tvm.runtime.tensor(np.ascontiguousarray(feed[s.name]), self.device) for s in self.graph.inputs]
+        return _flatten(self.vm["main"](*args, *self.param_tensors))
+
+
+def compile_graph(graph: ModelGraph, target: tvm.target.Target | None = None) -> CompiledGraph:
+    """Compile ``graph.mod`` (parameters stay runtime arguments) for the host CPU."""
+    target = target or host_target()
+    executable = tvm.compile(graph.mod, target=target)
+    device = tvm.cpu()
+    vm = relax.VirtualMachine(executable, device)
+    params = [tvm.runtime.tensor(np.ascontiguousarray(v), device) for v in graph.params.values()]
+    return CompiledGraph(graph, vm, device, params)
