@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
+import onnx.shape_inference
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
@@ -97,6 +99,13 @@ def from_onnx_model(model: onnx.ModelProto, name: str, shapes: dict[str, tuple[i
     from tvm.relax.frontend.onnx import from_onnx
 
     specs = resolve_input_specs(model, shapes)
+    try:
+        model = prepare_static(model, specs)
+    except MpqError:
+        raise
+    except Exception as err:
+        raise MpqError(f"cannot import ONNX model '{name}': folding its shape sub-graphs failed: "
+                       f"{str(err).strip().splitlines()[-1][:300] if str(err).strip() else type(err).__name__}") from None
     unsupported = _unsupported_ops(model)
     if unsupported:
         raise MpqError(f"model '{name}' uses ONNX ops TVM cannot import: {', '.join(sorted(unsupported))}")
@@ -117,6 +126,151 @@ def from_onnx_model(model: onnx.ModelProto, name: str, shapes: dict[str, tuple[i
     values = [np.asarray(p.numpy()) for p in main.attrs["params"]] if "params" in main.attrs else []
     params = {v.name: value for v, value in zip(param_vars, values)}
     return ModelGraph(name, mod, specs, params, _weight_owners(model), source)
+
+
+# Input positions that TVM's importer needs as compile-time constants (shapes, axes, bounds).
+_CONST_POSITIONS: dict[str, set[int] | None] = {
+    "Reshape": {1}, "Expand": {1}, "Tile": {1}, "ConstantOfShape": {0}, "Range": None,
+    "Slice": {1, 2, 3, 4}, "Squeeze": {1}, "Unsqueeze": {1}, "Split": {1}, "Pad": {1, 2, 3},
+    "Resize": {1, 2, 3}, "Upsample": {1}, "Clip": {1, 2}, "TopK": {1}, "OneHot": {1, 2},
+    "ReduceSum": {1}, "ReduceMean": {1}, "ReduceMax": {1}, "ReduceMin": {1}, "ReduceProd": {1},
+    "ReduceL2": {1}, "CumSum": {1}, "Gather": {1}, "GatherElements": {1}, "ScatterND": {1},
+}
+_NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+            "Bernoulli", "If", "Loop", "Scan", "SequenceConstruct"}
+_MAX_FOLD_ELEMENTS = 1 << 24
+_FOLD_ROUNDS = 8
+
+
+def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec]) -> onnx.ModelProto:
+    """A copy of ``model`` that TVM's importer takes: static shapes, no shape sub-graphs.
+
+    1. The graph inputs get the static ``specs`` shapes and onnx shape inference runs.
+    2. Constant sub-graphs are evaluated with ``onnx.reference`` (``Shape``/``Size`` of tensors
+       whose shape is now static count as constants), repeated until nothing changes, so
+       exporter-made ``Shape -> Slice -> Concat -> Reshape`` chains become constants.
+    3. Float tensors of more than one element that are not consumed as shapes/axes/bounds
+       (weights written as ``Constant`` nodes, as paddle2onnx does) become initializers, so they
+       are detached, named parameters; every other constant becomes a ``Constant`` node (TVM
+       then sees shapes and axes as compile-time values).
+    """
+    model_copy = onnx.ModelProto()
+    model_copy.CopyFrom(model)
+    graph = model_copy.graph
+    static = {s.name: s.shape for s in specs}
+    for inp in graph.input:
+        if inp.name in static:
+            dims = inp.type.tensor_type.shape.dim
+            for dim, value in zip(dims, static[inp.name]):
+                dim.Clear()
+                dim.dim_value = int(value)
+    opset = next((o.version for o in model_copy.opset_import if o.domain in ("", "ai.onnx")), 13)
+    from_initializers = {init.name for init in graph.initializer}
+    values = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    nodes = list(graph.node)
+    for _ in range(_FOLD_ROUNDS):
+        shapes = _static_shapes(model_copy, nodes, values)
+        remaining, folded = _fold_pass(nodes, values, shapes, opset)
+        nodes = remaining
+        if not folded:
+            break
+    return _rebuild(model_copy, nodes, values, from_initializers)
+
+
+def _static_shapes(model: onnx.ModelProto, nodes: list, values: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """Static shapes of every tensor onnx shape inference can resolve for the current nodes."""
+    trial = onnx.ModelProto()
+    trial.CopyFrom(model)
+    del trial.graph.node[:]
+    trial.graph.node.extend(nodes)
+    del trial.graph.initializer[:]
+    trial.graph.initializer.extend(onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in values.items())
+    del trial.graph.value_info[:]
+    for out in trial.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(trial, data_prop=True)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for info in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        ttype = info.type.tensor_type
+        if not ttype.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in ttype.shape.dim]
+        if all(d >= 0 for d in dims):
+            shapes[info.name] = tuple(dims)
+    return shapes
+
+
+def _fold_pass(nodes: list, values: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
+               opset: int) -> tuple[list, bool]:
+    """Evaluate every node whose inputs are known; returns the nodes left and whether any folded."""
+    from onnx.reference import ReferenceEvaluator
+
+    remaining, folded = [], False
+    for node in nodes:
+        value = None
+        if node.domain not in ("", "ai.onnx") or node.op_type in _NO_FOLD:
+            remaining.append(node)
+            continue
+        if node.op_type in ("Shape", "Size") and node.input[0] in shapes:
+            shape = np.array(shapes[node.input[0]], dtype=np.int64)
+            if node.op_type == "Size":
+                value = [np.array(int(np.prod(shape)), dtype=np.int64)]
+            else:
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+                value = [shape[attrs.get("start", 0):attrs.get("end", len(shape))]]
+        elif all(not i or i in values for i in node.input):
+            if any(np.asarray(values[i]).size > _MAX_FOLD_ELEMENTS for i in node.input if i):
+                remaining.append(node)
+                continue
+            feeds = {i: values[i] for i in node.input if i}
+            value = ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
+        if value is None or any(np.asarray(v).size > _MAX_FOLD_ELEMENTS for v in value):
+            remaining.append(node)
+            continue
+        for out, v in zip(node.output, value):
+            if out:
+                values[out] = np.asarray(v)
+        folded = True
+    return remaining, folded
+
+
+def _rebuild(model: onnx.ModelProto, nodes: list, values: dict[str, np.ndarray], from_initializers: set[str]) -> onnx.ModelProto:
+    """Put the known values back: weights as initializers, shapes/axes as Constant nodes."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    const_use: set[str] = set()
+    used: set[str] = set()
+    for node in nodes:
+        positions = _CONST_POSITIONS.get(node.op_type, set())
+        for index, name in enumerate(node.input):
+            used.add(name)
+            if positions is None or index in positions:
+                const_use.add(name)
+    initializers, constants = [], []
+    for name, value in values.items():
+        if name not in used and name not in outputs:
+            continue
+        value = np.asarray(value)
+        is_float = value.dtype.kind == "f"
+        as_param = is_float and name not in const_use and (name in from_initializers or value.size > 1)
+        tensor = onnx.numpy_helper.from_array(value, name)
+        if as_param:
+            initializers.append(tensor)
+        else:
+            constants.append(onnx.helper.make_node("Constant", [], [name], value=tensor, name=f"const_{name}"))
+    for name in outputs & values.keys():  # a constant graph output still needs a node
+        if not any(c.output[0] == name for c in constants):
+            initializers = [i for i in initializers if i.name != name]
+            constants.append(onnx.helper.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(values[name], name)))
+    del graph.node[:]
+    graph.node.extend(constants + nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    kept_inputs = [i for i in graph.input if i.name not in values or i.name in {t.name for t in initializers}]
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+    del graph.value_info[:]
+    return model
 
 
 def _unsupported_ops(model: onnx.ModelProto) -> set[str]:

@@ -1,0 +1,41 @@
+"""ExposeIntermediates: make chosen intermediate tensors extra outputs of ``main``."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+
+@tvm.transform.module_pass(opt_level=0, name="ExposeIntermediates")
+class ExposeIntermediates:
+    """Append the tensors bound to ``var_names`` to ``main``'s outputs.
+
+    The new ``main`` returns ``(original_output, (t_0, ..., t_k-1))``: flattened, the last
+    ``len(var_names)`` outputs are the exposed tensors, in the order given. Calibration runs the
+    compiled module once per batch and reads every observed tensor at once. The function is
+    taken out of dataflow form (a dataflow variable cannot leave its block) and put back into it
+    with ``ConvertToDataflow`` so that ``FuseOps`` still applies.
+    """
+
+    def __init__(self, var_names: list[str]):
+        self.var_names = list(var_names)
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        mod = relax.transform.ToNonDataflow()(mod)
+        func = mod["main"]
+        all_vars = [p for p in func.params] + [b.var for block in func.body.blocks for b in block.bindings]
+        bound = {v.name: v for v in all_vars}
+        if len(bound) != len(all_vars):
+            raise ValueError("ExposeIntermediates: variable names in main are not unique")
+        missing = [n for n in self.var_names if n not in bound]
+        if missing:
+            raise ValueError(f"ExposeIntermediates: no variable named {missing[:5]} in main")
+        result = relax.BlockBuilder().normalize(
+            relax.Tuple([func.body.body, relax.Tuple([bound[n] for n in self.var_names])])
+        )
+        body = relax.SeqExpr(func.body.blocks, result)
+        new_func = relax.Function(func.params, body, ret_ty=result.ty, attrs=func.attrs)
+        mod = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        mod["main"] = new_func
+        mod = relax.transform.Normalize()(mod)
+        return relax.transform.ConvertToDataflow(min_size=1)(mod)

@@ -1,0 +1,213 @@
+"""The layer table: every MAC op of a stage-A model with a stable name, weight, MACs and topology.
+
+A *layer* is one multiply-accumulate op: ``conv2d`` (incl. depthwise / grouped), ``conv1d``,
+``conv2d_transpose`` or ``matmul`` (linear, or activation x activation). Layers are identified
+in the Relax graph by the name of the variable their call is bound to (``var``); users see
+``name`` (ONNX node name or torch module path, taken from the weight that the op consumes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tvm_mpq.frontends.model_graph import ModelGraph
+
+MAC_OPS = ("relax.nn.conv2d", "relax.nn.conv1d", "relax.nn.conv2d_transpose", "relax.matmul")
+# Ops that only re-lay out a weight; a MAC op's weight is traced back through them.
+_WEIGHT_VIEW_OPS = ("relax.permute_dims", "relax.reshape", "relax.astype", "relax.expand_dims")
+
+
+@dataclass
+class Layer:
+    """One MAC op.
+
+    ``data_var``/``weight_var`` are the Relax names of the op's two operands (the variable or
+    parameter they are bound to); ``weight_param`` is the parameter the weight comes from (None
+    for activation x activation matmul). ``channel_axis`` is the output-channel axis of the
+    weight *operand* (per-channel quantization axis).
+    """
+
+    name: str
+    kind: str
+    var: str
+    index: int
+    macs: int
+    data_var: str
+    weight_var: str
+    weight_param: str | None
+    weight_shape: tuple[int, ...]
+    channel_axis: int
+    output_shape: tuple[int, ...]
+    producers: list[str] = field(default_factory=list)
+    consumers: list[str] = field(default_factory=list)
+
+    @property
+    def has_constant_weight(self) -> bool:
+        return self.weight_param is not None
+
+
+@dataclass
+class LayerTable:
+    """MAC layers in topological order, with lookups by stable name and by Relax variable."""
+
+    layers: list[Layer]
+
+    def __post_init__(self) -> None:
+        self.by_name = {layer.name: layer for layer in self.layers}
+        self.by_var = {layer.var: layer for layer in self.layers}
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def nearest_producer(self, layer: Layer) -> Layer | None:
+        """The quantizable producer with the highest topological index (QuantuneV2 Eq. 16's p)."""
+        if not layer.producers:
+            return None
+        return max((self.by_name[p] for p in layer.producers), key=lambda p: p.index)
+
+    def total_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+
+def _shape(expr: relax.Expr) -> tuple[int, ...]:
+    return tuple(int(d) for d in expr.ty.shape)
+
+
+def iter_bindings(func: relax.Function):
+    """Every VarBinding of ``func`` in program order."""
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            yield binding
+
+
+def _macs(kind: str, call: relax.Call, out_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> int:
+    if kind == "conv2d_transpose":
+        # Each input pixel is scattered over the kernel: in_elems x (O/groups) x KH x KW.
+        # weight IOHW = [I, O/groups, KH, KW]
+        return math.prod(_shape(call.args[0])) * math.prod(w_shape[1:])
+    if kind.endswith("conv2d") or kind.endswith("conv1d"):
+        # out elems x (I/groups) x K...: the weight's dims after the first are exactly that.
+        return math.prod(out_shape) * math.prod(w_shape[1:])
+    return math.prod(out_shape) * w_shape[-2]  # matmul: out elems x K
+
+
+def build_layer_table(graph: ModelGraph) -> LayerTable:
+    """Scan ``graph.mod["main"]`` and list its MAC ops (see module docstring)."""
+    func = graph.mod["main"]
+    definitions: dict[str, relax.Expr] = {}
+    order: dict[str, int] = {}
+    raw: list[tuple[str, relax.Call]] = []
+    for position, binding in enumerate(iter_bindings(func)):
+        name = binding.var.name
+        definitions[name] = binding.value
+        order[name] = position
+        value = binding.value
+        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in MAC_OPS:
+            raw.append((name, value))
+
+    def trace_param(expr: relax.Expr) -> str | None:
+        while True:
+            if isinstance(expr, relax.Var) and expr.name in graph.params:
+                return expr.name
+            if isinstance(expr, relax.Var) and expr.name in definitions:
+                expr = definitions[expr.name]
+                continue
+            if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in _WEIGHT_VIEW_OPS:
+                expr = expr.args[0]
+                continue
+            return None
+
+    mac_vars = {name for name, _ in raw}
+    used_names: set[str] = set()
+    layers: list[Layer] = []
+    for index, (var, call) in enumerate(raw):
+        op = call.op.name.removeprefix("relax.").removeprefix("nn.")
+        data, weight = call.args[0], call.args[1]
+        param = trace_param(weight)
+        w_shape = _shape(weight)
+        out_shape = tuple(int(d) for d in definitions[var].ty.shape) if hasattr(definitions[var], "ty") else ()
+        if op == "conv2d":
+            groups = int(call.attrs.groups)
+            kind = "conv2d" if groups == 1 else ("depthwise_conv2d" if groups == _shape(data)[1] else "grouped_conv2d")
+            axis = 0
+        elif op == "conv1d":
+            kind, axis = "conv1d", 0
+        elif op == "conv2d_transpose":
+            kind, axis = "conv2d_transpose", 1
+        else:
+            kind = "dense" if param is not None else "matmul"
+            axis = len(w_shape) - 1
+        name = _stable_name(graph, param, kind, index, used_names)
+        layers.append(Layer(
+            name=name, kind=kind, var=var, index=index,
+            macs=int(_macs(kind, call, out_shape, w_shape)),
+            data_var=data.name if isinstance(data, relax.Var) else "",
+            weight_var=weight.name if isinstance(weight, relax.Var) else "",
+            weight_param=param, weight_shape=w_shape, channel_axis=axis, output_shape=out_shape,
+        ))
+
+    by_var = {layer.var: layer for layer in layers}
+    for layer in layers:
+        producers = _producers(definitions, layer, mac_vars, graph.params, by_var)
+        layer.producers = [by_var[v].name for v in sorted(producers, key=order.__getitem__)]
+        for p in layer.producers:
+            next(lay for lay in layers if lay.name == p).consumers.append(layer.name)
+    return LayerTable(layers)
+
+
+def _stable_name(graph: ModelGraph, param: str | None, kind: str, index: int, used: set[str]) -> str:
+    if param is not None:
+        base = graph.layer_names.get(param) or param.removesuffix(".weight").removesuffix("_weight")
+    else:
+        base = f"{kind}_{index}"
+    name, k = base, 1
+    while name in used:
+        k += 1
+        name = f"{base}#{k}"
+    used.add(name)
+    return name
+
+
+def _producers(definitions: dict[str, relax.Expr], layer: Layer, mac_vars: set[str],
+               params: dict[str, np.ndarray], by_var: dict[str, Layer]) -> set[str]:
+    """MAC layers reached backwards from ``layer``'s activation operand(s) through non-MAC ops."""
+    starts = [layer.data_var] + ([layer.weight_var] if layer.weight_param is None else [])
+    found: set[str] = set()
+    seen: set[str] = set()
+    stack = [s for s in starts if s]
+    while stack:
+        name = stack.pop()
+        if name in seen or name in params:
+            continue
+        seen.add(name)
+        if name in mac_vars:
+            found.add(name)
+            continue
+        value = definitions.get(name)
+        if value is None:
+            continue  # a model input
+        stack.extend(_var_operands(value))
+    return found
+
+
+def _var_operands(expr: relax.Expr) -> list[str]:
+    if isinstance(expr, relax.Var):
+        return [expr.name]
+    if isinstance(expr, relax.Call):
+        return [n for a in expr.args for n in _var_operands(a)]
+    if isinstance(expr, relax.Tuple):
+        return [n for f in expr.fields for n in _var_operands(f)]
+    if isinstance(expr, relax.TupleGetItem):
+        return _var_operands(expr.tuple_value)
+    return []
