@@ -43,12 +43,22 @@ class Layer:
     weight_shape: tuple[int, ...]
     channel_axis: int
     output_shape: tuple[int, ...]
+    weight_view: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
     producers: list[str] = field(default_factory=list)
     consumers: list[str] = field(default_factory=list)
 
     @property
     def has_constant_weight(self) -> bool:
         return self.weight_param is not None
+
+    def weight_operand(self, params: dict[str, np.ndarray]) -> np.ndarray:
+        """The weight as the MAC op sees it: the parameter with ``weight_view`` applied."""
+        if self.weight_param is None:
+            raise ValueError(f"layer {self.name} has no constant weight")
+        value = params[self.weight_param]
+        for op, arg in self.weight_view:
+            value = np.transpose(value, arg) if op == "permute_dims" else np.reshape(value, arg)
+        return value
 
 
 @dataclass
@@ -116,17 +126,26 @@ def build_layer_table(graph: ModelGraph) -> LayerTable:
         if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in MAC_OPS:
             raw.append((name, value))
 
-    def trace_param(expr: relax.Expr) -> str | None:
+    def trace_param(expr: relax.Expr) -> tuple[str | None, list[tuple[str, tuple[int, ...]]]]:
+        """The parameter behind a weight operand and the view ops from it (param first)."""
+        view: list[tuple[str, tuple[int, ...]]] = []
         while True:
             if isinstance(expr, relax.Var) and expr.name in graph.params:
-                return expr.name
+                return expr.name, view[::-1]
             if isinstance(expr, relax.Var) and expr.name in definitions:
                 expr = definitions[expr.name]
                 continue
             if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in _WEIGHT_VIEW_OPS:
+                name = expr.op.name.removeprefix("relax.")
+                if name == "permute_dims":
+                    axes = expr.attrs.axes
+                    ndim = len(expr.args[0].ty.shape)
+                    view.append((name, tuple(int(a) for a in axes) if axes is not None else tuple(range(ndim))[::-1]))
+                elif name in ("reshape", "expand_dims"):
+                    view.append(("reshape", _shape(expr)))
                 expr = expr.args[0]
                 continue
-            return None
+            return None, []
 
     mac_vars = {name for name, _ in raw}
     used_names: set[str] = set()
@@ -134,7 +153,7 @@ def build_layer_table(graph: ModelGraph) -> LayerTable:
     for index, (var, call) in enumerate(raw):
         op = call.op.name.removeprefix("relax.").removeprefix("nn.")
         data, weight = call.args[0], call.args[1]
-        param = trace_param(weight)
+        param, view = trace_param(weight)
         w_shape = _shape(weight)
         out_shape = tuple(int(d) for d in definitions[var].ty.shape) if hasattr(definitions[var], "ty") else ()
         if op == "conv2d":
@@ -155,6 +174,7 @@ def build_layer_table(graph: ModelGraph) -> LayerTable:
             data_var=data.name if isinstance(data, relax.Var) else "",
             weight_var=weight.name if isinstance(weight, relax.Var) else "",
             weight_param=param, weight_shape=w_shape, channel_axis=axis, output_shape=out_shape,
+            weight_view=view,
         ))
 
     by_var = {layer.var: layer for layer in layers}

@@ -1,0 +1,145 @@
+"""Precision config JSON: read, write, validate against a model's layer table.
+
+Format (``"format": "tvm-mpq/precision-config"``, ``"version": 1``)::
+
+    {"model": "efficientnet-lite0",
+     "layers": {"_conv_stem": "fp32",
+                "_blocks.0._depthwise_conv": {"w_bits": 8, "a_bits": 8,
+                     "act": {"scale": 0.0235, "zero_point": 128, "bits": 8},
+                     "weight_scales": [...per output channel...]}},
+     "provenance": {"method": ..., "requested_rate": ..., "bops_reduction_rate": ..., ...}}
+
+Every layer of the model appears exactly once; ``act``/``weight_scales`` are optional (the
+compiler recomputes missing ones from calibration and the weights).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tvm_mpq.allocation.bops import FP32, Precision
+from tvm_mpq.errors import MpqError
+from tvm_mpq.graph.layer_table import LayerTable
+from tvm_mpq.quantization.quantizers import ActQParams
+
+FORMAT = "tvm-mpq/precision-config"
+VERSION = 1
+WEIGHT_BITS = range(2, 9)
+ACT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+
+
+@dataclass
+class LayerPrecision:
+    """``None`` bits mean fp32."""
+
+    w_bits: int | None
+    a_bits: int | None
+    act: ActQParams | None = None
+    weight_scales: list[float] | None = None
+
+    @property
+    def is_fp32(self) -> bool:
+        return self.w_bits is None
+
+    @property
+    def precision(self) -> Precision:
+        return FP32 if self.is_fp32 else Precision(self.w_bits, self.a_bits)
+
+    def to_json(self) -> object:
+        if self.is_fp32:
+            return "fp32"
+        out: dict = {"w_bits": self.w_bits, "a_bits": self.a_bits}
+        if self.act is not None:
+            out["act"] = self.act.to_json()
+        if self.weight_scales is not None:
+            out["weight_scales"] = [float(s) for s in self.weight_scales]
+        return out
+
+
+@dataclass
+class PrecisionConfig:
+    model: str
+    layers: dict[str, LayerPrecision]
+    provenance: dict = field(default_factory=dict)
+
+    def precisions(self) -> dict[str, Precision]:
+        return {name: lp.precision for name, lp in self.layers.items()}
+
+    def fp32_layers(self) -> list[str]:
+        return [name for name, lp in self.layers.items() if lp.is_fp32]
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "model": self.model,
+                "layers": {n: lp.to_json() for n, lp in self.layers.items()},
+                "provenance": self.provenance}
+
+    def save(self, path: Path | str) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=1))
+
+    @staticmethod
+    def load(path: Path | str) -> "PrecisionConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise MpqError(f"config file '{path}' does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise MpqError(f"config file '{path}' is not JSON: {err}") from None
+        return PrecisionConfig.from_json(data, str(path))
+
+    @staticmethod
+    def from_json(data: object, origin: str = "config") -> "PrecisionConfig":
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise MpqError(f"{origin} is not a tvm-mpq precision config (\"format\": \"{FORMAT}\" missing)")
+        if data.get("version") != VERSION:
+            raise MpqError(f"{origin} has config version {data.get('version')}, this tvm-mpq reads {VERSION}")
+        layers_json = data.get("layers")
+        if not isinstance(layers_json, dict):
+            raise MpqError(f"{origin}: \"layers\" must be an object of layer name -> precision")
+        layers = {name: _parse_layer(name, value, origin) for name, value in layers_json.items()}
+        return PrecisionConfig(str(data.get("model", "")), layers, dict(data.get("provenance", {})))
+
+    def validate(self, table: LayerTable) -> None:
+        """MpqError unless the config covers exactly the model's layers with supported bits."""
+        names = set(table.names())
+        unknown = [n for n in self.layers if n not in names]
+        if unknown:
+            raise MpqError(f"config names {len(unknown)} layer(s) not in the model: {', '.join(unknown[:5])}")
+        missing = [n for n in table.names() if n not in self.layers]
+        if missing:
+            raise MpqError(f"config does not cover {len(missing)} layer(s) of the model: {', '.join(missing[:5])}")
+        for layer in table:
+            lp = self.layers[layer.name]
+            if lp.weight_scales is not None and layer.weight_param is not None:
+                channels = layer.weight_shape[layer.channel_axis]
+                if len(lp.weight_scales) != channels:
+                    raise MpqError(f"config layer '{layer.name}': {len(lp.weight_scales)} weight scales for "
+                                   f"{channels} output channels")
+
+
+def _parse_layer(name: str, value: object, origin: str) -> LayerPrecision:
+    if value == "fp32":
+        return LayerPrecision(None, None)
+    if not isinstance(value, dict) or "w_bits" not in value or "a_bits" not in value:
+        raise MpqError(f"{origin}: layer '{name}' must be \"fp32\" or {{\"w_bits\": b, \"a_bits\": b}}")
+    w_bits, a_bits = value["w_bits"], value["a_bits"]
+    if not isinstance(w_bits, int) or w_bits not in WEIGHT_BITS:
+        raise MpqError(f"{origin}: layer '{name}' has w_bits {w_bits!r}; supported: 2..8")
+    if not isinstance(a_bits, int) or a_bits not in ACT_BITS:
+        raise MpqError(f"{origin}: layer '{name}' has a_bits {a_bits!r}; supported: 2..8 or 16")
+    act = None
+    if "act" in value:
+        try:
+            act = ActQParams.from_json(value["act"])
+        except (KeyError, TypeError, ValueError):
+            raise MpqError(f"{origin}: layer '{name}' has a malformed \"act\" entry") from None
+        if act.scale <= 0 or not 0 <= act.zero_point <= act.qmax or act.bits != a_bits:
+            raise MpqError(f"{origin}: layer '{name}' has invalid activation qparams {value['act']}")
+    scales = value.get("weight_scales")
+    if scales is not None and (not isinstance(scales, list) or not all(isinstance(s, (int, float)) and s > 0 for s in scales)):
+        raise MpqError(f"{origin}: layer '{name}' weight_scales must be a list of positive numbers")
+    return LayerPrecision(w_bits, a_bits, act, scales)

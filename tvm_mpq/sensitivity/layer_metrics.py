@@ -1,0 +1,144 @@
+"""Per-layer quantization error of a stage-A model: the measurement every sensitivity method reads.
+
+Weights are compared with their fake-quantized selves directly (no inference). Activations take
+exactly two inference passes over the calibration set (QuantuneV2):
+
+1. fp32, with every MAC op's inputs and outputs exposed: observers give each activation
+   quantizer its range; the MAC outputs are kept as the reference;
+2. every layer int8-simulated at once (``SimulateQuantization``), MAC outputs exposed again:
+   per-layer output SQNR / MSE / cosine / KL against the fp32 reference.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from relay_passes import LayerQuantPlan, SimulateQuantization
+from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, run_exposed
+from tvm_mpq.calibration.observers import make_observer
+from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.graph.layer_table import Layer, LayerTable
+from tvm_mpq.metrics.local_metrics import make_metric
+from tvm_mpq.quantization.quantizers import (
+    ActQParams,
+    act_qparams,
+    fake_quant_activation,
+    fake_quant_weight,
+    weight_scales,
+)
+from tvm_mpq.zoo.registry import Feed
+
+ACTIVATION_METRICS = ("sqnr_db", "mse", "cosine", "kl")
+
+
+@dataclass
+class LayerMetrics:
+    """Quantization error of one layer (activation fields are None when not measured)."""
+
+    w_sqnr_db: float
+    w_mse: float
+    a_sqnr_db: float | None = None
+    a_mse: float | None = None
+    a_cosine: float | None = None
+    a_kl: float | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Measurement:
+    """Everything measured on one model: metrics per layer, quantizers, cost."""
+
+    metrics: dict[str, LayerMetrics]
+    act_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    inference_passes: int = 0
+    seconds: float = 0.0
+
+
+def plan_for(layer: Layer, params: dict[str, np.ndarray], data_qp: ActQParams | None, w_bits: int | None,
+             weight_qp: ActQParams | None = None) -> LayerQuantPlan:
+    """The QDQ plan for ``layer``: per-channel weight scales computed from the weight operand."""
+    if layer.weight_param is not None and w_bits is not None:
+        scales = weight_scales(layer.weight_operand(params), w_bits, layer.channel_axis)
+        return LayerQuantPlan(data=data_qp, w_bits=w_bits, weight_scales=scales, channel_axis=layer.channel_axis)
+    return LayerQuantPlan(data=data_qp, weight_act=weight_qp)
+
+
+def weight_metrics(layer: Layer, params: dict[str, np.ndarray], w_bits: int) -> tuple[float, float]:
+    from tvm_mpq.metrics.local_metrics import mse, sqnr_db
+
+    w = layer.weight_operand(params)
+    wq = fake_quant_weight(w, w_bits, layer.channel_axis)
+    return sqnr_db(w, wq), mse(w, wq)
+
+
+def measure_layers(graph: ModelGraph, table: LayerTable, feeds: list[Feed], *, observer: str = "minmax",
+                   w_bits: int = 8, a_bits: int = 8, activations: bool = True,
+                   cache: CalibrationCache | None = None) -> Measurement:
+    """Measure every layer of ``table`` (see module docstring)."""
+    start = time.perf_counter()
+    metrics: dict[str, LayerMetrics] = {}
+    for layer in table:
+        if layer.weight_param is not None:
+            s, m = weight_metrics(layer, graph.params, w_bits)
+            metrics[layer.name] = LayerMetrics(s, m)
+    if not activations:
+        for layer in table:
+            metrics.setdefault(layer.name, LayerMetrics(float("nan"), float("nan")))
+        return Measurement(metrics, seconds=time.perf_counter() - start)
+
+    # Pass 1: fp32, observe every activation operand, keep every MAC output.
+    act_vars = sorted({v for layer in table for v in (layer.data_var, None if layer.weight_param else layer.weight_var) if v})
+    out_vars = [layer.var for layer in table]
+    observers = {v: make_observer(observer) for v in act_vars}
+    reference: dict[str, list[np.ndarray]] = {v: [] for v in out_vars}
+    operand_b: dict[str, list[np.ndarray]] = {layer.weight_var: [] for layer in table if layer.weight_param is None}
+
+    def pass1(_i: int, _outs: list[np.ndarray], tensors: list[np.ndarray]) -> None:
+        named = dict(zip(act_vars + out_vars, tensors))
+        for v in act_vars:
+            observers[v].update(named[v])
+            if v in operand_b:
+                operand_b[v].append(named[v])
+        for v in out_vars:
+            reference[v].append(named[v])
+
+    run_exposed(graph, feeds, act_vars + out_vars, pass1, desc="pass 1/2 fp32 + calibration")
+    ranges = {v: observers[v].range(a_bits) for v in act_vars}
+    if cache is not None:
+        key = calibration_key(graph, feeds, act_vars, observer)
+        cache.save(graph.name, key, {v: {a_bits: r} for v, r in ranges.items()}, observer)
+    qparams = {v: act_qparams(*ranges[v], a_bits) for v in act_vars}
+
+    # Weight metrics of activation x activation matmuls: the B operand vs its fake-quant.
+    for layer in table:
+        if layer.weight_param is None:
+            b = np.concatenate([x.ravel() for x in operand_b[layer.weight_var]])
+            bq = fake_quant_activation(b, qparams[layer.weight_var])
+            from tvm_mpq.metrics.local_metrics import mse, sqnr_db
+
+            metrics[layer.name] = LayerMetrics(sqnr_db(b, bq), mse(b, bq))
+
+    # Pass 2: every layer int8-simulated at once.
+    plans = {layer.var: plan_for(layer, graph.params, qparams[layer.data_var], w_bits,
+                                 None if layer.weight_param else qparams[layer.weight_var])
+             for layer in table}
+    quantized = graph.with_module(SimulateQuantization(plans)(graph.mod))
+    accumulators = {v: {m: make_metric(m) for m in ACTIVATION_METRICS} for v in out_vars}
+
+    def pass2(i: int, _outs: list[np.ndarray], tensors: list[np.ndarray]) -> None:
+        for v, t in zip(out_vars, tensors):
+            for acc in accumulators[v].values():
+                acc.update(reference[v][i], t)
+
+    run_exposed(quantized, feeds, out_vars, pass2, desc="pass 2/2 int8-simulated")
+    for layer in table:
+        acc = accumulators[layer.var]
+        m = metrics[layer.name]
+        m.a_sqnr_db, m.a_mse = acc["sqnr_db"].value(), acc["mse"].value()
+        m.a_cosine, m.a_kl = acc["cosine"].value(), acc["kl"].value()
+    return Measurement(metrics, ranges, inference_passes=2, seconds=time.perf_counter() - start)

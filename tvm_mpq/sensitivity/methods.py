@@ -1,0 +1,72 @@
+"""Sensitivity methods, registered by name: each turns measurements into a sensitivity list.
+
+A sensitivity list orders the layers most-sensitive first; the top of the list stays fp32
+under a BOPs budget (``tvm_mpq.allocation``). Add a method in one file: subclass
+:class:`SensitivityMethod`, set ``name`` (and ``needs_activations`` if it only reads weights),
+decorate with :func:`register_method`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from tvm_mpq.errors import MpqError
+from tvm_mpq.graph.layer_table import LayerTable
+from tvm_mpq.sensitivity.layer_metrics import LayerMetrics
+
+_METHODS: dict[str, type["SensitivityMethod"]] = {}
+
+
+def register_method(cls: type["SensitivityMethod"]) -> type["SensitivityMethod"]:
+    if cls.name in _METHODS:
+        raise ValueError(f"sensitivity method '{cls.name}' registered twice")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def method_names() -> list[str]:
+    return list(_METHODS)
+
+
+def make_method(name: str, **options) -> "SensitivityMethod":
+    if name not in _METHODS:
+        raise MpqError(f"unknown --method '{name}' (have {', '.join(method_names())})")
+    return _METHODS[name](**options)
+
+
+class SensitivityMethod(ABC):
+    name: ClassVar[str]
+    needs_activations: ClassVar[bool] = True
+    """False: the method reads only weights, so no inference is run for it."""
+
+    @abstractmethod
+    def rank(self, table: LayerTable, metrics: dict[str, LayerMetrics]) -> list[str]:
+        """All layer names, most sensitive first."""
+
+    def details(self) -> dict[str, dict]:
+        """Per-layer extra fields for the report (e.g. deltas), filled by ``rank``."""
+        return {}
+
+
+@register_method
+class InOrder(SensitivityMethod):
+    """Quantize from the input onwards: at any rate the fp32 layers are the network's tail, so
+    the sensitivity list is the reverse topological order."""
+
+    name = "inorder"
+    needs_activations = False
+
+    def rank(self, table: LayerTable, metrics: dict[str, LayerMetrics]) -> list[str]:
+        return [layer.name for layer in reversed(table.layers)]
+
+
+@register_method
+class WeightSqnrOrder(SensitivityMethod):
+    """Lowest weight SQNR first (ties: topological order)."""
+
+    name = "weight-sqnr"
+    needs_activations = False
+
+    def rank(self, table: LayerTable, metrics: dict[str, LayerMetrics]) -> list[str]:
+        return [layer.name for layer in sorted(table.layers, key=lambda l: (metrics[l.name].w_sqnr_db, l.index))]

@@ -1,0 +1,75 @@
+"""QuantuneV2 sensitivity ranking (SQNR delta, Eq. 16; Algorithm 2).
+
+* SQNR delta of layer n: ``(SQNR_n - SQNR_p) / (L_n - L_p)``, p the nearest quantizable producer
+  of n (highest topological index among the MAC layers feeding n), L the layer index. A layer
+  with no quantizable producer (it reads the network input) is compared with the mean SQNR of
+  all layers at distance 1, so it is neither favoured nor excluded.
+* Ranking: layers whose activation MSE exceeds ``mse_factor`` (5) x the mean MSE come first,
+  largest MSE first; the rest by ``g * rank(weight delta) + rank(activation delta)``, ranks
+  taken over ascending deltas (a large SQNR drop is rank 0, the most sensitive), ``g > 1``
+  (default 2); ties by topological index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tvm_mpq.graph.layer_table import LayerTable
+from tvm_mpq.sensitivity.layer_metrics import LayerMetrics
+from tvm_mpq.sensitivity.methods import SensitivityMethod, register_method
+
+
+def sqnr_deltas(table: LayerTable, sqnr: dict[str, float]) -> dict[str, float]:
+    """Eq. 16 for every layer (see module docstring for layers without a producer)."""
+    mean = float(np.mean(list(sqnr.values())))
+    deltas = {}
+    for layer in table:
+        producer = table.nearest_producer(layer)
+        if producer is None:
+            deltas[layer.name] = sqnr[layer.name] - mean
+        else:
+            deltas[layer.name] = (sqnr[layer.name] - sqnr[producer.name]) / (layer.index - producer.index)
+    return deltas
+
+
+def ascending_ranks(values: dict[str, float], order: dict[str, int]) -> dict[str, int]:
+    """Rank 0 for the smallest value; ties broken by ``order``."""
+    ranked = sorted(values, key=lambda n: (values[n], order[n]))
+    return {name: r for r, name in enumerate(ranked)}
+
+
+def quantunev2_rank(table: LayerTable, metrics: dict[str, LayerMetrics], g: float = 2.0,
+                    mse_factor: float = 5.0) -> tuple[list[str], dict[str, dict]]:
+    """Algorithm 2: the sensitivity list and, per layer, the fields that produced it."""
+    if g <= 1:
+        raise ValueError("QuantuneV2 needs g > 1 (weight delta counts more)")
+    order = {layer.name: layer.index for layer in table}
+    w_delta = sqnr_deltas(table, {n: m.w_sqnr_db for n, m in metrics.items()})
+    a_delta = sqnr_deltas(table, {n: m.a_sqnr_db for n, m in metrics.items()})
+    mse = {n: m.a_mse for n, m in metrics.items()}
+    mean_mse = float(np.mean(list(mse.values())))
+    high = sorted((n for n in mse if mse[n] > mse_factor * mean_mse), key=lambda n: (-mse[n], order[n]))
+    rest = [n for n in order if n not in set(high)]
+    w_rank = ascending_ranks({n: w_delta[n] for n in rest}, order)
+    a_rank = ascending_ranks({n: a_delta[n] for n in rest}, order)
+    score = {n: g * w_rank[n] + a_rank[n] for n in rest}
+    ranked = high + sorted(rest, key=lambda n: (score[n], order[n]))
+    details = {n: {"w_sqnr_delta": w_delta[n], "a_sqnr_delta": a_delta[n], "high_mse": n in high,
+                   "score": score.get(n)} for n in order}
+    return ranked, details
+
+
+@register_method
+class QuantuneV2(SensitivityMethod):
+    name = "quantunev2"
+
+    def __init__(self, g: float = 2.0, mse_factor: float = 5.0):
+        self.g, self.mse_factor = g, mse_factor
+        self._details: dict[str, dict] = {}
+
+    def rank(self, table: LayerTable, metrics: dict[str, LayerMetrics]) -> list[str]:
+        ranked, self._details = quantunev2_rank(table, metrics, self.g, self.mse_factor)
+        return ranked
+
+    def details(self) -> dict[str, dict]:
+        return self._details
