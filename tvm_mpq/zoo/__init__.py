@@ -7,5 +7,6 @@ from tvm_mpq.zoo import efficientnet_lite0 as _efficientnet_lite0  # noqa: E402,
 from tvm_mpq.zoo import ppocr as _ppocr  # noqa: E402,F401
 from tvm_mpq.zoo import mtcnn_rnet as _mtcnn_rnet  # noqa: E402,F401
 from tvm_mpq.zoo import architectures as _architectures  # noqa: E402,F401
+from tvm_mpq.zoo import minilm as _minilm  # noqa: E402,F401
 
 __all__ = ["Feed", "ZooModel", "get", "names", "register"]
