@@ -1,0 +1,47 @@
+"""Shared fixtures: small real models built with torch and imported through our frontends."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("TVM_MPQ_NO_PROGRESS", "1")
+
+
+class ConvBnReluNet(torch.nn.Module):
+    """conv-bn-relu -> depthwise conv-bn-relu -> residual add -> pool -> linear (4 MAC layers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = torch.nn.BatchNorm2d(8)
+        self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.bn2 = torch.nn.BatchNorm2d(8)
+        self.pw = torch.nn.Conv2d(8, 8, 1)
+        self.fc = torch.nn.Linear(8, 5)
+        for bn in (self.bn1, self.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        z = torch.relu(self.bn2(self.dw(y)))
+        z = self.pw(z) + y
+        return self.fc(z.mean((2, 3)))
+
+
+@pytest.fixture(scope="session")
+def small_graph():
+    from tvm_mpq.frontends.torch_frontend import from_module
+
+    return from_module(ConvBnReluNet(), {"x": np.zeros((1, 3, 16, 16), np.float32)}, "small")
+
+
+@pytest.fixture(scope="session")
+def small_feeds():
+    rng = np.random.default_rng(0)
+    return [{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(4)]

@@ -1,0 +1,141 @@
+"""End-to-end analysis: two inference passes, the CLI contract, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tvm_mpq.calibration import CalibrationCache
+from tvm_mpq.cli import main
+from tvm_mpq.config import PrecisionConfig
+from tvm_mpq.graph import build_layer_table
+from tvm_mpq.sensitivity import analyze
+from tvm_mpq.sensitivity import layer_metrics
+
+from conftest import ConvBnReluNet
+
+
+def test_analysis_runs_exactly_two_inference_passes(small_graph, small_feeds, monkeypatch, tmp_path):
+    calls = []
+    original = layer_metrics.run_exposed
+
+    def counting(graph, feeds, names, on_batch, desc=""):
+        calls.append(len(feeds))
+        return original(graph, feeds, names, on_batch, desc)
+
+    monkeypatch.setattr(layer_metrics, "run_exposed", counting)
+    report = analyze(small_graph, small_feeds, "quantunev2", cache=CalibrationCache(tmp_path))
+    assert calls == [len(small_feeds), len(small_feeds)]
+    assert report.measurement.inference_passes == 2
+    assert sorted(report.sensitivity) == sorted(build_layer_table(small_graph).names())
+    for m in report.measurement.metrics.values():
+        assert 10.0 < m.w_sqnr_db < 80.0 and 5.0 < m.a_sqnr_db < 80.0 and m.a_mse > 0
+    assert list((tmp_path / "calibration").glob("small-*.json"))  # calibration cached on disk
+
+
+def test_weight_only_methods_run_no_inference(small_graph, small_feeds, monkeypatch):
+    monkeypatch.setattr(layer_metrics, "run_exposed", lambda *a, **k: pytest.fail("inference ran"))
+    report = analyze(small_graph, small_feeds, "weight-sqnr")
+    w = {n: m.w_sqnr_db for n, m in report.measurement.metrics.items()}
+    assert report.sensitivity == sorted(w, key=w.get)
+    assert analyze(small_graph, small_feeds, "inorder").sensitivity == ["fc", "pw", "dw", "conv1"]
+
+
+@pytest.fixture(scope="module")
+def dynamic_onnx(tmp_path_factory) -> Path:
+    """A real exported ONNX file with dynamic batch/height/width and a Shape-based reshape."""
+
+    class Net(ConvBnReluNet):
+        def forward(self, x):
+            y = super().forward(x)
+            return y.reshape(x.shape[0], -1)
+
+    path = tmp_path_factory.mktemp("onnx") / "dyn.onnx"
+    torch.onnx.export(Net().eval(), (torch.zeros(1, 3, 16, 16),), str(path), input_names=["image"],
+                      dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}}, dynamo=False)
+    return path
+
+
+def test_cli_analyze_onnx_with_dynamic_dims(dynamic_onnx, tmp_path):
+    out = tmp_path / "sens.json"
+    rc = main(["analyze", str(dynamic_onnx), "--input-shape", "image:1x3x32x32", "--calib-size", "3",
+               "--rate", "50", "-o", str(out), "--cache-dir", str(tmp_path)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["analysis"]["n_layers"] == 4 and report["analysis"]["inference_passes"] == 2
+    assert report["analysis"]["seconds"] > 0
+    names = {row["name"] for row in report["layers"]}
+    assert names == set(report["sensitivity"])
+    assert all("/" in n for n in names)  # ONNX node names, e.g. /conv1/Conv
+    row = report["layers"][0]
+    for key in ("w_sqnr_db", "a_sqnr_db", "w_sqnr_delta", "a_sqnr_delta", "a_mse", "macs", "rank"):
+        assert key in row
+    config = PrecisionConfig.load(tmp_path / "sens.rate50.json")
+    assert config.provenance["bops_reduction_rate"] >= 50.0
+    assert set(config.layers) == names
+
+
+def _run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tvm_mpq.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("make_args,message", [
+    (lambda d, o: ["analyze", "missing.onnx", "-o", o], "neither a file nor a zoo model"),
+    (lambda d, o: ["analyze", str(Path(__file__)), "-o", o], "unknown type '.py'"),
+    (lambda d, o: ["analyze", str(d["garbage"]), "-o", o], "not a valid ONNX model"),
+    (lambda d, o: ["analyze", str(d["dyn"]), "-o", o], "dynamic dims"),
+    (lambda d, o: ["analyze", str(d["dyn"]), "--input-shape", "image:1x3x32", "-o", o], "3 dims given"),
+    (lambda d, o: ["analyze", str(d["dyn"]), "--input-shape", "img:1x3x32x32", "-o", o], "model's inputs are"),
+    (lambda d, o: ["analyze", str(d["dyn"]), "--input-shape", "image:1xAx3", "-o", o], "not NAME:DIMS"),
+    (lambda d, o: ["analyze", str(d["unsupported"]), "-o", o], "ops TVM cannot import"),
+    (lambda d, o: ["analyze", str(d["dyn"]), "--input-shape", "image:1x3x32x32", "--method", "magic", "-o", o],
+     "unknown --method"),
+    (lambda d, o: ["analyze", str(d["dyn"]), "--input-shape", "image:1x3x32x32", "--calib", "nowhere", "-o", o],
+     "calibration source 'nowhere' does not exist"),
+])
+def test_cli_bad_input_gives_one_line_error(dynamic_onnx, tmp_path, make_args, message):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not a protobuf")
+    node = onnx.helper.make_node("Celu", ["x"], ["y"])  # a standard op TVM 0.27 lacks
+    graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", 1, [1, 4])],
+                                   [onnx.helper.make_tensor_value_info("y", 1, [1, 4])])
+    unsupported = tmp_path / "unsupported.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(unsupported))
+    files = {"garbage": garbage, "dyn": dynamic_onnx, "unsupported": unsupported}
+    result = _run_cli(make_args(files, str(tmp_path / "o.json")))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("tvm-mpq: error:") and message in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_validation_names_the_problem(small_graph, tmp_path):
+    from tvm_mpq.errors import MpqError
+
+    table = build_layer_table(small_graph)
+    good = {"format": "tvm-mpq/precision-config", "version": 1, "model": "small",
+            "layers": {n: {"w_bits": 8, "a_bits": 8} for n in table.names()}}
+    PrecisionConfig.from_json(good).validate(table)
+    bad = json.loads(json.dumps(good))
+    bad["layers"]["ghost_layer"] = "fp32"
+    with pytest.raises(MpqError, match="not in the model: ghost_layer"):
+        PrecisionConfig.from_json(bad).validate(table)
+    bad = json.loads(json.dumps(good))
+    del bad["layers"]["dw"]
+    with pytest.raises(MpqError, match="does not cover 1 layer.*dw"):
+        PrecisionConfig.from_json(bad).validate(table)
+    bad = json.loads(json.dumps(good))
+    bad["layers"]["dw"] = {"w_bits": 1, "a_bits": 8}
+    with pytest.raises(MpqError, match="'dw' has w_bits 1"):
+        PrecisionConfig.from_json(bad)
+    (tmp_path / "c.json").write_text("{not json")
+    with pytest.raises(MpqError, match="is not JSON"):
+        PrecisionConfig.load(tmp_path / "c.json")
