@@ -139,3 +139,18 @@ def test_config_validation_names_the_problem(small_graph, tmp_path):
     (tmp_path / "c.json").write_text("{not json")
     with pytest.raises(MpqError, match="is not JSON"):
         PrecisionConfig.load(tmp_path / "c.json")
+
+
+def test_analyze_efficientnet_lite0_covers_all_50_layers(tmp_path, capsys):
+    out = tmp_path / "eff.json"
+    rc = main(["analyze", "efficientnet-lite0", "--calib-size", "2", "-o", str(out), "--cache-dir", str(tmp_path)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["analysis"]["n_layers"] == 50 and len(report["sensitivity"]) == 50
+    assert report["analysis"]["inference_passes"] == 2
+    rows = report["layers"]
+    assert {r["kind"] for r in rows} == {"conv2d", "depthwise_conv2d", "dense"}
+    assert all(r["w_sqnr_db"] > 20 and r["a_sqnr_db"] > 5 and r["a_mse"] >= 0 for r in rows)
+    assert rows[0]["name"] == "_conv_stem" and rows[-1]["name"] == "_fc"
+    printed = capsys.readouterr().out
+    assert "analysis (quantunev2)" in printed and "W-SQNR" in printed
