@@ -80,6 +80,16 @@ def test_cli_analyze_onnx_with_dynamic_dims(dynamic_onnx, tmp_path):
     config = PrecisionConfig.load(tmp_path / "sens.rate50.json")
     assert config.provenance["bops_reduction_rate"] >= 50.0
     assert set(config.layers) == names
+    # the written config validates against the model; a config naming a ghost layer does not
+    shape = ["--input-shape", "image:1x3x32x32"]
+    assert main(["bops", str(dynamic_onnx), *shape, "--config", str(tmp_path / "sens.rate50.json")]) == 0
+    data = json.loads((tmp_path / "sens.rate50.json").read_text())
+    data["layers"]["/ghost/Conv"] = "fp32"
+    (tmp_path / "ghost.json").write_text(json.dumps(data))
+    result = _run_cli(["bops", str(dynamic_onnx), *shape, "--config", str(tmp_path / "ghost.json")])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tvm-mpq: error: config names 1 layer(s) not in the model: /ghost/Conv")
 
 
 def _run_cli(args: list[str]) -> subprocess.CompletedProcess:
