@@ -139,6 +139,7 @@ _CONST_POSITIONS: dict[str, set[int] | None] = {
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
             "Bernoulli", "If", "Loop", "Scan", "SequenceConstruct"}
 _MAX_FOLD_ELEMENTS = 1 << 24
+_MAX_INFER_CONST = 4096  # larger constants enter shape inference as typed inputs only
 _FOLD_ROUNDS = 8
 
 
@@ -168,6 +169,8 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec]) -> onnx.Mode
     from_initializers = {init.name for init in graph.initializer}
     values = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
     nodes = list(graph.node)
+    del graph.node[:]  # nodes and values live outside the proto until _rebuild
+    del graph.initializer[:]
     for _ in range(_FOLD_ROUNDS):
         shapes = _static_shapes(model_copy, nodes, values)
         remaining, folded = _fold_pass(nodes, values, shapes, opset)
@@ -184,11 +187,21 @@ def _static_shapes(model: onnx.ModelProto, nodes: list, values: dict[str, np.nda
     del trial.graph.node[:]
     trial.graph.node.extend(nodes)
     del trial.graph.initializer[:]
-    trial.graph.initializer.extend(onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in values.items())
     del trial.graph.value_info[:]
+    graph_inputs = {i.name for i in trial.graph.input}
+    for name, value in values.items():
+        value = np.asarray(value)
+        if value.size <= _MAX_INFER_CONST:  # shape inference may need the value itself
+            trial.graph.initializer.append(onnx.numpy_helper.from_array(value, name))
+        elif name not in graph_inputs:  # only the shape matters; keeps the proto small
+            elem = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+            trial.graph.input.append(onnx.helper.make_tensor_value_info(name, elem, value.shape))
     for out in trial.graph.output:
         out.type.tensor_type.ClearField("shape")
-    inferred = onnx.shape_inference.infer_shapes(trial, data_prop=True)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(trial, data_prop=True)
+    except Exception:  # e.g. custom-domain ops: fold what is foldable without inferred shapes
+        inferred = trial
     shapes: dict[str, tuple[int, ...]] = {}
     for info in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         ttype = info.type.tensor_type
@@ -223,7 +236,10 @@ def _fold_pass(nodes: list, values: dict[str, np.ndarray], shapes: dict[str, tup
                 remaining.append(node)
                 continue
             feeds = {i: values[i] for i in node.input if i}
-            value = ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
+            try:
+                value = ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
+            except Exception:  # an op onnx.reference lacks: leave it to TVM
+                value = None
         if value is None or any(np.asarray(v).size > _MAX_FOLD_ELEMENTS for v in value):
             remaining.append(node)
             continue
