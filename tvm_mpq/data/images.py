@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tvm_mpq.errors import MpqError
+
 _SKIMAGE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "cat", "immunohistochemistry",
                    "hubble_deep_field", "colorwheel", "retina")
 
@@ -35,7 +37,7 @@ def sample_images(count: int, size: tuple[int, int]) -> list[np.ndarray]:
     pool = photo_pool()
     views = [v for rank in range(10) for p in pool for v in _views(p)[rank:rank + 1]]
     if count > len(views):
-        raise ValueError(f"only {len(views)} sample images are available, {count} asked")
+        raise MpqError(f"--calib-size: only {len(views)} sample images are available, {count} asked")
     return [
         resize(v, size, anti_aliasing=True, preserve_range=True).astype(np.float32)
         for v in views[:count]

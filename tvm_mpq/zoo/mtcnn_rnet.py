@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.errors import MpqError
 
 IMAGE_SIZE = 24
 INPUT_NAME = "x"
@@ -74,7 +75,6 @@ def weights_path() -> Path:
     """``facenet_pytorch/data/rnet.pt`` of the installed wheel (without importing the package)."""
     spec = importlib.util.find_spec("facenet_pytorch")
     if spec is None or not spec.submodule_search_locations:
-        from tvm_mpq.errors import MpqError
 
         raise MpqError("facenet-pytorch==2.6.0 is not installed (pip install --no-deps facenet-pytorch==2.6.0)")
     return Path(list(spec.submodule_search_locations)[0]) / "data" / "rnet.pt"
@@ -119,7 +119,7 @@ def labelled(count: int | None = None) -> tuple[list[Feed], np.ndarray]:
 
 def _calibration(count: int) -> list[Feed]:
     if count > 200:
-        raise ValueError(f"only 200 lfw_subset images are available, {count} asked")
+        raise MpqError(f"--calib-size: only 200 lfw_subset images are available, {count} asked")
     return labelled(count)[0]
 
 

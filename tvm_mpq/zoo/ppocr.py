@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.errors import MpqError
 
 CLS_FILE = "ch_ppocr_mobile_v2.0_cls_infer.onnx"
 REC_FILE = "ch_PP-OCRv4_rec_infer.onnx"
@@ -51,7 +52,6 @@ def models_dir() -> Path:
     """``rapidocr_onnxruntime/models`` of the installed wheel (its modules are not imported)."""
     spec = importlib.util.find_spec("rapidocr_onnxruntime")
     if spec is None or not spec.submodule_search_locations:
-        from tvm_mpq.errors import MpqError
 
         raise MpqError("rapidocr-onnxruntime==1.4.4 is not installed (pip install --no-deps rapidocr-onnxruntime==1.4.4)")
     return Path(list(spec.submodule_search_locations)[0]) / "models"
@@ -97,7 +97,7 @@ def _feeds(shape: tuple[int, ...], count: int | None, rotate: bool = False) -> l
     strips = text_strips()
     count = len(strips) if count is None else count
     if count > len(strips):
-        raise ValueError(f"only {len(strips)} text strips are available, {count} asked")
+        raise MpqError(f"--calib-size: only {len(strips)} text strips are available, {count} asked")
     return [{INPUT_NAME: resize_norm(s[::-1, ::-1] if rotate else s, shape)} for s in strips[:count]]
 
 
