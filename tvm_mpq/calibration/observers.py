@@ -21,27 +21,20 @@ import math
 import numpy as np
 
 from tvm_mpq.errors import MpqError
+from tvm_mpq.registry import Registry
 from tvm_mpq.quantization.quantizers import act_qparams
 
-_OBSERVERS: dict[str, type["Observer"]] = {}
-
-
-def register_observer(cls: type["Observer"]) -> type["Observer"]:
-    if cls.name in _OBSERVERS:
-        raise ValueError(f"observer '{cls.name}' registered twice")
-    _OBSERVERS[cls.name] = cls
-    return cls
+_OBSERVERS: Registry["Observer"] = Registry("observer")
+register_observer = _OBSERVERS.register
 
 
 def observer_names() -> list[str]:
-    return sorted(_OBSERVERS)
+    return sorted(_OBSERVERS.names())
 
 
 def make_observer(name: str, **kwargs) -> "Observer":
     """A fresh observer by registered name; ``kwargs`` go to its constructor."""
-    if name not in _OBSERVERS:
-        raise MpqError(f"unknown observer '{name}' (have {', '.join(observer_names())})")
-    return _OBSERVERS[name](**kwargs)
+    return _OBSERVERS.make(name, **kwargs)
 
 
 class Observer(ABC):

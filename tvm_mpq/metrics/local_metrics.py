@@ -14,29 +14,18 @@ from typing import ClassVar
 
 import numpy as np
 
-from tvm_mpq.errors import MpqError
+from tvm_mpq.registry import Registry
 
 SQNR_CAP_DB = 200.0
 """SQNR reported for an exact match (no error), so JSON stays finite."""
 
-_METRICS: dict[str, type["LocalMetric"]] = {}
-
-
-def register_metric(cls: type["LocalMetric"]) -> type["LocalMetric"]:
-    if cls.name in _METRICS:
-        raise ValueError(f"metric '{cls.name}' registered twice")
-    _METRICS[cls.name] = cls
-    return cls
-
-
-def metric_names() -> list[str]:
-    return list(_METRICS)
+_METRICS: Registry["LocalMetric"] = Registry("metric")
+register_metric = _METRICS.register
+metric_names = _METRICS.names
 
 
 def make_metric(name: str) -> "LocalMetric":
-    if name not in _METRICS:
-        raise MpqError(f"unknown metric '{name}' (have {', '.join(metric_names())})")
-    return _METRICS[name]()
+    return _METRICS.make(name)
 
 
 def sqnr_db(x: np.ndarray, x_hat: np.ndarray) -> float:

@@ -11,28 +11,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from tvm_mpq.errors import MpqError
+from tvm_mpq.registry import Registry
 from tvm_mpq.graph.layer_table import LayerTable
 from tvm_mpq.sensitivity.layer_metrics import LayerMetrics
 
-_METHODS: dict[str, type["SensitivityMethod"]] = {}
-
-
-def register_method(cls: type["SensitivityMethod"]) -> type["SensitivityMethod"]:
-    if cls.name in _METHODS:
-        raise ValueError(f"sensitivity method '{cls.name}' registered twice")
-    _METHODS[cls.name] = cls
-    return cls
-
-
-def method_names() -> list[str]:
-    return list(_METHODS)
+_METHODS: Registry["SensitivityMethod"] = Registry("--method")
+register_method = _METHODS.register
+method_names = _METHODS.names
 
 
 def make_method(name: str, **options) -> "SensitivityMethod":
-    if name not in _METHODS:
-        raise MpqError(f"unknown --method '{name}' (have {', '.join(method_names())})")
-    return _METHODS[name](**options)
+    return _METHODS.make(name, **options)
 
 
 class SensitivityMethod(ABC):
