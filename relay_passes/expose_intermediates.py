@@ -35,7 +35,7 @@ class ExposeIntermediates:
         )
         body = relax.SeqExpr(func.body.blocks, result)
         new_func = relax.Function(func.params, body, ret_ty=result.ty, attrs=func.attrs)
-        mod = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        mod = mod.clone()  # ToNonDataflow may hand back the caller's module unchanged
         mod["main"] = new_func
         mod = relax.transform.Normalize()(mod)
         return relax.transform.ConvertToDataflow(min_size=1)(mod)
