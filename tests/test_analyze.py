@@ -164,3 +164,35 @@ def test_analyze_efficientnet_lite0_covers_all_50_layers(tmp_path, capsys):
     assert rows[0]["name"] == "_conv_stem" and rows[-1]["name"] == "_fc"
     printed = capsys.readouterr().out
     assert "analysis (quantunev2)" in printed and "W-SQNR" in printed
+
+
+class _AttentionNet(torch.nn.Module):
+    """A linear layer feeding an activation x activation matmul (q @ k^T), then a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.proj(x)
+        return self.head(q @ x.transpose(1, 2))
+
+
+@pytest.mark.parametrize("method", ["weight-sqnr", "quantunev2"])
+def test_activation_matmul_reports_are_valid_json(method, tmp_path):
+    from tvm_mpq.frontends.torch_frontend import from_module
+
+    graph = from_module(_AttentionNet(), {"x": np.zeros((1, 4, 8), np.float32)}, "attn")
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.normal(size=(1, 4, 8)).astype(np.float32)} for _ in range(2)]
+    report = analyze(graph, feeds, method)
+    kinds = [l.kind for l in report.table]
+    assert kinds == ["dense", "matmul", "dense"]
+    report.save(tmp_path / "r.json")  # strict JSON: no NaN anywhere
+    rows = {r["kind"]: r for r in json.loads((tmp_path / "r.json").read_text())["layers"]}
+    if method == "weight-sqnr":
+        assert rows["matmul"]["w_sqnr_db"] is None and report.sensitivity[-1] == "matmul_1"
+    else:  # inference measures the second operand's quantization too
+        assert rows["matmul"]["w_sqnr_db"] > 20

@@ -100,8 +100,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
         ranges = report.measurement.act_ranges
         if not ranges:  # weight-only methods: calibrate the activation quantizers now
-            data_vars = sorted({l.data_var for l in table} | {l.weight_var for l in table if l.weight_param is None})
-            ranges = {v: r[8] for v, r in calibrate(graph, feeds, data_vars, args.observer,
+            ranges = {v: r[8] for v, r in calibrate(graph, feeds, table.activation_operands(), args.observer,
                                                    cache=CalibrationCache(args.cache_dir)).items()}
         precisions = allocate_by_rate(table, report.sensitivity, args.rate)
         config = build_config(graph, table, precisions, ranges,
@@ -124,7 +123,7 @@ def _summary(report) -> str:
              f"{'rank':>4}  {'layer':<36} {'W-SQNR':>7} {'A-SQNR':>7} {'W-delta':>8} {'A-delta':>8} {'MSE':>10}"]
     for rank, name in enumerate(report.sensitivity[:10]):
         lm, d = m.metrics[name], report.details.get(name, {})
-        lines.append(f"{rank:>4}  {name[:36]:<36} {lm.w_sqnr_db:7.2f} {_f(lm.a_sqnr_db, 7, 2)} "
+        lines.append(f"{rank:>4}  {name[:36]:<36} {_f(lm.w_sqnr_db, 7, 2)} {_f(lm.a_sqnr_db, 7, 2)} "
                      f"{_f(d.get('w_sqnr_delta'), 8, 3)} {_f(d.get('a_sqnr_delta'), 8, 3)} {_f(lm.a_mse, 10, 4)}"
                      + ("  (MSE > 5x mean)" if d.get("high_mse") else ""))
     if len(report.sensitivity) > 10:

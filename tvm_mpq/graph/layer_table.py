@@ -86,6 +86,13 @@ class LayerTable:
             return None
         return max((self.by_name[p] for p in layer.producers), key=lambda p: p.index)
 
+    def activation_operands(self) -> list[str]:
+        """Relax names of every tensor an activation quantizer sits on: each layer's data operand,
+        plus the second operand of activation x activation matmuls (sorted, unique)."""
+        names = {layer.data_var for layer in self.layers}
+        names |= {layer.weight_var for layer in self.layers if layer.weight_param is None}
+        return sorted(n for n in names if n)
+
     def total_macs(self) -> int:
         return sum(layer.macs for layer in self.layers)
 

@@ -19,9 +19,7 @@ def host_target() -> tvm.target.Target:
 
 
 def _flatten(value: object) -> list[np.ndarray]:
-    if isinstance(value, (tvm.runtime.Tensor,)):
-        return [value.numpy()]
-    if hasattr(value, "numpy"):
+    if hasattr(value, "numpy"):  # a tvm.runtime.Tensor
         return [value.numpy()]
     out: list[np.ndarray] = []
     for item in value:  # an ffi Array (tuple output)

@@ -21,7 +21,7 @@ from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, run
 from tvm_mpq.calibration.observers import make_observer
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable
-from tvm_mpq.metrics.local_metrics import make_metric
+from tvm_mpq.metrics.local_metrics import make_metric, mse, sqnr_db
 from tvm_mpq.quantization.quantizers import (
     ActQParams,
     act_qparams,
@@ -36,10 +36,11 @@ ACTIVATION_METRICS = ("sqnr_db", "mse", "cosine", "kl")
 
 @dataclass
 class LayerMetrics:
-    """Quantization error of one layer (activation fields are None when not measured)."""
+    """Quantization error of one layer; None where not measured (activations without inference,
+    and the second operand of an activation x activation matmul, which only inference shows)."""
 
-    w_sqnr_db: float
-    w_mse: float
+    w_sqnr_db: float | None
+    w_mse: float | None
     a_sqnr_db: float | None = None
     a_mse: float | None = None
     a_cosine: float | None = None
@@ -69,8 +70,6 @@ def plan_for(layer: Layer, params: dict[str, np.ndarray], data_qp: ActQParams | 
 
 
 def weight_metrics(layer: Layer, params: dict[str, np.ndarray], w_bits: int) -> tuple[float, float]:
-    from tvm_mpq.metrics.local_metrics import mse, sqnr_db
-
     w = layer.weight_operand(params)
     wq = fake_quant_weight(w, w_bits, layer.channel_axis)
     return sqnr_db(w, wq), mse(w, wq)
@@ -88,11 +87,11 @@ def measure_layers(graph: ModelGraph, table: LayerTable, feeds: list[Feed], *, o
             metrics[layer.name] = LayerMetrics(s, m)
     if not activations:
         for layer in table:
-            metrics.setdefault(layer.name, LayerMetrics(float("nan"), float("nan")))
+            metrics.setdefault(layer.name, LayerMetrics(None, None))
         return Measurement(metrics, seconds=time.perf_counter() - start)
 
     # Pass 1: fp32, observe every activation operand, keep every MAC output.
-    act_vars = sorted({v for layer in table for v in (layer.data_var, None if layer.weight_param else layer.weight_var) if v})
+    act_vars = table.activation_operands()
     out_vars = [layer.var for layer in table]
     observers = {v: make_observer(observer) for v in act_vars}
     reference: dict[str, list[np.ndarray]] = {v: [] for v in out_vars}
@@ -119,8 +118,6 @@ def measure_layers(graph: ModelGraph, table: LayerTable, feeds: list[Feed], *, o
         if layer.weight_param is None:
             b = np.concatenate([x.ravel() for x in operand_b[layer.weight_var]])
             bq = fake_quant_activation(b, qparams[layer.weight_var])
-            from tvm_mpq.metrics.local_metrics import mse, sqnr_db
-
             metrics[layer.name] = LayerMetrics(sqnr_db(b, bq), mse(b, bq))
 
     # Pass 2: every layer int8-simulated at once.

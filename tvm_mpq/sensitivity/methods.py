@@ -52,10 +52,15 @@ class InOrder(SensitivityMethod):
 
 @register_method
 class WeightSqnrOrder(SensitivityMethod):
-    """Lowest weight SQNR first (ties: topological order)."""
+    """Lowest weight SQNR first (ties: topological order). Activation x activation matmuls have
+    no weight to measure without inference; they go last (quantized first)."""
 
     name = "weight-sqnr"
     needs_activations = False
 
     def rank(self, table: LayerTable, metrics: dict[str, LayerMetrics]) -> list[str]:
-        return [layer.name for layer in sorted(table.layers, key=lambda l: (metrics[l.name].w_sqnr_db, l.index))]
+        return [layer.name for layer in sorted(table.layers, key=lambda l: _weight_sqnr_key(metrics[l.name], l.index))]
+
+
+def _weight_sqnr_key(m: LayerMetrics, index: int) -> tuple[bool, float, int]:
+    return (m.w_sqnr_db is None, m.w_sqnr_db or 0.0, index)
