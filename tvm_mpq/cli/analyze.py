@@ -1,33 +1,17 @@
-"""``tvm-mpq`` command line (DESIGN "CLI contract")."""
+"""``tvm-mpq analyze``: rank layers by quantization sensitivity (and allocate for --rate)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from tvm_mpq.cli.common import add_model_options, load_model_and_calibration
 from tvm_mpq.errors import MpqError
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="zoo name, .onnx file or torch.export .pt2 file")
-    p.add_argument("--input-shape", action="append", metavar="NAME:DIMS",
-                   help="static shape for a (dynamic) input, e.g. x:1x3x224x224; repeatable")
-    p.add_argument("--calib", metavar="DIR|FILE.npz", help="calibration images or .npz of inputs "
-                   "(default: the zoo model's bundled samples)")
-    p.add_argument("--calib-size", type=int, default=16, metavar="N", help="calibration samples (default 16)")
-    p.add_argument("--mean", type=float, nargs="+", default=[0.0], help="image preprocessing mean (for --calib DIR)")
-    p.add_argument("--std", type=float, nargs="+", default=[1.0], help="image preprocessing std (for --calib DIR)")
-    p.add_argument("--observer", default="minmax", help="activation observer: minmax, percentile, mse, entropy")
-    p.add_argument("--cache-dir", type=Path, help="calibration cache (default ~/.cache/tvm-mpq or $TVM_MPQ_CACHE)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tvm-mpq", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="rank layers by quantization sensitivity")
-    _add_model_options(p)
+    add_model_options(p)
     from tvm_mpq.sensitivity import method_names
 
     p.add_argument("--method", default="quantunev2", help=f"one of {', '.join(method_names())}")
@@ -36,41 +20,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="sensitivity report JSON")
     p.add_argument("--config-out", type=Path, help="precision config JSON (default: OUTPUT with .rate<R>.json)")
     p.set_defaults(func=cmd_analyze)
-
-    p = sub.add_parser("bops", help="validate a precision config against a model and report its BOPs")
-    p.add_argument("model", help="zoo name, .onnx file or torch.export .pt2 file")
-    p.add_argument("--input-shape", action="append", metavar="NAME:DIMS")
-    p.add_argument("--config", type=Path, required=True, help="precision config JSON")
-    p.set_defaults(func=cmd_bops)
-    return parser
-
-
-def cmd_bops(args: argparse.Namespace) -> int:
-    from tvm_mpq.allocation import bops, bops_ratio, bops_reduction_rate, raw_reduction_rate
-    from tvm_mpq.config import PrecisionConfig
-    from tvm_mpq.frontends import load_model, parse_input_shapes
-    from tvm_mpq.graph import build_layer_table
-
-    config = PrecisionConfig.load(args.config)  # syntax first: no model import for a broken file
-    table = build_layer_table(load_model(args.model, parse_input_shapes(args.input_shape)))
-    config.validate(table)
-    p = config.precisions()
-    print(f"{args.config}: valid for {args.model} ({len(table)} layers)")
-    print(f"BOPs {bops(table, p):.4g}; BOPs reduction rate {bops_reduction_rate(table, p):.2f}%; "
-          f"bops_ratio {bops_ratio(table, p):.4f}; raw rate (Eq. 17) {raw_reduction_rate(table, p):.2f}%; "
-          f"{len(config.fp32_layers())} fp32 layer(s)")
-    return 0
-
-
-def _load(args: argparse.Namespace):
-    from tvm_mpq.calibration import load_calibration
-    from tvm_mpq.frontends import load_model, parse_input_shapes
-
-    graph = load_model(args.model, parse_input_shapes(args.input_shape))
-    mean = args.mean[0] if len(args.mean) == 1 else tuple(args.mean)
-    std = args.std[0] if len(args.std) == 1 else tuple(args.std)
-    feeds = load_calibration(graph, args.calib, args.calib_size, mean, std)
-    return graph, feeds
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -84,7 +33,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     make_observer(args.observer)
     if args.rate is not None and not 0 <= args.rate <= 100:
         raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")
-    graph, feeds = _load(args)
+    graph, feeds = load_model_and_calibration(args)
     table = build_layer_table(graph)
     if len(table) == 0:
         raise MpqError(f"model '{graph.name}' has no conv/matmul layers to quantize")
@@ -133,17 +82,3 @@ def _summary(report) -> str:
 
 def _f(value: float | None, width: int, digits: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except MpqError as err:
-        print(f"tvm-mpq: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

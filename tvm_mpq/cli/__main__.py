@@ -1,0 +1,5 @@
+import sys
+
+from tvm_mpq.cli import main
+
+sys.exit(main())
