@@ -1,0 +1,195 @@
+"""Task metrics: one number from a model's outputs, its fp32 outputs and (where they exist) labels.
+
+``outputs`` / ``reference`` are per-sample lists of the model's flattened outputs
+(``outputs[i][k]``: output ``k`` of sample ``i``); class predictions are the argmax over the last
+axis of output 0 (the logits), one per sample, or one per position for sequence outputs such as
+the PP-OCR recogniser's ``(1, T, C)`` (agreement is then per position).
+
+* with labels: ``accuracy`` (``lfw_accuracy`` for the MTCNN face / non-face task);
+* without labels: ``top1_agreement`` / ``top5_agreement`` with the fp32 prediction (fp32
+  pseudo-labels), ``kl_softmax`` of the output distributions, ``output_sqnr_db`` over all outputs
+  (DESIGN's SQNR), ``embedding_cosine`` for sentence embeddings.
+
+Add a metric in one class: subclass :class:`TaskMetric`, set ``name`` (``needs_labels``,
+``higher_is_better``), decorate with :func:`register_task_metric`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+from tvm_mpq.errors import MpqError
+from tvm_mpq.metrics.local_metrics import SqnrMetric
+from tvm_mpq.registry import Registry
+
+Outputs = list[list[np.ndarray]]
+"""Model outputs per sample: ``outputs[i]`` is the flattened output list of sample ``i``."""
+
+
+def _logits(outputs: Outputs) -> np.ndarray:
+    """Output 0 of every sample as ``(positions, classes)`` rows, samples in order."""
+    if not outputs:
+        raise MpqError("a task metric needs at least one sample")
+    return np.concatenate([np.asarray(o[0], np.float64).reshape(-1, np.shape(o[0])[-1]) for o in outputs])
+
+
+def _check_pair(outputs: Outputs, reference: Outputs) -> None:
+    if len(outputs) != len(reference):
+        raise ValueError(f"{len(outputs)} outputs vs {len(reference)} reference outputs")
+
+
+def accuracy(outputs: Outputs, labels: np.ndarray) -> float:
+    """Fraction of samples whose argmax class equals the label (one prediction per sample)."""
+    pred = _logits(outputs).argmax(-1)
+    labels = np.asarray(labels).reshape(-1)
+    if pred.size != labels.size:
+        raise MpqError(f"accuracy needs one class prediction per sample: {pred.size} predictions "
+                       f"for {labels.size} labels (output 0 has shape {np.shape(outputs[0][0])})")
+    return float(np.mean(pred == labels))
+
+
+def topk_agreement(outputs: Outputs, reference: Outputs, k: int = 1) -> float:
+    """Fraction of predictions (samples or positions) whose fp32 top-1 class is in the top-``k``."""
+    _check_pair(outputs, reference)
+    ref_top1 = _logits(reference).argmax(-1)
+    logits = _logits(outputs)
+    if k == 1:
+        return float(np.mean(logits.argmax(-1) == ref_top1))
+    topk = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+    return float(np.mean((topk == ref_top1[:, None]).any(-1)))
+
+
+def top1_agreement(outputs: Outputs, reference: Outputs) -> float:
+    """Top-1 agreement with the fp32 model (accuracy against fp32 pseudo-labels)."""
+    return topk_agreement(outputs, reference, 1)
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def kl_softmax(outputs: Outputs, reference: Outputs) -> float:
+    """Mean ``KL(softmax(fp32) || softmax(quantized))`` over samples (and positions)."""
+    _check_pair(outputs, reference)
+    log_p, log_q = _log_softmax(_logits(reference)), _log_softmax(_logits(outputs))
+    return float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), -1)))
+
+
+def output_sqnr_db(outputs: Outputs, reference: Outputs) -> float:
+    """DESIGN's SQNR over every output of every sample (fp32 reference = signal)."""
+    _check_pair(outputs, reference)
+    metric = SqnrMetric()
+    for out, ref in zip(outputs, reference):
+        for o, r in zip(out, ref):
+            metric.update(r, o)
+    return metric.value()
+
+
+def embedding_cosine(outputs: Outputs, reference: Outputs) -> float:
+    """Mean over samples of the cosine similarity of output 0 with its fp32 value."""
+    _check_pair(outputs, reference)
+    values = []
+    for out, ref in zip(outputs, reference):
+        a, b = np.asarray(ref[0], np.float64).ravel(), np.asarray(out[0], np.float64).ravel()
+        denom = np.linalg.norm(a) * np.linalg.norm(b)
+        values.append(float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b)))
+    return float(np.mean(values))
+
+
+class TaskMetric(ABC):
+    """A task metric: ``metric(outputs, reference, labels)`` -> float."""
+
+    name: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    needs_labels: ClassVar[bool] = False
+
+    @abstractmethod
+    def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
+        """The metric of ``outputs`` (``reference``: fp32 outputs of the same samples)."""
+
+
+_TASK_METRICS: Registry[TaskMetric] = Registry("task metric")
+register_task_metric = _TASK_METRICS.register
+task_metric_names = _TASK_METRICS.names
+
+
+def make_task_metric(name: str) -> TaskMetric:
+    return _TASK_METRICS.make(name)
+
+
+class _LabelledMetric(TaskMetric):
+    needs_labels = True
+
+    def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
+        if labels is None:
+            raise MpqError(f"task metric '{self.name}' needs labels, and these samples have none")
+        return accuracy(outputs, labels)
+
+
+@register_task_metric
+class Accuracy(_LabelledMetric):
+    """Top-1 accuracy against true labels."""
+
+    name = "accuracy"
+
+
+@register_task_metric
+class LfwAccuracy(_LabelledMetric):
+    """Face / non-face accuracy on scikit-image's LFW subset (MTCNN RNet; label 1 = face)."""
+
+    name = "lfw_accuracy"
+
+
+@register_task_metric
+class Top1Agreement(TaskMetric):
+    name = "top1_agreement"
+
+    def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
+        return top1_agreement(outputs, reference)
+
+
+@register_task_metric
+class Top5Agreement(TaskMetric):
+    name = "top5_agreement"
+
+    def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
+        return topk_agreement(outputs, reference, 5)
+
+
+@register_task_metric
+class KlSoftmax(TaskMetric):
+    name = "kl_softmax"
+    higher_is_better = False
+
+    def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
+        return kl_softmax(outputs, reference)
+
+
+@register_task_metric
+class OutputSqnr(TaskMetric):
+    name = "output_sqnr_db"
+
+    def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
+        return output_sqnr_db(outputs, reference)
+
+
+@register_task_metric
+class EmbeddingCosine(TaskMetric):
+    name = "embedding_cosine"
+
+    def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
+        return embedding_cosine(outputs, reference)
+
+
+def default_metric(task: str, has_labels: bool) -> str:
+    """The metric a task is judged by: accuracy where labels exist (``lfw_accuracy`` for the
+    face task), embedding cosine for sentence embeddings, else top-1 agreement with fp32."""
+    if has_labels:
+        return "lfw_accuracy" if task == "face-binary" else "accuracy"
+    if task == "sentence-embedding":
+        return "embedding_cosine"
+    return "top1_agreement"
