@@ -19,7 +19,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", type=float, help="also allocate for this BOPs reduction rate (0..100) and write the config")
     p.add_argument("-o", "--output", type=Path, required=True, help="sensitivity report JSON")
     p.add_argument("--config-out", type=Path, help="precision config JSON (default: OUTPUT with .rate<R>.json)")
+    m = p.add_argument_group("method options (top1, mixquant, pandey)")
+    m.add_argument("--top1-samples", type=int, metavar="N",
+                   help="top1: samples the task metric is measured on (default: all labelled / calibration samples)")
+    m.add_argument("--top1-labels", choices=("auto", "true", "pseudo"),
+                   help="top1: true labels (error if the model has none), fp32 pseudo-labels, or auto (default)")
+    m.add_argument("--qem", metavar="Q[,Q...]", help="mixquant: quantization error multipliers >= 1 (default 1,4,16,64,256)")
+    m.add_argument("--candidates", metavar="WxAy,...", help="pandey: bit-width candidates, 'default' (W4A8,W8A8,W8A16) "
+                   "or 'extended' (adds W4A16, W16A16)")
+    m.add_argument("--bops-budget", metavar="R[,R...]", help="pandey: bops_ratio budgets (BOPs / BOPs_fp32, 0..1]; "
+                   "default: the cost of each homogeneous lower candidate")
+    m.add_argument("--sqnr-budget", metavar="DB[,DB...]", help="pandey: output-SQNR (fidelity) budgets in dB")
+    m.add_argument("--pandey-samples", type=int, metavar="N", help="pandey: calibration samples for phases 1 and 2 (default all)")
     p.set_defaults(func=cmd_analyze)
+
+
+_METHOD_OPTIONS = {  # CLI option -> (method, constructor keyword)
+    "top1_samples": ("top1", "samples"), "top1_labels": ("top1", "labels"), "qem": ("mixquant", "qems"),
+    "candidates": ("pandey", "candidates"), "bops_budget": ("pandey", "bops_budgets"),
+    "sqnr_budget": ("pandey", "sqnr_budgets"), "pandey_samples": ("pandey", "samples"),
+}
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """Constructor options of ``args.method`` from its CLI options; MpqError for another method's."""
+    options = {}
+    for attr, (method, keyword) in _METHOD_OPTIONS.items():
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        if method != args.method:
+            raise MpqError(f"--{attr.replace('_', '-')} applies to --method {method}, not {args.method}")
+        options[keyword] = value
+    return options
+
+
+def _eval_data(model: str):
+    """Labelled samples and task of a zoo model (None, "generic" for model files)."""
+    from tvm_mpq import zoo
+    from tvm_mpq.sensitivity import EvalData
+
+    if model not in zoo.names():
+        return None, "generic"
+    entry = zoo.get(model)
+    return (EvalData(*entry.labelled(None)) if entry.labelled else None), entry.task
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -29,7 +72,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.sensitivity import analyze, make_method
 
-    make_method(args.method)  # fail fast on a bad name
+    options = method_options(args)
+    make_method(args.method, **options)  # fail fast on a bad name or option
     make_observer(args.observer)
     if args.rate is not None and not 0 <= args.rate <= 100:
         raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")
@@ -39,18 +83,26 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise MpqError(f"model '{graph.name}' has no conv/matmul layers to quantize")
     print(f"{graph.name}: {len(table)} MAC layers, {table.total_macs() / 1e6:.1f} M MACs; "
           f"{len(feeds)} calibration samples; method {args.method}")
+    eval_data, task = _eval_data(args.model)
     report = analyze(graph, feeds, args.method, observer=args.observer, g=args.g,
-                     cache=CalibrationCache(args.cache_dir), table=table)
+                     cache=CalibrationCache(args.cache_dir), table=table, options=options,
+                     eval_data=eval_data, task=task)
     report.save(args.output)
     print(_summary(report))
     print(f"sensitivity report: {args.output}")
-    if args.rate is not None:
+    for path in report.write_artifacts(args.output):
+        print(f"{args.method} artifact: {path}")
+    ranges: dict = {}
+    if args.rate is not None or report.allocations:
         from tvm_mpq.calibration import calibrate
 
         ranges = report.measurement.act_ranges
         if not ranges:  # weight-only methods: calibrate the activation quantizers now
             ranges = {v: r[8] for v, r in calibrate(graph, feeds, table.activation_operands(), args.observer,
                                                    cache=CalibrationCache(args.cache_dir)).items()}
+    for allocation in report.allocations:
+        _write_allocation(args, graph, table, ranges, allocation, len(feeds))
+    if args.rate is not None:
         precisions = allocate_by_rate(table, report.sensitivity, args.rate)
         config = build_config(graph, table, precisions, ranges,
                               {"method": args.method, "requested_rate": args.rate, "observer": args.observer,
@@ -65,6 +117,31 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_allocation(args: argparse.Namespace, graph, table, ranges: dict, allocation, calib_size: int) -> None:
+    """Print one bit-width assignment and write it as a precision config (where the format can
+    express it: weights 2..8 bits, activations 2..8 or 16 bits, or fp32)."""
+    from tvm_mpq.allocation import FP32
+    from tvm_mpq.config.build import build_config
+    from tvm_mpq.config.precision_config import ACT_BITS, WEIGHT_BITS
+
+    row = allocation.to_json(table)
+    print(f"{allocation.label}: bops_ratio {row['bops_ratio']:.4f} (BOPs reduction rate "
+          f"{row['bops_reduction_rate']:.1f}%), {row['n_simulated']}/{len(table)} layer(s) simulated (no int8 kernel)"
+          + "".join(f", {k} {v:.4g}" for k, v in allocation.info.items() if isinstance(v, float)))
+    bad = [n for n, p in allocation.precisions.items()
+           if p != FP32 and (p.w_bits not in WEIGHT_BITS or p.a_bits not in ACT_BITS)]
+    if bad:
+        print(f"  no precision config: {len(bad)} layer(s) use bit-widths the config format cannot hold ({bad[0]}: "
+              f"W{allocation.precisions[bad[0]].w_bits}A{allocation.precisions[bad[0]].a_bits})")
+        return
+    config = build_config(graph, table, allocation.precisions, ranges,
+                          {"method": args.method, "allocation": allocation.label, **allocation.info,
+                           "kernels": allocation.kernels(), "observer": args.observer, "calib_size": calib_size})
+    out = args.output.with_suffix(f".{allocation.key}.json")
+    config.save(out)
+    print(f"  precision config: {out}")
+
+
 def _summary(report) -> str:
     m = report.measurement
     lines = [f"analysis ({report.method}): {report.seconds:.1f} s, {m.inference_passes} inference pass(es) "
@@ -77,6 +154,10 @@ def _summary(report) -> str:
                      + ("  (MSE > 5x mean)" if d.get("high_mse") else ""))
     if len(report.sensitivity) > 10:
         lines.append(f"  ... {len(report.sensitivity) - 10} more in the report")
+    scalars = {k: v for k, v in report.method_info.items() if isinstance(v, (int, float, str))}
+    if scalars:
+        lines.append(f"{report.method}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                      for k, v in scalars.items()))
     return "\n".join(lines)
 
 
