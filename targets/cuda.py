@@ -1,0 +1,98 @@
+"""NVIDIA GPUs: ``{"kind": "cuda", "arch": "sm_XX"}`` with an x86 ``llvm`` host.
+
+Kernels are compiled to a fatbin (cubin inside) by ``nvcc``. Running needs a GPU: on a GPU host
+the library runs on that host's RPC server (``remote.cuda()``). On a machine without a CUDA
+driver TVM 0.27's wheel cannot load its CUDA codegen sidecar (``libtvm_runtime_cuda.so`` links
+``libcuda.so.1``) and would only embed CUDA C source; :mod:`targets.cuda_driver_stub` then
+provides a stub driver so ``nvcc`` still produces real device code (compile only).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from tvm_mpq.errors import MpqError
+
+from targets.base import DeployTarget, register_target
+from targets.elf import EM_X86_64
+
+DEFAULT_ARCH = "sm_90"
+
+
+def detect_gpu_arch() -> str | None:
+    """``sm_XY`` of GPU 0 when this machine has one, else None."""
+    import tvm
+
+    dev = tvm.cuda(0)
+    if not dev.exist:
+        return None
+    return "sm_" + str(dev.compute_version).replace(".", "")
+
+
+def find_nvcc() -> str | None:
+    """Path of ``nvcc`` (``PATH``, then ``$CUDA_HOME/bin``, then ``/usr/local/cuda/bin``)."""
+    for candidate in (shutil.which("nvcc"), os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@register_target
+class CudaTarget(DeployTarget):
+    """CUDA for ``arch`` (default: the local GPU's, else ``sm_90``); host code is generic x86-64."""
+
+    name = "cuda"
+    description = "NVIDIA GPU (nvcc fatbin; runs on a GPU host's RPC server)"
+    device_kind = "cuda"
+    elf_machine = EM_X86_64
+    server_arch = "x86_64"
+
+    def __init__(self, arch: str | None = None) -> None:
+        self.arch = arch or detect_gpu_arch() or DEFAULT_ARCH
+        if not self.arch.startswith("sm_") or not self.arch[3:].isdigit():
+            raise MpqError(f"CUDA arch '{self.arch}' is not sm_XY (e.g. sm_80, sm_90)")
+
+    def target_dict(self) -> dict[str, Any]:
+        """``{"kind": "cuda", "arch": ..., "host": {"kind": "llvm", ...}}``."""
+        return {"kind": "cuda", "arch": self.arch,
+                "host": {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}}
+
+    def check_toolchain(self) -> None:
+        """MpqError when ``nvcc`` is missing (the CUDA toolkit compiles the kernels)."""
+        if find_nvcc() is None:
+            raise MpqError("nvcc not found: install the CUDA toolkit (or put nvcc on PATH / set CUDA_HOME)")
+
+    @contextmanager
+    def build_context(self) -> Iterator[None]:
+        """The target in scope (TVM's CUDA compile callback reads ``arch`` from it), ``nvcc`` as
+        the kernel compiler unless ``cuda-bindings`` (NVRTC) is importable, and TVM's CUDA codegen
+        loaded (with a stub driver on machines without one)."""
+        from targets.cuda_driver_stub import ensure_cuda_codegen
+
+        ensure_cuda_codegen()
+        nvcc = find_nvcc()
+        saved = {k: os.environ.get(k) for k in ("TVM_CUDA_COMPILE_MODE", "PATH")}
+        if "TVM_CUDA_COMPILE_MODE" not in os.environ and not _have_nvrtc_bindings():
+            os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
+        if nvcc and shutil.which("nvcc") is None:
+            os.environ["PATH"] = os.path.dirname(nvcc) + os.pathsep + os.environ.get("PATH", "")
+        try:
+            with self.tvm_target:
+                yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def _have_nvrtc_bindings() -> bool:
+    try:
+        from cuda.bindings import nvrtc  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,175 @@
+"""Run an exported model over RPC: upload, load, build a Relax VM on the remote device, run, time.
+
+::
+
+    with RemoteModel(session, "model.so", target) as model:
+        outputs = model.run(feed)                  # list of numpy arrays
+        stats = model.time(feed)                   # LatencyStats(median_ms, p10_ms, p90_ms, ...)
+
+The library's ELF machine is checked against the target and against the server's CPU before
+the upload, so a library built for another target is a one-line error, not a remote crash.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tvm_mpq.errors import MpqError
+
+from targets.elf import machine_name, read_elf_machine
+from targets.rpc.session import _last_line, remote_machine
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """``time_evaluator`` result: per-repeat mean latency statistics in milliseconds."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    std_ms: float
+    repeat: int
+    number: int
+
+    def to_json(self) -> dict[str, float | int]:
+        """The report's ``latency_ms`` object (``median``, ``p10``, ``p90``) plus the rest."""
+        d = asdict(self)
+        return {"median": d.pop("median_ms"), "p10": d.pop("p10_ms"), "p90": d.pop("p90_ms"),
+                "mean": d.pop("mean_ms"), "std": d.pop("std_ms"), **d}
+
+
+def latency_stats(seconds: Sequence[float], number: int) -> LatencyStats:
+    """Statistics of per-repeat mean times given in seconds."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    p10, med, p90 = np.percentile(ms, [10, 50, 90])
+    return LatencyStats(float(med), float(p10), float(p90), float(ms.mean()), float(ms.std()), len(ms), number)
+
+
+def check_library_for_server(path: str | Path, session: Any, target: Any = None) -> None:
+    """MpqError if the library is not an ELF for ``target`` or for the server's CPU."""
+    machine = read_elf_machine(path)
+    if target is not None and machine != target.elf_machine:
+        raise MpqError(f"{Path(path).name} is built for {machine_name(machine)}, but target {target.name} "
+                       f"runs {machine_name(target.elf_machine)} code")
+    server = remote_machine(session)
+    if server is not None and server != machine:
+        raise MpqError(f"{Path(path).name} is built for {machine_name(machine)}, but the RPC server runs on "
+                       f"{machine_name(server)}: build it for that server's target")
+
+
+class RemoteModel:
+    """An exported library loaded in an RPC session, with a Relax VM on the target's device.
+
+    ``target``: a :class:`~targets.base.DeployTarget` (picks the device, checks the ELF); None
+    runs on the remote CPU without the target check. ``close()`` (or leaving the ``with``
+    block) drops every remote handle so the server's session can end.
+    """
+
+    def __init__(self, session: Any, library: str | Path, target: Any = None, device_index: int = 0) -> None:
+        from tvm import relax
+
+        self.session = session
+        self.target = target
+        library = Path(library)
+        check_library_for_server(library, session, target)
+        remote_name = f"tvm-mpq-{uuid.uuid4().hex[:8]}-{library.name}"
+        try:
+            session.upload(str(library), remote_name)
+            self.module = session.load_module(remote_name)
+        except Exception as err:
+            raise MpqError(f"RPC server could not load {library.name}: {_last_line(err)}") from None
+        self.device = target.remote_device(session, device_index) if target is not None else session.cpu(device_index)
+        devices = [self.device] if self.device.dlpack_device_type() == session.cpu().dlpack_device_type() \
+            else [self.device, session.cpu()]
+        if target is not None and target.device_kind == "cuda" and not self.device.exist:
+            raise MpqError("the RPC server has no CUDA device (run the CUDA model on a GPU host's server)")
+        try:
+            self.vm = relax.VirtualMachine(self.module, devices)
+        except Exception as err:
+            raise MpqError(f"cannot start the Relax VM of {library.name} on the RPC server: {_last_line(err)}") from None
+
+    def _inputs(self, feed: dict[str, np.ndarray] | Sequence[np.ndarray]) -> list[Any]:
+        import tvm
+
+        arrays = list(feed.values()) if isinstance(feed, dict) else list(feed)
+        return [tvm.runtime.tensor(np.ascontiguousarray(a), self.device) for a in arrays]
+
+    def run(self, feed: dict[str, np.ndarray] | Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run ``main`` on the inputs (a feed dict in the model's input order, or a list)."""
+        try:
+            self.vm.set_input("main", *self._inputs(feed))
+            self.vm.invoke_stateful("main")
+            return _flatten(self.vm.get_outputs("main"))
+        except Exception as err:
+            raise MpqError(f"remote run failed: {_last_line(err)}") from None
+
+    def time(self, feed: dict[str, np.ndarray] | Sequence[np.ndarray], repeat: int = 10,
+             min_repeat_ms: float = 100.0, max_seconds: float = 20.0) -> LatencyStats:
+        """Time ``main`` with ``time_evaluator`` (one warm-up run discarded).
+
+        Each of the ``repeat`` measurements runs the model ``number`` times for at least
+        ``min_repeat_ms``; ``repeat`` shrinks (to no fewer than 3) when one run is so slow that
+        the measurements would take longer than ``max_seconds`` in all.
+        """
+        self.vm.set_input("main", *self._inputs(feed))
+        try:
+            start = time.perf_counter()
+            self.vm.invoke_stateful("main")  # warm-up, and an estimate of one run
+            one = max(time.perf_counter() - start, 1e-6)
+            number = max(1, math.ceil(min_repeat_ms / 1e3 / one))
+            per_repeat = max(number * one, min_repeat_ms / 1e3)
+            repeat = max(3, min(repeat, int(max_seconds / per_repeat)))
+            timer = self.vm.time_evaluator("invoke_stateful", self.device, number=number, repeat=repeat)
+            result = timer("main")
+        except Exception as err:
+            raise MpqError(f"remote timing failed: {_last_line(err)}") from None
+        return latency_stats(list(result.results), number)
+
+    def close(self) -> None:
+        """Drop the remote VM and module (the session ends once the caller drops it too)."""
+        for name in ("vm", "module", "device"):
+            if hasattr(self, name):
+                delattr(self, name)
+        gc.collect()
+
+    def __enter__(self) -> "RemoteModel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _flatten(value: Any) -> list[np.ndarray]:
+    if hasattr(value, "numpy"):
+        return [value.numpy()]
+    out: list[np.ndarray] = []
+    for item in value:
+        out.extend(_flatten(item))
+    return out
+
+
+def run_on_server(library: str | Path, feed: dict[str, np.ndarray], target: Any = None, *,
+                  rpc_address: str | None = None, tracker: str | None = None, key: str | None = None,
+                  measure: bool = True, **time_options: Any) -> tuple[list[np.ndarray], LatencyStats | None]:
+    """One session: upload ``library``, run ``feed`` once, time it; returns (outputs, stats or None)."""
+    from targets.rpc.session import open_session
+
+    session = open_session(rpc_address, tracker, key)
+    try:
+        with RemoteModel(session, library, target) as model:
+            outputs = model.run(feed)
+            stats = model.time(feed, **time_options) if measure else None
+    finally:
+        del session
+        gc.collect()
+    return outputs, stats
+

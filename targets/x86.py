@@ -1,0 +1,46 @@
+"""The host x86-64 CPU: ``llvm`` with the detected ``mcpu`` (e.g. ``znver3``, ``skylake-avx512``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from targets.base import DeployTarget, register_target
+from targets.elf import EM_X86_64
+
+
+def detect_host_cpu() -> str | None:
+    """LLVM's name for this machine's CPU (``tvm.target.codegen.llvm_get_system_cpu``), or None
+    when LLVM only knows it as ``generic``."""
+    import platform
+
+    from tvm.target import codegen
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    cpu = str(codegen.llvm_get_system_cpu())
+    return None if cpu in ("", "generic") else cpu
+
+
+@register_target
+class X86Target(DeployTarget):
+    """x86-64 Linux. ``mcpu`` defaults to this host's CPU: a library built with it may use
+    instructions (AVX-512, VNNI) another x86 host lacks; pass ``mcpu="x86-64-v3"`` (or another
+    LLVM CPU name) to build for a different x86 machine."""
+
+    name = "x86"
+    description = "x86-64 host CPU (llvm, detected mcpu)"
+    device_kind = "cpu"
+    elf_machine = EM_X86_64
+    server_arch = "x86_64"
+
+    def __init__(self, mcpu: str | None = None, num_cores: int | None = None) -> None:
+        self.mcpu = mcpu if mcpu is not None else detect_host_cpu()
+        self.num_cores = num_cores or os.cpu_count() or 1
+
+    def target_dict(self) -> dict[str, Any]:
+        """``{"kind": "llvm", "mcpu": ..., "num-cores": N}``."""
+        d: dict[str, Any] = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "num-cores": self.num_cores}
+        if self.mcpu:
+            d["mcpu"] = self.mcpu
+        return d
