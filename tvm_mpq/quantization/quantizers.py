@@ -55,11 +55,19 @@ def fake_quant_activation(x: np.ndarray, qp: ActQParams) -> np.ndarray:
     return ((q - zp) * s).astype(np.float32)
 
 
+SCALE_FLOOR = 2.0**-16
+"""A channel's weight scale is at least this fraction of the layer's largest: near-dead channels
+(max |W| ~ 1e-9 after batch-norm folding, pruned filters) then quantize to zero instead of
+getting a scale so small that their bias overflows int32 at ``s_x * s_w``."""
+
+
 def weight_scales(w: np.ndarray, bits: int, channel_axis: int) -> np.ndarray:
-    """Per-output-channel symmetric scales (1.0 for an all-zero channel), float32."""
+    """Per-output-channel symmetric scales (see :data:`SCALE_FLOOR`; 1.0 for an all-zero
+    weight), float32."""
     qmax = 2 ** (bits - 1) - 1
     axes = tuple(a for a in range(w.ndim) if a != channel_axis % w.ndim)
     peak = np.abs(w).max(axis=axes).astype(np.float32)
+    peak = np.maximum(peak, np.float32(peak.max() * SCALE_FLOOR))
     return np.where(peak > 0, peak / np.float32(qmax), np.float32(1.0)).astype(np.float32)
 
 

@@ -18,12 +18,12 @@ def host_target() -> tvm.target.Target:
     return tvm.target.Target({"kind": "llvm", "num-cores": os.cpu_count() or 1})
 
 
-def _flatten(value: object) -> list[np.ndarray]:
+def flatten_outputs(value: object) -> list[np.ndarray]:
     if hasattr(value, "numpy"):  # a tvm.runtime.Tensor
         return [value.numpy()]
     out: list[np.ndarray] = []
     for item in value:  # an ffi Array (tuple output)
-        out.extend(_flatten(item))
+        out.extend(flatten_outputs(item))
     return out
 
 
@@ -39,7 +39,7 @@ class CompiledGraph:
     def run(self, feed: Feed) -> list[np.ndarray]:
         self.graph.check_inputs(feed)
         args = [tvm.runtime.tensor(np.ascontiguousarray(feed[s.name]), self.device) for s in self.graph.inputs]
-        return _flatten(self.vm["main"](*args, *self.param_tensors))
+        return flatten_outputs(self.vm["main"](*args, *self.param_tensors))
 
 
 def compile_graph(graph: ModelGraph, target: tvm.target.Target | None = None) -> CompiledGraph:

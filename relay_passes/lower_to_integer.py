@@ -1,0 +1,285 @@
+"""LowerToInteger: the precision pass. Rewrites the int8 layers of a config into integer form.
+
+Input: a Relax module whose weights are bound constants (after ``BindParams``; at stage C also
+after :class:`~relay_passes.fold_batch_norm.FoldBatchNorm` and ``FoldConstant``), and a plan per
+quantized layer (the layer's index: the position of its conv2d/matmul among the MAC ops of
+``main`` in program order, as in the layer table -> :class:`IntLayerPlan`). Layers not in the plan
+(fp32 layers) and every op around them are left exactly as they are.
+
+Each Relax variable is held in the form its consumers need, decided lazily:
+
+* an int8 MAC op takes its data operand as uint8 codes at the layer's activation quantizer,
+  its weight as int8 per-channel codes computed here from the constant, and accumulates in
+  int32 (exact zero-point correction; padding by the code of 0.0);
+* a bias add right after it folds into the int32 accumulator;
+* elementwise ops after it (relu / clip / PReLU's greater-multiply-where / residual add ...)
+  form the group's *epilogue*, computed on the rescaled accumulator inside the same fused
+  kernel; the group is quantized once, at the quantizer of the next int8 consumer (QuantuneV2
+  Eq. 15: the relu's output scale), so conv+bias+relu(+add) is one group with one requantize;
+* layout ops that commute with quantization (max-pool, pad with 0, reshape, permute, flatten,
+  squeeze, expand-dims) run on uint8 codes, taking the quantizer of the int8 layer they feed;
+* consecutive int8 groups pass uint8 tensors; a quantize is emitted only where an fp32 tensor
+  enters an int8 layer and a dequantize only where an integer result leaves for an fp32 op.
+
+``fuse=False`` applies the plan per layer instead (quantize input, integer op, dequantize
+output; QuantuneV2's stage A): the baseline whose Q/DQ count ``n_qdq`` the fused form lowers.
+``simulate=True`` emits the same quantizers as float32 quantize-dequantize (the reference the
+integer model is checked against). After the pass, :attr:`stats` holds the counts of the last
+run. Usable in a ``tvm.transform.Sequential`` under a ``PassContext``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from relay_passes.quantized_arith import Accumulator, FakeQuantArith, IntegerArith
+from tvm_mpq.graph.layer_table import MAC_OPS
+from tvm_mpq.quantization.quantizers import ActQParams
+
+INTEGER_MAC_OPS = ("relax.nn.conv2d", "relax.matmul")
+# Ops whose result depends elementwise on their inputs: they join the epilogue of an int8 group.
+EPILOGUE_OPS = frozenset(f"relax.{n}" for n in (
+    "add", "subtract", "multiply", "divide", "maximum", "minimum", "clip", "nn.relu", "nn.leakyrelu",
+    "nn.prelu", "nn.silu", "nn.gelu", "sigmoid", "tanh", "where", "greater", "greater_equal", "less",
+    "less_equal", "negative", "exp", "astype"))
+# Ops that commute with per-tensor quantization: run them on uint8 codes.
+LAYOUT_OPS = frozenset(f"relax.{n}" for n in (
+    "nn.max_pool2d", "nn.max_pool1d", "nn.pad", "reshape", "permute_dims", "flatten", "squeeze", "expand_dims"))
+
+
+@dataclass(frozen=True)
+class IntLayerPlan:
+    """One quantized layer: its activation quantizer, weight bits and weight channel axis."""
+
+    act: ActQParams
+    w_bits: int
+    channel_axis: int
+
+
+@dataclass
+class LoweringStats:
+    """What the last run emitted. ``n_qdq = n_quantize + n_dequantize``: tensors that cross an
+    fp32 <-> integer border; ``n_requantize``: integer -> integer rescales between groups."""
+
+    n_layers: int = 0
+    n_quantize: int = 0
+    n_dequantize: int = 0
+    n_requantize: int = 0
+    n_bias_folded: int = 0
+    n_layout_on_int: int = 0
+
+    @property
+    def n_qdq(self) -> int:
+        return self.n_quantize + self.n_dequantize
+
+
+@dataclass
+class _Forms:
+    """The forms a variable of the source function is available in, in the new function."""
+
+    floats: relax.Expr | None = None      # fp32 value
+    float_from_int: bool = False          # that fp32 value is an integer group's epilogue
+    float_counted: bool = False           # its materialization was counted as a dequantize
+    ints: dict[ActQParams, relax.Expr] = field(default_factory=dict)
+    acc: Accumulator | None = None
+
+
+def _is_pad_zero(call: relax.Call) -> bool:
+    return call.op.name != "relax.nn.pad" or (float(call.attrs.pad_value) == 0.0 and call.attrs.pad_mode == "constant")
+
+
+@relax.expr_functor.mutator
+class _Lowering(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, plans: dict[int, IntLayerPlan], arith, fuse: bool):
+        super().__init__(mod)
+        self.plans = plans
+        self.arith = arith
+        self.fuse = fuse
+        self.forms: dict[relax.Var, _Forms] = {}
+        self.var2val: dict = {}
+        self.targets: dict[relax.Var, ActQParams] = {}
+        self.stats = LoweringStats()
+        self.applied: set[int] = set()
+        self.by_var: dict[relax.Var, tuple[int, IntLayerPlan]] = {}
+        self._uid = 0
+
+    # -- set-up ------------------------------------------------------------------------------
+    def prepare(self, func: relax.Function) -> None:
+        """Find each int8 layer's data operand and walk its quantizer back through layout ops."""
+        self.var2val = relax.analysis.get_var2val(func)
+        bindings = [b for block in func.body.blocks for b in block.bindings]
+        macs = [b for b in bindings if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)
+                and b.value.op.name in MAC_OPS]
+        for index, binding in enumerate(macs):
+            if index in self.plans:
+                self.by_var[binding.var] = (index, self.plans[index])
+        if not self.fuse:
+            return
+        for binding in macs:
+            plan = self.by_var.get(binding.var, (0, None))[1]
+            if plan is not None and isinstance(binding.value.args[0], relax.Var):
+                self.targets.setdefault(binding.value.args[0], plan.act)
+        for binding in reversed(bindings):
+            value = binding.value
+            qp = self.targets.get(binding.var)
+            if qp is None or not self._is_layout_op(value):
+                continue
+            src = value.args[0]
+            if isinstance(src, relax.Var) and src not in self.targets:
+                self.targets[src] = qp
+
+    def _is_layout_op(self, value: relax.Expr) -> bool:
+        return (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in LAYOUT_OPS
+                and _is_pad_zero(value))
+
+    def _emit(self, expr: relax.Expr, name: str) -> relax.Var:
+        self._uid += 1
+        return self.builder_.emit(expr, f"mpq{self._uid}_{name}")
+
+    # -- forms ---------------------------------------------------------------------------------
+    def _constant(self, expr: relax.Expr) -> np.ndarray | None:
+        while isinstance(expr, relax.Var) and expr in self.var2val:
+            expr = self.var2val[expr]
+        value = getattr(expr, "value", None)
+        return value.numpy() if hasattr(value, "numpy") else None
+
+    def _float(self, var: relax.Expr, materialize: bool) -> relax.Expr:
+        """``var`` as fp32. ``materialize``: an fp32 op (outside any int8 group) reads it."""
+        forms = self.forms.get(var) if isinstance(var, relax.Var) else None
+        if forms is None:
+            return self.visit_expr(var)
+        name = var.name
+        if forms.floats is None:
+            if forms.acc is not None:
+                forms.floats = self.arith.acc_to_float(self._emit, forms.acc, f"{name}_f")
+            else:
+                qp, q = next(iter(forms.ints.items()))
+                forms.floats = self.arith.to_float(self._emit, q, qp, f"{name}_f")
+            forms.float_from_int = True
+        if materialize and forms.float_from_int and not forms.float_counted:
+            forms.float_counted = True
+            self.stats.n_dequantize += 1
+        return forms.floats
+
+    def _int(self, var: relax.Expr, qp: ActQParams) -> relax.Expr:
+        """``var`` as codes of quantizer ``qp`` (quantize, requantize or reuse)."""
+        if not isinstance(var, relax.Var):
+            self.stats.n_quantize += 1
+            return self.arith.quantize(self._emit, self.visit_expr(var), qp, "const_q")
+        forms = self.forms.get(var)
+        if forms is None:  # a plain fp32 tensor
+            forms = self.forms[var] = _Forms(floats=self.visit_expr(var))
+        if qp in forms.ints:
+            return forms.ints[qp]
+        if forms.floats is not None and not forms.float_from_int:
+            q = self.arith.quantize(self._emit, forms.floats, qp, f"{var.name}_q")
+            self.stats.n_quantize += 1
+        elif forms.ints and forms.acc is None and forms.floats is None:
+            src_qp, src = next(iter(forms.ints.items()))
+            q = self.arith.rescale(self._emit, src, src_qp, qp, f"{var.name}_rq")
+            self.stats.n_requantize += 1
+        else:  # an int8 group's accumulator / epilogue: its one requantize
+            q = self.arith.quantize(self._emit, self._float(var, materialize=False), qp, f"{var.name}_rq")
+            self.stats.n_requantize += 1
+        forms.ints[qp] = q
+        return q
+
+    def _has_int_form(self, expr: relax.Expr) -> bool:
+        """True when ``expr``'s fp32 value is not at hand (it lives as integer codes / epilogue)."""
+        forms = self.forms.get(expr) if isinstance(expr, relax.Var) else None
+        if forms is None:
+            return False
+        return forms.acc is not None or forms.float_from_int or (forms.floats is None and bool(forms.ints))
+
+    # -- bindings ------------------------------------------------------------------------------
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        var, value = binding.var, binding.value
+        is_call = isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+        if isinstance(var, relax.DataflowVar) and is_call:
+            if var in self.by_var:
+                return self._lower_mac(var, value, *self.by_var[var])
+            if self.fuse and var in self.targets and self._is_layout_op(value) and value.args[0] in self.forms:
+                return self._layout_on_int(var, value, self.targets[var])
+            if value.op.name in EPILOGUE_OPS and any(self._has_int_form(a) for a in value.args):
+                return self._epilogue(var, value)
+        # Any other op reads fp32: materialize the integer values it uses.
+        for used in relax.analysis.free_vars(value) if not isinstance(value, relax.Var) else [value]:
+            if self._has_int_form(used):
+                self.set_var_remap(used, self._float(used, materialize=True))
+        if isinstance(value, relax.Var) and self._has_int_form(value):
+            self.set_var_remap(value, self._float(value, materialize=True))
+        super().visit_var_binding_(binding)
+
+    def _lower_mac(self, var: relax.Var, call: relax.Call, index: int, plan: IntLayerPlan) -> None:
+        if call.op.name not in INTEGER_MAC_OPS:
+            raise ValueError(f"LowerToInteger: layer {index} is a {call.op.name}, which has no integer kernel")
+        weight = self._constant(call.args[1])
+        if weight is None:
+            raise ValueError(f"LowerToInteger: layer {index}'s weight is not a constant (bind the parameters first)")
+        data = self._int(call.args[0], plan.act)
+        acc = self.arith.mac(self._emit, call, data, plan.act, weight, plan.w_bits, plan.channel_axis, var.name)
+        self.forms[var] = _Forms(acc=acc)
+        self.applied.add(index)
+        self.stats.n_layers += 1
+        if not self.fuse:  # per layer: the integer result leaves as fp32 right away
+            self.set_var_remap(var, self._float(var, materialize=True))
+            del self.forms[var]
+
+    def _layout_on_int(self, var: relax.Var, call: relax.Call, qp: ActQParams) -> None:
+        src = self._int(call.args[0], qp)
+        attrs = call.attrs
+        if call.op.name == "relax.nn.pad":
+            expr = relax.op.nn.pad(src, [int(p) for p in attrs.pad_width], pad_value=self.arith.pad_value(qp))
+        else:
+            expr = relax.Call(call.op, [src, *[self.visit_expr(a) for a in call.args[1:]]], attrs, call.ty_args)
+        self.forms[var] = _Forms(ints={qp: self._emit(expr, var.name)})
+        self.stats.n_layout_on_int += 1
+
+    def _epilogue(self, var: relax.Var, call: relax.Call) -> None:
+        args = list(call.args)
+        if call.op.name == "relax.add" and not self.arith.simulated:
+            for acc_arg, other in ((args[0], args[1]), (args[1], args[0])):
+                forms = self.forms.get(acc_arg) if isinstance(acc_arg, relax.Var) else None
+                bias = self._constant(other)
+                if forms is not None and forms.acc is not None and forms.floats is None and bias is not None \
+                        and forms.acc.can_fold_bias(bias):
+                    self.forms[var] = _Forms(acc=self.arith.add_bias(self._emit, forms.acc, bias, var.name))
+                    self.stats.n_bias_folded += 1
+                    return
+        new_args = [self._float(a, materialize=False) if self._has_int_form(a) else self.visit_expr(a) for a in args]
+        expr = self._emit(relax.Call(call.op, new_args, call.attrs, call.ty_args), var.name)
+        self.forms[var] = _Forms(floats=expr, float_from_int=True)
+
+
+@tvm.transform.module_pass(opt_level=0, name="LowerToInteger")
+class LowerToInteger:
+    """Rewrite the layers in ``plans`` (layer index -> :class:`IntLayerPlan`) to integer form.
+
+    ``fuse``: group conv+bias+activation(+residual add) and pass uint8 between groups (stage C,
+    default) or quantize/dequantize around every layer (stage A). ``simulate``: emit float QDQ
+    instead of integer kernels. Weights must be constants. A plan naming no MAC binding raises
+    ``KeyError`` (a layer must never silently stay fp32); :attr:`stats` describes the last run.
+    """
+
+    def __init__(self, plans: dict[int, IntLayerPlan], fuse: bool = True, simulate: bool = False):
+        self.plans = dict(plans)
+        self.fuse = fuse
+        self.simulate = simulate
+        self.stats = LoweringStats()
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        arith = FakeQuantArith() if self.simulate else IntegerArith()
+        lowering = _Lowering(mod, self.plans, arith, self.fuse)
+        func = mod["main"]
+        lowering.prepare(func)
+        new_main = lowering.visit_expr(func)
+        missing = set(self.plans) - lowering.applied
+        if missing:
+            raise KeyError(f"LowerToInteger: the model has no MAC op with index {sorted(missing)[:5]}")
+        self.stats = lowering.stats
+        lowering.builder_.update_func(mod.get_global_var("main"), new_main)
+        return lowering.builder_.get()

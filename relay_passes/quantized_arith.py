@@ -1,0 +1,179 @@
+"""The two arithmetics of the precision pass: true integer kernels, or their QDQ simulation.
+
+:class:`~relay_passes.lower_to_integer.LowerToInteger` decides *where* tensors are quantized;
+an arithmetic decides *how* each step is emitted:
+
+* :class:`IntegerArith` — uint8 activations, int8 per-channel weights, ``int32`` accumulation
+  (``conv2d``/``matmul`` with ``out_dtype="int32"``), bias in int32, requantization to uint8
+  (float multiplier, round half-even, clip) at the next quantizer;
+* :class:`FakeQuantArith` — the same quantizers as float32 quantize-dequantize: the reference
+  the integer model is checked against ("same scales").
+
+Quantized tensors are always ``(expr, ActQParams)``; integer exprs hold uint8 codes, simulated
+ones hold the dequantized float values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+from tvm_mpq.quantization.quantizers import ActQParams, broadcast_scales, weight_scales
+
+Emit = "callable[[relax.Expr, str], relax.Var]"
+
+
+def f32(value: float) -> relax.Expr:
+    return relax.const(np.float32(value), "float32")
+
+
+def _chain(emit, x: relax.Expr, steps: list, name: str) -> relax.Expr:
+    for k, step in enumerate(steps):
+        x = emit(step(x), f"{name}{k}")
+    return x
+
+
+class Accumulator:
+    """The output of a quantized MAC op before requantization.
+
+    ``expr`` is int32 (integer arithmetic) or float32 (simulation); ``scale`` is the per-channel
+    real value of one unit (``s_x * s_w``) broadcast over ``channel_axis`` of the output (None in
+    the simulation, whose accumulator already holds real values).
+    """
+
+    def __init__(self, expr: relax.Expr, scale: np.ndarray | None, channel_axis: int, ndim: int):
+        self.expr = expr
+        self.scale = scale
+        self.channel_axis = channel_axis
+        self.ndim = ndim
+
+    def can_fold_bias(self, bias: np.ndarray) -> bool:
+        """True when ``bias`` varies only along the channel axis and fits int32 at the accumulator
+        scale (a near-dead channel can have ``s_x * s_w`` so small that it does not: that bias
+        stays an fp32 add in the epilogue)."""
+        if self.scale is None:
+            return False
+        squeezed = [d for d in bias.shape if d != 1]
+        if len(squeezed) != 1 or squeezed[0] != self.scale.size or bias.ndim > self.ndim:
+            return False
+        axis_in_out = self.ndim - bias.ndim + next(i for i, d in enumerate(bias.shape) if d != 1)
+        if axis_in_out != self.channel_axis % self.ndim:
+            return False
+        return bool(np.all(np.abs(bias.reshape(-1).astype(np.float64) / self.scale) < 2.0**30))
+
+
+class IntegerArith:
+    """uint8 x int8 -> int32 kernels with int32 bias and requantization."""
+
+    simulated = False
+
+    def quantize(self, emit, x: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
+        """fp32 -> uint8 codes: ``clip(round(x / s) + zp, 0, 2^b - 1)``."""
+        return _chain(emit, x, [
+            lambda v: relax.op.divide(v, f32(qp.scale)),
+            relax.op.round,
+            lambda v: relax.op.add(v, f32(qp.zero_point)),
+            lambda v: relax.op.clip(v, 0.0, float(qp.qmax)),
+            lambda v: relax.op.astype(v, "uint8"),
+        ], name)
+
+    def to_float(self, emit, q: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
+        """uint8 codes -> fp32 real values: ``(q - zp) * s``."""
+        return _chain(emit, q, [
+            lambda v: relax.op.astype(v, "float32"),
+            lambda v: relax.op.subtract(v, f32(qp.zero_point)),
+            lambda v: relax.op.multiply(v, f32(qp.scale)),
+        ], name)
+
+    def rescale(self, emit, q: relax.Expr, src: ActQParams, dst: ActQParams, name: str) -> relax.Expr:
+        """uint8 at ``src`` -> uint8 at ``dst`` (a requantize between two int8 groups)."""
+        return self.quantize(emit, self.to_float(emit, q, src, name + "f"), dst, name + "q")
+
+    def pad_value(self, qp: ActQParams) -> float:
+        """The code that represents a real 0 (what zero padding becomes)."""
+        return float(qp.zero_point)
+
+    def mac(self, emit, call: relax.Call, data: relax.Expr, qp: ActQParams, weight: np.ndarray, w_bits: int,
+            channel_axis: int, name: str) -> Accumulator:
+        """The integer op: ``acc = op(q_x, W_q) - zp * sum(W_q)`` (exact), int32."""
+        scales = weight_scales(weight, w_bits, channel_axis)
+        qmax = 2 ** (w_bits - 1) - 1
+        w_q = np.clip(np.round(weight / broadcast_scales(scales, weight.ndim, channel_axis)), -qmax, qmax).astype(np.int8)
+        op = call.op.name
+        attrs = call.attrs
+        out_ndim = len(call.ty.shape)
+        if op == "relax.nn.conv2d":
+            pad = [int(p) for p in attrs.padding]
+            if any(pad) and qp.zero_point != 0:  # pad with the code of 0.0, then a padding-free conv
+                top, left, bottom, right = pad
+                data = emit(relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(qp.zero_point)),
+                            name + "pad")
+                pad = [0, 0, 0, 0]
+            acc = emit(relax.op.nn.conv2d(data, relax.const(w_q), strides=attrs.strides, padding=pad,
+                                          dilation=attrs.dilation, groups=int(attrs.groups),
+                                          data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32"), name)
+            w_sum = w_q.astype(np.int64).reshape(w_q.shape[0], -1).sum(axis=1)
+            out_axis = 1
+        elif op == "relax.matmul":
+            acc = emit(relax.op.matmul(data, relax.const(w_q), out_dtype="int32"), name)
+            w_sum = w_q.astype(np.int64).sum(axis=0)
+            out_axis = out_ndim - 1
+        else:  # validated before the pass runs
+            raise ValueError(f"no integer kernel for {op}")
+        if qp.zero_point != 0:
+            correction = (qp.zero_point * w_sum).astype(np.int32)
+            acc = emit(relax.op.subtract(acc, relax.const(broadcast_scales(correction, out_ndim, out_axis))),
+                       name + "zp")
+        return Accumulator(acc, (np.float32(qp.scale) * scales).astype(np.float32), out_axis, out_ndim)
+
+    def add_bias(self, emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:
+        """Fold a per-channel fp32 bias into the int32 accumulator: ``round(b / (s_x s_w))``."""
+        b = np.round(bias.reshape(-1).astype(np.float64) / acc.scale.astype(np.float64)).astype(np.int32)
+        expr = emit(relax.op.add(acc.expr, relax.const(broadcast_scales(b, acc.ndim, acc.channel_axis))), name)
+        return Accumulator(expr, acc.scale, acc.channel_axis, acc.ndim)
+
+    def acc_to_float(self, emit, acc: Accumulator, name: str) -> relax.Expr:
+        """int32 accumulator -> fp32 real values (fused into the MAC kernel's epilogue)."""
+        scale = relax.const(broadcast_scales(acc.scale, acc.ndim, acc.channel_axis))
+        return _chain(emit, acc.expr, [lambda v: relax.op.astype(v, "float32"),
+                                       lambda v: relax.op.multiply(v, scale)], name)
+
+
+class FakeQuantArith:
+    """The QDQ simulation of :class:`IntegerArith`: same quantizers, float32 arithmetic."""
+
+    simulated = True
+
+    def quantize(self, emit, x: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
+        return _chain(emit, x, [
+            lambda v: relax.op.divide(v, f32(qp.scale)),
+            relax.op.round,
+            lambda v: relax.op.add(v, f32(qp.zero_point)),
+            lambda v: relax.op.clip(v, 0.0, float(qp.qmax)),
+            lambda v: relax.op.subtract(v, f32(qp.zero_point)),
+            lambda v: relax.op.multiply(v, f32(qp.scale)),
+        ], name)
+
+    def to_float(self, emit, q: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
+        return q
+
+    def rescale(self, emit, q: relax.Expr, src: ActQParams, dst: ActQParams, name: str) -> relax.Expr:
+        return self.quantize(emit, q, dst, name)
+
+    def pad_value(self, qp: ActQParams) -> float:
+        return 0.0
+
+    def mac(self, emit, call: relax.Call, data: relax.Expr, qp: ActQParams, weight: np.ndarray, w_bits: int,
+            channel_axis: int, name: str) -> Accumulator:
+        scales = weight_scales(weight, w_bits, channel_axis)
+        qmax = np.float32(2 ** (w_bits - 1) - 1)
+        s = broadcast_scales(scales, weight.ndim, channel_axis)
+        w_fq = (np.clip(np.round(weight.astype(np.float32) / s), -qmax, qmax) * s).astype(np.float32)
+        expr = emit(relax.Call(call.op, [data, relax.const(w_fq), *call.args[2:]], call.attrs, call.ty_args), name)
+        return Accumulator(expr, None, 0, len(call.ty.shape))
+
+    def add_bias(self, emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:
+        raise AssertionError("the simulation keeps biases as float adds")
+
+    def acc_to_float(self, emit, acc: Accumulator, name: str) -> relax.Expr:
+        return acc.expr
