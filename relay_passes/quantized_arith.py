@@ -41,11 +41,14 @@ class Accumulator:
     the simulation, whose accumulator already holds real values).
     """
 
-    def __init__(self, expr: relax.Expr, scale: np.ndarray | None, channel_axis: int, ndim: int):
+    def __init__(self, expr: relax.Expr, scale: np.ndarray | None, channel_axis: int, ndim: int,
+                 offset: np.ndarray | None = None):
         self.expr = expr
         self.scale = scale
         self.channel_axis = channel_axis
         self.ndim = ndim
+        self.offset = offset
+        """Per-channel int32 still to add (zero-point correction + bias): emitted once, as one add."""
 
     def can_fold_bias(self, bias: np.ndarray) -> bool:
         """True when ``bias`` varies only along the channel axis and fits int32 at the accumulator
@@ -59,7 +62,7 @@ class Accumulator:
         axis_in_out = self.ndim - bias.ndim + next(i for i, d in enumerate(bias.shape) if d != 1)
         if axis_in_out != self.channel_axis % self.ndim:
             return False
-        return bool(np.all(np.abs(bias.reshape(-1).astype(np.float64) / self.scale) < 2.0**30))
+        return bool(np.all(np.abs(bias.reshape(-1).astype(np.float64) / self.scale) < 2.0**29))
 
 
 class IntegerArith:
@@ -120,22 +123,23 @@ class IntegerArith:
             out_axis = out_ndim - 1
         else:  # validated before the pass runs
             raise ValueError(f"no integer kernel for {op}")
-        if qp.zero_point != 0:
-            correction = (qp.zero_point * w_sum).astype(np.int32)
-            acc = emit(relax.op.subtract(acc, relax.const(broadcast_scales(correction, out_ndim, out_axis))),
-                       name + "zp")
-        return Accumulator(acc, (np.float32(qp.scale) * scales).astype(np.float32), out_axis, out_ndim)
+        offset = -(qp.zero_point * w_sum).astype(np.int64) if qp.zero_point != 0 else None
+        return Accumulator(acc, (np.float32(qp.scale) * scales).astype(np.float32), out_axis, out_ndim, offset)
 
     def add_bias(self, emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:
         """Fold a per-channel fp32 bias into the int32 accumulator: ``round(b / (s_x s_w))``."""
-        b = np.round(bias.reshape(-1).astype(np.float64) / acc.scale.astype(np.float64)).astype(np.int32)
-        expr = emit(relax.op.add(acc.expr, relax.const(broadcast_scales(b, acc.ndim, acc.channel_axis))), name)
-        return Accumulator(expr, acc.scale, acc.channel_axis, acc.ndim)
+        b = np.round(bias.reshape(-1).astype(np.float64) / acc.scale.astype(np.float64)).astype(np.int64)
+        offset = b if acc.offset is None else acc.offset + b
+        return Accumulator(acc.expr, acc.scale, acc.channel_axis, acc.ndim, offset)
 
     def acc_to_float(self, emit, acc: Accumulator, name: str) -> relax.Expr:
         """int32 accumulator -> fp32 real values (fused into the MAC kernel's epilogue)."""
         scale = relax.const(broadcast_scales(acc.scale, acc.ndim, acc.channel_axis))
-        return _chain(emit, acc.expr, [lambda v: relax.op.astype(v, "float32"),
+        expr = acc.expr
+        if acc.offset is not None:
+            offset = np.clip(acc.offset, -2**31, 2**31 - 1).astype(np.int32)
+            expr = emit(relax.op.add(expr, relax.const(broadcast_scales(offset, acc.ndim, acc.channel_axis))), name + "b")
+        return _chain(emit, expr, [lambda v: relax.op.astype(v, "float32"),
                                        lambda v: relax.op.multiply(v, scale)], name)
 
 

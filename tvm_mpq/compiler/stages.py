@@ -1,0 +1,68 @@
+"""The model at QuantuneV2's IR stages, as :class:`ModelGraph` s the analysis can run on.
+
+* stage A — the imported model (conv, batch-norm, relu separate): ``ModelGraph`` as loaded;
+* stage C — batch-norm folded into every conv (TVM-style fold, :class:`FoldBatchNorm`), weights
+  detached again as parameters under their stage-A names, so the layer table, the analysis and
+  the precision config see the same layer names at both stages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from relay_passes.fold_batch_norm import FoldBatchNorm
+from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.graph.layer_table import MAC_OPS, build_layer_table
+
+
+@relax.expr_functor.mutator
+class _LiftWeights(relax.PyExprMutator):
+    """Replace the constant weight of the i-th MAC op by a new parameter ``names[i]``."""
+
+    def __init__(self, mod: tvm.IRModule, names: list[str | None]):
+        super().__init__(mod)
+        self.names = names
+        self.index = 0
+        self.var2val: dict = {}
+        self.lifted: dict[str, tuple[relax.Var, np.ndarray]] = {}
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        new = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name in MAC_OPS):
+            return new
+        name = self.names[self.index]
+        self.index += 1
+        weight = call.args[1]
+        while isinstance(weight, relax.Var) and weight in self.var2val:
+            weight = self.var2val[weight]
+        value = getattr(weight, "value", None)
+        if name is None or not hasattr(value, "numpy"):
+            return new
+        array = value.numpy()
+        param = relax.Var(name, relax.TensorType(array.shape, str(array.dtype)))
+        self.lifted[name] = (param, array)
+        return relax.Call(new.op, [new.args[0], param, *new.args[2:]], new.attrs, new.ty_args)
+
+
+def stage_c_graph(graph: ModelGraph) -> ModelGraph:
+    """``graph`` with batch-norm folded into the convs, weights as parameters (stage-A names)."""
+    from tvm_mpq.compiler.pipeline import bind_params
+
+    table = build_layer_table(graph)
+    seq = tvm.transform.Sequential([FoldBatchNorm(None), relax.transform.FoldConstant(),
+                                    relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()])
+    with tvm.transform.PassContext(opt_level=3):
+        folded = seq(bind_params(graph))
+    func = folded["main"]
+    lifter = _LiftWeights(folded, [layer.weight_param for layer in table])
+    lifter.var2val = relax.analysis.get_var2val(func)
+    body = lifter.visit_expr(func.body)
+    params = [lifter.lifted[n][0] for n in (layer.weight_param for layer in table) if n in lifter.lifted]
+    new_func = relax.Function(list(func.params) + params, body, func.ret_ty, func.is_pure, func.attrs)
+    new_func = new_func.with_attr("num_input", len(func.params))
+    mod = tvm.IRModule({"main": new_func})
+    mod = relax.transform.DeadCodeElimination()(mod)
+    arrays = {p.name: lifter.lifted[p.name][1] for p in params}
+    return ModelGraph(graph.name, mod, graph.inputs, arrays, graph.layer_names, graph.source)

@@ -1,0 +1,45 @@
+"""Analysis + allocation in one call: the precision config for a target BOPs reduction rate."""
+
+from __future__ import annotations
+
+from tvm_mpq.allocation.allocate import allocate_by_rate
+from tvm_mpq.calibration.calibrate import CalibrationCache, calibrate
+from tvm_mpq.config.build import build_config
+from tvm_mpq.config.precision_config import PrecisionConfig
+from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.graph.layer_table import build_layer_table
+from tvm_mpq.zoo.registry import Feed
+
+
+def analysis_graph(graph: ModelGraph, stage: str) -> ModelGraph:
+    """The graph the sensitivity is measured on: stage A (``A``, ``A->C``) or stage C (``C``)."""
+    if stage == "C":
+        from tvm_mpq.compiler.stages import stage_c_graph
+
+        return stage_c_graph(graph)
+    return graph
+
+
+def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: str = "quantunev2", *,
+                    observer: str = "minmax", g: float = 2.0, cache: CalibrationCache | None = None,
+                    stage: str = "A->C", report=None, **analyze_options) -> tuple[PrecisionConfig, object]:
+    """Analyze ``graph`` (at the stage's IR, unless a ``report`` of that analysis is given),
+    allocate for ``rate`` and attach the quantizers; returns ``(config, report)``.
+
+    Reuse ``report`` to allocate several rates from one analysis (a sweep analyzes once).
+    """
+    from tvm_mpq.sensitivity.analysis import analyze
+
+    measured = analysis_graph(graph, stage)
+    table = build_layer_table(measured)
+    if report is None:
+        report = analyze(measured, feeds, method, observer=observer, g=g, cache=cache, table=table, **analyze_options)
+    ranges = report.measurement.act_ranges
+    if not ranges:  # weight-only methods: calibrate the activation quantizers now
+        ranges = {v: r[8] for v, r in calibrate(measured, feeds, table.activation_operands(), observer,
+                                               cache=cache).items()}
+    precisions = allocate_by_rate(table, report.sensitivity, rate)
+    config = build_config(measured, table, precisions, ranges,
+                          {"method": method, "requested_rate": rate, "observer": observer,
+                           "calib_size": len(feeds), "analysis_stage": "C" if stage == "C" else "A"})
+    return config, report
