@@ -21,7 +21,7 @@ from tvm.relax.dpl import TupleGetItemPattern, is_const, is_op, wildcard
 
 @tvm.transform.module_pass(opt_level=0, name="FoldBatchNorm")
 class FoldBatchNorm:
-    """Fold ``batch_norm(conv2d(x, W), gamma, beta, mean, var)[0]`` into ``conv2d(x, W') + b'``.
+    """Fold ``batch_norm(conv2d(x, W) [+ b], gamma, beta, mean, var)[0]`` into ``conv2d(x, W') + b'``.
 
     ``layer_vars``: names of the conv2d bindings (layer-table ``var``) to fold; ``None`` folds
     every match. Only inference batch-norms over constant operands (after ``BindParams``) match.
@@ -35,7 +35,9 @@ class FoldBatchNorm:
         self._weight = is_const()
         self._conv = is_op("relax.nn.conv2d")(self._data, self._weight)
         self._bn_args = [is_const() for _ in range(4)]  # gamma, beta, mean, var
-        self._bn = is_op("relax.nn.batch_norm")(self._conv, *self._bn_args)
+        self._conv_bias = is_const()
+        self._biased = is_op("relax.add")(self._conv, self._conv_bias)
+        self._bn = is_op("relax.nn.batch_norm")(self._conv | self._biased, *self._bn_args)
         self.pattern = TupleGetItemPattern(self._bn, 0)
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
@@ -56,7 +58,8 @@ class FoldBatchNorm:
             factor = gamma / np.sqrt(var + float(bn.attrs.epsilon))
             weight = matches[self._weight].value.numpy()
             folded_w = (weight.astype(np.float64) * factor.reshape(-1, 1, 1, 1)).astype(weight.dtype)
-            bias = (beta - mean * factor).astype(weight.dtype).reshape(1, -1, 1, 1)
+            conv_bias = matches[self._conv_bias].value.numpy().reshape(-1) if self._conv_bias in matches else 0.0
+            bias = (beta + (conv_bias - mean) * factor).astype(weight.dtype).reshape(1, -1, 1, 1)
             self.folded.append(name)
             new_conv = relax.Call(conv.op, [matches[self._data], relax.const(folded_w)], conv.attrs)
             return relax.op.add(new_conv, relax.const(bias))

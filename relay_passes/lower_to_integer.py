@@ -86,6 +86,7 @@ class _Forms:
     float_counted: bool = False           # its materialization was counted as a dequantize
     ints: dict[ActQParams, relax.Expr] = field(default_factory=dict)
     acc: Accumulator | None = None
+    from_codes: relax.Expr | None = None  # fp32 read back from the stored uint8 codes
 
 
 def _is_pad_zero(call: relax.Call) -> bool:
@@ -147,23 +148,39 @@ class _Lowering(relax.PyExprMutator):
         value = getattr(expr, "value", None)
         return value.numpy() if hasattr(value, "numpy") else None
 
+    def _raw_float(self, var: relax.Var, forms: _Forms) -> relax.Expr:
+        """The producer's value of ``var`` in fp32: an epilogue, the rescaled accumulator, or
+        (when only codes exist) their dequantization."""
+        if forms.floats is None:
+            if forms.acc is not None:
+                forms.floats = self.arith.acc_to_float(self._emit, forms.acc, f"{var.name}_f")
+            else:
+                qp, q = next(iter(forms.ints.items()))
+                forms.floats = self.arith.to_float(self._emit, q, qp, f"{var.name}_f")
+            forms.float_from_int = True
+        return forms.floats
+
     def _float(self, var: relax.Expr, materialize: bool) -> relax.Expr:
-        """``var`` as fp32. ``materialize``: an fp32 op (outside any int8 group) reads it."""
+        """``var`` as its consumers read it in fp32. ``materialize``: an fp32 op outside any int8
+        group reads it (a dequantize border). A tensor that also feeds an int8 layer is stored
+        once, as uint8 codes: every other consumer reads those codes (dequantized in its own
+        kernel), so the producing group writes only uint8."""
         forms = self.forms.get(var) if isinstance(var, relax.Var) else None
         if forms is None:
             return self.visit_expr(var)
-        name = var.name
-        if forms.floats is None:
-            if forms.acc is not None:
-                forms.floats = self.arith.acc_to_float(self._emit, forms.acc, f"{name}_f")
-            else:
-                qp, q = next(iter(forms.ints.items()))
-                forms.floats = self.arith.to_float(self._emit, q, qp, f"{name}_f")
-            forms.float_from_int = True
-        if materialize and forms.float_from_int and not forms.float_counted:
+        if forms.floats is not None and not forms.float_from_int:
+            return forms.floats  # a plain fp32 tensor
+        qp = self.targets.get(var)
+        if qp is not None:
+            if forms.from_codes is None:
+                forms.from_codes = self.arith.to_float(self._emit, self._int(var, qp), qp, f"{var.name}_dq")
+            value = forms.from_codes
+        else:
+            value = self._raw_float(var, forms)
+        if materialize and not forms.float_counted:
             forms.float_counted = True
             self.stats.n_dequantize += 1
-        return forms.floats
+        return value
 
     def _int(self, var: relax.Expr, qp: ActQParams) -> relax.Expr:
         """``var`` as codes of quantizer ``qp`` (quantize, requantize or reuse)."""
@@ -183,7 +200,7 @@ class _Lowering(relax.PyExprMutator):
             q = self.arith.rescale(self._emit, src, src_qp, qp, f"{var.name}_rq")
             self.stats.n_requantize += 1
         else:  # an int8 group's accumulator / epilogue: its one requantize
-            q = self.arith.quantize(self._emit, self._float(var, materialize=False), qp, f"{var.name}_rq")
+            q = self.arith.quantize(self._emit, self._raw_float(var, forms), qp, f"{var.name}_rq")
             self.stats.n_requantize += 1
         forms.ints[qp] = q
         return q

@@ -48,18 +48,15 @@ def kernel_table(fused: tvm.IRModule) -> list[tuple[str, list[str], str]]:
 
 
 def fp32_tensors_between_int_kernels(fused: tvm.IRModule) -> int:
-    """fp32 tensors written by one fused kernel and read by another where both kernels have
-    integer inputs or outputs: 0 means int8 groups hand uint8 to each other."""
-    kernels = {}
+    """fp32 tensors written by one integer group (a fused kernel with int8 weights) and read by
+    another: 0 means consecutive int8 groups hand each other uint8 codes."""
+    int_group: dict = {}
+    edges = []
     for binding in iter_bindings(fused["main"]):
         value = binding.value
         if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.call_tir":
             args = list(value.args[1].fields)
-            is_int = any("int" in _dtype(a) for a in args) or "int" in _dtype(binding.var)
-            kernels[binding.var] = (args, is_int)
-    count = 0
-    for var, (args, is_int) in kernels.items():
-        for arg in args:
-            if isinstance(arg, relax.Var) and arg in kernels and _dtype(arg) == "float32" and is_int and kernels[arg][1]:
-                count += 1
-    return count
+            int_group[binding.var] = any(_dtype(a) == "int8" for a in args)
+            edges += [(arg, binding.var) for arg in args if isinstance(arg, relax.Var)]
+    return sum(1 for src, dst in edges
+               if int_group.get(src) and int_group.get(dst) and _dtype(src) == "float32")

@@ -10,7 +10,7 @@ Interface used by the CLI (``compile``), the sweep harness and the tutorials::
 The pipeline (``stage="A->C"``, the default; QuantuneV2's sensitivity from stage A applied at
 stage C) is a ``tvm.transform.Sequential``::
 
-    BindParams -> FoldBatchNorm(int8 layers) -> FoldConstant -> CanonicalizeBindings
+    BindParams -> FoldConstant -> FoldBatchNorm(int8 layers) -> FoldConstant -> CanonicalizeBindings
     -> DeadCodeElimination -> LowerToInteger(plans) -> tvm.compile (LegalizeOps, FuseOps,
     FuseTIR, ... codegen)
 
@@ -93,9 +93,10 @@ def preparation_passes(fold_layers: list[str], stage: str = "A->C") -> list[tvm.
     batch-norm folded into the int8 layers (stage C only), constants folded, aliases removed."""
     if stage not in STAGES:
         raise MpqError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
-    passes: list[tvm.transform.Pass] = [FoldBatchNorm(fold_layers)] if stage != "A" and fold_layers else []
-    return passes + [relax.transform.FoldConstant(), relax.transform.CanonicalizeBindings(),
-                     relax.transform.DeadCodeElimination()]
+    passes: list[tvm.transform.Pass] = [relax.transform.FoldConstant()]
+    if stage != "A" and fold_layers:
+        passes += [FoldBatchNorm(fold_layers), relax.transform.FoldConstant()]
+    return passes + [relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]
 
 
 def mac_bindings(mod: tvm.IRModule) -> list[relax.Var]:

@@ -51,7 +51,7 @@ def stage_c_graph(graph: ModelGraph) -> ModelGraph:
     from tvm_mpq.compiler.pipeline import bind_params
 
     table = build_layer_table(graph)
-    seq = tvm.transform.Sequential([FoldBatchNorm(None), relax.transform.FoldConstant(),
+    seq = tvm.transform.Sequential([relax.transform.FoldConstant(), FoldBatchNorm(None), relax.transform.FoldConstant(),
                                     relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()])
     with tvm.transform.PassContext(opt_level=3):
         folded = seq(bind_params(graph))

@@ -1,0 +1,253 @@
+"""The precision pass and the integer compile path: real TVM builds of real models."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+
+from relay_passes.fold_batch_norm import FoldBatchNorm
+from relay_passes.lower_to_integer import LowerToInteger
+from tvm_mpq.allocation import allocate_by_rate
+from tvm_mpq.calibration import calibrate
+from tvm_mpq.compiler import compile_model
+from tvm_mpq.compiler.inspect_ir import fp32_tensors_between_int_kernels, fuse, kernel_table, mac_census
+from tvm_mpq.compiler.pipeline import bind_params, integer_plans, lower_model, preparation_passes
+from tvm_mpq.compiler.stages import stage_c_graph
+from tvm_mpq.config.build import build_config
+from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
+from tvm_mpq.errors import MpqError
+from tvm_mpq.graph import build_layer_table
+from tvm_mpq.runtime.executor import compile_graph
+from tvm_mpq.zoo import get
+
+INT8_MAC = "uint8 x int8 -> int32"
+
+
+def _config(graph, feeds, rate: float, order: list[str] | None = None) -> PrecisionConfig:
+    table = build_layer_table(graph)
+    ranges = {v: r[8] for v, r in calibrate(graph, feeds, table.activation_operands(), "minmax").items()}
+    precisions = allocate_by_rate(table, order or table.names(), rate)
+    return build_config(graph, table, precisions, ranges, {"requested_rate": rate})
+
+
+def _fp32_config(graph) -> PrecisionConfig:
+    return PrecisionConfig(graph.name, {layer.name: LayerPrecision(None, None) for layer in build_layer_table(graph)})
+
+
+def _step(reference: np.ndarray) -> float:
+    """One int8 step of the output tensor's range."""
+    return float(reference.max() - reference.min()) / 255
+
+
+@pytest.fixture(scope="module")
+def small_int8(small_graph, small_feeds):
+    config = _config(small_graph, small_feeds, 100)
+    return config, compile_model(small_graph, config), compile_model(small_graph, config, simulate=True)
+
+
+def test_integer_model_matches_qdq_simulation_within_one_step(small_graph, small_feeds, small_int8):
+    _, integer, simulated = small_int8
+    fp32 = compile_graph(small_graph)
+    for feed in small_feeds:
+        ref, got, sim = fp32.run(feed)[0], integer.run(feed)[0], simulated.run(feed)[0]
+        assert np.abs(got - sim).max() <= _step(ref), "integer vs QDQ differ by more than one step"
+        assert not np.array_equal(got, ref)  # it really is quantized
+
+
+def test_fully_int8_graph_has_integer_kernels_and_fewer_qdq(small_int8):
+    config, integer, _ = small_int8
+    assert mac_census(integer.mod) == {INT8_MAC: 4}
+    fused = fuse(integer.mod)
+    assert fp32_tensors_between_int_kernels(fused) == 0
+    conv_kernels = [row for row in kernel_table(fused) if "conv2d" in row[0]]
+    assert conv_kernels and all(row[1][:2] == ["uint8", "int8"] for row in conv_kernels)
+    assert integer.n_qdq_naive == 8 and integer.n_qdq < integer.n_qdq_naive
+    assert integer.stats["bias_folded"] == 4
+
+
+def test_fp32_config_reproduces_fp32_model_exactly(small_graph, small_feeds):
+    compiled = compile_model(small_graph, _fp32_config(small_graph))
+    fp32 = compile_graph(small_graph)
+    assert compiled.n_qdq == 0 and INT8_MAC not in mac_census(compiled.mod)
+    for feed in small_feeds:
+        np.testing.assert_array_equal(compiled.run(feed)[0], fp32.run(feed)[0])
+
+
+def test_mixed_config_keeps_fp32_layers_untouched(small_graph, small_feeds):
+    table = build_layer_table(small_graph)
+    config = _config(small_graph, small_feeds, 60, order=[table.layers[1].name] + table.names()[:1] + table.names()[2:])
+    assert config.layers[table.layers[1].name].is_fp32
+    compiled = compile_model(small_graph, config)
+    census = mac_census(compiled.mod)
+    assert census[INT8_MAC] == len(table) - len(config.fp32_layers())
+    assert census["float32 x float32 -> float32"] == len(config.fp32_layers())
+    simulated = compile_model(small_graph, config, simulate=True)
+    fp32 = compile_graph(small_graph)
+    for feed in small_feeds:
+        ref = fp32.run(feed)[0]
+        assert np.abs(compiled.run(feed)[0] - simulated.run(feed)[0]).max() <= _step(ref)
+
+
+def test_stage_ablation_a_vs_fused(small_graph, small_feeds, small_int8):
+    config, fused, _ = small_int8
+    per_layer = compile_model(small_graph, config, stage="A")
+    assert per_layer.n_qdq == per_layer.n_qdq_naive == 8
+    assert fused.n_qdq < per_layer.n_qdq
+    # stage A keeps batch-norm in fp32 around the integer convs
+    ops = {b.value.op.name for b in per_layer.mod["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)
+           and isinstance(b.value.op, tvm.ir.Op)}
+    assert "relax.nn.batch_norm" in ops
+    fp32 = compile_graph(small_graph)
+    for feed in small_feeds:
+        ref = fp32.run(feed)[0]
+        assert np.isfinite(per_layer.run(feed)[0]).all()
+        assert np.abs(per_layer.run(feed)[0] - ref).max() < 0.2 * np.abs(ref).max()
+
+
+def test_stage_c_graph_keeps_layer_names_and_function(small_graph, small_feeds):
+    staged = stage_c_graph(small_graph)
+    assert build_layer_table(staged).names() == build_layer_table(small_graph).names()
+    assert "batch_norm" not in str(staged.mod["main"])
+    a, c = compile_graph(small_graph), compile_graph(staged)
+    for feed in small_feeds:
+        np.testing.assert_allclose(c.run(feed)[0], a.run(feed)[0], rtol=1e-4, atol=1e-5)
+
+
+@tvm.instrument.pass_instrument
+class _Recorder:
+    def __init__(self):
+        self.after: list[tuple[str, tvm.IRModule]] = []
+
+    def run_after_pass(self, mod, info):
+        self.after.append((info.name, mod))
+
+
+def test_passes_compose_in_a_sequential_with_tvms_own(small_graph, small_int8):
+    config = small_int8[0]
+    table = build_layer_table(small_graph)
+    plans = integer_plans(table, config)
+    fold = [layer.var for layer in table]
+    seq = tvm.transform.Sequential(preparation_passes(fold) + [
+        LowerToInteger(plans), relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FuseOps(), relax.transform.FuseTIR()])
+    recorder = _Recorder()
+    with tvm.transform.PassContext(opt_level=3, instruments=[recorder]):
+        out = seq(bind_params(small_graph))
+    seen = {name: mod for name, mod in recorder.after}  # the last module after each pass name
+    order = [name for name, _ in recorder.after]
+    steps = ["FoldBatchNorm", "LowerToInteger", "LegalizeOps", "FuseOps", "FuseTIR"]
+    assert [order.index(step) for step in steps] == sorted(order.index(step) for step in steps)
+    assert "batch_norm" not in str(seen["FoldBatchNorm"]["main"])
+    lowered = seen["LowerToInteger"]
+    assert mac_census(lowered) == {INT8_MAC: 4}
+    assert "R.nn.conv2d" not in str(seen["LegalizeOps"]["main"])
+    fused_names = [gv.name_hint for gv in out.functions if gv.name_hint.startswith("fused_conv2d")]
+    assert fused_names, "conv2d was not fused with its epilogue"
+    ex = tvm.compile(out, target=tvm.target.Target({"kind": "llvm"}))
+    assert ex is not None
+
+
+def test_fold_batch_norm_only_named_layers(small_graph):
+    table = build_layer_table(small_graph)
+    fold = FoldBatchNorm([table.layers[0].var])
+    with tvm.transform.PassContext(opt_level=0):
+        mod = tvm.transform.Sequential([relax.transform.FoldConstant(), fold])(bind_params(small_graph))
+    assert fold.folded == [table.layers[0].var]
+    assert str(mod["main"]).count("R.nn.batch_norm") == 1  # the depthwise conv's stays
+
+
+@tvm.instrument.pass_instrument
+class _AnyPass:
+    def __init__(self):
+        self.count = 0
+
+    def run_before_pass(self, mod, info):
+        self.count += 1
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c, t: c.layers.update({"no_such_layer": LayerPrecision(None, None)}), "not in the model"),
+    (lambda c, t: c.layers.pop(t.layers[0].name), "does not cover"),
+    (lambda c, t: c.layers.update({t.layers[0].name: LayerPrecision(8, 16, None)}), "at most 8-bit"),
+    (lambda c, t: c.layers.update({t.layers[0].name: LayerPrecision(8, 8, None)}), "no activation quantizer"),
+])
+def test_invalid_config_is_rejected_before_compiling(small_graph, small_int8, edit, message):
+    config = PrecisionConfig.from_json(small_int8[0].to_json())
+    edit(config, build_layer_table(small_graph))
+    recorder = _AnyPass()
+    with tvm.transform.PassContext(instruments=[recorder]):
+        with pytest.raises(MpqError, match=message):
+            compile_model(small_graph, config)
+    assert recorder.count == 0, "a pass ran before the config was rejected"
+
+
+class _QKNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x) @ x.transpose(1, 2)
+
+
+def test_activation_x_activation_matmul_is_rejected_for_integer_kernels():
+    from tvm_mpq.frontends.torch_frontend import from_module
+
+    graph = from_module(_QKNet(), {"x": np.zeros((1, 4, 8), np.float32)}, "qk")
+    table = build_layer_table(graph)
+    matmul = next(layer for layer in table if layer.kind == "matmul")
+    layers = {layer.name: LayerPrecision(None, None) for layer in table}
+    from tvm_mpq.quantization.quantizers import ActQParams
+
+    layers[matmul.name] = LayerPrecision(8, 8, ActQParams(0.1, 0, 8))
+    with pytest.raises(MpqError, match="integer kernel path supports"):
+        compile_model(graph, PrecisionConfig(graph.name, layers))
+
+
+def test_mtcnn_rnet_fully_int8_keeps_lfw_accuracy():
+    model = get("mtcnn-rnet")
+    graph = model.build_graph()
+    config = _config(graph, model.calibration(16), 100)
+    integer = compile_model(graph, config)
+    assert integer.n_qdq == 2 and integer.n_qdq_naive == 10
+    assert fp32_tensors_between_int_kernels(fuse(integer.mod)) == 0
+    feeds, labels = model.labelled(None)
+    fp32 = compile_graph(graph)
+    acc_fp32 = np.mean([fp32.run(f)[0].argmax() == y for f, y in zip(feeds, labels)])
+    acc_int8 = np.mean([integer.run(f)[0].argmax() == y for f, y in zip(feeds, labels)])
+    assert acc_int8 >= acc_fp32 - 0.02, (acc_fp32, acc_int8)
+
+
+def test_cli_compile_writes_a_library_that_loads_and_runs(tmp_path):
+    out = tmp_path / "rnet.so"
+    proc = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "compile", "mtcnn-rnet", "--rate", "100",
+                           "--calib-size", "8", "--target", "x86", "-o", str(out), "--cache-dir", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "n_qdq 2" in proc.stdout
+    config = PrecisionConfig.load(tmp_path / "rnet.config.json")
+    assert config.provenance["n_qdq"] == 2 and not config.fp32_layers()
+    lib = tvm.runtime.load_module(str(out))
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    model = get("mtcnn-rnet")
+    graph = model.build_graph()
+    feed = model.calibration(1)[0]
+    got = vm["main"](tvm.runtime.tensor(feed["x"]))[0].numpy()
+    expected = compile_model(graph, config).run(feed)[0]
+    np.testing.assert_array_equal(got, expected)
+    bad = tmp_path / "bad.json"
+    data = config.to_json()
+    data["layers"]["conv1"] = {"w_bits": 8, "a_bits": 16}
+    import json
+
+    bad.write_text(json.dumps(data))
+    proc = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "compile", "mtcnn-rnet", "--config", str(bad),
+                           "-o", str(tmp_path / "bad.so")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "at most 8-bit" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "bad.so").exists()
