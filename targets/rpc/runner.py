@@ -159,11 +159,16 @@ def _flatten(value: Any) -> list[np.ndarray]:
 
 def run_on_server(library: str | Path, feed: dict[str, np.ndarray], target: Any = None, *,
                   rpc_address: str | None = None, tracker: str | None = None, key: str | None = None,
-                  measure: bool = True, **time_options: Any) -> tuple[list[np.ndarray], LatencyStats | None]:
-    """One session: upload ``library``, run ``feed`` once, time it; returns (outputs, stats or None)."""
+                  measure: bool = True, request_timeout: float = 600.0,
+                  **time_options: Any) -> tuple[list[np.ndarray], LatencyStats | None]:
+    """One session: upload ``library``, run ``feed`` once, time it; returns (outputs, stats or None).
+
+    With a tracker the session goes to whichever server of ``key`` is free (waiting up to
+    ``request_timeout`` s while all are busy), so one call per sweep point spreads the points.
+    """
     from targets.rpc.session import open_session
 
-    session = open_session(rpc_address, tracker, key)
+    session = open_session(rpc_address, tracker, key, request_timeout=request_timeout)
     try:
         with RemoteModel(session, library, target) as model:
             outputs = model.run(feed)

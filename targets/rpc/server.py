@@ -97,13 +97,26 @@ class LocalRpcServer:
 
     def start(self) -> "LocalRpcServer":
         """Start the server; return once it listens (and is registered with the tracker)."""
+        return self.launch().wait_ready()
+
+    def launch(self) -> "LocalRpcServer":
+        """Start the server process without waiting (see :meth:`wait_ready`, :func:`start_servers`)."""
         if self._fixed_port:
             check_port_free(self.host, int(self.port or 0))
         else:
             self.port = free_port(self.host)
         self._workdir = tempfile.TemporaryDirectory(prefix="tvm-mpq-rpc-")
-        argv, env = self._command(Path(self._workdir.name))
-        self.process = ManagedProcess(argv, str(self), env=env, cwd=Path(self._workdir.name))
+        try:
+            argv, env = self._command(Path(self._workdir.name))
+            self.process = ManagedProcess(argv, str(self), env=env, cwd=Path(self._workdir.name))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self) -> "LocalRpcServer":
+        """Wait until the launched server listens (and shows in its tracker); stop it on failure."""
+        assert self.process is not None, "launch() first"
         try:
             self.process.wait_for_log(rf"bind to \S+:{self.port}\b", self.start_timeout, "listening")
             if self.tracker is not None:
@@ -112,7 +125,7 @@ class LocalRpcServer:
                 with TrackerClient(*self.tracker) as client:
                     client.wait_for_servers(self.key, ports={int(self.port or 0)}, timeout=self.start_timeout)
         except BaseException:
-            self.stop()
+            self.stop(keep_log=True)
             raise
         return self
 
@@ -142,10 +155,10 @@ class LocalRpcServer:
 
         return connect(self.host, int(self.port or 0), key=self.key, timeout=timeout)
 
-    def stop(self) -> None:
+    def stop(self, keep_log: bool = False) -> None:
         """Stop the server and everything it started (idempotent)."""
         if self.process is not None:
-            self.process.stop()
+            self.process.stop(remove_log=not keep_log)
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
@@ -155,3 +168,18 @@ class LocalRpcServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_servers(*servers: LocalRpcServer) -> tuple[LocalRpcServer, ...]:
+    """Launch several servers at once and wait for all (their start-ups overlap); on any
+    failure every one of them is stopped."""
+    try:
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_ready()
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers

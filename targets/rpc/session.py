@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from tvm_mpq.errors import MpqError
@@ -15,22 +16,38 @@ def _last_line(err: Exception) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-def connect(host: str, port: int, key: str = "", timeout: float = 10.0, session_timeout: float = 0) -> Any:
+def connect(host: str, port: int, key: str = "", timeout: float = 10.0, session_timeout: float = 0,
+            handshake_timeout: float = 120.0) -> Any:
     """A ``tvm.rpc`` session with the server at ``host:port``.
 
     MpqError naming ``HOST:PORT`` when nothing answers (refused or ``timeout``), when the peer is
-    not a TVM RPC server, or when it rejects ``key``.
+    not a TVM RPC server, when it rejects ``key``, or when it accepts the connection but does not
+    complete the handshake within ``handshake_timeout`` s (a TVM server serves one session at a
+    time: it is busy with another client; use a tracker to share servers).
     """
     from tvm import rpc
 
     probe(host, port, timeout=timeout, what="RPC server")
-    try:
-        return rpc.connect(host, port, key=key, session_timeout=session_timeout)
-    except Exception as err:  # TVM raises InternalError/RuntimeError with C++ context
-        msg = _last_line(err)
+    result: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            result["session"] = rpc.connect(host, port, key=key, session_timeout=session_timeout)
+        except Exception as err:  # TVM raises InternalError/RuntimeError with C++ context
+            result["error"] = err
+
+    worker = threading.Thread(target=attempt, name=f"rpc-connect-{host}:{port}", daemon=True)
+    worker.start()
+    worker.join(handshake_timeout)
+    if worker.is_alive():
+        raise MpqError(f"RPC server {host}:{port} accepted the connection but did not answer within "
+                       f"{handshake_timeout:g} s (busy with another session?)")
+    if "error" in result:
+        msg = _last_line(result["error"])
         if "mismatch" in msg.lower() or "key" in msg.lower():
-            raise MpqError(f"RPC server {host}:{port} rejected key '{key}': {msg}") from None
-        raise MpqError(f"RPC server {host}:{port}: {msg}") from None
+            raise MpqError(f"RPC server {host}:{port} rejected key '{key}': {msg}")
+        raise MpqError(f"RPC server {host}:{port}: {msg}")
+    return result["session"]
 
 
 def open_session(rpc_address: str | None = None, tracker: str | None = None, key: str | None = None,

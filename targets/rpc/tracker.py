@@ -145,7 +145,7 @@ class LocalTracker:
             client = self.process.wait_for(self._try_client, self.start_timeout, "answering")
             client.close()  # type: ignore[union-attr]
         except BaseException:
-            self.stop()
+            self.process.stop(remove_log=False)
             raise
         return self
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -37,6 +38,7 @@ def cmd_rpc_server(args: argparse.Namespace) -> int:
         from targets.aarch64_sysroot import load_sysroot, setup_aarch64
 
         sysroot = load_sysroot() if args.no_setup else setup_aarch64()[1]
+    _interrupt_on_signals()
     server = LocalRpcServer(arch, host=args.host, port=args.port, tracker=args.tracker, key=args.key, sysroot=sysroot)
     print(f"starting {arch} RPC server on {args.host}:{args.port}"
           + (" under QEMU (this takes ~20 s)" if arch == "aarch64" else "") + " ...", flush=True)
@@ -59,3 +61,13 @@ def cmd_rpc_server(args: argparse.Namespace) -> int:
         return 0
     finally:
         server.stop()
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP all raise KeyboardInterrupt, so the server is always stopped
+    (SIGINT too when the shell started us with it ignored, as for background jobs)."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
