@@ -53,8 +53,7 @@ def aarch64_lib(aarch64_setup, small_graph, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def x86_server():
-    """A loopback x86 server that only accepts clients presenting the key 'alpha'."""
-    with LocalRpcServer("x86", key="alpha") as server:
+    with LocalRpcServer("x86") as server:
         yield server
 
 
@@ -182,23 +181,22 @@ def test_unreachable_server_and_tracker_name_host_and_port():
         open_session(rpc_address="localhost")
 
 
-def test_direct_connection_with_the_wrong_key(x86_server):
-    with pytest.raises(MpqError, match=f"127.0.0.1:{x86_server.port} rejected key 'beta'"):
-        connect("127.0.0.1", x86_server.port, key="beta")
-    session = connect("127.0.0.1", x86_server.port, key="alpha")
-    assert session.cpu().exist
-    del session
-    gc.collect()
-
-
-def test_port_in_use_and_server_processes_are_stopped(x86_server):
-    with pytest.raises(MpqError, match=f"cannot listen on 127.0.0.1:{x86_server.port}: in use"):
-        LocalRpcServer("x86", port=x86_server.port).start()
-    server = LocalRpcServer("x86").start()
-    pgid, port = server.process.pid, server.port
-    assert _group_alive(pgid)
-    server.stop()
-    assert not _group_alive(pgid) and not is_listening("127.0.0.1", port)
+def test_keyed_server_wrong_key_port_in_use_and_clean_stop():
+    server = LocalRpcServer("x86", key="alpha").start()
+    try:
+        with pytest.raises(MpqError, match=f"127.0.0.1:{server.port} rejected key 'beta'"):
+            connect("127.0.0.1", server.port, key="beta")
+        session = connect("127.0.0.1", server.port, key="alpha")
+        assert session.cpu().exist
+        del session
+        gc.collect()
+        with pytest.raises(MpqError, match=f"cannot listen on 127.0.0.1:{server.port}: in use"):
+            LocalRpcServer("x86", port=server.port).start()
+        pgid = server.process.pid
+        assert _group_alive(pgid)
+    finally:
+        server.stop()
+    assert not _group_alive(pgid) and not is_listening("127.0.0.1", server.port)
 
 
 def test_qemu_missing_is_a_clear_error(monkeypatch, tmp_path):

@@ -6,6 +6,7 @@ a sweep that requests one session per point spreads the points over the pool.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from typing import Any
@@ -114,8 +115,19 @@ def connect_tracker(address: str | tuple[str, int], timeout: float = 10.0) -> Tr
     return TrackerClient(host, port, timeout)
 
 
+_BOOT = """
+import logging, sys
+host, port = sys.argv[1], int(sys.argv[2])
+logging.basicConfig(level=logging.INFO)
+from tvm.rpc.tracker import PopenTrackerServerState
+PopenTrackerServerState(host, port, port + 1).thread.join()
+"""
+"""The tracker process: TVM's tracker loop in this process (``tvm.exec.rpc_tracker`` would import
+TVM again in a ``PopenWorker`` child)."""
+
+
 class LocalTracker:
-    """``python -m tvm.exec.rpc_tracker`` on this machine as a managed subprocess.
+    """TVM's RPC tracker on this machine as a managed subprocess.
 
     Use as a context manager: the tracker stops on exit, whatever happens inside.
     """
@@ -137,8 +149,9 @@ class LocalTracker:
             self.port = free_port(self.host)
         else:
             check_port_free(self.host, self.port)
-        argv = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", self.host,
-                "--port", str(self.port), "--port-end", str(self.port + 1)]
+        if importlib.util.find_spec("tornado") is None:
+            raise MpqError("the TVM RPC tracker needs the tornado package: pip install tornado")
+        argv = [sys.executable, "-c", _BOOT, self.host, str(self.port)]
         self.process = ManagedProcess(argv, f"RPC tracker {self.address}")
         try:
             self.process.wait_for_log(r"bind to \S+:\d+", self.start_timeout, "listening")
