@@ -10,6 +10,9 @@ Each pass is a ``tvm.transform`` module pass: it composes with TVM's own passes 
 """
 
 from relay_passes.expose_intermediates import ExposeIntermediates
+from relay_passes.fold_batch_norm import FoldBatchNorm
+from relay_passes.lower_to_integer import IntLayerPlan, LoweringStats, LowerToInteger
 from relay_passes.simulate_quantization import LayerQuantPlan, SimulateQuantization
 
-__all__ = ["ExposeIntermediates", "LayerQuantPlan", "SimulateQuantization"]
+__all__ = ["ExposeIntermediates", "FoldBatchNorm", "IntLayerPlan", "LayerQuantPlan", "LowerToInteger",
+           "LoweringStats", "SimulateQuantization"]

@@ -21,7 +21,7 @@ from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, run
 from tvm_mpq.calibration.observers import make_observer
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable
-from tvm_mpq.metrics.local_metrics import make_metric, mse, sqnr_db
+from tvm_mpq.metrics.local_metrics import make_metric, metric_names, mse, sqnr_db
 from tvm_mpq.quantization.quantizers import (
     ActQParams,
     act_qparams,
@@ -45,9 +45,13 @@ class LayerMetrics:
     a_mse: float | None = None
     a_cosine: float | None = None
     a_kl: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+    """Activation metrics registered beyond the built-in four (``register_metric``), by name."""
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.update(out.pop("extra"))
+        return out
 
 
 @dataclass
@@ -125,7 +129,8 @@ def measure_layers(graph: ModelGraph, table: LayerTable, feeds: list[Feed], *, o
                                  None if layer.weight_param else qparams[layer.weight_var])
              for layer in table}
     quantized = graph.with_module(SimulateQuantization(plans)(graph.mod))
-    accumulators = {v: {m: make_metric(m) for m in ACTIVATION_METRICS} for v in out_vars}
+    names = list(dict.fromkeys([*ACTIVATION_METRICS, *metric_names()]))  # built-ins + registered ones
+    accumulators = {v: {m: make_metric(m) for m in names} for v in out_vars}
 
     def pass2(i: int, _outs: list[np.ndarray], tensors: list[np.ndarray]) -> None:
         for v, t in zip(out_vars, tensors):
@@ -138,4 +143,5 @@ def measure_layers(graph: ModelGraph, table: LayerTable, feeds: list[Feed], *, o
         m = metrics[layer.name]
         m.a_sqnr_db, m.a_mse = acc["sqnr_db"].value(), acc["mse"].value()
         m.a_cosine, m.a_kl = acc["cosine"].value(), acc["kl"].value()
+        m.extra = {name: metric.value() for name, metric in acc.items() if name not in ACTIVATION_METRICS}
     return Measurement(metrics, ranges, inference_passes=2, seconds=time.perf_counter() - start)
