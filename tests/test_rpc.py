@@ -107,13 +107,13 @@ def test_aarch64_qemu_server_runs_the_model_like_the_local_build(aarch64_server,
     assert 0 < stats.p10_ms <= stats.median_ms <= stats.p90_ms
 
 
-def test_aarch64_qemu_runs_a_zoo_model(aarch64_server, tmp_path):
+def test_aarch64_qemu_runs_a_zoo_model_built_with_dotprod(aarch64_server, tmp_path):
     from tvm_mpq import zoo
 
     entry = zoo.get("mtcnn-rnet")
     graph = entry.build_graph()
     feed = entry.calibration(1)[0]
-    target = get_target("aarch64")
+    target = get_target("aarch64-dotprod")  # QEMU's default CPU ("max") has the dot-product extension
     lib = target.export(target.compile(graph), tmp_path / "rnet.so")
     session = aarch64_server.connect()
     with RemoteModel(session, lib, target) as model:
@@ -143,21 +143,25 @@ def test_library_for_another_machine_is_refused_before_upload(x86_server, aarch6
 
 def test_tracker_spreads_sessions_over_two_servers(tracker, pool, x86_lib, small_feeds, reference):
     a, b = pool
+    addresses = {f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"}
     with tracker.client() as client:
-        assert sorted(p for _, p in client.servers()["pool"]) == sorted([a.port, b.port])
-        # two sessions held at once must be on different servers
+        assert {f"{h}:{p}" for h, p in client.servers()["pool"]} == addresses
+        # two sessions held at once are on different servers
         s1, s2 = client.request("pool", timeout=30), client.request("pool", timeout=30)
-        deadline = time.monotonic() + 10
-        while (a.sessions_served(), b.sessions_served()) != (1, 1) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert (a.sessions_served(), b.sessions_served()) == (1, 1)
+        assert {s1.address, s2.address} == addresses
+        # a third request while both are busy waits, then is a clear error
+        with pytest.raises(MpqError, match="no free 'pool' server at tracker .* within 1 s"):
+            client.request("pool", timeout=1)
         del s1, s2
         gc.collect()
+    used = []
     for i in range(4):  # one session per sweep point, as the harness does
-        out, stats = run_on_server(x86_lib, small_feeds[i], get_target("x86"), tracker=tracker.address, key="pool",
-                                   request_timeout=60, repeat=3, max_seconds=1)
-        np.testing.assert_allclose(out[0], reference[i][0], rtol=1e-5, atol=1e-5)
-        assert stats is not None and stats.median_ms > 0
+        run = run_on_server(x86_lib, [small_feeds[i]], get_target("x86"), tracker=tracker.address, key="pool",
+                            request_timeout=60, repeat=3, max_seconds=1)
+        np.testing.assert_allclose(run.outputs[0][0], reference[i][0], rtol=1e-5, atol=1e-5)
+        assert run.latency is not None and run.latency.median_ms > 0
+        used.append(run.server)
+    assert set(used) == addresses, used
     served = (a.sessions_served(), b.sessions_served())
     assert min(served) >= 2 and sum(served) == 6, served
 

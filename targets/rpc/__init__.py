@@ -7,13 +7,13 @@ Modules: ``net`` (addresses, ports), ``process`` (managed process groups), ``ser
 """
 
 from targets.rpc.net import parse_address
-from targets.rpc.runner import LatencyStats, RemoteModel, check_library_for_server, run_on_server
+from targets.rpc.runner import LatencyStats, RemoteModel, RemoteRun, check_library_for_server, run_on_server
 from targets.rpc.server import LocalRpcServer, server_arch, start_servers
-from targets.rpc.session import connect, open_session, remote_machine, remote_triple
+from targets.rpc.session import RemoteSession, connect, open_session, remote_machine, remote_triple
 from targets.rpc.tracker import LocalTracker, TrackerClient, connect_tracker
 
 __all__ = [
-    "LatencyStats", "LocalRpcServer", "LocalTracker", "RemoteModel", "TrackerClient", "check_library_for_server",
+    "LatencyStats", "LocalRpcServer", "LocalTracker", "RemoteModel", "RemoteRun", "RemoteSession", "TrackerClient", "check_library_for_server",
     "connect", "connect_tracker", "open_session", "parse_address", "remote_machine", "remote_triple",
     "run_on_server", "server_arch", "start_servers",
 ]

@@ -56,6 +56,7 @@ def latency_stats(seconds: Sequence[float], number: int) -> LatencyStats:
 
 def check_library_for_server(path: str | Path, session: Any, target: Any = None) -> None:
     """MpqError if the library is not an ELF for ``target`` or for the server's CPU."""
+    session = getattr(session, "rpc", session)
     machine = read_elf_machine(path)
     if target is not None and machine != target.elf_machine:
         raise MpqError(f"{Path(path).name} is built for {machine_name(machine)}, but target {target.name} "
@@ -77,6 +78,7 @@ class RemoteModel:
     def __init__(self, session: Any, library: str | Path, target: Any = None, device_index: int = 0) -> None:
         from tvm import relax
 
+        session = getattr(session, "rpc", session)  # a RemoteSession or a tvm RPCSession
         self.session = session
         self.target = target
         library = Path(library)
@@ -157,24 +159,36 @@ def _flatten(value: Any) -> list[np.ndarray]:
     return out
 
 
-def run_on_server(library: str | Path, feed: dict[str, np.ndarray], target: Any = None, *,
-                  rpc_address: str | None = None, tracker: str | None = None, key: str | None = None,
-                  measure: bool = True, request_timeout: float = 600.0,
-                  **time_options: Any) -> tuple[list[np.ndarray], LatencyStats | None]:
-    """One session: upload ``library``, run ``feed`` once, time it; returns (outputs, stats or None).
+@dataclass
+class RemoteRun:
+    """What :func:`run_on_server` measured: outputs per feed, latency, and the server used."""
 
-    With a tracker the session goes to whichever server of ``key`` is free (waiting up to
-    ``request_timeout`` s while all are busy), so one call per sweep point spreads the points.
+    outputs: list[list[np.ndarray]]
+    latency: LatencyStats | None
+    server: str
+
+
+def run_on_server(library: str | Path, feeds: Sequence[dict[str, np.ndarray]], target: Any = None, *,
+                  rpc_address: str | None = None, tracker: str | None = None, key: str | None = None,
+                  measure: bool = True, request_timeout: float = 600.0, **time_options: Any) -> RemoteRun:
+    """One session: upload ``library``, run every feed, time the first; then end the session.
+
+    ``rpc_address`` (``HOST:PORT``) or ``tracker`` + ``key``: with a tracker the session goes to
+    whichever server of ``key`` is free (waiting up to ``request_timeout`` s while all are busy),
+    so one call per sweep point spreads the points over the pool. ``time_options`` go to
+    :meth:`RemoteModel.time`.
     """
     from targets.rpc.session import open_session
 
-    session = open_session(rpc_address, tracker, key, request_timeout=request_timeout)
+    if isinstance(feeds, dict):
+        feeds = [feeds]
+    remote = open_session(rpc_address, tracker, key, request_timeout=request_timeout)
     try:
-        with RemoteModel(session, library, target) as model:
-            outputs = model.run(feed)
-            stats = model.time(feed, **time_options) if measure else None
+        with RemoteModel(remote, library, target) as model:
+            outputs = [model.run(feed) for feed in feeds]
+            stats = model.time(feeds[0], **time_options) if measure and feeds else None
     finally:
-        del session
+        address = remote.address
+        del remote
         gc.collect()
-    return outputs, stats
-
+    return RemoteRun(outputs, stats, address)

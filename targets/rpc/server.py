@@ -149,7 +149,7 @@ class LocalRpcServer:
         """How many sessions the server has accepted so far (counted from its log)."""
         return self.log_text().count("connected from")
 
-    def connect(self, timeout: float = 10.0) -> Any:
+    def connect(self, timeout: float = 60.0) -> Any:
         """A direct RPC session with this server (not through the tracker)."""
         from targets.rpc.session import connect
 

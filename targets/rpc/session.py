@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from tvm_mpq.errors import MpqError
@@ -11,23 +12,38 @@ from targets.elf import arch_machine
 from targets.rpc.net import parse_address, probe
 
 
+@dataclass
+class RemoteSession:
+    """An open RPC session and the server that holds it (``address`` ``HOST:PORT``, tracker ``key``).
+
+    Drop every reference (and the :class:`~targets.rpc.runner.RemoteModel` built on it) to end
+    the session: a TVM server serves one session at a time.
+    """
+
+    rpc: Any
+    address: str
+    key: str = ""
+
+
 def _last_line(err: Exception) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     return lines[-1] if lines else type(err).__name__
 
 
-def connect(host: str, port: int, key: str = "", timeout: float = 10.0, session_timeout: float = 0,
-            handshake_timeout: float = 120.0) -> Any:
+def connect(host: str, port: int, key: str = "", timeout: float = 60.0, session_timeout: float = 0) -> Any:
     """A ``tvm.rpc`` session with the server at ``host:port``.
 
-    MpqError naming ``HOST:PORT`` when nothing answers (refused or ``timeout``), when the peer is
-    not a TVM RPC server, when it rejects ``key``, or when it accepts the connection but does not
-    complete the handshake within ``handshake_timeout`` s (a TVM server serves one session at a
-    time: it is busy with another client; use a tracker to share servers).
+    MpqError naming ``HOST:PORT`` when nothing answers (refused, or no answer within ``timeout``
+    s), when the peer is not a TVM RPC server, when it rejects ``key``, or when it accepts the
+    connection but does not complete the handshake (a TVM server serves one session at a time:
+    it is busy with another client; share servers through a tracker).
+
+    The server is not probed before connecting: a bare TCP connect makes a tracker-registered
+    server drop its tracker connection and re-register under a new match key, which would
+    invalidate the key a tracker just handed out.
     """
     from tvm import rpc
 
-    probe(host, port, timeout=timeout, what="RPC server")
     result: dict[str, Any] = {}
 
     def attempt() -> None:
@@ -38,26 +54,31 @@ def connect(host: str, port: int, key: str = "", timeout: float = 10.0, session_
 
     worker = threading.Thread(target=attempt, name=f"rpc-connect-{host}:{port}", daemon=True)
     worker.start()
-    worker.join(handshake_timeout)
+    worker.join(timeout)
     if worker.is_alive():
+        probe(host, port, timeout=5.0, what="RPC server")  # unreachable: a clear error naming the address
         raise MpqError(f"RPC server {host}:{port} accepted the connection but did not answer within "
-                       f"{handshake_timeout:g} s (busy with another session?)")
-    if "error" in result:
-        msg = _last_line(result["error"])
-        if "mismatch" in msg.lower() or "key" in msg.lower():
-            raise MpqError(f"RPC server {host}:{port} rejected key '{key}': {msg}")
-        raise MpqError(f"RPC server {host}:{port}: {msg}")
-    return result["session"]
+                       f"{timeout:g} s (busy with another session?)")
+    if "error" not in result:
+        return result["session"]
+    msg = _last_line(result["error"])
+    if "Connect to" in msg and "failed" in msg:
+        probe(host, port, timeout=5.0, what="RPC server")
+    if "is not TVM RPC server" in msg:
+        raise MpqError(f"{host}:{port} is not a TVM RPC server")
+    if "key" in msg.lower():
+        raise MpqError(f"RPC server {host}:{port} rejected key '{key}': {msg}")
+    raise MpqError(f"RPC server {host}:{port}: {msg}")
 
 
 def open_session(rpc_address: str | None = None, tracker: str | None = None, key: str | None = None,
-                 timeout: float = 10.0, request_timeout: float = 600.0) -> Any:
+                 timeout: float = 10.0, request_timeout: float = 600.0) -> RemoteSession:
     """A session from ``--rpc HOST:PORT`` or from ``--tracker HOST:PORT --key K`` (exactly one)."""
     if (rpc_address is None) == (tracker is None):
         raise MpqError("give either an RPC server address or a tracker address with a key")
     if rpc_address is not None:
         host, port = parse_address(rpc_address, "RPC server address")
-        return connect(host, port, key or "", timeout=timeout)
+        return RemoteSession(connect(host, port, key or "", timeout=max(timeout, 60.0)), f"{host}:{port}", key or "")
     if not key:
         raise MpqError(f"--tracker {tracker} needs --key (the server key to request)")
     from targets.rpc.tracker import connect_tracker
@@ -72,6 +93,7 @@ def remote_triple(session: Any) -> str | None:
     Asks the server's TVM (``target.llvm_get_system_triple``); None if its TVM has no LLVM
     (a runtime-only build), in which case the machine cannot be checked.
     """
+    session = getattr(session, "rpc", session)
     try:
         return str(session.get_function("target.llvm_get_system_triple")())
     except Exception:  # the function is missing on runtime-only servers

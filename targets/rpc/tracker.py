@@ -15,6 +15,7 @@ from tvm_mpq.errors import MpqError
 
 from targets.rpc.net import free_port, check_port_free, parse_address, probe
 from targets.rpc.process import ManagedProcess
+from targets.rpc.session import RemoteSession, connect
 
 
 def _session_error(err: Exception) -> str:
@@ -66,22 +67,33 @@ class TrackerClient:
             raise MpqError(f"RPC tracker {self.address} has no server with key '{key}' (keys: {have})")
         return len(servers[key])
 
-    def request(self, key: str, timeout: float = 600.0, priority: int = 1, session_timeout: float = 0) -> Any:
-        """A session on a free server of ``key`` (waits up to ``timeout`` s while all are busy)."""
+    def request(self, key: str, timeout: float = 600.0, priority: int = 1,
+                session_timeout: float = 0) -> "RemoteSession":
+        """A session on a free server of ``key``, waiting up to ``timeout`` s while all are busy.
+
+        The key is checked against the tracker's summary first: a key no server has is an
+        MpqError at once (TVM's own request would wait forever).
+        """
+        from tvm.rpc import base
+
         self.check_key(key)
         sock = self._session._sock
-        if sock is not None:
-            sock.settimeout(timeout)
         try:
-            return self._session.request(key, priority=priority, session_timeout=session_timeout, max_retry=1)
-        except Exception as err:
-            msg = _session_error(err)
-            if "timed out" in msg:
+            sock.settimeout(timeout)
+            base.sendjson(sock, [base.TrackerCode.REQUEST, key, "", priority])
+            value = base.recvjson(sock)
+            sock.settimeout(self.timeout)
+        except OSError as err:
+            self._session.close()  # drop the queued request with the connection
+            self._session._connect()
+            if isinstance(err, TimeoutError) or "timed out" in str(err):
                 raise MpqError(f"no free '{key}' server at tracker {self.address} within {timeout:g} s") from None
-            raise MpqError(f"tracker {self.address} could not open a '{key}' session: {msg}") from None
-        finally:
-            if self._session._sock is not None:
-                self._session._sock.settimeout(self.timeout)
+            raise MpqError(f"tracker {self.address} failed while requesting '{key}': {err}") from None
+        if value[0] != base.TrackerCode.SUCCESS:
+            raise MpqError(f"tracker {self.address} refused the request for '{key}': {value}")
+        host, port, matchkey = value[1]
+        session = connect(str(host), int(port), key=str(matchkey), session_timeout=session_timeout)
+        return RemoteSession(session, f"{host}:{port}", key)
 
     def wait_for_servers(self, key: str, count: int = 1, timeout: float = 60.0,
                          ports: set[int] | None = None) -> None:
