@@ -28,6 +28,7 @@ from tvm_mpq.sensitivity import EvalData, analyze, make_method, method_names
 from tvm_mpq.sensitivity import layer_metrics
 from tvm_mpq.sensitivity.layer_metrics import plan_for
 from tvm_mpq.sensitivity.pandey import parse_candidates, quantizer_groups
+from tvm_mpq.sensitivity.pandey.phase2 import even_points
 from tvm_mpq.sensitivity.probe import PrecisionProbe
 
 
@@ -236,7 +237,8 @@ def test_quantizer_groups_join_layers_sharing_an_input():
 def pandey_report(rnet):
     graph, feeds, _ = rnet
     budgets = [0.1, 0.0625, 0.05, 0.045, 0.035]
-    report = analyze(graph, feeds[:8], "pandey", options={"bops_budgets": budgets, "sqnr_budgets": [30]})
+    report = analyze(graph, feeds[:8], "pandey", options={"bops_budgets": budgets, "sqnr_budgets": [30],
+                                                           "curve_points": 4})
     return report, budgets
 
 
@@ -248,6 +250,7 @@ def test_pandey_bops_budget_is_met_exactly_or_below(pandey_report):
     assert all(p == Precision(8, 16) for p in method.phase2.precisions(0).values())  # start: highest
     assert all(p == Precision(4, 8) for p in method.phase2.precisions(len(steps) - 1).values())  # end: lowest
     assert all(a.bops < b.bops for b, a in zip(steps, steps[1:]))
+    assert all(steps[i].output_sqnr_db is not None for i in even_points(len(steps), 4))
     for budget, allocation in zip(budgets, report.allocations):
         step = allocation.info["step"]
         achieved = bops_ratio(table, allocation.precisions)
@@ -285,14 +288,16 @@ def test_pandey_phase1_and_curve_match_simulated_models(pandey_report, rnet):
 def test_cli_pandey_writes_configs_and_pareto(rnet, tmp_path, capsys):
     out = tmp_path / "p.json"
     rc = main(["analyze", "mtcnn-rnet", "--method", "pandey", "--calib-size", "6", "--bops-budget", "0.05",
-               "-o", str(out), "--cache-dir", str(tmp_path)])
+               "--pandey-curve-points", "0", "-o", str(out), "--cache-dir", str(tmp_path)])
     assert rc == 0
     report = json.loads(out.read_text())
     (allocation,) = report["allocations"]
     assert allocation["bops_ratio"] <= 0.05
     pareto = json.loads((tmp_path / "p.pareto.json").read_text())
     assert pareto["start"] == "W8A16" and pareto["chosen"] == {"bops_ratio<=0.05": allocation["step"]}
-    assert pareto["phase2"]["steps"][allocation["step"]]["bops_ratio"] == allocation["bops_ratio"]
+    steps = pareto["phase2"]["steps"]
+    assert steps[allocation["step"]]["bops_ratio"] == allocation["bops_ratio"]
+    assert [s["step"] for s in steps if s["output_sqnr_db"] is not None] == [allocation["step"]]  # only the budget point
     assert (tmp_path / "p.pareto.png").stat().st_size > 10_000
     config = PrecisionConfig.load(tmp_path / "p.bops0.05.json")
     from tvm_mpq import zoo

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "default: the cost of each homogeneous lower candidate")
     m.add_argument("--sqnr-budget", metavar="DB[,DB...]", help="pandey: output-SQNR (fidelity) budgets in dB")
     m.add_argument("--pandey-samples", type=int, metavar="N", help="pandey: calibration samples for phases 1 and 2 (default all)")
+    m.add_argument("--pandey-curve-points", type=int, metavar="N",
+                   help="pandey: phase-2 points measured for the Pareto plot (default 32; budget points always)")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -38,6 +40,7 @@ _METHOD_OPTIONS = {  # CLI option -> (method, constructor keyword)
     "top1_samples": ("top1", "samples"), "top1_labels": ("top1", "labels"), "qem": ("mixquant", "qems"),
     "candidates": ("pandey", "candidates"), "bops_budget": ("pandey", "bops_budgets"),
     "sqnr_budget": ("pandey", "sqnr_budgets"), "pandey_samples": ("pandey", "samples"),
+    "pandey_curve_points": ("pandey", "curve_points"),
 }
 
 

@@ -118,6 +118,7 @@ task_metric_names = _TASK_METRICS.names
 
 
 def make_task_metric(name: str) -> TaskMetric:
+    """A task metric by registered name (MpqError naming the valid ones otherwise)."""
     return _TASK_METRICS.make(name)
 
 
@@ -146,6 +147,8 @@ class LfwAccuracy(_LabelledMetric):
 
 @register_task_metric
 class Top1Agreement(TaskMetric):
+    """Top-1 agreement with the fp32 predictions (fp32 pseudo-labels)."""
+
     name = "top1_agreement"
 
     def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
@@ -154,6 +157,8 @@ class Top1Agreement(TaskMetric):
 
 @register_task_metric
 class Top5Agreement(TaskMetric):
+    """The fp32 top-1 class is among the top-5 classes."""
+
     name = "top5_agreement"
 
     def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
@@ -162,6 +167,8 @@ class Top5Agreement(TaskMetric):
 
 @register_task_metric
 class KlSoftmax(TaskMetric):
+    """KL divergence of the softmax outputs from fp32's (lower is better)."""
+
     name = "kl_softmax"
     higher_is_better = False
 
@@ -171,6 +178,8 @@ class KlSoftmax(TaskMetric):
 
 @register_task_metric
 class OutputSqnr(TaskMetric):
+    """SQNR of all outputs against fp32, in dB."""
+
     name = "output_sqnr_db"
 
     def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
@@ -179,6 +188,8 @@ class OutputSqnr(TaskMetric):
 
 @register_task_metric
 class EmbeddingCosine(TaskMetric):
+    """Cosine similarity of the embedding (output 0) with fp32's."""
+
     name = "embedding_cosine"
 
     def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:

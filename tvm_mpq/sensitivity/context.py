@@ -59,9 +59,11 @@ class BitAllocation:
     info: dict = field(default_factory=dict)
 
     def kernels(self) -> dict[str, str]:
+        """Per layer: ``"int8"`` (real integer kernel), ``"simulated"`` (QDQ) or ``"fp32"``."""
         return {name: kernel_for(p) for name, p in self.precisions.items()}
 
     def to_json(self, table: LayerTable) -> dict:
+        """Label, info, BOPs figures and per-layer ``{"w_bits", "a_bits", "kernel"}`` (or ``"fp32"``)."""
         layers = {}
         for name, p in self.precisions.items():
             layers[name] = "fp32" if p == FP32 else {"w_bits": p.w_bits, "a_bits": p.a_bits, "kernel": kernel_for(p)}
@@ -113,6 +115,7 @@ class MethodContext:
         return self._ranges[bits]
 
     def act_qparams(self, var: str, bits: int) -> ActQParams:
+        """The calibrated quantizer of activation tensor ``var`` at ``bits``."""
         return act_qparams(*self.act_ranges(bits)[var], bits)
 
     def probe(self) -> PrecisionProbe:

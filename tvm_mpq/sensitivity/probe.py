@@ -47,6 +47,7 @@ class _Site:
     operand: int
 
     def param_names(self, var: str) -> list[str]:
+        """Names of the site's runtime parameters (scale, zero point, qmax, on) in ``main``."""
         return [f"mpq_probe_{var}_{self.operand}_{f}" for f in _FIELDS]
 
 

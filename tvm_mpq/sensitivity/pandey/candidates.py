@@ -20,6 +20,7 @@ _PATTERN = re.compile(r"^W(\d+)A(\d+)$", re.IGNORECASE)
 
 
 def label(p: Precision) -> str:
+    """``Precision(8, 16)`` -> ``"W8A16"``."""
     return f"W{p.w_bits}A{p.a_bits}"
 
 

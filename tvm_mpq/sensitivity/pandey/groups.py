@@ -3,7 +3,8 @@
 Two MAC layers whose data operand is the same Relax tensor read it through one activation
 quantizer (e.g. a ResNet block's first conv and its downsample conv), so they form one group;
 the second operand of an activation x activation matmul is an activation quantizer too. A group
-also owns its layers' weight quantizers.
+also owns its layers' weight quantizers, so layers sharing a weight parameter (tied weights) are
+grouped as well.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ class QuantizerGroup:
     macs: int
 
     def to_json(self) -> dict:
+        """The group as a JSON object."""
         return {"index": self.index, "inputs": list(self.inputs), "layers": list(self.layers), "macs": self.macs}
 
 
 def quantizer_groups(table: LayerTable) -> list[QuantizerGroup]:
-    """Union the layers that share any activation tensor; groups in order of their first layer."""
+    """Union the layers sharing an activation tensor or a weight; groups in order of their first layer."""
     parent = {layer.name: layer.name for layer in table}
 
     def find(name: str) -> str:
@@ -41,7 +43,8 @@ def quantizer_groups(table: LayerTable) -> list[QuantizerGroup]:
     for layer in table:
         acts = [layer.data_var] + ([layer.weight_var] if layer.weight_param is None else [])
         tensors[layer.name] = [a for a in acts if a]
-        for tensor in tensors[layer.name]:
+        shared = tensors[layer.name] + ([f"param:{layer.weight_param}"] if layer.weight_param else [])
+        for tensor in shared:
             if tensor in owner:
                 parent[find(layer.name)] = find(owner[tensor])
             else:

@@ -17,7 +17,7 @@ from tvm_mpq.sensitivity.pandey.candidates import DEFAULT, cost_key, label, pars
 from tvm_mpq.sensitivity.pandey.groups import QuantizerGroup, quantizer_groups
 from tvm_mpq.sensitivity.pandey.pareto import plot_pareto, save_pareto_json
 from tvm_mpq.sensitivity.pandey.phase1 import Phase1Result, run_phase1
-from tvm_mpq.sensitivity.pandey.phase2 import Phase2Result, run_phase2
+from tvm_mpq.sensitivity.pandey.phase2 import Phase2Result, even_points, run_phase2
 
 
 def _floats(values: object, what: str) -> tuple[float, ...]:
@@ -43,14 +43,16 @@ class Pandey(SensitivityMethod):
 
     ``bops_budgets`` default to the bops_ratio of the homogeneous network at each candidate
     below the highest (mixed precision at the cost of uniform W8A8, W4A8, ...). ``samples``:
-    calibration samples for phase 1 and the measured curve (None: all).
+    calibration samples for phase 1 and the measured curve (None: all). ``curve_points``: how
+    many points of the phase-2 curve to measure for the Pareto plot, spread evenly (None: every
+    point; 0: none); budget points are always measured.
     """
 
     name = "pandey"
     needs_activations = False
 
     def __init__(self, candidates: object = DEFAULT, bops_budgets: object = None, sqnr_budgets: object = None,
-                 samples: int | None = None, measure_steps: bool = True):
+                 samples: int | None = None, curve_points: int | None = 32):
         self.candidates = parse_candidates(candidates)  # type: ignore[arg-type]
         self.bops_budgets = _floats(bops_budgets, "BOPs budget")
         for b in self.bops_budgets:
@@ -59,11 +61,14 @@ class Pandey(SensitivityMethod):
         self.sqnr_budgets = _floats(sqnr_budgets, "SQNR budget")
         if samples is not None and samples < 1:
             raise MpqError(f"pandey needs at least 1 sample, got {samples}")
-        self.samples, self.measure_steps = samples, measure_steps
+        if curve_points is not None and curve_points < 0:
+            raise MpqError(f"pandey curve_points must be >= 0, got {curve_points}")
+        self.samples, self.curve_points = samples, curve_points
         self.groups: list[QuantizerGroup] = []
         self.phase1: Phase1Result | None = None
         self.phase2: Phase2Result | None = None
         self._chosen: dict[str, int] = {}
+        self._targets: dict[str, float] = {}
         self._model = ""
         self._seconds = 0.0
 
@@ -78,13 +83,16 @@ class Pandey(SensitivityMethod):
         self.groups = quantizer_groups(ctx.table)
         self.phase1 = run_phase1(ctx, self.groups, self.candidates, feeds)
         reference = ctx.reference(feeds)
-        measure = (lambda p: output_sqnr_db(ctx.run(p, feeds), reference)) if self.measure_steps else None
-        self.phase2 = run_phase2(ctx.table, self.groups, self.candidates, self.phase1, measure)
+        self.phase2 = run_phase2(ctx.table, self.groups, self.candidates, self.phase1,
+                                 lambda p: output_sqnr_db(ctx.run(p, feeds), reference))
         budgets = list(self.bops_budgets)
         if not budgets and not self.sqnr_budgets:
             budgets = [bops_ratio(ctx.table, {l.name: c for l in ctx.table}) for c in self.candidates[1:]]
         self._chosen = {f"bops_ratio<={b:.6g}": self.phase2.select_bops(b) for b in budgets}
-        self._chosen.update({f"output_sqnr>={t:g}dB": self.phase2.select_sqnr(t) for t in self.sqnr_budgets})
+        self._targets = {f"output_sqnr>={t:g}dB": t for t in self.sqnr_budgets}
+        self._chosen.update({name: self.phase2.select_sqnr(t) for name, t in self._targets.items()})
+        self.phase2.measure_points(even_points(len(self.phase2.steps), self.curve_points))
+        self.phase2.measure_points(self._chosen.values())
         self._seconds = time.perf_counter() - start
 
     def rank(self, table: LayerTable, metrics: dict[str, LayerMetrics]) -> list[str]:
@@ -102,9 +110,12 @@ class Pandey(SensitivityMethod):
         for name, step in self._chosen.items():
             s = self.phase2.steps[step]
             key = name.replace("bops_ratio<=", "bops").replace("output_sqnr>=", "sqnr").replace("dB", "db")
+            target = self._targets.get(name)
+            met = {} if target is None else {"met": s.output_sqnr_db is not None and s.output_sqnr_db >= target}
             out.append(BitAllocation(name, key, self.phase2.precisions(step),
                                      {"step": step, "output_sqnr_db": s.output_sqnr_db,
-                                      "predicted_sqnr_db": s.predicted_sqnr_db, "relative_bops": s.relative_bops}))
+                                      "predicted_sqnr_db": s.predicted_sqnr_db, "relative_bops": s.relative_bops,
+                                      **met}))
         return out
 
     def details(self) -> dict[str, dict]:
@@ -120,7 +131,8 @@ class Pandey(SensitivityMethod):
         return {"model": self._model, "candidates": [label(c) for c in self.candidates],
                 "start": label(self.phase2.start), "groups": [g.to_json() for g in self.groups],
                 "phase1": self.phase1.to_json(self.groups),
-                "phase2": {"seconds": self.phase2.seconds, "steps": [s.to_json() for s in self.phase2.steps]},
+                "phase2": {"seconds": self.phase2.seconds, "measured_points": self.phase2.measured_runs,
+                           "steps": [s.to_json() for s in self.phase2.steps]},
                 "chosen": self._chosen}
 
     def summary(self) -> dict:
@@ -129,9 +141,9 @@ class Pandey(SensitivityMethod):
         return {"candidates": [label(c) for c in self.candidates], "n_groups": len(self.groups),
                 "samples": self.phase1.samples, "phase1_runs": self.phase1.runs,
                 "phase1_seconds": self.phase1.seconds, "phase2_seconds": self.phase2.seconds,
-                "phase2_points": len(self.phase2.steps), "seconds": self._seconds, "compiles": 1,
-                "pareto": [[s.bops_ratio, s.output_sqnr_db if s.output_sqnr_db is not None else s.predicted_sqnr_db]
-                           for s in self.phase2.steps],
+                "phase2_points": len(self.phase2.steps), "phase2_measured_points": self.phase2.measured_runs,
+                "seconds": self._seconds, "compiles": 1,
+                "pareto": [[s.bops_ratio, s.output_sqnr_db] for s in self.phase2.steps if s.output_sqnr_db is not None],
                 "chosen": self._chosen}
 
     def write_artifacts(self, stem: Path) -> list[Path]:

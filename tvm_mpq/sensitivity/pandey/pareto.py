@@ -9,25 +9,27 @@ from tvm_mpq.sensitivity.pandey.phase2 import Phase2Result
 
 
 def save_pareto_json(path: Path, payload: dict) -> Path:
+    """Write ``payload`` (``Pandey.pareto_json()``) as strict JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1, allow_nan=False))
     return path
 
 
 def plot_pareto(path: Path, result: Phase2Result, chosen: dict[str, int], title: str) -> Path:
-    """Measured (and predicted) output SQNR against bops_ratio, budget points marked."""
+    """Measured (and predicted) output SQNR against bops_ratio, budget points marked (``chosen``:
+    label -> point index)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    x = [s.bops_ratio for s in result.steps]
-    predicted = [s.predicted_sqnr_db for s in result.steps]
-    measured = [s.output_sqnr_db for s in result.steps]
-    if all(m is not None for m in measured):
-        ax.plot(x, measured, "o-", ms=3, label="measured output SQNR")
-    ax.plot(x, predicted, "--", color="gray", label="predicted (phase-1 noise sum)")
+    measured = [s for s in result.steps if s.output_sqnr_db is not None]
+    if measured:
+        ax.plot([s.bops_ratio for s in measured], [s.output_sqnr_db for s in measured], "o-", ms=3,
+                label=f"measured output SQNR ({len(measured)} of {len(result.steps)} points)")
+    ax.plot([s.bops_ratio for s in result.steps], [s.predicted_sqnr_db for s in result.steps], "--", color="gray",
+            label="predicted (phase-1 noise sum)")
     for name, step in chosen.items():
         s = result.steps[step]
         y = s.output_sqnr_db if s.output_sqnr_db is not None else s.predicted_sqnr_db

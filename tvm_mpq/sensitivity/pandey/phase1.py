@@ -34,6 +34,7 @@ class Phase1Result:
         return sorted(rows, key=lambda r: (-r["output_sqnr_db"], r["group"]))
 
     def to_json(self, groups: list[QuantizerGroup]) -> dict:
+        """Sample count, cost and the sensitivity list."""
         return {"samples": self.samples, "runs": self.runs, "seconds": self.seconds,
                 "sensitivity_list": self.sensitivity_list(groups)}
 
