@@ -6,7 +6,8 @@ on this machine the QEMU-backed one (``tvm-mpq rpc-server --target aarch64``), o
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from targets.aarch64_sysroot import CROSS_CXX, require_cross_compiler
 from targets.base import DeployTarget, register_target

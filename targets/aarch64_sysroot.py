@@ -3,7 +3,8 @@
 ``setup_aarch64()`` (CLI: ``tvm-mpq setup-aarch64``) is idempotent and cached:
 
 1. the host tools ``aarch64-linux-gnu-g++`` and ``qemu-aarch64`` come from apt
-   (``g++-aarch64-linux-gnu``, ``qemu-user``; installing them needs root);
+   (``g++-aarch64-linux-gnu``, ``qemu-user``, and ``debian-archive-keyring`` on non-Debian hosts
+   such as Ubuntu; installing them needs root);
 2. the sysroot is built once under ``~/.cache/tvm-mpq/aarch64-sysroot`` (``$TVM_MPQ_SYSROOT``):
    Debian bookworm arm64 ``python3.11-minimal`` + ``libpython3.11-stdlib`` and the libraries they
    load, fetched by ``apt-get download`` with a private apt configuration (arm64 only, no change to
@@ -30,7 +31,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from tvm_mpq.errors import MpqError
 
@@ -114,9 +115,11 @@ def require_qemu() -> str:
 def install_toolchain(log: Log = _print) -> Toolchain:
     """The cross g++ and QEMU, installed with apt when missing (needs root; MpqError otherwise)."""
     cxx, qemu = find_cross_compiler(), find_qemu()
-    if cxx and qemu:
+    keyring = Path(DEBIAN_KEYRING).exists()
+    if cxx and qemu and keyring:
         return Toolchain(cxx, qemu)
-    missing = [pkg for pkg, have in zip(TOOLCHAIN_PACKAGES, (cxx, qemu)) if not have]
+    missing = [pkg for pkg, have in zip(TOOLCHAIN_PACKAGES + ("debian-archive-keyring",), (cxx, qemu, keyring))
+               if not have]
     if shutil.which("apt-get") is None:
         raise MpqError(f"{' and '.join(missing)} missing and apt-get is unavailable: install an "
                        f"aarch64-linux-gnu g++ cross compiler and qemu-aarch64 with this system's package manager")
@@ -129,6 +132,8 @@ def install_toolchain(log: Log = _print) -> Toolchain:
     _run(["apt-get", "update", "-q"], "apt-get update", env=env)
     _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], "apt-get install", env=env)
     log(f"installed {' '.join(missing)} in {time.monotonic() - start:.0f} s")
+    if not Path(DEBIAN_KEYRING).exists():
+        raise MpqError(f"{DEBIAN_KEYRING} still missing after installing debian-archive-keyring")
     return Toolchain(require_cross_compiler(), require_qemu())
 
 

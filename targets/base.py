@@ -15,7 +15,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Iterator
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.registry import Registry
@@ -29,12 +30,12 @@ if TYPE_CHECKING:
     from tvm_mpq.config.precision_config import PrecisionConfig
     from tvm_mpq.frontends.model_graph import ModelGraph
 
-_TARGETS: Registry["DeployTarget"] = Registry("--target")
+_TARGETS: Registry[DeployTarget] = Registry("--target")
 register_target = _TARGETS.register
 target_names = _TARGETS.names
 
 
-def get_target(name: str, **options: Any) -> "DeployTarget":
+def get_target(name: str, **options: Any) -> DeployTarget:
     """A new target by registered name (``x86``, ``aarch64``, ``aarch64-dotprod``, ``cuda``)."""
     return _TARGETS.make(name, **options)
 
@@ -56,7 +57,7 @@ class DeployTarget(ABC):
         """The target as the JSON dict ``tvm.target.Target`` takes."""
 
     @property
-    def tvm_target(self) -> "tvm.target.Target":
+    def tvm_target(self) -> tvm.target.Target:
         """The ``tvm.target.Target`` to compile for."""
         import tvm
 
@@ -74,7 +75,7 @@ class DeployTarget(ABC):
         """Everything the compiler needs around ``tvm.compile`` for this target."""
         yield
 
-    def compile(self, graph: "ModelGraph", config: "PrecisionConfig | None" = None) -> "CompiledModel":
+    def compile(self, graph: ModelGraph, config: PrecisionConfig | None = None) -> CompiledModel:
         """Compile ``graph`` under ``config`` for this target (``compile_model`` in its context)."""
         from tvm_mpq.compiler import compile_model
 
@@ -82,7 +83,7 @@ class DeployTarget(ABC):
         with self.build_context():
             return compile_model(graph, config, self.tvm_target)
 
-    def export(self, compiled: "CompiledModel", path: str | Path) -> Path:
+    def export(self, compiled: CompiledModel, path: str | Path) -> Path:
         """Write ``compiled`` as a shared library with this target's compiler; returns the path.
 
         The library's ELF machine is checked afterwards (an x86 library for aarch64 is an error
@@ -98,7 +99,7 @@ class DeployTarget(ABC):
         self.check_library(path)
         return path
 
-    def matches(self, target: "tvm.target.Target") -> bool:
+    def matches(self, target: tvm.target.Target) -> bool:
         """Whether a module compiled for ``target`` can be exported as this target."""
         mine = self.tvm_target
         if target.kind.name != mine.kind.name:
@@ -122,7 +123,7 @@ class DeployTarget(ABC):
         return f"{type(self).__name__}({self.target_dict()})"
 
 
-def describe_target(target: "tvm.target.Target") -> str:
+def describe_target(target: tvm.target.Target) -> str:
     """``llvm aarch64-linux-gnu`` / ``cuda sm_90``: a short name for messages."""
     attrs = target.attrs
     detail = attrs.get("mtriple") if target.kind.name == "llvm" else attrs.get("arch")

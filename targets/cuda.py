@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from tvm_mpq.errors import MpqError
 

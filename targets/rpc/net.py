@@ -38,7 +38,7 @@ def probe(host: str, port: int, timeout: float = 5.0, what: str = "RPC server") 
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
-    except socket.timeout:
+    except TimeoutError:
         raise MpqError(f"{what} {host}:{port} unreachable: no answer within {timeout:g} s") from None
     except ConnectionRefusedError:
         raise MpqError(f"{what} {host}:{port} unreachable: connection refused") from None

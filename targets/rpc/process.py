@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from tvm_mpq.errors import MpqError
 
@@ -98,7 +98,7 @@ class ManagedProcess:
         if remove_log:
             self.log_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "ManagedProcess":
+    def __enter__(self) -> ManagedProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

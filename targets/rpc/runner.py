@@ -18,7 +18,8 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -150,7 +151,7 @@ class RemoteModel:
                 delattr(self, name)
         gc.collect()
 
-    def __enter__(self) -> "RemoteModel":
+    def __enter__(self) -> RemoteModel:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,4 +1,4 @@
-"""Local TVM RPC servers: ``tvm.exec.rpc_server`` on loopback, natively (x86) or under QEMU (aarch64).
+"""Local TVM RPC servers (TVM's ``tvm.rpc`` server), natively (x86) or under QEMU (aarch64).
 
 Every target goes through the same RPC path: the x86 server runs this environment's Python; the
 aarch64 server runs the arm64 Python of the sysroot (:mod:`targets.aarch64_sysroot`) under
@@ -20,7 +20,6 @@ from tvm_mpq.errors import MpqError
 from targets.rpc.net import check_port_free, free_port, parse_address
 from targets.rpc.process import ManagedProcess
 
-SERVER_ARCHES = ("x86_64", "aarch64")
 ARCH_ALIASES = {"x86": "x86_64", "x86_64": "x86_64", "x86-64": "x86_64", "cuda": "x86_64",
                 "aarch64": "aarch64", "aarch64-dotprod": "aarch64", "arm64": "aarch64"}
 START_TIMEOUT = {"x86_64": 60.0, "aarch64": 300.0}
@@ -95,11 +94,11 @@ class LocalRpcServer:
     def __str__(self) -> str:
         return f"{self.arch} RPC server {self.host}:{self.port}"
 
-    def start(self) -> "LocalRpcServer":
+    def start(self) -> LocalRpcServer:
         """Start the server; return once it listens (and is registered with the tracker)."""
         return self.launch().wait_ready()
 
-    def launch(self) -> "LocalRpcServer":
+    def launch(self) -> LocalRpcServer:
         """Start the server process without waiting (see :meth:`wait_ready`, :func:`start_servers`)."""
         if self._fixed_port:
             check_port_free(self.host, int(self.port or 0))
@@ -114,7 +113,7 @@ class LocalRpcServer:
             raise
         return self
 
-    def wait_ready(self) -> "LocalRpcServer":
+    def wait_ready(self) -> LocalRpcServer:
         """Wait until the launched server listens (and shows in its tracker); stop it on failure."""
         assert self.process is not None, "launch() first"
         try:
@@ -163,7 +162,7 @@ class LocalRpcServer:
             self._workdir.cleanup()
             self._workdir = None
 
-    def __enter__(self) -> "LocalRpcServer":
+    def __enter__(self) -> LocalRpcServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

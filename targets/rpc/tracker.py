@@ -68,7 +68,7 @@ class TrackerClient:
         return len(servers[key])
 
     def request(self, key: str, timeout: float = 600.0, priority: int = 1,
-                session_timeout: float = 0) -> "RemoteSession":
+                session_timeout: float = 0) -> RemoteSession:
         """A session on a free server of ``key``, waiting up to ``timeout`` s while all are busy.
 
         The key is checked against the tracker's summary first: a key no server has is an
@@ -114,7 +114,7 @@ class TrackerClient:
         """Close the connection to the tracker."""
         self._session.close()
 
-    def __enter__(self) -> "TrackerClient":
+    def __enter__(self) -> TrackerClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -155,7 +155,7 @@ class LocalTracker:
         """``HOST:PORT`` (after :meth:`start`)."""
         return f"{self.host}:{self.port}"
 
-    def start(self) -> "LocalTracker":
+    def start(self) -> LocalTracker:
         """Start the tracker and wait until it answers a summary request."""
         if self.port is None:
             self.port = free_port(self.host)
@@ -189,7 +189,7 @@ class LocalTracker:
         if self.process is not None:
             self.process.stop()
 
-    def __enter__(self) -> "LocalTracker":
+    def __enter__(self) -> LocalTracker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -38,6 +38,9 @@ def cmd_rpc_server(args: argparse.Namespace) -> int:
         from targets.aarch64_sysroot import load_sysroot, setup_aarch64
 
         sysroot = load_sysroot() if args.no_setup else setup_aarch64()[1]
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: a TVM RPC server runs any code its clients upload; {args.host} is reachable "
+              f"from other machines: use it only on a trusted network", file=sys.stderr)
     _interrupt_on_signals()
     server = LocalRpcServer(arch, host=args.host, port=args.port, tracker=args.tracker, key=args.key, sysroot=sysroot)
     print(f"starting {arch} RPC server on {args.host}:{args.port}"
