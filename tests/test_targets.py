@@ -132,3 +132,19 @@ def test_cuda_run_needs_a_gpu(small_graph, small_feeds, tmp_path):
         del session
     np.testing.assert_allclose(out[0], compile_graph(small_graph).run(feed)[0], rtol=1e-4, atol=1e-4)
     assert 0 < stats.p10_ms <= stats.median_ms <= stats.p90_ms
+
+
+def test_setup_aarch64_cli_is_idempotent(aarch64_toolchain, capsys):
+    from tvm_mpq.cli import main
+
+    assert main(["setup-aarch64"]) == 0
+    out = capsys.readouterr().out
+    assert "aarch64-linux-gnu-g++" in out and "apache-tvm 0.27.0.post1" in out
+    assert "building" not in out  # cached: nothing rebuilt
+
+
+def test_rpc_server_cli_rejects_an_unknown_target(capsys):
+    from tvm_mpq.cli import main
+
+    assert main(["rpc-server", "--target", "riscv"]) == 2
+    assert "no local RPC server for target 'riscv'" in capsys.readouterr().err
