@@ -116,7 +116,7 @@ def test_aarch64_qemu_runs_a_zoo_model_built_with_dotprod(aarch64_server, tmp_pa
     target = get_target("aarch64-dotprod")  # QEMU's default CPU ("max") has the dot-product extension
     lib = target.export(target.compile(graph), tmp_path / "rnet.so")
     session = aarch64_server.connect()
-    with RemoteModel(session, lib, target) as model:
+    with RemoteModel(session, lib, target, input_names=[s.name for s in graph.inputs]) as model:
         out = model.run(feed)
     del session
     gc.collect()

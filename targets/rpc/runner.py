@@ -72,13 +72,16 @@ class RemoteModel:
     """An exported library loaded in an RPC session, with a Relax VM on the target's device.
 
     ``target``: a :class:`~targets.base.DeployTarget` (picks the device, checks the ELF); None
-    runs on the remote CPU without the target check. ``close()`` (or leaving the ``with``
+    runs on the remote CPU without the target check. ``input_names``: the order of ``main``'s
+    parameters (``[s.name for s in graph.inputs]``); without it a feed dict's own order is used. ``close()`` (or leaving the ``with``
     block) drops every remote handle so the server's session can end.
     """
 
-    def __init__(self, session: Any, library: str | Path, target: Any = None, device_index: int = 0) -> None:
+    def __init__(self, session: Any, library: str | Path, target: Any = None, device_index: int = 0,
+                 input_names: Sequence[str] | None = None) -> None:
         from tvm import relax
 
+        self.input_names = list(input_names) if input_names is not None else None
         session = getattr(session, "rpc", session)  # a RemoteSession or a tvm RPCSession
         self.session = session
         self.target = target
@@ -103,7 +106,13 @@ class RemoteModel:
     def _inputs(self, feed: dict[str, np.ndarray] | Sequence[np.ndarray]) -> list[Any]:
         import tvm
 
-        arrays = list(feed.values()) if isinstance(feed, dict) else list(feed)
+        if isinstance(feed, dict) and self.input_names is not None:
+            missing = [n for n in self.input_names if n not in feed]
+            if missing:
+                raise MpqError(f"feed lacks model input(s) {missing} (has {list(feed)})")
+            arrays = [feed[n] for n in self.input_names]
+        else:
+            arrays = list(feed.values()) if isinstance(feed, dict) else list(feed)
         return [tvm.runtime.tensor(np.ascontiguousarray(a), self.device) for a in arrays]
 
     def run(self, feed: dict[str, np.ndarray] | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -178,7 +187,8 @@ class RemoteRun:
 
 def run_on_server(library: str | Path, feeds: Sequence[dict[str, np.ndarray]], target: Any = None, *,
                   rpc_address: str | None = None, tracker: str | None = None, key: str | None = None,
-                  measure: bool = True, request_timeout: float = 600.0, **time_options: Any) -> RemoteRun:
+                  measure: bool = True, request_timeout: float = 600.0, input_names: Sequence[str] | None = None,
+                  **time_options: Any) -> RemoteRun:
     """One session: upload ``library``, run every feed, time the first; then end the session.
 
     ``rpc_address`` (``HOST:PORT``) or ``tracker`` + ``key``: with a tracker the session goes to
@@ -192,7 +202,7 @@ def run_on_server(library: str | Path, feeds: Sequence[dict[str, np.ndarray]], t
         feeds = [feeds]
     remote = open_session(rpc_address, tracker, key, request_timeout=request_timeout)
     try:
-        with RemoteModel(remote, library, target) as model:
+        with RemoteModel(remote, library, target, input_names=input_names) as model:
             outputs = [model.run(feed) for feed in feeds]
             stats = model.time(feeds[0], **time_options) if measure and feeds else None
     finally:
