@@ -251,6 +251,7 @@ def test_pandey_bops_budget_is_met_exactly_or_below(pandey_report):
     assert all(p == Precision(4, 8) for p in method.phase2.precisions(len(steps) - 1).values())  # end: lowest
     assert all(a.bops < b.bops for b, a in zip(steps, steps[1:]))
     assert all(steps[i].output_sqnr_db is not None for i in even_points(len(steps), 4))
+    assert steps[0].n_simulated == len(table) and steps[-1].n_simulated == len(table)  # W8A16, W4A8
     for budget, allocation in zip(budgets, report.allocations):
         step = allocation.info["step"]
         achieved = bops_ratio(table, allocation.precisions)

@@ -31,6 +31,7 @@ from tvm_mpq.allocation.bops import Precision, bops, bops_ratio
 from tvm_mpq.errors import MpqError
 from tvm_mpq.graph.layer_table import LayerTable
 from tvm_mpq.metrics.local_metrics import SQNR_CAP_DB
+from tvm_mpq.sensitivity.context import kernel_for
 from tvm_mpq.sensitivity.pandey.candidates import cost_key, is_lower, label
 from tvm_mpq.sensitivity.pandey.groups import QuantizerGroup
 from tvm_mpq.sensitivity.pandey.phase1 import Phase1Result
@@ -52,7 +53,8 @@ def predicted_sqnr_db(noise: float) -> float:
 @dataclass(frozen=True)
 class ParetoStep:
     """One point of the curve: the move that led to it (None at the start), its cost, its
-    predicted output SQNR and, once measured, its measured output SQNR."""
+    predicted output SQNR, how many layers run simulated (no int8 kernel: anything but W8A8) and,
+    once measured, its measured output SQNR."""
 
     step: int
     group: int | None
@@ -63,6 +65,7 @@ class ParetoStep:
     bops_ratio: float
     relative_bops: float
     predicted_sqnr_db: float
+    n_simulated: int
     output_sqnr_db: float | None = None
 
     def to_json(self) -> dict:
@@ -71,7 +74,8 @@ class ParetoStep:
                 "from": label(self.from_candidate) if self.from_candidate else None,
                 "to": label(self.to_candidate) if self.to_candidate else None,
                 "bops": self.bops, "bops_ratio": self.bops_ratio, "relative_bops": self.relative_bops,
-                "predicted_sqnr_db": self.predicted_sqnr_db, "output_sqnr_db": self.output_sqnr_db}
+                "predicted_sqnr_db": self.predicted_sqnr_db, "output_sqnr_db": self.output_sqnr_db,
+                "n_simulated": self.n_simulated}
 
 
 @dataclass
@@ -155,7 +159,7 @@ def run_phase2(table: LayerTable, groups: list[QuantizerGroup], candidates: tupl
         total_noise = sum(noise[g.index][setting[g.index]] for g in groups)
         return ParetoStep(step, group.index if group else None, group.layers if group else (), old, new,
                           cost, bops_ratio(table, precisions), cost / start_bops if start_bops else 1.0,
-                          predicted_sqnr_db(total_noise))
+                          predicted_sqnr_db(total_noise), sum(kernel_for(p) == "simulated" for p in precisions.values()))
 
     steps = [point(0, None, None, None)]
     settings = [dict(setting)]
