@@ -17,13 +17,19 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 # The main job on the bundled default model: QuantuneV2 analysis of EfficientNet-Lite0 on real
-# photos, its sensitivity list, an allocation at 50% BOPs reduction rate and a summary.
+# photos, its sensitivity list, an allocation at 50% BOPs reduction rate, and that mixed-precision
+# model compiled with integer kernels into an x86 library.
 run: setup
 	mkdir -p $(OUT)
 	$(VENV)/bin/tvm-mpq analyze efficientnet-lite0 --method quantunev2 --rate 50 \
 		-o $(OUT)/efficientnet-lite0.sens.json --config-out $(OUT)/efficientnet-lite0.rate50.json
+	$(VENV)/bin/tvm-mpq compile efficientnet-lite0 --config $(OUT)/efficientnet-lite0.rate50.json \
+		--target x86 -o $(OUT)/efficientnet-lite0.rate50.so
 
+# The aarch64 tests run for real under QEMU: set up the cross toolchain (apt) and the arm64
+# sysroot first (idempotent, cached under ~/.cache/tvm-mpq; about a minute from scratch).
 test: setup
+	$(VENV)/bin/tvm-mpq setup-aarch64
 	$(PY) -m pytest -q tests
 
 clean:

@@ -258,7 +258,7 @@ class _Lowering(relax.PyExprMutator):
 
     def _epilogue(self, var: relax.Var, call: relax.Call) -> None:
         args = list(call.args)
-        if call.op.name == "relax.add" and not self.arith.simulated:
+        if call.op.name == "relax.add":
             for acc_arg, other in ((args[0], args[1]), (args[1], args[0])):
                 forms = self.forms.get(acc_arg) if isinstance(acc_arg, relax.Var) else None
                 bias = self._constant(other)

@@ -36,9 +36,9 @@ def _chain(emit, x: relax.Expr, steps: list, name: str) -> relax.Expr:
 class Accumulator:
     """The output of a quantized MAC op before requantization.
 
-    ``expr`` is int32 (integer arithmetic) or float32 (simulation); ``scale`` is the per-channel
-    real value of one unit (``s_x * s_w``) broadcast over ``channel_axis`` of the output (None in
-    the simulation, whose accumulator already holds real values).
+    ``expr`` is int32 (integer arithmetic) or float32 real values (simulation); ``scale`` is the
+    per-channel real value of one integer unit (``s_x * s_w``) along ``channel_axis`` of the output
+    (the bias is quantized at it in both arithmetics).
     """
 
     def __init__(self, expr: relax.Expr, scale: np.ndarray | None, channel_axis: int, ndim: int,
@@ -174,10 +174,17 @@ class FakeQuantArith:
         s = broadcast_scales(scales, weight.ndim, channel_axis)
         w_fq = (np.clip(np.round(weight.astype(np.float32) / s), -qmax, qmax) * s).astype(np.float32)
         expr = emit(relax.Call(call.op, [data, relax.const(w_fq), *call.args[2:]], call.attrs, call.ty_args), name)
-        return Accumulator(expr, None, 0, len(call.ty.shape))
+        out_ndim = len(call.ty.shape)
+        out_axis = 1 if call.op.name == "relax.nn.conv2d" else out_ndim - 1
+        return Accumulator(expr, (np.float32(qp.scale) * scales).astype(np.float32), out_axis, out_ndim)
 
     def add_bias(self, emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:
-        raise AssertionError("the simulation keeps biases as float adds")
+        """The bias quantized like the integer kernel's (int32 at ``s_x * s_w``), as a float add:
+        a QDQ model carries the same quantized bias (ONNX QDQ's int32 bias)."""
+        b = np.round(bias.reshape(-1).astype(np.float64) / acc.scale.astype(np.float64)) * acc.scale.astype(np.float64)
+        expr = emit(relax.op.add(acc.expr, relax.const(broadcast_scales(b.astype(np.float32), acc.ndim, acc.channel_axis))),
+                    name)
+        return Accumulator(expr, acc.scale, acc.channel_axis, acc.ndim)
 
     def acc_to_float(self, emit, acc: Accumulator, name: str) -> relax.Expr:
         return acc.expr
