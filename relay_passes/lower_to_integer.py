@@ -71,6 +71,9 @@ class LoweringStats:
     n_requantize: int = 0
     n_bias_folded: int = 0
     n_layout_on_int: int = 0
+    quantized: dict[str, tuple[str, ActQParams]] = field(default_factory=dict)
+    """Every quantized tensor: ``"<source var>@<quantizer>"`` -> (emitted binding, quantizer).
+    The integer and the simulated lowering of one plan produce the same keys."""
 
     @property
     def n_qdq(self) -> int:
@@ -203,7 +206,11 @@ class _Lowering(relax.PyExprMutator):
             q = self.arith.quantize(self._emit, self._raw_float(var, forms), qp, f"{var.name}_rq")
             self.stats.n_requantize += 1
         forms.ints[qp] = q
+        self._record(var, qp, q)
         return q
+
+    def _record(self, var: relax.Var, qp: ActQParams, emitted: relax.Var) -> None:
+        self.stats.quantized[f"{var.name}@{qp.scale:.9g}/{qp.zero_point}/{qp.bits}"] = (emitted.name, qp)
 
     def _has_int_form(self, expr: relax.Expr) -> bool:
         """True when ``expr``'s fp32 value is not at hand (it lives as integer codes / epilogue)."""
@@ -253,7 +260,9 @@ class _Lowering(relax.PyExprMutator):
             expr = relax.op.nn.pad(src, [int(p) for p in attrs.pad_width], pad_value=self.arith.pad_value(qp))
         else:
             expr = relax.Call(call.op, [src, *[self.visit_expr(a) for a in call.args[1:]]], attrs, call.ty_args)
-        self.forms[var] = _Forms(ints={qp: self._emit(expr, var.name)})
+        out = self._emit(expr, var.name)
+        self.forms[var] = _Forms(ints={qp: out})
+        self._record(var, qp, out)
         self.stats.n_layout_on_int += 1
 
     def _epilogue(self, var: relax.Var, call: relax.Call) -> None:

@@ -251,3 +251,12 @@ def test_cli_compile_writes_a_library_that_loads_and_runs(tmp_path):
                            "-o", str(tmp_path / "bad.so")], capture_output=True, text=True)
     assert proc.returncode == 2 and "at most 8-bit" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "bad.so").exists()
+
+
+def test_every_quantized_tensor_matches_qdq_when_fed_the_same_inputs(small_graph, small_feeds, small_int8):
+    from tvm_mpq.compiler.agreement import layerwise_agreement
+
+    agreement = layerwise_agreement(small_graph, small_int8[0], small_feeds[:2])
+    assert len(agreement.tensors) >= 4  # input, dw input, pw input, fc input
+    assert agreement.max_code_diff <= 1
+    assert agreement.differing_fraction < 1e-3

@@ -31,7 +31,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from targets import get_target
     from tvm_mpq.calibration import CalibrationCache
     from tvm_mpq.compiler import compile_model
-    from tvm_mpq.compiler.validate import check_integer_config
+    from tvm_mpq.compiler.validate import check_integer_config, keep_unsupported_fp32
     from tvm_mpq.config import PrecisionConfig
     from tvm_mpq.config.for_rate import config_for_rate
     from tvm_mpq.frontends import load_model, parse_input_shapes
@@ -51,6 +51,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
               f"{len(feeds)} samples for rate {args.rate:g}%")
         config, _ = config_for_rate(graph, feeds, args.rate, args.method, observer=args.observer, g=args.g,
                                     cache=CalibrationCache(args.cache_dir), stage=args.stage)
+        kept = keep_unsupported_fp32(config, build_layer_table(graph))
+        if kept:
+            print(f"{len(kept)} layer(s) have no integer kernel and stay fp32 ({', '.join(kept[:3])}"
+                  f"{', ...' if len(kept) > 3 else ''}); achieved rate {config.provenance['bops_reduction_rate']:.1f}%")
     start = time.perf_counter()
     with target.build_context():
         compiled = compile_model(graph, config, target.tvm_target, stage=args.stage)

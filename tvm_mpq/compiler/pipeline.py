@@ -27,7 +27,7 @@ import tvm
 from tvm import relax
 
 from relay_passes.fold_batch_norm import FoldBatchNorm
-from relay_passes.lower_to_integer import IntLayerPlan, LowerToInteger
+from relay_passes.lower_to_integer import IntLayerPlan, LoweringStats, LowerToInteger
 from tvm_mpq.compiler.validate import check_integer_config
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
@@ -119,6 +119,14 @@ def check_layer_order(table: LayerTable, mod: tvm.IRModule) -> None:
 def lower_model(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",
                 simulate: bool = False, table: LayerTable | None = None) -> tuple[tvm.IRModule, dict]:
     """Bind, fold and apply ``config``: the IRModule handed to ``tvm.compile``, and counts."""
+    mod, stats, _ = lower_with_stats(graph, config, stage, simulate, table)
+    return mod, stats
+
+
+def lower_with_stats(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",
+                     simulate: bool = False,
+                     table: LayerTable | None = None) -> tuple[tvm.IRModule, dict, LoweringStats]:
+    """:func:`lower_model` plus the precision pass's own :class:`LoweringStats`."""
     table = table or build_layer_table(graph)
     plans: dict[int, IntLayerPlan] = {}
     if config is not None:
@@ -135,7 +143,7 @@ def lower_model(graph: ModelGraph, config: PrecisionConfig | None, stage: str = 
     stats = {"stage": stage, "simulated": simulate, "int8_layers": s.n_layers, "n_quantize": s.n_quantize,
              "n_dequantize": s.n_dequantize, "n_requantize": s.n_requantize, "n_qdq": s.n_qdq,
              "n_qdq_naive": 2 * len(plans), "bias_folded": s.n_bias_folded, "layout_ops_on_int8": s.n_layout_on_int}
-    return mod, stats
+    return mod, stats, s
 
 
 def compile_model(graph: ModelGraph, config: PrecisionConfig | None = None,

@@ -30,3 +30,22 @@ def check_integer_config(config: PrecisionConfig, table: LayerTable) -> None:
         if lp.act is None:
             raise MpqError(f"config layer '{layer.name}' has no activation quantizer (\"act\"): write the config "
                            f"with `tvm-mpq analyze --rate R` (it calibrates), or compile with --rate")
+
+
+def keep_unsupported_fp32(config: PrecisionConfig, table: LayerTable) -> list[str]:
+    """Return to fp32 every quantized layer whose op has no integer kernel (activation x
+    activation matmul, conv1d, conv2d_transpose), updating the config's BOPs figures; the names
+    changed. Used when a config is allocated for compilation (``compile --rate``, sweeps)."""
+    from tvm_mpq.allocation.bops import bops_ratio, bops_reduction_rate, raw_reduction_rate
+    from tvm_mpq.config.precision_config import LayerPrecision
+
+    changed = [layer.name for layer in table
+               if layer.kind not in INTEGER_KINDS and not config.layers[layer.name].is_fp32]
+    for name in changed:
+        config.layers[name] = LayerPrecision(None, None)
+    if changed:
+        p = config.precisions()
+        config.provenance.update({"bops_reduction_rate": bops_reduction_rate(table, p), "bops_ratio": bops_ratio(table, p),
+                                  "raw_reduction_rate": raw_reduction_rate(table, p),
+                                  "fp32_no_integer_kernel": changed})
+    return changed
