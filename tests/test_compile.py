@@ -113,6 +113,8 @@ def test_stage_ablation_a_vs_fused(small_graph, small_feeds, small_int8):
 def test_stage_c_graph_keeps_layer_names_and_function(small_graph, small_feeds):
     staged = stage_c_graph(small_graph)
     assert build_layer_table(staged).names() == build_layer_table(small_graph).names()
+    names = [b.var.name for b in staged.mod["main"].body.blocks[0].bindings]
+    assert len(names) == len(set(names))
     assert "batch_norm" not in str(staged.mod["main"])
     a, c = compile_graph(small_graph), compile_graph(staged)
     for feed in small_feeds:

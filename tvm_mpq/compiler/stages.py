@@ -46,6 +46,39 @@ class _LiftWeights(relax.PyExprMutator):
         return relax.Call(new.op, [new.args[0], param, *new.args[2:]], new.attrs, new.ty_args)
 
 
+@relax.expr_functor.mutator
+class _UniqueNames(relax.PyExprMutator):
+    """Re-emit every binding under a name no other binding has (TVM's DPL rewrites reuse ``lv``
+    names; the analysis finds tensors by name)."""
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.seen: set[str] = set()
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        name = binding.var.name
+        if name not in self.seen:
+            self.seen.add(name)
+            super().visit_var_binding_(binding)
+            return
+        k = 1
+        while f"{name}_{k}" in self.seen:
+            k += 1
+        unique = f"{name}_{k}"
+        self.seen.add(unique)
+        value = self.visit_expr(binding.value)
+        emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
+        self.set_var_remap(binding.var, emit(value, unique))
+
+
+def unique_binding_names(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` with every binding of ``main`` uniquely named."""
+    mutator = _UniqueNames(mod)
+    func = mutator.visit_expr(mod["main"])
+    mutator.builder_.update_func(mod.get_global_var("main"), func)
+    return mutator.builder_.get()
+
+
 def stage_c_graph(graph: ModelGraph) -> ModelGraph:
     """``graph`` with batch-norm folded into the convs, weights as parameters (stage-A names)."""
     from tvm_mpq.compiler.pipeline import bind_params
@@ -63,6 +96,6 @@ def stage_c_graph(graph: ModelGraph) -> ModelGraph:
     new_func = relax.Function(list(func.params) + params, body, func.ret_ty, func.is_pure, func.attrs)
     new_func = new_func.with_attr("num_input", len(func.params))
     mod = tvm.IRModule({"main": new_func})
-    mod = relax.transform.DeadCodeElimination()(mod)
+    mod = unique_binding_names(relax.transform.DeadCodeElimination()(mod))
     arrays = {p.name: lifter.lifted[p.name][1] for p in params}
     return ModelGraph(graph.name, mod, graph.inputs, arrays, graph.layer_names, graph.source)
