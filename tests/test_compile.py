@@ -71,11 +71,16 @@ def test_fully_int8_graph_has_integer_kernels_and_fewer_qdq(small_int8):
     assert integer.stats["bias_folded"] == 4
 
 
-def test_fp32_config_reproduces_fp32_model_exactly(small_graph, small_feeds):
-    compiled = compile_model(small_graph, _fp32_config(small_graph))
-    fp32 = compile_graph(small_graph)
+@pytest.mark.parametrize("model", ["small", "mtcnn-rnet"])
+def test_fp32_config_reproduces_fp32_model_exactly(model, small_graph, small_feeds):
+    if model == "small":
+        graph, feeds = small_graph, small_feeds
+    else:
+        graph, feeds = get(model).build_graph(), get(model).calibration(4)
+    compiled = compile_model(graph, _fp32_config(graph))
+    fp32 = compile_graph(graph)
     assert compiled.n_qdq == 0 and INT8_MAC not in mac_census(compiled.mod)
-    for feed in small_feeds:
+    for feed in feeds:
         np.testing.assert_array_equal(compiled.run(feed)[0], fp32.run(feed)[0])
 
 
