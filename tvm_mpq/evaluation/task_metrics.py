@@ -8,7 +8,8 @@ the PP-OCR recogniser's ``(1, T, C)`` (agreement is then per position).
 * with labels: ``accuracy`` (``lfw_accuracy`` for the MTCNN face / non-face task);
 * without labels: ``top1_agreement`` / ``top5_agreement`` with the fp32 prediction (fp32
   pseudo-labels), ``kl_softmax`` of the output distributions, ``output_sqnr_db`` over all outputs
-  (DESIGN's SQNR), ``embedding_cosine`` for sentence embeddings.
+  (DESIGN's SQNR), ``embedding_cosine`` for sentence embeddings, ``text_agreement`` /
+  ``text_similarity`` of the greedy-CTC recognized text for text recognisers.
 
 Add a metric in one class: subclass :class:`TaskMetric`, set ``name`` (``needs_labels``,
 ``higher_is_better``), decorate with :func:`register_task_metric`.
@@ -97,6 +98,44 @@ def embedding_cosine(outputs: Outputs, reference: Outputs) -> float:
         a, b = np.asarray(ref[0], np.float64).ravel(), np.asarray(out[0], np.float64).ravel()
         denom = np.linalg.norm(a) * np.linalg.norm(b)
         values.append(float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b)))
+    return float(np.mean(values))
+
+
+def ctc_sequences(outputs: Outputs, blank: int = 0) -> list[tuple[int, ...]]:
+    """Greedy CTC decoding of output 0 of every sample, as class indices: argmax per time step,
+    repeats collapsed, ``blank`` dropped (the PP-OCR recogniser's decoding, before the indices are
+    mapped to characters, so two outputs decode to the same text iff their sequences are equal)."""
+    sequences = []
+    for out in outputs:
+        best = np.asarray(out[0]).reshape(-1, np.shape(out[0])[-1]).argmax(-1)
+        keep = np.ones_like(best, bool)
+        keep[1:] = best[1:] != best[:-1]
+        keep &= best != blank
+        sequences.append(tuple(int(i) for i in best[keep]))
+    return sequences
+
+
+def _edit_distance(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def text_agreement(outputs: Outputs, reference: Outputs, blank: int = 0) -> float:
+    """Fraction of samples whose recognized text (greedy CTC) equals the fp32 model's."""
+    _check_pair(outputs, reference)
+    return float(np.mean([a == b for a, b in zip(ctc_sequences(outputs, blank), ctc_sequences(reference, blank))]))
+
+
+def text_similarity(outputs: Outputs, reference: Outputs, blank: int = 0) -> float:
+    """Mean over samples of ``1 - edit distance / max(len)`` between the recognized texts and
+    the fp32 model's (1 where both are empty)."""
+    _check_pair(outputs, reference)
+    values = [1.0 - _edit_distance(a, b) / max(len(a), len(b), 1)
+              for a, b in zip(ctc_sequences(outputs, blank), ctc_sequences(reference, blank))]
     return float(np.mean(values))
 
 
@@ -194,6 +233,26 @@ class EmbeddingCosine(TaskMetric):
 
     def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
         return embedding_cosine(outputs, reference)
+
+
+@register_task_metric
+class TextAgreement(TaskMetric):
+    """Recognized-text agreement with fp32 (CTC recogniser, e.g. ppocr-rec): exact match per sample."""
+
+    name = "text_agreement"
+
+    def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
+        return text_agreement(outputs, reference)
+
+
+@register_task_metric
+class TextSimilarity(TaskMetric):
+    """Recognized-text similarity with fp32: 1 - normalized edit distance, mean over samples."""
+
+    name = "text_similarity"
+
+    def __call__(self, outputs: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> float:
+        return text_similarity(outputs, reference)
 
 
 def default_metric(task: str, has_labels: bool) -> str:

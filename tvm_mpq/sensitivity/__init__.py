@@ -4,6 +4,8 @@ from tvm_mpq.sensitivity import quantunev2 as _quantunev2  # noqa: F401  (regist
 from tvm_mpq.sensitivity import top1 as _top1  # noqa: F401  (registers "top1")
 from tvm_mpq.sensitivity import mixquant as _mixquant  # noqa: F401  (registers "mixquant")
 from tvm_mpq.sensitivity import pandey as _pandey  # noqa: F401  (registers "pandey")
+from tvm_mpq.sensitivity import ablation as _ablation  # noqa: F401  (registers the Table 8 variants)
+from tvm_mpq.sensitivity import pandey_fp32 as _pandey_fp32  # noqa: F401  (registers "pandey-fp32")
 from tvm_mpq.sensitivity.analysis import SensitivityReport, analyze
 from tvm_mpq.sensitivity.context import BitAllocation, EvalData, MethodContext, kernel_for
 from tvm_mpq.sensitivity.layer_metrics import LayerMetrics, Measurement, measure_layers

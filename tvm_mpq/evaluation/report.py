@@ -1,0 +1,238 @@
+"""``report.md`` of ``tvm-mpq eval``: the paper's tables from ``report.json``'s content."""
+
+from __future__ import annotations
+
+from tvm_mpq.evaluation.tasks import SHORT
+
+_LOWER_IS_BETTER = {"kl_softmax"}
+TIE = 1e-9
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if metric == "kl_softmax":
+        return f"{value:.4f}"
+    if metric == "output_sqnr_db":
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    """``a`` strictly better than ``b``."""
+    return a < b - TIE if metric in _LOWER_IS_BETTER else a > b + TIE
+
+
+def _rate_points(model: dict) -> list[dict]:
+    return [p for p in model["points"] if p["requested_rate"] is not None]
+
+
+def qv2_comparison(model: dict, metric: str | None = None) -> list[dict]:
+    """Per rate: QuantuneV2's ``metric`` (default: the primary one), the best baseline with real
+    kernels only (W8A8 / fp32 layers) and the best baseline overall (simulated bit-widths
+    included), each with a verdict (win / tie / loss for QuantuneV2)."""
+    metric = metric or model["primary_metric"]
+    rows = []
+    points = _rate_points(model)
+    for rate in dict.fromkeys(p["requested_rate"] for p in points):
+        at = [p for p in points if p["requested_rate"] == rate]
+        qv2 = next((p for p in at if p["method"] == "quantunev2"), None)
+        others = [p for p in at if p["method"] != "quantunev2"]
+        if qv2 is None or not others:
+            continue
+
+        def best(candidates: list[dict]) -> dict | None:
+            out = None
+            for p in candidates:
+                if out is None or _better(metric, p["metrics"][metric], out["metrics"][metric]):
+                    out = p
+            return out
+
+        real = best([p for p in others if p["n_simulated"] == 0])
+        overall = best(others)
+        v = qv2["metrics"][metric]
+
+        def verdict(p: dict | None) -> str | None:
+            if p is None:
+                return None
+            w = p["metrics"][metric]
+            return "win" if _better(metric, v, w) else ("loss" if _better(metric, w, v) else "tie")
+
+        rows.append({"rate": rate, "quantunev2": v, "qv2_point": qv2, "real_best": real, "overall_best": overall,
+                     "vs_real": verdict(real), "vs_overall": verdict(overall)})
+    return rows
+
+
+def _cell(metric: str, p: dict | None) -> str:
+    if p is None:
+        return "-"
+    return f"{p['method']} {_fmt(metric, p['metrics'][metric])} ({p['bops_reduction_rate']:.0f}%)"
+
+
+def _summary_section(report: dict) -> list[str]:
+    lines = ["## QuantuneV2 vs the baselines, per rate", "",
+             "For each model's primary task metric and for the output SQNR vs fp32 (continuous; it separates "
+             "methods where the task metric saturates): QuantuneV2's value, the best baseline with real kernels "
+             "only (W8A8 + fp32 layers) and the best baseline overall, including points with simulated "
+             "bit-widths (MixQuant weights below 8 bits, Pandey W4A8/W8A16: no integer kernel here). "
+             "In parentheses: the achieved BOPs reduction rate (every method meets the requested rate or "
+             "exceeds it; the allocation stops at the first layer that would break it).", "",
+             "| model | metric | rate | QuantuneV2 | best real-kernel baseline | vs | best overall | vs |",
+             "|---|---|---|---|---|---|---|---|"]
+    tally: dict[tuple[str, str], dict[str, int]] = {}
+    for model in report["models"]:
+        for metric in dict.fromkeys([model["primary_metric"], "output_sqnr_db"]):
+            kind = "primary" if metric == model["primary_metric"] else "output SQNR"
+            for row in qv2_comparison(model, metric):
+                real, over = row["real_best"], row["overall_best"]
+                lines.append(f"| {model['model']} | {SHORT.get(metric, metric)} | {row['rate']:g}% | "
+                             f"{_fmt(metric, row['quantunev2'])} ({row['qv2_point']['bops_reduction_rate']:.0f}%) | "
+                             f"{_cell(metric, real)} | {row['vs_real'] or '-'} | {_cell(metric, over)} | "
+                             f"{row['vs_overall']} |")
+                for key in ("vs_real", "vs_overall"):
+                    if row[key]:
+                        counts = tally.setdefault((kind, key), {})
+                        counts[row[key]] = counts.get(row[key], 0) + 1
+    lines += [""]
+    for kind in ("primary", "output SQNR"):
+        parts = [f"{'real-kernel' if key == 'vs_real' else 'all'} baselines "
+                 + " / ".join(str(tally.get((kind, key), {}).get(v, 0)) for v in ("win", "tie", "loss"))
+                 for key in ("vs_real", "vs_overall")]
+        lines.append(f"Tally on the {kind} metric (QuantuneV2 win / tie / loss): " + "; ".join(parts) + ".")
+        lines.append("")
+    return lines
+
+
+def _table3(report: dict) -> list[str]:
+    models = report["models"]
+    lines = ["## Table 3: sensitivity-list generation time (s)", "",
+             "| method | " + " | ".join(m["model"] for m in models) + " |",
+             "|---|" + "---|" * len(models)]
+    methods = list(dict.fromkeys(a["method"] for m in models for a in m["analyses"]))
+    for method in methods:
+        cells = []
+        for m in models:
+            a = next((a for a in m["analyses"] if a["method"] == method), None)
+            cells.append("-" if a is None else f"{a['seconds']:.1f} ({a['inference_runs']} runs"
+                         + (f" x {a['samples']} samples" if a["samples"] else "") + f", stage {a['stage']})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Runs: inference passes over the samples (QuantuneV2: 2, fp32 + all-int8); Top-1: one per layer "
+              "+ fp32; Pandey: phase-1 runs per (quantizer group, candidate) + measured phase-2 points. "
+              "Weight-only methods run no inference. Each method compiles its own modules.", ""]
+    return lines
+
+
+def _pivot(model: dict, points: list[dict], metric: str, key: str = "method") -> list[str]:
+    rates = list(dict.fromkeys(p["requested_rate"] for p in points))
+    rows = list(dict.fromkeys(p[key] for p in points))
+    best = {}
+    for rate in rates:
+        values = [p["metrics"][metric] for p in points if p["requested_rate"] == rate]
+        best[rate] = (min if metric in _LOWER_IS_BETTER else max)(values)
+    lines = [f"| {key} | " + " | ".join(f"{r:g}%" for r in rates) + " |", "|---|" + "---|" * len(rates)]
+    for row in rows:
+        cells = []
+        for rate in rates:
+            p = next((p for p in points if p[key] == row and p["requested_rate"] == rate), None)
+            if p is None:
+                cells.append("-")
+                continue
+            v = _fmt(metric, p["metrics"][metric])
+            v = f"**{v}**" if abs(p["metrics"][metric] - best[rate]) <= TIE else v
+            sim = f", {p['n_simulated']} sim." if p["n_simulated"] else ""
+            cells.append(f"{v} ({p['bops_reduction_rate']:.0f}%, {p['model_size_mb']:.2f} MB{sim})")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _detail(points: list[dict], metrics: list[str]) -> list[str]:
+    head = ("| method | rate req. | achieved | bops_ratio | fp32 | int8 | sim. | size MB | "
+            + " | ".join(SHORT.get(m, m) for m in metrics) + " |")
+    lines = [head, "|---" * (8 + len(metrics)) + "|"]
+    for p in points:
+        req = "-" if p["requested_rate"] is None else f"{p['requested_rate']:g}"
+        lines.append(f"| {p['method']}{'' if p['requested_rate'] is not None else ' ' + p['label']} | {req} | "
+                     f"{p['bops_reduction_rate']:.1f} | {p['bops_ratio']:.4f} | {p['n_fp32']} | {p['n_int8']} | "
+                     f"{p['n_simulated']} | {p['model_size_mb']:.3f} | "
+                     + " | ".join(_fmt(m, p["metrics"].get(m)) for m in metrics) + " |")
+    return lines
+
+
+def _model_section(model: dict) -> list[str]:
+    metric = model["primary_metric"]
+    metrics = list(model["fp32"])
+    c = model["counts"]
+    lines = [f"## {model['model']} ({model['task']})", "",
+             f"{model['n_layers']} MAC layers, {model['macs'] / 1e6:.1f} M MACs. Samples: {c['calib']} calibration, "
+             f"{c['eval']} evaluation, Top-1 {c['top1'] if c['top1'] is not None else 'all'}, Pandey {c['pandey']}; "
+             f"recovery curves at {c['curve_points'] or 'every'} point(s). Primary metric: **{SHORT.get(metric, metric)}**. "
+             f"Evaluated with: {model['evaluated_with']}. Model wall time {model['seconds']:.0f} s.", "",
+             "fp32: " + ", ".join(f"{SHORT.get(k, k)} {_fmt(k, v)}" for k, v in model["fp32"].items())
+             + f" ({model['fp32_size_mb']:.3f} MB); all W8A8: "
+             + ", ".join(f"{SHORT.get(k, k)} {_fmt(k, v)}" for k, v in model["int8"].items())
+             + f" ({model['int8_point']['model_size_mb']:.3f} MB).", "",
+             f"### Table 2: {SHORT.get(metric, metric)} (model size) per method and BOPs reduction rate", "",
+             "Cells: value (achieved BOPs reduction rate, model size). Bold: best at that rate. 'sim.': layers at "
+             "bit-widths without an integer kernel (simulated); the others are W8A8 (integer kernel) or fp32.", ""]
+    lines += _pivot(model, _rate_points(model), metric)
+    if metric != "output_sqnr_db":
+        lines += ["", "Output SQNR vs fp32 (dB) of the same points:", ""]
+        lines += _pivot(model, _rate_points(model), "output_sqnr_db")
+    lines += ["", f"![Table 2 plot]({model['model']}/table2.png)", "", "All metrics (MixQuant's own QEM "
+              "assignments at the end: rate >= 100%, weights below 8 bits simulated):", ""]
+    lines += _detail(model["points"], metrics)
+    if "ablation" in model:
+        lines += ["", "### Table 8: ablation (QuantuneV2's ingredients added one at a time)", "",
+                  "| step | stage | " + " | ".join(f"{p['requested_rate']:g}%" for p in model["ablation"][0]["points"])
+                  + " | recovery mean | recovery mean out SQNR dB | fp32 layers to recover |",
+                  "|---|---|" + "---|" * (len(model["ablation"][0]["points"]) + 3)]
+        for row in model["ablation"]:
+            rs = row["recovery_summary"]
+            lines.append(f"| {row['label']} | {row['stage']} | "
+                         + " | ".join(_fmt(metric, p["metrics"][metric]) for p in row["points"])
+                         + f" | {_fmt(metric, rs['mean'])} | {_fmt('output_sqnr_db', rs.get('mean_output_sqnr_db'))} | "
+                         f"{rs['fp32_layers_to_recover']} |")
+        same = [(a["label"], b["label"]) for a, b in zip(model["ablation"], model["ablation"][1:])
+                if a["sensitivity"] == b["sensitivity"]]
+        if same:
+            lines += ["", "Identical sensitivity lists: " + "; ".join(f"'{a}' = '{b}'" for a, b in same) + "."]
+    if "local_metrics" in model:
+        lines += ["", "### Local-metric study: accuracy recovery, dequantizing layers one by one (Fig. 3)", "",
+                  f"![local metrics]({model['model']}/recovery_local_metrics.png)", "",
+                  "| ranking | mean " + SHORT.get(metric, metric) + " over the curve | mean out SQNR dB | "
+                  "fp32 layers to recover | first 3 layers of the list |", "|---|---|---|---|---|"]
+        for label, s in model["local_metrics"]["summary"].items():
+            first = ", ".join(model["local_metrics"]["rankings"][label][:3])
+            lines.append(f"| {label} | {_fmt(metric, s['mean'])} | {_fmt('output_sqnr_db', s.get('mean_output_sqnr_db'))} | "
+                         f"{s['fp32_layers_to_recover']} | {first} |")
+    if "method_curves" in model:
+        lines += ["", "### Recovery by each method's sensitivity list (Fig. 8)", "",
+                  f"![methods]({model['model']}/recovery_methods.png)", "",
+                  "| method | mean " + SHORT.get(metric, metric) + " over the curve | mean out SQNR dB | "
+                  "fp32 layers to recover |", "|---|---|---|---|"]
+        for method, s in model["method_curves"]["summary"].items():
+            lines.append(f"| {method} | {_fmt(metric, s['mean'])} | {_fmt('output_sqnr_db', s.get('mean_output_sqnr_db'))} | "
+                         f"{s['fp32_layers_to_recover']} |")
+    if "integer_check" in model:
+        ic = model["integer_check"]
+        lines += ["", f"### Integer compiler check (quantunev2 at {ic['requested_rate']:g}%, stage C, n_qdq {ic['n_qdq']})", "",
+                  "integer: " + ", ".join(f"{SHORT.get(k, k)} {_fmt(k, v)}" for k, v in ic["integer"].items()),
+                  "", "probe: " + ", ".join(f"{SHORT.get(k, k)} {_fmt(k, v)}" for k, v in ic["probe"].items()),
+                  "", f"integer vs probe outputs: max {ic['integer_vs_probe']['max_steps']:.2f} int8 steps, "
+                  f"{100 * ic['integer_vs_probe']['within_one_step']:.2f}% within one step."]
+    return lines + [""]
+
+
+def markdown(report: dict) -> str:
+    """The whole report: summary, Table 3 across models, then per model Tables 2 and 8 and the curves."""
+    lines = ["# tvm-mpq eval: the QuantuneV2 paper's experiments on the zoo", "",
+             f"TVM {report['tvm_version']}, {report['target']}; rates {', '.join(f'{r:g}' for r in report['rates'])}% "
+             f"(BOPs reduction: 0% = fp32, 100% = all W8A8); methods {', '.join(report['methods'])}; baselines "
+             f"analysed at stage {report['baseline_stage']}, QuantuneV2 at stage C; observer {report['observer']}, "
+             f"g = {report['g']:g}; MixQuant QEM {report['mixquant_qem']:g} for rate points. "
+             f"Wall time {report['wall_seconds'] / 60:.1f} min.", ""]
+    lines += _summary_section(report)
+    lines += _table3(report)
+    for model in report["models"]:
+        lines += _model_section(model)
+    return "\n".join(lines)
