@@ -49,7 +49,9 @@ def _inject(mod: tvm.IRModule, names: list[str]) -> tuple[tvm.IRModule, list[str
     order = [n for n in names if n in injector.params]
     new = relax.Function(list(func.params) + [injector.params[n] for n in order], body, func.ret_ty,
                          func.is_pure, func.attrs)
-    return tvm.IRModule({"main": new.with_attr("num_input", len(func.params) + len(order))}), order
+    out = mod.clone()  # keep the module's other functions (PrimFuncs from the importer)
+    out["main"] = new.with_attr("num_input", len(func.params) + len(order))
+    return out, order
 
 
 def _run(mod: tvm.IRModule, args: list[np.ndarray]) -> list[np.ndarray]:

@@ -95,7 +95,8 @@ def stage_c_graph(graph: ModelGraph) -> ModelGraph:
     params = [lifter.lifted[n][0] for n in (layer.weight_param for layer in table) if n in lifter.lifted]
     new_func = relax.Function(list(func.params) + params, body, func.ret_ty, func.is_pure, func.attrs)
     new_func = new_func.with_attr("num_input", len(func.params))
-    mod = tvm.IRModule({"main": new_func})
+    mod = folded.clone()  # keep the module's other functions (PrimFuncs from the importer)
+    mod["main"] = new_func
     mod = unique_binding_names(relax.transform.DeadCodeElimination()(mod))
     arrays = {p.name: lifter.lifted[p.name][1] for p in params}
     return ModelGraph(graph.name, mod, graph.inputs, arrays, graph.layer_names, graph.source)
