@@ -7,6 +7,7 @@ output SQNR in dB. Compile-only sweeps (no device reachable) say so in the empty
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from tvm_mpq.sweep.report import metric_names
@@ -65,7 +66,8 @@ def plot_sweep(report: dict, path: Path) -> Path:
             ax.legend(fontsize=8)
         elif skipped:
             ax.text(0.5, 0.5, "runs skipped:\nno GPU reachable", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(f"{report['model']} on {report['target']}: {report['device'][:110]}", fontsize=9)
+    title = textwrap.fill(f"{report['model']} on {report['target']}: {report['device']}", 170)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
