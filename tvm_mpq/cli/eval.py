@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--top1-samples", type=int, metavar="N", help="Top-1 order's samples")
     s.add_argument("--pandey-samples", type=int, metavar="N", help="Pandey et al.'s phase-1/2 samples")
     s.add_argument("--curve-points", type=int, metavar="N", help="measured points per recovery curve")
+    s.add_argument("--curve-samples", type=int, metavar="N", help="evaluation samples the recovery curves run on")
     p.add_argument("--baseline-stage", choices=("A", "C"), default="A",
                    help="IR stage the baselines analyse (QuantuneV2: always C); default A")
     p.add_argument("--observer", default="minmax", help="activation observer (default minmax)")
@@ -70,14 +71,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if unknown:
         raise MpqError(f"unknown zoo model(s) {', '.join(unknown)} (zoo: {', '.join(zoo.names())})")
     make_observer(args.observer)
-    for name in ("calib_size", "eval_samples", "top1_samples", "pandey_samples"):
+    for name in ("calib_size", "eval_samples", "top1_samples", "pandey_samples", "curve_samples"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise MpqError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     options = EvalOptions(
         out=args.output, models=args.models, methods=args.methods, rates=args.rates,
         counts={"calib": args.calib_size, "eval": args.eval_samples, "top1": args.top1_samples,
-                "pandey": args.pandey_samples, "curve_points": args.curve_points},
+                "pandey": args.pandey_samples, "curve_points": args.curve_points,
+                "curve_samples": args.curve_samples},
         baseline_stage=args.baseline_stage, observer=args.observer, g=args.g, mixquant_qem=args.mixquant_qem,
         ablation=not args.no_ablation, local_metrics=not args.no_local_metrics,
         method_curves=not args.no_method_curves, check_integer=args.check_integer)

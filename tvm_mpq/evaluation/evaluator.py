@@ -53,8 +53,9 @@ class ConfigEvaluator:
         start = time.perf_counter()
         self.reference = self.ctx.reference(data.eval_feeds)
         self.compile_seconds = time.perf_counter() - start
-        self._cache: dict[Key, dict[str, float]] = {}
+        self._cache: dict[tuple[Key, int], dict[str, float]] = {}
         self.runs = 0
+        self.samples_run = 0
         self.run_seconds = 0.0
 
     @property
@@ -62,27 +63,32 @@ class ConfigEvaluator:
         """The metric that judges a point."""
         return self.metrics.primary
 
-    def metrics_of(self, precisions: Mapping[str, Precision]) -> dict[str, float]:
-        """Task metrics of ``precisions`` on the evaluation samples (cached)."""
+    def metrics_of(self, precisions: Mapping[str, Precision], samples: int | None = None) -> dict[str, float]:
+        """Task metrics of ``precisions`` on the (first ``samples``) evaluation samples (cached)."""
         key = assignment_key(precisions)
-        if key not in self._cache:
+        n = len(self.data.eval_feeds) if samples is None else min(samples, len(self.data.eval_feeds))
+        if (key, n) not in self._cache:
             start = time.perf_counter()
-            outputs = self.reference if not key else self.ctx.run(dict(precisions), self.data.eval_feeds)
-            self._cache[key] = self.metrics.compute(outputs, self.reference, self.data.labels)
+            feeds, reference = self.data.eval_feeds[:n], self.reference[:n]
+            labels = None if self.data.labels is None else self.data.labels[:n]
+            outputs = reference if not key else self.ctx.run(dict(precisions), feeds)
+            self._cache[key, n] = self.metrics.compute(outputs, reference, labels)
             self.runs += bool(key)
+            self.samples_run += len(feeds) if key else 0
             self.run_seconds += time.perf_counter() - start
-        return dict(self._cache[key])
+        return dict(self._cache[key, n])
 
-    def fp32_metrics(self) -> dict[str, float]:
+    def fp32_metrics(self, samples: int | None = None) -> dict[str, float]:
         """The fp32 model's metrics (agreement 1, SQNR at its cap; accuracy where labelled)."""
-        return self.metrics_of({})
+        return self.metrics_of({}, samples)
 
-    def int8_metrics(self) -> dict[str, float]:
+    def int8_metrics(self, samples: int | None = None) -> dict[str, float]:
         """Every layer W8A8."""
-        return self.metrics_of({n: INT8 for n in self.data.table.names()})
+        return self.metrics_of({n: INT8 for n in self.data.table.names()}, samples)
 
-    def point(self, precisions: Mapping[str, Precision]) -> dict:
-        """Costs, kernels and metrics of one assignment (missing layers fp32)."""
+    def point(self, precisions: Mapping[str, Precision], samples: int | None = None) -> dict:
+        """Costs, kernels and metrics (on the first ``samples`` evaluation samples; None: all) of
+        one assignment (missing layers fp32)."""
         table = self.data.table
         full = {n: precisions.get(n, FP32) for n in table.names()}
         kernels = [kernel_for(p) for p in full.values()]
@@ -93,4 +99,4 @@ class ConfigEvaluator:
                 "n_fp32": kernels.count("fp32"),
                 "kernels": "simulated" if "simulated" in kernels else "int8 + fp32",
                 "model_size_mb": model_size_mb(self.data.graph, table, full),
-                "metrics": self.metrics_of(full)}
+                "metrics": self.metrics_of(full, samples)}

@@ -12,12 +12,14 @@ Per model, in order:
    methods' curves (Fig. 8) (:mod:`.recovery`, :mod:`.local_metrics_study`);
 6. optionally, one point compiled by the integer compiler and compared with the probe.
 
-:func:`run_eval` writes ``report.json``, ``report.md`` and the PNGs under the output folder.
+:func:`run_eval` writes ``report.json``, ``report.md`` (rewritten after every model, so a long run
+can be read while it goes on) and the PNGs under the output folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -147,7 +149,7 @@ def evaluate_model(name: str, options: EvalOptions, log: Log) -> dict:
 
     shown = [runs[m] for m in options.methods]
     points = table2_points(evaluator, shown, list(options.rates), options.mixquant_qem)
-    log(f"{name}: Table 2: {len(points)} points ({evaluator.runs} distinct assignments run so far)")
+    log(f"{name}: Table 2: {len(points)} points ({evaluator.runs} assignment runs so far)")
     result = {"model": name, "task": data.task, "counts": data.counts.__dict__, "n_layers": len(data.table),
               "macs": data.table.total_macs(), "primary_metric": evaluator.primary,
               "evaluated_with": EVALUATED_WITH, "fp32": fp32, "int8": int8,
@@ -160,47 +162,54 @@ def evaluate_model(name: str, options: EvalOptions, log: Log) -> dict:
                                       f"{name}: Table 2, task metric vs BOPs reduction rate per method"))}
 
     counts = curve_counts(len(data.table), data.counts.curve_points)
+    n_curve = data.counts.curve_samples
+    curve_fp32 = evaluator.fp32_metrics(n_curve)
+    result["curve_fp32"], result["curve_int8"] = curve_fp32, evaluator.int8_metrics(n_curve)
     higher = evaluator.metrics.higher_is_better()
+
+    def curve(ranking: list[str]) -> list[dict]:
+        return recovery_curve(evaluator, ranking, counts, n_curve)
+
+    def condense(points: list[dict]) -> dict:
+        return summary(points, evaluator.primary, curve_fp32[evaluator.primary], higher)
+
     if options.ablation:
         rows = ablation_rankings(stages, base.report.measurement, options.g)
         ablation_points(evaluator, rows, list(options.rates))
         for row in rows:
-            row["recovery"] = recovery_curve(evaluator, row["sensitivity"], counts)
-            row["recovery_summary"] = summary(row["recovery"], evaluator.primary, fp32[evaluator.primary], higher)
+            row["recovery"] = curve(row["sensitivity"])
+            row["recovery_summary"] = condense(row["recovery"])
         result["ablation"] = rows
-        log(f"{name}: Table 8: {len(rows)} rows ({evaluator.runs} distinct assignments run so far)")
+        log(f"{name}: Table 8: {len(rows)} rows ({evaluator.runs} assignment runs so far)")
     if options.local_metrics:
         rankings = {label: rank(stages.table_c, base.report.measurement.metrics)
                     for label, rank in local_metric_rankings(options.g).items()}
         rankings["QuantuneV2"] = reference_ranking(options.g)(stages.table_c, base.report.measurement.metrics)
-        curves = {label: recovery_curve(evaluator, ranking, counts) for label, ranking in rankings.items()}
-        result["local_metrics"] = {
-            "rankings": rankings, "curves": curves,
-            "summary": {label: summary(c, evaluator.primary, fp32[evaluator.primary], higher) for label, c in curves.items()}}
+        curves = {label: curve(ranking) for label, ranking in rankings.items()}
+        result["local_metrics"] = {"rankings": rankings, "curves": curves,
+                                   "summary": {label: condense(c) for label, c in curves.items()}}
         plots["local_metrics"] = str(plot_recovery(
-            folder / "recovery_local_metrics.png", curves, panels, fp32,
+            folder / "recovery_local_metrics.png", curves, panels, curve_fp32,
             f"{name}: recovery when dequantizing layers one by one, by local metric (Fig. 3)", "QuantuneV2"))
         log(f"{name}: local-metric study: {len(curves)} curves x {len(counts)} points "
-            f"({evaluator.runs} distinct assignments run so far)")
+            f"({evaluator.runs} assignment runs so far)")
     if options.method_curves:
         rankable = {m: runs[m].report.sensitivity for m in options.methods}
-        curves = {m: recovery_curve(evaluator, ranking, counts) for m, ranking in rankable.items()}
-        result["method_curves"] = {
-            "curves": curves,
-            "summary": {m: summary(c, evaluator.primary, fp32[evaluator.primary], higher) for m, c in curves.items()}}
+        curves = {m: curve(ranking) for m, ranking in rankable.items()}
+        result["method_curves"] = {"curves": curves, "summary": {m: condense(c) for m, c in curves.items()}}
         plots["methods"] = str(plot_recovery(
-            folder / "recovery_methods.png", curves, panels, fp32,
+            folder / "recovery_methods.png", curves, panels, curve_fp32,
             f"{name}: recovery when dequantizing layers one by one, by method's list (Fig. 8)", "quantunev2"))
         log(f"{name}: method curves: {len(curves)} x {len(counts)} points "
-            f"({evaluator.runs} distinct assignments run so far)")
+            f"({evaluator.runs} assignment runs so far)")
     if options.check_integer:
         rate = next((r for r in options.rates if r < 100), options.rates[0])
         log(f"{name}: integer compile of quantunev2 at {rate:g}% ...")
         result["integer_check"] = _integer_check(data, stages, evaluator, base.report.sensitivity, rate)
         log(f"{name}: integer check: {result['integer_check']['integer']} vs probe {result['integer_check']['probe']}")
     result["plots"] = plots
-    result["evaluation"] = {"distinct_assignments": evaluator.runs, "run_seconds": evaluator.run_seconds,
-                            "compile_seconds": evaluator.compile_seconds}
+    result["evaluation"] = {"assignment_runs": evaluator.runs, "samples_run": evaluator.samples_run,
+                            "run_seconds": evaluator.run_seconds, "compile_seconds": evaluator.compile_seconds}
     result["seconds"] = time.perf_counter() - start
     log(f"{name}: done in {result['seconds']:.0f} s")
     return result
@@ -213,13 +222,17 @@ def run_eval(options: EvalOptions, log: Log = print) -> dict:
     options.validate()
     start = time.perf_counter()
     options.out.mkdir(parents=True, exist_ok=True)
-    models = [evaluate_model(name, options, log) for name in options.models]
-    report = {"tvm_version": tvm.__version__, "target": "llvm (host CPU)", "device": platform.processor() or platform.machine(),
+    report = {"tvm_version": tvm.__version__, "target": "llvm (host CPU)",
+              "device": f"{platform.machine()}, {os.cpu_count()} cores",
               "rates": list(options.rates), "methods": list(options.methods), "baseline_stage": options.baseline_stage,
               "observer": options.observer, "g": options.g, "mixquant_qem": options.mixquant_qem,
-              "models": models, "wall_seconds": time.perf_counter() - start}
-    (options.out / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False))
-    (options.out / "report.md").write_text(markdown(report))
+              "models": [], "wall_seconds": 0.0, "complete": False}
+    for name in options.models:
+        report["models"].append(evaluate_model(name, options, log))
+        report["wall_seconds"] = time.perf_counter() - start
+        report["complete"] = len(report["models"]) == len(options.models)
+        (options.out / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False))
+        (options.out / "report.md").write_text(markdown(report))  # rewritten after every model
     log(f"eval: written {options.out / 'report.json'}, {options.out / 'report.md'} "
         f"in {report['wall_seconds']:.0f} s")
     return report

@@ -27,23 +27,25 @@ class SampleCounts:
     """``calib``: calibration samples; ``eval``: evaluation samples (None: the whole labelled
     set); ``top1``: Top-1 order's samples (None: all evaluation samples, the paper's "all");
     ``pandey``: Pandey et al.'s phase-1 / phase-2 samples (None: all calibration samples);
-    ``curve_points``: measured points per recovery curve (None: every number of fp32 layers)."""
+    ``curve_points``: measured points per recovery curve (None: every number of fp32 layers);
+    ``curve_samples``: the first evaluation samples the recovery curves run on (None: all)."""
 
     calib: int = 16
     eval: int | None = None
     top1: int | None = None
     pandey: int | None = 8
     curve_points: int | None = None
+    curve_samples: int | None = None
 
 
 PROFILES: dict[str, SampleCounts] = {
-    "mtcnn-rnet": SampleCounts(calib=16, eval=None, top1=None, pandey=16, curve_points=None),
-    "ppocr-cls": SampleCounts(calib=16, eval=None, top1=None, pandey=16, curve_points=None),
-    "efficientnet-lite0": SampleCounts(calib=16, eval=32, top1=8, pandey=4, curve_points=11),
-    "ppocr-rec": SampleCounts(calib=8, eval=12, top1=4, pandey=2, curve_points=6),
-    "minilm": SampleCounts(calib=16, eval=32, top1=8, pandey=4, curve_points=9),
+    "mtcnn-rnet": SampleCounts(calib=16, eval=None, top1=None, pandey=16),
+    "ppocr-cls": SampleCounts(calib=16, eval=None, top1=None, pandey=16, curve_points=12),
+    "efficientnet-lite0": SampleCounts(calib=16, eval=32, top1=6, pandey=2, curve_points=8, curve_samples=12),
+    "ppocr-rec": SampleCounts(calib=8, eval=12, top1=3, pandey=2, curve_points=6, curve_samples=6),
+    "minilm": SampleCounts(calib=16, eval=32, top1=8, pandey=4, curve_points=8, curve_samples=16),
 }
-DEFAULT_COUNTS = SampleCounts(calib=16, eval=32, top1=8, pandey=4, curve_points=11)
+DEFAULT_COUNTS = SampleCounts(calib=16, eval=32, top1=8, pandey=4, curve_points=8, curve_samples=16)
 
 
 def counts_for(model: str, **overrides: int | None) -> SampleCounts:
@@ -96,5 +98,8 @@ def load_model_data(name: str, counts: SampleCounts) -> ModelData:
         top1 = top1_pool
     if counts.pandey is not None and counts.pandey > len(calib):
         counts = dataclasses.replace(counts, pandey=len(calib))
-    counts = dataclasses.replace(counts, top1=top1, eval=len(eval_feeds))
+    curve = counts.curve_samples
+    if curve is not None and curve >= len(eval_feeds):
+        curve = None
+    counts = dataclasses.replace(counts, top1=top1, eval=len(eval_feeds), curve_samples=curve)
     return ModelData(name, model.task, graph, table, calib, eval_feeds, labels, counts)

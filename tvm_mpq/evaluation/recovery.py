@@ -23,17 +23,26 @@ from tvm_mpq.metrics.local_metrics import SQNR_CAP_DB
 
 
 def curve_counts(n_layers: int, points: int | None = None) -> list[int]:
-    """Numbers of fp32 layers to measure: ``0..n_layers`` (``points`` of them, evenly spread,
-    both ends included, when ``points`` is given and smaller)."""
+    """Numbers of fp32 layers to measure: all of ``0..n_layers``, or, when ``points`` is given
+    and smaller, ``0`` and ``points - 1`` values spaced geometrically from 1 to ``n_layers``
+    (dense where the first layers returned to fp32 recover the most, e.g. 0 1 2 4 7 14 26 50)."""
     if points is None or points >= n_layers + 1:
         return list(range(n_layers + 1))
     if points < 2:
         raise ValueError("a recovery curve needs at least 2 points")
-    return sorted({round(i * n_layers / (points - 1)) for i in range(points)})
+    wanted = points - 1  # geometric values; rounding merges some, so ask for more until enough
+    while True:
+        geometric = {round(n_layers ** (i / (wanted - 1))) for i in range(wanted)} if wanted > 1 else {n_layers}
+        counts = sorted({0} | geometric)
+        if len(counts) >= points:
+            return counts[:points - 1] + [n_layers]
+        wanted += 1
 
 
-def recovery_curve(evaluator: ConfigEvaluator, ranking: list[str], counts: list[int]) -> list[dict]:
-    """``[{"n_fp32": k, "bops_reduction_rate": ..., **metrics}]`` for every ``k`` in ``counts``."""
+def recovery_curve(evaluator: ConfigEvaluator, ranking: list[str], counts: list[int],
+                   samples: int | None = None) -> list[dict]:
+    """``[{"n_fp32": k, "bops_reduction_rate": ..., **metrics}]`` for every ``k`` in ``counts``
+    (metrics on the first ``samples`` evaluation samples; None: all)."""
     names = evaluator.data.table.names()
     if sorted(ranking) != sorted(names):
         raise ValueError("the ranking does not list the model's layers")
@@ -41,7 +50,7 @@ def recovery_curve(evaluator: ConfigEvaluator, ranking: list[str], counts: list[
     for k in counts:
         precisions = {n: INT8 for n in names}
         precisions.update({n: FP32 for n in ranking[:k]})
-        point = evaluator.point(precisions)
+        point = evaluator.point(precisions, samples)
         curve.append({"n_fp32": k, "bops_reduction_rate": point["bops_reduction_rate"], **point["metrics"]})
     return curve
 

@@ -27,78 +27,80 @@ def _rate_points(model: dict) -> list[dict]:
     return [p for p in model["points"] if p["requested_rate"] is not None]
 
 
+RATE_TOL = 0.05
+"""Achieved rates closer than this (percentage points) count as equal cost."""
+VERDICT_MARK = {"win": "W", "tie": "=", "loss": "L", "trade-off": "~"}
+
+
+def pareto_verdict(qv2: dict, other: dict, metric: str) -> str:
+    """QuantuneV2's point against another at the same requested rate, on (metric, achieved BOPs
+    reduction rate): ``win`` if QuantuneV2 is at least as good on both and better on one,
+    ``loss`` if the other point is, ``tie`` if equal on both, else ``trade-off``."""
+    q, o = qv2["metrics"][metric], other["metrics"][metric]
+    dq, do = qv2["bops_reduction_rate"], other["bops_reduction_rate"]
+    m = 1 if _better(metric, q, o) else (-1 if _better(metric, o, q) else 0)
+    r = 1 if dq > do + RATE_TOL else (-1 if do > dq + RATE_TOL else 0)
+    if m >= 0 and r >= 0:
+        return "tie" if m == r == 0 else "win"
+    if m <= 0 and r <= 0:
+        return "loss"
+    return "trade-off"
+
+
 def qv2_comparison(model: dict, metric: str | None = None) -> list[dict]:
-    """Per rate: QuantuneV2's ``metric`` (default: the primary one), the best baseline with real
-    kernels only (W8A8 / fp32 layers) and the best baseline overall (simulated bit-widths
-    included), each with a verdict (win / tie / loss for QuantuneV2)."""
+    """Per requested rate: QuantuneV2's point and, per baseline, its point and the Pareto verdict
+    (:func:`pareto_verdict`) on ``metric`` (default: the primary one)."""
     metric = metric or model["primary_metric"]
     rows = []
     points = _rate_points(model)
     for rate in dict.fromkeys(p["requested_rate"] for p in points):
-        at = [p for p in points if p["requested_rate"] == rate]
-        qv2 = next((p for p in at if p["method"] == "quantunev2"), None)
-        others = [p for p in at if p["method"] != "quantunev2"]
-        if qv2 is None or not others:
+        at = {p["method"]: p for p in points if p["requested_rate"] == rate}
+        qv2 = at.pop("quantunev2", None)
+        if qv2 is None or not at:
             continue
-
-        def best(candidates: list[dict]) -> dict | None:
-            out = None
-            for p in candidates:
-                if out is None or _better(metric, p["metrics"][metric], out["metrics"][metric]):
-                    out = p
-            return out
-
-        real = best([p for p in others if p["n_simulated"] == 0])
-        overall = best(others)
-        v = qv2["metrics"][metric]
-
-        def verdict(p: dict | None) -> str | None:
-            if p is None:
-                return None
-            w = p["metrics"][metric]
-            return "win" if _better(metric, v, w) else ("loss" if _better(metric, w, v) else "tie")
-
-        rows.append({"rate": rate, "quantunev2": v, "qv2_point": qv2, "real_best": real, "overall_best": overall,
-                     "vs_real": verdict(real), "vs_overall": verdict(overall)})
+        rows.append({"rate": rate, "qv2_point": qv2,
+                     "baselines": {m: {"point": p, "verdict": pareto_verdict(qv2, p, metric)} for m, p in at.items()}})
     return rows
 
 
-def _cell(metric: str, p: dict | None) -> str:
-    if p is None:
-        return "-"
-    return f"{p['method']} {_fmt(metric, p['metrics'][metric])} ({p['bops_reduction_rate']:.0f}%)"
-
-
 def _summary_section(report: dict) -> list[str]:
-    lines = ["## QuantuneV2 vs the baselines, per rate", "",
-             "For each model's primary task metric and for the output SQNR vs fp32 (continuous; it separates "
-             "methods where the task metric saturates): QuantuneV2's value, the best baseline with real kernels "
-             "only (W8A8 + fp32 layers) and the best baseline overall, including points with simulated "
-             "bit-widths (MixQuant weights below 8 bits, Pandey W4A8/W8A16: no integer kernel here). "
-             "In parentheses: the achieved BOPs reduction rate (every method meets the requested rate or "
-             "exceeds it; the allocation stops at the first layer that would break it).", "",
-             "| model | metric | rate | QuantuneV2 | best real-kernel baseline | vs | best overall | vs |",
-             "|---|---|---|---|---|---|---|---|"]
-    tally: dict[tuple[str, str], dict[str, int]] = {}
+    lines = ["## QuantuneV2 vs the baselines", "",
+             "Per model and requested rate: each method's value and achieved BOPs reduction rate (every method "
+             "meets the request or exceeds it: the allocation stops at the first layer that would break it, so "
+             "achieved rates differ). The mark compares QuantuneV2 with that baseline on both: W = QuantuneV2 "
+             "at least as good on the metric and the rate and better on one, L = the baseline is, ~ = trade-off "
+             "(better on one, worse on the other), = = equal. 'sim.': the baseline's point uses bit-widths "
+             "without an integer kernel (simulated). The output SQNR vs fp32 is the continuous companion where "
+             "the task metric saturates.", ""]
+    tally: dict[tuple[str, str, str], dict[str, int]] = {}
     for model in report["models"]:
         for metric in dict.fromkeys([model["primary_metric"], "output_sqnr_db"]):
-            kind = "primary" if metric == model["primary_metric"] else "output SQNR"
-            for row in qv2_comparison(model, metric):
-                real, over = row["real_best"], row["overall_best"]
-                lines.append(f"| {model['model']} | {SHORT.get(metric, metric)} | {row['rate']:g}% | "
-                             f"{_fmt(metric, row['quantunev2'])} ({row['qv2_point']['bops_reduction_rate']:.0f}%) | "
-                             f"{_cell(metric, real)} | {row['vs_real'] or '-'} | {_cell(metric, over)} | "
-                             f"{row['vs_overall']} |")
-                for key in ("vs_real", "vs_overall"):
-                    if row[key]:
-                        counts = tally.setdefault((kind, key), {})
-                        counts[row[key]] = counts.get(row[key], 0) + 1
-    lines += [""]
-    for kind in ("primary", "output SQNR"):
-        parts = [f"{'real-kernel' if key == 'vs_real' else 'all'} baselines "
-                 + " / ".join(str(tally.get((kind, key), {}).get(v, 0)) for v in ("win", "tie", "loss"))
-                 for key in ("vs_real", "vs_overall")]
-        lines.append(f"Tally on the {kind} metric (QuantuneV2 win / tie / loss): " + "; ".join(parts) + ".")
+            rows = qv2_comparison(model, metric)
+            if not rows:
+                continue
+            baselines = list(rows[0]["baselines"])
+            lines += [f"**{model['model']}, {SHORT.get(metric, metric)}**", "",
+                      "| rate | quantunev2 | " + " | ".join(baselines) + " |", "|---|---|" + "---|" * len(baselines)]
+            for row in rows:
+                q = row["qv2_point"]
+                cells = []
+                for b in baselines:
+                    entry = row["baselines"][b]
+                    p, verdict = entry["point"], entry["verdict"]
+                    sim = " sim." if p["n_simulated"] else ""
+                    cells.append(f"{_fmt(metric, p['metrics'][metric])} @{p['bops_reduction_rate']:.0f}%{sim} "
+                                 f"{VERDICT_MARK[verdict]}")
+                    counts = tally.setdefault((model["model"], SHORT.get(metric, metric), b), {})
+                    counts[verdict] = counts.get(verdict, 0) + 1
+                lines.append(f"| {row['rate']:g}% | {_fmt(metric, q['metrics'][metric])} "
+                             f"@{q['bops_reduction_rate']:.0f}% | " + " | ".join(cells) + " |")
+            lines.append("")
+    if tally:
+        lines += ["Tally over the rates (QuantuneV2 W / = / ~ / L against each baseline):", "",
+                  "| model | metric | baseline | W | = | ~ | L |", "|---|---|---|---|---|---|---|"]
+        for (model, metric, baseline), c in tally.items():
+            lines.append(f"| {model} | {metric} | {baseline} | {c.get('win', 0)} | {c.get('tie', 0)} | "
+                         f"{c.get('trade-off', 0)} | {c.get('loss', 0)} |")
         lines.append("")
     return lines
 
@@ -165,7 +167,8 @@ def _model_section(model: dict) -> list[str]:
     lines = [f"## {model['model']} ({model['task']})", "",
              f"{model['n_layers']} MAC layers, {model['macs'] / 1e6:.1f} M MACs. Samples: {c['calib']} calibration, "
              f"{c['eval']} evaluation, Top-1 {c['top1'] if c['top1'] is not None else 'all'}, Pandey {c['pandey']}; "
-             f"recovery curves at {c['curve_points'] or 'every'} point(s). Primary metric: **{SHORT.get(metric, metric)}**. "
+             f"recovery curves at {c['curve_points'] or 'every'} point(s) on "
+             f"{c.get('curve_samples') or c['eval']} samples. Primary metric: **{SHORT.get(metric, metric)}**. "
              f"Evaluated with: {model['evaluated_with']}. Model wall time {model['seconds']:.0f} s.", "",
              "fp32: " + ", ".join(f"{SHORT.get(k, k)} {_fmt(k, v)}" for k, v in model["fp32"].items())
              + f" ({model['fp32_size_mb']:.3f} MB); all W8A8: "
@@ -226,7 +229,9 @@ def _model_section(model: dict) -> list[str]:
 def markdown(report: dict) -> str:
     """The whole report: summary, Table 3 across models, then per model Tables 2 and 8 and the curves."""
     lines = ["# tvm-mpq eval: the QuantuneV2 paper's experiments on the zoo", "",
-             f"TVM {report['tvm_version']}, {report['target']}; rates {', '.join(f'{r:g}' for r in report['rates'])}% "
+             ("**Partial report: the run is still going (or stopped) after the models below.**\n\n"
+              if not report.get("complete", True) else "")
+             + f"TVM {report['tvm_version']}, {report['target']}, {report.get('device', '')}; rates {', '.join(f'{r:g}' for r in report['rates'])}% "
              f"(BOPs reduction: 0% = fp32, 100% = all W8A8); methods {', '.join(report['methods'])}; baselines "
              f"analysed at stage {report['baseline_stage']}, QuantuneV2 at stage C; observer {report['observer']}, "
              f"g = {report['g']:g}; MixQuant QEM {report['mixquant_qem']:g} for rate points. "
