@@ -29,7 +29,7 @@ def eval_run(tmp_path_factory) -> tuple[Path, dict]:
     """One real ``tvm-mpq eval`` on mtcnn-rnet: QuantuneV2 and Pandey et al., two rates."""
     out = tmp_path_factory.mktemp("eval")
     rc = main(["eval", "--models", "mtcnn-rnet", "--methods", "quantunev2,pandey", "--rates", "100,50",
-               "--calib-size", "8", "--pandey-samples", "4", "-o", str(out)])
+               "--calib-size", "8", "--pandey-samples", "4", "--check-integer", "-o", str(out)])
     assert rc == 0
     return out, json.loads((out / "report.json").read_text())
 
@@ -64,6 +64,18 @@ def test_eval_writes_every_table_and_plot(eval_run):
         data = (out / "mtcnn-rnet" / png).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
     assert (out / "mtcnn-rnet" / "sensitivity" / "quantunev2.json").exists()
+
+
+def test_probe_points_agree_with_the_integer_compiler(eval_run):
+    """QuantuneV2's 50% point compiled by the integer compiler (stage C) gives the probe's
+    task metrics; outputs differ by float accumulation order only (within one int8 step)."""
+    _, report = eval_run
+    (model,) = report["models"]
+    check = model["integer_check"]
+    assert check["requested_rate"] == 50.0 and check["n_qdq"] >= 1
+    assert check["integer"]["lfw_accuracy"] == check["probe"]["lfw_accuracy"]
+    assert check["integer"]["output_sqnr_db"] == pytest.approx(check["probe"]["output_sqnr_db"], abs=0.5)
+    assert check["integer_vs_probe"]["within_one_step"] > 0.99
 
 
 def test_recovery_curves_run_from_all_int8_to_fp32(eval_run):
