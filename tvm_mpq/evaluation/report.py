@@ -153,7 +153,10 @@ def _detail(points: list[dict], metrics: list[str]) -> list[str]:
     lines = [head, "|---" * (8 + len(metrics)) + "|"]
     for p in points:
         req = "-" if p["requested_rate"] is None else f"{p['requested_rate']:g}"
-        lines.append(f"| {p['method']}{'' if p['requested_rate'] is not None else ' ' + p['label']} | {req} | "
+        label = "" if p["requested_rate"] is not None else " " + p["label"]
+        if p.get("avg_w_bits") is not None:
+            label += f" (avg W {p['avg_w_bits']:.2f} b)"
+        lines.append(f"| {p['method']}{label} | {req} | "
                      f"{p['bops_reduction_rate']:.1f} | {p['bops_ratio']:.4f} | {p['n_fp32']} | {p['n_int8']} | "
                      f"{p['n_simulated']} | {p['model_size_mb']:.3f} | "
                      + " | ".join(_fmt(m, p["metrics"].get(m)) for m in metrics) + " |")
@@ -201,7 +204,12 @@ def _model_section(model: dict) -> list[str]:
             lines += ["", "Identical sensitivity lists: " + "; ".join(f"'{a}' = '{b}'" for a, b in same) + "."]
     if "local_metrics" in model:
         lines += ["", "### Local-metric study: accuracy recovery, dequantizing layers one by one (Fig. 3)", "",
-                  f"![local metrics]({model['model']}/recovery_local_metrics.png)", "",
+                  "Rankings from QuantuneV2's stage-C measurement (every layer int8 at once), most sensitive "
+                  "first: W-SQNR / A-SQNR = weight / layer-output SQNR, lowest first; W-delta / A-delta = their "
+                  "SQNR delta (Eq. 16), most negative first; W&A-delta = 2 rank(W-delta) + rank(A-delta); MSE = "
+                  "output MSE, largest first; cosine = output cosine similarity, lowest first; KL = KL of the "
+                  "output value histograms, largest first; QuantuneV2 = W&A-delta after the MSE > 5x mean layers.",
+                  "", f"![local metrics]({model['model']}/recovery_local_metrics.png)", "",
                   "| ranking | mean " + SHORT.get(metric, metric) + " over the curve | mean out SQNR dB | "
                   "fp32 layers to recover | first 3 layers of the list |", "|---|---|---|---|---|"]
         for label, s in model["local_metrics"]["summary"].items():
