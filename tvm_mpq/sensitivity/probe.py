@@ -29,7 +29,7 @@ from tvm_mpq.allocation.bops import FP32, Precision
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable
 from tvm_mpq.quantization.quantizers import ActQParams, fake_quant_weight
-from tvm_mpq.runtime.executor import compile_graph
+from tvm_mpq.runtime.executor import compile_graph, flatten_outputs
 from tvm_mpq.zoo.registry import Feed
 
 QParamsFn = Callable[[str, int], ActQParams]
@@ -122,12 +122,6 @@ def _switchable_module(graph: ModelGraph, table: LayerTable) -> tuple[tvm.IRModu
     return relax.transform.Normalize()(new_mod), names
 
 
-def _flatten(value: object) -> list[np.ndarray]:
-    if hasattr(value, "numpy"):
-        return [value.numpy()]
-    return [array for item in value for array in _flatten(item)]
-
-
 def weight_in_param_layout(layer: Layer, params: dict[str, np.ndarray], bits: int) -> np.ndarray:
     """The layer's parameter with its weight operand fake-quantized at ``bits`` (views undone)."""
     value = params[layer.weight_param]
@@ -213,6 +207,6 @@ class PrecisionProbe:
         for feed in feeds:
             self.graph.check_inputs(feed)
             inputs = [self._tensor(feed[s.name]) for s in self.graph.inputs]
-            outputs.append(_flatten(self._compiled.vm["main"](*inputs, *args)))
+            outputs.append(flatten_outputs(self._compiled.vm["main"](*inputs, *args)))
         self.runs += 1
         return outputs
