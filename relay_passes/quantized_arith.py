@@ -33,6 +33,12 @@ def _chain(emit, x: relax.Expr, steps: list, name: str) -> relax.Expr:
     return x
 
 
+def _code_steps(qp: ActQParams) -> list:
+    """``clip(round(x / s) + zp, 0, 2^b - 1)`` in float32: the steps both arithmetics share."""
+    return [lambda v: relax.op.divide(v, f32(qp.scale)), relax.op.round,
+            lambda v: relax.op.add(v, f32(qp.zero_point)), lambda v: relax.op.clip(v, 0.0, float(qp.qmax))]
+
+
 class Accumulator:
     """The output of a quantized MAC op before requantization.
 
@@ -72,13 +78,7 @@ class IntegerArith:
 
     def quantize(self, emit, x: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
         """fp32 -> uint8 codes: ``clip(round(x / s) + zp, 0, 2^b - 1)``."""
-        return _chain(emit, x, [
-            lambda v: relax.op.divide(v, f32(qp.scale)),
-            relax.op.round,
-            lambda v: relax.op.add(v, f32(qp.zero_point)),
-            lambda v: relax.op.clip(v, 0.0, float(qp.qmax)),
-            lambda v: relax.op.astype(v, "uint8"),
-        ], name)
+        return _chain(emit, x, [*_code_steps(qp), lambda v: relax.op.astype(v, "uint8")], name)
 
     def to_float(self, emit, q: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
         """uint8 codes -> fp32 real values: ``(q - zp) * s``."""
@@ -149,14 +149,8 @@ class FakeQuantArith:
     simulated = True
 
     def quantize(self, emit, x: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
-        return _chain(emit, x, [
-            lambda v: relax.op.divide(v, f32(qp.scale)),
-            relax.op.round,
-            lambda v: relax.op.add(v, f32(qp.zero_point)),
-            lambda v: relax.op.clip(v, 0.0, float(qp.qmax)),
-            lambda v: relax.op.subtract(v, f32(qp.zero_point)),
-            lambda v: relax.op.multiply(v, f32(qp.scale)),
-        ], name)
+        return _chain(emit, x, [*_code_steps(qp), lambda v: relax.op.subtract(v, f32(qp.zero_point)),
+                                lambda v: relax.op.multiply(v, f32(qp.scale))], name)
 
     def to_float(self, emit, q: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
         return q
