@@ -26,7 +26,7 @@ START_TIMEOUT = {"x86_64": 60.0, "aarch64": 300.0}
 """Seconds to wait for a server to listen (importing TVM takes ~15 s under QEMU, ~4 s natively)."""
 
 _BOOT = """
-import logging, sys
+import logging, socket, sys
 wrapper, host, port, tracker, key = sys.argv[1:6]
 if wrapper:
     sys.executable = wrapper
@@ -36,19 +36,29 @@ if tracker:
     t_host, t_port = tracker.rsplit(":", 1)
     tracker_addr = (t_host, int(t_port))
 try:
-    from tvm.rpc.server import PopenRPCServerState
+    from tvm.rpc import base
+    from tvm.rpc.server import _listen_loop
 except ImportError:
     import runpy
     sys.argv = ["rpc_server", "--host", host, "--port", port, "--port-end", str(int(port) + 1), "--key", key]
     sys.argv += ["--tracker", tracker] if tracker else []
     runpy.run_module("tvm.exec.rpc_server", run_name="__main__", alter_sys=True)
 else:
-    state = PopenRPCServerState(host, int(port), int(port) + 1, tracker_addr=tracker_addr, key=key)
-    state.thread.join()
+    sock = socket.socket(base.get_addr_family((host, int(port))), socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, int(port)))
+    sock.listen(1)
+    logging.getLogger("RPCServer").info("bind to %s:%s", host, port)
+    _listen_loop(sock, int(port), key, tracker_addr, None, None)
 """
-"""The server process: TVM's RPC server loop run in this process (``tvm.exec.rpc_server`` would
-import TVM a second time in a ``PopenWorker`` child: ~5 s natively, ~15 s under QEMU), with
-``sys.executable`` pointing at the QEMU wrapper for anything that spawns a Python."""
+"""The server process: TVM's RPC server loop (``tvm.rpc.server._listen_loop``) run on this
+process's main thread. ``tvm.exec.rpc_server`` would import TVM a second time in a
+``PopenWorker`` child (~5 s natively, ~15 s under QEMU), and ``PopenRPCServerState`` runs the
+loop on a second thread: every session is a ``fork`` of the server, and forking a
+multi-threaded guest under ``qemu-user`` intermittently left the session child hung before its
+handshake (a CI run saw "accepted the connection but did not answer within 60 s"). With one
+thread the fork is of a single-threaded process. ``sys.executable`` points at the QEMU wrapper
+for anything that spawns a Python."""
 
 
 def server_arch(target: Any) -> str:
