@@ -11,8 +11,8 @@ The pipeline (``stage="A->C"``, the default; QuantuneV2's sensitivity from stage
 stage C) is a ``tvm.transform.Sequential``::
 
     BindParams -> FoldConstant -> FoldBatchNorm(int8 layers) -> FoldConstant -> CanonicalizeBindings
-    -> DeadCodeElimination -> LowerToInteger(plans) -> tvm.compile (LegalizeOps, FuseOps,
-    FuseTIR, ... codegen)
+    -> DeadCodeElimination -> LowerToInteger(plans) -> build_module (LegalizeOps, FuseOps,
+    FuseTIR, tuning database, kernel schedules, weight prepacking, codegen: compiler/build.py)
 
 ``stage="A"`` applies the config per layer on the unfused graph (batch-norm left in fp32,
 quantize/dequantize around every int8 layer).
@@ -28,6 +28,7 @@ from tvm import relax
 
 from relay_passes.fold_batch_norm import FoldBatchNorm
 from relay_passes.lower_to_integer import IntLayerPlan, LoweringStats, LowerToInteger
+from tvm_mpq.compiler.build import TuningOptions, build_module
 from tvm_mpq.compiler.validate import check_integer_config
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
@@ -148,13 +149,15 @@ def lower_with_stats(graph: ModelGraph, config: PrecisionConfig | None, stage: s
 
 def compile_model(graph: ModelGraph, config: PrecisionConfig | None = None,
                   target: tvm.target.Target | None = None, stage: str = "A->C",
-                  simulate: bool = False) -> CompiledModel:
+                  simulate: bool = False, tuning: TuningOptions | None = None) -> CompiledModel:
     """Build ``graph`` for ``target`` (default: this host's ``llvm``) under ``config``.
 
     The config is checked against the model before anything is compiled (MpqError on unknown
-    layers, missing quantizers, bit-widths the integer kernels cannot run).
+    layers, missing quantizers, bit-widths the integer kernels cannot run). ``tuning``: the
+    MetaSchedule options of :func:`tvm_mpq.compiler.build.build_module` (default: apply the
+    target's tuning database and the kernel rules, tune nothing).
     """
     target = target or host_target()
     mod, stats = lower_model(graph, config, stage, simulate)
-    executable = tvm.compile(mod, target=target)
+    executable, stats["build"] = build_module(mod, target, tuning)
     return CompiledModel(graph, config, target, mod, executable, stats["n_qdq"], stats["n_qdq_naive"], stats)

@@ -1,0 +1,173 @@
+"""Build a lowered Relax module for a target: kernels, MetaSchedule tuning, prepacked weights.
+
+One entry point, :func:`build_module`, used by :func:`tvm_mpq.compiler.pipeline.compile_model`::
+
+    LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR
+    -> AttachAttrLayoutFreeBuffers                      (weights may be re-laid out)
+    -> [tune the tasks the database lacks]              (``TuningOptions.trials > 0``)
+    -> MetaScheduleApplyDatabase                         (tuned records for this target)
+    -> dlight.ApplyDefaultSchedule(kernel rules)         (:mod:`tvm_mpq.kernels`, the rest)
+    -> SplitLayoutRewritePreproc -> FoldConstant         (weight prepacking at compile time)
+    -> TVM's CPU/GPU lowering and codegen
+
+The tuning database is persistent and keyed by target (:func:`tuning_dir`): every fused
+PrimFunc (one layer shape + precision + epilogue) is tuned once, and any later build of any
+config for the same target reuses the record (a sweep over rates does not re-tune).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+from tvm import relax
+
+from tvm_mpq.errors import MpqError
+
+DEFAULT_TUNING_ROOT = Path(os.environ.get("TVM_MPQ_TUNING_DIR", Path.home() / ".cache" / "tvm-mpq" / "tuning"))
+
+
+@dataclass(frozen=True)
+class TuningOptions:
+    """MetaSchedule settings: ``trials`` per new task (0: apply the database only),
+    ``root`` of the per-target databases, ``kernels``: apply :mod:`tvm_mpq.kernels` rules."""
+
+    trials: int = 0
+    root: Path = DEFAULT_TUNING_ROOT
+    kernels: bool = True
+    verbose: bool = True
+
+
+def target_key(target: tvm.target.Target) -> str:
+    """A readable, stable folder name for ``target`` (kind, cpu/arch and a hash of the rest)."""
+    attrs = {k: str(v) for k, v in target.attrs.items() if k not in ("num-cores",)}
+    kind = str(target.kind.name)
+    cpu = attrs.get("mcpu") or attrs.get("arch") or attrs.get("mtriple") or "generic"
+    digest = hashlib.sha1(json.dumps([kind, sorted(attrs.items())]).encode()).hexdigest()[:10]
+    return f"{kind}-{cpu}-{digest}".replace("/", "_")
+
+
+def tuning_dir(target: tvm.target.Target, root: Path | str = DEFAULT_TUNING_ROOT) -> Path:
+    """The MetaSchedule database folder for ``target`` under ``root``."""
+    return Path(root) / target_key(target)
+
+
+def _fuse(mod: tvm.IRModule) -> tvm.IRModule:
+    from tvm.relax.backend.cpu_generic.pipeline import legalize_passes, library_dispatch_passes
+
+    seq = tvm.transform.Sequential([*library_dispatch_passes(None), *legalize_passes(None),
+                                    relax.transform.AttachAttrLayoutFreeBuffers()])
+    return seq(mod)
+
+
+def _database(work_dir: Path):
+    from tvm.s_tir import meta_schedule as ms
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(path_workload=str(work_dir / "database_workload.json"),
+                                    path_tuning_record=str(work_dir / "database_tuning_record.json"))
+
+
+def untuned_tasks(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path) -> tuple[list, list]:
+    """(tasks the database at ``work_dir`` has no record of, all extracted tasks)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    tasks = ms.relax_integration.extract_tasks(mod, target)
+    db = _database(work_dir)
+    missing = [t for t in tasks
+               if db.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
+    return missing, tasks
+
+
+def tune(mod: tvm.IRModule, target: tvm.target.Target, options: TuningOptions) -> dict:
+    """Tune, with MetaSchedule and the XGBoost cost model, every task of the fused ``mod`` that
+    the target's database lacks; return counts (tasks, newly tuned, reused, seconds)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    work_dir = tuning_dir(target, options.root)
+    missing, tasks = untuned_tasks(mod, target, work_dir)
+    info = {"tasks": len(tasks), "tuned": len(missing), "reused": len(tasks) - len(missing),
+            "trials_per_task": options.trials, "database": str(work_dir), "seconds": 0.0}
+    if options.verbose:
+        print(f"  tuning: {len(tasks)} task(s), {info['reused']} in the database {work_dir}, "
+              f"{len(missing)} to tune x {options.trials} trials", flush=True)
+    if not missing:
+        return info
+    start = time.perf_counter()
+    contexts = ms.relax_integration.extracted_tasks_to_tune_contexts(missing, str(work_dir))
+    ms.tune_tasks(tasks=contexts[0], task_weights=contexts[1], work_dir=str(work_dir),
+                  max_trials_global=options.trials * len(missing), max_trials_per_task=options.trials,
+                  num_trials_per_iter=min(64, max(options.trials, 1)), database=_database(work_dir),
+                  cost_model="xgb")
+    info["seconds"] = round(time.perf_counter() - start, 1)
+    return info
+
+
+def build_module(mod: tvm.IRModule, target: tvm.target.Target,
+                 options: TuningOptions | None = None) -> tuple[relax.VMExecutable, dict]:
+    """Compile a lowered Relax module for ``target``; return the executable and build info
+    (``tuning`` counts, ``scheduled_by``: how many PrimFuncs got a database record, a kernel
+    rule, or neither)."""
+    options = options or TuningOptions()
+    if options.trials < 0:
+        raise MpqError(f"--tune-trials must be >= 0 (got {options.trials})")
+    info: dict = {}
+    if str(target.kind.name) != "llvm":
+        if options.trials > 0:
+            raise MpqError(f"--tune-trials is implemented for CPU (llvm) targets; '{target.kind.name}' "
+                           "builds use TVM's default GPU schedules (dlight)")
+        return tvm.compile(mod, target=target), {"scheduled_by": "tvm default pipeline"}
+    with target, tvm.transform.PassContext(opt_level=3):
+        mod = _fuse(mod)
+        if options.trials > 0:
+            info["tuning"] = tune(mod, target, options)
+        work_dir = tuning_dir(target, options.root)
+        if (work_dir / "database_tuning_record.json").exists():
+            mod = _apply_database(mod, target, work_dir)
+        n_from_db = _count_scheduled(mod)
+        if options.kernels:
+            from tvm.s_tir import dlight
+
+            from tvm_mpq.kernels import default_schedule_rules
+
+            rules = default_schedule_rules(target)
+            if rules:
+                mod = dlight.ApplyDefaultSchedule(*rules)(mod)
+        n_scheduled = _count_scheduled(mod)
+        info["scheduled_by"] = {"database": n_from_db, "kernel_rules": n_scheduled - n_from_db,
+                                "default": _count_prim_funcs(mod) - n_scheduled}
+        mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                        relax.transform.FoldConstant(),
+                                        relax.transform.DeadCodeElimination()])(mod)
+    executable = tvm.compile(mod, target=target, relax_pipeline=_lower_pipeline(target))
+    return executable, info
+
+
+def _apply_database(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path) -> tvm.IRModule:
+    return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
+
+
+def _count_prim_funcs(mod: tvm.IRModule) -> int:
+    return sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def _count_scheduled(mod: tvm.IRModule) -> int:
+    return sum(1 for _, f in mod.functions.items()
+               if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and f.attrs.get("tir.is_scheduled"))
+
+
+def _lower_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+    """TVM's default lowering after legalization/fusion (dataflow lowering + finalization)."""
+    from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
+
+    @tvm.transform.module_pass(opt_level=0, name="TvmMpqLowerAfterSchedule")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential([*dataflow_lower_passes(target), *finalize_passes(target)])(mod)
+
+    return _pipeline

@@ -1,0 +1,68 @@
+"""Hand-written default schedules ("kernels") for the MAC ops, per target architecture.
+
+An untuned TVM build is a set of unscheduled loop nests. The build (:mod:`tvm_mpq.compiler.build`)
+applies, to every fused PrimFunc that MetaSchedule's database does not cover, the first
+schedule rule of the target's list that accepts it (``tvm.s_tir.dlight.ApplyDefaultSchedule``).
+Rules are ``dlight`` ``ScheduleRule`` objects; a module adds its rules for an architecture with::
+
+    @register_rules("x86_64")
+    def x86_rules(target: tvm.target.Target) -> list[ScheduleRule]:
+        return [Int8Conv2d(), Fp32Conv2d(), ...]
+
+Rules may rewrite the layout of constant weight buffers (``layout_free_buffers``): the build
+splits those layout rewrites out (``SplitLayoutRewritePreproc``) and folds them into the
+constants, so weights are prepacked once, at compile time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import tvm
+
+RuleFactory = Callable[[tvm.target.Target], list[Any]]
+_RULES: dict[str, list[RuleFactory]] = {}
+
+
+def register_rules(arch: str) -> Callable[[RuleFactory], RuleFactory]:
+    """Decorator: ``factory(target) -> [ScheduleRule, ...]`` for targets of ``arch``
+    (``x86_64``, ``aarch64`` or ``cuda``). Factories of one arch are tried in registration order."""
+
+    def wrap(factory: RuleFactory) -> RuleFactory:
+        _RULES.setdefault(arch, []).append(factory)
+        return factory
+
+    return wrap
+
+
+def target_arch(target: tvm.target.Target) -> str:
+    """``x86_64``, ``aarch64``, ``cuda`` (or the target kind) for a TVM target."""
+    kind = str(target.kind.name)
+    if kind != "llvm":
+        return kind
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if not triple:
+        triple = str(tvm.get_global_func("target.llvm_get_system_triple")())
+    return "aarch64" if triple.startswith(("aarch64", "arm64")) else "x86_64"
+
+
+def default_schedule_rules(target: tvm.target.Target) -> list[Any]:
+    """The schedule rules registered for ``target``'s architecture (empty when none)."""
+    _load_builtin_rules()
+    rules: list[Any] = []
+    for factory in _RULES.get(target_arch(target), []):
+        rules.extend(factory(target))
+    return rules
+
+
+def _load_builtin_rules() -> None:
+    """Import the modules that register the built-in rules (import side effect only)."""
+    import importlib
+
+    for name in ("x86", "aarch64"):
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
