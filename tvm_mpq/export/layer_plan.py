@@ -1,0 +1,166 @@
+"""What the compiler does to each int8 layer, read from its own lowering (the export's ground truth).
+
+The ONNX export must carry *exactly* the compiled model's numbers, so nothing here is recomputed
+from the ONNX file: the stage-C module is prepared by the compile pipeline's own passes
+(``BindParams``, ``FoldBatchNorm`` on the int8 layers, ``FoldConstant`` ...), and the precision
+pass (:mod:`relay_passes.lower_to_integer`, simulated arithmetic) is run on it. From that we read,
+per int8 layer:
+
+* the weight it quantizes (batch-norm folded, in the MAC op's operand layout) and the bias that
+  is folded into the int32 accumulator (quantized at ``s_x * s_w``), or the fp32 bias add that
+  stays in the epilogue;
+* whether a batch-norm is left after it (not folded);
+* where its input quantizer sits: on the edge into the layer only, or on a tensor that every
+  consumer then reads quantized (the pass stores an int8 group's output once, as uint8 codes,
+  when an int8 layer reads it; fp32 consumers read those codes dequantized).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from relay_passes.lower_to_integer import LAYOUT_OPS, _is_pad_zero, _Lowering
+from relay_passes.quantized_arith import FakeQuantArith
+from tvm_mpq.compiler.pipeline import (bind_params, check_layer_order, integer_plans, mac_bindings,
+                                       preparation_passes)
+from tvm_mpq.compiler.validate import check_integer_config
+from tvm_mpq.config.precision_config import PrecisionConfig
+from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.graph.layer_table import Layer, LayerTable, build_layer_table, iter_bindings
+from tvm_mpq.quantization.quantizers import ActQParams, weight_scales
+
+
+@dataclass(frozen=True)
+class Int8Layer:
+    """One int8 layer as the compiled model runs it.
+
+    ``weight`` is the float weight the compiler quantizes, in the MAC op's operand layout
+    (conv2d ``OIHW``; matmul ``[K, N]``), output channels along ``channel_axis``; ``weight_scales``
+    its per-channel scales. ``bias`` is the per-channel bias added to the accumulator (``None``:
+    no bias op after the layer); ``bias_folded`` says it is quantized to int32 at
+    ``acc_scale = s_x * s_w`` (otherwise it stays an fp32 add). ``bn_kept``: a batch-norm still
+    follows the layer (the fold did not apply). ``input_shared``: the layer's input tensor is
+    stored as uint8 codes at ``shared_act``, so all its consumers read it quantized;
+    ``source_act``: the same holds for the tensor the input's layout-op chain (max-pool, reshape,
+    transpose ...) starts from (``None``: that tensor's other consumers read it in fp32).
+    """
+
+    layer: Layer
+    act: ActQParams
+    w_bits: int
+    weight: np.ndarray
+    weight_scales: np.ndarray
+    bias: np.ndarray | None
+    bias_folded: bool
+    bn_kept: bool
+    input_shared: bool
+    shared_act: ActQParams | None
+    source_act: ActQParams | None
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def channel_axis(self) -> int:
+        return self.layer.channel_axis % self.weight.ndim
+
+    @property
+    def acc_scale(self) -> np.ndarray:
+        """Per-channel real value of one int32 accumulator unit, float32 (as the compiler)."""
+        return (np.float32(self.act.scale) * self.weight_scales).astype(np.float32)
+
+    def quantized_weight(self) -> np.ndarray:
+        """int8 codes of :attr:`weight` (operand layout), bit-identical to the integer kernel's."""
+        qmax = 2 ** (self.w_bits - 1) - 1
+        shape = [1] * self.weight.ndim
+        shape[self.channel_axis] = self.weight_scales.size
+        codes = np.round(self.weight.astype(np.float32) / self.weight_scales.reshape(shape))
+        return np.clip(codes, -qmax, qmax).astype(np.int8)
+
+    def quantized_bias(self) -> np.ndarray:
+        """The folded bias as int32 codes at :attr:`acc_scale` (``round(b / (s_x s_w))``)."""
+        if self.bias is None or not self.bias_folded:
+            raise ValueError(f"layer {self.name} has no folded bias")
+        codes = np.round(self.bias.astype(np.float64) / self.acc_scale.astype(np.float64))
+        return codes.astype(np.int32)
+
+
+def _constant(expr: relax.Expr, var2val: dict) -> np.ndarray | None:
+    while isinstance(expr, relax.Var) and expr in var2val:
+        expr = var2val[expr]
+    value = getattr(expr, "value", None)
+    return value.numpy() if hasattr(value, "numpy") else None
+
+
+def _op_name(value: relax.Expr) -> str:
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+        return value.op.name
+    return ""
+
+
+def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | None = None) -> list[Int8Layer]:
+    """Every int8 layer of ``config`` on ``graph`` (table order), as the default ``A->C`` compile
+    lowers it. Raises MpqError when the config does not fit the model (the compiler's check)."""
+    table = table or build_layer_table(graph)
+    check_integer_config(config, table)
+    plans = integer_plans(table, config)
+    with tvm.transform.PassContext(opt_level=3):
+        fold = [layer.var for layer in table if layer.index in plans]
+        prepared = tvm.transform.Sequential(preparation_passes(fold, "A->C"), name="tvm_mpq.prepare")(
+            bind_params(graph))
+        check_layer_order(table, prepared)
+        func = prepared["main"]
+        lowering = _Lowering(prepared, plans, FakeQuantArith(), True)
+        lowering.prepare(func)
+        lowering.visit_expr(func)
+    var2val = relax.analysis.get_var2val(func)
+    bindings = list(iter_bindings(func))
+    consumers: dict[relax.Var, list[relax.VarBinding]] = {}
+    for binding in bindings:
+        for used in relax.analysis.free_vars(binding.value) if not isinstance(binding.value, relax.Var) else []:
+            consumers.setdefault(used, []).append(binding)
+    macs = mac_bindings(prepared)
+    out: list[Int8Layer] = []
+    for layer in table:
+        if layer.index not in plans:
+            continue
+        plan = plans[layer.index]
+        var = macs[layer.index]
+        call = var2val[var]
+        weight = _constant(call.args[1], var2val)
+        if weight is None:
+            raise RuntimeError(f"layer {layer.name}: weight is not a constant after preparation")
+        scales = weight_scales(weight, plan.w_bits, plan.channel_axis)
+        bias, bias_folded, after = None, False, var
+        add = next((b for b in consumers.get(var, []) if _op_name(b.value) == "relax.add"), None)
+        if add is not None:
+            other = add.value.args[1] if add.value.args[0].same_as(var) else add.value.args[0]
+            value = _constant(other, var2val)
+            if value is not None and value.size == scales.size:
+                bias = value.reshape(-1).astype(np.float32)
+                forms = lowering.forms.get(add.var)
+                bias_folded = forms is not None and forms.acc is not None
+                after = add.var
+        bn_kept = any(_op_name(b.value) == "relax.nn.batch_norm" for b in consumers.get(after, []))
+        data = call.args[0]
+        shared = isinstance(data, relax.Var) and lowering._has_int_form(data)
+        shared_act = lowering.targets.get(data) if shared else None
+        source_act = None
+        if shared:
+            source = data
+            while (isinstance(source, relax.Var) and _op_name(var2val.get(source)) in LAYOUT_OPS
+                   and _is_pad_zero(var2val[source]) and lowering._has_int_form(source)
+                   and isinstance(var2val[source].args[0], relax.Var)):
+                source = var2val[source].args[0]
+            if source is not data and lowering._has_int_form(source):
+                source_act = lowering.targets.get(source)
+            elif source is data:
+                source_act = shared_act
+        out.append(Int8Layer(layer, plan.act, plan.w_bits, weight.astype(np.float32), scales, bias, bias_folded,
+                             bn_kept, shared, shared_act, source_act))
+    return out

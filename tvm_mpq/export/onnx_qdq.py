@@ -1,0 +1,488 @@
+"""Write a precision config as an ONNX QDQ model: the compiled model's decisions and scales,
+runnable by onnxruntime / TensorRT.
+
+Start: the model's fp32 ONNX (:mod:`tvm_mpq.export.fp32_onnx`). Per int8 layer (what the compiler
+does, :mod:`tvm_mpq.export.layer_plan`) its ONNX ``Conv`` / ``Gemm`` / ``MatMul`` is found by
+weight content (output-channel directions, so a batch-norm folded on one side only still
+matches; shapes checked), then:
+
+* weight -> int8 initializer (the compiler's codes: symmetric per output channel, batch-norm
+  folded first) + ``DequantizeLinear(axis = output-channel axis)``;
+* a batch-norm the compiler folded into the layer is folded here too (node removed);
+* bias -> int32 codes at ``s_x * s_w`` + ``DequantizeLinear`` (the integer kernel's bias; a
+  bias the kernel keeps in fp32 stays fp32);
+* input -> ``QuantizeLinear``/``DequantizeLinear`` (uint8, the config's scale / zero point),
+  on the edge into the layer, or, where the compiler stores the tensor once as uint8 codes for
+  all its readers (an int8 group's output), on the tensor itself so every consumer reads it
+  quantized, exactly as the compiled model does.
+
+fp32 layers and every other op stay as they are. Only the default ``A->C`` stage is exported.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from tvm_mpq.config.precision_config import PrecisionConfig
+from tvm_mpq.errors import MpqError
+from tvm_mpq.export.fp32_onnx import Source, fp32_onnx
+from tvm_mpq.export.layer_plan import Int8Layer, int8_layers
+from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.quantization.quantizers import ActQParams
+
+MIN_OPSET = 13
+"""Per-channel ``DequantizeLinear`` (``axis``) exists from opset 13."""
+MAC_OPS = ("Conv", "Gemm", "MatMul")
+LAYOUT_OPS = ("MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Pad")
+"""ONNX ops that commute with per-tensor quantization (TVM imports them as the precision pass's
+layout ops); a quantizer moves back through them."""
+DIRECTION_MATCH = 0.999
+"""Minimum |cosine| between corresponding output channels of our weight and an ONNX weight."""
+
+
+@dataclass
+class QdqExport:
+    """An exported QDQ model and what the export did."""
+
+    model: onnx.ModelProto
+    int8_layers: list[str]
+    fp32_layers: list[str]
+    nodes: dict[str, str] = field(default_factory=dict)
+    """int8 layer name -> name of the ONNX node it became."""
+    n_act_qdq: int = 0
+    """QuantizeLinear/DequantizeLinear pairs on activations."""
+    n_weight_dq: int = 0
+    n_bias_dq: int = 0
+    n_bn_folded: int = 0
+
+    def save(self, path: Path | str) -> Path:
+        """Write the model (``.onnx``); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(self.model, str(path))
+        return path
+
+
+def export_qdq_onnx(graph_or_model: ModelGraph | str | Path, config: PrecisionConfig, path: Path | str,
+                    source: Source = None, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Path:
+    """Write ``config`` on a model as an ONNX QDQ model at ``path``; returns ``path``.
+
+    ``graph_or_model``: a stage-A :class:`ModelGraph`, or a model spec (zoo name, ``.onnx``,
+    ``.pt2``; ``input_shapes`` as ``--input-shape``). ``source``: the fp32 ONNX model / file or
+    the ``torch.nn.Module`` a graph was imported from, when the graph's own ``source`` does not
+    lead to one. MpqError when the config does not fit the model or a layer has no ONNX node.
+    """
+    if isinstance(graph_or_model, ModelGraph):
+        graph = graph_or_model
+        fp32 = fp32_onnx(graph, source)
+    else:
+        from tvm_mpq.export.fp32_onnx import load_with_source
+
+        if source is not None:
+            from tvm_mpq.frontends import load_model
+
+            graph = load_model(str(graph_or_model), input_shapes)
+            fp32 = fp32_onnx(graph, source)
+        else:
+            graph, fp32 = load_with_source(str(graph_or_model), input_shapes)
+    return build_qdq_onnx(graph, config, fp32).save(path)
+
+
+def build_qdq_onnx(graph: ModelGraph, config: PrecisionConfig, fp32: onnx.ModelProto | None = None) -> QdqExport:
+    """The QDQ model of ``config`` on ``graph`` (see the module docstring), from the fp32 ONNX
+    model ``fp32`` (default: :func:`~tvm_mpq.export.fp32_onnx.fp32_onnx` of the graph)."""
+    layers = int8_layers(graph, config)
+    for il in layers:
+        if il.act.bits != 8:
+            raise MpqError(f"config layer '{il.name}' has {il.act.bits}-bit activations: the ONNX QDQ export "
+                           "writes 8-bit (uint8) activation quantizers only")
+    model = _with_opset(fp32 if fp32 is not None else fp32_onnx(graph), MIN_OPSET)
+    g = _Graph(model)
+    matches = _match_layers(layers, g, graph.name)
+    result = QdqExport(model, [il.name for il in layers], config.fp32_layers(),
+                       {il.name: node.name for il, node in matches})
+    for il, node in matches:
+        _rewrite_weight(g, il, node)
+        n_bias, bn_folded = _rewrite_bias(g, il, node)
+        result.n_bias_dq += n_bias
+        result.n_bn_folded += int(bn_folded)
+    result.n_weight_dq = len(matches)
+    result.n_act_qdq = _insert_activation_qdq(g, matches)
+    g.write_back()
+    try:
+        onnx.checker.check_model(model)
+    except Exception as err:  # a bug here, not the user's: keep the message
+        raise RuntimeError(f"the exported QDQ model fails onnx.checker: {err}") from err
+    return result
+
+
+# -- the ONNX graph ----------------------------------------------------------------------------
+
+class _Graph:
+    """Mutable view of an ONNX graph: nodes, constants, producers and consumers."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.nodes: list[onnx.NodeProto] = list(model.graph.node)
+        self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in model.graph.initializer}
+        self.names: set[str] = set(self.initializers) | {i.name for i in model.graph.input}
+        for k, node in enumerate(self.nodes):
+            if not node.name:
+                node.name = f"{node.op_type}_{k}"
+        self.names |= {o for n in self.nodes for o in n.output} | {n.name for n in self.nodes}
+        self.shapes = _inferred_shapes(model)
+
+    def producer(self, tensor: str) -> onnx.NodeProto | None:
+        return next((n for n in self.nodes if tensor in n.output), None)
+
+    def consumers(self, tensor: str) -> list[onnx.NodeProto]:
+        return [n for n in self.nodes if tensor in n.input]
+
+    def is_output(self, tensor: str) -> bool:
+        return any(o.name == tensor for o in self.model.graph.output)
+
+    def const(self, tensor: str) -> np.ndarray | None:
+        if tensor in self.initializers:
+            return numpy_helper.to_array(self.initializers[tensor])
+        node = self.producer(tensor)
+        if node is not None and node.op_type == "Constant":
+            attr = next((a for a in node.attribute if a.name == "value"), None)
+            if attr is not None:
+                return numpy_helper.to_array(attr.t)
+        return None
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.names:
+            k += 1
+            name = f"{base}_{k}"
+        self.names.add(name)
+        return name
+
+    def add_init(self, base: str, value: np.ndarray) -> str:
+        name = self.fresh(base)
+        self.initializers[name] = numpy_helper.from_array(np.asarray(value), name)
+        return name
+
+    def add_node(self, op: str, inputs: list[str], output_base: str, **attrs) -> str:
+        out = self.fresh(output_base)
+        self.nodes.append(helper.make_node(op, inputs, [out], name=self.fresh(f"{output_base}_{op}"), **attrs))
+        return out
+
+    def write_back(self) -> None:
+        """Drop dead nodes and unused initializers, sort topologically, store in the model."""
+        graph = self.model.graph
+        outputs = {o.name for o in graph.output}
+        nodes = self.nodes
+        while True:  # dead nodes (e.g. Constant weights that were replaced)
+            used = {i for n in nodes for i in n.input} | outputs
+            alive = [n for n in nodes if any(o in used for o in n.output)]
+            if len(alive) == len(nodes):
+                break
+            nodes = alive
+        used = {i for n in nodes for i in n.input} | outputs
+        inits = [t for name, t in self.initializers.items() if name in used]
+        del graph.node[:]
+        graph.node.extend(_topological(nodes, {i.name for i in graph.input} | set(self.initializers)))
+        del graph.initializer[:]
+        graph.initializer.extend(inits)
+        init_names = set(self.initializers)
+        kept_inputs = [i for i in graph.input if i.name not in init_names or i.name in used]
+        del graph.input[:]
+        graph.input.extend(kept_inputs)
+        del graph.value_info[:]
+
+
+def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """Nodes in dependency order, otherwise in their given order."""
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output}
+    waiting = [sum(1 for i in set(n.input) if i and i not in available and i in producer) for n in nodes]
+    users: dict[int, list[int]] = {}
+    for k, node in enumerate(nodes):
+        for i in set(node.input):
+            if i and i not in available and i in producer:
+                users.setdefault(producer[i], []).append(k)
+    ready = [k for k, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(nodes[k])
+        for u in users.get(k, []):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(nodes):
+        raise RuntimeError("the exported graph has a cycle")
+    return order
+
+
+def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        return {}
+    shapes = {}
+    for info in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        dims = info.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[info.name] = tuple(int(d.dim_value) for d in dims)
+    return shapes
+
+
+def _with_opset(model: onnx.ModelProto, minimum: int) -> onnx.ModelProto:
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    if version >= minimum:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy
+    try:
+        return onnx.version_converter.convert_version(model, minimum)
+    except Exception as err:
+        raise MpqError(f"the model's ONNX opset {version} cannot be converted to opset {minimum} (needed for "
+                       f"per-channel DequantizeLinear): {str(err).splitlines()[0][:200]}") from None
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    attr = next((a for a in node.attribute if a.name == name), None)
+    return default if attr is None else helper.get_attribute_value(attr)
+
+
+def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
+    for k, attr in enumerate(node.attribute):
+        if attr.name == name:
+            del node.attribute[k]
+            break
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+# -- matching our layers to ONNX nodes ----------------------------------------------------------
+
+@dataclass
+class _Weight:
+    """An ONNX MAC node's weight in our operand layout, and how to write it back."""
+
+    operand: np.ndarray
+    onnx_axis: int
+    transposed: bool
+
+
+def _onnx_weight(g: _Graph, node: onnx.NodeProto) -> _Weight | None:
+    if node.op_type not in MAC_OPS or len(node.input) < 2:
+        return None
+    value = g.const(node.input[1])
+    if value is None or value.dtype != np.float32:
+        return None
+    if node.op_type == "Conv":
+        return _Weight(value, 0, False) if value.ndim == 4 else None
+    if value.ndim != 2:
+        return None
+    if node.op_type == "Gemm" and _attr(node, "transB", 0):
+        return _Weight(value.T, 0, True)
+    return _Weight(value, 1, False)
+
+
+def _same_directions(a: np.ndarray, b: np.ndarray, axis: int) -> bool:
+    """Every output channel of ``a`` is parallel (|cos| >= DIRECTION_MATCH) to ``b``'s: true
+    for one weight before and after a batch-norm fold, false for different weights."""
+    a2 = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1).astype(np.float64)
+    b2 = np.moveaxis(b, axis, 0).reshape(b.shape[axis], -1).astype(np.float64)
+    na, nb = np.linalg.norm(a2, axis=1), np.linalg.norm(b2, axis=1)
+    live = (na > 1e-12 * max(na.max(), 1e-30)) & (nb > 1e-12 * max(nb.max(), 1e-30))
+    if (live != ((na > 0) & (nb > 0))).any() or ((na > 0) != (nb > 0)).any():
+        return False
+    cos = np.abs((a2[live] * b2[live]).sum(axis=1)) / (na[live] * nb[live])
+    return bool(np.all(cos >= DIRECTION_MATCH))
+
+
+def _match_layers(layers: list[Int8Layer], g: _Graph, model_name: str) -> list[tuple[Int8Layer, onnx.NodeProto]]:
+    """Each int8 layer -> its ONNX node: same op family, same weight shape and output shape (where
+    known), parallel output channels; first unused candidate in graph order."""
+    candidates = [(n, w) for n in g.nodes if (w := _onnx_weight(g, n)) is not None]
+    used: set[str] = set()
+    matches = []
+    for il in layers:
+        want_conv = il.layer.kind.endswith("conv2d")
+        found = None
+        for node, weight in candidates:
+            if node.name in used or (node.op_type == "Conv") != want_conv:
+                continue
+            if weight.operand.shape != il.weight.shape:
+                continue
+            out_shape = g.shapes.get(node.output[0])
+            if out_shape is not None and il.layer.output_shape and out_shape != il.layer.output_shape:
+                continue
+            if _same_directions(weight.operand, il.weight, il.channel_axis):
+                found = node
+                break
+        if found is None:
+            op = "Conv" if want_conv else "Gemm/MatMul"
+            raise MpqError(f"int8 layer '{il.name}' ({il.layer.kind}, weight {list(il.weight.shape)}) matches no "
+                           f"{op} node of {model_name}'s ONNX model (by weight content and shape)")
+        used.add(found.name)
+        matches.append((il, found))
+    return matches
+
+
+# -- rewriting ----------------------------------------------------------------------------------
+
+def _rewrite_weight(g: _Graph, il: Int8Layer, node: onnx.NodeProto) -> None:
+    """Weight input -> DequantizeLinear(int8 codes, per-channel scales, zero points 0)."""
+    weight = _onnx_weight(g, node)
+    assert weight is not None
+    if node.op_type == "Gemm" and (_attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0):
+        raise MpqError(f"int8 layer '{il.name}': ONNX Gemm '{node.name}' with transA or alpha != 1 is not supported")
+    codes = il.quantized_weight()
+    codes = codes.T if weight.transposed else codes
+    channels = il.weight_scales.size
+    q = g.add_init(f"{il.name}.weight_quantized", np.ascontiguousarray(codes))
+    s = g.add_init(f"{il.name}.weight_scale", il.weight_scales.astype(np.float32))
+    z = g.add_init(f"{il.name}.weight_zero_point", np.zeros(channels, np.int8))
+    node.input[1] = g.add_node("DequantizeLinear", [q, s, z], f"{il.name}.weight_dequantized", axis=weight.onnx_axis)
+
+
+def _batch_norm_after(g: _Graph, node: onnx.NodeProto) -> onnx.NodeProto | None:
+    users = g.consumers(node.output[0])
+    if len(users) == 1 and users[0].op_type == "BatchNormalization" and users[0].input[0] == node.output[0] \
+            and not g.is_output(node.output[0]):
+        return users[0]
+    return None
+
+
+def _rewrite_bias(g: _Graph, il: Int8Layer, node: onnx.NodeProto) -> tuple[int, bool]:
+    """Fold a batch-norm the compiler folded; bias -> int32 codes + DequantizeLinear where the
+    integer kernel folds it. Returns (bias DequantizeLinear nodes written, batch-norm folded)."""
+    bn = _batch_norm_after(g, node)
+    fold_bn = bn is not None and not il.bn_kept
+    if il.bn_kept and bn is None:
+        raise MpqError(f"int8 layer '{il.name}': the compiler keeps its batch-norm, but the ONNX model has it folded")
+    add = None
+    if node.op_type == "MatMul":
+        users = g.consumers(node.output[0])
+        if len(users) == 1 and users[0].op_type == "Add":
+            other = [i for i in users[0].input if i != node.output[0]]
+            if len(other) == 1 and g.const(other[0]) is not None:
+                add = users[0]
+    onnx_bias = _onnx_bias(g, node, bn if fold_bn else None, add)
+    if il.bias is None:
+        if onnx_bias is not None and np.any(onnx_bias != 0):
+            raise MpqError(f"int8 layer '{il.name}': ONNX node '{node.name}' adds a bias the compiled model does not")
+    elif onnx_bias is None or onnx_bias.size != il.bias.size or not np.allclose(
+            onnx_bias.reshape(-1), il.bias, rtol=1e-3, atol=1e-5 * max(float(np.abs(il.bias).max()), 1e-3)):
+        raise MpqError(f"int8 layer '{il.name}': the bias of ONNX node '{node.name}' differs from the compiled model's")
+    if fold_bn:
+        g.nodes.remove(bn)
+        node.output[0] = bn.output[0]
+    if il.bias is None:
+        return 0, fold_bn
+    if il.bias_folded:
+        q = g.add_init(f"{il.name}.bias_quantized", il.quantized_bias())
+        s = g.add_init(f"{il.name}.bias_scale", il.acc_scale)
+        z = g.add_init(f"{il.name}.bias_zero_point", np.zeros(il.bias.size, np.int32))
+        bias = g.add_node("DequantizeLinear", [q, s, z], f"{il.name}.bias_dequantized", axis=0)
+    else:  # the kernel keeps this bias as an fp32 add
+        bias = g.add_init(f"{il.name}.bias", il.bias.astype(np.float32))
+    if add is not None:
+        position = 1 if add.input[0] == node.output[0] else 0
+        add.input[position] = bias
+    elif len(node.input) > 2:
+        node.input[2] = bias
+    else:
+        node.input.append(bias)
+    if node.op_type == "Gemm":
+        _set_attr(node, "beta", 1.0)
+    return int(il.bias_folded), fold_bn
+
+
+def _onnx_bias(g: _Graph, node: onnx.NodeProto, bn: onnx.NodeProto | None, add: onnx.NodeProto | None) -> np.ndarray | None:
+    """The ONNX model's effective per-channel bias of ``node`` (after ``bn``, if folded)."""
+    bias = None
+    if add is not None:
+        bias = g.const(next(i for i in add.input if i != node.output[0])).reshape(-1).astype(np.float64)
+    elif node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2]:
+        value = g.const(node.input[2])
+        if value is None:
+            return None
+        bias = value.reshape(-1).astype(np.float64) * (_attr(node, "beta", 1.0) if node.op_type == "Gemm" else 1.0)
+    if bn is not None:
+        gamma, beta, mean, var = (g.const(i) for i in bn.input[1:5])
+        if any(v is None for v in (gamma, beta, mean, var)):
+            raise MpqError(f"batch-norm '{bn.name}' has non-constant parameters")
+        factor = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(_attr(bn, "epsilon", 1e-5)))
+        bias = beta + ((0.0 if bias is None else bias) - mean) * factor
+    return bias
+
+
+def _insert_activation_qdq(g: _Graph, matches: list[tuple[Int8Layer, onnx.NodeProto]]) -> int:
+    """QuantizeLinear/DequantizeLinear pairs on the layers' inputs; returns how many."""
+    shared: dict[str, ActQParams] = {}
+    for il, node in matches:
+        if not il.input_shared or il.shared_act is None:
+            continue
+        chain = [node.input[0]]
+        while (p := g.producer(chain[-1])) is not None and _is_layout(g, p):
+            chain.append(p.input[0])
+        shared.setdefault(chain[0], il.shared_act)
+        for tensor in chain[1:-1]:
+            shared.setdefault(tensor, il.shared_act)
+        if len(chain) > 1 and il.source_act is not None:
+            shared.setdefault(chain[-1], il.source_act)
+    qparams: dict[ActQParams, tuple[str, str]] = {}
+
+    def qdq(tensor: str, qp: ActQParams, out: str | None = None) -> str:
+        if qp not in qparams:
+            qparams[qp] = (g.add_init(f"mpq_act{len(qparams)}_scale", np.array(qp.scale, np.float32)),
+                           g.add_init(f"mpq_act{len(qparams)}_zero_point", np.array(qp.zero_point, np.uint8)))
+        s, z = qparams[qp]
+        q = g.add_node("QuantizeLinear", [tensor, s, z], f"{out or tensor}_quantized")
+        if out is None:
+            return g.add_node("DequantizeLinear", [q, s, z], f"{tensor}_dequantized")
+        g.nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [out], name=g.fresh(f"{out}_DequantizeLinear")))
+        return out
+
+    raw: dict[str, str] = {}
+    count = 0
+    for tensor, qp in shared.items():
+        producer = g.producer(tensor)
+        if producer is None:  # a graph input: quantized on the edges instead
+            continue
+        raw[tensor] = g.fresh(f"{tensor}_fp32")
+        producer.output[list(producer.output).index(tensor)] = raw[tensor]
+        qdq(raw[tensor], qp, out=tensor)
+        count += 1
+    edges: dict[tuple[str, ActQParams], str] = {}
+    for il, node in matches:
+        tensor = node.input[0]
+        if tensor in raw and shared[tensor] == il.act:
+            continue  # reads the shared quantized tensor
+        key = (raw.get(tensor, tensor), il.act)
+        if key not in edges:
+            edges[key] = qdq(key[0], il.act)
+            count += 1
+        node.input[0] = edges[key]
+    return count
+
+
+def _is_layout(g: _Graph, node: onnx.NodeProto) -> bool:
+    if node.op_type not in LAYOUT_OPS or not node.input:
+        return False
+    if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
+        return False
+    if node.op_type == "Pad":
+        if _attr(node, "mode", b"constant") not in (b"constant", "constant"):
+            return False
+        value = _attr(node, "value", 0.0)
+        if len(node.input) > 2 and node.input[2]:
+            const = g.const(node.input[2])
+            value = None if const is None else float(const.reshape(-1)[0])
+        return value == 0.0
+    return True
+
+
+__all__ = ["QdqExport", "build_qdq_onnx", "export_qdq_onnx"]
