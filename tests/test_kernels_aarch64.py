@@ -1,0 +1,199 @@
+"""aarch64 int8 kernels (tvm_mpq/kernels/aarch64.py): sdot with +dotprod, NEON without, bit-exact.
+
+Small int8 layers as the product lowers them (uint8 activations, int8 weights, int32 conv2d/matmul,
+per-channel epilogue) are compiled for ``aarch64-dotprod`` and ``aarch64``; the exported library's
+disassembly must use ``sdot`` exactly when the target has ``+dotprod``, and the QEMU RPC server
+must give bit-for-bit the outputs of the x86 build of the same Relax module.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from tvm_mpq.compiler.build import TuningOptions, _fuse, build_module
+from tvm_mpq.kernels import aarch64 as k_aarch64
+from tvm_mpq.kernels import default_schedule_rules
+
+from targets import get_target
+from targets.aarch64_sysroot import find_cross_compiler, find_qemu, sysroot_dir, Sysroot
+
+OBJDUMP = "aarch64-linux-gnu-objdump"
+
+
+def conv_module(ci: int, co: int, size: int, k: int = 3, zp_pad: int = 0, stride: int = 1, conv_pad: int = 0,
+                in_dtype: str = "uint8", seed: int = 0) -> tvm.IRModule:
+    """``[pad(zp)] -> conv2d(u8, s8 -> i32) -> + offset -> float32 * scale`` (the product's int8 layer)."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-127, 128, size=(co, ci, k, k)).astype(np.int8 if in_dtype == "uint8" else np.float32)
+    off = rng.integers(-5000, 5000, size=(1, co, 1, 1)).astype(np.int32 if in_dtype == "uint8" else np.float32)
+    scale = rng.uniform(1e-3, 1e-2, size=(1, co, 1, 1)).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, ci, size, size), in_dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            d = x
+            if zp_pad:
+                d = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, zp_pad, zp_pad, zp_pad, zp_pad], pad_value=7.0))
+            acc = bb.emit(relax.op.nn.conv2d(d, relax.const(w), strides=stride, padding=conv_pad, data_layout="NCHW",
+                                             kernel_layout="OIHW",
+                                             out_dtype="int32" if in_dtype == "uint8" else "float32"))
+            acc = bb.emit(relax.op.add(acc, relax.const(off)))
+            y = bb.emit(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale)))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def dense_module(m: int, k: int, n: int, seed: int = 0) -> tvm.IRModule:
+    """``matmul(u8 [m, k], s8 [k, n] -> i32) -> + offset -> float32 * scale``."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-127, 128, size=(k, n)).astype(np.int8)
+    off = rng.integers(-5000, 5000, size=(n,)).astype(np.int32)
+    scale = rng.uniform(1e-3, 1e-2, size=(n,)).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((m, k), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.add(relax.op.matmul(x, relax.const(w), out_dtype="int32"), relax.const(off)))
+            y = bb.emit(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale)))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+# (name, module, input shape): 3x3 with zero-point padding (a separate pad), 3x3 stride 2 with the
+# conv's own zero padding and 3 input channels (K padded to 4), 1x1, dense with K % 4 != 0.
+CASES = [
+    ("conv3x3", lambda: conv_module(8, 16, 8, zp_pad=1), (1, 8, 8, 8)),
+    ("conv3x3_s2_c3", lambda: conv_module(3, 8, 9, stride=2, conv_pad=1), (1, 3, 9, 9)),
+    ("conv1x1", lambda: conv_module(16, 32, 6, k=1), (1, 16, 6, 6)),
+    ("dense", lambda: dense_module(2, 37, 24), (2, 37)),
+]
+
+
+def _fused_mac(mod: tvm.IRModule) -> tvm.tirx.PrimFunc:
+    fused = _fuse(mod)
+    return next(f for gv, f in fused.functions_items() if gv.name_hint.startswith("fused_"))
+
+
+def _build(mod: tvm.IRModule, target_name: str, kernels: bool = True):
+    return build_module(mod, get_target(target_name).tvm_target, TuningOptions(kernels=kernels, trials=0,
+                                                                                  root=Path("/nonexistent")))[0]
+
+
+# ------------------------------------------------------------------------------ no toolchain needed
+
+
+def test_rules_registered_for_aarch64_only():
+    dot, plain = get_target("aarch64-dotprod").tvm_target, get_target("aarch64").tvm_target
+    assert any(isinstance(r, k_aarch64.Int8MacRule) for r in default_schedule_rules(dot))
+    assert k_aarch64.has_dotprod(dot) and not k_aarch64.has_dotprod(plain)
+    assert not any(isinstance(r, k_aarch64.Int8MacRule) for r in default_schedule_rules(get_target("x86").tvm_target))
+
+
+def test_matches_int8_conv_and_dense_and_declines_fp32():
+    conv = k_aarch64.match_int8_mac(_fused_mac(conv_module(3, 8, 9, stride=2, conv_pad=1)))
+    assert conv is not None and conv.kind == "conv2d" and conv.stride == (2, 2) and conv.layout_free
+    dense = k_aarch64.match_int8_mac(_fused_mac(dense_module(1, 32, 16)))
+    assert dense is not None and dense.kind == "dense"
+    assert k_aarch64.match_int8_mac(_fused_mac(conv_module(4, 8, 6, in_dtype="float32"))) is None
+    target = get_target("aarch64-dotprod").tvm_target
+    assert k_aarch64.Int8MacRule().apply(_fused_mac(conv_module(4, 8, 6, in_dtype="float32")), target, False) is None
+
+
+def test_rewrite_marks_the_weight_packing_and_picks_the_instruction():
+    """The packing stage is a layout-rewrite preproc block (folded at compile time by the build);
+    the GEMM uses sdot with +dotprod and smull/saddlp without."""
+    fn = _fused_mac(conv_module(8, 16, 8))
+    sch = k_aarch64.Int8MacRule().apply(fn, get_target("aarch64-dotprod").tvm_target, False)
+    text = sch.mod["main"].script()
+    assert "meta_schedule.layout_rewrite_preproc" in text and "llvm.aarch64.neon.sdot" in text
+    plain = k_aarch64.Int8MacRule().apply(fn, get_target("aarch64").tvm_target, False).mod["main"].script()
+    assert "sdot" not in plain and "llvm.aarch64.neon.smull" in plain
+
+
+# ---------------------------------------------------------------------------- cross build + QEMU
+
+
+def _require_toolchain() -> Sysroot:
+    if find_cross_compiler() is None:
+        pytest.skip("aarch64-linux-gnu-g++ not found: run `tvm-mpq setup-aarch64` (apt g++-aarch64-linux-gnu)")
+    if shutil.which(OBJDUMP) is None:
+        pytest.skip(f"{OBJDUMP} not found (binutils-aarch64-linux-gnu comes with g++-aarch64-linux-gnu)")
+    return Sysroot(sysroot_dir())
+
+
+@pytest.fixture(scope="module")
+def libraries(tmp_path_factory):
+    """Every case exported for aarch64-dotprod and aarch64: {(case, target): path}."""
+    _require_toolchain()
+    out = tmp_path_factory.mktemp("kernels_aarch64")
+    libs = {}
+    for name, make, _ in CASES:
+        for target_name in ("aarch64-dotprod", "aarch64"):
+            path = out / f"{name}-{target_name}.so"
+            _build(make(), target_name).export_library(str(path), fcompile=get_target(target_name).fcompile())
+            libs[name, target_name] = path
+    return libs
+
+
+def _disassembly(path: Path) -> str:
+    return subprocess.run([OBJDUMP, "-d", str(path)], check=True, capture_output=True, text=True).stdout
+
+
+def _kernel_asm(path: Path) -> str:
+    """Disassembly of the int8 MAC kernel only (the ``..._prepacked`` function)."""
+    text, keep = [], False
+    for line in _disassembly(path).splitlines():
+        if line.endswith(">:"):
+            keep = "_prepacked" in line
+        if keep:
+            text.append(line)
+    assert text, f"no prepacked kernel in {path.name}"
+    return "\n".join(text)
+
+
+@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_sdot_only_with_dotprod(libraries, case):
+    dot = _kernel_asm(libraries[case, "aarch64-dotprod"])
+    plain = _kernel_asm(libraries[case, "aarch64"])
+    assert "\tsdot\t" in dot
+    assert "\tsdot\t" not in plain and "\tudot\t" not in plain
+    assert "\tsmull" in plain and "\tsaddlp\t" in plain  # the NEON widening path
+    assert "weight_prepack" not in _disassembly(libraries[case, "aarch64-dotprod"])
+
+
+@pytest.fixture(scope="module")
+def qemu_server():
+    sysroot = _require_toolchain()
+    if find_qemu() is None:
+        pytest.skip("qemu-aarch64 not found: run `tvm-mpq setup-aarch64` (apt qemu-user)")
+    if not sysroot.is_ready():
+        pytest.skip(f"no arm64 sysroot at {sysroot.root}: run `tvm-mpq setup-aarch64`")
+    from targets.rpc import LocalRpcServer
+
+    with LocalRpcServer("aarch64", sysroot=sysroot) as server:
+        yield server
+
+
+def test_qemu_runs_bit_exact_with_the_x86_build(libraries, qemu_server):
+    from targets.rpc import RemoteModel
+
+    rng = np.random.default_rng(1)
+    for name, make, shape in CASES:
+        x = rng.integers(0, 256, size=shape).astype(np.uint8)
+        x.flat[:3] = [0, 255, 128]
+        ex = _build(make(), "x86", kernels=False)
+        reference = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        for target_name in ("aarch64-dotprod", "aarch64"):
+            with RemoteModel(qemu_server.connect(), libraries[name, target_name], get_target(target_name)) as model:
+                out = model.run([x])[0]
+            assert out.dtype == reference.dtype and out.shape == reference.shape
+            assert np.array_equal(out.view(np.int32), reference.view(np.int32)), (name, target_name)
