@@ -13,7 +13,7 @@ import sys
 
 from tvm_mpq.errors import MpqError
 
-SUBCOMMANDS = ("analyze", "bops", "compile", "eval", "rpc-server", "setup-aarch64", "sweep")
+SUBCOMMANDS = ("analyze", "bops", "compile", "eval", "export-onnx", "rpc-server", "setup-aarch64", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,7 @@ MAC_OPS = ("Conv", "Gemm", "MatMul")
 LAYOUT_OPS = ("MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Pad")
 """ONNX ops that commute with per-tensor quantization (TVM imports them as the precision pass's
 layout ops); a quantizer moves back through them."""
+_CONST_OPS = ("Reshape", "Unsqueeze", "Squeeze", "Identity", "Flatten", "Cast", "Transpose")
 DIRECTION_MATCH = 0.999
 """Minimum |cosine| between corresponding output channels of our weight and an ONNX weight."""
 
@@ -147,15 +148,26 @@ class _Graph:
     def is_output(self, tensor: str) -> bool:
         return any(o.name == tensor for o in self.model.graph.output)
 
-    def const(self, tensor: str) -> np.ndarray | None:
+    def const(self, tensor: str, depth: int = 4) -> np.ndarray | None:
+        """The value of ``tensor`` if it is constant: an initializer, a ``Constant``, or a small
+        op over constants (e.g. paddle2onnx's ``Reshape(bias, shape)``)."""
         if tensor in self.initializers:
             return numpy_helper.to_array(self.initializers[tensor])
         node = self.producer(tensor)
-        if node is not None and node.op_type == "Constant":
+        if node is None:
+            return None
+        if node.op_type == "Constant":
             attr = next((a for a in node.attribute if a.name == "value"), None)
-            if attr is not None:
-                return numpy_helper.to_array(attr.t)
-        return None
+            return None if attr is None else numpy_helper.to_array(attr.t)
+        if depth == 0 or node.domain not in ("", "ai.onnx") or node.op_type not in _CONST_OPS:
+            return None
+        values = {i: self.const(i, depth - 1) for i in node.input if i}
+        if any(v is None for v in values.values()):
+            return None
+        from onnx.reference import ReferenceEvaluator
+
+        outputs = ReferenceEvaluator(node).run(None, values)
+        return np.asarray(outputs[list(node.output).index(tensor)])
 
     def fresh(self, base: str) -> str:
         name, k = base, 1
@@ -347,51 +359,75 @@ def _rewrite_weight(g: _Graph, il: Int8Layer, node: onnx.NodeProto) -> None:
     node.input[1] = g.add_node("DequantizeLinear", [q, s, z], f"{il.name}.weight_dequantized", axis=weight.onnx_axis)
 
 
-def _batch_norm_after(g: _Graph, node: onnx.NodeProto) -> onnx.NodeProto | None:
-    users = g.consumers(node.output[0])
-    if len(users) == 1 and users[0].op_type == "BatchNormalization" and users[0].input[0] == node.output[0] \
-            and not g.is_output(node.output[0]):
+def _single_user(g: _Graph, tensor: str, op: str) -> onnx.NodeProto | None:
+    users = g.consumers(tensor)
+    if len(users) == 1 and users[0].op_type == op and not g.is_output(tensor):
         return users[0]
     return None
+
+
+def _bias_add(g: _Graph, node: onnx.NodeProto, channels: int) -> tuple[onnx.NodeProto, np.ndarray] | None:
+    """An ``Add`` of a per-output-channel constant right after ``node`` (a bias written as a
+    separate op: MatMul + Add, paddle2onnx's Conv + Add(Reshape(b))), with that constant."""
+    add = _single_user(g, node.output[0], "Add")
+    if add is None or len(add.input) != 2:
+        return None
+    other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+    value = g.const(other)
+    if value is None or value.size != channels or value.dtype != np.float32:
+        return None
+    rank = len(g.shapes.get(node.output[0], ())) or (4 if node.op_type == "Conv" else 2)
+    axis = 1 if node.op_type == "Conv" else rank - 1
+    shape = (1,) * (rank - value.ndim) + value.shape
+    if len(shape) != rank or (channels > 1 and shape[axis] != channels):
+        return None
+    return add, value.reshape(-1)
 
 
 def _rewrite_bias(g: _Graph, il: Int8Layer, node: onnx.NodeProto) -> tuple[int, bool]:
     """Fold a batch-norm the compiler folded; bias -> int32 codes + DequantizeLinear where the
     integer kernel folds it. Returns (bias DequantizeLinear nodes written, batch-norm folded)."""
-    bn = _batch_norm_after(g, node)
+    channels = il.weight_scales.size
+    own_bias = node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and bool(node.input[2])
+    add = None if own_bias else _bias_add(g, node, channels)
+    tail = add[0].output[0] if add is not None else node.output[0]
+    bn = _single_user(g, tail, "BatchNormalization")
+    bn = bn if bn is not None and bn.input[0] == tail else None
     fold_bn = bn is not None and not il.bn_kept
+    if fold_bn and node.op_type != "Conv":
+        raise MpqError(f"int8 layer '{il.name}': cannot fold the batch-norm after ONNX {node.op_type} '{node.name}'")
     if il.bn_kept and bn is None:
         raise MpqError(f"int8 layer '{il.name}': the compiler keeps its batch-norm, but the ONNX model has it folded")
-    add = None
-    if node.op_type == "MatMul":
-        users = g.consumers(node.output[0])
-        if len(users) == 1 and users[0].op_type == "Add":
-            other = [i for i in users[0].input if i != node.output[0]]
-            if len(other) == 1 and g.const(other[0]) is not None:
-                add = users[0]
-    onnx_bias = _onnx_bias(g, node, bn if fold_bn else None, add)
+    onnx_bias = _onnx_bias(g, node, add[1] if add is not None else None, bn if fold_bn else None)
     if il.bias is None:
         if onnx_bias is not None and np.any(onnx_bias != 0):
             raise MpqError(f"int8 layer '{il.name}': ONNX node '{node.name}' adds a bias the compiled model does not")
     elif onnx_bias is None or onnx_bias.size != il.bias.size or not np.allclose(
             onnx_bias.reshape(-1), il.bias, rtol=1e-3, atol=1e-5 * max(float(np.abs(il.bias).max()), 1e-3)):
         raise MpqError(f"int8 layer '{il.name}': the bias of ONNX node '{node.name}' differs from the compiled model's")
-    if fold_bn:
-        g.nodes.remove(bn)
-        node.output[0] = bn.output[0]
     if il.bias is None:
-        return 0, fold_bn
+        return 0, False  # (a batch-norm fold always brings a bias)
     if il.bias_folded:
         q = g.add_init(f"{il.name}.bias_quantized", il.quantized_bias())
         s = g.add_init(f"{il.name}.bias_scale", il.acc_scale)
-        z = g.add_init(f"{il.name}.bias_zero_point", np.zeros(il.bias.size, np.int32))
+        z = g.add_init(f"{il.name}.bias_zero_point", np.zeros(channels, np.int32))
         bias = g.add_node("DequantizeLinear", [q, s, z], f"{il.name}.bias_dequantized", axis=0)
     else:  # the kernel keeps this bias as an fp32 add
         bias = g.add_init(f"{il.name}.bias", il.bias.astype(np.float32))
-    if add is not None:
-        position = 1 if add.input[0] == node.output[0] else 0
-        add.input[position] = bias
-    elif len(node.input) > 2:
+    output = (bn if fold_bn else add[0] if add is not None else node).output[0]
+    if node.op_type == "MatMul" and add is not None:  # no bias input: the Add stays
+        add[0].input[1 if add[0].input[0] == node.output[0] else 0] = bias
+        output = add[0].output[0]
+        if fold_bn:
+            g.nodes.remove(bn)
+            add[0].output[0] = bn.output[0]
+        return int(il.bias_folded), fold_bn
+    if node.op_type == "MatMul":
+        raise MpqError(f"int8 layer '{il.name}': no bias Add found after ONNX MatMul '{node.name}'")
+    for removed in ([add[0]] if add is not None else []) + ([bn] if fold_bn else []):
+        g.nodes.remove(removed)
+    node.output[0] = output
+    if own_bias:
         node.input[2] = bias
     else:
         node.input.append(bias)
@@ -400,12 +436,12 @@ def _rewrite_bias(g: _Graph, il: Int8Layer, node: onnx.NodeProto) -> tuple[int, 
     return int(il.bias_folded), fold_bn
 
 
-def _onnx_bias(g: _Graph, node: onnx.NodeProto, bn: onnx.NodeProto | None, add: onnx.NodeProto | None) -> np.ndarray | None:
-    """The ONNX model's effective per-channel bias of ``node`` (after ``bn``, if folded)."""
-    bias = None
-    if add is not None:
-        bias = g.const(next(i for i in add.input if i != node.output[0])).reshape(-1).astype(np.float64)
-    elif node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2]:
+def _onnx_bias(g: _Graph, node: onnx.NodeProto, added: np.ndarray | None,
+               bn: onnx.NodeProto | None) -> np.ndarray | None:
+    """The ONNX model's effective per-channel bias of ``node`` (its bias input or the constant of
+    a following Add, then ``bn`` folded in, if given)."""
+    bias = None if added is None else added.astype(np.float64)
+    if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2]:
         value = g.const(node.input[2])
         if value is None:
             return None
