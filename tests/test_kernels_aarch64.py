@@ -68,6 +68,20 @@ def dense_module(m: int, k: int, n: int, seed: int = 0) -> tvm.IRModule:
     return bb.get()
 
 
+def _dense_f32(m: int, k: int, n: int) -> tvm.IRModule:
+    """``matmul(f32 [m, k], f32 [k, n]) + bias``."""
+    rng = np.random.default_rng(0)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((m, k), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.add(relax.op.matmul(x, relax.const(rng.normal(size=(k, n)).astype(np.float32))),
+                                     relax.const(rng.normal(size=(n,)).astype(np.float32))))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
 # (name, module, input shape): 3x3 with zero-point padding (a separate pad), 3x3 stride 2 with the
 # conv's own zero padding and 3 input channels (K padded to 4), 1x1, dense with K % 4 != 0.
 CASES = [
@@ -75,6 +89,10 @@ CASES = [
     ("conv3x3_s2_c3", lambda: conv_module(3, 8, 9, stride=2, conv_pad=1), (1, 3, 9, 9)),
     ("conv1x1", lambda: conv_module(16, 32, 6, k=1), (1, 16, 6, 6)),
     ("dense", lambda: dense_module(2, 37, 24), (2, 37)),
+]
+FP32_CASES = [
+    ("conv3x3_fp32", lambda: conv_module(4, 8, 6, conv_pad=1, in_dtype="float32"), (1, 4, 6, 6)),
+    ("dense_fp32", lambda: _dense_f32(2, 32, 48), (2, 32)),
 ]
 
 
@@ -96,6 +114,16 @@ def test_rules_registered_for_aarch64_only():
     assert any(isinstance(r, k_aarch64.Int8MacRule) for r in default_schedule_rules(dot))
     assert k_aarch64.has_dotprod(dot) and not k_aarch64.has_dotprod(plain)
     assert not any(isinstance(r, k_aarch64.Int8MacRule) for r in default_schedule_rules(get_target("x86").tvm_target))
+
+
+def test_fp32_conv_and_dense_get_the_neon_schedule():
+    target = get_target("aarch64").tvm_target
+    for mod in (conv_module(4, 8, 6, conv_pad=1, in_dtype="float32"), _dense_f32(1, 32, 48)):
+        sch = k_aarch64.Fp32MacRule().apply(_fused_mac(mod), target, False)
+        assert sch is not None
+        text = sch.mod["main"].script()
+        assert "T.vectorized" in text and "T.parallel" in text
+    assert k_aarch64.Fp32MacRule().apply(_fused_mac(conv_module(4, 8, 6)), target, False) is None  # int8
 
 
 def test_matches_int8_conv_and_dense_and_declines_fp32():
@@ -136,7 +164,7 @@ def libraries(tmp_path_factory):
     _require_toolchain()
     out = tmp_path_factory.mktemp("kernels_aarch64")
     libs = {}
-    for name, make, _ in CASES:
+    for name, make, _ in CASES + FP32_CASES:
         for target_name in ("aarch64-dotprod", "aarch64"):
             path = out / f"{name}-{target_name}.so"
             _build(make(), target_name).export_library(str(path), fcompile=get_target(target_name).fcompile())
@@ -197,3 +225,10 @@ def test_qemu_runs_bit_exact_with_the_x86_build(libraries, qemu_server):
                 out = model.run([x])[0]
             assert out.dtype == reference.dtype and out.shape == reference.shape
             assert np.array_equal(out.view(np.int32), reference.view(np.int32)), (name, target_name)
+    for name, make, shape in FP32_CASES:  # summation order kept; LLVM may contract to fma: close, not exact
+        x = rng.normal(size=shape).astype(np.float32)
+        ex = _build(make(), "x86", kernels=False)
+        reference = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        with RemoteModel(qemu_server.connect(), libraries[name, "aarch64"], get_target("aarch64")) as model:
+            out = model.run([x])[0]
+        np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)

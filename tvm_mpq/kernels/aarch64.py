@@ -487,7 +487,81 @@ def build_int8_schedule(func: tvm.tirx.PrimFunc, p: MacPattern, dotprod: bool) -
     return sch
 
 
+# ------------------------------------------------------------------------------------------ fp32
+
+
+def _single_reduction(sch: s_tir.Schedule) -> Any | None:
+    if not _has_root(sch):
+        return None
+    found = [rv for rv in sch.get_child_blocks(sch.get_sblock("root"))
+             if any(int(iv.iter_type) == 2 for iv in sch.get(rv).iter_vars)]
+    return found[0] if len(found) == 1 else None
+
+
+def _largest_divisor(n: int, choices: tuple[int, ...]) -> int:
+    return next((c for c in choices if n % c == 0), 1)
+
+
+class Fp32MacRule(ScheduleRule):
+    """fp32 conv2d (NCHW, output columns vectorised, 4 channels x 8 columns register tile) and
+    dense (output channels vectorised) for NEON; epilogue fused per tile, outer loops parallel."""
+
+    def apply(self, func: tvm.tirx.PrimFunc, target: tvm.target.Target, tunable: bool) -> s_tir.Schedule | None:
+        """The scheduled ``func``, or None when it is not an fp32 conv2d/dense."""
+        if not isinstance(func, tvm.tirx.PrimFunc) or str(target.kind.name) != "llvm":
+            return None
+        try:
+            return self._schedule(func)
+        except Exception as err:  # noqa: BLE001 - decline, never break a build
+            LOG.debug("aarch64 fp32 rule declined: %s", err)
+            return None
+
+    def _schedule(self, func: tvm.tirx.PrimFunc) -> s_tir.Schedule | None:
+        sch = s_tir.Schedule(func)
+        rv = _single_reduction(sch)
+        if rv is None:
+            return None
+        block = sch.get(rv)
+        store = block.body
+        if not isinstance(store, tvm.tirx.BufferStore) or _dtype(store.value) != "float32":
+            return None
+        kinds = "".join("R" if int(iv.iter_type) == 2 else "S" for iv in block.iter_vars)
+        extents = [int(iv.dom.extent) for iv in block.iter_vars]
+        names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+        pos = names.index(block.name_hint)
+        for name in names[:pos]:  # padding: materialised once (inlined, it would guard every vector lane)
+            sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
+        loops = sch.get_loops(rv)
+        if kinds == "SSSSRRR":
+            n, co, oh, ow, ci, kh, kw = loops
+            fo, fi = sch.split(co, [None, _largest_divisor(extents[1], (4, 2))])
+            xo, xi = sch.split(ow, [None, _largest_divisor(extents[3], (8, 4, 7, 2))])
+            sch.reorder(n, fo, oh, xo, ci, kh, kw, fi, xi)
+            outer, tile, inner = [n, fo, oh], xo, (fi, xi)
+        elif kinds.endswith("SR") and kinds.count("R") == 1 and kinds[:-1] == "S" * (len(kinds) - 1):
+            *lead, m, nn, k = loops
+            no, ni = sch.split(nn, [None, _largest_divisor(extents[-2], (16, 8, 4))])
+            sch.reorder(*lead, m, no, k, ni)
+            outer, tile, inner = [*lead, m], no, (ni,)
+        else:
+            return None
+        epilogue = names[pos + 1:]
+        for name in epilogue[:-1]:
+            sch.compute_inline(sch.get_sblock(name))
+        if epilogue:
+            sch.reverse_compute_at(sch.get_sblock(epilogue[-1]), tile)
+        if epilogue:
+            sch.vectorize(sch.get_loops(sch.get_sblock(epilogue[-1]))[-1])
+        sch.parallel(sch.fuse(*outer, tile))
+        for loop in inner[:-1]:
+            sch.unroll(loop)
+        sch.vectorize(inner[-1])
+        sch.decompose_reduction(rv, sch.get_loops(rv)[1])
+        return sch
+
+
 @register_rules("aarch64")
 def aarch64_rules(target: tvm.target.Target) -> list[ScheduleRule]:
-    """The aarch64 rules: int8 conv2d/dense (``sdot`` with ``+dotprod``, NEON widening without)."""
-    return [Int8MacRule()]
+    """The aarch64 rules: int8 conv2d/dense (``sdot`` with ``+dotprod``, NEON widening without),
+    then fp32 conv2d/dense."""
+    return [Int8MacRule(), Fp32MacRule()]
