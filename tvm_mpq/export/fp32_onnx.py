@@ -91,8 +91,22 @@ def fp32_onnx(graph: ModelGraph, source: Source = None) -> onnx.ModelProto:
 def _load_pt2_module(path: Path):
     import torch
 
+    class Traced(torch.nn.Module):
+        """torch.export's unlifted module, with train()/eval() as no-ops (it refuses them and
+        the TorchScript exporter calls them; the program is already traced for inference)."""
+
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def train(self, mode: bool = True) -> "Traced":
+            return self
+
+        def forward(self, *args):
+            return self.inner(*args)
+
     try:
-        return torch.export.load(str(path)).module()
+        return Traced(torch.export.load(str(path)).module())
     except Exception as err:
         raise MpqError(f"'{path}' is not a readable torch.export (.pt2) archive: {str(err).splitlines()[0]}") from None
 
@@ -106,11 +120,12 @@ def torch_to_onnx(module, graph: ModelGraph) -> onnx.ModelProto:
         raise MpqError(f"model '{graph.name}': the export source must be an ONNX model or a torch.nn.Module, "
                        f"not {type(module).__name__}")
     args = tuple(torch.zeros(spec.shape, dtype=getattr(torch, spec.dtype)) for spec in graph.inputs)
+    module.eval()
     buffer = io.BytesIO()
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module.eval(), args, buffer, dynamo=False, opset_version=OPSET,
+            torch.onnx.export(module, args, buffer, dynamo=False, opset_version=OPSET,
                               input_names=[spec.name for spec in graph.inputs], do_constant_folding=True)
     except TypeError as err:
         raise MpqError(f"cannot export '{graph.name}' to ONNX: torch {torch.__version__} has no TorchScript ONNX "

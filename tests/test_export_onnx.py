@@ -1,0 +1,193 @@
+"""ONNX QDQ export: onnxruntime runs the exported model with the compiled model's numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import ConvBnReluNet
+
+from tvm_mpq.allocation.bops import FP32, Precision
+from tvm_mpq.calibration import calibrate
+from tvm_mpq.compiler import compile_model
+from tvm_mpq.config.build import build_config
+from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
+from tvm_mpq.errors import MpqError
+from tvm_mpq.export import build_qdq_onnx, export_qdq_onnx
+from tvm_mpq.export.fp32_onnx import fp32_onnx, load_with_source
+from tvm_mpq.graph import build_layer_table
+from tvm_mpq.quantization.quantizers import ActQParams
+from tvm_mpq.zoo import get
+
+
+def _session(model: onnx.ModelProto, optimized: bool = True) -> ort.InferenceSession:
+    """``optimized``: onnxruntime's default (QDQ fused into its own integer kernels); otherwise
+    the graph as written (float ops between Q/DQ: the QDQ semantics exactly)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _steps(got: np.ndarray, reference: np.ndarray) -> float:
+    """Max |difference| in int8 steps of the reference output's range."""
+    return float(np.abs(got - reference).max() / ((reference.max() - reference.min()) / 255))
+
+
+def _config(graph, feeds, fp32_layers: tuple[str, ...] = ()) -> PrecisionConfig:
+    table = build_layer_table(graph)
+    ranges = {v: r[8] for v, r in calibrate(graph, feeds, table.activation_operands(), "minmax").items()}
+    precisions = {n: FP32 if n in fp32_layers else Precision(8, 8) for n in table.names()}
+    return build_config(graph, table, precisions, ranges, {})
+
+
+def _count(model: onnx.ModelProto, op: str) -> int:
+    return sum(node.op_type == op for node in model.graph.node)
+
+
+@pytest.fixture(scope="module")
+def small_source() -> ConvBnReluNet:
+    return ConvBnReluNet()  # seeded: the same weights as the small_graph fixture
+
+
+@pytest.mark.parametrize("fp32_layers", [(), ("dw", "fc")], ids=["int8", "mixed"])
+def test_small_model_runs_in_onnxruntime_like_the_compiled_model(small_graph, small_feeds, small_source, fp32_layers):
+    config = _config(small_graph, small_feeds, fp32_layers)
+    exported = build_qdq_onnx(small_graph, config, fp32_onnx(small_graph, small_source))
+    assert sorted(exported.int8_layers) == sorted(set(["conv1", "dw", "pw", "fc"]) - set(fp32_layers))
+    model = exported.model
+    assert _count(model, "BatchNormalization") == 0  # torch's exporter folded them
+    n_int8 = len(exported.int8_layers)
+    assert _count(model, "QuantizeLinear") == exported.n_act_qdq >= n_int8
+    assert _count(model, "DequantizeLinear") == exported.n_act_qdq + n_int8 + exported.n_bias_dq
+    weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) > 1]
+    assert len(weights) == n_int8
+    as_written, fused = _session(model, optimized=False), _session(model)
+    simulated, integer = compile_model(small_graph, config, simulate=True), compile_model(small_graph, config)
+    for feed in small_feeds:
+        sim = simulated.run(feed)[0]
+        assert _steps(as_written.run(None, feed)[0], sim) < 0.01  # same quantizers, same values
+        assert _steps(integer.run(feed)[0], sim) <= 1
+        got = fused.run(None, feed)[0]  # onnxruntime's own integer kernels: its own rounding
+        assert _steps(got, sim) <= 8 and got.argmax() == sim.argmax()
+
+
+@pytest.fixture(scope="module")
+def rnet():
+    graph, source = load_with_source("mtcnn-rnet")
+    feeds = get("mtcnn-rnet").calibration(8)
+    return graph, source, feeds, _config(graph, feeds)
+
+
+def test_mtcnn_rnet_int8_agrees_with_compiled_model(rnet):
+    graph, source, feeds, config = rnet
+    exported = build_qdq_onnx(graph, config, source)
+    assert len(exported.int8_layers) == 5 and exported.n_bias_dq == 5
+    assert _count(exported.model, "Gemm") == 2 and _count(exported.model, "Conv") == 3
+    as_written, fused = _session(exported.model, optimized=False), _session(exported.model)
+    simulated, integer = compile_model(graph, config, simulate=True), compile_model(graph, config)
+    for feed in feeds:
+        sim = simulated.run(feed)[0]
+        assert _steps(as_written.run(None, feed)[0], sim) < 0.01
+        assert _steps(integer.run(feed)[0], sim) <= 1
+        got = fused.run(None, feed)[0]
+        assert _steps(got, sim) <= 2 and got.argmax() == sim.argmax()
+
+
+def test_mtcnn_rnet_mixed_config(rnet):
+    graph, source, feeds, _ = rnet
+    config = _config(graph, feeds, ("conv2", "dense4"))
+    exported = build_qdq_onnx(graph, config, source)
+    assert exported.fp32_layers == ["conv2", "dense4"]
+    fp32_weights = {i.name for i in exported.model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    assert {"conv2.weight", "dense4.weight"} <= fp32_weights  # fp32 layers untouched
+    as_written = _session(exported.model, optimized=False)
+    simulated = compile_model(graph, config, simulate=True)
+    for feed in feeds:
+        assert _steps(as_written.run(None, feed)[0], simulated.run(feed)[0]) < 0.01
+
+
+def test_fp32_config_exports_the_fp32_model(rnet):
+    graph, source, feeds, _ = rnet
+    config = PrecisionConfig(graph.name, {n: LayerPrecision(None, None) for n in build_layer_table(graph).names()})
+    exported = build_qdq_onnx(graph, config, source)
+    assert exported.n_act_qdq == 0 and not exported.int8_layers
+    assert _count(exported.model, "QuantizeLinear") == _count(exported.model, "DequantizeLinear") == 0
+    fp32, plain = _session(exported.model), _session(source)
+    torch_ref = get("mtcnn-rnet").reference
+    for feed in feeds[:4]:
+        out = fp32.run(None, feed)[0]
+        np.testing.assert_array_equal(out, plain.run(None, feed)[0])
+        np.testing.assert_allclose(out, torch_ref(feed)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_config_of_another_model_is_rejected(rnet, small_graph, small_feeds, small_source):
+    graph, source, _, config = rnet
+    with pytest.raises(MpqError, match=r"config names 4 layer\(s\) not in the model: conv2"):
+        build_qdq_onnx(small_graph, config, fp32_onnx(small_graph, small_source))
+    # right layer names, wrong model: the weights do not match any ONNX node
+    with pytest.raises(MpqError, match="int8 layer 'conv1' .* matches no Conv node"):
+        build_qdq_onnx(small_graph, _config(small_graph, small_feeds), source)
+
+
+def test_unsupported_activation_bits_are_rejected(rnet):
+    graph, source, _, config = rnet
+    layers = dict(config.layers)
+    layers["conv1"] = LayerPrecision(8, 4, ActQParams(0.1, 3, 4))
+    with pytest.raises(MpqError, match="4-bit activations"):
+        build_qdq_onnx(graph, PrecisionConfig(graph.name, layers), source)
+
+
+def test_onnx_zoo_model_folds_batch_norm_and_runs():
+    """ppocr-cls (paddle2onnx, opset 11, Conv + BatchNormalization, bias as Add(Reshape(b)))."""
+    graph, source = load_with_source("ppocr-cls")
+    table = build_layer_table(graph)
+    act = ActQParams(0.05, 128, 8)  # structure test: no calibration (that needs a TVM build)
+    config = PrecisionConfig(graph.name, {n: LayerPrecision(8, 8, act) for n in table.names()})
+    exported = build_qdq_onnx(graph, config, source)
+    model = exported.model
+    assert len(exported.int8_layers) == len(table) == 54
+    assert exported.n_bn_folded == 35 and _count(model, "BatchNormalization") == 0
+    assert model.opset_import[0].version >= 13
+    feed = get("ppocr-cls").calibration(1)[0]
+    out = _session(model).run(None, feed)[0]
+    assert out.shape == (1, 2) and np.all(np.isfinite(out))
+
+
+def test_cli_export_onnx_end_to_end(tmp_path, small_graph, small_feeds, small_source):
+    """A ``torch.export`` archive and a config file -> the same model as the library call."""
+    ep = torch.export.export(small_source.eval(), (torch.zeros(1, 3, 16, 16),))
+    archive = tmp_path / "small.pt2"
+    torch.export.save(ep, str(archive))
+    config = _config(small_graph, small_feeds, ("fc",))
+    config_path = tmp_path / "cfg.json"
+    config.save(config_path)
+    out = tmp_path / "small_qdq.onnx"
+    run = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "export-onnx", str(archive), "--config", str(config_path),
+                          "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "3 int8 layer(s), 1 fp32" in run.stdout and "activation QDQ pair(s)" in run.stdout
+    assert json.loads(out.with_suffix(".config.json").read_text())["provenance"]["exported_onnx"] == str(out)
+    reference = export_qdq_onnx(small_graph, config, tmp_path / "lib.onnx", source=small_source)
+    cli_model, lib_model = _session(onnx.load(str(out))), _session(onnx.load(str(reference)))
+    for feed in small_feeds:
+        np.testing.assert_array_equal(cli_model.run(None, feed)[0], lib_model.run(None, feed)[0])
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, small_graph, small_feeds):
+    from tvm_mpq.cli import main
+
+    config_path = tmp_path / "cfg.json"
+    _config(small_graph, small_feeds).save(config_path)
+    assert main(["export-onnx", "mtcnn-rnet", "--config", str(config_path), "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "config names 3 layer(s) not in the model: dw, pw, fc" in err and len(err.strip().splitlines()) == 1
+    assert main(["export-onnx", "mtcnn-rnet", "--rate", "50", "-o", str(tmp_path / "x.so")]) == 2
+    assert "must be an .onnx file" in capsys.readouterr().err
