@@ -36,9 +36,11 @@ def _session(model: onnx.ModelProto, optimized: bool = True) -> ort.InferenceSes
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _steps(got: np.ndarray, reference: np.ndarray) -> float:
-    """Max |difference| in int8 steps of the reference output's range."""
-    return float(np.abs(got - reference).max() / ((reference.max() - reference.min()) / 255))
+def _steps(got: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """Max |difference| over a batch, in int8 steps of the reference outputs' range (over the
+    batch: a 2-logit output's own range says little)."""
+    ref = np.stack(reference)
+    return float(np.abs(np.stack(got) - ref).max() / ((ref.max() - ref.min()) / 255))
 
 
 def _config(graph, feeds, fp32_layers: tuple[str, ...] = ()) -> PrecisionConfig:
@@ -71,12 +73,13 @@ def test_small_model_runs_in_onnxruntime_like_the_compiled_model(small_graph, sm
     assert len(weights) == n_int8
     as_written, fused = _session(model, optimized=False), _session(model)
     simulated, integer = compile_model(small_graph, config, simulate=True), compile_model(small_graph, config)
-    for feed in small_feeds:
-        sim = simulated.run(feed)[0]
-        assert _steps(as_written.run(None, feed)[0], sim) < 0.01  # same quantizers, same values
-        assert _steps(integer.run(feed)[0], sim) <= 1
-        got = fused.run(None, feed)[0]  # onnxruntime's own integer kernels: its own rounding
-        assert _steps(got, sim) <= 8 and got.argmax() == sim.argmax()
+    sim = [simulated.run(feed)[0] for feed in small_feeds]
+    assert _steps([as_written.run(None, feed)[0] for feed in small_feeds], sim) < 0.1  # same quantizers, values
+    assert _steps([integer.run(feed)[0] for feed in small_feeds], sim) <= 1
+    # onnxruntime's default session fuses Q/DQ into its own integer kernels (QLinearConv, QGemm):
+    # their requantization rounds a few codes differently, and this random net amplifies a flip
+    got = [fused.run(None, feed)[0] for feed in small_feeds]
+    assert _steps(got, sim) <= 6 and all(g.argmax() == s.argmax() for g, s in zip(got, sim))
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +96,11 @@ def test_mtcnn_rnet_int8_agrees_with_compiled_model(rnet):
     assert _count(exported.model, "Gemm") == 2 and _count(exported.model, "Conv") == 3
     as_written, fused = _session(exported.model, optimized=False), _session(exported.model)
     simulated, integer = compile_model(graph, config, simulate=True), compile_model(graph, config)
-    for feed in feeds:
-        sim = simulated.run(feed)[0]
-        assert _steps(as_written.run(None, feed)[0], sim) < 0.01
-        assert _steps(integer.run(feed)[0], sim) <= 1
-        got = fused.run(None, feed)[0]
-        assert _steps(got, sim) <= 2 and got.argmax() == sim.argmax()
+    sim = [simulated.run(feed)[0] for feed in feeds]
+    assert _steps([as_written.run(None, feed)[0] for feed in feeds], sim) < 0.1
+    assert _steps([integer.run(feed)[0] for feed in feeds], sim) <= 1
+    got = [fused.run(None, feed)[0] for feed in feeds]
+    assert _steps(got, sim) <= 2 and all(g.argmax() == s.argmax() for g, s in zip(got, sim))
 
 
 def test_mtcnn_rnet_mixed_config(rnet):
@@ -110,8 +112,7 @@ def test_mtcnn_rnet_mixed_config(rnet):
     assert {"conv2.weight", "dense4.weight"} <= fp32_weights  # fp32 layers untouched
     as_written = _session(exported.model, optimized=False)
     simulated = compile_model(graph, config, simulate=True)
-    for feed in feeds:
-        assert _steps(as_written.run(None, feed)[0], simulated.run(feed)[0]) < 0.01
+    assert _steps([as_written.run(None, feed)[0] for feed in feeds], [simulated.run(feed)[0] for feed in feeds]) < 0.1
 
 
 def test_fp32_config_exports_the_fp32_model(rnet):
