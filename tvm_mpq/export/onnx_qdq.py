@@ -31,7 +31,7 @@ from onnx import helper, numpy_helper
 
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.errors import MpqError
-from tvm_mpq.export.fp32_onnx import Source, fp32_onnx
+from tvm_mpq.export.fp32_onnx import Source, fp32_onnx, load_with_source
 from tvm_mpq.export.layer_plan import Int8Layer, int8_layers
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.quantization.quantizers import ActQParams
@@ -80,18 +80,14 @@ def export_qdq_onnx(graph_or_model: ModelGraph | str | Path, config: PrecisionCo
     lead to one. MpqError when the config does not fit the model or a layer has no ONNX node.
     """
     if isinstance(graph_or_model, ModelGraph):
-        graph = graph_or_model
+        graph, fp32 = graph_or_model, fp32_onnx(graph_or_model, source)
+    elif source is not None:
+        from tvm_mpq.frontends import load_model
+
+        graph = load_model(str(graph_or_model), input_shapes)
         fp32 = fp32_onnx(graph, source)
     else:
-        from tvm_mpq.export.fp32_onnx import load_with_source
-
-        if source is not None:
-            from tvm_mpq.frontends import load_model
-
-            graph = load_model(str(graph_or_model), input_shapes)
-            fp32 = fp32_onnx(graph, source)
-        else:
-            graph, fp32 = load_with_source(str(graph_or_model), input_shapes)
+        graph, fp32 = load_with_source(str(graph_or_model), input_shapes)
     return build_qdq_onnx(graph, config, fp32).save(path)
 
 
