@@ -251,18 +251,3 @@ def test_small_model_end_to_end_int8_and_fp32(small_graph, small_feeds):
                 np.testing.assert_array_equal(got, want)
             else:
                 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-
-
-def test_odd_channel_padding_moves_rgb_conv_to_vpmaddwd():
-    """pad_odd_input_channels: an RGB int8 conv gets a zero 4th weight channel, so the int16-pair
-    kernel takes it; results stay bit-exact; even-channel and fp32 convs are left alone."""
-    from tvm_mpq.kernels.x86 import pad_odd_input_channels
-
-    target = _native()
-    for mod, x in (int8_conv(3, 16, 12, 3, stride=2, pad=1), int8_conv(3, 8, 9, 3)):
-        padded = pad_odd_input_channels(mod)
-        assert "Int8Conv2dAvx2" in _rules_fired(padded, target)
-        got = _run(build_module(padded, target)[0], x)
-        np.testing.assert_array_equal(got, _run(build_module(mod, target, NO_KERNELS)[0], x))
-    for mod, _ in (int8_conv(16, 16, 7, 1), fp32_conv(3, 8, 10, 3)):
-        tvm.ir.assert_structural_equal(pad_odd_input_channels(mod), mod)

@@ -25,9 +25,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 import tvm
-from tvm import relax, s_tir, tirx
+from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target, codegen
 
@@ -36,7 +35,6 @@ from .x86_analysis import FP32, INT8, MacPattern, a_producer, analyze
 from .x86_intrin import PMADDWD_AVX2, PMADDWD_SSE2
 
 LAYOUT_REWRITE = "meta_schedule.layout_rewrite_preproc"
-_CONST = type(relax.const(np.zeros(1, "int8")))  # TVM 0.27: relax constants are ir.GenericConst
 _LOG = logging.getLogger(__name__)
 
 
@@ -330,43 +328,3 @@ def rule_for(func: tirx.PrimFunc, target: Target) -> str | None:
         if rule.apply(func, target, False) is not None:
             return type(rule).__name__
     return None
-
-
-@relax.expr_functor.mutator
-class _OddChannelPadder(relax.PyExprMutator):
-    """Rewrites ``conv2d(x: uint8[N, C, H, W], w: const int8[F, C, KH, KW])`` with odd ``C`` (an
-    RGB first layer) to ``conv2d(pad_c(x), w')`` with ``C + 1`` channels: a zero weight channel
-    (exact whatever the padded data channel holds), so :class:`Int8Conv2dAvx2` (int16 pairs,
-    ``vpmaddwd``) takes it instead of the ``vpmulld`` :class:`Int8Conv2dDirect`."""
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102
-        call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
-            return call
-        data, weight = call.args
-        attrs = call.attrs
-        if not isinstance(weight, _CONST) or int(attrs.groups) != 1 or \
-                str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW" or \
-                str(attrs.out_layout) != "NCHW" or str(attrs.out_dtype) != "int32":
-            return call
-        dtype, shape = str(getattr(data.ty, "dtype", "")), getattr(data.ty, "shape", None)
-        if dtype != "uint8" or shape is None or len(shape) != 4 or str(weight.value.dtype) != "int8":
-            return call
-        w = weight.value.numpy()
-        if w.shape[1] % 2 == 0:
-            return call
-        w = np.pad(w, ((0, 0), (0, 1), (0, 0), (0, 0)))
-        padded = self.builder_.emit(relax.op.nn.pad(data, [0, 0, 0, 1, 0, 0, 0, 0]))
-        return relax.op.nn.conv2d(padded, relax.const(w), strides=attrs.strides, padding=attrs.padding,
-                                  dilation=attrs.dilation, groups=1, data_layout="NCHW",
-                                  kernel_layout="OIHW", out_layout="NCHW", out_dtype="int32")
-
-
-def pad_odd_input_channels(mod: tvm.IRModule) -> tvm.IRModule:
-    """Relax rewrite for x86 builds, before legalization (see :class:`_OddChannelPadder`):
-    int8 convs with an odd number of input channels get one zero weight channel."""
-    out = mod.clone()
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            out[gv] = relax.transform.Normalize()(tvm.IRModule({gv: _OddChannelPadder().visit_expr(func)}))[gv]
-    return out
