@@ -12,14 +12,9 @@ from targets.elf import EM_X86_64
 def detect_host_cpu() -> str | None:
     """LLVM's name for this machine's CPU (``tvm.target.codegen.llvm_get_system_cpu``), or None
     when LLVM only knows it as ``generic``."""
-    import platform
+    from tvm_mpq.runtime.executor import host_cpu
 
-    from tvm.target import codegen
-
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return None
-    cpu = str(codegen.llvm_get_system_cpu())
-    return None if cpu in ("", "generic") else cpu
+    return host_cpu()
 
 
 @register_target

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tvm_mpq.errors import MpqError
+
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="zoo name, .onnx file or torch.export .pt2 file")
@@ -17,6 +19,28 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--std", type=float, nargs="+", default=[1.0], help="image preprocessing std (for --calib DIR)")
     p.add_argument("--observer", default="minmax", help="activation observer: minmax, percentile, mse, entropy")
     p.add_argument("--cache-dir", type=Path, help="calibration cache (default ~/.cache/tvm-mpq or $TVM_MPQ_CACHE)")
+
+
+def add_tuning_options(p: argparse.ArgumentParser) -> None:
+    """``--tune-trials N`` and ``--tuning-db DIR`` (MetaSchedule, see tvm_mpq/compiler/build.py)."""
+    p.add_argument("--tune-trials", type=int, default=0, metavar="N",
+                   help="MetaSchedule trials per kernel not yet in the target's tuning database "
+                        "(XGBoost cost model; default 0: use the database and the built-in kernels only)")
+    p.add_argument("--tuning-db", type=Path, metavar="DIR",
+                   help="root of the per-target tuning databases (default ~/.cache/tvm-mpq/tuning or "
+                        "$TVM_MPQ_TUNING_DIR)")
+    p.add_argument("--no-kernels", action="store_true",
+                   help="do not apply tvm-mpq's kernel schedules (TVM's unscheduled default; for comparisons)")
+
+
+def tuning_from_args(args: argparse.Namespace):
+    """The :class:`~tvm_mpq.compiler.build.TuningOptions` of ``--tune-trials/--tuning-db/--no-kernels``."""
+    from tvm_mpq.compiler.build import DEFAULT_TUNING_ROOT, TuningOptions
+
+    if args.tune_trials < 0:
+        raise MpqError(f"--tune-trials must be >= 0, got {args.tune_trials}")
+    return TuningOptions(trials=args.tune_trials, root=args.tuning_db or DEFAULT_TUNING_ROOT,
+                         kernels=not args.no_kernels)
 
 
 def load_model_and_calibration(args: argparse.Namespace):

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from tvm_mpq.cli.common import add_model_options, load_model_and_calibration
+from tvm_mpq.cli.common import add_model_options, add_tuning_options, load_model_and_calibration, tuning_from_args
 from tvm_mpq.errors import MpqError
 
 
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="IR-stage ablation: sensitivity at stage A applied per layer at A, at C (fused, default), "
                         "or sensitivity measured and applied at C")
     p.add_argument("--target", default="x86", help="deployment target (x86, aarch64, aarch64-dotprod, cuda)")
+    add_tuning_options(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="shared library to write (model.so)")
     p.set_defaults(func=cmd_compile)
 
@@ -39,6 +40,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     target = get_target(args.target)
     target.check_toolchain()
+    tuning = tuning_from_args(args)
     if args.rate is not None and not 0 <= args.rate <= 100:
         raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")
     if args.config is not None:
@@ -57,7 +59,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                   f"{', ...' if len(kept) > 3 else ''}); achieved rate {config.provenance['bops_reduction_rate']:.1f}%")
     start = time.perf_counter()
     with target.build_context():
-        compiled = compile_model(graph, config, target.tvm_target, stage=args.stage)
+        compiled = compile_model(graph, config, target.tvm_target, stage=args.stage, tuning=tuning)
     seconds = time.perf_counter() - start
     library = target.export(compiled, args.output)
     config_path = library.with_suffix(".config.json")
@@ -71,5 +73,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(f"compiled {graph.name} for {args.target} in {seconds:.1f} s: {s['int8_layers']} int8 layer(s), "
           f"{len(config.fp32_layers())} fp32; n_qdq {compiled.n_qdq} (per-layer QDQ would need "
           f"{compiled.n_qdq_naive}), {s['n_requantize']} requantize(s)")
+    build = s.get("build", {})
+    if "tuning" in build:
+        t = build["tuning"]
+        print(f"tuning: {t['tasks']} kernel(s), {t['reused']} from the database, {t['tuned']} tuned "
+              f"({t['seconds']:.0f} s); database {t['database']}")
     print(f"library: {library}\nconfig:  {config_path}\nstats:   {stats_path}")
     return 0

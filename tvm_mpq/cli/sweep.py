@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tvm_mpq.cli.common import add_model_options
+from tvm_mpq.cli.common import add_model_options, add_tuning_options, tuning_from_args
 from tvm_mpq.errors import MpqError
 
 
@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-libs", type=Path, metavar="DIR", help="keep every point's exported library in DIR")
     p.add_argument("--no-setup", action="store_true",
                    help="aarch64: fail instead of setting up the cross toolchain and sysroot when missing")
+    add_tuning_options(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="report JSON (.md and .png are written next to it)")
     p.set_defaults(func=cmd_sweep)
 
@@ -74,7 +75,7 @@ def options_from_args(args: argparse.Namespace):
         max_seconds=args.max_time, min_repeat_ms=args.min_repeat_ms,
         input_shape=args.input_shape, calib=args.calib, calib_size=args.calib_size, mean=args.mean, std=args.std,
         observer=args.observer, cache_dir=args.cache_dir, g=args.g, stage=args.stage, keep_libs=args.keep_libs,
-        setup=not args.no_setup)
+        setup=not args.no_setup, tuning=tuning_from_args(args))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -4,9 +4,10 @@ One entry point, :func:`build_module`, used by :func:`tvm_mpq.compiler.pipeline.
 
     LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR
     -> AttachAttrLayoutFreeBuffers                      (weights may be re-laid out)
-    -> [tune the tasks the database lacks]              (``TuningOptions.trials > 0``)
-    -> MetaScheduleApplyDatabase                         (tuned records for this target)
-    -> dlight.ApplyDefaultSchedule(kernel rules)         (:mod:`tvm_mpq.kernels`, the rest)
+    -> dlight.ApplyDefaultSchedule(kernel rules)         (:mod:`tvm_mpq.kernels`: hand-written
+                                                          int8/fp32 MAC kernels, e.g. vpmaddwd, sdot)
+    -> [tune the MAC kernels no rule covers and the database lacks]   (``TuningOptions.trials > 0``)
+    -> MetaScheduleApplyDatabase                         (tuned records for this target, the rest)
     -> SplitLayoutRewritePreproc -> FoldConstant         (weight prepacking at compile time)
     -> TVM's CPU/GPU lowering and codegen
 
@@ -41,6 +42,10 @@ class TuningOptions:
     root: Path = DEFAULT_TUNING_ROOT
     kernels: bool = True
     verbose: bool = True
+    strategy: str = "evolutionary"
+    """MetaSchedule search strategy (``evolutionary``; ``replay-trace`` samples without a model)."""
+    cost_model: str = "xgb"
+    """MetaSchedule cost model (``xgb``: XGBoost; ``random`` for smoke runs)."""
 
 
 def target_key(target: tvm.target.Target) -> str:
@@ -65,6 +70,22 @@ def _fuse(mod: tvm.IRModule) -> tvm.IRModule:
     return seq(mod)
 
 
+def schedule_kernels(mod: tvm.IRModule, target: tvm.target.Target, kernels: bool = True) -> tvm.IRModule:
+    """Legalize and fuse ``mod``, then schedule the kernels a rule of :mod:`tvm_mpq.kernels`
+    accepts (the module MetaSchedule tuning and the database then see)."""
+    with target, tvm.transform.PassContext(opt_level=3):
+        mod = _fuse(mod)
+        if kernels:
+            from tvm.s_tir import dlight
+
+            from tvm_mpq.kernels import default_schedule_rules
+
+            rules = default_schedule_rules(target)
+            if rules:
+                mod = dlight.ApplyDefaultSchedule(*rules)(mod)
+    return mod
+
+
 def _database(work_dir: Path):
     from tvm.s_tir import meta_schedule as ms
 
@@ -73,20 +94,25 @@ def _database(work_dir: Path):
                                     path_tuning_record=str(work_dir / "database_tuning_record.json"))
 
 
+MAC_TASK_MARKERS = ("conv2d", "matmul", "dense")
+"""Tasks whose fused kernel contains one of these ops are tuned; elementwise kernels are not."""
+
+
 def untuned_tasks(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path) -> tuple[list, list]:
-    """(tasks the database at ``work_dir`` has no record of, all extracted tasks)."""
+    """(MAC tasks that no kernel rule scheduled and the database at ``work_dir`` lacks, all such tasks)."""
     from tvm.s_tir import meta_schedule as ms
 
-    tasks = ms.relax_integration.extract_tasks(mod, target)
+    tasks = [t for t in ms.relax_integration.extract_tasks(mod, target)
+             if any(m in t.task_name for m in MAC_TASK_MARKERS) and not _is_scheduled(t.dispatched[0]["main"])]
     db = _database(work_dir)
-    missing = [t for t in tasks
-               if db.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
+    missing = [t for t in tasks if db.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
     return missing, tasks
 
 
 def tune(mod: tvm.IRModule, target: tvm.target.Target, options: TuningOptions) -> dict:
-    """Tune, with MetaSchedule and the XGBoost cost model, every task of the fused ``mod`` that
-    the target's database lacks; return counts (tasks, newly tuned, reused, seconds)."""
+    """Tune, with MetaSchedule and the XGBoost cost model, every MAC kernel of the fused ``mod``
+    that no kernel rule covers and that the target's database lacks; return counts
+    (tasks, newly tuned, reused, seconds)."""
     from tvm.s_tir import meta_schedule as ms
 
     work_dir = tuning_dir(target, options.root)
@@ -94,18 +120,24 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, options: TuningOptions) -
     info = {"tasks": len(tasks), "tuned": len(missing), "reused": len(tasks) - len(missing),
             "trials_per_task": options.trials, "database": str(work_dir), "seconds": 0.0}
     if options.verbose:
-        print(f"  tuning: {len(tasks)} task(s), {info['reused']} in the database {work_dir}, "
+        print(f"  tuning: {len(tasks)} kernel(s) to tune, {info['reused']} already in the database {work_dir}, "
               f"{len(missing)} to tune x {options.trials} trials", flush=True)
     if not missing:
         return info
     start = time.perf_counter()
-    contexts = ms.relax_integration.extracted_tasks_to_tune_contexts(missing, str(work_dir))
-    ms.tune_tasks(tasks=contexts[0], task_weights=contexts[1], work_dir=str(work_dir),
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(missing, str(work_dir),
+                                                                              strategy=options.strategy)
+    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
                   max_trials_global=options.trials * len(missing), max_trials_per_task=options.trials,
                   num_trials_per_iter=min(64, max(options.trials, 1)), database=_database(work_dir),
-                  cost_model="xgb")
+                  builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S), cost_model=options.cost_model)
     info["seconds"] = round(time.perf_counter() - start, 1)
     return info
+
+
+BUILD_TIMEOUT_S = 300.0
+"""MetaSchedule's LocalBuilder default (30 s) times out on a loaded 2-core machine while its
+worker processes import TVM."""
 
 
 def build_module(mod: tvm.IRModule, target: tvm.target.Target,
@@ -122,24 +154,24 @@ def build_module(mod: tvm.IRModule, target: tvm.target.Target,
             raise MpqError(f"--tune-trials is implemented for CPU (llvm) targets; '{target.kind.name}' "
                            "builds use TVM's default GPU schedules (dlight)")
         return tvm.compile(mod, target=target), {"scheduled_by": "tvm default pipeline"}
+    if options.trials > 0:
+        from tvm_mpq.kernels import target_arch
+
+        host = target_arch(tvm.target.Target({"kind": "llvm"}))
+        if target_arch(target) != host:
+            raise MpqError(f"--tune-trials measures candidates on this host ({host}); tuning for "
+                           f"{target_arch(target)} would need MetaSchedule's RPC runner on the device, "
+                           "which tvm-mpq does not drive yet")
     with target, tvm.transform.PassContext(opt_level=3):
-        mod = _fuse(mod)
+        mod = schedule_kernels(mod, target, options.kernels)
+        n_rules = _count_scheduled(mod)
         if options.trials > 0:
             info["tuning"] = tune(mod, target, options)
         work_dir = tuning_dir(target, options.root)
         if (work_dir / "database_tuning_record.json").exists():
-            mod = _apply_database(mod, target, work_dir)
-        n_from_db = _count_scheduled(mod)
-        if options.kernels:
-            from tvm.s_tir import dlight
-
-            from tvm_mpq.kernels import default_schedule_rules
-
-            rules = default_schedule_rules(target)
-            if rules:
-                mod = dlight.ApplyDefaultSchedule(*rules)(mod)
+            mod = _apply_database(mod, work_dir)
         n_scheduled = _count_scheduled(mod)
-        info["scheduled_by"] = {"database": n_from_db, "kernel_rules": n_scheduled - n_from_db,
+        info["scheduled_by"] = {"kernel_rules": n_rules, "database": n_scheduled - n_rules,
                                 "default": _count_prim_funcs(mod) - n_scheduled}
         mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
                                         relax.transform.FoldConstant(),
@@ -148,8 +180,20 @@ def build_module(mod: tvm.IRModule, target: tvm.target.Target,
     return executable, info
 
 
-def _apply_database(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path) -> tvm.IRModule:
-    return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
+def _apply_database(mod: tvm.IRModule, work_dir: Path) -> tvm.IRModule:
+    """Apply the database's best records to the PrimFuncs no kernel rule scheduled."""
+    pending = {gv: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and not _is_scheduled(f)}
+    if not pending:
+        return mod
+    applied = relax.transform.MetaScheduleApplyDatabase(str(work_dir))(tvm.IRModule(pending))
+    out = mod.clone()
+    for gv in pending:
+        out.update_func(gv, applied[gv.name_hint])
+    return out
+
+
+def _is_scheduled(func: tvm.tirx.PrimFunc) -> bool:
+    return func.attrs is not None and any(func.attrs.get(key) for key in ("tirx.is_scheduled", "tir.is_scheduled"))
 
 
 def _count_prim_funcs(mod: tvm.IRModule) -> int:
@@ -157,8 +201,7 @@ def _count_prim_funcs(mod: tvm.IRModule) -> int:
 
 
 def _count_scheduled(mod: tvm.IRModule) -> int:
-    return sum(1 for _, f in mod.functions.items()
-               if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and f.attrs.get("tir.is_scheduled"))
+    return sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and _is_scheduled(f))
 
 
 def _lower_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:

@@ -13,9 +13,27 @@ from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.zoo.registry import Feed
 
 
+def host_cpu() -> str | None:
+    """LLVM's name for this machine's CPU (``znver3``, ``skylake-avx512``), or None when LLVM
+    only knows it as ``generic`` or the host is not x86-64."""
+    import platform
+
+    from tvm.target import codegen
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    cpu = str(codegen.llvm_get_system_cpu())
+    return None if cpu in ("", "generic") else cpu
+
+
 def host_target() -> tvm.target.Target:
-    """An ``llvm`` target for this machine (TVM 0.27 takes targets as JSON dicts)."""
-    return tvm.target.Target({"kind": "llvm", "num-cores": os.cpu_count() or 1})
+    """An ``llvm`` target for this machine with its CPU (``mcpu``: without it LLVM emits plain
+    x86-64 SSE2 code, no AVX2/FMA). TVM 0.27 takes targets as JSON dicts."""
+    target: dict = {"kind": "llvm", "num-cores": os.cpu_count() or 1}
+    cpu = host_cpu()
+    if cpu:
+        target["mcpu"] = cpu
+    return tvm.target.Target(target)
 
 
 def flatten_outputs(value: object) -> list[np.ndarray]:

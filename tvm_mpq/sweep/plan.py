@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tvm_mpq.errors import MpqError
 
@@ -75,6 +76,8 @@ class SweepOptions:
     setup: bool = True
     """aarch64 without --rpc/--tracker: set up the toolchain and sysroot when missing (cached)."""
     request_timeout: float = 600.0
+    tuning: Any = None
+    """:class:`~tvm_mpq.compiler.build.TuningOptions` (None: database + kernel rules, no tuning)."""
 
 
 @dataclass(frozen=True)

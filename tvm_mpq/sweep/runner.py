@@ -107,7 +107,8 @@ def measure_point(graph: ModelGraph, spec: PointSpec, config: Any, options: Swee
     start = time.perf_counter()
     try:
         with target.build_context():
-            compiled = compile_model(graph, config, target.tvm_target, stage=options.stage)
+            compiled = compile_model(graph, config, target.tvm_target, stage=options.stage,
+                                     tuning=options.tuning)
     except MpqError:
         raise
     except Exception as err:  # a TVM failure: one line naming the point, not a traceback
@@ -131,6 +132,7 @@ def measure_point(graph: ModelGraph, spec: PointSpec, config: Any, options: Swee
         "n_qdq": int(compiled.n_qdq), "n_qdq_naive": int(compiled.n_qdq_naive),
         "model_size_mb": size_mb, "library": str(library) if options.keep_libs else None,
         "compile_seconds": compile_s, "export_seconds": export_s,
+        "build": compiled.stats.get("build", {}),
     }
     if spec.allocation:
         point["allocation"] = spec.allocation
@@ -147,6 +149,10 @@ def measure_point(graph: ModelGraph, spec: PointSpec, config: Any, options: Swee
     point["fidelity"] = fidelity(task, run.outputs, reference)
     point["accuracy"] = accuracy(task, run.outputs, data.labels) if data.labels is not None else {}
     lat = run.latency
+    tuning = point["build"].get("tuning")
+    if tuning:
+        log(f"{prefix} {spec.label}: tuning database: {tuning['reused']} of {tuning['tasks']} kernel(s) reused, "
+            f"{tuning['tuned']} tuned in {tuning['seconds']:.0f} s")
     log(f"{prefix} {spec.label}: compiled {compile_s:.1f} s + export {export_s:.1f} s, {size_mb:.2f} MB, "
         f"n_qdq {compiled.n_qdq}; {run.server}: median {lat.median_ms:.3f} ms (p10 {lat.p10_ms:.3f}, "
         f"p90 {lat.p90_ms:.3f}, {lat.repeat}x{lat.number})" + (" [QEMU emulation]" if execution.emulated else "")
