@@ -1,14 +1,18 @@
 """The persistent per-target tuning database: tune once, reuse for every config.
 
 Tuning for speed runs only in benchmarks (benchmarks/kernels.py --tune-trials N): it takes
-minutes per kernel on 2 cores. Here the database is filled by the cheapest real MetaSchedule
-run (one replayed trace per kernel), and the tests check what the build does with it: which
-kernels it asks to tune, that it reuses records instead of tuning, that records are keyed by
-target, and that results do not change.
+minutes per kernel on 2 cores. The fast tests here check which kernels a build asks to tune, the
+target keying and the errors. The database round trip (fill it with the cheapest real
+MetaSchedule run, one replayed trace per kernel, then check that builds of this and other
+configs reuse the records instead of tuning, with unchanged results) needs MetaSchedule's
+TuneContext, whose first use imports ``tvm.s_tir.tensor_intrin``: TVMScript-parsing ~500
+intrinsics takes ~70 s per process here, and each builder worker pays it again (~5 minutes in
+all on 2 cores). It runs when ``TVM_MPQ_TUNING_TESTS=1``.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -33,6 +37,12 @@ def _seed(graph, config, target, root) -> int:
     return info["tasks"]
 
 
+ROUND_TRIP = pytest.mark.skipif(
+    os.environ.get("TVM_MPQ_TUNING_TESTS") != "1",
+    reason="MetaSchedule database round trip takes ~5 minutes on 2 cores (TVM 0.27 imports "
+           "tvm.s_tir.tensor_intrin in every tuning process); set TVM_MPQ_TUNING_TESTS=1")
+
+
 @pytest.fixture(scope="module")
 def seeded(small_graph, small_feeds, tmp_path_factory):
     root = tmp_path_factory.mktemp("tuning")
@@ -41,20 +51,20 @@ def seeded(small_graph, small_feeds, tmp_path_factory):
     return root, config, n
 
 
-def test_build_asks_to_tune_only_mac_kernels_no_rule_covers(small_graph, small_feeds, seeded, tmp_path):
-    root, config, n = seeded
+def test_build_asks_to_tune_only_mac_kernels_no_rule_covers(small_graph, small_feeds, tmp_path):
+    config = _config(small_graph, small_feeds, 100)
     mod, _ = lower_model(small_graph, config)
     target = host_target()
     fused = schedule_kernels(mod, target)
     plain = schedule_kernels(mod, target, kernels=False)
     missing, tasks = untuned_tasks(fused, target, tmp_path)
     _, all_tasks = untuned_tasks(plain, target, tmp_path)
-    assert n == len(tasks) >= 1 and len(missing) == len(tasks)  # empty database: everything is missing
-    assert not untuned_tasks(fused, target, tuning_dir(target, root))[0]  # the seeded one has them all
+    assert len(tasks) >= 1 and len(missing) == len(tasks)  # empty database: everything is missing
     assert all(any(m in t.task_name for m in ("conv2d", "matmul")) for t in tasks)
     assert len(all_tasks) > len(tasks)  # without the kernel rules every MAC kernel would be tuned
 
 
+@ROUND_TRIP
 def test_seeded_kernels_are_reused_not_tuned(small_graph, small_feeds, seeded):
     root, config, n = seeded
     cm = compile_model(small_graph, config, tuning=TuningOptions(trials=1, root=root, verbose=False))
@@ -69,6 +79,7 @@ def test_seeded_kernels_are_reused_not_tuned(small_graph, small_feeds, seeded):
         assert np.abs(a - b).max() <= 1e-5 * max(1.0, float(np.abs(b).max()))
 
 
+@ROUND_TRIP
 def test_other_rates_reuse_what_is_shared(small_graph, small_feeds, seeded):
     root, _, _ = seeded
     mixed = _config(small_graph, small_feeds, 50)
