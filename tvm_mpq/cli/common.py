@@ -52,3 +52,42 @@ def load_model_and_calibration(args: argparse.Namespace):
     std = args.std[0] if len(args.std) == 1 else tuple(args.std)
     feeds = load_calibration(graph, args.calib, args.calib_size, mean, std)
     return graph, feeds
+
+
+def add_config_source_options(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--rate R | --config cfg.json`` (one required), ``--method`` and ``--g``."""
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--rate", type=float, help=f"BOPs reduction rate 0..100: analyze, allocate, then {verb}")
+    how.add_argument("--config", type=Path, help="precision config JSON (from `tvm-mpq analyze --rate`)")
+    p.add_argument("--method", default="quantunev2", help="sensitivity method for --rate (default quantunev2)")
+    p.add_argument("--g", type=float, default=2.0, help="QuantuneV2 weight-delta weight (g > 1)")
+
+
+def config_from_args(args: argparse.Namespace, stage: str = "A->C"):
+    """(graph, precision config) from ``--config`` (checked against the model before anything
+    else) or from ``--rate`` (analyzed with ``--method`` on the calibration set, layers without
+    an integer kernel kept fp32)."""
+    from tvm_mpq.calibration import CalibrationCache
+    from tvm_mpq.compiler.validate import check_integer_config, keep_unsupported_fp32
+    from tvm_mpq.config import PrecisionConfig
+    from tvm_mpq.config.for_rate import config_for_rate
+    from tvm_mpq.frontends import load_model, parse_input_shapes
+    from tvm_mpq.graph import build_layer_table
+
+    if args.rate is not None and not 0 <= args.rate <= 100:
+        raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")
+    if args.config is not None:
+        config = PrecisionConfig.load(args.config)  # syntax first: no model import for a broken file
+        graph = load_model(args.model, parse_input_shapes(args.input_shape))
+        check_integer_config(config, build_layer_table(graph))  # before any compilation
+        return graph, config
+    graph, feeds = load_model_and_calibration(args)
+    print(f"{graph.name}: analyzing ({args.method}, stage {'C' if stage == 'C' else 'A'}) on "
+          f"{len(feeds)} samples for rate {args.rate:g}%")
+    config, _ = config_for_rate(graph, feeds, args.rate, args.method, observer=args.observer, g=args.g,
+                                cache=CalibrationCache(args.cache_dir), stage=stage)
+    kept = keep_unsupported_fp32(config, build_layer_table(graph))
+    if kept:
+        print(f"{len(kept)} layer(s) have no integer kernel and stay fp32 ({', '.join(kept[:3])}"
+              f"{', ...' if len(kept) > 3 else ''}); achieved rate {config.provenance['bops_reduction_rate']:.1f}%")
+    return graph, config
