@@ -88,7 +88,7 @@ def int8_dense(m: int, k: int, n: int, zp: int = 3) -> tuple[tvm.IRModule, np.nd
 
 
 def fp32_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0,
-              groups: int = 1) -> tuple[tvm.IRModule, np.ndarray]:
+              groups: int = 1, epilogue: bool = True) -> tuple[tvm.IRModule, np.ndarray]:
     rng = np.random.default_rng(c * 1000 + f + 7)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, c, hw, hw), "float32"))
@@ -97,7 +97,7 @@ def fp32_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0,
     with bb.function("main", [x]):
         with bb.dataflow():
             acc = bb.emit(relax.op.nn.conv2d(x, relax.const(w), strides=stride, padding=pad, groups=groups))
-            y = bb.emit_output(relax.op.nn.relu(relax.op.add(acc, relax.const(b))))
+            y = bb.emit_output(relax.op.nn.relu(relax.op.add(acc, relax.const(b))) if epilogue else acc)
         bb.emit_func_output(y)
     return bb.get(), rng.normal(size=(1, c, hw, hw)).astype("float32")
 
@@ -152,6 +152,8 @@ CASES = {
     "int8_dense_rows": (lambda: int8_dense(6, 48, 16), "Int8DenseAvx2", True),
     "fp32_conv3x3": (lambda: fp32_conv(8, 16, 10, 3, pad=1), "Fp32Conv2dAvx2", False),
     "fp32_conv1x1_s2": (lambda: fp32_conv(16, 32, 10, 1, stride=2), "Fp32Conv2dAvx2", False),
+    # a bare conv writes the function's output (fp32 layers keep batch-norm unfused): copied out
+    "fp32_conv_no_epilogue": (lambda: fp32_conv(16, 32, 10, 3, pad=1, epilogue=False), "Fp32Conv2dAvx2", False),
 
     "fp32_dense": (lambda: fp32_dense(3, 40, 32), "Fp32DenseAvx2", False),
 }

@@ -190,12 +190,15 @@ def _apply(sch: s_tir.Schedule, p: MacPattern, isa: Isa, pair: bool) -> s_tir.Sc
     mac = sch.get_sblock(p.block)
     _prepack_weight(sch, mac, p, lanes, pair)
     _pack_data(sch, mac, p, lanes, pair)
+    copy_out = None
     if p.kind != "matmul":
+        if not p.epilogue:  # the conv writes the function's output: pack an intermediate, copy it out
+            copy_out = sch.cache_write(mac, 0, "global")
         sch.transform_layout(mac, ("write", 0), lambda n, f, y, x: (n, f // lanes, y, x, f % lanes))
     n_vec = (p.extents[-2] if p.kind == "matmul" else p.extents[1]) // lanes
     n_pix = _rows(p) if p.kind == "matmul" else p.extents[3]
     nf, nx = choose_tile(n_vec, n_pix, isa, pair)
-    epilogue = _inline_epilogue(sch, p)
+    epilogue = copy_out if copy_out is not None else _inline_epilogue(sch, p)
     outer, red, (fi, xi, fv) = _tile_loops(sch, mac, p, lanes, nf, nx, pair)
     writeback = sch.cache_write(mac, 0, "local")
     sch.reverse_compute_at(writeback, outer[-1])
