@@ -147,7 +147,7 @@ CASES = {
     "int8_conv3x3_s2": (lambda: int8_conv(16, 16, 11, 3, stride=2, pad=1), "Int8Conv2dAvx2", True),
     "int8_conv1x1_residual": (lambda: int8_conv(16, 16, 7, 1, residual=True), "Int8Conv2dAvx2", True),
     "int8_conv_rgb": (lambda: int8_conv(3, 16, 12, 3, stride=2, pad=1), "Int8Conv2dDirect", True),
-    "int8_depthwise": (lambda: int8_conv(16, 16, 9, 3, pad=1, groups=16), "None", True),  # TVM default
+    "int8_depthwise": (lambda: int8_conv(16, 16, 9, 3, pad=1, groups=16), "Int8DepthwiseConv2d", True),
     "int8_dense": (lambda: int8_dense(1, 64, 32), "Int8DenseAvx2", True),
     "int8_dense_rows": (lambda: int8_dense(6, 48, 16), "Int8DenseAvx2", True),
     "fp32_conv3x3": (lambda: fp32_conv(8, 16, 10, 3, pad=1), "Fp32Conv2dAvx2", False),
@@ -179,7 +179,7 @@ def test_generic_x86_target_uses_sse2_width(case):
 
 
 def test_depthwise_rule_is_exact_where_applied():
-    """DepthwiseConv2d (not registered: slower than the default) still schedules correctly."""
+    """DepthwiseConv2d (registered for int8 only) also schedules fp32 correctly."""
     from tvm.s_tir import dlight
 
     from tvm_mpq.compiler.build import _fuse, _lower_pipeline
