@@ -19,6 +19,7 @@ from tvm_mpq.errors import MpqError
 
 from targets.rpc.net import check_port_free, free_port, parse_address
 from targets.rpc.process import ManagedProcess
+from targets.rpc.session import HANDSHAKE_TIMEOUT_S
 
 ARCH_ALIASES = {"x86": "x86_64", "x86_64": "x86_64", "x86-64": "x86_64", "cuda": "x86_64",
                 "aarch64": "aarch64", "aarch64-dotprod": "aarch64", "arm64": "aarch64"}
@@ -158,7 +159,7 @@ class LocalRpcServer:
         """How many sessions the server has accepted so far (counted from its log)."""
         return self.log_text().count("connected from")
 
-    def connect(self, timeout: float = 60.0) -> Any:
+    def connect(self, timeout: float = HANDSHAKE_TIMEOUT_S) -> Any:
         """A direct RPC session with this server (not through the tracker)."""
         from targets.rpc.session import connect
 

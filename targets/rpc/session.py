@@ -30,7 +30,13 @@ def _last_line(err: Exception) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-def connect(host: str, port: int, key: str = "", timeout: float = 60.0, session_timeout: float = 0) -> Any:
+HANDSHAKE_TIMEOUT_S = 180.0
+"""Seconds a server may take to answer a new session: a server under QEMU forks an emulated
+process per session, which on a loaded 2-core machine is slow (natively it takes ~0.2 s)."""
+
+
+def connect(host: str, port: int, key: str = "", timeout: float = HANDSHAKE_TIMEOUT_S,
+            session_timeout: float = 0) -> Any:
     """A ``tvm.rpc`` session with the server at ``host:port``.
 
     MpqError naming ``HOST:PORT`` when nothing answers (refused, or no answer within ``timeout``
@@ -78,7 +84,8 @@ def open_session(rpc_address: str | None = None, tracker: str | None = None, key
         raise MpqError("give either an RPC server address or a tracker address with a key")
     if rpc_address is not None:
         host, port = parse_address(rpc_address, "RPC server address")
-        return RemoteSession(connect(host, port, key or "", timeout=max(timeout, 60.0)), f"{host}:{port}", key or "")
+        return RemoteSession(connect(host, port, key or "", timeout=max(timeout, HANDSHAKE_TIMEOUT_S)),
+                             f"{host}:{port}", key or "")
     if not key:
         raise MpqError(f"--tracker {tracker} needs --key (the server key to request)")
     from targets.rpc.tracker import connect_tracker
