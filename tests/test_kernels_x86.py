@@ -227,6 +227,57 @@ def test_int8_conv_uses_vpmaddwd_and_prepacked_int16_weights():
     assert (4, 8, 3, 3, 8, 2) in shapes
 
 
+VNNI_CASES = {
+    "conv3x3": lambda: int8_conv(16, 32, 10, 3, pad=1),
+    "conv_rgb_s2": lambda: int8_conv(3, 16, 11, 3, stride=2, pad=1),  # 3 channels: padded to 4
+    "conv1x1_residual": lambda: int8_conv(16, 16, 7, 1, residual=True),
+    "dense": lambda: int8_dense(1, 64, 32),
+    "dense_rows_odd_k": lambda: int8_dense(6, 50, 16),  # K padded to 52
+}
+
+
+@pytest.mark.parametrize("cpu", ["alderlake", "icelake-server"])
+def test_vnni_kernel_uses_vpdpbusd_on_vnni_cpus(cpu):
+    """AVX-VNNI (alderlake) and AVX512-VNNI (icelake-server) builds take the vpdpbusd kernel
+    (compile only: this machine cannot run them); this host's build does not."""
+    mod, _ = VNNI_CASES["conv3x3"]()
+    target = tvm.target.Target({"kind": "llvm", "mcpu": cpu})
+    assert "Int8Dot4Vnni" in _rules_fired(mod, target)
+    executable, info = build_module(mod, target)
+    assert info["scheduled_by"]["kernel_rules"] == 1
+    asm = "".join(m.inspect_source("asm") for m in executable.mod._collect_dso_modules())
+    assert "vpdpbusd" in asm
+    from tvm_mpq.kernels.x86_dot4 import has_vnni
+
+    if not has_vnni(_native()):
+        assert "Int8Dot4Vnni" not in _rules_fired(mod, _native())
+
+
+@pytest.mark.parametrize("case", list(VNNI_CASES))
+def test_vnni_rewrite_is_exact_with_the_instruction_emulated(case):
+    """The VNNI kernel's rewrite (uint8 [H, W, C] activation, packed weight words, register
+    tiles, fused epilogue) with vpdpbusd replaced by an exact AVX2 equivalent runs here and
+    agrees bit for bit with the reference build."""
+    from tvm.s_tir import dlight
+
+    from tvm_mpq.compiler.build import _fuse, _lower_pipeline
+    from tvm_mpq.kernels.x86_dot4 import EMULATED_VNNI_DOT4, Int8Dot4Vnni
+
+    if not _has_avx2():
+        pytest.skip("the emulation of vpdpbusd uses AVX2 instructions; this CPU has no AVX2")
+    mod, x = VNNI_CASES[case]()
+    target = _native()
+    with target, tvm.transform.PassContext(opt_level=3):
+        fused = dlight.ApplyDefaultSchedule(Int8Dot4Vnni(EMULATED_VNNI_DOT4))(_fuse(mod))
+        assert sum(bool(f.attrs.get("tirx.is_scheduled")) for _, f in fused.functions_items()
+                   if isinstance(f, tvm.tirx.PrimFunc)) == 1
+        fused = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                          relax.transform.FoldConstant()])(fused)
+    got = _run(tvm.compile(fused, target=target, relax_pipeline=_lower_pipeline(target)), x)
+    want = _run(build_module(mod, target, NO_KERNELS)[0], x)
+    np.testing.assert_array_equal(got, want)
+
+
 def _constants(func: relax.Function) -> list:
     const_type = type(relax.const(np.zeros(1, "int8")))
     found: list = []

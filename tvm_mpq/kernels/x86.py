@@ -32,6 +32,7 @@ from tvm.target import Target, codegen
 
 from . import register_rules
 from .x86_analysis import FP32, INT8, MacPattern, a_producer, analyze
+from .x86_dot4 import Int8Dot4Vnni
 from .x86_intrin import PMADDWD_AVX2, PMADDWD_SSE2
 
 LAYOUT_REWRITE = "meta_schedule.layout_rewrite_preproc"
@@ -329,11 +330,13 @@ class Int8DepthwiseConv2d(DepthwiseConv2d):
 def x86_rules(target: Target) -> list[ScheduleRule]:
     """The x86 kernel rules, tried in this order.
 
+    :class:`~tvm_mpq.kernels.x86_dot4.Int8Dot4Vnni` (``vpdpbusd``) comes first and declines on
+    targets without VNNI, where the ``vpmaddwd`` kernels take the int8 MACs.
     :class:`DepthwiseConv2d` is in the list for int8 only (:class:`Int8DepthwiseConv2d`): for
     fp32, TVM's default is as fast (LLVM vectorizes the plain NCHW depthwise loops along the
     row); for int8 with its zero-point pad fused in, the default is erratic (10-46 ms instead
     of ~1 ms on three efficientnet-lite0 layers, which made the int8 model 3x slower than fp32)."""
-    return [Int8Conv2dAvx2(), Int8DenseAvx2(), Int8Conv2dDirect(), Int8DepthwiseConv2d(), Fp32Conv2dAvx2(),
+    return [Int8Dot4Vnni(), Int8Conv2dAvx2(), Int8DenseAvx2(), Int8Conv2dDirect(), Int8DepthwiseConv2d(), Fp32Conv2dAvx2(),
             Fp32DenseAvx2()]
 
 
