@@ -9,6 +9,9 @@ from targets.base import DeployTarget, register_target
 from targets.elf import EM_X86_64
 
 
+TRIPLE = "x86_64-linux-gnu"
+
+
 def detect_host_cpu() -> str | None:
     """LLVM's name for this machine's CPU (``tvm.target.codegen.llvm_get_system_cpu``), or None
     when LLVM only knows it as ``generic``."""
@@ -30,12 +33,20 @@ class X86Target(DeployTarget):
     server_arch = "x86_64"
 
     def __init__(self, mcpu: str | None = None, num_cores: int | None = None) -> None:
+        if mcpu is not None:
+            from tvm.target import codegen
+
+            from tvm_mpq.errors import MpqError
+
+            if not codegen.llvm_is_valid_cpu(mcpu, TRIPLE):
+                raise MpqError(f"--mcpu {mcpu!r} is not an x86-64 CPU LLVM knows (e.g. x86-64-v3, skylake-avx512, "
+                               "cascadelake, icelake-server, sapphirerapids, alderlake, znver3, znver4)")
         self.mcpu = mcpu if mcpu is not None else detect_host_cpu()
         self.num_cores = num_cores or os.cpu_count() or 1
 
     def target_dict(self) -> dict[str, Any]:
         """``{"kind": "llvm", "mcpu": ..., "num-cores": N}``."""
-        d: dict[str, Any] = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "num-cores": self.num_cores}
+        d: dict[str, Any] = {"kind": "llvm", "mtriple": TRIPLE, "num-cores": self.num_cores}
         if self.mcpu:
             d["mcpu"] = self.mcpu
         return d

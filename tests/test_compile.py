@@ -258,6 +258,18 @@ def test_cli_compile_writes_a_library_that_loads_and_runs(tmp_path):
                            "-o", str(tmp_path / "bad.so")], capture_output=True, text=True)
     assert proc.returncode == 2 and "at most 8-bit" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "bad.so").exists()
+    # cross-compiling for a VNNI server: the int8 kernels use vpdpbusd (compile only here)
+    vnni = tmp_path / "rnet_spr.so"
+    proc = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "compile", "mtcnn-rnet", "--config",
+                           str(tmp_path / "rnet.config.json"), "--mcpu", "sapphirerapids", "-o", str(vnni)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    asm = subprocess.run(["objdump", "-d", str(vnni)], capture_output=True, text=True, check=True).stdout
+    assert "vpdpbusd" in asm
+    proc = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "compile", "mtcnn-rnet", "--config",
+                           str(tmp_path / "rnet.config.json"), "--mcpu", "pentium9", "-o", str(tmp_path / "x.so")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--mcpu 'pentium9' is not an x86-64 CPU" in proc.stderr
 
 
 def test_every_quantized_tensor_matches_qdq_when_fed_the_same_inputs(small_graph, small_feeds, small_int8):

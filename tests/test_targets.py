@@ -38,6 +38,8 @@ def test_x86_target_uses_the_detected_cpu():
     assert t.target_dict()["mcpu"] == str(tvm.target.codegen.llvm_get_system_cpu())
     assert t.tvm_target.kind.name == "llvm" and int(t.tvm_target.attrs["num-cores"]) == os.cpu_count()
     assert get_target("x86", mcpu="x86-64-v3").tvm_target.attrs["mcpu"] == "x86-64-v3"
+    with pytest.raises(MpqError, match="--mcpu 'pentium9' is not an x86-64 CPU"):
+        get_target("x86", mcpu="pentium9")
     assert t.device_kind == "cpu" and t.elf_machine == EM_X86_64
 
 

@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="IR-stage ablation: sensitivity at stage A applied per layer at A, at C (fused, default), "
                         "or sensitivity measured and applied at C")
     p.add_argument("--target", default="x86", help="deployment target (x86, aarch64, aarch64-dotprod, cuda)")
+    p.add_argument("--mcpu", help="x86 only: the LLVM CPU to build for (default this host's, e.g. znver3); "
+                                  "e.g. sapphirerapids or alderlake for a VNNI (vpdpbusd) server")
     add_tuning_options(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="shared library to write (model.so)")
     p.set_defaults(func=cmd_compile)
@@ -27,8 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_compile(args: argparse.Namespace) -> int:
     from targets import get_target
     from tvm_mpq.compiler import compile_model
+    from tvm_mpq.errors import MpqError
 
-    target = get_target(args.target)
+    if args.mcpu and args.target != "x86":
+        raise MpqError(f"--mcpu applies to --target x86 (got --target {args.target})")
+    target = get_target(args.target, **({"mcpu": args.mcpu} if args.mcpu else {}))
     target.check_toolchain()
     tuning = tuning_from_args(args)
     graph, config = config_from_args(args, args.stage)
