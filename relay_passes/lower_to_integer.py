@@ -92,12 +92,19 @@ class _Forms:
     from_codes: relax.Expr | None = None  # fp32 read back from the stored uint8 codes
 
 
-def _is_pad_zero(call: relax.Call) -> bool:
+def is_zero_pad(call: relax.Call) -> bool:
+    """True unless ``call`` is a pad with a non-zero value or a non-constant mode (a layout op
+    that codes can pass through only when it pads with the code of 0.0)."""
     return call.op.name != "relax.nn.pad" or (float(call.attrs.pad_value) == 0.0 and call.attrs.pad_mode == "constant")
 
 
 @relax.expr_functor.mutator
-class _Lowering(relax.PyExprMutator):
+class IntegerLowering(relax.PyExprMutator):
+    """The rewriter behind :class:`LowerToInteger` (one function at a time): :meth:`prepare`
+    finds the int8 layers and the quantizer each tensor is stored at, visiting the function
+    rewrites it. Public so that ``tvm_mpq.export`` reads the per-layer decisions (which tensors
+    stay integer, which biases fold) from the compiler's own lowering, never a re-implementation."""
+
     def __init__(self, mod: tvm.IRModule, plans: dict[int, IntLayerPlan], arith, fuse: bool):
         super().__init__(mod)
         self.plans = plans
@@ -138,7 +145,7 @@ class _Lowering(relax.PyExprMutator):
 
     def _is_layout_op(self, value: relax.Expr) -> bool:
         return (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in LAYOUT_OPS
-                and _is_pad_zero(value))
+                and is_zero_pad(value))
 
     def _emit(self, expr: relax.Expr, name: str) -> relax.Var:
         self._uid += 1
@@ -212,7 +219,7 @@ class _Lowering(relax.PyExprMutator):
     def _record(self, var: relax.Var, qp: ActQParams, emitted: relax.Var) -> None:
         self.stats.quantized[f"{var.name}@{qp.scale:.9g}/{qp.zero_point}/{qp.bits}"] = (emitted.name, qp)
 
-    def _has_int_form(self, expr: relax.Expr) -> bool:
+    def has_int_form(self, expr: relax.Expr) -> bool:
         """True when ``expr``'s fp32 value is not at hand (it lives as integer codes / epilogue)."""
         forms = self.forms.get(expr) if isinstance(expr, relax.Var) else None
         if forms is None:
@@ -228,13 +235,13 @@ class _Lowering(relax.PyExprMutator):
                 return self._lower_mac(var, value, *self.by_var[var])
             if self.fuse and var in self.targets and self._is_layout_op(value) and value.args[0] in self.forms:
                 return self._layout_on_int(var, value, self.targets[var])
-            if value.op.name in EPILOGUE_OPS and any(self._has_int_form(a) for a in value.args):
+            if value.op.name in EPILOGUE_OPS and any(self.has_int_form(a) for a in value.args):
                 return self._epilogue(var, value)
         # Any other op reads fp32: materialize the integer values it uses.
         for used in relax.analysis.free_vars(value) if not isinstance(value, relax.Var) else [value]:
-            if self._has_int_form(used):
+            if self.has_int_form(used):
                 self.set_var_remap(used, self._float(used, materialize=True))
-        if isinstance(value, relax.Var) and self._has_int_form(value):
+        if isinstance(value, relax.Var) and self.has_int_form(value):
             self.set_var_remap(value, self._float(value, materialize=True))
         super().visit_var_binding_(binding)
 
@@ -276,7 +283,7 @@ class _Lowering(relax.PyExprMutator):
                     self.forms[var] = _Forms(acc=self.arith.add_bias(self._emit, forms.acc, bias, var.name))
                     self.stats.n_bias_folded += 1
                     return
-        new_args = [self._float(a, materialize=False) if self._has_int_form(a) else self.visit_expr(a) for a in args]
+        new_args = [self._float(a, materialize=False) if self.has_int_form(a) else self.visit_expr(a) for a in args]
         expr = self._emit(relax.Call(call.op, new_args, call.attrs, call.ty_args), var.name)
         self.forms[var] = _Forms(floats=expr, float_from_int=True)
 
@@ -299,7 +306,7 @@ class LowerToInteger:
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         arith = FakeQuantArith() if self.simulate else IntegerArith()
-        lowering = _Lowering(mod, self.plans, arith, self.fuse)
+        lowering = IntegerLowering(mod, self.plans, arith, self.fuse)
         func = mod["main"]
         lowering.prepare(func)
         new_main = lowering.visit_expr(func)

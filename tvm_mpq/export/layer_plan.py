@@ -23,7 +23,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from relay_passes.lower_to_integer import LAYOUT_OPS, _is_pad_zero, _Lowering
+from relay_passes.lower_to_integer import LAYOUT_OPS, is_zero_pad, IntegerLowering
 from relay_passes.quantized_arith import FakeQuantArith
 from tvm_mpq.compiler.pipeline import (bind_params, check_layer_order, integer_plans, mac_bindings,
                                        preparation_passes)
@@ -115,7 +115,7 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
             bind_params(graph))
         check_layer_order(table, prepared)
         func = prepared["main"]
-        lowering = _Lowering(prepared, plans, FakeQuantArith(), True)
+        lowering = IntegerLowering(prepared, plans, FakeQuantArith(), True)
         lowering.prepare(func)
         lowering.visit_expr(func)
     var2val = relax.analysis.get_var2val(func)
@@ -148,16 +148,16 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
                 after = add.var
         bn_kept = any(_op_name(b.value) == "relax.nn.batch_norm" for b in consumers.get(after, []))
         data = call.args[0]
-        shared = isinstance(data, relax.Var) and lowering._has_int_form(data)
+        shared = isinstance(data, relax.Var) and lowering.has_int_form(data)
         shared_act = lowering.targets.get(data) if shared else None
         source_act = None
         if shared:
             source = data
             while (isinstance(source, relax.Var) and _op_name(var2val.get(source)) in LAYOUT_OPS
-                   and _is_pad_zero(var2val[source]) and lowering._has_int_form(source)
+                   and is_zero_pad(var2val[source]) and lowering.has_int_form(source)
                    and isinstance(var2val[source].args[0], relax.Var)):
                 source = var2val[source].args[0]
-            if source is not data and lowering._has_int_form(source):
+            if source is not data and lowering.has_int_form(source):
                 source_act = lowering.targets.get(source)
             elif source is data:
                 source_act = shared_act
