@@ -243,7 +243,9 @@ def _schedule_epilogue(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, p: M
         for loop in (loops[-1:] if p.kind == "matmul" else loops[-2:]):
             sch.unroll(loop)
         return
+    tile = loops[-3]  # the tile loop the epilogue was computed at
     copy = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(copy, tile)  # cache_write puts the copy at the root: bring it to the tile
     sch.transform_layout(block, ("write", 0), lambda n, f, y, x: (n, f // lanes, y, x, f % lanes))
     f_loop, x_loop = sch.get_loops(block)[-2:]
     fo, fl = sch.split(f_loop, [None, lanes])
