@@ -23,25 +23,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def unrolled_epilogue(sch, block, pattern, lanes) -> None:
-    """The x86 epilogue schedule before vectorization: per-tile loops unrolled (scalar)."""
-    loops = sch.get_loops(block)
-    for loop in (loops[-1:] if pattern.kind == "matmul" else loops[-2:]):
-        sch.unroll(loop)
-
-
 def build_variants(make_fp32, make_int8, with_unrolled: bool) -> dict:
     """{name: executable} for fp32, int8 (today's kernels) and, optionally, int8 unrolled."""
     from tvm_mpq.kernels import x86
 
     builds = {"fp32": make_fp32(), "int8": make_int8()}
     if with_unrolled:
-        today = x86._schedule_epilogue
-        x86._schedule_epilogue = unrolled_epilogue
+        x86.VECTORIZED_INT8_EPILOGUE = False
         try:
             builds["int8 unrolled epilogue"] = make_int8()
         finally:
-            x86._schedule_epilogue = today
+            x86.VECTORIZED_INT8_EPILOGUE = True
     return builds
 
 

@@ -226,6 +226,18 @@ def _rows(p: MacPattern) -> int:
     return rows
 
 
+VECTORIZED_INT8_EPILOGUE = True
+"""Vectorize the int8 conv epilogue (see :func:`_schedule_epilogue`); ``False`` unrolls it scalar
+as before, for comparisons (``benchmarks/int8_vs_fp32_interleaved.py --with-unrolled-epilogue``)."""
+
+
+def _unroll_epilogue(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, p: MacPattern) -> None:
+    """Unroll the epilogue's per-tile loops (NCHW: pixels innermost; dense: channels innermost)."""
+    loops = sch.get_loops(block)
+    for loop in (loops[-1:] if p.kind == "matmul" else loops[-2:]):
+        sch.unroll(loop)
+
+
 def _schedule_epilogue(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, p: MacPattern, lanes: int) -> None:
     """Schedule the epilogue's per-tile loops.
 
@@ -238,12 +250,10 @@ def _schedule_epilogue(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, p: M
     for the light fp32 (bias, relu) and dense epilogues the extra copy costs more than it saves,
     so those loops are unrolled (NCHW: pixels innermost; dense: channels innermost).
     """
-    loops = sch.get_loops(block)
-    if p.dtype != INT8 or p.kind == "matmul":
-        for loop in (loops[-1:] if p.kind == "matmul" else loops[-2:]):
-            sch.unroll(loop)
+    if p.dtype != INT8 or p.kind == "matmul" or not VECTORIZED_INT8_EPILOGUE:
+        _unroll_epilogue(sch, block, p)
         return
-    tile = loops[-3]  # the tile loop the epilogue was computed at
+    tile = sch.get_loops(block)[-3]  # the tile loop the epilogue was computed at
     copy = sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(copy, tile)  # cache_write puts the copy at the root: bring it to the tile
     sch.transform_layout(block, ("write", 0), lambda n, f, y, x: (n, f // lanes, y, x, f % lanes))
