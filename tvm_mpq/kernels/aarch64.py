@@ -18,7 +18,7 @@ from tvm import s_tir
 from tvm.s_tir.dlight.base import ScheduleRule
 
 from tvm_mpq.kernels import register_rules
-from tvm_mpq.kernels.int8_dot4 import Dot4Isa, Int8Dot4Rule, _dtype, _has_root, match_int8_mac
+from tvm_mpq.kernels.int8_dot4 import Dot4Isa, Int8Dot4Rule, expr_dtype, has_root_block, match_int8_mac
 
 __all__ = ["Fp32MacRule", "Int8MacRule", "aarch64_rules", "has_dotprod", "match_int8_mac", "neon_isa"]
 
@@ -72,7 +72,7 @@ class Int8MacRule(Int8Dot4Rule):
 
 
 def _single_reduction(sch: s_tir.Schedule) -> Any | None:
-    if not _has_root(sch):
+    if not has_root_block(sch):
         return None
     found = [rv for rv in sch.get_child_blocks(sch.get_sblock("root"))
              if any(int(iv.iter_type) == 2 for iv in sch.get(rv).iter_vars)]
@@ -104,7 +104,7 @@ class Fp32MacRule(ScheduleRule):
             return None
         block = sch.get(rv)
         store = block.body
-        if not isinstance(store, tvm.tirx.BufferStore) or _dtype(store.value) != "float32":
+        if not isinstance(store, tvm.tirx.BufferStore) or expr_dtype(store.value) != "float32":
             return None
         kinds = "".join("R" if int(iv.iter_type) == 2 else "S" for iv in block.iter_vars)
         extents = [int(iv.dom.extent) for iv in block.iter_vars]

@@ -2,9 +2,9 @@
 
 The product lowers an int8 layer to ``conv2d(x_u8, w_s8, out_dtype="int32")`` (NCHW/OIHW) or
 ``matmul(x_u8, w_s8, out_dtype="int32")`` followed by an int32/fp32 epilogue, fused into one
-PrimFunc. The fast int8 instructions multiply signed by signed bytes (aarch64 ``sdot``; x86
-``vpmaddubsw`` through the sign trick of :mod:`tvm_mpq.kernels.x86_dot4`), so the kernels use
-the shift trick, exact in int32::
+PrimFunc. aarch64's ``sdot`` multiplies signed by signed bytes, so for it the kernels use the
+shift trick, exact in int32 (x86 ``vpdpbusd`` takes uint8 x int8 and skips it,
+:attr:`Dot4Isa.shift_activation`)::
 
     sum_k x[k] * w[k] = sum_k (x[k] - 128) * w[k] + 128 * sum_k w[k]
 
@@ -19,8 +19,8 @@ into four stages, for a vector of ``L`` int32 lanes (:class:`Dot4Isa`: 4 on NEON
    int32 words ``Wp[n / L, q, j]`` = the 4 bytes ``w[L n' + j, 4 q .. 4 q + 3]``, one extra
    word row ``q = KQ`` holding the correction ``128 * sum_k w``; the build's
    ``SplitLayoutRewritePreproc`` + ``FoldConstant`` run it once, at compile time;
-2. ``mpq_xshift``: the activation, shifted to int8 and laid out reduction-innermost (padding
-   block inlined into it);
+2. ``mpq_xshift``: the activation, shifted to int8 (or kept uint8) and laid out
+   reduction-innermost (padding block inlined into it);
 3. ``mpq_gemm``: register tiles of ``MX`` output pixels (rows) x ``L * NV`` output channels,
    one ``int32 x L`` accumulator each, initialised with the correction and updated with the
    ISA's dot4 expression (:attr:`Dot4Isa.mac`);
@@ -114,7 +114,7 @@ def _linear(expr: Any, variables: list[Any]) -> list[int] | None:
     return out
 
 
-def _dtype(expr: Any) -> str:
+def expr_dtype(expr: Any) -> str:
     """The scalar/vector type of a TIR expression, as a string (``int32``)."""
     ty = getattr(expr, "ty", None)
     return str(ty if ty is not None else expr.dtype)
@@ -129,7 +129,7 @@ def _mac_operands(body: Any) -> tuple[Any, Any, Any] | None:
     from tvm.ir.expr import TensorLoad
 
     T = tvm.tirx
-    if not isinstance(body, T.BufferStore) or _dtype(body.value) != "int32":
+    if not isinstance(body, T.BufferStore) or expr_dtype(body.value) != "int32":
         return None
     value = body.value
     if not isinstance(value, T.Add) or not isinstance(value.a, TensorLoad) \
@@ -141,9 +141,9 @@ def _mac_operands(body: Any) -> tuple[Any, Any, Any] | None:
     a, b = a.value, b.value
     if not (isinstance(a, TensorLoad) and isinstance(b, TensorLoad)):
         return None
-    if _dtype(a) == "int8" and _dtype(b) == "uint8":
+    if expr_dtype(a) == "int8" and expr_dtype(b) == "uint8":
         a, b = b, a
-    if _dtype(a) != "uint8" or _dtype(b) != "int8":
+    if expr_dtype(a) != "uint8" or expr_dtype(b) != "int8":
         return None
     return body, a, b
 
@@ -152,7 +152,7 @@ def match_int8_mac(func: tvm.tirx.PrimFunc) -> MacPattern | None:
     """The int8 conv2d (NCHW/OIHW, groups 1, batch 1) or dense reduction block of ``func``."""
     sch = s_tir.Schedule(func)
     reductions = []
-    for rv in sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []:
+    for rv in sch.get_child_blocks(sch.get_sblock("root")) if has_root_block(sch) else []:
         block = sch.get(rv)
         if any(int(iv.iter_type) == 2 for iv in block.iter_vars):  # CommReduce
             reductions.append(block)
@@ -201,7 +201,8 @@ def match_int8_mac(func: tvm.tirx.PrimFunc) -> MacPattern | None:
     return None
 
 
-def _has_root(sch: s_tir.Schedule) -> bool:
+def has_root_block(sch: s_tir.Schedule) -> bool:
+    """Whether the scheduled function has a ``root`` block (a fused compute function)."""
     try:
         sch.get_sblock("root")
         return True

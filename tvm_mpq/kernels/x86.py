@@ -9,12 +9,14 @@ one register-blocked micro-kernel schedule (:func:`schedule_mac`):
 * the output channels are tiled by ``nf`` vectors of ``L`` lanes (8 with AVX2, 4 with SSE2) and
   the output pixels (conv: along the row; dense: rows of ``M``) by ``nx``; the ``nf x nx``
   accumulators live in a ``local`` tile (registers), the reduction runs over the packed weight;
-* int8 (uint8 x int8 -> int32) uses ``vpmaddwd`` on int16 pairs (:mod:`.x86_intrin`): the data's
+* int8 (uint8 x int8 -> int32) uses ``vpdpbusd`` on VNNI targets (:mod:`.x86_dot4`, a separate
+  rule tried first), else ``vpmaddwd`` on int16 pairs (:mod:`.x86_intrin`): the data's
   pad/copy block writes int16 pairs ``[N, C/2, H, W, 2]``, the weight is prepacked as int16;
   fp32 broadcasts one activation per pixel and FMAs ``L``-lane weight vectors;
 * depthwise convs pack the data channels ``[N, C/L, H, W, L]`` and vectorize over them;
 * the whole epilogue (offset/bias add, requantize, relu, residual add, casts) is inlined into one
-  block computed per tile, reading the accumulators; the outer tile loops run in parallel.
+  block computed per tile, reading the accumulators (int8 convs: vectorized across channels,
+  :func:`_schedule_epilogue`); the outer tile loops run in parallel.
 
 A rule returns ``None`` (TVM's default stays) for anything it does not recognize or when a
 schedule step fails.
