@@ -111,9 +111,9 @@ def _build(mod: tvm.IRModule, target_name: str, kernels: bool = True):
 
 def test_rules_registered_for_aarch64_only():
     dot, plain = get_target("aarch64-dotprod").tvm_target, get_target("aarch64").tvm_target
-    assert any(isinstance(r, k_aarch64.Int8MacRule) for r in default_schedule_rules(dot))
+    assert any(isinstance(r.rule, k_aarch64.Int8MacRule) for r in default_schedule_rules(dot))
     assert k_aarch64.has_dotprod(dot) and not k_aarch64.has_dotprod(plain)
-    assert not any(isinstance(r, k_aarch64.Int8MacRule) for r in default_schedule_rules(get_target("x86").tvm_target))
+    assert not any(isinstance(r.rule, k_aarch64.Int8MacRule) for r in default_schedule_rules(get_target("x86").tvm_target))
 
 
 def test_fp32_conv_and_dense_get_the_neon_schedule():

@@ -29,6 +29,7 @@ import tvm
 from tvm import relax
 
 from tvm_mpq.errors import MpqError
+from tvm_mpq.kernels import GENERIC_RULES
 
 DEFAULT_TUNING_ROOT = Path(os.environ.get("TVM_MPQ_TUNING_DIR", Path.home() / ".cache" / "tvm-mpq" / "tuning"))
 
@@ -65,7 +66,7 @@ def tuning_dir(target: tvm.target.Target, root: Path | str = DEFAULT_TUNING_ROOT
 def _fuse(mod: tvm.IRModule) -> tvm.IRModule:
     from tvm.relax.backend.cpu_generic.pipeline import legalize_passes, library_dispatch_passes
 
-    seq = tvm.transform.Sequential([*library_dispatch_passes(None), *legalize_passes(None),
+    seq = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(), *library_dispatch_passes(None), *legalize_passes(None),
                                     relax.transform.AttachAttrLayoutFreeBuffers()])
     return seq(mod)
 
@@ -171,8 +172,11 @@ def build_module(mod: tvm.IRModule, target: tvm.target.Target,
         if (work_dir / "database_tuning_record.json").exists():
             mod = _apply_database(mod, work_dir)
         n_scheduled = _count_scheduled(mod)
-        info["scheduled_by"] = {"kernel_rules": n_rules, "database": n_scheduled - n_rules,
-                                "default": _count_prim_funcs(mod) - n_scheduled}
+        by_rule = rules_used(mod)
+        n_generic = sum(n for name, n in by_rule.items() if name in GENERIC_RULES)
+        info["scheduled_by"] = {"kernel_rules": n_rules - n_generic, "generic_rules": n_generic,
+                                "database": n_scheduled - n_rules, "default": _count_prim_funcs(mod) - n_scheduled}
+        info["rules"] = by_rule
         mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
                                         relax.transform.FoldConstant(),
                                         relax.transform.DeadCodeElimination()])(mod)
@@ -190,6 +194,19 @@ def _apply_database(mod: tvm.IRModule, work_dir: Path) -> tvm.IRModule:
     for gv in pending:
         out.update_func(gv, applied[gv.name_hint])
     return out
+
+
+def rules_used(mod: tvm.IRModule) -> dict[str, int]:
+    """How many PrimFuncs of ``mod`` each kernel rule scheduled."""
+    from tvm_mpq.kernels import rule_of
+
+    counts: dict[str, int] = {}
+    for _, func in mod.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            name = rule_of(func)
+            if name is not None:
+                counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _is_scheduled(func: tvm.tirx.PrimFunc) -> bool:

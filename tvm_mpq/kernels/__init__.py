@@ -47,13 +47,59 @@ def target_arch(target: tvm.target.Target) -> str:
     return "aarch64" if triple.startswith(("aarch64", "arm64")) else "x86_64"
 
 
+RULE_ATTR = "tvm_mpq.rule"
+"""Root-block annotation naming the rule that scheduled a PrimFunc (read by :func:`rule_of`)."""
+
+GENERIC_RULES = ("InjectiveCpu", "ReductionCpu")
+"""Rules for the non-MAC kernels (:mod:`tvm_mpq.kernels.cpu_generic`)."""
+
+
 def default_schedule_rules(target: tvm.target.Target) -> list[Any]:
-    """The schedule rules registered for ``target``'s architecture (empty when none)."""
+    """The schedule rules registered for ``target``'s architecture, then, on CPUs, the generic
+    rules for what no MAC rule takes; each tags what it schedules (:func:`rule_of`)."""
     _load_builtin_rules()
     rules: list[Any] = []
     for factory in _RULES.get(target_arch(target), []):
         rules.extend(factory(target))
-    return rules
+    if str(target.kind.name) == "llvm":  # every CPU: what no MAC rule took gets a parallel, vectorized nest
+        from .cpu_generic import InjectiveCpu, ReductionCpu
+
+        rules.extend([InjectiveCpu(), ReductionCpu()])
+    return [tagged(rule) for rule in rules]
+
+
+def tagged(rule: Any) -> Any:
+    """``rule`` wrapped (:class:`TaggedRule`) so that the schedule it returns names it."""
+    from tvm.s_tir.dlight.base import ScheduleRule
+
+    class TaggedRule(ScheduleRule):
+        """A rule whose schedules carry its name on the root block (``.rule``: the rule)."""
+
+        def __init__(self, inner: Any) -> None:
+            self.rule = inner
+            self.name = type(inner).__name__
+
+        def apply(self, func, target, tunable):  # noqa: ANN001, ANN201 - dlight's signature
+            sch = self.rule.apply(func, target, tunable)
+            if sch is None or isinstance(sch, list):
+                return sch
+            try:
+                sch.annotate(sch.get_sblock("root"), RULE_ATTR, self.name)
+            except Exception:  # noqa: BLE001 - no root block: the schedule stands untagged
+                pass
+            return sch
+
+    return TaggedRule(rule)
+
+
+def rule_of(func: tvm.tirx.PrimFunc) -> str | None:
+    """The rule that scheduled ``func`` (``None``: no rule, or not a tagged schedule)."""
+    body = func.body
+    block = getattr(body, "block", None)
+    if block is None:
+        return None
+    value = block.annotations.get(RULE_ATTR) if block.annotations is not None else None
+    return str(value) if value is not None else None
 
 
 def _load_builtin_rules() -> None:
