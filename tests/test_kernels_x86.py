@@ -55,9 +55,10 @@ def _requant_epilogue(bb: relax.BlockBuilder, acc: relax.Expr, n_out: int, axis_
 
 
 def int8_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0, groups: int = 1,
-              zp: int = 3, residual: bool = False) -> tuple[tvm.IRModule, np.ndarray]:
+              zp: int = 3, residual: bool = False, tail_pad: int = 0) -> tuple[tvm.IRModule, np.ndarray]:
     """uint8 pad(zp) -> conv(int32) -> +offset -> *scale -> round -> +zp -> clip -> uint8
-    (-> + residual in fp32), like LowerToInteger emits."""
+    (-> + residual in fp32) (-> pad(zp) for the next conv, fused into the same kernel), like
+    LowerToInteger emits."""
     rng = np.random.default_rng(c * 1000 + f)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
@@ -69,6 +70,8 @@ def int8_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0, gr
             y = _requant_epilogue(bb, acc, f, (1, f, 1, 1), zp, rng)
             if residual:
                 y = bb.emit(relax.op.add(relax.op.astype(y, "float32"), relax.op.astype(x, "float32")))
+            if tail_pad:
+                y = bb.emit(relax.op.nn.pad(y, [0, 0, 0, 0, 0, tail_pad, 0, tail_pad], pad_value=float(zp)))
             y = bb.emit_output(y)
         bb.emit_func_output(y)
     return bb.get(), rng.integers(0, 256, size=(1, c, hw, hw)).astype("uint8")
@@ -88,7 +91,7 @@ def int8_dense(m: int, k: int, n: int, zp: int = 3) -> tuple[tvm.IRModule, np.nd
 
 
 def fp32_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0,
-              groups: int = 1, epilogue: bool = True) -> tuple[tvm.IRModule, np.ndarray]:
+              groups: int = 1, epilogue: bool = True, tail_pad: int = 0) -> tuple[tvm.IRModule, np.ndarray]:
     rng = np.random.default_rng(c * 1000 + f + 7)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, c, hw, hw), "float32"))
@@ -97,7 +100,10 @@ def fp32_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0,
     with bb.function("main", [x]):
         with bb.dataflow():
             acc = bb.emit(relax.op.nn.conv2d(x, relax.const(w), strides=stride, padding=pad, groups=groups))
-            y = bb.emit_output(relax.op.nn.relu(relax.op.add(acc, relax.const(b))) if epilogue else acc)
+            y = bb.emit(relax.op.clip(relax.op.add(acc, relax.const(b)), 0.0, 6.0)) if epilogue else acc
+            if tail_pad:  # the next depthwise conv's padding, fused after the epilogue
+                y = bb.emit(relax.op.nn.pad(y, [0, 0, 0, 0, 0, tail_pad, 0, tail_pad], pad_value=0.5))
+            y = bb.emit_output(y)
         bb.emit_func_output(y)
     return bb.get(), rng.normal(size=(1, c, hw, hw)).astype("float32")
 
@@ -154,6 +160,10 @@ CASES = {
     "fp32_conv1x1_s2": (lambda: fp32_conv(16, 32, 10, 1, stride=2), "Fp32Conv2dAvx2", False),
     # a bare conv writes the function's output (fp32 layers keep batch-norm unfused): copied out
     "fp32_conv_no_epilogue": (lambda: fp32_conv(16, 32, 10, 3, pad=1, epilogue=False), "Fp32Conv2dAvx2", False),
+    # a pad fused after the epilogue (conv -> bias -> relu6 -> pad of the next depthwise conv)
+    # writes a larger output than the tile: its border must still be written
+    "fp32_conv1x1_pad_tail": (lambda: fp32_conv(16, 32, 12, 1, tail_pad=1), "Fp32Conv2dAvx2", False),
+    "int8_conv1x1_pad_tail": (lambda: int8_conv(16, 32, 12, 1, tail_pad=2), "Int8Conv2dAvx2", True),
 
     "fp32_dense": (lambda: fp32_dense(3, 40, 32), "Fp32DenseAvx2", False),
 }
@@ -241,6 +251,7 @@ VNNI_CASES = {
     "conv3x3": lambda: int8_conv(16, 32, 10, 3, pad=1),
     "conv_rgb_s2": lambda: int8_conv(3, 16, 11, 3, stride=2, pad=1),  # 3 channels: padded to 4
     "conv1x1_residual": lambda: int8_conv(16, 16, 7, 1, residual=True),
+    "conv1x1_pad_tail": lambda: int8_conv(16, 32, 12, 1, tail_pad=2),
     "dense": lambda: int8_dense(1, 64, 32),
     "dense_rows_odd_k": lambda: int8_dense(6, 50, 16),  # K padded to 52
 }

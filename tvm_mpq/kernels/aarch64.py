@@ -18,6 +18,7 @@ from tvm import s_tir
 from tvm.s_tir.dlight.base import ScheduleRule
 
 from tvm_mpq.kernels import register_rules
+from tvm_mpq.kernels.epilogue import schedule_tail, split_epilogue
 from tvm_mpq.kernels.int8_dot4 import Dot4Isa, Int8Dot4Rule, expr_dtype, has_root_block, match_int8_mac
 
 __all__ = ["Fp32MacRule", "Int8MacRule", "aarch64_rules", "has_dotprod", "match_int8_mac", "neon_isa"]
@@ -126,13 +127,16 @@ class Fp32MacRule(ScheduleRule):
             outer, tile, inner = [*lead, m], no, (ni,)
         else:
             return None
-        epilogue = names[pos + 1:]
+        epilogue, tail = split_epilogue(sch, block.name_hint, names[pos + 1:])
+        if tail and not epilogue:
+            return None  # the MAC output goes straight into a shape-changing op (e.g. pad)
         for name in epilogue[:-1]:
             sch.compute_inline(sch.get_sblock(name))
         if epilogue:
             sch.reverse_compute_at(sch.get_sblock(epilogue[-1]), tile)
         if epilogue:
             sch.vectorize(sch.get_loops(sch.get_sblock(epilogue[-1]))[-1])
+        schedule_tail(sch, tail)
         sch.parallel(sch.fuse(*outer, tile))
         for loop in inner[:-1]:
             sch.unroll(loop)

@@ -45,6 +45,8 @@ import tvm
 from tvm import s_tir
 from tvm.s_tir.dlight.base import ScheduleRule
 
+from tvm_mpq.kernels.epilogue import schedule_tail, split_epilogue
+
 LOG = logging.getLogger(__name__)
 
 PREPROC_ATTR = "meta_schedule.layout_rewrite_preproc"
@@ -490,7 +492,9 @@ def build_int8_schedule(func: tvm.tirx.PrimFunc, p: MacPattern, isa: Dot4Isa) ->
     # producers of the activation (the padding copy) -> into the shift pass
     for name in names[:names.index("mpq_wpack")]:
         sch.compute_inline(sch.get_sblock(name))
-    epilogue = names[names.index("mpq_gemm") + 1:]
+    epilogue, tail = split_epilogue(sch, "mpq_gemm", names[names.index("mpq_gemm") + 1:])
+    if tail and not epilogue:
+        raise ValueError("the MAC output goes straight into a shape-changing op (e.g. pad)")
     for name in epilogue[:-1]:
         sch.compute_inline(sch.get_sblock(name))
     loops = sch.get_loops(gemm)
@@ -501,4 +505,5 @@ def build_int8_schedule(func: tvm.tirx.PrimFunc, p: MacPattern, isa: Dot4Isa) ->
     sch.parallel(fused)
     xl = sch.get_loops(xshift)
     sch.parallel(xl[0])
+    schedule_tail(sch, tail)
     return sch

@@ -33,6 +33,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target, codegen
 
 from . import register_rules
+from .epilogue import schedule_tail, split_epilogue
 from .x86_analysis import FP32, INT8, MacPattern, a_producer, analyze
 from .x86_dot4 import Int8Dot4Vnni
 from .x86_intrin import PMADDWD_AVX2, PMADDWD_SSE2
@@ -121,13 +122,13 @@ def _parallel_outer(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None
         sch.parallel(loops[0])
 
 
-def _inline_epilogue(sch: s_tir.Schedule, p: MacPattern) -> s_tir.schedule.SBlockRV | None:
-    """Inline every epilogue block into the last one; that block, or ``None`` when none."""
-    if not p.epilogue:
+def _inline_epilogue(sch: s_tir.Schedule, names: list[str]) -> s_tir.schedule.SBlockRV | None:
+    """Inline the per-tile epilogue blocks ``names`` into the last one; that block, or ``None``."""
+    if not names:
         return None
-    for name in p.epilogue[:-1]:
+    for name in names[:-1]:
         sch.compute_inline(sch.get_sblock(name))
-    return sch.get_sblock(p.epilogue[-1])
+    return sch.get_sblock(names[-1])
 
 
 def _tile_loops(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, p: MacPattern, lanes: int,
@@ -190,6 +191,9 @@ def schedule_mac(func: tirx.PrimFunc, target: Target, pair: bool, kinds: tuple[s
 
 def _apply(sch: s_tir.Schedule, p: MacPattern, isa: Isa, pair: bool) -> s_tir.Schedule:
     lanes = isa.lanes
+    per_tile, tail = split_epilogue(sch, p.block, list(p.epilogue))
+    if tail and not per_tile:
+        raise ValueError("the MAC output goes straight into a shape-changing op (e.g. pad)")
     mac = sch.get_sblock(p.block)
     _prepack_weight(sch, mac, p, lanes, pair)
     _pack_data(sch, mac, p, lanes, pair)
@@ -201,7 +205,7 @@ def _apply(sch: s_tir.Schedule, p: MacPattern, isa: Isa, pair: bool) -> s_tir.Sc
     n_vec = (p.extents[-2] if p.kind == "matmul" else p.extents[1]) // lanes
     n_pix = _rows(p) if p.kind == "matmul" else p.extents[3]
     nf, nx = choose_tile(n_vec, n_pix, isa, pair)
-    epilogue = copy_out if copy_out is not None else _inline_epilogue(sch, p)
+    epilogue = copy_out if copy_out is not None else _inline_epilogue(sch, per_tile)
     outer, red, (fi, xi, fv) = _tile_loops(sch, mac, p, lanes, nf, nx, pair)
     writeback = sch.cache_write(mac, 0, "local")
     sch.reverse_compute_at(writeback, outer[-1])
@@ -218,6 +222,7 @@ def _apply(sch: s_tir.Schedule, p: MacPattern, isa: Isa, pair: bool) -> s_tir.Sc
     if pair:
         sch.tensorize(fv, isa.pmaddwd)
     sch.vectorize(sch.get_loops(init)[-1])
+    schedule_tail(sch, tail)
     return sch
 
 
