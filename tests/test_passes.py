@@ -80,3 +80,68 @@ def test_passes_compose_in_sequential(small_graph, small_feeds):
     fp32 = compile_graph(small_graph).run(small_feeds[0])[0]
     assert out[0].shape == fp32.shape
     assert 15.0 < 10 * np.log10((fp32**2).sum() / ((fp32 - out[0]) ** 2).sum()) < 80.0
+
+
+def _bound(graph) -> tvm.IRModule:
+    from tvm_mpq.compiler.pipeline import bind_params
+
+    with tvm.transform.PassContext(opt_level=3):
+        return relax.transform.FoldConstant()(bind_params(graph))
+
+
+def _run_bound(graph, mod: tvm.IRModule, feed) -> np.ndarray:
+    bound = small_graph_like(graph, mod)
+    return compile_graph(bound).run(feed)[0]
+
+
+def small_graph_like(graph, mod: tvm.IRModule):
+    from tvm_mpq.frontends.model_graph import ModelGraph
+
+    return ModelGraph(graph.name, mod, graph.inputs, {}, graph.layer_names, graph.source)
+
+
+def test_correct_bias_folds_into_the_bias_or_adds_one(small_graph, small_feeds):
+    """CorrectBias adds the vector to the layer output: into the conv's folded bias constant, or
+    as a new add (a layer whose output has several readers); the model moves by exactly it."""
+    from relay_passes import CorrectBias, FoldBatchNorm, LayerKeys
+
+    table = build_layer_table(small_graph)
+    with tvm.transform.PassContext(opt_level=3):
+        folded = tvm.transform.Sequential([FoldBatchNorm(None), relax.transform.FoldConstant()])(_bound(small_graph))
+    keys = LayerKeys.for_main(table.names())
+    rng = np.random.default_rng(0)
+    vectors = {"pw": rng.normal(size=8).astype(np.float32), "fc": rng.normal(size=5).astype(np.float32)}
+    correct = CorrectBias(vectors, keys)
+    seq = tvm.transform.Sequential([correct, relax.transform.FoldConstant()])  # composes with TVM's passes
+    with tvm.transform.PassContext(opt_level=3):
+        corrected = seq(folded)
+    assert sorted(correct.folded + correct.inserted) == ["fc", "pw"]
+    before, after = _run_bound(small_graph, folded, small_feeds[0]), _run_bound(small_graph, corrected, small_feeds[0])
+    # pw's correction reaches the logits through the mean pool and fc; fc's directly
+    w_fc = small_graph.params[table.by_name["fc"].weight_param]  # [5, 8] (torch Linear)
+    expected = vectors["pw"] @ w_fc.T + vectors["fc"]
+    np.testing.assert_allclose(after - before, expected[None], rtol=1e-4, atol=1e-4)
+    with pytest.raises(KeyError):
+        CorrectBias({"nope": np.zeros(1)}, keys)(folded)
+    with pytest.raises(ValueError):
+        CorrectBias({"pw": np.zeros(3)}, keys)(folded)
+
+
+def test_equalize_cross_layer_is_exact_and_keeps_layers(small_graph, small_feeds):
+    """conv-bn-relu -> depthwise-bn-relu -> 1x1: only dw -> pw is equalizable (conv1's output
+    also feeds the residual add); the function is unchanged, the weights are not."""
+    from relay_passes import EqualizeCrossLayer, LayerKeys
+
+    table = build_layer_table(small_graph)
+    bound = _bound(small_graph)
+    rewrite = EqualizeCrossLayer(LayerKeys.for_main(table.names()))
+    with tvm.transform.PassContext(opt_level=3):
+        equalized = rewrite(bound)
+    assert [(p.first, p.second) for p in rewrite.pairs] == [("dw", "pw")]
+    scales = rewrite.pairs[0].scales
+    assert scales.shape == (8,) and np.all(scales > 0) and np.ptp(np.log(scales)) > 0.1
+    for feed in small_feeds:
+        np.testing.assert_allclose(_run_bound(small_graph, equalized, feed), _run_bound(small_graph, bound, feed),
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):  # given scales must name an equalizable pair
+        EqualizeCrossLayer(LayerKeys.for_main(table.names()), {("conv1", "dw"): np.ones(8)})(bound)

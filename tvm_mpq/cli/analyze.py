@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tvm_mpq.cli.common import add_model_options, load_model_and_calibration
+from tvm_mpq.cli.common import add_model_options, load_model_and_calibration, ptq_from_args
 from tvm_mpq.errors import MpqError
 
 
@@ -104,12 +104,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             ranges = {v: r[8] for v, r in calibrate(graph, feeds, table.activation_operands(), args.observer,
                                                    cache=CalibrationCache(args.cache_dir)).items()}
     for allocation in report.allocations:
-        _write_allocation(args, graph, table, ranges, allocation, len(feeds))
+        _write_allocation(args, graph, table, ranges, allocation, feeds)
     if args.rate is not None:
         precisions = allocate_by_rate(table, report.sensitivity, args.rate)
         config = build_config(graph, table, precisions, ranges,
                               {"method": args.method, "requested_rate": args.rate, "observer": args.observer,
-                               "calib_size": len(feeds)})
+                               "calib_size": len(feeds), "bias_correction": False})
+        _correct_biases(args, graph, config, feeds)
         out = args.config_out or args.output.with_suffix(f".rate{args.rate:g}.json")
         config.save(out)
         fp32 = config.fp32_layers()
@@ -120,7 +121,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_allocation(args: argparse.Namespace, graph, table, ranges: dict, allocation, calib_size: int) -> None:
+def _correct_biases(args: argparse.Namespace, graph, config, feeds) -> None:
+    """Bias correction of the config's int8 layers, when asked for (``--bias-correction``)."""
+    if ptq_from_args(args).bias_correction:
+        from tvm_mpq.calibration import CalibrationCache
+        from tvm_mpq.ptq.bias_correction import apply_bias_correction
+
+        apply_bias_correction(graph, config, feeds, cache=CalibrationCache(args.cache_dir))
+
+
+def _write_allocation(args: argparse.Namespace, graph, table, ranges: dict, allocation, feeds) -> None:
     """Print one bit-width assignment and write it as a precision config (where the format can
     express it: weights 2..8 bits, activations 2..8 or 16 bits, or fp32)."""
     from tvm_mpq.allocation import FP32
@@ -139,7 +149,9 @@ def _write_allocation(args: argparse.Namespace, graph, table, ranges: dict, allo
         return
     config = build_config(graph, table, allocation.precisions, ranges,
                           {"method": args.method, "allocation": allocation.label, **allocation.info,
-                           "kernels": allocation.kernels(), "observer": args.observer, "calib_size": calib_size})
+                           "kernels": allocation.kernels(), "observer": args.observer, "calib_size": len(feeds),
+                           "bias_correction": False})
+    _correct_biases(args, graph, config, feeds)
     out = args.output.with_suffix(f".{allocation.key}.json")
     config.save(out)
     print(f"  precision config: {out}")

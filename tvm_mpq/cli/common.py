@@ -17,8 +17,33 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-size", type=int, default=16, metavar="N", help="calibration samples (default 16)")
     p.add_argument("--mean", type=float, nargs="+", default=[0.0], help="image preprocessing mean (for --calib DIR)")
     p.add_argument("--std", type=float, nargs="+", default=[1.0], help="image preprocessing std (for --calib DIR)")
-    p.add_argument("--observer", default="minmax", help="activation observer: minmax, percentile, mse, entropy")
     p.add_argument("--cache-dir", type=Path, help="calibration cache (default ~/.cache/tvm-mpq or $TVM_MPQ_CACHE)")
+    add_quantizer_options(p)
+
+
+DEFAULT_BIAS_CORRECTION = True
+"""Bias correction is on unless ``--no-bias-correction`` (benchmarks/quant_quality.py: it never
+measured worse on the zoo models)."""
+
+
+def add_quantizer_options(p: argparse.ArgumentParser) -> None:
+    """``--observer``, ``--equalize``, ``--bias-correction`` (how the int8 layers are quantized;
+    recorded in the precision config's provenance)."""
+    q = p.add_argument_group("quantizers (recorded in the config's provenance)")
+    q.add_argument("--observer", default="minmax", help="activation observer: minmax (default), percentile, mse, entropy")
+    q.add_argument("--equalize", action="store_true",
+                   help="cross-layer equalization of conv pairs (DFQ scales; exact in fp32, ReLU6 bounds made per channel)")
+    q.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=DEFAULT_BIAS_CORRECTION,
+                   help="correct each int8 layer's bias by the expected error of its quantized weight "
+                        f"(one fp32 pass over the calibration set; default {'on' if DEFAULT_BIAS_CORRECTION else 'off'}; "
+                        "batch-norm folded stages only, off at --stage A)")
+
+
+def ptq_from_args(args: argparse.Namespace):
+    """The :class:`~tvm_mpq.ptq.PtqOptions` of ``--equalize`` / ``--bias-correction``."""
+    from tvm_mpq.ptq import PtqOptions
+
+    return PtqOptions(equalize=args.equalize, bias_correction=args.bias_correction)
 
 
 def add_tuning_options(p: argparse.ArgumentParser) -> None:
@@ -47,7 +72,9 @@ def load_model_and_calibration(args: argparse.Namespace):
     from tvm_mpq.calibration import load_calibration
     from tvm_mpq.frontends import load_model, parse_input_shapes
 
-    graph = load_model(args.model, parse_input_shapes(args.input_shape))
+    from tvm_mpq.ptq.equalization import graph_for_options
+
+    graph = graph_for_options(load_model(args.model, parse_input_shapes(args.input_shape)), ptq_from_args(args))
     mean = args.mean[0] if len(args.mean) == 1 else tuple(args.mean)
     std = args.std[0] if len(args.std) == 1 else tuple(args.std)
     feeds = load_calibration(graph, args.calib, args.calib_size, mean, std)
@@ -77,15 +104,19 @@ def config_from_args(args: argparse.Namespace, stage: str = "A->C"):
     if args.rate is not None and not 0 <= args.rate <= 100:
         raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")
     if args.config is not None:
+        from tvm_mpq.ptq.equalization import graph_for_config
+
         config = PrecisionConfig.load(args.config)  # syntax first: no model import for a broken file
         graph = load_model(args.model, parse_input_shapes(args.input_shape))
         check_integer_config(config, build_layer_table(graph))  # before any compilation
-        return graph, config
+        return graph_for_config(graph, config), config
     graph, feeds = load_model_and_calibration(args)
+    ptq = ptq_from_args(args)
     print(f"{graph.name}: analyzing ({args.method}, stage {'C' if stage == 'C' else 'A'}) on "
-          f"{len(feeds)} samples for rate {args.rate:g}%")
+          f"{len(feeds)} samples for rate {args.rate:g}%; quantizers: {args.observer} observer, {ptq.describe()}")
     config, _ = config_for_rate(graph, feeds, args.rate, args.method, observer=args.observer, g=args.g,
-                                cache=CalibrationCache(args.cache_dir), stage=stage)
+                                cache=CalibrationCache(args.cache_dir), stage=stage,
+                                bias_correction=ptq.bias_correction and stage != "A")
     kept = keep_unsupported_fp32(config, build_layer_table(graph))
     if kept:
         print(f"{len(kept)} layer(s) have no integer kernel and stay fp32 ({', '.join(kept[:3])}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tvm_mpq.cli.common import add_model_options, add_tuning_options, tuning_from_args
+from tvm_mpq.cli.common import add_model_options, add_tuning_options, ptq_from_args, tuning_from_args
 from tvm_mpq.errors import MpqError
 
 
@@ -74,7 +74,8 @@ def options_from_args(args: argparse.Namespace):
         rpc=args.rpc, tracker=args.tracker, key=args.key, eval_size=args.eval_size, repeat=args.repeat,
         max_seconds=args.max_time, min_repeat_ms=args.min_repeat_ms,
         input_shape=args.input_shape, calib=args.calib, calib_size=args.calib_size, mean=args.mean, std=args.std,
-        observer=args.observer, cache_dir=args.cache_dir, g=args.g, stage=args.stage, keep_libs=args.keep_libs,
+        observer=args.observer, ptq=ptq_from_args(args), cache_dir=args.cache_dir, g=args.g, stage=args.stage,
+        keep_libs=args.keep_libs,
         setup=not args.no_setup, tuning=tuning_from_args(args))
 
 

@@ -11,8 +11,9 @@ The pipeline (``stage="A->C"``, the default; QuantuneV2's sensitivity from stage
 stage C) is a ``tvm.transform.Sequential``::
 
     BindParams -> FoldConstant -> FoldBatchNorm(int8 layers) -> FoldConstant -> CanonicalizeBindings
-    -> DeadCodeElimination -> LowerToInteger(plans) -> build_module (LegalizeOps, FuseOps,
-    FuseTIR, tuning database, kernel schedules, weight prepacking, codegen: compiler/build.py)
+    -> DeadCodeElimination -> CorrectBias(the config's bias corrections, if any) -> LowerToInteger(plans)
+    -> build_module (LegalizeOps, FuseOps, FuseTIR, tuning database, kernel schedules, weight
+    prepacking, codegen: compiler/build.py)
 
 ``stage="A"`` applies the config per layer on the unfused graph (batch-norm left in fp32,
 quantize/dequantize around every int8 layer).
@@ -26,7 +27,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from relay_passes.correct_bias import CorrectBias
 from relay_passes.fold_batch_norm import FoldBatchNorm
+from relay_passes.layer_keys import LayerKeys
 from relay_passes.lower_to_integer import IntLayerPlan, LoweringStats, LowerToInteger
 from tvm_mpq.compiler.build import TuningOptions, build_module
 from tvm_mpq.compiler.validate import check_integer_config
@@ -117,6 +120,41 @@ def check_layer_order(table: LayerTable, mod: tvm.IRModule) -> None:
             raise RuntimeError(f"layer {layer.name}: MAC op order changed during preparation")
 
 
+def bias_corrections(table: LayerTable, config: PrecisionConfig) -> dict[str, np.ndarray]:
+    """The config's bias corrections of its quantized layers (layer name -> vector)."""
+    return {layer.name: np.asarray(config.layers[layer.name].bias_correction, np.float32) for layer in table
+            if not config.layers[layer.name].is_fp32 and config.layers[layer.name].bias_correction is not None}
+
+
+def check_transforms(graph: ModelGraph, config: PrecisionConfig) -> None:
+    """MpqError unless ``graph`` carries exactly the graph rewrites the config was made on
+    (``provenance["graph_transforms"]``, e.g. cross-layer equalization)."""
+    wanted = config.provenance.get("graph_transforms", {})
+    if list(graph.transforms) != list(wanted):
+        raise MpqError(f"the config was made on the model with graph rewrites {list(wanted) or 'none'}, this graph has "
+                       f"{list(graph.transforms) or 'none'} (apply them with tvm_mpq.ptq.graph_for_config)")
+    if dict(graph.transforms) != dict(wanted):
+        raise MpqError("the graph's rewrites (e.g. equalization scales) differ from the ones the config was made with")
+
+
+def prepared_module(graph: ModelGraph, table: LayerTable, config: PrecisionConfig | None,
+                    stage: str = "A->C") -> tvm.IRModule:
+    """``main`` as the precision pass receives it: parameters bound, batch-norm folded into the
+    int8 layers (fused stages), constants folded, then the config's bias corrections added
+    (:class:`~relay_passes.correct_bias.CorrectBias`). Call inside a ``PassContext``."""
+    plans = integer_plans(table, config) if config is not None else {}
+    fold = [layer.var for layer in table if layer.index in plans]
+    prepared = tvm.transform.Sequential(preparation_passes(fold, stage), name="tvm_mpq.prepare")(bind_params(graph))
+    check_layer_order(table, prepared)
+    corrections = bias_corrections(table, config) if config is not None else {}
+    if corrections:
+        if stage == "A":
+            raise MpqError("the config carries bias corrections, which are made for batch-norm folded layers: "
+                           "compile it at stage A->C or C")
+        prepared = CorrectBias(corrections, LayerKeys.for_main(table.names()))(prepared)
+    return prepared
+
+
 def lower_model(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",
                 simulate: bool = False, table: LayerTable | None = None) -> tuple[tvm.IRModule, dict]:
     """Bind, fold and apply ``config``: the IRModule handed to ``tvm.compile``, and counts."""
@@ -132,18 +170,17 @@ def lower_with_stats(graph: ModelGraph, config: PrecisionConfig | None, stage: s
     plans: dict[int, IntLayerPlan] = {}
     if config is not None:
         check_integer_config(config, table)
+        check_transforms(graph, config)
         plans = integer_plans(table, config)
     with tvm.transform.PassContext(opt_level=3):
-        fold = [layer.var for layer in table if layer.index in plans]
-        prepared = tvm.transform.Sequential(preparation_passes(fold, stage), name="tvm_mpq.prepare")(
-            bind_params(graph))
-        check_layer_order(table, prepared)
+        prepared = prepared_module(graph, table, config, stage)
         lower = LowerToInteger(plans, fuse=stage != "A", simulate=simulate)
         mod = lower(prepared)
     s = lower.stats
     stats = {"stage": stage, "simulated": simulate, "int8_layers": s.n_layers, "n_quantize": s.n_quantize,
              "n_dequantize": s.n_dequantize, "n_requantize": s.n_requantize, "n_qdq": s.n_qdq,
-             "n_qdq_naive": 2 * len(plans), "bias_folded": s.n_bias_folded, "layout_ops_on_int8": s.n_layout_on_int}
+             "n_qdq_naive": 2 * len(plans), "bias_folded": s.n_bias_folded, "layout_ops_on_int8": s.n_layout_on_int,
+             "bias_corrected": len(bias_corrections(table, config)) if config is not None else 0}
     return mod, stats, s
 
 

@@ -83,11 +83,18 @@ def stage_c_graph(graph: ModelGraph) -> ModelGraph:
     """``graph`` with batch-norm folded into the convs, weights as parameters (stage-A names)."""
     from tvm_mpq.compiler.pipeline import bind_params
 
-    table = build_layer_table(graph)
     seq = tvm.transform.Sequential([relax.transform.FoldConstant(), FoldBatchNorm(None), relax.transform.FoldConstant(),
                                     relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()])
     with tvm.transform.PassContext(opt_level=3):
         folded = seq(bind_params(graph))
+    return lift_weights(graph, folded)
+
+
+def lift_weights(graph: ModelGraph, folded: tvm.IRModule, transforms: dict | None = None) -> ModelGraph:
+    """A :class:`ModelGraph` of ``folded`` (``graph``'s ``main`` after ``BindParams`` and
+    rewrites that keep every MAC op in place) with each MAC op's constant weight a parameter
+    again, under ``graph``'s names; ``transforms``: the new graph's (default ``graph``'s)."""
+    table = build_layer_table(graph)
     func = folded["main"]
     lifter = _LiftWeights(folded, [layer.weight_param for layer in table])
     lifter.var2val = relax.analysis.get_var2val(func)
@@ -99,4 +106,5 @@ def stage_c_graph(graph: ModelGraph) -> ModelGraph:
     mod["main"] = new_func
     mod = unique_binding_names(relax.transform.DeadCodeElimination()(mod))
     arrays = {p.name: lifter.lifted[p.name][1] for p in params}
-    return ModelGraph(graph.name, mod, graph.inputs, arrays, graph.layer_names, graph.source)
+    return ModelGraph(graph.name, mod, graph.inputs, arrays, graph.layer_names, graph.source,
+                      dict(graph.transforms if transforms is None else transforms))

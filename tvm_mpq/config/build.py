@@ -24,6 +24,8 @@ def build_config(graph: ModelGraph, table: LayerTable, precisions: dict[str, Pre
         scales = (weight_scales(layer.weight_operand(graph.params), p.w_bits, layer.channel_axis).tolist()
                   if layer.weight_param is not None else None)
         layers[layer.name] = LayerPrecision(p.w_bits, p.a_bits, act, scales)
+    if graph.transforms:
+        provenance = {**provenance, "graph_transforms": dict(graph.transforms)}
     provenance = {**provenance, "tvm_version": tvm.__version__,
                   "bops_reduction_rate": bops_reduction_rate(table, precisions),
                   "bops_ratio": bops_ratio(table, precisions),

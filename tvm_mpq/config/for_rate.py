@@ -22,11 +22,15 @@ def analysis_graph(graph: ModelGraph, stage: str) -> ModelGraph:
 
 def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: str = "quantunev2", *,
                     observer: str = "minmax", g: float = 2.0, cache: CalibrationCache | None = None,
-                    stage: str = "A->C", report=None, **analyze_options) -> tuple[PrecisionConfig, object]:
+                    stage: str = "A->C", report=None, bias_correction: bool = False,
+                    **analyze_options) -> tuple[PrecisionConfig, object]:
     """Analyze ``graph`` (at the stage's IR, unless a ``report`` of that analysis is given),
     allocate for ``rate`` and attach the quantizers; returns ``(config, report)``.
 
     Reuse ``report`` to allocate several rates from one analysis (a sweep analyzes once).
+    ``bias_correction``: store each int8 layer's bias correction in the config
+    (:mod:`tvm_mpq.ptq.bias_correction`; one more fp32 pass, cached). A graph rewritten by
+    :func:`tvm_mpq.ptq.graph_for_options` (equalization) records its rewrites in the config.
     """
     from tvm_mpq.sensitivity.analysis import analyze
 
@@ -41,5 +45,10 @@ def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: s
     precisions = allocate_by_rate(table, report.sensitivity, rate)
     config = build_config(measured, table, precisions, ranges,
                           {"method": method, "requested_rate": rate, "observer": observer,
-                           "calib_size": len(feeds), "analysis_stage": "C" if stage == "C" else "A"})
+                           "calib_size": len(feeds), "analysis_stage": "C" if stage == "C" else "A",
+                           "bias_correction": False})
+    if bias_correction:
+        from tvm_mpq.ptq.bias_correction import apply_bias_correction
+
+        apply_bias_correction(graph, config, feeds, cache=cache)
     return config, report

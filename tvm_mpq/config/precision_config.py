@@ -6,16 +6,20 @@ Format (``"format": "tvm-mpq/precision-config"``, ``"version": 1``)::
      "layers": {"_conv_stem": "fp32",
                 "_blocks.0._depthwise_conv": {"w_bits": 8, "a_bits": 8,
                      "act": {"scale": 0.0235, "zero_point": 128, "bits": 8},
-                     "weight_scales": [...per output channel...]}},
+                     "weight_scales": [...per output channel...],
+                     "bias_correction": [...per output channel, optional...]}},
      "provenance": {"method": ..., "requested_rate": ..., "bops_reduction_rate": ..., ...}}
 
 Every layer of the model appears exactly once; ``act``/``weight_scales`` are optional (the
-compiler recomputes missing ones from calibration and the weights).
+compiler recomputes missing ones from calibration and the weights). ``bias_correction`` (bias
+correction, ``tvm_mpq.ptq``) is added to the layer's output per channel, after batch-norm
+folding, before the precision pass; the ONNX export writes the same corrected bias.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +42,8 @@ class LayerPrecision:
     a_bits: int | None
     act: ActQParams | None = None
     weight_scales: list[float] | None = None
+    bias_correction: list[float] | None = None
+    """Added to the layer's output per output channel (batch-norm folded), or None."""
 
     @property
     def is_fp32(self) -> bool:
@@ -55,6 +61,8 @@ class LayerPrecision:
             out["act"] = self.act.to_json()
         if self.weight_scales is not None:
             out["weight_scales"] = [float(s) for s in self.weight_scales]
+        if self.bias_correction is not None:
+            out["bias_correction"] = [float(v) for v in self.bias_correction]
         return out
 
 
@@ -119,6 +127,11 @@ class PrecisionConfig:
                 if len(lp.weight_scales) != channels:
                     raise MpqError(f"config layer '{layer.name}': {len(lp.weight_scales)} weight scales for "
                                    f"{channels} output channels")
+            if lp.bias_correction is not None:
+                channels = layer.output_shape[1 if "conv" in layer.kind else -1] if layer.output_shape else None
+                if channels is not None and len(lp.bias_correction) != channels:
+                    raise MpqError(f"config layer '{layer.name}': {len(lp.bias_correction)} bias corrections for "
+                                   f"{channels} output channels")
 
 
 def _parse_layer(name: str, value: object, origin: str) -> LayerPrecision:
@@ -142,4 +155,8 @@ def _parse_layer(name: str, value: object, origin: str) -> LayerPrecision:
     scales = value.get("weight_scales")
     if scales is not None and (not isinstance(scales, list) or not all(isinstance(s, (int, float)) and s > 0 for s in scales)):
         raise MpqError(f"{origin}: layer '{name}' weight_scales must be a list of positive numbers")
-    return LayerPrecision(w_bits, a_bits, act, scales)
+    correction = value.get("bias_correction")
+    if correction is not None and (not isinstance(correction, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in correction)):
+        raise MpqError(f"{origin}: layer '{name}' bias_correction must be a list of finite numbers")
+    return LayerPrecision(w_bits, a_bits, act, scales, correction)

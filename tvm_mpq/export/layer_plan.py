@@ -25,8 +25,7 @@ from tvm import relax
 
 from relay_passes.lower_to_integer import LAYOUT_OPS, is_zero_pad, IntegerLowering
 from relay_passes.quantized_arith import FakeQuantArith
-from tvm_mpq.compiler.pipeline import (bind_params, check_layer_order, integer_plans, mac_bindings,
-                                       preparation_passes)
+from tvm_mpq.compiler.pipeline import check_transforms, integer_plans, mac_bindings, prepared_module
 from tvm_mpq.compiler.validate import check_integer_config
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
@@ -60,6 +59,7 @@ class Int8Layer:
     input_shared: bool
     shared_act: ActQParams | None
     source_act: ActQParams | None
+    bias_correction: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -81,6 +81,12 @@ class Int8Layer:
         shape[self.channel_axis] = self.weight_scales.size
         codes = np.round(self.weight.astype(np.float32) / self.weight_scales.reshape(shape))
         return np.clip(codes, -qmax, qmax).astype(np.int8)
+
+    def source_bias(self) -> np.ndarray | None:
+        """:attr:`bias` without the bias correction: the model's own (batch-norm folded) bias."""
+        if self.bias is None or self.bias_correction is None:
+            return self.bias
+        return (self.bias.astype(np.float64) - self.bias_correction.astype(np.float64)).astype(np.float32)
 
     def quantized_bias(self) -> np.ndarray:
         """The folded bias as int32 codes at :attr:`acc_scale` (``round(b / (s_x s_w))``)."""
@@ -108,12 +114,10 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
     lowers it. Raises MpqError when the config does not fit the model (the compiler's check)."""
     table = table or build_layer_table(graph)
     check_integer_config(config, table)
+    check_transforms(graph, config)
     plans = integer_plans(table, config)
     with tvm.transform.PassContext(opt_level=3):
-        fold = [layer.var for layer in table if layer.index in plans]
-        prepared = tvm.transform.Sequential(preparation_passes(fold, "A->C"), name="tvm_mpq.prepare")(
-            bind_params(graph))
-        check_layer_order(table, prepared)
+        prepared = prepared_module(graph, table, config, "A->C")
         func = prepared["main"]
         lowering = IntegerLowering(prepared, plans, FakeQuantArith(), True)
         lowering.prepare(func)
@@ -161,6 +165,8 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
                 source_act = lowering.targets.get(source)
             elif source is data:
                 source_act = shared_act
+        correction = config.layers[layer.name].bias_correction
         out.append(Int8Layer(layer, plan.act, plan.w_bits, weight.astype(np.float32), scales, bias, bias_folded,
-                             bn_kept, shared, shared_act, source_act))
+                             bn_kept, shared, shared_act, source_act,
+                             None if correction is None else np.asarray(correction, np.float32)))
     return out

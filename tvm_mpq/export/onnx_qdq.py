@@ -17,34 +17,34 @@ matches; shapes checked), then:
   quantized, exactly as the compiled model does.
 
 fp32 layers and every other op stay as they are. Only the default ``A->C`` stage is exported.
+A graph that was cross-layer equalized (:mod:`tvm_mpq.ptq.equalization`) has its equalization
+replayed on the fp32 ONNX first (:mod:`tvm_mpq.export.onnx_equalize`); a layer's bias correction
+(``bias_correction`` in the config) is part of the int32 bias written.
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.errors import MpqError
 from tvm_mpq.export.fp32_onnx import Source, fp32_onnx, load_with_source
 from tvm_mpq.export.layer_plan import Int8Layer, int8_layers
+from tvm_mpq.export.onnx_equalize import equalize_onnx
+from tvm_mpq.export.onnx_graph import OnnxGraph, attr, onnx_weight, same_directions, set_attr, with_opset
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.quantization.quantizers import ActQParams
 
 MIN_OPSET = 13
 """Per-channel ``DequantizeLinear`` (``axis``) exists from opset 13."""
-MAC_OPS = ("Conv", "Gemm", "MatMul")
 LAYOUT_OPS = ("MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Pad")
 """ONNX ops that commute with per-tensor quantization (TVM imports them as the precision pass's
 layout ops); a quantizer moves back through them."""
-_CONST_OPS = ("Reshape", "Unsqueeze", "Squeeze", "Identity", "Flatten", "Cast", "Transpose")
-DIRECTION_MATCH = 0.999
-"""Minimum |cosine| between corresponding output channels of our weight and an ONNX weight."""
 
 
 @dataclass
@@ -99,8 +99,8 @@ def build_qdq_onnx(graph: ModelGraph, config: PrecisionConfig, fp32: onnx.ModelP
         if il.act.bits != 8:
             raise MpqError(f"config layer '{il.name}' has {il.act.bits}-bit activations: the ONNX QDQ export "
                            "writes 8-bit (uint8) activation quantizers only")
-    model = _with_opset(fp32 if fp32 is not None else fp32_onnx(graph), MIN_OPSET)
-    g = _Graph(model)
+    model = with_opset(equalize_onnx(fp32 if fp32 is not None else fp32_onnx(graph), graph), MIN_OPSET)
+    g = OnnxGraph(model)
     matches = _match_layers(layers, g, graph.name)
     result = QdqExport(model, [il.name for il in layers], config.fp32_layers(),
                        {il.name: node.name for il, node in matches})
@@ -119,198 +119,10 @@ def build_qdq_onnx(graph: ModelGraph, config: PrecisionConfig, fp32: onnx.ModelP
     return result
 
 
-# -- the ONNX graph ----------------------------------------------------------------------------
-
-class _Graph:
-    """Mutable view of an ONNX graph: nodes, constants, producers and consumers."""
-
-    def __init__(self, model: onnx.ModelProto):
-        self.model = model
-        self.nodes: list[onnx.NodeProto] = list(model.graph.node)
-        self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in model.graph.initializer}
-        self.names: set[str] = set(self.initializers) | {i.name for i in model.graph.input}
-        for k, node in enumerate(self.nodes):
-            if not node.name:
-                node.name = f"{node.op_type}_{k}"
-        self.names |= {o for n in self.nodes for o in n.output} | {n.name for n in self.nodes}
-        self.shapes = _inferred_shapes(model)
-
-    def producer(self, tensor: str) -> onnx.NodeProto | None:
-        return next((n for n in self.nodes if tensor in n.output), None)
-
-    def consumers(self, tensor: str) -> list[onnx.NodeProto]:
-        return [n for n in self.nodes if tensor in n.input]
-
-    def is_output(self, tensor: str) -> bool:
-        return any(o.name == tensor for o in self.model.graph.output)
-
-    def const(self, tensor: str, depth: int = 4) -> np.ndarray | None:
-        """The value of ``tensor`` if it is constant: an initializer, a ``Constant``, or a small
-        op over constants (e.g. paddle2onnx's ``Reshape(bias, shape)``)."""
-        if tensor in self.initializers:
-            return numpy_helper.to_array(self.initializers[tensor])
-        node = self.producer(tensor)
-        if node is None:
-            return None
-        if node.op_type == "Constant":
-            attr = next((a for a in node.attribute if a.name == "value"), None)
-            return None if attr is None else numpy_helper.to_array(attr.t)
-        if depth == 0 or node.domain not in ("", "ai.onnx") or node.op_type not in _CONST_OPS:
-            return None
-        values = {i: self.const(i, depth - 1) for i in node.input if i}
-        if any(v is None for v in values.values()):
-            return None
-        from onnx.reference import ReferenceEvaluator
-
-        outputs = ReferenceEvaluator(node).run(None, values)
-        return np.asarray(outputs[list(node.output).index(tensor)])
-
-    def fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        return name
-
-    def add_init(self, base: str, value: np.ndarray) -> str:
-        name = self.fresh(base)
-        self.initializers[name] = numpy_helper.from_array(np.asarray(value), name)
-        return name
-
-    def add_node(self, op: str, inputs: list[str], output_base: str, **attrs) -> str:
-        out = self.fresh(output_base)
-        self.nodes.append(helper.make_node(op, inputs, [out], name=self.fresh(f"{output_base}_{op}"), **attrs))
-        return out
-
-    def write_back(self) -> None:
-        """Drop dead nodes and unused initializers, sort topologically, store in the model."""
-        graph = self.model.graph
-        outputs = {o.name for o in graph.output}
-        nodes = self.nodes
-        while True:  # dead nodes (e.g. Constant weights that were replaced)
-            used = {i for n in nodes for i in n.input} | outputs
-            alive = [n for n in nodes if any(o in used for o in n.output)]
-            if len(alive) == len(nodes):
-                break
-            nodes = alive
-        used = {i for n in nodes for i in n.input} | outputs
-        inits = [t for name, t in self.initializers.items() if name in used]
-        del graph.node[:]
-        graph.node.extend(_topological(nodes, {i.name for i in graph.input} | set(self.initializers)))
-        del graph.initializer[:]
-        graph.initializer.extend(inits)
-        init_names = set(self.initializers)
-        kept_inputs = [i for i in graph.input if i.name not in init_names or i.name in used]
-        del graph.input[:]
-        graph.input.extend(kept_inputs)
-        del graph.value_info[:]
-
-
-def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
-    """Nodes in dependency order, otherwise in their given order."""
-    producer = {o: k for k, n in enumerate(nodes) for o in n.output}
-    waiting = [sum(1 for i in set(n.input) if i and i not in available and i in producer) for n in nodes]
-    users: dict[int, list[int]] = {}
-    for k, node in enumerate(nodes):
-        for i in set(node.input):
-            if i and i not in available and i in producer:
-                users.setdefault(producer[i], []).append(k)
-    ready = [k for k, w in enumerate(waiting) if w == 0]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        k = heapq.heappop(ready)
-        order.append(nodes[k])
-        for u in users.get(k, []):
-            waiting[u] -= 1
-            if waiting[u] == 0:
-                heapq.heappush(ready, u)
-    if len(order) != len(nodes):
-        raise RuntimeError("the exported graph has a cycle")
-    return order
-
-
-def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:
-        return {}
-    shapes = {}
-    for info in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
-        dims = info.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            shapes[info.name] = tuple(int(d.dim_value) for d in dims)
-    return shapes
-
-
-def _with_opset(model: onnx.ModelProto, minimum: int) -> onnx.ModelProto:
-    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-    if version >= minimum:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        return copy
-    try:
-        return onnx.version_converter.convert_version(model, minimum)
-    except Exception as err:
-        raise MpqError(f"the model's ONNX opset {version} cannot be converted to opset {minimum} (needed for "
-                       f"per-channel DequantizeLinear): {str(err).splitlines()[0][:200]}") from None
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    attr = next((a for a in node.attribute if a.name == name), None)
-    return default if attr is None else helper.get_attribute_value(attr)
-
-
-def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
-    for k, attr in enumerate(node.attribute):
-        if attr.name == name:
-            del node.attribute[k]
-            break
-    node.attribute.append(helper.make_attribute(name, value))
-
-
-# -- matching our layers to ONNX nodes ----------------------------------------------------------
-
-@dataclass
-class _Weight:
-    """An ONNX MAC node's weight in our operand layout, and how to write it back."""
-
-    operand: np.ndarray
-    onnx_axis: int
-    transposed: bool
-
-
-def _onnx_weight(g: _Graph, node: onnx.NodeProto) -> _Weight | None:
-    if node.op_type not in MAC_OPS or len(node.input) < 2:
-        return None
-    value = g.const(node.input[1])
-    if value is None or value.dtype != np.float32:
-        return None
-    if node.op_type == "Conv":
-        return _Weight(value, 0, False) if value.ndim == 4 else None
-    if value.ndim != 2:
-        return None
-    if node.op_type == "Gemm" and _attr(node, "transB", 0):
-        return _Weight(value.T, 0, True)
-    return _Weight(value, 1, False)
-
-
-def _same_directions(a: np.ndarray, b: np.ndarray, axis: int) -> bool:
-    """Every output channel of ``a`` is parallel (|cos| >= DIRECTION_MATCH) to ``b``'s: true
-    for one weight before and after a batch-norm fold, false for different weights."""
-    a2 = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1).astype(np.float64)
-    b2 = np.moveaxis(b, axis, 0).reshape(b.shape[axis], -1).astype(np.float64)
-    na, nb = np.linalg.norm(a2, axis=1), np.linalg.norm(b2, axis=1)
-    live = (na > 0) & (nb > 0)  # a dead channel (zero filter, batch-norm gamma 0) says nothing
-    cos = np.abs((a2[live] * b2[live]).sum(axis=1)) / (na[live] * nb[live])
-    return bool(np.all(cos >= DIRECTION_MATCH))
-
-
-def _match_layers(layers: list[Int8Layer], g: _Graph, model_name: str) -> list[tuple[Int8Layer, onnx.NodeProto]]:
+def _match_layers(layers: list[Int8Layer], g: OnnxGraph, model_name: str) -> list[tuple[Int8Layer, onnx.NodeProto]]:
     """Each int8 layer -> its ONNX node: same op family, same weight shape and output shape (where
     known), parallel output channels; first unused candidate in graph order."""
-    candidates = [(n, w) for n in g.nodes if (w := _onnx_weight(g, n)) is not None]
+    candidates = [(n, w) for n in g.nodes if (w := onnx_weight(g, n)) is not None]
     used: set[str] = set()
     matches = []
     for il in layers:
@@ -324,7 +136,7 @@ def _match_layers(layers: list[Int8Layer], g: _Graph, model_name: str) -> list[t
             out_shape = g.shapes.get(node.output[0])
             if out_shape is not None and il.layer.output_shape and out_shape != il.layer.output_shape:
                 continue
-            if _same_directions(weight.operand, il.weight, il.channel_axis):
+            if same_directions(weight.operand, il.weight, il.channel_axis):
                 found = node
                 break
         if found is None:
@@ -338,11 +150,11 @@ def _match_layers(layers: list[Int8Layer], g: _Graph, model_name: str) -> list[t
 
 # -- rewriting ----------------------------------------------------------------------------------
 
-def _rewrite_weight(g: _Graph, il: Int8Layer, node: onnx.NodeProto) -> None:
+def _rewrite_weight(g: OnnxGraph, il: Int8Layer, node: onnx.NodeProto) -> None:
     """Weight input -> DequantizeLinear(int8 codes, per-channel scales, zero points 0)."""
-    weight = _onnx_weight(g, node)
+    weight = onnx_weight(g, node)
     assert weight is not None
-    if node.op_type == "Gemm" and (_attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0):
+    if node.op_type == "Gemm" and (attr(node, "transA", 0) or attr(node, "alpha", 1.0) != 1.0):
         raise MpqError(f"int8 layer '{il.name}': ONNX Gemm '{node.name}' with transA or alpha != 1 is not supported")
     codes = il.quantized_weight()
     codes = codes.T if weight.transposed else codes
@@ -353,14 +165,14 @@ def _rewrite_weight(g: _Graph, il: Int8Layer, node: onnx.NodeProto) -> None:
     node.input[1] = g.add_node("DequantizeLinear", [q, s, z], f"{il.name}.weight_dequantized", axis=weight.onnx_axis)
 
 
-def _single_user(g: _Graph, tensor: str, op: str) -> onnx.NodeProto | None:
+def _single_user(g: OnnxGraph, tensor: str, op: str) -> onnx.NodeProto | None:
     users = g.consumers(tensor)
     if len(users) == 1 and users[0].op_type == op and not g.is_output(tensor):
         return users[0]
     return None
 
 
-def _bias_add(g: _Graph, node: onnx.NodeProto, channels: int) -> tuple[onnx.NodeProto, np.ndarray] | None:
+def _bias_add(g: OnnxGraph, node: onnx.NodeProto, channels: int) -> tuple[onnx.NodeProto, np.ndarray] | None:
     """An ``Add`` of a per-output-channel constant right after ``node`` (a bias written as a
     separate op: MatMul + Add, paddle2onnx's Conv + Add(Reshape(b))), with that constant."""
     add = _single_user(g, node.output[0], "Add")
@@ -378,7 +190,7 @@ def _bias_add(g: _Graph, node: onnx.NodeProto, channels: int) -> tuple[onnx.Node
     return add, value.reshape(-1)
 
 
-def _rewrite_bias(g: _Graph, il: Int8Layer, node: onnx.NodeProto) -> tuple[int, bool]:
+def _rewrite_bias(g: OnnxGraph, il: Int8Layer, node: onnx.NodeProto) -> tuple[int, bool]:
     """Fold a batch-norm the compiler folded; bias -> int32 codes + DequantizeLinear where the
     integer kernel folds it. Returns (bias DequantizeLinear nodes written, batch-norm folded)."""
     channels = il.weight_scales.size
@@ -393,11 +205,14 @@ def _rewrite_bias(g: _Graph, il: Int8Layer, node: onnx.NodeProto) -> tuple[int, 
     if il.bn_kept and bn is None:
         raise MpqError(f"int8 layer '{il.name}': the compiler keeps its batch-norm, but the ONNX model has it folded")
     onnx_bias = _onnx_bias(g, node, add[1] if add is not None else None, bn if fold_bn else None)
-    if il.bias is None:
+    source_bias = il.source_bias()  # the compiled model's bias without the config's bias correction
+    if source_bias is None:
         if onnx_bias is not None and np.any(onnx_bias != 0):
             raise MpqError(f"int8 layer '{il.name}': ONNX node '{node.name}' adds a bias the compiled model does not")
-    elif onnx_bias is None or onnx_bias.size != il.bias.size or not np.allclose(
-            onnx_bias.reshape(-1), il.bias, rtol=1e-3, atol=1e-5 * max(float(np.abs(il.bias).max()), 1e-3)):
+    elif onnx_bias is None and il.bias_correction is not None and not np.any(source_bias):
+        pass  # a bias-free layer that bias correction gave a bias
+    elif onnx_bias is None or onnx_bias.size != source_bias.size or not np.allclose(
+            onnx_bias.reshape(-1), source_bias, rtol=1e-3, atol=1e-5 * max(float(np.abs(source_bias).max()), 1e-3)):
         raise MpqError(f"int8 layer '{il.name}': the bias of ONNX node '{node.name}' differs from the compiled model's")
     if il.bias is None:
         return 0, False  # (a batch-norm fold always brings a bias)
@@ -426,11 +241,11 @@ def _rewrite_bias(g: _Graph, il: Int8Layer, node: onnx.NodeProto) -> tuple[int, 
     else:
         node.input.append(bias)
     if node.op_type == "Gemm":
-        _set_attr(node, "beta", 1.0)
+        set_attr(node, "beta", 1.0)
     return int(il.bias_folded), fold_bn
 
 
-def _onnx_bias(g: _Graph, node: onnx.NodeProto, added: np.ndarray | None,
+def _onnx_bias(g: OnnxGraph, node: onnx.NodeProto, added: np.ndarray | None,
                bn: onnx.NodeProto | None) -> np.ndarray | None:
     """The ONNX model's effective per-channel bias of ``node`` (its bias input or the constant of
     a following Add, then ``bn`` folded in, if given)."""
@@ -439,17 +254,17 @@ def _onnx_bias(g: _Graph, node: onnx.NodeProto, added: np.ndarray | None,
         value = g.const(node.input[2])
         if value is None:
             return None
-        bias = value.reshape(-1).astype(np.float64) * (_attr(node, "beta", 1.0) if node.op_type == "Gemm" else 1.0)
+        bias = value.reshape(-1).astype(np.float64) * (attr(node, "beta", 1.0) if node.op_type == "Gemm" else 1.0)
     if bn is not None:
         gamma, beta, mean, var = (g.const(i) for i in bn.input[1:5])
         if any(v is None for v in (gamma, beta, mean, var)):
             raise MpqError(f"batch-norm '{bn.name}' has non-constant parameters")
-        factor = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(_attr(bn, "epsilon", 1e-5)))
+        factor = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(attr(bn, "epsilon", 1e-5)))
         bias = beta + ((0.0 if bias is None else bias) - mean) * factor
     return bias
 
 
-def _insert_activation_qdq(g: _Graph, matches: list[tuple[Int8Layer, onnx.NodeProto]]) -> int:
+def _insert_activation_qdq(g: OnnxGraph, matches: list[tuple[Int8Layer, onnx.NodeProto]]) -> int:
     """QuantizeLinear/DequantizeLinear pairs on the layers' inputs; returns how many."""
     shared: dict[str, ActQParams] = {}
     for il, node in matches:
@@ -499,15 +314,15 @@ def _insert_activation_qdq(g: _Graph, matches: list[tuple[Int8Layer, onnx.NodePr
     return count
 
 
-def _is_layout(g: _Graph, node: onnx.NodeProto) -> bool:
+def _is_layout(g: OnnxGraph, node: onnx.NodeProto) -> bool:
     if node.op_type not in LAYOUT_OPS or not node.input:
         return False
     if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
         return False
     if node.op_type == "Pad":
-        if _attr(node, "mode", b"constant") not in (b"constant", "constant"):
+        if attr(node, "mode", b"constant") not in (b"constant", "constant"):
             return False
-        value = _attr(node, "value", 0.0)
+        value = attr(node, "value", 0.0)
         if len(node.input) > 2 and node.input[2]:
             const = g.const(node.input[2])
             value = None if const is None else float(const.reshape(-1)[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import tvm
@@ -33,10 +34,15 @@ class ModelGraph:
     params: dict[str, np.ndarray]
     layer_names: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    transforms: dict[str, Any] = field(default_factory=dict)
+    """Function-preserving rewrites already applied to the imported model, in order: name (e.g.
+    ``"cross_layer_equalization"``) -> what it did, as JSON data (e.g. the equalization scales).
+    A precision config records them (``provenance["graph_transforms"]``); it is compiled and
+    exported on a graph with the same ones (``tvm_mpq.ptq.graph_for_config``)."""
 
     def with_module(self, mod: tvm.IRModule) -> "ModelGraph":
         """The same model with ``main`` replaced (e.g. after a pass); parameters are shared."""
-        return ModelGraph(self.name, mod, self.inputs, self.params, self.layer_names, self.source)
+        return ModelGraph(self.name, mod, self.inputs, self.params, self.layer_names, self.source, self.transforms)
 
     def check_inputs(self, feed: dict[str, np.ndarray]) -> None:
         """Raise MpqError unless ``feed`` has every input with the exact shape."""

@@ -63,15 +63,18 @@ def method_configs(graph: ModelGraph, feeds: list[Feed], method: str, options: S
     from tvm_mpq.config.for_rate import config_for_rate
 
     specs = rate_points(method, options.rates)
+    correct = options.ptq.bias_correction and options.stage != "A"
     config, report = config_for_rate(graph, feeds, options.rates[0], method, observer=options.observer, g=options.g,
-                                     cache=cache, stage=options.stage, eval_data=eval_data, task=task)
+                                     cache=cache, stage=options.stage, eval_data=eval_data, task=task,
+                                     bias_correction=correct)
     summary = MethodAnalysis(method, report.seconds, len(report.table), report.measurement.inference_passes)
 
     def ranked() -> Iterator[tuple[PointSpec, PrecisionConfig]]:
         yield specs[0], config
         for spec in specs[1:]:
             yield spec, config_for_rate(graph, feeds, spec.requested_rate or 0.0, method, observer=options.observer,
-                                        g=options.g, cache=cache, stage=options.stage, report=report)[0]
+                                        g=options.g, cache=cache, stage=options.stage, report=report,
+                                        bias_correction=correct)[0]
     return summary, ranked()
 
 
@@ -99,6 +102,10 @@ def _bitwidth_configs(graph: ModelGraph, feeds: list[Feed], method: str, options
     pairs = []
     for allocation in report.allocations:
         built = _allocation_config(measured, table, ranges, allocation, method, options, len(feeds))
+        if not isinstance(built, str) and options.ptq.bias_correction and options.stage != "A":
+            from tvm_mpq.ptq.bias_correction import apply_bias_correction
+
+            apply_bias_correction(graph, built, feeds, cache=cache)
         if isinstance(built, str):
             summary.skipped.append(f"{allocation.label}: {built}")
             log(f"{method} {allocation.label}: skipped ({built})")
@@ -118,7 +125,7 @@ def _allocation_config(measured: ModelGraph, table, ranges: dict, allocation, me
     try:
         config = build_config(measured, table, allocation.precisions, ranges,
                               {"method": method, "allocation": allocation.label, **allocation.info,
-                               "observer": options.observer, "calib_size": calib_size,
+                               "observer": options.observer, "calib_size": calib_size, "bias_correction": False,
                                "analysis_stage": "C" if options.stage == "C" else "A"})
         check_integer_config(config, table)
     except MpqError as err:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tvm_mpq.errors import MpqError
+from tvm_mpq.ptq.options import PtqOptions
 
 DEFAULT_RATES = (0.0, 25.0, 50.0, 75.0, 100.0)
 BITWIDTH_METHODS = ("mixquant", "pandey")
@@ -69,6 +70,8 @@ class SweepOptions:
     mean: list[float] = field(default_factory=lambda: [0.0])
     std: list[float] = field(default_factory=lambda: [1.0])
     observer: str = "minmax"
+    ptq: PtqOptions = field(default_factory=PtqOptions)
+    """Cross-layer equalization / bias correction (``--equalize``, ``--bias-correction``)."""
     cache_dir: Path | None = None
     g: float = 2.0
     stage: str = "A->C"

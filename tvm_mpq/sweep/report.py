@@ -52,7 +52,8 @@ def new_report(model: str, options: SweepOptions, execution: Execution, task: st
         "timing": {**timing.to_json(), "method": "time_evaluator over RPC: per-repeat mean of `number` runs; "
                    "median / p10 / p90 over the repeats"},
         "calibration": {"source": options.calib or "bundled samples", "samples": options.calib_size,
-                        "observer": options.observer},
+                        "observer": options.observer, "equalize": options.ptq.equalize,
+                        "bias_correction": options.ptq.bias_correction and options.stage != "A"},
         "analyses": [], "rpc": execution.to_json(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -164,7 +164,9 @@ def _load(options: SweepOptions) -> tuple[ModelGraph, list]:
     from tvm_mpq.calibration import load_calibration
     from tvm_mpq.frontends import load_model, parse_input_shapes
 
-    graph = load_model(options.model, parse_input_shapes(options.input_shape))
+    from tvm_mpq.ptq.equalization import graph_for_options
+
+    graph = graph_for_options(load_model(options.model, parse_input_shapes(options.input_shape)), options.ptq)
     mean = options.mean[0] if len(options.mean) == 1 else tuple(options.mean)
     std = options.std[0] if len(options.std) == 1 else tuple(options.std)
     return graph, load_calibration(graph, options.calib, options.calib_size, mean, std)

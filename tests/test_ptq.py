@@ -1,0 +1,172 @@
+"""Post-training refinements (tvm_mpq.ptq): cross-layer equalization is exact in fp32 (ReLU6
+included), bias correction removes the expected weight error and lowers the output error, and
+both are recorded in the config and exported to ONNX QDQ with the compiled model's numbers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from tvm_mpq.compiler import compile_model
+from tvm_mpq.config import PrecisionConfig
+from tvm_mpq.config.for_rate import config_for_rate
+from tvm_mpq.export import build_qdq_onnx
+from tvm_mpq.export.fp32_onnx import fp32_onnx
+from tvm_mpq.export.layer_plan import int8_layers
+from tvm_mpq.ptq.equalization import equalize, equalized_pairs, graph_for_config
+from tvm_mpq.quantization.mac_error import ConvGeometry, expected_weight_error
+from tvm_mpq.quantization.quantizers import fake_quant_weight
+from tvm_mpq.runtime import compile_graph
+
+
+class SeparableRelu6Net(torch.nn.Module):
+    """stem conv-bn-relu6 -> depthwise-bn-relu6 (padded) -> 1x1-bn -> 1x1-bn-relu6 -> pool -> fc:
+    three equalizable pairs (two across ReLU6), the depthwise with large, cancelling weights
+    (edge filters, as in efficientnet-lite0's first block) whose rounding error has a mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.stem = torch.nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False)
+        self.bn0 = torch.nn.BatchNorm2d(16)
+        self.dw = torch.nn.Conv2d(16, 16, 3, padding=0, groups=16, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(16)
+        self.project = torch.nn.Conv2d(16, 8, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(8)
+        self.expand = torch.nn.Conv2d(8, 24, 1, bias=False)
+        self.bn3 = torch.nn.BatchNorm2d(24)
+        self.fc = torch.nn.Linear(24, 10)
+        with torch.no_grad():
+            edge = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+            self.dw.weight.copy_(edge * torch.rand(16, 1, 1, 1) * 8 + torch.randn(16, 1, 3, 3) * 0.3)
+            for bn in (self.bn0, self.bn1, self.bn2, self.bn3):
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.uniform_(0.2, 3.0)
+                bn.bias.uniform_(-0.5, 2.0)
+        self.act = torch.nn.ReLU6()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.bn0(self.stem(x)))
+        y = self.act(self.bn1(self.dw(torch.nn.functional.pad(y, (1, 1, 1, 1)))))
+        y = self.act(self.bn3(self.expand(self.bn2(self.project(y)))))
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def net() -> SeparableRelu6Net:
+    return SeparableRelu6Net().eval()
+
+
+@pytest.fixture(scope="module")
+def graph(net):
+    from tvm_mpq.frontends.torch_frontend import from_module
+
+    return from_module(net, {"x": np.zeros((1, 3, 24, 24), np.float32)}, "separable")
+
+
+def _feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)  # smooth-ish images with an offset (a non-zero mean input)
+    base = rng.uniform(-1, 1, size=(n, 3, 6, 6)).astype(np.float32)
+    images = np.repeat(np.repeat(base, 4, axis=2), 4, axis=3) + 0.1 * rng.normal(size=(n, 3, 24, 24))
+    return [{"x": (images[i:i + 1] + 0.3).astype(np.float32)} for i in range(n)]
+
+
+CALIB, HELD_OUT = _feeds(8, 0), _feeds(8, 1)
+
+
+def _outputs(compiled, feeds) -> np.ndarray:
+    return np.stack([compiled.run(f)[0] for f in feeds])
+
+
+def _steps(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(got - ref).max() / ((ref.max() - ref.min()) / 255))
+
+
+def test_equalization_is_exact_in_fp32_across_relu6(graph):
+    equalized = equalize(graph)
+    pairs = [(p["first"], p["second"]) for p in equalized_pairs(equalized)]
+    assert pairs == [("stem", "dw"), ("dw", "project"), ("project", "expand")]
+    assert "R.minimum" in equalized.mod["main"].script()  # ReLU6 upper bounds now per channel
+    moved = [not np.allclose(graph.params[k], equalized.params[k]) for k in equalized.params
+             if graph.params[k].shape == equalized.params[k].shape]  # (the fc weight is lifted as [K, N])
+    assert sum(moved) >= 3
+    a, b = compile_graph(graph), compile_graph(equalized)
+    for feed in HELD_OUT:
+        np.testing.assert_allclose(b.run(feed)[0], a.run(feed)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("geometry,shape", [
+    (ConvGeometry((1, 1), (1, 1, 1, 1), (1, 1), 1), (4, 6, 3, 3)),
+    (ConvGeometry((2, 2), (0, 0, 1, 1), (1, 1), 6), (6, 1, 3, 3)),  # depthwise, TF "SAME" padding
+    (ConvGeometry((1, 2), (2, 1, 0, 2), (2, 1), 2), (6, 3, 3, 2)),  # grouped, dilated, asymmetric
+])
+def test_expected_weight_error_is_the_mean_output_error(geometry, shape):
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=shape).astype(np.float32)
+    x = rng.normal(loc=0.7, size=(5, 6, 9, 11)).astype(np.float32)
+    got = expected_weight_error(weight, 4, 0, x.mean(axis=0), geometry)
+
+    def conv(w):
+        top, left, bottom, right = geometry.padding
+        padded = torch.nn.functional.pad(torch.from_numpy(x).double(), (left, right, top, bottom))
+        return torch.nn.functional.conv2d(padded, torch.from_numpy(w).double(), stride=geometry.strides,
+                                          dilation=geometry.dilation, groups=geometry.groups).numpy()
+
+    want = (conv(fake_quant_weight(weight, 4, 0)) - conv(weight)).mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    w2 = weight.reshape(weight.shape[0], -1).T.copy()  # a [K, N] dense weight
+    rows = x.reshape(-1, w2.shape[0])
+    dense = expected_weight_error(w2, 4, 1, rows, None)
+    np.testing.assert_allclose(dense, (rows.astype(np.float64) @ (fake_quant_weight(w2, 4, 1) - w2)).mean(axis=0),
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_bias_correction_lowers_the_output_error(graph):
+    plain, _ = config_for_rate(graph, CALIB, 100, "inorder")
+    corrected, _ = config_for_rate(graph, CALIB, 100, "inorder", bias_correction=True)
+    assert plain.provenance["bias_correction"] is False and corrected.provenance["bias_correction"] is True
+    assert all(lp.bias_correction is not None for lp in corrected.layers.values())
+    ref = _outputs(compile_graph(graph), HELD_OUT)
+    errors = {}
+    for name, config in (("plain", plain), ("corrected", corrected)):
+        out = _outputs(compile_model(graph, config, simulate=True), HELD_OUT)
+        errors[name] = (float(np.mean((out - ref) ** 2)), float(np.abs((out - ref).mean(axis=0)).mean()))
+    assert errors["corrected"][0] < 0.8 * errors["plain"][0]  # output MSE
+    assert errors["corrected"][1] < errors["plain"][1]  # systematic (mean) error
+
+
+def test_options_are_recorded_and_exported_identically(graph, net, tmp_path):
+    """Equalized + bias-corrected config: JSON round trip, replay on the imported model, then the
+    ONNX QDQ export runs in onnxruntime like the compiled model, with the same int32 biases."""
+    equalized = equalize(graph)
+    config, _ = config_for_rate(equalized, CALIB, 100, "inorder", bias_correction=True)
+    path = tmp_path / "cfg.json"
+    config.save(path)
+    saved = json.loads(path.read_text())["provenance"]
+    assert saved["bias_correction"] is True and list(saved["graph_transforms"]) == ["cross_layer_equalization"]
+    loaded = PrecisionConfig.load(path)
+    replayed = graph_for_config(graph, loaded)
+    for name, value in equalized.params.items():
+        np.testing.assert_array_equal(replayed.params[name], value)
+    with pytest.raises(Exception, match="graph rewrites"):
+        compile_model(graph, loaded, simulate=True)  # the imported model without the equalization
+    simulated, integer = compile_model(replayed, loaded, simulate=True), compile_model(replayed, loaded)
+    exported = build_qdq_onnx(replayed, loaded, fp32_onnx(replayed, net))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(exported.model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    sim = _outputs(simulated, HELD_OUT)
+    assert _steps(np.stack([session.run(None, f)[0] for f in HELD_OUT]), sim) < 0.1
+    assert _steps(_outputs(integer, HELD_OUT), sim) <= 1
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in exported.model.graph.initializer}
+    for layer in int8_layers(replayed, loaded):
+        np.testing.assert_array_equal(inits[f"{layer.name}.bias_quantized"], layer.quantized_bias())
+        assert layer.bias_correction is not None and np.any(layer.bias_correction != 0)
+    fp32_ref = _outputs(compile_graph(graph), HELD_OUT)
+    assert _steps(sim, fp32_ref) < 40  # the equalized, corrected model still computes the original

@@ -1,0 +1,15 @@
+"""Post-training quantization refinements that run before the precision pass.
+
+* cross-layer equalization (:mod:`tvm_mpq.ptq.equalization`): rescales the channels between
+  two layers so that the model computes the same function with easier-to-quantize weights;
+* bias correction (:mod:`tvm_mpq.ptq.bias_correction`): removes the expected output error
+  of each quantized layer's weights.
+
+Both are graph passes (``relay_passes``); this package decides their inputs (scales, vectors)
+from the model and the calibration set and records them in the precision config, so that
+``compile`` and ``export-onnx`` apply exactly the same numbers.
+"""
+
+from tvm_mpq.ptq.options import PtqOptions
+
+__all__ = ["PtqOptions"]

@@ -1,0 +1,70 @@
+"""Cross-layer equalization of a model: the graph rewrite, as a new stage-A :class:`ModelGraph`.
+
+The model is bound, :class:`~relay_passes.equalize.EqualizeCrossLayer` rewrites it (exactly the
+same function in fp32), and the MAC weights become parameters again under their names, so the
+layer table, the analysis and the precision config see the same layers. The graph records what
+was done (``transforms["cross_layer_equalization"]``: the pairs and their scales); a config made
+on it carries that record, and :func:`graph_for_config` replays exactly those scales on the
+imported model (``compile --config``, ``export-onnx``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from relay_passes.equalize import EqualizeCrossLayer
+from relay_passes.layer_keys import LayerKeys
+from tvm_mpq.compiler.pipeline import bind_params
+from tvm_mpq.compiler.stages import lift_weights
+from tvm_mpq.config.precision_config import PrecisionConfig
+from tvm_mpq.errors import MpqError
+from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.graph.layer_table import build_layer_table
+from tvm_mpq.ptq.options import PtqOptions
+
+TRANSFORM = "cross_layer_equalization"
+
+
+def equalize(graph: ModelGraph, scales: dict[tuple[str, str], np.ndarray] | None = None) -> ModelGraph:
+    """``graph`` with its equalizable conv pairs equalized (DFQ scales, or ``scales``)."""
+    if TRANSFORM in graph.transforms:
+        raise MpqError(f"model '{graph.name}' is already equalized")
+    table = build_layer_table(graph)
+    rewrite = EqualizeCrossLayer(LayerKeys.for_main(table.names()), scales)
+    with tvm.transform.PassContext(opt_level=3):
+        bound = relax.transform.FoldConstant()(bind_params(graph))
+        try:
+            equalized = rewrite(bound)
+        except ValueError as err:
+            raise MpqError(f"cross-layer equalization of '{graph.name}': {err}") from None
+    record = {"pairs": [pair.to_json() for pair in rewrite.pairs]}
+    return lift_weights(graph, equalized, {**graph.transforms, TRANSFORM: record})
+
+
+def equalized_pairs(graph: ModelGraph) -> list[dict]:
+    """The pairs ``graph`` was equalized with (``[]`` if it was not)."""
+    return list(graph.transforms.get(TRANSFORM, {}).get("pairs", []))
+
+
+def graph_for_options(graph: ModelGraph, options: PtqOptions) -> ModelGraph:
+    """The graph an analysis with ``options`` runs on (equalized when ``options.equalize``)."""
+    return equalize(graph) if options.equalize else graph
+
+
+def graph_for_config(graph: ModelGraph, config: PrecisionConfig) -> ModelGraph:
+    """The imported ``graph`` with the rewrites ``config`` was made on replayed (its recorded
+    equalization scales), so that it compiles and exports exactly as analyzed."""
+    transforms = config.provenance.get("graph_transforms", {})
+    unknown = set(transforms) - {TRANSFORM}
+    if unknown:
+        raise MpqError(f"the config was made with graph rewrites this tvm-mpq does not know: {sorted(unknown)}")
+    if TRANSFORM not in transforms or TRANSFORM in graph.transforms:
+        return graph
+    pairs = transforms[TRANSFORM].get("pairs", [])
+    scales = {(p["first"], p["second"]): np.asarray(p["scales"], np.float64) for p in pairs}
+    equalized = equalize(graph, scales)
+    if equalized.transforms[TRANSFORM] != transforms[TRANSFORM]:
+        raise MpqError("replaying the config's cross-layer equalization did not reproduce its record")
+    return equalized
