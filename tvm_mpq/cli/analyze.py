@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", type=float, help="also allocate for this BOPs reduction rate (0..100) and write the config")
     p.add_argument("-o", "--output", type=Path, required=True, help="sensitivity report JSON")
     p.add_argument("--config-out", type=Path, help="precision config JSON (default: OUTPUT with .rate<R>.json)")
-    m = p.add_argument_group("method options (top1, mixquant, pandey)")
+    m = p.add_argument_group("method options (top1, mixquant, pandey, quantunev2-e2e)")
     m.add_argument("--top1-samples", type=int, metavar="N",
                    help="top1: samples the task metric is measured on (default: all labelled / calibration samples)")
     m.add_argument("--top1-labels", choices=("auto", "true", "pseudo"),
@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "default: the cost of each homogeneous lower candidate")
     m.add_argument("--sqnr-budget", metavar="DB[,DB...]", help="pandey: output-SQNR (fidelity) budgets in dB")
     m.add_argument("--pandey-samples", type=int, metavar="N", help="pandey: calibration samples for phases 1 and 2 (default all)")
+    m.add_argument("--e2e-budget", type=int, metavar="K",
+                   help="quantunev2-e2e: layers of QuantuneV2's list measured end to end (default all)")
+    m.add_argument("--e2e-samples", type=int, metavar="N",
+                   help="quantunev2-e2e: calibration samples per end-to-end measurement (default 4)")
     m.add_argument("--pandey-curve-points", type=int, metavar="N",
                    help="pandey: phase-2 points measured for the Pareto plot (default 32; budget points always)")
     p.set_defaults(func=cmd_analyze)
@@ -40,7 +44,8 @@ _METHOD_OPTIONS = {  # CLI option -> (method, constructor keyword)
     "top1_samples": ("top1", "samples"), "top1_labels": ("top1", "labels"), "qem": ("mixquant", "qems"),
     "candidates": ("pandey", "candidates"), "bops_budget": ("pandey", "bops_budgets"),
     "sqnr_budget": ("pandey", "sqnr_budgets"), "pandey_samples": ("pandey", "samples"),
-    "pandey_curve_points": ("pandey", "curve_points"),
+    "pandey_curve_points": ("pandey", "curve_points"), "e2e_budget": ("quantunev2-e2e", "budget"),
+    "e2e_samples": ("quantunev2-e2e", "samples"),
 }
 
 

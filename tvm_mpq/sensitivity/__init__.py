@@ -1,6 +1,7 @@
 """Sensitivity analysis: per-layer measurements and the methods that rank layers from them."""
 
 from tvm_mpq.sensitivity import quantunev2 as _quantunev2  # noqa: F401  (registers "quantunev2")
+from tvm_mpq.sensitivity import quantunev2_e2e as _quantunev2_e2e  # noqa: F401  (registers "quantunev2-e2e")
 from tvm_mpq.sensitivity import top1 as _top1  # noqa: F401  (registers "top1")
 from tvm_mpq.sensitivity import mixquant as _mixquant  # noqa: F401  (registers "mixquant")
 from tvm_mpq.sensitivity import pandey as _pandey  # noqa: F401  (registers "pandey")

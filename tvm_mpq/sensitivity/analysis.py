@@ -80,7 +80,7 @@ def analyze(graph: ModelGraph, feeds: list[Feed], method: str = "quantunev2", *,
     """
     start = time.perf_counter()
     table = table or build_layer_table(graph)
-    method_options = {"g": g} if method == "quantunev2" else {}
+    method_options = {"g": g} if method in ("quantunev2", "quantunev2-e2e") else {}
     method_options.update(options or {})
     ranker = make_method(method, **method_options)
     measurement = measure_layers(graph, table, feeds, observer=observer,
