@@ -132,10 +132,12 @@ def ort_points(name: str, graph, fp32_model, calib: list, data, task: str, refer
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from tvm_mpq.export.onnx_graph import with_opset
+
     source = work / f"{name}.onnx"
     prepared = work / f"{name}.pre.onnx"
-    if not prepared.exists():
-        onnx.save(fp32_model, str(source))
+    if not prepared.exists():  # per-channel QDQ (DequantizeLinear axis) needs opset >= 13
+        onnx.save(with_opset(fp32_model, 13), str(source))
         quant_pre_process(str(source), str(prepared))
     model = onnx.load(str(prepared))
 
