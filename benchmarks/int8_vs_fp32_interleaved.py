@@ -1,9 +1,8 @@
 """fp32 vs fully int8, timed interleaved: a steadier ratio on a noisy machine (a benchmark, not a test).
 
 ``benchmarks/kernels.py`` times each build once, one after the other; on a shared VM the machine's
-speed drifts between those runs. This script builds, per model, the fp32 config, the fully int8
-config with today's kernels, and (``--with-unrolled-epilogue``) the int8 config with the x86
-int8 conv epilogue left scalar as it was before it was vectorized; it then times them in
+speed drifts between those runs. This script builds, per model, the fp32 config and the fully int8
+config; it then times them in
 alternation for ``--rounds`` rounds and reports each build's minimum::
 
     python benchmarks/int8_vs_fp32_interleaved.py --models resnet18,efficientnet-lite0 --threads 1
@@ -23,18 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def build_variants(make_fp32, make_int8, with_unrolled: bool) -> dict:
-    """{name: executable} for fp32, int8 (today's kernels) and, optionally, int8 unrolled."""
-    from tvm_mpq.kernels import x86
-
-    builds = {"fp32": make_fp32(), "int8": make_int8()}
-    if with_unrolled:
-        x86.VECTORIZED_INT8_EPILOGUE = False
-        try:
-            builds["int8 unrolled epilogue"] = make_int8()
-        finally:
-            x86.VECTORIZED_INT8_EPILOGUE = True
-    return builds
+def build_variants(make_fp32, make_int8) -> dict:
+    """{name: executable} for fp32 and int8."""
+    return {"fp32": make_fp32(), "int8": make_int8()}
 
 
 def interleaved_min(builds: dict, inputs: dict, rounds: int, timing) -> dict:
@@ -62,8 +52,7 @@ def model_row(name: str, args, timing) -> dict:
     configs = {rate: config_for_rate(graph, feeds, rate, "inorder")[0] for rate in (0, 100)}
     target = host_target()
     builds = build_variants(lambda: compile_model(graph, configs[0], target).executable,
-                            lambda: compile_model(graph, configs[100], target).executable,
-                            args.with_unrolled_epilogue)
+                            lambda: compile_model(graph, configs[100], target).executable)
     return {"what": name, **interleaved_min(builds, {n: inputs for n in builds}, args.rounds, timing)}
 
 
@@ -84,8 +73,7 @@ def op_rows(args, timing) -> list[dict]:
     for spec in specs:
         case = make_case(spec)
         builds = build_variants(lambda: build_module(tvm_fp32_module(case), target)[0],
-                                lambda: build_module(tvm_int8_module(case), target)[0],
-                                args.with_unrolled_epilogue)
+                                lambda: build_module(tvm_int8_module(case), target)[0])
         inputs = {n: [case.x_f32 if n == "fp32" else case.x_u8] for n in builds}
         rows.append({"what": spec.label, **interleaved_min(builds, inputs, args.rounds, timing)})
         print(_line(rows[-1]), flush=True)
@@ -104,8 +92,6 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1, help="TVM threads (default 1: steadier)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--calib-size", type=int, default=8)
-    p.add_argument("--with-unrolled-epilogue", action="store_true",
-                   help="also the int8 build with the x86 conv epilogue unrolled (before vectorization)")
     p.add_argument("-o", "--out", type=Path, default=Path("out/bench/int8_vs_fp32"))
     args = p.parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)

@@ -15,7 +15,7 @@ Two parts, both on this machine's CPU with the same thread count for TVM and onn
      classifier's dequantized fp32 logits);
 
    each built (a) untuned (``TuningOptions(kernels=False)``: TVM's default loops), (b) with our
-   kernel rules (the default build, :mod:`tvm_mpq.kernels.x86`), (c) with ``--tune-trials N > 0``
+   kernel rules (the default build, :mod:`tvm_mpq.kernels.cpu_mac`), (c) with ``--tune-trials N > 0``
    MetaSchedule-tuned without our rules (``kernels=False, trials=N``: our rules vs MetaSchedule);
    and on onnxruntime: fp32 ``Conv+Relu`` / ``Gemm``, and the QDQ int8 version (uint8 input ->
    ``DequantizeLinear`` -> op with per-channel int8 ``DequantizeLinear`` weights and int32 bias ->
@@ -463,11 +463,11 @@ def rules_fired(mod, target) -> list[str]:
     """Which kernel rule schedules each MAC PrimFunc of ``mod`` (None: TVM's default)."""
     import tvm
 
-    from tvm_mpq.compiler.build import MAC_TASK_MARKERS, _fuse
-    from tvm_mpq.kernels.x86 import rule_for
+    from tvm_mpq.compiler.build import MAC_TASK_MARKERS, fuse
+    from tvm_mpq.kernels.cpu_mac import rule_for
 
     with target, tvm.transform.PassContext(opt_level=3):
-        fused = _fuse(mod)
+        fused = fuse(mod, target)
     return sorted(str(rule_for(f, target)) for gv, f in fused.functions_items()
                   if isinstance(f, tvm.tirx.PrimFunc) and any(m in gv.name_hint for m in MAC_TASK_MARKERS))
 

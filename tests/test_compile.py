@@ -72,7 +72,9 @@ def test_fully_int8_graph_has_integer_kernels_and_fewer_qdq(small_int8):
 
 
 @pytest.mark.parametrize("model", ["small", "mtcnn-rnet"])
-def test_fp32_config_reproduces_fp32_model_exactly(model, small_graph, small_feeds):
+def test_fp32_config_reproduces_fp32_model(model, small_graph, small_feeds):
+    """An all-fp32 config is the fp32 model, to float32 rounding: the build folds batch-norm into
+    the conv's epilogue and its kernels sum in their own order, so outputs agree to ~1e-7."""
     if model == "small":
         graph, feeds = small_graph, small_feeds
     else:
@@ -81,7 +83,7 @@ def test_fp32_config_reproduces_fp32_model_exactly(model, small_graph, small_fee
     fp32 = compile_graph(graph)
     assert compiled.n_qdq == 0 and INT8_MAC not in mac_census(compiled.mod)
     for feed in feeds:
-        np.testing.assert_array_equal(compiled.run(feed)[0], fp32.run(feed)[0])
+        np.testing.assert_allclose(compiled.run(feed)[0], fp32.run(feed)[0], rtol=1e-5, atol=1e-6)
 
 
 def test_mixed_config_keeps_fp32_layers_untouched(small_graph, small_feeds):

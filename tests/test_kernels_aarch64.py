@@ -17,7 +17,7 @@ import pytest
 import tvm
 from tvm import relax
 
-from tvm_mpq.compiler.build import TuningOptions, _fuse, build_module
+from tvm_mpq.compiler.build import TuningOptions, build_module, fuse
 from tvm_mpq.kernels import aarch64 as k_aarch64
 from tvm_mpq.kernels import default_schedule_rules
 
@@ -97,7 +97,7 @@ FP32_CASES = [
 
 
 def _fused_mac(mod: tvm.IRModule) -> tvm.tirx.PrimFunc:
-    fused = _fuse(mod)
+    fused = fuse(mod, get_target("aarch64-dotprod").tvm_target)
     return next(f for gv, f in fused.functions_items() if gv.name_hint.startswith("fused_"))
 
 

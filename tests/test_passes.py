@@ -80,3 +80,53 @@ def test_passes_compose_in_sequential(small_graph, small_feeds):
     fp32 = compile_graph(small_graph).run(small_feeds[0])[0]
     assert out[0].shape == fp32.shape
     assert 15.0 < 10 * np.log10((fp32**2).sum() / ((fp32 - out[0]) ** 2).sum()) < 80.0
+
+
+@pytest.mark.parametrize("rate", [0, 100])
+def test_channels_last_keeps_tensors_nhwc_from_conv_to_conv(small_graph, small_feeds, small_configs, rate):
+    """ConvertToChannelsLast: every conv NHWC/HWIO under its own name, layout changes only where
+    the NCHW input enters and before the layout-dependent classifier reshape, and the model
+    computes the same (int8: bit-exact) as before the rewrite."""
+    from relay_passes.convert_layout import ConvertToChannelsLast
+    from tvm_mpq.compiler.pipeline import lower_model
+    from tvm_mpq.graph.layer_table import iter_bindings
+
+    lowered, _ = lower_model(small_graph, small_configs[rate])
+    prepare = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
+                                        relax.transform.CanonicalizeBindings()])
+    with tvm.transform.PassContext(opt_level=3):
+        before = prepare(lowered)
+        convert = ConvertToChannelsLast()
+        after = convert(before)
+    convs = {b.var.name: b.value for b in iter_bindings(after["main"])
+             if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") == "relax.nn.conv2d"}
+    table = build_layer_table(small_graph)
+    assert convert.n_converted == len(convs) == sum(layer.kind.endswith("conv2d") for layer in table)
+    assert all(c.attrs.data_layout == "NHWC" and c.attrs.kernel_layout == "HWIO" for c in convs.values())
+    names_before = {b.var.name for b in iter_bindings(before["main"])
+                    if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") == "relax.nn.conv2d"}
+    assert set(convs) == names_before
+    transposes = [b for b in iter_bindings(after["main"])
+                  if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") == "relax.permute_dims"]
+    assert len(transposes) == convert.n_transposes <= 1  # the input only: the mean over H, W needs none
+    feed = small_feeds[0]
+    outs = [compile_graph_module(m).run(feed)[0] for m in (before, after)]
+    if rate == 100:
+        np.testing.assert_array_equal(outs[0], outs[1])
+    else:
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
+def compile_graph_module(mod: tvm.IRModule):
+    """A runnable of a lowered module (TVM's default CPU pipeline, no kernel rules)."""
+    from tvm_mpq.compiler.build import TuningOptions, build_module
+    from tvm_mpq.runtime.executor import flatten_outputs, host_target
+
+    executable, _ = build_module(mod, host_target(), TuningOptions(kernels=False))
+
+    class _Run:
+        def run(self, feed):
+            vm = relax.VirtualMachine(executable, tvm.cpu())
+            return flatten_outputs(vm["main"](*[tvm.runtime.tensor(v) for v in feed.values()]))
+
+    return _Run()

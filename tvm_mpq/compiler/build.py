@@ -63,10 +63,30 @@ def tuning_dir(target: tvm.target.Target, root: Path | str = DEFAULT_TUNING_ROOT
     return Path(root) / target_key(target)
 
 
-def _fuse(mod: tvm.IRModule) -> tvm.IRModule:
+def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """The graph-level passes a target's build starts with: inference batch-norms decomposed
+    into arithmetic (fp32 layers keep theirs; it fuses into the conv's epilogue) and, for
+    targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`), the
+    whole graph converted to NHWC once."""
+    from relay_passes.convert_layout import ConvertToChannelsLast
+    from tvm_mpq.kernels import activation_layout
+
+    passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
+              relax.transform.CanonicalizeBindings()]
+    if activation_layout(target) == "NHWC":
+        from tvm_mpq.kernels.cpu_isa import cpu_isa
+
+        passes += [ConvertToChannelsLast(cpu_isa(target).dot_group), relax.transform.FoldConstant()]
+    return passes
+
+
+def fuse(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.IRModule:
+    """``mod`` after :func:`graph_passes` (for ``target``, default: the current one),
+    legalization and fusion: the PrimFuncs the kernel rules schedule."""
     from tvm.relax.backend.cpu_generic.pipeline import legalize_passes, library_dispatch_passes
 
-    seq = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(), *library_dispatch_passes(None), *legalize_passes(None),
+    target = target or tvm.target.Target.current()
+    seq = tvm.transform.Sequential([*graph_passes(target), *library_dispatch_passes(None), *legalize_passes(None),
                                     relax.transform.AttachAttrLayoutFreeBuffers()])
     return seq(mod)
 
@@ -75,7 +95,7 @@ def schedule_kernels(mod: tvm.IRModule, target: tvm.target.Target, kernels: bool
     """Legalize and fuse ``mod``, then schedule the kernels a rule of :mod:`tvm_mpq.kernels`
     accepts (the module MetaSchedule tuning and the database then see)."""
     with target, tvm.transform.PassContext(opt_level=3):
-        mod = _fuse(mod)
+        mod = fuse(mod, target)
         if kernels:
             from tvm.s_tir import dlight
 

@@ -54,6 +54,12 @@ GENERIC_RULES = ("InjectiveCpu", "ReductionCpu")
 """Rules for the non-MAC kernels (:mod:`tvm_mpq.kernels.cpu_generic`)."""
 
 
+def activation_layout(target: tvm.target.Target) -> str:
+    """The activation layout the target's kernels are written for: ``NHWC`` (channels-last,
+    :mod:`tvm_mpq.kernels.cpu_mac`) on x86, ``NCHW`` elsewhere (aarch64's kernels, CUDA)."""
+    return "NHWC" if str(target.kind.name) == "llvm" and target_arch(target) == "x86_64" else "NCHW"
+
+
 def default_schedule_rules(target: tvm.target.Target) -> list[Any]:
     """The schedule rules registered for ``target``'s architecture, then, on CPUs, the generic
     rules for what no MAC rule takes; each tags what it schedules (:func:`rule_of`)."""
