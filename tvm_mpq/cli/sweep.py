@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tvm_mpq.cli.common import add_model_options, add_tuning_options, tuning_from_args
+from tvm_mpq.cli.common import add_model_options, add_tuning_options, check_work_dirs, tuning_from_args
 from tvm_mpq.errors import MpqError
+from tvm_mpq.output_files import check_output_dir, check_output_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +62,10 @@ def options_from_args(args: argparse.Namespace):
         raise MpqError("--key needs --rpc (the server's key) or --tracker (the key to request)")
     if args.output.suffix.lower() != ".json":
         raise MpqError(f"-o {args.output}: the report is JSON; name it report.json (the .md and .png go next to it)")
+    check_output_file(args.output)
+    if args.keep_libs is not None:
+        check_output_dir(args.keep_libs, "--keep-libs")
+    check_work_dirs(args)
     for name in ("eval_size", "repeat"):
         value = getattr(args, name)
         if value is not None and value <= 0:
