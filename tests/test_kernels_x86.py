@@ -20,7 +20,8 @@ from tvm.target import codegen
 
 from tvm_mpq.compiler.build import TuningOptions, build_module, fuse
 from tvm_mpq.kernels.cpu_isa import cpu_isa
-from tvm_mpq.kernels.cpu_mac import rule_for
+from tvm_mpq.kernels.cpu_mac import plan_kernel, rule_for
+from tvm_mpq.kernels.cpu_mac_analysis import MacInfo, analyze_mac
 
 pytestmark = pytest.mark.skipif(
     not str(tvm.get_global_func("target.llvm_get_system_triple")()).startswith("x86_64"), reason="x86 kernels")
@@ -137,6 +138,16 @@ def _rules_fired(mod: tvm.IRModule, target: tvm.target.Target) -> list[str]:
     return sorted(str(rule_for(f, target)) for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
 
 
+def info_of(mod: tvm.IRModule, target: tvm.target.Target) -> MacInfo:
+    """The MAC of a one-MAC module as the kernels see it."""
+    from tvm import s_tir
+
+    with target, tvm.transform.PassContext(opt_level=3):
+        fused = fuse(mod, target)
+    infos = [analyze_mac(s_tir.Schedule(f)) for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    return next(i for i in infos if i is not None)
+
+
 def _asm(executable: relax.VMExecutable) -> str:
     return "".join(m.inspect_source("asm") for m in executable.mod._collect_dso_modules())
 
@@ -237,7 +248,9 @@ def test_weights_are_prepacked_at_compile_time():
         folded = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
                                            relax.transform.FoldConstant()])(scheduled)
     shapes = [tuple(c.value.shape) for c in _constants(folded["main"])]
-    assert (2, 3, 3, 4, 16, 4) in shapes  # 32 channels = 2 x 16 lanes, 16 input channels = 4 x 4
+    plan = plan_kernel(info_of(mod, target), cpu_isa(target))
+    tile = plan.nf * plan.lanes
+    assert (32 // tile, 3, 3, 4, tile, 4) in shapes  # 16 input channels = 4 groups of 4
 
 
 def _constants(func: relax.Function) -> list:

@@ -197,9 +197,12 @@ def build_module(mod: tvm.IRModule, target: tvm.target.Target,
         info["scheduled_by"] = {"kernel_rules": n_rules - n_generic, "generic_rules": n_generic,
                                 "database": n_scheduled - n_rules, "default": _count_prim_funcs(mod) - n_scheduled}
         info["rules"] = by_rule
+        schedulers = kernel_schedulers(mod)
         mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
                                         relax.transform.FoldConstant(),
                                         relax.transform.DeadCodeElimination()])(mod)
+        info["kernels"] = {name: schedulers.get(name.removesuffix("_prepacked"), "default")
+                           for name in kernel_schedulers(mod)}  # (the weight split renames kernels)
     executable = tvm.compile(mod, target=target, relax_pipeline=_lower_pipeline(target))
     return executable, info
 
@@ -214,6 +217,17 @@ def _apply_database(mod: tvm.IRModule, work_dir: Path) -> tvm.IRModule:
     for gv in pending:
         out.update_func(gv, applied[gv.name_hint])
     return out
+
+
+def kernel_schedulers(mod: tvm.IRModule) -> dict[str, str]:
+    """Kernel name -> what scheduled it: a rule's name, ``database`` or ``default``."""
+    from tvm_mpq.kernels import rule_of
+
+    out = {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            out[gv.name_hint] = rule_of(func) or ("database" if _is_scheduled(func) else "default")
+    return dict(sorted(out.items()))
 
 
 def rules_used(mod: tvm.IRModule) -> dict[str, int]:

@@ -8,8 +8,9 @@ primitives and, for int8, ``tensorize`` with the dot-product intrinsics of
 
 * **conv2d / matmul** (a GEMM: pixels x output channels, reduced over taps x input channels).
   The constant weight is prepacked at compile time (a ``cache_read`` annotated
-  ``meta_schedule.layout_rewrite_preproc``, re-laid out ``[F/L, KH, KW, C/G, L, G]``: ``L``
-  lanes, ``G`` input channels per dot product, 1 for fp32). A register tile of ``nx`` output
+  ``meta_schedule.layout_rewrite_preproc``, re-laid out ``[F/(nf L), KH, KW, C/G, nf L, G]``:
+  ``L`` lanes, ``nf`` vectors per register tile, ``G`` input channels per dot product, 1 for
+  fp32). A register tile of ``nx`` output
   pixels x ``nf`` vectors of ``L`` channels is accumulated in a ``local`` buffer; per input
   channel (group) it costs ``nf`` weight vector loads and ``nx`` broadcasts for ``nx * nf``
   FMAs / ``vpdpbusd`` / ``vpmaddwd``. ``nx`` and ``nf`` fill the register file
@@ -126,18 +127,19 @@ def schedule_mac(func: tirx.PrimFunc, target: Target, kinds: tuple[str, ...] = (
 
 # ------------------------------------------------------------------------------ shared steps
 def _prepack_weight(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, info: MacInfo, plan: KernelPlan) -> None:
-    """cache_read of the constant weight into ``[F/L, (KH, KW,) C/G, L, G]`` (compile time)."""
+    """cache_read of the constant weight into ``[F/(nf L), (KH, KW,) C/G, nf L, G]`` (compile
+    time): per reduction step, the ``nf`` weight vectors of a register tile are adjacent."""
     wb = sch.cache_read(mac, info.b_read, "global")
     sch.annotate(wb, LAYOUT_REWRITE, 1)
-    L, G = plan.lanes, plan.group
+    T, G = plan.nf * plan.lanes, plan.group
     if plan.dot == "pmaddwd":
         sch.unsafe_set_dtype(wb, 0, "int16")
     if info.kind == "matmul":
-        index_map = (lambda k, n: (n // L, k // G, n % L, k % G)) if G > 1 else (lambda k, n: (n // L, k, n % L))
+        index_map = (lambda k, n: (n // T, k // G, n % T, k % G)) if G > 1 else (lambda k, n: (n // T, k, n % T))
     elif G > 1:
-        index_map = lambda ry, rx, c, f: (f // L, ry, rx, c // G, f % L, c % G)  # noqa: E731
+        index_map = lambda ry, rx, c, f: (f // T, ry, rx, c // G, f % T, c % G)  # noqa: E731
     else:
-        index_map = lambda ry, rx, c, f: (f // L, ry, rx, c, f % L)  # noqa: E731
+        index_map = lambda ry, rx, c, f: (f // T, ry, rx, c, f % T)  # noqa: E731
     sch.transform_layout(wb, ("write", 0), index_map)
 
 
