@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def build_variants(make_fp32, make_int8) -> dict:
@@ -29,7 +27,7 @@ def build_variants(make_fp32, make_int8) -> dict:
 
 def interleaved_min(builds: dict, inputs: dict, rounds: int, timing) -> dict:
     """Minimum latency (ms) of each build over ``rounds`` rounds, builds alternating."""
-    from kernels import time_tvm
+    from benchkit.timing import time_tvm
 
     best = {name: float("inf") for name in builds}
     for _ in range(rounds):
@@ -39,14 +37,14 @@ def interleaved_min(builds: dict, inputs: dict, rounds: int, timing) -> dict:
 
 
 def model_row(name: str, args, timing) -> dict:
-    from kernels import _load
+    from benchkit.models import load_model
 
     from tvm_mpq import zoo
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.config.for_rate import config_for_rate
     from tvm_mpq.runtime.executor import host_target
 
-    graph, _ = _load(name)
+    graph, _ = load_model(name)
     feeds = zoo.get(name).calibration(args.calib_size)
     inputs = [feeds[0][s.name] for s in graph.inputs]
     configs = {rate: config_for_rate(graph, feeds, rate, "inorder")[0] for rate in (0, 100)}
@@ -57,7 +55,7 @@ def model_row(name: str, args, timing) -> dict:
 
 
 def op_rows(args, timing) -> list[dict]:
-    from kernels import OpSpec, make_case, tvm_fp32_module, tvm_int8_module
+    from benchkit.ops import OpSpec, make_case, tvm_fp32_module, tvm_int8_module
 
     from tvm_mpq.compiler.build import build_module
     from tvm_mpq.runtime.executor import host_target
@@ -95,7 +93,7 @@ def main(argv=None) -> None:
     p.add_argument("-o", "--out", type=Path, default=Path("out/bench/int8_vs_fp32"))
     args = p.parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
-    from kernels import Timing
+    from benchkit.timing import Timing
 
     timing = Timing(repeat=3, min_repeat_ms=50, max_seconds=30)
     rows = op_rows(args, timing) if args.ops else []

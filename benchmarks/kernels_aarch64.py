@@ -32,9 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kernels import OpSpec, log, make_case, tvm_fp32_module, tvm_int8_module  # noqa: E402
+from benchkit.ops import OpSpec, make_case, tvm_fp32_module, tvm_int8_module  # noqa: E402
+from benchkit.progress import log  # noqa: E402
 
 OBJDUMP = "aarch64-linux-gnu-objdump"
 TARGETS = ("aarch64", "aarch64-dotprod")

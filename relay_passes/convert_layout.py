@@ -17,7 +17,9 @@ inference registered for them), which would put two transposes around every relu
 int8 model; the op set here is the one the precision pass emits. Constant operands (weights,
 per-channel scales and zero points) are re-laid out here, in numpy, so nothing of the change
 is left to run. Bindings keep their names, so the layer table's stable names still find every
-conv. Run after :class:`~relay_passes.lower_to_integer.LowerToInteger` and
+conv. A model's own transposes between NHWC and NCHW (exports from NHWC frameworks)
+cancel against the pass's: an NHWC input transposed to NCHW feeds the convs directly. Run after
+:class:`~relay_passes.lower_to_integer.LowerToInteger` and
 ``DecomposeOpsForInference`` (no batch-norm left); visits every Relax function of the module.
 """
 
@@ -119,6 +121,8 @@ class _ChannelsLast(relax.PyExprMutator):
         op = call.op.name if isinstance(call.op, tvm.ir.Op) else None
         args = list(call.args)
         try:
+            if op == "relax.permute_dims" and self._is_nhwc(args[0]) and _axes(call) == TO_NHWC:
+                return args[0], False  # the model asks for NHWC: that is what the tensor already is
             if op == "relax.nn.conv2d" and _is_nchw_conv(call) and shape is not None:
                 return self._conv2d(call, args), True
             if op in POOLS and call.attrs.layout == "NCHW" and self._is_nhwc(args[0]):
@@ -218,6 +222,8 @@ class _ChannelsLast(relax.PyExprMutator):
             new_var = self.builder_.emit(value, name)
             if nhwc:
                 self.nhwc.add(new_var)
+            elif _is_to_nchw(value):  # an NHWC tensor the model transposes to NCHW: keep its source
+                self.as_nhwc[new_var] = value.args[0]
         elif nhwc:  # leaves the dataflow block: the caller sees NCHW
             inner = self.builder_.emit(value, name + "_nhwc")
             self.nhwc.add(inner)
@@ -229,6 +235,17 @@ class _ChannelsLast(relax.PyExprMutator):
 
 class _Keep(Exception):
     """Raised inside a rewrite: leave this op in NCHW."""
+
+
+def _axes(call: relax.Call) -> tuple[int, ...] | None:
+    axes = call.attrs.axes
+    return None if axes is None else tuple(int(a) for a in axes)
+
+
+def _is_to_nchw(value: relax.Expr) -> bool:
+    """``permute_dims(x, [0, 3, 1, 2])`` of a 4-D tensor (an NHWC model input made NCHW)."""
+    return (isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.permute_dims"
+            and _axes(value) == TO_NCHW and _tensor_shape(value.args[0]) is not None)
 
 
 def _name(expr: relax.Expr) -> str:

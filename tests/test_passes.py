@@ -130,3 +130,27 @@ def compile_graph_module(mod: tvm.IRModule):
             return flatten_outputs(vm["main"](*[tvm.runtime.tensor(v) for v in feed.values()]))
 
     return _Run()
+
+
+def test_channels_last_cancels_a_models_own_transposes():
+    """An NHWC model (an export from an NHWC framework) that transposes to NCHW around its convs
+    runs with no transpose left: the model's transposes cancel against the pass's."""
+    from relay_passes.convert_layout import ConvertToChannelsLast
+
+    rng = np.random.default_rng(0)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 8, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.permute_dims(x, [0, 3, 1, 2]))
+            y = bb.emit(relax.op.nn.conv2d(y, relax.const(rng.normal(size=(8, 4, 3, 3)).astype("float32")), padding=1))
+            y = bb.emit(relax.op.nn.relu(y))
+            y = bb.emit_output(relax.op.permute_dims(y, [0, 2, 3, 1]))
+        bb.emit_func_output(y)
+    mod = bb.get()
+    convert = ConvertToChannelsLast()
+    after = convert(mod)
+    assert "permute_dims" not in after.script()
+    feed = {"x": rng.normal(size=(1, 8, 8, 4)).astype("float32")}
+    np.testing.assert_allclose(compile_graph_module(after).run(feed)[0], compile_graph_module(mod).run(feed)[0],
+                               rtol=1e-5, atol=1e-5)

@@ -153,7 +153,9 @@ def _prepare_data(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, info: MacIn
         if producer is None:
             producer = sch.cache_read(mac, info.a_read, "global")
         sch.unsafe_set_dtype(producer, 0, "int16")
-    elif producer is not None and is_plain_copy(sch, producer):
+    elif producer is not None and (is_plain_copy(sch, producer) or info.kind == "depthwise"):
+        # a depthwise conv reads each input vector once per tap: padding read in place (a
+        # select per vector) costs less than a padded copy of the whole input
         sch.compute_inline(producer)
         producer = None
     for name in info.producers:  # the rest (e.g. a copy before the padding): inline where allowed
@@ -280,6 +282,7 @@ def _schedule_depthwise(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, is
     sch.reorder(n, y, xo, fo, ry, rx, rc, xi, fi, fv)
     _finish_tile(sch, mac, last, fo, L)
     sch.parallel(sch.fuse(n, y))
+    sch.unroll(rx)  # with the pixels unrolled too, LLVM loads each input vector of the row once
     sch.unroll(xi)
     sch.unroll(fi)
     sch.vectorize(fv)
