@@ -80,6 +80,7 @@ class _ChannelsLast(relax.PyExprMutator):
         self.as_nchw: dict[relax.Var, relax.Var] = {}  # NHWC var -> its NCHW copy (emitted once)
         self.as_nhwc: dict[relax.Var, relax.Var] = {}  # NCHW var -> its NHWC copy
         self.n_converted = 0
+        self.n_padded = 0
 
     # ------------------------------------------------------------------ layout helpers
     def _nchw(self, expr: relax.Expr) -> relax.Expr:
@@ -146,7 +147,27 @@ class _ChannelsLast(relax.PyExprMutator):
                 return self._resize(call, args), True
         except _Keep:
             pass
-        return relax.Call(call.op, [self._nchw_deep(a) for a in args], call.attrs, call.ty_args), False
+        args = [self._nchw_deep(a) for a in args]
+        if op == "relax.matmul":
+            return self._matmul(call, args), False
+        return relax.Call(call.op, args, call.attrs, call.ty_args), False
+
+    def _matmul(self, call: relax.Call, args: list[relax.Expr]) -> relax.Expr:
+        """An int8 matmul with a constant ``[K, N]`` weight, K padded to the channel multiple."""
+        data, weight = args[0], args[1]
+        plain = relax.Call(call.op, args, call.attrs, call.ty_args)
+        shape = _tensor_shape(data)
+        if not isinstance(weight, Constant) or str(weight.value.dtype) != "int8" or shape is None:
+            return plain
+        w = weight.value.numpy()
+        extra = -w.shape[0] % self.int8_channel_multiple
+        if w.ndim != 2 or not extra:
+            return plain
+        width = [0] * (2 * len(shape))
+        width[-1] = extra
+        data = self.builder_.emit(relax.op.nn.pad(data, width), _name(data) + "_kpad")
+        self.n_padded += 1
+        return relax.Call(call.op, [data, relax.const(np.pad(w, ((0, extra), (0, 0))))], call.attrs, call.ty_args)
 
     def _is_nhwc(self, expr: relax.Expr) -> bool:
         return isinstance(expr, relax.Var) and expr in self.nhwc
@@ -171,6 +192,7 @@ class _ChannelsLast(relax.PyExprMutator):
                 w = np.pad(w, ((0, 0), (0, 0), (0, extra), (0, 0)))
                 data = self.builder_.emit(relax.op.nn.pad(data, [0, 0, 0, 0, 0, 0, 0, extra]),
                                           _name(data) + "_cpad")
+                self.n_padded += 1
             weight = relax.const(w, str(w.dtype))
         else:
             weight = self.builder_.emit(relax.op.permute_dims(weight, (2, 3, 1, 0)), "mpq_weight_hwio")
@@ -263,9 +285,9 @@ class ConvertToChannelsLast:
     whose meaning depends on the layout. After a run, :attr:`n_converted` convs were rewritten
     and :attr:`n_transposes` layout changes were added to the graph.
 
-    ``int8_channel_multiple``: pad the input channels of int8 convs (zero weights) to a multiple
-    of this, for kernels whose dot product reads channels in groups (4 for ``vpdpbusd``): an RGB
-    first layer then runs on the dot product too."""
+    ``int8_channel_multiple``: pad the input channels of int8 convs and the reduction of int8
+    matmuls (zero weights) to a multiple of this, for kernels whose dot product reads channels in
+    groups (4 for ``vpdpbusd`` / ``sdot``): an RGB first layer then runs on the dot product too."""
 
     def __init__(self, int8_channel_multiple: int = 1) -> None:
         self.int8_channel_multiple = int8_channel_multiple
@@ -273,7 +295,7 @@ class ConvertToChannelsLast:
         self.n_transposes = 0
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        self.n_converted = self.n_transposes = 0
+        self.n_converted = self.n_transposes = n_padded = 0
         out = mod
         for gv, func in mod.functions_items():
             if not isinstance(func, relax.Function):
@@ -281,9 +303,10 @@ class ConvertToChannelsLast:
             mutator = _ChannelsLast(out, self.int8_channel_multiple)
             new_func = mutator.visit_expr(func)
             self.n_converted += mutator.n_converted
+            n_padded += mutator.n_padded
             mutator.builder_.update_func(gv, new_func)
             out = mutator.builder_.get()
-        if not self.n_converted:
+        if not self.n_converted and not n_padded:
             return mod
         out = relax.transform.DeadCodeElimination()(out)
         self.n_transposes = _count_transposes(out) - _count_transposes(mod)

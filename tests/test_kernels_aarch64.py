@@ -1,4 +1,4 @@
-"""aarch64 int8 kernels (tvm_mpq/kernels/aarch64.py): sdot with +dotprod, NEON without, bit-exact.
+"""aarch64 kernels (tvm_mpq/kernels/cpu_mac.py with NEON widths): sdot with +dotprod, NEON without, bit-exact.
 
 Small int8 layers as the product lowers them (uint8 activations, int8 weights, int32 conv2d/matmul,
 per-channel epilogue) are compiled for ``aarch64-dotprod`` and ``aarch64``; the exported library's
@@ -18,8 +18,6 @@ import tvm
 from tvm import relax
 
 from tvm_mpq.compiler.build import TuningOptions, build_module, fuse
-from tvm_mpq.kernels import aarch64 as k_aarch64
-from tvm_mpq.kernels import default_schedule_rules
 
 from targets import get_target
 from targets.aarch64_sysroot import find_cross_compiler, find_qemu, sysroot_dir, Sysroot
@@ -96,9 +94,12 @@ FP32_CASES = [
 ]
 
 
-def _fused_mac(mod: tvm.IRModule) -> tvm.tirx.PrimFunc:
-    fused = fuse(mod, get_target("aarch64-dotprod").tvm_target)
-    return next(f for gv, f in fused.functions_items() if gv.name_hint.startswith("fused_"))
+def _fused_mac(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.tirx.PrimFunc:
+    target = target or get_target("aarch64-dotprod").tvm_target
+    with target, tvm.transform.PassContext(opt_level=3):
+        fused = fuse(mod, target)
+    return next(f for gv, f in fused.functions_items() if gv.name_hint.startswith("fused_") and "conv2d" in gv.name_hint
+                or "matmul" in gv.name_hint)
 
 
 def _build(mod: tvm.IRModule, target_name: str, kernels: bool = True):
@@ -109,42 +110,45 @@ def _build(mod: tvm.IRModule, target_name: str, kernels: bool = True):
 # ------------------------------------------------------------------------------ no toolchain needed
 
 
-def test_rules_registered_for_aarch64_only():
+def _rule(mod: tvm.IRModule, target_name: str) -> str | None:
+    from tvm_mpq.kernels.cpu_mac import rule_for
+
+    target = get_target(target_name).tvm_target
+    with target, tvm.transform.PassContext(opt_level=3):
+        fused = fuse(mod, target)
+    names = {rule_for(f, target) for gv, f in fused.functions_items() if gv.name_hint.startswith("fused_")}
+    return next(iter(names - {None}), None)
+
+
+def test_aarch64_gets_the_channels_last_kernels_with_neon_widths():
+    from tvm_mpq.kernels import activation_layout
+    from tvm_mpq.kernels.cpu_isa import cpu_isa
+
     dot, plain = get_target("aarch64-dotprod").tvm_target, get_target("aarch64").tvm_target
-    assert any(isinstance(r.rule, k_aarch64.Int8MacRule) for r in default_schedule_rules(dot))
-    assert k_aarch64.has_dotprod(dot) and not k_aarch64.has_dotprod(plain)
-    assert not any(isinstance(r.rule, k_aarch64.Int8MacRule) for r in default_schedule_rules(get_target("x86").tvm_target))
+    assert activation_layout(dot) == "NHWC"
+    assert (cpu_isa(dot).dot, cpu_isa(dot).lanes(), cpu_isa(dot).registers) == ("sdot", 4, 32)
+    assert cpu_isa(plain).dot is None
+    for mod in (conv_module(8, 16, 8, zp_pad=1), dense_module(1, 32, 16), conv_module(4, 8, 6, in_dtype="float32"),
+                _dense_f32(1, 32, 48)):
+        assert _rule(mod, "aarch64-dotprod") in ("Conv2dChannelsLast", "MatmulConstWeight")
 
 
-def test_fp32_conv_and_dense_get_the_neon_schedule():
-    target = get_target("aarch64").tvm_target
-    for mod in (conv_module(4, 8, 6, conv_pad=1, in_dtype="float32"), _dense_f32(1, 32, 48)):
-        sch = k_aarch64.Fp32MacRule().apply(_fused_mac(mod), target, False)
-        assert sch is not None
-        text = sch.mod["main"].script()
-        assert "T.vectorized" in text and "T.parallel" in text
-    assert k_aarch64.Fp32MacRule().apply(_fused_mac(conv_module(4, 8, 6)), target, False) is None  # int8
+def test_sdot_targets_shift_the_activations_to_int8():
+    """With +dotprod the int8 MAC reads int8 (shifted) activations and is tensorized with sdot;
+    without it, uint8 activations and a widening multiply-add."""
+    from tvm import s_tir
 
+    from tvm_mpq.kernels.cpu_mac import schedule_mac
+    from tvm_mpq.kernels.cpu_mac_analysis import analyze_mac
 
-def test_matches_int8_conv_and_dense_and_declines_fp32():
-    conv = k_aarch64.match_int8_mac(_fused_mac(conv_module(3, 8, 9, stride=2, conv_pad=1)))
-    assert conv is not None and conv.kind == "conv2d" and conv.stride == (2, 2) and conv.layout_free
-    dense = k_aarch64.match_int8_mac(_fused_mac(dense_module(1, 32, 16)))
-    assert dense is not None and dense.kind == "dense"
-    assert k_aarch64.match_int8_mac(_fused_mac(conv_module(4, 8, 6, in_dtype="float32"))) is None
-    target = get_target("aarch64-dotprod").tvm_target
-    assert k_aarch64.Int8MacRule().apply(_fused_mac(conv_module(4, 8, 6, in_dtype="float32")), target, False) is None
-
-
-def test_rewrite_marks_the_weight_packing_and_picks_the_instruction():
-    """The packing stage is a layout-rewrite preproc block (folded at compile time by the build);
-    the GEMM uses sdot with +dotprod and smull/saddlp without."""
-    fn = _fused_mac(conv_module(8, 16, 8))
-    sch = k_aarch64.Int8MacRule().apply(fn, get_target("aarch64-dotprod").tvm_target, False)
-    text = sch.mod["main"].script()
-    assert "meta_schedule.layout_rewrite_preproc" in text and "llvm.aarch64.neon.sdot" in text
-    plain = k_aarch64.Int8MacRule().apply(fn, get_target("aarch64").tvm_target, False).mod["main"].script()
-    assert "sdot" not in plain and "llvm.aarch64.neon.smull" in plain
+    for target_name, data_dtype, intrin in (("aarch64-dotprod", "int8", "llvm.aarch64.neon.sdot"),
+                                            ("aarch64", "uint8", None)):
+        target = get_target(target_name).tvm_target
+        fn = _fused_mac(conv_module(8, 16, 8), target)
+        assert analyze_mac(s_tir.Schedule(fn)).data_dtype == data_dtype
+        text = schedule_mac(fn, target).mod["main"].script()
+        assert "meta_schedule.layout_rewrite_preproc" in text
+        assert (intrin in text) if intrin else ("sdot" not in text)
 
 
 # ---------------------------------------------------------------------------- cross build + QEMU
@@ -194,7 +198,6 @@ def test_sdot_only_with_dotprod(libraries, case):
     plain = _kernel_asm(libraries[case, "aarch64"])
     assert "\tsdot\t" in dot
     assert "\tsdot\t" not in plain and "\tudot\t" not in plain
-    assert "\tsmull" in plain and "\tsaddlp\t" in plain  # the NEON widening path
     assert "weight_prepack" not in _disassembly(libraries[case, "aarch64-dotprod"])
 
 

@@ -56,8 +56,8 @@ GENERIC_RULES = ("InjectiveCpu", "ReductionCpu")
 
 def activation_layout(target: tvm.target.Target) -> str:
     """The activation layout the target's kernels are written for: ``NHWC`` (channels-last,
-    :mod:`tvm_mpq.kernels.cpu_mac`) on x86, ``NCHW`` elsewhere (aarch64's kernels, CUDA)."""
-    return "NHWC" if str(target.kind.name) == "llvm" and target_arch(target) == "x86_64" else "NCHW"
+    :mod:`tvm_mpq.kernels.cpu_mac`) on every CPU, ``NCHW`` elsewhere (CUDA's dlight rules)."""
+    return "NHWC" if str(target.kind.name) == "llvm" else "NCHW"
 
 
 def default_schedule_rules(target: tvm.target.Target) -> list[Any]:

@@ -8,7 +8,9 @@ The int8 dot product is the widest exact ``uint8 x int8 -> int32`` instruction o
 * ``vnni``: ``vpdpbusd`` (AVX512-VNNI with AVX512VL, or AVX-VNNI), 4 byte pairs per int32 lane,
   at 512 bits only with AVX512-VNNI (AVX-VNNI has 128/256);
 * ``pmaddwd``: ``vpmaddwd`` on int16-widened operands, 2 pairs per lane (any x86-64; exact,
-  unlike the saturating ``vpmaddubsw``).
+  unlike the saturating ``vpmaddubsw``);
+* ``sdot``: aarch64 ``+dotprod``, int8 x int8, 4 pairs per lane: the graph shifts uint8
+  activations to int8 first (:class:`relay_passes.shift_activations.ShiftActivationsToInt8`).
 
 ``llvm_get_vector_width`` is not used: TVM 0.27 answers 512 for AVX2-only CPUs.
 """
@@ -38,8 +40,8 @@ class CpuIsa:
 
     @property
     def dot_group(self) -> int:
-        """Byte pairs one int32 lane of the dot product sums (4: vpdpbusd, 2: vpmaddwd)."""
-        return 4 if self.dot == "vnni" else 2
+        """Byte pairs one int32 lane of the dot product sums (4: vpdpbusd, sdot; 2: vpmaddwd)."""
+        return 4 if self.dot in ("vnni", "sdot") else 2
 
     def channel_lanes(self, channels: int, dot: bool = False) -> int | None:
         """The widest int32/fp32 lane count (<= the vector) that divides ``channels`` (a layer's
@@ -66,6 +68,8 @@ def is_aarch64(target: Target) -> bool:
 def cpu_isa(target: Target) -> CpuIsa:
     """The :class:`CpuIsa` of an ``llvm`` target (its ``-mcpu``/``-mattr`` features)."""
     if is_aarch64(target):
+        if _has(target, "dotprod"):
+            return CpuIsa("neon-dotprod", 128, 32, "sdot", 128)
         return CpuIsa("neon", 128, 32, None, 128)
     if _has(target, "avx512f"):
         if _has(target, "avx512vnni", "avx512vl"):

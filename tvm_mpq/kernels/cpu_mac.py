@@ -88,6 +88,8 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
     """The :class:`KernelPlan` of a MAC on a target: the widest lanes dividing its output
     channels, the target's dot product where the input channels group by it."""
     dot = isa.dot if info.dtype == INT8 and info.kind != "depthwise" else None
+    if dot is not None and info.data_dtype != ("int8" if dot == "sdot" else "uint8"):
+        dot = None  # (sdot multiplies shifted int8 activations; vpdpbusd / vpmaddwd uint8 ones)
     group = isa.dot_group if dot else 1
     if dot and info.in_channels % group:
         dot, group = None, 1  # e.g. an RGB input layer: plain widening multiply-add

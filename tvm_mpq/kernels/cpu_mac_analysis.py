@@ -8,8 +8,8 @@ block), exactly one reduction block, and spatial epilogue blocks. The reduction 
 * ``depthwise`` (groups = channels): ``C[n, y, x, f] += A[n, y*sh + ry*dh, x*sw + rx*dw, f] * W[ry, rx, 0, f]``
 * ``matmul``: ``C[*lead, m, n] += A[*lead, m, k] * W[k, n]`` (leading extents 1)
 
-with ``W`` a constant (``layout_free_buffers``), float32 or uint8 x int8 -> int32
-(``cast(int32, .)`` on both operands). Anything else gives ``None``.
+with ``W`` a constant (``layout_free_buffers``), float32, or uint8 / int8 (activations shifted
+for a signed dot product) x int8 -> int32 (``cast(int32, .)`` on both operands). Anything else gives ``None``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class MacInfo:
     a_read: int
     b_read: int
     a_is_param: bool
+    data_dtype: str
     producers: tuple[str, ...]
     epilogue: tuple[str, ...]
 
@@ -172,7 +173,7 @@ def analyze_mac(sch: s_tir.Schedule) -> MacInfo | None:
         a, w = rhs, lhs
     else:
         return None
-    if dtype == INT8 and (str(a.source.dtype) != "uint8" or str(w.source.dtype) != "int8"):
+    if dtype == INT8 and (str(a.source.dtype) not in ("uint8", "int8") or str(w.source.dtype) != "int8"):
         return None
     if dtype == FP32 and (str(a.source.dtype) != FP32 or str(w.source.dtype) != FP32):
         return None
@@ -201,7 +202,7 @@ def analyze_mac(sch: s_tir.Schedule) -> MacInfo | None:
         writers = [s for s in stmts[:pos] if any(wr.source.same_as(a.source) for wr in s.writes)]
         if len(writers) != 1 or len(writers[0].writes) != 1:
             return None
-    return MacInfo(kind, dtype, mac.name_hint, a_read=a_read, b_read=b_read, a_is_param=a_is_param,
+    return MacInfo(kind, dtype, mac.name_hint, data_dtype=str(a.source.dtype), a_read=a_read, b_read=b_read, a_is_param=a_is_param,
                    producers=tuple(s.name_hint for s in stmts[:pos]),
                    epilogue=tuple(s.name_hint for s in stmts[pos + 1:]), **shape)
 
