@@ -125,6 +125,19 @@ def fp32_dense(m: int, k: int, n: int) -> tuple[tvm.IRModule, np.ndarray]:
     return bb.get(), rng.normal(size=(m, k)).astype("float32")
 
 
+def fp32_attention_scores(b: int, s: int, d: int) -> tuple[tvm.IRModule, np.ndarray]:
+    """``softmax(x @ x^T)`` per batch: an activation x activation matmul (attention)."""
+    rng = np.random.default_rng(b * 100 + s)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((b, s, d), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            scores = bb.emit(relax.op.matmul(x, relax.op.permute_dims(x, [0, 2, 1])))
+            y = bb.emit_output(relax.op.nn.softmax(scores, axis=-1))
+        bb.emit_func_output(y)
+    return bb.get(), rng.normal(size=(b, s, d)).astype("float32")
+
+
 # ---------------------------------------------------------------- helpers
 def _run(executable: relax.VMExecutable, x: np.ndarray) -> np.ndarray:
     dev = tvm.cpu()
@@ -169,6 +182,7 @@ CASES = {  # name -> (module factory, rule, int8?)
     "fp32_depthwise_s2": (lambda: fp32_conv(16, 16, 10, 3, stride=2, pad=1, groups=16), "DepthwiseChannelsLast", False),
     "fp32_dense": (lambda: fp32_dense(3, 40, 32), "MatmulConstWeight", False),
     "fp32_dense_odd": (lambda: fp32_dense(2, 16, 5), "MatmulConstWeight", False),  # 5 classes: scalar lanes
+    "fp32_attention": (lambda: fp32_attention_scores(3, 16, 8), "BatchMatmul", False),
     "int8_conv_odd": (lambda: int8_conv(16, 20, 6, 3), "Conv2dChannelsLast", True),  # 20 channels: 4-lane tiles
 }
 

@@ -50,8 +50,8 @@ def target_arch(target: tvm.target.Target) -> str:
 RULE_ATTR = "tvm_mpq.rule"
 """Root-block annotation naming the rule that scheduled a PrimFunc (read by :func:`rule_of`)."""
 
-GENERIC_RULES = ("InjectiveCpu", "ReductionCpu")
-"""Rules for the non-MAC kernels (:mod:`tvm_mpq.kernels.cpu_generic`)."""
+GENERIC_RULES = ("InjectiveCpu", "ReductionCpu", "Reduction")
+"""Rules for the non-MAC kernels (:mod:`tvm_mpq.kernels.cpu_generic`; TVM's dlight ``Reduction``)."""
 
 
 def activation_layout(target: tvm.target.Target) -> str:
@@ -68,9 +68,11 @@ def default_schedule_rules(target: tvm.target.Target) -> list[Any]:
     for factory in _RULES.get(target_arch(target), []):
         rules.extend(factory(target))
     if str(target.kind.name) == "llvm":  # every CPU: what no MAC rule took gets a parallel, vectorized nest
+        from tvm.s_tir.dlight.cpu import Reduction
+
         from .cpu_generic import InjectiveCpu, ReductionCpu
 
-        rules.extend([InjectiveCpu(), ReductionCpu()])
+        rules.extend([InjectiveCpu(), ReductionCpu(), Reduction()])  # (TVM's: softmax, layer norm)
     return [tagged(rule) for rule in rules]
 
 

@@ -131,8 +131,9 @@ class ReductionCpu(ScheduleRule):
         blocks = _blocks(sch)
         if not blocks or not any(_is_reduction(sch, b) for b in blocks):
             return None
-        if any(_is_reduction(sch, b) and _inputs(sch, b) > 1 for b in blocks):
-            return None  # a MAC (conv, matmul: two operands): the MAC rules' or TVM's default
+        reductions = [b for b in blocks if _is_reduction(sch, b)]
+        if len(reductions) > 1 or _inputs(sch, reductions[0]) > 1:
+            return None  # a MAC (two operands), or a chain of reductions (layer norm: dlight's rule)
         try:
             _inline_producers(sch, blocks)
             for block in _blocks(sch):

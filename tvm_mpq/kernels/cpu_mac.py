@@ -100,12 +100,13 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
     if lanes is None:  # an odd channel count (a 5-class head): scalar lanes, still tiled and parallel
         lanes = max(d for d in (2, 1) if info.out_channels % d == 0)
     oh, ow = info.out_hw
-    pixels = oh * ow if (info.pointwise and info.epilogue) or info.kind == "matmul" else ow
+    pixels = oh * ow if (info.pointwise and info.epilogue) or info.kind in ("matmul", "batch_matmul") else ow
     nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers)
     return KernelPlan(lanes, group, dot, nf, nx)
 
 
-def schedule_mac(func: tirx.PrimFunc, target: Target, kinds: tuple[str, ...] = ("conv2d", "depthwise", "matmul"),
+def schedule_mac(func: tirx.PrimFunc, target: Target,
+                 kinds: tuple[str, ...] = ("conv2d", "depthwise", "matmul", "batch_matmul"),
                  dtypes: tuple[str, ...] = (FP32, INT8)) -> s_tir.Schedule | None:
     """The kernel schedule of a recognized channels-last MAC PrimFunc, or ``None``."""
     sch = s_tir.Schedule(func)
@@ -118,6 +119,8 @@ def schedule_mac(func: tirx.PrimFunc, target: Target, kinds: tuple[str, ...] = (
     try:
         if info.kind == "depthwise":
             _schedule_depthwise(sch, info, plan, cpu_isa(target))
+        elif info.kind == "batch_matmul":
+            _schedule_batch_matmul(sch, info, plan, cpu_isa(target))
         else:
             _schedule_gemm(sch, info, plan, cpu_isa(target))
     except Exception as err:  # noqa: BLE001 - a step the IR does not allow: decline, keep the build going
@@ -272,6 +275,28 @@ def _schedule_gemm(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: Cp
         sch.tensorize(fv, dot_intrin(plan.dot, L))
 
 
+# ------------------------------------------------------------------------------ batch matmul
+def _schedule_batch_matmul(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
+    """Activation x activation (no prepacking: ``B``'s columns are already contiguous)."""
+    L, nf, nx = plan.lanes, plan.nf, plan.nx
+    mac = sch.get_sblock(info.block)
+    for name in info.producers:
+        sch.compute_inline(sch.get_sblock(name))
+    last = _epilogue(sch, info, isa)
+    *batch, m, nn, k = sch.get_loops(mac)
+    b = sch.fuse(*batch) if len(batch) > 1 else batch[0]
+    fo, fi, fv = sch.split(nn, [None, nf, L])
+    mo, mi = sch.split(m, [None, nx])
+    sch.reorder(b, fo, mo, k, mi, fi, fv)
+    _finish_tile(sch, mac, last, mo, L)
+    sch.parallel(sch.fuse(b, fo, mo))
+    sch.unroll(fi)
+    sch.unroll(mi)
+    sch.vectorize(fv)
+    init = sch.decompose_reduction(mac, k)
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
 # ------------------------------------------------------------------------------ depthwise
 def _schedule_depthwise(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
     L, nf, nx = plan.lanes, plan.nf, plan.nx
@@ -322,9 +347,16 @@ class MatmulConstWeight(_CpuMacRule):
     kinds = ("matmul",)
 
 
+class BatchMatmul(_CpuMacRule):
+    """float32 ``matmul [*B, M, K] x [*B, K, N]`` of two activations (attention scores, context)."""
+
+    kinds = ("batch_matmul",)
+    dtypes = (FP32,)
+
+
 def cpu_mac_rules(_target: Target) -> list[ScheduleRule]:
     """The channels-last MAC rules (the same on every CPU: widths come from the target)."""
-    return [Conv2dChannelsLast(), DepthwiseChannelsLast(), MatmulConstWeight()]
+    return [Conv2dChannelsLast(), DepthwiseChannelsLast(), MatmulConstWeight(), BatchMatmul()]
 
 
 def rule_for(func: tirx.PrimFunc, target: Target) -> str | None:

@@ -7,6 +7,7 @@ block), exactly one reduction block, and spatial epilogue blocks. The reduction 
 * ``conv2d`` (NHWC/HWIO, groups 1): ``C[n, y, x, f] += A[n, y*sh + ry*dh, x*sw + rx*dw, c] * W[ry, rx, c, f]``
 * ``depthwise`` (groups = channels): ``C[n, y, x, f] += A[n, y*sh + ry*dh, x*sw + rx*dw, f] * W[ry, rx, 0, f]``
 * ``matmul``: ``C[*lead, m, n] += A[*lead, m, k] * W[k, n]`` (leading extents 1)
+* ``batch_matmul`` (float32, two activations, e.g. attention): ``C[*b, m, n] += A[*b, m, k] * B[*b, k, n]``
 
 with ``W`` a constant (``layout_free_buffers``), float32, or uint8 / int8 (activations shifted
 for a signed dot product) x int8 -> int32 (``cast(int32, .)`` on both operands). Anything else gives ``None``.
@@ -136,6 +137,19 @@ def _matmul(block: s_tir.SBlock, a: _Load, w: _Load) -> bool:
             and all(_is_var(i, v) for i, v in zip(block.body.indices, [*lead, n])))
 
 
+def _batch_matmul(block: s_tir.SBlock, a: _Load, b: _Load) -> bool:
+    """``C[*batch, m, n] += A[*batch, m, k] * B[*batch, k, n]`` (two activations, n contiguous in B)."""
+    iv = block.iter_vars
+    kinds = [int(v.iter_type) for v in iv]
+    if len(iv) < 4 or kinds[:-1] != [0] * (len(iv) - 1) or kinds[-1] != 2:
+        return False
+    *batch, m, n, k = (v.var for v in iv)
+    def same(idx, vs):  # noqa: E306
+        return len(idx) == len(vs) and all(_is_var(i, v) for i, v in zip(idx, vs))
+    return (same(a.indices, [*batch, m, k]) and same(b.indices, [*batch, k, n])
+            and same(block.body.indices, [*batch, m, n]))
+
+
 def _read_index(block: s_tir.SBlock, buf: tirx.Buffer) -> int | None:
     hits = [i for i, region in enumerate(block.reads) if region.source.same_as(buf)]
     return hits[0] if len(hits) == 1 else None
@@ -171,6 +185,8 @@ def analyze_mac(sch: s_tir.Schedule) -> MacInfo | None:
         a, w = lhs, rhs
     elif any(lhs.source.same_as(c) for c in consts):
         a, w = rhs, lhs
+    elif dtype == FP32 and _batch_matmul(mac, lhs, rhs):  # activation x activation (attention)
+        a, w = lhs, rhs
     else:
         return None
     if dtype == INT8 and (str(a.source.dtype) not in ("uint8", "int8") or str(w.source.dtype) != "int8"):
@@ -188,6 +204,10 @@ def analyze_mac(sch: s_tir.Schedule) -> MacInfo | None:
                      dilation=dilation, out_hw=(oh, ow))
         if extents[0] != 1:
             return None
+    elif _batch_matmul(mac, a, w) and not any(w.source.same_as(c) for c in consts):
+        kind = "batch_matmul"
+        shape = dict(out_channels=extents[-2], in_channels=extents[-1], kernel=(1, 1), stride=(1, 1),
+                     dilation=(1, 1), out_hw=(extents[-3], 1))
     elif _matmul(mac, a, w):
         kind = "matmul"
         shape = dict(out_channels=extents[-2], in_channels=extents[-1], kernel=(1, 1), stride=(1, 1),
