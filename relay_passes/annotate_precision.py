@@ -1,8 +1,8 @@
 """AnnotatePrecision: write a precision config into the IR, one annotation per layer.
 
-The decision "this conv runs int8 at these scales, that matmul stays fp32" used to travel next
-to the module (a plan keyed by each MAC op's position). Here it becomes part of the module: every
-MAC op of the layer table reads its data operand through ``R.mpq.precision(...)``
+The decision "this conv runs int8 at these scales, that matmul stays fp32" is part of the module,
+not a plan handed to the lowering beside it: every MAC op of the layer table reads its data
+operand through ``R.mpq.precision(...)``
 (:mod:`relay_passes.precision_annotation`), keyed by the layer's stable name. Printing the
 module shows the decision next to each layer; a pass of one's own can read or change it; the
 passes after it (:class:`~relay_passes.fold_batch_norm.FoldBatchNorm`,

@@ -10,7 +10,7 @@ an arithmetic decides *how* each step is emitted:
   the integer model is checked against ("same scales").
 
 Quantized tensors are always ``(expr, ActQParams)``; integer exprs hold uint8 codes, simulated
-ones hold the dequantized float values.
+ones hold the dequantized float values. Both emit the step chain of :mod:`relay_passes.qdq_steps`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from tvm_mpq.quantization.quantizers import ActQParams, broadcast_scales
 
 
 def _code_steps(qp: ActQParams) -> list:
-    """``clip(round(x / s) + zp, 0, 2^b - 1)`` in float32: the steps both arithmetics share."""
+    """``clip(round(x / s) + zp, 0, 2^b - 1)`` in float32 (:mod:`relay_passes.qdq_steps`; the
+    simulation continues the same chain with the dequantize steps)."""
     return quantize_steps(f32(qp.scale), f32(qp.zero_point), clip_codes(qp.qmax))
 
 
