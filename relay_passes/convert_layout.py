@@ -278,12 +278,26 @@ def _fields(expr: relax.Expr) -> list[relax.Expr]:
     return list(expr.fields) if isinstance(expr, relax.Tuple) else [expr]
 
 
+CHANNELS_LAST_ATTR = "mpq_channels_last"
+"""Function attribute: ``n_converted`` convs rewritten, ``n_transposes`` layout changes added."""
+
+
+def channels_last_counts(mod: tvm.IRModule) -> dict[str, int]:
+    """What :class:`ConvertToChannelsLast` did to ``mod``, summed over its functions."""
+    total = {"n_converted": 0, "n_transposes": 0}
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function) and func.attrs is not None and CHANNELS_LAST_ATTR in func.attrs:
+            for key in total:
+                total[key] += int(func.attrs[CHANNELS_LAST_ATTR][key])
+    return total
+
+
 @tvm.transform.module_pass(opt_level=0, name="ConvertToChannelsLast")
 class ConvertToChannelsLast:
     """Rewrite the 2-D convs of every Relax function to NHWC/HWIO and keep their activations NHWC
     through layout-agnostic ops; transposes only at the model's inputs and outputs and before ops
-    whose meaning depends on the layout. After a run, :attr:`n_converted` convs were rewritten
-    and :attr:`n_transposes` layout changes were added to the graph.
+    whose meaning depends on the layout. Each converted function gets the counts as attribute
+    :data:`CHANNELS_LAST_ATTR` (:func:`channels_last_counts`).
 
     ``int8_channel_multiple``: pad the input channels of int8 convs and the reduction of int8
     matmuls (zero weights) to a multiple of this, for kernels whose dot product reads channels in
@@ -291,36 +305,37 @@ class ConvertToChannelsLast:
 
     def __init__(self, int8_channel_multiple: int = 1) -> None:
         self.int8_channel_multiple = int8_channel_multiple
-        self.n_converted = 0
-        self.n_transposes = 0
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        self.n_converted = self.n_transposes = n_padded = 0
+        n_padded = 0
         out = mod
+        converted: dict[str, int] = {}
         for gv, func in mod.functions_items():
             if not isinstance(func, relax.Function):
                 continue
             mutator = _ChannelsLast(out, self.int8_channel_multiple)
             new_func = mutator.visit_expr(func)
-            self.n_converted += mutator.n_converted
             n_padded += mutator.n_padded
+            if mutator.n_converted:
+                converted[gv.name_hint] = mutator.n_converted
             mutator.builder_.update_func(gv, new_func)
             out = mutator.builder_.get()
-        if not self.n_converted and not n_padded:
+        if not converted and not n_padded:
             return mod
         out = relax.transform.DeadCodeElimination()(out)
-        self.n_transposes = _count_transposes(out) - _count_transposes(mod)
+        for name, n_converted in converted.items():
+            gv = out.get_global_var(name)
+            n_transposes = _count_transposes(out[gv]) - _count_transposes(mod[name])
+            out[gv] = out[gv].with_attr(CHANNELS_LAST_ATTR, {"n_converted": n_converted, "n_transposes": n_transposes})
         return out
 
 
-def _count_transposes(mod: tvm.IRModule) -> int:
+def _count_transposes(func: relax.Function) -> int:
     found: list[relax.Call] = []
 
     def visit(expr: relax.Expr) -> None:
         if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.permute_dims":
             found.append(expr)
 
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func, visit)
+    relax.analysis.post_order_visit(func, visit)
     return len(found)

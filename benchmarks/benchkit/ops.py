@@ -201,6 +201,7 @@ def tvm_int8_module(case: OpCase, channels_last: bool = False):
     from tvm import relax
 
     from relay_passes.quantized_arith import IntegerArith
+    from tvm_mpq.quantization.quantizers import weight_scales
 
     s = case.spec
     nhwc = channels_last and s.kind == "conv2d"
@@ -222,7 +223,7 @@ def tvm_int8_module(case: OpCase, channels_last: bool = False):
 
             x = emit(relax.op.permute_dims(x_in, [0, 3, 1, 2]), "x_nchw") if nhwc else x_in
             call = bb.normalize(template)
-            acc = arith.mac(emit, call, x, case.qp_in, case.w, 8, axis, "mac")
+            acc = arith.mac(emit, call, x, case.qp_in, case.w, weight_scales(case.w, 8, axis), 8, axis, "mac")
             acc = arith.add_bias(emit, acc, case.bias, "mac")
             y = arith.acc_to_float(emit, acc, "mac")
             if s.kind == "conv2d":

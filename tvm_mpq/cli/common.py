@@ -89,11 +89,12 @@ def add_config_source_options(p: argparse.ArgumentParser, verb: str) -> None:
 
 
 def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
-    """(graph, precision config) from ``--config`` (checked against the model before anything
-    else) or from ``--rate`` (analyzed with ``--method`` on the calibration set, layers without
-    an integer kernel kept fp32)."""
+    """(graph, precision config) from ``--config`` (its layers checked against the model before
+    anything else; a precision the integer kernels cannot run is the lowering's error) or from
+    ``--rate`` (analyzed with ``--method`` on the calibration set, layers without an integer
+    kernel kept fp32)."""
     from tvm_mpq.calibration import CalibrationCache
-    from tvm_mpq.compiler.validate import check_integer_config, keep_unsupported_fp32
+    from tvm_mpq.compiler.validate import keep_unsupported_fp32
     from tvm_mpq.config import PrecisionConfig
     from tvm_mpq.config.for_rate import config_for_rate
     from tvm_mpq.graph import build_layer_table
@@ -105,7 +106,7 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
             config = PrecisionConfig.load(args.config)  # syntax first: no model import for a broken file
         graph = load_graph(args)
         with stage("config", layer_names(graph)):
-            check_integer_config(config, build_layer_table(graph))  # before any compilation
+            config.validate(build_layer_table(graph))  # before any compilation
         return graph, config
     graph, feeds = load_model_and_calibration(args)
     print(f"{graph.name}: analyzing ({args.method}, stage {'C' if ir_stage == 'C' else 'A'}) on "

@@ -24,13 +24,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mcpu", help="x86 only: the LLVM CPU to build for (default this host's, e.g. znver3); "
                                   "e.g. sapphirerapids or alderlake for a VNNI (vpdpbusd) server")
     add_tuning_options(p)
+    p.add_argument("--print-ir", action="store_true",
+                   help="print the module the precision pass lowers: each conv/matmul with its precision "
+                        "annotation (R.mpq.precision: layer name, bits, scales), then the layer list")
     p.add_argument("-o", "--output", type=Path, required=True, help="shared library to write (model.so)")
     p.set_defaults(func=cmd_compile)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    import contextlib
+
+    import tvm
+
     from targets import get_target
     from tvm_mpq.compiler import compile_model
+    from tvm_mpq.compiler.inspect_ir import PrintBefore
     from tvm_mpq.errors import MpqError
 
     check_output_file(args.output)
@@ -42,7 +50,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     tuning = tuning_from_args(args)
     graph, config = config_from_args(args, args.stage)
     start = time.perf_counter()
-    with stage("compile", layer_names(graph)), target.build_context():
+    printing = (tvm.transform.PassContext(instruments=[PrintBefore("LowerToInteger")]) if args.print_ir
+                else contextlib.nullcontext())
+    with stage("compile", layer_names(graph)), target.build_context(), printing:
         compiled = compile_model(graph, config, target.tvm_target, stage=args.stage, tuning=tuning)
     seconds = time.perf_counter() - start
     library = args.output

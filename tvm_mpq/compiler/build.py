@@ -1,15 +1,21 @@
 """Build a lowered Relax module for a target: kernels, MetaSchedule tuning, prepacked weights.
 
-One entry point, :func:`build_module`, used by :func:`tvm_mpq.compiler.pipeline.compile_model`::
+:func:`build_passes` are the build half of the compile pipeline
+(:func:`tvm_mpq.compiler.pipeline.compile_pipeline` puts them after the precision passes in one
+``Sequential``); :func:`codegen` turns their result into an executable::
 
-    LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR
+    DecomposeOpsForInference -> FoldConstant -> CanonicalizeBindings
+    -> ConvertToChannelsLast -> FoldConstant             (x86: one NHWC graph, :func:`graph_passes`)
+    -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR
     -> AttachAttrLayoutFreeBuffers                      (weights may be re-laid out)
-    -> dlight.ApplyDefaultSchedule(kernel rules)         (:mod:`tvm_mpq.kernels`: hand-written
-                                                          int8/fp32 MAC kernels, e.g. vpmaddwd, sdot)
-    -> [tune the MAC kernels no rule covers and the database lacks]   (``TuningOptions.trials > 0``)
-    -> MetaScheduleApplyDatabase                         (tuned records for this target, the rest)
-    -> SplitLayoutRewritePreproc -> FoldConstant         (weight prepacking at compile time)
-    -> TVM's CPU/GPU lowering and codegen
+    -> ScheduleKernels: kernel rules                     (:mod:`tvm_mpq.kernels`: hand-written
+                                                          int8/fp32 MAC kernels, e.g. vpdpbusd, sdot)
+                        [tune the MAC kernels no rule covers and the database lacks]
+                        tuning database                  (tuned records for this target, the rest)
+    -> SplitLayoutRewritePreproc -> FoldConstant -> DCE  (weight prepacking at compile time)
+    codegen: TVM's CPU/GPU lowering and code generation
+
+:func:`build_module` runs both on a lowered module.
 
 The tuning database is persistent and keyed by target (:func:`tuning_dir`): every fused
 PrimFunc (one layer shape + precision + epilogue) is tuned once, and any later build of any
@@ -166,50 +172,124 @@ BUILD_TIMEOUT_S = 300.0
 worker processes import TVM."""
 
 
-def build_module(mod: tvm.IRModule, target: tvm.target.Target,
-                 options: TuningOptions | None = None) -> tuple[relax.VMExecutable, dict]:
-    """Compile a lowered Relax module for ``target``; return the executable and build info
-    (``tuning`` counts, ``scheduled_by``: how many PrimFuncs got a database record, a kernel
-    rule, or neither)."""
-    options = options or TuningOptions()
+BUILD_INFO_ATTR = "mpq_build"
+"""Module attribute: what :class:`ScheduleKernels` did (``tuning``, ``scheduled_by``, ``rules``,
+``schedulers``: kernel -> what scheduled it)."""
+
+
+def check_tuning(target: tvm.target.Target, options: TuningOptions) -> None:
+    """MpqError for tuning options the build cannot honour (before anything is compiled)."""
     if options.trials < 0:
         raise MpqError(f"--tune-trials must be >= 0 (got {options.trials})")
-    info: dict = {}
+    if options.trials <= 0:
+        return
     if str(target.kind.name) != "llvm":
-        if options.trials > 0:
-            raise MpqError(f"--tune-trials is implemented for CPU (llvm) targets; '{target.kind.name}' "
-                           "builds use TVM's default GPU schedules (dlight)")
-        return tvm.compile(mod, target=target), {"scheduled_by": "tvm default pipeline"}
-    if options.trials > 0:
-        from tvm_mpq.kernels import target_arch
+        raise MpqError(f"--tune-trials is implemented for CPU (llvm) targets; '{target.kind.name}' "
+                       "builds use TVM's default GPU schedules (dlight)")
+    from tvm_mpq.kernels import target_arch
 
-        host = target_arch(tvm.target.Target({"kind": "llvm"}))
-        if target_arch(target) != host:
-            raise MpqError(f"--tune-trials measures candidates on this host ({host}); tuning for "
-                           f"{target_arch(target)} would need MetaSchedule's RPC runner on the device, "
-                           "which tvm-mpq does not drive yet")
-    with target, tvm.transform.PassContext(opt_level=3):
-        mod = schedule_kernels(mod, target, options.kernels)
-        n_rules = _count_scheduled(mod)
-        if options.trials > 0:
-            info["tuning"] = tune(mod, target, options)
-        work_dir = tuning_dir(target, options.root)
-        if (work_dir / "database_tuning_record.json").exists():
-            mod = _apply_database(mod, work_dir)
+    host = target_arch(tvm.target.Target({"kind": "llvm"}))
+    if target_arch(target) != host:
+        raise MpqError(f"--tune-trials measures candidates on this host ({host}); tuning for "
+                       f"{target_arch(target)} would need MetaSchedule's RPC runner on the device, "
+                       "which tvm-mpq does not drive yet")
+
+
+@tvm.transform.module_pass(opt_level=0, name="ScheduleKernels")
+class ScheduleKernels:
+    """Schedule the fused PrimFuncs of a legalized module: the kernel rules of
+    :mod:`tvm_mpq.kernels` (``options.kernels``), MetaSchedule tuning of the MAC kernels no rule
+    covers (``options.trials > 0``), then the target's tuning database. What scheduled what is
+    written as module attribute :data:`BUILD_INFO_ATTR` (:func:`build_info`)."""
+
+    def __init__(self, target: tvm.target.Target, options: TuningOptions):
+        self.target = target
+        self.options = options
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        info: dict = {}
+        with self.target:
+            if self.options.kernels:
+                from tvm.s_tir import dlight
+
+                from tvm_mpq.kernels import default_schedule_rules
+
+                rules = default_schedule_rules(self.target)
+                if rules:
+                    mod = dlight.ApplyDefaultSchedule(*rules)(mod)
+            n_rules = _count_scheduled(mod)
+            if self.options.trials > 0:
+                info["tuning"] = tune(mod, self.target, self.options)
+            work_dir = tuning_dir(self.target, self.options.root)
+            if (work_dir / "database_tuning_record.json").exists():
+                mod = _apply_database(mod, work_dir)
         n_scheduled = _count_scheduled(mod)
         by_rule = rules_used(mod)
         n_generic = sum(n for name, n in by_rule.items() if name in GENERIC_RULES)
         info["scheduled_by"] = {"kernel_rules": n_rules - n_generic, "generic_rules": n_generic,
                                 "database": n_scheduled - n_rules, "default": _count_prim_funcs(mod) - n_scheduled}
         info["rules"] = by_rule
-        schedulers = kernel_schedulers(mod)
-        mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
-                                        relax.transform.FoldConstant(),
-                                        relax.transform.DeadCodeElimination()])(mod)
-        info["kernels"] = {name: schedulers.get(name.removesuffix("_prepacked"), "default")
-                           for name in kernel_schedulers(mod)}  # (the weight split renames kernels)
-    executable = tvm.compile(mod, target=target, relax_pipeline=_lower_pipeline(target))
-    return executable, info
+        info["schedulers"] = kernel_schedulers(mod)
+        return mod.with_attr(BUILD_INFO_ATTR, info)
+
+
+def build_passes(target: tvm.target.Target, options: TuningOptions | None = None) -> list[tvm.transform.Pass]:
+    """The passes from a lowered Relax module to the module codegen takes, for ``target``:
+    :func:`graph_passes`, legalization and fusion (``LegalizeOps``, ``FuseOps``, ``FuseTIR``),
+    :class:`ScheduleKernels`, weight prepacking. Empty for non-CPU targets (TVM's default
+    pipeline does it all in :func:`codegen`). MpqError for tuning options the target cannot use."""
+    from tvm.relax.backend.cpu_generic.pipeline import legalize_passes, library_dispatch_passes
+
+    options = options or TuningOptions()
+    check_tuning(target, options)
+    if str(target.kind.name) != "llvm":
+        return []
+    return [*graph_passes(target), *library_dispatch_passes(None), *legalize_passes(None),
+            relax.transform.AttachAttrLayoutFreeBuffers(), ScheduleKernels(target, options),
+            relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
+            relax.transform.DeadCodeElimination()]
+
+
+def build_info(mod: tvm.IRModule, target: tvm.target.Target) -> dict:
+    """What the build did (from :class:`ScheduleKernels`' module attribute): ``tuning`` counts,
+    ``scheduled_by`` (how many PrimFuncs got a kernel rule, a database record or neither),
+    ``rules``, and ``kernels``: each final kernel -> what scheduled it."""
+    if str(target.kind.name) != "llvm":
+        return {"scheduled_by": "tvm default pipeline"}
+    attrs = mod.attrs
+    info = to_python(attrs[BUILD_INFO_ATTR]) if attrs is not None and BUILD_INFO_ATTR in attrs else {}
+    schedulers = info.pop("schedulers", {})
+    info["kernels"] = {name: schedulers.get(name.removesuffix("_prepacked"), "default")
+                       for name in kernel_schedulers(mod)}  # (the weight split renames kernels)
+    return info
+
+
+def to_python(value: object) -> object:
+    """An IR attribute value (Map, Array, String, numbers) as plain Python."""
+    if hasattr(value, "items"):
+        return {str(k): to_python(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "Array":
+        return [to_python(v) for v in value]
+    return value
+
+
+def codegen(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
+    """The executable of a module after :func:`build_passes` (TVM's lowering and codegen)."""
+    if str(target.kind.name) != "llvm":
+        return tvm.compile(mod, target=target)
+    return tvm.compile(mod, target=target, relax_pipeline=lower_after_schedule(target))
+
+
+def build_module(mod: tvm.IRModule, target: tvm.target.Target,
+                 options: TuningOptions | None = None) -> tuple[relax.VMExecutable, dict]:
+    """Compile a lowered Relax module for ``target``: :func:`build_passes`, then :func:`codegen`;
+    return the executable and :func:`build_info`."""
+    passes = build_passes(target, options)
+    with target, tvm.transform.PassContext(opt_level=3):
+        mod = tvm.transform.Sequential(passes, name="tvm_mpq.build")(mod)
+    return codegen(mod, target), build_info(mod, target)
 
 
 def _apply_database(mod: tvm.IRModule, work_dir: Path) -> tvm.IRModule:
@@ -260,7 +340,7 @@ def _count_scheduled(mod: tvm.IRModule) -> int:
     return sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and _is_scheduled(f))
 
 
-def _lower_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+def lower_after_schedule(target: tvm.target.Target) -> tvm.transform.Pass:
     """TVM's default lowering after legalization/fusion (dataflow lowering + finalization)."""
     from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
 
