@@ -266,3 +266,28 @@ def test_lowering_rejects_an_op_without_integer_kernel():
 
     with pytest.raises(MpqError, match=f"layer '{name}' is a conv1d: the integer kernel path supports"):
         LowerToInteger()(_annotated(graph, config))
+
+
+def test_zero_pad_folds_into_the_conv_it_feeds():
+    """FoldPadIntoConv: pad(x, 0) -> conv becomes conv(padding=...), same result; a pad with another
+    value (an int8 zero point) stays."""
+    from relay_passes.fold_pad import FoldPadIntoConv
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 4, 3, 3)).astype("float32")
+    for value, folds in ((0.0, True), (3.0, False)):
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((1, 4, 9, 9), "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                y = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, 0, 1, 0, 1], pad_value=value))
+                y = bb.emit_output(relax.op.nn.conv2d(y, relax.const(w), strides=2, padding=1))
+            bb.emit_func_output(y)
+        mod = bb.get()
+        after = FoldPadIntoConv()(mod)
+        assert ("R.nn.pad" not in after.script()) == folds
+        if folds:
+            assert "padding=[1, 1, 2, 2]" in after.script()
+        feed = {"x": rng.normal(size=(1, 4, 9, 9)).astype("float32")}
+        np.testing.assert_allclose(compile_graph_module(after).run(feed)[0], compile_graph_module(mod).run(feed)[0],
+                                   rtol=1e-5, atol=1e-5)

@@ -73,18 +73,20 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """The graph-level passes a target's build starts with: inference batch-norms decomposed
     into arithmetic (fp32 layers keep theirs; it fuses into the conv's epilogue) and, for
     targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
-    CPU), the whole graph converted to NHWC once; for ``sdot`` targets the uint8 activations
-    of int8 MACs shifted to int8 first."""
+    CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
+    for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first."""
     from relay_passes.convert_layout import ConvertToChannelsLast
     from tvm_mpq.kernels import activation_layout
 
     passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
               relax.transform.CanonicalizeBindings()]
     if activation_layout(target) == "NHWC":
+        from relay_passes.fold_pad import FoldPadIntoConv
         from relay_passes.shift_activations import ShiftActivationsToInt8
         from tvm_mpq.kernels.cpu_isa import cpu_isa
 
         isa = cpu_isa(target)
+        passes += [FoldPadIntoConv()]  # the kernels read a conv's own zero padding in place
         if isa.dot == "sdot":  # signed x signed dot product: activations shifted to int8
             passes += [ShiftActivationsToInt8()]
         passes += [ConvertToChannelsLast(isa.dot_group), relax.transform.FoldConstant()]
