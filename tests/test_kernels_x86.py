@@ -54,10 +54,15 @@ def _requant_epilogue(bb: relax.BlockBuilder, acc: relax.Expr, n_out: int, axis_
     return bb.emit(relax.op.astype(y, "uint8"))
 
 
+TAIL_PAD = [0, 0, 0, 0, 0, 1, 0, 1]
+"""The asymmetric "same" pad (bottom/right by one) of a following stride-2 conv, which the
+fusion puts at the end of the conv's epilogue (efficientnet-lite0's expand convs)."""
+
+
 def int8_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0, groups: int = 1,
-              zp: int = 3, residual: bool = False) -> tuple[tvm.IRModule, np.ndarray]:
+              zp: int = 3, residual: bool = False, tail_pad: bool = False) -> tuple[tvm.IRModule, np.ndarray]:
     """uint8 pad(zp) -> conv(int32) -> +offset -> *scale -> round -> +zp -> clip -> uint8
-    (-> + residual in fp32), like LowerToInteger emits."""
+    (-> + residual in fp32) (-> pad(zp) of the next layer), like LowerToInteger emits."""
     rng = np.random.default_rng(c * 1000 + f)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
@@ -69,6 +74,8 @@ def int8_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0, gr
             y = _requant_epilogue(bb, acc, f, (1, f, 1, 1), zp, rng)
             if residual:
                 y = bb.emit(relax.op.add(relax.op.astype(y, "float32"), relax.op.astype(x, "float32")))
+            if tail_pad:
+                y = bb.emit(relax.op.nn.pad(y, TAIL_PAD, pad_value=float(zp)))
             y = bb.emit_output(y)
         bb.emit_func_output(y)
     return bb.get(), rng.integers(0, 256, size=(1, c, hw, hw)).astype("uint8")
@@ -88,7 +95,7 @@ def int8_dense(m: int, k: int, n: int, zp: int = 3) -> tuple[tvm.IRModule, np.nd
 
 
 def fp32_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0,
-              groups: int = 1, epilogue: bool = True) -> tuple[tvm.IRModule, np.ndarray]:
+              groups: int = 1, epilogue: bool = True, tail_pad: bool = False) -> tuple[tvm.IRModule, np.ndarray]:
     rng = np.random.default_rng(c * 1000 + f + 7)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, c, hw, hw), "float32"))
@@ -97,7 +104,10 @@ def fp32_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0,
     with bb.function("main", [x]):
         with bb.dataflow():
             acc = bb.emit(relax.op.nn.conv2d(x, relax.const(w), strides=stride, padding=pad, groups=groups))
-            y = bb.emit_output(relax.op.nn.relu(relax.op.add(acc, relax.const(b))) if epilogue else acc)
+            y = relax.op.nn.relu(relax.op.add(acc, relax.const(b))) if epilogue else acc
+            if tail_pad:  # a non-zero pad value: an unwritten border cannot pass for padding
+                y = relax.op.nn.pad(bb.emit(y), TAIL_PAD, pad_value=1.5)
+            y = bb.emit_output(y)
         bb.emit_func_output(y)
     return bb.get(), rng.normal(size=(1, c, hw, hw)).astype("float32")
 
@@ -148,12 +158,15 @@ CASES = {
     "int8_conv1x1_residual": (lambda: int8_conv(16, 16, 7, 1, residual=True), "Int8Conv2dAvx2", True),
     "int8_conv_rgb": (lambda: int8_conv(3, 16, 12, 3, stride=2, pad=1), "Int8Conv2dDirect", True),
     "int8_depthwise": (lambda: int8_conv(16, 16, 9, 3, pad=1, groups=16), "Int8DepthwiseConv2d", True),
+    # the next layer's pad fused after the epilogue: its border is written too (it was not)
+    "int8_conv1x1_tail_pad": (lambda: int8_conv(16, 32, 14, 1, tail_pad=True), "Int8Conv2dAvx2", True),
     "int8_dense": (lambda: int8_dense(1, 64, 32), "Int8DenseAvx2", True),
     "int8_dense_rows": (lambda: int8_dense(6, 48, 16), "Int8DenseAvx2", True),
     "fp32_conv3x3": (lambda: fp32_conv(8, 16, 10, 3, pad=1), "Fp32Conv2dAvx2", False),
     "fp32_conv1x1_s2": (lambda: fp32_conv(16, 32, 10, 1, stride=2), "Fp32Conv2dAvx2", False),
     # a bare conv writes the function's output (fp32 layers keep batch-norm unfused): copied out
     "fp32_conv_no_epilogue": (lambda: fp32_conv(16, 32, 10, 3, pad=1, epilogue=False), "Fp32Conv2dAvx2", False),
+    "fp32_conv1x1_tail_pad": (lambda: fp32_conv(16, 32, 14, 1, tail_pad=True), "Fp32Conv2dAvx2", False),
 
     "fp32_dense": (lambda: fp32_dense(3, 40, 32), "Fp32DenseAvx2", False),
 }
@@ -178,7 +191,7 @@ def test_fast_path_matches_unscheduled_build(case):
     _check(mod, x, target, exact)
 
 
-@pytest.mark.parametrize("case", ["int8_conv3x3", "fp32_conv3x3"])
+@pytest.mark.parametrize("case", ["int8_conv3x3", "fp32_conv3x3", "int8_conv1x1_tail_pad"])
 def test_generic_x86_target_uses_sse2_width(case):
     """Without -mcpu the rules still fire (4-lane SSE2 kernels) and stay exact."""
     build, rule, exact = CASES[case]
@@ -241,6 +254,7 @@ VNNI_CASES = {
     "conv3x3": lambda: int8_conv(16, 32, 10, 3, pad=1),
     "conv_rgb_s2": lambda: int8_conv(3, 16, 11, 3, stride=2, pad=1),  # 3 channels: padded to 4
     "conv1x1_residual": lambda: int8_conv(16, 16, 7, 1, residual=True),
+    "conv1x1_tail_pad": lambda: int8_conv(16, 32, 14, 1, tail_pad=True),
     "dense": lambda: int8_dense(1, 64, 32),
     "dense_rows_odd_k": lambda: int8_dense(6, 50, 16),  # K padded to 52
 }

@@ -18,6 +18,7 @@ from tvm import s_tir
 from tvm.s_tir.dlight.base import ScheduleRule
 
 from tvm_mpq.kernels import register_rules
+from tvm_mpq.kernels.epilogue import fits_mac_tile, schedule_after_mac
 from tvm_mpq.kernels.int8_dot4 import Dot4Isa, Int8Dot4Rule, expr_dtype, has_root_block, match_int8_mac
 
 __all__ = ["Fp32MacRule", "Int8MacRule", "aarch64_rules", "has_dotprod", "match_int8_mac", "neon_isa"]
@@ -127,10 +128,13 @@ class Fp32MacRule(ScheduleRule):
         else:
             return None
         epilogue = names[pos + 1:]
+        per_tile = not epilogue or fits_mac_tile(sch, block.name_hint, epilogue[-1])
         for name in epilogue[:-1]:
             sch.compute_inline(sch.get_sblock(name))
-        if epilogue:
+        if epilogue and per_tile:
             sch.reverse_compute_at(sch.get_sblock(epilogue[-1]), tile)
+        elif epilogue:  # a shape-changing tail (fused pad): after the MAC, over its whole output
+            schedule_after_mac(sch, sch.get_sblock(epilogue[-1]))
         if epilogue:
             sch.vectorize(sch.get_loops(sch.get_sblock(epilogue[-1]))[-1])
         sch.parallel(sch.fuse(*outer, tile))

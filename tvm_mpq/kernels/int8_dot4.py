@@ -25,7 +25,8 @@ into four stages, for a vector of ``L`` int32 lanes (:class:`Dot4Isa`: 4 on NEON
    one ``int32 x L`` accumulator each, initialised with the correction and updated with the
    ISA's dot4 expression (:attr:`Dot4Isa.mac`);
 4. the original epilogue blocks, inlined into one and computed at the tile
-   (``reverse_compute_at``), so the int32 accumulator never goes to memory as a whole.
+   (``reverse_compute_at``), so the int32 accumulator never goes to memory as a whole (an
+   epilogue ending in a shape-changing op, a fused pad, runs after the GEMM: :mod:`.epilogue`).
 
 The rewritten function is produced by printing the fused PrimFunc as TVMScript, replacing
 the reduction statement by the generated stages and parsing it back: the epilogue, the
@@ -44,6 +45,8 @@ from typing import Any
 import tvm
 from tvm import s_tir
 from tvm.s_tir.dlight.base import ScheduleRule
+
+from tvm_mpq.kernels.epilogue import fits_mac_tile, schedule_after_mac
 
 LOG = logging.getLogger(__name__)
 
@@ -481,6 +484,9 @@ def rewrite_int8_mac(func: tvm.tirx.PrimFunc, p: MacPattern, isa: Dot4Isa) -> tu
 def build_int8_schedule(func: tvm.tirx.PrimFunc, p: MacPattern, isa: Dot4Isa) -> s_tir.Schedule:
     """Rewrite ``func`` (:func:`rewrite_int8_mac`) and schedule it: padding inlined into the
     shift pass, epilogue inlined and computed per register tile, outer tile loop parallel."""
+    original = s_tir.Schedule(func)
+    original_names = [original.get(b).name_hint for b in original.get_child_blocks(original.get_sblock("root"))]
+    per_tile = original_names[-1] == p.block or fits_mac_tile(original, p.block, original_names[-1])
     new, _ = rewrite_int8_mac(func, p, isa)
     sch = s_tir.Schedule(new)
     root = sch.get_sblock("root")
@@ -496,7 +502,10 @@ def build_int8_schedule(func: tvm.tirx.PrimFunc, p: MacPattern, isa: Dot4Isa) ->
     loops = sch.get_loops(gemm)
     if epilogue:
         last = sch.get_sblock(epilogue[-1])
-        sch.reverse_compute_at(last, loops[-1])
+        if per_tile:
+            sch.reverse_compute_at(last, loops[-1])
+        else:  # a shape-changing tail (fused pad): after the GEMM, over its whole output
+            schedule_after_mac(sch, last)
     fused = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
     sch.parallel(fused)
     xl = sch.get_loops(xshift)

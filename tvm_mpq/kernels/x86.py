@@ -16,7 +16,8 @@ one register-blocked micro-kernel schedule (:func:`schedule_mac`):
 * depthwise convs pack the data channels ``[N, C/L, H, W, L]`` and vectorize over them;
 * the whole epilogue (offset/bias add, requantize, relu, residual add, casts) is inlined into one
   block computed per tile, reading the accumulators (int8 convs: vectorized across channels,
-  :func:`_schedule_epilogue`); the outer tile loops run in parallel.
+  :func:`_schedule_epilogue`); the outer tile loops run in parallel. An epilogue ending in a
+  shape-changing op (a fused pad) is computed after the MAC instead (:mod:`.epilogue`).
 
 A rule returns ``None`` (TVM's default stays) for anything it does not recognize or when a
 schedule step fails.
@@ -33,6 +34,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target, codegen
 
 from . import register_rules
+from .epilogue import fits_mac_tile, schedule_after_mac
 from .x86_analysis import FP32, INT8, MacPattern, a_producer, analyze
 from .x86_dot4 import Int8Dot4Vnni
 from .x86_intrin import PMADDWD_AVX2, PMADDWD_SSE2
@@ -190,6 +192,7 @@ def schedule_mac(func: tirx.PrimFunc, target: Target, pair: bool, kinds: tuple[s
 
 def _apply(sch: s_tir.Schedule, p: MacPattern, isa: Isa, pair: bool) -> s_tir.Schedule:
     lanes = isa.lanes
+    per_tile = not p.epilogue or fits_mac_tile(sch, p.block, p.epilogue[-1])
     mac = sch.get_sblock(p.block)
     _prepack_weight(sch, mac, p, lanes, pair)
     _pack_data(sch, mac, p, lanes, pair)
@@ -202,6 +205,9 @@ def _apply(sch: s_tir.Schedule, p: MacPattern, isa: Isa, pair: bool) -> s_tir.Sc
     n_pix = _rows(p) if p.kind == "matmul" else p.extents[3]
     nf, nx = choose_tile(n_vec, n_pix, isa, pair)
     epilogue = copy_out if copy_out is not None else _inline_epilogue(sch, p)
+    after_mac = None
+    if not per_tile:  # e.g. a fused pad: computed after the MAC over its whole (larger) output
+        after_mac, epilogue = epilogue, None
     outer, red, (fi, xi, fv) = _tile_loops(sch, mac, p, lanes, nf, nx, pair)
     writeback = sch.cache_write(mac, 0, "local")
     sch.reverse_compute_at(writeback, outer[-1])
@@ -209,6 +215,8 @@ def _apply(sch: s_tir.Schedule, p: MacPattern, isa: Isa, pair: bool) -> s_tir.Sc
         sch.reverse_compute_at(epilogue, outer[-1])
         sch.compute_inline(writeback)
         _schedule_epilogue(sch, epilogue, p, lanes)
+    if after_mac is not None:
+        schedule_after_mac(sch, after_mac)
     sch.parallel(sch.fuse(*outer[:-1]) if len(outer) > 1 else outer[0])
     sch.unroll(fi)
     sch.unroll(xi)
