@@ -26,7 +26,7 @@ from tvm_mpq.sweep.rounds import latency_over_rounds, monotonicity, ratio_summar
 class Stats:
     """What ``latency_over_rounds`` reads of a ``LatencyStats``."""
 
-    median_ms: float
+    min_ms: float
     repeat: int = 3
     number: int = 10
 

@@ -22,7 +22,8 @@ from tvm_mpq.sweep.builds import BuiltPoint
 from tvm_mpq.sweep.interleave import RoundTimes, SampleOutputs, TimedLibrary, time_interleaved
 from tvm_mpq.sweep.plan import TimingOptions
 from tvm_mpq.sweep.remote import Execution
-from tvm_mpq.sweep.rounds import latency_over_rounds, monotonicity, ratio_summary, ratios_within_rounds, stability
+from tvm_mpq.sweep.rounds import (latency_over_rounds, monotonicity, ratio_summary, ratios_within_rounds, round_latency,
+                                  stability)
 
 BASELINE_KEY = "fp32-baseline"
 Log = Callable[[str], None]
@@ -96,14 +97,14 @@ def _time_device(session: Any, group: list[BuiltPoint], baseline: Path, setup: M
         elif isinstance(event, RoundTimes):
             for key, stats in event.stats.items():
                 per_round[key].append(stats)
-            base_ms = [s.median_ms for s in per_round[base_key]]
+            base_ms = [round_latency(s) for s in per_round[base_key]]
             for key, row in rows.items():
                 row["latency_ms"] = latency_over_rounds(per_round[key])
-                row["ratio_to_fp32"] = ratio_summary(ratios_within_rounds([s.median_ms for s in per_round[key]],
+                row["ratio_to_fp32"] = ratio_summary(ratios_within_rounds([round_latency(s) for s in per_round[key]],
                                                                           base_ms))
             log(f"{event.server} round {event.index + 1}/{setup.timing.rounds}: fp32 {base_ms[-1]:.3f} ms; "
                 + "; ".join(f"{labels[k]} {rows[k]['ratio_to_fp32']['per_round'][-1]:.3f}x" for k in rows
                             if k != base_key))
         save()
     return {"server": session.address, "points": [p.row for p in group], "baseline_among_points": own is not None,
-            "seconds": time.perf_counter() - start, "fp32_ms": [s.median_ms for s in per_round[base_key]]}
+            "seconds": time.perf_counter() - start, "fp32_ms": [round_latency(s) for s in per_round[base_key]]}

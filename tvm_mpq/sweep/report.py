@@ -47,7 +47,7 @@ EMULATION_NOTE = "latencies are QEMU user-mode emulation times on this machine: 
 TIMING_METHOD = ("interleaved: all points built first, then on each device every point and the fp32 baseline "
                  "timed once per round, round-robin (round r starts at point r mod n); per round and point one "
                  "time_evaluator measurement over RPC (per-repeat mean of `number` runs; the round's latency is "
-                 "the median of the repeats); latency_ms over the rounds; ratio_to_fp32 = point / fp32 baseline "
+                 "the fastest repeat: other jobs only add time); latency_ms over the rounds; ratio_to_fp32 = point / fp32 baseline "
                  "within each round")
 
 

@@ -1,10 +1,11 @@
 """Statistics of interleaved timing rounds: latency over rounds, ratios to fp32 within each
 round, how much the fp32 baseline moved, and whether latency falls with the rate.
 
-A round's latency of a point is the median of its ``time_evaluator`` repeats in that round.
-Its ratio to fp32 is that latency over the fp32 baseline's latency in the same round on the
-same device (seconds apart), so a machine that slows down between rounds moves both and the
-ratio stays; the spread of a ratio over rounds is what is left of the noise.
+A round's latency of a point (:func:`round_latency`) is the fastest of its ``time_evaluator``
+repeats in that round: other jobs on the machine only ever add time to a repeat, so the fastest
+is the least disturbed. Its ratio to fp32 is that latency over the fp32 baseline's in the same
+round on the same device (seconds apart), so a machine that slows down between rounds moves
+both and the ratio stays; the spread of a ratio over rounds is what is left of the noise.
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ from typing import Any
 import numpy as np
 
 
+def round_latency(stats: Any) -> float:
+    """A point's latency in one round: the fastest repeat of its ``LatencyStats`` (ms)."""
+    return float(stats.min_ms)
+
+
 def latency_over_rounds(stats: Sequence[Any]) -> dict[str, Any]:
     """The report's ``latency_ms`` from one ``LatencyStats`` per round: ``median``, ``p10``,
-    ``p90``, ``min``, ``max`` over the rounds' medians, ``per_round``, ``rounds``, ``repeat``
-    (the fewest repeats of a round) and ``number`` (runs per repeat, last round)."""
-    per_round = [float(s.median_ms) for s in stats]
+    ``p90``, ``min``, ``max`` over the rounds' latencies (:func:`round_latency`), ``per_round``,
+    ``rounds``, ``repeat`` (the fewest repeats of a round) and ``number`` (runs per repeat, last
+    round)."""
+    per_round = [round_latency(s) for s in stats]
     p10, median, p90 = np.percentile(per_round, [10, 50, 90])
     return {"median": float(median), "p10": float(p10), "p90": float(p90), "min": min(per_round),
             "max": max(per_round), "per_round": per_round, "rounds": len(per_round),
