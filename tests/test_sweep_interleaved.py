@@ -61,6 +61,17 @@ def _point(method: str, rate: float, ratios: list[float]) -> dict:
     return {"method": method, "bops_reduction_rate": rate, "ratio_to_fp32": {"per_round": ratios}}
 
 
+def test_a_step_needs_a_sign_test_majority_of_rounds():
+    from tvm_mpq.sweep.rounds import rounds_needed
+
+    assert [rounds_needed(n) for n in (1, 3, 5, 10, 20)] == [1, 3, 5, 9, 15]
+    ten = [1.0] * 10
+    one_outlier = [_point("m", 0.0, ten), _point("m", 50.0, [1.3] + [0.8] * 9)]
+    two_outliers = [_point("m", 0.0, ten), _point("m", 50.0, [1.3, 1.2] + [0.8] * 8)]
+    assert monotonicity(one_outlier)["m"]["verdict"] == "monotone"
+    assert monotonicity(two_outliers)["m"]["verdict"] == "inconclusive"
+
+
 def test_monotonicity_reads_the_within_round_ratios():
     points = [_point("m", 0.0, [1.0, 1.0, 1.0]), _point("m", 50.0, [0.9, 0.8, 0.85]),
               _point("m", 100.0, [0.7, 0.7, 0.7]), _point("m", 100.0, [0.9, 0.9, 0.9]),  # same rate: first kept

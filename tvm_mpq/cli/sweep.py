@@ -36,12 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="evaluation samples per point, each one remote run (default 32; 8 under QEMU)")
     p.add_argument("--rounds", type=int, metavar="N",
                    help="interleaved timing rounds: each times every point and the fp32 baseline once, round-robin "
-                        "(default 5; 3 under QEMU)")
+                        "(default 10; 3 under QEMU)")
     p.add_argument("--repeat", type=int, metavar="N",
-                   help="time_evaluator repeats per point and round (default 5; 3 under QEMU; fewer when over "
-                        "--max-time, but at least 3 natively, 1 under QEMU)")
+                   help="time_evaluator repeats per point and round (default 3; fewer when they would take "
+                        "longer than --max-time, down to 3 natively and to 1 under QEMU)")
     p.add_argument("--max-time", type=float, metavar="S",
-                   help="timing budget per point and round in seconds (default 4; 35 under QEMU)")
+                   help="timing budget per point and round in seconds (default 2; 35 under QEMU)")
     p.add_argument("--min-repeat-ms", type=float, metavar="MS", help="each repeat runs the model for at least this long "
                    "(default 100)")
     p.add_argument("--g", type=float, default=2.0, help="QuantuneV2 weight-delta weight (g > 1)")

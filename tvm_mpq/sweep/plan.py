@@ -30,10 +30,10 @@ class TimingOptions:
     repeats of at least ``min_repeat_ms`` each, fewer (never under ``min_repeat``) when they
     would take longer than ``max_seconds``."""
 
-    rounds: int = 5
-    repeat: int = 5
+    rounds: int = 10
+    repeat: int = 3
     min_repeat_ms: float = 100.0
-    max_seconds: float = 4.0
+    max_seconds: float = 2.0
     min_repeat: int = 3
 
     def to_json(self) -> dict[str, float | int]:
@@ -43,7 +43,9 @@ class TimingOptions:
 
 
 NATIVE_TIMING = TimingOptions()
-"""Native CPUs / GPUs: 5 rounds; per round and point 5 repeats of >= 100 ms, at most 4 s."""
+"""Native CPUs / GPUs: 10 rounds; per round and point 3 repeats of >= 100 ms, at most 2 s. Many
+short rounds rather than a few long ones: on a shared 2-core VM the speed changes within
+seconds, and the median over rounds of the within-round ratios is what averages it out."""
 EMULATED_TIMING = TimingOptions(rounds=3, repeat=3, min_repeat_ms=100.0, max_seconds=35.0, min_repeat=1)
 """QEMU: 3 rounds; a model that takes ~11 s per emulated run gets 3 runs per round (the rounds
 give the spread, so a round may be a single run)."""

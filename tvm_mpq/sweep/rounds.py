@@ -57,22 +57,40 @@ def stability(fp32_ms_by_server: dict[str, list[float]]) -> dict[str, Any]:
             "devices": devices, "fp32_spread_pct": max((d["fp32_spread_pct"] for d in devices), default=0.0)}
 
 
+SIGN_TEST_LEVEL = 0.05
+"""One-sided sign test level of a step's verdict (see :func:`rounds_needed`)."""
+
+
+def rounds_needed(n_rounds: int, level: float = SIGN_TEST_LEVEL) -> int:
+    """How many of ``n_rounds`` paired rounds must agree for a step to ``fall`` (or ``rise``):
+    the fewest ``k`` with ``P(X >= k) <= level`` for ``X ~ Binomial(n, 1/2)`` (a one-sided sign
+    test; 9 of 10, 5 of 5), and all of them when even that is not enough (fewer than 5 rounds)."""
+    from math import comb
+
+    for k in range(n_rounds + 1):
+        if sum(comb(n_rounds, j) for j in range(k, n_rounds + 1)) / 2 ** n_rounds <= level:
+            return k
+    return n_rounds
+
+
 def _step(lower: dict, higher: dict) -> dict[str, Any]:
     a, b = lower["ratio_to_fp32"]["per_round"], higher["ratio_to_fp32"]["per_round"]
     changes = [y - x for x, y in zip(a, b)]
     rises, falls = sum(c > 0 for c in changes), sum(c < 0 for c in changes)
-    verdict = "falls" if falls == len(changes) else "rises" if rises == len(changes) else "mixed"
+    needed = rounds_needed(len(changes))
+    verdict = "falls" if falls >= needed else "rises" if rises >= needed else "mixed"
     return {"from_rate": lower["bops_reduction_rate"], "to_rate": higher["bops_reduction_rate"],
             "median_change": float(np.median([y / x - 1.0 for x, y in zip(a, b)])),
-            "rounds_faster": falls, "rounds_slower": rises, "verdict": verdict}
+            "rounds_faster": falls, "rounds_slower": rises, "rounds_needed": needed, "verdict": verdict}
 
 
 def monotonicity(points: Sequence[dict]) -> dict[str, dict[str, Any]]:
     """Per method: does latency fall as the achieved rate grows, judged on the within-round
-    ratios? Each step between consecutive achieved rates ``falls`` (lower ratio in every round),
-    ``rises`` (higher in every round) or is ``mixed``; the method's verdict is ``monotone``
-    (every step falls), ``not monotone`` (some step rises) or ``inconclusive`` (no step
-    rises, some are mixed); ``n/a`` with fewer than two distinct timed rates."""
+    ratios? Each step between consecutive achieved rates ``falls`` (a lower ratio in enough
+    rounds for a one-sided sign test at 5%: :func:`rounds_needed`), ``rises`` (higher in that
+    many) or is ``mixed``; the method's verdict is ``monotone`` (every step falls), ``not
+    monotone`` (some step rises) or ``inconclusive`` (no step rises, some are mixed); ``n/a``
+    with fewer than two distinct timed rates."""
     verdicts: dict[str, dict[str, Any]] = {}
     for method in dict.fromkeys(p["method"] for p in points):
         timed = sorted((p for p in points if p["method"] == method and p.get("ratio_to_fp32")),
