@@ -24,7 +24,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import tvm
 
 from tvm_mpq.calibration import CalibrationCache
