@@ -26,8 +26,9 @@ OBJDUMP = "aarch64-linux-gnu-objdump"
 
 
 def conv_module(ci: int, co: int, size: int, k: int = 3, zp_pad: int = 0, stride: int = 1, conv_pad: int = 0,
-                in_dtype: str = "uint8", seed: int = 0) -> tvm.IRModule:
-    """``[pad(zp)] -> conv2d(u8, s8 -> i32) -> + offset -> float32 * scale`` (the product's int8 layer)."""
+                in_dtype: str = "uint8", seed: int = 0, tail_pad: bool = False) -> tvm.IRModule:
+    """``[pad(zp)] -> conv2d(u8, s8 -> i32) -> + offset -> float32 * scale`` (the product's int8 layer)
+    ``[-> pad]`` (``tail_pad``: the next stride-2 layer's asymmetric pad, fused after the epilogue)."""
     rng = np.random.default_rng(seed)
     w = rng.integers(-127, 128, size=(co, ci, k, k)).astype(np.int8 if in_dtype == "uint8" else np.float32)
     off = rng.integers(-5000, 5000, size=(1, co, 1, 1)).astype(np.int32 if in_dtype == "uint8" else np.float32)
@@ -44,6 +45,8 @@ def conv_module(ci: int, co: int, size: int, k: int = 3, zp_pad: int = 0, stride
                                              out_dtype="int32" if in_dtype == "uint8" else "float32"))
             acc = bb.emit(relax.op.add(acc, relax.const(off)))
             y = bb.emit(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale)))
+            if tail_pad:  # non-zero pad value: an unwritten border cannot pass for padding
+                y = bb.emit(relax.op.nn.pad(y, [0, 0, 0, 0, 0, 1, 0, 1], pad_value=1.5))
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     return bb.get()
@@ -86,10 +89,12 @@ CASES = [
     ("conv3x3", lambda: conv_module(8, 16, 8, zp_pad=1), (1, 8, 8, 8)),
     ("conv3x3_s2_c3", lambda: conv_module(3, 8, 9, stride=2, conv_pad=1), (1, 3, 9, 9)),
     ("conv1x1", lambda: conv_module(16, 32, 6, k=1), (1, 16, 6, 6)),
+    ("conv1x1_tail_pad", lambda: conv_module(16, 32, 6, k=1, tail_pad=True), (1, 16, 6, 6)),
     ("dense", lambda: dense_module(2, 37, 24), (2, 37)),
 ]
 FP32_CASES = [
     ("conv3x3_fp32", lambda: conv_module(4, 8, 6, conv_pad=1, in_dtype="float32"), (1, 4, 6, 6)),
+    ("conv1x1_tail_pad_fp32", lambda: conv_module(8, 16, 6, k=1, in_dtype="float32", tail_pad=True), (1, 8, 6, 6)),
     ("dense_fp32", lambda: _dense_f32(2, 32, 48), (2, 32)),
 ]
 

@@ -65,9 +65,11 @@ def _requant_epilogue(bb: relax.BlockBuilder, acc: relax.Expr, axis_shape: tuple
 
 
 def int8_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0, groups: int = 1,
-              zp: int = 3, residual: bool = False) -> tuple[tvm.IRModule, np.ndarray]:
+              zp: int = 3, residual: bool = False, tail_pad: bool = False) -> tuple[tvm.IRModule, np.ndarray]:
     """uint8 pad(zp) -> conv(int32) -> +offset -> *scale -> round -> +zp -> clip -> uint8
-    (-> + residual in fp32), like LowerToInteger emits."""
+    (-> + residual in fp32) (-> the next stride-2 layer's asymmetric pad, fused after the
+    epilogue: a non-zero value, so an unwritten border cannot pass for padding), like
+    LowerToInteger emits."""
     rng = np.random.default_rng(c * 1000 + f)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
@@ -79,6 +81,8 @@ def int8_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0, gr
             y = _requant_epilogue(bb, acc, (1, f, 1, 1), zp, rng)
             if residual:
                 y = bb.emit(relax.op.add(relax.op.astype(y, "float32"), relax.op.astype(x, "float32")))
+            if tail_pad:
+                y = bb.emit(relax.op.nn.pad(y, [0, 0, 0, 0, 0, 1, 0, 1], pad_value=5.0))
             y = bb.emit_output(y)
         bb.emit_func_output(y)
     return bb.get(), rng.integers(0, 256, size=(1, c, hw, hw)).astype("uint8")
@@ -170,6 +174,7 @@ CASES = {  # name -> (module factory, rule, int8?)
     "int8_conv3x3_s2": (lambda: int8_conv(16, 16, 11, 3, stride=2, pad=1), "Conv2dChannelsLast", True),
     "int8_conv1x1_residual": (lambda: int8_conv(16, 16, 7, 1, residual=True), "Conv2dChannelsLast", True),
     "int8_conv1x1_wide": (lambda: int8_conv(32, 48, 6, 1), "Conv2dChannelsLast", True),  # 48: 16 + 32 lanes
+    "int8_conv1x1_tail_pad": (lambda: int8_conv(16, 32, 6, 1, tail_pad=True), "Conv2dChannelsLast", True),
     "int8_conv_rgb": (lambda: int8_conv(3, 16, 12, 3, stride=2, pad=1), "Conv2dChannelsLast", True),
     "int8_depthwise": (lambda: int8_conv(16, 16, 9, 3, pad=1, groups=16), "DepthwiseChannelsLast", True),
     "int8_dense": (lambda: int8_dense(1, 64, 32), "MatmulConstWeight", True),

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from tvm_mpq.errors import MpqError
+from tvm_mpq.errors import MpqError, last_line
 
 from targets.elf import arch_machine
 from targets.rpc.net import parse_address, probe
@@ -23,11 +23,6 @@ class RemoteSession:
     rpc: Any
     address: str
     key: str = ""
-
-
-def _last_line(err: Exception) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(err).__name__
 
 
 HANDSHAKE_TIMEOUT_S = 180.0
@@ -67,7 +62,7 @@ def connect(host: str, port: int, key: str = "", timeout: float = HANDSHAKE_TIME
                        f"{timeout:g} s (busy with another session?)")
     if "error" not in result:
         return result["session"]
-    msg = _last_line(result["error"])
+    msg = last_line(result["error"])
     if "Connect to" in msg and "failed" in msg:
         probe(host, port, timeout=5.0, what="RPC server")
     if "is not TVM RPC server" in msg:

@@ -1,7 +1,9 @@
 """``tvm-mpq sweep``: latency and fidelity of a model vs BOPs reduction rate, per method, on a target.
 
-Every point is built, exported with the target's compiler, uploaded over TVM RPC and timed with
-``time_evaluator``; without ``--rpc`` / ``--tracker`` a local server is started (x86 natively,
+Every point is built and exported with the target's compiler first; then, on the device, each
+runs the evaluation samples and all of them, the fp32 baseline included, are timed with
+``time_evaluator`` round-robin for ``--rounds`` rounds (latency ratios to fp32 taken within
+each round); without ``--rpc`` / ``--tracker`` a local server is started (x86 natively,
 aarch64 under QEMU). Writes OUTPUT (JSON, DESIGN "Report"), OUTPUT.md and OUTPUT.png.
 """
 
@@ -33,10 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", help="with --tracker: the server key to request; with --rpc: the server's key")
     p.add_argument("--eval-size", type=int, metavar="N",
                    help="evaluation samples per point, each one remote run (default 32; 8 under QEMU)")
+    p.add_argument("--rounds", type=int, metavar="N",
+                   help="interleaved timing rounds: each times every point and the fp32 baseline once, round-robin "
+                        "(default 10; 3 under QEMU)")
     p.add_argument("--repeat", type=int, metavar="N",
-                   help="time_evaluator repeats (default 10; 5 under QEMU; at least 3, fewer when over --max-time)")
+                   help="time_evaluator repeats per point and round (default 3; fewer when they would take "
+                        "longer than --max-time, down to 3 natively and to 1 under QEMU)")
     p.add_argument("--max-time", type=float, metavar="S",
-                   help="timing budget per point in seconds (default 20; 35 under QEMU)")
+                   help="timing budget per point and round in seconds (default 2; 35 under QEMU)")
     p.add_argument("--min-repeat-ms", type=float, metavar="MS", help="each repeat runs the model for at least this long "
                    "(default 100)")
     p.add_argument("--g", type=float, default=2.0, help="QuantuneV2 weight-delta weight (g > 1)")
@@ -66,7 +72,7 @@ def options_from_args(args: argparse.Namespace):
     if args.keep_libs is not None:
         check_output_dir(args.keep_libs, "--keep-libs")
     check_work_dirs(args)
-    for name in ("eval_size", "repeat"):
+    for name in ("eval_size", "repeat", "rounds"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise MpqError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -76,7 +82,8 @@ def options_from_args(args: argparse.Namespace):
         raise MpqError(f"--min-repeat-ms must not be negative, got {args.min_repeat_ms}")
     return SweepOptions(
         model=args.model, target=args.target, rates=parse_rates(args.rates), methods=parse_methods(args.methods),
-        rpc=args.rpc, tracker=args.tracker, key=args.key, eval_size=args.eval_size, repeat=args.repeat,
+        rpc=args.rpc, tracker=args.tracker, key=args.key, eval_size=args.eval_size, rounds=args.rounds,
+        repeat=args.repeat,
         max_seconds=args.max_time, min_repeat_ms=args.min_repeat_ms,
         input_shape=args.input_shape, calib=args.calib, calib_size=args.calib_size, mean=args.mean, std=args.std,
         observer=args.observer, cache_dir=args.cache_dir, g=args.g, stage=args.stage, keep_libs=args.keep_libs,
