@@ -199,7 +199,7 @@ def run_on_server(library: str | Path, feeds: Sequence[dict[str, np.ndarray]], t
     so one call per sweep point spreads the points over the pool. ``time_options`` go to
     :meth:`RemoteModel.time`.
     """
-    from targets.rpc.session import open_session
+    from targets.rpc.endpoint import open_session
 
     if isinstance(feeds, dict):
         feeds = [feeds]
