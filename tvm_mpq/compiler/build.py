@@ -2,14 +2,19 @@
 
 One entry point, :func:`build_module`, used by :func:`tvm_mpq.compiler.pipeline.compile_model`::
 
-    LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR
+    graph passes (batch norms decomposed; CPUs: channels-last)
+    -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR
     -> AttachAttrLayoutFreeBuffers                      (weights may be re-laid out)
     -> dlight.ApplyDefaultSchedule(kernel rules)         (:mod:`tvm_mpq.kernels`: hand-written
-                                                          int8/fp32 MAC kernels, e.g. vpmaddwd, sdot)
-    -> [tune the MAC kernels no rule covers and the database lacks]   (``TuningOptions.trials > 0``)
+                                                          int8/fp32 MAC kernels, e.g. vpmaddwd, sdot,
+                                                          dp4a; on CUDA then TVM's GPU rules)
+    -> [tune the MAC kernels no rule covers and the database lacks]   (``TuningOptions.trials > 0``, CPU)
     -> MetaScheduleApplyDatabase                         (tuned records for this target, the rest)
     -> SplitLayoutRewritePreproc -> FoldConstant         (weight prepacking at compile time)
-    -> TVM's CPU/GPU lowering and codegen
+    -> TVM's CPU/CUDA lowering and codegen
+
+CPU and CUDA builds take the same path; the target picks the graph passes, the rules
+(:func:`tvm_mpq.kernels.default_schedule_rules`) and TVM's backend lowering.
 
 The tuning database is persistent and keyed by target (:func:`tuning_dir`): every fused
 PrimFunc (one layer shape + precision + epilogue) is tuned once, and any later build of any
@@ -98,17 +103,24 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.IRMo
 
 def schedule_kernels(mod: tvm.IRModule, target: tvm.target.Target, kernels: bool = True) -> tvm.IRModule:
     """Legalize and fuse ``mod``, then schedule the kernels a rule of :mod:`tvm_mpq.kernels`
-    accepts (the module MetaSchedule tuning and the database then see)."""
+    accepts (the module MetaSchedule tuning and the database then see). GPU kernels must all
+    be scheduled: without ``kernels`` they get TVM's GPU rules alone."""
+    from tvm.s_tir import dlight
+
+    from tvm_mpq.kernels import default_schedule_rules, tagged
+
     with target, tvm.transform.PassContext(opt_level=3):
         mod = fuse(mod, target)
         if kernels:
-            from tvm.s_tir import dlight
-
-            from tvm_mpq.kernels import default_schedule_rules
-
             rules = default_schedule_rules(target)
-            if rules:
-                mod = dlight.ApplyDefaultSchedule(*rules)(mod)
+        elif str(target.kind.name) == "cuda":
+            from tvm_mpq.kernels.cuda import tvm_gpu_rules
+
+            rules = [tagged(rule) for rule in tvm_gpu_rules()]
+        else:
+            rules = []
+        if rules:
+            mod = dlight.ApplyDefaultSchedule(*rules)(mod)
     return mod
 
 
@@ -175,11 +187,9 @@ def build_module(mod: tvm.IRModule, target: tvm.target.Target,
     if options.trials < 0:
         raise MpqError(f"--tune-trials must be >= 0 (got {options.trials})")
     info: dict = {}
-    if str(target.kind.name) != "llvm":
-        if options.trials > 0:
-            raise MpqError(f"--tune-trials is implemented for CPU (llvm) targets; '{target.kind.name}' "
-                           "builds use TVM's default GPU schedules (dlight)")
-        return tvm.compile(mod, target=target), {"scheduled_by": "tvm default pipeline"}
+    if str(target.kind.name) != "llvm" and options.trials > 0:
+        raise MpqError(f"--tune-trials is implemented for CPU (llvm) targets; '{target.kind.name}' "
+                       "builds use tvm-mpq's and TVM's default GPU schedules (dlight)")
     if options.trials > 0:
         from tvm_mpq.kernels import target_arch
 
@@ -261,8 +271,12 @@ def _count_scheduled(mod: tvm.IRModule) -> int:
 
 
 def _lower_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    """TVM's default lowering after legalization/fusion (dataflow lowering + finalization)."""
-    from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
+    """TVM's default lowering after legalization/fusion (dataflow lowering + finalization) for
+    the target's backend (CPU, or CUDA: CUDA graphs where the VM can use them)."""
+    if str(target.kind.name) == "cuda":
+        from tvm.relax.backend.cuda.pipeline import dataflow_lower_passes, finalize_passes
+    else:
+        from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
 
     @tvm.transform.module_pass(opt_level=0, name="TvmMpqLowerAfterSchedule")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
