@@ -75,14 +75,16 @@ class CudaTarget(DeployTarget):
     @contextmanager
     def build_context(self) -> Iterator[None]:
         """The target in scope (TVM's CUDA compile callback reads ``arch`` from it), ``nvcc`` as
-        the kernel compiler unless ``cuda-bindings`` (NVRTC) is importable, and TVM's CUDA codegen
-        loaded (with a stub driver on machines without one)."""
+        the kernel compiler (unless ``TVM_CUDA_COMPILE_MODE`` says otherwise: TVM's CUDA header
+        defines the unsigned x signed ``__dp4a`` of the int8 kernels for ``nvcc`` only, NVRTC
+        would leave it undefined), and TVM's CUDA codegen loaded (with a stub driver on
+        machines without one)."""
         from targets.cuda_driver_stub import ensure_cuda_codegen
 
         ensure_cuda_codegen()
         nvcc = find_nvcc()
         saved = {k: os.environ.get(k) for k in ("TVM_CUDA_COMPILE_MODE", "PATH")}
-        if "TVM_CUDA_COMPILE_MODE" not in os.environ and not _have_nvrtc_bindings():
+        if "TVM_CUDA_COMPILE_MODE" not in os.environ:
             os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
         if nvcc and shutil.which("nvcc") is None:
             os.environ["PATH"] = os.path.dirname(nvcc) + os.pathsep + os.environ.get("PATH", "")
@@ -95,14 +97,6 @@ class CudaTarget(DeployTarget):
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-
-
-def _have_nvrtc_bindings() -> bool:
-    try:
-        from cuda.bindings import nvrtc  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def kernel_source(module: tvm.runtime.Module) -> str:
