@@ -103,6 +103,8 @@ def tagged(rule: Any) -> Any:
                 name = func.attrs.get("global_symbol", "") if isinstance(func, tvm.tirx.PrimFunc) and func.attrs else ""
                 LOG.info("rule %s declined %s: %s: %s", self.name, name, type(err).__name__,
                          str(err).splitlines()[0] if str(err) else "")
+                if LOG.isEnabledFor(logging.DEBUG):  # debugging a rule: its traceback
+                    raise
                 return None
             if sch is None or isinstance(sch, list):
                 return sch
