@@ -9,13 +9,16 @@
     -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR
     -> AttachAttrLayoutFreeBuffers                      (weights may be re-laid out)
     -> ScheduleKernels: kernel rules                     (:mod:`tvm_mpq.kernels`: hand-written
-                                                          int8/fp32 MAC kernels, e.g. vpdpbusd, sdot)
+                                                          int8/fp32 MAC kernels, e.g. vpdpbusd, sdot,
+                                                          dp4a; on CUDA then TVM's GPU rules)
                         [tune the MAC kernels no rule covers and the database lacks]
                         tuning database                  (tuned records for this target, the rest)
     -> SplitLayoutRewritePreproc -> FoldConstant -> DCE  (weight prepacking at compile time)
     codegen: TVM's CPU/GPU lowering and code generation
 
-:func:`build_module` runs both on a lowered module.
+:func:`build_module` runs both on a lowered module. CPU and CUDA builds take the same path; the
+target picks the graph passes, the rules (:func:`tvm_mpq.kernels.default_schedule_rules`) and
+TVM's backend lowering.
 
 The tuning database is persistent and keyed by target (:func:`tuning_dir`): every fused
 PrimFunc (one layer shape + precision + epilogue) is tuned once, and any later build of any
@@ -104,19 +107,31 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.IRMo
     return seq(mod)
 
 
+def kernel_rules(target: tvm.target.Target, kernels: bool = True) -> list:
+    """The schedule rules a build applies: tvm-mpq's (:mod:`tvm_mpq.kernels`) with ``kernels``;
+    without, none on CPUs (TVM's unscheduled loops, the reference) and TVM's GPU rules alone on
+    CUDA (a GPU kernel must be scheduled)."""
+    from tvm_mpq.kernels import default_schedule_rules, tagged
+
+    if kernels:
+        return default_schedule_rules(target)
+    if str(target.kind.name) == "cuda":
+        from tvm_mpq.kernels.cuda import tvm_gpu_rules
+
+        return [tagged(rule) for rule in tvm_gpu_rules()]
+    return []
+
+
 def schedule_kernels(mod: tvm.IRModule, target: tvm.target.Target, kernels: bool = True) -> tvm.IRModule:
-    """Legalize and fuse ``mod``, then schedule the kernels a rule of :mod:`tvm_mpq.kernels`
-    accepts (the module MetaSchedule tuning and the database then see)."""
+    """Legalize and fuse ``mod``, then schedule the kernels the rules of :func:`kernel_rules`
+    accept (the module MetaSchedule tuning and the database then see)."""
     with target, tvm.transform.PassContext(opt_level=3):
         mod = fuse(mod, target)
-        if kernels:
+        rules = kernel_rules(target, kernels)
+        if rules:
             from tvm.s_tir import dlight
 
-            from tvm_mpq.kernels import default_schedule_rules
-
-            rules = default_schedule_rules(target)
-            if rules:
-                mod = dlight.ApplyDefaultSchedule(*rules)(mod)
+            mod = dlight.ApplyDefaultSchedule(*rules)(mod)
     return mod
 
 
@@ -187,7 +202,7 @@ def check_tuning(target: tvm.target.Target, options: TuningOptions) -> None:
         return
     if str(target.kind.name) != "llvm":
         raise MpqError(f"--tune-trials is implemented for CPU (llvm) targets; '{target.kind.name}' "
-                       "builds use TVM's default GPU schedules (dlight)")
+                       "builds use tvm-mpq's and TVM's default GPU schedules (dlight)")
     from tvm_mpq.kernels import target_arch
 
     host = target_arch(tvm.target.Target({"kind": "llvm"}))
@@ -211,14 +226,11 @@ class ScheduleKernels:
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         info: dict = {}
         with self.target:
-            if self.options.kernels:
+            rules = kernel_rules(self.target, self.options.kernels)
+            if rules:
                 from tvm.s_tir import dlight
 
-                from tvm_mpq.kernels import default_schedule_rules
-
-                rules = default_schedule_rules(self.target)
-                if rules:
-                    mod = dlight.ApplyDefaultSchedule(*rules)(mod)
+                mod = dlight.ApplyDefaultSchedule(*rules)(mod)
             n_rules = _count_scheduled(mod)
             if self.options.trials > 0:
                 info["tuning"] = tune(mod, self.target, self.options)
@@ -238,14 +250,12 @@ class ScheduleKernels:
 def build_passes(target: tvm.target.Target, options: TuningOptions | None = None) -> list[tvm.transform.Pass]:
     """The passes from a lowered Relax module to the module codegen takes, for ``target``:
     :func:`graph_passes`, legalization and fusion (``LegalizeOps``, ``FuseOps``, ``FuseTIR``),
-    :class:`ScheduleKernels`, weight prepacking. Empty for non-CPU targets (TVM's default
-    pipeline does it all in :func:`codegen`). MpqError for tuning options the target cannot use."""
+    :class:`ScheduleKernels`, weight prepacking (CPU and CUDA alike). MpqError for tuning
+    options the target cannot use."""
     from tvm.relax.backend.cpu_generic.pipeline import legalize_passes, library_dispatch_passes
 
     options = options or TuningOptions()
     check_tuning(target, options)
-    if str(target.kind.name) != "llvm":
-        return []
     return [*graph_passes(target), *library_dispatch_passes(None), *legalize_passes(None),
             relax.transform.AttachAttrLayoutFreeBuffers(), ScheduleKernels(target, options),
             relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
@@ -256,8 +266,6 @@ def build_info(mod: tvm.IRModule, target: tvm.target.Target) -> dict:
     """What the build did (from :class:`ScheduleKernels`' module attribute): ``tuning`` counts,
     ``scheduled_by`` (how many PrimFuncs got a kernel rule, a database record or neither),
     ``rules``, and ``kernels``: each final kernel -> what scheduled it."""
-    if str(target.kind.name) != "llvm":
-        return {"scheduled_by": "tvm default pipeline"}
     attrs = mod.attrs
     info = to_python(attrs[BUILD_INFO_ATTR]) if attrs is not None and BUILD_INFO_ATTR in attrs else {}
     schedulers = info.pop("schedulers", {})
@@ -279,8 +287,6 @@ def to_python(value: object) -> object:
 
 def codegen(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
     """The executable of a module after :func:`build_passes` (TVM's lowering and codegen)."""
-    if str(target.kind.name) != "llvm":
-        return tvm.compile(mod, target=target)
     return tvm.compile(mod, target=target, relax_pipeline=lower_after_schedule(target))
 
 
@@ -343,8 +349,12 @@ def _count_scheduled(mod: tvm.IRModule) -> int:
 
 
 def lower_after_schedule(target: tvm.target.Target) -> tvm.transform.Pass:
-    """TVM's default lowering after legalization/fusion (dataflow lowering + finalization)."""
-    from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
+    """TVM's default lowering after legalization/fusion (dataflow lowering + finalization) for
+    the target's backend (CPU, or CUDA: CUDA graphs where the VM can use them)."""
+    if str(target.kind.name) == "cuda":
+        from tvm.relax.backend.cuda.pipeline import dataflow_lower_passes, finalize_passes
+    else:
+        from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
 
     @tvm.transform.module_pass(opt_level=0, name="TvmMpqLowerAfterSchedule")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
