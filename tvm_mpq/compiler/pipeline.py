@@ -37,7 +37,7 @@ from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
-from tvm_mpq.runtime.executor import host_target
+from tvm_mpq.runtime.executor import host_target, host_tensor
 
 STAGES = ("A", "A->C", "C")
 LOWERING_PASS = "LowerToInteger"
@@ -74,13 +74,13 @@ class CompiledModel:
 
         self.graph.check_inputs(feed)
         vm = vm or self.vm()
-        args = [tvm.runtime.tensor(np.ascontiguousarray(feed[s.name])) for s in self.graph.inputs]
+        args = [host_tensor(feed[s.name]) for s in self.graph.inputs]
         return flatten_outputs(vm["main"](*args))
 
 
 def bind_params_pass(graph: ModelGraph) -> tvm.transform.Pass:
     """``BindParams`` of every parameter of ``graph``: ``main`` then takes only the inputs."""
-    params = {name: tvm.runtime.tensor(np.ascontiguousarray(value)) for name, value in graph.params.items()}
+    params = {name: host_tensor(value) for name, value in graph.params.items()}
     return relax.transform.BindParams("main", params)
 
 
