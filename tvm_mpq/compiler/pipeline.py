@@ -31,7 +31,7 @@ from tvm import relax
 
 from relay_passes.annotate_precision import AnnotatePrecision
 from relay_passes.fold_batch_norm import FoldBatchNorm
-from relay_passes.lower_to_integer import LoweringTrace, LowerToInteger, lowering_stats
+from relay_passes.lower_to_integer import LoweringTrace, LowerToInteger, lowering_borders, lowering_stats
 from tvm_mpq.compiler.build import TuningOptions, build_info, build_passes, codegen
 from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
 from tvm_mpq.errors import MpqError
@@ -155,11 +155,18 @@ class _KeepAfter:
 
 def lowering_summary(mod: tvm.IRModule, stage: str, simulate: bool) -> dict:
     """The counts of the lowering written on ``mod`` (:func:`~relay_passes.lowering_stats`) as
-    the ``stats`` dict of a compile."""
+    the ``stats`` dict of a compile, with every Q/DQ border left and the op that forced it
+    (``borders``: ``{"kind", "tensor", "op"}``; ``borders_by_op``: ``"<kind> <op>"`` -> count)."""
     s = lowering_stats(mod)
+    borders = [b.to_attr() for b in lowering_borders(mod)]
+    by_op: dict[str, int] = {}
+    for border in borders:
+        key = f"{border['kind']} {border['op']}"
+        by_op[key] = by_op.get(key, 0) + 1
     return {"stage": stage, "simulated": simulate, "int8_layers": s.n_layers, "n_quantize": s.n_quantize,
             "n_dequantize": s.n_dequantize, "n_requantize": s.n_requantize, "n_qdq": s.n_qdq,
-            "n_qdq_naive": 2 * s.n_layers, "bias_folded": s.n_bias_folded, "layout_ops_on_int8": s.n_layout_on_int}
+            "n_qdq_naive": 2 * s.n_layers, "bias_folded": s.n_bias_folded, "layout_ops_on_int8": s.n_layout_on_int,
+            "borders": borders, "borders_by_op": by_op}
 
 
 def lower_model(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",
