@@ -348,6 +348,8 @@ class IntegerLowering(relax.PyExprMutator):
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         var, value = binding.var, binding.value
         is_call = isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+        if is_call and var in self.int8 and not isinstance(var, relax.DataflowVar):
+            return self._lower_output_mac(var, value, self.int8[var])
         if isinstance(var, relax.DataflowVar) and is_call:
             if var in self.int8:
                 return self._lower_mac(var, value, self.int8[var])
@@ -378,6 +380,14 @@ class IntegerLowering(relax.PyExprMutator):
             self._consumer = "per-layer lowering (stage A)"
             self.set_var_remap(var, self._float(var, materialize=True))
             del self.forms[var]
+
+    def _lower_output_mac(self, var: relax.Var, call: relax.Call, annotation: PrecisionAnnotation) -> None:
+        """An int8 MAC whose result is a model output: lowered like any other, its fp32 value
+        (one dequantize border, named ``output``) bound to the output variable."""
+        self._lower_mac(var, call, annotation)
+        self._consumer = "output"
+        value = self._float(var, materialize=True) if var in self.forms else self.visit_expr(var)  # stage A: fp32 already
+        self.set_var_remap(var, self.builder_.emit_output(value, var.name))
 
     def _layout_on_int(self, var: relax.Var, call: relax.Call, qp: ActQParams) -> None:
         src = self._int(call.args[0], qp)
