@@ -28,7 +28,8 @@ from relay_passes.expose_intermediates import ExposeIntermediates
 from relay_passes.fold_batch_norm import FoldBatchNorm, folded_layers
 from relay_passes.inject_tensors import InjectTensors
 from relay_passes.lift_weights import LiftWeights
-from relay_passes.lower_to_integer import LowerToInteger, LoweringStats, LoweringTrace, lowering_stats
+from relay_passes.lower_to_integer import (Border, LowerToInteger, LoweringStats, LoweringTrace, lowering_borders,
+                                           lowering_stats)
 from relay_passes.precision_annotation import (PrecisionAnnotation, RemovePrecisionAnnotations, annotate,
                                                layer_annotations, map_annotations, read_annotation,
                                                reannotate_for_weight)
@@ -36,8 +37,10 @@ from relay_passes.simulate_quantization import SimulateQuantization
 from relay_passes.switchable_qdq import InsertSwitchableQDQ
 from relay_passes.unique_names import UniqueBindingNames
 
-__all__ = ["AnnotatePrecision", "ConvertToChannelsLast", "ExposeIntermediates", "FoldBatchNorm", "InjectTensors",
-           "InsertSwitchableQDQ", "LiftWeights", "LowerToInteger", "LoweringStats", "LoweringTrace", "PrecisionAnnotation",
+__all__ = ["AnnotatePrecision", "Border", "ConvertToChannelsLast", "ExposeIntermediates", "FoldBatchNorm",
+           "InjectTensors", "InsertSwitchableQDQ", "LiftWeights", "LowerToInteger", "LoweringStats", "LoweringTrace",
+           "PrecisionAnnotation",
            "RemovePrecisionAnnotations", "SimulateQuantization", "UniqueBindingNames", "annotate", "channels_last_counts",
-           "config_annotations", "folded_layers", "layer_annotations", "lowering_stats", "map_annotations",
+           "config_annotations", "folded_layers", "layer_annotations", "lowering_borders", "lowering_stats",
+           "map_annotations",
            "read_annotation", "reannotate_for_weight"]

@@ -42,7 +42,7 @@ ELEMENTWISE = frozenset(f"relax.{n}" for n in (
     "greater", "greater_equal", "less", "less_equal", "equal", "not_equal", "where", "logical_and",
     "logical_or", "clip", "round", "floor", "ceil", "abs", "negative", "exp", "log", "sqrt", "rsqrt",
     "sigmoid", "tanh", "erf", "sin", "cos", "astype", "nn.relu", "nn.leakyrelu", "nn.silu", "nn.gelu",
-    "nn.gelu_tanh", "nn.prelu", "square", "sign", "logical_not"))
+    "nn.gelu_tanh", "square", "sign", "logical_not"))
 """Ops computed element by element (with numpy broadcasting): layout-agnostic."""
 
 POOLS = frozenset({"relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d"})
@@ -133,6 +133,9 @@ class _ChannelsLast(relax.PyExprMutator):
                 pairs = [width[2 * i:2 * i + 2] for i in range(4)]
                 new_width = [w for axis in TO_NHWC for w in pairs[axis]]
                 return relax.op.nn.pad(args[0], new_width, call.attrs.pad_mode, float(call.attrs.pad_value)), True
+            if op == "relax.nn.prelu" and self._is_nhwc(args[0]) and shape is not None and len(shape) == 4:
+                # the slope is per channel along ``axis``: only the axis moves
+                return relax.op.nn.prelu(args[0], args[1], AXIS_TO_NHWC[int(call.attrs.axis) % 4]), True
             if op in ELEMENTWISE and shape is not None and len(shape) == 4 and any(map(self._is_nhwc, args)):
                 return relax.Call(call.op, [self._nhwc(a) if _tensor_shape(a) is not None else a for a in args],
                                   call.attrs, call.ty_args), True

@@ -55,6 +55,26 @@ LAYOUT_OPS = frozenset(f"relax.{n}" for n in (
     "nn.max_pool2d", "nn.max_pool1d", "nn.pad", "reshape", "permute_dims", "flatten", "squeeze", "expand_dims"))
 LOWERING_ATTR = "mpq_lowering"
 """Function attribute: the :class:`LoweringStats` counts of the function's lowering."""
+BORDERS_ATTR = "mpq_borders"
+"""Function attribute: every quantize / dequantize the lowering emitted, as :class:`Border` maps."""
+
+
+@dataclass(frozen=True)
+class Border:
+    """One quantize or dequantize left in a lowered model, and the op that forced it.
+
+    ``kind``: ``quantize`` (an fp32 tensor enters an int8 layer) or ``dequantize`` (an integer
+    result leaves for an fp32 op). ``tensor``: the source function's variable. ``op``: the op
+    with no integer form on the fp32 side: the producer of a quantized tensor (``input`` for a
+    model input, ``constant``), the consumer of a dequantized one (``output`` when the tensor
+    is a model output)."""
+
+    kind: str
+    tensor: str
+    op: str
+
+    def to_attr(self) -> dict[str, str]:
+        return {"kind": self.kind, "tensor": self.tensor, "op": self.op}
 
 
 @dataclass
@@ -79,6 +99,15 @@ class LoweringStats:
     def add(self, attr) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + int(attr[f.name]))
+
+
+def lowering_borders(mod: tvm.IRModule) -> list[Border]:
+    """The :class:`Border` s :class:`LowerToInteger` wrote on the functions of ``mod``."""
+    borders: list[Border] = []
+    for _, func in relax_functions(mod):
+        if func.attrs is not None and BORDERS_ATTR in func.attrs:
+            borders += [Border(str(b["kind"]), str(b["tensor"]), str(b["op"])) for b in func.attrs[BORDERS_ATTR]]
+    return borders
 
 
 def lowering_stats(mod: tvm.IRModule) -> LoweringStats:
@@ -112,6 +141,12 @@ class _Forms:
     from_codes: relax.Expr | None = None  # fp32 read back from the stored uint8 codes
 
 
+def _op_name(value: relax.Expr | None) -> str:
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+        return value.op.name.removeprefix("relax.")
+    return type(value).__name__
+
+
 def is_zero_pad(call: relax.Call) -> bool:
     """True unless ``call`` is a pad with a non-zero value or a non-constant mode (a layout op
     that codes can pass through only when it pads with the code of 0.0)."""
@@ -138,6 +173,9 @@ class IntegerLowering(relax.PyExprMutator):
         self.stats = LoweringStats()
         self.quantized: dict[str, tuple[str, ActQParams]] = {}
         self.int8: dict[relax.Var, PrecisionAnnotation] = {}
+        self.borders: list[Border] = []
+        self.users: dict[relax.Var, list[relax.Var]] = {}
+        self._consumer = "output"  # the op being visited that reads fp32 (names a dequantize border)
         self._uid = 0
 
     # -- set-up ------------------------------------------------------------------------------
@@ -147,6 +185,10 @@ class IntegerLowering(relax.PyExprMutator):
         layout ops."""
         self.var2val = relax.analysis.get_var2val(func)
         bindings = [b for block in func.body.blocks for b in block.bindings]
+        for binding in bindings:
+            for used in relax.analysis.free_vars(binding.value) if not isinstance(binding.value, relax.Var) \
+                    else [binding.value]:
+                self.users.setdefault(used, []).append(binding.var)
         for binding in bindings:
             annotation = self.annotations.get(binding.var)
             if annotation is not None and not annotation.is_fp32:
@@ -186,6 +228,11 @@ class IntegerLowering(relax.PyExprMutator):
     def _is_layout_op(self, value: relax.Expr) -> bool:
         return (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in LAYOUT_OPS
                 and is_zero_pad(value))
+
+    def _codes_ready(self, src: relax.Expr) -> bool:
+        """A layout op runs on codes when its source is an integer result or a model input (the
+        input is quantized before the op: the same size, one border either way)."""
+        return isinstance(src, relax.Var) and (src in self.forms or src not in self.var2val)
 
     def _emit(self, expr: relax.Expr, name: str) -> relax.Var:
         self._uid += 1
@@ -230,12 +277,14 @@ class IntegerLowering(relax.PyExprMutator):
         if materialize and not forms.float_counted:
             forms.float_counted = True
             self.stats.n_dequantize += 1
+            self.borders.append(Border("dequantize", var.name, self._consumer))
         return value
 
     def _int(self, var: relax.Expr, qp: ActQParams) -> relax.Expr:
         """``var`` as codes of quantizer ``qp`` (quantize, requantize or reuse)."""
         if not isinstance(var, relax.Var):
             self.stats.n_quantize += 1
+            self.borders.append(Border("quantize", "constant", "constant"))
             return self.arith.quantize(self._emit, self.visit_expr(var), qp, "const_q")
         forms = self.forms.get(var)
         if forms is None:  # a plain fp32 tensor
@@ -245,6 +294,7 @@ class IntegerLowering(relax.PyExprMutator):
         if forms.floats is not None and not forms.float_from_int:
             q = self.arith.quantize(self._emit, forms.floats, qp, f"{var.name}_q")
             self.stats.n_quantize += 1
+            self.borders.append(Border("quantize", var.name, self._producer(var)))
         elif forms.ints and forms.acc is None and forms.floats is None:
             src_qp, src = next(iter(forms.ints.items()))
             q = self.arith.rescale(self._emit, src, src_qp, qp, f"{var.name}_rq")
@@ -255,6 +305,34 @@ class IntegerLowering(relax.PyExprMutator):
         forms.ints[qp] = q
         self._record(var, qp, q)
         return q
+
+    def _producer(self, var: relax.Var) -> str:
+        """The op with no integer form that computed ``var`` (``input`` for a model input),
+        looking back through layout ops (``"nn.avg_pool2d (then reshape)"``)."""
+        chain: list[str] = []
+        value = self.var2val.get(var)
+        while self._is_layout_op(value) and isinstance(value.args[0], relax.Var):
+            chain.append(_op_name(value))
+            value = self.var2val.get(value.args[0])
+        name = "input" if value is None else _op_name(value)
+        return name + (f" (then {', '.join(reversed(chain))})" if chain else "")
+
+    def _fp32_consumer(self, var: relax.Var) -> str:
+        """The op with no integer form that reads the binding ``var``'s operands in fp32,
+        looking on through single-use layout ops (``"output (after reshape)"``)."""
+        chain: list[str] = []
+        value = self.var2val.get(var)
+        while self._is_layout_op(value) and isinstance(var, relax.DataflowVar) and len(self.users.get(var, [])) == 1:
+            chain.append(_op_name(value))
+            var = self.users[var][0]
+            value = self.var2val.get(var)
+        if not isinstance(var, relax.DataflowVar):
+            name = "output"
+            if self._is_layout_op(value):
+                chain.append(_op_name(value))
+        else:
+            name = _op_name(value)
+        return name + (f" (after {', '.join(chain)})" if chain else "")
 
     def _record(self, var: relax.Var, qp: ActQParams, emitted: relax.Var) -> None:
         self.quantized[f"{var.name}@{qp.scale:.9g}/{qp.zero_point}/{qp.bits}"] = (emitted.name, qp)
@@ -270,14 +348,17 @@ class IntegerLowering(relax.PyExprMutator):
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         var, value = binding.var, binding.value
         is_call = isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+        if is_call and var in self.int8 and not isinstance(var, relax.DataflowVar):
+            return self._lower_output_mac(var, value, self.int8[var])
         if isinstance(var, relax.DataflowVar) and is_call:
             if var in self.int8:
                 return self._lower_mac(var, value, self.int8[var])
-            if self.fuse and var in self.targets and self._is_layout_op(value) and value.args[0] in self.forms:
+            if self.fuse and var in self.targets and self._is_layout_op(value) and self._codes_ready(value.args[0]):
                 return self._layout_on_int(var, value, self.targets[var])
             if value.op.name in EPILOGUE_OPS and any(self.has_int_form(a) for a in value.args):
                 return self._epilogue(var, value)
         # Any other op reads fp32: materialize the integer values it uses.
+        self._consumer = self._fp32_consumer(var)
         for used in relax.analysis.free_vars(value) if not isinstance(value, relax.Var) else [value]:
             if self.has_int_form(used):
                 self.set_var_remap(used, self._float(used, materialize=True))
@@ -296,8 +377,17 @@ class IntegerLowering(relax.PyExprMutator):
         self.forms[var] = _Forms(acc=acc)
         self.stats.n_layers += 1
         if not self.fuse:  # per layer: the integer result leaves as fp32 right away
+            self._consumer = "per-layer lowering (stage A)"
             self.set_var_remap(var, self._float(var, materialize=True))
             del self.forms[var]
+
+    def _lower_output_mac(self, var: relax.Var, call: relax.Call, annotation: PrecisionAnnotation) -> None:
+        """An int8 MAC whose result is a model output: lowered like any other, its fp32 value
+        (one dequantize border, named ``output``) bound to the output variable."""
+        self._lower_mac(var, call, annotation)
+        self._consumer = "output"
+        value = self._float(var, materialize=True) if var in self.forms else self.visit_expr(var)  # stage A: fp32 already
+        self.set_var_remap(var, self.builder_.emit_output(value, var.name))
 
     def _layout_on_int(self, var: relax.Var, call: relax.Call, qp: ActQParams) -> None:
         src = self._int(call.args[0], qp)
@@ -354,4 +444,5 @@ class LowerToInteger:
         lowered = lowering.visit_expr(detached)
         if self.trace is not None:
             self.trace.quantized.update(lowering.quantized)
+        lowered = lowered.with_attr(BORDERS_ATTR, [b.to_attr() for b in lowering.borders])
         return lowered.with_attr(LOWERING_ATTR, lowering.stats.to_attr())

@@ -116,7 +116,7 @@ class RemoteModel:
             arrays = [feed[n] for n in self.input_names]
         else:
             arrays = list(feed.values()) if isinstance(feed, dict) else list(feed)
-        return [tvm.runtime.tensor(np.ascontiguousarray(a), self.device) for a in arrays]
+        return [tvm.runtime.tensor(np.require(a, requirements="C"), self.device) for a in arrays]
 
     def run(self, feed: dict[str, np.ndarray] | Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run ``main`` on the inputs (a feed dict in the model's input order, or a list)."""

@@ -22,13 +22,13 @@ from relay_passes.inject_tensors import INJECTED_ATTR
 from tvm_mpq.compiler.pipeline import lower_model
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
-from tvm_mpq.runtime.executor import flatten_outputs, host_target
+from tvm_mpq.runtime.executor import flatten_outputs, host_target, host_tensor
 from tvm_mpq.zoo.registry import Feed
 
 
 def _run(mod: tvm.IRModule, args: list[np.ndarray]) -> list[np.ndarray]:
     vm = relax.VirtualMachine(tvm.compile(mod, target=host_target()), tvm.cpu())
-    return flatten_outputs(vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args]))
+    return flatten_outputs(vm["main"](*[host_tensor(a) for a in args]))
 
 
 @dataclass

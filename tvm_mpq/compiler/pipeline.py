@@ -31,13 +31,13 @@ from tvm import relax
 
 from relay_passes.annotate_precision import AnnotatePrecision
 from relay_passes.fold_batch_norm import FoldBatchNorm
-from relay_passes.lower_to_integer import LoweringTrace, LowerToInteger, lowering_stats
+from relay_passes.lower_to_integer import LoweringTrace, LowerToInteger, lowering_borders, lowering_stats
 from tvm_mpq.compiler.build import TuningOptions, build_info, build_passes, codegen
 from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
-from tvm_mpq.runtime.executor import host_target
+from tvm_mpq.runtime.executor import host_target, host_tensor
 
 STAGES = ("A", "A->C", "C")
 LOWERING_PASS = "LowerToInteger"
@@ -74,13 +74,13 @@ class CompiledModel:
 
         self.graph.check_inputs(feed)
         vm = vm or self.vm()
-        args = [tvm.runtime.tensor(np.ascontiguousarray(feed[s.name])) for s in self.graph.inputs]
+        args = [host_tensor(feed[s.name]) for s in self.graph.inputs]
         return flatten_outputs(vm["main"](*args))
 
 
 def bind_params_pass(graph: ModelGraph) -> tvm.transform.Pass:
     """``BindParams`` of every parameter of ``graph``: ``main`` then takes only the inputs."""
-    params = {name: tvm.runtime.tensor(np.ascontiguousarray(value)) for name, value in graph.params.items()}
+    params = {name: host_tensor(value) for name, value in graph.params.items()}
     return relax.transform.BindParams("main", params)
 
 
@@ -155,11 +155,18 @@ class _KeepAfter:
 
 def lowering_summary(mod: tvm.IRModule, stage: str, simulate: bool) -> dict:
     """The counts of the lowering written on ``mod`` (:func:`~relay_passes.lowering_stats`) as
-    the ``stats`` dict of a compile."""
+    the ``stats`` dict of a compile, with every Q/DQ border left and the op that forced it
+    (``borders``: ``{"kind", "tensor", "op"}``; ``borders_by_op``: ``"<kind> <op>"`` -> count)."""
     s = lowering_stats(mod)
+    borders = [b.to_attr() for b in lowering_borders(mod)]
+    by_op: dict[str, int] = {}
+    for border in borders:
+        key = f"{border['kind']} {border['op']}"
+        by_op[key] = by_op.get(key, 0) + 1
     return {"stage": stage, "simulated": simulate, "int8_layers": s.n_layers, "n_quantize": s.n_quantize,
             "n_dequantize": s.n_dequantize, "n_requantize": s.n_requantize, "n_qdq": s.n_qdq,
-            "n_qdq_naive": 2 * s.n_layers, "bias_folded": s.n_bias_folded, "layout_ops_on_int8": s.n_layout_on_int}
+            "n_qdq_naive": 2 * s.n_layers, "bias_folded": s.n_bias_folded, "layout_ops_on_int8": s.n_layout_on_int,
+            "borders": borders, "borders_by_op": by_op}
 
 
 def lower_model(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",

@@ -28,6 +28,7 @@ import tvm
 from tvm import relax
 
 from tvm_mpq.kernels import GENERIC_RULES
+from tvm_mpq.runtime.executor import host_tensor
 
 KINDS = ("MAC (kernel rule)", "MAC (tuned)", "MAC (TVM default)", "layout", "quantize/dequantize",
          "pool/reduction", "elementwise/other", "VM")
@@ -71,7 +72,7 @@ def profile_kernels(executable: relax.VMExecutable, inputs: Sequence[np.ndarray]
     map (``build_module``'s ``info["kernels"]``)."""
     dev = device or tvm.cpu()
     vm = relax.VirtualMachine(executable, dev)
-    args = [tvm.runtime.tensor(np.ascontiguousarray(x), dev) for x in inputs]
+    args = [host_tensor(x, dev) for x in inputs]
     vm["main"](*args)
     totals: dict[str, list[float]] = {}
     starts: list[float] = []
