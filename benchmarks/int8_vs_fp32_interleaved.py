@@ -1,9 +1,8 @@
 """fp32 vs fully int8, timed interleaved: a steadier ratio on a noisy machine (a benchmark, not a test).
 
 ``benchmarks/kernels.py`` times each build once, one after the other; on a shared VM the machine's
-speed drifts between those runs. This script builds, per model, the fp32 config, the fully int8
-config with today's kernels, and (``--with-unrolled-epilogue``) the int8 config with the x86
-int8 conv epilogue left scalar as it was before it was vectorized; it then times them in
+speed drifts between those runs. This script builds, per model, the fp32 config and the fully int8
+config; it then times them in
 alternation for ``--rounds`` rounds and reports each build's minimum::
 
     python benchmarks/int8_vs_fp32_interleaved.py --models resnet18,efficientnet-lite0 --threads 1
@@ -17,29 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def build_variants(make_fp32, make_int8, with_unrolled: bool) -> dict:
-    """{name: executable} for fp32, int8 (today's kernels) and, optionally, int8 unrolled."""
-    from tvm_mpq.kernels import x86
-
-    builds = {"fp32": make_fp32(), "int8": make_int8()}
-    if with_unrolled:
-        x86.VECTORIZED_INT8_EPILOGUE = False
-        try:
-            builds["int8 unrolled epilogue"] = make_int8()
-        finally:
-            x86.VECTORIZED_INT8_EPILOGUE = True
-    return builds
+def build_variants(make_fp32, make_int8) -> dict:
+    """{name: executable} for fp32 and int8."""
+    return {"fp32": make_fp32(), "int8": make_int8()}
 
 
 def interleaved_min(builds: dict, inputs: dict, rounds: int, timing) -> dict:
     """Minimum latency (ms) of each build over ``rounds`` rounds, builds alternating."""
-    from kernels import time_tvm
+    from benchkit.timing import time_tvm
 
     best = {name: float("inf") for name in builds}
     for _ in range(rounds):
@@ -49,26 +37,25 @@ def interleaved_min(builds: dict, inputs: dict, rounds: int, timing) -> dict:
 
 
 def model_row(name: str, args, timing) -> dict:
-    from kernels import _load
+    from benchkit.models import load_model
 
     from tvm_mpq import zoo
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.config.for_rate import config_for_rate
     from tvm_mpq.runtime.executor import host_target
 
-    graph, _ = _load(name)
+    graph, _ = load_model(name)
     feeds = zoo.get(name).calibration(args.calib_size)
     inputs = [feeds[0][s.name] for s in graph.inputs]
     configs = {rate: config_for_rate(graph, feeds, rate, "inorder")[0] for rate in (0, 100)}
     target = host_target()
     builds = build_variants(lambda: compile_model(graph, configs[0], target).executable,
-                            lambda: compile_model(graph, configs[100], target).executable,
-                            args.with_unrolled_epilogue)
+                            lambda: compile_model(graph, configs[100], target).executable)
     return {"what": name, **interleaved_min(builds, {n: inputs for n in builds}, args.rounds, timing)}
 
 
 def op_rows(args, timing) -> list[dict]:
-    from kernels import OpSpec, make_case, tvm_fp32_module, tvm_int8_module
+    from benchkit.ops import OpSpec, make_case, tvm_fp32_module, tvm_int8_module
 
     from tvm_mpq.compiler.build import build_module
     from tvm_mpq.runtime.executor import host_target
@@ -84,8 +71,7 @@ def op_rows(args, timing) -> list[dict]:
     for spec in specs:
         case = make_case(spec)
         builds = build_variants(lambda: build_module(tvm_fp32_module(case), target)[0],
-                                lambda: build_module(tvm_int8_module(case), target)[0],
-                                args.with_unrolled_epilogue)
+                                lambda: build_module(tvm_int8_module(case), target)[0])
         inputs = {n: [case.x_f32 if n == "fp32" else case.x_u8] for n in builds}
         rows.append({"what": spec.label, **interleaved_min(builds, inputs, args.rounds, timing)})
         print(_line(rows[-1]), flush=True)
@@ -104,12 +90,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1, help="TVM threads (default 1: steadier)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--calib-size", type=int, default=8)
-    p.add_argument("--with-unrolled-epilogue", action="store_true",
-                   help="also the int8 build with the x86 conv epilogue unrolled (before vectorization)")
     p.add_argument("-o", "--out", type=Path, default=Path("out/bench/int8_vs_fp32"))
     args = p.parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
-    from kernels import Timing
+    from benchkit.timing import Timing
 
     timing = Timing(repeat=3, min_repeat_ms=50, max_seconds=30)
     rows = op_rows(args, timing) if args.ops else []

@@ -15,7 +15,7 @@ Two parts, both on this machine's CPU with the same thread count for TVM and onn
      classifier's dequantized fp32 logits);
 
    each built (a) untuned (``TuningOptions(kernels=False)``: TVM's default loops), (b) with our
-   kernel rules (the default build, :mod:`tvm_mpq.kernels.x86`), (c) with ``--tune-trials N > 0``
+   kernel rules (the default build, :mod:`tvm_mpq.kernels.cpu_mac`), (c) with ``--tune-trials N > 0``
    MetaSchedule-tuned without our rules (``kernels=False, trials=N``: our rules vs MetaSchedule);
    and on onnxruntime: fp32 ``Conv+Relu`` / ``Gemm``, and the QDQ int8 version (uint8 input ->
    ``DequantizeLinear`` -> op with per-channel int8 ``DequantizeLinear`` weights and int32 bias ->
@@ -63,381 +63,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", flush=True)
-
+from benchkit.machine import machine_info
+from benchkit.models import load_model
+from benchkit.progress import T0 as START
+from benchkit.progress import log
+from benchkit.ops import OpSpec, distinct_specs, make_case, model_op_specs, ort_models, tvm_fp32_module, tvm_int8_module
+from benchkit.timing import Timing, ort_fused_ops, ort_session, time_ort, time_tvm
 
 # ---------------------------------------------------------------------------------- op shapes
-@dataclass
-class OpSpec:
-    """One distinct MAC op shape of a model (NCHW data / OIHW weight; dense: [1, K] x [K, N])."""
-
-    kind: str  # "conv2d" | "dense"
-    data_shape: tuple[int, ...]
-    weight_shape: tuple[int, ...]
-    strides: tuple[int, int] = (1, 1)
-    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
-    groups: int = 1
-    models: list[str] = field(default_factory=list)
-    layers: list[str] = field(default_factory=list)
-    count: int = 0
-
-    @property
-    def key(self) -> tuple:
-        return (self.kind, self.data_shape, self.weight_shape, self.strides, self.padding, self.groups)
-
-    @property
-    def category(self) -> str:
-        if self.kind == "dense":
-            return "dense"
-        if self.groups > 1 and self.groups == self.data_shape[1]:
-            return "depthwise"
-        if self.weight_shape[2:] == (1, 1):
-            return "pointwise"
-        return "conv"
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        if self.kind == "dense":
-            return (self.data_shape[0], self.weight_shape[1])
-        _, _, h, w = self.data_shape
-        kh, kw = self.weight_shape[2:]
-        t, l, b, r = self.padding
-        return (1, self.weight_shape[0], (h + t + b - kh) // self.strides[0] + 1, (w + l + r - kw) // self.strides[1] + 1)
-
-    @property
-    def macs(self) -> int:
-        if self.kind == "dense":
-            return self.data_shape[0] * self.weight_shape[0] * self.weight_shape[1]
-        o = self.out_shape
-        return int(np.prod(o)) * int(np.prod(self.weight_shape[1:]))
-
-    @property
-    def label(self) -> str:
-        if self.kind == "dense":
-            return f"dense {self.weight_shape[0]}->{self.weight_shape[1]}"
-        c, h = self.data_shape[1], self.data_shape[2]
-        f, _, kh, kw = self.weight_shape
-        s = f" s{self.strides[0]}" if self.strides[0] > 1 else ""
-        p = f" p{self.padding[0]}" if any(self.padding) else ""
-        dw = " dw" if self.category == "depthwise" else ""
-        return f"conv{dw} {c}->{f} {kh}x{kw}{s}{p} @{h}"
-
-
-def model_op_specs(graph, model: str) -> list[OpSpec]:
-    """The conv2d / matmul ops of ``graph``'s main function (with their attributes)."""
-    import tvm
-    from tvm import relax
-
-    from tvm_mpq.graph.layer_table import build_layer_table, iter_bindings
-
-    names = {layer.var: layer.name for layer in build_layer_table(graph)}
-    specs = []
-    for b in iter_bindings(graph.mod["main"]):
-        v = b.value
-        if not (isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op)):
-            continue
-        if v.op.name == "relax.nn.conv2d":
-            a = v.attrs
-            spec = OpSpec("conv2d", tuple(int(d) for d in v.args[0].ty.shape), tuple(int(d) for d in v.args[1].ty.shape),
-                          tuple(int(s) for s in a.strides), tuple(int(p) for p in a.padding), int(a.groups))
-            if any(int(d) != 1 for d in a.dilation) or str(a.data_layout) != "NCHW":
-                continue
-        elif v.op.name == "relax.matmul":
-            ds, ws = [int(d) for d in v.args[0].ty.shape], [int(d) for d in v.args[1].ty.shape]
-            if len(ds) != 2 or len(ws) != 2 or b.var.name not in names:
-                continue  # activation x activation or batched matmul: not a dense layer
-            spec = OpSpec("dense", tuple(ds), tuple(ws))
-        else:
-            continue
-        spec.models, spec.layers, spec.count = [model], [names.get(b.var.name, b.var.name)], 1
-        specs.append(spec)
-    return specs
-
-
-def distinct_specs(per_model: dict[str, list[OpSpec]], per_category: int | None) -> list[OpSpec]:
-    """Distinct shapes over all models; ``per_category``: keep per model and category only the
-    shapes with the most total MACs in the model (None: all)."""
-    chosen: dict[tuple, OpSpec] = {}
-    for model, specs in per_model.items():
-        merged: dict[tuple, OpSpec] = {}
-        for s in specs:
-            if s.key in merged:
-                merged[s.key].count += 1
-                merged[s.key].layers += s.layers
-            else:
-                merged[s.key] = OpSpec(**{**s.__dict__, "models": [model], "layers": list(s.layers), "count": 1})
-        keep = list(merged.values())
-        if per_category is not None:
-            by_cat: dict[str, list[OpSpec]] = {}
-            for s in keep:
-                by_cat.setdefault(s.category, []).append(s)
-            keep = [s for cat in by_cat.values()
-                    for s in sorted(cat, key=lambda s: -s.macs * s.count)[:per_category]]
-        for s in keep:
-            if s.key in chosen:
-                chosen[s.key].models.append(model)
-                chosen[s.key].count += s.count
-                chosen[s.key].layers += s.layers
-            else:
-                chosen[s.key] = s
-    order = {"conv": 0, "pointwise": 1, "depthwise": 2, "dense": 3}
-    return sorted(chosen.values(), key=lambda s: (order[s.category], -s.macs))
-
-
-# ---------------------------------------------------------------------------------- op modules
-def _weights(spec: OpSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    fan_in = int(np.prod(spec.weight_shape[1:])) if spec.kind == "conv2d" else spec.weight_shape[0]
-    w = (rng.standard_normal(spec.weight_shape) / np.sqrt(fan_in)).astype("float32")
-    n_out = spec.weight_shape[0] if spec.kind == "conv2d" else spec.weight_shape[1]
-    return w, (rng.standard_normal(n_out) * 0.1).astype("float32")
-
-
-@dataclass
-class OpCase:
-    """Everything both runtimes need for one op: weights, quantizers, inputs."""
-
-    spec: OpSpec
-    w: np.ndarray
-    bias: np.ndarray
-    qp_in: object
-    qp_out: object
-    x_f32: np.ndarray
-    x_u8: np.ndarray
-
-
-def make_case(spec: OpSpec, seed: int = 0) -> OpCase:
-    from tvm_mpq.quantization.quantizers import ActQParams
-
-    rng = np.random.default_rng(seed)
-    w, b = _weights(spec, rng)
-    image = spec.kind == "conv2d" and spec.data_shape[1] == 3
-    qp_in = ActQParams(2.0 / 255 if image else 4.0 / 255, 128 if image else 0, 8)
-    qp_out = ActQParams(6.0 / 255, 0, 8)
-    x_u8 = rng.integers(0, 256, size=spec.data_shape).astype("uint8")
-    x_f32 = ((x_u8.astype("float32") - qp_in.zero_point) * np.float32(qp_in.scale)).astype("float32")
-    return OpCase(spec, w, b, qp_in, qp_out, x_f32, x_u8)
-
-
-def tvm_fp32_module(case: OpCase):
-    from tvm import relax
-
-    s = case.spec
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(s.data_shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            if s.kind == "conv2d":
-                acc = bb.emit(relax.op.nn.conv2d(x, relax.const(case.w), strides=s.strides, padding=s.padding,
-                                                 groups=s.groups))
-                y = relax.op.nn.relu(relax.op.add(acc, relax.const(case.bias.reshape(1, -1, 1, 1))))
-            else:
-                y = relax.op.add(bb.emit(relax.op.matmul(x, relax.const(case.w))), relax.const(case.bias))
-            y = bb.emit_output(y)
-        bb.emit_func_output(y)
-    return bb.get()
-
-
-def tvm_int8_module(case: OpCase):
-    """The int8 op as :class:`relay_passes.lower_to_integer.LowerToInteger` emits it (its
-    :class:`~relay_passes.quantized_arith.IntegerArith`): uint8 in, int32 accumulate, bias folded,
-    epilogue requantized to uint8 (dense: dequantized fp32 logits)."""
-    from tvm import relax
-
-    from relay_passes.quantized_arith import IntegerArith
-
-    s = case.spec
-    arith = IntegerArith()
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(s.data_shape, "uint8"))
-    template_in = relax.Var("xf", relax.TensorType(s.data_shape, "float32"))
-    if s.kind == "conv2d":
-        template = relax.op.nn.conv2d(template_in, relax.const(case.w), strides=s.strides, padding=s.padding,
-                                      groups=s.groups)
-        axis = 0
-    else:
-        template = relax.op.matmul(template_in, relax.const(case.w))
-        axis = 1
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            def emit(expr, name):
-                return bb.emit(expr, name)
-
-            call = bb.normalize(template)
-            acc = arith.mac(emit, call, x, case.qp_in, case.w, 8, axis, "mac")
-            acc = arith.add_bias(emit, acc, case.bias, "mac")
-            y = arith.acc_to_float(emit, acc, "mac")
-            if s.kind == "conv2d":
-                y = arith.quantize(emit, emit(relax.op.nn.relu(y), "relu"), case.qp_out, "out")
-            y = bb.emit_output(y)
-        bb.emit_func_output(y)
-    return bb.get()
-
-
-def int8_weight_codes(case: OpCase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(int8 weight, per-channel scales, int32 bias codes) exactly as IntegerArith makes them."""
-    from tvm_mpq.quantization.quantizers import broadcast_scales, weight_scales
-
-    axis = 0 if case.spec.kind == "conv2d" else 1
-    scales = weight_scales(case.w, 8, axis)
-    w_q = np.clip(np.round(case.w / broadcast_scales(scales, case.w.ndim, axis)), -127, 127).astype(np.int8)
-    acc_scale = (np.float32(case.qp_in.scale) * scales).astype(np.float32)
-    b_q = np.round(case.bias.astype(np.float64) / acc_scale.astype(np.float64)).astype(np.int32)
-    return w_q, scales, b_q
-
-
-# ---------------------------------------------------------------------------------- onnx ops
-ONNX_OPSET = 17
-
-
-def ort_models(case: OpCase):
-    """(fp32 ONNX model, QDQ int8 ONNX model) of the op."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    s = case.spec
-    out = list(s.out_shape)
-    if s.kind == "conv2d":
-        attrs = {"strides": list(s.strides), "pads": [s.padding[0], s.padding[1], s.padding[2], s.padding[3]],
-                 "group": s.groups, "kernel_shape": list(s.weight_shape[2:])}
-        w_onnx = case.w
-    else:
-        attrs = {"transB": 1}
-        w_onnx = np.ascontiguousarray(case.w.T)  # [N, K]
-    op = "Conv" if s.kind == "conv2d" else "Gemm"
-
-    def model(nodes, inits, in_type, out_type, name):
-        g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", in_type, list(s.data_shape))],
-                              [helper.make_tensor_value_info("y", out_type, out)], inits)
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
-        m.ir_version = 8
-        onnx.checker.check_model(m)
-        return m
-
-    if s.kind == "conv2d":
-        fp32_nodes = [helper.make_node(op, ["x", "w", "b"], ["acc"], **attrs), helper.make_node("Relu", ["acc"], ["y"])]
-    else:
-        fp32_nodes = [helper.make_node(op, ["x", "w", "b"], ["y"], **attrs)]
-    fp32 = model(fp32_nodes, [numpy_helper.from_array(w_onnx, "w"), numpy_helper.from_array(case.bias, "b")],
-                 TensorProto.FLOAT, TensorProto.FLOAT, "fp32")
-
-    w_q, w_scales, b_q = int8_weight_codes(case)
-    w_q_onnx = w_q if s.kind == "conv2d" else np.ascontiguousarray(w_q.T)
-    acc_scale = (np.float32(case.qp_in.scale) * w_scales).astype(np.float32)
-    inits = [numpy_helper.from_array(w_q_onnx, "w_q"), numpy_helper.from_array(w_scales, "w_s"),
-             numpy_helper.from_array(np.zeros_like(w_scales, dtype=np.int8), "w_zp"),
-             numpy_helper.from_array(b_q, "b_q"), numpy_helper.from_array(acc_scale, "b_s"),
-             numpy_helper.from_array(np.zeros_like(b_q), "b_zp"),
-             numpy_helper.from_array(np.array(case.qp_in.scale, np.float32), "x_s"),
-             numpy_helper.from_array(np.array(case.qp_in.zero_point, np.uint8), "x_zp"),
-             numpy_helper.from_array(np.array(case.qp_out.scale, np.float32), "y_s"),
-             numpy_helper.from_array(np.array(case.qp_out.zero_point, np.uint8), "y_zp")]
-    nodes = [helper.make_node("DequantizeLinear", ["x", "x_s", "x_zp"], ["x_dq"]),
-             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["w_dq"], axis=0),
-             helper.make_node("DequantizeLinear", ["b_q", "b_s", "b_zp"], ["b_dq"], axis=0)]
-    if s.kind == "conv2d":
-        nodes += [helper.make_node(op, ["x_dq", "w_dq", "b_dq"], ["acc"], **attrs),
-                  helper.make_node("Relu", ["acc"], ["r"]),
-                  helper.make_node("QuantizeLinear", ["r", "y_s", "y_zp"], ["y"])]
-        out_type = TensorProto.UINT8
-    else:
-        nodes += [helper.make_node(op, ["x_dq", "w_dq", "b_dq"], ["y"], **attrs)]
-        out_type = TensorProto.FLOAT
-    qdq = model(nodes, inits, TensorProto.UINT8, out_type, "qdq")
-    return fp32, qdq
-
-
-# ---------------------------------------------------------------------------------- timing
-@dataclass
-class Timing:
-    """``repeat`` measurements of ``number`` runs each, ``number`` chosen so that one lasts at
-    least ``min_repeat_ms``; ``repeat`` shrinks (to no fewer than 2) when the measurements of a
-    slow (untuned) build would take more than ``max_seconds``."""
-
-    repeat: int
-    min_repeat_ms: float
-    max_seconds: float = 30.0
-
-    def plan(self, one_s: float) -> tuple[int, int]:
-        """(number, repeat) for a run that takes ``one_s`` seconds."""
-        one_s = max(one_s, 1e-7)
-        number = max(1, int(np.ceil(self.min_repeat_ms / 1e3 / one_s)))
-        repeat = max(min(2, self.repeat), min(self.repeat, int(self.max_seconds / (number * one_s))))
-        return number, repeat
-
-
-def _stats(per_run_s: list[float], number: int) -> dict:
-    ms = sorted(t * 1e3 for t in per_run_s)
-    return {"median_ms": statistics.median(ms), "min_ms": ms[0], "max_ms": ms[-1], "repeats": len(ms), "number": number}
-
-
-def time_tvm(executable, inputs: list[np.ndarray], timing: Timing) -> dict:
-    import tvm
-    from tvm import relax
-
-    dev = tvm.cpu()
-    vm = relax.VirtualMachine(executable, dev)
-    args = [tvm.runtime.tensor(np.ascontiguousarray(x), dev) for x in inputs]
-    start = time.perf_counter()
-    vm["main"](*args)  # warm-up + estimate
-    one = time.perf_counter() - start
-    number, repeat = timing.plan(one)
-    res = vm.time_evaluator("main", dev, number=number, repeat=repeat)(*args)
-    return _stats(list(res.results), number)
-
-
-def ort_session(model, threads: int, optimized_path: Path | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    if optimized_path is not None:
-        opts.optimized_model_filepath = str(optimized_path)
-    data = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-
-
-def time_ort(sess, feed: dict[str, np.ndarray], timing: Timing) -> dict:
-    sess.run(None, feed)
-    start = time.perf_counter()
-    sess.run(None, feed)
-    number, repeat = timing.plan(time.perf_counter() - start)
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
-            sess.run(None, feed)
-        runs.append((time.perf_counter() - start) / number)
-    return _stats(runs, number)
-
-
-def ort_fused_ops(model, threads: int) -> list[str]:
-    """The op types onnxruntime runs after its graph optimizations (e.g. QLinearConv)."""
-    import onnx
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "opt.onnx"
-        ort_session(model, threads, path)
-        return [n.op_type for n in onnx.load(str(path)).graph.node]
-
-
 # ---------------------------------------------------------------------------------- builds
 @dataclass
 class Build:
@@ -463,11 +104,11 @@ def rules_fired(mod, target) -> list[str]:
     """Which kernel rule schedules each MAC PrimFunc of ``mod`` (None: TVM's default)."""
     import tvm
 
-    from tvm_mpq.compiler.build import MAC_TASK_MARKERS, _fuse
-    from tvm_mpq.kernels.x86 import rule_for
+    from tvm_mpq.compiler.build import MAC_TASK_MARKERS, fuse
+    from tvm_mpq.kernels.cpu_mac import rule_for
 
     with target, tvm.transform.PassContext(opt_level=3):
-        fused = _fuse(mod)
+        fused = fuse(mod, target)
     return sorted(str(rule_for(f, target)) for gv, f in fused.functions_items()
                   if isinstance(f, tvm.tirx.PrimFunc) and any(m in gv.name_hint for m in MAC_TASK_MARKERS))
 
@@ -530,7 +171,7 @@ def bench_models(models: list[str], rates: list[float], target, args, build_list
     timing = Timing(args.model_repeat, args.min_repeat_ms, args.max_seconds)
     results = []
     for name in models:
-        graph, fp32_model = _load(name)
+        graph, fp32_model = load_model(name)
         table = build_layer_table(graph)
         feeds = zoo.get(name).calibration(args.calib_size) if name in zoo.names() else None
         if feeds is None:
@@ -592,18 +233,6 @@ def bench_models(models: list[str], rates: list[float], target, args, build_list
     return results
 
 
-_LOADED: dict = {}
-
-
-def _load(name: str):
-    """(stage-A graph, fp32 ONNX) of a model spec, loaded once."""
-    from tvm_mpq.export.fp32_onnx import load_with_source
-
-    if name not in _LOADED:
-        _LOADED[name] = load_with_source(name)
-    return _LOADED[name]
-
-
 def _latency(point: dict, build: str) -> float | None:
     t = point["ort"] if build == "ort" else point["tvm"].get(build, {})
     return t.get("median_ms")
@@ -643,27 +272,6 @@ def monotonic_text(m: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------- report
-def machine_info(threads: int, target) -> dict:
-    import onnxruntime as ort
-    import tvm
-
-    cpu, flags = "", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not cpu:
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    cpu = cpu or platform.processor() or "unknown"
-    return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(), "threads": threads,
-            "flags": {f: f in flags for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni")},
-            "llvm_mcpu": str(target.attrs.get("mcpu", "generic")), "target": str(target),
-            "tvm_version": tvm.__version__, "onnxruntime_version": ort.__version__, "python": sys.version.split()[0],
-            "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-
-
 def _ms(t: dict | None) -> str:
     if not t or "median_ms" not in t:
         return "err" if t else "-"
@@ -849,7 +457,7 @@ def main(argv=None) -> None:
         per_model = {}
         for name in models:
             log(f"{name}: reading the layer table")
-            graph, _ = _load(name)
+            graph, _ = load_model(name)
             per_model[name] = model_op_specs(graph, name)
         specs = distinct_specs(per_model, None if args.all_shapes else args.shapes)
         n_all = len(distinct_specs(per_model, None))
@@ -863,7 +471,7 @@ def main(argv=None) -> None:
         print("\n".join(models_markdown(report["models"], report["model_builds"])), flush=True)
         if plot(report["models"], report["model_builds"], args.out / "latency_vs_rate.png"):
             log(f"plot: {args.out / 'latency_vs_rate.png'}")
-    report["seconds"] = round(time.perf_counter() - T0, 1)
+    report["seconds"] = round(time.perf_counter() - START, 1)
     save()
     log(f"written: {args.out}/report.json, report.md (total {report['seconds']:.0f} s)")
 

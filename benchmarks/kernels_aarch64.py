@@ -4,7 +4,7 @@ Two ops -- conv2d 64->64 3x3 pad 1 @56x56 and dense 512->1000 (``--conv``, ``--d
 change) -- each in fp32 (``conv+bias+relu`` / ``matmul+bias``) and int8 as the product lowers it
 (uint8 x int8 -> int32, requantize epilogue; the same modules as ``benchmarks/kernels.py``), built
 for ``aarch64`` (NEON) and ``aarch64-dotprod`` (``+dotprod``: ``sdot``) with TVM's default
-schedule (``kernels=False``) and with the kernel rules (:mod:`tvm_mpq.kernels.aarch64`), exported
+schedule (``kernels=False``) and with the kernel rules (:mod:`tvm_mpq.kernels.cpu_mac`, NEON widths), exported
 with the cross compiler and timed on the QEMU-backed RPC server (``time_evaluator``). The int8
 rules libraries are disassembled (``aarch64-linux-gnu-objdump``) to report whether the
 ``+dotprod`` kernel contains ``sdot`` (and the plain one does not).
@@ -32,9 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kernels import OpSpec, log, make_case, tvm_fp32_module, tvm_int8_module  # noqa: E402
+from benchkit.ops import OpSpec, make_case, tvm_fp32_module, tvm_int8_module  # noqa: E402
+from benchkit.progress import log  # noqa: E402
 
 OBJDUMP = "aarch64-linux-gnu-objdump"
 TARGETS = ("aarch64", "aarch64-dotprod")

@@ -6,7 +6,12 @@ achieved rate, Q/DQ count left vs per-layer QDQ, MAC census (uint8 x int8 -> int
 fidelity vs fp32, integer-vs-QDQ agreement in int8 output steps and accuracy where labels exist.
 Then the IR-stage ablation (A, A->C, C) at 50/100%. (Latency per rate: ``tvm-mpq sweep``.)
 
+Fidelity and accuracy are ``tvm_mpq.evaluation.fidelity.figures`` against the fp32 model run on
+this host, on the named held-out sample set (``tvm_mpq.evaluation.sample_set.held_out``): the
+figures ``tvm-mpq sweep`` and ``tvm-mpq eval`` give for the same config and sample set.
+
     python benchmarks/precision_pass.py [--models efficientnet-lite0,mtcnn-rnet] [--rates 0,25,50,75,100]
+                                        [--eval-size N]
 
 Writes out/bench/precision_pass/report.json and report.md (and prints the tables).
 """
@@ -19,64 +24,58 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import tvm
 
 from tvm_mpq.calibration import CalibrationCache
-from tvm_mpq.compiler import compile_model
 from tvm_mpq.compiler.inspect_ir import fp32_tensors_between_int_kernels, fuse, mac_census
 from tvm_mpq.config.for_rate import config_for_rate
-from tvm_mpq.evaluation.fidelity import accuracy, fidelity, step_agreement
-from tvm_mpq.runtime.executor import compile_graph
+from tvm_mpq.evaluation.fidelity import Reference, figures, fp32_reference, step_agreement
+from tvm_mpq.evaluation.local_run import run_config
+from tvm_mpq.evaluation.sample_set import held_out
 from tvm_mpq.zoo import get
 
 CALIB = 16
 
 
-def _eval_set(model):
-    if model.labelled is not None:
-        feeds, labels = model.labelled(None)
-        return feeds, labels
-    return model.calibration(CALIB + 32)[CALIB:], None
-
-
-def _point(model, graph, config, stage, feeds, labels, reference) -> dict:
+def point(task: str, graph, config, stage: str, reference: Reference) -> dict:
+    """One config's row: built as integer model and as QDQ simulation, both scored."""
     start = time.perf_counter()
-    integer = compile_model(graph, config, stage=stage)
-    simulated = compile_model(graph, config, stage=stage, simulate=True)
+    run = run_config(graph, config, reference.samples, stage=stage)
+    sim = run_config(graph, config, reference.samples, stage=stage, simulate=True)
     build_s = time.perf_counter() - start
-    outs = [integer.run(f) for f in feeds]
-    sims = [simulated.run(f) for f in feeds]
+    integer, outs, sims = run.compiled, run.outputs, sim.outputs
+    scored = figures(task, outs, reference)
     row = {"stage": stage, "requested_rate": config.provenance["requested_rate"],
            "bops_reduction_rate": round(config.provenance["bops_reduction_rate"], 2),
            "bops_ratio": round(config.provenance["bops_ratio"], 4), "fp32_layers": len(config.fp32_layers()),
            "n_qdq": integer.n_qdq, "n_qdq_naive": integer.n_qdq_naive, "n_requantize": integer.stats["n_requantize"],
            "mac_census": dict(mac_census(integer.mod)),
            "fp32_between_int8_kernels": fp32_tensors_between_int_kernels(fuse(integer.mod)),
-           "fidelity": fidelity(model.task, outs, reference),
-           "qdq_fidelity": fidelity(model.task, sims, reference),
-           "int_vs_qdq": step_agreement(outs, sims, reference), "build_seconds": round(build_s, 1)}
-    if labels is not None:
-        row["accuracy"] = accuracy(model.task, outs, labels)
+           "fidelity": scored["fidelity"], "qdq_fidelity": figures(task, sims, reference)["fidelity"],
+           "int_vs_qdq": step_agreement(outs, sims, reference.outputs),
+           "build_and_run_seconds": round(build_s, 1)}
+    if scored["accuracy"]:
+        row["accuracy"] = scored["accuracy"]
     return row
 
 
-def run_model(name: str, rates: list[float], ablation_rates: list[float]) -> dict:
+def run_model(name: str, rates: list[float], ablation_rates: list[float], eval_size: int | None = None) -> dict:
+    """Every rate's row and the ablation rows of zoo model ``name`` (``eval_size`` held-out
+    samples; None: every labelled one left, or 32 photos)."""
     model = get(name)
     graph = model.build_graph()
     calib = model.calibration(CALIB)
-    feeds, labels = _eval_set(model)
-    fp32 = compile_graph(graph)
-    reference = [fp32.run(f) for f in feeds]
-    result = {"model": name, "task": model.task, "eval_samples": len(feeds), "calib_samples": CALIB}
+    reference = fp32_reference(graph, held_out(name, CALIB, eval_size))
+    result = {"model": name, "task": model.task, "eval_samples": len(reference.samples.feeds),
+              "samples": reference.samples.to_json(), "calib_samples": CALIB}
     result["fp32"] = {}
-    if labels is not None:
-        result["fp32"]["accuracy"] = accuracy(model.task, reference, labels)
+    if reference.samples.labels is not None:
+        result["fp32"]["accuracy"] = figures(model.task, reference.outputs, reference)["accuracy"]
     cache = CalibrationCache()
     points, report = [], None
     for rate in rates:
         config, report = config_for_rate(graph, calib, rate, cache=cache, report=report)
-        row = _point(model, graph, config, "A->C", feeds, labels, reference)
+        row = point(model.task, graph, config, "A->C", reference)
         points.append(row)
         print(f"{name} rate {rate:g}: {json.dumps(row)}", flush=True)
     result["points"] = points
@@ -85,7 +84,7 @@ def run_model(name: str, rates: list[float], ablation_rates: list[float]) -> dic
         for stage in ("A", "A->C", "C"):
             key = "C" if stage == "C" else "A"
             config, reports[key] = config_for_rate(graph, calib, rate, cache=cache, stage=stage, report=reports.get(key))
-            row = _point(model, graph, config, stage, feeds, labels, reference)
+            row = point(model.task, graph, config, stage, reference)
             ablation.append(row)
             print(f"{name} ablation rate {rate:g} stage {stage}: {json.dumps(row)}", flush=True)
     result["ablation"] = ablation
@@ -104,7 +103,8 @@ def _fmt_fid(row: dict) -> str:
 def markdown(results: list[dict]) -> str:
     lines = ["# Precision pass on x86 (untuned llvm, this machine)", ""]
     for r in results:
-        lines += [f"## {r['model']} ({r['eval_samples']} eval samples, {r['calib_samples']} calibration)", "",
+        lines += [f"## {r['model']} ({r['eval_samples']} eval samples `{r['samples']['name']}`, "
+                  f"{r['calib_samples']} calibration)", "",
                   "fp32: " + (", ".join(f"{k} {v:.3f}" for k, v in r["fp32"].get("accuracy", {}).items()) or "reference"),
                   "", "| rate req. | achieved | fp32 layers | n_qdq / per-layer | int8 MACs (u8 x s8 -> s32) | fp32 tensors between int8 kernels | fidelity vs fp32 | int vs QDQ max (steps) | within 1 step |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -126,12 +126,14 @@ def main() -> None:
     parser.add_argument("--models", default="efficientnet-lite0,mtcnn-rnet")
     parser.add_argument("--rates", default="0,25,50,75,100")
     parser.add_argument("--ablation-rates", default="50,100")
+    parser.add_argument("--eval-size", type=int, default=None,
+                        help="held-out samples (default: every labelled one left, or 32 photos)")
     parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/precision_pass"))
     args = parser.parse_args()
     os.environ.setdefault("TVM_MPQ_NO_PROGRESS", "1")
     rates = [float(r) for r in args.rates.split(",")]
     ablation = [float(r) for r in args.ablation_rates.split(",") if r]
-    results = [run_model(m, rates, ablation) for m in args.models.split(",")]
+    results = [run_model(m, rates, ablation, args.eval_size) for m in args.models.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps({"tvm_version": tvm.__version__, "results": results}, indent=1))
     md = markdown(results)

@@ -1,29 +1,50 @@
 """Graph-level passes of tvm-mpq, written against Relax (TVM >= 0.20 has no Relay).
 
-Each pass is a ``tvm.transform`` module pass: it composes with TVM's own passes in a
-``tvm.transform.Sequential`` and runs under a ``tvm.transform.PassContext``.
+Each pass is a ``tvm.transform`` pass: it composes with TVM's own passes in a
+``tvm.transform.Sequential`` and runs under a ``tvm.transform.PassContext``. Layers are named
+in the IR by their precision annotation (``R.mpq.precision``, the layer table's stable name);
+what a pass measured is written on the functions it changed (attributes) or into an object the
+caller passes in, never kept on the pass.
 
-* :class:`ExposeIntermediates` - return chosen intermediate tensors as extra outputs
-  (calibration, per-layer metrics).
-* :class:`SimulateQuantization` - insert quantize-dequantize (QDQ) around chosen MAC ops'
-  operands: per-channel symmetric weights, per-tensor asymmetric activations, any bit-width.
-* :class:`FoldBatchNorm` - fold inference batch-norm into chosen convs.
-* :class:`EqualizeCrossLayer` - cross-layer equalization of conv pairs (exact in fp32, ReLU6
-  bounds made per channel).
-* :class:`CorrectBias` - add per-channel bias corrections to chosen layers.
-* :class:`LowerToInteger` - the precision pass: int8 layers to integer kernels.
+The precision decision and its lowering:
 
-The passes that rewrite chosen layers visit every Relax function and key the layers by the
-layer table's stable names (:class:`LayerKeys`).
+* :class:`AnnotatePrecision` - write a precision config into the IR, one annotation per layer;
+* :class:`FoldBatchNorm` - fold inference batch-norm into the chosen (int8) convs;
+* :class:`CorrectBias` - add per-channel bias corrections to chosen layers (bias correction);
+* :class:`LowerToInteger` - the precision pass: int8 layers to integer kernels (or their QDQ
+  simulation), fused groups, uint8 between them;
+* :class:`SimulateQuantization` - QDQ on the annotated operands (the sensitivity analysis);
+* :class:`InsertSwitchableQDQ` - QDQ whose qparams and on/off are run-time inputs (the probe);
+* :class:`RemovePrecisionAnnotations` - drop the annotations.
+
+Other rewrites: :class:`EqualizeCrossLayer` (cross-layer equalization of conv pairs, exact in
+fp32), :class:`ConvertToChannelsLast` (NHWC graph for CPU kernels),
+:class:`ExposeIntermediates` (tensors as extra outputs: calibration), :class:`InjectTensors`
+(tensors fed from outside: teacher forcing), :class:`LiftWeights` (constant weights back to
+parameters: the stage-C model), :class:`UniqueBindingNames`.
 """
 
-from relay_passes.correct_bias import CorrectBias
-from relay_passes.equalize import EqualizeCrossLayer, EqualizedPair
+from relay_passes.annotate_precision import AnnotatePrecision, config_annotations
+from relay_passes.convert_layout import ConvertToChannelsLast, channels_last_counts
+from relay_passes.correct_bias import CorrectBias, bias_corrected_layers
+from relay_passes.equalize import EqualizeCrossLayer, EqualizedPair, equalized_pairs
 from relay_passes.expose_intermediates import ExposeIntermediates
-from relay_passes.fold_batch_norm import FoldBatchNorm
-from relay_passes.layer_keys import LayerKeys
-from relay_passes.lower_to_integer import IntLayerPlan, LoweringStats, LowerToInteger
-from relay_passes.simulate_quantization import LayerQuantPlan, SimulateQuantization
+from relay_passes.fold_batch_norm import FoldBatchNorm, folded_layers
+from relay_passes.inject_tensors import InjectTensors
+from relay_passes.lift_weights import LiftWeights
+from relay_passes.lower_to_integer import (Border, LowerToInteger, LoweringStats, LoweringTrace, lowering_borders,
+                                           lowering_stats)
+from relay_passes.precision_annotation import (PrecisionAnnotation, RemovePrecisionAnnotations, annotate,
+                                               layer_annotations, map_annotations, read_annotation,
+                                               reannotate_for_weight)
+from relay_passes.simulate_quantization import SimulateQuantization
+from relay_passes.switchable_qdq import InsertSwitchableQDQ
+from relay_passes.unique_names import UniqueBindingNames
 
-__all__ = ["CorrectBias", "EqualizeCrossLayer", "EqualizedPair", "ExposeIntermediates", "FoldBatchNorm",
-           "IntLayerPlan", "LayerKeys", "LayerQuantPlan", "LowerToInteger", "LoweringStats", "SimulateQuantization"]
+__all__ = ["AnnotatePrecision", "Border", "ConvertToChannelsLast", "CorrectBias", "EqualizeCrossLayer",
+           "EqualizedPair", "ExposeIntermediates", "FoldBatchNorm", "InjectTensors", "InsertSwitchableQDQ",
+           "LiftWeights", "LowerToInteger", "LoweringStats", "LoweringTrace", "PrecisionAnnotation",
+           "RemovePrecisionAnnotations", "SimulateQuantization", "UniqueBindingNames", "annotate",
+           "bias_corrected_layers", "channels_last_counts", "config_annotations", "equalized_pairs", "folded_layers",
+           "layer_annotations", "lowering_borders", "lowering_stats", "map_annotations", "read_annotation",
+           "reannotate_for_weight"]

@@ -22,24 +22,33 @@ channel ``c`` (batch-norm gain included), ``r2``: the range of the second layer'
 input channel ``c``; both become ``sqrt(r1 r2)``) unless given (``scales``: e.g. from a precision
 config, so that a compile reproduces the analysis). Pairs are equalized in program order, each
 with the weights as left by the previous ones (a depthwise conv is the second layer of one pair
-and the first of the next). :attr:`pairs` lists what was done. Run after ``BindParams``; layers
-are keyed by the layer table's stable names (:class:`~relay_passes.layer_keys.LayerKeys`).
+and the first of the next).
+
+Layers are found by their precision annotations (``R.mpq.precision``, the layer table's stable
+names; fp32 annotations only name a layer): run it after ``BindParams`` and
+:class:`~relay_passes.annotate_precision.AnnotatePrecision`, on every Relax function. An
+annotation between the two convs (the second one's data operand) is part of the chain. What was
+done is written on each changed function as attribute :data:`EQUALIZED_ATTR`
+(:func:`equalized_pairs`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import tvm
 from tvm import relax
 
-from relay_passes.layer_keys import LayerKeys, bindings_of, is_mac_call, relax_functions
+from relay_passes.precision_annotation import annotated_layers, read_annotation, relax_functions
 
 SCALE_LIMIT = 2.0**10
 """DFQ scales are clamped to ``[1 / SCALE_LIMIT, SCALE_LIMIT]`` (a near-dead channel would
 otherwise get an extreme one)."""
+EQUALIZED_ATTR = "mpq_equalized_pairs"
+"""Function attribute: the pairs :class:`EqualizeCrossLayer` equalized in that function, each
+``{"first", "second", "scales": [...], "clip_hi"?}`` (:meth:`EqualizedPair.to_attr`)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,32 @@ class EqualizedPair:
 
     def to_json(self) -> dict:
         return {"first": self.first, "second": self.second, "scales": [float(s) for s in self.scales]}
+
+    def to_attr(self) -> dict:
+        out: dict = self.to_json()
+        if self.clip_hi is not None:
+            out["clip_hi"] = float(self.clip_hi)
+        return out
+
+    @staticmethod
+    def from_attr(attr: Mapping) -> "EqualizedPair":
+        clip_hi = float(attr["clip_hi"]) if "clip_hi" in attr else None
+        return EqualizedPair(str(attr["first"]), str(attr["second"]),
+                             np.asarray([float(v) for v in attr["scales"]], np.float64), clip_hi)
+
+
+def equalized_pairs(mod: tvm.IRModule) -> list[EqualizedPair]:
+    """Every pair :class:`EqualizeCrossLayer` equalized in ``mod``, function by function (in
+    name order) and in program order within each."""
+    out: list[EqualizedPair] = []
+    for _, func in sorted(relax_functions(mod), key=lambda item: item[0].name_hint):
+        if func.attrs is not None and EQUALIZED_ATTR in func.attrs:
+            out += [EqualizedPair.from_attr(pair) for pair in func.attrs[EQUALIZED_ATTR]]
+    return out
+
+
+def _bindings(func: relax.Function) -> list[relax.VarBinding]:
+    return [b for block in func.body.blocks for b in block.bindings]
 
 
 @dataclass
@@ -103,7 +138,7 @@ class _Finder:
         self.named = named
         self.var2val = relax.analysis.get_var2val(func)
         self.consumers: dict[relax.Var, list[relax.VarBinding]] = {}
-        for binding in bindings_of(func):
+        for binding in _bindings(func):
             used = [binding.value] if isinstance(binding.value, relax.Var) else relax.analysis.free_vars(binding.value)
             for v in used:
                 self.consumers.setdefault(v, []).append(binding)
@@ -129,7 +164,9 @@ class _Finder:
             if user is None:
                 return None
             value, name = user.value, _op_name(user.value)
-            if isinstance(value, relax.TupleGetItem):
+            if read_annotation(value) is not None:
+                pass  # the next layer's precision annotation: the identity
+            elif isinstance(value, relax.TupleGetItem):
                 if found.batch_norm is None or not value.tuple_value.same_as(found.batch_norm) or value.index != 0:
                     return None
             elif name == "relax.add" and stage < 1:
@@ -207,32 +244,30 @@ class _Rewriter(relax.PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="EqualizeCrossLayer")
 class EqualizeCrossLayer:
-    """Equalize every equalizable conv pair of the functions ``keys`` describes (see the module
-    docstring). ``scales``: ``{(first, second): per-channel scales}`` to apply instead of
-    computing DFQ's (then exactly those pairs; a pair that is not equalizable raises
-    ``ValueError``). :attr:`pairs` holds the equalized pairs of the last run."""
+    """Equalize every equalizable conv pair of every Relax function (see the module docstring).
 
-    def __init__(self, keys: LayerKeys, scales: Mapping[tuple[str, str], np.ndarray] | None = None):
-        self.keys = keys
+    ``scales``: ``{(first, second): per-channel scales}`` to apply instead of computing DFQ's
+    (then exactly those pairs; one that is not equalizable raises ``ValueError``). Each changed
+    function records its pairs as attribute :data:`EQUALIZED_ATTR` (:func:`equalized_pairs`).
+    """
+
+    def __init__(self, scales: Mapping[tuple[str, str], np.ndarray] | None = None):
         self.scales = None if scales is None else {k: np.asarray(v, np.float64) for k, v in scales.items()}
-        self.pairs: list[EqualizedPair] = []
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        self.pairs = []
-        out = mod
+        out = mod.clone()
+        done: set[tuple[str, str]] = set()
         for gvar, func in relax_functions(mod):
-            named = self.keys.name_macs(gvar.name_hint, func)
+            named = {binding.var: annotation.layer for binding, annotation in annotated_layers(func)}
             if not named:
                 continue
-            args, clips = self._plan(func, named)
-            if not args and not clips:
+            args, clips, pairs = self._plan(func, named)
+            if not pairs:
                 continue
-            rewriter = _Rewriter(out, args, clips)
-            new_func = rewriter.visit_expr(func)
-            rewriter.builder_.update_func(out.get_global_var(gvar.name_hint), new_func)
-            out = rewriter.builder_.get()
+            new_func = _Rewriter(mod, args, clips).visit_expr(func)
+            out[gvar] = new_func.with_attr(EQUALIZED_ATTR, [pair.to_attr() for pair in pairs])
+            done.update((p.first, p.second) for p in pairs)
         if self.scales is not None:
-            done = {(p.first, p.second) for p in self.pairs}
             missing = set(self.scales) - done
             if missing:
                 raise ValueError(f"EqualizeCrossLayer: no equalizable pair {sorted(missing)[:3]}")
@@ -252,7 +287,8 @@ class EqualizeCrossLayer:
         def put(var: relax.Var, index: int, value: np.ndarray) -> None:
             args.setdefault(var, {})[index] = value.astype(np.float32)
 
-        macs = [b.var for b in bindings_of(func) if is_mac_call(b.value) and b.var in named]
+        pairs: list[EqualizedPair] = []
+        macs = [b.var for b in _bindings(func) if b.var in named]
         for first in macs:
             chain = finder.chain(first)
             if chain is None:
@@ -294,8 +330,8 @@ class EqualizeCrossLayer:
                 put(chain.second, 1, w2 * s32.reshape(1, -1, 1, 1))
             if chain.clip is not None:
                 clips[chain.clip] = (np.float32(chain.clip_hi) / s32).reshape(1, -1, 1, 1)
-            self.pairs.append(EqualizedPair(key[0], key[1], s, chain.clip_hi))
-        return args, clips
+            pairs.append(EqualizedPair(key[0], key[1], s, chain.clip_hi))
+        return args, clips, pairs
 
 
 def _channel_shape(value: np.ndarray, channels: int) -> tuple[int, ...]:

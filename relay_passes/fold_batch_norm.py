@@ -4,67 +4,96 @@ TVM's ``relax.transform.FoldBatchnormToConv2D`` folds every ``conv2d -> batch_no
 The precision pass needs the fold per layer: an int8 layer's batch-norm belongs to its fused
 group (its weight is quantized *after* folding, QuantuneV2 stage C), while an fp32 layer stays
 bit-identical to the source model (so a fully fp32 config reproduces the fp32 model exactly).
-The rewrite is TVM's: ``W' = W * gamma / sqrt(var + eps)`` per output channel and
+Layers are chosen by what their precision annotation says
+(:mod:`relay_passes.precision_annotation`): by stable name, or every layer annotated int8. The
+rewrite is TVM's: ``W' = W * gamma / sqrt(var + eps)`` per output channel and
 ``b' = beta - mean * gamma / sqrt(var + eps)`` added after the conv, computed in numpy from the
-bound constants (run after ``BindParams``).
+bound constants (run after ``BindParams``). A folded layer's annotation moves with it and its
+weight scales become those of the folded weight (the weight the lowering quantizes).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.dpl import TupleGetItemPattern, is_const, is_op, wildcard
 
+from relay_passes.precision_annotation import PrecisionAnnotation, read_annotation, reannotate_for_weight
 
-@tvm.transform.module_pass(opt_level=0, name="FoldBatchNorm")
+FOLDED_ATTR = "mpq_folded_batch_norm"
+"""Function attribute: the stable names of the annotated layers whose batch-norm was folded
+(and ``n_folded``, every fold, annotated or not)."""
+
+
+def folded_layers(mod: tvm.IRModule) -> list[str]:
+    """The annotated layers whose batch-norm :class:`FoldBatchNorm` folded, over every function."""
+    out: list[str] = []
+    for _, func in mod.functions.items():
+        if isinstance(func, relax.Function) and func.attrs is not None and FOLDED_ATTR in func.attrs:
+            out += [str(name) for name in func.attrs[FOLDED_ATTR]["layers"]]
+    return out
+
+
+@relax.transform.function_pass(opt_level=0, name="FoldBatchNorm")
 class FoldBatchNorm:
     """Fold ``batch_norm(conv2d(x, W) [+ b], gamma, beta, mean, var)[0]`` into ``conv2d(x, W') + b'``.
 
-    ``layer_vars``: names of the conv2d bindings (layer-table ``var``) to fold; ``None`` folds
-    every match. Only inference batch-norms over constant operands (after ``BindParams``) match.
-    Usable in a ``tvm.transform.Sequential`` under a ``PassContext``.
+    ``layers``: stable names of the layers to fold (read from their precision annotations);
+    ``None`` folds every match, annotated or not. ``quantized_only``: fold only layers annotated
+    int8 (the compile pipeline: fp32 layers keep their batch-norm). Only inference batch-norms
+    over constant operands (after ``BindParams``) match. Each function gets the folded layers'
+    names as attribute :data:`FOLDED_ATTR` (:func:`folded_layers`).
     """
 
-    def __init__(self, layer_vars: Iterable[str] | None = None):
-        self.layer_vars = None if layer_vars is None else set(layer_vars)
-        self.folded: list[str] = []
-        self._data = wildcard()
-        self._weight = is_const()
-        self._conv = is_op("relax.nn.conv2d")(self._data, self._weight)
-        self._bn_args = [is_const() for _ in range(4)]  # gamma, beta, mean, var
-        self._conv_bias = is_const()
-        self._biased = is_op("relax.add")(self._conv, self._conv_bias)
-        self._bn = is_op("relax.nn.batch_norm")(self._conv | self._biased, *self._bn_args)
-        self.pattern = TupleGetItemPattern(self._bn, 0)
+    def __init__(self, layers: Iterable[str] | None = None, quantized_only: bool = False):
+        self.layers = None if layers is None else set(layers)
+        self.quantized_only = quantized_only
+        self.data = wildcard()
+        self.weight = is_const()
+        self.conv = is_op("relax.nn.conv2d")(self.data, self.weight)
+        self.bn_args = [is_const() for _ in range(4)]  # gamma, beta, mean, var
+        self.conv_bias = is_const()
+        self.biased = is_op("relax.add")(self.conv, self.conv_bias)
+        self.bn = is_op("relax.nn.batch_norm")(self.conv | self.biased, *self.bn_args)
+        self.pattern = TupleGetItemPattern(self.bn, 0)
 
-    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        self.folded = []
-        func = mod["main"]
-        bound = [(var.name, value) for var, value in relax.analysis.get_var2val(func).items()
-                 if isinstance(value, relax.Call)]
+    def _selected(self, annotation: PrecisionAnnotation | None) -> bool:
+        if self.quantized_only and (annotation is None or annotation.is_fp32):
+            return False
+        return self.layers is None or (annotation is not None and annotation.layer in self.layers)
+
+    def transform_function(self, func: relax.Function, _mod: tvm.IRModule,
+                           _ctx: tvm.transform.PassContext) -> relax.Function:
+        if func.attrs is not None and func.attrs.get("Primitive"):
+            return func
+        var2val = relax.analysis.get_var2val(func)
+        folded: list[str] = []
+        n_folded = 0
 
         def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
-            conv = matches[self._conv]
-            name = next((n for n, value in bound if value.same_as(conv)), "")
-            if self.layer_vars is not None and name not in self.layer_vars:
+            nonlocal n_folded
+            conv, bn, data = matches[self.conv], matches[self.bn], matches[self.data]
+            bound = var2val.get(data, data) if isinstance(data, relax.Var) else data  # DPL may match the value
+            annotation = read_annotation(bound)
+            if not self._selected(annotation):
                 return expr
-            bn = matches[self._bn]
             if conv.attrs.kernel_layout != "OIHW" or conv.attrs.data_layout != "NCHW" or int(bn.attrs.axis) != 1:
                 return expr
-            gamma, beta, mean, var = (matches[p].value.numpy().astype(np.float64) for p in self._bn_args)
+            gamma, beta, mean, var = (matches[p].value.numpy().astype(np.float64) for p in self.bn_args)
             factor = gamma / np.sqrt(var + float(bn.attrs.epsilon))
-            weight = matches[self._weight].value.numpy()
+            weight = matches[self.weight].value.numpy()
             folded_w = (weight.astype(np.float64) * factor.reshape(-1, 1, 1, 1)).astype(weight.dtype)
-            conv_bias = matches[self._conv_bias].value.numpy().reshape(-1) if self._conv_bias in matches else 0.0
+            conv_bias = matches[self.conv_bias].value.numpy().reshape(-1) if self.conv_bias in matches else 0.0
             bias = (beta + (conv_bias - mean) * factor).astype(weight.dtype).reshape(1, -1, 1, 1)
-            self.folded.append(name)
-            new_conv = relax.Call(conv.op, [matches[self._data], relax.const(folded_w)], conv.attrs)
+            n_folded += 1
+            if annotation is not None:
+                folded.append(annotation.layer)
+            data = reannotate_for_weight(data, folded_w, 0, var2val)
+            new_conv = relax.Call(conv.op, [data, relax.const(folded_w)], conv.attrs)
             return relax.op.add(new_conv, relax.const(bias))
 
         new_func = relax.dpl.rewrite_call(self.pattern, rewriter, func)
-        out = mod.clone()
-        out["main"] = new_func
-        return out
+        return new_func.with_attr(FOLDED_ATTR, {"layers": folded, "n_folded": n_folded})

@@ -1,15 +1,15 @@
-"""LowerToInteger: the precision pass. Rewrites the int8 layers of a config into integer form.
+"""LowerToInteger: the precision pass. Rewrites the layers annotated int8 into integer form.
 
-Input: a Relax module whose weights are bound constants (after ``BindParams``; at stage C also
-after :class:`~relay_passes.fold_batch_norm.FoldBatchNorm` and ``FoldConstant``), and a plan per
-quantized layer (the layer's index: the position of its conv2d/matmul among the MAC ops of
-``main`` in program order, as in the layer table -> :class:`IntLayerPlan`). Layers not in the plan
-(fp32 layers) and every op around them are left exactly as they are.
+Input: a Relax module whose MAC ops carry precision annotations
+(:class:`~relay_passes.annotate_precision.AnnotatePrecision`) and whose weights are bound
+constants (after ``BindParams``; at stage C also after
+:class:`~relay_passes.fold_batch_norm.FoldBatchNorm` and ``FoldConstant``). Layers annotated
+fp32 and every op around them are left exactly as they are; every annotation is consumed.
 
 Each Relax variable is held in the form its consumers need, decided lazily:
 
 * an int8 MAC op takes its data operand as uint8 codes at the layer's activation quantizer,
-  its weight as int8 per-channel codes computed here from the constant, and accumulates in
+  its weight as int8 per-channel codes at the annotation's weight scales, and accumulates in
   int32 (exact zero-point correction; padding by the code of 0.0);
 * a bias add right after it folds into the int32 accumulator;
 * elementwise ops after it (relu / clip / PReLU's greater-multiply-where / residual add ...)
@@ -21,26 +21,30 @@ Each Relax variable is held in the form its consumers need, decided lazily:
 * consecutive int8 groups pass uint8 tensors; a quantize is emitted only where an fp32 tensor
   enters an int8 layer and a dequantize only where an integer result leaves for an fp32 op.
 
-``fuse=False`` applies the plan per layer instead (quantize input, integer op, dequantize
-output; QuantuneV2's stage A): the baseline whose Q/DQ count ``n_qdq`` the fused form lowers.
+``fuse=False`` lowers per layer instead (quantize input, integer op, dequantize output;
+QuantuneV2's stage A): the baseline whose Q/DQ count ``n_qdq`` the fused form lowers.
 ``simulate=True`` emits the same quantizers as float32 quantize-dequantize (the reference the
-integer model is checked against). After the pass, :attr:`stats` holds the counts of the last
-run. Usable in a ``tvm.transform.Sequential`` under a ``PassContext``.
+integer model is checked against). What a run emitted is written on each function it lowered
+(attribute :data:`LOWERING_ATTR`; :func:`lowering_stats` sums a module's). An annotation the
+integer kernels cannot honour is a one-line MpqError naming the layer. Visits every Relax
+function; usable in a ``tvm.transform.Sequential`` under a ``PassContext``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import tvm
 from tvm import relax
 
+from relay_passes.integer_support import integer_problem
+from relay_passes.precision_annotation import (PrecisionAnnotation, detach_annotations, relax_functions,
+                                               weight_channel_axis)
 from relay_passes.quantized_arith import Accumulator, FakeQuantArith, IntegerArith
-from tvm_mpq.graph.layer_table import MAC_OPS
-from tvm_mpq.quantization.quantizers import ActQParams
+from tvm_mpq.errors import MpqError
+from tvm_mpq.quantization.quantizers import ActQParams, weight_scales
 
-INTEGER_MAC_OPS = ("relax.nn.conv2d", "relax.matmul")
 # Ops whose result depends elementwise on their inputs: they join the epilogue of an int8 group.
 EPILOGUE_OPS = frozenset(f"relax.{n}" for n in (
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "clip", "nn.relu", "nn.leakyrelu",
@@ -49,20 +53,33 @@ EPILOGUE_OPS = frozenset(f"relax.{n}" for n in (
 # Ops that commute with per-tensor quantization: run them on uint8 codes.
 LAYOUT_OPS = frozenset(f"relax.{n}" for n in (
     "nn.max_pool2d", "nn.max_pool1d", "nn.pad", "reshape", "permute_dims", "flatten", "squeeze", "expand_dims"))
+LOWERING_ATTR = "mpq_lowering"
+"""Function attribute: the :class:`LoweringStats` counts of the function's lowering."""
+BORDERS_ATTR = "mpq_borders"
+"""Function attribute: every quantize / dequantize the lowering emitted, as :class:`Border` maps."""
 
 
 @dataclass(frozen=True)
-class IntLayerPlan:
-    """One quantized layer: its activation quantizer, weight bits and weight channel axis."""
+class Border:
+    """One quantize or dequantize left in a lowered model, and the op that forced it.
 
-    act: ActQParams
-    w_bits: int
-    channel_axis: int
+    ``kind``: ``quantize`` (an fp32 tensor enters an int8 layer) or ``dequantize`` (an integer
+    result leaves for an fp32 op). ``tensor``: the source function's variable. ``op``: the op
+    with no integer form on the fp32 side: the producer of a quantized tensor (``input`` for a
+    model input, ``constant``), the consumer of a dequantized one (``output`` when the tensor
+    is a model output)."""
+
+    kind: str
+    tensor: str
+    op: str
+
+    def to_attr(self) -> dict[str, str]:
+        return {"kind": self.kind, "tensor": self.tensor, "op": self.op}
 
 
 @dataclass
 class LoweringStats:
-    """What the last run emitted. ``n_qdq = n_quantize + n_dequantize``: tensors that cross an
+    """What a lowering emitted. ``n_qdq = n_quantize + n_dequantize``: tensors that cross an
     fp32 <-> integer border; ``n_requantize``: integer -> integer rescales between groups."""
 
     n_layers: int = 0
@@ -71,13 +88,45 @@ class LoweringStats:
     n_requantize: int = 0
     n_bias_folded: int = 0
     n_layout_on_int: int = 0
-    quantized: dict[str, tuple[str, ActQParams]] = field(default_factory=dict)
-    """Every quantized tensor: ``"<source var>@<quantizer>"`` -> (emitted binding, quantizer).
-    The integer and the simulated lowering of one plan produce the same keys."""
 
     @property
     def n_qdq(self) -> int:
         return self.n_quantize + self.n_dequantize
+
+    def to_attr(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def add(self, attr) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + int(attr[f.name]))
+
+
+def lowering_borders(mod: tvm.IRModule) -> list[Border]:
+    """The :class:`Border` s :class:`LowerToInteger` wrote on the functions of ``mod``."""
+    borders: list[Border] = []
+    for _, func in relax_functions(mod):
+        if func.attrs is not None and BORDERS_ATTR in func.attrs:
+            borders += [Border(str(b["kind"]), str(b["tensor"]), str(b["op"])) for b in func.attrs[BORDERS_ATTR]]
+    return borders
+
+
+def lowering_stats(mod: tvm.IRModule) -> LoweringStats:
+    """The counts :class:`LowerToInteger` wrote on the functions of ``mod``, summed."""
+    total = LoweringStats()
+    for _, func in relax_functions(mod):
+        if func.attrs is not None and LOWERING_ATTR in func.attrs:
+            total.add(func.attrs[LOWERING_ATTR])
+    return total
+
+
+@dataclass
+class LoweringTrace:
+    """Filled by :class:`LowerToInteger` when the caller passes one: every quantized tensor,
+    ``"<source var>@<quantizer>"`` -> (emitted binding name, quantizer). The integer and the
+    simulated lowering of one annotated module produce the same keys (the layer-by-layer
+    agreement check pairs them)."""
+
+    quantized: dict[str, tuple[str, ActQParams]] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +141,12 @@ class _Forms:
     from_codes: relax.Expr | None = None  # fp32 read back from the stored uint8 codes
 
 
+def _op_name(value: relax.Expr | None) -> str:
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+        return value.op.name.removeprefix("relax.")
+    return type(value).__name__
+
+
 def is_zero_pad(call: relax.Call) -> bool:
     """True unless ``call`` is a pad with a non-zero value or a non-constant mode (a layout op
     that codes can pass through only when it pads with the code of 0.0)."""
@@ -100,40 +155,51 @@ def is_zero_pad(call: relax.Call) -> bool:
 
 @relax.expr_functor.mutator
 class IntegerLowering(relax.PyExprMutator):
-    """The rewriter behind :class:`LowerToInteger` (one function at a time): :meth:`prepare`
-    finds the int8 layers and the quantizer each tensor is stored at, visiting the function
-    rewrites it. Public so that ``tvm_mpq.export`` reads the per-layer decisions (which tensors
-    stay integer, which biases fold) from the compiler's own lowering, never a re-implementation."""
+    """The rewriter behind :class:`LowerToInteger` (one function without annotations at a time,
+    :func:`~relay_passes.precision_annotation.detach_annotations`): :meth:`prepare` finds the
+    int8 layers and the quantizer each tensor is stored at, visiting the function rewrites it.
+    Public so that ``tvm_mpq.export`` reads the per-layer decisions (which tensors stay integer,
+    which biases fold) from the compiler's own lowering, never a re-implementation."""
 
-    def __init__(self, mod: tvm.IRModule, plans: dict[int, IntLayerPlan], arith, fuse: bool):
+    def __init__(self, mod: tvm.IRModule, annotations: dict[relax.Var, PrecisionAnnotation],
+                 arith: IntegerArith | FakeQuantArith, fuse: bool):
         super().__init__(mod)
-        self.plans = plans
+        self.annotations = annotations
         self.arith = arith
         self.fuse = fuse
         self.forms: dict[relax.Var, _Forms] = {}
         self.var2val: dict = {}
         self.targets: dict[relax.Var, ActQParams] = {}
         self.stats = LoweringStats()
-        self.applied: set[int] = set()
-        self.by_var: dict[relax.Var, tuple[int, IntLayerPlan]] = {}
+        self.quantized: dict[str, tuple[str, ActQParams]] = {}
+        self.int8: dict[relax.Var, PrecisionAnnotation] = {}
+        self.borders: list[Border] = []
+        self.users: dict[relax.Var, list[relax.Var]] = {}
+        self._consumer = "output"  # the op being visited that reads fp32 (names a dequantize border)
         self._uid = 0
 
     # -- set-up ------------------------------------------------------------------------------
     def prepare(self, func: relax.Function) -> None:
-        """Find each int8 layer's data operand and walk its quantizer back through layout ops."""
+        """Check every int8 annotation (MpqError naming the first layer the integer kernels
+        cannot run), find each int8 layer's data operand and walk its quantizer back through
+        layout ops."""
         self.var2val = relax.analysis.get_var2val(func)
         bindings = [b for block in func.body.blocks for b in block.bindings]
-        macs = [b for b in bindings if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)
-                and b.value.op.name in MAC_OPS]
-        for index, binding in enumerate(macs):
-            if index in self.plans:
-                self.by_var[binding.var] = (index, self.plans[index])
+        for binding in bindings:
+            for used in relax.analysis.free_vars(binding.value) if not isinstance(binding.value, relax.Var) \
+                    else [binding.value]:
+                self.users.setdefault(used, []).append(binding.var)
+        for binding in bindings:
+            annotation = self.annotations.get(binding.var)
+            if annotation is not None and not annotation.is_fp32:
+                self._check(binding.value, annotation)
+                self.int8[binding.var] = annotation
         if not self.fuse:
             return
-        for binding in macs:
-            plan = self.by_var.get(binding.var, (0, None))[1]
-            if plan is not None and isinstance(binding.value.args[0], relax.Var):
-                self.targets.setdefault(binding.value.args[0], plan.act)
+        for binding in bindings:
+            annotation = self.int8.get(binding.var)
+            if annotation is not None and isinstance(binding.value.args[0], relax.Var):
+                self.targets.setdefault(binding.value.args[0], annotation.act)
         for binding in reversed(bindings):
             value = binding.value
             qp = self.targets.get(binding.var)
@@ -143,9 +209,30 @@ class IntegerLowering(relax.PyExprMutator):
             if isinstance(src, relax.Var) and src not in self.targets:
                 self.targets[src] = qp
 
+    def _check(self, call: relax.Call, annotation: PrecisionAnnotation) -> None:
+        weight = self._constant(call.args[1])
+        kind = call.op.name.removeprefix("relax.").removeprefix("nn.")
+        if call.op.name == "relax.matmul":
+            kind = "dense" if weight is not None else "matmul"
+        problem = integer_problem(annotation.layer, kind, annotation.w_bits, annotation.a_bits,
+                                  annotation.act is not None)
+        if problem is None and weight is None:
+            problem = f"layer '{annotation.layer}': the weight is not a constant (bind the parameters first)"
+        scales = annotation.weight_scales
+        if problem is None and scales is not None and scales.size != weight.shape[weight_channel_axis(call)]:
+            problem = (f"layer '{annotation.layer}': {scales.size} weight scales for "
+                       f"{weight.shape[weight_channel_axis(call)]} output channels")
+        if problem is not None:
+            raise MpqError(problem)
+
     def _is_layout_op(self, value: relax.Expr) -> bool:
         return (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in LAYOUT_OPS
                 and is_zero_pad(value))
+
+    def _codes_ready(self, src: relax.Expr) -> bool:
+        """A layout op runs on codes when its source is an integer result or a model input (the
+        input is quantized before the op: the same size, one border either way)."""
+        return isinstance(src, relax.Var) and (src in self.forms or src not in self.var2val)
 
     def _emit(self, expr: relax.Expr, name: str) -> relax.Var:
         self._uid += 1
@@ -190,12 +277,14 @@ class IntegerLowering(relax.PyExprMutator):
         if materialize and not forms.float_counted:
             forms.float_counted = True
             self.stats.n_dequantize += 1
+            self.borders.append(Border("dequantize", var.name, self._consumer))
         return value
 
     def _int(self, var: relax.Expr, qp: ActQParams) -> relax.Expr:
         """``var`` as codes of quantizer ``qp`` (quantize, requantize or reuse)."""
         if not isinstance(var, relax.Var):
             self.stats.n_quantize += 1
+            self.borders.append(Border("quantize", "constant", "constant"))
             return self.arith.quantize(self._emit, self.visit_expr(var), qp, "const_q")
         forms = self.forms.get(var)
         if forms is None:  # a plain fp32 tensor
@@ -205,6 +294,7 @@ class IntegerLowering(relax.PyExprMutator):
         if forms.floats is not None and not forms.float_from_int:
             q = self.arith.quantize(self._emit, forms.floats, qp, f"{var.name}_q")
             self.stats.n_quantize += 1
+            self.borders.append(Border("quantize", var.name, self._producer(var)))
         elif forms.ints and forms.acc is None and forms.floats is None:
             src_qp, src = next(iter(forms.ints.items()))
             q = self.arith.rescale(self._emit, src, src_qp, qp, f"{var.name}_rq")
@@ -216,8 +306,36 @@ class IntegerLowering(relax.PyExprMutator):
         self._record(var, qp, q)
         return q
 
+    def _producer(self, var: relax.Var) -> str:
+        """The op with no integer form that computed ``var`` (``input`` for a model input),
+        looking back through layout ops (``"nn.avg_pool2d (then reshape)"``)."""
+        chain: list[str] = []
+        value = self.var2val.get(var)
+        while self._is_layout_op(value) and isinstance(value.args[0], relax.Var):
+            chain.append(_op_name(value))
+            value = self.var2val.get(value.args[0])
+        name = "input" if value is None else _op_name(value)
+        return name + (f" (then {', '.join(reversed(chain))})" if chain else "")
+
+    def _fp32_consumer(self, var: relax.Var) -> str:
+        """The op with no integer form that reads the binding ``var``'s operands in fp32,
+        looking on through single-use layout ops (``"output (after reshape)"``)."""
+        chain: list[str] = []
+        value = self.var2val.get(var)
+        while self._is_layout_op(value) and isinstance(var, relax.DataflowVar) and len(self.users.get(var, [])) == 1:
+            chain.append(_op_name(value))
+            var = self.users[var][0]
+            value = self.var2val.get(var)
+        if not isinstance(var, relax.DataflowVar):
+            name = "output"
+            if self._is_layout_op(value):
+                chain.append(_op_name(value))
+        else:
+            name = _op_name(value)
+        return name + (f" (after {', '.join(chain)})" if chain else "")
+
     def _record(self, var: relax.Var, qp: ActQParams, emitted: relax.Var) -> None:
-        self.stats.quantized[f"{var.name}@{qp.scale:.9g}/{qp.zero_point}/{qp.bits}"] = (emitted.name, qp)
+        self.quantized[f"{var.name}@{qp.scale:.9g}/{qp.zero_point}/{qp.bits}"] = (emitted.name, qp)
 
     def has_int_form(self, expr: relax.Expr) -> bool:
         """True when ``expr``'s fp32 value is not at hand (it lives as integer codes / epilogue)."""
@@ -230,14 +348,17 @@ class IntegerLowering(relax.PyExprMutator):
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         var, value = binding.var, binding.value
         is_call = isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+        if is_call and var in self.int8 and not isinstance(var, relax.DataflowVar):
+            return self._lower_output_mac(var, value, self.int8[var])
         if isinstance(var, relax.DataflowVar) and is_call:
-            if var in self.by_var:
-                return self._lower_mac(var, value, *self.by_var[var])
-            if self.fuse and var in self.targets and self._is_layout_op(value) and value.args[0] in self.forms:
+            if var in self.int8:
+                return self._lower_mac(var, value, self.int8[var])
+            if self.fuse and var in self.targets and self._is_layout_op(value) and self._codes_ready(value.args[0]):
                 return self._layout_on_int(var, value, self.targets[var])
             if value.op.name in EPILOGUE_OPS and any(self.has_int_form(a) for a in value.args):
                 return self._epilogue(var, value)
         # Any other op reads fp32: materialize the integer values it uses.
+        self._consumer = self._fp32_consumer(var)
         for used in relax.analysis.free_vars(value) if not isinstance(value, relax.Var) else [value]:
             if self.has_int_form(used):
                 self.set_var_remap(used, self._float(used, materialize=True))
@@ -245,20 +366,28 @@ class IntegerLowering(relax.PyExprMutator):
             self.set_var_remap(value, self._float(value, materialize=True))
         super().visit_var_binding_(binding)
 
-    def _lower_mac(self, var: relax.Var, call: relax.Call, index: int, plan: IntLayerPlan) -> None:
-        if call.op.name not in INTEGER_MAC_OPS:
-            raise ValueError(f"LowerToInteger: layer {index} is a {call.op.name}, which has no integer kernel")
+    def _lower_mac(self, var: relax.Var, call: relax.Call, annotation: PrecisionAnnotation) -> None:
         weight = self._constant(call.args[1])
-        if weight is None:
-            raise ValueError(f"LowerToInteger: layer {index}'s weight is not a constant (bind the parameters first)")
-        data = self._int(call.args[0], plan.act)
-        acc = self.arith.mac(self._emit, call, data, plan.act, weight, plan.w_bits, plan.channel_axis, var.name)
+        axis = weight_channel_axis(call)
+        scales = annotation.weight_scales
+        if scales is None:
+            scales = weight_scales(weight, annotation.w_bits, axis)
+        data = self._int(call.args[0], annotation.act)
+        acc = self.arith.mac(self._emit, call, data, annotation.act, weight, scales, annotation.w_bits, axis, var.name)
         self.forms[var] = _Forms(acc=acc)
-        self.applied.add(index)
         self.stats.n_layers += 1
         if not self.fuse:  # per layer: the integer result leaves as fp32 right away
+            self._consumer = "per-layer lowering (stage A)"
             self.set_var_remap(var, self._float(var, materialize=True))
             del self.forms[var]
+
+    def _lower_output_mac(self, var: relax.Var, call: relax.Call, annotation: PrecisionAnnotation) -> None:
+        """An int8 MAC whose result is a model output: lowered like any other, its fp32 value
+        (one dequantize border, named ``output``) bound to the output variable."""
+        self._lower_mac(var, call, annotation)
+        self._consumer = "output"
+        value = self._float(var, materialize=True) if var in self.forms else self.visit_expr(var)  # stage A: fp32 already
+        self.set_var_remap(var, self.builder_.emit_output(value, var.name))
 
     def _layout_on_int(self, var: relax.Var, call: relax.Call, qp: ActQParams) -> None:
         src = self._int(call.args[0], qp)
@@ -288,31 +417,32 @@ class IntegerLowering(relax.PyExprMutator):
         self.forms[var] = _Forms(floats=expr, float_from_int=True)
 
 
-@tvm.transform.module_pass(opt_level=0, name="LowerToInteger")
+@relax.transform.function_pass(opt_level=0, name="LowerToInteger")
 class LowerToInteger:
-    """Rewrite the layers in ``plans`` (layer index -> :class:`IntLayerPlan`) to integer form.
+    """Lower the layers annotated int8 to integer form and drop every annotation.
 
     ``fuse``: group conv+bias+activation(+residual add) and pass uint8 between groups (stage C,
     default) or quantize/dequantize around every layer (stage A). ``simulate``: emit float QDQ
-    instead of integer kernels. Weights must be constants. A plan naming no MAC binding raises
-    ``KeyError`` (a layer must never silently stay fp32); :attr:`stats` describes the last run.
+    instead of integer kernels. ``trace``: a :class:`LoweringTrace` to fill with every quantized
+    tensor. Each lowered function gets its counts as attribute :data:`LOWERING_ATTR`.
     """
 
-    def __init__(self, plans: dict[int, IntLayerPlan], fuse: bool = True, simulate: bool = False):
-        self.plans = dict(plans)
+    def __init__(self, fuse: bool = True, simulate: bool = False, trace: LoweringTrace | None = None):
         self.fuse = fuse
         self.simulate = simulate
-        self.stats = LoweringStats()
+        self.trace = trace
 
-    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        arith = FakeQuantArith() if self.simulate else IntegerArith()
-        lowering = IntegerLowering(mod, self.plans, arith, self.fuse)
-        func = mod["main"]
-        lowering.prepare(func)
-        new_main = lowering.visit_expr(func)
-        missing = set(self.plans) - lowering.applied
-        if missing:
-            raise KeyError(f"LowerToInteger: the model has no MAC op with index {sorted(missing)[:5]}")
-        self.stats = lowering.stats
-        lowering.builder_.update_func(mod.get_global_var("main"), new_main)
-        return lowering.builder_.get()
+    def transform_function(self, func: relax.Function, mod: tvm.IRModule,
+                           _ctx: tvm.transform.PassContext) -> relax.Function:
+        if func.attrs is not None and func.attrs.get("Primitive"):
+            return func
+        detached, annotations = detach_annotations(func, mod)
+        if not annotations:
+            return detached
+        lowering = IntegerLowering(mod, annotations, FakeQuantArith() if self.simulate else IntegerArith(), self.fuse)
+        lowering.prepare(detached)
+        lowered = lowering.visit_expr(detached)
+        if self.trace is not None:
+            self.trace.quantized.update(lowering.quantized)
+        lowered = lowered.with_attr(BORDERS_ATTR, [b.to_attr() for b in lowering.borders])
+        return lowered.with_attr(LOWERING_ATTR, lowering.stats.to_attr())

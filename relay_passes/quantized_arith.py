@@ -10,7 +10,7 @@ an arithmetic decides *how* each step is emitted:
   the integer model is checked against ("same scales").
 
 Quantized tensors are always ``(expr, ActQParams)``; integer exprs hold uint8 codes, simulated
-ones hold the dequantized float values.
+ones hold the dequantized float values. Both emit the step chain of :mod:`relay_passes.qdq_steps`.
 """
 
 from __future__ import annotations
@@ -18,25 +18,15 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from tvm_mpq.quantization.quantizers import ActQParams, broadcast_scales, weight_scales
-
-Emit = "callable[[relax.Expr, str], relax.Var]"
-
-
-def f32(value: float) -> relax.Expr:
-    return relax.const(np.float32(value), "float32")
-
-
-def _chain(emit, x: relax.Expr, steps: list, name: str) -> relax.Expr:
-    for k, step in enumerate(steps):
-        x = emit(step(x), f"{name}{k}")
-    return x
+from relay_passes.qdq_steps import (Emit, clip_codes, dequantize_steps, emit_chain, f32, fake_quant_activation_steps,
+                                    quantize_steps)
+from tvm_mpq.quantization.quantizers import ActQParams, broadcast_scales
 
 
 def _code_steps(qp: ActQParams) -> list:
-    """``clip(round(x / s) + zp, 0, 2^b - 1)`` in float32: the steps both arithmetics share."""
-    return [lambda v: relax.op.divide(v, f32(qp.scale)), relax.op.round,
-            lambda v: relax.op.add(v, f32(qp.zero_point)), lambda v: relax.op.clip(v, 0.0, float(qp.qmax))]
+    """``clip(round(x / s) + zp, 0, 2^b - 1)`` in float32 (:mod:`relay_passes.qdq_steps`; the
+    simulation continues the same chain with the dequantize steps)."""
+    return quantize_steps(f32(qp.scale), f32(qp.zero_point), clip_codes(qp.qmax))
 
 
 class Accumulator:
@@ -76,19 +66,16 @@ class IntegerArith:
 
     simulated = False
 
-    def quantize(self, emit, x: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
+    def quantize(self, emit: Emit, x: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
         """fp32 -> uint8 codes: ``clip(round(x / s) + zp, 0, 2^b - 1)``."""
-        return _chain(emit, x, [*_code_steps(qp), lambda v: relax.op.astype(v, "uint8")], name)
+        return emit_chain(emit, x, [*_code_steps(qp), lambda v: relax.op.astype(v, "uint8")], name)
 
-    def to_float(self, emit, q: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
+    def to_float(self, emit: Emit, q: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
         """uint8 codes -> fp32 real values: ``(q - zp) * s``."""
-        return _chain(emit, q, [
-            lambda v: relax.op.astype(v, "float32"),
-            lambda v: relax.op.subtract(v, f32(qp.zero_point)),
-            lambda v: relax.op.multiply(v, f32(qp.scale)),
-        ], name)
+        return emit_chain(emit, q, [lambda v: relax.op.astype(v, "float32"),
+                                    *dequantize_steps(f32(qp.scale), f32(qp.zero_point))], name)
 
-    def rescale(self, emit, q: relax.Expr, src: ActQParams, dst: ActQParams, name: str) -> relax.Expr:
+    def rescale(self, emit: Emit, q: relax.Expr, src: ActQParams, dst: ActQParams, name: str) -> relax.Expr:
         """uint8 at ``src`` -> uint8 at ``dst`` (a requantize between two int8 groups)."""
         return self.quantize(emit, self.to_float(emit, q, src, name + "f"), dst, name + "q")
 
@@ -96,10 +83,10 @@ class IntegerArith:
         """The code that represents a real 0 (what zero padding becomes)."""
         return float(qp.zero_point)
 
-    def mac(self, emit, call: relax.Call, data: relax.Expr, qp: ActQParams, weight: np.ndarray, w_bits: int,
-            channel_axis: int, name: str) -> Accumulator:
-        """The integer op: ``acc = op(q_x, W_q) - zp * sum(W_q)`` (exact), int32."""
-        scales = weight_scales(weight, w_bits, channel_axis)
+    def mac(self, emit: Emit, call: relax.Call, data: relax.Expr, qp: ActQParams, weight: np.ndarray,
+            scales: np.ndarray, w_bits: int, channel_axis: int, name: str) -> Accumulator:
+        """The integer op: ``acc = op(q_x, W_q) - zp * sum(W_q)`` (exact), int32, with the weight
+        quantized per channel at ``scales``."""
         qmax = 2 ** (w_bits - 1) - 1
         w_q = np.clip(np.round(weight / broadcast_scales(scales, weight.ndim, channel_axis)), -qmax, qmax).astype(np.int8)
         op = call.op.name
@@ -121,25 +108,25 @@ class IntegerArith:
             acc = emit(relax.op.matmul(data, relax.const(w_q), out_dtype="int32"), name)
             w_sum = w_q.astype(np.int64).sum(axis=0)
             out_axis = out_ndim - 1
-        else:  # validated before the pass runs
+        else:  # the lowering checks the op first
             raise ValueError(f"no integer kernel for {op}")
         offset = -(qp.zero_point * w_sum).astype(np.int64) if qp.zero_point != 0 else None
         return Accumulator(acc, (np.float32(qp.scale) * scales).astype(np.float32), out_axis, out_ndim, offset)
 
-    def add_bias(self, emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:
+    def add_bias(self, emit: Emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:
         """Fold a per-channel fp32 bias into the int32 accumulator: ``round(b / (s_x s_w))``."""
         b = np.round(bias.reshape(-1).astype(np.float64) / acc.scale.astype(np.float64)).astype(np.int64)
         offset = b if acc.offset is None else acc.offset + b
         return Accumulator(acc.expr, acc.scale, acc.channel_axis, acc.ndim, offset)
 
-    def acc_to_float(self, emit, acc: Accumulator, name: str) -> relax.Expr:
+    def acc_to_float(self, emit: Emit, acc: Accumulator, name: str) -> relax.Expr:
         """int32 accumulator -> fp32 real values (fused into the MAC kernel's epilogue)."""
         scale = relax.const(broadcast_scales(acc.scale, acc.ndim, acc.channel_axis))
         expr = acc.expr
         if acc.offset is not None:
             offset = np.clip(acc.offset, -2**31, 2**31 - 1).astype(np.int32)
             expr = emit(relax.op.add(expr, relax.const(broadcast_scales(offset, acc.ndim, acc.channel_axis))), name + "b")
-        return _chain(emit, expr, [lambda v: relax.op.astype(v, "float32"),
+        return emit_chain(emit, expr, [lambda v: relax.op.astype(v, "float32"),
                                        lambda v: relax.op.multiply(v, scale)], name)
 
 
@@ -148,22 +135,20 @@ class FakeQuantArith:
 
     simulated = True
 
-    def quantize(self, emit, x: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
-        return _chain(emit, x, [*_code_steps(qp), lambda v: relax.op.subtract(v, f32(qp.zero_point)),
-                                lambda v: relax.op.multiply(v, f32(qp.scale))], name)
+    def quantize(self, emit: Emit, x: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
+        return emit_chain(emit, x, fake_quant_activation_steps(qp.scale, qp.zero_point, qp.qmax), name)
 
-    def to_float(self, emit, q: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
+    def to_float(self, emit: Emit, q: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
         return q
 
-    def rescale(self, emit, q: relax.Expr, src: ActQParams, dst: ActQParams, name: str) -> relax.Expr:
+    def rescale(self, emit: Emit, q: relax.Expr, src: ActQParams, dst: ActQParams, name: str) -> relax.Expr:
         return self.quantize(emit, q, dst, name)
 
     def pad_value(self, qp: ActQParams) -> float:
         return 0.0
 
-    def mac(self, emit, call: relax.Call, data: relax.Expr, qp: ActQParams, weight: np.ndarray, w_bits: int,
-            channel_axis: int, name: str) -> Accumulator:
-        scales = weight_scales(weight, w_bits, channel_axis)
+    def mac(self, emit: Emit, call: relax.Call, data: relax.Expr, qp: ActQParams, weight: np.ndarray,
+            scales: np.ndarray, w_bits: int, channel_axis: int, name: str) -> Accumulator:
         qmax = np.float32(2 ** (w_bits - 1) - 1)
         s = broadcast_scales(scales, weight.ndim, channel_axis)
         w_fq = (np.clip(np.round(weight.astype(np.float32) / s), -qmax, qmax) * s).astype(np.float32)
@@ -172,7 +157,7 @@ class FakeQuantArith:
         out_axis = 1 if call.op.name == "relax.nn.conv2d" else out_ndim - 1
         return Accumulator(expr, (np.float32(qp.scale) * scales).astype(np.float32), out_axis, out_ndim)
 
-    def add_bias(self, emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:
+    def add_bias(self, emit: Emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:
         """The bias quantized like the integer kernel's (int32 at ``s_x * s_w``), as a float add:
         a QDQ model carries the same quantized bias (ONNX QDQ's int32 bias)."""
         b = np.round(bias.reshape(-1).astype(np.float64) / acc.scale.astype(np.float64)) * acc.scale.astype(np.float64)
@@ -180,5 +165,5 @@ class FakeQuantArith:
                     name)
         return Accumulator(expr, acc.scale, acc.channel_axis, acc.ndim)
 
-    def acc_to_float(self, emit, acc: Accumulator, name: str) -> relax.Expr:
+    def acc_to_float(self, emit: Emit, acc: Accumulator, name: str) -> relax.Expr:
         return acc.expr

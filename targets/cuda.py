@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import tempfile
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator
 
 from tvm_mpq.errors import MpqError
 
 from targets.base import DeployTarget, register_target
 from targets.elf import EM_X86_64
+
+if TYPE_CHECKING:
+    import tvm
 
 DEFAULT_ARCH = "sm_90"
 
@@ -69,14 +75,16 @@ class CudaTarget(DeployTarget):
     @contextmanager
     def build_context(self) -> Iterator[None]:
         """The target in scope (TVM's CUDA compile callback reads ``arch`` from it), ``nvcc`` as
-        the kernel compiler unless ``cuda-bindings`` (NVRTC) is importable, and TVM's CUDA codegen
-        loaded (with a stub driver on machines without one)."""
+        the kernel compiler (unless ``TVM_CUDA_COMPILE_MODE`` says otherwise: TVM's CUDA header
+        defines the unsigned x signed ``__dp4a`` of the int8 kernels for ``nvcc`` only, NVRTC
+        would leave it undefined), and TVM's CUDA codegen loaded (with a stub driver on
+        machines without one)."""
         from targets.cuda_driver_stub import ensure_cuda_codegen
 
         ensure_cuda_codegen()
         nvcc = find_nvcc()
         saved = {k: os.environ.get(k) for k in ("TVM_CUDA_COMPILE_MODE", "PATH")}
-        if "TVM_CUDA_COMPILE_MODE" not in os.environ and not _have_nvrtc_bindings():
+        if "TVM_CUDA_COMPILE_MODE" not in os.environ:
             os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
         if nvcc and shutil.which("nvcc") is None:
             os.environ["PATH"] = os.path.dirname(nvcc) + os.pathsep + os.environ.get("PATH", "")
@@ -91,9 +99,24 @@ class CudaTarget(DeployTarget):
                     os.environ[k] = v
 
 
-def _have_nvrtc_bindings() -> bool:
-    try:
-        from cuda.bindings import nvrtc  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def kernel_source(module: tvm.runtime.Module) -> str:
+    """The CUDA C of every CUDA module imported by ``module`` (e.g. ``compiled.executable.mod``
+    right after a build: a library loaded back from disk keeps only the device binary)."""
+    own = module.inspect_source() if str(module.kind) == "cuda" else ""
+    return own + "".join(kernel_source(imported) for imported in module.imports)
+
+
+def compile_ptx(source: str, arch: str) -> str:
+    """The PTX ``nvcc`` makes of CUDA C ``source`` for ``arch`` (``sm_XY``): the instructions
+    the kernels compile to, readable without a GPU or ``cuobjdump``."""
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise MpqError("nvcc not found: install the CUDA toolkit (or put nvcc on PATH / set CUDA_HOME)")
+    with tempfile.TemporaryDirectory(prefix="tvm-mpq-ptx-") as tmp:
+        cu, ptx = Path(tmp) / "kernels.cu", Path(tmp) / "kernels.ptx"
+        cu.write_text(source)
+        proc = subprocess.run([nvcc, "--ptx", "-O3", f"-arch={arch}", "-o", str(ptx), str(cu)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise MpqError(f"nvcc --ptx failed: {proc.stderr.strip().splitlines()[-1:]}")
+        return ptx.read_text()

@@ -45,3 +45,19 @@ def small_graph():
 def small_feeds():
     rng = np.random.default_rng(0)
     return [{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
+
+
+@pytest.fixture(scope="session")
+def small_configs(small_graph, small_feeds):
+    """Precision configs of the small model: ``{100: fully int8 (min/max ranges), 0: all fp32}``."""
+    from tvm_mpq.allocation import allocate_by_rate
+    from tvm_mpq.calibration import calibrate
+    from tvm_mpq.config.build import build_config
+    from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
+    from tvm_mpq.graph import build_layer_table
+
+    table = build_layer_table(small_graph)
+    ranges = {v: r[8] for v, r in calibrate(small_graph, small_feeds, table.activation_operands(), "minmax").items()}
+    int8 = build_config(small_graph, table, allocate_by_rate(table, table.names(), 100), ranges, {"requested_rate": 100})
+    fp32 = PrecisionConfig(small_graph.name, {layer.name: LayerPrecision(None, None) for layer in table})
+    return {100: int8, 0: fp32}

@@ -11,13 +11,12 @@ import torch
 import tvm
 from tvm import relax
 
-from relay_passes.fold_batch_norm import FoldBatchNorm
-from relay_passes.lower_to_integer import LowerToInteger
+from relay_passes import AnnotatePrecision, FoldBatchNorm, PrecisionAnnotation, folded_layers, map_annotations
 from tvm_mpq.allocation import allocate_by_rate
 from tvm_mpq.calibration import calibrate
 from tvm_mpq.compiler import compile_model
 from tvm_mpq.compiler.inspect_ir import fp32_tensors_between_int_kernels, fuse, kernel_table, mac_census
-from tvm_mpq.compiler.pipeline import bind_params, integer_plans, lower_model, preparation_passes
+from tvm_mpq.compiler.pipeline import bind_params, compile_pipeline, insert_after, precision_passes
 from tvm_mpq.compiler.stages import stage_c_graph
 from tvm_mpq.config.build import build_config
 from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
@@ -72,7 +71,9 @@ def test_fully_int8_graph_has_integer_kernels_and_fewer_qdq(small_int8):
 
 
 @pytest.mark.parametrize("model", ["small", "mtcnn-rnet"])
-def test_fp32_config_reproduces_fp32_model_exactly(model, small_graph, small_feeds):
+def test_fp32_config_reproduces_fp32_model(model, small_graph, small_feeds):
+    """An all-fp32 config is the fp32 model, to float32 rounding: the build folds batch-norm into
+    the conv's epilogue and its kernels sum in their own order, so outputs agree to ~1e-7."""
     if model == "small":
         graph, feeds = small_graph, small_feeds
     else:
@@ -81,7 +82,7 @@ def test_fp32_config_reproduces_fp32_model_exactly(model, small_graph, small_fee
     fp32 = compile_graph(graph)
     assert compiled.n_qdq == 0 and INT8_MAC not in mac_census(compiled.mod)
     for feed in feeds:
-        np.testing.assert_array_equal(compiled.run(feed)[0], fp32.run(feed)[0])
+        np.testing.assert_allclose(compiled.run(feed)[0], fp32.run(feed)[0], rtol=1e-5, atol=1e-6)
 
 
 def test_mixed_config_keeps_fp32_layers_untouched(small_graph, small_feeds):
@@ -137,22 +138,20 @@ class _Recorder:
 
 def test_passes_compose_in_a_sequential_with_tvms_own(small_graph, small_int8):
     config = small_int8[0]
-    table = build_layer_table(small_graph)
-    plans = integer_plans(table, config)
-    fold = [layer.var for layer in table]
-    seq = tvm.transform.Sequential(preparation_passes(fold) + [
-        LowerToInteger(plans), relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FuseOps(), relax.transform.FuseTIR()])
+    seq = tvm.transform.Sequential(precision_passes(small_graph, config) + [
+        relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps(),
+        relax.transform.FuseTIR()])
     recorder = _Recorder()
     with tvm.transform.PassContext(opt_level=3, instruments=[recorder]):
-        out = seq(bind_params(small_graph))
+        out = seq(small_graph.mod)
     seen = {name: mod for name, mod in recorder.after}  # the last module after each pass name
     order = [name for name, _ in recorder.after]
-    steps = ["FoldBatchNorm", "LowerToInteger", "LegalizeOps", "FuseOps", "FuseTIR"]
+    steps = ["AnnotatePrecision", "FoldBatchNorm", "LowerToInteger", "LegalizeOps", "FuseOps", "FuseTIR"]
     assert [order.index(step) for step in steps] == sorted(order.index(step) for step in steps)
-    assert "batch_norm" not in str(seen["FoldBatchNorm"]["main"])
+    assert "R.nn.batch_norm" not in str(seen["FoldBatchNorm"]["main"])
+    assert str(seen["FoldBatchNorm"]["main"]).count("R.mpq.precision(") == 4
     lowered = seen["LowerToInteger"]
-    assert mac_census(lowered) == {INT8_MAC: 4}
+    assert mac_census(lowered) == {INT8_MAC: 4} and "R.mpq.precision" not in lowered.script()
     assert "R.nn.conv2d" not in str(seen["LegalizeOps"]["main"])
     fused_names = [gv.name_hint for gv in out.functions if gv.name_hint.startswith("fused_conv2d")]
     assert fused_names, "conv2d was not fused with its epilogue"
@@ -160,38 +159,56 @@ def test_passes_compose_in_a_sequential_with_tvms_own(small_graph, small_int8):
     assert ex is not None
 
 
+def test_compile_pipeline_is_one_sequential_to_print_and_extend(small_graph, small_int8):
+    pipeline = compile_pipeline(small_graph, small_int8[0])
+    names = [p.info.name for p in pipeline.passes]
+    order = ["BindParams", "AnnotatePrecision", "FoldBatchNorm", "LowerToInteger", "LegalizeOps", "FuseOps",
+             "FuseTIR", "ScheduleKernels"]
+    assert [names.index(n) for n in order] == sorted(names.index(n) for n in order)
+    assert "AnnotatePrecision" in str(pipeline) and "FuseTIR" in str(pipeline)
+    extended = insert_after(pipeline, "AnnotatePrecision", relax.transform.Normalize())
+    new_names = [p.info.name for p in extended.passes]
+    assert new_names[new_names.index("AnnotatePrecision") + 1] == "Normalize" and len(new_names) == len(names) + 1
+
+
 def test_fold_batch_norm_only_named_layers(small_graph):
     table = build_layer_table(small_graph)
-    fold = FoldBatchNorm([table.layers[0].var])
+    names = {layer.name: PrecisionAnnotation.fp32(layer.name) for layer in table}
     with tvm.transform.PassContext(opt_level=0):
-        mod = tvm.transform.Sequential([relax.transform.FoldConstant(), fold])(bind_params(small_graph))
-    assert fold.folded == [table.layers[0].var]
+        mod = tvm.transform.Sequential([relax.transform.FoldConstant(), AnnotatePrecision(names, table),
+                                        FoldBatchNorm(["conv1"])])(bind_params(small_graph))
+    assert folded_layers(mod) == ["conv1"]
     assert str(mod["main"]).count("R.nn.batch_norm") == 1  # the depthwise conv's stays
 
 
 @tvm.instrument.pass_instrument
-class _AnyPass:
+class _PassNames:
     def __init__(self):
-        self.count = 0
+        self.names: list[str] = []
 
     def run_before_pass(self, mod, info):
-        self.count += 1
+        self.names.append(info.name)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda c, t: c.layers.update({"no_such_layer": LayerPrecision(None, None)}), "not in the model"),
-    (lambda c, t: c.layers.pop(t.layers[0].name), "does not cover"),
-    (lambda c, t: c.layers.update({t.layers[0].name: LayerPrecision(8, 16, None)}), "at most 8-bit"),
-    (lambda c, t: c.layers.update({t.layers[0].name: LayerPrecision(8, 8, None)}), "no activation quantizer"),
+@pytest.mark.parametrize("edit, message, by_lowering", [
+    (lambda c, t: c.layers.update({"no_such_layer": LayerPrecision(None, None)}), "not in the model", False),
+    (lambda c, t: c.layers.pop(t.layers[0].name), "does not cover", False),
+    (lambda c, t: c.layers.update({t.layers[0].name: LayerPrecision(8, 16, None)}),
+     "layer 'conv1' asks for w8a16: .*at most 8-bit", True),
+    (lambda c, t: c.layers.update({t.layers[0].name: LayerPrecision(8, 8, None)}),
+     "layer 'conv1' has no activation quantizer", True),
 ])
-def test_invalid_config_is_rejected_before_compiling(small_graph, small_int8, edit, message):
+def test_invalid_config_is_rejected_before_building(small_graph, small_int8, edit, message, by_lowering):
+    """A config that does not fit the model fails before any pass runs; a precision the integer
+    kernels cannot run fails in the lowering, naming the layer, before anything is built."""
     config = PrecisionConfig.from_json(small_int8[0].to_json())
     edit(config, build_layer_table(small_graph))
-    recorder = _AnyPass()
+    recorder = _PassNames()
     with tvm.transform.PassContext(instruments=[recorder]):
         with pytest.raises(MpqError, match=message):
             compile_model(small_graph, config)
-    assert recorder.count == 0, "a pass ran before the config was rejected"
+    assert recorder.names[-1:] == (["LowerToInteger"] if by_lowering else [])
+    assert "LegalizeOps" not in recorder.names
 
 
 class _QKNet(torch.nn.Module):
@@ -261,9 +278,12 @@ def test_cli_compile_writes_a_library_that_loads_and_runs(tmp_path):
     # cross-compiling for a VNNI server: the int8 kernels use vpdpbusd (compile only here)
     vnni = tmp_path / "rnet_spr.so"
     proc = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "compile", "mtcnn-rnet", "--config",
-                           str(tmp_path / "rnet.config.json"), "--mcpu", "sapphirerapids", "-o", str(vnni)],
+                           str(tmp_path / "rnet.config.json"), "--mcpu", "sapphirerapids", "--print-ir", "-o", str(vnni)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    for name in config.layers:  # --print-ir: each layer's annotation in the module the lowering reads
+        assert any("R.mpq.precision(" in line and f'layer="{name}"' in line and "w_bits=8" in line
+                   for line in proc.stdout.splitlines()), name
     asm = subprocess.run(["objdump", "-d", str(vnni)], capture_output=True, text=True, check=True).stdout
     assert "vpdpbusd" in asm
     proc = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "compile", "mtcnn-rnet", "--config",
@@ -279,3 +299,68 @@ def test_every_quantized_tensor_matches_qdq_when_fed_the_same_inputs(small_graph
     assert len(agreement.tensors) >= 4  # input, dw input, pw input, fc input
     assert agreement.max_code_diff <= 1
     assert agreement.differing_fraction < 1e-3
+
+
+# -- the precision decision in the IR ----------------------------------------------------------
+
+@relax.transform.function_pass(opt_level=0, name="KeepFp32")
+class KeepFp32:
+    """A user's pass: keep one layer fp32 by editing its precision annotation."""
+
+    def __init__(self, layer: str):
+        self.layer = layer
+
+    def transform_function(self, func, mod, ctx):
+        return map_annotations(func, lambda a: a.as_fp32() if a.layer == self.layer else a)
+
+
+def test_editing_one_annotation_in_a_user_pass_changes_the_compiled_model(small_graph, small_feeds, small_int8,
+                                                                          tmp_path):
+    """Print the annotated module and find every int8 layer by name; flip one to fp32 in a pass
+    of one's own; the compiled model is the one the same decision given as JSON compiles to."""
+    config, integer, _ = small_int8
+    annotated = tvm.transform.Sequential(precision_passes(small_graph, config)[:-1])(small_graph.mod)
+    text = annotated.script()
+    for name in config.layers:
+        line = next(line for line in text.splitlines() if f'layer="{name}"' in line)
+        assert "R.mpq.precision(" in line and "w_bits=8" in line and "a_bits=8" in line
+    pipeline = insert_after(compile_pipeline(small_graph, config), "AnnotatePrecision", KeepFp32("dw"))
+    edited = compile_model(small_graph, config, pipeline=pipeline)
+    data = config.to_json()
+    data["layers"]["dw"] = "fp32"
+    (tmp_path / "dw_fp32.json").write_text(__import__("json").dumps(data))
+    reference = compile_model(small_graph, PrecisionConfig.load(tmp_path / "dw_fp32.json"))
+    assert edited.stats["int8_layers"] == reference.stats["int8_layers"] == 3 < integer.stats["int8_layers"]
+    assert edited.n_qdq == reference.n_qdq != integer.n_qdq
+    assert mac_census(edited.mod) == {INT8_MAC: 3, "float32 x float32 -> float32": 1}
+    for feed in small_feeds:
+        got = edited.run(feed)[0]
+        np.testing.assert_array_equal(got, reference.run(feed)[0])
+        assert not np.array_equal(got, integer.run(feed)[0])
+
+
+GOLDEN = __import__("pathlib").Path(__file__).parent / "data" / "lowering_golden"
+
+
+@pytest.mark.parametrize("model", ["small", "mtcnn-rnet"])
+def test_lowering_from_annotations_is_the_position_keyed_lowering(model, small_graph):
+    """The module lowered from annotations is, structurally (constants included), the one the
+    lowering computed before annotations existed (plan keyed by MAC position, commit e1022b0),
+    for configs fixed in tests/data/lowering_golden, at both stages, integer and simulated."""
+    import json
+
+    import tvm_ffi
+
+    from tvm_mpq.compiler.pipeline import lower_model
+
+    graph = small_graph if model == "small" else get(model).build_graph()
+    hashes = json.loads((GOLDEN / "lowered_hashes.json").read_text())["hashes"]
+    for rate in (100, 60):
+        config = PrecisionConfig.load(GOLDEN / f"{model}_{rate}.config.json")
+        for key, stage, simulate in (("AC_int", "A->C", False), ("AC_sim", "A->C", True), ("A_int", "A", False)):
+            mod, _ = lower_model(graph, config, stage, simulate)
+            main = mod["main"]
+            for attr in [k for k in main.attrs.keys() if k.startswith("mpq_")]:
+                main = main.without_attr(attr)
+            mod["main"] = main
+            assert str(tvm_ffi.structural_hash(mod)) == hashes[f"{model}_{rate}_{key}"], (model, rate, key)

@@ -1,4 +1,4 @@
-"""aarch64 int8 kernels (tvm_mpq/kernels/aarch64.py): sdot with +dotprod, NEON without, bit-exact.
+"""aarch64 kernels (tvm_mpq/kernels/cpu_mac.py with NEON widths): sdot with +dotprod, NEON without, bit-exact.
 
 Small int8 layers as the product lowers them (uint8 activations, int8 weights, int32 conv2d/matmul,
 per-channel epilogue) are compiled for ``aarch64-dotprod`` and ``aarch64``; the exported library's
@@ -17,9 +17,7 @@ import pytest
 import tvm
 from tvm import relax
 
-from tvm_mpq.compiler.build import TuningOptions, _fuse, build_module
-from tvm_mpq.kernels import aarch64 as k_aarch64
-from tvm_mpq.kernels import default_schedule_rules
+from tvm_mpq.compiler.build import TuningOptions, build_module, fuse
 
 from targets import get_target
 from targets.aarch64_sysroot import find_cross_compiler, find_qemu, sysroot_dir, Sysroot
@@ -28,8 +26,9 @@ OBJDUMP = "aarch64-linux-gnu-objdump"
 
 
 def conv_module(ci: int, co: int, size: int, k: int = 3, zp_pad: int = 0, stride: int = 1, conv_pad: int = 0,
-                in_dtype: str = "uint8", seed: int = 0) -> tvm.IRModule:
-    """``[pad(zp)] -> conv2d(u8, s8 -> i32) -> + offset -> float32 * scale`` (the product's int8 layer)."""
+                in_dtype: str = "uint8", seed: int = 0, tail_pad: bool = False) -> tvm.IRModule:
+    """``[pad(zp)] -> conv2d(u8, s8 -> i32) -> + offset -> float32 * scale`` (the product's int8 layer)
+    ``[-> pad]`` (``tail_pad``: the next stride-2 layer's asymmetric pad, fused after the epilogue)."""
     rng = np.random.default_rng(seed)
     w = rng.integers(-127, 128, size=(co, ci, k, k)).astype(np.int8 if in_dtype == "uint8" else np.float32)
     off = rng.integers(-5000, 5000, size=(1, co, 1, 1)).astype(np.int32 if in_dtype == "uint8" else np.float32)
@@ -46,6 +45,8 @@ def conv_module(ci: int, co: int, size: int, k: int = 3, zp_pad: int = 0, stride
                                              out_dtype="int32" if in_dtype == "uint8" else "float32"))
             acc = bb.emit(relax.op.add(acc, relax.const(off)))
             y = bb.emit(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale)))
+            if tail_pad:  # non-zero pad value: an unwritten border cannot pass for padding
+                y = bb.emit(relax.op.nn.pad(y, [0, 0, 0, 0, 0, 1, 0, 1], pad_value=1.5))
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     return bb.get()
@@ -88,17 +89,22 @@ CASES = [
     ("conv3x3", lambda: conv_module(8, 16, 8, zp_pad=1), (1, 8, 8, 8)),
     ("conv3x3_s2_c3", lambda: conv_module(3, 8, 9, stride=2, conv_pad=1), (1, 3, 9, 9)),
     ("conv1x1", lambda: conv_module(16, 32, 6, k=1), (1, 16, 6, 6)),
+    ("conv1x1_tail_pad", lambda: conv_module(16, 32, 6, k=1, tail_pad=True), (1, 16, 6, 6)),
     ("dense", lambda: dense_module(2, 37, 24), (2, 37)),
 ]
 FP32_CASES = [
     ("conv3x3_fp32", lambda: conv_module(4, 8, 6, conv_pad=1, in_dtype="float32"), (1, 4, 6, 6)),
+    ("conv1x1_tail_pad_fp32", lambda: conv_module(8, 16, 6, k=1, in_dtype="float32", tail_pad=True), (1, 8, 6, 6)),
     ("dense_fp32", lambda: _dense_f32(2, 32, 48), (2, 32)),
 ]
 
 
-def _fused_mac(mod: tvm.IRModule) -> tvm.tirx.PrimFunc:
-    fused = _fuse(mod)
-    return next(f for gv, f in fused.functions_items() if gv.name_hint.startswith("fused_"))
+def _fused_mac(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.tirx.PrimFunc:
+    target = target or get_target("aarch64-dotprod").tvm_target
+    with target, tvm.transform.PassContext(opt_level=3):
+        fused = fuse(mod, target)
+    return next(f for gv, f in fused.functions_items() if gv.name_hint.startswith("fused_") and "conv2d" in gv.name_hint
+                or "matmul" in gv.name_hint)
 
 
 def _build(mod: tvm.IRModule, target_name: str, kernels: bool = True):
@@ -109,42 +115,45 @@ def _build(mod: tvm.IRModule, target_name: str, kernels: bool = True):
 # ------------------------------------------------------------------------------ no toolchain needed
 
 
-def test_rules_registered_for_aarch64_only():
+def _rule(mod: tvm.IRModule, target_name: str) -> str | None:
+    from tvm_mpq.kernels.cpu_mac import rule_for
+
+    target = get_target(target_name).tvm_target
+    with target, tvm.transform.PassContext(opt_level=3):
+        fused = fuse(mod, target)
+    names = {rule_for(f, target) for gv, f in fused.functions_items() if gv.name_hint.startswith("fused_")}
+    return next(iter(names - {None}), None)
+
+
+def test_aarch64_gets_the_channels_last_kernels_with_neon_widths():
+    from tvm_mpq.kernels import activation_layout
+    from tvm_mpq.kernels.cpu_isa import cpu_isa
+
     dot, plain = get_target("aarch64-dotprod").tvm_target, get_target("aarch64").tvm_target
-    assert any(isinstance(r.rule, k_aarch64.Int8MacRule) for r in default_schedule_rules(dot))
-    assert k_aarch64.has_dotprod(dot) and not k_aarch64.has_dotprod(plain)
-    assert not any(isinstance(r.rule, k_aarch64.Int8MacRule) for r in default_schedule_rules(get_target("x86").tvm_target))
+    assert activation_layout(dot) == "NHWC"
+    assert (cpu_isa(dot).dot, cpu_isa(dot).lanes(), cpu_isa(dot).registers) == ("sdot", 4, 32)
+    assert cpu_isa(plain).dot is None
+    for mod in (conv_module(8, 16, 8, zp_pad=1), dense_module(1, 32, 16), conv_module(4, 8, 6, in_dtype="float32"),
+                _dense_f32(1, 32, 48)):
+        assert _rule(mod, "aarch64-dotprod") in ("Conv2dChannelsLast", "MatmulConstWeight")
 
 
-def test_fp32_conv_and_dense_get_the_neon_schedule():
-    target = get_target("aarch64").tvm_target
-    for mod in (conv_module(4, 8, 6, conv_pad=1, in_dtype="float32"), _dense_f32(1, 32, 48)):
-        sch = k_aarch64.Fp32MacRule().apply(_fused_mac(mod), target, False)
-        assert sch is not None
-        text = sch.mod["main"].script()
-        assert "T.vectorized" in text and "T.parallel" in text
-    assert k_aarch64.Fp32MacRule().apply(_fused_mac(conv_module(4, 8, 6)), target, False) is None  # int8
+def test_sdot_targets_shift_the_activations_to_int8():
+    """With +dotprod the int8 MAC reads int8 (shifted) activations and is tensorized with sdot;
+    without it, uint8 activations and a widening multiply-add."""
+    from tvm import s_tir
 
+    from tvm_mpq.kernels.cpu_mac import schedule_mac
+    from tvm_mpq.kernels.cpu_mac_analysis import analyze_mac
 
-def test_matches_int8_conv_and_dense_and_declines_fp32():
-    conv = k_aarch64.match_int8_mac(_fused_mac(conv_module(3, 8, 9, stride=2, conv_pad=1)))
-    assert conv is not None and conv.kind == "conv2d" and conv.stride == (2, 2) and conv.layout_free
-    dense = k_aarch64.match_int8_mac(_fused_mac(dense_module(1, 32, 16)))
-    assert dense is not None and dense.kind == "dense"
-    assert k_aarch64.match_int8_mac(_fused_mac(conv_module(4, 8, 6, in_dtype="float32"))) is None
-    target = get_target("aarch64-dotprod").tvm_target
-    assert k_aarch64.Int8MacRule().apply(_fused_mac(conv_module(4, 8, 6, in_dtype="float32")), target, False) is None
-
-
-def test_rewrite_marks_the_weight_packing_and_picks_the_instruction():
-    """The packing stage is a layout-rewrite preproc block (folded at compile time by the build);
-    the GEMM uses sdot with +dotprod and smull/saddlp without."""
-    fn = _fused_mac(conv_module(8, 16, 8))
-    sch = k_aarch64.Int8MacRule().apply(fn, get_target("aarch64-dotprod").tvm_target, False)
-    text = sch.mod["main"].script()
-    assert "meta_schedule.layout_rewrite_preproc" in text and "llvm.aarch64.neon.sdot" in text
-    plain = k_aarch64.Int8MacRule().apply(fn, get_target("aarch64").tvm_target, False).mod["main"].script()
-    assert "sdot" not in plain and "llvm.aarch64.neon.smull" in plain
+    for target_name, data_dtype, intrin in (("aarch64-dotprod", "int8", "llvm.aarch64.neon.sdot"),
+                                            ("aarch64", "uint8", None)):
+        target = get_target(target_name).tvm_target
+        fn = _fused_mac(conv_module(8, 16, 8), target)
+        assert analyze_mac(s_tir.Schedule(fn)).data_dtype == data_dtype
+        text = schedule_mac(fn, target).mod["main"].script()
+        assert "meta_schedule.layout_rewrite_preproc" in text
+        assert (intrin in text) if intrin else ("sdot" not in text)
 
 
 # ---------------------------------------------------------------------------- cross build + QEMU
@@ -194,7 +203,6 @@ def test_sdot_only_with_dotprod(libraries, case):
     plain = _kernel_asm(libraries[case, "aarch64"])
     assert "\tsdot\t" in dot
     assert "\tsdot\t" not in plain and "\tudot\t" not in plain
-    assert "\tsmull" in plain and "\tsaddlp\t" in plain  # the NEON widening path
     assert "weight_prepack" not in _disassembly(libraries[case, "aarch64-dotprod"])
 
 

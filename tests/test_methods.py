@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from relay_passes import SimulateQuantization
 from tvm_mpq.allocation.bops import FP32, INT8, Precision, bops_ratio
 from tvm_mpq.calibration import calibrate
 from tvm_mpq.cli import main
@@ -26,7 +25,7 @@ from tvm_mpq.quantization.quantizers import act_qparams, fake_quant_weight
 from tvm_mpq.runtime.executor import compile_graph
 from tvm_mpq.sensitivity import EvalData, analyze, make_method, method_names
 from tvm_mpq.sensitivity import layer_metrics
-from tvm_mpq.sensitivity.layer_metrics import plan_for
+from tvm_mpq.sensitivity.layer_metrics import annotation_for, simulated
 from tvm_mpq.sensitivity.pandey import parse_candidates, quantizer_groups
 from tvm_mpq.sensitivity.pandey.phase2 import even_points
 from tvm_mpq.sensitivity.probe import PrecisionProbe
@@ -38,7 +37,7 @@ from tvm_mpq.sensitivity.probe import PrecisionProbe
 
 def simulate(graph, table, feeds, precisions, ranges):
     """Outputs of ``graph`` with ``precisions`` through SimulateQuantization (one compile)."""
-    plans = {}
+    annotations = {}
     for layer in table:
         p = precisions.get(layer.name, FP32)
         if p == FP32:
@@ -47,8 +46,9 @@ def simulate(graph, table, feeds, precisions, ranges):
         weight_act = None
         if layer.weight_param is None and p.w_bits < 32:
             weight_act = act_qparams(*ranges[layer.weight_var][p.w_bits], p.w_bits)
-        plans[layer.var] = plan_for(layer, graph.params, data, p.w_bits if p.w_bits < 32 else None, weight_act)
-    compiled = compile_graph(graph.with_module(SimulateQuantization(plans)(graph.mod)))
+        annotations[layer.name] = annotation_for(layer, graph.params, data, p.w_bits if p.w_bits < 32 else None,
+                                                 weight_act)
+    compiled = compile_graph(simulated(graph, table, annotations))
     return [compiled.run(f) for f in feeds]
 
 

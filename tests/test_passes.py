@@ -1,5 +1,6 @@
-"""The Relax passes: QDQ simulation is bit-exact against the numpy quantizers; exposure works;
-both compose with TVM's own passes in a Sequential."""
+"""The Relax passes: precision annotations print, survive TVM's rewrites and round-trip; QDQ
+simulation is bit-exact against the numpy quantizers; exposure works; the passes compose with
+TVM's own in a Sequential."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import pytest
 import tvm
 from tvm import relax
 
-from relay_passes import ExposeIntermediates, LayerQuantPlan, SimulateQuantization
+from relay_passes import (AnnotatePrecision, ExposeIntermediates, FoldBatchNorm, PrecisionAnnotation,
+                          SimulateQuantization, layer_annotations)
+from tvm_mpq.compiler.pipeline import annotation_passes, bind_params
+from tvm_mpq.errors import MpqError
 from tvm_mpq.graph import build_layer_table
 from tvm_mpq.quantization import act_qparams, fake_quant_activation, fake_quant_weight, weight_scales
 from tvm_mpq.runtime import compile_graph
@@ -36,8 +40,9 @@ def test_simulated_quantization_matches_numpy_bit_for_bit(small_graph, small_fee
     qp = act_qparams(float(x.min()), float(x.max()) * 0.7, a_bits)  # clip some values on purpose
     w = layer.weight_operand(small_graph.params)
     scales = weight_scales(w, w_bits, layer.channel_axis)
-    plan = LayerQuantPlan(data=qp, w_bits=w_bits, weight_scales=scales, channel_axis=layer.channel_axis)
-    mod = SimulateQuantization({layer.var: plan})(small_graph.mod)
+    annotation = PrecisionAnnotation(layer.name, w_bits, a_bits, qp, scales)
+    mod = tvm.transform.Sequential([AnnotatePrecision({layer.name: annotation}, table),
+                                    SimulateQuantization()])(small_graph.mod)
     # the last binding of each fake-quant chain: activation step 5, weight step 3
     names = [f"mpq_{layer.var}_a5", f"mpq_{layer.var}_w3", layer.var]
     outs = compile_graph(small_graph.with_module(ExposeIntermediates(names)(mod))).run(feed)
@@ -50,21 +55,26 @@ def test_simulated_quantization_matches_numpy_bit_for_bit(small_graph, small_fee
     np.testing.assert_allclose(y, ref_conv + 0, rtol=1e-5, atol=1e-5)
 
 
-def test_simulation_rejects_unknown_layer(small_graph):
-    with pytest.raises(Exception, match="no MAC op bound"):
-        SimulateQuantization({"nope": LayerQuantPlan(data=None)})(small_graph.mod)
+def test_annotation_rejects_unknown_layer(small_graph):
+    table = build_layer_table(small_graph)
+    with pytest.raises(MpqError, match="not in the model: nope"):
+        AnnotatePrecision({"nope": PrecisionAnnotation.fp32("nope")}, table)
+    other = build_layer_table(small_graph)
+    other.layers[0].var = "no_such_binding"
+    with pytest.raises(MpqError, match="no MAC op of the module is layer conv1"):
+        AnnotatePrecision({"conv1": PrecisionAnnotation.fp32("conv1")}, other)(small_graph.mod)
 
 
 def test_passes_compose_in_sequential(small_graph, small_feeds):
     table = build_layer_table(small_graph)
-    plans = {}
+    annotations = {}
     for layer in table:
         w = layer.weight_operand(small_graph.params)
-        plans[layer.var] = LayerQuantPlan(data=act_qparams(-4, 4, 8), w_bits=8,
-                                          weight_scales=weight_scales(w, 8, layer.channel_axis),
-                                          channel_axis=layer.channel_axis)
+        annotations[layer.name] = PrecisionAnnotation(layer.name, 8, 8, act_qparams(-4, 4, 8),
+                                                      weight_scales(w, 8, layer.channel_axis))
     seq = tvm.transform.Sequential([
-        SimulateQuantization(plans),
+        AnnotatePrecision(annotations, table),
+        SimulateQuantization(),
         ExposeIntermediates([table.by_name["fc"].var]),
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
@@ -82,66 +92,273 @@ def test_passes_compose_in_sequential(small_graph, small_feeds):
     assert 15.0 < 10 * np.log10((fp32**2).sum() / ((fp32 - out[0]) ** 2).sum()) < 80.0
 
 
-def _bound(graph) -> tvm.IRModule:
+def _annotated(graph) -> tvm.IRModule:
+    """``graph`` bound, every layer named by an fp32 precision annotation."""
     from tvm_mpq.compiler.pipeline import bind_params
 
+    table = build_layer_table(graph)
+    names = {layer.name: PrecisionAnnotation.fp32(layer.name) for layer in table}
     with tvm.transform.PassContext(opt_level=3):
-        return relax.transform.FoldConstant()(bind_params(graph))
+        return AnnotatePrecision(names, table)(relax.transform.FoldConstant()(bind_params(graph)))
 
 
 def _run_bound(graph, mod: tvm.IRModule, feed) -> np.ndarray:
-    bound = small_graph_like(graph, mod)
-    return compile_graph(bound).run(feed)[0]
-
-
-def small_graph_like(graph, mod: tvm.IRModule):
     from tvm_mpq.frontends.model_graph import ModelGraph
 
-    return ModelGraph(graph.name, mod, graph.inputs, {}, graph.layer_names, graph.source)
+    bound = ModelGraph(graph.name, mod, graph.inputs, {}, graph.layer_names, graph.source)
+    return compile_graph(bound).run(feed)[0]
 
 
 def test_correct_bias_folds_into_the_bias_or_adds_one(small_graph, small_feeds):
     """CorrectBias adds the vector to the layer output: into the conv's folded bias constant, or
-    as a new add (a layer whose output has several readers); the model moves by exactly it."""
-    from relay_passes import CorrectBias, FoldBatchNorm, LayerKeys
+    as a new add (a layer whose output has several readers); the model moves by exactly it. The
+    layers are found by their annotations; what was done is a function attribute."""
+    from relay_passes import CorrectBias, bias_corrected_layers
 
     table = build_layer_table(small_graph)
     with tvm.transform.PassContext(opt_level=3):
-        folded = tvm.transform.Sequential([FoldBatchNorm(None), relax.transform.FoldConstant()])(_bound(small_graph))
-    keys = LayerKeys.for_main(table.names())
+        folded = tvm.transform.Sequential([FoldBatchNorm(None), relax.transform.FoldConstant()])(
+            _annotated(small_graph))
     rng = np.random.default_rng(0)
     vectors = {"pw": rng.normal(size=8).astype(np.float32), "fc": rng.normal(size=5).astype(np.float32)}
-    correct = CorrectBias(vectors, keys)
-    seq = tvm.transform.Sequential([correct, relax.transform.FoldConstant()])  # composes with TVM's passes
+    seq = tvm.transform.Sequential([CorrectBias(vectors), relax.transform.FoldConstant()])  # composes with TVM's
     with tvm.transform.PassContext(opt_level=3):
         corrected = seq(folded)
-    assert sorted(correct.folded + correct.inserted) == ["fc", "pw"]
+    done = bias_corrected_layers(corrected)
+    assert sorted(done) == ["fc", "pw"] and set(done.values()) <= {"folded", "inserted"}
+    assert bias_corrected_layers(folded) == {}
     before, after = _run_bound(small_graph, folded, small_feeds[0]), _run_bound(small_graph, corrected, small_feeds[0])
     # pw's correction reaches the logits through the mean pool and fc; fc's directly
     w_fc = small_graph.params[table.by_name["fc"].weight_param]  # [5, 8] (torch Linear)
     expected = vectors["pw"] @ w_fc.T + vectors["fc"]
     np.testing.assert_allclose(after - before, expected[None], rtol=1e-4, atol=1e-4)
     with pytest.raises(KeyError):
-        CorrectBias({"nope": np.zeros(1)}, keys)(folded)
+        CorrectBias({"nope": np.zeros(1)})(folded)
     with pytest.raises(ValueError):
-        CorrectBias({"pw": np.zeros(3)}, keys)(folded)
+        CorrectBias({"pw": np.zeros(3)})(folded)
 
 
 def test_equalize_cross_layer_is_exact_and_keeps_layers(small_graph, small_feeds):
     """conv-bn-relu -> depthwise-bn-relu -> 1x1: only dw -> pw is equalizable (conv1's output
-    also feeds the residual add); the function is unchanged, the weights are not."""
-    from relay_passes import EqualizeCrossLayer, LayerKeys
+    also feeds the residual add); the function is unchanged, the weights are not, the
+    annotations stay; the pairs are a function attribute."""
+    from relay_passes import EqualizeCrossLayer, equalized_pairs
 
-    table = build_layer_table(small_graph)
-    bound = _bound(small_graph)
-    rewrite = EqualizeCrossLayer(LayerKeys.for_main(table.names()))
+    bound = _annotated(small_graph)
     with tvm.transform.PassContext(opt_level=3):
-        equalized = rewrite(bound)
-    assert [(p.first, p.second) for p in rewrite.pairs] == [("dw", "pw")]
-    scales = rewrite.pairs[0].scales
+        equalized = EqualizeCrossLayer()(bound)
+    pairs = equalized_pairs(equalized)
+    assert [(p.first, p.second) for p in pairs] == [("dw", "pw")]
+    assert equalized_pairs(bound) == []
+    assert sorted(layer_annotations(equalized)) == sorted(layer_annotations(bound))
+    scales = pairs[0].scales
     assert scales.shape == (8,) and np.all(scales > 0) and np.ptp(np.log(scales)) > 0.1
     for feed in small_feeds:
         np.testing.assert_allclose(_run_bound(small_graph, equalized, feed), _run_bound(small_graph, bound, feed),
                                    rtol=1e-5, atol=1e-5)
+    with tvm.transform.PassContext(opt_level=3):  # given scales are applied exactly
+        replayed = EqualizeCrossLayer({("dw", "pw"): scales})(bound)
+    np.testing.assert_array_equal(equalized_pairs(replayed)[0].scales, scales)
     with pytest.raises(ValueError):  # given scales must name an equalizable pair
-        EqualizeCrossLayer(LayerKeys.for_main(table.names()), {("conv1", "dw"): np.ones(8)})(bound)
+        EqualizeCrossLayer({("conv1", "dw"): np.ones(8)})(bound)
+
+
+@pytest.mark.parametrize("rate", [0, 100])
+def test_channels_last_keeps_tensors_nhwc_from_conv_to_conv(small_graph, small_feeds, small_configs, rate):
+    """ConvertToChannelsLast: every conv NHWC/HWIO under its own name, layout changes only where
+    the NCHW input enters and before the layout-dependent classifier reshape, and the model
+    computes the same (int8: bit-exact) as before the rewrite."""
+    from relay_passes.convert_layout import ConvertToChannelsLast, channels_last_counts
+    from tvm_mpq.compiler.pipeline import lower_model
+    from tvm_mpq.graph.layer_table import iter_bindings
+
+    lowered, _ = lower_model(small_graph, small_configs[rate])
+    prepare = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
+                                        relax.transform.CanonicalizeBindings()])
+    with tvm.transform.PassContext(opt_level=3):
+        before = prepare(lowered)
+        after = ConvertToChannelsLast()(before)
+    counts = channels_last_counts(after)
+    convs = {b.var.name: b.value for b in iter_bindings(after["main"])
+             if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") == "relax.nn.conv2d"}
+    table = build_layer_table(small_graph)
+    assert counts["n_converted"] == len(convs) == sum(layer.kind.endswith("conv2d") for layer in table)
+    assert all(c.attrs.data_layout == "NHWC" and c.attrs.kernel_layout == "HWIO" for c in convs.values())
+    names_before = {b.var.name for b in iter_bindings(before["main"])
+                    if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") == "relax.nn.conv2d"}
+    assert set(convs) == names_before
+    transposes = [b for b in iter_bindings(after["main"])
+                  if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") == "relax.permute_dims"]
+    assert len(transposes) == counts["n_transposes"] <= 1  # the input only: the mean over H, W needs none
+    feed = small_feeds[0]
+    outs = [compile_graph_module(m).run(feed)[0] for m in (before, after)]
+    if rate == 100:
+        np.testing.assert_array_equal(outs[0], outs[1])
+    else:
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
+def compile_graph_module(mod: tvm.IRModule):
+    """A runnable of a lowered module (TVM's default CPU pipeline, no kernel rules)."""
+    from tvm_mpq.compiler.build import TuningOptions, build_module
+    from tvm_mpq.runtime.executor import flatten_outputs, host_target
+
+    executable, _ = build_module(mod, host_target(), TuningOptions(kernels=False))
+
+    class _Run:
+        def run(self, feed):
+            vm = relax.VirtualMachine(executable, tvm.cpu())
+            return flatten_outputs(vm["main"](*[tvm.runtime.tensor(v) for v in feed.values()]))
+
+    return _Run()
+
+
+def test_channels_last_cancels_a_models_own_transposes():
+    """An NHWC model (an export from an NHWC framework) that transposes to NCHW around its convs
+    runs with no transpose left: the model's transposes cancel against the pass's."""
+    from relay_passes.convert_layout import ConvertToChannelsLast
+
+    rng = np.random.default_rng(0)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 8, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.permute_dims(x, [0, 3, 1, 2]))
+            y = bb.emit(relax.op.nn.conv2d(y, relax.const(rng.normal(size=(8, 4, 3, 3)).astype("float32")), padding=1))
+            y = bb.emit(relax.op.nn.relu(y))
+            y = bb.emit_output(relax.op.permute_dims(y, [0, 2, 3, 1]))
+        bb.emit_func_output(y)
+    mod = bb.get()
+    after = ConvertToChannelsLast()(mod)
+    assert "permute_dims" not in after.script()
+    feed = {"x": rng.normal(size=(1, 8, 8, 4)).astype("float32")}
+    np.testing.assert_allclose(compile_graph_module(after).run(feed)[0], compile_graph_module(mod).run(feed)[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+# -- precision annotations -------------------------------------------------------------------
+
+def _annotated(graph, config):
+    with tvm.transform.PassContext(opt_level=3):
+        return tvm.transform.Sequential(annotation_passes(graph, config))(graph.mod)
+
+
+def test_annotations_print_next_to_each_layer_and_round_trip(small_graph, small_configs):
+    """Every layer's precision is in the printed module, keyed by its stable name, on the
+    binding its conv/matmul reads; save_json/load_json keeps every annotation."""
+    config = small_configs[100]
+    mod = _annotated(small_graph, config)
+    lines = mod.script().splitlines()
+    for layer in build_layer_table(small_graph):
+        lp = config.layers[layer.name]
+        at = next(i for i, line in enumerate(lines) if f'layer="{layer.name}"' in line)
+        assert "R.mpq.precision(" in lines[at] and f"w_bits={lp.w_bits}" in lines[at]
+        assert f"act_zero_point={lp.act.zero_point}" in lines[at] and "weight_scales=" in lines[at]
+        reader = lines[at + 1]  # the MAC op itself reads the annotated tensor
+        annotated_var = lines[at].split(":")[0].strip()
+        assert ("R.nn.conv2d(" in reader or "R.matmul(" in reader) and f"({annotated_var}," in reader
+    loaded = tvm.ir.load_json(tvm.ir.save_json(mod))
+    tvm.ir.assert_structural_equal(loaded, mod)
+    before, after = layer_annotations(mod), layer_annotations(loaded)
+    assert list(after) == ["conv1", "dw", "pw", "fc"]
+    for name, annotation in before.items():
+        assert after[name].act == annotation.act == config.layers[name].act
+        np.testing.assert_array_equal(after[name].weight_scales, annotation.weight_scales)
+
+
+def test_annotations_survive_stage_c_rewrites(small_graph, small_configs):
+    """FoldConstant, FoldBatchNorm, CanonicalizeBindings, DCE, Normalize and the dataflow
+    round trip keep every annotation; the fold gives a folded layer the folded weight's scales."""
+    config = small_configs[100]
+    table = build_layer_table(small_graph)
+    with tvm.transform.PassContext(opt_level=3):
+        annotated = tvm.transform.Sequential([relax.transform.FoldConstant(), AnnotatePrecision(config, table)])(
+            bind_params(small_graph))
+        rewritten = tvm.transform.Sequential([
+            FoldBatchNorm(quantized_only=True), relax.transform.FoldConstant(), relax.transform.CanonicalizeBindings(),
+            relax.transform.DeadCodeElimination(), relax.transform.Normalize(), relax.transform.ToNonDataflow(),
+            relax.transform.ConvertToDataflow()])(annotated)
+    assert "R.nn.batch_norm" not in rewritten.script()
+    before, after = layer_annotations(annotated), layer_annotations(rewritten)
+    assert list(after) == list(before) == table.names()
+    conv1 = next(b.value for b in rewritten["main"].body.blocks[0].bindings
+                 if getattr(b.value.op, "name", "") == "relax.nn.conv2d")
+    folded_weight = conv1.args[1].value.numpy()
+    np.testing.assert_array_equal(after["conv1"].weight_scales, weight_scales(folded_weight, 8, 0))
+    assert not np.array_equal(after["conv1"].weight_scales, before["conv1"].weight_scales)
+    np.testing.assert_array_equal(after["fc"].weight_scales, before["fc"].weight_scales)  # no batch-norm: as given
+
+
+def test_annotated_module_builds_as_the_fp32_model(small_graph, small_configs, small_feeds):
+    """Left in the module up to codegen, an annotation is the identity."""
+    table = build_layer_table(small_graph)
+    annotated = AnnotatePrecision(small_configs[100], table)(small_graph.mod)
+    got = compile_graph(small_graph.with_module(annotated)).run(small_feeds[0])[0]
+    np.testing.assert_array_equal(got, compile_graph(small_graph).run(small_feeds[0])[0])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda a: PrecisionAnnotation(a.layer, 8, 16, a.act, a.weight_scales), "layer 'pw' asks for w8a16: .* at most 8-bit"),
+    (lambda a: PrecisionAnnotation(a.layer, 8, 8, None, a.weight_scales), "layer 'pw' has no activation quantizer"),
+    (lambda a: a.with_weight_scales(a.weight_scales[:3]), "layer 'pw': 3 weight scales for 8 output channels"),
+])
+def test_lowering_rejects_an_annotation_it_cannot_honour(small_graph, small_configs, edit, message):
+    from relay_passes import LowerToInteger, map_annotations
+
+    @relax.transform.function_pass(opt_level=0, name="EditPw")
+    class EditPw:
+        def transform_function(self, func, mod, ctx):
+            return map_annotations(func, lambda a: edit(a) if a.layer == "pw" else a)
+
+    annotated = EditPw()(_annotated(small_graph, small_configs[100]))
+    with pytest.raises(MpqError, match=message):
+        LowerToInteger()(annotated)
+
+
+def test_lowering_rejects_an_op_without_integer_kernel():
+    import torch
+
+    from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.quantization.quantizers import ActQParams
+
+    class Conv1d(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv1d(4, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    graph = from_module(Conv1d(), {"x": np.zeros((1, 4, 8), np.float32)}, "c1d")
+    name = build_layer_table(graph).names()[0]
+    config = PrecisionConfig(graph.name, {name: LayerPrecision(8, 8, ActQParams(0.1, 0, 8))})
+    from relay_passes import LowerToInteger
+
+    with pytest.raises(MpqError, match=f"layer '{name}' is a conv1d: the integer kernel path supports"):
+        LowerToInteger()(_annotated(graph, config))
+
+
+def test_zero_pad_folds_into_the_conv_it_feeds():
+    """FoldPadIntoConv: pad(x, 0) -> conv becomes conv(padding=...), same result; a pad with another
+    value (an int8 zero point) stays."""
+    from relay_passes.fold_pad import FoldPadIntoConv
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 4, 3, 3)).astype("float32")
+    for value, folds in ((0.0, True), (3.0, False)):
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((1, 4, 9, 9), "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                y = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, 0, 1, 0, 1], pad_value=value))
+                y = bb.emit_output(relax.op.nn.conv2d(y, relax.const(w), strides=2, padding=1))
+            bb.emit_func_output(y)
+        mod = bb.get()
+        after = FoldPadIntoConv()(mod)
+        assert ("R.nn.pad" not in after.script()) == folds
+        if folds:
+            assert "padding=[1, 1, 2, 2]" in after.script()
+        feed = {"x": rng.normal(size=(1, 4, 9, 9)).astype("float32")}
+        np.testing.assert_allclose(compile_graph_module(after).run(feed)[0], compile_graph_module(mod).run(feed)[0],
+                                   rtol=1e-5, atol=1e-5)

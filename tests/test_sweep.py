@@ -61,6 +61,11 @@ def check_contract(report: dict, points: int, labelled: bool = True, ran: bool =
             assert isinstance(p[key], kind), (key, p[key])
         lat = p["latency_ms"]
         assert 0 < lat["p10"] <= lat["median"] <= lat["p90"] and lat["repeat"] >= 3
+        assert len(lat["per_round"]) == lat["rounds"] == report["rounds"]
+        ratio = p["ratio_to_fp32"]
+        assert len(ratio["per_round"]) == report["rounds"] and ratio["min"] <= ratio["median"] <= ratio["max"]
+        if p["n_fp32_layers"] == p["n_layers"]:  # the rate-0 point is the baseline: 1 in every round
+            assert ratio["per_round"] == [1.0] * report["rounds"]
         assert {"top1_agreement", "output_sqnr_db"} <= set(p["fidelity"])
         assert 0 <= p["fidelity"]["top1_agreement"] <= 1
         assert set(p["accuracy"]) == ({"lfw_accuracy"} if labelled else set())
@@ -86,8 +91,8 @@ def test_x86_sweep_over_a_local_server_writes_json_markdown_and_png(capsys, tmp_
     out = tmp_path / "sweep" / "report.json"
     libs = tmp_path / "libs"
     rc, stdout, _ = sweep(capsys, out, "--target", "x86", "--rates", "0,50,100", "--methods", "quantunev2,mixquant",
-                          "--eval-size", "16", "--repeat", "5", "--max-time", "2", "--keep-libs", str(libs),
-                          cache=cache_dir)
+                          "--eval-size", "16", "--rounds", "2", "--repeat", "3", "--max-time", "1",
+                          "--keep-libs", str(libs), cache=cache_dir)
     assert rc == 0
     report = json.loads(out.read_text())
     mixquant = [p for p in report["points"] if p["method"] == "mixquant"]
@@ -96,11 +101,14 @@ def test_x86_sweep_over_a_local_server_writes_json_markdown_and_png(capsys, tmp_
     assert "local RPC server" in report["device"] and not report["emulated"]
     assert report["analysis"]["method"] == "quantunev2"
     assert [a["method"] for a in report["analyses"]] == ["quantunev2", "mixquant"]
-    assert report["eval"] == {"samples": 16, "labelled": True, "source": report["eval"]["source"]}
+    assert report["eval"] == {"name": "mtcnn-rnet/held-out[16:32]", "samples": 16, "labelled": True,
+                              "source": report["eval"]["source"]}
     assert report["reference"]["accuracy"]["lfw_accuracy"] >= 0.9
-    # one progress line per point, naming it, its server and latency
-    done = [ln for ln in stdout.splitlines() if ln.startswith("[") and "median" in ln]
-    assert len(done) == len(report["points"]) and all("127.0.0.1:" in ln for ln in done), stdout
+    # one progress line per point with its fidelity and server, one with its latency over the rounds
+    scored = [ln for ln in stdout.splitlines() if ln.startswith("[") and "127.0.0.1:" in ln and "top1_agreement" in ln]
+    timed = [ln for ln in stdout.splitlines() if ln.startswith("[") and "median" in ln and "x fp32" in ln]
+    assert len(scored) == len(timed) == len(report["points"]), stdout
+    assert report["rounds"] == 2 and all(p["latency_ms"]["rounds"] == 2 for p in report["points"])
     points = by_rate(report)
     fp32, int8 = points[0.0], points[100.0]
     # rate 0: the fp32 model through RPC agrees with the fp32 reference run on the host
@@ -170,17 +178,25 @@ def test_tracker_pool_of_two_servers_serves_one_sweep(capsys, tmp_path, cache_di
     out = tmp_path / "report.json"
     rc, stdout, _ = sweep(capsys, out, "--target", "x86", "--tracker", tracker.address, "--key", "pool",
                           "--rates", "0,50,100", "--methods", "inorder", "--eval-size", "8",
-                          "--repeat", "3", "--max-time", "1", cache=cache_dir)
+                          "--rounds", "2", "--repeat", "3", "--max-time", "1", cache=cache_dir)
     assert rc == 0, stdout
     report = json.loads(out.read_text())
     addresses = {f"127.0.0.1:{s.port}" for s in pool}
     used = [p["server"] for p in report["points"]]
     assert set(used) == addresses, used  # both servers measured points
     assert set(report["rpc"]["servers_used"]) == addresses and report["rpc"]["mode"] == "tracker"
-    assert all(s.sessions_served() >= 2 for s in pool)
+    # the server check, then one session per device held for all of its points
+    assert all(s.sessions_served() >= 1 for s in pool) and sum(s.sessions_served() for s in pool) >= 3
     assert "2 server(s) of key 'pool'" in report["device"]
     check_contract(report, points=3)
     assert [p["requested_rate"] for p in report["points"]] == [0.0, 50.0, 100.0]
+    # each device timed its own points interleaved with its own fp32 baseline
+    devices = {d["server"]: d for d in report["devices"]}
+    assert set(devices) == addresses and sorted(i for d in devices.values() for i in d["points"]) == [0, 1, 2]
+    assert {d["baseline"] for d in devices.values()} == {report["baseline"]["source"]}
+    assert report["baseline"]["point"] == 0  # the rate-0 point's library, timed on both devices
+    assert sorted(d["baseline_among_points"] for d in devices.values()) == [False, True]
+    assert {d["server"] for d in report["stability"]["devices"]} == addresses
 
 
 def test_tracker_wrong_key_fails_fast_with_one_line(capsys, tmp_path, tracker, pool):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import tvm
 
 from tvm_mpq.errors import MpqError
@@ -115,6 +120,186 @@ def test_cuda_library_has_device_code(small_graph, tmp_path):
     has_cubin = EM_CUDA in embedded_elf_machines(data)
     has_ptx = b".target sm_80" in data
     assert has_cubin or has_ptx, "the CUDA library holds no cubin and no PTX"
+
+
+# ------------------------------------------------------------------------------ CUDA kernels (compile only)
+CUDA_ARCH = "sm_80"
+MAC_MARKERS = ("conv2d", "matmul")
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    target = get_target("cuda", arch=CUDA_ARCH)
+    try:
+        target.check_toolchain()
+    except MpqError as err:
+        pytest.skip(str(err))
+    return target
+
+
+class SamePadNet(torch.nn.Module):
+    """EfficientNet-Lite's TF-style "SAME" padding: 1x1 conv -> relu6 -> an explicit asymmetric
+    pad -> stride-2 depthwise conv -> 1x1 conv. The pad fuses into the first conv's epilogue
+    (a block of another shape), which TVM's GPU ``Matmul`` rule asserts on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.expand = torch.nn.Conv2d(8, 16, 1)
+        self.dw = torch.nn.Conv2d(16, 16, 3, stride=2, groups=16)
+        self.project = torch.nn.Conv2d(16, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.pad(torch.nn.functional.relu6(self.expand(x)), (0, 1, 0, 1))
+        return self.project(torch.nn.functional.relu6(self.dw(y)))
+
+
+@pytest.fixture(scope="module")
+def same_pad():
+    """(graph, {rate: precision config}) of :class:`SamePadNet` at rates 0 (fp32), 50, 100."""
+    from tvm_mpq.allocation import allocate_by_rate
+    from tvm_mpq.calibration import calibrate
+    from tvm_mpq.config.build import build_config
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.graph import build_layer_table
+
+    graph = from_module(SamePadNet(), {"x": np.zeros((1, 8, 16, 16), np.float32)}, "same_pad")
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.normal(size=(1, 8, 16, 16)).astype(np.float32)} for _ in range(4)]
+    table = build_layer_table(graph)
+    ranges = {v: r[8] for v, r in calibrate(graph, feeds, table.activation_operands(), "minmax").items()}
+    configs = {rate: build_config(graph, table, allocate_by_rate(table, table.names(), rate), ranges,
+                                  {"requested_rate": rate}) for rate in (0, 50, 100)}
+    return graph, configs
+
+
+def _mac_kernels(compiled) -> dict[str, str]:
+    """MAC kernel name -> the rule that scheduled it."""
+    return {k: v for k, v in compiled.stats["build"]["kernels"].items() if any(m in k for m in MAC_MARKERS)}
+
+
+def _kernel_bodies(source: str) -> dict[str, str]:
+    """CUDA kernel name -> its body, from a module's CUDA source (definitions only)."""
+    out = {}
+    for part in source.split('extern "C" __global__ ')[1:]:
+        head, _, body = part.partition("{")
+        name = re.match(r"void (?:__launch_bounds__\(\d+\) )?(\w+)\(", head)
+        if body and name:
+            out[name.group(1)] = body
+    return out
+
+
+def test_cuda_int8_macs_run_on_dp4a(cuda, small_graph, small_configs, tmp_path):
+    from targets.cuda import compile_ptx, kernel_source
+
+    with cuda.build_context():
+        compiled = cuda.compile(small_graph, small_configs[100])
+    macs = _mac_kernels(compiled)
+    assert len(macs) == 4 and set(macs.values()) == {"Int8GemmDp4a"}, macs  # conv, depthwise, 1x1, dense
+    source = kernel_source(compiled.executable.mod)
+    bodies = _kernel_bodies(source)
+    for name in macs:
+        assert any(k.startswith(name) and "__dp4a(" in body for k, body in bodies.items()), f"{name}: no dp4a"
+    ptx = compile_ptx(source, CUDA_ARCH)
+    assert "dp4a.u32.s32" in ptx  # uint8 activation codes x int8 weights, no shift
+    path = cuda.export(compiled, tmp_path / "int8.so")
+    assert EM_CUDA in embedded_elf_machines(Path(path).read_bytes())
+
+
+@pytest.mark.parametrize("rate", [0, 50, 100])
+def test_cuda_builds_a_pad_fused_into_a_conv_epilogue(cuda, same_pad, rate, tmp_path):
+    graph, configs = same_pad
+    with cuda.build_context():
+        compiled = cuda.compile(graph, configs[rate])
+    macs = _mac_kernels(compiled)
+    padded = [name for name in macs if "pad" in name]
+    assert len(padded) == 1, macs
+    assert macs[padded[0]] == ("Fp32GemmWithTail" if rate == 0 else "Int8GemmDp4a")
+    n_int8 = sum(1 for rule in macs.values() if rule == "Int8GemmDp4a")
+    assert n_int8 == compiled.stats["int8_layers"]
+    path = cuda.export(compiled, tmp_path / f"r{rate}.so")
+    assert EM_CUDA in embedded_elf_machines(Path(path).read_bytes())
+
+
+def test_a_failing_tvm_rule_declines_instead_of_failing_the_build(cuda, same_pad):
+    from tvm.s_tir import dlight
+
+    from tvm_mpq.compiler.build import fuse
+    from tvm_mpq.compiler.pipeline import lower_model
+    from tvm_mpq.kernels import tagged
+
+    graph, configs = same_pad
+    target = cuda.tvm_target
+    with target, tvm.transform.PassContext(opt_level=3):
+        fused = fuse(lower_model(graph, configs[100])[0], target)
+        func = next(f for gv, f in fused.functions.items() if "conv2d" in gv.name_hint and "pad" in gv.name_hint)
+        with pytest.raises(AssertionError, match="not properly inlined"):
+            dlight.gpu.Matmul().apply(func, target, False)
+        assert tagged(dlight.gpu.Matmul()).apply(func, target, False) is None
+
+
+def _random_args(func, rng) -> list[np.ndarray]:
+    out = []
+    for buf in func.params:
+        shape, dtype = [int(d) for d in buf.shape], str(buf.dtype)
+        if dtype in ("uint8", "int8"):
+            info = np.iinfo(dtype)
+            out.append(rng.integers(info.min, info.max + 1, shape).astype(dtype))
+        elif dtype == "int32":
+            out.append(rng.integers(-1000, 1000, shape).astype(dtype))
+        else:
+            out.append((rng.normal(size=shape) * 0.1).astype(dtype))
+    return out
+
+
+def test_cuda_gemm_schedules_compute_what_the_layers_compute(cuda, small_graph, small_configs, same_pad):
+    """Each CUDA GEMM schedule, its threads emulated as serial loops and dp4a as its scalar
+    description (:class:`tvm_mpq.kernels.cuda_mac.ThreadMapping`), built for this CPU, against
+    the unscheduled fused function: tiles, padding, im2col, epilogue and tail are exact."""
+    from tvm_mpq.compiler.build import fuse
+    from tvm_mpq.compiler.pipeline import lower_model
+    from tvm_mpq.kernels.cuda_mac import ThreadMapping, schedule_gemm
+
+    rng = np.random.default_rng(0)
+    cases = [(small_graph, small_configs[100]), (same_pad[0], same_pad[1][100]), (same_pad[0], same_pad[1][0])]
+    checked = []
+    for graph, config in cases:
+        with cuda.tvm_target, tvm.transform.PassContext(opt_level=3):
+            fused = fuse(lower_model(graph, config)[0], cuda.tvm_target)
+        for gv, func in fused.functions.items():
+            if not isinstance(func, tvm.tirx.PrimFunc):
+                continue
+            sch = schedule_gemm(func, threads=ThreadMapping(emulate=True))
+            if sch is None:
+                continue
+            reference = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+            emulated = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}),
+                                   target="llvm")
+            args = _random_args(func, rng)
+            want, got = [tvm.runtime.tensor(a) for a in args], [tvm.runtime.tensor(a) for a in args]
+            reference(*want)
+            emulated(*got)
+            expected, actual = want[-1].numpy(), got[-1].numpy()
+            if expected.dtype == np.float32:
+                np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5, err_msg=gv.name_hint)
+            else:
+                np.testing.assert_array_equal(actual, expected, err_msg=gv.name_hint)
+            checked.append(gv.name_hint)
+    assert sum("pad" in name for name in checked) == 2 and len(checked) >= 6, checked
+
+
+@pytest.mark.parametrize("rate", [0, 50, 100])
+def test_cli_compiles_mtcnn_rnet_for_cuda(cuda, rate, tmp_path):
+    out = tmp_path / "rnet.so"
+    proc = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "compile", "mtcnn-rnet", "--rate", str(rate),
+                           "--calib-size", "8", "--target", "cuda", "-o", str(out), "--cache-dir", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(out.with_suffix(".compile.json").read_text())
+    macs = {k: v for k, v in stats["build"]["kernels"].items() if any(m in k for m in MAC_MARKERS)}
+    assert sum(rule == "Int8GemmDp4a" for rule in macs.values()) == stats["int8_layers"], macs
+    assert (stats["int8_layers"] == 0) == (rate == 0)
+    assert read_elf_machine(out) == EM_X86_64 and EM_CUDA in embedded_elf_machines(out.read_bytes())
 
 
 def test_cuda_run_needs_a_gpu(small_graph, small_feeds, tmp_path):

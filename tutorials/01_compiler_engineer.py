@@ -12,10 +12,15 @@ What it shows, step by step:
 3. a new *sensitivity method* ranking layers by that metric: register it and ``analyze`` /
    ``tvm-mpq analyze --method`` can use it;
 4. a new *graph pass* (``FoldScaleIntoConv``), written like TVM's
-   ``FoldBatchnormToConv2D``: a DPL pattern declared once and one rewriter;
-5. a ``Sequential`` of TVM's ``FoldConstant``, our new pass, tvm-mpq's ``FoldBatchNorm`` and
-   ``LowerToInteger``, then TVM's ``LegalizeOps`` / ``FuseOps`` / ``FuseTIR``; a pass
-   instrument prints how the IR changes after each step; the result is built and run.
+   ``FoldBatchnormToConv2D``: a DPL pattern declared once and one rewriter; it changes a weight,
+   so it keeps the layer's precision annotation true (the weight scales of the new weight);
+5. the compile pipeline, one ``Sequential``: ``AnnotatePrecision`` writes the config into the IR
+   (``R.mpq.precision`` next to each conv/matmul, keyed by layer name), then tvm-mpq's
+   ``FoldBatchNorm`` and ``LowerToInteger``, then TVM's ``LegalizeOps`` / ``FuseOps`` /
+   ``FuseTIR`` and codegen; our pass goes in after the annotation, the annotated module is
+   printed, a pass instrument shows how the IR changes after each step;
+6. a pass of our own edits one decision in the IR (conv2 back to fp32): the lowering follows
+   it, and the compiled model has one int8 layer less and a different ``n_qdq``.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from relay_passes import FoldBatchNorm, LowerToInteger
+from relay_passes import map_annotations, reannotate_for_weight
 from tvm_mpq.allocation import allocate_by_rate
+from tvm_mpq.compiler import compile_model
 from tvm_mpq.compiler.inspect_ir import mac_census
-from tvm_mpq.compiler.pipeline import bind_params, integer_plans
+from tvm_mpq.compiler.pipeline import compile_pipeline, insert_after
 from tvm_mpq.config.build import build_config
 from tvm_mpq.frontends.torch_frontend import from_module
 from tvm_mpq.graph import build_layer_table
@@ -105,11 +111,13 @@ print(f"   rate 60%: fp32 layers {config.fp32_layers()}, achieved {config.proven
 class FoldScaleIntoConv:
     """Fold a constant per-output-channel scale after a conv2d into its weight:
     ``conv2d(x, W) * s -> conv2d(x, W * s)``. Quantizing the folded weight per channel then
-    covers the scale too (one fewer fp32 op in the int8 group's epilogue)."""
+    covers the scale too (one fewer fp32 op in the int8 group's epilogue). The weight changes,
+    so the layer's precision annotation gets the scales of the new weight."""
 
     def __init__(self) -> None:
+        self.data = wildcard()
         self.weight = is_const()
-        self.conv = is_op("relax.nn.conv2d")(wildcard(), self.weight)
+        self.conv = is_op("relax.nn.conv2d")(self.data, self.weight)
         self.scale = is_const()
         self.pattern = is_op("relax.multiply")(self.conv, self.scale)
 
@@ -119,22 +127,36 @@ class FoldScaleIntoConv:
             conv = matches[self.conv]
             if scale.size not in (1, scale.shape[1] if scale.ndim == 4 else -1) or conv.attrs.kernel_layout != "OIHW":
                 return expr  # not a per-output-channel scale: leave it
-            weight = matches[self.weight].value.numpy() * scale.reshape(-1, 1, 1, 1)
-            return relax.Call(conv.op, [conv.args[0], relax.const(weight.astype("float32"))], conv.attrs)
+            weight = (matches[self.weight].value.numpy() * scale.reshape(-1, 1, 1, 1)).astype("float32")
+            data = reannotate_for_weight(matches[self.data], weight, 0)  # the annotation stays true
+            return relax.Call(conv.op, [data, relax.const(weight)], conv.attrs)
 
         return rewrite_call(self.pattern, rewriter, func)
 
 
-# -- 5. compose and inspect --------------------------------------------------------------------
+# -- 5. the compile pipeline: annotate, print, compose -----------------------------------------
+pipeline = insert_after(compile_pipeline(graph, config), "AnnotatePrecision", FoldScaleIntoConv())
+names = [p.info.name for p in pipeline.passes]
+print(f"5. the compile pipeline, one Sequential of {len(names)} passes:\n   " + " -> ".join(names[:12]) + " -> ...")
+lowering_at = names.index("LowerToInteger")
+annotated = tvm.transform.Sequential(list(pipeline.passes[:lowering_at]))(graph.mod)
+print("   the module LowerToInteger reads (each layer's precision right before its conv/matmul):")
+for line in annotated.script().splitlines():
+    if "R.mpq.precision(" in line:
+        print("     " + line.strip().split(" = ", 1)[1])
+    elif "R.nn.conv2d(" in line or "R.matmul(" in line:
+        print("       " + line.strip().split(" = ", 1)[1][:70] + " ...")
+
+
 @tvm.instrument.pass_instrument
 class PrintChanges:
-    """After each top-level pass: how many bindings and which MAC dtypes the module has."""
+    """After each of ``STEPS`` (its first run): bindings, batch-norms, multiplies, MAC dtypes."""
 
     def __init__(self) -> None:
         self.has_multiply: dict[str, bool] = {}
 
     def run_after_pass(self, mod: tvm.IRModule, info) -> None:
-        if info.name in STEPS:
+        if info.name in STEPS and info.name not in self.has_multiply:
             main = mod["main"]
             n_bindings = sum(len(block.bindings) for block in main.body.blocks)
             text = str(main)
@@ -143,35 +165,41 @@ class PrintChanges:
                   f"any multiply: {'R.multiply' in text}; MACs: {dict(mac_census(mod)) or 'fused'}")
 
 
-STEPS = ["FoldConstant", "FoldScaleIntoConv", "FoldBatchNorm", "LowerToInteger", "LegalizeOps", "FuseOps", "FuseTIR"]
-seq = tvm.transform.Sequential([
-    relax.transform.FoldConstant(),      # TVM: bias reshapes, weight transposes -> constants
-    FoldScaleIntoConv(),                 # this tutorial
-    FoldBatchNorm([layer.var for layer in table if not config.layers[layer.name].is_fp32]),  # tvm-mpq
-    LowerToInteger(integer_plans(table, config)),  # tvm-mpq: the precision pass
-    relax.transform.LegalizeOps(),       # TVM: ops -> TIR
-    relax.transform.AnnotateTIROpPattern(),
-    relax.transform.FuseOps(),           # TVM: conv + epilogue + requantize -> one kernel
-    relax.transform.FuseTIR(),
-])
-print("5. the Sequential, step by step (conv1 stays fp32, so its batch-norm stays; the multiplies after\n"
-      "   LowerToInteger are the int8 groups' requantization scales):")
+STEPS = ["FoldConstant", "AnnotatePrecision", "FoldScaleIntoConv", "FoldBatchNorm", "LowerToInteger", "LegalizeOps",
+         "FuseOps", "FuseTIR"]
+print("   step by step (conv1 stays fp32, so its batch-norm stays; the multiplies after LowerToInteger\n"
+      "   are the int8 groups' requantization scales):")
 changes = PrintChanges()
-with tvm.transform.PassContext(opt_level=3, instruments=[changes]):
-    lowered = seq(bind_params(graph))
+with tvm.transform.PassContext(instruments=[changes]):
+    compiled = compile_model(graph, config, pipeline=pipeline)
 assert changes.has_multiply["FoldConstant"] and not changes.has_multiply["FoldScaleIntoConv"], \
     "FoldScaleIntoConv should have folded the scale into conv2's weight"
-kernels = [gv.name_hint for gv in lowered.functions if gv.name_hint.startswith("fused_conv2d")]
-print(f"   fused integer conv kernels: {kernels}")
+print(f"   built: {compiled.stats['int8_layers']} int8 layers, n_qdq {compiled.n_qdq}")
 
-executable = tvm.compile(lowered, target=tvm.target.Target({"kind": "llvm"}))
-vm = relax.VirtualMachine(executable, tvm.cpu())
+
+# -- 6. a pass of our own changes one decision in the IR ---------------------------------------
+@relax.transform.function_pass(opt_level=0, name="KeepFp32")
+class KeepFp32:
+    """Edit one layer's precision annotation to fp32 (the lowering then leaves it alone)."""
+
+    def __init__(self, layer: str) -> None:
+        self.layer = layer
+
+    def transform_function(self, func: relax.Function, mod: tvm.IRModule, ctx) -> relax.Function:
+        return map_annotations(func, lambda a: a.as_fp32() if a.layer == self.layer else a)
+
+
+edited = compile_model(graph, config, pipeline=insert_after(pipeline, "FoldScaleIntoConv", KeepFp32("conv2")))
+print(f"6. KeepFp32('conv2') after FoldScaleIntoConv: {edited.stats['int8_layers']} int8 layers "
+      f"(was {compiled.stats['int8_layers']}), n_qdq {edited.n_qdq} (was {compiled.n_qdq})")
+assert edited.stats["int8_layers"] == compiled.stats["int8_layers"] - 1 and edited.n_qdq != compiled.n_qdq
+
 fp32 = compile_graph(graph)
-worst = 0.0
-for feed in feeds:
-    got = vm["main"](tvm.runtime.tensor(feed["x"]))[0].numpy()
-    ref = fp32.run(feed)[0]
-    worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
-    assert got.argmax() == ref.argmax() or worst < 0.1, "the mixed-precision model lost the prediction"
-print(f"   built and ran: max |mixed - fp32| / max|fp32| = {worst:.4f} over {len(feeds)} inputs")
+for label, model in (("mixed", compiled), ("conv2 fp32", edited)):
+    worst = 0.0
+    for feed in feeds:
+        got, ref = model.run(feed)[0], fp32.run(feed)[0]
+        worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
+        assert got.argmax() == ref.argmax() or worst < 0.1, "the mixed-precision model lost the prediction"
+    print(f"   {label}: max |model - fp32| / max|fp32| = {worst:.4f} over {len(feeds)} inputs")
 print("done")

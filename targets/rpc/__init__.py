@@ -3,13 +3,14 @@ and running/timing an exported model on a remote device.
 
 Modules: ``net`` (addresses, ports), ``process`` (managed process groups), ``server``
 (:class:`LocalRpcServer`), ``tracker`` (:class:`LocalTracker`, :class:`TrackerClient`),
-``session`` (:func:`connect`, :func:`open_session`), ``runner`` (:class:`RemoteModel`).
+``session`` (:func:`connect`), ``endpoint`` (:func:`open_session`: a server or a tracker), ``runner`` (:class:`RemoteModel`).
 """
 
 from targets.rpc.net import parse_address
 from targets.rpc.runner import LatencyStats, RemoteModel, RemoteRun, check_library_for_server, run_on_server
 from targets.rpc.server import LocalRpcServer, server_arch, start_servers
-from targets.rpc.session import RemoteSession, connect, open_session, remote_machine, remote_triple
+from targets.rpc.endpoint import open_session
+from targets.rpc.session import RemoteSession, connect, remote_machine, remote_triple
 from targets.rpc.tracker import LocalTracker, TrackerClient, connect_tracker
 
 __all__ = [

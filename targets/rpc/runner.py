@@ -23,15 +23,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tvm_mpq.errors import MpqError
+from tvm_mpq.errors import MpqError, last_line
 
 from targets.elf import machine_name, read_elf_machine
-from targets.rpc.session import _last_line, remote_machine
+from targets.rpc.session import remote_machine
 
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """``time_evaluator`` result: per-repeat mean latency statistics in milliseconds."""
+    """``time_evaluator`` result: per-repeat mean latency statistics in milliseconds (``min_ms``:
+    the fastest repeat)."""
 
     median_ms: float
     p10_ms: float
@@ -40,19 +41,21 @@ class LatencyStats:
     std_ms: float
     repeat: int
     number: int
+    min_ms: float
 
     def to_json(self) -> dict[str, float | int]:
         """The report's ``latency_ms`` object (``median``, ``p10``, ``p90``) plus the rest."""
         d = asdict(self)
         return {"median": d.pop("median_ms"), "p10": d.pop("p10_ms"), "p90": d.pop("p90_ms"),
-                "mean": d.pop("mean_ms"), "std": d.pop("std_ms"), **d}
+                "mean": d.pop("mean_ms"), "std": d.pop("std_ms"), "min": d.pop("min_ms"), **d}
 
 
 def latency_stats(seconds: Sequence[float], number: int) -> LatencyStats:
     """Statistics of per-repeat mean times given in seconds."""
     ms = np.asarray(seconds, dtype=np.float64) * 1e3
     p10, med, p90 = np.percentile(ms, [10, 50, 90])
-    return LatencyStats(float(med), float(p10), float(p90), float(ms.mean()), float(ms.std()), len(ms), number)
+    return LatencyStats(float(med), float(p10), float(p90), float(ms.mean()), float(ms.std()), len(ms), number,
+                        float(ms.min()))
 
 
 def check_library_for_server(path: str | Path, session: Any, target: Any = None) -> None:
@@ -92,7 +95,7 @@ class RemoteModel:
             session.upload(str(library), remote_name)
             self.module = session.load_module(remote_name)
         except Exception as err:
-            raise MpqError(f"RPC server could not load {library.name}: {_last_line(err)}") from None
+            raise MpqError(f"RPC server could not load {library.name}: {last_line(err)}") from None
         self.device = target.remote_device(session, device_index) if target is not None else session.cpu(device_index)
         devices = [self.device] if self.device.dlpack_device_type() == session.cpu().dlpack_device_type() \
             else [self.device, session.cpu()]
@@ -101,7 +104,7 @@ class RemoteModel:
         try:
             self.vm = relax.VirtualMachine(self.module, devices)
         except Exception as err:
-            raise MpqError(f"cannot start the Relax VM of {library.name} on the RPC server: {_last_line(err)}") from None
+            raise MpqError(f"cannot start the Relax VM of {library.name} on the RPC server: {last_line(err)}") from None
 
     def _inputs(self, feed: dict[str, np.ndarray] | Sequence[np.ndarray]) -> list[Any]:
         import tvm
@@ -113,7 +116,7 @@ class RemoteModel:
             arrays = [feed[n] for n in self.input_names]
         else:
             arrays = list(feed.values()) if isinstance(feed, dict) else list(feed)
-        return [tvm.runtime.tensor(np.ascontiguousarray(a), self.device) for a in arrays]
+        return [tvm.runtime.tensor(np.require(a, requirements="C"), self.device) for a in arrays]
 
     def run(self, feed: dict[str, np.ndarray] | Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run ``main`` on the inputs (a feed dict in the model's input order, or a list)."""
@@ -124,15 +127,15 @@ class RemoteModel:
             self._last_run_s = time.perf_counter() - start
             return _flatten(self.vm.get_outputs("main"))
         except Exception as err:
-            raise MpqError(f"remote run failed: {_last_line(err)}") from None
+            raise MpqError(f"remote run failed: {last_line(err)}") from None
 
     def time(self, feed: dict[str, np.ndarray] | Sequence[np.ndarray], repeat: int = 10,
-             min_repeat_ms: float = 100.0, max_seconds: float = 20.0) -> LatencyStats:
+             min_repeat_ms: float = 100.0, max_seconds: float = 20.0, min_repeat: int = 3) -> LatencyStats:
         """Time ``main`` with ``time_evaluator`` (one warm-up run discarded).
 
         Each of the ``repeat`` measurements runs the model ``number`` times for at least
-        ``min_repeat_ms``; ``repeat`` shrinks (to no fewer than 3) when one run is so slow that
-        the measurements would take longer than ``max_seconds`` in all. One run's duration is
+        ``min_repeat_ms``; ``repeat`` shrinks (to no fewer than ``min_repeat``) when one run is
+        so slow that the measurements would take longer than ``max_seconds`` in all. One run's duration is
         estimated by an extra warm-up run, or taken from the last :meth:`run` when that took
         over 50 ms (a slow model under QEMU: one run fewer, first-call overhead negligible).
         """
@@ -146,11 +149,11 @@ class RemoteModel:
             one = max(one, 1e-6)
             number = max(1, math.ceil(min_repeat_ms / 1e3 / one))
             per_repeat = max(number * one, min_repeat_ms / 1e3)
-            repeat = max(3, min(repeat, int(max_seconds / per_repeat)))
+            repeat = max(1, min(repeat, max(min_repeat, int(max_seconds / per_repeat))))
             timer = self.vm.time_evaluator("invoke_stateful", self.device, number=number, repeat=repeat)
             result = timer("main")
         except Exception as err:
-            raise MpqError(f"remote timing failed: {_last_line(err)}") from None
+            raise MpqError(f"remote timing failed: {last_line(err)}") from None
         return latency_stats(list(result.results), number)
 
     def close(self) -> None:
@@ -196,7 +199,7 @@ def run_on_server(library: str | Path, feeds: Sequence[dict[str, np.ndarray]], t
     so one call per sweep point spreads the points over the pool. ``time_options`` go to
     :meth:`RemoteModel.time`.
     """
-    from targets.rpc.session import open_session
+    from targets.rpc.endpoint import open_session
 
     if isinstance(feeds, dict):
         feeds = [feeds]

@@ -6,10 +6,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from tvm_mpq.errors import MpqError
+from tvm_mpq.errors import MpqError, last_line
 
 from targets.elf import arch_machine
-from targets.rpc.net import parse_address, probe
+from targets.rpc.net import probe
 
 
 @dataclass
@@ -23,11 +23,6 @@ class RemoteSession:
     rpc: Any
     address: str
     key: str = ""
-
-
-def _last_line(err: Exception) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(err).__name__
 
 
 HANDSHAKE_TIMEOUT_S = 180.0
@@ -67,7 +62,7 @@ def connect(host: str, port: int, key: str = "", timeout: float = HANDSHAKE_TIME
                        f"{timeout:g} s (busy with another session?)")
     if "error" not in result:
         return result["session"]
-    msg = _last_line(result["error"])
+    msg = last_line(result["error"])
     if "Connect to" in msg and "failed" in msg:
         probe(host, port, timeout=5.0, what="RPC server")
     if "is not TVM RPC server" in msg:
@@ -75,23 +70,6 @@ def connect(host: str, port: int, key: str = "", timeout: float = HANDSHAKE_TIME
     if "key" in msg.lower():
         raise MpqError(f"RPC server {host}:{port} rejected key '{key}': {msg}")
     raise MpqError(f"RPC server {host}:{port}: {msg}")
-
-
-def open_session(rpc_address: str | None = None, tracker: str | None = None, key: str | None = None,
-                 timeout: float = 10.0, request_timeout: float = 600.0) -> RemoteSession:
-    """A session from ``--rpc HOST:PORT`` or from ``--tracker HOST:PORT --key K`` (exactly one)."""
-    if (rpc_address is None) == (tracker is None):
-        raise MpqError("give either an RPC server address or a tracker address with a key")
-    if rpc_address is not None:
-        host, port = parse_address(rpc_address, "RPC server address")
-        return RemoteSession(connect(host, port, key or "", timeout=max(timeout, HANDSHAKE_TIMEOUT_S)),
-                             f"{host}:{port}", key or "")
-    if not key:
-        raise MpqError(f"--tracker {tracker} needs --key (the server key to request)")
-    from targets.rpc.tracker import connect_tracker
-
-    with connect_tracker(tracker, timeout=timeout) as client:  # type: ignore[arg-type]
-        return client.request(key, timeout=request_timeout)
 
 
 def remote_triple(session: Any) -> str | None:

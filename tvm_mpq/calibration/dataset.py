@@ -85,12 +85,17 @@ def _from_npz(graph: ModelGraph, path: Path, count: int) -> list[Feed]:
     for spec in graph.inputs:
         if spec.name not in data.files:
             raise MpqError(f"--calib '{path}' has no array '{spec.name}' (has {data.files})")
-        arr = data[spec.name]
+        try:
+            arr = data[spec.name]
+        except Exception as err:  # a truncated archive fails only when the member is read
+            raise MpqError(f"--calib '{path}': array '{spec.name}' is unreadable: {err}") from None
         if arr.shape[1:] == spec.shape[1:] and spec.shape[0] == 1:
             arr = arr[:, None]
         if arr.shape[1:] != spec.shape:
             raise MpqError(f"--calib '{path}': array '{spec.name}' has shape {arr.shape}; expected "
                            f"(samples, {', '.join(map(str, spec.shape))})")
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise MpqError(f"--calib '{path}': array '{spec.name}' has NaN or Inf values")
         feeds_per_input[spec.name] = arr.astype(spec.dtype)
     n = min(len(a) for a in feeds_per_input.values())
     return [{k: v[i] for k, v in feeds_per_input.items()} for i in range(min(n, count))]

@@ -2,7 +2,11 @@
 
 One module per subcommand; each has ``register(subparsers)`` which adds its parser and sets
 ``func``. Add a subcommand by writing a module and listing it in :data:`SUBCOMMANDS`.
-Errors the user can fix raise :class:`~tvm_mpq.errors.MpqError`: printed as one line, exit 2.
+
+No traceback reaches the user: errors the user can fix raise :class:`~tvm_mpq.errors.MpqError`,
+any other exception leaves its stage as a :class:`~tvm_mpq.cli.failures.StageFailure`, a usage
+error is one line too; each is printed as one line ``tvm-mpq: error: ...`` and the exit code is 2
+(130 on Ctrl-C). ``--debug`` prints the full traceback instead.
 """
 
 from __future__ import annotations
@@ -10,25 +14,55 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+from typing import NoReturn
 
+from tvm_mpq.cli.failures import error_line, stage
 from tvm_mpq.errors import MpqError
 
 SUBCOMMANDS = ("analyze", "bops", "compile", "eval", "export-onnx", "rpc-server", "setup-aarch64", "sweep")
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are an MpqError (one line) instead of usage + exit."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("tvm-mpq").strip()
+        raise MpqError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tvm-mpq", description="Mixed-precision quantization for Apache TVM.")
+    parser = OneLineParser(prog="tvm-mpq", description="Mixed-precision quantization for Apache TVM.")
+    debug_help = "print the full traceback of an error instead of one line"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(f"tvm_mpq.cli.{name.replace('-', '_')}").register(sub)
+    for subparser in sub.choices.values():  # also accepted after the subcommand
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv  # known before the parser exists (building it imports TVM)
     try:
-        return args.func(args)
-    except MpqError as err:
-        print(f"tvm-mpq: error: {err}", file=sys.stderr)
-        return 2
+        with stage("startup"):
+            parser = build_parser()
+        args = parser.parse_args(argv)
+        debug = args.debug
+        with stage(args.command):
+            return args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("tvm-mpq: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if debug:
+            traceback.print_exception(err)
+        else:
+            print(error_line(err), file=sys.stderr)
+        return EXIT_ERROR

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tvm_mpq.cli.common import add_model_options, load_model_and_calibration, ptq_from_args
+from tvm_mpq.cli.common import (add_model_options, check_work_dirs, layer_names, load_model_and_calibration,
+                                 ptq_from_args)
+from tvm_mpq.cli.failures import stage
 from tvm_mpq.errors import MpqError
+from tvm_mpq.output_files import StagedOutputs, check_output_file, staged_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,12 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "default: the cost of each homogeneous lower candidate")
     m.add_argument("--sqnr-budget", metavar="DB[,DB...]", help="pandey: output-SQNR (fidelity) budgets in dB")
     m.add_argument("--pandey-samples", type=int, metavar="N", help="pandey: calibration samples for phases 1 and 2 (default all)")
+    m.add_argument("--pandey-curve-points", type=int, metavar="N",
+                   help="pandey: phase-2 points measured for the Pareto plot (default 32; budget points always)")
     m.add_argument("--e2e-budget", type=int, metavar="K",
                    help="quantunev2-e2e: layers of QuantuneV2's list measured end to end (default all)")
     m.add_argument("--e2e-samples", type=int, metavar="N",
                    help="quantunev2-e2e: calibration samples per end-to-end measurement (default 4)")
-    m.add_argument("--pandey-curve-points", type=int, metavar="N",
-                   help="pandey: phase-2 points measured for the Pareto plot (default 32; budget points always)")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -80,49 +83,63 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.sensitivity import analyze, make_method
 
+    check_output_file(args.output)
+    if args.config_out is not None:
+        check_output_file(args.config_out, "--config-out")
+    check_work_dirs(args)
     options = method_options(args)
     make_method(args.method, **options)  # fail fast on a bad name or option
     make_observer(args.observer)
     if args.rate is not None and not 0 <= args.rate <= 100:
         raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")
     graph, feeds = load_model_and_calibration(args)
-    table = build_layer_table(graph)
+    names = layer_names(graph)
+    with stage("analyze", names):
+        table = build_layer_table(graph)
     if len(table) == 0:
         raise MpqError(f"model '{graph.name}' has no conv/matmul layers to quantize")
     print(f"{graph.name}: {len(table)} MAC layers, {table.total_macs() / 1e6:.1f} M MACs; "
           f"{len(feeds)} calibration samples; method {args.method}")
     eval_data, task = _eval_data(args.model)
-    report = analyze(graph, feeds, args.method, observer=args.observer, g=args.g,
-                     cache=CalibrationCache(args.cache_dir), table=table, options=options,
-                     eval_data=eval_data, task=task)
-    report.save(args.output)
-    print(_summary(report))
-    print(f"sensitivity report: {args.output}")
-    for path in report.write_artifacts(args.output):
-        print(f"{args.method} artifact: {path}")
-    ranges: dict = {}
-    if args.rate is not None or report.allocations:
-        from tvm_mpq.calibration import calibrate
+    with stage("analyze", names):
+        report = analyze(graph, feeds, args.method, observer=args.observer, g=args.g,
+                         cache=CalibrationCache(args.cache_dir), table=table, options=options,
+                         eval_data=eval_data, task=task)
+    with staged_outputs() as outputs:
+        with stage("write"):
+            report.save(outputs.path(args.output))
+        print(_summary(report))
+        print(f"sensitivity report: {args.output}")
+        with stage("write"):
+            artifacts = report.write_artifacts(outputs.path(args.output))
+        for path in artifacts:
+            print(f"{args.method} artifact: {outputs.final(path)}")
+        ranges: dict = {}
+        if args.rate is not None or report.allocations:
+            from tvm_mpq.calibration import calibrate
 
-        ranges = report.measurement.act_ranges
-        if not ranges:  # weight-only methods: calibrate the activation quantizers now
-            ranges = {v: r[8] for v, r in calibrate(graph, feeds, table.activation_operands(), args.observer,
-                                                   cache=CalibrationCache(args.cache_dir)).items()}
-    for allocation in report.allocations:
-        _write_allocation(args, graph, table, ranges, allocation, feeds)
-    if args.rate is not None:
-        precisions = allocate_by_rate(table, report.sensitivity, args.rate)
-        config = build_config(graph, table, precisions, ranges,
-                              {"method": args.method, "requested_rate": args.rate, "observer": args.observer,
-                               "calib_size": len(feeds), "bias_correction": False})
-        _correct_biases(args, graph, config, feeds)
-        out = args.config_out or args.output.with_suffix(f".rate{args.rate:g}.json")
-        config.save(out)
-        fp32 = config.fp32_layers()
-        print(f"rate {args.rate:g}%: achieved BOPs reduction {config.provenance['bops_reduction_rate']:.1f}% "
-              f"(bops_ratio {config.provenance['bops_ratio']:.4f}); {len(fp32)} layer(s) stay fp32: "
-              f"{', '.join(fp32) if fp32 else '-'}")
-        print(f"precision config: {out}")
+            ranges = report.measurement.act_ranges
+            if not ranges:  # weight-only methods: calibrate the activation quantizers now
+                with stage("calibrate", names):
+                    ranges = {v: r[8] for v, r in calibrate(graph, feeds, table.activation_operands(), args.observer,
+                                                           cache=CalibrationCache(args.cache_dir)).items()}
+        for allocation in report.allocations:
+            _write_allocation(args, graph, table, ranges, allocation, feeds, outputs)
+        if args.rate is not None:
+            with stage("analyze", names):
+                precisions = allocate_by_rate(table, report.sensitivity, args.rate)
+                config = build_config(graph, table, precisions, ranges,
+                                      {"method": args.method, "requested_rate": args.rate, "observer": args.observer,
+                                       "calib_size": len(feeds), "bias_correction": False})
+                _correct_biases(args, graph, config, feeds)
+            out = args.config_out or args.output.with_suffix(f".rate{args.rate:g}.json")
+            with stage("write"):
+                config.save(outputs.path(out))
+            fp32 = config.fp32_layers()
+            print(f"rate {args.rate:g}%: achieved BOPs reduction {config.provenance['bops_reduction_rate']:.1f}% "
+                  f"(bops_ratio {config.provenance['bops_ratio']:.4f}); {len(fp32)} layer(s) stay fp32: "
+                  f"{', '.join(fp32) if fp32 else '-'}")
+            print(f"precision config: {out}")
     return 0
 
 
@@ -135,7 +152,8 @@ def _correct_biases(args: argparse.Namespace, graph, config, feeds) -> None:
         apply_bias_correction(graph, config, feeds, cache=CalibrationCache(args.cache_dir))
 
 
-def _write_allocation(args: argparse.Namespace, graph, table, ranges: dict, allocation, feeds) -> None:
+def _write_allocation(args: argparse.Namespace, graph, table, ranges: dict, allocation, feeds,
+                      outputs: StagedOutputs) -> None:
     """Print one bit-width assignment and write it as a precision config (where the format can
     express it: weights 2..8 bits, activations 2..8 or 16 bits, or fp32)."""
     from tvm_mpq.allocation import FP32
@@ -152,13 +170,15 @@ def _write_allocation(args: argparse.Namespace, graph, table, ranges: dict, allo
         print(f"  no precision config: {len(bad)} layer(s) use bit-widths the config format cannot hold ({bad[0]}: "
               f"W{allocation.precisions[bad[0]].w_bits}A{allocation.precisions[bad[0]].a_bits})")
         return
-    config = build_config(graph, table, allocation.precisions, ranges,
-                          {"method": args.method, "allocation": allocation.label, **allocation.info,
-                           "kernels": allocation.kernels(), "observer": args.observer, "calib_size": len(feeds),
-                           "bias_correction": False})
-    _correct_biases(args, graph, config, feeds)
+    with stage("analyze", layer_names(graph)):
+        config = build_config(graph, table, allocation.precisions, ranges,
+                              {"method": args.method, "allocation": allocation.label, **allocation.info,
+                               "kernels": allocation.kernels(), "observer": args.observer, "calib_size": len(feeds),
+                               "bias_correction": False})
+        _correct_biases(args, graph, config, feeds)
     out = args.output.with_suffix(f".{allocation.key}.json")
-    config.save(out)
+    with stage("write"):
+        config.save(outputs.path(out))
     print(f"  precision config: {out}")
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tvm_mpq.cli.common import layer_names, load_graph
+from tvm_mpq.cli.failures import stage
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bops", help="validate a precision config against a model and report its BOPs")
@@ -17,12 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_bops(args: argparse.Namespace) -> int:
     from tvm_mpq.allocation import bops, bops_ratio, bops_reduction_rate, raw_reduction_rate
     from tvm_mpq.config import PrecisionConfig
-    from tvm_mpq.frontends import load_model, parse_input_shapes
     from tvm_mpq.graph import build_layer_table
 
-    config = PrecisionConfig.load(args.config)  # syntax first: no model import for a broken file
-    table = build_layer_table(load_model(args.model, parse_input_shapes(args.input_shape)))
-    config.validate(table)
+    with stage("config"):
+        config = PrecisionConfig.load(args.config)  # syntax first: no model import for a broken file
+    graph = load_graph(args)
+    with stage("config", layer_names(graph)):
+        table = build_layer_table(graph)
+        config.validate(table)
     p = config.precisions()
     print(f"{args.config}: valid for {args.model} ({len(table)} layers)")
     print(f"BOPs {bops(table, p):.4g}; BOPs reduction rate {bops_reduction_rate(table, p):.2f}%; "

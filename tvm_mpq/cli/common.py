@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tvm_mpq.cli.failures import stage
 from tvm_mpq.errors import MpqError
+from tvm_mpq.output_files import check_output_dir
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -21,16 +23,18 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     add_quantizer_options(p)
 
 
-DEFAULT_BIAS_CORRECTION = True
-"""Bias correction is on unless ``--no-bias-correction`` (benchmarks/quant_quality.py: it never
-measured worse on the zoo models)."""
+DEFAULT_OBSERVER = "minmax"
+"""The activation observer of analyze/compile/sweep/export-onnx unless ``--observer``."""
+DEFAULT_BIAS_CORRECTION = False
+"""Bias correction is off unless ``--bias-correction``."""
 
 
 def add_quantizer_options(p: argparse.ArgumentParser) -> None:
     """``--observer``, ``--equalize``, ``--bias-correction`` (how the int8 layers are quantized;
     recorded in the precision config's provenance)."""
     q = p.add_argument_group("quantizers (recorded in the config's provenance)")
-    q.add_argument("--observer", default="minmax", help="activation observer: minmax (default), percentile, mse, entropy")
+    q.add_argument("--observer", default=DEFAULT_OBSERVER,
+                   help=f"activation observer: minmax, percentile, mse, entropy (default {DEFAULT_OBSERVER})")
     q.add_argument("--equalize", action="store_true",
                    help="cross-layer equalization of conv pairs (DFQ scales; exact in fp32, ReLU6 bounds made per channel)")
     q.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=DEFAULT_BIAS_CORRECTION,
@@ -68,16 +72,41 @@ def tuning_from_args(args: argparse.Namespace):
                          kernels=not args.no_kernels)
 
 
-def load_model_and_calibration(args: argparse.Namespace):
-    from tvm_mpq.calibration import load_calibration
+def check_work_dirs(args: argparse.Namespace) -> None:
+    """MpqError unless the directories the command writes besides its outputs (``--cache-dir``,
+    ``--tuning-db``, where given) are directories it can write in; before any work."""
+    for option in ("cache_dir", "tuning_db"):
+        directory = getattr(args, option, None)
+        if directory is not None:
+            check_output_dir(directory, f"--{option.replace('_', '-')}")
+
+
+def layer_names(graph) -> dict[str, str]:
+    """Names an error message may mention (weight parameters, layer names) -> the layer's name."""
+    return {**graph.layer_names, **{layer: layer for layer in graph.layer_names.values()}}
+
+
+def load_graph(args: argparse.Namespace):
+    """The model of ``args.model`` / ``--input-shape`` (stage ``import``)."""
     from tvm_mpq.frontends import load_model, parse_input_shapes
 
+    shapes = parse_input_shapes(args.input_shape)
+    with stage("import"):
+        return load_model(args.model, shapes)
+
+
+def load_model_and_calibration(args: argparse.Namespace):
+    """The model (cross-layer equalized with ``--equalize``) and its calibration feeds."""
+    from tvm_mpq.calibration import load_calibration
     from tvm_mpq.ptq.equalization import graph_for_options
 
-    graph = graph_for_options(load_model(args.model, parse_input_shapes(args.input_shape)), ptq_from_args(args))
+    graph = load_graph(args)
+    with stage("equalize", layer_names(graph)):
+        graph = graph_for_options(graph, ptq_from_args(args))
     mean = args.mean[0] if len(args.mean) == 1 else tuple(args.mean)
     std = args.std[0] if len(args.std) == 1 else tuple(args.std)
-    feeds = load_calibration(graph, args.calib, args.calib_size, mean, std)
+    with stage("calibrate", layer_names(graph)):
+        feeds = load_calibration(graph, args.calib, args.calib_size, mean, std)
     return graph, feeds
 
 
@@ -90,34 +119,38 @@ def add_config_source_options(p: argparse.ArgumentParser, verb: str) -> None:
     p.add_argument("--g", type=float, default=2.0, help="QuantuneV2 weight-delta weight (g > 1)")
 
 
-def config_from_args(args: argparse.Namespace, stage: str = "A->C"):
-    """(graph, precision config) from ``--config`` (checked against the model before anything
-    else) or from ``--rate`` (analyzed with ``--method`` on the calibration set, layers without
-    an integer kernel kept fp32)."""
+def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
+    """(graph, precision config) from ``--config`` (its layers checked against the model before
+    anything else; a precision the integer kernels cannot run is the lowering's error) or from
+    ``--rate`` (analyzed with ``--method`` on the calibration set, layers without an integer
+    kernel kept fp32)."""
     from tvm_mpq.calibration import CalibrationCache
-    from tvm_mpq.compiler.validate import check_integer_config, keep_unsupported_fp32
+    from tvm_mpq.compiler.validate import keep_unsupported_fp32
     from tvm_mpq.config import PrecisionConfig
     from tvm_mpq.config.for_rate import config_for_rate
-    from tvm_mpq.frontends import load_model, parse_input_shapes
     from tvm_mpq.graph import build_layer_table
+    from tvm_mpq.ptq.equalization import graph_for_config
 
     if args.rate is not None and not 0 <= args.rate <= 100:
         raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")
     if args.config is not None:
-        from tvm_mpq.ptq.equalization import graph_for_config
-
-        config = PrecisionConfig.load(args.config)  # syntax first: no model import for a broken file
-        graph = load_model(args.model, parse_input_shapes(args.input_shape))
-        check_integer_config(config, build_layer_table(graph))  # before any compilation
-        return graph_for_config(graph, config), config
+        with stage("config"):
+            config = PrecisionConfig.load(args.config)  # syntax first: no model import for a broken file
+        graph = load_graph(args)
+        with stage("config", layer_names(graph)):
+            config.validate(build_layer_table(graph))  # before any compilation
+        with stage("equalize", layer_names(graph)):
+            graph = graph_for_config(graph, config)  # the graph rewrites the config was made on
+        return graph, config
     graph, feeds = load_model_and_calibration(args)
     ptq = ptq_from_args(args)
-    print(f"{graph.name}: analyzing ({args.method}, stage {'C' if stage == 'C' else 'A'}) on "
+    print(f"{graph.name}: analyzing ({args.method}, stage {'C' if ir_stage == 'C' else 'A'}) on "
           f"{len(feeds)} samples for rate {args.rate:g}%; quantizers: {args.observer} observer, {ptq.describe()}")
-    config, _ = config_for_rate(graph, feeds, args.rate, args.method, observer=args.observer, g=args.g,
-                                cache=CalibrationCache(args.cache_dir), stage=stage,
-                                bias_correction=ptq.bias_correction and stage != "A")
-    kept = keep_unsupported_fp32(config, build_layer_table(graph))
+    with stage("analyze", layer_names(graph)):
+        config, _ = config_for_rate(graph, feeds, args.rate, args.method, observer=args.observer, g=args.g,
+                                    cache=CalibrationCache(args.cache_dir), stage=ir_stage,
+                                    bias_correction=ptq.bias_correction and ir_stage != "A")
+        kept = keep_unsupported_fp32(config, build_layer_table(graph))
     if kept:
         print(f"{len(kept)} layer(s) have no integer kernel and stay fp32 ({', '.join(kept[:3])}"
               f"{', ...' if len(kept) > 3 else ''}); achieved rate {config.provenance['bops_reduction_rate']:.1f}%")

@@ -7,8 +7,10 @@ import json
 import time
 from pathlib import Path
 
-from tvm_mpq.cli.common import (add_config_source_options, add_model_options, add_tuning_options, config_from_args,
-                                 tuning_from_args)
+from tvm_mpq.cli.common import (add_config_source_options, add_model_options, add_tuning_options, check_work_dirs,
+                                 config_from_args, layer_names, tuning_from_args)
+from tvm_mpq.cli.failures import stage
+from tvm_mpq.output_files import check_output_file, staged_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,15 +24,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mcpu", help="x86 only: the LLVM CPU to build for (default this host's, e.g. znver3); "
                                   "e.g. sapphirerapids or alderlake for a VNNI (vpdpbusd) server")
     add_tuning_options(p)
+    p.add_argument("--print-ir", action="store_true",
+                   help="print the module the precision pass lowers: each conv/matmul with its precision "
+                        "annotation (R.mpq.precision: layer name, bits, scales), then the layer list")
     p.add_argument("-o", "--output", type=Path, required=True, help="shared library to write (model.so)")
     p.set_defaults(func=cmd_compile)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    import contextlib
+
+    import tvm
+
     from targets import get_target
     from tvm_mpq.compiler import compile_model
+    from tvm_mpq.compiler.inspect_ir import PrintBefore
     from tvm_mpq.errors import MpqError
 
+    check_output_file(args.output)
+    check_work_dirs(args)
     if args.mcpu and args.target != "x86":
         raise MpqError(f"--mcpu applies to --target x86 (got --target {args.target})")
     target = get_target(args.target, **({"mcpu": args.mcpu} if args.mcpu else {}))
@@ -38,17 +50,23 @@ def cmd_compile(args: argparse.Namespace) -> int:
     tuning = tuning_from_args(args)
     graph, config = config_from_args(args, args.stage)
     start = time.perf_counter()
-    with target.build_context():
+    printing = (tvm.transform.PassContext(instruments=[PrintBefore("LowerToInteger")]) if args.print_ir
+                else contextlib.nullcontext())
+    with stage("compile", layer_names(graph)), target.build_context(), printing:
         compiled = compile_model(graph, config, target.tvm_target, stage=args.stage, tuning=tuning)
     seconds = time.perf_counter() - start
-    library = target.export(compiled, args.output)
+    library = args.output
     config_path = library.with_suffix(".config.json")
+    stats_path = library.with_suffix(".compile.json")
     config.provenance.update({"target": args.target, "stage": args.stage, "n_qdq": compiled.n_qdq,
                               "n_qdq_naive": compiled.n_qdq_naive})
-    config.save(config_path)
-    stats_path = library.with_suffix(".compile.json")
-    stats_path.write_text(json.dumps({"model": graph.name, "target": args.target, "compile_seconds": seconds,
-                                      **compiled.stats}, indent=1))
+    stats = {"model": graph.name, "target": args.target, "compile_seconds": seconds, **compiled.stats}
+    with staged_outputs() as outputs:
+        with stage("export"):
+            target.export(compiled, outputs.path(library))
+        with stage("write"):
+            config.save(outputs.path(config_path))
+            outputs.path(stats_path).write_text(json.dumps(stats, indent=1))
     s = compiled.stats
     print(f"compiled {graph.name} for {args.target} in {seconds:.1f} s: {s['int8_layers']} int8 layer(s), "
           f"{len(config.fp32_layers())} fp32; n_qdq {compiled.n_qdq} (per-layer QDQ would need "

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from tvm_mpq.errors import MpqError
+from tvm_mpq.output_files import check_output_dir, staged_outputs
 
 
 def _list(value: str) -> tuple[str, ...]:
@@ -67,6 +68,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.report_from is not None:
         return _rewrite_markdown(args.report_from)
+    check_output_dir(args.output, "-o")
     unknown = [m for m in args.models if m not in zoo.names()]
     if unknown:
         raise MpqError(f"unknown zoo model(s) {', '.join(unknown)} (zoo: {', '.join(zoo.names())})")
@@ -110,6 +112,7 @@ def _rewrite_markdown(path: Path) -> int:
     if not isinstance(report, dict) or "models" not in report:
         raise MpqError(f"{path} is not a tvm-mpq eval report.json")
     out = path.with_name("report.md")
-    out.write_text(markdown(report))
+    with staged_outputs() as outputs:
+        outputs.path(out).write_text(markdown(report))
     print(f"report: {out}")
     return 0

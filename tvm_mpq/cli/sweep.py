@@ -1,7 +1,9 @@
 """``tvm-mpq sweep``: latency and fidelity of a model vs BOPs reduction rate, per method, on a target.
 
-Every point is built, exported with the target's compiler, uploaded over TVM RPC and timed with
-``time_evaluator``; without ``--rpc`` / ``--tracker`` a local server is started (x86 natively,
+Every point is built and exported with the target's compiler first; then, on the device, each
+runs the evaluation samples and all of them, the fp32 baseline included, are timed with
+``time_evaluator`` round-robin for ``--rounds`` rounds (latency ratios to fp32 taken within
+each round); without ``--rpc`` / ``--tracker`` a local server is started (x86 natively,
 aarch64 under QEMU). Writes OUTPUT (JSON, DESIGN "Report"), OUTPUT.md and OUTPUT.png.
 """
 
@@ -10,8 +12,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tvm_mpq.cli.common import add_model_options, add_tuning_options, ptq_from_args, tuning_from_args
+from tvm_mpq.cli.common import (add_model_options, add_tuning_options, check_work_dirs, ptq_from_args,
+                                 tuning_from_args)
 from tvm_mpq.errors import MpqError
+from tvm_mpq.output_files import check_output_dir, check_output_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,10 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", help="with --tracker: the server key to request; with --rpc: the server's key")
     p.add_argument("--eval-size", type=int, metavar="N",
                    help="evaluation samples per point, each one remote run (default 32; 8 under QEMU)")
+    p.add_argument("--rounds", type=int, metavar="N",
+                   help="interleaved timing rounds: each times every point and the fp32 baseline once, round-robin "
+                        "(default 10; 3 under QEMU)")
     p.add_argument("--repeat", type=int, metavar="N",
-                   help="time_evaluator repeats (default 10; 5 under QEMU; at least 3, fewer when over --max-time)")
+                   help="time_evaluator repeats per point and round (default 3; fewer when they would take "
+                        "longer than --max-time, down to 3 natively and to 1 under QEMU)")
     p.add_argument("--max-time", type=float, metavar="S",
-                   help="timing budget per point in seconds (default 20; 35 under QEMU)")
+                   help="timing budget per point and round in seconds (default 2; 35 under QEMU)")
     p.add_argument("--min-repeat-ms", type=float, metavar="MS", help="each repeat runs the model for at least this long "
                    "(default 100)")
     p.add_argument("--g", type=float, default=2.0, help="QuantuneV2 weight-delta weight (g > 1)")
@@ -61,7 +69,11 @@ def options_from_args(args: argparse.Namespace):
         raise MpqError("--key needs --rpc (the server's key) or --tracker (the key to request)")
     if args.output.suffix.lower() != ".json":
         raise MpqError(f"-o {args.output}: the report is JSON; name it report.json (the .md and .png go next to it)")
-    for name in ("eval_size", "repeat"):
+    check_output_file(args.output)
+    if args.keep_libs is not None:
+        check_output_dir(args.keep_libs, "--keep-libs")
+    check_work_dirs(args)
+    for name in ("eval_size", "repeat", "rounds"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise MpqError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -71,7 +83,8 @@ def options_from_args(args: argparse.Namespace):
         raise MpqError(f"--min-repeat-ms must not be negative, got {args.min_repeat_ms}")
     return SweepOptions(
         model=args.model, target=args.target, rates=parse_rates(args.rates), methods=parse_methods(args.methods),
-        rpc=args.rpc, tracker=args.tracker, key=args.key, eval_size=args.eval_size, repeat=args.repeat,
+        rpc=args.rpc, tracker=args.tracker, key=args.key, eval_size=args.eval_size, rounds=args.rounds,
+        repeat=args.repeat,
         max_seconds=args.max_time, min_repeat_ms=args.min_repeat_ms,
         input_shape=args.input_shape, calib=args.calib, calib_size=args.calib_size, mean=args.mean, std=args.std,
         observer=args.observer, ptq=ptq_from_args(args), cache_dir=args.cache_dir, g=args.g, stage=args.stage,

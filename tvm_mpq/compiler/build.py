@@ -1,15 +1,24 @@
 """Build a lowered Relax module for a target: kernels, MetaSchedule tuning, prepacked weights.
 
-One entry point, :func:`build_module`, used by :func:`tvm_mpq.compiler.pipeline.compile_model`::
+:func:`build_passes` are the build half of the compile pipeline
+(:func:`tvm_mpq.compiler.pipeline.compile_pipeline` puts them after the precision passes in one
+``Sequential``); :func:`codegen` turns their result into an executable::
 
-    LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR
+    DecomposeOpsForInference -> FoldConstant -> CanonicalizeBindings
+    -> ConvertToChannelsLast -> FoldConstant             (x86: one NHWC graph, :func:`graph_passes`)
+    -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR
     -> AttachAttrLayoutFreeBuffers                      (weights may be re-laid out)
-    -> dlight.ApplyDefaultSchedule(kernel rules)         (:mod:`tvm_mpq.kernels`: hand-written
-                                                          int8/fp32 MAC kernels, e.g. vpmaddwd, sdot)
-    -> [tune the MAC kernels no rule covers and the database lacks]   (``TuningOptions.trials > 0``)
-    -> MetaScheduleApplyDatabase                         (tuned records for this target, the rest)
-    -> SplitLayoutRewritePreproc -> FoldConstant         (weight prepacking at compile time)
-    -> TVM's CPU/GPU lowering and codegen
+    -> ScheduleKernels: kernel rules                     (:mod:`tvm_mpq.kernels`: hand-written
+                                                          int8/fp32 MAC kernels, e.g. vpdpbusd, sdot,
+                                                          dp4a; on CUDA then TVM's GPU rules)
+                        [tune the MAC kernels no rule covers and the database lacks]
+                        tuning database                  (tuned records for this target, the rest)
+    -> SplitLayoutRewritePreproc -> FoldConstant -> DCE  (weight prepacking at compile time)
+    codegen: TVM's CPU/GPU lowering and code generation
+
+:func:`build_module` runs both on a lowered module. CPU and CUDA builds take the same path; the
+target picks the graph passes, the rules (:func:`tvm_mpq.kernels.default_schedule_rules`) and
+TVM's backend lowering.
 
 The tuning database is persistent and keyed by target (:func:`tuning_dir`): every fused
 PrimFunc (one layer shape + precision + epilogue) is tuned once, and any later build of any
@@ -63,27 +72,66 @@ def tuning_dir(target: tvm.target.Target, root: Path | str = DEFAULT_TUNING_ROOT
     return Path(root) / target_key(target)
 
 
-def _fuse(mod: tvm.IRModule) -> tvm.IRModule:
+def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """The graph-level passes a target's build starts with: inference batch-norms decomposed
+    into arithmetic (fp32 layers keep theirs; it fuses into the conv's epilogue) and, for
+    targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
+    CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
+    for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first."""
+    from relay_passes.convert_layout import ConvertToChannelsLast
+    from tvm_mpq.kernels import activation_layout
+
+    passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
+              relax.transform.CanonicalizeBindings()]
+    if activation_layout(target) == "NHWC":
+        from relay_passes.fold_pad import FoldPadIntoConv
+        from relay_passes.shift_activations import ShiftActivationsToInt8
+        from tvm_mpq.kernels.cpu_isa import cpu_isa
+
+        isa = cpu_isa(target)
+        passes += [FoldPadIntoConv()]  # the kernels read a conv's own zero padding in place
+        if isa.dot == "sdot":  # signed x signed dot product: activations shifted to int8
+            passes += [ShiftActivationsToInt8()]
+        passes += [ConvertToChannelsLast(isa.dot_group), relax.transform.FoldConstant()]
+    return passes
+
+
+def fuse(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.IRModule:
+    """``mod`` after :func:`graph_passes` (for ``target``, default: the current one),
+    legalization and fusion: the PrimFuncs the kernel rules schedule."""
     from tvm.relax.backend.cpu_generic.pipeline import legalize_passes, library_dispatch_passes
 
-    seq = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(), *library_dispatch_passes(None), *legalize_passes(None),
+    target = target or tvm.target.Target.current()
+    seq = tvm.transform.Sequential([*graph_passes(target), *library_dispatch_passes(None), *legalize_passes(None),
                                     relax.transform.AttachAttrLayoutFreeBuffers()])
     return seq(mod)
 
 
+def kernel_rules(target: tvm.target.Target, kernels: bool = True) -> list:
+    """The schedule rules a build applies: tvm-mpq's (:mod:`tvm_mpq.kernels`) with ``kernels``;
+    without, none on CPUs (TVM's unscheduled loops, the reference) and TVM's GPU rules alone on
+    CUDA (a GPU kernel must be scheduled)."""
+    from tvm_mpq.kernels import default_schedule_rules, tagged
+
+    if kernels:
+        return default_schedule_rules(target)
+    if str(target.kind.name) == "cuda":
+        from tvm_mpq.kernels.cuda import tvm_gpu_rules
+
+        return [tagged(rule) for rule in tvm_gpu_rules()]
+    return []
+
+
 def schedule_kernels(mod: tvm.IRModule, target: tvm.target.Target, kernels: bool = True) -> tvm.IRModule:
-    """Legalize and fuse ``mod``, then schedule the kernels a rule of :mod:`tvm_mpq.kernels`
-    accepts (the module MetaSchedule tuning and the database then see)."""
+    """Legalize and fuse ``mod``, then schedule the kernels the rules of :func:`kernel_rules`
+    accept (the module MetaSchedule tuning and the database then see)."""
     with target, tvm.transform.PassContext(opt_level=3):
-        mod = _fuse(mod)
-        if kernels:
+        mod = fuse(mod, target)
+        rules = kernel_rules(target, kernels)
+        if rules:
             from tvm.s_tir import dlight
 
-            from tvm_mpq.kernels import default_schedule_rules
-
-            rules = default_schedule_rules(target)
-            if rules:
-                mod = dlight.ApplyDefaultSchedule(*rules)(mod)
+            mod = dlight.ApplyDefaultSchedule(*rules)(mod)
     return mod
 
 
@@ -141,47 +189,115 @@ BUILD_TIMEOUT_S = 300.0
 worker processes import TVM."""
 
 
-def build_module(mod: tvm.IRModule, target: tvm.target.Target,
-                 options: TuningOptions | None = None) -> tuple[relax.VMExecutable, dict]:
-    """Compile a lowered Relax module for ``target``; return the executable and build info
-    (``tuning`` counts, ``scheduled_by``: how many PrimFuncs got a database record, a kernel
-    rule, or neither)."""
-    options = options or TuningOptions()
+BUILD_INFO_ATTR = "mpq_build"
+"""Module attribute: what :class:`ScheduleKernels` did (``tuning``, ``scheduled_by``, ``rules``,
+``schedulers``: kernel -> what scheduled it)."""
+
+
+def check_tuning(target: tvm.target.Target, options: TuningOptions) -> None:
+    """MpqError for tuning options the build cannot honour (before anything is compiled)."""
     if options.trials < 0:
         raise MpqError(f"--tune-trials must be >= 0 (got {options.trials})")
-    info: dict = {}
+    if options.trials <= 0:
+        return
     if str(target.kind.name) != "llvm":
-        if options.trials > 0:
-            raise MpqError(f"--tune-trials is implemented for CPU (llvm) targets; '{target.kind.name}' "
-                           "builds use TVM's default GPU schedules (dlight)")
-        return tvm.compile(mod, target=target), {"scheduled_by": "tvm default pipeline"}
-    if options.trials > 0:
-        from tvm_mpq.kernels import target_arch
+        raise MpqError(f"--tune-trials is implemented for CPU (llvm) targets; '{target.kind.name}' "
+                       "builds use tvm-mpq's and TVM's default GPU schedules (dlight)")
+    from tvm_mpq.kernels import target_arch
 
-        host = target_arch(tvm.target.Target({"kind": "llvm"}))
-        if target_arch(target) != host:
-            raise MpqError(f"--tune-trials measures candidates on this host ({host}); tuning for "
-                           f"{target_arch(target)} would need MetaSchedule's RPC runner on the device, "
-                           "which tvm-mpq does not drive yet")
-    with target, tvm.transform.PassContext(opt_level=3):
-        mod = schedule_kernels(mod, target, options.kernels)
-        n_rules = _count_scheduled(mod)
-        if options.trials > 0:
-            info["tuning"] = tune(mod, target, options)
-        work_dir = tuning_dir(target, options.root)
-        if (work_dir / "database_tuning_record.json").exists():
-            mod = _apply_database(mod, work_dir)
+    host = target_arch(tvm.target.Target({"kind": "llvm"}))
+    if target_arch(target) != host:
+        raise MpqError(f"--tune-trials measures candidates on this host ({host}); tuning for "
+                       f"{target_arch(target)} would need MetaSchedule's RPC runner on the device, "
+                       "which tvm-mpq does not drive yet")
+
+
+@tvm.transform.module_pass(opt_level=0, name="ScheduleKernels")
+class ScheduleKernels:
+    """Schedule the fused PrimFuncs of a legalized module: the kernel rules of
+    :mod:`tvm_mpq.kernels` (``options.kernels``), MetaSchedule tuning of the MAC kernels no rule
+    covers (``options.trials > 0``), then the target's tuning database. What scheduled what is
+    written as module attribute :data:`BUILD_INFO_ATTR` (:func:`build_info`)."""
+
+    def __init__(self, target: tvm.target.Target, options: TuningOptions):
+        self.target = target
+        self.options = options
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        info: dict = {}
+        with self.target:
+            rules = kernel_rules(self.target, self.options.kernels)
+            if rules:
+                from tvm.s_tir import dlight
+
+                mod = dlight.ApplyDefaultSchedule(*rules)(mod)
+            n_rules = _count_scheduled(mod)
+            if self.options.trials > 0:
+                info["tuning"] = tune(mod, self.target, self.options)
+            work_dir = tuning_dir(self.target, self.options.root)
+            if (work_dir / "database_tuning_record.json").exists():
+                mod = _apply_database(mod, work_dir)
         n_scheduled = _count_scheduled(mod)
         by_rule = rules_used(mod)
         n_generic = sum(n for name, n in by_rule.items() if name in GENERIC_RULES)
         info["scheduled_by"] = {"kernel_rules": n_rules - n_generic, "generic_rules": n_generic,
                                 "database": n_scheduled - n_rules, "default": _count_prim_funcs(mod) - n_scheduled}
         info["rules"] = by_rule
-        mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
-                                        relax.transform.FoldConstant(),
-                                        relax.transform.DeadCodeElimination()])(mod)
-    executable = tvm.compile(mod, target=target, relax_pipeline=_lower_pipeline(target))
-    return executable, info
+        info["schedulers"] = kernel_schedulers(mod)
+        return mod.with_attr(BUILD_INFO_ATTR, info)
+
+
+def build_passes(target: tvm.target.Target, options: TuningOptions | None = None) -> list[tvm.transform.Pass]:
+    """The passes from a lowered Relax module to the module codegen takes, for ``target``:
+    :func:`graph_passes`, legalization and fusion (``LegalizeOps``, ``FuseOps``, ``FuseTIR``),
+    :class:`ScheduleKernels`, weight prepacking (CPU and CUDA alike). MpqError for tuning
+    options the target cannot use."""
+    from tvm.relax.backend.cpu_generic.pipeline import legalize_passes, library_dispatch_passes
+
+    options = options or TuningOptions()
+    check_tuning(target, options)
+    return [*graph_passes(target), *library_dispatch_passes(None), *legalize_passes(None),
+            relax.transform.AttachAttrLayoutFreeBuffers(), ScheduleKernels(target, options),
+            relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
+            relax.transform.DeadCodeElimination()]
+
+
+def build_info(mod: tvm.IRModule, target: tvm.target.Target) -> dict:
+    """What the build did (from :class:`ScheduleKernels`' module attribute): ``tuning`` counts,
+    ``scheduled_by`` (how many PrimFuncs got a kernel rule, a database record or neither),
+    ``rules``, and ``kernels``: each final kernel -> what scheduled it."""
+    attrs = mod.attrs
+    info = to_python(attrs[BUILD_INFO_ATTR]) if attrs is not None and BUILD_INFO_ATTR in attrs else {}
+    schedulers = info.pop("schedulers", {})
+    info["kernels"] = {name: schedulers.get(name.removesuffix("_prepacked"), "default")
+                       for name in kernel_schedulers(mod)}  # (the weight split renames kernels)
+    return info
+
+
+def to_python(value: object) -> object:
+    """An IR attribute value (Map, Array, String, numbers) as plain Python."""
+    if hasattr(value, "items"):
+        return {str(k): to_python(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "Array":
+        return [to_python(v) for v in value]
+    return value
+
+
+def codegen(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
+    """The executable of a module after :func:`build_passes` (TVM's lowering and codegen)."""
+    return tvm.compile(mod, target=target, relax_pipeline=lower_after_schedule(target))
+
+
+def build_module(mod: tvm.IRModule, target: tvm.target.Target,
+                 options: TuningOptions | None = None) -> tuple[relax.VMExecutable, dict]:
+    """Compile a lowered Relax module for ``target``: :func:`build_passes`, then :func:`codegen`;
+    return the executable and :func:`build_info`."""
+    passes = build_passes(target, options)
+    with target, tvm.transform.PassContext(opt_level=3):
+        mod = tvm.transform.Sequential(passes, name="tvm_mpq.build")(mod)
+    return codegen(mod, target), build_info(mod, target)
 
 
 def _apply_database(mod: tvm.IRModule, work_dir: Path) -> tvm.IRModule:
@@ -194,6 +310,17 @@ def _apply_database(mod: tvm.IRModule, work_dir: Path) -> tvm.IRModule:
     for gv in pending:
         out.update_func(gv, applied[gv.name_hint])
     return out
+
+
+def kernel_schedulers(mod: tvm.IRModule) -> dict[str, str]:
+    """Kernel name -> what scheduled it: a rule's name, ``database`` or ``default``."""
+    from tvm_mpq.kernels import rule_of
+
+    out = {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            out[gv.name_hint] = rule_of(func) or ("database" if _is_scheduled(func) else "default")
+    return dict(sorted(out.items()))
 
 
 def rules_used(mod: tvm.IRModule) -> dict[str, int]:
@@ -221,9 +348,13 @@ def _count_scheduled(mod: tvm.IRModule) -> int:
     return sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and _is_scheduled(f))
 
 
-def _lower_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    """TVM's default lowering after legalization/fusion (dataflow lowering + finalization)."""
-    from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
+def lower_after_schedule(target: tvm.target.Target) -> tvm.transform.Pass:
+    """TVM's default lowering after legalization/fusion (dataflow lowering + finalization) for
+    the target's backend (CPU, or CUDA: CUDA graphs where the VM can use them)."""
+    if str(target.kind.name) == "cuda":
+        from tvm.relax.backend.cuda.pipeline import dataflow_lower_passes, finalize_passes
+    else:
+        from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
 
     @tvm.transform.module_pass(opt_level=0, name="TvmMpqLowerAfterSchedule")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:

@@ -7,13 +7,16 @@ Interface used by the CLI (``compile``), the sweep harness and the tutorials::
     cm.export_library("model.so")               # weights are embedded (params bound)
     cm.n_qdq, cm.n_qdq_naive                    # quantize/dequantize borders left / per-layer
 
-The pipeline (``stage="A->C"``, the default; QuantuneV2's sensitivity from stage A applied at
-stage C) is a ``tvm.transform.Sequential``::
+The whole compile is one ``tvm.transform.Sequential`` (:func:`compile_pipeline`) that a user can
+print, extend and reorder (:func:`insert_after`), then codegen. For ``stage="A->C"`` (the
+default; QuantuneV2's sensitivity from stage A applied at stage C)::
 
-    BindParams -> FoldConstant -> FoldBatchNorm(int8 layers) -> FoldConstant -> CanonicalizeBindings
-    -> DeadCodeElimination -> CorrectBias(the config's bias corrections, if any) -> LowerToInteger(plans)
-    -> build_module (LegalizeOps, FuseOps, FuseTIR, tuning database, kernel schedules, weight
-    prepacking, codegen: compiler/build.py)
+    BindParams -> FoldConstant -> AnnotatePrecision(config)        (the decision, in the IR)
+    -> FoldBatchNorm(int8 layers) -> FoldConstant -> CanonicalizeBindings -> DeadCodeElimination
+    -> CorrectBias                                   (the config's bias corrections, if it has any)
+    -> LowerToInteger                                              (reads the annotations)
+    -> build passes: graph passes, LegalizeOps, FuseOps, FuseTIR, ScheduleKernels, prepacking
+       (:func:`tvm_mpq.compiler.build.build_passes`)
 
 ``stage="A"`` applies the config per layer on the unfused graph (batch-norm left in fp32,
 quantize/dequantize around every int8 layer).
@@ -27,29 +30,30 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from relay_passes.correct_bias import CorrectBias
+from relay_passes.annotate_precision import AnnotatePrecision
+from relay_passes.correct_bias import CorrectBias, bias_corrected_layers
 from relay_passes.fold_batch_norm import FoldBatchNorm
-from relay_passes.layer_keys import LayerKeys
-from relay_passes.lower_to_integer import IntLayerPlan, LoweringStats, LowerToInteger
-from tvm_mpq.compiler.build import TuningOptions, build_module
-from tvm_mpq.compiler.validate import check_integer_config
-from tvm_mpq.config.precision_config import PrecisionConfig
-from tvm_mpq.frontends.model_graph import ModelGraph
+from relay_passes.lower_to_integer import LoweringTrace, LowerToInteger, lowering_borders, lowering_stats
+from tvm_mpq.compiler.build import TuningOptions, build_info, build_passes, codegen
+from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
 from tvm_mpq.errors import MpqError
-from tvm_mpq.graph.layer_table import MAC_OPS, LayerTable, build_layer_table, iter_bindings
-from tvm_mpq.runtime.executor import host_target
+from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
+from tvm_mpq.runtime.executor import host_target, host_tensor
 
 STAGES = ("A", "A->C", "C")
+LOWERING_PASS = "LowerToInteger"
 
 
 @dataclass
 class CompiledModel:
-    """A built model: the executable, the final IRModule it came from and its counts."""
+    """A built model: the executable, the lowered IRModule it came from and its counts."""
 
     graph: ModelGraph
     config: PrecisionConfig | None
     target: tvm.target.Target
     mod: tvm.IRModule
+    """The module right after :class:`LowerToInteger` (integer ops, before legalization)."""
     executable: relax.VMExecutable
     n_qdq: int = 0
     n_qdq_naive: int = 0
@@ -72,58 +76,31 @@ class CompiledModel:
 
         self.graph.check_inputs(feed)
         vm = vm or self.vm()
-        args = [tvm.runtime.tensor(np.ascontiguousarray(feed[s.name])) for s in self.graph.inputs]
+        args = [host_tensor(feed[s.name]) for s in self.graph.inputs]
         return flatten_outputs(vm["main"](*args))
+
+
+def bind_params_pass(graph: ModelGraph) -> tvm.transform.Pass:
+    """``BindParams`` of every parameter of ``graph``: ``main`` then takes only the inputs."""
+    params = {name: host_tensor(value) for name, value in graph.params.items()}
+    return relax.transform.BindParams("main", params)
 
 
 def bind_params(graph: ModelGraph) -> tvm.IRModule:
     """``main`` with every parameter bound as a constant: it then takes only the inputs."""
-    params = {name: tvm.runtime.tensor(np.ascontiguousarray(value)) for name, value in graph.params.items()}
-    return relax.transform.BindParams("main", params)(graph.mod)
+    return bind_params_pass(graph)(graph.mod)
 
 
-def integer_plans(table: LayerTable, config: PrecisionConfig) -> dict[int, IntLayerPlan]:
-    """The precision pass's input: layer index -> plan, for every quantized layer."""
-    plans = {}
-    for layer in table:
-        lp = config.layers[layer.name]
-        if not lp.is_fp32:
-            plans[layer.index] = IntLayerPlan(lp.act, lp.w_bits, layer.channel_axis)
-    return plans
+def fp32_config(graph: ModelGraph, table: LayerTable | None = None) -> PrecisionConfig:
+    """Every layer of ``graph`` in fp32 (the fp32 model)."""
+    table = table or build_layer_table(graph)
+    return PrecisionConfig(graph.name, {layer.name: LayerPrecision(None, None) for layer in table})
 
 
-def preparation_passes(fold_layers: list[str], stage: str = "A->C") -> list[tvm.transform.Pass]:
-    """The graph-level passes after ``BindParams`` that bring the model to its lowering stage:
-    batch-norm folded into the int8 layers (stage C only), constants folded, aliases removed."""
-    if stage not in STAGES:
-        raise MpqError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
-    passes: list[tvm.transform.Pass] = [relax.transform.FoldConstant()]
-    if stage != "A" and fold_layers:
-        passes += [FoldBatchNorm(fold_layers), relax.transform.FoldConstant()]
-    return passes + [relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]
-
-
-def mac_bindings(mod: tvm.IRModule) -> list[relax.Var]:
-    """The MAC-op bindings of ``main`` in program order (the layer table's order)."""
-    return [b.var for b in iter_bindings(mod["main"])
-            if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op) and b.value.op.name in MAC_OPS]
-
-
-def check_layer_order(table: LayerTable, mod: tvm.IRModule) -> None:
-    """The precision pass finds layers by position; make sure preparation kept them in place
-    (folding never adds, removes or reorders a MAC op)."""
-    macs = mac_bindings(mod)
-    if len(macs) != len(table):
-        raise RuntimeError(f"{len(macs)} MAC ops after preparation, {len(table)} in the layer table")
-    for layer, var in zip(table, macs):
-        if tuple(int(d) for d in var.ty.shape) != layer.output_shape:
-            raise RuntimeError(f"layer {layer.name}: MAC op order changed during preparation")
-
-
-def bias_corrections(table: LayerTable, config: PrecisionConfig) -> dict[str, np.ndarray]:
+def config_bias_corrections(config: PrecisionConfig) -> dict[str, np.ndarray]:
     """The config's bias corrections of its quantized layers (layer name -> vector)."""
-    return {layer.name: np.asarray(config.layers[layer.name].bias_correction, np.float32) for layer in table
-            if not config.layers[layer.name].is_fp32 and config.layers[layer.name].bias_correction is not None}
+    return {name: np.asarray(lp.bias_correction, np.float32) for name, lp in config.layers.items()
+            if not lp.is_fp32 and lp.bias_correction is not None}
 
 
 def check_transforms(graph: ModelGraph, config: PrecisionConfig) -> None:
@@ -137,64 +114,124 @@ def check_transforms(graph: ModelGraph, config: PrecisionConfig) -> None:
         raise MpqError("the graph's rewrites (e.g. equalization scales) differ from the ones the config was made with")
 
 
-def prepared_module(graph: ModelGraph, table: LayerTable, config: PrecisionConfig | None,
-                    stage: str = "A->C") -> tvm.IRModule:
-    """``main`` as the precision pass receives it: parameters bound, batch-norm folded into the
-    int8 layers (fused stages), constants folded, then the config's bias corrections added
-    (:class:`~relay_passes.correct_bias.CorrectBias`). Call inside a ``PassContext``."""
-    plans = integer_plans(table, config) if config is not None else {}
-    fold = [layer.var for layer in table if layer.index in plans]
-    prepared = tvm.transform.Sequential(preparation_passes(fold, stage), name="tvm_mpq.prepare")(bind_params(graph))
-    check_layer_order(table, prepared)
-    corrections = bias_corrections(table, config) if config is not None else {}
-    if corrections:
-        if stage == "A":
+def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",
+                      table: LayerTable | None = None) -> list[tvm.transform.Pass]:
+    """From the stage-A module to the annotated module the lowering reads: parameters bound,
+    the config's decision written into the IR, batch-norm folded into the int8 layers (stage C),
+    constants folded, aliases and dead bindings removed, the config's bias corrections added
+    (:class:`~relay_passes.correct_bias.CorrectBias`). MpqError (before any pass runs) when the
+    config does not fit the model (its layers, or the graph rewrites it was made on)."""
+    if stage not in STAGES:
+        raise MpqError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
+    table = table or build_layer_table(graph)
+    corrections: dict[str, np.ndarray] = {}
+    if config is not None:
+        check_transforms(graph, config)
+        corrections = config_bias_corrections(config)
+        if corrections and stage == "A":
             raise MpqError("the config carries bias corrections, which are made for batch-norm folded layers: "
                            "compile it at stage A->C or C")
-        prepared = CorrectBias(corrections, LayerKeys.for_main(table.names()))(prepared)
-    return prepared
+    passes: list[tvm.transform.Pass] = [bind_params_pass(graph), relax.transform.FoldConstant(),
+                                        AnnotatePrecision(config or fp32_config(graph, table), table)]
+    if stage != "A":
+        passes += [FoldBatchNorm(quantized_only=True), relax.transform.FoldConstant()]
+    passes += [relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]
+    return passes + ([CorrectBias(corrections)] if corrections else [])
+
+
+def precision_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",
+                     simulate: bool = False, table: LayerTable | None = None,
+                     trace: LoweringTrace | None = None) -> list[tvm.transform.Pass]:
+    """:func:`annotation_passes`, then :class:`LowerToInteger` (``simulate``: QDQ in float32)."""
+    return [*annotation_passes(graph, config, stage, table),
+            LowerToInteger(fuse=stage != "A", simulate=simulate, trace=trace)]
+
+
+def compile_pipeline(graph: ModelGraph, config: PrecisionConfig | None, target: tvm.target.Target | None = None,
+                     stage: str = "A->C", simulate: bool = False, tuning: TuningOptions | None = None,
+                     table: LayerTable | None = None) -> tvm.transform.Sequential:
+    """The whole compile of ``graph`` under ``config`` for ``target`` as one Sequential, to be
+    run on ``graph.mod`` (then :func:`~tvm_mpq.compiler.build.codegen`): the
+    :func:`precision_passes`, then :func:`~tvm_mpq.compiler.build.build_passes`."""
+    target = target or host_target()
+    return tvm.transform.Sequential([*precision_passes(graph, config, stage, simulate, table),
+                                     *build_passes(target, tuning)], name="tvm_mpq.compile")
+
+
+def insert_after(pipeline: tvm.transform.Sequential, name: str, *passes: tvm.transform.Pass) -> tvm.transform.Sequential:
+    """``pipeline`` with ``passes`` inserted after its (first) pass named ``name``."""
+    names = [p.info.name for p in pipeline.passes]
+    if name not in names:
+        raise ValueError(f"no pass named {name!r} in {pipeline.info.name}: {', '.join(names)}")
+    at = names.index(name) + 1
+    new = [*pipeline.passes[:at], *passes, *pipeline.passes[at:]]
+    return tvm.transform.Sequential(new, opt_level=pipeline.info.opt_level, name=pipeline.info.name)
+
+
+@tvm.instrument.pass_instrument
+class _KeepAfter:
+    """Keeps the module after the last run of the pass named ``name``."""
+
+    def __init__(self, pass_name: str):
+        self.pass_name = pass_name
+        self.mod: tvm.IRModule | None = None
+
+    def run_after_pass(self, mod: tvm.IRModule, info: tvm.transform.PassInfo) -> None:
+        if info.name == self.pass_name:
+            self.mod = mod
+
+
+def lowering_summary(mod: tvm.IRModule, stage: str, simulate: bool) -> dict:
+    """The counts of the lowering written on ``mod`` (:func:`~relay_passes.lowering_stats`) as
+    the ``stats`` dict of a compile, with every Q/DQ border left and the op that forced it
+    (``borders``: ``{"kind", "tensor", "op"}``; ``borders_by_op``: ``"<kind> <op>"`` -> count)."""
+    s = lowering_stats(mod)
+    borders = [b.to_attr() for b in lowering_borders(mod)]
+    by_op: dict[str, int] = {}
+    for border in borders:
+        key = f"{border['kind']} {border['op']}"
+        by_op[key] = by_op.get(key, 0) + 1
+    return {"stage": stage, "simulated": simulate, "int8_layers": s.n_layers, "n_quantize": s.n_quantize,
+            "n_dequantize": s.n_dequantize, "n_requantize": s.n_requantize, "n_qdq": s.n_qdq,
+            "n_qdq_naive": 2 * s.n_layers, "bias_folded": s.n_bias_folded, "layout_ops_on_int8": s.n_layout_on_int,
+            "bias_corrected": len(bias_corrected_layers(mod)), "borders": borders, "borders_by_op": by_op}
 
 
 def lower_model(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",
-                simulate: bool = False, table: LayerTable | None = None) -> tuple[tvm.IRModule, dict]:
-    """Bind, fold and apply ``config``: the IRModule handed to ``tvm.compile``, and counts."""
-    mod, stats, _ = lower_with_stats(graph, config, stage, simulate, table)
-    return mod, stats
+                simulate: bool = False, table: LayerTable | None = None,
+                trace: LoweringTrace | None = None) -> tuple[tvm.IRModule, dict]:
+    """Run the :func:`precision_passes` on ``graph``: the lowered module handed to the build,
+    and its counts (:func:`lowering_summary`)."""
+    passes = precision_passes(graph, config, stage, simulate, table, trace)
+    with tvm.transform.PassContext(opt_level=3, instruments=_outer_instruments()):
+        mod = tvm.transform.Sequential(passes, name="tvm_mpq.precision")(graph.mod)
+    return mod, lowering_summary(mod, stage, simulate)
 
 
-def lower_with_stats(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",
-                     simulate: bool = False,
-                     table: LayerTable | None = None) -> tuple[tvm.IRModule, dict, LoweringStats]:
-    """:func:`lower_model` plus the precision pass's own :class:`LoweringStats`."""
-    table = table or build_layer_table(graph)
-    plans: dict[int, IntLayerPlan] = {}
-    if config is not None:
-        check_integer_config(config, table)
-        check_transforms(graph, config)
-        plans = integer_plans(table, config)
-    with tvm.transform.PassContext(opt_level=3):
-        prepared = prepared_module(graph, table, config, stage)
-        lower = LowerToInteger(plans, fuse=stage != "A", simulate=simulate)
-        mod = lower(prepared)
-    s = lower.stats
-    stats = {"stage": stage, "simulated": simulate, "int8_layers": s.n_layers, "n_quantize": s.n_quantize,
-             "n_dequantize": s.n_dequantize, "n_requantize": s.n_requantize, "n_qdq": s.n_qdq,
-             "n_qdq_naive": 2 * len(plans), "bias_folded": s.n_bias_folded, "layout_ops_on_int8": s.n_layout_on_int,
-             "bias_corrected": len(bias_corrections(table, config)) if config is not None else 0}
-    return mod, stats, s
+def _outer_instruments() -> list:
+    return list(tvm.transform.PassContext.current().instruments)
 
 
 def compile_model(graph: ModelGraph, config: PrecisionConfig | None = None,
                   target: tvm.target.Target | None = None, stage: str = "A->C",
-                  simulate: bool = False, tuning: TuningOptions | None = None) -> CompiledModel:
+                  simulate: bool = False, tuning: TuningOptions | None = None,
+                  pipeline: tvm.transform.Pass | None = None) -> CompiledModel:
     """Build ``graph`` for ``target`` (default: this host's ``llvm``) under ``config``.
 
-    The config is checked against the model before anything is compiled (MpqError on unknown
-    layers, missing quantizers, bit-widths the integer kernels cannot run). ``tuning``: the
-    MetaSchedule options of :func:`tvm_mpq.compiler.build.build_module` (default: apply the
-    target's tuning database and the kernel rules, tune nothing).
+    The config is checked against the model before anything is compiled (MpqError on unknown or
+    missing layers); the lowering raises MpqError, naming the layer, for a precision the integer
+    kernels cannot run. ``tuning``: the MetaSchedule options of
+    :func:`tvm_mpq.compiler.build.build_passes` (default: apply the target's tuning database and
+    the kernel rules, tune nothing). ``pipeline``: run this (e.g. :func:`compile_pipeline` with
+    a pass of one's own inserted) instead of the default :func:`compile_pipeline`.
     """
     target = target or host_target()
-    mod, stats = lower_model(graph, config, stage, simulate)
-    executable, stats["build"] = build_module(mod, target, tuning)
+    pipeline = pipeline or compile_pipeline(graph, config, target, stage, simulate, tuning)
+    lowered = _KeepAfter(LOWERING_PASS)
+    with target, tvm.transform.PassContext(opt_level=3, instruments=[*_outer_instruments(), lowered]):
+        built = pipeline(graph.mod)
+    mod = lowered.mod if lowered.mod is not None else built
+    stats = lowering_summary(mod, stage, simulate)
+    executable = codegen(built, target)
+    stats["build"] = build_info(built, target)
     return CompiledModel(graph, config, target, mod, executable, stats["n_qdq"], stats["n_qdq_naive"], stats)

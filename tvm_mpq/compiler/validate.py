@@ -1,15 +1,17 @@
-"""Checks a precision config must pass before the integer compile path starts."""
+"""Which configs the integer compile path can run, checked without compiling.
+
+The rules are the lowering's own (:mod:`relay_passes.integer_support`): the compile itself
+raises the same one-line error from :class:`~relay_passes.LowerToInteger`, naming the layer.
+Used where configs are filtered before any build (a sweep skips the assignments the integer
+kernels cannot run; ``compile --rate`` keeps those layers fp32).
+"""
 
 from __future__ import annotations
 
+from relay_passes.integer_support import INTEGER_KINDS, integer_problem
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.errors import MpqError
 from tvm_mpq.graph.layer_table import LayerTable
-
-INTEGER_KINDS = ("conv2d", "depthwise_conv2d", "grouped_conv2d", "dense")
-MAX_INTEGER_BITS = 8
-"""Weights and activations are stored as int8 / uint8 codes: 2..8 bits run on the int8 kernels
-(fewer bits are exact in the 8-bit containers); 16-bit activations have no kernel here."""
 
 
 def check_integer_config(config: PrecisionConfig, table: LayerTable) -> None:
@@ -21,15 +23,9 @@ def check_integer_config(config: PrecisionConfig, table: LayerTable) -> None:
         lp = config.layers[layer.name]
         if lp.is_fp32:
             continue
-        if layer.kind not in INTEGER_KINDS:
-            raise MpqError(f"config layer '{layer.name}' is a {layer.kind}: the integer kernel path supports "
-                           f"{', '.join(INTEGER_KINDS)}; keep it \"fp32\"")
-        if lp.a_bits > MAX_INTEGER_BITS or lp.w_bits > MAX_INTEGER_BITS:
-            raise MpqError(f"config layer '{layer.name}' asks for w{lp.w_bits}a{lp.a_bits}: the integer kernels take "
-                           f"at most {MAX_INTEGER_BITS}-bit weights and activations")
-        if lp.act is None:
-            raise MpqError(f"config layer '{layer.name}' has no activation quantizer (\"act\"): write the config "
-                           f"with `tvm-mpq analyze --rate R` (it calibrates), or compile with --rate")
+        problem = integer_problem(layer.name, layer.kind, lp.w_bits, lp.a_bits, lp.act is not None)
+        if problem is not None:
+            raise MpqError(f"config {problem}")
 
 
 def keep_unsupported_fp32(config: PrecisionConfig, table: LayerTable) -> list[str]:

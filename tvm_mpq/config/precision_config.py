@@ -97,6 +97,8 @@ class PrecisionConfig:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise MpqError(f"config file '{path}' is not JSON: {err}") from None
+        except OSError as err:
+            raise MpqError(f"cannot read config file '{path}': {err.strerror or err}") from None
         return PrecisionConfig.from_json(data, str(path))
 
     @staticmethod
@@ -150,11 +152,13 @@ def _parse_layer(name: str, value: object, origin: str) -> LayerPrecision:
             act = ActQParams.from_json(value["act"])
         except (KeyError, TypeError, ValueError):
             raise MpqError(f"{origin}: layer '{name}' has a malformed \"act\" entry") from None
-        if act.scale <= 0 or not 0 <= act.zero_point <= act.qmax or act.bits != a_bits:
+        if not (math.isfinite(act.scale) and act.scale > 0) or not 0 <= act.zero_point <= act.qmax \
+                or act.bits != a_bits:
             raise MpqError(f"{origin}: layer '{name}' has invalid activation qparams {value['act']}")
     scales = value.get("weight_scales")
-    if scales is not None and (not isinstance(scales, list) or not all(isinstance(s, (int, float)) and s > 0 for s in scales)):
-        raise MpqError(f"{origin}: layer '{name}' weight_scales must be a list of positive numbers")
+    if scales is not None and (not isinstance(scales, list)
+                               or not all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in scales)):
+        raise MpqError(f"{origin}: layer '{name}' weight_scales must be a list of positive finite numbers")
     correction = value.get("bias_correction")
     if correction is not None and (not isinstance(correction, list) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in correction)):

@@ -7,7 +7,10 @@ folded, the graph the integer compiler quantizes), with the activation quantizer
 the calibration set: QDQ simulation, bit-identical to ``SimulateQuantization`` of the same
 assignment, which the integer compiler (``compile_model(..., stage="C")``) matches up to float
 accumulation order. W8A8 layers have a real integer kernel; other bit-widths are simulated only,
-and each point says how many of its layers are. Results are cached per assignment, so points
+and each point says how many of its layers are. Metrics are
+:func:`~tvm_mpq.evaluation.fidelity.scores` against the stage-A fp32 model run on the host
+(:func:`~tvm_mpq.evaluation.fidelity.fp32_reference`), on the model's named held-out sample set:
+the sweep's and the benchmarks' reference and samples. Results are cached per assignment, so points
 that coincide (every ranking's all-int8 and all-fp32 end, a rate met by the same prefix) run once.
 """
 
@@ -17,6 +20,7 @@ import time
 from typing import Mapping
 
 from tvm_mpq.allocation.bops import FP32, INT8, Precision, bops_ratio, bops_reduction_rate, raw_reduction_rate
+from tvm_mpq.evaluation.fidelity import fp32_reference, scores
 from tvm_mpq.evaluation.model_data import ModelData
 from tvm_mpq.evaluation.model_size import model_size_mb
 from tvm_mpq.evaluation.tasks import TaskMetricSet, metric_set
@@ -51,7 +55,9 @@ class ConfigEvaluator:
         self.metrics: TaskMetricSet = metric_set(data.task, data.labels is not None)
         self.ctx = MethodContext(graph_c, table_c, data.calib, measurement_c, observer=observer)
         start = time.perf_counter()
-        self.reference = self.ctx.reference(data.eval_feeds)
+        self.fp32 = fp32_reference(data.graph, data.samples)  # the sweep's and the benchmarks' reference
+        self.reference = self.fp32.outputs
+        self.ctx.run({}, data.eval_feeds[:1])  # compiles the evaluation module (timed here)
         self.compile_seconds = time.perf_counter() - start
         self._cache: dict[tuple[Key, int], dict[str, float]] = {}
         self.runs = 0
@@ -72,7 +78,7 @@ class ConfigEvaluator:
             feeds, reference = self.data.eval_feeds[:n], self.reference[:n]
             labels = None if self.data.labels is None else self.data.labels[:n]
             outputs = reference if not key else self.ctx.run(dict(precisions), feeds)
-            self._cache[key, n] = self.metrics.compute(outputs, reference, labels)
+            self._cache[key, n] = scores(self.data.task, outputs, reference, labels)
             self.runs += bool(key)
             self.samples_run += len(feeds) if key else 0
             self.run_seconds += time.perf_counter() - start

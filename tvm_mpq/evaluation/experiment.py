@@ -35,7 +35,10 @@ from tvm_mpq.evaluation.ablation_table import ablation_points, ablation_rankings
 from tvm_mpq.evaluation.analyses import METHODS, MethodRun, Stages, run_method
 from tvm_mpq.evaluation.evaluator import EVALUATED_WITH, ConfigEvaluator
 from tvm_mpq.evaluation.local_metrics_study import local_metric_rankings, reference_ranking
-from tvm_mpq.evaluation.model_data import counts_for, load_model_data
+from tvm_mpq.config.precision_config import PrecisionConfig
+from tvm_mpq.evaluation.local_run import LocalRun
+from tvm_mpq.evaluation.model_data import ModelData, counts_for, load_model_data
+from tvm_mpq.evaluation.task_metrics import Outputs
 from tvm_mpq.evaluation.plots import plot_rates
 from tvm_mpq.evaluation.recovery import curve_counts, plot_recovery, recovery_curve, summary
 from tvm_mpq.evaluation.table2 import table2_points
@@ -101,10 +104,23 @@ def _save_report(run: MethodRun, folder: Path) -> list[str]:
     return [str(path)] + [str(p) for p in run.report.write_artifacts(path)]
 
 
+def integer_figures(data: ModelData, config: PrecisionConfig, stage: str = "C",
+                    reference: Outputs | None = None) -> tuple[dict[str, float], LocalRun]:
+    """What ``--check-integer`` reports for ``config``: compiled by the integer compiler at
+    ``stage``, run on the model's named sample set, and scored (:func:`~.fidelity.scores`)
+    against the fp32 reference on those samples (computed here when not given)."""
+    from tvm_mpq.evaluation.fidelity import fp32_reference, scores
+    from tvm_mpq.evaluation.local_run import run_config
+
+    if reference is None:
+        reference = fp32_reference(data.graph, data.samples).outputs
+    run = run_config(data.graph, config, data.samples, stage=stage)
+    return scores(data.task, run.outputs, reference, data.labels), run
+
+
 def _integer_check(data, stages: Stages, evaluator: ConfigEvaluator, sensitivity: list[str], rate: float) -> dict:
     """Compile QuantuneV2's point at ``rate`` with the integer compiler (stage C) and compare its
     metrics with the probe's."""
-    from tvm_mpq.compiler import compile_model
     from tvm_mpq.config.build import build_config
     from tvm_mpq.evaluation.fidelity import step_agreement
 
@@ -112,13 +128,11 @@ def _integer_check(data, stages: Stages, evaluator: ConfigEvaluator, sensitivity
     precisions = allocate_by_rate(data.table, sensitivity, rate)
     config = build_config(stages.graph_c, stages.table_c, precisions, evaluator.ctx.act_ranges(8),
                           {"method": "quantunev2", "requested_rate": rate, "analysis_stage": "C"})
-    compiled = compile_model(data.graph, config, stage="C")
-    outputs = [compiled.run(feed) for feed in data.eval_feeds]
-    integer = evaluator.metrics.compute(outputs, evaluator.reference, data.labels)
+    integer, run = integer_figures(data, config, "C", evaluator.reference)
     probe_outputs = evaluator.ctx.run(precisions, data.eval_feeds)
-    return {"method": "quantunev2", "requested_rate": rate, "n_qdq": compiled.n_qdq,
-            "integer": integer, "probe": evaluator.metrics_of(precisions),
-            "integer_vs_probe": step_agreement(outputs, probe_outputs, evaluator.reference),
+    return {"method": "quantunev2", "requested_rate": rate, "n_qdq": run.compiled.n_qdq,
+            "samples": data.samples.name, "integer": integer, "probe": evaluator.metrics_of(precisions),
+            "integer_vs_probe": step_agreement(run.outputs, probe_outputs, evaluator.reference),
             "seconds": time.perf_counter() - start}
 
 
@@ -150,8 +164,8 @@ def evaluate_model(name: str, options: EvalOptions, log: Log) -> dict:
     shown = [runs[m] for m in options.methods]
     points = table2_points(evaluator, shown, list(options.rates), options.mixquant_qem)
     log(f"{name}: Table 2: {len(points)} points ({evaluator.runs} assignment runs so far)")
-    result = {"model": name, "task": data.task, "counts": data.counts.__dict__, "n_layers": len(data.table),
-              "macs": data.table.total_macs(), "primary_metric": evaluator.primary,
+    result = {"model": name, "task": data.task, "counts": data.counts.__dict__, "samples": data.samples.to_json(),
+              "n_layers": len(data.table), "macs": data.table.total_macs(), "primary_metric": evaluator.primary,
               "evaluated_with": EVALUATED_WITH, "fp32": fp32, "int8": int8,
               "int8_point": evaluator.point({n: INT8 for n in data.table.names()}),
               "fp32_size_mb": evaluator.point({})["model_size_mb"],

@@ -4,9 +4,10 @@ Sample counts are per model (:data:`PROFILES`): on this 2-core machine an Effici
 inference takes ~0.3 s and a PP-OCR recogniser one ~0.7 s, against a few milliseconds for
 mtcnn-rnet and ppocr-cls, so the expensive models get fewer evaluation, Top-1 and Pandey samples.
 
-* labelled models (mtcnn-rnet: 200 LFW crops; ppocr-cls: 74 strips upright / rotated) are
-  evaluated on their labelled set; calibration uses the first ``calib`` unlabeled samples;
-* other models are evaluated on held-out samples: ``calibration(calib + eval)[calib:]``.
+The evaluation samples are the named set of :func:`tvm_mpq.evaluation.sample_set.held_out`,
+the one ``tvm-mpq sweep`` and ``benchmarks/precision_pass.py`` use: labelled models
+(mtcnn-rnet: 200 LFW crops; ppocr-cls: 74 strips upright / rotated) on their labelled samples
+after the first ``calib``, other models on ``calibration(calib + eval)[calib:]``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tvm_mpq.errors import MpqError
+from tvm_mpq.evaluation.sample_set import SampleSet, held_out
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
 from tvm_mpq.zoo.registry import Feed, get
@@ -63,9 +65,18 @@ class ModelData:
     graph: ModelGraph
     table: LayerTable
     calib: list[Feed]
-    eval_feeds: list[Feed]
-    labels: np.ndarray | None
+    samples: SampleSet
     counts: SampleCounts
+
+    @property
+    def eval_feeds(self) -> list[Feed]:
+        """The evaluation samples' feeds."""
+        return self.samples.feeds
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """The evaluation samples' true labels (None: unlabelled)."""
+        return self.samples.labels
 
     def describe(self) -> str:
         """One line: layers, MACs, sample counts."""
@@ -85,14 +96,8 @@ def load_model_data(name: str, counts: SampleCounts) -> ModelData:
     graph = model.build_graph()
     table = build_layer_table(graph)
     calib = model.calibration(counts.calib)
-    if model.labelled is not None:
-        eval_feeds, labels = model.labelled(counts.eval)
-        labels = np.asarray(labels)
-    else:
-        n_eval = counts.eval if counts.eval is not None else 32
-        eval_feeds, labels = model.calibration(counts.calib + n_eval)[counts.calib:], None
-    if not eval_feeds:
-        raise MpqError(f"{name}: no evaluation samples")
+    samples = held_out(name, counts.calib, counts.eval)
+    eval_feeds, labels = samples.feeds, samples.labels
     top1, top1_pool = counts.top1, len(eval_feeds) if labels is not None else len(calib)
     if top1 is not None and top1 > top1_pool:
         top1 = top1_pool
@@ -102,4 +107,4 @@ def load_model_data(name: str, counts: SampleCounts) -> ModelData:
     if curve is not None and curve >= len(eval_feeds):
         curve = None
     counts = dataclasses.replace(counts, top1=top1, eval=len(eval_feeds), curve_samples=curve)
-    return ModelData(name, model.task, graph, table, calib, eval_feeds, labels, counts)
+    return ModelData(name, model.task, graph, table, calib, samples, counts)

@@ -169,7 +169,8 @@ def _model_section(model: dict) -> list[str]:
     c = model["counts"]
     lines = [f"## {model['model']} ({model['task']})", "",
              f"{model['n_layers']} MAC layers, {model['macs'] / 1e6:.1f} M MACs. Samples: {c['calib']} calibration, "
-             f"{c['eval']} evaluation, Top-1 {c['top1'] if c['top1'] is not None else 'all'}, Pandey {c['pandey']}; "
+             f"{c['eval']} evaluation" + (f" (`{model['samples']['name']}`)" if model.get("samples") else "")
+             + f", Top-1 {c['top1'] if c['top1'] is not None else 'all'}, Pandey {c['pandey']}; "
              f"recovery curves at {c['curve_points'] or 'every'} point(s) on "
              f"{c.get('curve_samples') or c['eval']} samples. Primary metric: **{SHORT.get(metric, metric)}**. "
              f"Evaluated with: {model['evaluated_with']}. Model wall time {model['seconds']:.0f} s.", "",

@@ -2,10 +2,12 @@
 
 The ONNX export must carry *exactly* the compiled model's numbers, so nothing here is recomputed
 from the ONNX file: the stage-C module is prepared by the compile pipeline's own passes
-(``BindParams``, ``FoldBatchNorm`` on the int8 layers, ``FoldConstant`` ...), and the precision
-pass (:mod:`relay_passes.lower_to_integer`, simulated arithmetic) is run on it. From that we read,
-per int8 layer:
+(``BindParams``, ``AnnotatePrecision``, ``FoldBatchNorm`` on the int8 layers, ``FoldConstant``
+...), and the precision pass (:mod:`relay_passes.lower_to_integer`, simulated arithmetic) is run
+on it. From the annotations and that lowering we read, per int8 layer:
 
+* its quantizers (the annotation: activation scale and zero point, weight scales of the folded
+  weight);
 * the weight it quantizes (batch-norm folded, in the MAC op's operand layout) and the bias that
   is folded into the int32 accumulator (quantized at ``s_x * s_w``), or the fp32 bias add that
   stays in the epilogue;
@@ -23,10 +25,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from relay_passes.lower_to_integer import LAYOUT_OPS, is_zero_pad, IntegerLowering
+from relay_passes.lower_to_integer import LAYOUT_OPS, IntegerLowering, is_zero_pad
+from relay_passes.precision_annotation import detach_annotations
 from relay_passes.quantized_arith import FakeQuantArith
-from tvm_mpq.compiler.pipeline import check_transforms, integer_plans, mac_bindings, prepared_module
-from tvm_mpq.compiler.validate import check_integer_config
+from tvm_mpq.compiler.pipeline import annotation_passes
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable, build_layer_table, iter_bindings
@@ -111,15 +113,14 @@ def _op_name(value: relax.Expr) -> str:
 
 def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | None = None) -> list[Int8Layer]:
     """Every int8 layer of ``config`` on ``graph`` (table order), as the default ``A->C`` compile
-    lowers it. Raises MpqError when the config does not fit the model (the compiler's check)."""
+    lowers it. Raises MpqError when the config does not fit the model or the integer kernels
+    cannot run a layer (the compiler's own errors)."""
     table = table or build_layer_table(graph)
-    check_integer_config(config, table)
-    check_transforms(graph, config)
-    plans = integer_plans(table, config)
     with tvm.transform.PassContext(opt_level=3):
-        prepared = prepared_module(graph, table, config, "A->C")
-        func = prepared["main"]
-        lowering = IntegerLowering(prepared, plans, FakeQuantArith(), True)
+        prepared = tvm.transform.Sequential(annotation_passes(graph, config, "A->C", table),
+                                            name="tvm_mpq.annotate")(graph.mod)
+        func, annotations = detach_annotations(prepared["main"], prepared)
+        lowering = IntegerLowering(prepared, annotations, FakeQuantArith(), True)
         lowering.prepare(func)
         lowering.visit_expr(func)
     var2val = relax.analysis.get_var2val(func)
@@ -128,18 +129,18 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
     for binding in bindings:
         for used in relax.analysis.free_vars(binding.value) if not isinstance(binding.value, relax.Var) else []:
             consumers.setdefault(used, []).append(binding)
-    macs = mac_bindings(prepared)
+    int8_vars = {annotation.layer: var for var, annotation in lowering.int8.items()}
     out: list[Int8Layer] = []
     for layer in table:
-        if layer.index not in plans:
+        if layer.name not in int8_vars:
             continue
-        plan = plans[layer.index]
-        var = macs[layer.index]
+        var = int8_vars[layer.name]
+        annotation = lowering.int8[var]
         call = var2val[var]
         weight = _constant(call.args[1], var2val)
-        if weight is None:
-            raise RuntimeError(f"layer {layer.name}: weight is not a constant after preparation")
-        scales = weight_scales(weight, plan.w_bits, plan.channel_axis)
+        scales = annotation.weight_scales
+        if scales is None:
+            scales = weight_scales(weight, annotation.w_bits, layer.channel_axis)
         bias, bias_folded, after = None, False, var
         add = next((b for b in consumers.get(var, []) if _op_name(b.value) == "relax.add"), None)
         if add is not None:
@@ -166,7 +167,7 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
             elif source is data:
                 source_act = shared_act
         correction = config.layers[layer.name].bias_correction
-        out.append(Int8Layer(layer, plan.act, plan.w_bits, weight.astype(np.float32), scales, bias, bias_folded,
-                             bn_kept, shared, shared_act, source_act,
+        out.append(Int8Layer(layer, annotation.act, annotation.w_bits, weight.astype(np.float32), scales, bias,
+                             bias_folded, bn_kept, shared, shared_act, source_act,
                              None if correction is None else np.asarray(correction, np.float32)))
     return out

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
 
-__all__ = ["ModelGraph", "TensorSpec", "load_model", "parse_input_shapes"]
+__all__ = ["ModelGraph", "TensorSpec", "check_no_nan_params", "load_model", "parse_input_shapes"]
 
 
 def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -26,10 +28,27 @@ def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
 
 
 def load_model(spec: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelGraph:
-    """A zoo name, an ``.onnx`` file or a ``torch.export`` ``.pt2`` file -> ModelGraph."""
+    """A zoo name, an ``.onnx`` file or a ``torch.export`` ``.pt2`` file -> ModelGraph.
+
+    MpqError for a missing or unreadable file and for a model with NaN in a parameter."""
+    graph = _import(spec, input_shapes or {})
+    check_no_nan_params(graph)
+    return graph
+
+
+def check_no_nan_params(graph: ModelGraph) -> None:
+    """MpqError naming the first parameter (and its layer) that holds NaN: a corrupt or
+    mis-exported model, which would otherwise fail deep in calibration or compilation."""
+    for name, value in graph.params.items():
+        if np.issubdtype(value.dtype, np.floating) and np.isnan(value).any():
+            owner = graph.layer_names.get(name)
+            raise MpqError(f"model '{graph.name}' has NaN values in parameter '{name}'"
+                           f"{f' (layer {owner})' if owner else ''}; re-export the model from a healthy checkpoint")
+
+
+def _import(spec: str, shapes: dict[str, tuple[int, ...]]) -> ModelGraph:
     from tvm_mpq import zoo
 
-    shapes = input_shapes or {}
     if spec in zoo.names():
         if shapes:
             return zoo.get(spec).load_graph(shapes)

@@ -150,10 +150,11 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec]) -> onnx.Mode
     2. Constant sub-graphs are evaluated with ``onnx.reference`` (``Shape``/``Size`` of tensors
        whose shape is now static count as constants), repeated until nothing changes, so
        exporter-made ``Shape -> Slice -> Concat -> Reshape`` chains become constants.
-    3. Float tensors of more than one element that are not consumed as shapes/axes/bounds
-       (weights written as ``Constant`` nodes, as paddle2onnx does) become initializers, so they
-       are detached, named parameters; every other constant becomes a ``Constant`` node (TVM
-       then sees shapes and axes as compile-time values).
+    3. Float tensors of rank >= 1 that are not consumed as shapes/axes/bounds (initializers, and
+       weights of more than one element written as ``Constant`` nodes, as paddle2onnx does)
+       become initializers, so they are detached, named parameters; every other constant,
+       scalars included, becomes a ``Constant`` node with its own rank (TVM then sees shapes and
+       axes as compile-time values).
     """
     model_copy = onnx.ModelProto()
     model_copy.CopyFrom(model)
@@ -268,7 +269,10 @@ def _rebuild(model: onnx.ModelProto, nodes: list, values: dict[str, np.ndarray],
             continue
         value = np.asarray(value)
         is_float = value.dtype.kind == "f"
-        as_param = is_float and name not in const_use and (name in from_initializers or value.size > 1)
+        # A 0-d value is never a weight: it stays a scalar constant (a parameter of rank 0 would
+        # reach the runtime through numpy helpers that promote it to rank 1).
+        as_param = (is_float and name not in const_use and value.ndim > 0
+                    and (name in from_initializers or value.size > 1))
         tensor = onnx.numpy_helper.from_array(value, name)
         if as_param:
             initializers.append(tensor)

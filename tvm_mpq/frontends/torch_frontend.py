@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +67,16 @@ def from_module(module: torch.nn.Module, example: dict[str, np.ndarray], name: s
 
 
 def load_pt2(path: Path) -> ModelGraph:
-    """Load a ``torch.export.save`` archive."""
+    """Load a ``torch.export.save`` archive (MpqError if it is not one)."""
+    if not zipfile.is_zipfile(path):
+        raise MpqError(f"'{path}' is not a readable torch.export (.pt2) archive: not a zip file")
+    export_log = logging.getLogger("torch.export")
+    level = export_log.level
+    export_log.setLevel(logging.ERROR)  # torch logs a traceback before it raises for a bad archive
     try:
         ep = torch.export.load(str(path))
     except Exception as err:
         raise MpqError(f"'{path}' is not a readable torch.export (.pt2) archive: {str(err).splitlines()[0]}") from None
+    finally:
+        export_log.setLevel(level)
     return from_exported(ep, path.stem, source=str(path))

@@ -26,6 +26,7 @@ _WEIGHT_VIEW_OPS = ("relax.permute_dims", "relax.reshape", "relax.astype", "rela
 class Layer:
     """One MAC op.
 
+    ``var`` names the binding of the op in Relax function ``function`` of the stage-A module;
     ``data_var``/``weight_var`` are the Relax names of the op's two operands (the variable or
     parameter they are bound to); ``weight_param`` is the parameter the weight comes from (None
     for activation x activation matmul). ``channel_axis`` is the output-channel axis of the
@@ -44,6 +45,8 @@ class Layer:
     channel_axis: int
     output_shape: tuple[int, ...]
     weight_view: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    function: str = "main"
+    """The Relax function of the module that binds ``var``."""
     producers: list[str] = field(default_factory=list)
     consumers: list[str] = field(default_factory=list)
 

@@ -12,15 +12,20 @@ Rules are ``dlight`` ``ScheduleRule`` objects; a module adds its rules for an ar
 Rules may rewrite the layout of constant weight buffers (``layout_free_buffers``): the build
 splits those layout rewrites out (``SplitLayoutRewritePreproc``) and folds them into the
 constants, so weights are prepacked once, at compile time.
+
+A rule that raises declines (:func:`tagged` turns the exception into ``None``, logged): the
+next rule of the list gets the function, and no rule ever fails a build.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import tvm
 
+LOG = logging.getLogger(__name__)
 RuleFactory = Callable[[tvm.target.Target], list[Any]]
 _RULES: dict[str, list[RuleFactory]] = {}
 
@@ -50,26 +55,38 @@ def target_arch(target: tvm.target.Target) -> str:
 RULE_ATTR = "tvm_mpq.rule"
 """Root-block annotation naming the rule that scheduled a PrimFunc (read by :func:`rule_of`)."""
 
-GENERIC_RULES = ("InjectiveCpu", "ReductionCpu")
-"""Rules for the non-MAC kernels (:mod:`tvm_mpq.kernels.cpu_generic`)."""
+GENERIC_RULES = ("InjectiveCpu", "ReductionCpu", "Reduction", "Matmul", "GEMV", "GeneralReduction", "Fallback")
+"""Rules that are not tvm-mpq MAC kernels: :mod:`tvm_mpq.kernels.cpu_generic` and TVM's dlight
+rules (CPU ``Reduction``; on CUDA, :mod:`tvm_mpq.kernels.cuda` appends TVM's GPU rules)."""
+
+
+def activation_layout(target: tvm.target.Target) -> str:
+    """The activation layout the target's kernels are written for: ``NHWC`` (channels-last,
+    :mod:`tvm_mpq.kernels.cpu_mac`) on every CPU, ``NCHW`` elsewhere (CUDA: the implicit GEMMs
+    of :mod:`tvm_mpq.kernels.cuda_mac` and TVM's dlight GPU rules)."""
+    return "NHWC" if str(target.kind.name) == "llvm" else "NCHW"
 
 
 def default_schedule_rules(target: tvm.target.Target) -> list[Any]:
     """The schedule rules registered for ``target``'s architecture, then, on CPUs, the generic
-    rules for what no MAC rule takes; each tags what it schedules (:func:`rule_of`)."""
+    rules for what no MAC rule takes (CUDA's list ends with TVM's GPU rules itself); each tags
+    what it schedules (:func:`rule_of`) and declines where it raises."""
     _load_builtin_rules()
     rules: list[Any] = []
     for factory in _RULES.get(target_arch(target), []):
         rules.extend(factory(target))
     if str(target.kind.name) == "llvm":  # every CPU: what no MAC rule took gets a parallel, vectorized nest
+        from tvm.s_tir.dlight.cpu import Reduction
+
         from .cpu_generic import InjectiveCpu, ReductionCpu
 
-        rules.extend([InjectiveCpu(), ReductionCpu()])
+        rules.extend([InjectiveCpu(), ReductionCpu(), Reduction()])  # (TVM's: softmax, layer norm)
     return [tagged(rule) for rule in rules]
 
 
 def tagged(rule: Any) -> Any:
-    """``rule`` wrapped (:class:`TaggedRule`) so that the schedule it returns names it."""
+    """``rule`` wrapped (:class:`TaggedRule`) so that the schedule it returns names it, and an
+    exception it raises (TVM's GPU ``Matmul`` asserts on epilogues it cannot inline) declines."""
     from tvm.s_tir.dlight.base import ScheduleRule
 
     class TaggedRule(ScheduleRule):
@@ -80,7 +97,15 @@ def tagged(rule: Any) -> Any:
             self.name = type(inner).__name__
 
         def apply(self, func, target, tunable):  # noqa: ANN001, ANN201 - dlight's signature
-            sch = self.rule.apply(func, target, tunable)
+            try:
+                sch = self.rule.apply(func, target, tunable)
+            except Exception as err:  # noqa: BLE001 - a failing rule declines: the next one is tried
+                name = func.attrs.get("global_symbol", "") if isinstance(func, tvm.tirx.PrimFunc) and func.attrs else ""
+                LOG.info("rule %s declined %s: %s: %s", self.name, name, type(err).__name__,
+                         str(err).splitlines()[0] if str(err) else "")
+                if LOG.isEnabledFor(logging.DEBUG):  # debugging a rule: its traceback
+                    raise
+                return None
             if sch is None or isinstance(sch, list):
                 return sch
             try:
@@ -106,7 +131,7 @@ def _load_builtin_rules() -> None:
     """Import the modules that register the built-in rules (import side effect only)."""
     import importlib
 
-    for name in ("x86", "aarch64"):
+    for name in ("x86", "aarch64", "cuda"):
         try:
             importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as err:

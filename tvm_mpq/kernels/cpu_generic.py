@@ -7,7 +7,7 @@ batch-norm + relu6 + pad groups of the fp32 layers, the input quantize, the pool
 dequantize at the borders of an fp32 region). :class:`InjectiveCpu` gives every such kernel a
 parallel, vectorized loop nest: producers are inlined into the last block, its outer loops are
 fused and run in parallel, its innermost loop is vectorized with the target's vector width
-(``llvm_get_vector_width``: 512 bits on AVX-512, 256 on AVX2, 128 on NEON).
+(:func:`tvm_mpq.kernels.cpu_isa.cpu_isa`: 512 bits on AVX-512, 256 on AVX2, 128 on SSE2/NEON).
 :class:`ReductionCpu` does the same for reductions whose spatial loops lead (pooling, a mean
 over the spatial axes): the spatial loops run in parallel, the reduction stays innermost.
 
@@ -22,7 +22,6 @@ import logging
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
-from tvm.target.codegen import llvm_get_vector_width
 
 LOG = logging.getLogger(__name__)
 
@@ -32,8 +31,9 @@ MIN_PARALLEL_ELEMENTS = 4096
 
 def vector_lanes(target: Target, dtype_bits: int) -> int:
     """Lanes of one vector register of ``target`` for elements of ``dtype_bits`` bits."""
-    bits = llvm_get_vector_width(target)
-    return max(2, (bits if bits > 0 else 128) // max(8, dtype_bits))
+    from .cpu_isa import cpu_isa
+
+    return max(2, cpu_isa(target).vector_bits // max(8, dtype_bits))
 
 
 def _blocks(sch: s_tir.Schedule) -> list[s_tir.schedule.SBlockRV]:
@@ -131,8 +131,9 @@ class ReductionCpu(ScheduleRule):
         blocks = _blocks(sch)
         if not blocks or not any(_is_reduction(sch, b) for b in blocks):
             return None
-        if any(_is_reduction(sch, b) and _inputs(sch, b) > 1 for b in blocks):
-            return None  # a MAC (conv, matmul: two operands): the MAC rules' or TVM's default
+        reductions = [b for b in blocks if _is_reduction(sch, b)]
+        if len(reductions) > 1 or _inputs(sch, reductions[0]) > 1:
+            return None  # a MAC (two operands), or a chain of reductions (layer norm: dlight's rule)
         try:
             _inline_producers(sch, blocks)
             for block in _blocks(sch):
@@ -140,15 +141,44 @@ class ReductionCpu(ScheduleRule):
                     bits = int(sch.get(block).writes[0].source.dtype.bits)
                     schedule_spatial(sch, block, vector_lanes(target, bits))
                     continue
-                kinds = [int(iv.iter_type) for iv in sch.get(block).iter_vars]
-                lead = len(kinds) - len(_lstrip_zero(kinds))
-                loops = sch.get_loops(block)[:lead]
-                if loops and _elements(sch, loops) > 1:
-                    sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+                _schedule_reduction(sch, block, target)
         except Exception as err:  # noqa: BLE001
             LOG.debug("reduction rule declined: %s", err)
             return None
         return sch
+
+
+def _schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, target: Target) -> None:
+    """Leading spatial loops parallel; the innermost spatial loop (channels-last: the channels)
+    moved below the reduction loops and vectorized, when its extent suits the vector width."""
+    stmt = sch.get(block)
+    kinds = [int(iv.iter_type) for iv in stmt.iter_vars]
+    lead = len(kinds) - len(_lstrip_zero(kinds))
+    loops = sch.get_loops(block)
+    spatial, reduction = loops[:lead], loops[lead:]
+    lanes = vector_lanes(target, int(stmt.writes[0].source.dtype.bits))
+    inner = _extent(sch, spatial[-1]) if spatial else None
+    vec = None
+    if reduction and inner is not None and (inner % lanes == 0 or 2 <= inner <= 4 * lanes):
+        vec = spatial[-1]
+        if inner % lanes == 0 and inner > lanes:
+            outer, vec = sch.split(vec, [None, lanes])
+            spatial = [*spatial[:-1], outer]
+        else:
+            spatial = spatial[:-1]
+        sch.reorder(*spatial, *reduction, vec)
+    if spatial and vec is not None:  # accumulate one vector per spatial tile in registers
+        writeback = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(writeback, spatial[-1])
+        sch.vectorize(sch.get_loops(writeback)[-1])
+    outputs = _elements(sch, spatial) * (_extent(sch, vec) or 1 if vec is not None else 1)
+    if spatial and _elements(sch, spatial) > 1 and outputs >= MIN_PARALLEL_ELEMENTS // 8:
+        # (parallel and vectorize before the init is split off: TVM refuses them after)
+        sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
+    if vec is not None:
+        sch.vectorize(vec)
+        init = sch.decompose_reduction(block, reduction[0])
+        sch.vectorize(sch.get_loops(init)[-1])
 
 
 def _inputs(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> int:

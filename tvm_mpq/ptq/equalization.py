@@ -1,11 +1,13 @@
 """Cross-layer equalization of a model: the graph rewrite, as a new stage-A :class:`ModelGraph`.
 
-The model is bound, :class:`~relay_passes.equalize.EqualizeCrossLayer` rewrites it (exactly the
-same function in fp32), and the MAC weights become parameters again under their names, so the
-layer table, the analysis and the precision config see the same layers. The graph records what
-was done (``transforms["cross_layer_equalization"]``: the pairs and their scales); a config made
-on it carries that record, and :func:`graph_for_config` replays exactly those scales on the
-imported model (``compile --config``, ``export-onnx``).
+The model is bound and every layer named in the IR (fp32 precision annotations),
+:class:`~relay_passes.equalize.EqualizeCrossLayer` rewrites it (exactly the same function in
+fp32), and the MAC weights become parameters again under their names
+(:class:`~relay_passes.lift_weights.LiftWeights`), so the layer table, the analysis and the
+precision config see the same layers. The graph records what was done
+(``transforms["cross_layer_equalization"]``: the pairs and their scales, read from the pass's
+function attributes); a config made on it carries that record, and :func:`graph_for_config`
+replays exactly those scales on the imported model (``compile --config``, ``export-onnx``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from relay_passes.equalize import EqualizeCrossLayer
-from relay_passes.layer_keys import LayerKeys
-from tvm_mpq.compiler.pipeline import bind_params
-from tvm_mpq.compiler.stages import lift_weights
+from relay_passes import (AnnotatePrecision, EqualizeCrossLayer, LiftWeights, PrecisionAnnotation,
+                          RemovePrecisionAnnotations, UniqueBindingNames)
+from relay_passes.equalize import equalized_pairs as module_pairs
+from tvm_mpq.compiler.pipeline import bind_params_pass
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
@@ -27,20 +29,36 @@ from tvm_mpq.ptq.options import PtqOptions
 TRANSFORM = "cross_layer_equalization"
 
 
+def equalization_passes(graph: ModelGraph, lifted: dict[str, np.ndarray],
+                        scales: dict[tuple[str, str], np.ndarray] | None = None) -> list[tvm.transform.Pass]:
+    """Bind, name every layer (fp32 annotations), equalize (DFQ scales, or ``scales``), lift
+    each MAC weight back to a parameter (values into ``lifted``), drop the annotations."""
+    table = build_layer_table(graph)
+    names = {layer.name: PrecisionAnnotation.fp32(layer.name) for layer in table}
+    weights = {layer.name: layer.weight_param for layer in table if layer.weight_param is not None}
+    return [bind_params_pass(graph), relax.transform.FoldConstant(), AnnotatePrecision(names, table),
+            EqualizeCrossLayer(scales), LiftWeights(weights, lifted), RemovePrecisionAnnotations(),
+            relax.transform.DeadCodeElimination(), UniqueBindingNames()]
+
+
 def equalize(graph: ModelGraph, scales: dict[tuple[str, str], np.ndarray] | None = None) -> ModelGraph:
     """``graph`` with its equalizable conv pairs equalized (DFQ scales, or ``scales``)."""
     if TRANSFORM in graph.transforms:
         raise MpqError(f"model '{graph.name}' is already equalized")
-    table = build_layer_table(graph)
-    rewrite = EqualizeCrossLayer(LayerKeys.for_main(table.names()), scales)
+    lifted: dict[str, np.ndarray] = {}
     with tvm.transform.PassContext(opt_level=3):
-        bound = relax.transform.FoldConstant()(bind_params(graph))
         try:
-            equalized = rewrite(bound)
+            mod = tvm.transform.Sequential(equalization_passes(graph, lifted, scales), name="tvm_mpq.equalize")(graph.mod)
         except ValueError as err:
             raise MpqError(f"cross-layer equalization of '{graph.name}': {err}") from None
-    record = {"pairs": [pair.to_json() for pair in rewrite.pairs]}
-    return lift_weights(graph, equalized, {**graph.transforms, TRANSFORM: record})
+    record = {"pairs": [pair.to_json() for pair in module_pairs(mod)]}
+    main = mod["main"]
+    for key in [k for k in main.attrs.keys() if k.startswith("mpq_")]:
+        main = main.without_attr(key)
+    mod["main"] = main
+    arrays = {p.name: lifted[p.name] for p in main.params if p.name in lifted}
+    return ModelGraph(graph.name, mod, graph.inputs, arrays, graph.layer_names, graph.source,
+                      {**graph.transforms, TRANSFORM: record})
 
 
 def equalized_pairs(graph: ModelGraph) -> list[dict]:

@@ -36,6 +36,12 @@ def host_target() -> tvm.target.Target:
     return tvm.target.Target(target)
 
 
+def host_tensor(value: np.ndarray, device: tvm.runtime.Device | None = None) -> tvm.runtime.Tensor:
+    """``value`` as a C-contiguous TVM tensor of the same rank (``np.ascontiguousarray`` would
+    turn a 0-d scalar into shape ``(1,)``, which a rank-0 argument rejects)."""
+    return tvm.runtime.tensor(np.require(value, requirements="C"), device or tvm.cpu())
+
+
 def flatten_outputs(value: object) -> list[np.ndarray]:
     if hasattr(value, "numpy"):  # a tvm.runtime.Tensor
         return [value.numpy()]
@@ -56,7 +62,7 @@ class CompiledGraph:
 
     def run(self, feed: Feed) -> list[np.ndarray]:
         self.graph.check_inputs(feed)
-        args = [tvm.runtime.tensor(np.ascontiguousarray(feed[s.name]), self.device) for s in self.graph.inputs]
+        args = [host_tensor(feed[s.name], self.device) for s in self.graph.inputs]
         return flatten_outputs(self.vm["main"](*args, *self.param_tensors))
 
 
@@ -66,5 +72,5 @@ def compile_graph(graph: ModelGraph, target: tvm.target.Target | None = None) ->
     executable = tvm.compile(graph.mod, target=target)
     device = tvm.cpu()
     vm = relax.VirtualMachine(executable, device)
-    params = [tvm.runtime.tensor(np.ascontiguousarray(v), device) for v in graph.params.values()]
+    params = [host_tensor(v, device) for v in graph.params.values()]
     return CompiledGraph(graph, vm, device, params)

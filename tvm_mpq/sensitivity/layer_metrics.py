@@ -5,8 +5,8 @@ exactly two inference passes over the calibration set (QuantuneV2):
 
 1. fp32, with every MAC op's inputs and outputs exposed: observers give each activation
    quantizer its range; the MAC outputs are kept as the reference;
-2. every layer int8-simulated at once (``SimulateQuantization``), MAC outputs exposed again:
-   per-layer output SQNR / MSE / cosine / KL against the fp32 reference.
+2. every layer int8-simulated at once (``AnnotatePrecision`` + ``SimulateQuantization``), MAC
+   outputs exposed again: per-layer output SQNR / MSE / cosine / KL against the fp32 reference.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import tvm
 
-from relay_passes import LayerQuantPlan, SimulateQuantization
+from relay_passes import AnnotatePrecision, PrecisionAnnotation, SimulateQuantization
 from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, run_exposed
 from tvm_mpq.calibration.observers import make_observer
 from tvm_mpq.frontends.model_graph import ModelGraph
@@ -64,13 +65,26 @@ class Measurement:
     seconds: float = 0.0
 
 
-def plan_for(layer: Layer, params: dict[str, np.ndarray], data_qp: ActQParams | None, w_bits: int | None,
-             weight_qp: ActQParams | None = None) -> LayerQuantPlan:
-    """The QDQ plan for ``layer``: per-channel weight scales computed from the weight operand."""
+def annotation_for(layer: Layer, params: dict[str, np.ndarray], data_qp: ActQParams | None, w_bits: int | None,
+                   weight_qp: ActQParams | None = None) -> PrecisionAnnotation:
+    """The precision annotation simulating ``layer`` with data quantizer ``data_qp`` (None: fp32
+    activations) and ``w_bits``-bit weights (None: fp32), per-channel weight scales computed from
+    the weight operand; ``weight_qp`` quantizes the second operand of an activation x activation
+    matmul."""
+    a_bits = 32 if data_qp is None else data_qp.bits
     if layer.weight_param is not None and w_bits is not None:
         scales = weight_scales(layer.weight_operand(params), w_bits, layer.channel_axis)
-        return LayerQuantPlan(data=data_qp, w_bits=w_bits, weight_scales=scales, channel_axis=layer.channel_axis)
-    return LayerQuantPlan(data=data_qp, weight_act=weight_qp)
+        return PrecisionAnnotation(layer.name, w_bits, a_bits, data_qp, scales)
+    w_bits = 32 if weight_qp is None else weight_qp.bits
+    return PrecisionAnnotation(layer.name, w_bits, a_bits, data_qp, weight_act=weight_qp)
+
+
+def simulated(graph: ModelGraph, table: LayerTable, annotations: dict[str, PrecisionAnnotation]) -> ModelGraph:
+    """``graph`` with the layers in ``annotations`` fake-quantized (AnnotatePrecision, then
+    SimulateQuantization)."""
+    seq = tvm.transform.Sequential([AnnotatePrecision(annotations, table), SimulateQuantization()],
+                                   name="tvm_mpq.simulate")
+    return graph.with_module(seq(graph.mod))
 
 
 def weight_metrics(layer: Layer, params: dict[str, np.ndarray], w_bits: int) -> tuple[float, float]:
@@ -125,10 +139,10 @@ def measure_layers(graph: ModelGraph, table: LayerTable, feeds: list[Feed], *, o
             metrics[layer.name] = LayerMetrics(sqnr_db(b, bq), mse(b, bq))
 
     # Pass 2: every layer int8-simulated at once.
-    plans = {layer.var: plan_for(layer, graph.params, qparams[layer.data_var], w_bits,
-                                 None if layer.weight_param else qparams[layer.weight_var])
-             for layer in table}
-    quantized = graph.with_module(SimulateQuantization(plans)(graph.mod))
+    annotations = {layer.name: annotation_for(layer, graph.params, qparams[layer.data_var], w_bits,
+                                              None if layer.weight_param else qparams[layer.weight_var])
+                   for layer in table}
+    quantized = simulated(graph, table, annotations)
     names = list(dict.fromkeys([*ACTIVATION_METRICS, *metric_names()]))  # built-ins + registered ones
     accumulators = {v: {m: make_metric(m) for m in names} for v in out_vars}
 

@@ -6,25 +6,27 @@ the model once:
 
 * every activation quantizer site (each MAC op's data operand, and the second operand of an
   activation x activation matmul) gets a quantize-dequantize chain whose scale, zero point,
-  ``qmax`` and an on/off switch are extra runtime parameters of ``main``; "off" selects the
-  fp32 tensor (``where``), so an fp32 layer computes exactly what the fp32 model computes;
+  ``qmax`` and an on/off switch are extra runtime parameters of ``main``
+  (:class:`relay_passes.InsertSwitchableQDQ`, layers found by their precision annotations);
+  "off" selects the fp32 tensor, so an fp32 layer computes exactly what the fp32 model computes;
 * weights are parameters already (stage A detaches them), so a weight bit-width is a swap of the
   parameter's value for its fake-quantized copy (computed with ``quantizers.fake_quant_weight``,
   the same float32 arithmetic as ``SimulateQuantization``).
 
-The arithmetic matches ``relay_passes.SimulateQuantization`` op for op; ``tests/test_methods.py``
-checks that a probe run and a SimulateQuantization compile of the same assignment agree.
+The arithmetic matches ``relay_passes.SimulateQuantization`` op for op (one QDQ step chain,
+:mod:`relay_passes.qdq_steps`); ``tests/test_methods.py`` checks that a probe run and a
+SimulateQuantization compile of the same assignment agree.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
 import tvm
 from tvm import relax
 
+from relay_passes import AnnotatePrecision, InsertSwitchableQDQ, PrecisionAnnotation
 from tvm_mpq.allocation.bops import FP32, Precision
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable
@@ -35,91 +37,20 @@ from tvm_mpq.zoo.registry import Feed
 QParamsFn = Callable[[str, int], ActQParams]
 """``(relax_var, bits) -> ActQParams``: the calibrated quantizer of an activation tensor."""
 
-_FIELDS = ("s", "zp", "qmax", "on")
+
+def quantizer_sites(table: LayerTable) -> dict[str, tuple[int, ...]]:
+    """Each layer's activation quantizer operands: the data operand (0), and the second operand
+    (1) of an activation x activation matmul."""
+    return {layer.name: (0,) if layer.weight_param is not None else (0, 1) for layer in table}
 
 
-@dataclass(frozen=True)
-class _Site:
-    """One activation quantizer inside a MAC op: ``operand`` 0 (data) or 1 (matmul's B)."""
-
-    layer: str
-    tensor: str
-    operand: int
-
-    def param_names(self, var: str) -> list[str]:
-        """Names of the site's runtime parameters (scale, zero point, qmax, on) in ``main``."""
-        return [f"mpq_probe_{var}_{self.operand}_{f}" for f in _FIELDS]
-
-
-def _scalar(name: str, dtype: str = "float32") -> relax.Var:
-    return relax.Var(name, relax.TensorType((), dtype))
-
-
-@relax.expr_functor.mutator
-class _SwitchableQDQ(relax.PyExprMutator):
-    """Insert a switchable QDQ chain before every site of every MAC op in ``sites``."""
-
-    def __init__(self, mod: tvm.IRModule, sites: dict[str, list[tuple[_Site, list[relax.Var]]]]):
-        super().__init__(mod)
-        self.sites = sites
-
-    def _qdq(self, x: relax.Expr, params: list[relax.Var], name: str) -> relax.Expr:
-        s, zp, qmax, on = params
-        bb = self.builder_
-        steps = [
-            lambda v: relax.op.divide(v, s),
-            relax.op.round,
-            lambda v: relax.op.add(v, zp),
-            lambda v: relax.op.maximum(v, relax.const(np.float32(0.0))),
-            lambda v: relax.op.minimum(v, qmax),
-            lambda v: relax.op.subtract(v, zp),
-            lambda v: relax.op.multiply(v, s),
-            lambda v: relax.op.where(on, v, x),
-        ]
-        y = x
-        for k, step in enumerate(steps):
-            y = bb.emit(step(y), f"{name}{k}")
-        return y
-
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        entries = self.sites.get(binding.var.name)
-        if entries is None:
-            super().visit_var_binding_(binding)
-            return
-        call = self.visit_expr(binding.value)
-        args = list(call.args)
-        for site, params in entries:
-            args[site.operand] = self._qdq(args[site.operand], params, f"mpq_probe_{binding.var.name}_{site.operand}_")
-        new_call = relax.Call(call.op, args, call.attrs, call.ty_args)
-        if isinstance(binding.var, relax.DataflowVar):
-            new_var = self.builder_.emit(new_call, name_hint=binding.var.name)
-        else:
-            new_var = self.builder_.emit_output(new_call, name_hint=binding.var.name)
-        self.set_var_remap(binding.var, new_var)
-
-
-def _switchable_module(graph: ModelGraph, table: LayerTable) -> tuple[tvm.IRModule, dict[str, list[str]]]:
-    """``graph.mod`` with a switchable QDQ at every site, and the new parameter names per site."""
-    sites: dict[str, list[tuple[_Site, list[relax.Var]]]] = {}
-    names: dict[str, list[str]] = {}
-    extra: list[relax.Var] = []
-    for layer in table:
-        layer_sites = [_Site(layer.name, layer.data_var, 0)]
-        if layer.weight_param is None:
-            layer_sites.append(_Site(layer.name, layer.weight_var, 1))
-        for site in layer_sites:
-            pnames = site.param_names(layer.var)
-            pvars = [_scalar(n, "bool" if n.endswith("_on") else "float32") for n in pnames]
-            sites.setdefault(layer.var, []).append((site, pvars))
-            names[f"{layer.name}:{site.operand}"] = pnames
-            extra.extend(pvars)
-    mod = relax.transform.Normalize()(graph.mod)
-    rewriter = _SwitchableQDQ(mod, sites)
-    main = rewriter.visit_expr(mod["main"])
-    func = relax.Function(list(main.params) + extra, main.body, ret_ty=main.ret_ty, attrs=main.attrs)
-    new_mod = mod.clone()
-    new_mod["main"] = func
-    return relax.transform.Normalize()(new_mod), names
+def switchable_module(graph: ModelGraph, table: LayerTable) -> tvm.IRModule:
+    """``graph.mod`` with a switchable QDQ at every site of :func:`quantizer_sites` (their
+    parameters after the model's, in table order)."""
+    markers = {layer.name: PrecisionAnnotation.fp32(layer.name) for layer in table}
+    seq = tvm.transform.Sequential([relax.transform.Normalize(), AnnotatePrecision(markers, table),
+                                    InsertSwitchableQDQ(quantizer_sites(table))], name="tvm_mpq.probe")
+    return seq(graph.mod)
 
 
 def weight_in_param_layout(layer: Layer, params: dict[str, np.ndarray], bits: int) -> np.ndarray:
@@ -147,8 +78,7 @@ class PrecisionProbe:
 
     def __init__(self, graph: ModelGraph, table: LayerTable, qparams: QParamsFn):
         self.graph, self.table, self.qparams = graph, table, qparams
-        mod, self._site_params = _switchable_module(graph, table)
-        self._compiled = compile_graph(graph.with_module(mod))
+        self._compiled = compile_graph(graph.with_module(switchable_module(graph, table)))
         self._device = self._compiled.device
         self._base = {name: self._tensor(value) for name, value in graph.params.items()}
         self._weights: dict[tuple[str, int], object] = {}

@@ -25,23 +25,31 @@ BITWIDTH_METHODS = ("mixquant", "pandey")
 
 @dataclass(frozen=True)
 class TimingOptions:
-    """How each point is timed with ``time_evaluator`` (see ``RemoteModel.time``): up to
-    ``repeat`` measurements of at least ``min_repeat_ms`` each, fewer (never under 3) when they
+    """How the points are timed: ``rounds`` round-robin passes over every point of a device
+    (the fp32 baseline included; :mod:`~tvm_mpq.sweep.interleave`), and in each pass one
+    ``time_evaluator`` measurement per point (see ``RemoteModel.time``): up to ``repeat``
+    repeats of at least ``min_repeat_ms`` each, fewer (never under ``min_repeat``) when they
     would take longer than ``max_seconds``."""
 
-    repeat: int = 10
+    rounds: int = 10
+    repeat: int = 3
     min_repeat_ms: float = 100.0
-    max_seconds: float = 20.0
+    max_seconds: float = 2.0
+    min_repeat: int = 3
 
     def to_json(self) -> dict[str, float | int]:
         """The options as a JSON object (for the report)."""
-        return {"repeat": self.repeat, "min_repeat_ms": self.min_repeat_ms, "max_seconds": self.max_seconds}
+        return {"rounds": self.rounds, "repeat": self.repeat, "min_repeat_ms": self.min_repeat_ms,
+                "max_seconds": self.max_seconds, "min_repeat": self.min_repeat}
 
 
 NATIVE_TIMING = TimingOptions()
-"""Native CPUs / GPUs: 10 repeats of >= 100 ms, at most 20 s per point."""
-EMULATED_TIMING = TimingOptions(repeat=5, min_repeat_ms=100.0, max_seconds=35.0)
-"""QEMU: a model that takes ~11 s per emulated run gets the minimum of 3 repeats (one run each)."""
+"""Native CPUs / GPUs: 10 rounds; per round and point 3 repeats of >= 100 ms, at most 2 s. Many
+short rounds rather than a few long ones: on a shared 2-core VM the speed changes within
+seconds, and the median over rounds of the within-round ratios is what averages it out."""
+EMULATED_TIMING = TimingOptions(rounds=3, repeat=3, min_repeat_ms=100.0, max_seconds=35.0, min_repeat=1)
+"""QEMU: 3 rounds; a model that takes ~11 s per emulated run gets 3 runs per round (the rounds
+give the spread, so a round may be a single run)."""
 NATIVE_EVAL_SIZE = 32
 EMULATED_EVAL_SIZE = 8
 """Default evaluation samples (each is one remote run; under QEMU a large model takes ~11 s a run)."""
@@ -60,10 +68,12 @@ class SweepOptions:
     key: str | None = None
     eval_size: int | None = None
     """None: :data:`NATIVE_EVAL_SIZE`, or :data:`EMULATED_EVAL_SIZE` under QEMU."""
+    rounds: int | None = None
     repeat: int | None = None
     max_seconds: float | None = None
     min_repeat_ms: float | None = None
-    """Timing overrides; None: from :data:`NATIVE_TIMING`, or :data:`EMULATED_TIMING` under QEMU."""
+    """Timing overrides (per round and point, except ``rounds``); None: from
+    :data:`NATIVE_TIMING`, or :data:`EMULATED_TIMING` under QEMU."""
     input_shape: list[str] | None = None
     calib: str | None = None
     calib_size: int = 16
@@ -101,9 +111,10 @@ class PointSpec:
 def resolve_timing(options: SweepOptions, emulated: bool) -> TimingOptions:
     """The timing of a sweep: the defaults for the device kind, with the options' overrides."""
     base = EMULATED_TIMING if emulated else NATIVE_TIMING
-    return TimingOptions(options.repeat or base.repeat,
+    repeat = options.repeat or base.repeat
+    return TimingOptions(options.rounds or base.rounds, repeat,
                          base.min_repeat_ms if options.min_repeat_ms is None else options.min_repeat_ms,
-                         options.max_seconds or base.max_seconds)
+                         options.max_seconds or base.max_seconds, min(base.min_repeat, repeat))
 
 
 def parse_rates(text: str) -> list[float]:

@@ -2,8 +2,9 @@
 
 * ``--rpc HOST:PORT``: that server (a board, a GPU host, or a server started by ``tvm-mpq
   rpc-server``);
-* ``--tracker HOST:PORT --key K``: one session per point from the tracker's pool of key ``K``,
-  so points spread over its servers;
+* ``--tracker HOST:PORT --key K``: one session per server of the tracker's pool of key ``K``
+  (as many as are free, up to one per point), held while the sweep times: the points are dealt
+  out over those devices and each device times its own points interleaved;
 * neither: a server this process starts on loopback: natively for x86 (and CUDA when this
   machine has a GPU), under QEMU for aarch64. CUDA without a GPU here is compiled and exported
   only: the runs are skipped with the reason in the report.
@@ -16,22 +17,23 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tvm_mpq.errors import MpqError
-from tvm_mpq.sweep.plan import TimingOptions
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MORE_DEVICES_WAIT_S = 30.0
+"""How long a tracker request for a further device may wait (servers just released re-register
+with the tracker within seconds); after that the sweep times on the devices it has."""
 
 
 @dataclass
 class Execution:
-    """The RPC path of a sweep (see the module docstring); :meth:`run` measures one point.
+    """The RPC path of a sweep (see the module docstring); :meth:`open_devices` opens the sessions
+    the points run and are timed in.
 
     ``mode``: ``local-server``, ``rpc``, ``tracker`` or ``compile-only``; ``device`` describes
     the machine for the report; ``emulated``: latencies are QEMU emulation times;
@@ -54,22 +56,35 @@ class Execution:
             self._server.wait_ready()
             self._ready = True
 
-    def run(self, library: str | Path, feeds: Sequence[dict[str, np.ndarray]], target: Any,
-            input_names: Sequence[str], timing: TimingOptions, request_timeout: float = 600.0) -> Any:
-        """Upload ``library``, run every feed, time the first: a ``RemoteRun`` (None: compile-only)."""
-        from targets.rpc import run_on_server
+    def open_devices(self, wanted: int, request_timeout: float = 600.0,
+                     log: Callable[[str], None] = print) -> list[Any]:
+        """``RemoteSession`` s on the devices that run and time the points: the server (``--rpc``,
+        local server), or up to ``wanted`` servers of the tracker's key, each session held until
+        the caller drops it (a server serves one session at a time, so while the first is held
+        the tracker hands out another server). Empty for compile-only."""
+        from targets.rpc import connect_tracker, open_session
 
         if self.skip_reason is not None:
-            return None
+            return []
         self.ready()
-        where = {"tracker": self.address, "key": self.key} if self.mode == "tracker" else \
-            {"rpc_address": self.address, "key": self.key}
-        run = run_on_server(library, feeds, target, input_names=input_names, request_timeout=request_timeout,
-                            repeat=timing.repeat, min_repeat_ms=timing.min_repeat_ms, max_seconds=timing.max_seconds,
-                            **where)
-        if run.server not in self.servers_used:
-            self.servers_used.append(run.server)
-        return run
+        if self.mode != "tracker":
+            sessions = [open_session(rpc_address=self.address, key=self.key, request_timeout=request_timeout)]
+        else:
+            assert self.address is not None and self.key is not None
+            with connect_tracker(self.address) as client:
+                count = max(1, min(wanted, client.check_key(self.key)))
+                sessions = [client.request(self.key, timeout=request_timeout)]
+                while len(sessions) < count:
+                    try:
+                        sessions.append(client.request(self.key, timeout=MORE_DEVICES_WAIT_S))
+                    except MpqError:
+                        log(f"tracker {self.address}: {len(sessions)} of {count} '{self.key}' server(s) free within "
+                            f"{MORE_DEVICES_WAIT_S:g} s; timing on those")
+                        break
+        for session in sessions:
+            if session.address not in self.servers_used:
+                self.servers_used.append(session.address)
+        return sessions
 
     def to_json(self) -> dict:
         """The report's ``rpc`` object."""

@@ -9,9 +9,20 @@ Contract keys, in this order, then the extras::
 
 ``analysis`` is the first method's analysis; ``analyses`` lists every method's. ``model_size_mb``
 is the exported library's size in MB (10^6 bytes). ``accuracy`` is ``{}`` when the evaluation
-samples have no labels. A compile-only point (CUDA without a GPU) has ``latency_ms``,
-``fidelity`` and ``accuracy`` null and says why in ``run_skipped``. Non-finite numbers are
-written as null (strict JSON).
+samples have no labels. ``eval.name`` names the sample set (the one ``tvm-mpq eval`` and the
+benchmarks score on).
+
+Timing is interleaved (:mod:`~tvm_mpq.sweep.interleave`): ``rounds`` is the number of
+round-robin rounds; a point's ``latency_ms`` is over its rounds (``median``, ``p10``, ``p90``,
+``min``, ``max``, ``per_round``, ``rounds``, ``repeat``, ``number``) and ``ratio_to_fp32`` its
+latency over the fp32 baseline's in the same round on the same device (``median``, ``min``,
+``max``, ``per_round``). ``baseline`` says which library is the fp32 baseline, ``devices``
+which points each device timed, ``stability`` how much the fp32 baseline moved between rounds,
+``monotonicity`` per method whether latency falls with the achieved rate, judged on the
+within-round ratios (:mod:`~tvm_mpq.sweep.rounds`).
+
+A compile-only point (CUDA without a GPU) has ``latency_ms``, ``fidelity`` and ``accuracy``
+null and says why in ``run_skipped``. Non-finite numbers are written as null (strict JSON).
 """
 
 from __future__ import annotations
@@ -22,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tvm_mpq.sweep.data import EvalSet
+from tvm_mpq.evaluation.fidelity import Reference, figures
+from tvm_mpq.sweep.fields import cell, metric_names, point_label
 from tvm_mpq.sweep.plan import SweepOptions, TimingOptions
 from tvm_mpq.sweep.remote import Execution
 
@@ -32,25 +44,31 @@ POINT_KEYS = ("method", "requested_rate", "bops_reduction_rate", "bops_ratio", "
               "model_size_mb", "latency_ms", "fidelity", "accuracy")
 LATENCY_KEYS = ("median", "p10", "p90")
 EMULATION_NOTE = "latencies are QEMU user-mode emulation times on this machine: compare only ratios between points"
+TIMING_METHOD = ("interleaved: all points built first, then on each device every point and the fp32 baseline "
+                 "timed once per round, round-robin (round r starts at point r mod n); per round and point one "
+                 "time_evaluator measurement over RPC (per-repeat mean of `number` runs; the round's latency is "
+                 "the fastest repeat: other jobs only add time); latency_ms over the rounds; ratio_to_fp32 = point / fp32 baseline "
+                 "within each round")
 
 
-def new_report(model: str, options: SweepOptions, execution: Execution, task: str, data: EvalSet,
-               reference: dict, timing: TimingOptions) -> dict:
+def new_report(model: str, options: SweepOptions, execution: Execution, task: str, reference: Reference,
+               timing: TimingOptions) -> dict:
     """The report before any point: the contract's header, ``analysis`` None until the first one."""
     import tvm
 
     from targets import get_target
 
+    fp32_accuracy = figures(task, reference.outputs, reference)["accuracy"]
     return {
         "model": model, "target": options.target, "device": execution.device, "tvm_version": tvm.__version__,
         "analysis": None, "points": [],
         "task": task, "tvm_target": get_target(options.target).target_dict(), "stage": options.stage,
         "methods": list(options.methods), "rates": list(options.rates),
         "emulated": execution.emulated, "latency_note": EMULATION_NOTE if execution.emulated else "native device times",
-        "eval": data.to_json(),
-        "reference": {k: v for k, v in reference.items() if k != "outputs"},
-        "timing": {**timing.to_json(), "method": "time_evaluator over RPC: per-repeat mean of `number` runs; "
-                   "median / p10 / p90 over the repeats"},
+        "eval": reference.samples.to_json(),
+        "reference": {"runs_on": reference.runs_on, **({"accuracy": fp32_accuracy} if fp32_accuracy else {})},
+        "rounds": timing.rounds,
+        "timing": {**timing.to_json(), "method": TIMING_METHOD},
         "calibration": {"source": options.calib or "bundled samples", "samples": options.calib_size,
                         "observer": options.observer, "equalize": options.ptq.equalize,
                         "bias_correction": options.ptq.bias_correction and options.stage != "A"},
@@ -88,18 +106,25 @@ def write_outputs(report: dict, path: Path) -> list[Path]:
     return [write_json(report, path), md, png]
 
 
-def _num(value: Any, digits: int) -> str:
-    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
-
-
-def metric_names(points: list[dict], field: str) -> list[str]:
-    """Every metric name of ``field`` (``fidelity`` / ``accuracy``) over the points, in first-seen order."""
-    names: list[str] = []
-    for p in points:
-        for name in p.get(field) or {}:
-            if name not in names:
-                names.append(name)
-    return names
+def _timing_lines(report: dict) -> list[str]:
+    timing = report["timing"]
+    rounds = report.get("rounds") or timing.get("rounds")
+    lines = [f"- timing: {timing['method']}" + (f"; {rounds} round(s)" if rounds else "")
+             + f" (per round and point up to {timing['repeat']} repeats, <= {timing['max_seconds']:g} s)"]
+    if report.get("baseline"):
+        lines.append(f"- fp32 baseline: {report['baseline']['source']}")
+    stability = report.get("stability")
+    if stability:
+        moved = ", ".join(f"{d['server']} {d['fp32_spread_pct']:.1f}%" for d in stability["devices"])
+        lines.append(f"- stability: the fp32 baseline moved {stability['fp32_spread_pct']:.1f}% between rounds "
+                     f"((max - min) / median; {moved})")
+    for method, verdict in (report.get("monotonicity") or {}).items():
+        steps = "; ".join(f"{s['from_rate']:.1f}% -> {s['to_rate']:.1f}%: {s['verdict']} "
+                          f"({s['median_change'] * 100:+.1f}%, slower in {s['rounds_slower']} round(s))"
+                          for s in verdict["steps"])
+        lines.append(f"- latency vs rate, {method} (within-round ratios): **{verdict['verdict']}**"
+                     + (f" ({steps})" if steps else ""))
+    return lines
 
 
 def markdown(report: dict) -> str:
@@ -108,13 +133,13 @@ def markdown(report: dict) -> str:
     fid, acc = metric_names(points, "fidelity"), metric_names(points, "accuracy")
     emulated = report.get("emulated")
     unit = "ms, QEMU" if emulated else "ms"
+    samples = report["eval"]
     lines = [f"# {report['model']} on {report['target']}: latency and fidelity vs BOPs reduction rate", "",
              f"- device: {report['device']}",
              f"- TVM {report['tvm_version']}, target `{json.dumps(report.get('tvm_target'))}`, stage {report.get('stage')}",
-             f"- evaluation: {report['eval']['source']}; fidelity vs the fp32 reference run on "
-             f"{report['reference']['runs_on']}",
-             f"- timing: {report['timing']['method']} (up to {report['timing']['repeat']} repeats, "
-             f"<= {report['timing']['max_seconds']:g} s per point)"]
+             f"- evaluation: {samples['source']}" + (f" (`{samples['name']}`)" if samples.get("name") else "")
+             + f"; fidelity vs the fp32 reference run on {report['reference']['runs_on']}",
+             *_timing_lines(report)]
     for a in report.get("analyses", []):
         lines.append(f"- analysis {a['method']}: {a['seconds']:.1f} s, {a['n_layers']} layers"
                      + (f"; skipped: {'; '.join(a['skipped_allocations'])}" if a.get("skipped_allocations") else ""))
@@ -129,21 +154,25 @@ def markdown(report: dict) -> str:
     if skipped:
         lines += ["", f"> **Runs skipped:** {skipped}."]
     header = ["method", "requested %", "achieved %", "bops_ratio", "fp32 layers", "n_qdq", "size MB",
-              f"median ({unit})", "p10", "p90", *fid, *acc, "server"]
+              f"median ({unit})", "p10", "p90", "x fp32 (median)", "x fp32 min-max", "x fp32 per round",
+              *fid, *acc, "server"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for p in points:
         lat = p.get("latency_ms") or {}
+        ratio = p.get("ratio_to_fp32") or {}
         requested = p["allocation"] if p.get("allocation") else f"{p['requested_rate']:g}"
-        row = [p["method"], requested, _num(p["bops_reduction_rate"], 1), _num(p["bops_ratio"], 4),
-               str(len(p["fp32_layers"])), str(p["n_qdq"]), _num(p["model_size_mb"], 2),
-               _num(lat.get("median"), 3), _num(lat.get("p10"), 3), _num(lat.get("p90"), 3),
-               *(_num((p.get("fidelity") or {}).get(k), 4) for k in fid),
-               *(_num((p.get("accuracy") or {}).get(k), 4) for k in acc), p.get("server") or "-"]
+        row = [p["method"], requested, cell(p["bops_reduction_rate"], 1), cell(p["bops_ratio"], 4),
+               str(len(p["fp32_layers"])), str(p["n_qdq"]), cell(p["model_size_mb"], 2),
+               cell(lat.get("median"), 3), cell(lat.get("p10"), 3), cell(lat.get("p90"), 3),
+               cell(ratio.get("median"), 3),
+               f"{cell(ratio.get('min'), 3)}-{cell(ratio.get('max'), 3)}" if ratio else "-",
+               " / ".join(cell(r, 3) for r in ratio.get("per_round", [])) or "-",
+               *(cell((p.get("fidelity") or {}).get(k), 4) for k in fid),
+               *(cell((p.get("accuracy") or {}).get(k), 4) for k in acc), p.get("server") or "-"]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "fp32 layers per point:", ""]
     for p in points:
         names = p["fp32_layers"]
         shown = ", ".join(names[:12]) + (f", ... ({len(names) - 12} more)" if len(names) > 12 else "")
-        label = p.get("allocation") or f"rate {p['requested_rate']:g}%"
-        lines.append(f"- {p['method']} {label}: {shown if names else 'none'}")
+        lines.append(f"- {p['method']} {point_label(p)}: {shown if names else 'none'}")
     return "\n".join(lines) + "\n"

@@ -1,34 +1,40 @@
-"""Run a sweep: analyze once per method, then per point build, export, upload, run, time, score.
+"""Run a sweep: analyze once per method, build every point, then run and time them interleaved.
 
 ::
 
     report = run_sweep(SweepOptions("mtcnn-rnet", "x86", rates=[0, 50, 100]), Path("out/report.json"))
 
-Every point is compiled here (``compile_model`` in the target's build context), exported with
-the target's compiler, and run over RPC (:mod:`tvm_mpq.sweep.remote`): its outputs on the
-evaluation samples give the fidelity (and accuracy where labels exist), ``time_evaluator``
-the latency. The fp32 reference outputs come from the fp32 model compiled and run on this
-host (``llvm``), on the same samples; the rate-0 point is the same fp32 model through the
-remote path, so its fidelity also shows how far the device's fp32 differs from the host's.
-The JSON report is rewritten after every point (a partial sweep is not lost); the Markdown
-table and the PNG plot are written at the end.
+1. every point is compiled here (``compile_model`` in the target's build context) and exported
+   with the target's compiler (:mod:`~tvm_mpq.sweep.builds`);
+2. on each device (:mod:`~tvm_mpq.sweep.measure`), every point runs the evaluation samples once
+   (their outputs give the fidelity, and the accuracy where labels exist) and then all points,
+   the fp32 baseline included, are timed round-robin for several rounds
+   (:mod:`~tvm_mpq.sweep.interleave`): each point's latency is the median over rounds, and its
+   ratio to fp32 is taken within each round (:mod:`~tvm_mpq.sweep.rounds`).
+
+Fidelity is :func:`tvm_mpq.evaluation.fidelity.figures` against the fp32 model compiled for and
+run on this host, on the model's named held-out sample set
+(:mod:`tvm_mpq.evaluation.sample_set`): the figures ``tvm-mpq eval`` and
+``benchmarks/precision_pass.py`` give for the same config and samples. The rate-0 point is the
+same fp32 model through the remote path, so its fidelity also shows how far the device's fp32
+differs from the host's. The JSON report is rewritten after every step (a partial sweep is not
+lost); the Markdown table and the PNG plot are written at the end.
 """
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tvm_mpq.errors import MpqError
+from tvm_mpq.evaluation.fidelity import fp32_reference
+from tvm_mpq.evaluation.sample_set import SampleSet, first_samples, held_out
 from tvm_mpq.frontends.model_graph import ModelGraph
-from tvm_mpq.sweep.data import EvalSet, eval_set
-from tvm_mpq.sweep.plan import (EMULATED_EVAL_SIZE, NATIVE_EVAL_SIZE, PointSpec, SweepOptions, TimingOptions,
-                                resolve_timing)
-from tvm_mpq.sweep.remote import Execution, open_execution
+from tvm_mpq.sweep.builds import BuiltPoint, build_fp32_baseline, build_point
+from tvm_mpq.sweep.plan import EMULATED_EVAL_SIZE, NATIVE_EVAL_SIZE, SweepOptions, resolve_timing
+from tvm_mpq.sweep.remote import open_execution
 
 Log = Callable[[str], None]
 
@@ -44,7 +50,8 @@ def run_sweep(options: SweepOptions, output: Path, log: Log = _print) -> dict:
     a server or tracker problem is found before the analysis starts.
     """
     from targets import get_target
-    from tvm_mpq.sweep.report import new_report, write_outputs
+    from tvm_mpq.sweep.measure import Measurement, measure_points
+    from tvm_mpq.sweep.report import new_report, write_json, write_outputs
 
     target = get_target(options.target)
     local_setup = target.server_arch == "aarch64" and options.setup and not (options.rpc or options.tracker)
@@ -55,27 +62,44 @@ def run_sweep(options: SweepOptions, output: Path, log: Log = _print) -> dict:
         timing = resolve_timing(options, execution.emulated)
         eval_size = options.eval_size or (EMULATED_EVAL_SIZE if execution.emulated else NATIVE_EVAL_SIZE)
         graph, calib = _load(options)
-        data = eval_set(options.model, calib, eval_size, options.calib is not None)
+        samples = _samples(options, calib, eval_size)
         task = _task(options.model)
         log(f"{graph.name} on {options.target}: {execution.device}")
-        reference = _reference(graph, data, task, log)
-        report = new_report(graph.name, options, execution, task, data, reference, timing)
+        start = time.perf_counter()
+        reference = fp32_reference(graph, samples)
+        log(f"fp32 reference on this host: {len(samples.feeds)} samples ({samples.name}) in "
+            f"{time.perf_counter() - start:.1f} s")
+        report = new_report(graph.name, options, execution, task, reference, timing)
+
+        def save() -> None:
+            write_json(report, output)
+
         with tempfile.TemporaryDirectory(prefix="tvm-mpq-sweep-") as tmp:
             libs = options.keep_libs or Path(tmp)
+            built: list[BuiltPoint] = []
             for method in options.methods:
-                _sweep_method(graph, calib, method, options, target, execution, data, task, timing, reference,
-                              report, libs, output, log)
+                built += _build_method(graph, calib, method, options, target, report, libs, save, log)
+            baseline = next((b.library for b in built if b.all_fp32), None) or \
+                build_fp32_baseline(graph, options, target, libs, log)
+            report["baseline"] = _baseline_json(built)
+            if execution.skip_reason is not None:
+                for row in report["points"]:
+                    row["run_skipped"] = execution.skip_reason
+                log(f"runs skipped: {execution.skip_reason.split(';')[0]}")
+            else:
+                setup = Measurement(task, reference, target, [s.name for s in graph.inputs], timing,
+                                    options.request_timeout)
+                measure_points(execution, built, baseline, report["baseline"]["source"], setup, report, save, log)
+                _log_summary(report, log)
         report["rpc"] = execution.to_json()
         paths = write_outputs(report, output)
     log("report: " + ", ".join(str(p) for p in paths))
     return report
 
 
-def _sweep_method(graph: ModelGraph, calib: list, method: str, options: SweepOptions, target: Any,
-                  execution: Execution, data: EvalSet, task: str, timing: TimingOptions, reference: dict,
-                  report: dict, libs: Path, output: Path, log: Log) -> None:
+def _build_method(graph: ModelGraph, calib: list, method: str, options: SweepOptions, target: Any, report: dict,
+                  libs: Path, save: Callable[[], None], log: Log) -> list[BuiltPoint]:
     from tvm_mpq.sweep.configs import method_configs
-    from tvm_mpq.sweep.report import write_json
 
     log(f"{method}: analyzing {graph.name} on {len(calib)} calibration samples ...")
     analysis, points = method_configs(graph, calib, method, options, log)
@@ -83,87 +107,39 @@ def _sweep_method(graph: ModelGraph, calib: list, method: str, options: SweepOpt
     report["analyses"].append(analysis.to_json())
     if report["analysis"] is None:
         report["analysis"] = analysis.to_json()
+    built = []
     for spec, config in points:
-        index = len(report["points"]) + 1
-        point = measure_point(graph, spec, config, options, target, execution, data, task, timing,
-                              reference["outputs"], libs, log, f"[{index}]")
-        report["points"].append(point)
-        report["rpc"] = execution.to_json()
-        write_json(report, output)
+        index = len(report["points"])
+        row, library = build_point(graph, spec, config, options, target, libs, log, f"[{index + 1}]")
+        report["points"].append(row)
+        built.append(BuiltPoint(index, spec.label, library, row["n_fp32_layers"] == row["n_layers"]))
+        save()
+    return built
 
 
-def measure_point(graph: ModelGraph, spec: PointSpec, config: Any, options: SweepOptions, target: Any,
-                  execution: Execution, data: EvalSet, task: str, timing: TimingOptions, reference: list,
-                  libs: Path, log: Log = _print, prefix: str = "") -> dict:
-    """Build, export, run and score one point; its report row (``points[i]`` of the contract)."""
-    from tvm_mpq.compiler import compile_model
-    from tvm_mpq.evaluation.fidelity import accuracy, fidelity
+def _baseline_json(built: list[BuiltPoint]) -> dict:
+    own = next((b for b in built if b.all_fp32), None)
+    if own is None:
+        return {"point": None, "source": "an fp32 build of the model (no point has every layer fp32)"}
+    return {"point": own.row, "source": f"point {own.row + 1} ({own.label}): every layer fp32"}
 
-    prov = config.provenance
-    fp32 = config.fp32_layers()
-    rate = prov["bops_reduction_rate"]
-    log(f"{prefix} {spec.label}: achieved BOPs reduction {rate:.1f}% (bops_ratio {prov['bops_ratio']:.4f}), "
-        f"{len(fp32)} fp32 layer(s); compiling for {options.target} ...")
-    start = time.perf_counter()
-    try:
-        with target.build_context():
-            compiled = compile_model(graph, config, target.tvm_target, stage=options.stage,
-                                     tuning=options.tuning)
-    except MpqError:
-        raise
-    except Exception as err:  # a TVM failure: one line naming the point, not a traceback
-        raise MpqError(f"{spec.label}: compiling for {options.target} failed: {_last_line(err)}") from None
-    compile_s = time.perf_counter() - start
-    stem = f"{graph.name}-{options.target}-{spec.method}-" + (spec.allocation or f"rate{spec.requested_rate:g}")
-    try:
-        library = target.export(compiled, libs / (_safe(stem) + ".so"))
-    except MpqError:
-        raise
-    except Exception as err:  # the (cross) compiler failed
-        raise MpqError(f"{spec.label}: exporting the {options.target} library failed: {_last_line(err)}") from None
-    export_s = time.perf_counter() - start - compile_s
-    size_mb = library.stat().st_size / 1e6
-    point: dict[str, Any] = {
-        "method": spec.method,
-        "requested_rate": float(spec.requested_rate if spec.requested_rate is not None else rate),
-        "bops_reduction_rate": float(rate), "bops_ratio": float(prov["bops_ratio"]),
-        "raw_reduction_rate": float(prov.get("raw_reduction_rate", float("nan"))),
-        "fp32_layers": fp32, "n_fp32_layers": len(fp32), "n_layers": len(config.layers),
-        "n_qdq": int(compiled.n_qdq), "n_qdq_naive": int(compiled.n_qdq_naive),
-        "model_size_mb": size_mb, "library": str(library) if options.keep_libs else None,
-        "compile_seconds": compile_s, "export_seconds": export_s,
-        "build": compiled.stats.get("build", {}),
-    }
-    if spec.allocation:
-        point["allocation"] = spec.allocation
-    start = time.perf_counter()
-    run = execution.run(library, data.feeds, target, [s.name for s in graph.inputs], timing, options.request_timeout)
-    if run is None:
-        point.update(latency_ms=None, fidelity=None, accuracy=None, server=None, run_skipped=execution.skip_reason)
-        log(f"{prefix} {spec.label}: compiled in {compile_s:.1f} s, {size_mb:.2f} MB, n_qdq {compiled.n_qdq}; "
-            f"run skipped (no GPU reachable)")
-        return point
-    point["run_seconds"] = time.perf_counter() - start
-    point["server"] = run.server
-    point["latency_ms"] = run.latency.to_json() if run.latency is not None else None
-    point["fidelity"] = fidelity(task, run.outputs, reference)
-    point["accuracy"] = accuracy(task, run.outputs, data.labels) if data.labels is not None else {}
-    lat = run.latency
-    tuning = point["build"].get("tuning")
-    if tuning:
-        log(f"{prefix} {spec.label}: tuning database: {tuning['reused']} of {tuning['tasks']} kernel(s) reused, "
-            f"{tuning['tuned']} tuned in {tuning['seconds']:.0f} s")
-    log(f"{prefix} {spec.label}: compiled {compile_s:.1f} s + export {export_s:.1f} s, {size_mb:.2f} MB, "
-        f"n_qdq {compiled.n_qdq}; {run.server}: median {lat.median_ms:.3f} ms (p10 {lat.p10_ms:.3f}, "
-        f"p90 {lat.p90_ms:.3f}, {lat.repeat}x{lat.number})" + (" [QEMU emulation]" if execution.emulated else "")
-        + "; " + ", ".join(f"{k} {v:.4g}" for k, v in {**point["fidelity"], **point["accuracy"]}.items()))
-    return point
+
+def _log_summary(report: dict, log: Log) -> None:
+    emulated = " [QEMU emulation]" if report["emulated"] else ""
+    for i, p in enumerate(report["points"]):
+        lat, ratio = p.get("latency_ms"), p.get("ratio_to_fp32")
+        if lat and ratio:
+            label = p.get("allocation") or f"rate {p['requested_rate']:g}%"
+            log(f"[{i + 1}] {p['method']} {label}: median {lat['median']:.3f} ms over {lat['rounds']} round(s) "
+                f"({lat['min']:.3f}-{lat['max']:.3f}); x fp32 {ratio['median']:.3f} "
+                f"({ratio['min']:.3f}-{ratio['max']:.3f} per round){emulated}")
+    log(f"fp32 baseline moved {report['stability']['fp32_spread_pct']:.1f}% between rounds; "
+        + "; ".join(f"{m}: {v['verdict']}" for m, v in report["monotonicity"].items()))
 
 
 def _load(options: SweepOptions) -> tuple[ModelGraph, list]:
     from tvm_mpq.calibration import load_calibration
     from tvm_mpq.frontends import load_model, parse_input_shapes
-
     from tvm_mpq.ptq.equalization import graph_for_options
 
     graph = graph_for_options(load_model(options.model, parse_input_shapes(options.input_shape)), options.ptq)
@@ -172,33 +148,18 @@ def _load(options: SweepOptions) -> tuple[ModelGraph, list]:
     return graph, load_calibration(graph, options.calib, options.calib_size, mean, std)
 
 
+def _samples(options: SweepOptions, calib: list, eval_size: int) -> SampleSet:
+    """The named held-out set of a zoo model (all of its samples when ``--calib`` gave the
+    calibration), a model file's first calibration samples."""
+    from tvm_mpq import zoo
+
+    if options.model not in zoo.names():
+        return first_samples(options.model, calib, eval_size)
+    return held_out(options.model, 0 if options.calib is not None else len(calib), eval_size)
+
+
 def _task(model: str) -> str:
     from tvm_mpq import zoo
 
     return zoo.get(model).task if model in zoo.names() else "generic"
 
-
-def _reference(graph: ModelGraph, data: EvalSet, task: str, log: Log) -> dict:
-    """The fp32 model compiled for and run on this host: outputs on the evaluation samples."""
-    from tvm_mpq.evaluation.fidelity import accuracy
-    from tvm_mpq.runtime.executor import compile_graph
-
-    start = time.perf_counter()
-    model = compile_graph(graph)
-    outputs = [model.run(feed) for feed in data.feeds]
-    ref: dict[str, Any] = {"outputs": outputs, "runs_on": f"this host ({platform.machine()}, fp32 llvm build, "
-                                                          "run locally, not over RPC)"}
-    if data.labels is not None:
-        ref["accuracy"] = accuracy(task, outputs, data.labels)
-    log(f"fp32 reference on this host: {len(outputs)} samples in {time.perf_counter() - start:.1f} s"
-        + "".join(f", {k} {v:.4g}" for k, v in ref.get("accuracy", {}).items()))
-    return ref
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _last_line(err: Exception) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(err).__name__

@@ -1,0 +1,166 @@
+"""One corpus model through import, analyze, compile at each rate, fidelity and interleaved timing.
+
+Each stage either fills its column of :class:`ModelResult` or records why it stopped (the stage
+and the exception's one line); later stages are then skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RATES = (0, 50, 100)
+
+
+class StageFailed(Exception):
+    """A stage of :func:`run_model` stopped; ``stage`` names it, the message says why."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(reason)
+        self.stage = stage
+
+
+@dataclass
+class ModelResult:
+    name: str
+    kind: str
+    package: str
+    data: str
+    imported: bool = False
+    analyzed: bool = False
+    compiled: dict[int, dict] = field(default_factory=dict)
+    n_qdq_100: int | None = None
+    borders: list[dict] = field(default_factory=list)
+    sqnr_100_db: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    failure: dict | None = None
+    details: dict = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float | None:
+        if "fp32" in self.latency_ms and "int8" in self.latency_ms:
+            return self.latency_ms["fp32"] / self.latency_ms["int8"]
+        return None
+
+    def border_summary(self) -> list[dict]:
+        """Borders grouped by (kind, op): ``[{"count", "where", "op"}]``."""
+        groups: dict[tuple[str, str], int] = {}
+        for b in self.borders:
+            groups[(b["kind"], b["op"])] = groups.get((b["kind"], b["op"]), 0) + 1
+        return [{"count": n, "where": kind, "op": op} for (kind, op), n in groups.items()]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "package": self.package, "data": self.data,
+                "imported": self.imported, "analyzed": self.analyzed,
+                "compiled": {str(r): v for r, v in self.compiled.items()}, "n_qdq_100": self.n_qdq_100,
+                "borders_100": self.borders, "output_sqnr_100_db": self.sqnr_100_db,
+                "latency_ms": self.latency_ms, "int8_speedup": self.speedup, "seconds": self.seconds,
+                "failure": self.failure, **self.details}
+
+    def markdown_row(self) -> str:
+        def mark(ok: bool, stage: str) -> str:
+            if ok:
+                return "yes"
+            return f"**no** ({self.failure['stage']})" if self.failure and self.failure["stage"] == stage else "-"
+
+        compiled = "/".join("yes" if r in self.compiled else "no" for r in RATES) if self.compiled else \
+            mark(False, "compile")
+        qdq = "-" if self.n_qdq_100 is None else str(self.n_qdq_100)
+        sqnr = "-" if self.sqnr_100_db is None else f"{self.sqnr_100_db:.1f} dB"
+        speed = "-" if self.speedup is None else (f"{self.speedup:.2f}x ({self.latency_ms['fp32']:.2f} -> "
+                                                  f"{self.latency_ms['int8']:.2f} ms)")
+        return (f"| {self.name} | {self.kind} ({self.package}) | {mark(self.imported, 'import')} | "
+                f"{mark(self.analyzed, 'analyze')} | {compiled} | {qdq} | {sqnr} | {speed} | {self.data} |")
+
+
+def _one_line(err: BaseException) -> str:
+    from tvm_mpq.errors import last_line
+
+    return f"{type(err).__name__}: {last_line(err)}"[:400]
+
+
+def run_model(model, target, args) -> ModelResult:
+    """``model`` (a :class:`tvm_mpq.corpus.CorpusModel`) through every stage; never raises."""
+    result = ModelResult(model.name, model.kind.split(" (")[0], model.requirement, model.data_note)
+    try:
+        _stages(model, target, args, result)
+    except StageFailed as failed:
+        result.failure = {"stage": failed.stage, "reason": str(failed)}
+    return result
+
+
+def _timed(result: ModelResult, stage: str, run):
+    start = time.perf_counter()
+    try:
+        return run()
+    except Exception as err:  # noqa: BLE001 - every failure becomes the table's reason
+        raise StageFailed(stage, _one_line(err)) from None
+    finally:
+        result.seconds[stage] = round(time.perf_counter() - start, 2)
+
+
+def _stages(model, target, args, result: ModelResult) -> None:
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.config.for_rate import config_for_rate
+    from tvm_mpq.corpus.fetch import fetch
+    from tvm_mpq.corpus.inputs import feeds
+    from tvm_mpq.frontends import load_model
+
+    path = _timed(result, "fetch", lambda: fetch(model))
+    graph = _timed(result, "import", lambda: load_model(str(path), model.shapes))
+    result.imported = True
+    calib = feeds(model, graph, args.calib_size)
+    held_out = feeds(model, graph, args.eval_size, offset=args.calib_size)
+
+    def analyze():
+        config, report = config_for_rate(graph, calib, 100, args.method)
+        configs = {100: config}
+        for rate in RATES[:-1]:
+            configs[rate] = config_for_rate(graph, calib, rate, args.method, report=report)[0]
+        return configs, report
+
+    configs, report = _timed(result, "analyze", analyze)
+    result.analyzed = True
+    result.details["n_layers"] = len(report.table)
+    builds = {}
+    for rate in RATES:
+        built = _timed(result, f"compile {rate}", lambda r=rate: compile_model(graph, configs[r], target))
+        builds[rate] = built
+        result.compiled[rate] = {"n_qdq": built.n_qdq, "int8_layers": built.stats["int8_layers"],
+                                 "achieved_rate": configs[rate].provenance.get("bops_reduction_rate")}
+    result.n_qdq_100 = builds[100].n_qdq
+    result.borders = list(builds[100].stats.get("borders", []))
+
+    def fidelity():
+        from tvm_mpq.evaluation.task_metrics import output_sqnr_db
+
+        vm32, vm8 = builds[0].vm(), builds[100].vm()
+        reference = [builds[0].run(f, vm32) for f in held_out]
+        outputs = [builds[100].run(f, vm8) for f in held_out]
+        return output_sqnr_db(outputs, reference)
+
+    result.sqnr_100_db = round(float(_timed(result, "fidelity", fidelity)), 2)
+    result.latency_ms = _timed(result, "timing", lambda: _interleaved(builds, graph, held_out[0], args.rounds))
+
+
+def _interleaved(builds: dict, graph, feed: dict, rounds: int) -> dict[str, float]:
+    """Minimum latency (ms) over ``rounds`` interleaved rounds of the fp32, 50% and int8 builds."""
+    from benchkit.timing import interleaved_min
+
+    from tvm_mpq.runtime.executor import host_tensor
+
+    names = {0: "fp32", 50: "rate50", 100: "int8"}
+    runners = {}
+    for rate, built in builds.items():
+        vm = built.vm()
+        inputs = [host_tensor(feed[s.name]) for s in graph.inputs]
+        runners[names[rate]] = (lambda vm=vm, inputs=inputs: vm["main"](*inputs))
+    start = time.perf_counter()
+    runners["fp32"]()
+    one = time.perf_counter() - start
+    runs = int(np.clip(0.3 / max(one, 1e-4), 2, 20))
+    times = interleaved_min(runners, rounds, runs)
+    return {name: round(min(ms), 3) for name, ms in times.items()}

@@ -1,0 +1,344 @@
+"""ConvertToChannelsLast: one activation layout for the whole graph, NHWC, chosen once at graph level.
+
+A model arrives in NCHW (ONNX, PyTorch). CPU kernels want the channels innermost: a conv's
+output channels are the vector lanes of its register tile, an int8 dot product reads 4
+consecutive input channels as one 32-bit word, a depthwise conv vectorizes over channels, and
+a per-channel epilogue (bias, scale, zero point) loads one vector per tile. With NCHW every conv
+kernel would re-lay out its input and write its output back; this pass instead rewrites every
+2-D conv to ``NHWC``/``HWIO`` and carries the NHWC tensors through every op that does not care
+about the layout (elementwise and broadcast arithmetic, casts, clip, round, pad, pooling,
+reductions over named axes, concatenation, softmax), so tensors stay channels-last from conv to
+conv and a layout change (``permute_dims``) is left only where an NCHW tensor enters (the
+model's inputs) or must leave (the outputs, and ops whose meaning depends on the layout:
+reshape, flatten, matmul, ...).
+
+Relax's own ``ConvertLayout`` stops at ``clip``, ``pad`` and ``where`` in TVM 0.27 (no layout
+inference registered for them), which would put two transposes around every relu6 of an
+int8 model; the op set here is the one the precision pass emits. Constant operands (weights,
+per-channel scales and zero points) are re-laid out here, in numpy, so nothing of the change
+is left to run. Bindings keep their names, so the layer table's stable names still find every
+conv. A model's own transposes between NHWC and NCHW (exports from NHWC frameworks)
+cancel against the pass's: an NHWC input transposed to NCHW feeds the convs directly. Run after
+:class:`~relay_passes.lower_to_integer.LowerToInteger` and
+``DecomposeOpsForInference`` (no batch-norm left); visits every Relax function of the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir.expr import Constant
+
+TO_NHWC = (0, 2, 3, 1)
+TO_NCHW = (0, 3, 1, 2)
+AXIS_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
+"""Where an NCHW axis sits in NHWC."""
+
+ELEMENTWISE = frozenset(f"relax.{n}" for n in (
+    "add", "subtract", "multiply", "divide", "maximum", "minimum", "power", "floor_divide", "floor_mod",
+    "greater", "greater_equal", "less", "less_equal", "equal", "not_equal", "where", "logical_and",
+    "logical_or", "clip", "round", "floor", "ceil", "abs", "negative", "exp", "log", "sqrt", "rsqrt",
+    "sigmoid", "tanh", "erf", "sin", "cos", "astype", "nn.relu", "nn.leakyrelu", "nn.silu", "nn.gelu",
+    "nn.gelu_tanh", "square", "sign", "logical_not"))
+"""Ops computed element by element (with numpy broadcasting): layout-agnostic."""
+
+POOLS = frozenset({"relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d"})
+REDUCTIONS = frozenset(f"relax.{n}" for n in ("mean", "sum", "max", "min", "prod", "variance"))
+
+
+def _tensor_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    """Static shape of a tensor-typed expression (``None``: not a tensor with a known shape)."""
+    try:
+        ty = expr.ty
+    except Exception:  # noqa: BLE001 - an expression not normalized yet has no type
+        return None
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    try:
+        return tuple(int(d) for d in ty.shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_nchw_conv(call: relax.Call) -> bool:
+    a = call.attrs
+    return (call.op.name == "relax.nn.conv2d" and a.data_layout == "NCHW" and a.kernel_layout == "OIHW"
+            and a.out_layout == "NCHW")
+
+
+@relax.expr_functor.mutator
+class _ChannelsLast(relax.PyExprMutator):
+    """Re-emits each binding, in NHWC where the op allows (see the module docstring)."""
+
+    def __init__(self, mod: tvm.IRModule, int8_channel_multiple: int) -> None:
+        super().__init__(mod)
+        self.int8_channel_multiple = int8_channel_multiple
+        self.nhwc: set[relax.Var] = set()  # new vars holding NHWC tensors
+        self.as_nchw: dict[relax.Var, relax.Var] = {}  # NHWC var -> its NCHW copy (emitted once)
+        self.as_nhwc: dict[relax.Var, relax.Var] = {}  # NCHW var -> its NHWC copy
+        self.n_converted = 0
+        self.n_padded = 0
+
+    # ------------------------------------------------------------------ layout helpers
+    def _nchw(self, expr: relax.Expr) -> relax.Expr:
+        """``expr`` in its NCHW form (a transpose emitted once per NHWC variable)."""
+        if not isinstance(expr, relax.Var) or expr not in self.nhwc:
+            return expr
+        if expr not in self.as_nchw:
+            self.as_nchw[expr] = self.builder_.emit(relax.op.permute_dims(expr, TO_NCHW), expr.name + "_nchw")
+        return self.as_nchw[expr]
+
+    def _nhwc(self, expr: relax.Expr) -> relax.Expr:
+        """``expr`` (an NHWC var, a 4-D NCHW tensor, or a lower-rank broadcast operand) in NHWC."""
+        if isinstance(expr, relax.Var) and expr in self.nhwc:
+            return expr
+        shape = _tensor_shape(expr)
+        if shape is None or len(shape) > 4:
+            raise _Keep()
+        if int(np.prod(shape)) == 1 or len(shape) == 0:
+            return expr  # a scalar broadcasts the same in any layout
+        if isinstance(expr, Constant):
+            value = expr.value.numpy().reshape((1,) * (4 - len(shape)) + shape)
+            return relax.const(np.ascontiguousarray(value.transpose(TO_NHWC)), str(value.dtype))
+        name = expr.name if isinstance(expr, relax.Var) else "mpq_operand"
+        if isinstance(expr, relax.Var) and expr in self.as_nhwc:
+            return self.as_nhwc[expr]
+        source = expr
+        if len(shape) < 4:
+            expr = self.builder_.emit(relax.op.reshape(expr, (1,) * (4 - len(shape)) + shape), name + "_4d")
+        out = self.builder_.emit(relax.op.permute_dims(expr, TO_NHWC), name + "_nhwc")
+        expr = source
+        if isinstance(expr, relax.Var):
+            self.as_nhwc[expr] = out
+        return out
+
+    # ------------------------------------------------------------------ per-op rewrites
+    def _rewrite(self, call: relax.Call, shape: tuple[int, ...] | None) -> tuple[relax.Expr, bool]:
+        """(new value, whether it is NHWC) for a call whose arguments are already visited;
+        ``shape``: the NCHW shape of its result."""
+        op = call.op.name if isinstance(call.op, tvm.ir.Op) else None
+        args = list(call.args)
+        try:
+            if op == "relax.permute_dims" and self._is_nhwc(args[0]) and _axes(call) == TO_NHWC:
+                return args[0], False  # the model asks for NHWC: that is what the tensor already is
+            if op == "relax.nn.conv2d" and _is_nchw_conv(call) and shape is not None:
+                return self._conv2d(call, args), True
+            if op in POOLS and call.attrs.layout == "NCHW" and self._is_nhwc(args[0]):
+                return self._pool(call, args), True
+            if op == "relax.nn.pad" and self._is_nhwc(args[0]):
+                width = [int(w) for w in call.attrs.pad_width]
+                pairs = [width[2 * i:2 * i + 2] for i in range(4)]
+                new_width = [w for axis in TO_NHWC for w in pairs[axis]]
+                return relax.op.nn.pad(args[0], new_width, call.attrs.pad_mode, float(call.attrs.pad_value)), True
+            if op == "relax.nn.prelu" and self._is_nhwc(args[0]) and shape is not None and len(shape) == 4:
+                # the slope is per channel along ``axis``: only the axis moves
+                return relax.op.nn.prelu(args[0], args[1], AXIS_TO_NHWC[int(call.attrs.axis) % 4]), True
+            if op in ELEMENTWISE and shape is not None and len(shape) == 4 and any(map(self._is_nhwc, args)):
+                return relax.Call(call.op, [self._nhwc(a) if _tensor_shape(a) is not None else a for a in args],
+                                  call.attrs, call.ty_args), True
+            if op in REDUCTIONS and self._is_nhwc(args[0]):
+                return self._reduction(call, args)
+            if op == "relax.concat" and all(map(self._is_nhwc_tuple_field, _fields(args[0]))):
+                axis = AXIS_TO_NHWC[int(call.attrs.axis) % 4]
+                return relax.op.concat(relax.Tuple([self._nhwc(f) for f in _fields(args[0])]), axis), True
+            if op == "relax.nn.softmax" and self._is_nhwc(args[0]):
+                return relax.op.nn.softmax(args[0], AXIS_TO_NHWC[int(call.attrs.axis) % 4]), True
+            if op == "relax.image.resize2d" and call.attrs.layout == "NCHW" and self._is_nhwc(args[0]):
+                return self._resize(call, args), True
+        except _Keep:
+            pass
+        args = [self._nchw_deep(a) for a in args]
+        if op == "relax.matmul":
+            return self._matmul(call, args), False
+        return relax.Call(call.op, args, call.attrs, call.ty_args), False
+
+    def _matmul(self, call: relax.Call, args: list[relax.Expr]) -> relax.Expr:
+        """An int8 matmul with a constant ``[K, N]`` weight, K padded to the channel multiple."""
+        data, weight = args[0], args[1]
+        plain = relax.Call(call.op, args, call.attrs, call.ty_args)
+        shape = _tensor_shape(data)
+        if not isinstance(weight, Constant) or str(weight.value.dtype) != "int8" or shape is None:
+            return plain
+        w = weight.value.numpy()
+        extra = -w.shape[0] % self.int8_channel_multiple
+        if w.ndim != 2 or not extra:
+            return plain
+        width = [0] * (2 * len(shape))
+        width[-1] = extra
+        data = self.builder_.emit(relax.op.nn.pad(data, width), _name(data) + "_kpad")
+        self.n_padded += 1
+        return relax.Call(call.op, [data, relax.const(np.pad(w, ((0, extra), (0, 0))))], call.attrs, call.ty_args)
+
+    def _is_nhwc(self, expr: relax.Expr) -> bool:
+        return isinstance(expr, relax.Var) and expr in self.nhwc
+
+    def _is_nhwc_tuple_field(self, expr: relax.Expr) -> bool:
+        shape = _tensor_shape(expr)
+        return self._is_nhwc(expr) or (shape is not None and len(shape) == 4)
+
+    def _nchw_deep(self, expr: relax.Expr) -> relax.Expr:
+        if isinstance(expr, relax.Tuple):
+            return relax.Tuple([self._nchw_deep(f) for f in expr.fields])
+        return self._nchw(expr)
+
+    def _conv2d(self, call: relax.Call, args: Sequence[relax.Expr]) -> relax.Expr:
+        data, weight = args[0], args[1]
+        data = self._nhwc(data)
+        if isinstance(weight, Constant):
+            w = np.ascontiguousarray(weight.value.numpy().transpose(2, 3, 1, 0))
+            extra = -w.shape[2] % self.int8_channel_multiple
+            if extra and int(call.attrs.groups) == 1 and str(w.dtype) == "int8":
+                # zero weights for padded input channels: exact whatever the padded data holds
+                w = np.pad(w, ((0, 0), (0, 0), (0, extra), (0, 0)))
+                data = self.builder_.emit(relax.op.nn.pad(data, [0, 0, 0, 0, 0, 0, 0, extra]),
+                                          _name(data) + "_cpad")
+                self.n_padded += 1
+            weight = relax.const(w, str(w.dtype))
+        else:
+            weight = self.builder_.emit(relax.op.permute_dims(weight, (2, 3, 1, 0)), "mpq_weight_hwio")
+        a = call.attrs
+        self.n_converted += 1
+        return relax.op.nn.conv2d(data, weight, a.strides, a.padding, a.dilation, a.groups, "NHWC", "HWIO",
+                                  "NHWC", a.out_dtype if str(a.out_dtype) else None)
+
+    def _pool(self, call: relax.Call, args: Sequence[relax.Expr]) -> relax.Expr:
+        a = call.attrs
+        if call.op.name == "relax.nn.adaptive_avg_pool2d":
+            size = [int(s) for s in a.output_size] if a.output_size is not None else None
+            return relax.op.nn.adaptive_avg_pool2d(args[0], size, "NHWC", "NHWC")
+        fn = relax.op.nn.max_pool2d if call.op.name == "relax.nn.max_pool2d" else relax.op.nn.avg_pool2d
+        kwargs = dict(pool_size=a.pool_size, strides=a.strides, padding=a.padding, dilation=a.dilation,
+                      ceil_mode=bool(a.ceil_mode), layout="NHWC", out_layout="NHWC")
+        if call.op.name == "relax.nn.avg_pool2d":
+            kwargs["count_include_pad"] = bool(a.count_include_pad)
+        return fn(args[0], **kwargs)
+
+    def _reduction(self, call: relax.Call, args: Sequence[relax.Expr]) -> tuple[relax.Expr, bool]:
+        a = call.attrs
+        axes = list(range(4)) if a.axis is None else [int(x) % 4 for x in a.axis]
+        kept = [axis for axis in range(4) if axis not in axes]
+        new_axes = sorted(AXIS_TO_NHWC[x] for x in axes)
+        if not a.keepdims and [AXIS_TO_NHWC[x] for x in kept] != sorted(AXIS_TO_NHWC[x] for x in kept):
+            raise _Keep()  # the remaining axes would come out in another order
+        fn = getattr(relax.op, call.op.name.split(".")[-1])
+        return fn(args[0], new_axes, bool(a.keepdims)), bool(a.keepdims)
+
+    def _resize(self, call: relax.Call, args: Sequence[relax.Expr]) -> relax.Expr:
+        a = call.attrs
+        roi = tuple(float(r) for r in a.roi)
+        return relax.op.image.resize2d(args[0], args[1], roi, "NHWC", a.method, a.coordinate_transformation_mode,
+                                       a.rounding_method, float(a.cubic_alpha), int(a.cubic_exclude),
+                                       float(a.extrapolation_value), a.out_dtype if str(a.out_dtype) else None)
+
+    # ------------------------------------------------------------------ visiting
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        value = binding.value
+        nhwc = False
+        if isinstance(value, relax.Call):
+            visited = relax.Call(value.op, [self.visit_expr(a) for a in value.args], value.attrs, value.ty_args)
+            value, nhwc = self._rewrite(visited, _tensor_shape(binding.var))
+        else:
+            value = self._nchw_deep(self.visit_expr(value))
+        name = binding.var.name
+        if isinstance(binding.var, relax.DataflowVar):
+            new_var = self.builder_.emit(value, name)
+            if nhwc:
+                self.nhwc.add(new_var)
+            elif _is_to_nchw(value):  # an NHWC tensor the model transposes to NCHW: keep its source
+                self.as_nhwc[new_var] = value.args[0]
+        elif nhwc:  # leaves the dataflow block: the caller sees NCHW
+            inner = self.builder_.emit(value, name + "_nhwc")
+            self.nhwc.add(inner)
+            new_var = self.builder_.emit_output(relax.op.permute_dims(inner, TO_NCHW), name)
+        else:
+            new_var = self.builder_.emit_output(value, name)
+        self.set_var_remap(binding.var, new_var)
+
+
+class _Keep(Exception):
+    """Raised inside a rewrite: leave this op in NCHW."""
+
+
+def _axes(call: relax.Call) -> tuple[int, ...] | None:
+    axes = call.attrs.axes
+    return None if axes is None else tuple(int(a) for a in axes)
+
+
+def _is_to_nchw(value: relax.Expr) -> bool:
+    """``permute_dims(x, [0, 3, 1, 2])`` of a 4-D tensor (an NHWC model input made NCHW)."""
+    return (isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.permute_dims"
+            and _axes(value) == TO_NCHW and _tensor_shape(value.args[0]) is not None)
+
+
+def _name(expr: relax.Expr) -> str:
+    return expr.name if isinstance(expr, relax.Var) else "mpq_operand"
+
+
+def _fields(expr: relax.Expr) -> list[relax.Expr]:
+    return list(expr.fields) if isinstance(expr, relax.Tuple) else [expr]
+
+
+CHANNELS_LAST_ATTR = "mpq_channels_last"
+"""Function attribute: ``n_converted`` convs rewritten, ``n_transposes`` layout changes added."""
+
+
+def channels_last_counts(mod: tvm.IRModule) -> dict[str, int]:
+    """What :class:`ConvertToChannelsLast` did to ``mod``, summed over its functions."""
+    total = {"n_converted": 0, "n_transposes": 0}
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function) and func.attrs is not None and CHANNELS_LAST_ATTR in func.attrs:
+            for key in total:
+                total[key] += int(func.attrs[CHANNELS_LAST_ATTR][key])
+    return total
+
+
+@tvm.transform.module_pass(opt_level=0, name="ConvertToChannelsLast")
+class ConvertToChannelsLast:
+    """Rewrite the 2-D convs of every Relax function to NHWC/HWIO and keep their activations NHWC
+    through layout-agnostic ops; transposes only at the model's inputs and outputs and before ops
+    whose meaning depends on the layout. Each converted function gets the counts as attribute
+    :data:`CHANNELS_LAST_ATTR` (:func:`channels_last_counts`).
+
+    ``int8_channel_multiple``: pad the input channels of int8 convs and the reduction of int8
+    matmuls (zero weights) to a multiple of this, for kernels whose dot product reads channels in
+    groups (4 for ``vpdpbusd`` / ``sdot``): an RGB first layer then runs on the dot product too."""
+
+    def __init__(self, int8_channel_multiple: int = 1) -> None:
+        self.int8_channel_multiple = int8_channel_multiple
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        n_padded = 0
+        out = mod
+        converted: dict[str, int] = {}
+        for gv, func in mod.functions_items():
+            if not isinstance(func, relax.Function):
+                continue
+            mutator = _ChannelsLast(out, self.int8_channel_multiple)
+            new_func = mutator.visit_expr(func)
+            n_padded += mutator.n_padded
+            if mutator.n_converted:
+                converted[gv.name_hint] = mutator.n_converted
+            mutator.builder_.update_func(gv, new_func)
+            out = mutator.builder_.get()
+        if not converted and not n_padded:
+            return mod
+        out = relax.transform.DeadCodeElimination()(out)
+        for name, n_converted in converted.items():
+            gv = out.get_global_var(name)
+            n_transposes = _count_transposes(out[gv]) - _count_transposes(mod[name])
+            out[gv] = out[gv].with_attr(CHANNELS_LAST_ATTR, {"n_converted": n_converted, "n_transposes": n_transposes})
+        return out
+
+
+def _count_transposes(func: relax.Function) -> int:
+    found: list[relax.Call] = []
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.permute_dims":
+            found.append(expr)
+
+    relax.analysis.post_order_visit(func, visit)
+    return len(found)

@@ -1,0 +1,29 @@
+"""What the integer kernels can run: the rules the lowering enforces, stated once.
+
+:class:`~relay_passes.lower_to_integer.LowerToInteger` raises, for an annotation it cannot
+honour, the one-line :class:`~tvm_mpq.errors.MpqError` that :func:`integer_problem` words;
+``tvm_mpq.compiler.validate`` applies the same rules to a config before a sweep builds it.
+"""
+
+from __future__ import annotations
+
+INTEGER_KINDS = ("conv2d", "depthwise_conv2d", "grouped_conv2d", "dense")
+"""Layer kinds (the layer table's) with an integer kernel: 2-D convs and matmuls by a constant."""
+MAX_INTEGER_BITS = 8
+"""Weights and activations are stored as int8 / uint8 codes: 2..8 bits run on the int8 kernels
+(fewer bits are exact in the 8-bit containers); 16-bit activations have no kernel here."""
+
+
+def integer_problem(layer: str, kind: str, w_bits: int, a_bits: int, has_act: bool) -> str | None:
+    """Why layer ``layer`` (of ``kind``) cannot run at ``w{w_bits}a{a_bits}`` on the integer
+    kernels (``has_act``: its activation quantizer is known), or None when it can."""
+    if kind not in INTEGER_KINDS:
+        return (f"layer '{layer}' is a {kind}: the integer kernel path supports {', '.join(INTEGER_KINDS)}; "
+                "keep it \"fp32\"")
+    if w_bits > MAX_INTEGER_BITS or a_bits > MAX_INTEGER_BITS:
+        return (f"layer '{layer}' asks for w{w_bits}a{a_bits}: the integer kernels take at most "
+                f"{MAX_INTEGER_BITS}-bit weights and activations")
+    if not has_act:
+        return (f"layer '{layer}' has no activation quantizer (\"act\"): write the config with "
+                "`tvm-mpq analyze --rate R` (it calibrates), or compile with --rate")
+    return None

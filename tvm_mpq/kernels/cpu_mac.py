@@ -1,0 +1,367 @@
+"""One register-blocked CPU kernel per MAC kind, its widths taken from the target.
+
+The graph is channels-last (:class:`relay_passes.convert_layout.ConvertToChannelsLast`), so for
+every kind the output channels are contiguous: they are the vector lanes. A kernel is a TVM
+schedule of the legalized, fused PrimFunc (:func:`schedule_mac`), built from schedule
+primitives and, for int8, ``tensorize`` with the dot-product intrinsics of
+:mod:`tvm_mpq.kernels.cpu_intrin`:
+
+* **conv2d / matmul** (a GEMM: pixels x output channels, reduced over taps x input channels).
+  The constant weight is prepacked at compile time (a ``cache_read`` annotated
+  ``meta_schedule.layout_rewrite_preproc``, re-laid out ``[F/(nf L), KH, KW, C/G, nf L, G]``:
+  ``L`` lanes, ``nf`` vectors per register tile, ``G`` input channels per dot product, 1 for
+  fp32). A register tile of ``nx`` output
+  pixels x ``nf`` vectors of ``L`` channels is accumulated in a ``local`` buffer; per input
+  channel (group) it costs ``nf`` weight vector loads and ``nx`` broadcasts for ``nx * nf``
+  FMAs / ``vpdpbusd`` / ``vpmaddwd``. ``nx`` and ``nf`` fill the register file
+  (:func:`choose_tile`: 32 zmm on AVX-512, 16 ymm on AVX2). A 1x1 stride-1 conv fuses its
+  rows and columns into one pixel axis, so its tile is not bounded by the image width.
+* **depthwise conv2d**: the channels are vectorized, ``nx`` pixels x ``nf`` vectors accumulate
+  over the window taps; no prepacking (the HWIO weight is already channels-innermost).
+
+int8 is uint8 x int8 -> int32: ``vpdpbusd`` on VNNI targets (4 input channels per lane, the
+data read in place as 32-bit words), ``vpmaddwd`` elsewhere (the data copy stage widens to
+int16 pairs, the weight is prepacked as int16). The epilogue (bias, requantize, activation,
+residual add, casts: every spatial block after the MAC) is inlined into one block computed
+per register tile, reading the accumulators, vectorized over the channels; its result goes
+straight to the channels-last output. The outer tile loops run in parallel.
+
+Anything not recognized (:func:`tvm_mpq.kernels.cpu_mac_analysis.analyze_mac`) or whose
+channel count no vector width divides is declined (``None``), as is any schedule step the IR
+does not allow.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+from .cpu_generic import schedule_spatial
+from .cpu_intrin import dot_intrin
+from .cpu_isa import CpuIsa, cpu_isa
+from .cpu_mac_analysis import FP32, INT8, MacInfo, analyze_mac, data_producer, is_plain_copy
+
+LAYOUT_REWRITE = "meta_schedule.layout_rewrite_preproc"
+LOG = logging.getLogger(__name__)
+
+MAX_TILE_PIXELS = 16
+MAX_TILE_VECTORS = 8
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """How one MAC is scheduled: ``lanes`` per vector, ``group`` input channels per dot
+    product (1: fp32 FMA or plain int8 multiply-add), ``dot``: the intrinsic kind (or None),
+    register tile ``nf`` vectors x ``nx`` pixels."""
+
+    lanes: int
+    group: int
+    dot: str | None
+    nf: int
+    nx: int
+
+
+def _divisors(n: int, limit: int) -> list[int]:
+    return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
+
+
+def choose_tile(n_vectors: int, n_pixels: int, registers: int) -> tuple[int, int]:
+    """``(nf, nx)``: the accumulator tile of ``nf`` channel vectors x ``nx`` pixels that fits
+    the registers (``nf * nx`` accumulators + ``nf`` weight vectors + one broadcast) with the
+    fewest loads per multiply-accumulate (ties: the larger tile)."""
+    best, best_key = (1, 1), (float("inf"), 0)
+    for nf in _divisors(n_vectors, MAX_TILE_VECTORS):
+        for nx in _divisors(n_pixels, MAX_TILE_PIXELS):
+            if nf * nx + nf + 1 > registers:
+                continue
+            key = ((nf + nx) / (nf * nx), -nf * nx)
+            if key < best_key:
+                best, best_key = (nf, nx), key
+    return best
+
+
+def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
+    """The :class:`KernelPlan` of a MAC on a target: the widest lanes dividing its output
+    channels, the target's dot product where the input channels group by it."""
+    dot = isa.dot if info.dtype == INT8 and info.kind != "depthwise" else None
+    if dot is not None and info.data_dtype != ("int8" if dot == "sdot" else "uint8"):
+        dot = None  # (sdot multiplies shifted int8 activations; vpdpbusd / vpmaddwd uint8 ones)
+    group = isa.dot_group if dot else 1
+    if dot and info.in_channels % group:
+        dot, group = None, 1  # e.g. an RGB input layer: plain widening multiply-add
+    lanes = isa.channel_lanes(info.out_channels, dot=dot is not None)
+    if lanes is None and dot is not None:  # e.g. 20 output channels on a 16-lane dot: plain int8
+        dot, group = None, 1
+        lanes = isa.channel_lanes(info.out_channels)
+    if lanes is None:  # an odd channel count (a 5-class head): scalar lanes, still tiled and parallel
+        lanes = max(d for d in (2, 1) if info.out_channels % d == 0)
+    oh, ow = info.out_hw
+    pixels = oh * ow if (info.pointwise and info.epilogue) or info.kind in ("matmul", "batch_matmul") else ow
+    nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers)
+    return KernelPlan(lanes, group, dot, nf, nx)
+
+
+def schedule_mac(func: tirx.PrimFunc, target: Target,
+                 kinds: tuple[str, ...] = ("conv2d", "depthwise", "matmul", "batch_matmul"),
+                 dtypes: tuple[str, ...] = (FP32, INT8)) -> s_tir.Schedule | None:
+    """The kernel schedule of a recognized channels-last MAC PrimFunc, or ``None``."""
+    sch = s_tir.Schedule(func)
+    info = analyze_mac(sch)
+    if info is None or info.kind not in kinds or info.dtype not in dtypes:
+        return None
+    plan = plan_kernel(info, cpu_isa(target))
+    if plan is None:
+        return None
+    try:
+        if info.kind == "depthwise":
+            _schedule_depthwise(sch, info, plan, cpu_isa(target))
+        elif info.kind == "batch_matmul":
+            _schedule_batch_matmul(sch, info, plan, cpu_isa(target))
+        else:
+            _schedule_gemm(sch, info, plan, cpu_isa(target))
+    except Exception as err:  # noqa: BLE001 - a step the IR does not allow: decline, keep the build going
+        LOG.info("cpu kernel declined %s: %s", info.block, err)
+        if LOG.isEnabledFor(logging.DEBUG): raise
+        return None
+    return sch
+
+
+# ------------------------------------------------------------------------------ shared steps
+def _prepack_weight(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, info: MacInfo, plan: KernelPlan) -> None:
+    """cache_read of the constant weight into ``[F/(nf L), (KH, KW,) C/G, nf L, G]`` (compile
+    time): per reduction step, the ``nf`` weight vectors of a register tile are adjacent."""
+    wb = sch.cache_read(mac, info.b_read, "global")
+    sch.annotate(wb, LAYOUT_REWRITE, 1)
+    T, G = plan.nf * plan.lanes, plan.group
+    if plan.dot == "pmaddwd":
+        sch.unsafe_set_dtype(wb, 0, "int16")
+    if info.kind == "matmul":
+        index_map = (lambda k, n: (n // T, k // G, n % T, k % G)) if G > 1 else (lambda k, n: (n // T, k, n % T))
+    elif G > 1:
+        index_map = lambda ry, rx, c, f: (f // T, ry, rx, c // G, f % T, c % G)  # noqa: E731
+    else:
+        index_map = lambda ry, rx, c, f: (f // T, ry, rx, c, f % T)  # noqa: E731
+    sch.transform_layout(wb, ("write", 0), index_map)
+
+
+def _prepare_data(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, info: MacInfo, plan: KernelPlan,
+                  isa: CpuIsa) -> bool:
+    """Inline the data's copy stages into the MAC, or keep one parallel stage (padding; int16
+    widening for ``vpmaddwd``). Returns whether the MAC reads the data in place (no stage)."""
+    producer = data_producer(sch, info)
+    stage = None if producer is None else sch.get(producer).name_hint
+    if plan.dot == "pmaddwd":
+        if producer is None:
+            producer = sch.cache_read(mac, info.a_read, "global")
+        sch.unsafe_set_dtype(producer, 0, "int16")
+    elif producer is not None and (is_plain_copy(sch, producer) or info.kind == "depthwise"):
+        # a depthwise conv reads each input vector once per tap: padding read in place (a
+        # select per vector) costs less than a padded copy of the whole input
+        sch.compute_inline(producer)
+        producer = None
+    for name in info.producers:  # the rest (e.g. a copy before the padding): inline where allowed
+        if name == stage:
+            continue
+        rv = sch.get_sblock(name)
+        try:
+            sch.compute_inline(rv)
+        except Exception:  # noqa: BLE001 - a producer the IR cannot inline: it stays a stage
+            schedule_spatial(sch, rv, isa.lanes(8))
+    if producer is None:
+        return True
+    schedule_spatial(sch, producer, isa.lanes(16 if plan.dot == "pmaddwd" else 32))
+    return False
+
+
+def _epilogue(sch: s_tir.Schedule, info: MacInfo, isa: CpuIsa) -> s_tir.schedule.SBlockRV | None:
+    """Inline the epilogue blocks that keep the MAC's output shape into the last of them, which
+    is returned (``None``: no epilogue) to be computed per tile; blocks after them that change
+    the shape (a padding for the next layer fused here) stay a parallel, vectorized stage."""
+    out_shape = [int(d) for d in sch.get(sch.get_sblock(info.block)).writes[0].source.shape]
+    names = list(info.epilogue)
+    tail: list[str] = []
+    while names and [int(d) for d in sch.get(sch.get_sblock(names[-1])).writes[0].source.shape] != out_shape:
+        tail.insert(0, names.pop())
+    for name in tail:
+        block = sch.get_sblock(name)
+        schedule_spatial(sch, block, isa.lanes(int(sch.get(block).writes[0].source.dtype.bits)))
+    for name in names[:-1]:
+        sch.compute_inline(sch.get_sblock(name))
+    return sch.get_sblock(names[-1]) if names else None
+
+
+def _fuse_pixels(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, last: s_tir.schedule.SBlockRV,
+                 width: int) -> None:
+    """Re-index the MAC, its result buffer and its epilogue over one pixel axis ``y * W + x`` (a
+    1x1 stride-1 conv is a GEMM over the pixels), so a register tile may span rows: the
+    accumulators cached from that buffer then cover exactly the tile's pixels."""
+    sch.transform_layout(mac, ("write", 0), lambda n, y, x, f: (n, y * width + x, f))
+    sch.transform_block_layout(mac, lambda n, y, x, f, ry, rx, c: (n, y * width + x, f, ry, rx, c))
+    sch.transform_block_layout(last, lambda n, y, x, f: (n, y * width + x, f))
+
+
+def _finish_tile(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, last: s_tir.schedule.SBlockRV | None,
+                 tile_loop, lanes: int) -> None:
+    """Accumulators in registers, the epilogue computed per tile and vectorized over channels."""
+    tile = sch.get(tile_loop)
+    depth = next(i for i, loop in enumerate(sch.get_loops(mac)) if sch.get(loop).same_as(tile)) + 1
+    writeback = sch.cache_write(mac, 0, "local")
+    sch.reverse_compute_at(writeback, tile_loop)
+    if last is not None:
+        sch.reverse_compute_at(last, tile_loop)
+        sch.compute_inline(writeback)
+        out = last
+    else:
+        out = writeback
+    loops = sch.get_loops(out)
+    inner = loops[-1]
+    extent = int(sch.get(inner).extent)
+    if extent % lanes == 0 and extent > lanes:
+        outer, vec = sch.split(inner, [None, lanes])
+        sch.unroll(outer)
+    else:
+        vec = inner
+    for loop in loops[depth:-1]:
+        if int(sch.get(loop).extent) > 1:
+            sch.unroll(loop)
+    sch.vectorize(vec)
+
+
+# ------------------------------------------------------------------------------ conv2d / matmul
+def _schedule_gemm(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
+    L, G, nf, nx = plan.lanes, plan.group, plan.nf, plan.nx
+    mac = sch.get_sblock(info.block)
+    _prepack_weight(sch, mac, info, plan)
+    _prepare_data(sch, mac, info, plan, isa)
+    last = _epilogue(sch, info, isa)
+    gemm_pixels = info.pointwise and last is not None  # (without an epilogue the MAC writes the output)
+    if gemm_pixels:
+        _fuse_pixels(sch, mac, last, info.out_hw[1])
+    loops = sch.get_loops(mac)
+    if info.kind == "matmul" or gemm_pixels:
+        if info.kind == "matmul":
+            *lead, nn, k = loops
+            m = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+            taps: list = []
+        else:
+            _, m, nn, *taps, k = loops
+        fo, fi, fv = sch.split(nn, [None, nf, L])
+        mo, mi = sch.split(m, [None, nx])
+        ko, ki = sch.split(k, [None, G]) if G > 1 else (k, None)
+        sch.reorder(fo, mo, *taps, ko, mi, fi, fv, *([ki] if ki is not None else []))
+        first_reduction = taps[0] if taps else ko
+        tile, pixels, parallel = mo, mi, [fo, mo]
+    else:
+        n, y, x, f, ry, rx, c = loops
+        fo, fi, fv = sch.split(f, [None, nf, L])
+        co, ci = sch.split(c, [None, G]) if G > 1 else (c, None)
+        xo, xi = sch.split(x, [None, nx])
+        sch.reorder(n, fo, y, xo, ry, rx, co, xi, fi, fv, *([ci] if ci is not None else []))
+        first_reduction = ry
+        tile, pixels, parallel = xo, xi, [n, fo, y]
+    _finish_tile(sch, mac, last, tile, L)
+    sch.parallel(sch.fuse(*parallel))
+    sch.unroll(fi)
+    sch.unroll(pixels)
+    if plan.dot is None:
+        sch.vectorize(fv)  # before the init is split off: TVM refuses it on the update block after
+    init = sch.decompose_reduction(mac, first_reduction)
+    sch.vectorize(sch.get_loops(init)[-1])
+    if plan.dot is not None:
+        sch.tensorize(fv, dot_intrin(plan.dot, L))
+
+
+# ------------------------------------------------------------------------------ batch matmul
+def _schedule_batch_matmul(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
+    """Activation x activation (no prepacking: ``B``'s columns are already contiguous)."""
+    L, nf, nx = plan.lanes, plan.nf, plan.nx
+    mac = sch.get_sblock(info.block)
+    for name in info.producers:
+        sch.compute_inline(sch.get_sblock(name))
+    last = _epilogue(sch, info, isa)
+    *batch, m, nn, k = sch.get_loops(mac)
+    b = sch.fuse(*batch) if len(batch) > 1 else batch[0]
+    fo, fi, fv = sch.split(nn, [None, nf, L])
+    mo, mi = sch.split(m, [None, nx])
+    sch.reorder(b, fo, mo, k, mi, fi, fv)
+    _finish_tile(sch, mac, last, mo, L)
+    sch.parallel(sch.fuse(b, fo, mo))
+    sch.unroll(fi)
+    sch.unroll(mi)
+    sch.vectorize(fv)
+    init = sch.decompose_reduction(mac, k)
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
+# ------------------------------------------------------------------------------ depthwise
+def _schedule_depthwise(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
+    L, nf, nx = plan.lanes, plan.nf, plan.nx
+    mac = sch.get_sblock(info.block)
+    _prepare_data(sch, mac, info, plan, isa)
+    last = _epilogue(sch, info, isa)
+    n, y, x, f, ry, rx, rc = sch.get_loops(mac)
+    fo, fi, fv = sch.split(f, [None, nf, L])
+    xo, xi = sch.split(x, [None, nx])
+    sch.reorder(n, y, xo, fo, ry, rx, rc, xi, fi, fv)
+    _finish_tile(sch, mac, last, fo, L)
+    sch.parallel(sch.fuse(n, y))
+    sch.unroll(rx)  # with the pixels unrolled too, LLVM loads each input vector of the row once
+    sch.unroll(xi)
+    sch.unroll(fi)
+    sch.vectorize(fv)
+    init = sch.decompose_reduction(mac, ry)
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
+# ------------------------------------------------------------------------------ rules
+class _CpuMacRule(ScheduleRule):
+    kinds: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = (FP32, INT8)
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or str(target.kind.name) != "llvm":
+            return None
+        return schedule_mac(func, target, self.kinds, self.dtypes)
+
+
+class Conv2dChannelsLast(_CpuMacRule):
+    """NHWC/HWIO ``conv2d`` (groups 1), float32 or uint8 x int8 -> int32 (dot-product
+    intrinsic of the target), any kernel/stride/dilation, with its fused epilogue."""
+
+    kinds = ("conv2d",)
+
+
+class DepthwiseChannelsLast(_CpuMacRule):
+    """NHWC depthwise ``conv2d``, float32 or uint8 x int8 -> int32, channels vectorized."""
+
+    kinds = ("depthwise",)
+
+
+class MatmulConstWeight(_CpuMacRule):
+    """``matmul [..., M, K] x [K, N]`` with a constant weight, float32 or uint8 x int8 -> int32."""
+
+    kinds = ("matmul",)
+
+
+class BatchMatmul(_CpuMacRule):
+    """float32 ``matmul [*B, M, K] x [*B, K, N]`` of two activations (attention scores, context)."""
+
+    kinds = ("batch_matmul",)
+    dtypes = (FP32,)
+
+
+def cpu_mac_rules(_target: Target) -> list[ScheduleRule]:
+    """The channels-last MAC rules (the same on every CPU: widths come from the target)."""
+    return [Conv2dChannelsLast(), DepthwiseChannelsLast(), MatmulConstWeight(), BatchMatmul()]
+
+
+def rule_for(func: tirx.PrimFunc, target: Target) -> str | None:
+    """The name of the MAC rule that schedules ``func`` (``None``: none does); tests, benchmarks."""
+    for rule in cpu_mac_rules(target):
+        if rule.apply(func, target, False) is not None:
+            return type(rule).__name__
+    return None
