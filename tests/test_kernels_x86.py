@@ -34,6 +34,7 @@ ISA_CPUS = {  # -mcpu -> (fp32 vector bits, int8 dot product, its width)
     "skylake-avx512": (512, "pmaddwd", 512),
     "alderlake": (256, "vnni", 256),
     "icelake-server": (512, "vnni", 512),
+    "sapphirerapids": (512, "vnni", 512),
 }
 INT8_INSTRUCTION = {"vnni": "vpdpbusd", "pmaddwd": "pmaddwd"}  # (v)pmaddwd: VEX or SSE2
 
