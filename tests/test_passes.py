@@ -92,7 +92,7 @@ def test_passes_compose_in_sequential(small_graph, small_feeds):
     assert 15.0 < 10 * np.log10((fp32**2).sum() / ((fp32 - out[0]) ** 2).sum()) < 80.0
 
 
-def _annotated(graph) -> tvm.IRModule:
+def _fp32_annotated(graph) -> tvm.IRModule:
     """``graph`` bound, every layer named by an fp32 precision annotation."""
     from tvm_mpq.compiler.pipeline import bind_params
 
@@ -118,7 +118,7 @@ def test_correct_bias_folds_into_the_bias_or_adds_one(small_graph, small_feeds):
     table = build_layer_table(small_graph)
     with tvm.transform.PassContext(opt_level=3):
         folded = tvm.transform.Sequential([FoldBatchNorm(None), relax.transform.FoldConstant()])(
-            _annotated(small_graph))
+            _fp32_annotated(small_graph))
     rng = np.random.default_rng(0)
     vectors = {"pw": rng.normal(size=8).astype(np.float32), "fc": rng.normal(size=5).astype(np.float32)}
     seq = tvm.transform.Sequential([CorrectBias(vectors), relax.transform.FoldConstant()])  # composes with TVM's
@@ -144,7 +144,7 @@ def test_equalize_cross_layer_is_exact_and_keeps_layers(small_graph, small_feeds
     annotations stay; the pairs are a function attribute."""
     from relay_passes import EqualizeCrossLayer, equalized_pairs
 
-    bound = _annotated(small_graph)
+    bound = _fp32_annotated(small_graph)
     with tvm.transform.PassContext(opt_level=3):
         equalized = EqualizeCrossLayer()(bound)
     pairs = equalized_pairs(equalized)
