@@ -1,27 +1,29 @@
 """Quantization quality: tvm-mpq's int8 models against fp32, beside onnxruntime's quantize_static.
 
-For each model, on the same calibration samples (the zoo's first ``--calib-size``) and the same
-held-out samples (the sweep's evaluation set: the next ``--eval-size`` photos / text strips /
-labelled LFW faces), at each BOPs reduction rate:
+For each model, on the same calibration samples (``load_calibration``: the zoo's first
+``--calib-size``, as the CLI) and the same held-out samples (``held_out``: the sweep's and eval's
+named evaluation set, e.g. ``efficientnet-lite0/held-out[16:48]``), at each BOPs reduction rate:
 
-* tvm-mpq (QuantuneV2 ranking, the integer model compiled for this host) with each quantizer
-  variant: ``today`` (min/max observer, nothing else: the behaviour before bias correction),
-  ``bc`` (bias correction, the CLI default), ``bc+cle`` (and cross-layer equalization),
-  ``bc+percentile`` / ``bc+mse`` (other activation observers);
+* tvm-mpq (the ``--methods`` ranking, the integer model compiled for this host) with each
+  quantizer variant ``OBSERVER[+cle][+bc]``: the activation observer (minmax, percentile, mse,
+  entropy), cross-layer equalization (``+cle``) and bias correction (``+bc``), e.g. ``minmax``
+  (the CLI default before this benchmark), ``mse+bc``, ``minmax+cle+bc``;
 * onnxruntime ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, after
-  ``quant_pre_process``) with its MinMax / Percentile / Entropy calibrators; below 100% the
-  Conv/Gemm nodes of the layers tvm-mpq keeps fp32 (the first variant's decisions) are passed
-  as ``nodes_to_exclude``, so both quantize the same layers.
+  ``quant_pre_process``, opset 13) with its MinMax / Percentile / Entropy calibrators; below 100%
+  the Conv/Gemm nodes of the layers tvm-mpq keeps fp32 (the first variant's decisions) are
+  passed as ``nodes_to_exclude``, so both quantize the same layers.
 
-Every figure is against the same fp32 reference (tvm-mpq's fp32 build, which agrees with the
-source framework to 1e-4): top-1 / top-5 agreement and output SQNR, LFW accuracy (mtcnn-rnet),
-label accuracy (ppocr-cls), decoded-text agreement and similarity (ppocr-rec).
+Every figure is scored by ``tvm_mpq.evaluation.fidelity`` (the sweep's and eval's one code path)
+against the same fp32 reference (tvm-mpq's fp32 build on this host): top-1 / top-5 agreement and
+output SQNR, LFW accuracy (mtcnn-rnet), label accuracy (ppocr-cls), decoded-text agreement and
+similarity (ppocr-rec).
 
-    python benchmarks/quant_quality.py [--models efficientnet-lite0,mtcnn-rnet,ppocr-cls,ppocr-rec]
-        [--rates 100,50] [--variants today,bc,bc+cle,bc+percentile,bc+mse] [--methods quantunev2,quantunev2-e2e]
-        [--ort minmax,percentile,entropy]
+    python benchmarks/quant_quality.py [--models efficientnet-lite0] [--rates 100,50]
+        [--variants minmax,mse,percentile,minmax+bc,mse+bc,minmax+cle,minmax+cle+bc,mse+cle+bc]
+        [--methods quantunev2[,quantunev2-e2e]] [--ort minmax,percentile,entropy]
 
-Writes out/bench/quant_quality/report.json and report.md (and prints the table).
+Writes out/bench/quality/report.json, report.md and report.png (top-1 agreement per variant and
+rate; skipped without matplotlib), and prints the table.
 """
 
 from __future__ import annotations
@@ -29,50 +31,40 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-VARIANTS = {  # name -> (observer, bias correction, cross-layer equalization)
-    "today": ("minmax", False, False),
-    "bc": ("minmax", True, False),
-    "bc+cle": ("minmax", True, True),
-    "bc+percentile": ("percentile", True, False),
-    "bc+mse": ("mse", True, False),
-    "cle": ("minmax", False, True),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+OBSERVERS = ("minmax", "percentile", "mse", "entropy")
 ORT_CALIBRATORS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
-METRICS = {  # task -> metrics reported (label metrics are added where labels exist)
-    "imagenet": ("top1_agreement", "top5_agreement", "output_sqnr_db"),
-    "face-binary": ("top1_agreement", "output_sqnr_db"),
-    "text-direction": ("top1_agreement", "output_sqnr_db"),
-    "text-recognition": ("text_agreement", "text_similarity", "output_sqnr_db"),
-}
+DEFAULT_VARIANTS = "minmax,percentile,mse,minmax+bc,mse+bc,percentile+bc,minmax+cle,minmax+cle+bc,mse+cle+bc"
 
 
-def metrics(task: str, outputs: list, reference: list, labels: np.ndarray | None) -> dict[str, float]:
-    from tvm_mpq.evaluation.task_metrics import make_task_metric
-
-    names = list(METRICS.get(task, ("top1_agreement", "output_sqnr_db")))
-    if labels is not None:
-        names.append("lfw_accuracy" if task == "face-binary" else "accuracy")
-    return {n: float(make_task_metric(n)(outputs, reference, labels)) for n in names}
+def parse_variant(spec: str) -> tuple[str, bool, bool]:
+    """``OBSERVER[+cle][+bc]`` -> (observer, cross-layer equalization, bias correction)."""
+    parts = spec.split("+")
+    if parts[0] not in OBSERVERS or any(p not in ("cle", "bc") for p in parts[1:]) or len(set(parts)) != len(parts):
+        raise ValueError(f"variant {spec!r} is not OBSERVER[+cle][+bc] with OBSERVER one of {', '.join(OBSERVERS)}")
+    return parts[0], "cle" in parts, "bc" in parts
 
 
 # -- tvm-mpq ---------------------------------------------------------------------------------
 
-def tvm_points(name: str, graph, calib: list, data, task: str, reference: list, rates: list[float],
-               variant: str, method: str, cache) -> list[dict]:
+def tvm_points(name: str, graph, calib: list, task: str, reference, rates: list[float], variant: str,
+               method: str, cache) -> list[dict]:
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
     from tvm_mpq.config.for_rate import config_for_rate
+    from tvm_mpq.evaluation.fidelity import figures
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.ptq.equalization import equalize
 
-    observer, bias_correction, cle = VARIANTS[variant]
+    observer, cle, bias_correction = parse_variant(variant)
     start = time.perf_counter()
     measured = equalize(graph) if cle else graph
     table = build_layer_table(measured)
@@ -82,16 +74,21 @@ def tvm_points(name: str, graph, calib: list, data, task: str, reference: list, 
                                          report=report, bias_correction=bias_correction)
         keep_unsupported_fp32(config, table)
         compiled = compile_model(measured, config)
-        outs = [compiled.run(f) for f in data.feeds]
+        outs = [compiled.run(f) for f in reference.samples.feeds]
         points.append({"tool": "tvm-mpq", "variant": variant, "method": method, "requested_rate": rate,
                        "bops_reduction_rate": round(config.provenance["bops_reduction_rate"], 1),
-                       "fp32_layers": config.fp32_layers(),
-                       "metrics": metrics(task, outs, reference, data.labels)})
-        print(f"{name} tvm-mpq {method} {variant} rate {rate:g}: {points[-1]['metrics']}", flush=True)
+                       "fp32_layers": config.fp32_layers(), "bias_corrected": compiled.stats.get("bias_corrected", 0),
+                       **figures(task, outs, reference)})
+        print(f"{name} tvm-mpq {method} {variant} rate {rate:g}: {_short(points[-1])}", flush=True)
     points[0]["seconds"] = round(time.perf_counter() - start, 1)
     points[0]["analysis"] = {"seconds": round(report.seconds, 1), "inference_passes": report.measurement.inference_passes,
                              **{k: v for k, v in report.method_info.items() if isinstance(v, (int, float, str))}}
     return points
+
+
+def _short(point: dict) -> str:
+    values = {**point["fidelity"], **point["accuracy"]}
+    return ", ".join(f"{k} {v:.3f}" for k, v in values.items())
 
 
 # -- onnxruntime -----------------------------------------------------------------------------
@@ -124,7 +121,7 @@ def layer_nodes(model, graph, names: list[str]) -> list[str]:
     return out
 
 
-def ort_points(name: str, graph, fp32_model, calib: list, data, task: str, reference: list,
+def ort_points(name: str, graph, fp32_model, calib: list, task: str, reference,
                exclusions: dict[float, list[str]], calibrator: str, work: Path) -> list[dict]:
     import onnx
     import onnxruntime as ort
@@ -132,6 +129,7 @@ def ort_points(name: str, graph, fp32_model, calib: list, data, task: str, refer
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from tvm_mpq.evaluation.fidelity import figures
     from tvm_mpq.export.onnx_graph import with_opset
 
     source = work / f"{name}.onnx"
@@ -160,98 +158,148 @@ def ort_points(name: str, graph, fp32_model, calib: list, data, task: str, refer
                         nodes_to_exclude=layer_nodes(model, graph, fp32_layers))
         seconds = time.perf_counter() - start
         session = ort.InferenceSession(str(out_path), options, providers=["CPUExecutionProvider"])
-        outs = [[np.asarray(o) for o in session.run(None, f)] for f in data.feeds]
+        outs = [[np.asarray(o) for o in session.run(None, f)] for f in reference.samples.feeds]
         points.append({"tool": "onnxruntime", "variant": calibrator, "requested_rate": rate,
-                       "fp32_layers": fp32_layers, "seconds": round(seconds, 1),
-                       "metrics": metrics(task, outs, reference, data.labels)})
-        print(f"{name} onnxruntime {calibrator} rate {rate:g}: {points[-1]['metrics']}", flush=True)
+                       "fp32_layers": fp32_layers, "seconds": round(seconds, 1), **figures(task, outs, reference)})
+        print(f"{name} onnxruntime {calibrator} rate {rate:g}: {_short(points[-1])}", flush=True)
     return points
 
 
 # -- driver ----------------------------------------------------------------------------------
 
 def run_model(name: str, args: argparse.Namespace, work: Path) -> dict:
+    from benchkit.models import load_model
+
     from tvm_mpq import zoo
-    from tvm_mpq.calibration import CalibrationCache
-    from tvm_mpq.export.fp32_onnx import load_with_source
-    from tvm_mpq.runtime.executor import compile_graph
-    from tvm_mpq.sweep.data import eval_set
+    from tvm_mpq.calibration import CalibrationCache, load_calibration
+    from tvm_mpq.evaluation.fidelity import figures, fp32_reference
+    from tvm_mpq.evaluation.sample_set import held_out
 
     entry = zoo.get(name)
-    graph, fp32_model = load_with_source(name)
-    calib = entry.calibration(args.calib_size)
-    data = eval_set(name, calib, args.eval_size, calib_given=False)
-    fp32 = compile_graph(graph)
-    reference = [fp32.run(f) for f in data.feeds]
-    result = {"model": name, "task": entry.task, "calib_samples": len(calib), "eval": data.to_json(),
-              "fp32": metrics(entry.task, reference, reference, data.labels), "points": []}
-    cache = CalibrationCache()
+    graph, fp32_model = load_model(name)
+    calib = load_calibration(graph, None, args.calib_size)
+    samples = held_out(name, args.calib_size, args.eval_size)
+    reference = fp32_reference(graph, samples)
+    result = {"model": name, "task": entry.task, "calib_samples": len(calib), "eval": samples.to_json(),
+              "fp32": figures(entry.task, reference.outputs, reference), "points": []}
+    cache = CalibrationCache(args.cache_dir)
     for method in args.methods:
-        for variant in args.variants:
-            result["points"] += tvm_points(name, graph, calib, data, entry.task, reference, args.rates, variant,
-                                           method, cache)
+        variants = args.variants if method == args.methods[0] else args.method_variants
+        for variant in variants:
+            result["points"] += tvm_points(name, graph, calib, entry.task, reference, args.rates, variant, method,
+                                           cache)
     first = next(p for p in result["points"] if p["tool"] == "tvm-mpq")
     exclusions = {p["requested_rate"]: p["fp32_layers"] for p in result["points"]
                   if p["tool"] == "tvm-mpq" and (p["variant"], p["method"]) == (first["variant"], first["method"])}
     for calibrator in args.ort:
-        result["points"] += ort_points(name, graph, fp32_model, calib, data, entry.task, reference, exclusions,
+        result["points"] += ort_points(name, graph, fp32_model, calib, entry.task, reference, exclusions,
                                        calibrator, work)
     return result
 
 
+def metric_names(result: dict) -> list[str]:
+    point = next(iter(result["points"]), None)
+    return [] if point is None else [*point["fidelity"], *point["accuracy"]]
+
+
 def markdown(report: dict) -> str:
-    lines = [f"# Quantization quality vs fp32 ({report['host']['cpu_flags']}; {report['created']})", ""]
+    host = report["host"]
+    lines = [f"# Quantization quality vs fp32", "",
+             f"CPU: {host['cpu']}; flags: {host['flags_text']}; {host['cores']} cores; tvm {host['tvm_version']}, "
+             f"onnxruntime {host['onnxruntime_version']}; {report['created']}", "",
+             f"Command: `{report['command']}`", ""]
     for r in report["results"]:
-        names = list(next(iter(r["points"]))["metrics"]) if r["points"] else []
-        lines += [f"## {r['model']} ({r['eval']['samples']} held-out samples, {r['calib_samples']} calibration)", "",
-                  "fp32: " + ", ".join(f"{k} {v:.3f}" for k, v in r["fp32"].items() if k not in
-                                       ("output_sqnr_db", "top1_agreement", "top5_agreement", "text_agreement",
-                                        "text_similarity")) or "reference", "",
-                  "| rate req. | tool | ranking | quantizers | fp32 layers | " + " | ".join(names) + " |",
+        names = metric_names(r)
+        labelled = r["fp32"]["accuracy"]
+        lines += [f"## {r['model']} ({r['eval']['name']}: {r['eval']['samples']} held-out samples, "
+                  f"{r['calib_samples']} calibration)", ""]
+        if labelled:
+            lines += ["fp32 against true labels: " + ", ".join(f"{k} {v:.3f}" for k, v in labelled.items()), ""]
+        lines += ["| rate req. | tool | ranking | quantizers | fp32 layers | " + " | ".join(names) + " |",
                   "|---|---|---|---|---|" + "---|" * len(names)]
         for p in sorted(r["points"], key=lambda p: (-p["requested_rate"], p["tool"] != "tvm-mpq")):
-            values = " | ".join(f"{p['metrics'][n]:.1f}" if n.endswith("_db") else f"{p['metrics'][n]:.3f}"
-                                for n in names)
+            values = {**p["fidelity"], **p["accuracy"]}
+            cells = " | ".join(f"{values[n]:.1f}" if n.endswith("_db") else f"{values[n]:.3f}" for n in names)
             ranking = p.get("method", "(tvm-mpq's)" if p["fp32_layers"] else "-")
             lines.append(f"| {p['requested_rate']:g} | {p['tool']} | {ranking} | {p['variant']} | "
-                         f"{len(p['fp32_layers'])} | {values} |")
+                         f"{len(p['fp32_layers'])} | {cells} |")
         lines.append("")
     return "\n".join(lines)
 
 
-def cpu_flags() -> str:
+def plot(report: dict, path: Path) -> bool:
     try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine()
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return " ".join(f for f in wanted if f in flags) or platform.machine()
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    results = [r for r in report["results"] if r["points"]]
+    fig, axes = plt.subplots(len(results), 1, figsize=(9, 3.2 * len(results)), squeeze=False)
+    for ax, r in zip(axes[:, 0], results):
+        metric = "top1_agreement" if "top1_agreement" in r["points"][0]["fidelity"] else metric_names(r)[0]
+        rates = sorted({p["requested_rate"] for p in r["points"]}, reverse=True)
+        labels = list(dict.fromkeys(f"{p['tool']}:{p.get('method', '')}:{p['variant']}" for p in r["points"]))
+        width = 0.8 / len(rates)
+        for k, rate in enumerate(rates):
+            by_label = {f"{p['tool']}:{p.get('method', '')}:{p['variant']}": p["fidelity"].get(metric, np.nan)
+                        for p in r["points"] if p["requested_rate"] == rate}
+            ax.bar(np.arange(len(labels)) + k * width, [by_label.get(lb, np.nan) for lb in labels], width,
+                   label=f"rate {rate:g}%")
+        ax.set_xticks(np.arange(len(labels)) + width * (len(rates) - 1) / 2)
+        ax.set_xticklabels([lb.replace("tvm-mpq:", "").replace("onnxruntime::", "ORT ") for lb in labels],
+                           rotation=35, ha="right", fontsize=7)
+        ax.set_ylim(min(0.5, ax.get_ylim()[0]), 1.02)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{r['model']} ({r['eval']['samples']} held-out samples)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="efficientnet-lite0,mtcnn-rnet,ppocr-cls,ppocr-rec")
+    parser.add_argument("--models", default="efficientnet-lite0")
     parser.add_argument("--rates", default="100,50")
-    parser.add_argument("--variants", default="today,bc,bc+cle,bc+percentile,bc+mse",
-                        help=f"tvm-mpq quantizer variants ({', '.join(VARIANTS)})")
-    parser.add_argument("--methods", default="quantunev2", help="tvm-mpq sensitivity rankings (e.g. quantunev2-e2e)")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="tvm-mpq quantizer variants OBSERVER[+cle][+bc]")
+    parser.add_argument("--methods", default="quantunev2",
+                        help="tvm-mpq sensitivity rankings; the first runs every variant, the others --method-variants")
+    parser.add_argument("--method-variants", default="", help="variants of the rankings after the first "
+                        "(default: the first variant)")
     parser.add_argument("--ort", default="minmax,percentile,entropy", help="onnxruntime calibrators ('' for none)")
     parser.add_argument("--calib-size", type=int, default=16)
     parser.add_argument("--eval-size", type=int, default=32)
-    parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/quant_quality"))
+    parser.add_argument("--cache-dir", type=Path, help="calibration cache (default: tvm-mpq's)")
+    parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/quality"))
     args = parser.parse_args()
+    command = "python " + " ".join(["benchmarks/quant_quality.py", *sys.argv[1:]])
     args.rates = [float(r) for r in args.rates.split(",")]
     args.variants = [v for v in args.variants.split(",") if v]
     args.methods = [m for m in args.methods.split(",") if m]
+    args.method_variants = [v for v in args.method_variants.split(",") if v] or args.variants[:1]
     args.ort = [c for c in args.ort.split(",") if c]
-    unknown = [v for v in args.variants if v not in VARIANTS] + [c for c in args.ort if c not in ORT_CALIBRATORS]
+    try:
+        for v in {*args.variants, *args.method_variants}:
+            parse_variant(v)
+    except ValueError as err:
+        parser.error(str(err))
+    unknown = [c for c in args.ort if c not in ORT_CALIBRATORS]
     if unknown or not args.variants:
-        parser.error(f"unknown or no variants / calibrators: {unknown}")
+        parser.error(f"unknown onnxruntime calibrators {unknown} or no variants")
     os.environ.setdefault("TVM_MPQ_NO_PROGRESS", "1")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"created": time.strftime("%Y-%m-%d %H:%M"), "host": {"cpu_flags": cpu_flags(), "cores": os.cpu_count()},
-              "options": {k: v for k, v in vars(args).items() if k != "out"}, "results": []}
+
+    from benchkit.machine import flags_text, machine_info
+
+    from tvm_mpq.runtime.executor import host_target
+
+    host = machine_info(os.cpu_count() or 1, host_target())
+    host["flags_text"] = flags_text(host)
+    report = {"created": time.strftime("%Y-%m-%d %H:%M"), "command": command, "host": host,
+              "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
+              "results": []}
     with tempfile.TemporaryDirectory(prefix="quant-quality-") as tmp:
         for name in args.models.split(","):
             start = time.perf_counter()
@@ -260,8 +308,9 @@ def main() -> None:
             (args.out / "report.json").write_text(json.dumps(report, indent=1))
     md = markdown(report)
     (args.out / "report.md").write_text(md)
+    written = ["report.json", "report.md"] + (["report.png"] if plot(report, args.out / "report.png") else [])
     print(md)
-    print(f"written: {args.out}/report.json, report.md")
+    print(f"written: {', '.join(str(args.out / w) for w in written)}")
 
 
 if __name__ == "__main__":
