@@ -132,6 +132,8 @@ def test_bias_correction_lowers_the_output_error(graph):
     corrected, _ = config_for_rate(graph, CALIB, 100, "inorder", bias_correction=True)
     assert plain.provenance["bias_correction"] is False and corrected.provenance["bias_correction"] is True
     assert all(lp.bias_correction is not None for lp in corrected.layers.values())
+    assert compile_model(graph, corrected, simulate=True).stats["bias_corrected"] == len(corrected.layers)
+    assert compile_model(graph, plain, simulate=True).stats["bias_corrected"] == 0
     ref = _outputs(compile_graph(graph), HELD_OUT)
     errors = {}
     for name, config in (("plain", plain), ("corrected", corrected)):
@@ -170,3 +172,28 @@ def test_options_are_recorded_and_exported_identically(graph, net, tmp_path):
         assert layer.bias_correction is not None and np.any(layer.bias_correction != 0)
     fp32_ref = _outputs(compile_graph(graph), HELD_OUT)
     assert _steps(sim, fp32_ref) < 40  # the equalized, corrected model still computes the original
+
+
+def test_cli_quantizer_options_are_recorded_and_replayed(tmp_path):
+    """analyze/compile: bias correction is on by default and recorded in the provenance with the
+    observer and the graph rewrites (--equalize); compile --config replays the equalization and
+    adds the corrections (stats bias_corrected); --no-bias-correction records False."""
+    from tvm_mpq.cli import main
+
+    assert main(["analyze", "mtcnn-rnet", "--rate", "100", "--calib-size", "4", "--equalize",
+                 "-o", str(tmp_path / "s.json")]) == 0
+    saved = json.loads((tmp_path / "s.rate100.json").read_text())
+    provenance = saved["provenance"]
+    assert provenance["bias_correction"] is True and provenance["observer"] == "minmax"
+    assert list(provenance["graph_transforms"]) == ["cross_layer_equalization"]
+    int8 = [v for v in saved["layers"].values() if v != "fp32"]
+    assert int8 and all(len(v["bias_correction"]) > 0 for v in int8)
+    assert main(["compile", "mtcnn-rnet", "--config", str(tmp_path / "s.rate100.json"),
+                 "-o", str(tmp_path / "m.so")]) == 0
+    assert (tmp_path / "m.so").is_file()
+    assert main(["analyze", "mtcnn-rnet", "--rate", "100", "--calib-size", "4", "--no-bias-correction",
+                 "--observer", "mse", "-o", str(tmp_path / "n.json")]) == 0
+    plain = json.loads((tmp_path / "n.rate100.json").read_text())
+    assert plain["provenance"]["bias_correction"] is False and plain["provenance"]["observer"] == "mse"
+    assert "graph_transforms" not in plain["provenance"]
+    assert all("bias_correction" not in v for v in plain["layers"].values() if v != "fp32")
