@@ -32,6 +32,7 @@ from tvm import relax
 from relay_passes.annotate_precision import AnnotatePrecision
 from relay_passes.fold_batch_norm import FoldBatchNorm
 from relay_passes.lower_to_integer import LoweringTrace, LowerToInteger, lowering_borders, lowering_stats
+from relay_passes.te_elementwise import RecoverMinMax
 from tvm_mpq.compiler.build import TuningOptions, build_info, build_passes, codegen
 from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
 from tvm_mpq.errors import MpqError
@@ -98,13 +99,13 @@ def fp32_config(graph: ModelGraph, table: LayerTable | None = None) -> Precision
 def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",
                       table: LayerTable | None = None) -> list[tvm.transform.Pass]:
     """From the stage-A module to the annotated module the lowering reads: parameters bound,
-    the config's decision written into the IR, batch-norm folded into the int8 layers (stage C),
+    a frontend's TE-built clips back to Relax ops (:class:`RecoverMinMax`), the config's decision written into the IR, batch-norm folded into the int8 layers (stage C),
     constants folded, aliases and dead bindings removed. MpqError (before any pass runs) when the
     config does not fit the model."""
     if stage not in STAGES:
         raise MpqError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
     table = table or build_layer_table(graph)
-    passes: list[tvm.transform.Pass] = [bind_params_pass(graph), relax.transform.FoldConstant(),
+    passes: list[tvm.transform.Pass] = [bind_params_pass(graph), relax.transform.FoldConstant(), RecoverMinMax(),
                                         AnnotatePrecision(config or fp32_config(graph, table), table)]
     if stage != "A":
         passes += [FoldBatchNorm(quantized_only=True), relax.transform.FoldConstant()]
