@@ -17,7 +17,7 @@ from tvm_mpq.calibration import calibrate
 from tvm_mpq.cli import main
 from tvm_mpq.config import PrecisionConfig
 from tvm_mpq.errors import MpqError
-from tvm_mpq.evaluation import task_metrics as tm
+from tvm_mpq.metrics import task_metrics as tm
 from tvm_mpq.frontends.torch_frontend import from_module
 from tvm_mpq.graph import build_layer_table
 from tvm_mpq.metrics.local_metrics import mse, sqnr_db

@@ -33,7 +33,7 @@ from tvm_mpq.compiler import compile_model
 from tvm_mpq.compiler.validate import keep_unsupported_fp32
 from tvm_mpq.config.for_rate import config_for_rate
 from tvm_mpq.evaluation.fidelity import fidelity
-from tvm_mpq.frontends import load_model
+from tvm_mpq.zoo import load_model
 from tvm_mpq.graph import build_layer_table
 from tvm_mpq.runtime.executor import compile_graph
 from tvm_mpq.zoo import get

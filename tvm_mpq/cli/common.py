@@ -61,7 +61,8 @@ def layer_names(graph) -> dict[str, str]:
 
 def load_graph(args: argparse.Namespace):
     """The model of ``args.model`` / ``--input-shape`` (stage ``import``)."""
-    from tvm_mpq.frontends import load_model, parse_input_shapes
+    from tvm_mpq.frontends import parse_input_shapes
+    from tvm_mpq.zoo import load_model
 
     shapes = parse_input_shapes(args.input_shape)
     with stage("import"):

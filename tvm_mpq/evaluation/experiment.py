@@ -38,7 +38,7 @@ from tvm_mpq.evaluation.local_metrics_study import local_metric_rankings, refere
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.evaluation.local_run import LocalRun
 from tvm_mpq.evaluation.model_data import ModelData, counts_for, load_model_data
-from tvm_mpq.evaluation.task_metrics import Outputs
+from tvm_mpq.types import Outputs
 from tvm_mpq.evaluation.plots import plot_rates
 from tvm_mpq.evaluation.recovery import curve_counts, plot_recovery, recovery_curve, summary
 from tvm_mpq.evaluation.table2 import table2_points

@@ -19,7 +19,7 @@ import time
 
 from tvm_mpq.allocation.bops import FP32, bops_ratio
 from tvm_mpq.errors import MpqError
-from tvm_mpq.evaluation.task_metrics import output_sqnr_db
+from tvm_mpq.metrics.task_metrics import output_sqnr_db
 from tvm_mpq.metrics.local_metrics import SQNR_CAP_DB
 from tvm_mpq.sensitivity.context import MethodContext
 from tvm_mpq.sensitivity.methods import register_method

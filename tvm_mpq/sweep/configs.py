@@ -17,7 +17,7 @@ from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.sensitivity import EvalData
 from tvm_mpq.sweep.plan import PointSpec, SweepOptions, is_bitwidth_method, rate_points
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 
 @dataclass

@@ -139,7 +139,8 @@ def _log_summary(report: dict, log: Log) -> None:
 
 def _load(options: SweepOptions) -> tuple[ModelGraph, list]:
     from tvm_mpq.calibration import load_calibration
-    from tvm_mpq.frontends import load_model, parse_input_shapes
+    from tvm_mpq.frontends import parse_input_shapes
+    from tvm_mpq.zoo import load_model
 
     graph = load_model(options.model, parse_input_shapes(options.input_shape))
     mean = options.mean[0] if len(options.mean) == 1 else tuple(options.mean)

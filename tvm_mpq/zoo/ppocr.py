@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 from tvm_mpq.errors import MpqError
 
 CLS_FILE = "ch_ppocr_mobile_v2.0_cls_infer.onnx"

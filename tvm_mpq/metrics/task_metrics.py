@@ -25,9 +25,7 @@ import numpy as np
 from tvm_mpq.errors import MpqError
 from tvm_mpq.metrics.local_metrics import SqnrMetric
 from tvm_mpq.registry import Registry
-
-Outputs = list[list[np.ndarray]]
-"""Model outputs per sample: ``outputs[i]`` is the flattened output list of sample ``i``."""
+from tvm_mpq.types import Outputs
 
 
 def _logits(outputs: Outputs) -> np.ndarray:
