@@ -51,7 +51,7 @@ def _precision_pass_row(model: str, rate: float, eval_size: int) -> tuple[dict, 
 
 def _eval(model: str, rate: float, eval_size: int, cache: Path) -> tuple[dict, str]:
     from tvm_mpq.calibration import CalibrationCache
-    from tvm_mpq.config.for_rate import config_for_rate
+    from tvm_mpq.api import config_for_rate
     from tvm_mpq.evaluation.experiment import integer_figures
     from tvm_mpq.evaluation.model_data import counts_for, load_model_data
 

@@ -28,7 +28,7 @@ import tvm
 
 from tvm_mpq.calibration import CalibrationCache
 from tvm_mpq.compiler.inspect_ir import fp32_tensors_between_int_kernels, fuse, mac_census
-from tvm_mpq.config.for_rate import config_for_rate
+from tvm_mpq.api import config_for_rate
 from tvm_mpq.evaluation.fidelity import Reference, figures, fp32_reference, step_agreement
 from tvm_mpq.evaluation.local_run import run_config
 from tvm_mpq.evaluation.sample_set import held_out

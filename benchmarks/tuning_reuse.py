@@ -33,7 +33,7 @@ def main() -> int:
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.build import TuningOptions
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
-    from tvm_mpq.config.for_rate import config_for_rate
+    from tvm_mpq.api import config_for_rate
     from tvm_mpq.zoo import load_model
     from tvm_mpq.graph import build_layer_table
 

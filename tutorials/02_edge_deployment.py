@@ -31,7 +31,7 @@ from targets.rpc import LocalRpcServer, run_on_server
 from tvm_mpq.calibration import CalibrationCache, load_calibration
 from tvm_mpq.compiler import compile_model
 from tvm_mpq.compiler.validate import keep_unsupported_fp32
-from tvm_mpq.config.for_rate import config_for_rate
+from tvm_mpq.api import config_for_rate
 from tvm_mpq.evaluation.fidelity import fidelity
 from tvm_mpq.zoo import load_model
 from tvm_mpq.graph import build_layer_table
