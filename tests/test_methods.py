@@ -30,6 +30,8 @@ from tvm_mpq.sensitivity.pandey import parse_candidates, quantizer_groups
 from tvm_mpq.sensitivity.pandey.phase2 import even_points
 from tvm_mpq.sensitivity.probe import PrecisionProbe
 
+from conftest import AttentionNet
+
 
 # ------------------------------------------------------------------------------------------------
 # helpers: the reference path is a SimulateQuantization compile per assignment
@@ -52,18 +54,6 @@ def simulate(graph, table, feeds, precisions, ranges):
     return [compiled.run(f) for f in feeds]
 
 
-class _AttentionNet(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.proj = torch.nn.Linear(8, 8)
-        self.head = torch.nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.proj(x)
-        return self.head(q @ x.transpose(1, 2))
-
-
 class _BranchNet(torch.nn.Module):
     """Two convs read the same tensor (one input quantizer): a ResNet-style downsample branch."""
 
@@ -83,7 +73,7 @@ class _BranchNet(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def attention():
-    graph = from_module(_AttentionNet(), {"x": np.zeros((1, 4, 8), np.float32)}, "attn")
+    graph = from_module(AttentionNet(), {"x": np.zeros((1, 4, 8), np.float32)}, "attn")
     rng = np.random.default_rng(1)
     return graph, [{"x": rng.normal(size=(1, 4, 8)).astype(np.float32)} for _ in range(3)]
 

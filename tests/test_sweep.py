@@ -18,7 +18,7 @@ import pytest
 from tvm_mpq.cli import main
 
 from targets.elf import EM_AARCH64, EM_CUDA, EM_X86_64, embedded_elf_machines, read_elf_machine
-from targets.rpc import LocalRpcServer, LocalTracker, start_servers
+from targets.rpc import LocalRpcServer
 from targets.rpc.net import free_port, is_listening
 
 MODEL = "mtcnn-rnet"
@@ -157,21 +157,6 @@ def test_aarch64_sweep_runs_on_the_qemu_server(capsys, tmp_path, cache_dir):
     assert points[100.0]["n_qdq"] > 0 and 20 < points[100.0]["fidelity"]["output_sqnr_db"] < 60
     assert "QEMU" in out.with_suffix(".md").read_text()
     check_png(out.with_suffix(".png"))
-
-
-@pytest.fixture(scope="module")
-def tracker():
-    with LocalTracker() as tracker:
-        yield tracker
-
-
-@pytest.fixture(scope="module")
-def pool(tracker):
-    """Two loopback x86 servers registered with the tracker under the key 'pool'."""
-    servers = start_servers(*(LocalRpcServer("x86", tracker=tracker.address, key="pool") for _ in range(2)))
-    yield servers
-    for server in servers:
-        server.stop()
 
 
 def test_tracker_pool_of_two_servers_serves_one_sweep(capsys, tmp_path, cache_dir, tracker, pool):
