@@ -163,10 +163,10 @@ def test_mse_prefix_puts_outlier_layers_first():
 
 def test_ir_opt_changes_the_weights_of_batch_norm_layers_only(small_graph):
     """Stage C folds batch-norm into conv1 and dw (their weight SQNR changes), not into pw / fc."""
-    from tvm_mpq.compiler.stages import stage_c_graph
+    from tvm_mpq.compiler.stages import folded_graph
 
     table_a = build_layer_table(small_graph)
-    graph_c = stage_c_graph(small_graph)
+    graph_c = folded_graph(small_graph)
     table_c = build_layer_table(graph_c)
     w_a = {n: m.w_sqnr_db for n, m in measure_layers(small_graph, table_a, [], activations=False).metrics.items()}
     w_c = {n: m.w_sqnr_db for n, m in measure_layers(graph_c, table_c, [], activations=False).metrics.items()}

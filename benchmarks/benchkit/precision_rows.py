@@ -13,6 +13,7 @@ from tvm_mpq.compiler.inspect_ir import fp32_tensors_between_int_kernels, fuse, 
 from tvm_mpq.evaluation.fidelity import Reference, figures, fp32_reference, step_agreement
 from tvm_mpq.evaluation.local_run import run_config
 from tvm_mpq.evaluation.sample_set import held_out
+from tvm_mpq.types import SOURCE_TO_FOLDED, STAGES, measured_on
 from tvm_mpq.zoo import get
 
 CALIB = 16
@@ -56,14 +57,14 @@ def run_model(name: str, rates: list[float], ablation_rates: list[float], eval_s
     points, report = [], None
     for rate in rates:
         config, report = config_for_rate(graph, calib, rate, cache=cache, report=report)
-        row = point(model.task, graph, config, "A->C", reference)
+        row = point(model.task, graph, config, SOURCE_TO_FOLDED, reference)
         points.append(row)
         print(f"{name} rate {rate:g}: {json.dumps(row)}", flush=True)
     result["points"] = points
     ablation, reports = [], {}
     for rate in ablation_rates:
-        for stage in ("A", "A->C", "C"):
-            key = "C" if stage == "C" else "A"
+        for stage in STAGES:
+            key = measured_on(stage)
             config, reports[key] = config_for_rate(graph, calib, rate, cache=cache, stage=stage, report=reports.get(key))
             row = point(model.task, graph, config, stage, reference)
             ablation.append(row)

@@ -17,7 +17,7 @@ from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.sensitivity import EvalData
 from tvm_mpq.sweep.plan import PointSpec, SweepOptions, is_bitwidth_method, rate_points
-from tvm_mpq.types import Feed
+from tvm_mpq.types import Feed, measured_on
 
 
 @dataclass
@@ -119,7 +119,7 @@ def _allocation_config(measured: ModelGraph, table, ranges: dict, allocation, me
         config = build_config(measured, table, allocation.precisions, ranges,
                               {"method": method, "allocation": allocation.label, **allocation.info,
                                "observer": options.observer, "calib_size": calib_size,
-                               "analysis_stage": "C" if options.stage == "C" else "A"})
+                               "analysis_stage": measured_on(options.stage)})
         check_integer_config(config, table)
     except MpqError as err:
         return str(err)
