@@ -23,7 +23,7 @@ from targets.rpc.net import free_port, is_listening
 
 MODEL = "mtcnn-rnet"
 RNET_LAYERS = ["conv1", "conv2", "conv3", "dense4", "dense5_1"]
-# DESIGN "Report": the contract's keys (more are welcome)
+# docs/design.md "Report contract": the contract's keys (more are welcome)
 TOP_KEYS = {"model": str, "target": str, "device": str, "tvm_version": str, "analysis": dict, "points": list}
 ANALYSIS_KEYS = {"method": str, "seconds": float, "n_layers": int}
 POINT_KEYS = {"method": str, "requested_rate": float, "bops_reduction_rate": float, "bops_ratio": float,
@@ -46,7 +46,7 @@ def sweep(capsys, out: Path, *args: str, cache: Path | None = None) -> tuple[int
 
 
 def check_contract(report: dict, points: int, labelled: bool = True, ran: bool = True) -> None:
-    """Every key DESIGN lists, with its type; latency / fidelity / accuracy filled in."""
+    """Every key docs/design.md lists, with its type; latency / fidelity / accuracy filled in."""
     for key, kind in TOP_KEYS.items():
         assert isinstance(report[key], kind), key
     for key, kind in ANALYSIS_KEYS.items():

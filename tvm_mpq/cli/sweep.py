@@ -4,7 +4,7 @@ Every point is built and exported with the target's compiler first; then, on the
 runs the evaluation samples and all of them, the fp32 baseline included, are timed with
 ``time_evaluator`` round-robin for ``--rounds`` rounds (latency ratios to fp32 taken within
 each round); without ``--rpc`` / ``--tracker`` a local server is started (x86 natively,
-aarch64 under QEMU). Writes OUTPUT (JSON, DESIGN "Report"), OUTPUT.md and OUTPUT.png.
+aarch64 under QEMU). Writes OUTPUT (JSON, docs/design.md "Report contract"), OUTPUT.md and OUTPUT.png.
 """
 
 from __future__ import annotations

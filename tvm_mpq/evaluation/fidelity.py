@@ -8,7 +8,7 @@
 
 Every figure comes from :func:`scores`: the task's metric set (:func:`tasks.metric_set`, one
 table for every tool), computed against the fp32 outputs and, where the sample set has true
-labels, against those. :func:`fidelity` is its label-free part (DESIGN "Report": the sweep
+labels, against those. :func:`fidelity` is its label-free part (docs/design.md "Report contract": the sweep
 point's ``fidelity``), :func:`accuracy` the part against true labels. ``step_agreement``
 compares two quantized runs (integer vs QDQ-simulated) in units of one int8 step of the fp32
 output.

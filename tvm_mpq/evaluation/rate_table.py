@@ -1,6 +1,6 @@
 """The paper's Table 2: task metric and model size per method at BOPs reduction rates.
 
-A rate ``r`` (DESIGN: 0% = fp32, 100% = every layer W8A8) becomes a precision assignment:
+A rate ``r`` (docs/design.md: 0% = fp32, 100% = every layer W8A8) becomes a precision assignment:
 
 * ranking methods (QuantuneV2, InOrder, Weight-SQNR, Top-1): start fully int8 and return
   layers to fp32 in sensitivity-list order while the achieved rate stays >= r

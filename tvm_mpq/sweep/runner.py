@@ -46,7 +46,7 @@ def _print(line: str) -> None:
 def run_sweep(options: SweepOptions, output: Path, log: Log = _print) -> dict:
     """Measure every point of ``options`` and write ``output`` (JSON), its ``.md`` and ``.png``.
 
-    Returns the report (DESIGN "Report" contract). MpqError for anything the user can fix;
+    Returns the report (docs/design.md "Report contract" contract). MpqError for anything the user can fix;
     a server or tracker problem is found before the analysis starts.
     """
     from targets import get_target
