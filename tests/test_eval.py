@@ -12,10 +12,10 @@ import pytest
 from tvm_mpq.allocation.bops import FP32, INT8, Precision
 from tvm_mpq.cli import main
 from tvm_mpq.evaluation.model_size import model_size_mb
-from tvm_mpq.metrics.task_metrics import make_task_metric, text_agreement, text_similarity
 from tvm_mpq.evaluation.recovery import curve_counts
 from tvm_mpq.graph import build_layer_table
 from tvm_mpq.metrics.local_metrics import SQNR_CAP_DB
+from tvm_mpq.metrics.task_metrics import make_task_metric, text_agreement, text_similarity
 from tvm_mpq.sensitivity import make_method
 from tvm_mpq.sensitivity.layer_metrics import LayerMetrics, measure_layers
 from tvm_mpq.sensitivity.quantunev2 import quantunev2_rank

@@ -17,9 +17,9 @@ from tvm_mpq.calibration import calibrate
 from tvm_mpq.cli import main
 from tvm_mpq.config import PrecisionConfig
 from tvm_mpq.errors import MpqError
-from tvm_mpq.metrics import task_metrics as tm
 from tvm_mpq.frontends.torch_frontend import from_module
 from tvm_mpq.graph import build_layer_table
+from tvm_mpq.metrics import task_metrics as tm
 from tvm_mpq.metrics.local_metrics import mse, sqnr_db
 from tvm_mpq.quantization.quantizers import act_qparams, fake_quant_weight
 from tvm_mpq.runtime.executor import compile_graph

@@ -19,8 +19,8 @@ import pytest
 from tvm_mpq import zoo
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends import parse_input_shapes
-from tvm_mpq.zoo import load_model
 from tvm_mpq.runtime import compile_graph
+from tvm_mpq.zoo import load_model
 
 # max|tvm - reference| / max|reference|. Measured (untuned llvm, 2 cores): efficientnet-lite0
 # 7e-7, mtcnn-rnet 7e-7, resnet18 1e-6, resnet50 1e-5, mobilenetv2 1e-5, squeezenet 3e-7,

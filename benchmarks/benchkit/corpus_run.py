@@ -103,8 +103,8 @@ def _timed(result: ModelResult, stage: str, run):
 
 
 def _stages(model, target, args, result: ModelResult) -> None:
-    from tvm_mpq.compiler import compile_model
     from tvm_mpq.api import config_for_rate
+    from tvm_mpq.compiler import compile_model
     from tvm_mpq.corpus.fetch import fetch
     from tvm_mpq.corpus.inputs import feeds
     from tvm_mpq.zoo import load_model

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from tvm_mpq.evaluation.sample_set import SampleSet
-from tvm_mpq.metrics.task_metrics import Outputs, make_task_metric
 from tvm_mpq.evaluation.tasks import metric_set
 from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.metrics.task_metrics import Outputs, make_task_metric
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,8 @@ def _bitwidth_configs(graph: ModelGraph, feeds: list[Feed], method: str, options
                       log: Callable[[str], None]) -> tuple[MethodAnalysis, Iterator[tuple[PointSpec, PrecisionConfig]]]:
     """A bit-width method's analysis and a config for each of its assignments the integer
     kernels can run (weights and activations at most 8 bits)."""
-    from tvm_mpq.calibration import calibrate
     from tvm_mpq.api import analysis_graph
+    from tvm_mpq.calibration import calibrate
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.sensitivity import analyze
 
