@@ -9,11 +9,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tvm_mpq.api import config_for_rate
 from tvm_mpq.compiler import compile_model
-from tvm_mpq.config.for_rate import config_for_rate
-from tvm_mpq.evaluation.task_metrics import output_sqnr_db
-from tvm_mpq.frontends import load_model
+from tvm_mpq.metrics.task_metrics import output_sqnr_db
 from tvm_mpq.runtime.executor import compile_graph
+from tvm_mpq.zoo import load_model
 
 
 def _save(tmp_path, nodes, inputs, outputs, initializers, opset=17):

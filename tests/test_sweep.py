@@ -18,12 +18,12 @@ import pytest
 from tvm_mpq.cli import main
 
 from targets.elf import EM_AARCH64, EM_CUDA, EM_X86_64, embedded_elf_machines, read_elf_machine
-from targets.rpc import LocalRpcServer, LocalTracker, start_servers
+from targets.rpc import LocalRpcServer
 from targets.rpc.net import free_port, is_listening
 
 MODEL = "mtcnn-rnet"
 RNET_LAYERS = ["conv1", "conv2", "conv3", "dense4", "dense5_1"]
-# DESIGN "Report": the contract's keys (more are welcome)
+# docs/design.md "Report contract": the contract's keys (more are welcome)
 TOP_KEYS = {"model": str, "target": str, "device": str, "tvm_version": str, "analysis": dict, "points": list}
 ANALYSIS_KEYS = {"method": str, "seconds": float, "n_layers": int}
 POINT_KEYS = {"method": str, "requested_rate": float, "bops_reduction_rate": float, "bops_ratio": float,
@@ -46,7 +46,7 @@ def sweep(capsys, out: Path, *args: str, cache: Path | None = None) -> tuple[int
 
 
 def check_contract(report: dict, points: int, labelled: bool = True, ran: bool = True) -> None:
-    """Every key DESIGN lists, with its type; latency / fidelity / accuracy filled in."""
+    """Every key docs/design.md lists, with its type; latency / fidelity / accuracy filled in."""
     for key, kind in TOP_KEYS.items():
         assert isinstance(report[key], kind), key
     for key, kind in ANALYSIS_KEYS.items():
@@ -157,21 +157,6 @@ def test_aarch64_sweep_runs_on_the_qemu_server(capsys, tmp_path, cache_dir):
     assert points[100.0]["n_qdq"] > 0 and 20 < points[100.0]["fidelity"]["output_sqnr_db"] < 60
     assert "QEMU" in out.with_suffix(".md").read_text()
     check_png(out.with_suffix(".png"))
-
-
-@pytest.fixture(scope="module")
-def tracker():
-    with LocalTracker() as tracker:
-        yield tracker
-
-
-@pytest.fixture(scope="module")
-def pool(tracker):
-    """Two loopback x86 servers registered with the tracker under the key 'pool'."""
-    servers = start_servers(*(LocalRpcServer("x86", tracker=tracker.address, key="pool") for _ in range(2)))
-    yield servers
-    for server in servers:
-        server.stop()
 
 
 def test_tracker_pool_of_two_servers_serves_one_sweep(capsys, tmp_path, cache_dir, tracker, pool):

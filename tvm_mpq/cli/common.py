@@ -61,7 +61,8 @@ def layer_names(graph) -> dict[str, str]:
 
 def load_graph(args: argparse.Namespace):
     """The model of ``args.model`` / ``--input-shape`` (stage ``import``)."""
-    from tvm_mpq.frontends import load_model, parse_input_shapes
+    from tvm_mpq.frontends import parse_input_shapes
+    from tvm_mpq.zoo import load_model
 
     shapes = parse_input_shapes(args.input_shape)
     with stage("import"):
@@ -96,7 +97,7 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
     from tvm_mpq.calibration import CalibrationCache
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
     from tvm_mpq.config import PrecisionConfig
-    from tvm_mpq.config.for_rate import config_for_rate
+    from tvm_mpq.api import config_for_rate
     from tvm_mpq.graph import build_layer_table
 
     if args.rate is not None and not 0 <= args.rate <= 100:

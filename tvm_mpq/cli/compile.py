@@ -10,6 +10,7 @@ from pathlib import Path
 from tvm_mpq.cli.common import (add_config_source_options, add_model_options, add_tuning_options, check_work_dirs,
                                  config_from_args, layer_names, tuning_from_args)
 from tvm_mpq.cli.failures import stage
+from tvm_mpq.cli.stage_option import add_stage_option
 from tvm_mpq.output_files import check_output_file, staged_outputs
 
 
@@ -17,9 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compile", help="compile a model under a precision config into a shared library")
     add_model_options(p)
     add_config_source_options(p, "compile")
-    p.add_argument("--stage", default="A->C", choices=["A", "A->C", "C"],
-                   help="IR-stage ablation: sensitivity at stage A applied per layer at A, at C (fused, default), "
-                        "or sensitivity measured and applied at C")
+    add_stage_option(p, "IR-stage ablation: sensitivity on the source graph applied per layer there (source), "
+                        "on the folded, fused graph (source->folded, default), or measured and applied on the "
+                        "folded graph (folded)")
     p.add_argument("--target", default="x86", help="deployment target (x86, aarch64, aarch64-dotprod, cuda)")
     p.add_argument("--mcpu", help="x86 only: the LLVM CPU to build for (default this host's, e.g. znver3); "
                                   "e.g. sapphirerapids or alderlake for a VNNI (vpdpbusd) server")

@@ -179,16 +179,21 @@ def _local_execution(target: Any, setup: bool, log: Callable[[str], None]) -> Ex
                      f"{server.host}:{server.port}", _server=server)
 
 
-def _rpc_execution(target: Any, address: str, key: str | None) -> Execution:
-    from targets.rpc import open_session
-
-    session = open_session(rpc_address=address, key=key)
+def _inspect_server(take_session: Callable[[], Any], target: Any) -> tuple[str, str]:
+    """``(triple, device name)`` of the server behind the session ``take_session()`` hands over;
+    the session is closed (its last reference dropped) before returning."""
+    session = take_session()
     try:
-        triple = _check_server(session, target)
-        device = _device_name(session, target)
+        return _check_server(session, target), _device_name(session, target)
     finally:
         del session
         gc.collect()
+
+
+def _rpc_execution(target: Any, address: str, key: str | None) -> Execution:
+    from targets.rpc import open_session
+
+    triple, device = _inspect_server(lambda: open_session(rpc_address=address, key=key), target)
     host = address.rpartition(":")[0].strip("[]")
     emulated = _is_emulated(host, triple)
     return Execution("rpc", _describe(device, triple, f"RPC server {address}", emulated), emulated, address, key or None)
@@ -202,13 +207,8 @@ def _tracker_execution(target: Any, address: str, key: str | None) -> Execution:
     with connect_tracker(address) as client:
         count = client.check_key(key)
         hosts = {h for h, _ in client.servers()[key]}
-        session = client.request(key, timeout=120.0)
-    try:
-        triple = _check_server(session, target)
-        device = _device_name(session, target)
-    finally:
-        del session
-        gc.collect()
+        pending = [client.request(key, timeout=120.0)]
+    triple, device = _inspect_server(pending.pop, target)
     emulated = all(_is_emulated(h, triple) for h in hosts)
     where = f"{count} server(s) of key '{key}' at tracker {address}"
     return Execution("tracker", _describe(device, triple, where, emulated), emulated, address, key)

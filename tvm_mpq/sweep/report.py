@@ -1,4 +1,4 @@
-"""The sweep report: JSON (DESIGN "Report" contract, more keys welcome), a Markdown table, a PNG.
+"""The sweep report: JSON (docs/design.md "Report contract", more keys welcome), a Markdown table, a PNG.
 
 Contract keys, in this order, then the extras::
 

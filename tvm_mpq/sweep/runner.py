@@ -46,7 +46,7 @@ def _print(line: str) -> None:
 def run_sweep(options: SweepOptions, output: Path, log: Log = _print) -> dict:
     """Measure every point of ``options`` and write ``output`` (JSON), its ``.md`` and ``.png``.
 
-    Returns the report (DESIGN "Report" contract). MpqError for anything the user can fix;
+    Returns the report (docs/design.md "Report contract" contract). MpqError for anything the user can fix;
     a server or tracker problem is found before the analysis starts.
     """
     from targets import get_target
@@ -139,7 +139,8 @@ def _log_summary(report: dict, log: Log) -> None:
 
 def _load(options: SweepOptions) -> tuple[ModelGraph, list]:
     from tvm_mpq.calibration import load_calibration
-    from tvm_mpq.frontends import load_model, parse_input_shapes
+    from tvm_mpq.frontends import parse_input_shapes
+    from tvm_mpq.zoo import load_model
 
     graph = load_model(options.model, parse_input_shapes(options.input_shape))
     mean = options.mean[0] if len(options.mean) == 1 else tuple(options.mean)
