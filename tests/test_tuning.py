@@ -59,7 +59,7 @@ def test_database_is_keyed_by_target():
 def test_tuning_for_another_architecture_is_refused(small_graph, small_configs, tmp_path):
     config = small_configs[100]
     arm = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
-    with pytest.raises(MpqError, match="RPC runner"):
+    with pytest.raises(MpqError, match="give --rpc HOST:PORT or --tracker HOST:PORT --key K"):
         compile_model(small_graph, config, arm, tuning=TuningOptions(trials=2, root=tmp_path))
 
 
