@@ -151,7 +151,7 @@ def test_tunes_an_int8_kernel_on_two_qemu_servers_once_then_reuses_it(pool, db_r
 
 
 def test_a_timeout_stops_tuning_with_one_line_and_keeps_the_database(pool, db_root):
-    tracker, _ = pool
+    tracker, servers = pool
     graph, config, _ = int8_conv(8, 4, 8)
     device = TuningDevice(tracker=tracker.address, key=KEY)
     work_dir = tuning_dir(get_target("aarch64").tvm_target, db_root, device)
@@ -164,6 +164,9 @@ def test_a_timeout_stops_tuning_with_one_line_and_keeps_the_database(pool, db_ro
     assert f"tuning on tracker {tracker.address} key '{KEY}' stopped: none of 2 candidate(s)" in message
     assert "Timeout, killed after 1 seconds" in message and f"keeps its {len(before)} measured record(s)" in message
     assert record_lines(work_dir)[:len(before)] == before
+    with tracker.client() as client:  # the servers outlive the killed sessions (TVM's own would exit)
+        client.wait_for_servers(KEY, count=2, timeout=120)
+    assert all(server.process.alive() for server in servers)
 
 
 def _kill_after_first_round(server: LocalRpcServer, work_dir: Path, records: int, kept: list[str],
@@ -191,7 +194,8 @@ def test_killing_a_server_mid_tuning_finishes_on_the_other(pool, db_root):
     base = len(record_lines(work_dir))
     kept: list[str] = []
     done = threading.Event()
-    killer = threading.Thread(target=_kill_after_first_round, args=(victim, work_dir, base + 2, kept, done), daemon=True)
+    killer = threading.Thread(target=_kill_after_first_round, args=(victim, work_dir, base + 2, kept, done),
+                              daemon=True)
     killer.start()
     survivor_before = survivor.sessions_served()
     try:
@@ -200,7 +204,8 @@ def test_killing_a_server_mid_tuning_finishes_on_the_other(pool, db_root):
         done.set()
         killer.join(timeout=10)
     assert not victim.process.alive()
-    assert info["tuning"]["tuned"] == 1 and info["kernels"][next(k for k in info["kernels"] if "conv2d" in k)] == "database"
+    conv = next(name for name in info["kernels"] if "conv2d" in name)
+    assert info["tuning"]["tuned"] == 1 and info["kernels"][conv] == "database"
     lines = record_lines(work_dir)
     assert len(kept) >= base + 2 and lines[:len(kept)] == kept, "records measured before the kill were lost"
     assert len(lines) == base + TRIALS["trials"]

@@ -24,9 +24,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_tuning_options(p: argparse.ArgumentParser, device_options: bool = False) -> None:
-    """``--tune-trials N``, ``--tuning-db DIR``, ``--tune-timeout S``, ``--no-kernels`` (MetaSchedule,
-    see tvm_mpq/compiler/tuning.py); ``device_options``: also ``--rpc`` / ``--tracker`` / ``--key``,
-    the device candidates are measured on (``sweep`` has its own, for timing and tuning alike)."""
+    """``--tune-trials N``, ``--tuning-db DIR``, ``--tune-timeout S``, ``--tune-strategy``,
+    ``--no-kernels`` (MetaSchedule, see tvm_mpq/compiler/tuning.py); ``device_options``: also
+    ``--rpc`` / ``--tracker`` / ``--key``, the device candidates are measured on (``sweep`` has
+    its own, for timing and tuning alike)."""
     p.add_argument("--tune-trials", type=int, default=0, metavar="N",
                    help="MetaSchedule trials per kernel not yet in the tuning database of the target and device "
                         "(XGBoost cost model; default 0: use the database and the built-in kernels only); for "
@@ -38,6 +39,9 @@ def add_tuning_options(p: argparse.ArgumentParser, device_options: bool = False)
     p.add_argument("--tune-timeout", type=float, metavar="S",
                    help="tuning on a device: the longest one measurement (session, upload, run) and the wait for a "
                         "free server of the key may take (default 300 s)")
+    p.add_argument("--tune-strategy", choices=["evolutionary", "replay-trace"], default="evolutionary",
+                   help="MetaSchedule search: evolutionary (default; XGBoost cost model) or replay-trace (random "
+                        "samples of the design space, no cost model: for smoke runs with a few trials)")
     p.add_argument("--no-kernels", action="store_true",
                    help="do not apply tvm-mpq's kernel schedules (TVM's unscheduled default; for comparisons)")
     if device_options:
@@ -55,8 +59,8 @@ def add_tuning_options(p: argparse.ArgumentParser, device_options: bool = False)
 
 def tuning_from_args(args: argparse.Namespace):
     """The :class:`~tvm_mpq.compiler.tuning.TuningOptions` of ``--tune-trials/--tuning-db/
-    --tune-timeout/--no-kernels``, on the device of ``--rpc`` / ``--tracker --key`` when the
-    command has those options for tuning (``compile``)."""
+    --tune-timeout/--tune-strategy/--no-kernels``, on the device of ``--rpc`` / ``--tracker --key``
+    when the command has those options for tuning (``compile``)."""
     from tvm_mpq.compiler.tuning import DEFAULT_TUNING_ROOT, DEVICE_TIMEOUT_S, TuningDevice, TuningOptions
 
     if args.tune_trials < 0:
@@ -69,8 +73,10 @@ def tuning_from_args(args: argparse.Namespace):
         device = TuningDevice(rpc=args.rpc, tracker=args.tracker, key=args.key)
     elif getattr(args, "tuning_device_options", False) and args.key:
         raise MpqError("--key needs --rpc (the server's key) or --tracker (the key to request)")
+    replay = args.tune_strategy == "replay-trace"
     return TuningOptions(trials=args.tune_trials, root=args.tuning_db or DEFAULT_TUNING_ROOT,
-                         kernels=not args.no_kernels, device=device, device_timeout_s=timeout)
+                         kernels=not args.no_kernels, device=device, device_timeout_s=timeout,
+                         strategy=args.tune_strategy, cost_model="random" if replay else "xgb")
 
 
 def check_work_dirs(args: argparse.Namespace) -> None:

@@ -39,6 +39,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from targets import get_target
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.inspect_ir import PrintBefore
+    from tvm_mpq.compiler.tuning import check_tuning
     from tvm_mpq.errors import MpqError
 
     check_output_file(args.output)
@@ -48,6 +49,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     target = get_target(args.target, **({"mcpu": args.mcpu} if args.mcpu else {}))
     target.check_toolchain()
     tuning = tuning_from_args(args)
+    check_tuning(target.tvm_target, tuning)  # before the analysis: --tune-trials for aarch64 needs a device
     graph, config = config_from_args(args, args.stage)
     start = time.perf_counter()
     printing = (tvm.transform.PassContext(instruments=[PrintBefore("LowerToInteger")]) if args.print_ir

@@ -1,7 +1,8 @@
 """MetaSchedule tuning with candidates measured on a device over TVM RPC.
 
 The parts are TVM's: ``LocalBuilder`` builds each candidate here and links it with the target's
-(cross) compiler into a shared library (:func:`targets.rpc.tuning.export_candidate`);
+(cross) compiler into a shared library (:class:`CrossBuilder`,
+:func:`targets.rpc.tuning.export_candidate`);
 ``RPCRunner`` uploads it to the device and times it with ``time_evaluator``, one session per
 candidate, as many at once as the tracker has servers of the key; ``JSONDatabase`` commits
 each record as it is measured. What tvm-mpq adds is bounds and one-line errors:
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import math
+import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ import tvm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+from tvm.s_tir.meta_schedule.builder import LocalBuilder
 from tvm.s_tir.meta_schedule.runner import RPCConfig, RPCRunner
 from tvm.support.popen_pool import PopenPoolExecutor
 
@@ -81,19 +84,41 @@ def with_num_cores(target: tvm.target.Target, cores: int | None) -> tvm.target.T
 @derived_object
 class BoundedRPCRunner(RPCRunner._cls):  # type: ignore[name-defined,misc]
     """TVM's ``RPCRunner`` with sessions from :func:`open_device_session` (``--rpc`` or a
-    tracker, bounded waits) and a worker pool that kills a measurement after
-    ``timeout_s`` (reported as MetaSchedule's ``RPCRunner: Timeout`` run error)."""
+    tracker, bounded waits) and a worker pool that kills a measurement after ``timeout_s``
+    (reported as MetaSchedule's ``RPCRunner: Timeout`` run error). RPCRunner's start-up check
+    runs once, on that pool, whose worker then measures (TVM imported once, not twice)."""
 
     def __init__(self, device: TuningDevice, workers: int, timeout_s: float) -> None:
         host, port = parse_address(device.tracker or str(device.rpc), "address")
+        self._pool_ready = False
         super().__init__(
             rpc_config=RPCConfig(tracker_host=host, tracker_port=port, tracker_key=device.key or "-",
                                  session_timeout_sec=math.ceil(timeout_s)),
             f_create_session=partial(open_device_session, device.rpc, device.tracker, device.key, timeout_s,
                                      timeout_s),
             max_workers=workers)
-        self.pool.shutdown()
+        self.pool.shutdown()  # never started: the check above was deferred to the bounded pool
         self.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout_s)
+        self._pool_ready = True
+        self._sanity_check()
+
+    def _sanity_check(self) -> None:
+        if self._pool_ready:
+            super()._sanity_check()
+
+
+@derived_object
+class CrossBuilder(LocalBuilder._cls):  # type: ignore[name-defined,misc]
+    """TVM's ``LocalBuilder`` building with :func:`build_candidate` and linking with
+    :func:`export_candidate` (the target's cross compiler), without LocalBuilder's start-up
+    check: a worker process importing TVM only to find these two module-level functions."""
+
+    def __init__(self, compiler: str | None) -> None:
+        super().__init__(f_build=build_candidate, f_export=partial(export_candidate, compiler),
+                         timeout_sec=BUILD_TIMEOUT_S)
+
+    def _sanity_check(self) -> None:
+        pass
 
 
 @derived_object
@@ -136,9 +161,7 @@ def tune_on_device(tasks: list, target: tvm.target.Target, options: TuningOption
     servers, cores = check_device(target, device, options.device_timeout_s)
     tune_target = with_num_cores(target, cores)
     tasks = [ms.ExtractedTask(t.task_name, t.mod, tune_target, t.dispatched, t.weight) for t in tasks]
-    builder = ms.builder.LocalBuilder(f_build=build_candidate,
-                                      f_export=partial(export_candidate, candidate_compiler(target)),
-                                      timeout_sec=BUILD_TIMEOUT_S)
+    builder = CrossBuilder(candidate_compiler(target))
     runner = BoundedRPCRunner(device, servers, options.device_timeout_s)
     try:
         run_tuning(tasks, options, work_dir, builder=builder, runner=runner,
@@ -149,8 +172,10 @@ def tune_on_device(tasks: list, target: tvm.target.Target, options: TuningOption
 
 
 def _reason(error_msg: str) -> str:
-    text = last_line(RuntimeError(error_msg))
-    return text.removeprefix("RPCRunner: ")
+    """A runner error's own line: ``RPCRunner: Timeout, killed after 2 seconds``, or the last line
+    of a worker's traceback (``tvm_mpq.errors.MpqError: ...``) without the exception's name."""
+    text = last_line(RuntimeError(error_msg)).removeprefix("RPCRunner: ")
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", text)
 
 
 def _task_name(task_scheduler: Any, task_id: int) -> str:
