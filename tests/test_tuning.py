@@ -59,7 +59,7 @@ def test_database_is_keyed_by_target():
 def test_tuning_for_another_architecture_is_refused(small_graph, small_configs, tmp_path):
     config = small_configs[100]
     arm = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
-    with pytest.raises(MpqError, match="RPC runner"):
+    with pytest.raises(MpqError, match="give --rpc HOST:PORT or --tracker HOST:PORT --key K"):
         compile_model(small_graph, config, arm, tuning=TuningOptions(trials=2, root=tmp_path))
 
 
@@ -68,3 +68,28 @@ def test_cli_rejects_negative_trials(tmp_path):
                            "--tune-trials", "-1", "-o", str(tmp_path / "m.so")], capture_output=True, text=True)
     assert proc.returncode == 2 and "--tune-trials must be >= 0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_database_is_keyed_by_device_too(tmp_path):
+    from tvm_mpq.compiler.tuning import TuningDevice, tuning_dir
+
+    arm = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
+    host = tuning_dir(arm, tmp_path)
+    pool = tuning_dir(arm, tmp_path, TuningDevice(tracker="10.0.0.1:9190", key="rk3588"))
+    board = tuning_dir(arm, tmp_path, TuningDevice(rpc="10.0.0.7:9090"))
+    assert host.name == target_key(arm) and pool.name == f"{target_key(arm)}@rk3588"
+    assert board.name == f"{target_key(arm)}@rpc-10.0.0.7_9090"
+    with pytest.raises(MpqError, match="needs --key"):
+        TuningDevice(tracker="10.0.0.1:9190")
+    with pytest.raises(MpqError, match="either --rpc HOST:PORT or --tracker"):
+        TuningDevice(rpc="a:1", tracker="b:2", key="k")
+
+
+def test_cli_needs_a_device_to_tune_for_aarch64_before_any_work(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "compile", "mtcnn-rnet", "--rate", "100",
+                           "--target", "aarch64", "--tune-trials", "2", "-o", str(tmp_path / "m.so")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert "--tune-trials for aarch64 measures candidates on the device: give --rpc HOST:PORT" in proc.stderr
+    assert "analyzing" not in proc.stdout

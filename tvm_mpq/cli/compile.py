@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default="x86", help="deployment target (x86, aarch64, aarch64-dotprod, cuda)")
     p.add_argument("--mcpu", help="x86 only: the LLVM CPU to build for (default this host's, e.g. znver3); "
                                   "e.g. sapphirerapids or alderlake for a VNNI (vpdpbusd) server")
-    add_tuning_options(p)
+    add_tuning_options(p, device_options=True)
     p.add_argument("--print-ir", action="store_true",
                    help="print the module the precision pass lowers: each conv/matmul with its precision "
                         "annotation (R.mpq.precision: layer name, bits, scales), then the layer list")
@@ -40,6 +40,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from targets import get_target
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.inspect_ir import PrintBefore
+    from tvm_mpq.compiler.tuning import check_tuning
     from tvm_mpq.errors import MpqError
 
     check_output_file(args.output)
@@ -49,6 +50,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     target = get_target(args.target, **({"mcpu": args.mcpu} if args.mcpu else {}))
     target.check_toolchain()
     tuning = tuning_from_args(args)
+    check_tuning(target.tvm_target, tuning)  # before the analysis: --tune-trials for aarch64 needs a device
     graph, config = config_from_args(args, args.stage)
     start = time.perf_counter()
     printing = (tvm.transform.PassContext(instruments=[PrintBefore("LowerToInteger")]) if args.print_ir
@@ -76,6 +78,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if "tuning" in build:
         t = build["tuning"]
         print(f"tuning: {t['tasks']} kernel(s), {t['reused']} from the database, {t['tuned']} tuned "
-              f"({t['seconds']:.0f} s); database {t['database']}")
+              f"on {t['device']} ({t['seconds']:.0f} s); database {t['database']}")
     print(f"library: {library}\nconfig:  {config_path}\nstats:   {stats_path}")
     return 0

@@ -86,6 +86,21 @@ class Execution:
                 self.servers_used.append(session.address)
         return sessions
 
+    def tuning_device(self) -> Any:
+        """The :class:`~tvm_mpq.compiler.tuning.TuningDevice` MetaSchedule measures candidates on
+        (and whose database the builds use): the ``--rpc`` server, the tracker's servers of the
+        key, or the local QEMU server (database name ``qemu-local``); None for this host (the
+        local x86 server) and compile-only."""
+        from tvm_mpq.compiler.tuning import TuningDevice
+
+        if self.mode == "rpc":
+            return TuningDevice(rpc=self.address, key=self.key)
+        if self.mode == "tracker":
+            return TuningDevice(tracker=self.address, key=self.key)
+        if self.mode == "local-server" and self.emulated:
+            return TuningDevice(rpc=self.address, name="qemu-local")
+        return None
+
     def to_json(self) -> dict:
         """The report's ``rpc`` object."""
         d: dict[str, Any] = {"mode": self.mode, "address": self.address, "servers_used": self.servers_used}
