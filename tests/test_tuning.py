@@ -4,9 +4,10 @@ Tuning for speed runs only in benchmarks (benchmarks/kernels.py --tune-trials N)
 minutes per kernel on 2 cores. The fast tests here check which kernels a build asks to tune, the
 target keying and the errors. The database round trip (fill it with a real MetaSchedule
 run, then check that builds of this and other configs reuse the records instead of tuning, with
-unchanged results) takes ~5 minutes on 2 cores (TVM 0.27 imports ``tvm.s_tir.tensor_intrin``,
-~70 s, in the tuner and in every builder worker), so it is a benchmark:
-``python benchmarks/tuning_reuse.py`` (exits 1 if a reuse check fails).
+unchanged results) of real models takes minutes on 2 cores (TVM 0.27's tuner imports
+``tvm.s_tir.tensor_intrin``, 40-70 s), so it is a benchmark: ``python benchmarks/tuning_reuse.py``
+(exits 1 if a reuse check fails). One small int8 kernel tuned on aarch64 over RPC, then reused,
+is tests/test_tuning_rpc.py.
 """
 
 from __future__ import annotations

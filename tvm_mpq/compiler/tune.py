@@ -1,5 +1,6 @@
 """Tune a fused module's uncovered MAC kernels on this host or on a device: the one entry point
-that picks :func:`~tvm_mpq.compiler.tuning.run_tuning` with a local builder and runner, or
+that picks :func:`~tvm_mpq.compiler.tuning.run_tuning` with the candidate builder
+(:mod:`~tvm_mpq.compiler.tuning_builder`) and the local runner, or
 :func:`~tvm_mpq.compiler.tuning_rpc.tune_on_device` (cross-compiled candidates, RPC runner)."""
 
 from __future__ import annotations
@@ -8,8 +9,11 @@ import time
 
 import tvm
 
-from tvm_mpq.compiler.tuning import BUILD_TIMEOUT_S, TuningOptions, run_tuning, tuning_dir, untuned_tasks
+from tvm_mpq.compiler.tuning import TuningOptions, run_tuning, tuning_dir, untuned_tasks
+from tvm_mpq.compiler.tuning_builder import CandidateBuilder
 from tvm_mpq.compiler.tuning_rpc import tune_on_device
+
+from targets.rpc.tuning import candidate_compiler
 
 
 def tune(mod: tvm.IRModule, target: tvm.target.Target, options: TuningOptions) -> dict:
@@ -20,8 +24,6 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, options: TuningOptions) -
     On a device, a measurement round in which no candidate could be measured (the server or
     the tracker's pool gone, every session timing out) stops the tuning with an MpqError; the
     records measured before stay in the database."""
-    from tvm.s_tir import meta_schedule as ms
-
     work_dir = tuning_dir(target, options.root, options.device)
     missing, tasks = untuned_tasks(mod, target, work_dir)
     where = options.device.describe() if options.device is not None else "this host"
@@ -34,7 +36,7 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, options: TuningOptions) -
         return info
     start = time.perf_counter()
     if options.device is None:
-        run_tuning(missing, options, work_dir, builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S))
+        run_tuning(missing, options, work_dir, builder=CandidateBuilder(candidate_compiler(target)))
     else:
         tune_on_device(missing, target, options, work_dir)
     info["seconds"] = round(time.perf_counter() - start, 1)

@@ -10,12 +10,14 @@ target and device.
 The database (:func:`tuning_dir`) is keyed by target and device: ``ROOT/<target>`` for this
 host, ``ROOT/<target>@<device>`` for a device reached over RPC (the tracker or server key). Every
 fused PrimFunc (one layer shape + precision + epilogue) is tuned once; any later build of any
-config for the same target and device reuses its record (``reused`` in :func:`tune`'s counts),
+config for the same target and device reuses its record (``reused`` in :func:`~tvm_mpq.compiler.tune.tune`'s counts),
 without connecting to the device. Records are committed as they are measured
 (``JSONDatabase`` appends each one), so a run that stops keeps what it measured.
 
-Candidates for another architecture than this host's are cross-compiled here and measured on
-the device by MetaSchedule's RPC runner (:mod:`tvm_mpq.compiler.tuning_rpc`).
+Candidates are built by :class:`~tvm_mpq.compiler.tuning_builder.CandidateBuilder`; for a device
+(another architecture than this host's: cross-compiled) they are measured by MetaSchedule's RPC
+runner (:mod:`tvm_mpq.compiler.tuning_rpc`), else by its local runner
+(:func:`tvm_mpq.compiler.tune.tune` picks).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import json
 import logging
 import os
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,9 +42,6 @@ DEVICE_TIMEOUT_S = 300.0
 """Default bound on one measurement on a device (session, upload, load, timing), and on the
 wait for a free server of the key: an emulated server under QEMU on a loaded 2-core machine
 takes tens of seconds to fork a session. (``--tune-timeout``'s help says 300 s.)"""
-BUILD_TIMEOUT_S = 300.0
-"""MetaSchedule's LocalBuilder default (30 s) times out on a loaded 2-core machine while its
-worker processes import TVM."""
 MAC_TASK_MARKERS = ("conv2d", "matmul", "dense")
 """Tasks whose fused kernel contains one of these ops are tuned; elementwise kernels are not."""
 

@@ -1,8 +1,8 @@
 """MetaSchedule tuning with candidates measured on a device over TVM RPC.
 
 The parts are TVM's: ``LocalBuilder`` builds each candidate here and links it with the target's
-(cross) compiler into a shared library (:class:`CrossBuilder`,
-:func:`targets.rpc.tuning.export_candidate`);
+(cross) compiler into a shared library
+(:class:`~tvm_mpq.compiler.tuning_builder.CandidateBuilder`);
 ``RPCRunner`` uploads it to the device and times it with ``time_evaluator``, one session per
 candidate, as many at once as the tracker has servers of the key; ``JSONDatabase`` commits
 each record as it is measured. What tvm-mpq adds is bounds and one-line errors:
@@ -34,16 +34,16 @@ import tvm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-from tvm.s_tir.meta_schedule.builder import LocalBuilder
 from tvm.s_tir.meta_schedule.runner import RPCConfig, RPCRunner
 from tvm.support.popen_pool import PopenPoolExecutor
 
 from tvm_mpq.errors import MpqError, last_line
-from tvm_mpq.compiler.tuning import BUILD_TIMEOUT_S, TuningDevice, TuningOptions, run_tuning
+from tvm_mpq.compiler.tuning import TuningDevice, TuningOptions, run_tuning
+from tvm_mpq.compiler.tuning_builder import CandidateBuilder
 
 from targets.elf import arch_machine, machine_name
 from targets.rpc.net import parse_address
-from targets.rpc.tuning import build_candidate, candidate_compiler, export_candidate, open_device_session
+from targets.rpc.tuning import candidate_compiler, open_device_session
 
 
 def check_device(target: tvm.target.Target, device: TuningDevice, timeout_s: float) -> tuple[int, int | None]:
@@ -108,20 +108,6 @@ class BoundedRPCRunner(RPCRunner._cls):  # type: ignore[name-defined,misc]
 
 
 @derived_object
-class CrossBuilder(LocalBuilder._cls):  # type: ignore[name-defined,misc]
-    """TVM's ``LocalBuilder`` building with :func:`build_candidate` and linking with
-    :func:`export_candidate` (the target's cross compiler), without LocalBuilder's start-up
-    check: a worker process importing TVM only to find these two module-level functions."""
-
-    def __init__(self, compiler: str | None) -> None:
-        super().__init__(f_build=build_candidate, f_export=partial(export_candidate, compiler),
-                         timeout_sec=BUILD_TIMEOUT_S)
-
-    def _sanity_check(self) -> None:
-        pass
-
-
-@derived_object
 class DeviceHealth(PyMeasureCallback):
     """Stops the tuning (MpqError) after a round in which no built candidate could be
     measured on the device; runs after MetaSchedule's own callbacks, so the round's records
@@ -130,14 +116,11 @@ class DeviceHealth(PyMeasureCallback):
     def __init__(self, device: TuningDevice, work_dir: Path) -> None:
         self.device = device
         self.work_dir = work_dir
-        self.measured = 0
 
     def apply(self, task_scheduler: Any, task_id: int, measure_candidates: list, builder_results: list,
               runner_results: list) -> None:
         built = [run for build, run in zip(builder_results, runner_results) if build.error_msg is None]
-        ok = [run for run in built if run.error_msg is None]
-        self.measured += len(ok)
-        if built and not ok:
+        if built and all(run.error_msg is not None for run in built):
             reason = _reason(built[-1].error_msg)
             task = _task_name(task_scheduler, task_id)
             raise MpqError(f"tuning on {self.device.describe()} stopped: none of {len(built)} candidate(s) of "
@@ -161,7 +144,7 @@ def tune_on_device(tasks: list, target: tvm.target.Target, options: TuningOption
     servers, cores = check_device(target, device, options.device_timeout_s)
     tune_target = with_num_cores(target, cores)
     tasks = [ms.ExtractedTask(t.task_name, t.mod, tune_target, t.dispatched, t.weight) for t in tasks]
-    builder = CrossBuilder(candidate_compiler(target))
+    builder = CandidateBuilder(candidate_compiler(target))
     runner = BoundedRPCRunner(device, servers, options.device_timeout_s)
     try:
         run_tuning(tasks, options, work_dir, builder=builder, runner=runner,
