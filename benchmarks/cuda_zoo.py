@@ -107,11 +107,11 @@ def main() -> int:
     args = parser.parse_args()
 
     from targets import get_target
+    from tvm_mpq.api import config_for_rate
     from tvm_mpq.calibration import CalibrationCache, load_calibration
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
-    from tvm_mpq.config.for_rate import config_for_rate
-    from tvm_mpq.frontends import load_model
     from tvm_mpq.graph import build_layer_table
+    from tvm_mpq.zoo import load_model
 
     target = get_target("cuda", arch=args.arch)
     target.check_toolchain()

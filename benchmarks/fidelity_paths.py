@@ -25,9 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit.precision_rows import CALIB, run_model
 
-CALIB = 16
 METHOD = "quantunev2"
 
 
@@ -42,16 +41,14 @@ def _sweep(model: str, rate: float, eval_size: int, cache: Path, out: Path) -> t
 
 
 def _precision_pass_row(model: str, rate: float, eval_size: int) -> tuple[dict, str]:
-    from precision_pass import run_model  # benchmarks/precision_pass.py, next to this script
-
     result = run_model(model, [rate], [], eval_size)
     (row,) = result["points"]
     return {**row["fidelity"], **row.get("accuracy", {})}, result["samples"]["name"]
 
 
 def _eval(model: str, rate: float, eval_size: int, cache: Path) -> tuple[dict, str]:
+    from tvm_mpq.api import config_for_rate
     from tvm_mpq.calibration import CalibrationCache
-    from tvm_mpq.config.for_rate import config_for_rate
     from tvm_mpq.evaluation.experiment import integer_figures
     from tvm_mpq.evaluation.model_data import counts_for, load_model_data
 

@@ -40,8 +40,8 @@ def model_row(name: str, args, timing) -> dict:
     from benchkit.models import load_model
 
     from tvm_mpq import zoo
+    from tvm_mpq.api import config_for_rate
     from tvm_mpq.compiler import compile_model
-    from tvm_mpq.config.for_rate import config_for_rate
     from tvm_mpq.runtime.executor import host_target
 
     graph, _ = load_model(name)

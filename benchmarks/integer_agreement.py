@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 from tvm_mpq import zoo
+from tvm_mpq.api import config_for_rate
 from tvm_mpq.calibration import CalibrationCache
 from tvm_mpq.compiler import compile_model
 from tvm_mpq.compiler.agreement import layerwise_agreement
 from tvm_mpq.compiler.validate import keep_unsupported_fp32
-from tvm_mpq.config.for_rate import config_for_rate
 from tvm_mpq.evaluation.fidelity import fidelity, step_agreement
 from tvm_mpq.graph import build_layer_table
 from tvm_mpq.runtime.executor import compile_graph

@@ -160,10 +160,10 @@ def bench_ops(specs: list[OpSpec], target, args, build_list: list[Build]) -> lis
 # ---------------------------------------------------------------------------------- part 2
 def bench_models(models: list[str], rates: list[float], target, args, build_list: list[Build]) -> list[dict]:
     from tvm_mpq import zoo
+    from tvm_mpq.api import config_for_rate
     from tvm_mpq.calibration import CalibrationCache
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
-    from tvm_mpq.config.for_rate import config_for_rate
     from tvm_mpq.export import build_qdq_onnx
     from tvm_mpq.export.fp32_onnx import input_feed_names
     from tvm_mpq.graph import build_layer_table

@@ -59,7 +59,7 @@ def tvm_points(name: str, graph, calib: list, task: str, reference, rates: list[
                method: str, cache) -> list[dict]:
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
-    from tvm_mpq.config.for_rate import config_for_rate
+    from tvm_mpq.api import config_for_rate
     from tvm_mpq.evaluation.fidelity import figures
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.ptq.equalization import equalize

@@ -55,10 +55,10 @@ def bench_model(name: str, args: argparse.Namespace, target) -> dict:
     from tvm import relax
 
     from tvm_mpq import zoo
+    from tvm_mpq.api import config_for_rate
     from tvm_mpq.calibration import CalibrationCache
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
-    from tvm_mpq.config.for_rate import config_for_rate
     from tvm_mpq.export import build_qdq_onnx
     from tvm_mpq.export.fp32_onnx import input_feed_names
     from tvm_mpq.graph import build_layer_table

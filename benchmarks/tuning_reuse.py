@@ -29,13 +29,13 @@ def main() -> int:
     parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/tuning_reuse.json"))
     args = parser.parse_args()
 
+    from tvm_mpq.api import config_for_rate
     from tvm_mpq.calibration import load_calibration
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.build import TuningOptions
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
-    from tvm_mpq.config.for_rate import config_for_rate
-    from tvm_mpq.frontends import load_model
     from tvm_mpq.graph import build_layer_table
+    from tvm_mpq.zoo import load_model
 
     graph = load_model(args.model, {})
     feeds = load_calibration(graph, None, 8, 0.0, 1.0)

@@ -3,7 +3,8 @@ Quantization Through Weight Equalization and Bias Correction", 2019).
 
 A pair is two convolutions joined by a chain that commutes with a positive per-channel scale::
 
-    conv2d(W1) [-> add(bias)] [-> batch_norm[0]] [-> relu | clip(0, hi)] [-> pad(0)] -> conv2d(W2)
+    conv2d(W1) [-> add(bias)] [-> batch_norm[0]]
+        [-> relu | clip(0, hi) | maximum(0) [-> minimum(hi)]] [-> pad(0)] -> conv2d(W2)
 
 where every tensor of the chain has a single consumer and ``W2`` is a regular conv (groups 1:
 its input channels are scaled) or a depthwise conv (its channels are scaled). Dividing output
@@ -13,8 +14,10 @@ the second by ``s_c`` leaves the function unchanged, exactly in real arithmetic:
 * the first layer: with a batch-norm, its ``gamma`` and ``beta`` are divided (``BN(y) / s``);
   without, the weight's row and the bias are;
 * ReLU is positively homogeneous; ReLU6 is not (``min(x / s, 6) != min(x, 6) / s``), so
-  ``clip(x, 0, 6)`` becomes ``minimum(maximum(x, 0), 6 / s)`` with a per-channel upper bound:
-  the clipping happens at the same points of the original function;
+  ``clip(x, 0, 6)`` becomes ``minimum(maximum(x, 0), 6 / s)`` with a per-channel upper bound
+  (and an ONNX import's ``minimum(maximum(x, 0), 6)``, after
+  :class:`~relay_passes.te_elementwise.RecoverMinMax`, gets the bound ``6 / s``): the clipping
+  happens at the same points of the original function;
 * zero padding commutes with any scale.
 
 The scales are DFQ's (``s_c = sqrt(r1_c / r2_c)``, ``r1``: the range of the first layer's output
@@ -103,6 +106,11 @@ class _Chain:
     batch_norm: relax.Var | None = None
     clip: relax.Var | None = None
     clip_hi: float | None = None
+    relu_max: bool = False
+    """A ``maximum(x, 0)`` (ReLU, or the lower half of a ReLU6 written as max / min)."""
+    minimum: relax.Var | None = None
+    minimum_index: int = 1
+    """A ``minimum(x, hi)`` after ``maximum(x, 0)``: the argument index of its bound ``hi``."""
 
 
 def _op_name(value: relax.Expr) -> str:
@@ -118,6 +126,19 @@ def _scalar(expr: relax.Expr) -> float:
     """The number held by a ``PrimValue`` argument (clip's bounds)."""
     value = getattr(expr, "value", expr)
     return float(getattr(value, "value", value))
+
+
+def _scalar_const(call: relax.Call, data: relax.Var) -> tuple[int, float] | None:
+    """``(index, value)`` of the scalar constant operand of a binary op whose other operand is
+    ``data``, or None."""
+    args = list(call.args)
+    if len(args) != 2 or not any(a.same_as(data) for a in args):
+        return None
+    index = 1 if args[0].same_as(data) else 0
+    value = _const(args[index])
+    if value is None or value.size != 1:
+        return None
+    return index, float(value.reshape(-1)[0])
 
 
 def _is_nchw_conv(call: relax.Call) -> bool:
@@ -190,6 +211,16 @@ class _Finder:
                 if lo != 0.0 or not hi > 0.0:
                     return None
                 found.clip, found.clip_hi, stage = user.var, hi, 3
+            elif name == "relax.maximum" and stage < 3:  # ReLU (6) as an ONNX import writes it
+                bound = _scalar_const(value, cur)
+                if bound is None or bound[1] != 0.0:
+                    return None
+                found.relu_max, stage = True, 3
+            elif name == "relax.minimum" and stage == 3 and found.relu_max and found.minimum is None:
+                bound = _scalar_const(value, cur)
+                if bound is None or not bound[1] > 0.0:
+                    return None
+                found.minimum, found.minimum_index, found.clip_hi = user.var, bound[0], bound[1]
             elif name == "relax.nn.pad" and stage < 4:
                 if float(value.attrs.pad_value) != 0.0 or value.attrs.pad_mode != "constant":
                     return None
@@ -330,6 +361,8 @@ class EqualizeCrossLayer:
                 put(chain.second, 1, w2 * s32.reshape(1, -1, 1, 1))
             if chain.clip is not None:
                 clips[chain.clip] = (np.float32(chain.clip_hi) / s32).reshape(1, -1, 1, 1)
+            if chain.minimum is not None:  # min(max(x / s, 0), hi / s) = min(max(x, 0), hi) / s
+                put(chain.minimum, chain.minimum_index, (np.float32(chain.clip_hi) / s32).reshape(1, -1, 1, 1))
             pairs.append(EqualizedPair(key[0], key[1], s, chain.clip_hi))
         return args, clips, pairs
 

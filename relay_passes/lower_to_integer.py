@@ -142,8 +142,13 @@ class _Forms:
 
 
 def _op_name(value: relax.Expr | None) -> str:
+    """The op a border names: a Relax op, or for ``call_tir`` the PrimFunc it calls (a frontend's
+    TE-built op such as ``call_tir(hardswish)``)."""
     if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-        return value.op.name.removeprefix("relax.")
+        name = value.op.name.removeprefix("relax.")
+        if name == "call_tir" and isinstance(value.args[0], relax.GlobalVar):
+            return f"call_tir({value.args[0].name_hint})"
+        return name
     return type(value).__name__
 
 

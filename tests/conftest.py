@@ -34,6 +34,20 @@ class ConvBnReluNet(torch.nn.Module):
         return self.fc(z.mean((2, 3)))
 
 
+class AttentionNet(torch.nn.Module):
+    """A linear layer feeding an activation x activation matmul (q @ k^T), then a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.proj(x)
+        return self.head(q @ x.transpose(1, 2))
+
+
 @pytest.fixture(scope="session")
 def small_graph():
     from tvm_mpq.frontends.torch_frontend import from_module
@@ -61,3 +75,23 @@ def small_configs(small_graph, small_feeds):
     int8 = build_config(small_graph, table, allocate_by_rate(table, table.names(), 100), ranges, {"requested_rate": 100})
     fp32 = PrecisionConfig(small_graph.name, {layer.name: LayerPrecision(None, None) for layer in table})
     return {100: int8, 0: fp32}
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    """A local RPC tracker (one per test module)."""
+    from targets.rpc import LocalTracker
+
+    with LocalTracker() as tracker:
+        yield tracker
+
+
+@pytest.fixture(scope="module")
+def pool(tracker):
+    """Two loopback x86 servers registered with the tracker under the key 'pool'."""
+    from targets.rpc import LocalRpcServer, start_servers
+
+    servers = start_servers(*(LocalRpcServer("x86", tracker=tracker.address, key="pool") for _ in range(2)))
+    yield servers
+    for server in servers:
+        server.stop()

@@ -19,7 +19,7 @@ from tvm_mpq.graph import build_layer_table
 from tvm_mpq.sensitivity import analyze
 from tvm_mpq.sensitivity import layer_metrics
 
-from conftest import ConvBnReluNet
+from conftest import AttentionNet, ConvBnReluNet
 
 
 def test_analysis_runs_exactly_two_inference_passes(small_graph, small_feeds, monkeypatch, tmp_path):
@@ -166,25 +166,11 @@ def test_analyze_efficientnet_lite0_covers_all_50_layers(tmp_path, capsys):
     assert "analysis (quantunev2)" in printed and "W-SQNR" in printed
 
 
-class _AttentionNet(torch.nn.Module):
-    """A linear layer feeding an activation x activation matmul (q @ k^T), then a linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.proj = torch.nn.Linear(8, 8)
-        self.head = torch.nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.proj(x)
-        return self.head(q @ x.transpose(1, 2))
-
-
 @pytest.mark.parametrize("method", ["weight-sqnr", "quantunev2"])
 def test_activation_matmul_reports_are_valid_json(method, tmp_path):
     from tvm_mpq.frontends.torch_frontend import from_module
 
-    graph = from_module(_AttentionNet(), {"x": np.zeros((1, 4, 8), np.float32)}, "attn")
+    graph = from_module(AttentionNet(), {"x": np.zeros((1, 4, 8), np.float32)}, "attn")
     rng = np.random.default_rng(0)
     feeds = [{"x": rng.normal(size=(1, 4, 8)).astype(np.float32)} for _ in range(2)]
     report = analyze(graph, feeds, method)

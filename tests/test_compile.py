@@ -17,7 +17,7 @@ from tvm_mpq.calibration import calibrate
 from tvm_mpq.compiler import compile_model
 from tvm_mpq.compiler.inspect_ir import fp32_tensors_between_int_kernels, fuse, kernel_table, mac_census
 from tvm_mpq.compiler.pipeline import bind_params, compile_pipeline, insert_after, precision_passes
-from tvm_mpq.compiler.stages import stage_c_graph
+from tvm_mpq.compiler.stages import folded_graph
 from tvm_mpq.config.build import build_config
 from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
 from tvm_mpq.errors import MpqError
@@ -116,8 +116,8 @@ def test_stage_ablation_a_vs_fused(small_graph, small_feeds, small_int8):
         assert np.abs(per_layer.run(feed)[0] - ref).max() < 0.2 * np.abs(ref).max()
 
 
-def test_stage_c_graph_keeps_layer_names_and_function(small_graph, small_feeds):
-    staged = stage_c_graph(small_graph)
+def test_folded_graph_keeps_layer_names_and_function(small_graph, small_feeds):
+    staged = folded_graph(small_graph)
     assert build_layer_table(staged).names() == build_layer_table(small_graph).names()
     names = [b.var.name for b in staged.mod["main"].body.blocks[0].bindings]
     assert len(names) == len(set(names))
@@ -364,3 +364,16 @@ def test_lowering_from_annotations_is_the_position_keyed_lowering(model, small_g
                 main = main.without_attr(attr)
             mod["main"] = main
             assert str(tvm_ffi.structural_hash(mod)) == hashes[f"{model}_{rate}_{key}"], (model, rate, key)
+
+
+def test_ir_stages_by_name_or_letter(small_graph, small_int8):
+    """``source`` / ``source->folded`` / ``folded`` are the letters ``A`` / ``A->C`` / ``C``."""
+    from tvm_mpq.compiler.pipeline import lower_model
+    from tvm_mpq.types import parse_stage, stage_name
+
+    for name, letter in (("source", "A"), ("source->folded", "A->C"), ("folded", "C")):
+        assert parse_stage(name) == parse_stage(letter) == letter and stage_name(letter) == name
+    by_name, by_letter = (lower_model(small_graph, small_int8[0], stage)[1] for stage in ("source", "A"))
+    assert {k: v for k, v in by_name.items() if k != "stage"} == {k: v for k, v in by_letter.items() if k != "stage"}
+    with pytest.raises(MpqError, match="source \\(A\\), source->folded \\(A->C\\), folded \\(C\\)"):
+        parse_stage("B")

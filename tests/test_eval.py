@@ -12,10 +12,10 @@ import pytest
 from tvm_mpq.allocation.bops import FP32, INT8, Precision
 from tvm_mpq.cli import main
 from tvm_mpq.evaluation.model_size import model_size_mb
-from tvm_mpq.evaluation.task_metrics import make_task_metric, text_agreement, text_similarity
 from tvm_mpq.evaluation.recovery import curve_counts
 from tvm_mpq.graph import build_layer_table
 from tvm_mpq.metrics.local_metrics import SQNR_CAP_DB
+from tvm_mpq.metrics.task_metrics import make_task_metric, text_agreement, text_similarity
 from tvm_mpq.sensitivity import make_method
 from tvm_mpq.sensitivity.layer_metrics import LayerMetrics, measure_layers
 from tvm_mpq.sensitivity.quantunev2 import quantunev2_rank
@@ -163,10 +163,10 @@ def test_mse_prefix_puts_outlier_layers_first():
 
 def test_ir_opt_changes_the_weights_of_batch_norm_layers_only(small_graph):
     """Stage C folds batch-norm into conv1 and dw (their weight SQNR changes), not into pw / fc."""
-    from tvm_mpq.compiler.stages import stage_c_graph
+    from tvm_mpq.compiler.stages import folded_graph
 
     table_a = build_layer_table(small_graph)
-    graph_c = stage_c_graph(small_graph)
+    graph_c = folded_graph(small_graph)
     table_c = build_layer_table(graph_c)
     w_a = {n: m.w_sqnr_db for n, m in measure_layers(small_graph, table_a, [], activations=False).metrics.items()}
     w_c = {n: m.w_sqnr_db for n, m in measure_layers(graph_c, table_c, [], activations=False).metrics.items()}

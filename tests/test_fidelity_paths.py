@@ -16,15 +16,17 @@ from tvm_mpq.evaluation.sample_set import held_out
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _benchmark(name: str):
+def _benchmark(name: str, monkeypatch):
+    """``benchmarks/<name>.py`` as a module; ``benchmarks/`` on the path as when it runs as a script."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_sweep_precision_pass_and_eval_give_identical_figures(tmp_path):
-    result = _benchmark("fidelity_paths").compare("mtcnn-rnet", 100.0, 32, tmp_path)
+def test_sweep_precision_pass_and_eval_give_identical_figures(tmp_path, monkeypatch):
+    result = _benchmark("fidelity_paths", monkeypatch).compare("mtcnn-rnet", 100.0, 32, tmp_path)
     assert set(result["samples"].values()) == {"mtcnn-rnet/held-out[16:48]"}
     sweep, bench, evaluation = (result["figures"][k] for k in ("sweep", "precision_pass", "eval"))
     assert sweep == bench == evaluation, result["figures"]

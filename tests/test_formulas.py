@@ -1,4 +1,4 @@
-"""Hand-computed checks of the DESIGN formulas: SQNR, MSE, quantizers, BOPs, rates, Alg. 2."""
+"""Hand-computed checks of the formulas of docs/design.md: SQNR, MSE, quantizers, BOPs, rates, Alg. 2."""
 
 from __future__ import annotations
 

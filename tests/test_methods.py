@@ -17,9 +17,9 @@ from tvm_mpq.calibration import calibrate
 from tvm_mpq.cli import main
 from tvm_mpq.config import PrecisionConfig
 from tvm_mpq.errors import MpqError
-from tvm_mpq.evaluation import task_metrics as tm
 from tvm_mpq.frontends.torch_frontend import from_module
 from tvm_mpq.graph import build_layer_table
+from tvm_mpq.metrics import task_metrics as tm
 from tvm_mpq.metrics.local_metrics import mse, sqnr_db
 from tvm_mpq.quantization.quantizers import act_qparams, fake_quant_weight
 from tvm_mpq.runtime.executor import compile_graph
@@ -29,6 +29,8 @@ from tvm_mpq.sensitivity.layer_metrics import annotation_for, simulated
 from tvm_mpq.sensitivity.pandey import parse_candidates, quantizer_groups
 from tvm_mpq.sensitivity.pandey.phase2 import even_points
 from tvm_mpq.sensitivity.probe import PrecisionProbe
+
+from conftest import AttentionNet
 
 
 # ------------------------------------------------------------------------------------------------
@@ -52,18 +54,6 @@ def simulate(graph, table, feeds, precisions, ranges):
     return [compiled.run(f) for f in feeds]
 
 
-class _AttentionNet(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.proj = torch.nn.Linear(8, 8)
-        self.head = torch.nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.proj(x)
-        return self.head(q @ x.transpose(1, 2))
-
-
 class _BranchNet(torch.nn.Module):
     """Two convs read the same tensor (one input quantizer): a ResNet-style downsample branch."""
 
@@ -83,7 +73,7 @@ class _BranchNet(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def attention():
-    graph = from_module(_AttentionNet(), {"x": np.zeros((1, 4, 8), np.float32)}, "attn")
+    graph = from_module(AttentionNet(), {"x": np.zeros((1, 4, 8), np.float32)}, "attn")
     rng = np.random.default_rng(1)
     return graph, [{"x": rng.normal(size=(1, 4, 8)).astype(np.float32)} for _ in range(3)]
 

@@ -9,11 +9,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tvm_mpq.api import config_for_rate
 from tvm_mpq.compiler import compile_model
-from tvm_mpq.config.for_rate import config_for_rate
-from tvm_mpq.evaluation.task_metrics import output_sqnr_db
-from tvm_mpq.frontends import load_model
+from tvm_mpq.metrics.task_metrics import output_sqnr_db
 from tvm_mpq.runtime.executor import compile_graph
+from tvm_mpq.zoo import load_model
 
 
 def _save(tmp_path, nodes, inputs, outputs, initializers, opset=17):
@@ -86,3 +86,44 @@ def test_an_nhwc_prelu_net_builds_channels_last_and_matches_onnxruntime(tmp_path
     graph = load_model(str(path))
     feed = _feeds((1, 10, 10, 3), 1)[0]
     np.testing.assert_allclose(compile_model(graph, None).run(feed)[0], _ort(path, feed)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [6, 13])
+def test_onnx_clip_between_int8_convs_fuses_into_the_group(tmp_path, opset):
+    """TVM's importer writes an ONNX Clip (ReLU6) as two TE-built call_tir; RecoverMinMax turns
+    them back into R.maximum / R.minimum, so fully int8 the clip is part of the conv's group: no
+    border at it (only the input's quantize and the output's dequantize), the same outputs as
+    the model with the call_tir, and close to onnxruntime's."""
+    from tvm import relax
+
+    from relay_passes.te_elementwise import RecoverMinMax
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(4, 8, 1, 1)).astype(np.float32) * 0.3, "w2")
+    inits = [w1, w2]
+    if opset >= 11:
+        inits += [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+                  numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+        clip = helper.make_node("Clip", ["c1", "lo", "hi"], ["r"])
+    else:
+        clip = helper.make_node("Clip", ["c1"], ["r"], min=0.0, max=6.0)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), clip,
+             helper.make_node("Conv", ["r", "w2"], ["y"])]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits, opset=opset)
+    graph = load_model(str(path))
+    script = graph.mod.script()
+    assert "call_tir" in script  # what the importer gives
+    recovered = RecoverMinMax()(graph.mod)
+    assert "call_tir" not in recovered.script() and "R.maximum" in recovered.script()
+    assert not [gv for gv, f in recovered.functions_items() if not isinstance(f, relax.Function)]
+    feeds = _feeds((1, 3, 8, 8))
+    np.testing.assert_allclose(compile_graph(graph.with_module(recovered)).run(feeds[0])[0],
+                               _ort(path, feeds[0])[0], rtol=1e-4, atol=1e-4)
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    ops = sorted(f"{b['kind']} {b['op']}" for b in compiled.stats["borders"])
+    assert ops == ["dequantize output", "quantize input"], ops
+    assert compiled.stats["int8_layers"] == 2
+    assert output_sqnr_db([compiled.run(f) for f in feeds], [_ort(path, f) for f in feeds]) > 20

@@ -21,10 +21,10 @@ from tvm_mpq.runtime.executor import compile_graph
 
 from targets import get_target
 from targets.aarch64_sysroot import setup_aarch64
-from targets.rpc import (LocalRpcServer, LocalTracker, RemoteModel, connect, connect_tracker, open_session,
-                         remote_triple, run_on_server, start_servers)
+from targets.rpc import (LocalRpcServer, RemoteModel, connect, connect_tracker, open_session, remote_triple,
+                         run_on_server)
 from targets.rpc.net import free_port, is_listening
-from targets.rpc.process import _group_alive
+from targets.rpc.process import group_alive
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +55,6 @@ def aarch64_lib(aarch64_setup, small_graph, tmp_path_factory):
 def x86_server():
     with LocalRpcServer("x86") as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def tracker():
-    with LocalTracker() as tracker:
-        yield tracker
-
-
-@pytest.fixture(scope="module")
-def pool(tracker):
-    """Two loopback x86 servers registered with the tracker under the key 'pool'."""
-    servers = start_servers(*(LocalRpcServer("x86", tracker=tracker.address, key="pool") for _ in range(2)))
-    yield servers
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -197,10 +182,10 @@ def test_keyed_server_wrong_key_port_in_use_and_clean_stop():
         with pytest.raises(MpqError, match=f"cannot listen on 127.0.0.1:{server.port}: in use"):
             LocalRpcServer("x86", port=server.port).start()
         pgid = server.process.pid
-        assert _group_alive(pgid)
+        assert group_alive(pgid)
     finally:
         server.stop()
-    assert not _group_alive(pgid) and not is_listening("127.0.0.1", server.port)
+    assert not group_alive(pgid) and not is_listening("127.0.0.1", server.port)
 
 
 def test_qemu_missing_is_a_clear_error(monkeypatch, tmp_path):

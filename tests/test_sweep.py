@@ -18,12 +18,12 @@ import pytest
 from tvm_mpq.cli import main
 
 from targets.elf import EM_AARCH64, EM_CUDA, EM_X86_64, embedded_elf_machines, read_elf_machine
-from targets.rpc import LocalRpcServer, LocalTracker, start_servers
+from targets.rpc import LocalRpcServer
 from targets.rpc.net import free_port, is_listening
 
 MODEL = "mtcnn-rnet"
 RNET_LAYERS = ["conv1", "conv2", "conv3", "dense4", "dense5_1"]
-# DESIGN "Report": the contract's keys (more are welcome)
+# docs/design.md "Report contract": the contract's keys (more are welcome)
 TOP_KEYS = {"model": str, "target": str, "device": str, "tvm_version": str, "analysis": dict, "points": list}
 ANALYSIS_KEYS = {"method": str, "seconds": float, "n_layers": int}
 POINT_KEYS = {"method": str, "requested_rate": float, "bops_reduction_rate": float, "bops_ratio": float,
@@ -46,7 +46,7 @@ def sweep(capsys, out: Path, *args: str, cache: Path | None = None) -> tuple[int
 
 
 def check_contract(report: dict, points: int, labelled: bool = True, ran: bool = True) -> None:
-    """Every key DESIGN lists, with its type; latency / fidelity / accuracy filled in."""
+    """Every key docs/design.md lists, with its type; latency / fidelity / accuracy filled in."""
     for key, kind in TOP_KEYS.items():
         assert isinstance(report[key], kind), key
     for key, kind in ANALYSIS_KEYS.items():
@@ -157,21 +157,6 @@ def test_aarch64_sweep_runs_on_the_qemu_server(capsys, tmp_path, cache_dir):
     assert points[100.0]["n_qdq"] > 0 and 20 < points[100.0]["fidelity"]["output_sqnr_db"] < 60
     assert "QEMU" in out.with_suffix(".md").read_text()
     check_png(out.with_suffix(".png"))
-
-
-@pytest.fixture(scope="module")
-def tracker():
-    with LocalTracker() as tracker:
-        yield tracker
-
-
-@pytest.fixture(scope="module")
-def pool(tracker):
-    """Two loopback x86 servers registered with the tracker under the key 'pool'."""
-    servers = start_servers(*(LocalRpcServer("x86", tracker=tracker.address, key="pool") for _ in range(2)))
-    yield servers
-    for server in servers:
-        server.stop()
 
 
 def test_tracker_pool_of_two_servers_serves_one_sweep(capsys, tmp_path, cache_dir, tracker, pool):
@@ -296,3 +281,28 @@ def test_report_json_is_strict_and_markdown_handles_missing_values(tmp_path):
     row = [ln for ln in markdown(report).splitlines() if ln.startswith("| inorder")][0]
     assert row.startswith("| inorder | 50 | 51.0 | 0.5000 | 1 | 2 | 1.00 | - | - | - |")
     assert np.isfinite(json.loads(path.read_text())["points"][0]["bops_ratio"])
+
+
+def test_report_counts_tuned_and_reused_kernels_per_point():
+    from tvm_mpq.sweep.report import markdown, tuning_summary
+
+    def point(rate: float, tuning: dict | None) -> dict:
+        return {"method": "quantunev2", "requested_rate": rate, "bops_reduction_rate": rate, "bops_ratio": 1.0,
+                "fp32_layers": [], "n_qdq": 0, "model_size_mb": 1.0, "latency_ms": None, "fidelity": {},
+                "accuracy": {}, "build": {"tuning": tuning} if tuning else {}}
+
+    where = {"device": "tracker t:1 key 'k'", "database": "db@k", "trials_per_task": 8}
+    points = [point(0, {**where, "tasks": 3, "tuned": 3, "reused": 0, "seconds": 40.0}),
+              point(50, {**where, "tasks": 4, "tuned": 1, "reused": 3, "seconds": 9.0}),
+              point(100, {**where, "tasks": 2, "tuned": 0, "reused": 2, "seconds": 0.0})]
+    summary = tuning_summary(points)
+    assert summary is not None and (summary["tuned"], summary["reused"]) == (4, 5)
+    assert [(p["point"], p["tuned"], p["reused"]) for p in summary["per_point"]] == [(0, 3, 0), (1, 1, 3), (2, 0, 2)]
+    report = {"model": "m", "target": "aarch64", "device": "d", "tvm_version": "0.27", "analysis": None,
+              "points": points, "eval": {"source": "s"}, "reference": {"runs_on": "host"}, "emulated": True,
+              "timing": {"method": "t", "repeat": 3, "max_seconds": 1.0}, "tuning": summary}
+    text = markdown(report)
+    assert "tuned / reused |" in text and "emulated timings rank candidates for the emulator" in text
+    rows = [ln for ln in text.splitlines() if ln.startswith("| quantunev2")]
+    assert [r.rsplit("|", 2)[1].strip() for r in rows] == ["3 / 0", "1 / 3", "0 / 2"]
+    assert tuning_summary([point(0, None)]) is None

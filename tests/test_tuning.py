@@ -4,9 +4,10 @@ Tuning for speed runs only in benchmarks (benchmarks/kernels.py --tune-trials N)
 minutes per kernel on 2 cores. The fast tests here check which kernels a build asks to tune, the
 target keying and the errors. The database round trip (fill it with a real MetaSchedule
 run, then check that builds of this and other configs reuse the records instead of tuning, with
-unchanged results) takes ~5 minutes on 2 cores (TVM 0.27 imports ``tvm.s_tir.tensor_intrin``,
-~70 s, in the tuner and in every builder worker), so it is a benchmark:
-``python benchmarks/tuning_reuse.py`` (exits 1 if a reuse check fails).
+unchanged results) of real models takes minutes on 2 cores (TVM 0.27's tuner imports
+``tvm.s_tir.tensor_intrin``, 40-70 s), so it is a benchmark: ``python benchmarks/tuning_reuse.py``
+(exits 1 if a reuse check fails). One small int8 kernel tuned on aarch64 over RPC, then reused,
+is tests/test_tuning_rpc.py.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def test_database_is_keyed_by_target():
 def test_tuning_for_another_architecture_is_refused(small_graph, small_configs, tmp_path):
     config = small_configs[100]
     arm = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
-    with pytest.raises(MpqError, match="RPC runner"):
+    with pytest.raises(MpqError, match="give --rpc HOST:PORT or --tracker HOST:PORT --key K"):
         compile_model(small_graph, config, arm, tuning=TuningOptions(trials=2, root=tmp_path))
 
 
@@ -68,3 +69,28 @@ def test_cli_rejects_negative_trials(tmp_path):
                            "--tune-trials", "-1", "-o", str(tmp_path / "m.so")], capture_output=True, text=True)
     assert proc.returncode == 2 and "--tune-trials must be >= 0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_database_is_keyed_by_device_too(tmp_path):
+    from tvm_mpq.compiler.tuning import TuningDevice, tuning_dir
+
+    arm = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
+    host = tuning_dir(arm, tmp_path)
+    pool = tuning_dir(arm, tmp_path, TuningDevice(tracker="10.0.0.1:9190", key="rk3588"))
+    board = tuning_dir(arm, tmp_path, TuningDevice(rpc="10.0.0.7:9090"))
+    assert host.name == target_key(arm) and pool.name == f"{target_key(arm)}@rk3588"
+    assert board.name == f"{target_key(arm)}@rpc-10.0.0.7_9090"
+    with pytest.raises(MpqError, match="needs --key"):
+        TuningDevice(tracker="10.0.0.1:9190")
+    with pytest.raises(MpqError, match="either --rpc HOST:PORT or --tracker"):
+        TuningDevice(rpc="a:1", tracker="b:2", key="k")
+
+
+def test_cli_needs_a_device_to_tune_for_aarch64_before_any_work(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "compile", "mtcnn-rnet", "--rate", "100",
+                           "--target", "aarch64", "--tune-trials", "2", "-o", str(tmp_path / "m.so")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert "--tune-trials for aarch64 measures candidates on the device: give --rpc HOST:PORT" in proc.stderr
+    assert "analyzing" not in proc.stdout

@@ -1,6 +1,6 @@
 """The model zoo: every entry imports, compiles with TVM and matches its source framework.
 
-Each model is loaded through ``tvm_mpq.frontends.load_model(name)``, compiled untuned for the
+Each model is loaded through ``tvm_mpq.zoo.load_model(name)``, compiled untuned for the
 host CPU and run on one real calibration feed; the outputs are compared with
 ``entry.reference(feed)`` (torch or onnxruntime). Tolerances are relative to the output's
 largest magnitude and were set from measured differences (noted per model). Plus the real-data
@@ -18,8 +18,9 @@ import pytest
 
 from tvm_mpq import zoo
 from tvm_mpq.errors import MpqError
-from tvm_mpq.frontends import load_model, parse_input_shapes
+from tvm_mpq.frontends import parse_input_shapes
 from tvm_mpq.runtime import compile_graph
+from tvm_mpq.zoo import load_model
 
 # max|tvm - reference| / max|reference|. Measured (untuned llvm, 2 cores): efficientnet-lite0
 # 7e-7, mtcnn-rnet 7e-7, resnet18 1e-6, resnet50 1e-5, mobilenetv2 1e-5, squeezenet 3e-7,

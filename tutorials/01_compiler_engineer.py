@@ -1,7 +1,7 @@
 """Tutorial 1 (compiler engineers): add a sensitivity metric, a sensitivity method and a graph
 pass, then compose them with tvm-mpq's passes and TVM's own in one ``tvm.transform.Sequential``.
 
-    python tutorials/01_compiler_engineer.py
+    python tutorials/01_compiler_engineer.py      # result.json in $TVM_MPQ_TUTORIAL_OUT or ./out/tutorial1
 
 What it shows, step by step:
 
@@ -25,6 +25,10 @@ What it shows, step by step:
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 import tvm
@@ -43,6 +47,10 @@ from tvm_mpq.graph.layer_table import LayerTable
 from tvm_mpq.metrics import LocalMetric, register_metric
 from tvm_mpq.runtime.executor import compile_graph
 from tvm_mpq.sensitivity import LayerMetrics, SensitivityMethod, analyze, register_method
+
+
+OUT = Path(os.environ.get("TVM_MPQ_TUTORIAL_OUT", "out/tutorial1"))
+OUT.mkdir(parents=True, exist_ok=True)
 
 
 # -- 1. a model --------------------------------------------------------------------------------
@@ -195,11 +203,24 @@ print(f"6. KeepFp32('conv2') after FoldScaleIntoConv: {edited.stats['int8_layers
 assert edited.stats["int8_layers"] == compiled.stats["int8_layers"] - 1 and edited.n_qdq != compiled.n_qdq
 
 fp32 = compile_graph(graph)
+errors, agree = {}, {}
 for label, model in (("mixed", compiled), ("conv2 fp32", edited)):
-    worst = 0.0
+    worst, same = 0.0, 0
     for feed in feeds:
         got, ref = model.run(feed)[0], fp32.run(feed)[0]
         worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
+        same += int(got.argmax() == ref.argmax())
         assert got.argmax() == ref.argmax() or worst < 0.1, "the mixed-precision model lost the prediction"
+    errors[label], agree[label] = worst, same / len(feeds)
     print(f"   {label}: max |model - fp32| / max|fp32| = {worst:.4f} over {len(feeds)} inputs")
+
+# what the tutorial found, for tests/test_tutorials.py
+(OUT / "result.json").write_text(json.dumps({
+    "layers": table.names(), "sensitivity": report.sensitivity,
+    "max_abs_error": {n: report.measurement.metrics[n].extra["max_abs_error"] for n in report.sensitivity},
+    "fp32_layers": config.fp32_layers(), "achieved_rate": config.provenance["bops_reduction_rate"],
+    "pipeline": names, "scale_folded": not changes.has_multiply["FoldScaleIntoConv"],
+    "int8_layers": compiled.stats["int8_layers"], "n_qdq": compiled.n_qdq,
+    "edited_int8_layers": edited.stats["int8_layers"], "edited_n_qdq": edited.n_qdq,
+    "max_relative_error": errors, "top1_agreement": agree}, indent=1))
 print("done")

@@ -19,6 +19,7 @@ timed (QEMU times are emulation times), and its outputs compared with the fp32 m
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -28,15 +29,14 @@ from targets import get_target
 from targets.aarch64_sysroot import setup_aarch64
 from targets.elf import read_elf_machine
 from targets.rpc import LocalRpcServer, run_on_server
+from tvm_mpq.api import config_for_rate
 from tvm_mpq.calibration import CalibrationCache, load_calibration
 from tvm_mpq.compiler import compile_model
 from tvm_mpq.compiler.validate import keep_unsupported_fp32
-from tvm_mpq.config.for_rate import config_for_rate
 from tvm_mpq.evaluation.fidelity import fidelity
-from tvm_mpq.frontends import load_model
 from tvm_mpq.graph import build_layer_table
 from tvm_mpq.runtime.executor import compile_graph
-from tvm_mpq.zoo import get
+from tvm_mpq.zoo import get, load_model
 from tvm_mpq.zoo.ppocr import CLS_FILE, model_path
 
 OUT = Path(os.environ.get("TVM_MPQ_TUTORIAL_OUT", "out/tutorial2"))
@@ -89,4 +89,12 @@ reference = [fp32.run(f) for f in evaluation]
 scores = fidelity("text-direction", remote.outputs, reference)
 print("6. fidelity vs fp32:", {k: round(v, 4) for k, v in scores.items()})
 assert scores["top1_agreement"] >= 0.75 and scores["output_sqnr_db"] > 15, "the aarch64 model lost fidelity"
+
+# what the tutorial found, for tests/test_tutorials.py
+(OUT / "result.json").write_text(json.dumps({
+    "layers": len(table), "requested_rate": RATE, "achieved_rate": config.provenance["bops_reduction_rate"],
+    "fp32_layers": config.fp32_layers(), "config": str(OUT / "model.config.json"), "library": str(library),
+    "elf_machine": read_elf_machine(library), "int8_layers": compiled.stats["int8_layers"], "n_qdq": compiled.n_qdq,
+    "n_qdq_naive": compiled.n_qdq_naive, "server": str(remote.server), "latency_ms": lat, "fidelity": scores},
+    indent=1))
 print("done")

@@ -75,4 +75,10 @@ print(f"4. plot {OUT / 'latency_vs_rate.png'}; per-target reports, tables and pl
 for target, report in reports.items():
     assert {p["server"] if "server" in p else target for p in report["points"]}, "no points"
     assert all(p["latency_ms"]["median"] > 0 and p["ratio_to_fp32"]["median"] > 0 for p in report["points"])
+
+# what the tutorial found, for tests/test_tutorials.py
+(OUT / "result.json").write_text(json.dumps({
+    "model": MODEL, "rates": RATES, "plot": str(OUT / "latency_vs_rate.png"),
+    "reports": {target: str(OUT / f"sweep-{target}.json") for target in reports},
+    "devices": {target: report["device"] for target, report in reports.items()}}, indent=1))
 print("done")

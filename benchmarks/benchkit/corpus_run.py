@@ -103,11 +103,12 @@ def _timed(result: ModelResult, stage: str, run):
 
 
 def _stages(model, target, args, result: ModelResult) -> None:
+    from tvm_mpq.api import config_for_rate
     from tvm_mpq.compiler import compile_model
-    from tvm_mpq.config.for_rate import config_for_rate
+    from tvm_mpq.compiler.validate import keep_unsupported_fp32
     from tvm_mpq.corpus.fetch import fetch
     from tvm_mpq.corpus.inputs import feeds
-    from tvm_mpq.frontends import load_model
+    from tvm_mpq.zoo import load_model
 
     path = _timed(result, "fetch", lambda: fetch(model))
     graph = _timed(result, "import", lambda: load_model(str(path), model.shapes))
@@ -115,11 +116,15 @@ def _stages(model, target, args, result: ModelResult) -> None:
     calib = feeds(model, graph, args.calib_size)
     held_out = feeds(model, graph, args.eval_size, offset=args.calib_size)
 
-    def analyze():
+    def analyze():  # as `tvm-mpq compile --rate` does: layers with no integer kernel stay fp32
         config, report = config_for_rate(graph, calib, 100, args.method)
         configs = {100: config}
         for rate in RATES[:-1]:
             configs[rate] = config_for_rate(graph, calib, rate, args.method, report=report)[0]
+        for config in configs.values():
+            kept = keep_unsupported_fp32(config, report.table)
+            if kept:
+                result.details["kept_fp32"] = kept
         return configs, report
 
     configs, report = _timed(result, "analyze", analyze)
@@ -135,7 +140,7 @@ def _stages(model, target, args, result: ModelResult) -> None:
     result.borders = list(builds[100].stats.get("borders", []))
 
     def fidelity():
-        from tvm_mpq.evaluation.task_metrics import output_sqnr_db
+        from tvm_mpq.metrics.task_metrics import output_sqnr_db
 
         vm32, vm8 = builds[0].vm(), builds[100].vm()
         reference = [builds[0].run(f, vm32) for f in held_out]

@@ -11,15 +11,17 @@ from targets.rpc.tracker import connect_tracker
 
 
 def open_session(rpc_address: str | None = None, tracker: str | None = None, key: str | None = None,
-                 timeout: float = 10.0, request_timeout: float = 600.0) -> RemoteSession:
-    """A session from ``--rpc HOST:PORT`` or from ``--tracker HOST:PORT --key K`` (exactly one)."""
+                 timeout: float = 10.0, request_timeout: float = 600.0, session_timeout: float = 0) -> RemoteSession:
+    """A session from ``--rpc HOST:PORT`` or from ``--tracker HOST:PORT --key K`` (exactly one).
+    ``session_timeout``: seconds after which the server ends the session (0: never)."""
     if (rpc_address is None) == (tracker is None):
         raise MpqError("give either an RPC server address or a tracker address with a key")
     if rpc_address is not None:
         host, port = parse_address(rpc_address, "RPC server address")
-        return RemoteSession(connect(host, port, key or "", timeout=max(timeout, HANDSHAKE_TIMEOUT_S)),
+        return RemoteSession(connect(host, port, key or "", timeout=max(timeout, HANDSHAKE_TIMEOUT_S),
+                                     session_timeout=session_timeout),
                              f"{host}:{port}", key or "")
     if not key:
         raise MpqError(f"--tracker {tracker} needs --key (the server key to request)")
     with connect_tracker(tracker, timeout=timeout) as client:  # type: ignore[arg-type]
-        return client.request(key, timeout=request_timeout)
+        return client.request(key, timeout=request_timeout, session_timeout=session_timeout)

@@ -82,10 +82,10 @@ class ManagedProcess:
         """SIGTERM the process group, SIGKILL what is left after ``grace`` seconds; idempotent.
         The log file is removed unless ``remove_log`` is False (kept for an error message)."""
         pgid = self.proc.pid
-        if _group_alive(pgid):
+        if group_alive(pgid):
             _killpg(pgid, signal.SIGTERM)
             deadline = time.monotonic() + grace
-            while self.proc.poll() is None or _group_alive(pgid):
+            while self.proc.poll() is None or group_alive(pgid):
                 if time.monotonic() > deadline:
                     _killpg(pgid, signal.SIGKILL)
                     break
@@ -112,7 +112,7 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     """Whether a process of group ``pgid`` is still running (zombies waiting to be reaped by
     init do not count: they hold no port and no memory)."""
     proc = Path("/proc")

@@ -27,7 +27,7 @@ START_TIMEOUT = {"x86_64": 60.0, "aarch64": 300.0}
 """Seconds to wait for a server to listen (importing TVM takes ~15 s under QEMU, ~4 s natively)."""
 
 _BOOT = """
-import logging, socket, sys
+import logging, os, socket, sys
 wrapper, host, port, tracker, key = sys.argv[1:6]
 if wrapper:
     sys.executable = wrapper
@@ -49,8 +49,17 @@ else:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, int(port)))
     sock.listen(1)
-    logging.getLogger("RPCServer").info("bind to %s:%s", host, port)
-    _listen_loop(sock, int(port), key, tracker_addr, None, None)
+    log = logging.getLogger("RPCServer")
+    log.info("bind to %s:%s", host, port)
+    home = os.getcwd()
+    while True:
+        try:
+            _listen_loop(sock, int(port), key, tracker_addr, None, None)
+        except RuntimeError as err:
+            if "exited unsuccessfully" not in str(err):
+                raise
+            os.chdir(home)  # _serving left the session's (deleted) directory as the cwd
+            log.warning("%s; serving on", err)
 """
 """The server process: TVM's RPC server loop (``tvm.rpc.server._listen_loop``) run on this
 process's main thread. ``tvm.exec.rpc_server`` would import TVM a second time in a
@@ -59,7 +68,11 @@ loop on a second thread: every session is a ``fork`` of the server, and forking 
 multi-threaded guest under ``qemu-user`` intermittently left the session child hung before its
 handshake (a CI run saw "accepted the connection but did not answer within 60 s"). With one
 thread the fork is of a single-threaded process. ``sys.executable`` points at the QEMU wrapper
-for anything that spawns a Python."""
+for anything that spawns a Python.
+
+A session whose client vanished mid-call (a MetaSchedule measurement killed at its timeout)
+ends its child with an error, and TVM's ``_serving`` then raises out of ``_listen_loop``: TVM's
+own server exits. This one logs it and listens again (re-registering with its tracker)."""
 
 
 def server_arch(target: Any) -> str:

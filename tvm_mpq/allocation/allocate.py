@@ -1,4 +1,4 @@
-"""Rate-target allocation (DESIGN): start fully int8, return the most sensitive groups to fp32
+"""Rate-target allocation (docs/design.md): start fully int8, return the most sensitive groups to fp32
 in sensitivity-list order while the achieved BOPs reduction rate stays >= the target."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""BOPs (DESIGN "Definitions"): ``BOPs(config) = sum_layers MAC_l * w_bits_l * a_bits_l``.
+"""BOPs (docs/design.md "Definitions"): ``BOPs(config) = sum_layers MAC_l * w_bits_l * a_bits_l``.
 
 fp32 layers count 32 x 32. ``bops_reduction_rate`` is QuantuneV2's convention: 0% is the fp32
 model, 100% the fully int8 one; ``bops_ratio`` is Pandey et al.'s relative BOPs; the raw rate

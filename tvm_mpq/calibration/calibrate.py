@@ -21,7 +21,7 @@ from relay_passes import ExposeIntermediates
 from tvm_mpq.calibration.observers import make_observer
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.runtime.executor import compile_graph
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 BatchCallback = Callable[[int, list[np.ndarray], list[np.ndarray]], None]
 """Called as ``(batch_index, model_outputs, exposed_tensors)``."""

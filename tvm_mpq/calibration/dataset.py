@@ -9,7 +9,7 @@ import numpy as np
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

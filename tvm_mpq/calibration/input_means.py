@@ -10,7 +10,7 @@ import numpy as np
 
 from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, run_exposed
 from tvm_mpq.frontends.model_graph import ModelGraph
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 MEAN_KIND = "mean-tensor"
 """What the cache key records in place of an observer name."""

@@ -347,7 +347,11 @@ class MSEObserver(_HistogramObserver):
 
 @register_observer
 class EntropyObserver(_HistogramObserver):
-    """KL-divergence calibration (TensorRT style, as onnxruntime's entropy calibrator).
+    """KL-divergence calibration (TensorRT style). onnxruntime's entropy calibrator runs the same
+    search on a histogram symmetric about 0; on two-signed, symmetric data its threshold and
+    ours agree within 20% (``tests/test_observers.py``: it puts the bins ``bins // levels``
+    leaves over all in the last level, we spread them). On one-signed data it spends half its
+    levels on the empty side; this observer fits the levels to the asymmetric quantizer.
 
     For a candidate clipping range covering histogram bins ``[i0, i1)``: the reference ``P`` is
     those bins with the mass outside folded into the end bins; the candidate ``Q`` is the

@@ -1,4 +1,4 @@
-"""``tvm-mpq`` command line (DESIGN "CLI contract").
+"""``tvm-mpq`` command line (docs/design.md).
 
 One module per subcommand; each has ``register(subparsers)`` which adds its parser and sets
 ``func``. Add a subcommand by writing a module and listing it in :data:`SUBCOMMANDS`.

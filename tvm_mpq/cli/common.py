@@ -53,26 +53,60 @@ def ptq_from_args(args: argparse.Namespace):
     return PtqOptions(equalize=args.equalize, bias_correction=args.bias_correction)
 
 
-def add_tuning_options(p: argparse.ArgumentParser) -> None:
-    """``--tune-trials N`` and ``--tuning-db DIR`` (MetaSchedule, see tvm_mpq/compiler/build.py)."""
+def add_tuning_options(p: argparse.ArgumentParser, device_options: bool = False) -> None:
+    """``--tune-trials N``, ``--tuning-db DIR``, ``--tune-timeout S``, ``--tune-strategy``,
+    ``--no-kernels`` (MetaSchedule, see tvm_mpq/compiler/tuning.py); ``device_options``: also
+    ``--rpc`` / ``--tracker`` / ``--key``, the device candidates are measured on (``sweep`` has
+    its own, for timing and tuning alike)."""
     p.add_argument("--tune-trials", type=int, default=0, metavar="N",
-                   help="MetaSchedule trials per kernel not yet in the target's tuning database "
-                        "(XGBoost cost model; default 0: use the database and the built-in kernels only)")
+                   help="MetaSchedule trials per kernel not yet in the tuning database of the target and device "
+                        "(XGBoost cost model; default 0: use the database and the built-in kernels only); for "
+                        "another architecture than this host's the candidates are cross-compiled here and measured "
+                        "on the device given by --rpc or --tracker/--key")
     p.add_argument("--tuning-db", type=Path, metavar="DIR",
-                   help="root of the per-target tuning databases (default ~/.cache/tvm-mpq/tuning or "
-                        "$TVM_MPQ_TUNING_DIR)")
+                   help="root of the tuning databases, one per target and device (default ~/.cache/tvm-mpq/tuning "
+                        "or $TVM_MPQ_TUNING_DIR)")
+    p.add_argument("--tune-timeout", type=float, metavar="S",
+                   help="tuning on a device: the longest one measurement (session, upload, run) and the wait for a "
+                        "free server of the key may take (default 300 s)")
+    p.add_argument("--tune-strategy", choices=["evolutionary", "replay-trace"], default="evolutionary",
+                   help="MetaSchedule search: evolutionary (default; XGBoost cost model) or replay-trace (random "
+                        "samples of the design space, no cost model: for smoke runs with a few trials)")
     p.add_argument("--no-kernels", action="store_true",
                    help="do not apply tvm-mpq's kernel schedules (TVM's unscheduled default; for comparisons)")
+    if device_options:
+        p.set_defaults(tuning_device_options=True)
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--rpc", metavar="HOST:PORT",
+                           help="with --tune-trials: measure candidates on this TVM RPC server (its database is "
+                                "the device's)")
+        where.add_argument("--tracker", metavar="HOST:PORT",
+                           help="with --tune-trials: measure candidates on the servers of --key at this tracker, "
+                                "in parallel")
+        p.add_argument("--key", help="with --tracker: the server key (it also names the device's database); "
+                                     "with --rpc: the server's key")
 
 
 def tuning_from_args(args: argparse.Namespace):
-    """The :class:`~tvm_mpq.compiler.build.TuningOptions` of ``--tune-trials/--tuning-db/--no-kernels``."""
-    from tvm_mpq.compiler.build import DEFAULT_TUNING_ROOT, TuningOptions
+    """The :class:`~tvm_mpq.compiler.tuning.TuningOptions` of ``--tune-trials/--tuning-db/
+    --tune-timeout/--tune-strategy/--no-kernels``, on the device of ``--rpc`` / ``--tracker --key``
+    when the command has those options for tuning (``compile``)."""
+    from tvm_mpq.compiler.tuning import DEFAULT_TUNING_ROOT, DEVICE_TIMEOUT_S, TuningDevice, TuningOptions
 
     if args.tune_trials < 0:
         raise MpqError(f"--tune-trials must be >= 0, got {args.tune_trials}")
+    timeout = DEVICE_TIMEOUT_S if args.tune_timeout is None else args.tune_timeout
+    if timeout <= 0:
+        raise MpqError(f"--tune-timeout must be positive, got {timeout:g}")
+    device = None
+    if getattr(args, "tuning_device_options", False) and (args.rpc or args.tracker):
+        device = TuningDevice(rpc=args.rpc, tracker=args.tracker, key=args.key)
+    elif getattr(args, "tuning_device_options", False) and args.key:
+        raise MpqError("--key needs --rpc (the server's key) or --tracker (the key to request)")
+    replay = args.tune_strategy == "replay-trace"
     return TuningOptions(trials=args.tune_trials, root=args.tuning_db or DEFAULT_TUNING_ROOT,
-                         kernels=not args.no_kernels)
+                         kernels=not args.no_kernels, device=device, device_timeout_s=timeout,
+                         strategy=args.tune_strategy, cost_model="random" if replay else "xgb")
 
 
 def check_work_dirs(args: argparse.Namespace) -> None:
@@ -91,7 +125,8 @@ def layer_names(graph) -> dict[str, str]:
 
 def load_graph(args: argparse.Namespace):
     """The model of ``args.model`` / ``--input-shape`` (stage ``import``)."""
-    from tvm_mpq.frontends import load_model, parse_input_shapes
+    from tvm_mpq.frontends import parse_input_shapes
+    from tvm_mpq.zoo import load_model
 
     shapes = parse_input_shapes(args.input_shape)
     with stage("import"):
@@ -130,9 +165,10 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
     from tvm_mpq.calibration import CalibrationCache
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
     from tvm_mpq.config import PrecisionConfig
-    from tvm_mpq.config.for_rate import config_for_rate
+    from tvm_mpq.api import config_for_rate
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.ptq.equalization import graph_for_config
+    from tvm_mpq.types import SOURCE, parse_stage
 
     if args.rate is not None and not 0 <= args.rate <= 100:
         raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")
@@ -152,7 +188,7 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
     with stage("analyze", layer_names(graph)):
         config, _ = config_for_rate(graph, feeds, args.rate, args.method, observer=args.observer, g=args.g,
                                     cache=CalibrationCache(args.cache_dir), stage=ir_stage,
-                                    bias_correction=ptq.bias_correction and ir_stage != "A")
+                                    bias_correction=ptq.bias_correction and parse_stage(ir_stage) != SOURCE)
         kept = keep_unsupported_fp32(config, build_layer_table(graph))
     if kept:
         print(f"{len(kept)} layer(s) have no integer kernel and stay fp32 ({', '.join(kept[:3])}"

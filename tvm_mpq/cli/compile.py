@@ -10,6 +10,7 @@ from pathlib import Path
 from tvm_mpq.cli.common import (add_config_source_options, add_model_options, add_tuning_options, check_work_dirs,
                                  config_from_args, layer_names, tuning_from_args)
 from tvm_mpq.cli.failures import stage
+from tvm_mpq.cli.stage_option import add_stage_option
 from tvm_mpq.output_files import check_output_file, staged_outputs
 
 
@@ -17,13 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compile", help="compile a model under a precision config into a shared library")
     add_model_options(p)
     add_config_source_options(p, "compile")
-    p.add_argument("--stage", default="A->C", choices=["A", "A->C", "C"],
-                   help="IR-stage ablation: sensitivity at stage A applied per layer at A, at C (fused, default), "
-                        "or sensitivity measured and applied at C")
+    add_stage_option(p, "IR-stage ablation: sensitivity on the source graph applied per layer there (source), "
+                        "on the folded, fused graph (source->folded, default), or measured and applied on the "
+                        "folded graph (folded)")
     p.add_argument("--target", default="x86", help="deployment target (x86, aarch64, aarch64-dotprod, cuda)")
     p.add_argument("--mcpu", help="x86 only: the LLVM CPU to build for (default this host's, e.g. znver3); "
                                   "e.g. sapphirerapids or alderlake for a VNNI (vpdpbusd) server")
-    add_tuning_options(p)
+    add_tuning_options(p, device_options=True)
     p.add_argument("--print-ir", action="store_true",
                    help="print the module the precision pass lowers: each conv/matmul with its precision "
                         "annotation (R.mpq.precision: layer name, bits, scales), then the layer list")
@@ -39,6 +40,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from targets import get_target
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.inspect_ir import PrintBefore
+    from tvm_mpq.compiler.tuning import check_tuning
     from tvm_mpq.errors import MpqError
 
     check_output_file(args.output)
@@ -48,6 +50,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     target = get_target(args.target, **({"mcpu": args.mcpu} if args.mcpu else {}))
     target.check_toolchain()
     tuning = tuning_from_args(args)
+    check_tuning(target.tvm_target, tuning)  # before the analysis: --tune-trials for aarch64 needs a device
     graph, config = config_from_args(args, args.stage)
     start = time.perf_counter()
     printing = (tvm.transform.PassContext(instruments=[PrintBefore("LowerToInteger")]) if args.print_ir
@@ -75,6 +78,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if "tuning" in build:
         t = build["tuning"]
         print(f"tuning: {t['tasks']} kernel(s), {t['reused']} from the database, {t['tuned']} tuned "
-              f"({t['seconds']:.0f} s); database {t['database']}")
+              f"on {t['device']} ({t['seconds']:.0f} s); database {t['database']}")
     print(f"library: {library}\nconfig:  {config_path}\nstats:   {stats_path}")
     return 0

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from tvm_mpq.cli.stage_option import SOURCE, add_stage_option
 from tvm_mpq.errors import MpqError
 from tvm_mpq.output_files import check_output_dir, staged_outputs
 
@@ -28,7 +29,7 @@ def _rates(value: str) -> tuple[float, ...]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from tvm_mpq.evaluation.analyses import METHODS
+    from tvm_mpq.evaluation.method_runs import METHODS
     from tvm_mpq.evaluation.experiment import DEFAULT_MODELS, DEFAULT_RATES
 
     p = sub.add_parser("eval", help="the paper's experiments (Tables 2/3/8, recovery curves) on zoo models")
@@ -46,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--pandey-samples", type=int, metavar="N", help="Pandey et al.'s phase-1/2 samples")
     s.add_argument("--curve-points", type=int, metavar="N", help="measured points per recovery curve")
     s.add_argument("--curve-samples", type=int, metavar="N", help="evaluation samples the recovery curves run on")
-    p.add_argument("--baseline-stage", choices=("A", "C"), default="A",
-                   help="IR stage the baselines analyse (QuantuneV2: always C); default A")
+    add_stage_option(p, "IR graph the baselines analyse (QuantuneV2: always the folded graph); default source",
+                     option="--baseline-stage", default=SOURCE, measured_only=True)
     p.add_argument("--observer", default="minmax", help="activation observer (default minmax)")
     p.add_argument("--g", type=float, default=2.0, help="QuantuneV2 weight-delta weight (g > 1)")
     p.add_argument("--mixquant-qem", type=float, default=4.0, help="MixQuant QEM of its rate points (default 4)")
@@ -103,7 +104,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _rewrite_markdown(path: Path) -> int:
     import json
 
-    from tvm_mpq.evaluation.report import markdown
+    from tvm_mpq.evaluation.report_markdown import markdown
 
     try:
         report = json.loads(path.read_text())

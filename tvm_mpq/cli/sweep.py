@@ -4,7 +4,7 @@ Every point is built and exported with the target's compiler first; then, on the
 runs the evaluation samples and all of them, the fp32 baseline included, are timed with
 ``time_evaluator`` round-robin for ``--rounds`` rounds (latency ratios to fp32 taken within
 each round); without ``--rpc`` / ``--tracker`` a local server is started (x86 natively,
-aarch64 under QEMU). Writes OUTPUT (JSON, DESIGN "Report"), OUTPUT.md and OUTPUT.png.
+aarch64 under QEMU). Writes OUTPUT (JSON, docs/design.md "Report contract"), OUTPUT.md and OUTPUT.png.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tvm_mpq.cli.common import (add_model_options, add_tuning_options, check_work_dirs, ptq_from_args,
                                  tuning_from_args)
+from tvm_mpq.cli.stage_option import add_stage_option
 from tvm_mpq.errors import MpqError
 from tvm_mpq.output_files import check_output_dir, check_output_file
 
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-repeat-ms", type=float, metavar="MS", help="each repeat runs the model for at least this long "
                    "(default 100)")
     p.add_argument("--g", type=float, default=2.0, help="QuantuneV2 weight-delta weight (g > 1)")
-    p.add_argument("--stage", default="A->C", choices=["A", "A->C", "C"], help="IR stage (as for compile)")
+    add_stage_option(p, "IR stage (as for compile)")
     p.add_argument("--keep-libs", type=Path, metavar="DIR", help="keep every point's exported library in DIR")
     p.add_argument("--no-setup", action="store_true",
                    help="aarch64: fail instead of setting up the cross toolchain and sysroot when missing")

@@ -23,7 +23,7 @@ from tvm_mpq.compiler.pipeline import lower_model
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.runtime.executor import flatten_outputs, host_target, host_tensor
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 
 def _run(mod: tvm.IRModule, args: list[np.ndarray]) -> list[np.ndarray]:

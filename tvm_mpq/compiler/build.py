@@ -20,56 +20,23 @@
 target picks the graph passes, the rules (:func:`tvm_mpq.kernels.default_schedule_rules`) and
 TVM's backend lowering.
 
-The tuning database is persistent and keyed by target (:func:`tuning_dir`): every fused
-PrimFunc (one layer shape + precision + epilogue) is tuned once, and any later build of any
-config for the same target reuses the record (a sweep over rates does not re-tune).
+The tuning database is persistent and keyed by target and device (:mod:`tvm_mpq.compiler.tuning`):
+every fused PrimFunc (one layer shape + precision + epilogue) is tuned once, on this host or on
+a device over RPC (:mod:`tvm_mpq.compiler.tuning_rpc`), and any later build of any config for
+the same target and device reuses the record (a sweep over rates does not re-tune).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import tvm
 from tvm import relax
 
-from tvm_mpq.errors import MpqError
-from tvm_mpq.kernels import GENERIC_RULES
-
-DEFAULT_TUNING_ROOT = Path(os.environ.get("TVM_MPQ_TUNING_DIR", Path.home() / ".cache" / "tvm-mpq" / "tuning"))
-
-
-@dataclass(frozen=True)
-class TuningOptions:
-    """MetaSchedule settings: ``trials`` per new task (0: apply the database only),
-    ``root`` of the per-target databases, ``kernels``: apply :mod:`tvm_mpq.kernels` rules."""
-
-    trials: int = 0
-    root: Path = DEFAULT_TUNING_ROOT
-    kernels: bool = True
-    verbose: bool = True
-    strategy: str = "evolutionary"
-    """MetaSchedule search strategy (``evolutionary``; ``replay-trace`` samples without a model)."""
-    cost_model: str = "xgb"
-    """MetaSchedule cost model (``xgb``: XGBoost; ``random`` for smoke runs)."""
-
-
-def target_key(target: tvm.target.Target) -> str:
-    """A readable, stable folder name for ``target`` (kind, cpu/arch and a hash of the rest)."""
-    attrs = {k: str(v) for k, v in target.attrs.items() if k not in ("num-cores",)}
-    kind = str(target.kind.name)
-    cpu = attrs.get("mcpu") or attrs.get("arch") or attrs.get("mtriple") or "generic"
-    digest = hashlib.sha1(json.dumps([kind, sorted(attrs.items())]).encode()).hexdigest()[:10]
-    return f"{kind}-{cpu}-{digest}".replace("/", "_")
-
-
-def tuning_dir(target: tvm.target.Target, root: Path | str = DEFAULT_TUNING_ROOT) -> Path:
-    """The MetaSchedule database folder for ``target`` under ``root``."""
-    return Path(root) / target_key(target)
+from tvm_mpq.compiler.tuning import (DEFAULT_TUNING_ROOT, MAC_TASK_MARKERS, TuningDevice, TuningOptions,  # noqa: F401
+                                     check_tuning, target_key, tuning_dir, untuned_tasks)
+from tvm_mpq.compiler.tune import tune
+from tvm_mpq.kernels import GENERIC_RULES, is_scheduled
 
 
 def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
@@ -135,81 +102,9 @@ def schedule_kernels(mod: tvm.IRModule, target: tvm.target.Target, kernels: bool
     return mod
 
 
-def _database(work_dir: Path):
-    from tvm.s_tir import meta_schedule as ms
-
-    work_dir.mkdir(parents=True, exist_ok=True)
-    return ms.database.JSONDatabase(path_workload=str(work_dir / "database_workload.json"),
-                                    path_tuning_record=str(work_dir / "database_tuning_record.json"))
-
-
-MAC_TASK_MARKERS = ("conv2d", "matmul", "dense")
-"""Tasks whose fused kernel contains one of these ops are tuned; elementwise kernels are not."""
-
-
-def untuned_tasks(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path) -> tuple[list, list]:
-    """(MAC tasks that no kernel rule scheduled and the database at ``work_dir`` lacks, all such tasks)."""
-    from tvm.s_tir import meta_schedule as ms
-
-    tasks = [t for t in ms.relax_integration.extract_tasks(mod, target)
-             if any(m in t.task_name for m in MAC_TASK_MARKERS) and not _is_scheduled(t.dispatched[0]["main"])]
-    db = _database(work_dir)
-    missing = [t for t in tasks if db.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
-    return missing, tasks
-
-
-def tune(mod: tvm.IRModule, target: tvm.target.Target, options: TuningOptions) -> dict:
-    """Tune, with MetaSchedule and the XGBoost cost model, every MAC kernel of the fused ``mod``
-    that no kernel rule covers and that the target's database lacks; return counts
-    (tasks, newly tuned, reused, seconds)."""
-    from tvm.s_tir import meta_schedule as ms
-
-    work_dir = tuning_dir(target, options.root)
-    missing, tasks = untuned_tasks(mod, target, work_dir)
-    info = {"tasks": len(tasks), "tuned": len(missing), "reused": len(tasks) - len(missing),
-            "trials_per_task": options.trials, "database": str(work_dir), "seconds": 0.0}
-    if options.verbose:
-        print(f"  tuning: {len(tasks)} kernel(s) to tune, {info['reused']} already in the database {work_dir}, "
-              f"{len(missing)} to tune x {options.trials} trials", flush=True)
-    if not missing:
-        return info
-    start = time.perf_counter()
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(missing, str(work_dir),
-                                                                              strategy=options.strategy)
-    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
-                  max_trials_global=options.trials * len(missing), max_trials_per_task=options.trials,
-                  num_trials_per_iter=min(64, max(options.trials, 1)), database=_database(work_dir),
-                  builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S), cost_model=options.cost_model)
-    info["seconds"] = round(time.perf_counter() - start, 1)
-    return info
-
-
-BUILD_TIMEOUT_S = 300.0
-"""MetaSchedule's LocalBuilder default (30 s) times out on a loaded 2-core machine while its
-worker processes import TVM."""
-
-
 BUILD_INFO_ATTR = "mpq_build"
 """Module attribute: what :class:`ScheduleKernels` did (``tuning``, ``scheduled_by``, ``rules``,
 ``schedulers``: kernel -> what scheduled it)."""
-
-
-def check_tuning(target: tvm.target.Target, options: TuningOptions) -> None:
-    """MpqError for tuning options the build cannot honour (before anything is compiled)."""
-    if options.trials < 0:
-        raise MpqError(f"--tune-trials must be >= 0 (got {options.trials})")
-    if options.trials <= 0:
-        return
-    if str(target.kind.name) != "llvm":
-        raise MpqError(f"--tune-trials is implemented for CPU (llvm) targets; '{target.kind.name}' "
-                       "builds use tvm-mpq's and TVM's default GPU schedules (dlight)")
-    from tvm_mpq.kernels import target_arch
-
-    host = target_arch(tvm.target.Target({"kind": "llvm"}))
-    if target_arch(target) != host:
-        raise MpqError(f"--tune-trials measures candidates on this host ({host}); tuning for "
-                       f"{target_arch(target)} would need MetaSchedule's RPC runner on the device, "
-                       "which tvm-mpq does not drive yet")
 
 
 @tvm.transform.module_pass(opt_level=0, name="ScheduleKernels")
@@ -234,7 +129,7 @@ class ScheduleKernels:
             n_rules = _count_scheduled(mod)
             if self.options.trials > 0:
                 info["tuning"] = tune(mod, self.target, self.options)
-            work_dir = tuning_dir(self.target, self.options.root)
+            work_dir = tuning_dir(self.target, self.options.root, self.options.device)
             if (work_dir / "database_tuning_record.json").exists():
                 mod = _apply_database(mod, work_dir)
         n_scheduled = _count_scheduled(mod)
@@ -302,7 +197,7 @@ def build_module(mod: tvm.IRModule, target: tvm.target.Target,
 
 def _apply_database(mod: tvm.IRModule, work_dir: Path) -> tvm.IRModule:
     """Apply the database's best records to the PrimFuncs no kernel rule scheduled."""
-    pending = {gv: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and not _is_scheduled(f)}
+    pending = {gv: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and not is_scheduled(f)}
     if not pending:
         return mod
     applied = relax.transform.MetaScheduleApplyDatabase(str(work_dir))(tvm.IRModule(pending))
@@ -319,7 +214,7 @@ def kernel_schedulers(mod: tvm.IRModule) -> dict[str, str]:
     out = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tvm.tirx.PrimFunc):
-            out[gv.name_hint] = rule_of(func) or ("database" if _is_scheduled(func) else "default")
+            out[gv.name_hint] = rule_of(func) or ("database" if is_scheduled(func) else "default")
     return dict(sorted(out.items()))
 
 
@@ -336,16 +231,12 @@ def rules_used(mod: tvm.IRModule) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _is_scheduled(func: tvm.tirx.PrimFunc) -> bool:
-    return func.attrs is not None and any(func.attrs.get(key) for key in ("tirx.is_scheduled", "tir.is_scheduled"))
-
-
 def _count_prim_funcs(mod: tvm.IRModule) -> int:
     return sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
 
 
 def _count_scheduled(mod: tvm.IRModule) -> int:
-    return sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and _is_scheduled(f))
+    return sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and is_scheduled(f))
 
 
 def lower_after_schedule(target: tvm.target.Target) -> tvm.transform.Pass:

@@ -8,8 +8,10 @@ Interface used by the CLI (``compile``), the sweep harness and the tutorials::
     cm.n_qdq, cm.n_qdq_naive                    # quantize/dequantize borders left / per-layer
 
 The whole compile is one ``tvm.transform.Sequential`` (:func:`compile_pipeline`) that a user can
-print, extend and reorder (:func:`insert_after`), then codegen. For ``stage="A->C"`` (the
-default; QuantuneV2's sensitivity from stage A applied at stage C)::
+print, extend and reorder (:func:`insert_after`), then codegen. ``stage`` names the IR stage the
+config is applied on (docs/design.md, "The IR stages, by name"; :mod:`tvm_mpq.types`): for
+``stage="A->C"`` / ``"source->folded"`` (the default; QuantuneV2's sensitivity from the source
+graph applied on the folded graph)::
 
     BindParams -> FoldConstant -> AnnotatePrecision(config)        (the decision, in the IR)
     -> FoldBatchNorm(int8 layers) -> FoldConstant -> CanonicalizeBindings -> DeadCodeElimination
@@ -18,8 +20,8 @@ default; QuantuneV2's sensitivity from stage A applied at stage C)::
     -> build passes: graph passes, LegalizeOps, FuseOps, FuseTIR, ScheduleKernels, prepacking
        (:func:`tvm_mpq.compiler.build.build_passes`)
 
-``stage="A"`` applies the config per layer on the unfused graph (batch-norm left in fp32,
-quantize/dequantize around every int8 layer).
+``stage="A"`` / ``"source"`` applies the config per layer on the source graph (batch-norm left in
+fp32, quantize/dequantize around every int8 layer).
 """
 
 from __future__ import annotations
@@ -34,14 +36,14 @@ from relay_passes.annotate_precision import AnnotatePrecision
 from relay_passes.correct_bias import CorrectBias, bias_corrected_layers
 from relay_passes.fold_batch_norm import FoldBatchNorm
 from relay_passes.lower_to_integer import LoweringTrace, LowerToInteger, lowering_borders, lowering_stats
+from relay_passes.te_elementwise import RecoverMinMax
 from tvm_mpq.compiler.build import TuningOptions, build_info, build_passes, codegen
 from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
 from tvm_mpq.runtime.executor import host_target, host_tensor
-
-STAGES = ("A", "A->C", "C")
+from tvm_mpq.types import SOURCE, SOURCE_TO_FOLDED, parse_stage
 LOWERING_PASS = "LowerToInteger"
 
 
@@ -114,41 +116,41 @@ def check_transforms(graph: ModelGraph, config: PrecisionConfig) -> None:
         raise MpqError("the graph's rewrites (e.g. equalization scales) differ from the ones the config was made with")
 
 
-def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",
+def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: str = SOURCE_TO_FOLDED,
                       table: LayerTable | None = None) -> list[tvm.transform.Pass]:
     """From the stage-A module to the annotated module the lowering reads: parameters bound,
-    the config's decision written into the IR, batch-norm folded into the int8 layers (stage C),
-    constants folded, aliases and dead bindings removed, the config's bias corrections added
+    a frontend's TE-built clips back to Relax ops (:class:`RecoverMinMax`), the config's
+    decision written into the IR, batch-norm folded into the int8 layers (stage C), constants
+    folded, aliases and dead bindings removed, the config's bias corrections added
     (:class:`~relay_passes.correct_bias.CorrectBias`). MpqError (before any pass runs) when the
     config does not fit the model (its layers, or the graph rewrites it was made on)."""
-    if stage not in STAGES:
-        raise MpqError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
+    stage = parse_stage(stage)
     table = table or build_layer_table(graph)
     corrections: dict[str, np.ndarray] = {}
     if config is not None:
         check_transforms(graph, config)
         corrections = config_bias_corrections(config)
-        if corrections and stage == "A":
+        if corrections and stage == SOURCE:
             raise MpqError("the config carries bias corrections, which are made for batch-norm folded layers: "
-                           "compile it at stage A->C or C")
-    passes: list[tvm.transform.Pass] = [bind_params_pass(graph), relax.transform.FoldConstant(),
+                           "compile it at stage source->folded (A->C) or folded (C)")
+    passes: list[tvm.transform.Pass] = [bind_params_pass(graph), relax.transform.FoldConstant(), RecoverMinMax(),
                                         AnnotatePrecision(config or fp32_config(graph, table), table)]
-    if stage != "A":
+    if stage != SOURCE:
         passes += [FoldBatchNorm(quantized_only=True), relax.transform.FoldConstant()]
     passes += [relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]
     return passes + ([CorrectBias(corrections)] if corrections else [])
 
 
-def precision_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",
+def precision_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: str = SOURCE_TO_FOLDED,
                      simulate: bool = False, table: LayerTable | None = None,
                      trace: LoweringTrace | None = None) -> list[tvm.transform.Pass]:
     """:func:`annotation_passes`, then :class:`LowerToInteger` (``simulate``: QDQ in float32)."""
     return [*annotation_passes(graph, config, stage, table),
-            LowerToInteger(fuse=stage != "A", simulate=simulate, trace=trace)]
+            LowerToInteger(fuse=parse_stage(stage) != SOURCE, simulate=simulate, trace=trace)]
 
 
 def compile_pipeline(graph: ModelGraph, config: PrecisionConfig | None, target: tvm.target.Target | None = None,
-                     stage: str = "A->C", simulate: bool = False, tuning: TuningOptions | None = None,
+                     stage: str = SOURCE_TO_FOLDED, simulate: bool = False, tuning: TuningOptions | None = None,
                      table: LayerTable | None = None) -> tvm.transform.Sequential:
     """The whole compile of ``graph`` under ``config`` for ``target`` as one Sequential, to be
     run on ``graph.mod`` (then :func:`~tvm_mpq.compiler.build.codegen`): the
@@ -197,7 +199,7 @@ def lowering_summary(mod: tvm.IRModule, stage: str, simulate: bool) -> dict:
             "bias_corrected": len(bias_corrected_layers(mod)), "borders": borders, "borders_by_op": by_op}
 
 
-def lower_model(graph: ModelGraph, config: PrecisionConfig | None, stage: str = "A->C",
+def lower_model(graph: ModelGraph, config: PrecisionConfig | None, stage: str = SOURCE_TO_FOLDED,
                 simulate: bool = False, table: LayerTable | None = None,
                 trace: LoweringTrace | None = None) -> tuple[tvm.IRModule, dict]:
     """Run the :func:`precision_passes` on ``graph``: the lowered module handed to the build,
@@ -213,7 +215,7 @@ def _outer_instruments() -> list:
 
 
 def compile_model(graph: ModelGraph, config: PrecisionConfig | None = None,
-                  target: tvm.target.Target | None = None, stage: str = "A->C",
+                  target: tvm.target.Target | None = None, stage: str = SOURCE_TO_FOLDED,
                   simulate: bool = False, tuning: TuningOptions | None = None,
                   pipeline: tvm.transform.Pass | None = None) -> CompiledModel:
     """Build ``graph`` for ``target`` (default: this host's ``llvm``) under ``config``.

@@ -1,9 +1,11 @@
 """The model at QuantuneV2's IR stages, as :class:`ModelGraph` s the analysis can run on.
 
-* stage A — the imported model (conv, batch-norm, relu separate): ``ModelGraph`` as loaded;
-* stage C — batch-norm folded into every conv (TVM-style fold, :class:`FoldBatchNorm`), weights
-  detached again as parameters under their stage-A names, so the layer table, the analysis and
-  the precision config see the same layer names at both stages.
+* the source graph ("stage A", :data:`tvm_mpq.types.SOURCE`) — the imported model (conv,
+  batch-norm, relu separate): ``ModelGraph`` as loaded;
+* the folded graph ("stage C", :data:`tvm_mpq.types.FOLDED`) — batch-norm folded into every conv
+  (TVM-style fold, :class:`FoldBatchNorm`), weights detached again as parameters under their
+  source-graph names, so the layer table, the analysis and the precision config see the same
+  layer names at both stages: :func:`folded_graph`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import build_layer_table
 
 
-def stage_c_passes(graph: ModelGraph, lifted: dict[str, np.ndarray]) -> list[tvm.transform.Pass]:
-    """Stage A -> stage C: bind, name every layer in the IR (fp32 annotations), fold every
+def folding_passes(graph: ModelGraph, lifted: dict[str, np.ndarray]) -> list[tvm.transform.Pass]:
+    """Source graph -> folded graph: bind, name every layer in the IR (fp32 annotations), fold every
     batch-norm, lift each folded weight back to a parameter (values into ``lifted``), drop the
     annotations, give every binding a unique name."""
     table = build_layer_table(graph)
@@ -32,14 +34,19 @@ def stage_c_passes(graph: ModelGraph, lifted: dict[str, np.ndarray]) -> list[tvm
             relax.transform.DeadCodeElimination(), UniqueBindingNames()]
 
 
-def stage_c_graph(graph: ModelGraph) -> ModelGraph:
-    """``graph`` with batch-norm folded into the convs, weights as parameters (stage-A names)."""
+def folded_graph(graph: ModelGraph) -> ModelGraph:
+    """``graph`` with batch-norm folded into the convs, weights as parameters (source names)."""
     lifted: dict[str, np.ndarray] = {}
     with tvm.transform.PassContext(opt_level=3):
-        mod = tvm.transform.Sequential(stage_c_passes(graph, lifted), name="tvm_mpq.stage_c")(graph.mod)
+        mod = tvm.transform.Sequential(folding_passes(graph, lifted), name="tvm_mpq.folded_graph")(graph.mod)
     main = mod["main"]
     for key in [k for k in main.attrs.keys() if k.startswith("mpq_")]:
         main = main.without_attr(key)
     mod["main"] = main
     arrays = {p.name: lifted[p.name] for p in main.params if p.name in lifted}
-    return ModelGraph(graph.name, mod, graph.inputs, arrays, graph.layer_names, graph.source, dict(graph.transforms))
+    return ModelGraph(graph.name, mod, graph.inputs, arrays, graph.layer_names, graph.source,
+                      dict(graph.transforms))
+
+
+stage_c_graph = folded_graph  # the former names (api/for_rate.py)
+stage_c_passes = folding_passes

@@ -1,6 +1,9 @@
-"""Evaluation: task metrics computed from model outputs (and labels where they exist)."""
+"""Evaluation: fidelity and task metrics of compiled models, the paper's tables and studies.
 
-from tvm_mpq.evaluation.task_metrics import (
+The task metrics themselves live in :mod:`tvm_mpq.metrics.task_metrics` (sensitivity methods use
+them too); they are re-exported here."""
+
+from tvm_mpq.metrics.task_metrics import (
     Outputs,
     TaskMetric,
     accuracy,

@@ -13,21 +13,23 @@ from __future__ import annotations
 import time
 
 from tvm_mpq.allocation.allocate import allocate_by_rate
-from tvm_mpq.evaluation.analyses import Stages
 from tvm_mpq.evaluation.evaluator import ConfigEvaluator
+from tvm_mpq.evaluation.method_runs import Stages
 from tvm_mpq.sensitivity.ablation import ABLATION_STEPS
 from tvm_mpq.sensitivity.layer_metrics import Measurement, measure_layers
 from tvm_mpq.sensitivity.methods import make_method
+from tvm_mpq.types import SOURCE
 
 
 def ablation_rankings(stages: Stages, measurement_c: Measurement, g: float = 2.0) -> list[dict]:
     """Per row: label, method, stage, sensitivity list and the seconds its ranking took
-    (stage A: weight measurement + ranking; stage C: ranking on the given measurement)."""
+    (source graph, stage A: weight measurement + ranking; folded graph, stage C: ranking on the
+    given measurement)."""
     rows = []
     weights_a: Measurement | None = None
     for label, method, stage in ABLATION_STEPS:
         start = time.perf_counter()
-        if stage == "A":
+        if stage == SOURCE:
             if weights_a is None:
                 weights_a = measure_layers(stages.graph_a, stages.table_a, [], activations=False)
             metrics, table = weights_a.metrics, stages.table_a

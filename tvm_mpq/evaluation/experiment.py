@@ -6,7 +6,7 @@ Per model, in order:
    measurement always runs: it calibrates the evaluation module and feeds Tables 8 and the
    local-metric study;
 2. one switchable evaluation module at stage C (:mod:`.evaluator`); the fp32 and all-int8 points;
-3. Table 2: every method at every rate (:mod:`.table2`); MixQuant's own QEM points;
+3. Table 2: every method at every rate (:mod:`.rate_table`); MixQuant's own QEM points;
 4. Table 8: the ablation rows at every rate (:mod:`.ablation_table`);
 5. the local-metric study: eight rankings' accuracy-recovery curves (Fig. 3), and the compared
    methods' curves (Fig. 8) (:mod:`.recovery`, :mod:`.local_metrics_study`);
@@ -30,19 +30,19 @@ import tvm
 
 from tvm_mpq.allocation.allocate import allocate_by_rate
 from tvm_mpq.allocation.bops import INT8
+from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.errors import MpqError
 from tvm_mpq.evaluation.ablation_table import ablation_points, ablation_rankings
-from tvm_mpq.evaluation.analyses import METHODS, MethodRun, Stages, run_method
 from tvm_mpq.evaluation.evaluator import EVALUATED_WITH, ConfigEvaluator
 from tvm_mpq.evaluation.local_metrics_study import local_metric_rankings, reference_ranking
-from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.evaluation.local_run import LocalRun
+from tvm_mpq.evaluation.method_runs import METHODS, MethodRun, Stages, run_method
 from tvm_mpq.evaluation.model_data import ModelData, counts_for, load_model_data
-from tvm_mpq.evaluation.task_metrics import Outputs
-from tvm_mpq.evaluation.plots import plot_rates
+from tvm_mpq.evaluation.rate_plot import plot_rates
+from tvm_mpq.evaluation.rate_table import rate_table_points
 from tvm_mpq.evaluation.recovery import curve_counts, plot_recovery, recovery_curve, summary
-from tvm_mpq.evaluation.table2 import table2_points
 from tvm_mpq.evaluation.tasks import SHORT
+from tvm_mpq.types import FOLDED, SOURCE, Outputs
 
 DEFAULT_MODELS = ("efficientnet-lite0", "mtcnn-rnet", "ppocr-cls")
 DEFAULT_RATES = (100.0, 50.0, 40.0, 30.0, 20.0)
@@ -59,7 +59,7 @@ class EvalOptions:
     methods: tuple[str, ...] = METHODS
     rates: tuple[float, ...] = DEFAULT_RATES
     counts: dict[str, int | None] = field(default_factory=dict)
-    baseline_stage: str = "A"
+    baseline_stage: str = SOURCE
     observer: str = "minmax"
     g: float = 2.0
     mixquant_qem: float = 4.0
@@ -80,8 +80,8 @@ class EvalOptions:
         bad = [r for r in self.rates if not 0.0 <= r <= 100.0]
         if bad or not self.rates:
             raise MpqError(f"rates must lie in 0..100 (percent BOPs reduction), got {list(self.rates)}")
-        if self.baseline_stage not in ("A", "C"):
-            raise MpqError(f"--baseline-stage must be A or C, not '{self.baseline_stage}'")
+        if self.baseline_stage not in (SOURCE, FOLDED):
+            raise MpqError(f"--baseline-stage must be source (A) or folded (C), not '{self.baseline_stage}'")
         if self.g <= 1:
             raise MpqError(f"--g must be > 1 (QuantuneV2 weighs the weight delta more), got {self.g}")
         if self.mixquant_qem < 1:
@@ -104,7 +104,7 @@ def _save_report(run: MethodRun, folder: Path) -> list[str]:
     return [str(path)] + [str(p) for p in run.report.write_artifacts(path)]
 
 
-def integer_figures(data: ModelData, config: PrecisionConfig, stage: str = "C",
+def integer_figures(data: ModelData, config: PrecisionConfig, stage: str = FOLDED,
                     reference: Outputs | None = None) -> tuple[dict[str, float], LocalRun]:
     """What ``--check-integer`` reports for ``config``: compiled by the integer compiler at
     ``stage``, run on the model's named sample set, and scored (:func:`~.fidelity.scores`)
@@ -119,7 +119,7 @@ def integer_figures(data: ModelData, config: PrecisionConfig, stage: str = "C",
 
 
 def _integer_check(data, stages: Stages, evaluator: ConfigEvaluator, sensitivity: list[str], rate: float) -> dict:
-    """Compile QuantuneV2's point at ``rate`` with the integer compiler (stage C) and compare its
+    """Compile QuantuneV2's point at ``rate`` with the integer compiler (folded graph, stage C) and compare its
     metrics with the probe's."""
     from tvm_mpq.config.build import build_config
     from tvm_mpq.evaluation.fidelity import step_agreement
@@ -127,8 +127,8 @@ def _integer_check(data, stages: Stages, evaluator: ConfigEvaluator, sensitivity
     start = time.perf_counter()
     precisions = allocate_by_rate(data.table, sensitivity, rate)
     config = build_config(stages.graph_c, stages.table_c, precisions, evaluator.ctx.act_ranges(8),
-                          {"method": "quantunev2", "requested_rate": rate, "analysis_stage": "C"})
-    integer, run = integer_figures(data, config, "C", evaluator.reference)
+                          {"method": "quantunev2", "requested_rate": rate, "analysis_stage": FOLDED})
+    integer, run = integer_figures(data, config, FOLDED, evaluator.reference)
     probe_outputs = evaluator.ctx.run(precisions, data.eval_feeds)
     return {"method": "quantunev2", "requested_rate": rate, "n_qdq": run.compiled.n_qdq,
             "samples": data.samples.name, "integer": integer, "probe": evaluator.metrics_of(precisions),
@@ -162,7 +162,7 @@ def evaluate_model(name: str, options: EvalOptions, log: Log) -> dict:
     log(f"{name}: evaluation module in {evaluator.compile_seconds:.1f} s; fp32 {fp32}; all-int8 {int8}")
 
     shown = [runs[m] for m in options.methods]
-    points = table2_points(evaluator, shown, list(options.rates), options.mixquant_qem)
+    points = rate_table_points(evaluator, shown, list(options.rates), options.mixquant_qem)
     log(f"{name}: Table 2: {len(points)} points ({evaluator.runs} assignment runs so far)")
     result = {"model": name, "task": data.task, "counts": data.counts.__dict__, "samples": data.samples.to_json(),
               "n_layers": len(data.table), "macs": data.table.total_macs(), "primary_metric": evaluator.primary,
@@ -231,7 +231,7 @@ def evaluate_model(name: str, options: EvalOptions, log: Log) -> dict:
 
 def run_eval(options: EvalOptions, log: Log = print) -> dict:
     """Every model of ``options``; writes ``report.json`` and ``report.md`` (returned as dict)."""
-    from tvm_mpq.evaluation.report import markdown
+    from tvm_mpq.evaluation.report_markdown import markdown
 
     options.validate()
     start = time.perf_counter()

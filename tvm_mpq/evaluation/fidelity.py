@@ -8,7 +8,7 @@
 
 Every figure comes from :func:`scores`: the task's metric set (:func:`tasks.metric_set`, one
 table for every tool), computed against the fp32 outputs and, where the sample set has true
-labels, against those. :func:`fidelity` is its label-free part (DESIGN "Report": the sweep
+labels, against those. :func:`fidelity` is its label-free part (docs/design.md "Report contract": the sweep
 point's ``fidelity``), :func:`accuracy` the part against true labels. ``step_agreement``
 compares two quantized runs (integer vs QDQ-simulated) in units of one int8 step of the fp32
 output.
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from tvm_mpq.evaluation.sample_set import SampleSet
-from tvm_mpq.evaluation.task_metrics import Outputs, make_task_metric
 from tvm_mpq.evaluation.tasks import metric_set
 from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.metrics.task_metrics import Outputs, make_task_metric
 
 
 @dataclass(frozen=True)

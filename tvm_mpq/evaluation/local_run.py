@@ -13,8 +13,8 @@ from typing import Any
 
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.evaluation.sample_set import SampleSet
-from tvm_mpq.evaluation.task_metrics import Outputs
 from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.types import Outputs
 
 
 @dataclass

@@ -21,7 +21,8 @@ from tvm_mpq.errors import MpqError
 from tvm_mpq.evaluation.sample_set import SampleSet, held_out
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
-from tvm_mpq.zoo.registry import Feed, get
+from tvm_mpq.types import Feed
+from tvm_mpq.zoo.registry import get
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tvm_mpq.errors import MpqError
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 DEFAULT_HELD_OUT = 32
 """Held-out samples of an unlabelled zoo model when no size is given."""

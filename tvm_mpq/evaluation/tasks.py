@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tvm_mpq.evaluation.task_metrics import Outputs, make_task_metric
+from tvm_mpq.metrics.task_metrics import Outputs, make_task_metric
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def recording_sources() -> Iterator[dict[str, object]]:
 
 def load_with_source(spec: str, shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[ModelGraph, onnx.ModelProto]:
     """A model spec (zoo name, ``.onnx``, ``.pt2``) -> its stage-A graph and fp32 ONNX model."""
-    from tvm_mpq.frontends import load_model
+    from tvm_mpq.zoo import load_model
 
     with recording_sources() as recorded:
         graph = load_model(spec, shapes)

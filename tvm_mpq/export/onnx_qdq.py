@@ -82,7 +82,7 @@ def export_qdq_onnx(graph_or_model: ModelGraph | str | Path, config: PrecisionCo
     if isinstance(graph_or_model, ModelGraph):
         graph, fp32 = graph_or_model, fp32_onnx(graph_or_model, source)
     elif source is not None:
-        from tvm_mpq.frontends import load_model
+        from tvm_mpq.zoo import load_model
 
         graph = load_model(str(graph_or_model), input_shapes)
         fp32 = fp32_onnx(graph, source)

@@ -1,4 +1,7 @@
-"""Frontends: turn a model file or zoo name into a stage-A :class:`ModelGraph`."""
+"""Frontends: turn a model file (ONNX, ``torch.export``) into a stage-A :class:`ModelGraph`.
+
+A zoo name or a file, whichever ``spec`` is: :func:`tvm_mpq.zoo.load_model` (the zoo sits above
+the frontends: its models are imported through them)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import numpy as np
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
 
-__all__ = ["ModelGraph", "TensorSpec", "check_no_nan_params", "load_model", "parse_input_shapes"]
+__all__ = ["ModelGraph", "TensorSpec", "check_no_nan_params", "load_file", "parse_input_shapes"]
 
 
 def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -27,8 +30,8 @@ def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_model(spec: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelGraph:
-    """A zoo name, an ``.onnx`` file or a ``torch.export`` ``.pt2`` file -> ModelGraph.
+def load_file(spec: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelGraph:
+    """An ``.onnx`` file or a ``torch.export`` ``.pt2`` file -> ModelGraph.
 
     MpqError for a missing or unreadable file and for a model with NaN in a parameter."""
     graph = _import(spec, input_shapes or {})
@@ -47,15 +50,9 @@ def check_no_nan_params(graph: ModelGraph) -> None:
 
 
 def _import(spec: str, shapes: dict[str, tuple[int, ...]]) -> ModelGraph:
-    from tvm_mpq import zoo
-
-    if spec in zoo.names():
-        if shapes:
-            return zoo.get(spec).load_graph(shapes)
-        return zoo.get(spec).load_graph()
     path = Path(spec)
     if not path.exists():
-        raise MpqError(f"model '{spec}' is neither a file nor a zoo model (zoo: {', '.join(zoo.names())})")
+        raise MpqError(f"model file '{spec}' does not exist")
     if path.is_dir():
         raise MpqError(f"model '{spec}' is a directory, expected an .onnx or .pt2 file")
     suffix = path.suffix.lower()

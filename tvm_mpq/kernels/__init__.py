@@ -127,6 +127,11 @@ def rule_of(func: tvm.tirx.PrimFunc) -> str | None:
     return str(value) if value is not None else None
 
 
+def is_scheduled(func: tvm.tirx.PrimFunc) -> bool:
+    """Whether ``func`` carries a schedule (a rule's, a tuning record's): ``tirx.is_scheduled``."""
+    return func.attrs is not None and any(func.attrs.get(key) for key in ("tirx.is_scheduled", "tir.is_scheduled"))
+
+
 def _load_builtin_rules() -> None:
     """Import the modules that register the built-in rules (import side effect only)."""
     import importlib

@@ -1,6 +1,6 @@
 """Streaming local metrics between a fp32 tensor ``x`` and its quantized version ``x_hat``.
 
-Definitions (DESIGN): ``SQNR_dB = 10 log10(sum x^2 / sum (x - x_hat)^2)``,
+Definitions (docs/design.md): ``SQNR_dB = 10 log10(sum x^2 / sum (x - x_hat)^2)``,
 ``MSE = mean (x - x_hat)^2``; also cosine similarity and the KL divergence between the value
 histograms of ``x`` and ``x_hat``. Each metric accumulates over calibration batches
 (``update``) and reports one number (``value``). Register a new one with

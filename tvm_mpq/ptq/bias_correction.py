@@ -28,7 +28,7 @@ from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable, build_layer_table
 from tvm_mpq.quantization.mac_error import ConvGeometry, expected_weight_error
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 
 CORRECTED_KINDS = ("conv2d", "depthwise_conv2d", "grouped_conv2d", "dense", "matmul")

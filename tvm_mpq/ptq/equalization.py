@@ -19,6 +19,7 @@ from tvm import relax
 from relay_passes import (AnnotatePrecision, EqualizeCrossLayer, LiftWeights, PrecisionAnnotation,
                           RemovePrecisionAnnotations, UniqueBindingNames)
 from relay_passes.equalize import equalized_pairs as module_pairs
+from relay_passes.te_elementwise import RecoverMinMax
 from tvm_mpq.compiler.pipeline import bind_params_pass
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.errors import MpqError
@@ -31,12 +32,13 @@ TRANSFORM = "cross_layer_equalization"
 
 def equalization_passes(graph: ModelGraph, lifted: dict[str, np.ndarray],
                         scales: dict[tuple[str, str], np.ndarray] | None = None) -> list[tvm.transform.Pass]:
-    """Bind, name every layer (fp32 annotations), equalize (DFQ scales, or ``scales``), lift
+    """Bind, recover an ONNX import's ReLU6 as maximum / minimum, name every layer (fp32
+    annotations), equalize (DFQ scales, or ``scales``), lift
     each MAC weight back to a parameter (values into ``lifted``), drop the annotations."""
     table = build_layer_table(graph)
     names = {layer.name: PrecisionAnnotation.fp32(layer.name) for layer in table}
     weights = {layer.name: layer.weight_param for layer in table if layer.weight_param is not None}
-    return [bind_params_pass(graph), relax.transform.FoldConstant(), AnnotatePrecision(names, table),
+    return [bind_params_pass(graph), relax.transform.FoldConstant(), RecoverMinMax(), AnnotatePrecision(names, table),
             EqualizeCrossLayer(scales), LiftWeights(weights, lifted), RemovePrecisionAnnotations(),
             relax.transform.DeadCodeElimination(), UniqueBindingNames()]
 

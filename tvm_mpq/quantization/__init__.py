@@ -1,4 +1,4 @@
-"""Quantizers exactly as DESIGN defines them, in numpy (the reference the graph must match)."""
+"""Quantizers exactly as docs/design.md defines them, in numpy (the reference the graph must match)."""
 
 from tvm_mpq.quantization.quantizers import (
     ActQParams,

@@ -1,4 +1,4 @@
-"""Weight and activation quantizers (DESIGN "Definitions").
+"""Weight and activation quantizers (docs/design.md "Definitions").
 
 * weights: symmetric, per output channel, ``scale = max|W| / (2^(b-1) - 1)``,
   ``q = clip(round(W / scale), -(2^(b-1)-1), 2^(b-1)-1)``;

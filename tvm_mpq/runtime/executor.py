@@ -10,7 +10,7 @@ import tvm
 from tvm import relax
 
 from tvm_mpq.frontends.model_graph import ModelGraph
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 
 def host_cpu() -> str | None:

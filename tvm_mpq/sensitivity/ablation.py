@@ -1,8 +1,8 @@
 """QuantuneV2's ablation steps (the paper's Table 8) as registered sensitivity methods.
 
 Each step adds one ingredient to the previous one; the last step is the full method
-(``quantunev2``). The IR-opt step is not a ranking but the graph the analysis runs on (stage C,
-batch-norm folded: ``config_for_rate(..., stage="C")`` / ``tvm_mpq.compiler.stages``), so the
+(``quantunev2``). The IR-opt step is not a ranking but the graph the analysis runs on (the folded
+graph, stage C: ``config_for_rate(..., stage="folded")`` / ``tvm_mpq.compiler.stages``), so the
 ranking methods here are:
 
 * ``qv2-w-sqnr``: weight SQNR, lowest first (weights only, no inference);
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from tvm_mpq.sensitivity.methods import register_method
 from tvm_mpq.sensitivity.quantunev2 import QuantuneV2
+from tvm_mpq.types import FOLDED, SOURCE
 
 ABLATION_STEPS: tuple[tuple[str, str, str], ...] = (
-    ("W-SQNR order", "qv2-w-sqnr", "A"),
-    ("+ IR-opt (stage C)", "qv2-w-sqnr", "C"),
-    ("+ W SQNR delta", "qv2-w-delta", "C"),
-    ("+ W&A SQNR mixup", "qv2-wa-delta", "C"),
-    ("+ MSE mixup (QuantuneV2)", "quantunev2", "C"),
+    ("W-SQNR order", "qv2-w-sqnr", SOURCE),
+    ("+ IR-opt (stage C)", "qv2-w-sqnr", FOLDED),
+    ("+ W SQNR delta", "qv2-w-delta", FOLDED),
+    ("+ W&A SQNR mixup", "qv2-wa-delta", FOLDED),
+    ("+ MSE mixup (QuantuneV2)", "quantunev2", FOLDED),
 )
 """Table 8 rows, cumulative: (row label, registered method, analysis stage)."""
 

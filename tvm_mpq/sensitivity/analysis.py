@@ -15,7 +15,7 @@ from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
 from tvm_mpq.sensitivity.context import BitAllocation, EvalData, MethodContext
 from tvm_mpq.sensitivity.layer_metrics import Measurement, measure_layers
 from tvm_mpq.sensitivity.methods import SensitivityMethod, make_method
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 
 @dataclass

@@ -17,13 +17,13 @@ import numpy as np
 
 from tvm_mpq.allocation.bops import FP32, INT8, Precision, bops_ratio, bops_reduction_rate
 from tvm_mpq.calibration.calibrate import CalibrationCache, calibrate
-from tvm_mpq.evaluation.task_metrics import Outputs
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable
 from tvm_mpq.quantization.quantizers import ActQParams, act_qparams
 from tvm_mpq.sensitivity.layer_metrics import Measurement
 from tvm_mpq.sensitivity.probe import PrecisionProbe
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed, Outputs
+
 
 @dataclass
 class EvalData:

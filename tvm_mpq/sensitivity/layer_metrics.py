@@ -30,7 +30,7 @@ from tvm_mpq.quantization.quantizers import (
     fake_quant_weight,
     weight_scales,
 )
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 ACTIVATION_METRICS = ("sqnr_db", "mse", "cosine", "kl")
 

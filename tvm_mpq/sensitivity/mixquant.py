@@ -2,7 +2,7 @@
 
 For each layer and each quantization error multiplier (QEM), the weight bit-width is the lowest
 ``b`` in ``bits`` (default 8..2) with ``MSE_b <= QEM x MSE_8``, where ``MSE_b`` is the mean
-squared error of the layer's weights under the DESIGN weight quantizer at ``b`` bits. QEM 1 keeps
+squared error of the layer's weights under the weight quantizer of docs/design.md at ``b`` bits. QEM 1 keeps
 every layer at 8 bits; a larger QEM admits a superset of bit-widths per layer, so the chosen
 widths never rise (the average falls monotonically). Every QEM of one run is one
 :class:`BitAllocation`. Activations stay at ``a_bits`` (8, or 32 = fp32); the second operand of an

@@ -32,7 +32,7 @@ from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable
 from tvm_mpq.quantization.quantizers import ActQParams, fake_quant_weight
 from tvm_mpq.runtime.executor import compile_graph, flatten_outputs
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 QParamsFn = Callable[[str, int], ActQParams]
 """``(relax_var, bits) -> ActQParams``: the calibrated quantizer of an activation tensor."""

@@ -20,7 +20,7 @@ import time
 
 from tvm_mpq.allocation.bops import INT8
 from tvm_mpq.errors import MpqError
-from tvm_mpq.evaluation.task_metrics import output_sqnr_db
+from tvm_mpq.metrics.task_metrics import output_sqnr_db
 from tvm_mpq.graph.layer_table import LayerTable
 from tvm_mpq.sensitivity.context import MethodContext
 from tvm_mpq.sensitivity.layer_metrics import LayerMetrics

@@ -19,12 +19,12 @@ import numpy as np
 
 from tvm_mpq.allocation.bops import INT8, Precision
 from tvm_mpq.errors import MpqError
-from tvm_mpq.evaluation.task_metrics import default_metric, make_task_metric, output_sqnr_db
 from tvm_mpq.graph.layer_table import LayerTable
+from tvm_mpq.metrics.task_metrics import default_metric, make_task_metric, output_sqnr_db
 from tvm_mpq.sensitivity.context import MethodContext
 from tvm_mpq.sensitivity.layer_metrics import LayerMetrics
 from tvm_mpq.sensitivity.methods import SensitivityMethod, register_method
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 LABEL_MODES = ("auto", "true", "pseudo")
 

@@ -1,6 +1,6 @@
 """Precision configs of a sweep's points: ONE analysis per method, then one config per point.
 
-Ranking methods go through :func:`~tvm_mpq.config.for_rate.config_for_rate` (the analysis
+Ranking methods go through :func:`~tvm_mpq.api.config_for_rate` (the analysis
 report is passed back in for every further rate). Bit-width methods contribute each of their own
 assignments that the integer kernels can run (weights and activations at most 8 bits); the
 others (e.g. Pandey's W8A16) are skipped with a note.
@@ -17,7 +17,7 @@ from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.sensitivity import EvalData
 from tvm_mpq.sweep.plan import PointSpec, SweepOptions, is_bitwidth_method, rate_points
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import SOURCE, Feed, measured_on, parse_stage
 
 
 @dataclass
@@ -60,10 +60,10 @@ def method_configs(graph: ModelGraph, feeds: list[Feed], method: str, options: S
     eval_data, task = analysis_eval_data(options.model)
     if is_bitwidth_method(method):
         return _bitwidth_configs(graph, feeds, method, options, cache, eval_data, task, log)
-    from tvm_mpq.config.for_rate import config_for_rate
+    from tvm_mpq.api import config_for_rate
 
     specs = rate_points(method, options.rates)
-    correct = options.ptq.bias_correction and options.stage != "A"
+    correct = options.ptq.bias_correction and parse_stage(options.stage) != SOURCE
     config, report = config_for_rate(graph, feeds, options.rates[0], method, observer=options.observer, g=options.g,
                                      cache=cache, stage=options.stage, eval_data=eval_data, task=task,
                                      bias_correction=correct)
@@ -83,8 +83,8 @@ def _bitwidth_configs(graph: ModelGraph, feeds: list[Feed], method: str, options
                       log: Callable[[str], None]) -> tuple[MethodAnalysis, Iterator[tuple[PointSpec, PrecisionConfig]]]:
     """A bit-width method's analysis and a config for each of its assignments the integer
     kernels can run (weights and activations at most 8 bits)."""
+    from tvm_mpq.api import analysis_graph
     from tvm_mpq.calibration import calibrate
-    from tvm_mpq.config.for_rate import analysis_graph
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.sensitivity import analyze
 
@@ -102,7 +102,7 @@ def _bitwidth_configs(graph: ModelGraph, feeds: list[Feed], method: str, options
     pairs = []
     for allocation in report.allocations:
         built = _allocation_config(measured, table, ranges, allocation, method, options, len(feeds))
-        if not isinstance(built, str) and options.ptq.bias_correction and options.stage != "A":
+        if not isinstance(built, str) and options.ptq.bias_correction and parse_stage(options.stage) != SOURCE:
             from tvm_mpq.ptq.bias_correction import apply_bias_correction
 
             apply_bias_correction(graph, built, feeds, cache=cache)
@@ -126,7 +126,7 @@ def _allocation_config(measured: ModelGraph, table, ranges: dict, allocation, me
         config = build_config(measured, table, allocation.precisions, ranges,
                               {"method": method, "allocation": allocation.label, **allocation.info,
                                "observer": options.observer, "calib_size": calib_size, "bias_correction": False,
-                               "analysis_stage": "C" if options.stage == "C" else "A"})
+                               "analysis_stage": measured_on(options.stage)})
         check_integer_config(config, table)
     except MpqError as err:
         return str(err)

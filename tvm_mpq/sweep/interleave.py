@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tvm_mpq.evaluation.task_metrics import Outputs
 from tvm_mpq.sweep.plan import TimingOptions
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed, Outputs
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.ptq.options import PtqOptions
+from tvm_mpq.types import SOURCE_TO_FOLDED
 
 DEFAULT_RATES = (0.0, 25.0, 50.0, 75.0, 100.0)
 BITWIDTH_METHODS = ("mixquant", "pandey")
@@ -84,7 +85,7 @@ class SweepOptions:
     """Cross-layer equalization / bias correction (``--equalize``, ``--bias-correction``)."""
     cache_dir: Path | None = None
     g: float = 2.0
-    stage: str = "A->C"
+    stage: str = SOURCE_TO_FOLDED
     keep_libs: Path | None = None
     setup: bool = True
     """aarch64 without --rpc/--tracker: set up the toolchain and sysroot when missing (cached)."""

@@ -86,6 +86,21 @@ class Execution:
                 self.servers_used.append(session.address)
         return sessions
 
+    def tuning_device(self) -> Any:
+        """The :class:`~tvm_mpq.compiler.tuning.TuningDevice` MetaSchedule measures candidates on
+        (and whose database the builds use): the ``--rpc`` server, the tracker's servers of the
+        key, or the local QEMU server (database name ``qemu-local``); None for this host (the
+        local x86 server) and compile-only."""
+        from tvm_mpq.compiler.tuning import TuningDevice
+
+        if self.mode == "rpc":
+            return TuningDevice(rpc=self.address, key=self.key)
+        if self.mode == "tracker":
+            return TuningDevice(tracker=self.address, key=self.key)
+        if self.mode == "local-server" and self.emulated:
+            return TuningDevice(rpc=self.address, name="qemu-local")
+        return None
+
     def to_json(self) -> dict:
         """The report's ``rpc`` object."""
         d: dict[str, Any] = {"mode": self.mode, "address": self.address, "servers_used": self.servers_used}
@@ -179,16 +194,21 @@ def _local_execution(target: Any, setup: bool, log: Callable[[str], None]) -> Ex
                      f"{server.host}:{server.port}", _server=server)
 
 
-def _rpc_execution(target: Any, address: str, key: str | None) -> Execution:
-    from targets.rpc import open_session
-
-    session = open_session(rpc_address=address, key=key)
+def _inspect_server(take_session: Callable[[], Any], target: Any) -> tuple[str, str]:
+    """``(triple, device name)`` of the server behind the session ``take_session()`` hands over;
+    the session is closed (its last reference dropped) before returning."""
+    session = take_session()
     try:
-        triple = _check_server(session, target)
-        device = _device_name(session, target)
+        return _check_server(session, target), _device_name(session, target)
     finally:
         del session
         gc.collect()
+
+
+def _rpc_execution(target: Any, address: str, key: str | None) -> Execution:
+    from targets.rpc import open_session
+
+    triple, device = _inspect_server(lambda: open_session(rpc_address=address, key=key), target)
     host = address.rpartition(":")[0].strip("[]")
     emulated = _is_emulated(host, triple)
     return Execution("rpc", _describe(device, triple, f"RPC server {address}", emulated), emulated, address, key or None)
@@ -202,13 +222,8 @@ def _tracker_execution(target: Any, address: str, key: str | None) -> Execution:
     with connect_tracker(address) as client:
         count = client.check_key(key)
         hosts = {h for h, _ in client.servers()[key]}
-        session = client.request(key, timeout=120.0)
-    try:
-        triple = _check_server(session, target)
-        device = _device_name(session, target)
-    finally:
-        del session
-        gc.collect()
+        pending = [client.request(key, timeout=120.0)]
+    triple, device = _inspect_server(pending.pop, target)
     emulated = all(_is_emulated(h, triple) for h in hosts)
     where = f"{count} server(s) of key '{key}' at tracker {address}"
     return Execution("tracker", _describe(device, triple, where, emulated), emulated, address, key)

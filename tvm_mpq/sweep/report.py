@@ -1,4 +1,4 @@
-"""The sweep report: JSON (DESIGN "Report" contract, more keys welcome), a Markdown table, a PNG.
+"""The sweep report: JSON (docs/design.md "Report contract", more keys welcome), a Markdown table, a PNG.
 
 Contract keys, in this order, then the extras::
 
@@ -21,6 +21,10 @@ which points each device timed, ``stability`` how much the fp32 baseline moved b
 ``monotonicity`` per method whether latency falls with the achieved rate, judged on the
 within-round ratios (:mod:`~tvm_mpq.sweep.rounds`).
 
+With ``--tune-trials`` (or a tuning database for the device) each point's ``build.tuning`` says
+how many of its MAC kernels were tuned and how many reused from the database; ``tuning`` sums
+them up (``device``, ``database``, ``tuned``, ``reused``, ``per_point``; null without tuning).
+
 A compile-only point (CUDA without a GPU) has ``latency_ms``, ``fidelity`` and ``accuracy``
 null and says why in ``run_skipped``. Non-finite numbers are written as null (strict JSON).
 """
@@ -37,6 +41,7 @@ from tvm_mpq.evaluation.fidelity import Reference, figures
 from tvm_mpq.sweep.fields import cell, metric_names, point_label
 from tvm_mpq.sweep.plan import SweepOptions, TimingOptions
 from tvm_mpq.sweep.remote import Execution
+from tvm_mpq.types import SOURCE, parse_stage
 
 CONTRACT_KEYS = ("model", "target", "device", "tvm_version", "analysis", "points")
 ANALYSIS_KEYS = ("method", "seconds", "n_layers")
@@ -71,7 +76,7 @@ def new_report(model: str, options: SweepOptions, execution: Execution, task: st
         "timing": {**timing.to_json(), "method": TIMING_METHOD},
         "calibration": {"source": options.calib or "bundled samples", "samples": options.calib_size,
                         "observer": options.observer, "equalize": options.ptq.equalize,
-                        "bias_correction": options.ptq.bias_correction and options.stage != "A"},
+                        "bias_correction": options.ptq.bias_correction and parse_stage(options.stage) != SOURCE},
         "analyses": [], "rpc": execution.to_json(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -104,6 +109,27 @@ def write_outputs(report: dict, path: Path) -> list[Path]:
     md.write_text(markdown(report))
     png = plot_sweep(report, path.with_suffix(".png"))
     return [write_json(report, path), md, png]
+
+
+def tuning_summary(points: list[dict]) -> dict | None:
+    """The report's ``tuning`` object: where the points' MAC kernels were tuned (``device``,
+    ``database``, ``trials_per_task``) and how many each point tuned and reused
+    (``per_point``; totals ``tuned``, ``reused``); None when no point tuned."""
+    runs = [(i, (p.get("build") or {}).get("tuning")) for i, p in enumerate(points)]
+    runs = [(i, t) for i, t in runs if t]
+    if not runs:
+        return None
+    last = runs[-1][1]
+    return {"device": last.get("device"), "database": last.get("database"),
+            "trials_per_task": last.get("trials_per_task"),
+            "tuned": sum(t["tuned"] for _, t in runs), "reused": sum(t["reused"] for _, t in runs),
+            "per_point": [{"point": i, "tasks": t["tasks"], "tuned": t["tuned"], "reused": t["reused"],
+                           "seconds": t["seconds"]} for i, t in runs]}
+
+
+def _tuning_cell(point: dict) -> str:
+    t = (point.get("build") or {}).get("tuning")
+    return f"{t['tuned']} / {t['reused']}" if t else "-"
 
 
 def _timing_lines(report: dict) -> list[str]:
@@ -148,6 +174,12 @@ def markdown(report: dict) -> str:
         lines.append("- fp32 reference: " + ", ".join(f"{k} {v:.4f}" for k, v in ref_acc.items()))
     if report.get("rpc", {}).get("servers_used"):
         lines.append(f"- RPC ({report['rpc']['mode']}): servers used {', '.join(report['rpc']['servers_used'])}")
+    tuning = report.get("tuning") or tuning_summary(points)
+    if tuning:
+        lines.append(f"- MetaSchedule tuning on {tuning['device']}: {tuning['trials_per_task']} trials per new kernel, "
+                     f"{tuning['tuned']} kernel(s) tuned and {tuning['reused']} reused from the database over the "
+                     f"points ({tuning['database']})" + ("; emulated timings rank candidates for the emulator, "
+                                                         "not for a real Arm core" if emulated else ""))
     if emulated:
         lines += ["", f"> **Emulation:** {EMULATION_NOTE}."]
     skipped = report.get("rpc", {}).get("runs_skipped")
@@ -155,7 +187,7 @@ def markdown(report: dict) -> str:
         lines += ["", f"> **Runs skipped:** {skipped}."]
     header = ["method", "requested %", "achieved %", "bops_ratio", "fp32 layers", "n_qdq", "size MB",
               f"median ({unit})", "p10", "p90", "x fp32 (median)", "x fp32 min-max", "x fp32 per round",
-              *fid, *acc, "server"]
+              *fid, *acc, "server", *(["tuned / reused"] if tuning else [])]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for p in points:
         lat = p.get("latency_ms") or {}
@@ -168,7 +200,8 @@ def markdown(report: dict) -> str:
                f"{cell(ratio.get('min'), 3)}-{cell(ratio.get('max'), 3)}" if ratio else "-",
                " / ".join(cell(r, 3) for r in ratio.get("per_round", [])) or "-",
                *(cell((p.get("fidelity") or {}).get(k), 4) for k in fid),
-               *(cell((p.get("accuracy") or {}).get(k), 4) for k in acc), p.get("server") or "-"]
+               *(cell((p.get("accuracy") or {}).get(k), 4) for k in acc), p.get("server") or "-",
+               *([_tuning_cell(p)] if tuning else [])]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "fp32 layers per point:", ""]
     for p in points:

@@ -46,12 +46,12 @@ def _print(line: str) -> None:
 def run_sweep(options: SweepOptions, output: Path, log: Log = _print) -> dict:
     """Measure every point of ``options`` and write ``output`` (JSON), its ``.md`` and ``.png``.
 
-    Returns the report (DESIGN "Report" contract). MpqError for anything the user can fix;
+    Returns the report (docs/design.md "Report contract" contract). MpqError for anything the user can fix;
     a server or tracker problem is found before the analysis starts.
     """
     from targets import get_target
     from tvm_mpq.sweep.measure import Measurement, measure_points
-    from tvm_mpq.sweep.report import new_report, write_json, write_outputs
+    from tvm_mpq.sweep.report import new_report, tuning_summary, write_json, write_outputs
 
     target = get_target(options.target)
     local_setup = target.server_arch == "aarch64" and options.setup and not (options.rpc or options.tracker)
@@ -59,6 +59,7 @@ def run_sweep(options: SweepOptions, output: Path, log: Log = _print) -> dict:
         target.check_toolchain()  # before any server or analysis (the local aarch64 set-up installs it)
     with open_execution(target, options.rpc, options.tracker, options.key, options.setup, log) as execution:
         target.check_toolchain()
+        options = _tune_on_execution(options, execution)
         timing = resolve_timing(options, execution.emulated)
         eval_size = options.eval_size or (EMULATED_EVAL_SIZE if execution.emulated else NATIVE_EVAL_SIZE)
         graph, calib = _load(options)
@@ -92,9 +93,27 @@ def run_sweep(options: SweepOptions, output: Path, log: Log = _print) -> dict:
                 measure_points(execution, built, baseline, report["baseline"]["source"], setup, report, save, log)
                 _log_summary(report, log)
         report["rpc"] = execution.to_json()
+        report["tuning"] = tuning_summary(report["points"])
         paths = write_outputs(report, output)
     log("report: " + ", ".join(str(p) for p in paths))
     return report
+
+
+def _tune_on_execution(options: SweepOptions, execution: Any) -> SweepOptions:
+    """``options`` with the tuning database (and, with ``--tune-trials``, the measurements) on the
+    device the sweep runs on (:meth:`~tvm_mpq.sweep.remote.Execution.tuning_device`); a local
+    server is waited for when it will measure candidates."""
+    from dataclasses import replace
+
+    from tvm_mpq.compiler.tuning import TuningOptions
+
+    tuning = options.tuning or TuningOptions()
+    device = tuning.device or execution.tuning_device()
+    if device is None:
+        return options
+    if tuning.trials > 0:
+        execution.ready()
+    return replace(options, tuning=replace(tuning, device=device))
 
 
 def _build_method(graph: ModelGraph, calib: list, method: str, options: SweepOptions, target: Any, report: dict,
@@ -139,8 +158,9 @@ def _log_summary(report: dict, log: Log) -> None:
 
 def _load(options: SweepOptions) -> tuple[ModelGraph, list]:
     from tvm_mpq.calibration import load_calibration
-    from tvm_mpq.frontends import load_model, parse_input_shapes
+    from tvm_mpq.frontends import parse_input_shapes
     from tvm_mpq.ptq.equalization import graph_for_options
+    from tvm_mpq.zoo import load_model
 
     graph = graph_for_options(load_model(options.model, parse_input_shapes(options.input_shape)), options.ptq)
     mean = options.mean[0] if len(options.mean) == 1 else tuple(options.mean)

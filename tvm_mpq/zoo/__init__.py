@@ -8,5 +8,6 @@ from tvm_mpq.zoo import ppocr as _ppocr  # noqa: E402,F401
 from tvm_mpq.zoo import mtcnn_rnet as _mtcnn_rnet  # noqa: E402,F401
 from tvm_mpq.zoo import architectures as _architectures  # noqa: E402,F401
 from tvm_mpq.zoo import minilm as _minilm  # noqa: E402,F401
+from tvm_mpq.zoo.load import load_model  # noqa: E402
 
-__all__ = ["Feed", "ZooModel", "get", "names", "register"]
+__all__ = ["Feed", "ZooModel", "get", "load_model", "names", "register"]

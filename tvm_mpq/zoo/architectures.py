@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 SEED = 0
 IMAGE_SIZE = 224

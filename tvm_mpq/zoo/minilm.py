@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tvm_mpq.zoo.registry import Feed
 from tvm_mpq.errors import MpqError
+from tvm_mpq.types import Feed
 
 SEQ_LEN = 32
 INPUT_NAMES = ("input_ids", "attention_mask")

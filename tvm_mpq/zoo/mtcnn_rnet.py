@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tvm_mpq.zoo.registry import Feed
 from tvm_mpq.errors import MpqError
+from tvm_mpq.types import Feed
 
 IMAGE_SIZE = 24
 INPUT_NAME = "x"

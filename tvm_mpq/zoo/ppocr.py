@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tvm_mpq.zoo.registry import Feed
 from tvm_mpq.errors import MpqError
+from tvm_mpq.types import Feed
 
 CLS_FILE = "ch_ppocr_mobile_v2.0_cls_infer.onnx"
 REC_FILE = "ch_PP-OCRv4_rec_infer.onnx"

@@ -13,9 +13,7 @@ import numpy as np
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
-
-Feed = dict[str, np.ndarray]
-"""One batch of model inputs, keyed by input name, with the model's exact input shapes."""
+from tvm_mpq.types import Feed
 
 
 @dataclass(frozen=True)

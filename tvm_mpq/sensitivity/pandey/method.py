@@ -8,8 +8,9 @@ from pathlib import Path
 
 from tvm_mpq.allocation.bops import Precision, bops_ratio
 from tvm_mpq.errors import MpqError
-from tvm_mpq.evaluation.task_metrics import output_sqnr_db
 from tvm_mpq.graph.layer_table import LayerTable
+from tvm_mpq.metrics.local_metrics import SQNR_CAP_DB
+from tvm_mpq.metrics.task_metrics import output_sqnr_db
 from tvm_mpq.sensitivity.context import BitAllocation, MethodContext
 from tvm_mpq.sensitivity.layer_metrics import LayerMetrics
 from tvm_mpq.sensitivity.methods import SensitivityMethod, register_method
@@ -54,6 +55,9 @@ class Pandey(SensitivityMethod):
     def __init__(self, candidates: object = DEFAULT, bops_budgets: object = None, sqnr_budgets: object = None,
                  samples: int | None = None, curve_points: int | None = 32):
         self.candidates = parse_candidates(candidates)  # type: ignore[arg-type]
+        self.quantized = self.candidates
+        """The candidates phase 1 measures (with a quantizer); any other candidate (fp32, see
+        ``pandey-fp32``) is the model itself there and scores the exact-match SQNR."""
         self.bops_budgets = _floats(bops_budgets, "BOPs budget")
         for b in self.bops_budgets:
             if not 0.0 < b <= 1.0:
@@ -76,12 +80,16 @@ class Pandey(SensitivityMethod):
         start = time.perf_counter()
         self._model = ctx.graph.name
         if self.samples is not None and self.samples > len(ctx.feeds):
-            raise MpqError(f"pandey: {self.samples} samples asked, only {len(ctx.feeds)} calibration samples")
+            raise MpqError(f"{self.name}: {self.samples} samples asked, only {len(ctx.feeds)} calibration samples")
         feeds = ctx.feeds[:self.samples] if self.samples else ctx.feeds
         weightless = any(layer.weight_param is None for layer in ctx.table)
-        ctx.calibrate(tuple({c.a_bits for c in self.candidates} | ({c.w_bits for c in self.candidates} if weightless else set())))
+        bits = {c.a_bits for c in self.quantized} | ({c.w_bits for c in self.quantized} if weightless else set())
+        ctx.calibrate(tuple(bits))
         self.groups = quantizer_groups(ctx.table)
-        self.phase1 = run_phase1(ctx, self.groups, self.candidates, feeds)
+        self.phase1 = run_phase1(ctx, self.groups, self.quantized, feeds)
+        for candidate in (c for c in self.candidates if c not in self.quantized):
+            for group in self.groups:
+                self.phase1.sqnr_db[group.index][candidate] = SQNR_CAP_DB
         reference = ctx.reference(feeds)
         self.phase2 = run_phase2(ctx.table, self.groups, self.candidates, self.phase1,
                                  lambda p: output_sqnr_db(ctx.run(p, feeds), reference))

@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 
 from tvm_mpq.allocation.bops import Precision
-from tvm_mpq.evaluation.task_metrics import output_sqnr_db
+from tvm_mpq.metrics.task_metrics import output_sqnr_db
 from tvm_mpq.sensitivity.context import MethodContext
 from tvm_mpq.sensitivity.pandey.candidates import label
 from tvm_mpq.sensitivity.pandey.groups import QuantizerGroup
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 
 @dataclass

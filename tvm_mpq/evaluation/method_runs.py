@@ -26,6 +26,7 @@ from tvm_mpq.evaluation.model_data import ModelData
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
 from tvm_mpq.sensitivity import EvalData, SensitivityReport, analyze
+from tvm_mpq.types import FOLDED, SOURCE, parse_stage
 
 METHODS = ("quantunev2", "inorder", "weight-sqnr", "top1", "mixquant", "pandey")
 """Methods of the paper's Table 2 / 3, in table order."""
@@ -37,14 +38,14 @@ MIXQUANT_QEMS = (1.0, 4.0, 16.0, 64.0, 256.0)
 
 
 def rate_bops_ratio(table: LayerTable, rate: float) -> float:
-    """The ``bops_ratio`` (BOPs / BOPs_fp32) of a BOPs reduction rate in percent (DESIGN)."""
+    """The ``bops_ratio`` (BOPs / BOPs_fp32) of a BOPs reduction rate in percent (docs/design.md)."""
     int8 = bops_ratio(table, {n: INT8 for n in table.names()})
     return 1.0 - rate / 100.0 * (1.0 - int8)
 
 
 @dataclass
 class Stages:
-    """The model at stage A and stage C, with their layer tables (same layer names)."""
+    """The source graph (stage A) and the folded graph (stage C), with their layer tables (same layer names)."""
 
     graph_a: ModelGraph
     table_a: LayerTable
@@ -55,10 +56,10 @@ class Stages:
     @classmethod
     def build(cls, data: ModelData) -> "Stages":
         """Stage A from ``data``, stage C by folding batch-norm (timed)."""
-        from tvm_mpq.compiler.stages import stage_c_graph
+        from tvm_mpq.compiler.stages import folded_graph
 
         start = time.perf_counter()
-        graph_c = stage_c_graph(data.graph)
+        graph_c = folded_graph(data.graph)
         table_c = build_layer_table(graph_c)
         seconds = time.perf_counter() - start
         if table_c.names() != data.table.names():
@@ -66,10 +67,11 @@ class Stages:
         return cls(data.graph, data.table, graph_c, table_c, seconds)
 
     def at(self, stage: str) -> tuple[ModelGraph, LayerTable]:
-        """Graph and table of stage ``"A"`` or ``"C"``."""
-        if stage not in ("A", "C"):
-            raise MpqError(f"analysis stage must be A or C, not '{stage}'")
-        return (self.graph_a, self.table_a) if stage == "A" else (self.graph_c, self.table_c)
+        """Graph and table of the source graph (``"A"``) or the folded graph (``"C"``)."""
+        stage = parse_stage(stage)
+        if stage not in (SOURCE, FOLDED):
+            raise MpqError(f"analysis stage must be source (A) or folded (C), not '{stage}'")
+        return (self.graph_a, self.table_a) if stage == SOURCE else (self.graph_c, self.table_c)
 
 
 @dataclass
@@ -109,12 +111,12 @@ def method_options(method: str, data: ModelData, rates: list[float]) -> dict:
     return {}
 
 
-def run_method(method: str, data: ModelData, stages: Stages, rates: list[float], baseline_stage: str = "A",
+def run_method(method: str, data: ModelData, stages: Stages, rates: list[float], baseline_stage: str = SOURCE,
                observer: str = "minmax") -> MethodRun:
     """Analyse ``data``'s model with ``method`` (see module docstring) and time it."""
     if method not in METHODS:
         raise MpqError(f"unknown method '{method}' for eval (methods: {', '.join(METHODS)})")
-    stage = "C" if method == "quantunev2" else baseline_stage
+    stage = FOLDED if method == "quantunev2" else baseline_stage
     graph, table = stages.at(stage)
     options = method_options(method, data, rates)
     eval_data = None
@@ -123,5 +125,5 @@ def run_method(method: str, data: ModelData, stages: Stages, rates: list[float],
     registered = REGISTERED.get(method, method)
     report = analyze(graph, data.calib, registered, observer=observer, table=table, options=options,
                      eval_data=eval_data, task=data.task)
-    seconds = report.seconds + (stages.seconds_c if stage == "C" else 0.0)
+    seconds = report.seconds + (stages.seconds_c if stage == FOLDED else 0.0)
     return MethodRun(method, registered, stage, report, seconds, options)

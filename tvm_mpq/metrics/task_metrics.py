@@ -8,7 +8,7 @@ the PP-OCR recogniser's ``(1, T, C)`` (agreement is then per position).
 * with labels: ``accuracy`` (``lfw_accuracy`` for the MTCNN face / non-face task);
 * without labels: ``top1_agreement`` / ``top5_agreement`` with the fp32 prediction (fp32
   pseudo-labels), ``kl_softmax`` of the output distributions, ``output_sqnr_db`` over all outputs
-  (DESIGN's SQNR), ``embedding_cosine`` for sentence embeddings, ``text_agreement`` /
+  (the SQNR of docs/design.md), ``embedding_cosine`` for sentence embeddings, ``text_agreement`` /
   ``text_similarity`` of the greedy-CTC recognized text for text recognisers.
 
 Add a metric in one class: subclass :class:`TaskMetric`, set ``name`` (``needs_labels``,
@@ -25,9 +25,7 @@ import numpy as np
 from tvm_mpq.errors import MpqError
 from tvm_mpq.metrics.local_metrics import SqnrMetric
 from tvm_mpq.registry import Registry
-
-Outputs = list[list[np.ndarray]]
-"""Model outputs per sample: ``outputs[i]`` is the flattened output list of sample ``i``."""
+from tvm_mpq.types import Outputs
 
 
 def _logits(outputs: Outputs) -> np.ndarray:
@@ -81,7 +79,7 @@ def kl_softmax(outputs: Outputs, reference: Outputs) -> float:
 
 
 def output_sqnr_db(outputs: Outputs, reference: Outputs) -> float:
-    """DESIGN's SQNR over every output of every sample (fp32 reference = signal)."""
+    """The SQNR of docs/design.md over every output of every sample (fp32 reference = signal)."""
     _check_pair(outputs, reference)
     metric = SqnrMetric()
     for out, ref in zip(outputs, reference):

@@ -8,7 +8,7 @@ from tvm_mpq.config.build import build_config
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import build_layer_table
-from tvm_mpq.zoo.registry import Feed
+from tvm_mpq.types import Feed
 
 
 def analysis_graph(graph: ModelGraph, stage: str) -> ModelGraph:

@@ -1,6 +1,6 @@
 """The paper's Table 2: task metric and model size per method at BOPs reduction rates.
 
-A rate ``r`` (DESIGN: 0% = fp32, 100% = every layer W8A8) becomes a precision assignment:
+A rate ``r`` (docs/design.md: 0% = fp32, 100% = every layer W8A8) becomes a precision assignment:
 
 * ranking methods (QuantuneV2, InOrder, Weight-SQNR, Top-1): start fully int8 and return
   layers to fp32 in sensitivity-list order while the achieved rate stays >= r
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from tvm_mpq.allocation.allocate import allocate_by_rate
 from tvm_mpq.allocation.bops import FP32, Precision, bops_reduction_rate
-from tvm_mpq.evaluation.analyses import MethodRun, rate_bops_ratio
+from tvm_mpq.evaluation.method_runs import MethodRun, rate_bops_ratio
 from tvm_mpq.evaluation.evaluator import ConfigEvaluator
 from tvm_mpq.graph.layer_table import LayerTable
 
@@ -55,7 +55,7 @@ def method_assignment(run: MethodRun, table: LayerTable, rate: float, mixquant_q
     return allocate_by_rate(table, run.report.sensitivity, rate)
 
 
-def table2_points(evaluator: ConfigEvaluator, runs: list[MethodRun], rates: list[float],
+def rate_table_points(evaluator: ConfigEvaluator, runs: list[MethodRun], rates: list[float],
                   mixquant_qem: float = 4.0) -> list[dict]:
     """One point per (method, rate), then MixQuant's own QEM assignments (``requested_rate`` None)."""
     table = evaluator.data.table
