@@ -15,6 +15,8 @@ def test_quantize_returns_the_config_and_a_running_executable(small_graph, small
     assert not q.config.fp32_layers()
     assert q.config.provenance["requested_rate"] == 100 and q.config.provenance["method"] == "inorder"
     assert q.compiled.stats["int8_layers"] == len(q.config.layers)
+    assert q.config.provenance["bias_correction"] is True  # the default, as on the command line
+    assert q.compiled.stats["bias_corrected"] == len(q.config.layers)
     assert q.executable is q.compiled.executable
     fp32 = compile_graph(small_graph).run(small_feeds[0])
     out = q.run(small_feeds[0])

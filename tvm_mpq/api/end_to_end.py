@@ -49,13 +49,16 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
              *, calib: str | list[Feed] | None = None, calib_size: int = 16,
              input_shapes: dict[str, tuple[int, ...]] | None = None, observer: str = "minmax", g: float = 2.0,
              stage: str = "A->C", cache: CalibrationCache | None = None,
-             tuning: TuningOptions | None = None) -> Quantized:
+             tuning: TuningOptions | None = None, bias_correction: bool = True,
+             equalize: bool = False) -> Quantized:
     """Quantize ``model`` (zoo name, ``.onnx`` / ``.pt2`` file, or a loaded graph) to the BOPs
     reduction ``rate`` (0 = fp32, 100 = every layer int8) and compile it for ``target``.
 
     ``calib``: calibration feeds, a directory of images / an ``.npz`` (``calib_size`` samples),
     or None for a zoo model's bundled samples. ``method``: any registered sensitivity method
-    (``quantunev2``, ``inorder``, ``weight-sqnr``, ...). Layers with no integer kernel stay fp32
+    (``quantunev2``, ``inorder``, ``weight-sqnr``, ...). ``bias_correction`` / ``equalize``: the
+    CLI's ``--[no-]bias-correction`` (on by default, as there; not at stage A) and ``--equalize``
+    (:mod:`tvm_mpq.ptq`; recorded in the config). Layers with no integer kernel stay fp32
     (the config's achieved ``bops_reduction_rate`` says what was reached). MpqError for anything
     the caller can fix (unknown model, method or target, a rate outside 0..100).
     """
@@ -64,15 +67,19 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
     from tvm_mpq.errors import MpqError
+    from tvm_mpq.ptq import PtqOptions
+    from tvm_mpq.ptq.equalization import graph_for_options
+    from tvm_mpq.types import SOURCE, parse_stage
     from tvm_mpq.zoo import load_model
 
     if not 0 <= rate <= 100:
         raise MpqError(f"rate {rate} is outside 0..100 (percent BOPs reduction)")
     deploy = get_target(target) if isinstance(target, str) else target
     graph = load_model(model, input_shapes) if isinstance(model, str) else model
+    graph = graph_for_options(graph, PtqOptions(equalize=equalize, bias_correction=bias_correction))
     feeds = calib if isinstance(calib, list) else load_calibration(graph, calib, calib_size)
-    config, report = config_for_rate(graph, feeds, rate, method, observer=observer, g=g,
-                                     cache=cache, stage=stage)
+    config, report = config_for_rate(graph, feeds, rate, method, observer=observer, g=g, cache=cache, stage=stage,
+                                     bias_correction=bias_correction and parse_stage(stage) != SOURCE)
     keep_unsupported_fp32(config, build_layer_table(graph))
     with deploy.build_context():
         compiled = compile_model(graph, config, deploy.tvm_target, stage=stage, tuning=tuning)
