@@ -66,8 +66,18 @@ def check_cross_target_benchmark(r: dict, out: Path) -> None:
             assert fp32["fidelity"]["top1_agreement"] == 1.0 and not fp32["n_qdq"]
 
 
+def check_edge_tuning(r: dict, out: Path) -> None:
+    """Tuned on both servers behind the tracker during the sweep; the rebuild reused every kernel."""
+    assert r["servers"] == 2 and all(n > 0 for n in r["sessions"])
+    assert r["sweep_tuning"]["tuned"] > 0
+    assert sum(p["tuned"] for p in r["sweep_tuning"]["per_point"]) == r["sweep_tuning"]["tuned"]
+    rebuild = r["rebuild_tuning"]
+    assert rebuild["tuned"] == 0 and rebuild["reused"] == rebuild["tasks"] > 0
+    assert Path(r["library"]).stat().st_size > 10_000
+
+
 CHECKS = {"01_compiler_engineer": check_compiler_engineer, "02_edge_deployment": check_edge_deployment,
-          "03_cross_target_benchmark": check_cross_target_benchmark}
+          "03_cross_target_benchmark": check_cross_target_benchmark, "04_edge_tuning": check_edge_tuning}
 
 
 def test_every_tutorial_has_a_check():

@@ -76,6 +76,9 @@ with LocalTracker() as tracker:
         assert again["tuned"] == 0 and again["reused"] == again["tasks"] > 0, again
         assert [server.sessions_served() for server in servers] == sessions, "the rebuild contacted a device"
         print(f"   {again['reused']} of {again['tasks']} kernel(s) reused, 0 tuned; library {OUT / 'rnet100.so'}")
+        (OUT / "result.json").write_text(json.dumps({
+            "servers": len(servers), "sessions": sessions, "sweep_tuning": tuning, "rebuild_tuning": again,
+            "library": str(OUT / "rnet100.so")}, indent=1))
     finally:
         for server in servers:
             server.stop()
