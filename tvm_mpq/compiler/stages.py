@@ -39,13 +39,19 @@ def folded_graph(graph: ModelGraph) -> ModelGraph:
     lifted: dict[str, np.ndarray] = {}
     with tvm.transform.PassContext(opt_level=3):
         mod = tvm.transform.Sequential(folding_passes(graph, lifted), name="tvm_mpq.folded_graph")(graph.mod)
+    return graph_with_lifted_weights(graph, mod, lifted, dict(graph.transforms))
+
+
+def graph_with_lifted_weights(graph: ModelGraph, mod: tvm.IRModule, lifted: dict[str, np.ndarray],
+                              transforms: dict) -> ModelGraph:
+    """``graph`` with ``mod`` (its weights lifted back to parameters, ``lifted``: their arrays by
+    name) and ``transforms``; the passes' ``mpq_*`` attributes dropped from ``main``."""
     main = mod["main"]
     for key in [k for k in main.attrs.keys() if k.startswith("mpq_")]:
         main = main.without_attr(key)
     mod["main"] = main
     arrays = {p.name: lifted[p.name] for p in main.params if p.name in lifted}
-    return ModelGraph(graph.name, mod, graph.inputs, arrays, graph.layer_names, graph.source,
-                      dict(graph.transforms))
+    return ModelGraph(graph.name, mod, graph.inputs, arrays, graph.layer_names, graph.source, transforms)
 
 
 stage_c_graph = folded_graph  # the former names (api/for_rate.py)

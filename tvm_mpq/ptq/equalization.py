@@ -21,6 +21,7 @@ from relay_passes import (AnnotatePrecision, EqualizeCrossLayer, LiftWeights, Pr
 from relay_passes.equalize import equalized_pairs as module_pairs
 from relay_passes.te_elementwise import RecoverMinMax
 from tvm_mpq.compiler.pipeline import bind_params_pass
+from tvm_mpq.compiler.stages import graph_with_lifted_weights
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
@@ -54,13 +55,7 @@ def equalize(graph: ModelGraph, scales: dict[tuple[str, str], np.ndarray] | None
         except ValueError as err:
             raise MpqError(f"cross-layer equalization of '{graph.name}': {err}") from None
     record = {"pairs": [pair.to_json() for pair in module_pairs(mod)]}
-    main = mod["main"]
-    for key in [k for k in main.attrs.keys() if k.startswith("mpq_")]:
-        main = main.without_attr(key)
-    mod["main"] = main
-    arrays = {p.name: lifted[p.name] for p in main.params if p.name in lifted}
-    return ModelGraph(graph.name, mod, graph.inputs, arrays, graph.layer_names, graph.source,
-                      {**graph.transforms, TRANSFORM: record})
+    return graph_with_lifted_weights(graph, mod, lifted, {**graph.transforms, TRANSFORM: record})
 
 
 def equalized_pairs(graph: ModelGraph) -> list[dict]:
