@@ -64,6 +64,18 @@ def aarch64_server(aarch64_setup):
         yield server
 
 
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_servers_fork_their_sessions_from_one_thread(x86_server, aarch64_server):
+    """A session is a ``fork`` of the server; forking a multi-threaded guest under qemu-user can
+    leave the child hung before its handshake (numpy's OpenBLAS threads did, in CI). The x86
+    server is one thread; the QEMU one is one guest thread plus QEMU's own RCU thread."""
+    assert _threads(x86_server.process.pid) == 1
+    assert _threads(aarch64_server.process.pid) == 2
+
+
 def test_x86_server_runs_the_model_like_the_local_build(x86_server, x86_lib, small_feeds, reference):
     session = x86_server.connect()
     assert remote_triple(session).startswith("x86_64")

@@ -10,6 +10,7 @@ at a host wrapper script that re-enters QEMU.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -67,12 +68,20 @@ process's main thread. ``tvm.exec.rpc_server`` would import TVM a second time in
 loop on a second thread: every session is a ``fork`` of the server, and forking a
 multi-threaded guest under ``qemu-user`` intermittently left the session child hung before its
 handshake (a CI run saw "accepted the connection but did not answer within 60 s"). With one
-thread the fork is of a single-threaded process. ``sys.executable`` points at the QEMU wrapper
-for anything that spawns a Python.
+thread the fork is of a single-threaded process - provided nothing else starts a thread: numpy's
+OpenBLAS starts ``nproc - 1`` worker threads when TVM imports it, so the server runs with
+``OPENBLAS_NUM_THREADS=1`` (:data:`SERVER_ENV`; a CI run saw a fresh QEMU server's first session
+hang with them). ``sys.executable`` points at the QEMU wrapper for anything that spawns a Python.
 
 A session whose client vanished mid-call (a MetaSchedule measurement killed at its timeout)
 ends its child with an error, and TVM's ``_serving`` then raises out of ``_listen_loop``: TVM's
 own server exits. This one logs it and listens again (re-registering with its tracker)."""
+
+
+SERVER_ENV = {"OPENBLAS_NUM_THREADS": "1"}
+"""Set in every server's environment: the server process stays single-threaded, so each
+session's ``fork`` copies one thread (TVM's own thread pool starts in the session child, and its
+size is not affected)."""
 
 
 def server_arch(target: Any) -> str:
@@ -155,14 +164,15 @@ class LocalRpcServer:
     def _command(self, workdir: Path) -> tuple[list[str], dict[str, str] | None]:
         tracker = f"{self.tracker[0]}:{self.tracker[1]}" if self.tracker is not None else ""
         if self.arch == "x86_64":
-            return [sys.executable, "-c", _BOOT, "", self.host, str(self.port), tracker, self.key], None
+            return ([sys.executable, "-c", _BOOT, "", self.host, str(self.port), tracker, self.key],
+                    {**os.environ, **SERVER_ENV})
         from targets.aarch64_sysroot import load_sysroot, require_qemu
 
         qemu = require_qemu()
         sysroot = self._sysroot if self._sysroot is not None else load_sysroot()
         wrapper = sysroot.write_python_wrapper(workdir, qemu)
         argv = [*sysroot.python_argv(qemu), "-c", _BOOT, str(wrapper), self.host, str(self.port), tracker, self.key]
-        return argv, sysroot.env()
+        return argv, {**sysroot.env(), **SERVER_ENV}
 
     def log_text(self) -> str:
         """Everything the server wrote so far (it logs each session)."""
