@@ -94,3 +94,21 @@ def test_cli_needs_a_device_to_tune_for_aarch64_before_any_work(tmp_path):
     assert proc.stderr.strip().count("\n") == 0
     assert "--tune-trials for aarch64 measures candidates on the device: give --rpc HOST:PORT" in proc.stderr
     assert "analyzing" not in proc.stdout
+
+
+def test_cpu_tuning_loads_only_the_cpu_tensor_intrinsics():
+    """A TuneContext for a CPU target, in a fresh interpreter, after load_tensor_intrinsics: the
+    x86 and Arm intrinsics MetaSchedule tensorizes with are registered, CUDA's are not parsed."""
+    code = """
+import sys
+from tvm_mpq.compiler.tuning import load_tensor_intrinsics
+load_tensor_intrinsics("llvm")
+import tvm
+from tvm.s_tir import TensorIntrin, meta_schedule as ms
+ms.TuneContext(target=tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2}))
+assert TensorIntrin.get("dot_16x4_vnni") is not None and TensorIntrin.get("dot_4x4_i8i8s32_sdot") is not None
+assert "tvm.s_tir.tensor_intrin.cuda" not in sys.modules, "CUDA intrinsics parsed for a CPU tuning"
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -5,8 +5,8 @@ Each test tunes its own kernel (a one-conv int8 model of its own shape, built wi
 ``kernels=False`` so that MetaSchedule, not a kernel rule, schedules the conv) with the
 ``replay-trace`` strategy and the random cost model, 4 trials in rounds of 2: the point is the
 path (builder, RPC runner, tracker, database), not the search. The module shares one tracker
-and two servers; the tests that kill a server run last. MetaSchedule's ``TuneContext`` imports
-``tvm.s_tir.tensor_intrin`` (~40 s on 2 cores): the fixture does it while the servers boot.
+and two servers; the tests that kill a server run last. The CPU tensor intrinsics MetaSchedule
+needs (:func:`load_tensor_intrinsics`) are loaded while the servers boot.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from tvm_mpq.compiler import compile_model
-from tvm_mpq.compiler.tuning import TuningDevice, TuningOptions, tuning_dir
+from tvm_mpq.compiler.tuning import TuningDevice, TuningOptions, load_tensor_intrinsics, tuning_dir
 from tvm_mpq.errors import MpqError
 
 from targets import get_target
@@ -82,7 +82,7 @@ def pool():
         try:
             for server in servers:
                 server.launch()
-            import tvm.s_tir.tensor_intrin  # noqa: F401  (while the servers boot)
+            load_tensor_intrinsics("llvm")  # while the servers boot
 
             for server in servers:
                 server.wait_ready()

@@ -23,10 +23,13 @@ runner (:mod:`tvm_mpq.compiler.tuning_rpc`), else by its local runner
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -154,11 +157,53 @@ def untuned_tasks(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path) 
     return missing, tasks
 
 
+TENSOR_INTRIN_PACKAGE = "tvm.s_tir.tensor_intrin"
+TENSOR_INTRIN_MODULES = {"llvm": ("x86", "arm_cpu"), "cuda": ("cuda",)}
+"""The modules of TVM's tensor intrinsics that MetaSchedule's search space may tensorize with,
+per target kind."""
+
+
+def load_tensor_intrinsics(target_kind: str) -> None:
+    """Register the tensor intrinsics a MetaSchedule tuning for ``target_kind`` may use.
+
+    A ``TuneContext`` imports all of ``tvm.s_tir.tensor_intrin``, which parses every intrinsic
+    of every target from TVMScript: ~31 s on a 2-core machine, 21 s of it CUDA's, for a CPU
+    tuning that never uses them (``python -X importtime -c "import tvm.s_tir.tensor_intrin"``).
+    So, before a TuneContext is made, the package is entered in ``sys.modules`` without running
+    its ``__init__`` (which only imports its submodules) and the submodules of this target kind
+    (:data:`TENSOR_INTRIN_MODULES`) are imported into it; the TuneContext's import then finds
+    the package. Another kind later in the same process imports its own submodules here; an
+    unknown kind, or code that imports a submodule by name, gets it the usual way.
+    """
+    package = sys.modules.get(TENSOR_INTRIN_PACKAGE)
+    if package is not None and not getattr(package, "_tvm_mpq_partial", False):
+        return  # TVM's own import ran: everything is registered
+    names = TENSOR_INTRIN_MODULES.get(target_kind)
+    if names is None and package is None:
+        importlib.import_module(TENSOR_INTRIN_PACKAGE)  # all of them, as the TuneContext would
+        return
+    if names is None:  # after a partial load: the rest, as the package's __init__ would
+        names = ("cuda", "arm_cpu", "x86", "rocm", "hexagon", "riscv_cpu")
+    if package is None:
+        spec = importlib.util.find_spec(TENSOR_INTRIN_PACKAGE)
+        assert spec is not None
+        package = importlib.util.module_from_spec(spec)
+        package._tvm_mpq_partial = True  # type: ignore[attr-defined]
+        sys.modules[TENSOR_INTRIN_PACKAGE] = package
+        import tvm.s_tir
+
+        tvm.s_tir.tensor_intrin = package  # type: ignore[attr-defined]
+    for name in names:
+        importlib.import_module(f"{TENSOR_INTRIN_PACKAGE}.{name}")
+
+
 def run_tuning(tasks: list, options: TuningOptions, work_dir: Path, **measure) -> None:
     """``ms.tune_tasks`` on the extracted ``tasks``, ``options.trials`` each, into the database at
     ``work_dir``; ``measure``: MetaSchedule's ``builder``, ``runner``, ``measure_callbacks``."""
     from tvm.s_tir import meta_schedule as ms
 
+    for kind in {str(t.target.kind.name) for t in tasks}:
+        load_tensor_intrinsics(kind)
     with _unnamed_log_handlers_detached():
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, str(work_dir),
                                                                                   strategy=options.strategy)
