@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--method", default="quantunev2")
+    parser.add_argument("--observer", default="minmax", help="activation observer (as `tvm-mpq compile --observer`)")
+    parser.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=True,
+                        help="bias correction of the int8 layers (on by default, as the CLI)")
+    parser.add_argument("--equalize", action="store_true", help="cross-layer equalization first (as the CLI)")
     parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/corpus"))
     args = parser.parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
@@ -79,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(args.threads, target)
     meta = {"target": str(target.attrs.get("mcpu", "llvm")), "cpu_flags": flags_text(info).split(),
             "threads": args.threads, "rounds": args.rounds, "calib_size": args.calib_size,
-            "eval_size": args.eval_size, "rates": list(RATES), "method": args.method, "machine": info,
+            "eval_size": args.eval_size, "rates": list(RATES), "method": args.method, "observer": args.observer,
+            "bias_correction": args.bias_correction, "equalize": args.equalize, "machine": info,
             "command": "python benchmarks/model_corpus.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[ModelResult] = []

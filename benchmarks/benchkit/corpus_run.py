@@ -108,19 +108,23 @@ def _stages(model, target, args, result: ModelResult) -> None:
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
     from tvm_mpq.corpus.fetch import fetch
     from tvm_mpq.corpus.inputs import feeds
+    from tvm_mpq.ptq import PtqOptions
+    from tvm_mpq.ptq.equalization import graph_for_options
     from tvm_mpq.zoo import load_model
 
     path = _timed(result, "fetch", lambda: fetch(model))
     graph = _timed(result, "import", lambda: load_model(str(path), model.shapes))
     result.imported = True
+    graph = graph_for_options(graph, PtqOptions(equalize=args.equalize, bias_correction=args.bias_correction))
     calib = feeds(model, graph, args.calib_size)
     held_out = feeds(model, graph, args.eval_size, offset=args.calib_size)
 
     def analyze():  # as `tvm-mpq compile --rate` does: layers with no integer kernel stay fp32
-        config, report = config_for_rate(graph, calib, 100, args.method)
+        options = dict(observer=args.observer, bias_correction=args.bias_correction)
+        config, report = config_for_rate(graph, calib, 100, args.method, **options)
         configs = {100: config}
         for rate in RATES[:-1]:
-            configs[rate] = config_for_rate(graph, calib, rate, args.method, report=report)[0]
+            configs[rate] = config_for_rate(graph, calib, rate, args.method, report=report, **options)[0]
         for config in configs.values():
             kept = keep_unsupported_fp32(config, report.table)
             if kept:
