@@ -362,3 +362,37 @@ def test_zero_pad_folds_into_the_conv_it_feeds():
         feed = {"x": rng.normal(size=(1, 4, 9, 9)).astype("float32")}
         np.testing.assert_allclose(compile_graph_module(after).run(feed)[0], compile_graph_module(mod).run(feed)[0],
                                    rtol=1e-5, atol=1e-5)
+
+
+def _transpose_conv(c: int, o: int, k: int, s: int, hw: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(c, o, k, k)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, c, hw, hw), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.relu(relax.op.nn.conv2d_transpose(x, relax.const(w), strides=s)))
+        bb.emit_func_output(y)
+    return bb.get(), rng.normal(size=(1, c, hw, hw)).astype("float32"), w
+
+
+def test_upsampling_transpose_conv_builds_as_a_gemm():
+    """TransposeConvAsMatmul: a conv2d_transpose with kernel == stride (DBNet's upsampling) is
+    a matmul and a depth-to-space in the CPU build, scheduled by the GEMM kernel path, with the
+    numbers of the definition; an overlapping one (kernel 3, stride 2) is left alone."""
+    from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
+    from tvm_mpq.compiler.build import build_module
+    from tvm_mpq.runtime.executor import host_target
+
+    mod, x, w = _transpose_conv(24, 8, 2, 2, 10)
+    rewritten = TransposeConvAsMatmul()(mod).script()
+    assert "conv2d_transpose" not in rewritten and "R.matmul" in rewritten
+    executable, info = build_module(mod, host_target())
+    assert not any("conv2d_transpose" in name for name in info["kernels"])
+    dev = tvm.cpu()
+    got = relax.VirtualMachine(executable, dev)["main"](tvm.runtime.tensor(x, dev)).numpy()
+    want = np.einsum("chw,coab->ohawb", x[0], w).reshape(1, 8, 20, 20)  # y[o, 2i+a, 2j+b]
+    np.testing.assert_allclose(got, np.maximum(want, 0), rtol=1e-5, atol=1e-5)
+
+    overlapping, _, _ = _transpose_conv(8, 8, 3, 2, 6)
+    assert "conv2d_transpose" in TransposeConvAsMatmul()(overlapping).script()

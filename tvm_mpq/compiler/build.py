@@ -44,6 +44,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     into arithmetic (fp32 layers keep theirs; it fuses into the conv's epilogue) and, for
     targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
     CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
+    upsampling transposed convs as GEMMs (:mod:`relay_passes.transpose_conv_as_matmul`);
     for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first."""
     from relay_passes.convert_layout import ConvertToChannelsLast
     from tvm_mpq.kernels import activation_layout
@@ -52,11 +53,13 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
               relax.transform.CanonicalizeBindings()]
     if activation_layout(target) == "NHWC":
         from relay_passes.fold_pad import FoldPadIntoConv
+        from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
         from relay_passes.shift_activations import ShiftActivationsToInt8
         from tvm_mpq.kernels.cpu_isa import cpu_isa
 
         isa = cpu_isa(target)
-        passes += [FoldPadIntoConv()]  # the kernels read a conv's own zero padding in place
+        passes += [FoldPadIntoConv(),  # the kernels read a conv's own zero padding in place
+                   TransposeConvAsMatmul()]  # (no CPU schedule for conv2d_transpose: a GEMM instead)
         if isa.dot == "sdot":  # signed x signed dot product: activations shifted to int8
             passes += [ShiftActivationsToInt8()]
         passes += [ConvertToChannelsLast(isa.dot_group), relax.transform.FoldConstant()]

@@ -1,0 +1,72 @@
+"""TransposeConvAsMatmul: a transposed conv whose kernel equals its stride becomes a matmul and a
+pixel shuffle.
+
+With kernel == stride, no padding and no dilation, the output windows of a ``conv2d_transpose``
+do not overlap: every input pixel writes its own ``s x s`` output block,
+
+    y[n, o, i*s + a, j*s + b] = sum_c x[n, c, i, j] * W[c, o, a, b]
+
+which is one GEMM of the pixels ``[n*h*w, C]`` with the weight as ``[C, O*s*s]``, then a
+reshape and transpose that spread each row over its block (depth-to-space). Segmentation heads
+(DBNet's ``ConvTranspose(k=2, s=2)``) upsample this way; TVM has no CPU schedule for
+``conv2d_transpose``, so it ran on the default one: 110 of rapidocr-dbnet's 119 ms
+(``tvm_mpq.runtime.profiler``, 2026-12-01). As a matmul with a constant weight it runs on
+the GEMM kernel (:class:`tvm_mpq.kernels.cpu_mac.MatmulConstWeight`). The sums are the same
+products in another order (float32 rounding differs in the last bits).
+
+Only NCHW / IOHW float32 convs with a constant weight are rewritten; the rest stay as they are.
+It runs in the CPU build (:func:`tvm_mpq.compiler.build.graph_passes`), on fp32 layers (there is
+no integer ``conv2d_transpose``: the precision pass keeps them fp32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, wildcard
+
+
+def _ints(values) -> list[int]:
+    return [int(v) for v in values]
+
+
+def non_overlapping(call: relax.Call, weight: np.ndarray) -> bool:
+    """Whether ``call`` is a float32 NCHW/IOHW ``conv2d_transpose`` whose kernel equals its
+    stride, with no padding, output padding, dilation or groups."""
+    a = call.attrs
+    if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NCHW", "IOHW", "NCHW"):
+        return False
+    if str(call.args[0].ty.dtype) != "float32" or weight.dtype != np.float32 or weight.ndim != 4:
+        return False
+    return (_ints(a.strides) == list(weight.shape[2:]) and not any(_ints(a.padding))
+            and not any(_ints(a.output_padding)) and _ints(a.dilation) == [1, 1] and int(a.groups) == 1)
+
+
+@tvm.transform.module_pass(opt_level=0, name="TransposeConvAsMatmul")
+class TransposeConvAsMatmul:
+    """Rewrite every non-overlapping ``conv2d_transpose`` of every Relax function as a matmul
+    and a depth-to-space."""
+
+    def __init__(self) -> None:
+        self._conv = is_op("relax.nn.conv2d_transpose")(wildcard(), is_const())
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        out = mod.clone()
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                out[gv] = relax.dpl.rewrite_call(self._conv, self._rewrite, func)
+        return out
+
+    @staticmethod
+    def _rewrite(expr: relax.Expr, _matches: dict) -> relax.Expr:
+        weight = expr.args[1].value.numpy()
+        if not non_overlapping(expr, weight):
+            return expr
+        c, o, s, t = weight.shape
+        n, _, h, w = _ints(expr.args[0].ty.shape)
+        pixels = relax.op.permute_dims(expr.args[0], [0, 2, 3, 1])  # [n, h, w, C]
+        rows = relax.op.matmul(pixels, relax.const(np.ascontiguousarray(weight.reshape(c, o * s * t))))
+        blocks = relax.op.reshape(rows, [n, h, w, o, s, t])
+        spread = relax.op.permute_dims(blocks, [0, 3, 1, 4, 2, 5])  # [n, O, h, s, w, t]
+        return relax.op.reshape(spread, [n, o, h * s, w * t])
