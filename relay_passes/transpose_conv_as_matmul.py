@@ -65,7 +65,7 @@ class TransposeConvAsMatmul:
             return expr
         c, o, s, t = weight.shape
         n, _, h, w = _ints(expr.args[0].ty.shape)
-        pixels = relax.op.permute_dims(expr.args[0], [0, 2, 3, 1])  # [n, h, w, C]
+        pixels = relax.op.reshape(relax.op.permute_dims(expr.args[0], [0, 2, 3, 1]), [n * h * w, c])
         rows = relax.op.matmul(pixels, relax.const(np.ascontiguousarray(weight.reshape(c, o * s * t))))
         blocks = relax.op.reshape(rows, [n, h, w, o, s, t])
         spread = relax.op.permute_dims(blocks, [0, 3, 1, 4, 2, 5])  # [n, O, h, s, w, t]
