@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from tvm_mpq.errors import MpqError
-from tvm_mpq.export.onnx_graph import OnnxGraph, attr, onnx_weight, same_directions
+from tvm_mpq.export.onnx_graph import OnnxGraph, attr, is_zero_pad, onnx_weight, same_directions
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import build_layer_table
 from tvm_mpq.ptq.equalization import equalized_pairs
@@ -96,7 +96,7 @@ def _apply(g: OnnxGraph, node1: onnx.NodeProto, node2: onnx.NodeProto, scales: n
             bn = user
         elif user.op_type == "Clip" and clip is None:
             clip = user
-        elif user.op_type == "Relu" or (user.op_type == "Pad" and _zero_pad(g, user)):
+        elif user.op_type == "Relu" or (user.op_type == "Pad" and is_zero_pad(g, user)):
             pass
         else:
             raise MpqError(f"equalized pair {label}: ONNX {user.op_type} '{user.name}' between the two layers")
@@ -113,16 +113,6 @@ def _apply(g: OnnxGraph, node1: onnx.NodeProto, node2: onnx.NodeProto, scales: n
                                   f"{pair['second']}.weight_equalized")
     if clip is not None:
         _per_channel_clip(g, clip, scales, channels, label)
-
-
-def _zero_pad(g: OnnxGraph, node: onnx.NodeProto) -> bool:
-    if attr(node, "mode", b"constant") not in (b"constant", "constant"):
-        return False
-    value = attr(node, "value", 0.0)
-    if len(node.input) > 2 and node.input[2]:
-        const = g.const(node.input[2])
-        value = None if const is None else float(const.reshape(-1)[0])
-    return value == 0.0
 
 
 def _per_channel_clip(g: OnnxGraph, clip: onnx.NodeProto, scales: np.ndarray, channels: int, label: str) -> None:

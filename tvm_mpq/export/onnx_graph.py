@@ -162,6 +162,18 @@ def attr(node: onnx.NodeProto, name: str, default):
     return default if attr is None else helper.get_attribute_value(attr)
 
 
+def is_zero_pad(g: OnnxGraph, node: onnx.NodeProto) -> bool:
+    """Whether the ``Pad`` ``node`` pads with a constant 0 (its ``value`` attribute, or its
+    constant third input from opset 11 on)."""
+    if attr(node, "mode", b"constant") not in (b"constant", "constant"):
+        return False
+    value = attr(node, "value", 0.0)
+    if len(node.input) > 2 and node.input[2]:
+        const = g.const(node.input[2])
+        value = None if const is None else float(const.reshape(-1)[0])
+    return value == 0.0
+
+
 def set_attr(node: onnx.NodeProto, name: str, value) -> None:
     for k, attr in enumerate(node.attribute):
         if attr.name == name:
@@ -207,5 +219,5 @@ def same_directions(a: np.ndarray, b: np.ndarray, axis: int) -> bool:
     return bool(np.all(cos >= DIRECTION_MATCH))
 
 
-__all__ = ["CONST_OPS", "DIRECTION_MATCH", "MAC_OPS", "OnnxGraph", "OnnxWeight", "attr", "inferred_shapes",
+__all__ = ["CONST_OPS", "DIRECTION_MATCH", "MAC_OPS", "OnnxGraph", "OnnxWeight", "attr", "inferred_shapes", "is_zero_pad",
            "onnx_weight", "same_directions", "set_attr", "topological", "with_opset"]

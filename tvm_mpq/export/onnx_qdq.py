@@ -36,7 +36,8 @@ from tvm_mpq.errors import MpqError
 from tvm_mpq.export.fp32_onnx import Source, fp32_onnx, load_with_source
 from tvm_mpq.export.layer_plan import Int8Layer, int8_layers
 from tvm_mpq.export.onnx_equalize import equalize_onnx
-from tvm_mpq.export.onnx_graph import OnnxGraph, attr, onnx_weight, same_directions, set_attr, with_opset
+from tvm_mpq.export.onnx_graph import (OnnxGraph, attr, is_zero_pad, onnx_weight, same_directions, set_attr,
+                                      with_opset)
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.quantization.quantizers import ActQParams
 
@@ -320,13 +321,7 @@ def _is_layout(g: OnnxGraph, node: onnx.NodeProto) -> bool:
     if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
         return False
     if node.op_type == "Pad":
-        if attr(node, "mode", b"constant") not in (b"constant", "constant"):
-            return False
-        value = attr(node, "value", 0.0)
-        if len(node.input) > 2 and node.input[2]:
-            const = g.const(node.input[2])
-            value = None if const is None else float(const.reshape(-1)[0])
-        return value == 0.0
+        return is_zero_pad(g, node)
     return True
 
 
