@@ -26,9 +26,9 @@ RATES = (100.0, 50.0)
 
 @pytest.fixture(scope="module")
 def eval_run(tmp_path_factory) -> tuple[Path, dict]:
-    """One real ``tvm-mpq eval`` on mtcnn-rnet: QuantuneV2 and Pandey et al., two rates."""
+    """One real ``tvm-mpq eval`` on mtcnn-rnet: QuantuneV2, its refinement and Pandey et al., two rates."""
     out = tmp_path_factory.mktemp("eval")
-    rc = main(["eval", "--models", "mtcnn-rnet", "--methods", "quantunev2,pandey", "--rates", "100,50",
+    rc = main(["eval", "--models", "mtcnn-rnet", "--methods", "quantunev2,quantunev2-e2e,pandey", "--rates", "100,50",
                "--calib-size", "8", "--pandey-samples", "4", "--check-integer", "-o", str(out)])
     assert rc == 0
     return out, json.loads((out / "report.json").read_text())
@@ -41,7 +41,7 @@ def test_eval_writes_every_table_and_plot(eval_run):
     # Table 2: one point per method and rate, achieved rate never below the request.
     rate_points = [p for p in model["points"] if p["requested_rate"] is not None]
     assert sorted((p["method"], p["requested_rate"]) for p in rate_points) == sorted(
-        (m, r) for m in ("quantunev2", "pandey") for r in RATES)
+        (m, r) for m in ("quantunev2", "quantunev2-e2e", "pandey") for r in RATES)
     for p in rate_points:
         assert p["bops_reduction_rate"] >= p["requested_rate"] - 1e-6
         assert p["n_fp32"] + p["n_int8"] + p["n_simulated"] == model["n_layers"]
@@ -54,12 +54,17 @@ def test_eval_writes_every_table_and_plot(eval_run):
     assert any(p["n_simulated"] > 0 for p in rate_points if p["method"] == "pandey")
     # Table 3: one timed row per method, QuantuneV2 with its two inference passes at stage C.
     rows = {a["method"]: a for a in model["analyses"]}
-    assert set(rows) == {"quantunev2", "pandey"}
+    assert set(rows) == {"quantunev2", "quantunev2-e2e", "pandey"}
     assert rows["quantunev2"]["inference_runs"] == 2 and rows["quantunev2"]["stage"] == "C"
+    assert rows["quantunev2-e2e"]["stage"] == "C"
     assert rows["pandey"]["inference_runs"] > 2 and all(a["seconds"] > 0 for a in rows.values())
     md = (out / "report.md").read_text()
     for heading in ("Table 2", "Table 3", "Table 8", "Local-metric study", "Fig. 8", "QuantuneV2 vs the baselines"):
         assert heading in md
+    # The tally counts QuantuneV2 and its refinement, each against the baseline (not each other).
+    tally = [line.split(" | ")[2:4] for line in md.splitlines() if line.startswith("| mtcnn-rnet | ")]
+    assert ["quantunev2", "pandey"] in tally and ["quantunev2-e2e", "pandey"] in tally
+    assert ["quantunev2", "quantunev2-e2e"] not in tally
     for png in ("table2.png", "recovery_local_metrics.png", "recovery_methods.png", "sensitivity/pandey.pareto.png"):
         data = (out / "mtcnn-rnet" / png).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000

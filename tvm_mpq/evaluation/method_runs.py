@@ -4,6 +4,8 @@ Methods and the graph they analyse (the names used in the tables):
 
 * ``quantunev2``: QuantuneV2 at stage C (the IR after batch-norm folding, the paper's IR-opt);
   its time includes building the stage-C graph;
+* ``quantunev2-e2e``: QuantuneV2's list with its top re-ordered by end-to-end output SQNR
+  (:mod:`tvm_mpq.sensitivity.quantunev2_e2e`, default budget and samples), also at stage C;
 * the baselines at ``baseline_stage`` (default A, the framework graph the original methods
   work on): ``inorder``, ``weight-sqnr``, ``top1`` (Top-1 order, ``counts.top1`` samples; with
   labels the model's labelled evaluation set as the paper's Top-1 uses validation data, else
@@ -28,8 +30,11 @@ from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
 from tvm_mpq.sensitivity import EvalData, SensitivityReport, analyze
 from tvm_mpq.types import FOLDED, SOURCE, parse_stage
 
-METHODS = ("quantunev2", "inorder", "weight-sqnr", "top1", "mixquant", "pandey")
-"""Methods of the paper's Table 2 / 3, in table order."""
+METHODS = ("quantunev2", "quantunev2-e2e", "inorder", "weight-sqnr", "top1", "mixquant", "pandey")
+"""Methods of the paper's Table 2 / 3 and QuantuneV2's refinement, in table order."""
+
+OURS = ("quantunev2", "quantunev2-e2e")
+"""The methods of this package (analyse stage C; the report tallies each against the baselines)."""
 
 REGISTERED = {"pandey": "pandey-fp32"}
 """Table name -> registered method, where they differ."""
@@ -116,7 +121,7 @@ def run_method(method: str, data: ModelData, stages: Stages, rates: list[float],
     """Analyse ``data``'s model with ``method`` (see module docstring) and time it."""
     if method not in METHODS:
         raise MpqError(f"unknown method '{method}' for eval (methods: {', '.join(METHODS)})")
-    stage = FOLDED if method == "quantunev2" else baseline_stage
+    stage = FOLDED if method in OURS else baseline_stage
     graph, table = stages.at(stage)
     options = method_options(method, data, rates)
     eval_data = None

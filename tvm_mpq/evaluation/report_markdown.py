@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tvm_mpq.evaluation.method_runs import OURS
 from tvm_mpq.evaluation.tasks import SHORT
 
 _LOWER_IS_BETTER = {"kl_softmax"}
@@ -47,15 +48,17 @@ def pareto_verdict(qv2: dict, other: dict, metric: str) -> str:
     return "trade-off"
 
 
-def qv2_comparison(model: dict, metric: str | None = None) -> list[dict]:
-    """Per requested rate: QuantuneV2's point and, per baseline, its point and the Pareto verdict
-    (:func:`pareto_verdict`) on ``metric`` (default: the primary one)."""
+def qv2_comparison(model: dict, metric: str | None = None, ours: str = "quantunev2") -> list[dict]:
+    """Per requested rate: the point of ``ours`` (QuantuneV2 or its refinement) and, per baseline
+    (every method not in ``OURS``), its point and the Pareto verdict (:func:`pareto_verdict`) on
+    ``metric`` (default: the primary one)."""
     metric = metric or model["primary_metric"]
     rows = []
     points = _rate_points(model)
     for rate in dict.fromkeys(p["requested_rate"] for p in points):
-        at = {p["method"]: p for p in points if p["requested_rate"] == rate}
-        qv2 = at.pop("quantunev2", None)
+        at = {p["method"]: p for p in points
+              if p["requested_rate"] == rate and (p["method"] == ours or p["method"] not in OURS)}
+        qv2 = at.pop(ours, None)
         if qv2 is None or not at:
             continue
         rows.append({"rate": rate, "qv2_point": qv2,
@@ -67,20 +70,21 @@ def _summary_section(report: dict) -> list[str]:
     lines = ["## QuantuneV2 vs the baselines", "",
              "Per model and requested rate: each method's value and achieved BOPs reduction rate (every method "
              "meets the request or exceeds it: the allocation stops at the first layer that would break it, so "
-             "achieved rates differ). The mark compares QuantuneV2 with that baseline on both: W = QuantuneV2 "
+             "achieved rates differ). The mark compares QuantuneV2 (in the second table per model: its "
+             "end-to-end refinement, quantunev2-e2e) with that baseline on both: W = ours "
              "at least as good on the metric and the rate and better on one, L = the baseline is, ~ = trade-off "
              "(better on one, worse on the other), = = equal. 'sim.': the baseline's point uses bit-widths "
              "without an integer kernel (simulated). The output SQNR vs fp32 is the continuous companion where "
              "the task metric saturates.", ""]
-    tally: dict[tuple[str, str, str], dict[str, int]] = {}
-    for model in report["models"]:
+    tally: dict[tuple[str, str, str, str], dict[str, int]] = {}
+    for model, ours in ((m, o) for m in report["models"] for o in OURS):
         for metric in dict.fromkeys([model["primary_metric"], "output_sqnr_db"]):
-            rows = qv2_comparison(model, metric)
+            rows = qv2_comparison(model, metric, ours)
             if not rows:
                 continue
             baselines = list(rows[0]["baselines"])
-            lines += [f"**{model['model']}, {SHORT.get(metric, metric)}**", "",
-                      "| rate | quantunev2 | " + " | ".join(baselines) + " |", "|---|---|" + "---|" * len(baselines)]
+            lines += [f"**{model['model']}, {SHORT.get(metric, metric)}, {ours}**", "",
+                      f"| rate | {ours} | " + " | ".join(baselines) + " |", "|---|---|" + "---|" * len(baselines)]
             for row in rows:
                 q = row["qv2_point"]
                 cells = []
@@ -90,16 +94,16 @@ def _summary_section(report: dict) -> list[str]:
                     sim = " sim." if p["n_simulated"] else ""
                     cells.append(f"{_fmt(metric, p['metrics'][metric])} @{p['bops_reduction_rate']:.0f}%{sim} "
                                  f"{VERDICT_MARK[verdict]}")
-                    counts = tally.setdefault((model["model"], SHORT.get(metric, metric), b), {})
+                    counts = tally.setdefault((model["model"], SHORT.get(metric, metric), ours, b), {})
                     counts[verdict] = counts.get(verdict, 0) + 1
                 lines.append(f"| {row['rate']:g}% | {_fmt(metric, q['metrics'][metric])} "
                              f"@{q['bops_reduction_rate']:.0f}% | " + " | ".join(cells) + " |")
             lines.append("")
     if tally:
-        lines += ["Tally over the rates (QuantuneV2 W / = / ~ / L against each baseline):", "",
-                  "| model | metric | baseline | W | = | ~ | L |", "|---|---|---|---|---|---|---|"]
-        for (model, metric, baseline), c in tally.items():
-            lines.append(f"| {model} | {metric} | {baseline} | {c.get('win', 0)} | {c.get('tie', 0)} | "
+        lines += ["Tally over the rates (W / = / ~ / L of QuantuneV2, and of its refinement, against each baseline):",
+                  "", "| model | metric | method | baseline | W | = | ~ | L |", "|---|---|---|---|---|---|---|---|"]
+        for (model, metric, ours, baseline), c in tally.items():
+            lines.append(f"| {model} | {metric} | {ours} | {baseline} | {c.get('win', 0)} | {c.get('tie', 0)} | "
                          f"{c.get('trade-off', 0)} | {c.get('loss', 0)} |")
         lines.append("")
     return lines
