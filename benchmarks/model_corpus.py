@@ -51,6 +51,10 @@ def markdown(results: list[ModelResult], meta: dict) -> str:
         for r in borders:
             lines.append(f"- **{r.name}**: " + "; ".join(f"{b['count']}x {b['where']} ({b['op']})"
                                                         for b in r.border_summary()))
+    below = [(r, r.why_below_goals()) for r in results]
+    if any(lines for _, lines in below):
+        lines += ["", "Why a model misses a goal (measured in this run):", ""]
+        lines += [f"- **{r.name}**: {line}" for r, why in below for line in why]
     failed = [r for r in results if r.failure]
     if failed:
         lines += ["", "Why a model stops:", ""]

@@ -83,3 +83,14 @@ def test_the_table_has_a_row_per_model_and_the_cpu_flags(subset_report):
         assert f"| {row['name']} |" in table
         if row["failure"] is not None:
             assert row["failure"]["reason"][:40] in table
+
+
+def test_a_model_below_the_speed_goal_gets_its_time_by_kernel_kind(subset_report):
+    for row in subset_report["models"]:
+        if row["failure"] is not None or row["int8_speedup"] >= 1.5:
+            assert "ms_by_kind" not in row, row["name"]
+            continue
+        by_kind = row["ms_by_kind"]
+        assert set(by_kind) == {"fp32", "int8"} and all(sum(v.values()) > 0 for v in by_kind.values()), row
+        assert any(k.startswith("MAC") for k in by_kind["int8"]), by_kind
+        assert f"- **{row['name']}**: int8 {row['int8_speedup']:.2f}x < 1.5x" in subset_report["markdown"]

