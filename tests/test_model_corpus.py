@@ -94,3 +94,27 @@ def test_a_model_below_the_speed_goal_gets_its_time_by_kernel_kind(subset_report
         assert set(by_kind) == {"fp32", "int8"} and all(sum(v.values()) > 0 for v in by_kind.values()), row
         assert any(k.startswith("MAC") for k in by_kind["int8"]), by_kind
         assert f"- **{row['name']}**: int8 {row['int8_speedup']:.2f}x < 1.5x" in subset_report["markdown"]
+
+
+def test_document_models_get_real_document_images():
+    """Text / layout / orientation models calibrate on document images (a text detector shown
+    photos of cats answers 'no text' everywhere, and its fidelity would measure nothing)."""
+    import numpy as np
+
+    from tvm_mpq.corpus.catalog import by_name
+    from tvm_mpq.corpus.inputs import make_input
+    from tvm_mpq.frontends.model_graph import TensorSpec
+
+    model = by_name("rapidocr-dbnet")
+    recipe = model.recipes["x"]
+    assert recipe.kind == "document" and model.data_note.startswith("real documents")
+    spec = TensorSpec("x", (1, 3, 64, 96), "float32")
+    calib, held_out = make_input(recipe, spec, 4, 0), make_input(recipe, spec, 4, 4)
+    images = calib + held_out
+    assert all(x.shape == (1, 3, 64, 96) and x.dtype == np.float32 for x in images)
+    raw = [x[0] * np.asarray(recipe.std, np.float32).reshape(3, 1, 1) + np.asarray(recipe.mean, np.float32).reshape(3, 1, 1)
+           for x in images]
+    assert all(np.allclose(r[0], r[1], atol=1e-5) and np.allclose(r[1], r[2], atol=1e-5) for r in raw)  # grey
+    assert all(r.std() > 0.05 for r in raw)  # ink on paper, not a blank canvas
+    flat = [x.ravel() for x in images]
+    assert all(not np.array_equal(a, b) for i, a in enumerate(flat) for b in flat[i + 1:])  # 8 distinct views
