@@ -105,7 +105,7 @@ def rules_fired(mod, target) -> list[str]:
     import tvm
 
     from tvm_mpq.compiler.build import MAC_TASK_MARKERS, fuse
-    from tvm_mpq.kernels.cpu_mac import rule_for
+    from tvm_mpq.kernels import rule_for
 
     with target, tvm.transform.PassContext(opt_level=3):
         fused = fuse(mod, target)

@@ -116,7 +116,7 @@ def _build(mod: tvm.IRModule, target_name: str, kernels: bool = True):
 
 
 def _rule(mod: tvm.IRModule, target_name: str) -> str | None:
-    from tvm_mpq.kernels.cpu_mac import rule_for
+    from tvm_mpq.kernels import rule_for
 
     target = get_target(target_name).tvm_target
     with target, tvm.transform.PassContext(opt_level=3):

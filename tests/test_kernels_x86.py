@@ -20,7 +20,8 @@ from tvm.target import codegen
 
 from tvm_mpq.compiler.build import TuningOptions, build_module, fuse
 from tvm_mpq.kernels.cpu_isa import cpu_isa
-from tvm_mpq.kernels.cpu_mac import plan_kernel, rule_for
+from tvm_mpq.kernels import rule_for
+from tvm_mpq.kernels.cpu_mac import plan_kernel
 from tvm_mpq.kernels.cpu_mac_analysis import MacInfo, analyze_mac
 
 pytestmark = pytest.mark.skipif(
@@ -190,6 +191,9 @@ CASES = {  # name -> (module factory, rule, int8?)
     "fp32_dense_odd": (lambda: fp32_dense(2, 16, 5), "MatmulConstWeight", False),  # 5 classes: scalar lanes
     "fp32_attention": (lambda: fp32_attention_scores(3, 16, 8), "BatchMatmul", False),
     "int8_conv_odd": (lambda: int8_conv(16, 20, 6, 3), "Conv2dChannelsLast", True),  # 20 channels: 4-lane tiles
+    # 3x3 stride 1 on a map of >= 16 output tiles: Winograd F(4x4, 3x3) (relay_passes.winograd_conv)
+    "fp32_winograd": (lambda: fp32_conv(16, 32, 16, 3, pad=1), "WinogradConv2d", False),
+    "fp32_winograd_partial_tiles": (lambda: fp32_conv(8, 16, 18, 3, pad=1), "WinogradConv2d", False),  # 18 = 4*4 + 2
 }
 
 
@@ -230,7 +234,7 @@ def test_every_isa_path_runs_exact_here_or_compiles_with_its_instructions(cpu):
     contain the target's int8 instruction and, at 512 bits, zmm registers."""
     target = _target(cpu)
     bits, dot, _ = ISA_CPUS[cpu]
-    for case in ("int8_conv3x3", "int8_conv1x1_residual", "int8_conv_rgb", "int8_dense", "fp32_conv3x3"):
+    for case in ("int8_conv3x3", "int8_conv1x1_residual", "int8_conv_rgb", "int8_dense", "fp32_conv3x3", "fp32_winograd"):
         build, rule, exact = CASES[case]
         mod, x = build()
         assert rule in _rules_fired(mod, target), (cpu, case)

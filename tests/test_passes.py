@@ -396,3 +396,45 @@ def test_upsampling_transpose_conv_builds_as_a_gemm():
 
     overlapping, _, _ = _transpose_conv(8, 8, 3, 2, 6)
     assert "conv2d_transpose" in TransposeConvAsMatmul()(overlapping).script()
+
+
+def _nhwc_conv(c: int, k: int, hw: int, stride: int = 1, pad: int = 1, dtype: str = "float32", seed: int = 0):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(3, 3, c, k)).astype(dtype)
+    b = rng.normal(size=(k,)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, hw, hw, c), dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.nn.conv2d(x, relax.const(w), strides=stride, padding=pad, data_layout="NHWC",
+                                             kernel_layout="HWIO", out_dtype="float32" if dtype == "float32" else "int32"))
+            y = bb.emit_output(relax.op.nn.relu(relax.op.add(acc, relax.const(b))) if dtype == "float32" else acc)
+        bb.emit_func_output(y)
+    return bb.get(), rng.normal(size=(1, hw, hw, c)).astype("float32"), w, b
+
+
+def test_winograd_conv_matches_the_direct_definition():
+    """Conv2dWinograd: a float32 3x3 stride-1 NHWC conv on a map of >= 16 4x4 output tiles is a
+    Winograd F(4x4, 3x3) call (weight transformed at compile time) whose PrimFunc fuses the
+    bias and relu, built by the WinogradConv2d kernel, equal to the definition to float32
+    rounding (partial edge tiles included); small maps, strides and int8 convs stay direct."""
+    import torch
+
+    from relay_passes.winograd_conv import Conv2dWinograd
+    from tvm_mpq.compiler.build import build_module
+    from tvm_mpq.runtime.executor import host_target
+
+    for c, k, hw in ((16, 32, 16), (8, 16, 22)):  # 22 = 5 * 4 + 2: the last tile row is partial
+        mod, x, w, b = _nhwc_conv(c, k, hw)
+        assert "conv2d_winograd" in Conv2dWinograd()(mod).script()
+        executable, info = build_module(mod, host_target())
+        fused = [name for name in info["kernels"] if "winograd" in name]
+        assert len(fused) == 1 and "relu" in fused[0] and info["kernels"][fused[0]] == "WinogradConv2d", info["kernels"]
+        dev = tvm.cpu()
+        got = relax.VirtualMachine(executable, dev)["main"](tvm.runtime.tensor(x, dev)).numpy()
+        ref = torch.nn.functional.conv2d(torch.tensor(x).permute(0, 3, 1, 2).double(),
+                                         torch.tensor(w).permute(3, 2, 0, 1).double(), padding=1)
+        want = np.maximum(ref.permute(0, 2, 3, 1).numpy() + b, 0)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    for mod in (_nhwc_conv(16, 32, 14, stride=2)[0], _nhwc_conv(16, 32, 12)[0], _nhwc_conv(16, 32, 16, dtype="int8")[0]):
+        assert "conv2d_winograd" not in Conv2dWinograd()(mod).script()  # stride 2 / 9 tiles / int8

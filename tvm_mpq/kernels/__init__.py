@@ -84,6 +84,15 @@ def default_schedule_rules(target: tvm.target.Target) -> list[Any]:
     return [tagged(rule) for rule in rules]
 
 
+def rule_for(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> str | None:
+    """The name of the first of ``target``'s MAC rules that schedules ``func`` (``None``: none
+    does; the generic rules are not counted); tests and benchmarks."""
+    for rule in default_schedule_rules(target):
+        if rule.name not in GENERIC_RULES and rule.apply(func, target, False) is not None:
+            return rule.name
+    return None
+
+
 def tagged(rule: Any) -> Any:
     """``rule`` wrapped (:class:`TaggedRule`) so that the schedule it returns names it, and an
     exception it raises (TVM's GPU ``Matmul`` asserts on epilogues it cannot inline) declines."""

@@ -13,9 +13,10 @@ from tvm.target import Target
 
 from . import register_rules
 from .cpu_mac import cpu_mac_rules
+from .cpu_winograd import WinogradConv2d
 
 
 @register_rules("aarch64")
 def aarch64_rules(target: Target) -> list[ScheduleRule]:
-    """The aarch64 MAC rules (conv2d, depthwise, matmul; channels-last)."""
-    return cpu_mac_rules(target)
+    """The aarch64 MAC rules (Winograd 3x3, conv2d, depthwise, matmul; channels-last)."""
+    return [WinogradConv2d(), *cpu_mac_rules(target)]

@@ -374,11 +374,3 @@ class BatchMatmul(_CpuMacRule):
 def cpu_mac_rules(_target: Target) -> list[ScheduleRule]:
     """The channels-last MAC rules (the same on every CPU: widths come from the target)."""
     return [Conv2dChannelsLast(), DepthwiseChannelsLast(), MatmulConstWeight(), BatchMatmul()]
-
-
-def rule_for(func: tirx.PrimFunc, target: Target) -> str | None:
-    """The name of the MAC rule that schedules ``func`` (``None``: none does); tests, benchmarks."""
-    for rule in cpu_mac_rules(target):
-        if rule.apply(func, target, False) is not None:
-            return type(rule).__name__
-    return None
