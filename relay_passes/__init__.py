@@ -21,7 +21,11 @@ Other rewrites: :class:`EqualizeCrossLayer` (cross-layer equalization of conv pa
 fp32), :class:`ConvertToChannelsLast` (NHWC graph for CPU kernels),
 :class:`ExposeIntermediates` (tensors as extra outputs: calibration), :class:`InjectTensors`
 (tensors fed from outside: teacher forcing), :class:`LiftWeights` (constant weights back to
-parameters: the stage-C model), :class:`UniqueBindingNames`.
+parameters: the stage-C model), :class:`UniqueBindingNames`. The CPU build's own rewrites
+(``tvm_mpq.compiler.build.graph_passes``) are imported from their modules:
+``fold_pad.FoldPadIntoConv``, ``transpose_conv_as_matmul.TransposeConvAsMatmul``,
+``shift_activations.ShiftActivationsToInt8`` and ``winograd_conv.Conv2dWinograd`` (float32 3x3
+stride-1 convs on large maps as Winograd F(4x4, 3x3)).
 """
 
 from relay_passes.annotate_precision import AnnotatePrecision, config_annotations
