@@ -96,6 +96,8 @@ FP32_CASES = [
     ("conv3x3_fp32", lambda: conv_module(4, 8, 6, conv_pad=1, in_dtype="float32"), (1, 4, 6, 6)),
     ("conv1x1_tail_pad_fp32", lambda: conv_module(8, 16, 6, k=1, in_dtype="float32", tail_pad=True), (1, 8, 6, 6)),
     ("dense_fp32", lambda: _dense_f32(2, 32, 48), (2, 32)),
+    # 16 output tiles of 4x4: Winograd F(4x4, 3x3) (relay_passes.winograd_conv), NEON widths
+    ("conv3x3_winograd_fp32", lambda: conv_module(8, 16, 16, conv_pad=1, in_dtype="float32"), (1, 8, 16, 16)),
 ]
 
 
@@ -136,6 +138,7 @@ def test_aarch64_gets_the_channels_last_kernels_with_neon_widths():
     for mod in (conv_module(8, 16, 8, zp_pad=1), dense_module(1, 32, 16), conv_module(4, 8, 6, in_dtype="float32"),
                 _dense_f32(1, 32, 48)):
         assert _rule(mod, "aarch64-dotprod") in ("Conv2dChannelsLast", "MatmulConstWeight")
+    assert _rule(conv_module(8, 16, 16, conv_pad=1, in_dtype="float32"), "aarch64") == "WinogradConv2d"
 
 
 def test_sdot_targets_shift_the_activations_to_int8():
