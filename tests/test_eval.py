@@ -56,7 +56,8 @@ def test_eval_writes_every_table_and_plot(eval_run):
     rows = {a["method"]: a for a in model["analyses"]}
     assert set(rows) == {"quantunev2", "quantunev2-e2e", "pandey"}
     assert rows["quantunev2"]["inference_runs"] == 2 and rows["quantunev2"]["stage"] == "C"
-    assert rows["quantunev2-e2e"]["stage"] == "C"
+    e2e = rows["quantunev2-e2e"]
+    assert e2e["stage"] == "C" and e2e["inference_runs"] == 2 and e2e["e2e_runs"] == model["n_layers"] + 1
     assert rows["pandey"]["inference_runs"] > 2 and all(a["seconds"] > 0 for a in rows.values())
     md = (out / "report.md").read_text()
     for heading in ("Table 2", "Table 3", "Table 8", "Local-metric study", "Fig. 8", "QuantuneV2 vs the baselines"):

@@ -97,10 +97,13 @@ class MethodRun:
         if runs is not None and "phase2_measured_points" in info:
             runs += info["phase2_measured_points"]
         samples = info.get("samples") if isinstance(info.get("samples"), int) else None
+        extra = {}
         if self.report.measurement.inference_passes:
+            if "measured_layers" in info:  # quantunev2-e2e: its end-to-end runs on top of QuantuneV2's
+                extra = {"e2e_runs": info["runs"], "e2e_samples": info["samples"]}
             runs, samples = self.report.measurement.inference_passes, self.report.calib_size
         return {"method": self.method, "registered": self.registered, "stage": self.stage,
-                "seconds": self.seconds, "inference_runs": runs or 0, "samples": samples,
+                "seconds": self.seconds, "inference_runs": runs or 0, "samples": samples, **extra,
                 "options": {k: v for k, v in self.options.items() if k != "bops_budgets"}}
 
 

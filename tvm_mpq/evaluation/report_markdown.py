@@ -119,10 +119,12 @@ def _table3(report: dict) -> list[str]:
         cells = []
         for m in models:
             a = next((a for a in m["analyses"] if a["method"] == method), None)
+            e2e = f" + {a['e2e_runs']} runs x {a['e2e_samples']} samples" if a is not None and "e2e_runs" in a else ""
             cells.append("-" if a is None else f"{a['seconds']:.1f} ({a['inference_runs']} runs"
-                         + (f" x {a['samples']} samples" if a["samples"] else "") + f", stage {a['stage']})")
+                         + (f" x {a['samples']} samples" if a["samples"] else "") + f"{e2e}, stage {a['stage']})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    lines += ["", "Runs: inference passes over the samples (QuantuneV2: 2, fp32 + all-int8); Top-1: one per layer "
+    lines += ["", "Runs: inference passes over the samples (QuantuneV2: 2, fp32 + all-int8; quantunev2-e2e: those 2 "
+              "+ one per measured layer and one fp32, on its few samples); Top-1: one per layer "
               "+ fp32; Pandey: phase-1 runs per (quantizer group, candidate) + measured phase-2 points. "
               "Weight-only methods run no inference. Each method compiles its own modules.", ""]
     return lines
