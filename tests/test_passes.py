@@ -436,5 +436,26 @@ def test_winograd_conv_matches_the_direct_definition():
                                          torch.tensor(w).permute(3, 2, 0, 1).double(), padding=1)
         want = np.maximum(ref.permute(0, 2, 3, 1).numpy() + b, 0)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    # a mixed-precision border: the fp32 result is an output and is also quantized for an int8
+    # consumer (two outputs of one fused kernel): still the Winograd kernel, not a generic rule
+    mod, x, w, b = _nhwc_conv(16, 16, 16)
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((1, 16, 16, 16), "float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.relu(relax.op.add(relax.op.nn.conv2d(
+                xv, relax.const(w), padding=1, data_layout="NHWC", kernel_layout="HWIO"), relax.const(b))))
+            q = bb.emit(relax.op.astype(relax.op.clip(relax.op.round(relax.op.divide(y, relax.const(np.float32(0.05)))),
+                                                      0, 255), "uint8"))
+            out = bb.emit_output(relax.Tuple([y, q]))
+        bb.emit_func_output(out)
+    executable, info = build_module(bb.get(), host_target())
+    assert [r for n, r in info["kernels"].items() if "winograd" in n] == ["WinogradConv2d"], info["kernels"]
+    got_y, got_q = (t.numpy() for t in relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x, tvm.cpu())))
+    ref = torch.nn.functional.conv2d(torch.tensor(x).permute(0, 3, 1, 2).double(),
+                                     torch.tensor(w).permute(3, 2, 0, 1).double(), padding=1)
+    want = np.maximum(ref.permute(0, 2, 3, 1).numpy() + b, 0)
+    np.testing.assert_allclose(got_y, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    assert np.abs(got_q.astype(np.int32) - np.clip(np.round(want / 0.05), 0, 255)).max() <= 1
     for mod in (_nhwc_conv(16, 32, 14, stride=2)[0], _nhwc_conv(16, 32, 12)[0], _nhwc_conv(16, 32, 16, dtype="int8")[0]):
         assert "conv2d_winograd" not in Conv2dWinograd()(mod).script()  # stride 2 / 9 tiles / int8

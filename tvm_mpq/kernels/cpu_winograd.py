@@ -192,9 +192,14 @@ def schedule_winograd(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | N
             sch.unroll(loop)
         sch.vectorize(vec)
     # the output gather and the conv's epilogue (bias, activation, residual add): one stage
-    tail = [blocks["output"]] + [blocks[n] for n in sorted(b for b in blocks if b.startswith("epilogue"))]
+    # (a block that writes a function output, e.g. an fp32 result also quantized for the next int8
+    # layer, cannot be inlined: it stays a parallel, vectorized stage of its own)
+    tail = [blocks["output"]] + [blocks[f"epilogue{i}"] for i in range(len(blocks) - len(STAGES))]
     for block in tail[:-1]:
-        sch.compute_inline(block)
+        try:
+            sch.compute_inline(block)
+        except Exception:  # noqa: BLE001 - see above
+            schedule_spatial(sch, block, lanes_k)
     schedule_spatial(sch, tail[-1], lanes_k)
     return sch
 
