@@ -140,6 +140,24 @@ def _blocks(sch: s_tir.Schedule) -> dict[str, s_tir.schedule.SBlockRV] | None:
     return found_epilogue
 
 
+def _schedule_transform(sch: s_tir.Schedule, half: s_tir.schedule.SBlockRV, full: s_tir.schedule.SBlockRV,
+                        lanes: int) -> None:
+    """A separable transform ``full = (X^T t) X`` of ``[6|4, 6|4, tiles, channels]``: parallel over
+    (tile, channel vector); its first half ``X^T t`` computed there in registers (``local``); the
+    small matrix loops unrolled, the channels vectorized."""
+    i, j, p, c = sch.get_loops(full)
+    co, cv = sch.split(c, [None, lanes])
+    sch.reorder(p, co, i, j, cv)
+    sch.parallel(sch.fuse(p, co))
+    sch.compute_at(half, sch.get_loops(full)[0])
+    sch.set_scope(half, 0, "local")
+    for block in (half, full):
+        *outer, vec = sch.get_loops(block)[1:]
+        for loop in outer:
+            sch.unroll(loop)
+        sch.vectorize(vec)
+
+
 def schedule_winograd(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     """The schedule of a fused :func:`winograd_conv2d_nhwc` PrimFunc, or ``None``."""
     sch = s_tir.Schedule(func)
@@ -155,17 +173,7 @@ def schedule_winograd(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | N
         return None
     # input transform: per tile and channel vector, the 6x6 tile and B^T d in registers
     sch.compute_inline(blocks["pad"])
-    eps, nu, p, c = sch.get_loops(blocks["pack"])
-    co, cv = sch.split(c, [None, lanes_c])
-    sch.reorder(p, co, eps, nu, cv)
-    sch.parallel(sch.fuse(p, co))
-    sch.compute_at(blocks["bt"], sch.get_loops(blocks["pack"])[0])
-    sch.set_scope(blocks["bt"], 0, "local")
-    for block in (blocks["bt"], blocks["pack"]):
-        *outer, vec = sch.get_loops(block)[1:]
-        for loop in outer:
-            sch.unroll(loop)
-        sch.vectorize(vec)
+    _schedule_transform(sch, blocks["bt"], blocks["pack"], lanes_c)
     # 36 GEMMs: register tile of nx tiles x nf vectors of output channels, accumulated over C
     nf, nx = choose_tile(k // lanes_k, tiles, isa.registers)
     eps, nu, p, kk, rc = sch.get_loops(blocks["gemm"])
@@ -180,17 +188,7 @@ def schedule_winograd(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | N
     init = sch.decompose_reduction(blocks["gemm"], rc)
     sch.vectorize(sch.get_loops(init)[-1])
     # output transform: per tile and channel vector, A^T M in registers
-    vh, vw, p, kk = sch.get_loops(blocks["inverse"])
-    ko, kv = sch.split(kk, [None, lanes_k])
-    sch.reorder(p, ko, vh, vw, kv)
-    sch.parallel(sch.fuse(p, ko))
-    sch.compute_at(blocks["at"], sch.get_loops(blocks["inverse"])[0])
-    sch.set_scope(blocks["at"], 0, "local")
-    for block in (blocks["at"], blocks["inverse"]):
-        *outer, vec = sch.get_loops(block)[1:]
-        for loop in outer:
-            sch.unroll(loop)
-        sch.vectorize(vec)
+    _schedule_transform(sch, blocks["at"], blocks["inverse"], lanes_k)
     # the output gather and the conv's epilogue (bias, activation, residual add): one stage
     # (a block that writes a function output, e.g. an fp32 result also quantized for the next int8
     # layer, cannot be inlined: it stays a parallel, vectorized stage of its own)
