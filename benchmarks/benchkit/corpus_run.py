@@ -17,6 +17,9 @@ SQNR_GOAL_DB = 15.0
 SPEEDUP_GOAL = 1.5
 """Issue 13's speed goal: fully int8 over fp32, same run."""
 WORST_LAYERS = 3
+WORST_LAYER_SAMPLES = 2
+"""Calibration samples per single-layer end-to-end measurement (one run per layer: the large
+detectors take seconds per sample)."""
 
 
 class StageFailed(Exception):
@@ -188,13 +191,13 @@ def _stages(model, target, args, result: ModelResult) -> None:
 
 def _worst_layers(graph, calib: list, args) -> list[dict]:
     """The layers that cost the most output SQNR on their own: each int8 alone, every other
-    layer fp32 (QuantuneV2's end-to-end refinement, ``quantunev2-e2e``, on 4 calibration
-    samples; the analysis probe, without bias correction), lowest first, with the layer's local
+    layer fp32 (QuantuneV2's end-to-end refinement, ``quantunev2-e2e``, on
+    :data:`WORST_LAYER_SAMPLES` calibration samples; the analysis probe, without bias correction), lowest first, with the layer's local
     weight / output-activation SQNR from the same analysis."""
     from tvm_mpq.api import config_for_rate
 
     _, report = config_for_rate(graph, calib, 100, "quantunev2-e2e", observer=args.observer,
-                                options={"samples": min(4, len(calib))})
+                                options={"samples": min(WORST_LAYER_SAMPLES, len(calib))})
     kinds = {layer.name: layer.kind for layer in report.table}
     alone = sorted((d["e2e_output_sqnr_db"], n) for n, d in report.details.items()
                    if d.get("e2e_output_sqnr_db") is not None)
