@@ -192,8 +192,9 @@ def _stages(model, target, args, result: ModelResult) -> None:
 def _worst_layers(graph, calib: list, args) -> list[dict]:
     """The layers that cost the most output SQNR on their own: each int8 alone, every other
     layer fp32 (QuantuneV2's end-to-end refinement, ``quantunev2-e2e``, on
-    :data:`WORST_LAYER_SAMPLES` calibration samples; the analysis probe, without bias correction), lowest first, with the layer's local
-    weight / output-activation SQNR from the same analysis."""
+    :data:`WORST_LAYER_SAMPLES` calibration samples; the analysis probe, without bias
+    correction), lowest first, with the layer's local weight / output-activation SQNR from the
+    same analysis."""
     from tvm_mpq.api import config_for_rate
 
     _, report = config_for_rate(graph, calib, 100, "quantunev2-e2e", observer=args.observer,
