@@ -26,6 +26,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
+from relay_passes.precision_annotation import relax_functions
+
 
 def _ints(values) -> list[int]:
     return [int(v) for v in values]
@@ -53,9 +55,8 @@ class TransposeConvAsMatmul:
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         out = mod.clone()
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                out[gv] = relax.dpl.rewrite_call(self._conv, self._rewrite, func)
+        for gv, func in relax_functions(mod):
+            out[gv] = relax.dpl.rewrite_call(self._conv, self._rewrite, func)
         return out
 
     @staticmethod

@@ -11,9 +11,10 @@ fuses the conv's epilogue (bias, batch-norm arithmetic, activation, residual add
 Eligible: NHWC/HWIO float32 ``conv2d`` with a constant 3x3 weight, stride 1, dilation 1,
 groups 1, input and output channels that a vector divides (4), and at least ``min_tiles``
 4x4 output tiles: the transformed weight is 4x the direct one (36 vs 9 taps), which pays on
-large images (many tiles share it) and not on 14x14 / 7x7 maps with 256-512 channels (the GEMMs
-become weight-bandwidth bound; measured 2026-12-01, one thread: 56x56x64 2.8x and 28x28x128
-3.3x faster than the direct kernel, 14x14x256 1.6x, 7x7x512 1.1-1.5x). int8 convs are never
+maps of 14x14 and larger (many tiles share it) and not on 7x7 maps with 512 channels (4 tiles:
+the GEMMs become weight-bandwidth bound; measured 2026-12-01, one thread: 56x56x64 2.8x and
+28x28x128 3.3x faster than the direct kernel, 14x14x256 1.6x, 7x7x512 1.1-1.5x; whole resnet18
+fastest with 14x14 maps in and 7x7 out). int8 convs are never
 rewritten (their kernels are integer dot products). Run after
 :class:`~relay_passes.convert_layout.ConvertToChannelsLast` (it looks for NHWC convs); visits
 every Relax function.
@@ -25,6 +26,7 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
+from relay_passes.precision_annotation import relax_functions
 from tvm_mpq.kernels.cpu_winograd import TILE, transform_weight, winograd_conv2d_nhwc
 
 MIN_TILES = 16
@@ -89,7 +91,6 @@ class Conv2dWinograd:
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         rewriter = _Rewriter(mod, self.min_tiles)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+        for gv, func in relax_functions(mod):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
         return rewriter.builder_.get()

@@ -27,7 +27,6 @@ order: results agree with the direct conv to float32 rounding (about 1e-6 of the
 
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 
 import numpy as np
@@ -39,7 +38,6 @@ from .cpu_generic import schedule_spatial
 from .cpu_isa import cpu_isa
 from .cpu_mac import _finish_tile, choose_tile
 
-LOG = logging.getLogger(__name__)
 TILE = 4
 """Output tile size m of F(m x m, 3 x 3)."""
 ALPHA = TILE + 2
@@ -120,24 +118,21 @@ def winograd_conv2d_nhwc(data: te.Tensor, kernel_pack: te.Tensor, padding: tuple
         y % TILE, x % TILE, b * tiles_h * tiles_w + y // TILE * tiles_w + x // TILE, co], name=BLOCK_PREFIX + "output")
 
 
-def _blocks(sch: s_tir.Schedule) -> dict[str, s_tir.schedule.SBlockRV] | None:
-    """The Winograd stages of a PrimFunc by stage name, and ``"epilogue"``: the blocks after it."""
-    found: dict[str, s_tir.schedule.SBlockRV] = {}
+def _blocks(sch: s_tir.Schedule) -> tuple[dict[str, s_tir.schedule.SBlockRV], list[s_tir.schedule.SBlockRV]] | None:
+    """The Winograd stages of a PrimFunc by stage name, and the blocks after them (the conv's
+    fused epilogue), in order; ``None`` if the PrimFunc is not this compute."""
+    stages: dict[str, s_tir.schedule.SBlockRV] = {}
     epilogue = []
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         name = sch.get(block).name_hint
         stage = name[len(BLOCK_PREFIX):] if name.startswith(BLOCK_PREFIX) else None
-        if stage in STAGES and stage not in found:
-            found[stage] = block
-        elif len(found) == len(STAGES):
+        if stage in STAGES and stage not in stages:
+            stages[stage] = block
+        elif len(stages) == len(STAGES):
             epilogue.append(block)
         else:
             return None  # something before or between the stages: not this compute
-    if len(found) != len(STAGES):
-        return None
-    found_epilogue = dict(found)
-    found_epilogue.update({f"epilogue{i}": b for i, b in enumerate(epilogue)})
-    return found_epilogue
+    return (stages, epilogue) if len(stages) == len(STAGES) else None
 
 
 def _schedule_transform(sch: s_tir.Schedule, half: s_tir.schedule.SBlockRV, full: s_tir.schedule.SBlockRV,
@@ -161,9 +156,10 @@ def _schedule_transform(sch: s_tir.Schedule, half: s_tir.schedule.SBlockRV, full
 def schedule_winograd(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     """The schedule of a fused :func:`winograd_conv2d_nhwc` PrimFunc, or ``None``."""
     sch = s_tir.Schedule(func)
-    blocks = _blocks(sch)
-    if blocks is None:
+    found = _blocks(sch)
+    if found is None:
         return None
+    blocks, epilogue = found
     isa = cpu_isa(target)
     channels = int(sch.get(blocks["pack"]).writes[0].source.shape[3])
     out = sch.get(blocks["gemm"]).writes[0].source
@@ -192,7 +188,7 @@ def schedule_winograd(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | N
     # the output gather and the conv's epilogue (bias, activation, residual add): one stage
     # (a block that writes a function output, e.g. an fp32 result also quantized for the next int8
     # layer, cannot be inlined: it stays a parallel, vectorized stage of its own)
-    tail = [blocks["output"]] + [blocks[f"epilogue{i}"] for i in range(len(blocks) - len(STAGES))]
+    tail = [blocks["output"], *epilogue]
     for block in tail[:-1]:
         try:
             sch.compute_inline(block)
