@@ -12,9 +12,8 @@ Eligible: NHWC/HWIO float32 ``conv2d`` with a constant 3x3 weight, stride 1, dil
 groups 1, input and output channels that a vector divides (4), and at least ``min_tiles``
 4x4 output tiles: the transformed weight is 4x the direct one (36 vs 9 taps), which pays on
 maps of 14x14 and larger (many tiles share it) and not on 7x7 maps with 512 channels (4 tiles:
-the GEMMs become weight-bandwidth bound; measured 2026-12-01, one thread: 56x56x64 2.8x and
-28x28x128 3.3x faster than the direct kernel, 14x14x256 1.6x, 7x7x512 1.1-1.5x; whole resnet18
-fastest with 14x14 maps in and 7x7 out). int8 convs are never
+the GEMMs become weight-bandwidth bound; ``python benchmarks/winograd_ops.py --threads 1``,
+2026-12-01: 56x56x64 2.8x, 28x28x128 3.3x, 14x14x256 1.5x the direct kernel). int8 convs are never
 rewritten (their kernels are integer dot products). Run after
 :class:`~relay_passes.convert_layout.ConvertToChannelsLast` (it looks for NHWC convs); visits
 every Relax function.
