@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=True,
                         help="bias correction of the int8 layers (on by default, as the CLI)")
     parser.add_argument("--equalize", action="store_true", help="cross-layer equalization first (as the CLI)")
+    parser.add_argument("--channel-act", action=argparse.BooleanOptionalAction, default=True,
+                        help="per-channel quantizers on depthwise conv inputs (on by default, as the CLI)")
     parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/corpus"))
     args = parser.parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"target": str(target.attrs.get("mcpu", "llvm")), "cpu_flags": flags_text(info).split(),
             "threads": args.threads, "rounds": args.rounds, "calib_size": args.calib_size,
             "eval_size": args.eval_size, "rates": list(RATES), "method": args.method, "observer": args.observer,
-            "bias_correction": args.bias_correction, "equalize": args.equalize, "machine": info,
+            "bias_correction": args.bias_correction, "equalize": args.equalize,
+            "channel_act": args.channel_act, "machine": info,
             "command": "python benchmarks/model_corpus.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[ModelResult] = []

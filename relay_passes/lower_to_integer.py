@@ -17,7 +17,8 @@ Each Relax variable is held in the form its consumers need, decided lazily:
   kernel; the group is quantized once, at the quantizer of the next int8 consumer (QuantuneV2
   Eq. 15: the relu's output scale), so conv+bias+relu(+add) is one group with one requantize;
 * layout ops that commute with quantization (max-pool, pad with 0, reshape, permute, flatten,
-  squeeze, expand-dims) run on uint8 codes, taking the quantizer of the int8 layer they feed;
+  squeeze, expand-dims) run on uint8 codes, taking the quantizer of the int8 layer they feed
+  (a per-channel quantizer, a depthwise conv's input, only through max-pool and spatial pads);
 * consecutive int8 groups pass uint8 tensors; a quantize is emitted only where an fp32 tensor
   enters an int8 layer and a dequantize only where an integer result leaves for an fp32 op.
 
@@ -158,6 +159,30 @@ def is_zero_pad(call: relax.Call) -> bool:
     return call.op.name != "relax.nn.pad" or (float(call.attrs.pad_value) == 0.0 and call.attrs.pad_mode == "constant")
 
 
+def keeps_channels(call: relax.Call) -> bool:
+    """True for a layout op that leaves every value in its channel (axis 1): max-pooling, and a
+    pad of the spatial axes only. A per-channel quantizer passes back only through these."""
+    if call.op.name in ("relax.nn.max_pool2d", "relax.nn.max_pool1d"):
+        return str(call.attrs.layout) in ("NCHW", "NCW")
+    return call.op.name == "relax.nn.pad" and not any(int(p) for p in list(call.attrs.pad_width)[:4])
+
+
+def _per_channel_problem(call: relax.Call, annotation: PrecisionAnnotation) -> str | None:
+    """Why ``call`` cannot read its data per channel at ``annotation.act`` (None when it can: an
+    NCHW depthwise conv whose input has one quantizer channel per channel)."""
+    channels = annotation.act.channels
+    attrs = call.attrs
+    shape = call.args[0].ty.shape if hasattr(call.args[0], "ty") else None
+    in_channels = int(shape[1]) if shape is not None and len(shape) == 4 else None
+    if call.op.name != "relax.nn.conv2d" or str(attrs.data_layout) != "NCHW" or in_channels is None \
+            or int(attrs.groups) != in_channels:
+        return (f"layer '{annotation.layer}': a per-channel activation quantizer is for the input of an NCHW "
+                f"depthwise conv only")
+    if channels != in_channels:
+        return f"layer '{annotation.layer}': {channels} activation quantizer channels for {in_channels} input channels"
+    return None
+
+
 @relax.expr_functor.mutator
 class IntegerLowering(relax.PyExprMutator):
     """The rewriter behind :class:`LowerToInteger` (one function without annotations at a time,
@@ -208,7 +233,7 @@ class IntegerLowering(relax.PyExprMutator):
         for binding in reversed(bindings):
             value = binding.value
             qp = self.targets.get(binding.var)
-            if qp is None or not self._is_layout_op(value):
+            if qp is None or not self._is_layout_op(value) or (qp.per_channel and not keeps_channels(value)):
                 continue
             src = value.args[0]
             if isinstance(src, relax.Var) and src not in self.targets:
@@ -227,6 +252,8 @@ class IntegerLowering(relax.PyExprMutator):
         if problem is None and scales is not None and scales.size != weight.shape[weight_channel_axis(call)]:
             problem = (f"layer '{annotation.layer}': {scales.size} weight scales for "
                        f"{weight.shape[weight_channel_axis(call)]} output channels")
+        if problem is None and annotation.act is not None and annotation.act.per_channel:
+            problem = _per_channel_problem(call, annotation)
         if problem is not None:
             raise MpqError(problem)
 
@@ -340,7 +367,7 @@ class IntegerLowering(relax.PyExprMutator):
         return name + (f" (after {', '.join(chain)})" if chain else "")
 
     def _record(self, var: relax.Var, qp: ActQParams, emitted: relax.Var) -> None:
-        self.quantized[f"{var.name}@{qp.scale:.9g}/{qp.zero_point}/{qp.bits}"] = (emitted.name, qp)
+        self.quantized[f"{var.name}@{qp.key()}"] = (emitted.name, qp)
 
     def has_int_form(self, expr: relax.Expr) -> bool:
         """True when ``expr``'s fp32 value is not at hand (it lives as integer codes / epilogue)."""
@@ -398,10 +425,11 @@ class IntegerLowering(relax.PyExprMutator):
         src = self._int(call.args[0], qp)
         attrs = call.attrs
         if call.op.name == "relax.nn.pad":
-            expr = relax.op.nn.pad(src, [int(p) for p in attrs.pad_width], pad_value=self.arith.pad_value(qp))
+            self._uid += 1
+            out = self.arith.pad(self.builder_.emit, src, [int(p) for p in attrs.pad_width], qp, f"mpq{self._uid}_{var.name}")
         else:
-            expr = relax.Call(call.op, [src, *[self.visit_expr(a) for a in call.args[1:]]], attrs, call.ty_args)
-        out = self._emit(expr, var.name)
+            out = self._emit(relax.Call(call.op, [src, *[self.visit_expr(a) for a in call.args[1:]]], attrs, call.ty_args),
+                             var.name)
         self.forms[var] = _Forms(ints={qp: out})
         self._record(var, qp, out)
         self.stats.n_layout_on_int += 1

@@ -6,7 +6,8 @@ returns its input unchanged and carries, as call attributes:
 
 * ``layer``: the layer table's stable name (ONNX node / torch module path);
 * ``w_bits`` / ``a_bits``: 32 for fp32, else the weight and activation bit-widths;
-* ``act_scale`` / ``act_zero_point``: the data operand's quantizer (asymmetric, ``a_bits``);
+* ``act_scale`` / ``act_zero_point``: the data operand's quantizer (asymmetric, ``a_bits``):
+  numbers, or for a per-channel quantizer (a depthwise conv's input) tensors, one per channel;
 * ``weight_scales``: per output channel of a constant weight (symmetric, ``w_bits``), a tensor;
 * ``b_scale`` / ``b_zero_point``: the second operand's quantizer of an activation x activation
   matmul (asymmetric, ``w_bits``).
@@ -87,7 +88,10 @@ class PrecisionAnnotation:
 
     def to_attrs(self) -> tvm.ir.Attrs:
         fields: dict[str, object] = {"layer": self.layer, "w_bits": int(self.w_bits), "a_bits": int(self.a_bits)}
-        if self.act is not None:
+        if self.act is not None and self.act.per_channel:  # one entry per channel, as tensors
+            fields.update(act_scale=tvm.runtime.tensor(np.asarray(self.act.scale, np.float64)),
+                          act_zero_point=tvm.runtime.tensor(np.asarray(self.act.zero_point, np.int32)))
+        elif self.act is not None:
             fields.update(act_scale=float(self.act.scale), act_zero_point=int(self.act.zero_point))
         if self.weight_scales is not None:
             fields["weight_scales"] = tvm.runtime.tensor(np.ascontiguousarray(self.weight_scales, np.float32))
@@ -98,12 +102,17 @@ class PrecisionAnnotation:
     @staticmethod
     def from_attrs(attrs: tvm.ir.Attrs) -> "PrecisionAnnotation":
         w_bits, a_bits = int(attrs["w_bits"]), int(attrs["a_bits"])
-        act = (ActQParams(float(attrs["act_scale"]), int(attrs["act_zero_point"]), a_bits)
-               if "act_scale" in attrs else None)
+        act = _act_from_attrs(attrs["act_scale"], attrs["act_zero_point"], a_bits) if "act_scale" in attrs else None
         scales = attrs["weight_scales"].numpy().astype(np.float32) if "weight_scales" in attrs else None
         weight_act = (ActQParams(float(attrs["b_scale"]), int(attrs["b_zero_point"]), w_bits)
                       if "b_scale" in attrs else None)
         return PrecisionAnnotation(str(attrs["layer"]), w_bits, a_bits, act, scales, weight_act)
+
+
+def _act_from_attrs(scale: object, zero_point: object, bits: int) -> ActQParams:
+    if hasattr(scale, "numpy"):  # per channel
+        return ActQParams(tuple(float(v) for v in scale.numpy()), tuple(int(v) for v in zero_point.numpy()), bits)
+    return ActQParams(float(scale), int(zero_point), bits)
 
 
 def annotate(data: relax.Expr, annotation: PrecisionAnnotation) -> relax.Call:

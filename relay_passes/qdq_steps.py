@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tvm import relax
 
+from tvm_mpq.quantization.quantizers import ActQParams
+
 Step = Callable[[relax.Expr], relax.Expr]
 """One elementwise op applied to the running value."""
 Emit = Callable[[relax.Expr, str], relax.Expr]
@@ -76,7 +78,22 @@ def emit_chain(emit: Emit, x: relax.Expr, steps: Sequence[Step], name: str) -> r
     return x
 
 
-def fake_quant_activation_steps(scale: float, zero_point: int, qmax: int) -> list[Step]:
-    """Quantize-dequantize of an activation with constant qparams (the simulation's chain)."""
-    s, zp = f32(scale), f32(zero_point)
-    return [*quantize_steps(s, zp, clip_codes(qmax)), *dequantize_steps(s, zp)]
+def act_constants(qp: ActQParams, ndim: int) -> tuple[relax.Expr, relax.Expr]:
+    """``qp``'s scale and zero point as float32 constants for an ``ndim``-d tensor: scalars,
+    or ``[1, C, 1, ...]`` tensors for a per-channel quantizer."""
+    if not qp.per_channel:
+        return f32(qp.scale), f32(qp.zero_point)
+    return relax.const(qp.scale_array(ndim)), relax.const(qp.zero_point_array(ndim))
+
+
+def fake_quant_activation_steps(qp: ActQParams, ndim: int) -> list[Step]:
+    """Quantize-dequantize of an ``ndim``-d activation with constant qparams (the simulation's chain)."""
+    s, zp = act_constants(qp, ndim)
+    return [*quantize_steps(s, zp, clip_codes(qp.qmax)), *dequantize_steps(s, zp)]
+
+
+def rank(expr: relax.Expr) -> int:
+    """The rank of a tensor-typed expression (0 when its shape is not known: only a per-channel
+    quantizer needs the rank, and it raises on 0)."""
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    return 0 if shape is None else len(shape)

@@ -18,15 +18,36 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from relay_passes.qdq_steps import (Emit, clip_codes, dequantize_steps, emit_chain, f32, fake_quant_activation_steps,
-                                    quantize_steps)
+from relay_passes.qdq_steps import (Emit, act_constants, clip_codes, dequantize_steps, emit_chain,
+                                    fake_quant_activation_steps, quantize_steps, rank)
 from tvm_mpq.quantization.quantizers import ActQParams, broadcast_scales
 
 
-def _code_steps(qp: ActQParams) -> list:
+def _code_steps(qp: ActQParams, ndim: int) -> list:
     """``clip(round(x / s) + zp, 0, 2^b - 1)`` in float32 (:mod:`relay_passes.qdq_steps`; the
     simulation continues the same chain with the dequantize steps)."""
-    return quantize_steps(f32(qp.scale), f32(qp.zero_point), clip_codes(qp.qmax))
+    return quantize_steps(*act_constants(qp, ndim), clip_codes(qp.qmax))
+
+
+def per_output_channel(values: float | tuple, out_channels: int) -> np.ndarray:
+    """An activation quantizer's scale or zero point per output channel of the MAC reading it
+    (float64): the one value everywhere, or per channel repeated for a depthwise conv's channel
+    multiplier (output channel ``o`` reads input channel ``o // multiplier``)."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    return np.full(out_channels, v[0]) if v.size == 1 else np.repeat(v, out_channels // v.size)
+
+
+def _pad_mask(shape: tuple[int, ...], pad_width: list[int]) -> np.ndarray:
+    """True on the border a pad of ``pad_width`` adds to a tensor of ``shape`` (axes 0 and 1 unpadded)."""
+    padded = [d + pad_width[2 * i] + pad_width[2 * i + 1] for i, d in enumerate(shape)]
+    mask = np.ones([1, 1, *padded[2:]], bool)
+    mask[(slice(None), slice(None), *(slice(pad_width[2 * i], pad_width[2 * i] + d)
+                                      for i, d in enumerate(shape) if i >= 2))] = False
+    return mask
+
+def accumulator_scale(qp: ActQParams, scales: np.ndarray) -> np.ndarray:
+    """The real value of one accumulator unit per output channel: ``s_x * s_w`` (float32)."""
+    return (per_output_channel(qp.scale, scales.size).astype(np.float32) * scales).astype(np.float32)
 
 
 class Accumulator:
@@ -68,20 +89,28 @@ class IntegerArith:
 
     def quantize(self, emit: Emit, x: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
         """fp32 -> uint8 codes: ``clip(round(x / s) + zp, 0, 2^b - 1)``."""
-        return emit_chain(emit, x, [*_code_steps(qp), lambda v: relax.op.astype(v, "uint8")], name)
+        return emit_chain(emit, x, [*_code_steps(qp, rank(x)), lambda v: relax.op.astype(v, "uint8")], name)
 
     def to_float(self, emit: Emit, q: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
         """uint8 codes -> fp32 real values: ``(q - zp) * s``."""
         return emit_chain(emit, q, [lambda v: relax.op.astype(v, "float32"),
-                                    *dequantize_steps(f32(qp.scale), f32(qp.zero_point))], name)
+                                    *dequantize_steps(*act_constants(qp, rank(q)))], name)
 
     def rescale(self, emit: Emit, q: relax.Expr, src: ActQParams, dst: ActQParams, name: str) -> relax.Expr:
         """uint8 at ``src`` -> uint8 at ``dst`` (a requantize between two int8 groups)."""
         return self.quantize(emit, self.to_float(emit, q, src, name + "f"), dst, name + "q")
 
-    def pad_value(self, qp: ActQParams) -> float:
-        """The code that represents a real 0 (what zero padding becomes)."""
-        return float(qp.zero_point)
+    def pad(self, emit: Emit, q: relax.Expr, pad_width: list[int], qp: ActQParams, name: str) -> relax.Expr:
+        """Zero padding of codes: pad with the code of 0.0 (per channel: pad with 0, then each
+        channel's zero point on the border, one ``where`` on a constant border mask)."""
+        if not qp.per_channel:
+            return emit(relax.op.nn.pad(q, pad_width, pad_value=float(qp.zero_point)), name)
+        if any(pad_width[:4]):
+            raise ValueError("a per-channel quantized tensor is padded on its spatial axes only")
+        padded = emit(relax.op.nn.pad(q, pad_width, pad_value=0.0), name + "0")
+        shape = tuple(int(d) for d in q.ty.shape)
+        zero_points = relax.const(qp.zero_point_array(len(shape)).astype("uint8"))
+        return emit(relax.op.where(relax.const(_pad_mask(shape, pad_width)), zero_points, padded), name)
 
     def mac(self, emit: Emit, call: relax.Call, data: relax.Expr, qp: ActQParams, weight: np.ndarray,
             scales: np.ndarray, w_bits: int, channel_axis: int, name: str) -> Accumulator:
@@ -94,10 +123,9 @@ class IntegerArith:
         out_ndim = len(call.ty.shape)
         if op == "relax.nn.conv2d":
             pad = [int(p) for p in attrs.padding]
-            if any(pad) and qp.zero_point != 0:  # pad with the code of 0.0, then a padding-free conv
+            if any(pad) and np.any(np.asarray(qp.zero_point) != 0):  # pad with the code of 0.0, then no padding
                 top, left, bottom, right = pad
-                data = emit(relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(qp.zero_point)),
-                            name + "pad")
+                data = self.pad(emit, data, [0, 0, 0, 0, top, bottom, left, right], qp, name + "pad")
                 pad = [0, 0, 0, 0]
             acc = emit(relax.op.nn.conv2d(data, relax.const(w_q), strides=attrs.strides, padding=pad,
                                           dilation=attrs.dilation, groups=int(attrs.groups),
@@ -110,8 +138,9 @@ class IntegerArith:
             out_axis = out_ndim - 1
         else:  # the lowering checks the op first
             raise ValueError(f"no integer kernel for {op}")
-        offset = -(qp.zero_point * w_sum).astype(np.int64) if qp.zero_point != 0 else None
-        return Accumulator(acc, (np.float32(qp.scale) * scales).astype(np.float32), out_axis, out_ndim, offset)
+        zero_points = per_output_channel(qp.zero_point, w_sum.size).astype(np.int64)
+        offset = -(zero_points * w_sum).astype(np.int64) if np.any(zero_points) else None
+        return Accumulator(acc, accumulator_scale(qp, scales), out_axis, out_ndim, offset)
 
     def add_bias(self, emit: Emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:
         """Fold a per-channel fp32 bias into the int32 accumulator: ``round(b / (s_x s_w))``."""
@@ -136,7 +165,7 @@ class FakeQuantArith:
     simulated = True
 
     def quantize(self, emit: Emit, x: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
-        return emit_chain(emit, x, fake_quant_activation_steps(qp.scale, qp.zero_point, qp.qmax), name)
+        return emit_chain(emit, x, fake_quant_activation_steps(qp, rank(x)), name)
 
     def to_float(self, emit: Emit, q: relax.Expr, qp: ActQParams, name: str) -> relax.Expr:
         return q
@@ -144,8 +173,8 @@ class FakeQuantArith:
     def rescale(self, emit: Emit, q: relax.Expr, src: ActQParams, dst: ActQParams, name: str) -> relax.Expr:
         return self.quantize(emit, q, dst, name)
 
-    def pad_value(self, qp: ActQParams) -> float:
-        return 0.0
+    def pad(self, emit: Emit, q: relax.Expr, pad_width: list[int], qp: ActQParams, name: str) -> relax.Expr:
+        return emit(relax.op.nn.pad(q, pad_width, pad_value=0.0), name)
 
     def mac(self, emit: Emit, call: relax.Call, data: relax.Expr, qp: ActQParams, weight: np.ndarray,
             scales: np.ndarray, w_bits: int, channel_axis: int, name: str) -> Accumulator:
@@ -155,7 +184,7 @@ class FakeQuantArith:
         expr = emit(relax.Call(call.op, [data, relax.const(w_fq), *call.args[2:]], call.attrs, call.ty_args), name)
         out_ndim = len(call.ty.shape)
         out_axis = 1 if call.op.name == "relax.nn.conv2d" else out_ndim - 1
-        return Accumulator(expr, (np.float32(qp.scale) * scales).astype(np.float32), out_axis, out_ndim)
+        return Accumulator(expr, accumulator_scale(qp, scales), out_axis, out_ndim)
 
     def add_bias(self, emit: Emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:
         """The bias quantized like the integer kernel's (int32 at ``s_x * s_w``), as a float add:

@@ -20,7 +20,7 @@ import tvm
 from tvm import relax
 
 from relay_passes.precision_annotation import PrecisionAnnotation, detach_annotations, weight_channel_axis
-from relay_passes.qdq_steps import emit_chain, fake_quant_activation_steps, weight_fake_quant_steps
+from relay_passes.qdq_steps import emit_chain, fake_quant_activation_steps, rank, weight_fake_quant_steps
 from tvm_mpq.errors import MpqError
 from tvm_mpq.quantization.quantizers import ActQParams, broadcast_scales
 
@@ -58,7 +58,7 @@ class _QDQRewriter(relax.PyExprMutator):
     def _activation(self, x: relax.Expr, qp: ActQParams | None, layer: str, name: str) -> relax.Expr:
         if qp is None:
             raise MpqError(f"layer '{layer}' has no activation quantizer (\"act\") to simulate")
-        return emit_chain(self.builder_.emit, x, fake_quant_activation_steps(qp.scale, qp.zero_point, qp.qmax), name)
+        return emit_chain(self.builder_.emit, x, fake_quant_activation_steps(qp, rank(x)), name)
 
     def _weight(self, w: relax.Expr, annotation: PrecisionAnnotation, axis: int, name: str) -> relax.Expr:
         """``clip(round(w / s_c), -qmax, qmax) * s_c`` with per-channel ``s_c``."""

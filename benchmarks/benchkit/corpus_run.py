@@ -149,7 +149,7 @@ def _stages(model, target, args, result: ModelResult) -> None:
     held_out = feeds(model, graph, args.eval_size, offset=args.calib_size)
 
     def analyze():  # as `tvm-mpq compile --rate` does: layers with no integer kernel stay fp32
-        options = dict(observer=args.observer, bias_correction=args.bias_correction)
+        options = dict(observer=args.observer, bias_correction=args.bias_correction, channel_act=args.channel_act)
         config, report = config_for_rate(graph, calib, 100, args.method, **options)
         configs = {100: config}
         for rate in RATES[:-1]:

@@ -22,14 +22,16 @@ def analysis_graph(graph: ModelGraph, stage: str) -> ModelGraph:
 
 def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: str = "quantunev2", *,
                     observer: str = "minmax", g: float = 2.0, cache: CalibrationCache | None = None,
-                    stage: str = "A->C", report=None, bias_correction: bool = False,
+                    stage: str = "A->C", report=None, bias_correction: bool = False, channel_act: bool = False,
                     **analyze_options) -> tuple[PrecisionConfig, object]:
     """Analyze ``graph`` (at the stage's IR, unless a ``report`` of that analysis is given),
     allocate for ``rate`` and attach the quantizers; returns ``(config, report)``.
 
     Reuse ``report`` to allocate several rates from one analysis (a sweep analyzes once).
     ``bias_correction``: store each int8 layer's bias correction in the config
-    (:mod:`tvm_mpq.ptq.bias_correction`; one more fp32 pass, cached). A graph rewritten by
+    (:mod:`tvm_mpq.ptq.bias_correction`; one more fp32 pass, cached). ``channel_act``: quantize
+    the inputs of int8 depthwise convs per channel (:mod:`tvm_mpq.ptq.channel_ranges`; one more
+    fp32 pass, cached). A graph rewritten by
     :func:`tvm_mpq.ptq.graph_for_options` (equalization) records its rewrites in the config.
     """
     from tvm_mpq.sensitivity.analysis import analyze
@@ -46,7 +48,11 @@ def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: s
     config = build_config(measured, table, precisions, ranges,
                           {"method": method, "requested_rate": rate, "observer": observer,
                            "calib_size": len(feeds), "analysis_stage": "C" if stage == "C" else "A",
-                           "bias_correction": False})
+                           "bias_correction": False, "channel_act": False})
+    if channel_act:
+        from tvm_mpq.ptq.channel_ranges import apply_channel_quantizers
+
+        apply_channel_quantizers(measured, config, feeds, table, cache=cache)
     if bias_correction:
         from tvm_mpq.ptq.bias_correction import apply_bias_correction
 

@@ -144,9 +144,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _correct_biases(args: argparse.Namespace, graph, config, feeds) -> None:
-    """Bias correction of the config's int8 layers, when asked for (``--bias-correction``)."""
-    if ptq_from_args(args).bias_correction:
-        from tvm_mpq.calibration import CalibrationCache
+    """Per-channel depthwise inputs and bias correction of the config's int8 layers, when asked
+    for (``--channel-act``, ``--bias-correction``)."""
+    from tvm_mpq.calibration import CalibrationCache
+
+    ptq = ptq_from_args(args)
+    if ptq.channel_act:
+        from tvm_mpq.ptq.channel_ranges import apply_channel_quantizers
+
+        apply_channel_quantizers(graph, config, feeds, cache=CalibrationCache(args.cache_dir))
+    if ptq.bias_correction:
         from tvm_mpq.ptq.bias_correction import apply_bias_correction
 
         apply_bias_correction(graph, config, feeds, cache=CalibrationCache(args.cache_dir))

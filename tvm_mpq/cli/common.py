@@ -30,6 +30,9 @@ DEFAULT_BIAS_CORRECTION = True
 agreement with fp32 from 0.750 to 0.906 fully int8 and from 0.844 to 0.969 at 50% (output SQNR
 17.9 -> 22.5 dB, 21.6 -> 25.1 dB; ``benchmarks/quant_quality.py``, README "Quantization
 quality"), where the mse / percentile observers and cross-layer equalization measured no better."""
+DEFAULT_CHANNEL_ACT = True
+"""Depthwise conv inputs are quantized per channel unless ``--no-channel-act``
+(:mod:`tvm_mpq.ptq.channel_ranges`; measured in docs/results.md "Per-channel depthwise inputs")."""
 
 
 def add_quantizer_options(p: argparse.ArgumentParser) -> None:
@@ -44,13 +47,16 @@ def add_quantizer_options(p: argparse.ArgumentParser) -> None:
                    help="correct each int8 layer's bias by the expected error of its quantized weight "
                         f"(one fp32 pass over the calibration set; default {'on' if DEFAULT_BIAS_CORRECTION else 'off'}; "
                         "batch-norm folded stages only, off at --stage A)")
+    q.add_argument("--channel-act", action=argparse.BooleanOptionalAction, default=DEFAULT_CHANNEL_ACT,
+                   help="quantize the input of each int8 depthwise conv per channel (free in the integer kernel; "
+                        f"one fp32 pass over the calibration set; default {'on' if DEFAULT_CHANNEL_ACT else 'off'})")
 
 
 def ptq_from_args(args: argparse.Namespace):
-    """The :class:`~tvm_mpq.ptq.PtqOptions` of ``--equalize`` / ``--bias-correction``."""
+    """The :class:`~tvm_mpq.ptq.PtqOptions` of ``--equalize`` / ``--bias-correction`` / ``--channel-act``."""
     from tvm_mpq.ptq import PtqOptions
 
-    return PtqOptions(equalize=args.equalize, bias_correction=args.bias_correction)
+    return PtqOptions(equalize=args.equalize, bias_correction=args.bias_correction, channel_act=args.channel_act)
 
 
 def add_tuning_options(p: argparse.ArgumentParser, device_options: bool = False) -> None:
@@ -188,7 +194,8 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
     with stage("analyze", layer_names(graph)):
         config, _ = config_for_rate(graph, feeds, args.rate, args.method, observer=args.observer, g=args.g,
                                     cache=CalibrationCache(args.cache_dir), stage=ir_stage,
-                                    bias_correction=ptq.bias_correction and parse_stage(ir_stage) != SOURCE)
+                                    bias_correction=ptq.bias_correction and parse_stage(ir_stage) != SOURCE,
+                                    channel_act=ptq.channel_act)
         kept = keep_unsupported_fp32(config, build_layer_table(graph))
     if kept:
         print(f"{len(kept)} layer(s) have no integer kernel and stay fp32 ({', '.join(kept[:3])}"

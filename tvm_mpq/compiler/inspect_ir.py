@@ -34,7 +34,7 @@ def precision_summary(mod: tvm.IRModule) -> list[str]:
     """One line per annotated layer of ``mod``: stable name, precision, activation quantizer."""
     lines = []
     for name, annotation in layer_annotations(mod).items():
-        act = "" if annotation.act is None else f"  act scale {annotation.act.scale:.6g} zero point {annotation.act.zero_point}"
+        act = "" if annotation.act is None else f"  act {annotation.act.describe()}"
         lines.append(f"{name}: {annotation.describe()}{act}")
     return lines
 

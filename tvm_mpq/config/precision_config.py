@@ -6,6 +6,7 @@ Format (``"format": "tvm-mpq/precision-config"``, ``"version": 1``)::
      "layers": {"_conv_stem": "fp32",
                 "_blocks.0._depthwise_conv": {"w_bits": 8, "a_bits": 8,
                      "act": {"scale": 0.0235, "zero_point": 128, "bits": 8},
+                     (per channel: "act": {"scale": [...], "zero_point": [...], "bits": 8}),
                      "weight_scales": [...per output channel...],
                      "bias_correction": [...per output channel, optional...]}},
      "provenance": {"method": ..., "requested_rate": ..., "bops_reduction_rate": ..., ...}}
@@ -129,6 +130,11 @@ class PrecisionConfig:
                 if len(lp.weight_scales) != channels:
                     raise MpqError(f"config layer '{layer.name}': {len(lp.weight_scales)} weight scales for "
                                    f"{channels} output channels")
+            if lp.act is not None and lp.act.per_channel and (
+                    layer.kind != "depthwise_conv2d" or layer.weight_shape[0] % lp.act.channels):
+                raise MpqError(f"config layer '{layer.name}': a per-channel activation quantizer "
+                               f"({lp.act.channels} channels) is for depthwise conv inputs only, not a {layer.kind} "
+                               f"with {layer.weight_shape[0] if layer.weight_shape else '?'} output channels")
             if lp.bias_correction is not None:
                 channels = layer.output_shape[1 if "conv" in layer.kind else -1] if layer.output_shape else None
                 if channels is not None and len(lp.bias_correction) != channels:
@@ -152,8 +158,7 @@ def _parse_layer(name: str, value: object, origin: str) -> LayerPrecision:
             act = ActQParams.from_json(value["act"])
         except (KeyError, TypeError, ValueError):
             raise MpqError(f"{origin}: layer '{name}' has a malformed \"act\" entry") from None
-        if not (math.isfinite(act.scale) and act.scale > 0) or not 0 <= act.zero_point <= act.qmax \
-                or act.bits != a_bits:
+        if not act.is_valid() or act.bits != a_bits:
             raise MpqError(f"{origin}: layer '{name}' has invalid activation qparams {value['act']}")
     scales = value.get("weight_scales")
     if scales is not None and (not isinstance(scales, list)

@@ -27,7 +27,7 @@ from tvm import relax
 
 from relay_passes.lower_to_integer import LAYOUT_OPS, IntegerLowering, is_zero_pad
 from relay_passes.precision_annotation import detach_annotations
-from relay_passes.quantized_arith import FakeQuantArith
+from relay_passes.quantized_arith import FakeQuantArith, accumulator_scale
 from tvm_mpq.compiler.pipeline import annotation_passes
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
@@ -74,7 +74,7 @@ class Int8Layer:
     @property
     def acc_scale(self) -> np.ndarray:
         """Per-channel real value of one int32 accumulator unit, float32 (as the compiler)."""
-        return (np.float32(self.act.scale) * self.weight_scales).astype(np.float32)
+        return accumulator_scale(self.act, self.weight_scales)
 
     def quantized_weight(self) -> np.ndarray:
         """int8 codes of :attr:`weight` (operand layout), bit-identical to the integer kernel's."""

@@ -11,7 +11,8 @@ matches; shapes checked), then:
 * a batch-norm the compiler folded into the layer is folded here too (node removed);
 * bias -> int32 codes at ``s_x * s_w`` + ``DequantizeLinear`` (the integer kernel's bias; a
   bias the kernel keeps in fp32 stays fp32);
-* input -> ``QuantizeLinear``/``DequantizeLinear`` (uint8, the config's scale / zero point),
+* input -> ``QuantizeLinear``/``DequantizeLinear`` (uint8, the config's scale / zero point; per
+  channel, ``axis=1``, for a depthwise conv's input quantized per channel),
   on the edge into the layer, or, where the compiler stores the tensor once as uint8 codes for
   all its readers (an int8 group's output), on the tensor itself so every consumer reads it
   quantized, exactly as the compiled model does.
@@ -39,7 +40,7 @@ from tvm_mpq.export.onnx_equalize import equalize_onnx
 from tvm_mpq.export.onnx_graph import (OnnxGraph, attr, is_zero_pad, onnx_weight, same_directions, set_attr,
                                       with_opset)
 from tvm_mpq.frontends.model_graph import ModelGraph
-from tvm_mpq.quantization.quantizers import ActQParams
+from tvm_mpq.quantization.quantizers import ACT_CHANNEL_AXIS, ActQParams
 
 MIN_OPSET = 13
 """Per-channel ``DequantizeLinear`` (``axis``) exists from opset 13."""
@@ -286,10 +287,12 @@ def _insert_activation_qdq(g: OnnxGraph, matches: list[tuple[Int8Layer, onnx.Nod
             qparams[qp] = (g.add_init(f"mpq_act{len(qparams)}_scale", np.array(qp.scale, np.float32)),
                            g.add_init(f"mpq_act{len(qparams)}_zero_point", np.array(qp.zero_point, np.uint8)))
         s, z = qparams[qp]
-        q = g.add_node("QuantizeLinear", [tensor, s, z], f"{out or tensor}_quantized")
+        axis = {"axis": ACT_CHANNEL_AXIS} if qp.per_channel else {}  # a depthwise conv's input, per channel
+        q = g.add_node("QuantizeLinear", [tensor, s, z], f"{out or tensor}_quantized", **axis)
         if out is None:
-            return g.add_node("DequantizeLinear", [q, s, z], f"{tensor}_dequantized")
-        g.nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [out], name=g.fresh(f"{out}_DequantizeLinear")))
+            return g.add_node("DequantizeLinear", [q, s, z], f"{tensor}_dequantized", **axis)
+        g.nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [out], name=g.fresh(f"{out}_DequantizeLinear"),
+                                        **axis))
         return out
 
     raw: dict[str, str] = {}

@@ -1,4 +1,5 @@
-"""Which post-training refinements a run applies (CLI ``--equalize``, ``--bias-correction``)."""
+"""Which post-training refinements a run applies (CLI ``--equalize``, ``--bias-correction``,
+``--channel-act``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from dataclasses import dataclass
 class PtqOptions:
     """``equalize``: cross-layer equalization of the model's equalizable layer pairs (graph
     rewrite, exact in fp32); ``bias_correction``: correct each quantized layer's bias by the
-    expected error of its quantized weight (one extra fp32 pass over the calibration set)."""
+    expected error of its quantized weight (one extra fp32 pass over the calibration set);
+    ``channel_act``: quantize the input of each int8 depthwise conv per channel
+    (:mod:`tvm_mpq.ptq.channel_ranges`; one extra fp32 pass)."""
 
     equalize: bool = False
     bias_correction: bool = False
+    channel_act: bool = False
 
     def describe(self) -> str:
         on = [name for name, flag in (("cross-layer equalization", self.equalize),
-                                      ("bias correction", self.bias_correction)) if flag]
+                                      ("bias correction", self.bias_correction),
+                                      ("per-channel depthwise inputs", self.channel_act)) if flag]
         return ", ".join(on) or "none"

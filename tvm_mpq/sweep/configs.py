@@ -66,7 +66,7 @@ def method_configs(graph: ModelGraph, feeds: list[Feed], method: str, options: S
     correct = options.ptq.bias_correction and parse_stage(options.stage) != SOURCE
     config, report = config_for_rate(graph, feeds, options.rates[0], method, observer=options.observer, g=options.g,
                                      cache=cache, stage=options.stage, eval_data=eval_data, task=task,
-                                     bias_correction=correct)
+                                     bias_correction=correct, channel_act=options.ptq.channel_act)
     summary = MethodAnalysis(method, report.seconds, len(report.table), report.measurement.inference_passes)
 
     def ranked() -> Iterator[tuple[PointSpec, PrecisionConfig]]:
@@ -74,7 +74,7 @@ def method_configs(graph: ModelGraph, feeds: list[Feed], method: str, options: S
         for spec in specs[1:]:
             yield spec, config_for_rate(graph, feeds, spec.requested_rate or 0.0, method, observer=options.observer,
                                         g=options.g, cache=cache, stage=options.stage, report=report,
-                                        bias_correction=correct)[0]
+                                        bias_correction=correct, channel_act=options.ptq.channel_act)[0]
     return summary, ranked()
 
 
@@ -102,6 +102,10 @@ def _bitwidth_configs(graph: ModelGraph, feeds: list[Feed], method: str, options
     pairs = []
     for allocation in report.allocations:
         built = _allocation_config(measured, table, ranges, allocation, method, options, len(feeds))
+        if not isinstance(built, str) and options.ptq.channel_act:
+            from tvm_mpq.ptq.channel_ranges import apply_channel_quantizers
+
+            apply_channel_quantizers(measured, built, feeds, table, cache=cache)
         if not isinstance(built, str) and options.ptq.bias_correction and parse_stage(options.stage) != SOURCE:
             from tvm_mpq.ptq.bias_correction import apply_bias_correction
 

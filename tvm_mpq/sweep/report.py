@@ -76,7 +76,8 @@ def new_report(model: str, options: SweepOptions, execution: Execution, task: st
         "timing": {**timing.to_json(), "method": TIMING_METHOD},
         "calibration": {"source": options.calib or "bundled samples", "samples": options.calib_size,
                         "observer": options.observer, "equalize": options.ptq.equalize,
-                        "bias_correction": options.ptq.bias_correction and parse_stage(options.stage) != SOURCE},
+                        "bias_correction": options.ptq.bias_correction and parse_stage(options.stage) != SOURCE,
+                        "channel_act": options.ptq.channel_act},
         "analyses": [], "rpc": execution.to_json(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
