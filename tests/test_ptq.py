@@ -215,3 +215,74 @@ def test_cli_quantizer_options_are_recorded_and_replayed(tmp_path):
     assert plain["provenance"]["bias_correction"] is False and plain["provenance"]["observer"] == "mse"
     assert "graph_transforms" not in plain["provenance"]
     assert all("bias_correction" not in v for v in plain["layers"].values() if v != "fp32")
+
+
+class HardswishDepthwiseNet(torch.nn.Module):
+    """stem conv -> hard-swish -> depthwise 3x3 (padded) -> relu6 -> 1x1 -> pool -> fc, the stem's
+    channels scaled over two decades and the depthwise's back (as batch-norms folded on both
+    sides do in mobile networks): the depthwise input's channel ranges differ widely and all dip
+    below zero (non-zero, different zero points per channel)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.dw = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.project = torch.nn.Conv2d(16, 8, 1)
+        self.fc = torch.nn.Linear(8, 10)
+        with torch.no_grad():
+            spread = torch.logspace(-1.5, 0.5, 16).reshape(16, 1, 1, 1)
+            self.stem.weight.mul_(spread * 4)
+            self.stem.bias.copy_(spread.reshape(-1))
+            self.dw.weight.div_(spread)  # (a batch-norm after it evens the channels out again)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        y = y * torch.clamp(y + 3, 0, 6) / 6
+        y = torch.clamp(self.dw(y), 0, 6)
+        return self.fc(self.project(y).mean((2, 3)))
+
+
+def test_per_channel_depthwise_inputs_compile_simulate_and_export_alike(tmp_path):
+    """--channel-act: the depthwise conv's input gets one quantizer per channel (zero points
+    differ, so the integer conv pads each channel with its own code); the integer build agrees
+    with the simulation to a step, the ONNX QDQ export (axis=1) runs in onnxruntime like it, the
+    output error drops against per-tensor quantizers, and the config round-trips and is checked."""
+    from tvm_mpq.errors import MpqError
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.graph import build_layer_table
+    from tvm_mpq.quantization.quantizers import ActQParams
+
+    net = HardswishDepthwiseNet().eval()
+    graph = from_module(net, {"x": np.zeros((1, 3, 24, 24), np.float32)}, "hswish-dw")
+    table = build_layer_table(graph)
+    dw = next(layer.name for layer in table if layer.kind == "depthwise_conv2d")
+    plain, report = config_for_rate(graph, CALIB, 100, "inorder")
+    config, _ = config_for_rate(graph, CALIB, 100, "inorder", report=report, channel_act=True)
+    assert plain.provenance["channel_act"] is False and config.provenance["channel_act"] is True
+    act = config.layers[dw].act
+    assert act.per_channel and act.channels == 16 and len(set(act.zero_point)) > 4 and min(act.zero_point) > 0
+    assert max(act.scale) > 10 * min(act.scale)
+    assert all(not lp.act.per_channel for name, lp in config.layers.items() if name != dw)
+    path = tmp_path / "cfg.json"
+    config.save(path)
+    loaded = PrecisionConfig.load(path)
+    assert loaded.layers[dw].act == act
+    simulated, integer = compile_model(graph, loaded, simulate=True), compile_model(graph, loaded)
+    sim = _outputs(simulated, HELD_OUT)
+    assert _steps(_outputs(integer, HELD_OUT), sim) <= 1
+    ref = _outputs(compile_graph(graph), HELD_OUT)
+    per_tensor = _outputs(compile_model(graph, plain, simulate=True), HELD_OUT)
+    assert np.mean((sim - ref) ** 2) < 0.5 * np.mean((per_tensor - ref) ** 2)
+    exported = build_qdq_onnx(graph, loaded, fp32_onnx(graph, net))
+    axis_one = [n for n in exported.model.graph.node if n.op_type == "QuantizeLinear"
+                and any(a.name == "axis" and a.i == 1 for a in n.attribute)]
+    assert len(axis_one) == 1
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(exported.model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert _steps(np.stack([session.run(None, f)[0] for f in HELD_OUT]), sim) < 0.1
+    stem = next(layer.name for layer in table if layer.kind == "conv2d")
+    loaded.layers[stem].act = ActQParams(act.scale[:3], act.zero_point[:3], 8)
+    with pytest.raises(MpqError, match="per-channel activation quantizer .* depthwise conv inputs only"):
+        loaded.validate(table)
