@@ -5,9 +5,10 @@ For each model, on the same calibration samples (``load_calibration``: the zoo's
 named evaluation set, e.g. ``efficientnet-lite0/held-out[16:48]``), at each BOPs reduction rate:
 
 * tvm-mpq (the ``--methods`` ranking, the integer model compiled for this host) with each
-  quantizer variant ``OBSERVER[+cle][+bc]``: the activation observer (minmax, percentile, mse,
-  entropy), cross-layer equalization (``+cle``) and bias correction (``+bc``), e.g. ``minmax``
-  (the CLI default before this benchmark), ``mse+bc``, ``minmax+cle+bc``;
+  quantizer variant ``OBSERVER[+cle][+bc][+ca]``: the activation observer (minmax, percentile,
+  mse, entropy), cross-layer equalization (``+cle``), bias correction (``+bc``) and per-channel
+  depthwise inputs (``+ca``), e.g. ``minmax`` (the CLI default before this benchmark), ``mse+bc``,
+  ``minmax+bc+ca`` (the CLI default now);
 * onnxruntime ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, after
   ``quant_pre_process``, opset 13) with its MinMax / Percentile / Entropy calibrators; below 100%
   the Conv/Gemm nodes of the layers tvm-mpq keeps fp32 (the first variant's decisions) are
@@ -45,12 +46,14 @@ ORT_CALIBRATORS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "E
 DEFAULT_VARIANTS = "minmax,percentile,mse,minmax+bc,mse+bc,percentile+bc,minmax+cle,minmax+cle+bc,mse+cle+bc"
 
 
-def parse_variant(spec: str) -> tuple[str, bool, bool]:
-    """``OBSERVER[+cle][+bc]`` -> (observer, cross-layer equalization, bias correction)."""
+def parse_variant(spec: str) -> tuple[str, bool, bool, bool]:
+    """``OBSERVER[+cle][+bc][+ca]`` -> (observer, cross-layer equalization, bias correction,
+    per-channel depthwise inputs)."""
     parts = spec.split("+")
-    if parts[0] not in OBSERVERS or any(p not in ("cle", "bc") for p in parts[1:]) or len(set(parts)) != len(parts):
-        raise ValueError(f"variant {spec!r} is not OBSERVER[+cle][+bc] with OBSERVER one of {', '.join(OBSERVERS)}")
-    return parts[0], "cle" in parts, "bc" in parts
+    if parts[0] not in OBSERVERS or any(p not in ("cle", "bc", "ca") for p in parts[1:]) \
+            or len(set(parts)) != len(parts):
+        raise ValueError(f"variant {spec!r} is not OBSERVER[+cle][+bc][+ca] with OBSERVER one of {', '.join(OBSERVERS)}")
+    return parts[0], "cle" in parts, "bc" in parts, "ca" in parts
 
 
 # -- tvm-mpq ---------------------------------------------------------------------------------
@@ -64,14 +67,14 @@ def tvm_points(name: str, graph, calib: list, task: str, reference, rates: list[
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.ptq.equalization import equalize
 
-    observer, cle, bias_correction = parse_variant(variant)
+    observer, cle, bias_correction, channel_act = parse_variant(variant)
     start = time.perf_counter()
     measured = equalize(graph) if cle else graph
     table = build_layer_table(measured)
     points, report = [], None
     for rate in rates:
         config, report = config_for_rate(measured, calib, rate, method, observer=observer, cache=cache,
-                                         report=report, bias_correction=bias_correction)
+                                         report=report, bias_correction=bias_correction, channel_act=channel_act)
         keep_unsupported_fp32(config, table)
         compiled = compile_model(measured, config)
         outs = [compiled.run(f) for f in reference.samples.feeds]
@@ -278,7 +281,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="efficientnet-lite0")
     parser.add_argument("--rates", default="100,50")
-    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="tvm-mpq quantizer variants OBSERVER[+cle][+bc]")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="tvm-mpq quantizer variants OBSERVER[+cle][+bc][+ca]")
     parser.add_argument("--methods", default="quantunev2",
                         help="tvm-mpq sensitivity rankings; the first runs every variant, the others --method-variants")
     parser.add_argument("--method-variants", default="", help="variants of the rankings after the first "

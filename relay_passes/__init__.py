@@ -24,7 +24,8 @@ fp32), :class:`ConvertToChannelsLast` (NHWC graph for CPU kernels),
 parameters: the stage-C model), :class:`UniqueBindingNames`. The CPU build's own rewrites
 (``tvm_mpq.compiler.build.graph_passes``) are imported from their modules:
 ``fold_pad.FoldPadIntoConv``, ``transpose_conv_as_matmul.TransposeConvAsMatmul``,
-``shift_activations.ShiftActivationsToInt8`` and ``winograd_conv.Conv2dWinograd`` (float32 3x3
+``shift_activations.ShiftActivationsToInt8``, ``pad_channels.PadOutputChannels`` (int8 convs with
+few output channels on whole vectors) and ``winograd_conv.Conv2dWinograd`` (float32 3x3
 stride-1 convs on large maps as Winograd F(4x4, 3x3)).
 """
 

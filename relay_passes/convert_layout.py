@@ -7,7 +7,7 @@ a per-channel epilogue (bias, scale, zero point) loads one vector per tile. With
 kernel would re-lay out its input and write its output back; this pass instead rewrites every
 2-D conv to ``NHWC``/``HWIO`` and carries the NHWC tensors through every op that does not care
 about the layout (elementwise and broadcast arithmetic, casts, clip, round, pad, pooling,
-reductions over named axes, concatenation, softmax), so tensors stay channels-last from conv to
+reductions over named axes, concatenation, softmax, slices), so tensors stay channels-last from conv to
 conv and a layout change (``permute_dims``) is left only where an NCHW tensor enters (the
 model's inputs) or must leave (the outputs, and ops whose meaning depends on the layout:
 reshape, flatten, matmul, ...).
@@ -146,6 +146,13 @@ class _ChannelsLast(relax.PyExprMutator):
                 return relax.op.concat(relax.Tuple([self._nhwc(f) for f in _fields(args[0])]), axis), True
             if op == "relax.nn.softmax" and self._is_nhwc(args[0]):
                 return relax.op.nn.softmax(args[0], AXIS_TO_NHWC[int(call.attrs.axis) % 4]), True
+            if op == "relax.strided_slice" and self._is_nhwc(args[0]) and isinstance(args[1], relax.Tuple):
+                ints = [[int(v) for v in arg.fields] if isinstance(arg, relax.Tuple) else None for arg in args[1:]]
+                if any(v is None for v in ints[:3]):
+                    raise _Keep()
+                axes, begin, end, *strides = ints
+                return relax.op.strided_slice(args[0], [AXIS_TO_NHWC[a % 4] for a in axes], begin, end,
+                                              strides[0] if strides else None, bool(call.attrs.assume_inbound)), True
             if op == "relax.image.resize2d" and call.attrs.layout == "NCHW" and self._is_nhwc(args[0]):
                 return self._resize(call, args), True
         except _Keep:

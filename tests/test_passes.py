@@ -459,3 +459,57 @@ def test_winograd_conv_matches_the_direct_definition():
     assert np.abs(got_q.astype(np.int32) - np.clip(np.round(want / 0.05), 0, 255)).max() <= 1
     for mod in (_nhwc_conv(16, 32, 14, stride=2)[0], _nhwc_conv(16, 32, 12)[0], _nhwc_conv(16, 32, 16, dtype="int8")[0]):
         assert "conv2d_winograd" not in Conv2dWinograd()(mod).script()  # stride 2 / 9 tiles / int8
+
+
+def test_few_output_channels_are_padded_to_whole_vectors_exactly():
+    """PadOutputChannels: an int8 conv with 10 output channels (a proposal net's first layer) and
+    a 2-channel head get zero filters up to a whole dot-product vector; the padding rides through
+    the epilogue, PReLU and max-pool into the next conv (zero weights) and is sliced off before
+    the outputs: the same numbers bit for bit (TVM's default build of both), and the host build
+    (which runs the pass) agrees with the QDQ simulation."""
+    import torch
+
+    from relay_passes.pad_channels import PadOutputChannels, padded_channels
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.runtime.executor import flatten_outputs
+
+    class FewChannels(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(3)
+            self.conv1, self.act1 = torch.nn.Conv2d(3, 10, 3), torch.nn.PReLU(10)
+            self.conv2 = torch.nn.Conv2d(10, 16, 3)
+            self.score, self.box = torch.nn.Conv2d(16, 2, 1), torch.nn.Conv2d(16, 4, 1)
+
+        def forward(self, x: torch.Tensor):
+            y = torch.relu(self.conv2(torch.nn.functional.max_pool2d(self.act1(self.conv1(x)), 2)))
+            return torch.softmax(self.score(y), dim=1), self.box(y)
+
+    assert [padded_channels(c, 16) for c in (10, 2, 4, 16, 20, 50)] == [16, 16, None, None, None, 52]
+    assert padded_channels(10, 8) == 12 and padded_channels(6, 4) == 8
+    graph = from_module(FewChannels(), {"x": np.zeros((1, 3, 22, 26), np.float32)}, "few-channels")
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.normal(size=(1, 3, 22, 26)).astype(np.float32)} for _ in range(4)]
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    lowered = compiled.mod
+    padded = PadOutputChannels(16)(lowered)
+    script = padded.script()
+    assert script.count("R.strided_slice") == 1  # the score head's, before the softmax
+    assert 'R.Tensor((1, 16, 20, 24), dtype="int32") = R.nn.conv2d' in script  # conv1: 10 -> 16
+    assert 'R.Tensor((1, 16, 8, 10), dtype="int32") = R.nn.conv2d' in script  # score head: 2 -> 16
+    assert 'R.Tensor((1, 4, 8, 10), dtype="int32") = R.nn.conv2d' in script  # box head: 4 lanes already
+
+    def run(mod):
+        vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+        return [flatten_outputs(vm["main"](tvm.runtime.tensor(f["x"]))) for f in feeds]
+
+    for want, got in zip(run(lowered), run(padded)):
+        for a, b in zip(want, got):
+            np.testing.assert_array_equal(a, b)
+    simulated = compile_model(graph, config, simulate=True)
+    for feed in feeds:
+        for got, want in zip(compiled.run(feed), simulated.run(feed)):
+            assert np.abs(got - want).max() <= np.abs(want).max() / 50

@@ -46,7 +46,8 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
     upsampling transposed convs as GEMMs (:mod:`relay_passes.transpose_conv_as_matmul`), float32
     3x3 stride-1 convs on large maps as Winograd F(4x4, 3x3) (:mod:`relay_passes.winograd_conv`);
-    for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first."""
+    for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first; int8 convs
+    whose output channels fill no whole vector padded to one (:mod:`relay_passes.pad_channels`)."""
     from relay_passes.convert_layout import ConvertToChannelsLast
     from tvm_mpq.kernels import activation_layout
 
@@ -56,6 +57,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         from relay_passes.fold_pad import FoldPadIntoConv
         from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
         from relay_passes.winograd_conv import Conv2dWinograd
+        from relay_passes.pad_channels import PadOutputChannels
         from relay_passes.shift_activations import ShiftActivationsToInt8
         from tvm_mpq.kernels.cpu_isa import cpu_isa
 
@@ -64,6 +66,8 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
                    TransposeConvAsMatmul()]  # (no CPU schedule for conv2d_transpose: a GEMM instead)
         if isa.dot == "sdot":  # signed x signed dot product: activations shifted to int8
             passes += [ShiftActivationsToInt8()]
+        if isa.dot is not None:  # int8 convs with e.g. 10 output channels on whole dot-product vectors
+            passes += [PadOutputChannels(isa.dot_bits // 32)]
         passes += [ConvertToChannelsLast(isa.dot_group), relax.transform.FoldConstant(),
                    Conv2dWinograd()]  # fp32 3x3 stride-1 convs on large maps: 4x fewer multiplies
     return passes

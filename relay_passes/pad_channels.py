@@ -1,0 +1,213 @@
+"""PadOutputChannels: int8 convs with few output channels computed on whole dot-product vectors.
+
+An int8 conv's register tile spans its output channels in int32 lanes (16 per AVX-512 vector, 8
+per AVX2, 4 per NEON). A count no lane width divides (a proposal net's 10 channels, a 2-class
+score head) leaves the integer kernel on 2-lane scalar code: mtcnn-pnet's 3 -> 10 first conv ran
+4x slower fully int8 than in fp32. This pass gives such a conv zero filters up to a whole number
+of vectors and carries the wider tensor on through every op that computes each channel on its
+own (the group's epilogue: bias / zero-point offsets, rescale, PReLU, requantize; pooling;
+spatial pads), padding their per-channel constants (edge values, so every padded value stays
+finite). The extra channels hold values no one reads: a conv that consumes the tensor gets zero
+weights for them (so it also reads a multiple of the dot product's 4 channels, where it would
+otherwise pad its input), and anything else (a reshape, a softmax, a model output) reads a slice
+of the real channels. Results are unchanged bit for bit.
+
+Runs on NCHW graphs after :class:`~relay_passes.lower_to_integer.LowerToInteger` (and
+``ShiftActivationsToInt8``), before :class:`~relay_passes.convert_layout.ConvertToChannelsLast`;
+visits every Relax function.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir.expr import Constant
+
+from relay_passes.convert_layout import ELEMENTWISE, POOLS
+from relay_passes.precision_annotation import relax_functions
+
+CHANNEL_AXIS = 1
+
+
+def padded_channels(channels: int, dot_lanes: int) -> int | None:
+    """The channel count an int8 conv with ``channels`` outputs is padded to on a target whose dot
+    product fills ``dot_lanes`` int32 lanes, or None when it runs on whole vectors already (some
+    power-of-two lane count >= 4 divides it): below one vector, a whole vector; above, the next
+    multiple of 4."""
+    lanes = dot_lanes
+    while lanes >= 4:
+        if channels % lanes == 0:
+            return None
+        lanes //= 2
+    return dot_lanes if channels < dot_lanes else -(-channels // 4) * 4
+
+
+def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    ty = getattr(expr, "ty", None)
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    try:
+        return tuple(int(d) for d in ty.shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def _pad_axis(value: np.ndarray, axis: int, to: int, mode: str) -> np.ndarray:
+    width = [(0, 0)] * value.ndim
+    width[axis] = (0, to - value.shape[axis])
+    return np.pad(value, width, mode=mode)
+
+
+def _is_padding_candidate(call: relax.Call) -> bool:
+    """An NCHW int8 x int8 -> int32 conv (groups 1) with a constant weight."""
+    if getattr(call.op, "name", "") != "relax.nn.conv2d":
+        return False
+    a = call.attrs
+    weight = call.args[1]
+    return (a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and int(a.groups) == 1
+            and str(a.out_dtype) == "int32" and isinstance(weight, Constant) and str(weight.value.dtype) == "int8")
+
+
+@relax.expr_functor.mutator
+class _PadChannels(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, dot_lanes: int) -> None:
+        super().__init__(mod)
+        self.dot_lanes = dot_lanes
+        self.padded: dict[relax.Var, tuple[int, int]] = {}  # new var -> (real channels, padded channels)
+        self.sliced: dict[relax.Var, relax.Var] = {}
+        self.n_padded = 0
+
+    def _real(self, expr: relax.Expr) -> relax.Expr:
+        """``expr`` with only its real channels (a slice, emitted once per padded variable)."""
+        if not isinstance(expr, relax.Var) or expr not in self.padded:
+            return expr
+        if expr not in self.sliced:
+            real = self.padded[expr][0]
+            self.sliced[expr] = self.builder_.emit(
+                relax.op.strided_slice(expr, axes=[CHANNEL_AXIS], begin=[0], end=[real]), expr.name + "_real")
+        return self.sliced[expr]
+
+    def _channelwise(self, call: relax.Call, args: list[relax.Expr]) -> tuple[relax.Expr, tuple[int, int]] | None:
+        """The op on the padded tensors (constants padded too), or None when it does not compute
+        each channel on its own."""
+        op = call.op.name
+        widths = {self.padded[a] for a in args if isinstance(a, relax.Var) and a in self.padded}
+        if len(widths) != 1:
+            return None
+        real, wide = widths.pop()
+        if op in POOLS and op != "relax.nn.adaptive_avg_pool2d" and call.attrs.layout == "NCHW":
+            return relax.Call(call.op, args, call.attrs, call.ty_args), (real, wide)
+        if op == "relax.nn.pad":
+            if any(int(w) for w in list(call.attrs.pad_width)[2 * CHANNEL_AXIS:2 * CHANNEL_AXIS + 2]):
+                return None
+            return relax.Call(call.op, args, call.attrs, call.ty_args), (real, wide)
+        if op == "relax.nn.prelu" and int(call.attrs.axis) % 4 == CHANNEL_AXIS and isinstance(args[1], Constant):
+            alpha = args[1].value.numpy()
+            if alpha.shape != (real,):
+                return None
+            return relax.op.nn.prelu(args[0], relax.const(_pad_axis(alpha, 0, wide, "edge")), CHANNEL_AXIS), (real, wide)
+        if op not in ELEMENTWISE or _shape(call) is None or len(_shape(call)) != 4:
+            return None
+        new_args = []
+        for arg in args:
+            shape = _shape(arg)
+            if (isinstance(arg, relax.Var) and arg in self.padded) or shape is None:
+                new_args.append(arg)
+                continue
+            full = (1,) * (4 - len(shape)) + shape
+            if len(shape) > 4 or full[CHANNEL_AXIS] not in (1, real):
+                return None
+            if full[CHANNEL_AXIS] == 1:
+                new_args.append(arg)
+            elif isinstance(arg, Constant):
+                value = arg.value.numpy().reshape(full)
+                new_args.append(relax.const(_pad_axis(value, CHANNEL_AXIS, wide, "edge"), str(value.dtype)))
+            else:
+                return None
+        return relax.Call(call.op, new_args, call.attrs, call.ty_args), (real, wide)
+
+    def _conv(self, call: relax.Call, args: list[relax.Expr]) -> tuple[relax.Expr, tuple[int, int] | None]:
+        """An int8 conv: zero weights for the padded input channels it reads, and its own output
+        channels padded where they do not fill whole vectors."""
+        weight = args[1].value.numpy()
+        data = args[0]
+        if isinstance(data, relax.Var) and data in self.padded:
+            real, wide = self.padded[data]
+            if weight.shape[1] != real:
+                data = self._real(data)
+            else:
+                weight = _pad_axis(weight, 1, wide, "constant")
+        out = weight.shape[0]
+        wide_out = padded_channels(out, self.dot_lanes)
+        if wide_out is not None:
+            weight = _pad_axis(weight, 0, wide_out, "constant")
+            self.n_padded += 1
+        a = call.attrs
+        conv = relax.op.nn.conv2d(data, relax.const(weight, "int8"), a.strides, a.padding, a.dilation, 1, "NCHW",
+                                  "OIHW", "NCHW", "int32")
+        return conv, None if wide_out is None else (out, wide_out)
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        value = binding.value
+        if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):  # tuples, aliases, calls
+            visited = self.visit_expr(value)                                          # of functions: real channels
+            if isinstance(visited, relax.Call):
+                visited = relax.Call(visited.op, [self._real_deep(a) for a in visited.args], visited.attrs,
+                                     visited.ty_args)
+            self._bind(binding.var, self._real_deep(visited), None)
+            return
+        args = [self.visit_expr(a) for a in value.args]
+        result: tuple[relax.Expr, tuple[int, int] | None] | None = None
+        if _is_padding_candidate(value):
+            result = self._conv(value, args)
+        elif isinstance(binding.var, relax.DataflowVar) and any(isinstance(a, relax.Var) and a in self.padded
+                                                                 for a in args):
+            result = self._channelwise(value, args)
+        if result is None:
+            result = (relax.Call(value.op, [self._real_deep(a) for a in args], value.attrs, value.ty_args), None)
+        expr, width = result
+        if width is not None and not isinstance(binding.var, relax.DataflowVar):
+            tmp = self.builder_.emit(expr, binding.var.name + "_wide")
+            self.padded[tmp] = width
+            expr, width = self._real(tmp), None
+        self._bind(binding.var, expr, width)
+
+    def _real_deep(self, expr: relax.Expr) -> relax.Expr:
+        if isinstance(expr, relax.Tuple):
+            return relax.Tuple([self._real_deep(f) for f in expr.fields])
+        return self._real(expr)
+
+    def _bind(self, var: relax.Var, expr: relax.Expr, width: tuple[int, int] | None) -> None:
+        if isinstance(var, relax.DataflowVar):
+            new_var = self.builder_.emit(expr, var.name)
+        else:
+            new_var = self.builder_.emit_output(expr, var.name)
+        if width is not None:
+            self.padded[new_var] = width
+        self.set_var_remap(var, new_var)
+
+
+@tvm.transform.module_pass(opt_level=0, name="PadOutputChannels")
+class PadOutputChannels:
+    """Pad the output channels of every NCHW int8 conv that no lane width divides, carry the
+    padding through channelwise ops, and slice it off before anything else (see the module
+    docstring). ``dot_lanes``: int32 lanes of the target's dot-product vector.
+    :attr:`n_padded` counts the convs padded by the last run."""
+
+    def __init__(self, dot_lanes: int) -> None:
+        self.dot_lanes = dot_lanes
+        self.n_padded = 0
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        self.n_padded = 0
+        out = mod
+        for gv, func in relax_functions(mod):
+            mutator = _PadChannels(out, self.dot_lanes)
+            new_func = mutator.visit_expr(func)
+            if not mutator.n_padded:
+                continue
+            self.n_padded += mutator.n_padded
+            mutator.builder_.update_func(gv, new_func)
+            out = mutator.builder_.get()
+        return relax.transform.DeadCodeElimination()(out) if self.n_padded else mod
