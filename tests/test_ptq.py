@@ -286,3 +286,24 @@ def test_per_channel_depthwise_inputs_compile_simulate_and_export_alike(tmp_path
     loaded.layers[stem].act = ActQParams(act.scale[:3], act.zero_point[:3], 8)
     with pytest.raises(MpqError, match="per-channel activation quantizer .* depthwise conv inputs only"):
         loaded.validate(table)
+
+
+def test_per_channel_is_declined_where_it_measures_no_better():
+    """A depthwise conv straight on the image (three channels alike): the held-out-half
+    measurement keeps its input per tensor; the option is still recorded."""
+
+    class ImageDepthwise(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(4)
+            self.dw, self.fc = torch.nn.Conv2d(3, 6, 3, groups=3), torch.nn.Linear(6, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.dw(x).mean((2, 3)))
+
+    from tvm_mpq.frontends.torch_frontend import from_module
+
+    graph = from_module(ImageDepthwise().eval(), {"x": np.zeros((1, 3, 24, 24), np.float32)}, "image-dw")
+    config, _ = config_for_rate(graph, CALIB, 100, "inorder", channel_act=True)
+    assert config.provenance["channel_act"] is True
+    assert all(not lp.act.per_channel for lp in config.layers.values() if lp.act is not None)
