@@ -45,6 +45,7 @@ def _pad_mask(shape: tuple[int, ...], pad_width: list[int]) -> np.ndarray:
                                       for i, d in enumerate(shape) if i >= 2))] = False
     return mask
 
+
 def accumulator_scale(qp: ActQParams, scales: np.ndarray) -> np.ndarray:
     """The real value of one accumulator unit per output channel: ``s_x * s_w`` (float32)."""
     return (per_output_channel(qp.scale, scales.size).astype(np.float32) * scales).astype(np.float32)
