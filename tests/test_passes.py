@@ -470,6 +470,7 @@ def test_few_output_channels_are_padded_to_whole_vectors_exactly():
     import torch
 
     from relay_passes.pad_channels import PadOutputChannels, padded_channels
+    from relay_passes.shift_activations import ShiftActivationsToInt8
     from tvm_mpq.api import config_for_rate
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.frontends.torch_frontend import from_module
@@ -507,6 +508,10 @@ def test_few_output_channels_are_padded_to_whole_vectors_exactly():
         return [flatten_outputs(vm["main"](tvm.runtime.tensor(f["x"]))) for f in feeds]
 
     for want, got in zip(run(lowered), run(padded)):
+        for a, b in zip(want, got):
+            np.testing.assert_array_equal(a, b)
+    shifted = ShiftActivationsToInt8()(lowered)  # aarch64 sdot: 4 int32 lanes, activations shifted first
+    for want, got in zip(run(shifted), run(PadOutputChannels(4)(shifted))):
         for a, b in zip(want, got):
             np.testing.assert_array_equal(a, b)
     simulated = compile_model(graph, config, simulate=True)
