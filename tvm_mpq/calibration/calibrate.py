@@ -27,11 +27,16 @@ BatchCallback = Callable[[int, list[np.ndarray], list[np.ndarray]], None]
 """Called as ``(batch_index, model_outputs, exposed_tensors)``."""
 
 
+def compile_exposed(graph: ModelGraph, var_names: list[str]):
+    """``graph`` compiled with ``var_names`` as extra outputs (what :func:`run_exposed` runs)."""
+    return compile_graph(graph.with_module(ExposeIntermediates(var_names)(graph.mod)))
+
+
 def run_exposed(graph: ModelGraph, feeds: list[Feed], var_names: list[str], on_batch: BatchCallback,
-                desc: str = "calibrating") -> None:
-    """Compile ``graph`` with ``var_names`` exposed and call ``on_batch`` for every feed."""
-    exposed = graph.with_module(ExposeIntermediates(var_names)(graph.mod))
-    compiled = compile_graph(exposed)
+                desc: str = "calibrating", compiled=None) -> None:
+    """Compile ``graph`` with ``var_names`` exposed (or take ``compiled``, from
+    :func:`compile_exposed` with the same names) and call ``on_batch`` for every feed."""
+    compiled = compile_exposed(graph, var_names) if compiled is None else compiled
     k = len(var_names)
     for index, feed in enumerate(tqdm(feeds, desc=desc, unit="batch", leave=False,
                                       disable=os.environ.get("TVM_MPQ_NO_PROGRESS") == "1")):

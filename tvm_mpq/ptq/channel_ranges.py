@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, run_exposed
+from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, compile_exposed, run_exposed
 from tvm_mpq.compiler.validate import INTEGER_KINDS
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
@@ -111,7 +111,8 @@ def channel_stats(graph: ModelGraph, feeds: list[Feed], var_names: list[str],
             axes = tuple(a for a in range(t.ndim) if a != 1)
             per_sample[name].append((t.min(axis=axes), t.max(axis=axes)))
 
-    run_exposed(graph, feeds, names, observe, desc="channel ranges (depthwise inputs)")
+    compiled = compile_exposed(graph, names)
+    run_exposed(graph, feeds, names, observe, desc="channel ranges (depthwise inputs)", compiled=compiled)
     folds = (np.arange(len(feeds)) >= len(feeds) // 2).astype(int)  # first half, second half
     ranges = {}
     for name in names:
@@ -136,7 +137,8 @@ def channel_stats(graph: ModelGraph, feeds: list[Feed], var_names: list[str],
             errors[name][1][:] += ((tensor_q - t) ** 2).sum(axis=axes)
 
     if len(feeds) >= 2:
-        run_exposed(graph, feeds, names, measure, desc="per-channel vs per-tensor (held-out halves)")
+        run_exposed(graph, feeds, names, measure, desc="per-channel vs per-tensor (held-out halves)",
+                    compiled=compiled)
     stats = {n: ChannelStats(ranges[n][0], ranges[n][1], *errors[n]) for n in names}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
