@@ -49,7 +49,7 @@ POOLS = frozenset({"relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adapt
 REDUCTIONS = frozenset(f"relax.{n}" for n in ("mean", "sum", "max", "min", "prod", "variance"))
 
 
-def _tensor_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+def tensor_shape(expr: relax.Expr) -> tuple[int, ...] | None:
     """Static shape of a tensor-typed expression (``None``: not a tensor with a known shape)."""
     try:
         ty = expr.ty
@@ -95,7 +95,7 @@ class _ChannelsLast(relax.PyExprMutator):
         """``expr`` (an NHWC var, a 4-D NCHW tensor, or a lower-rank broadcast operand) in NHWC."""
         if isinstance(expr, relax.Var) and expr in self.nhwc:
             return expr
-        shape = _tensor_shape(expr)
+        shape = tensor_shape(expr)
         if shape is None or len(shape) > 4:
             raise _Keep()
         if int(np.prod(shape)) == 1 or len(shape) == 0:
@@ -137,7 +137,7 @@ class _ChannelsLast(relax.PyExprMutator):
                 # the slope is per channel along ``axis``: only the axis moves
                 return relax.op.nn.prelu(args[0], args[1], AXIS_TO_NHWC[int(call.attrs.axis) % 4]), True
             if op in ELEMENTWISE and shape is not None and len(shape) == 4 and any(map(self._is_nhwc, args)):
-                return relax.Call(call.op, [self._nhwc(a) if _tensor_shape(a) is not None else a for a in args],
+                return relax.Call(call.op, [self._nhwc(a) if tensor_shape(a) is not None else a for a in args],
                                   call.attrs, call.ty_args), True
             if op in REDUCTIONS and self._is_nhwc(args[0]):
                 return self._reduction(call, args)
@@ -166,7 +166,7 @@ class _ChannelsLast(relax.PyExprMutator):
         """An int8 matmul with a constant ``[K, N]`` weight, K padded to the channel multiple."""
         data, weight = args[0], args[1]
         plain = relax.Call(call.op, args, call.attrs, call.ty_args)
-        shape = _tensor_shape(data)
+        shape = tensor_shape(data)
         if not isinstance(weight, Constant) or str(weight.value.dtype) != "int8" or shape is None:
             return plain
         w = weight.value.numpy()
@@ -183,7 +183,7 @@ class _ChannelsLast(relax.PyExprMutator):
         return isinstance(expr, relax.Var) and expr in self.nhwc
 
     def _is_nhwc_tuple_field(self, expr: relax.Expr) -> bool:
-        shape = _tensor_shape(expr)
+        shape = tensor_shape(expr)
         return self._is_nhwc(expr) or (shape is not None and len(shape) == 4)
 
     def _nchw_deep(self, expr: relax.Expr) -> relax.Expr:
@@ -246,7 +246,7 @@ class _ChannelsLast(relax.PyExprMutator):
         nhwc = False
         if isinstance(value, relax.Call):
             visited = relax.Call(value.op, [self.visit_expr(a) for a in value.args], value.attrs, value.ty_args)
-            value, nhwc = self._rewrite(visited, _tensor_shape(binding.var))
+            value, nhwc = self._rewrite(visited, tensor_shape(binding.var))
         else:
             value = self._nchw_deep(self.visit_expr(value))
         name = binding.var.name
@@ -277,7 +277,7 @@ def _axes(call: relax.Call) -> tuple[int, ...] | None:
 def _is_to_nchw(value: relax.Expr) -> bool:
     """``permute_dims(x, [0, 3, 1, 2])`` of a 4-D tensor (an NHWC model input made NCHW)."""
     return (isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.permute_dims"
-            and _axes(value) == TO_NCHW and _tensor_shape(value.args[0]) is not None)
+            and _axes(value) == TO_NCHW and tensor_shape(value.args[0]) is not None)
 
 
 def _name(expr: relax.Expr) -> str:

@@ -24,7 +24,7 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
-from relay_passes.convert_layout import ELEMENTWISE, POOLS
+from relay_passes.convert_layout import ELEMENTWISE, POOLS, tensor_shape
 from relay_passes.precision_annotation import relax_functions
 
 CHANNEL_AXIS = 1
@@ -41,16 +41,6 @@ def padded_channels(channels: int, dot_lanes: int) -> int | None:
             return None
         lanes //= 2
     return dot_lanes if channels < dot_lanes else -(-channels // 4) * 4
-
-
-def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    ty = getattr(expr, "ty", None)
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    try:
-        return tuple(int(d) for d in ty.shape)
-    except (TypeError, ValueError):
-        return None
 
 
 def _pad_axis(value: np.ndarray, axis: int, to: int, mode: str) -> np.ndarray:
@@ -107,11 +97,11 @@ class _PadChannels(relax.PyExprMutator):
             if alpha.shape != (real,):
                 return None
             return relax.op.nn.prelu(args[0], relax.const(_pad_axis(alpha, 0, wide, "edge")), CHANNEL_AXIS), (real, wide)
-        if op not in ELEMENTWISE or _shape(call) is None or len(_shape(call)) != 4:
+        if op not in ELEMENTWISE or tensor_shape(call) is None or len(tensor_shape(call)) != 4:
             return None
         new_args = []
         for arg in args:
-            shape = _shape(arg)
+            shape = tensor_shape(arg)
             if (isinstance(arg, relax.Var) and arg in self.padded) or shape is None:
                 new_args.append(arg)
                 continue
