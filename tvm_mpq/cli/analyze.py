@@ -131,7 +131,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 config = build_config(graph, table, precisions, ranges,
                                       {"method": args.method, "requested_rate": args.rate, "observer": args.observer,
                                        "calib_size": len(feeds), "bias_correction": False})
-                _correct_biases(args, graph, config, feeds)
+                _refine_quantizers(args, graph, config, feeds)
             out = args.config_out or args.output.with_suffix(f".rate{args.rate:g}.json")
             with stage("write"):
                 config.save(outputs.path(out))
@@ -143,7 +143,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _correct_biases(args: argparse.Namespace, graph, config, feeds) -> None:
+def _refine_quantizers(args: argparse.Namespace, graph, config, feeds) -> None:
     """Per-channel depthwise inputs and bias correction of the config's int8 layers, when asked
     for (``--channel-act``, ``--bias-correction``)."""
     from tvm_mpq.calibration import CalibrationCache
@@ -182,7 +182,7 @@ def _write_allocation(args: argparse.Namespace, graph, table, ranges: dict, allo
                               {"method": args.method, "allocation": allocation.label, **allocation.info,
                                "kernels": allocation.kernels(), "observer": args.observer, "calib_size": len(feeds),
                                "bias_correction": False})
-        _correct_biases(args, graph, config, feeds)
+        _refine_quantizers(args, graph, config, feeds)
     out = args.output.with_suffix(f".{allocation.key}.json")
     with stage("write"):
         config.save(outputs.path(out))

@@ -3,9 +3,12 @@
 * cross-layer equalization (:mod:`tvm_mpq.ptq.equalization`): rescales the channels between
   two layers so that the model computes the same function with easier-to-quantize weights;
 * bias correction (:mod:`tvm_mpq.ptq.bias_correction`): removes the expected output error
-  of each quantized layer's weights.
+  of each quantized layer's weights;
+* per-channel depthwise inputs (:mod:`tvm_mpq.ptq.channel_ranges`): one quantizer per channel
+  for the input of a depthwise conv, where a held-out-half measurement says it is better.
 
-Both are graph passes (``relay_passes``); this package decides their inputs (scales, vectors)
+The first two are graph passes (``relay_passes``), the third is carried by the precision
+pass; this package decides their inputs (scales, vectors, quantizers)
 from the model and the calibration set and records them in the precision config, so that
 ``compile`` and ``export-onnx`` apply exactly the same numbers.
 """
