@@ -193,6 +193,8 @@ class PadOutputChannels:
         self.n_padded = 0
         out = mod
         for gv, func in relax_functions(mod):
+            if not self._has_candidate(func):
+                continue
             mutator = _PadChannels(out, self.dot_lanes)
             new_func = mutator.visit_expr(func)
             if not mutator.n_padded:
@@ -201,3 +203,11 @@ class PadOutputChannels:
             mutator.builder_.update_func(gv, new_func)
             out = mutator.builder_.get()
         return relax.transform.DeadCodeElimination()(out) if self.n_padded else mod
+
+    def _has_candidate(self, func: relax.Function) -> bool:
+        """Whether ``func`` binds an int8 conv to pad (a scan before any rewriting)."""
+        body = func.body
+        blocks = body.blocks if isinstance(body, relax.SeqExpr) else []
+        return any(isinstance(b.value, relax.Call) and _is_padding_candidate(b.value)
+                   and padded_channels(int(b.value.args[1].value.shape[0]), self.dot_lanes) is not None
+                   for block in blocks for b in block.bindings if isinstance(b, relax.VarBinding))

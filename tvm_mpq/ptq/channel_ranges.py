@@ -49,6 +49,10 @@ MIN_GAIN = 2.0
 of rapidocr-dbnet's 14 depthwise inputs and >= 0.97 on all 16 of efficientnet-lite0's."""
 
 
+_MEMO: dict[str, dict[str, "ChannelStats"]] = {}
+"""This process's measurements by calibration key (graph, weights, samples, tensors)."""
+
+
 @dataclass
 class ChannelStats:
     """One depthwise input over the calibration set: per-channel min / max (all samples), and the
@@ -94,13 +98,16 @@ def channel_stats(graph: ModelGraph, feeds: list[Feed], var_names: list[str],
     names = sorted(set(var_names))
     if not names:
         return {}
-    key = calibration_key(graph, feeds, names, RANGE_KIND) if cache else ""
+    key = calibration_key(graph, feeds, names, RANGE_KIND)
+    if key in _MEMO:  # (a sweep builds one config per rate from the same calibration)
+        return _MEMO[key]
     path = cache.path(graph.name, key).with_suffix(".channels.npz") if cache else None
     fields = ("lo", "hi", "error_channel", "error_tensor")
     if path is not None and path.is_file():
         with np.load(path) as data:
             if all(f"{f}{i}" in data.files for i in range(len(names)) for f in fields):
-                return {n: ChannelStats(*(data[f"{f}{i}"] for f in fields)) for i, n in enumerate(names)}
+                _MEMO[key] = {n: ChannelStats(*(data[f"{f}{i}"] for f in fields)) for i, n in enumerate(names)}
+                return _MEMO[key]
     per_sample: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in names}
 
     def observe(_i: int, _outs: list[np.ndarray], tensors: list[np.ndarray]) -> None:
@@ -140,6 +147,7 @@ def channel_stats(graph: ModelGraph, feeds: list[Feed], var_names: list[str],
         run_exposed(graph, feeds, names, measure, desc="per-channel vs per-tensor (held-out halves)",
                     compiled=compiled)
     stats = {n: ChannelStats(ranges[n][0], ranges[n][1], *errors[n]) for n in names}
+    _MEMO[key] = stats
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **{f"{f}{i}": getattr(stats[n], f) for i, n in enumerate(names) for f in fields})
