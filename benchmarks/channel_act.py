@@ -48,7 +48,7 @@ def _model(name: str, calib_size: int, eval_size: int):
 def _held_out_errors(graph, held, layers, stats) -> dict[str, dict[str, float]]:
     """Weighted input error on ``held`` of the per-tensor and the widened per-channel quantizer."""
     from tvm_mpq.calibration.calibrate import run_exposed
-    from tvm_mpq.ptq.channel_ranges import fake_quant_range, weight_energy, widened
+    from tvm_mpq.ptq.channel_ranges import quantization_errors, weight_energy
 
     names = [layer.data_var for layer in layers]
     sums = {n: np.zeros(3) for n in names}  # signal, per-tensor error, per-channel error
@@ -57,15 +57,9 @@ def _held_out_errors(graph, held, layers, stats) -> dict[str, dict[str, float]]:
         for layer, t in zip(layers, tensors):
             s = stats[layer.data_var]
             energy = weight_energy(layer, graph.params, s.lo.size)
-            shape = [1] * t.ndim
-            shape[1] = t.shape[1]
-            axes = tuple(a for a in range(t.ndim) if a != 1)
-            lo, hi = widened(s.lo, s.hi, float(s.lo.min()), float(s.hi.max()))
-            per_tensor = fake_quant_range(t, np.float32(s.lo.min()), np.float32(s.hi.max()))
-            per_channel = fake_quant_range(t, lo.reshape(shape), hi.reshape(shape))
-            sums[layer.data_var] += [energy @ (t.astype(np.float64) ** 2).sum(axis=axes),
-                                     energy @ ((per_tensor - t) ** 2).sum(axis=axes),
-                                     energy @ ((per_channel - t) ** 2).sum(axis=axes)]
+            per_channel, per_tensor = quantization_errors(t, s.lo, s.hi)
+            signal = (t.astype(np.float64) ** 2).sum(axis=tuple(a for a in range(t.ndim) if a != 1))
+            sums[layer.data_var] += [energy @ signal, energy @ per_tensor, energy @ per_channel]
 
     run_exposed(graph, held, names, measure, desc="held-out errors")
     return {n: {"per_tensor_db": float(10 * np.log10(v[0] / v[1])), "per_channel_db": float(10 * np.log10(v[0] / v[2]))}

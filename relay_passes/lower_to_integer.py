@@ -39,6 +39,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from relay_passes.convert_layout import tensor_shape
 from relay_passes.integer_support import integer_problem
 from relay_passes.precision_annotation import (PrecisionAnnotation, detach_annotations, relax_functions,
                                                weight_channel_axis)
@@ -172,8 +173,8 @@ def _per_channel_problem(call: relax.Call, annotation: PrecisionAnnotation) -> s
     NCHW depthwise conv whose input has one quantizer channel per channel)."""
     channels = annotation.act.channels
     attrs = call.attrs
-    shape = call.args[0].ty.shape if hasattr(call.args[0], "ty") else None
-    in_channels = int(shape[1]) if shape is not None and len(shape) == 4 else None
+    shape = tensor_shape(call.args[0])
+    in_channels = shape[1] if shape is not None and len(shape) == 4 else None
     if call.op.name != "relax.nn.conv2d" or str(attrs.data_layout) != "NCHW" or in_channels is None \
             or int(attrs.groups) != in_channels:
         return (f"layer '{annotation.layer}': a per-channel activation quantizer is for the input of an NCHW "
@@ -425,8 +426,7 @@ class IntegerLowering(relax.PyExprMutator):
         src = self._int(call.args[0], qp)
         attrs = call.attrs
         if call.op.name == "relax.nn.pad":
-            self._uid += 1
-            out = self.arith.pad(self.builder_.emit, src, [int(p) for p in attrs.pad_width], qp, f"mpq{self._uid}_{var.name}")
+            out = self.arith.pad(self._emit, src, [int(p) for p in attrs.pad_width], qp, var.name)
         else:
             out = self._emit(relax.Call(call.op, [src, *[self.visit_expr(a) for a in call.args[1:]]], attrs, call.ty_args),
                              var.name)

@@ -26,6 +26,7 @@ from tvm.ir.expr import Constant
 
 from relay_passes.convert_layout import ELEMENTWISE, POOLS, tensor_shape
 from relay_passes.precision_annotation import relax_functions
+from tvm_mpq.kernels.cpu_isa import widest_lanes
 
 CHANNEL_AXIS = 1
 
@@ -35,11 +36,8 @@ def padded_channels(channels: int, dot_lanes: int) -> int | None:
     product fills ``dot_lanes`` int32 lanes, or None when it runs on whole vectors already (some
     power-of-two lane count >= 4 divides it): below one vector, a whole vector; above, the next
     multiple of 4."""
-    lanes = dot_lanes
-    while lanes >= 4:
-        if channels % lanes == 0:
-            return None
-        lanes //= 2
+    if widest_lanes(channels, dot_lanes) is not None:
+        return None
     return dot_lanes if channels < dot_lanes else -(-channels // 4) * 4
 
 

@@ -46,12 +46,17 @@ class CpuIsa:
     def channel_lanes(self, channels: int, dot: bool = False) -> int | None:
         """The widest int32/fp32 lane count (<= the vector) that divides ``channels`` (a layer's
         output channels), never below 4; ``None`` when even 4 does not divide."""
-        lanes = (self.dot_bits if dot else self.vector_bits) // 32
-        while lanes >= 4:
-            if channels % lanes == 0:
-                return lanes
-            lanes //= 2
-        return None
+        return widest_lanes(channels, (self.dot_bits if dot else self.vector_bits) // 32)
+
+
+def widest_lanes(channels: int, lanes: int) -> int | None:
+    """The widest of ``lanes``, ``lanes / 2``, ... (never below 4) that divides ``channels``;
+    ``None`` when even 4 does not."""
+    while lanes >= 4:
+        if channels % lanes == 0:
+            return lanes
+        lanes //= 2
+    return None
 
 
 def _has(target: Target, *features: str) -> bool:

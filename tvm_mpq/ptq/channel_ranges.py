@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, compile_exposed, run_exposed
-from tvm_mpq.compiler.validate import INTEGER_KINDS
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable, build_layer_table
@@ -72,8 +71,7 @@ class ChannelStats:
 
 def channel_quantized_layers(table: LayerTable, config: PrecisionConfig) -> list[Layer]:
     """The int8 depthwise convs of ``config`` whose input may get a per-channel quantizer."""
-    return [layer for layer in table if layer.kind == "depthwise_conv2d" and layer.kind in INTEGER_KINDS
-            and layer.weight_param is not None and not config.layers[layer.name].is_fp32
+    return [layer for layer in table if layer.kind == "depthwise_conv2d" and layer.weight_param is not None and not config.layers[layer.name].is_fp32
             and config.layers[layer.name].act is not None]
 
 
@@ -89,6 +87,19 @@ def fake_quant_range(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarra
 def widened(lo: np.ndarray, hi: np.ndarray, tensor_lo: float, tensor_hi: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel ranges ``MARGIN`` times wider, within the per-tensor range."""
     return np.maximum(lo * MARGIN, tensor_lo), np.minimum(hi * MARGIN, tensor_hi)
+
+
+def quantization_errors(t: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel (axis 1) of ``t``, the summed squared error of the per-channel quantizers of
+    ranges ``lo`` / ``hi`` (one entry per channel, :func:`widened`) and of the per-tensor min/max
+    quantizer of their union."""
+    axes = tuple(a for a in range(t.ndim) if a != 1)
+    shape = [1] * t.ndim
+    shape[1] = t.shape[1]
+    lo_w, hi_w = widened(lo, hi, float(lo.min()), float(hi.max()))
+    channel = fake_quant_range(t, lo_w.reshape(shape), hi_w.reshape(shape))
+    tensor = fake_quant_range(t, np.float32(lo.min()), np.float32(hi.max()))
+    return ((channel - t) ** 2).sum(axis=axes), ((tensor - t) ** 2).sum(axis=axes)
 
 
 def channel_stats(graph: ModelGraph, feeds: list[Feed], var_names: list[str],
@@ -129,19 +140,10 @@ def channel_stats(graph: ModelGraph, feeds: list[Feed], var_names: list[str],
     errors = {n: (np.zeros_like(ranges[n][0], np.float64), np.zeros_like(ranges[n][0], np.float64)) for n in names}
 
     def measure(index: int, _outs: list[np.ndarray], tensors: list[np.ndarray]) -> None:
-        if len(feeds) < 2:
-            return
         for name, tensor in zip(names, tensors):
-            t = np.asarray(tensor, np.float32)
-            axes = tuple(a for a in range(t.ndim) if a != 1)
-            shape = [1] * t.ndim
-            shape[1] = t.shape[1]
-            lo_c, hi_c = ranges[name][2][folds[index]]
-            lo_w, hi_w = widened(lo_c, hi_c, float(lo_c.min()), float(hi_c.max()))
-            channel = fake_quant_range(t, lo_w.reshape(shape), hi_w.reshape(shape))
-            tensor_q = fake_quant_range(t, np.float32(lo_c.min()), np.float32(hi_c.max()))
-            errors[name][0][:] += ((channel - t) ** 2).sum(axis=axes)
-            errors[name][1][:] += ((tensor_q - t) ** 2).sum(axis=axes)
+            channel, tensor_error = quantization_errors(np.asarray(tensor, np.float32), *ranges[name][2][folds[index]])
+            errors[name][0][:] += channel
+            errors[name][1][:] += tensor_error
 
     if len(feeds) >= 2:
         run_exposed(graph, feeds, names, measure, desc="per-channel vs per-tensor (held-out halves)",
@@ -173,6 +175,8 @@ def apply_channel_quantizers(graph: ModelGraph, config: PrecisionConfig, feeds: 
     the provenance; returns the number of layers changed. ``graph`` / ``table``: the graph the
     config's quantizers were calibrated on."""
     table = table or build_layer_table(graph)
+    # measured on every depthwise input, int8 here or not: one measurement (cached, memoized)
+    # serves the configs of every rate
     layers = [layer for layer in table if layer.kind == "depthwise_conv2d" and layer.weight_param is not None]
     chosen = channel_quantized_layers(table, config)
     stats = channel_stats(graph, feeds, [layer.data_var for layer in layers], cache) if chosen else {}
