@@ -30,8 +30,8 @@ def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: s
     Reuse ``report`` to allocate several rates from one analysis (a sweep analyzes once).
     ``bias_correction``: store each int8 layer's bias correction in the config
     (:mod:`tvm_mpq.ptq.bias_correction`; one more fp32 pass, cached). ``channel_act``: quantize
-    the inputs of int8 depthwise convs per channel (:mod:`tvm_mpq.ptq.channel_ranges`; one more
-    fp32 pass, cached). A graph rewritten by
+    the inputs of int8 depthwise convs per channel (:mod:`tvm_mpq.ptq.channel_ranges`; two more
+    fp32 passes, cached). A graph rewritten by
     :func:`tvm_mpq.ptq.graph_for_options` (equalization) records its rewrites in the config.
     """
     from tvm_mpq.sensitivity.analysis import analyze

@@ -49,7 +49,7 @@ def add_quantizer_options(p: argparse.ArgumentParser) -> None:
                         "batch-norm folded stages only, off at --stage A)")
     q.add_argument("--channel-act", action=argparse.BooleanOptionalAction, default=DEFAULT_CHANNEL_ACT,
                    help="quantize the input of each int8 depthwise conv per channel (free in the integer kernel; "
-                        f"one fp32 pass over the calibration set; default {'on' if DEFAULT_CHANNEL_ACT else 'off'})")
+                        f"two fp32 passes over the calibration set; default {'on' if DEFAULT_CHANNEL_ACT else 'off'})")
 
 
 def ptq_from_args(args: argparse.Namespace):

@@ -12,7 +12,7 @@ class PtqOptions:
     rewrite, exact in fp32); ``bias_correction``: correct each quantized layer's bias by the
     expected error of its quantized weight (one extra fp32 pass over the calibration set);
     ``channel_act``: quantize the input of each int8 depthwise conv per channel
-    (:mod:`tvm_mpq.ptq.channel_ranges`; one extra fp32 pass)."""
+    (:mod:`tvm_mpq.ptq.channel_ranges`; two extra fp32 passes)."""
 
     equalize: bool = False
     bias_correction: bool = False
