@@ -7,7 +7,7 @@ a per-channel epilogue (bias, scale, zero point) loads one vector per tile. With
 kernel would re-lay out its input and write its output back; this pass instead rewrites every
 2-D conv to ``NHWC``/``HWIO`` and carries the NHWC tensors through every op that does not care
 about the layout (elementwise and broadcast arithmetic, casts, clip, round, pad, pooling,
-reductions over named axes, concatenation, softmax, slices), so tensors stay channels-last from conv to
+reductions over named axes, concatenation, splits, softmax, slices), so tensors stay channels-last from conv to
 conv and a layout change (``permute_dims``) is left only where an NCHW tensor enters (the
 model's inputs) or must leave (the outputs, and ops whose meaning depends on the layout:
 reshape, flatten, matmul, ...).
@@ -81,6 +81,7 @@ class _ChannelsLast(relax.PyExprMutator):
         self.as_nhwc: dict[relax.Var, relax.Var] = {}  # NCHW var -> its NHWC copy
         self.n_converted = 0
         self.n_padded = 0
+        self._tuple_ok = True  # the binding being rewritten may hold an NHWC tuple
 
     # ------------------------------------------------------------------ layout helpers
     def _nchw(self, expr: relax.Expr) -> relax.Expr:
@@ -155,6 +156,10 @@ class _ChannelsLast(relax.PyExprMutator):
                                               strides[0] if strides else None, bool(call.attrs.assume_inbound)), True
             if op == "relax.image.resize2d" and call.attrs.layout == "NCHW" and self._is_nhwc(args[0]):
                 return self._resize(call, args), True
+            if op == "relax.split" and self._is_nhwc(args[0]) and self._tuple_ok:  # NHWC items
+                sections = call.attrs.indices_or_sections
+                sections = [int(v) for v in sections] if isinstance(sections, tvm.ir.Array) else int(sections)
+                return relax.op.split(args[0], sections, AXIS_TO_NHWC[int(call.attrs.axis) % 4]), True
         except _Keep:
             pass
         args = [self._nchw_deep(a) for a in args]
@@ -245,8 +250,11 @@ class _ChannelsLast(relax.PyExprMutator):
         value = binding.value
         nhwc = False
         if isinstance(value, relax.Call):
+            self._tuple_ok = isinstance(binding.var, relax.DataflowVar)  # (an output leaves as NCHW tensors)
             visited = relax.Call(value.op, [self.visit_expr(a) for a in value.args], value.attrs, value.ty_args)
             value, nhwc = self._rewrite(visited, tensor_shape(binding.var))
+        elif isinstance(value, relax.TupleGetItem) and self._is_nhwc(self.visit_expr(value.tuple_value)):
+            value, nhwc = self.visit_expr(value), True  # an item of an NHWC split
         else:
             value = self._nchw_deep(self.visit_expr(value))
         name = binding.var.name

@@ -16,9 +16,15 @@ Each Relax variable is held in the form its consumers need, decided lazily:
   form the group's *epilogue*, computed on the rescaled accumulator inside the same fused
   kernel; the group is quantized once, at the quantizer of the next int8 consumer (QuantuneV2
   Eq. 15: the relu's output scale), so conv+bias+relu(+add) is one group with one requantize;
-* layout ops that commute with quantization (max-pool, pad with 0, reshape, permute, flatten,
-  squeeze, expand-dims) run on uint8 codes, taking the quantizer of the int8 layer they feed
-  (a per-channel quantizer, a depthwise conv's input, only through max-pool and spatial pads);
+* layout ops that commute with quantization (max-pool, pad with 0, nearest-neighbour resize,
+  reshape, permute, flatten, squeeze, expand-dims) run on uint8 codes, taking the quantizer of
+  the int8 layer they feed (a per-channel quantizer, a depthwise conv's input, only through
+  max-pool, resizes and spatial pads), or of their source when that is stored as codes;
+* a split (channel groups, YOLO's C2f) runs on codes at the quantizer of the int8 layer one of
+  its pieces feeds; the other pieces are requantized from them where they need another;
+* a concat whose result feeds an int8 layer concatenates codes at that layer's quantizer: each
+  input is requantized to it in its producer's epilogue (a single-use input, through its
+  layout ops) or from the codes it is stored at;
 * consecutive int8 groups pass uint8 tensors; a quantize is emitted only where an fp32 tensor
   enters an int8 layer and a dequantize only where an integer result leaves for an fp32 op.
 
@@ -52,9 +58,11 @@ EPILOGUE_OPS = frozenset(f"relax.{n}" for n in (
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "clip", "nn.relu", "nn.leakyrelu",
     "nn.prelu", "nn.silu", "nn.gelu", "sigmoid", "tanh", "where", "greater", "greater_equal", "less",
     "less_equal", "negative", "exp", "astype"))
-# Ops that commute with per-tensor quantization: run them on uint8 codes.
+# Ops that commute with per-tensor quantization: run them on uint8 codes (a pad only with 0.0, a
+# resize only nearest-neighbour: :func:`is_code_layout`).
 LAYOUT_OPS = frozenset(f"relax.{n}" for n in (
-    "nn.max_pool2d", "nn.max_pool1d", "nn.pad", "reshape", "permute_dims", "flatten", "squeeze", "expand_dims"))
+    "nn.max_pool2d", "nn.max_pool1d", "nn.pad", "image.resize2d", "reshape", "permute_dims", "flatten", "squeeze",
+    "expand_dims"))
 LOWERING_ATTR = "mpq_lowering"
 """Function attribute: the :class:`LoweringStats` counts of the function's lowering."""
 BORDERS_ATTR = "mpq_borders"
@@ -160,10 +168,38 @@ def is_zero_pad(call: relax.Call) -> bool:
     return call.op.name != "relax.nn.pad" or (float(call.attrs.pad_value) == 0.0 and call.attrs.pad_mode == "constant")
 
 
+def is_code_layout(value: relax.Expr | None) -> bool:
+    """True for a call of a :data:`LAYOUT_OPS` op that commutes exactly with quantization: a pad
+    only with 0.0 (:func:`is_zero_pad`), a resize only nearest-neighbour (a gather; not
+    ``tf_crop_and_resize``, which writes an extrapolation value)."""
+    if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in LAYOUT_OPS):
+        return False
+    if value.op.name == "relax.image.resize2d":
+        return (str(value.attrs.method) == "nearest_neighbor"
+                and str(value.attrs.coordinate_transformation_mode) != "tf_crop_and_resize")
+    return is_zero_pad(value)
+
+
+def code_layout_source(value: relax.Expr | None, var2val: dict) -> relax.Var | None:
+    """The tensor a layout op that runs on codes reads (:func:`is_code_layout`; for an item of a
+    split, the split's input), or None for anything else."""
+    if isinstance(value, relax.TupleGetItem) and isinstance(value.tuple_value, relax.Var):
+        value = var2val.get(value.tuple_value)
+        if not _is_split(value):
+            return None
+    elif not is_code_layout(value):
+        return None
+    return value.args[0] if isinstance(value.args[0], relax.Var) else None
+
+
+def _is_split(value: relax.Expr | None) -> bool:
+    return isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == "relax.split"
+
+
 def keeps_channels(call: relax.Call) -> bool:
-    """True for a layout op that leaves every value in its channel (axis 1): max-pooling, and a
-    pad of the spatial axes only. A per-channel quantizer passes back only through these."""
-    if call.op.name in ("relax.nn.max_pool2d", "relax.nn.max_pool1d"):
+    """True for a layout op that leaves every value in its channel (axis 1): max-pooling, a
+    resize, and a pad of the spatial axes only. A per-channel quantizer passes only through these."""
+    if call.op.name in ("relax.nn.max_pool2d", "relax.nn.max_pool1d", "relax.image.resize2d"):
         return str(call.attrs.layout) in ("NCHW", "NCW")
     return call.op.name == "relax.nn.pad" and not any(int(p) for p in list(call.attrs.pad_width)[:4])
 
@@ -206,6 +242,8 @@ class IntegerLowering(relax.PyExprMutator):
         self.int8: dict[relax.Var, PrecisionAnnotation] = {}
         self.borders: list[Border] = []
         self.users: dict[relax.Var, list[relax.Var]] = {}
+        self.split_qp: dict[relax.Var, ActQParams] = {}  # a split run on codes -> their quantizer
+        self.split_codes: dict[relax.Var, relax.Var] = {}  # its emitted split of codes
         self._consumer = "output"  # the op being visited that reads fp32 (names a dequantize border)
         self._uid = 0
 
@@ -231,14 +269,77 @@ class IntegerLowering(relax.PyExprMutator):
             annotation = self.int8.get(binding.var)
             if annotation is not None and isinstance(binding.value.args[0], relax.Var):
                 self.targets.setdefault(binding.value.args[0], annotation.act)
+        concat_chains: set[relax.Var] = set()
         for binding in reversed(bindings):
             value = binding.value
             qp = self.targets.get(binding.var)
-            if qp is None or not self._is_layout_op(value) or (qp.per_channel and not keeps_channels(value)):
+            if qp is not None and self._is_concat(value) and not qp.per_channel:
+                for tensor in value.args[0].fields:
+                    concat_chains |= self._mark_concat_input(tensor, qp)
+            if qp is None or binding.var in concat_chains or not self._runs_on_codes(value, qp):
                 continue
             src = value.args[0]
             if isinstance(src, relax.Var) and src not in self.targets:
                 self.targets[src] = qp
+        for binding in bindings:
+            self._plan_split(binding, concat_chains)
+        for binding in bindings:  # a layout op on a tensor stored as codes runs on them
+            src = binding.value.args[0] if isinstance(binding.value, relax.Call) and binding.value.args else None
+            qp = self.targets.get(src) if isinstance(src, relax.Var) else None
+            if qp is not None and isinstance(binding.var, relax.DataflowVar) and binding.var not in self.targets \
+                    and self._runs_on_codes(binding.value, qp):
+                self.targets[binding.var] = qp
+
+    def _plan_split(self, binding: relax.VarBinding, concat_chains: set[relax.Var]) -> None:
+        """Run a split on codes when its pieces that feed int8 layers (through layout ops) want one
+        quantizer, or its input is already stored as codes: the input is stored at it, every
+        piece read from it."""
+        value = binding.value
+        items = self.users.get(binding.var, [])
+        if not (_is_split(value) and isinstance(value.args[0], relax.Var) and isinstance(binding.var, relax.DataflowVar)
+                and items and all(isinstance(i, relax.DataflowVar) and isinstance(self.var2val.get(i), relax.TupleGetItem)
+                                  for i in items)):
+            return
+        src = value.args[0]
+        wanted = {self.targets[i] for i in items if i in self.targets and i not in concat_chains}
+        qp = self.targets.get(src)
+        if qp is None and len(wanted) == 1:
+            qp = next(iter(wanted))
+        if qp is None or qp.per_channel:
+            return
+        self.targets.setdefault(src, qp)
+        self.split_qp[binding.var] = qp
+        for item in items:
+            self.targets.setdefault(item, qp)
+
+    def _runs_on_codes(self, value: relax.Expr, qp: ActQParams) -> bool:
+        """A layout op that can run on codes of ``qp`` (per channel: one that keeps channels)."""
+        return self._is_layout_op(value) and (not qp.per_channel or keeps_channels(value))
+
+    @staticmethod
+    def _is_concat(value: relax.Expr) -> bool:
+        return (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == "relax.concat"
+                and isinstance(value.args[0], relax.Tuple))
+
+    def _mark_concat_input(self, tensor: relax.Expr, qp: ActQParams) -> set[relax.Var]:
+        """Store a concat input at the concat's quantizer ``qp`` when nothing else reads it: the
+        input and the single-use layout ops it comes through (its producer then writes codes at
+        ``qp``; the layout ops run on them). Not when the chain starts at a tensor already stored
+        as codes: the concat requantizes those codes (:meth:`_concat_on_int`)."""
+        chain: list[relax.Var] = []
+        while isinstance(tensor, relax.DataflowVar) and tensor not in self.targets \
+                and len(self.users.get(tensor, [])) == 1:
+            chain.append(tensor)
+            value = self.var2val.get(tensor)
+            if not (self._runs_on_codes(value, qp) and isinstance(value.args[0], relax.Var)):
+                tensor = None
+                break
+            tensor = value.args[0]
+        if tensor is not None and tensor in self.targets:
+            return set()
+        for var in chain:
+            self.targets[var] = qp
+        return set(chain)
 
     def _check(self, call: relax.Call, annotation: PrecisionAnnotation) -> None:
         weight = self._constant(call.args[1])
@@ -258,9 +359,9 @@ class IntegerLowering(relax.PyExprMutator):
         if problem is not None:
             raise MpqError(problem)
 
-    def _is_layout_op(self, value: relax.Expr) -> bool:
-        return (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in LAYOUT_OPS
-                and is_zero_pad(value))
+    @staticmethod
+    def _is_layout_op(value: relax.Expr) -> bool:
+        return is_code_layout(value)
 
     def _codes_ready(self, src: relax.Expr) -> bool:
         """A layout op runs on codes when its source is an integer result or a model input (the
@@ -383,11 +484,19 @@ class IntegerLowering(relax.PyExprMutator):
         is_call = isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
         if is_call and var in self.int8 and not isinstance(var, relax.DataflowVar):
             return self._lower_output_mac(var, value, self.int8[var])
+        if isinstance(var, relax.DataflowVar) and isinstance(value, relax.TupleGetItem) \
+                and value.tuple_value in self.split_codes:
+            return self._split_item(var, value)
         if isinstance(var, relax.DataflowVar) and is_call:
+            if var in self.split_qp and self._codes_ready(value.args[0]):
+                return self._split_on_int(var, value, self.split_qp[var])
             if var in self.int8:
                 return self._lower_mac(var, value, self.int8[var])
             if self.fuse and var in self.targets and self._is_layout_op(value) and self._codes_ready(value.args[0]):
                 return self._layout_on_int(var, value, self.targets[var])
+            if self.fuse and var in self.targets and self._is_concat(value) and not self.targets[var].per_channel \
+                    and any(isinstance(t, relax.Var) and (t in self.forms or t in self.targets) for t in value.args[0].fields):
+                return self._concat_on_int(var, value, self.targets[var])
             if value.op.name in EPILOGUE_OPS and any(self.has_int_form(a) for a in value.args):
                 return self._epilogue(var, value)
         # Any other op reads fp32: materialize the integer values it uses.
@@ -430,6 +539,34 @@ class IntegerLowering(relax.PyExprMutator):
         else:
             out = self._emit(relax.Call(call.op, [src, *[self.visit_expr(a) for a in call.args[1:]]], attrs, call.ty_args),
                              var.name)
+        self.forms[var] = _Forms(ints={qp: out})
+        self._record(var, qp, out)
+        self.stats.n_layout_on_int += 1
+
+    def _split_on_int(self, var: relax.Var, call: relax.Call, qp: ActQParams) -> None:
+        codes = self._int(call.args[0], qp)
+        self.split_codes[var] = self._emit(relax.Call(call.op, [codes], call.attrs, call.ty_args), var.name)
+        self.stats.n_layout_on_int += 1
+
+    def _split_item(self, var: relax.Var, item: relax.TupleGetItem) -> None:
+        qp = self.split_qp[item.tuple_value]
+        out = self._emit(relax.TupleGetItem(self.split_codes[item.tuple_value], item.index), var.name)
+        self.forms[var] = _Forms(ints={qp: out})
+        self._record(var, qp, out)
+
+    def _concat_on_int(self, var: relax.Var, call: relax.Call, qp: ActQParams) -> None:
+        """Concatenate codes at ``qp``. An input stored as codes at another quantizer is
+        requantized from them (every consumer of a stored tensor reads its codes), any other is
+        quantized at ``qp`` from its fp32 value (in its producer's epilogue)."""
+        parts = []
+        for i, tensor in enumerate(call.args[0].fields):
+            stored = self.targets.get(tensor) if isinstance(tensor, relax.Var) else None
+            if stored is not None and stored != qp and self.has_int_form(tensor):
+                parts.append(self.arith.rescale(self._emit, self._int(tensor, stored), stored, qp, f"{var.name}_in{i}"))
+                self.stats.n_requantize += 1
+            else:
+                parts.append(self._int(tensor, qp))
+        out = self._emit(relax.op.concat(parts, axis=call.attrs.axis), var.name)
         self.forms[var] = _Forms(ints={qp: out})
         self._record(var, qp, out)
         self.stats.n_layout_on_int += 1

@@ -127,3 +127,94 @@ def test_onnx_clip_between_int8_convs_fuses_into_the_group(tmp_path, opset):
     assert ops == ["dequantize output", "quantize input"], ops
     assert compiled.stats["int8_layers"] == 2
     assert output_sqnr_db([compiled.run(f) for f in feeds], [_ort(path, f) for f in feeds]) > 20
+
+
+def _fpn(tmp_path):
+    """A feature-pyramid neck as text detectors (DBNet) and YOLO heads export it: nearest
+    2x ``Resize`` top-down, a residual ``Add``, the levels resized to one size and ``Concat``-ed
+    into a 1x1 head."""
+    rng = np.random.default_rng(4)
+
+    def weight(name, shape):
+        return numpy_helper.from_array((rng.normal(size=shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32), name)
+
+    inits = [weight("w4", (8, 3, 3, 3)), weight("w5", (8, 8, 3, 3)), weight("wi5", (8, 8, 1, 1)),
+             weight("wi4", (8, 8, 1, 1)), weight("wp5", (4, 8, 3, 3)), weight("wp4", (4, 8, 3, 3)),
+             weight("wh", (2, 8, 1, 1)), numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "up2"),
+             numpy_helper.from_array(np.array([], np.float32), "roi")]
+    conv = helper.make_node
+    nodes = [conv("Conv", ["x", "w4"], ["c4c"], pads=[1, 1, 1, 1]), conv("Relu", ["c4c"], ["c4"]),
+             conv("Conv", ["c4", "w5"], ["c5c"], pads=[1, 1, 1, 1], strides=[2, 2]), conv("Relu", ["c5c"], ["c5"]),
+             conv("Conv", ["c5", "wi5"], ["in5"]), conv("Conv", ["c4", "wi4"], ["in4"]),
+             conv("Resize", ["in5", "roi", "up2"], ["up5"], mode="nearest"), conv("Add", ["in4", "up5"], ["out4"]),
+             conv("Conv", ["in5", "wp5"], ["p5"], pads=[1, 1, 1, 1]), conv("Conv", ["out4", "wp4"], ["p4"], pads=[1, 1, 1, 1]),
+             conv("Resize", ["p5", "roi", "up2"], ["p5up"], mode="nearest"),
+             conv("Concat", ["p5up", "p4"], ["cat"], axis=1), conv("Conv", ["cat", "wh"], ["y"])]
+    return _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 16, 16])], inits, opset=13)
+
+
+def _c2f(tmp_path):
+    """YOLOv8's C2f block: a conv's channels ``Split`` in two, the second half through a SiLU
+    conv, all three ``Concat``-ed into a 1x1 conv."""
+    rng = np.random.default_rng(5)
+
+    def weight(name, shape):
+        return numpy_helper.from_array((rng.normal(size=shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32), name)
+
+    inits = [weight("w1", (8, 3, 3, 3)), weight("wm", (4, 4, 3, 3)), weight("w2", (4, 12, 1, 1)),
+             numpy_helper.from_array(np.array([4, 4], np.int64), "halves")]
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), node("Sigmoid", ["c1"], ["g1"]),
+             node("Mul", ["c1", "g1"], ["s1"]), node("Split", ["s1", "halves"], ["a", "b"], axis=1),
+             node("Conv", ["b", "wm"], ["cm"], pads=[1, 1, 1, 1]), node("Sigmoid", ["cm"], ["gm"]),
+             node("Mul", ["cm", "gm"], ["m"]), node("Concat", ["a", "b", "m"], ["cat"], axis=1),
+             node("Conv", ["cat", "w2"], ["y"])]
+    return _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 12, 12])], inits, opset=13)
+
+
+@pytest.mark.parametrize("block", ["pyramid", "c2f"])
+def test_resize_split_and_concat_run_on_codes(tmp_path, block):
+    """Nearest-neighbour resizes, splits and concats have an integer form (a gather, copies):
+    fully int8, a pyramid neck and a C2f block keep uint8 tensors from the first conv to the
+    head (the only borders: the input's quantize and the output's dequantize; they used to be
+    dequantized at each resize, split and concat); the integer build within one step of the QDQ
+    simulation, and the ONNX QDQ export like the simulation in onnxruntime."""
+    from tvm_mpq.export import build_qdq_onnx
+
+    path, shape = (_fpn(tmp_path), (1, 3, 16, 16)) if block == "pyramid" else (_c2f(tmp_path), (1, 3, 12, 12))
+    graph = load_model(str(path))
+    feeds = _feeds(shape)
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    ops = sorted(f"{b['kind']} {b['op']}" for b in compiled.stats["borders"])
+    assert ops == ["dequantize output", "quantize input"], ops
+    script = compiled.mod.script()
+    if block == "pyramid":
+        assert script.count('dtype="uint8") = R.image.resize2d') == 2
+    else:
+        assert 'R.split(' in script and "uint8" in script.split("R.split(")[0].splitlines()[-1]
+        from relay_passes.convert_layout import ConvertToChannelsLast, channels_last_counts
+
+        # the split is carried channels-last (axis 3) like the convs: transposes only at the input and the output
+        assert channels_last_counts(ConvertToChannelsLast(4)(compiled.mod))["n_transposes"] == 2
+    assert 'dtype="uint8") = R.concat' in script
+    simulated = compile_model(graph, config, simulate=True)
+    sim = [simulated.run(f)[0] for f in feeds]
+    got = [compiled.run(f)[0] for f in feeds]
+    step = max(np.abs(s).max() for s in sim) / 50
+    assert max(np.abs(g - s).max() for g, s in zip(got, sim)) <= step
+    exported = build_qdq_onnx(graph, config)
+    onnx_out = [_ort_model(exported.model, f)[0] for f in feeds]
+    np.testing.assert_allclose(np.stack(onnx_out), np.stack(sim), atol=1e-4)
+    reference = compile_model(graph, None)
+    assert output_sqnr_db([[g] for g in got], [reference.run(f) for f in feeds]) > 20
+
+
+def _ort_model(model, feed):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feed)

@@ -518,3 +518,48 @@ def test_few_output_channels_are_padded_to_whole_vectors_exactly():
     for feed in feeds:
         for got, want in zip(compiled.run(feed), simulated.run(feed)):
             assert np.abs(got - want).max() <= np.abs(want).max() / 50
+
+
+def test_zero_point_pads_join_the_conv_kernel_that_reads_them():
+    """FusePadIntoMac: an int8 conv whose input has a non-zero zero point pads its codes with an
+    ``nn.pad`` of its own; after fusion that pad is part of the conv's kernel (no pad kernel of
+    its own left, every conv still scheduled by the conv / depthwise rule), and the outputs are
+    the ones TVM's default build of the same lowered module gives, bit for bit."""
+    import torch
+
+    from relay_passes.fuse_pad_into_mac import FusePadIntoMac
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.compiler.build import fuse
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.runtime.executor import flatten_outputs, host_target
+
+    class Linear(torch.nn.Module):  # no activation between the convs: signed inputs, zero point != 0
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(5)
+            self.c1, self.c2 = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1)
+            self.dw, self.pw = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16), torch.nn.Conv2d(16, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.pw(self.dw(self.c2(self.c1(x))))
+
+    graph = from_module(Linear(), {"x": np.zeros((1, 3, 12, 12), np.float32)}, "linear")
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.normal(size=(1, 3, 12, 12)).astype(np.float32)} for _ in range(3)]
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    assert compiled.mod.script().count("R.nn.pad(") == 3  # every conv reads zero-point padded codes
+    target = host_target()
+    with target, tvm.transform.PassContext(opt_level=3):
+        fused = fuse(compiled.mod, target)
+    main = fused["main"].script()
+    assert "R.call_tir(cls.pad" not in main and main.count("_padded") == 2
+    kernels = compiled.stats["build"]["kernels"]
+    assert not [k for k in kernels if k.startswith("pad")]
+    assert {v for k, v in kernels.items() if "conv2d" in k} <= {"Conv2dChannelsLast", "DepthwiseChannelsLast"}
+    assert FusePadIntoMac()(compiled.mod).script() == compiled.mod.script()  # before FuseOps: nothing to move
+    vm = relax.VirtualMachine(tvm.compile(compiled.mod, target="llvm"), tvm.cpu())
+    for feed in feeds:
+        want = flatten_outputs(vm["main"](tvm.runtime.tensor(feed["x"])))
+        np.testing.assert_array_equal(compiled.run(feed)[0], want[0])

@@ -73,13 +73,30 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     return passes
 
 
+def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """TVM's CPU legalization and fusion (``LegalizeOps`` ... ``FuseOps``, ``FuseTIR``), with,
+    on channels-last targets, an int8 conv's zero-point pad moved into the conv's fused group in
+    between (:class:`relay_passes.fuse_pad_into_mac.FusePadIntoMac`)."""
+    from tvm.relax.backend.cpu_generic.pipeline import legalize_passes
+
+    from tvm_mpq.kernels import activation_layout
+
+    passes = legalize_passes(None)
+    if activation_layout(target) == "NHWC":
+        from relay_passes.fuse_pad_into_mac import FusePadIntoMac
+
+        at = next(i for i, p in enumerate(passes) if p.info.name == "FuseTIR")
+        passes = [*passes[:at], FusePadIntoMac(), *passes[at:]]
+    return passes
+
+
 def fuse(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.IRModule:
     """``mod`` after :func:`graph_passes` (for ``target``, default: the current one),
     legalization and fusion: the PrimFuncs the kernel rules schedule."""
-    from tvm.relax.backend.cpu_generic.pipeline import legalize_passes, library_dispatch_passes
+    from tvm.relax.backend.cpu_generic.pipeline import library_dispatch_passes
 
     target = target or tvm.target.Target.current()
-    seq = tvm.transform.Sequential([*graph_passes(target), *library_dispatch_passes(None), *legalize_passes(None),
+    seq = tvm.transform.Sequential([*graph_passes(target), *library_dispatch_passes(None), *fusion_passes(target),
                                     relax.transform.AttachAttrLayoutFreeBuffers()])
     return seq(mod)
 
@@ -157,11 +174,11 @@ def build_passes(target: tvm.target.Target, options: TuningOptions | None = None
     :func:`graph_passes`, legalization and fusion (``LegalizeOps``, ``FuseOps``, ``FuseTIR``),
     :class:`ScheduleKernels`, weight prepacking (CPU and CUDA alike). MpqError for tuning
     options the target cannot use."""
-    from tvm.relax.backend.cpu_generic.pipeline import legalize_passes, library_dispatch_passes
+    from tvm.relax.backend.cpu_generic.pipeline import library_dispatch_passes
 
     options = options or TuningOptions()
     check_tuning(target, options)
-    return [*graph_passes(target), *library_dispatch_passes(None), *legalize_passes(None),
+    return [*graph_passes(target), *library_dispatch_passes(None), *fusion_passes(target),
             relax.transform.AttachAttrLayoutFreeBuffers(), ScheduleKernels(target, options),
             relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
             relax.transform.DeadCodeElimination()]

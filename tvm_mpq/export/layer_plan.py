@@ -25,7 +25,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from relay_passes.lower_to_integer import LAYOUT_OPS, IntegerLowering, is_zero_pad
+from relay_passes.lower_to_integer import IntegerLowering, code_layout_source
 from relay_passes.precision_annotation import detach_annotations
 from relay_passes.quantized_arith import FakeQuantArith, accumulator_scale
 from tvm_mpq.compiler.pipeline import annotation_passes
@@ -158,10 +158,9 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
         source_act = None
         if shared:
             source = data
-            while (isinstance(source, relax.Var) and _op_name(var2val.get(source)) in LAYOUT_OPS
-                   and is_zero_pad(var2val[source]) and lowering.has_int_form(source)
-                   and isinstance(var2val[source].args[0], relax.Var)):
-                source = var2val[source].args[0]
+            while (isinstance(source, relax.Var) and lowering.has_int_form(source)
+                   and (before := code_layout_source(var2val.get(source), var2val)) is not None):
+                source = before
             if source is not data and lowering.has_int_form(source):
                 source_act = lowering.targets.get(source)
             elif source is data:

@@ -174,6 +174,14 @@ def is_zero_pad(g: OnnxGraph, node: onnx.NodeProto) -> bool:
     return value == 0.0
 
 
+def is_nearest_resize(node: onnx.NodeProto) -> bool:
+    """Whether the ``Resize`` / ``Upsample`` ``node`` picks the nearest input value (a gather:
+    it commutes with quantization), not ``tf_crop_and_resize`` (writes an extrapolation value)."""
+    mode = attr(node, "mode", b"nearest")
+    transform = attr(node, "coordinate_transformation_mode", b"half_pixel")
+    return mode in (b"nearest", "nearest") and transform not in (b"tf_crop_and_resize", "tf_crop_and_resize")
+
+
 def set_attr(node: onnx.NodeProto, name: str, value) -> None:
     for k, attr in enumerate(node.attribute):
         if attr.name == name:

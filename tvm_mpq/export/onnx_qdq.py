@@ -37,14 +37,15 @@ from tvm_mpq.errors import MpqError
 from tvm_mpq.export.fp32_onnx import Source, fp32_onnx, load_with_source
 from tvm_mpq.export.layer_plan import Int8Layer, int8_layers
 from tvm_mpq.export.onnx_equalize import equalize_onnx
-from tvm_mpq.export.onnx_graph import (OnnxGraph, attr, is_zero_pad, onnx_weight, same_directions, set_attr,
-                                      with_opset)
+from tvm_mpq.export.onnx_graph import (OnnxGraph, attr, is_nearest_resize, is_zero_pad, onnx_weight, same_directions,
+                                      set_attr, with_opset)
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.quantization.quantizers import ACT_CHANNEL_AXIS, ActQParams
 
 MIN_OPSET = 13
 """Per-channel ``DequantizeLinear`` (``axis``) exists from opset 13."""
-LAYOUT_OPS = ("MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Pad")
+LAYOUT_OPS = ("MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Pad", "Resize",
+              "Upsample", "Split")
 """ONNX ops that commute with per-tensor quantization (TVM imports them as the precision pass's
 layout ops); a quantizer moves back through them."""
 
@@ -325,6 +326,8 @@ def _is_layout(g: OnnxGraph, node: onnx.NodeProto) -> bool:
         return False
     if node.op_type == "Pad":
         return is_zero_pad(g, node)
+    if node.op_type in ("Resize", "Upsample"):
+        return is_nearest_resize(node)
     return True
 
 

@@ -170,6 +170,14 @@ def _prepare_data(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, info: MacIn
     """Inline the data's copy stages into the MAC, or keep one parallel stage (padding; int16
     widening for ``vpmaddwd``). Returns whether the MAC reads the data in place (no stage)."""
     producer = data_producer(sch, info)
+    while producer is not None and is_plain_copy(sch, producer):
+        # a copy of another producer's result (TOPI's pad_temp after a zero-point pad fused into
+        # the kernel, relay_passes.fuse_pad_into_mac): inline it, that producer is the data's
+        upstream = _writer(sch, info, sch.get(producer).reads[0].source)
+        if upstream is None:
+            break
+        sch.compute_inline(producer)
+        producer = upstream
     stage = None if producer is None else sch.get(producer).name_hint
     if plan.dot == "pmaddwd":
         if producer is None:
@@ -183,7 +191,10 @@ def _prepare_data(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, info: MacIn
     for name in info.producers:  # the rest (e.g. a copy before the padding): inline where allowed
         if name == stage:
             continue
-        rv = sch.get_sblock(name)
+        try:
+            rv = sch.get_sblock(name)
+        except Exception:  # noqa: BLE001 - inlined above
+            continue
         try:
             sch.compute_inline(rv)
         except Exception:  # noqa: BLE001 - a producer the IR cannot inline: it stays a stage
@@ -192,6 +203,18 @@ def _prepare_data(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, info: MacIn
         return True
     schedule_spatial(sch, producer, isa.lanes(16 if plan.dot == "pmaddwd" else 32))
     return False
+
+
+def _writer(sch: s_tir.Schedule, info: MacInfo, buf) -> s_tir.schedule.SBlockRV | None:
+    """The producer block (of ``info.producers``) that writes buffer ``buf``, if any."""
+    for name in info.producers:
+        try:
+            rv = sch.get_sblock(name)
+        except Exception:  # noqa: BLE001 - inlined already
+            continue
+        if any(w.source.same_as(buf) for w in sch.get(rv).writes):
+            return rv
+    return None
 
 
 def _epilogue(sch: s_tir.Schedule, info: MacInfo, isa: CpuIsa) -> s_tir.schedule.SBlockRV | None:
