@@ -275,7 +275,7 @@ class IntegerLowering(relax.PyExprMutator):
             qp = self.targets.get(binding.var)
             if qp is not None and self._is_concat(value) and not qp.per_channel:
                 for tensor in value.args[0].fields:
-                    concat_chains |= self._mark_concat_input(tensor, qp)
+                    concat_chains |= self._mark_concat_input(tensor, binding.var, qp)
             if qp is None or binding.var in concat_chains or not self._runs_on_codes(value, qp):
                 continue
             src = value.args[0]
@@ -321,15 +321,19 @@ class IntegerLowering(relax.PyExprMutator):
         return (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == "relax.concat"
                 and isinstance(value.args[0], relax.Tuple))
 
-    def _mark_concat_input(self, tensor: relax.Expr, qp: ActQParams) -> set[relax.Var]:
-        """Store a concat input at the concat's quantizer ``qp`` when nothing else reads it: the
-        input and the single-use layout ops it comes through (its producer then writes codes at
-        ``qp``; the layout ops run on them). Not when the chain starts at a tensor already stored
-        as codes: the concat requantizes those codes (:meth:`_concat_on_int`)."""
-        chain: list[relax.Var] = []
-        while isinstance(tensor, relax.DataflowVar) and tensor not in self.targets \
-                and len(self.users.get(tensor, [])) == 1:
-            chain.append(tensor)
+    def _mark_concat_input(self, tensor: relax.Expr, concat: relax.Var, qp: ActQParams) -> set[relax.Var]:
+        """Store a concat input at the concat's quantizer ``qp`` when nothing but the concat reads
+        it, directly or through layout ops that run on codes (YOLO's SPPF: a tensor, its max-pool,
+        the max-pool of that ..., all concatenated): the input, those layout ops and the ones it
+        comes through (its producer then writes codes at ``qp``; the layout ops run on them; the
+        values are the ones the concat's quantizer gives). Not when the chain starts at a tensor
+        already stored as codes: the concat requantizes those codes (:meth:`_concat_on_int`)."""
+        marked: set[relax.Var] = set()
+        while isinstance(tensor, relax.DataflowVar) and tensor not in self.targets:
+            users = self._only_feeds(tensor, concat, qp)
+            if users is None:
+                break
+            marked |= {tensor, *users}
             value = self.var2val.get(tensor)
             if not (self._runs_on_codes(value, qp) and isinstance(value.args[0], relax.Var)):
                 tensor = None
@@ -337,9 +341,26 @@ class IntegerLowering(relax.PyExprMutator):
             tensor = value.args[0]
         if tensor is not None and tensor in self.targets:
             return set()
-        for var in chain:
+        for var in marked:
             self.targets[var] = qp
-        return set(chain)
+        return marked
+
+    def _only_feeds(self, tensor: relax.Var, sink: relax.Var, qp: ActQParams) -> set[relax.Var] | None:
+        """The layout ops through which every use of ``tensor`` reaches ``sink`` (None: some use
+        does not, or is stored at a quantizer already)."""
+        through: set[relax.Var] = set()
+        for user in self.users.get(tensor, []):
+            if user.same_as(sink):
+                continue
+            value = self.var2val.get(user)
+            if user in self.targets or not isinstance(user, relax.DataflowVar) or not self._runs_on_codes(value, qp) \
+                    or not value.args[0].same_as(tensor):
+                return None
+            further = self._only_feeds(user, sink, qp)
+            if further is None:
+                return None
+            through |= {user, *further}
+        return through
 
     def _check(self, call: relax.Call, annotation: PrecisionAnnotation) -> None:
         weight = self._constant(call.args[1])

@@ -174,16 +174,33 @@ def _c2f(tmp_path):
                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 12, 12])], inits, opset=13)
 
 
-@pytest.mark.parametrize("block", ["pyramid", "c2f"])
+def _sppf(tmp_path):
+    """YOLOv8's SPPF block: a conv, three chained 5x5 stride-1 max-pools, all four ``Concat``-ed
+    into a 1x1 conv."""
+    rng = np.random.default_rng(6)
+    inits = [numpy_helper.from_array((rng.normal(size=shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32), name)
+             for name, shape in (("w1", (8, 3, 3, 3)), ("w2", (4, 32, 1, 1)))]
+    node = helper.make_node
+    pool = dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2], strides=[1, 1])
+    nodes = [node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), node("Sigmoid", ["c1"], ["g1"]),
+             node("Mul", ["c1", "g1"], ["s1"]), node("MaxPool", ["s1"], ["y1"], **pool),
+             node("MaxPool", ["y1"], ["y2"], **pool), node("MaxPool", ["y2"], ["y3"], **pool),
+             node("Concat", ["s1", "y1", "y2", "y3"], ["cat"], axis=1), node("Conv", ["cat", "w2"], ["y"])]
+    return _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 12, 12])], inits, opset=13)
+
+
+@pytest.mark.parametrize("block", ["pyramid", "c2f", "sppf"])
 def test_resize_split_and_concat_run_on_codes(tmp_path, block):
     """Nearest-neighbour resizes, splits and concats have an integer form (a gather, copies):
-    fully int8, a pyramid neck and a C2f block keep uint8 tensors from the first conv to the
+    fully int8, a pyramid neck, a C2f and an SPPF block keep uint8 tensors from the first conv to the
     head (the only borders: the input's quantize and the output's dequantize; they used to be
     dequantized at each resize, split and concat); the integer build within one step of the QDQ
     simulation, and the ONNX QDQ export like the simulation in onnxruntime."""
     from tvm_mpq.export import build_qdq_onnx
 
-    path, shape = (_fpn(tmp_path), (1, 3, 16, 16)) if block == "pyramid" else (_c2f(tmp_path), (1, 3, 12, 12))
+    path, shape = {"pyramid": (_fpn, (1, 3, 16, 16)), "c2f": (_c2f, (1, 3, 12, 12)), "sppf": (_sppf, (1, 3, 12, 12))}[block]
+    path = path(tmp_path)
     graph = load_model(str(path))
     feeds = _feeds(shape)
     config, _ = config_for_rate(graph, feeds, 100, "inorder")
@@ -193,6 +210,8 @@ def test_resize_split_and_concat_run_on_codes(tmp_path, block):
     script = compiled.mod.script()
     if block == "pyramid":
         assert script.count('dtype="uint8") = R.image.resize2d') == 2
+    elif block == "sppf":
+        assert script.count('dtype="uint8") = R.nn.max_pool2d') == 3
     else:
         assert 'R.split(' in script and "uint8" in script.split("R.split(")[0].splitlines()[-1]
         from relay_passes.convert_layout import ConvertToChannelsLast, channels_last_counts

@@ -48,10 +48,11 @@ def _is_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
     return any(int(iv.iter_type) != 0 for iv in sch.get(block).iter_vars)
 
 
-def _inline_producers(sch: s_tir.Schedule, blocks: list[s_tir.schedule.SBlockRV]) -> None:
-    """Inline every spatial block but the last into its consumers (where the IR allows)."""
+def _inline_producers(sch: s_tir.Schedule, blocks: list[s_tir.schedule.SBlockRV], shared: bool = True) -> None:
+    """Inline every spatial block but the last into its consumers (where the IR allows);
+    ``shared=False``: not a block that several blocks read (a softmax's exp: computed once)."""
     for block in blocks[:-1]:
-        if _is_reduction(sch, block):
+        if _is_reduction(sch, block) or (not shared and len(sch.get_consumers(block)) > 1):
             continue
         try:
             sch.compute_inline(block)
@@ -121,8 +122,9 @@ class InjectiveCpu(ScheduleRule):
 
 class ReductionCpu(ScheduleRule):
     """Fused PrimFuncs with reduction blocks whose leading loops are spatial (max/avg pooling,
-    mean over H and W, sums): spatial producers inlined, every block's leading spatial loops
-    fused and parallel, spatial consumer blocks vectorized."""
+    mean over H and W, sums, a softmax across rows: YOLOv8's DFL softmax over 16 bins of a
+    ``(1, 16, 4, anchors)`` tensor): spatial producers inlined, every block's leading spatial
+    loops fused and parallel, spatial consumer blocks vectorized."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or str(target.kind.name) != "llvm":
@@ -132,10 +134,12 @@ class ReductionCpu(ScheduleRule):
         if not blocks or not any(_is_reduction(sch, b) for b in blocks):
             return None
         reductions = [b for b in blocks if _is_reduction(sch, b)]
-        if len(reductions) > 1 or _inputs(sch, reductions[0]) > 1:
-            return None  # a MAC (two operands), or a chain of reductions (layer norm: dlight's rule)
+        if any(_inputs(sch, r) > 1 for r in reductions):
+            return None  # a MAC (two operands)
+        if len(reductions) > 1 and any(_reduces_innermost(sch, r) for r in reductions):
+            return None  # a chain of reductions along the rows (softmax, layer norm): dlight's rule
         try:
-            _inline_producers(sch, blocks)
+            _inline_producers(sch, blocks, shared=len(reductions) == 1)
             for block in _blocks(sch):
                 if not _is_reduction(sch, block):
                     bits = int(sch.get(block).writes[0].source.dtype.bits)
@@ -179,6 +183,21 @@ def _schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tar
         sch.vectorize(vec)
         init = sch.decompose_reduction(block, reduction[0])
         sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _reduces_innermost(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
+    """Whether the reduction block reads along its input's innermost axis (a row softmax), not
+    across it (a softmax over the channels of a channels-last tensor: contiguous rows to
+    vectorize, the reduction outside them)."""
+    stmt = sch.get(block)
+    reduction_vars = {iv.var for iv in stmt.iter_vars if int(iv.iter_type) != 0}
+    out = {w.source for w in stmt.writes}
+    for read in stmt.reads:
+        if read.source in out or not read.region:
+            continue
+        if any(v in reduction_vars for v in tirx.analysis.undefined_vars(read.region[-1].min, [])):
+            return True
+    return False
 
 
 def _inputs(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> int:
