@@ -45,7 +45,8 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
     CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
     upsampling transposed convs as GEMMs (:mod:`relay_passes.transpose_conv_as_matmul`), float32
-    3x3 stride-1 convs on large maps as Winograd F(4x4, 3x3) (:mod:`relay_passes.winograd_conv`);
+    3x3 stride-1 convs on large maps as Winograd F(4x4, 3x3) (:mod:`relay_passes.winograd_conv`),
+    float32 exp / sigmoid as vectorizable polynomials (:mod:`relay_passes.fast_exp`);
     for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first; int8 convs
     whose output channels fill no whole vector padded to one (:mod:`relay_passes.pad_channels`)."""
     from relay_passes.convert_layout import ConvertToChannelsLast
@@ -54,6 +55,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
               relax.transform.CanonicalizeBindings()]
     if activation_layout(target) == "NHWC":
+        from relay_passes.fast_exp import VectorExp
         from relay_passes.fold_pad import FoldPadIntoConv
         from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
         from relay_passes.winograd_conv import Conv2dWinograd
@@ -69,7 +71,8 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         if isa.dot is not None:  # int8 convs with e.g. 10 output channels on whole dot-product vectors
             passes += [PadOutputChannels(isa.dot_bits // 32)]
         passes += [ConvertToChannelsLast(isa.dot_group), relax.transform.FoldConstant(),
-                   Conv2dWinograd()]  # fp32 3x3 stride-1 convs on large maps: 4x fewer multiplies
+                   Conv2dWinograd(),  # fp32 3x3 stride-1 convs on large maps: 4x fewer multiplies
+                   VectorExp()]  # exp / sigmoid (SiLU epilogues) vectorized, not one expf call per element
     return passes
 
 
