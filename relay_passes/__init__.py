@@ -25,8 +25,10 @@ parameters: the stage-C model), :class:`UniqueBindingNames`. The CPU build's own
 (``tvm_mpq.compiler.build.graph_passes``) are imported from their modules:
 ``fold_pad.FoldPadIntoConv``, ``transpose_conv_as_matmul.TransposeConvAsMatmul``,
 ``shift_activations.ShiftActivationsToInt8``, ``pad_channels.PadOutputChannels`` (int8 convs with
-few output channels on whole vectors) and ``winograd_conv.Conv2dWinograd`` (float32 3x3
-stride-1 convs on large maps as Winograd F(4x4, 3x3)).
+few output channels on whole vectors), ``winograd_conv.Conv2dWinograd`` (float32 3x3
+stride-1 convs on large maps as Winograd F(4x4, 3x3)), ``fast_exp.VectorExp`` (float32 exp /
+sigmoid as vectorizable polynomials) and, between ``FuseOps`` and ``FuseTIR``,
+``fuse_pad_into_mac.FusePadIntoMac`` (an int8 conv's zero-point pad inside the conv's kernel).
 """
 
 from relay_passes.annotate_precision import AnnotatePrecision, config_annotations

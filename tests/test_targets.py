@@ -288,18 +288,11 @@ def test_cuda_gemm_schedules_compute_what_the_layers_compute(cuda, small_graph, 
     assert sum("pad" in name for name in checked) == 2 and len(checked) >= 6, checked
 
 
-@pytest.fixture(scope="module")
-def shared_calibration(tmp_path_factory):
-    """One calibration cache for the three rates (the model is calibrated once)."""
-    return tmp_path_factory.mktemp("calibration")
-
-
 @pytest.mark.parametrize("rate", [0, 50, 100])
-def test_cli_compiles_mtcnn_rnet_for_cuda(cuda, rate, tmp_path, shared_calibration):
+def test_cli_compiles_mtcnn_rnet_for_cuda(cuda, rate, tmp_path):
     out = tmp_path / "rnet.so"
     proc = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "compile", "mtcnn-rnet", "--rate", str(rate),
-                           "--calib-size", "8", "--target", "cuda", "-o", str(out), "--cache-dir",
-                           str(shared_calibration)],
+                           "--calib-size", "8", "--target", "cuda", "-o", str(out), "--cache-dir", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(out.with_suffix(".compile.json").read_text())

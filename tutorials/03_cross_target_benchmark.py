@@ -47,7 +47,7 @@ with LocalTracker() as tracker:
             out = OUT / f"sweep-{target}.json"
             cmd = [sys.executable, "-m", "tvm_mpq.cli", "sweep", MODEL, "--target", target, "--rates", RATES,
                    "--methods", "quantunev2,inorder", "--tracker", tracker.address, "--key", target,
-                   "--eval-size", "8", "--rounds", "2", "--repeat", "3", "-o", str(out)]
+                   "--eval-size", "16", "--rounds", "3", "--repeat", "3", "-o", str(out)]
             print("2. $", " ".join(cmd[2:]))
             subprocess.run(cmd, check=True)
             reports[target] = json.loads(out.read_text())
