@@ -81,7 +81,6 @@ class _ChannelsLast(relax.PyExprMutator):
         self.as_nhwc: dict[relax.Var, relax.Var] = {}  # NCHW var -> its NHWC copy
         self.n_converted = 0
         self.n_padded = 0
-        self._tuple_ok = True  # the binding being rewritten may hold an NHWC tuple
 
     # ------------------------------------------------------------------ layout helpers
     def _nchw(self, expr: relax.Expr) -> relax.Expr:
@@ -117,9 +116,11 @@ class _ChannelsLast(relax.PyExprMutator):
         return out
 
     # ------------------------------------------------------------------ per-op rewrites
-    def _rewrite(self, call: relax.Call, shape: tuple[int, ...] | None) -> tuple[relax.Expr, bool]:
+    def _rewrite(self, call: relax.Call, shape: tuple[int, ...] | None,
+                 in_dataflow: bool = True) -> tuple[relax.Expr, bool]:
         """(new value, whether it is NHWC) for a call whose arguments are already visited;
-        ``shape``: the NCHW shape of its result."""
+        ``shape``: the NCHW shape of its result; ``in_dataflow``: its binding stays inside the
+        dataflow block (a tuple leaving it, a split's, stays NCHW)."""
         op = call.op.name if isinstance(call.op, tvm.ir.Op) else None
         args = list(call.args)
         try:
@@ -156,7 +157,7 @@ class _ChannelsLast(relax.PyExprMutator):
                                               strides[0] if strides else None, bool(call.attrs.assume_inbound)), True
             if op == "relax.image.resize2d" and call.attrs.layout == "NCHW" and self._is_nhwc(args[0]):
                 return self._resize(call, args), True
-            if op == "relax.split" and self._is_nhwc(args[0]) and self._tuple_ok:  # NHWC items
+            if op == "relax.split" and self._is_nhwc(args[0]) and in_dataflow:  # NHWC items
                 sections = call.attrs.indices_or_sections
                 sections = [int(v) for v in sections] if isinstance(sections, tvm.ir.Array) else int(sections)
                 return relax.op.split(args[0], sections, AXIS_TO_NHWC[int(call.attrs.axis) % 4]), True
@@ -250,9 +251,8 @@ class _ChannelsLast(relax.PyExprMutator):
         value = binding.value
         nhwc = False
         if isinstance(value, relax.Call):
-            self._tuple_ok = isinstance(binding.var, relax.DataflowVar)  # (an output leaves as NCHW tensors)
             visited = relax.Call(value.op, [self.visit_expr(a) for a in value.args], value.attrs, value.ty_args)
-            value, nhwc = self._rewrite(visited, tensor_shape(binding.var))
+            value, nhwc = self._rewrite(visited, tensor_shape(binding.var), isinstance(binding.var, relax.DataflowVar))
         elif isinstance(value, relax.TupleGetItem) and self._is_nhwc(self.visit_expr(value.tuple_value)):
             value, nhwc = self.visit_expr(value), True  # an item of an NHWC split
         else:

@@ -26,10 +26,13 @@ INJECTIVE = 2
 """``op_pattern`` of an injective PrimFunc such as a pad (TVM's ``kInjective``)."""
 
 
+def _function(mod: tvm.IRModule, gv: relax.Expr) -> tvm.ir.BaseFunc | None:
+    """The function ``gv`` names in ``mod`` (None: not a global of it)."""
+    return mod[gv] if isinstance(gv, relax.GlobalVar) and gv in mod.get_global_vars() else None
+
+
 def _pattern(mod: tvm.IRModule, gv: relax.Expr) -> int | None:
-    if not isinstance(gv, relax.GlobalVar) or gv not in mod.get_global_vars():
-        return None
-    func = mod[gv]
+    func = _function(mod, gv)
     if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs is None or "op_pattern" not in func.attrs:
         return None
     return int(func.attrs["op_pattern"])
@@ -57,9 +60,7 @@ def _call_tir_callee(expr: relax.Expr) -> relax.GlobalVar | None:
 
 
 def _is_group(mod: tvm.IRModule, gv: relax.Expr) -> bool:
-    if not isinstance(gv, relax.GlobalVar) or gv not in mod.get_global_vars():
-        return False
-    func = mod[gv]
+    func = _function(mod, gv)
     return isinstance(func, relax.Function) and func.attrs is not None and bool(func.attrs.get("Primitive"))
 
 

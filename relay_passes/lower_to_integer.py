@@ -193,7 +193,7 @@ def code_layout_source(value: relax.Expr | None, var2val: dict) -> relax.Var | N
 
 
 def _is_split(value: relax.Expr | None) -> bool:
-    return isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == "relax.split"
+    return _op_name(value) == "split"
 
 
 def keeps_channels(call: relax.Call) -> bool:
@@ -318,8 +318,7 @@ class IntegerLowering(relax.PyExprMutator):
 
     @staticmethod
     def _is_concat(value: relax.Expr) -> bool:
-        return (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == "relax.concat"
-                and isinstance(value.args[0], relax.Tuple))
+        return _op_name(value) == "concat" and isinstance(value.args[0], relax.Tuple)
 
     def _mark_concat_input(self, tensor: relax.Expr, concat: relax.Var, qp: ActQParams) -> set[relax.Var]:
         """Store a concat input at the concat's quantizer ``qp`` when nothing but the concat reads

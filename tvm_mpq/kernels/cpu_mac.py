@@ -43,7 +43,7 @@ from tvm.target import Target
 from .cpu_generic import schedule_spatial
 from .cpu_intrin import dot_intrin
 from .cpu_isa import CpuIsa, cpu_isa
-from .cpu_mac_analysis import FP32, INT8, MacInfo, analyze_mac, data_producer, is_plain_copy
+from .cpu_mac_analysis import FP32, INT8, MacInfo, analyze_mac, data_producer, is_plain_copy, writer_of
 
 LAYOUT_REWRITE = "meta_schedule.layout_rewrite_preproc"
 LOG = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def _prepare_data(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, info: MacIn
     while producer is not None and is_plain_copy(sch, producer):
         # a copy of another producer's result (TOPI's pad_temp after a zero-point pad fused into
         # the kernel, relay_passes.fuse_pad_into_mac): inline it, that producer is the data's
-        upstream = _writer(sch, info, sch.get(producer).reads[0].source)
+        upstream = writer_of(sch, info, sch.get(producer).reads[0].source)
         if upstream is None:
             break
         sch.compute_inline(producer)
@@ -203,18 +203,6 @@ def _prepare_data(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, info: MacIn
         return True
     schedule_spatial(sch, producer, isa.lanes(16 if plan.dot == "pmaddwd" else 32))
     return False
-
-
-def _writer(sch: s_tir.Schedule, info: MacInfo, buf) -> s_tir.schedule.SBlockRV | None:
-    """The producer block (of ``info.producers``) that writes buffer ``buf``, if any."""
-    for name in info.producers:
-        try:
-            rv = sch.get_sblock(name)
-        except Exception:  # noqa: BLE001 - inlined already
-            continue
-        if any(w.source.same_as(buf) for w in sch.get(rv).writes):
-            return rv
-    return None
 
 
 def _epilogue(sch: s_tir.Schedule, info: MacInfo, isa: CpuIsa) -> s_tir.schedule.SBlockRV | None:

@@ -231,9 +231,16 @@ def data_producer(sch: s_tir.Schedule, info: MacInfo) -> s_tir.schedule.SBlockRV
     """The block writing the MAC's data operand (``None`` when the data is a parameter)."""
     if info.a_is_param:
         return None
-    buf = sch.get(sch.get_sblock(info.block)).reads[info.a_read].source
+    return writer_of(sch, info, sch.get(sch.get_sblock(info.block)).reads[info.a_read].source)
+
+
+def writer_of(sch: s_tir.Schedule, info: MacInfo, buf: tirx.Buffer) -> s_tir.schedule.SBlockRV | None:
+    """The block of ``info.producers`` still in ``sch`` (not inlined) that writes ``buf``, if any."""
     for name in info.producers:
-        rv = sch.get_sblock(name)
+        try:
+            rv = sch.get_sblock(name)
+        except Exception:  # noqa: BLE001 - inlined by the schedule already
+            continue
         if any(w.source.same_as(buf) for w in sch.get(rv).writes):
             return rv
     return None
