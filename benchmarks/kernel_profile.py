@@ -1,0 +1,67 @@
+"""Where a corpus model's time goes: fp32 and fully int8 builds timed interleaved, then each
+kernel profiled (:mod:`tvm_mpq.runtime.profiler`), summed by kind and the slowest listed::
+
+    python benchmarks/kernel_profile.py rapidocr-dbnet [--top 12] [--threads 2]
+
+Prints the borders left at 100%, the interleaved minimum latencies and, per build, the time by
+kernel kind and the ``--top`` kernels with the rule that scheduled each. Prints only (the
+corpus benchmark's ``ms_by_kind`` is the recorded figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from benchkit.machine import flags_text, machine_info
+from benchkit.timing import interleaved_min
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a corpus model name (tvm_mpq.corpus.catalog)")
+    parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.compiler.validate import keep_unsupported_fp32
+    from tvm_mpq.corpus.catalog import by_name
+    from tvm_mpq.corpus.fetch import fetch
+    from tvm_mpq.corpus.inputs import feeds
+    from tvm_mpq.runtime.executor import host_target, host_tensor
+    from tvm_mpq.runtime.profiler import profile_kernels, time_by_kind
+    from tvm_mpq.zoo import load_model
+
+    model = by_name(args.model)
+    graph = load_model(str(fetch(model)), model.shapes)
+    calib = feeds(model, graph, 8)
+    target = host_target()
+    builds = {}
+    for rate in (0, 100):
+        config, report = config_for_rate(graph, calib, rate, "quantunev2")
+        keep_unsupported_fp32(config, report.table)
+        builds[rate] = compile_model(graph, config, target)
+    print(f"{args.model}: CPU flags {flags_text(machine_info(args.threads, target))}, {args.threads} thread(s)")
+    print("borders at 100%:", sorted({f"{b['kind']} {b['op']}" for b in builds[100].stats["borders"]}))
+    inputs = [host_tensor(calib[0][s.name]) for s in graph.inputs]
+    runners = {}
+    for rate, built in builds.items():
+        vm = built.vm()
+        runners[rate] = lambda vm=vm: vm["main"](*inputs)
+    times = interleaved_min(runners, 5, 10)
+    fp32, int8 = min(times[0]), min(times[100])
+    print(f"fp32 {fp32:.3f} ms, int8 {int8:.3f} ms: {fp32 / int8:.2f}x")
+    for rate, built in builds.items():
+        rows = profile_kernels(built.executable, [calib[0][s.name] for s in graph.inputs],
+                               built.stats["build"]["kernels"], 20)
+        by_kind = {k: round(v, 3) for k, v in time_by_kind(rows).items() if v >= 0.0005}
+        print(f"rate {rate}: profiled {sum(r.ms for r in rows):.3f} ms {by_kind}")
+        for row in rows[:args.top]:
+            print(f"  {row.ms:.4f} ms  {row.kind:18s} {row.name[:70]}  ({built.stats['build']['kernels'].get(row.name)})")
+
+
+if __name__ == "__main__":
+    main()
