@@ -23,6 +23,8 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
+from .cpu_intrin import REGISTER_SCOPE
+
 LOG = logging.getLogger(__name__)
 
 MIN_PARALLEL_ELEMENTS = 4096
@@ -83,6 +85,13 @@ def schedule_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes:
     n = _elements(sch, loops)
     inner = loops[-1]
     extent = _extent(sch, inner)
+    outer = _extent(sch, loops[-2]) if len(loops) > 1 else None
+    if extent is not None and outer is not None and extent < lanes:
+        # a short innermost axis (4 channels, a 2-wide pair): vectors over whole runs of it
+        width = max((k * extent for k in range(1, outer + 1) if outer % k == 0 and k * extent <= lanes), default=1)
+        if width > extent:
+            rest, inner = sch.split(sch.fuse(loops[-2], inner), [None, width])
+            loops, extent = [*loops[:-2], rest, inner], width
     vec = None
     if extent is not None and extent % lanes == 0 and extent > lanes:
         outer_inner, vec = sch.split(inner, [None, lanes])
@@ -172,7 +181,7 @@ def _schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tar
             spatial = spatial[:-1]
         sch.reorder(*spatial, *reduction, vec)
     if spatial and vec is not None:  # accumulate one vector per spatial tile in registers
-        writeback = sch.cache_write(block, 0, "local")
+        writeback = sch.cache_write(block, 0, REGISTER_SCOPE)
         sch.reverse_compute_at(writeback, spatial[-1])
         sch.vectorize(sch.get_loops(writeback)[-1])
     outputs = _elements(sch, spatial) * (_extent(sch, vec) or 1 if vec is not None else 1)

@@ -41,7 +41,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from .cpu_generic import schedule_spatial
-from .cpu_intrin import dot_intrin
+from .cpu_intrin import REGISTER_SCOPE, dot_intrin
 from .cpu_isa import CpuIsa, cpu_isa
 from .cpu_mac_analysis import FP32, INT8, MacInfo, analyze_mac, data_producer, is_plain_copy, writer_of
 
@@ -237,7 +237,7 @@ def _finish_tile(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, last: s_tir.
     """Accumulators in registers, the epilogue computed per tile and vectorized over channels."""
     tile = sch.get(tile_loop)
     depth = next(i for i, loop in enumerate(sch.get_loops(mac)) if sch.get(loop).same_as(tile)) + 1
-    writeback = sch.cache_write(mac, 0, "local")
+    writeback = sch.cache_write(mac, 0, REGISTER_SCOPE)
     sch.reverse_compute_at(writeback, tile_loop)
     if last is not None:
         sch.reverse_compute_at(last, tile_loop)

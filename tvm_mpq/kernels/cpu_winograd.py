@@ -35,6 +35,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from .cpu_generic import schedule_spatial
+from .cpu_intrin import REGISTER_SCOPE
 from .cpu_isa import cpu_isa
 from .cpu_mac import _finish_tile, choose_tile
 
@@ -138,14 +139,14 @@ def _blocks(sch: s_tir.Schedule) -> tuple[dict[str, s_tir.schedule.SBlockRV], li
 def _schedule_transform(sch: s_tir.Schedule, half: s_tir.schedule.SBlockRV, full: s_tir.schedule.SBlockRV,
                         lanes: int) -> None:
     """A separable transform ``full = (X^T t) X`` of ``[6|4, 6|4, tiles, channels]``: parallel over
-    (tile, channel vector); its first half ``X^T t`` computed there in registers (``local``); the
+    (tile, channel vector); its first half ``X^T t`` computed there in registers (:data:`~tvm_mpq.kernels.cpu_intrin.REGISTER_SCOPE`); the
     small matrix loops unrolled, the channels vectorized."""
     i, j, p, c = sch.get_loops(full)
     co, cv = sch.split(c, [None, lanes])
     sch.reorder(p, co, i, j, cv)
     sch.parallel(sch.fuse(p, co))
     sch.compute_at(half, sch.get_loops(full)[0])
-    sch.set_scope(half, 0, "local")
+    sch.set_scope(half, 0, REGISTER_SCOPE)
     for block in (half, full):
         *outer, vec = sch.get_loops(block)[1:]
         for loop in outer:
