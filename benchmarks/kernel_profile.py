@@ -1,10 +1,12 @@
 """Where a corpus model's time goes: fp32 and fully int8 builds timed interleaved, then each
 kernel profiled (:mod:`tvm_mpq.runtime.profiler`), summed by kind and the slowest listed::
 
-    python benchmarks/kernel_profile.py rapidocr-dbnet [--top 12] [--threads 2]
+    python benchmarks/kernel_profile.py rapidocr-dbnet [--top 12] [--threads 2] [--isolated]
 
 Prints the borders left at 100%, the interleaved minimum latencies and, per build, the time by
-kernel kind and the ``--top`` kernels with the rule that scheduled each. Prints only (the
+kernel kind and the ``--top`` kernels with the rule that scheduled each. ``--isolated``: each
+kernel call timed on its own (:func:`tvm_mpq.runtime.profiler.profile_kernels_isolated`, best of
+7 rounds of 20 calls), steadier on a noisy VM than the in-model profile. Prints only (the
 corpus benchmark's ``ms_by_kind`` is the recorded figure).
 """
 
@@ -22,6 +24,7 @@ def main() -> None:
     parser.add_argument("model", help="a corpus model name (tvm_mpq.corpus.catalog)")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--isolated", action="store_true", help="time each kernel call on its own")
     args = parser.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
 
@@ -32,7 +35,7 @@ def main() -> None:
     from tvm_mpq.corpus.fetch import fetch
     from tvm_mpq.corpus.inputs import feeds
     from tvm_mpq.runtime.executor import host_target, host_tensor
-    from tvm_mpq.runtime.profiler import profile_kernels, time_by_kind
+    from tvm_mpq.runtime.profiler import profile_kernels, profile_kernels_isolated, time_by_kind
     from tvm_mpq.zoo import load_model
 
     model = by_name(args.model)
@@ -55,10 +58,14 @@ def main() -> None:
     fp32, int8 = min(times[0]), min(times[100])
     print(f"fp32 {fp32:.3f} ms, int8 {int8:.3f} ms: {fp32 / int8:.2f}x")
     for rate, built in builds.items():
-        rows = profile_kernels(built.executable, [calib[0][s.name] for s in graph.inputs],
-                               built.stats["build"]["kernels"], 20)
+        feeds_0 = [calib[0][s.name] for s in graph.inputs]
+        if args.isolated:
+            rows = profile_kernels_isolated(built.executable, feeds_0, built.stats["build"]["kernels"])
+        else:
+            rows = profile_kernels(built.executable, feeds_0, built.stats["build"]["kernels"], 20)
         by_kind = {k: round(v, 3) for k, v in time_by_kind(rows).items() if v >= 0.0005}
-        print(f"rate {rate}: profiled {sum(r.ms for r in rows):.3f} ms {by_kind}")
+        how = "isolated kernels" if args.isolated else "profiled"
+        print(f"rate {rate}: {how} {sum(r.ms for r in rows):.3f} ms {by_kind}")
         for row in rows[:args.top]:
             print(f"  {row.ms:.4f} ms  {row.kind:18s} {row.name[:70]}  ({built.stats['build']['kernels'].get(row.name)})")
 

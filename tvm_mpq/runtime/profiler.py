@@ -95,6 +95,45 @@ def profile_kernels(executable: relax.VMExecutable, inputs: Sequence[np.ndarray]
     return sorted(rows, key=lambda r: -r.ms)
 
 
+def profile_kernels_isolated(executable: relax.VMExecutable, inputs: Sequence[np.ndarray],
+                             scheduled_by: dict[str, str] | None = None, runs: int = 20, rounds: int = 7,
+                             device: tvm.runtime.Device | None = None) -> list[KernelTime]:
+    """Each kernel call of one inference timed on its own: its arguments captured during a run
+    of ``main``, then the call repeated ``runs`` times per round, the best of ``rounds`` rounds
+    (ms per call, summed over a kernel's calls). Steadier than :func:`profile_kernels` on a
+    noisy machine (no VM or instrument cost, a warm cache), so it answers "which kernel got
+    faster" rather than "how long does an inference take"."""
+    dev = device or tvm.cpu()
+    vm = relax.VirtualMachine(executable, dev)
+    args = [host_tensor(x, dev) for x in inputs]
+    calls: list[tuple[str, object, list]] = []
+
+    def capture(func, symbol, before_run, _ret, *call_args) -> int:  # noqa: ANN001 - the VM's signature
+        name = str(symbol)
+        if before_run and not name.startswith("vm."):
+            calls.append((name, func, [a.copyto(dev) if isinstance(a, tvm.runtime.Tensor) else a
+                                       for a in call_args]))
+        return 0
+
+    vm.set_instrument(capture)
+    vm["main"](*args)
+    totals: dict[str, list[float]] = {}
+    for name, func, call_args in calls:
+        func(*call_args)
+        best = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(runs):
+                func(*call_args)
+            best = min(best, (time.perf_counter() - start) / runs)
+        entry = totals.setdefault(name, [0.0, 0])
+        entry[0] += best
+        entry[1] += 1
+    scheduled_by = scheduled_by or {}
+    rows = [KernelTime(name, kernel_kind(name, scheduled_by.get(name)), n, s * 1e3) for name, (s, n) in totals.items()]
+    return sorted(rows, key=lambda r: -r.ms)
+
+
 def time_by_kind(rows: Sequence[KernelTime]) -> dict[str, float]:
     """Milliseconds per inference summed by kernel kind (every kind of :data:`KINDS`)."""
     out = {kind: 0.0 for kind in KINDS}
