@@ -88,7 +88,7 @@ def schedule_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes:
     outer = _extent(sch, loops[-2]) if len(loops) > 1 else None
     if extent is not None and outer is not None and extent < lanes:
         # a short innermost axis (4 channels, a 2-wide pair): vectors over whole runs of it
-        width = max((k * extent for k in range(1, outer + 1) if outer % k == 0 and k * extent <= lanes), default=1)
+        width = max(k * extent for k in range(1, lanes // extent + 1) if outer % k == 0)
         if width > extent:
             rest, inner = sch.split(sch.fuse(loops[-2], inner), [None, width])
             loops, extent = [*loops[:-2], rest, inner], width

@@ -214,15 +214,17 @@ def _epilogue(sch: s_tir.Schedule, info: MacInfo, isa: CpuIsa) -> s_tir.schedule
     tail: list[str] = []
     while names and [int(d) for d in sch.get(sch.get_sblock(names[-1])).writes[0].source.shape] != out_shape:
         tail.insert(0, names.pop())
+    def own_stage(name: str) -> None:
+        block = sch.get_sblock(name)
+        schedule_spatial(sch, block, isa.lanes(int(sch.get(block).writes[0].source.dtype.bits)))
+
     for name in tail[:-1]:  # one pass over the output, not a buffer per op (a squeeze-excite
         try:                # gate's whole-map scale, residual add and requantize after its conv)
             sch.compute_inline(sch.get_sblock(name))
         except Exception:  # noqa: BLE001 - a block the IR cannot inline stays its own stage
-            block = sch.get_sblock(name)
-            schedule_spatial(sch, block, isa.lanes(int(sch.get(block).writes[0].source.dtype.bits)))
+            own_stage(name)
     if tail:
-        block = sch.get_sblock(tail[-1])
-        schedule_spatial(sch, block, isa.lanes(int(sch.get(block).writes[0].source.dtype.bits)))
+        own_stage(tail[-1])
     for name in names[:-1]:
         sch.compute_inline(sch.get_sblock(name))
     return sch.get_sblock(names[-1]) if names else None
