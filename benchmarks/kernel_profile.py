@@ -49,7 +49,8 @@ def main() -> None:
         builds[rate] = compile_model(graph, config, target)
     print(f"{args.model}: CPU flags {flags_text(machine_info(args.threads, target))}, {args.threads} thread(s)")
     print("borders at 100%:", sorted({f"{b['kind']} {b['op']}" for b in builds[100].stats["borders"]}))
-    inputs = [host_tensor(calib[0][s.name]) for s in graph.inputs]
+    first = [calib[0][s.name] for s in graph.inputs]
+    inputs = [host_tensor(x) for x in first]
     runners = {}
     for rate, built in builds.items():
         vm = built.vm()
@@ -58,11 +59,10 @@ def main() -> None:
     fp32, int8 = min(times[0]), min(times[100])
     print(f"fp32 {fp32:.3f} ms, int8 {int8:.3f} ms: {fp32 / int8:.2f}x")
     for rate, built in builds.items():
-        feeds_0 = [calib[0][s.name] for s in graph.inputs]
         if args.isolated:
-            rows = profile_kernels_isolated(built.executable, feeds_0, built.stats["build"]["kernels"])
+            rows = profile_kernels_isolated(built.executable, first, built.stats["build"]["kernels"])
         else:
-            rows = profile_kernels(built.executable, feeds_0, built.stats["build"]["kernels"], 20)
+            rows = profile_kernels(built.executable, first, built.stats["build"]["kernels"], 20)
         by_kind = {k: round(v, 3) for k, v in time_by_kind(rows).items() if v >= 0.0005}
         how = "isolated kernels" if args.isolated else "profiled"
         print(f"rate {rate}: {how} {sum(r.ms for r in rows):.3f} ms {by_kind}")

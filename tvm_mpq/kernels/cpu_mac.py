@@ -214,6 +214,7 @@ def _epilogue(sch: s_tir.Schedule, info: MacInfo, isa: CpuIsa) -> s_tir.schedule
     tail: list[str] = []
     while names and [int(d) for d in sch.get(sch.get_sblock(names[-1])).writes[0].source.shape] != out_shape:
         tail.insert(0, names.pop())
+
     def own_stage(name: str) -> None:
         block = sch.get_sblock(name)
         schedule_spatial(sch, block, isa.lanes(int(sch.get(block).writes[0].source.dtype.bits)))

@@ -139,8 +139,9 @@ def _blocks(sch: s_tir.Schedule) -> tuple[dict[str, s_tir.schedule.SBlockRV], li
 def _schedule_transform(sch: s_tir.Schedule, half: s_tir.schedule.SBlockRV, full: s_tir.schedule.SBlockRV,
                         lanes: int) -> None:
     """A separable transform ``full = (X^T t) X`` of ``[6|4, 6|4, tiles, channels]``: parallel over
-    (tile, channel vector); its first half ``X^T t`` computed there in registers (:data:`~tvm_mpq.kernels.cpu_intrin.REGISTER_SCOPE`); the
-    small matrix loops unrolled, the channels vectorized."""
+    (tile, channel vector); its first half ``X^T t`` computed there in registers
+    (:data:`~tvm_mpq.kernels.cpu_intrin.REGISTER_SCOPE`); the small matrix loops unrolled, the
+    channels vectorized."""
     i, j, p, c = sch.get_loops(full)
     co, cv = sch.split(c, [None, lanes])
     sch.reorder(p, co, i, j, cv)

@@ -89,10 +89,7 @@ def profile_kernels(executable: relax.VMExecutable, inputs: Sequence[np.ndarray]
     vm.set_instrument(instrument)
     for _ in range(repeats):
         vm["main"](*args)
-    scheduled_by = scheduled_by or {}
-    rows = [KernelTime(name, kernel_kind(name, scheduled_by.get(name)), int(n) // repeats, s * 1e3 / repeats)
-            for name, (s, n) in totals.items()]
-    return sorted(rows, key=lambda r: -r.ms)
+    return _kernel_rows(totals, scheduled_by, repeats)
 
 
 def profile_kernels_isolated(executable: relax.VMExecutable, inputs: Sequence[np.ndarray],
@@ -129,8 +126,16 @@ def profile_kernels_isolated(executable: relax.VMExecutable, inputs: Sequence[np
         entry = totals.setdefault(name, [0.0, 0])
         entry[0] += best
         entry[1] += 1
+    return _kernel_rows(totals, scheduled_by, 1)
+
+
+def _kernel_rows(totals: dict[str, list[float]], scheduled_by: dict[str, str] | None,
+                 inferences: int) -> list[KernelTime]:
+    """:class:`KernelTime` rows, slowest first, from per-kernel ``[seconds, calls]`` summed over
+    ``inferences`` runs of the model."""
     scheduled_by = scheduled_by or {}
-    rows = [KernelTime(name, kernel_kind(name, scheduled_by.get(name)), n, s * 1e3) for name, (s, n) in totals.items()]
+    rows = [KernelTime(name, kernel_kind(name, scheduled_by.get(name)), int(n) // inferences, s * 1e3 / inferences)
+            for name, (s, n) in totals.items()]
     return sorted(rows, key=lambda r: -r.ms)
 
 
