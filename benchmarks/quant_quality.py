@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 OBSERVERS = ("minmax", "percentile", "mse", "entropy")
 ORT_CALIBRATORS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
-DEFAULT_VARIANTS = "minmax,percentile,mse,minmax+bc,mse+bc,percentile+bc,minmax+cle,minmax+cle+bc,mse+cle+bc"
+DEFAULT_VARIANTS = "minmax,percentile,mse,minmax+bc,minmax+bc+ca,mse+bc,percentile+bc,minmax+cle,minmax+cle+bc,mse+cle+bc"
 
 
 def parse_variant(spec: str) -> tuple[str, bool, bool, bool]:

@@ -240,3 +240,26 @@ def test_report_markdown_is_rebuilt_from_json(eval_run, tmp_path):
     copy.write_text(json.dumps(report))
     assert main(["eval", "--report-from", str(copy)]) == 0
     assert (tmp_path / "report.md").read_text() == (out / "report.md").read_text()
+
+
+def test_tally_verdicts_on_metric_and_rate():
+    """The Pareto verdict weighs metric and achieved rate; the verdict at the request weighs the
+    metric alone, and ``behind`` says by how much ours trails (KL: lower is better)."""
+    from tvm_mpq.evaluation.report_markdown import metric_verdict, pareto_verdict, qv2_comparison
+
+    def point(method: str, agreement: float, kl: float, achieved: float) -> dict:
+        return {"method": method, "requested_rate": 50.0, "bops_reduction_rate": achieved,
+                "metrics": {"top1_agreement": agreement, "kl_softmax": kl}}
+
+    ours, same_rate, higher_rate = point("quantunev2", 0.98, 0.01, 52.0), point("inorder", 0.95, 0.02, 52.0), \
+        point("weight-sqnr", 0.98, 0.03, 56.0)
+    assert pareto_verdict(ours, same_rate, "top1_agreement") == "win"
+    assert pareto_verdict(ours, higher_rate, "top1_agreement") == "loss"  # equal answers, less reduction
+    assert metric_verdict(ours, higher_rate, "top1_agreement") == "equal"
+    assert pareto_verdict(ours, higher_rate, "kl_softmax") == "trade-off"
+    assert metric_verdict(ours, higher_rate, "kl_softmax") == "better"
+    model = {"primary_metric": "top1_agreement", "points": [point("quantunev2", 0.90, 0.05, 51.0), same_rate]}
+    (row,) = qv2_comparison(model)
+    entry = row["baselines"]["inorder"]
+    assert entry["at_request"] == "worse" and entry["behind"] == pytest.approx(0.05)
+    assert qv2_comparison(model, "kl_softmax")[0]["baselines"]["inorder"]["behind"] == pytest.approx(0.03)

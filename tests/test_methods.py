@@ -173,19 +173,30 @@ def test_top1_pseudo_labels_and_errors(small_graph, small_feeds):
         analyze(small_graph, small_feeds, "top1", options={"samples": 9})
 
 
-def test_quantunev2_e2e_reorders_the_measured_top_by_output_sqnr(small_graph, small_feeds):
+def test_quantunev2_e2e_reorders_the_measured_top_end_to_end(small_graph, small_feeds):
     """QuantuneV2's list, its first `budget` layers measured end to end (one layer int8 at a time
-    in the switchable probe) and ordered by output SQNR; the rest, and QuantuneV2 itself, unchanged."""
+    in the switchable probe) and ordered by output noise per MAC (default) or by output SQNR; the
+    rest, and QuantuneV2 itself, unchanged."""
     base = analyze(small_graph, small_feeds, "quantunev2")
-    refined = analyze(small_graph, small_feeds, "quantunev2-e2e", options={"budget": 2, "samples": 2})
-    info = refined.method_info
-    assert (info["measured_layers"], info["runs"], info["sample_inferences"], info["compiles"]) == (2, 3, 6, 1)
-    assert sorted(refined.sensitivity[:2]) == sorted(base.sensitivity[:2])
-    assert refined.sensitivity[2:] == base.sensitivity[2:]
-    measured = [refined.details[n]["e2e_output_sqnr_db"] for n in refined.sensitivity[:2]]
-    assert measured == sorted(measured) and refined.details[refined.sensitivity[3]]["e2e_output_sqnr_db"] is None
+    macs = {layer.name: layer.macs for layer in build_layer_table(small_graph)}
+    for order in ("per-bop", "output-sqnr"):
+        refined = analyze(small_graph, small_feeds, "quantunev2-e2e", options={"budget": 3, "samples": 2, "order": order})
+        info = refined.method_info
+        assert (info["measured_layers"], info["runs"], info["sample_inferences"], info["compiles"]) == (3, 4, 8, 1)
+        assert info["order"] == order
+        assert sorted(refined.sensitivity[:3]) == sorted(base.sensitivity[:3])
+        assert refined.sensitivity[3:] == base.sensitivity[3:]
+        measured = [refined.details[n]["e2e_output_sqnr_db"] for n in refined.sensitivity[:3]]
+        assert refined.details[refined.sensitivity[3]]["e2e_output_sqnr_db"] is None
+        if order == "output-sqnr":
+            assert measured == sorted(measured)
+        else:
+            noise_per_mac = [10 ** (-db / 10) / macs[n] for db, n in zip(measured, refined.sensitivity[:3])]
+            assert noise_per_mac == sorted(noise_per_mac, reverse=True)
     with pytest.raises(MpqError, match="budget"):
         analyze(small_graph, small_feeds, "quantunev2-e2e", options={"budget": 0})
+    with pytest.raises(MpqError, match="order must be one of"):
+        analyze(small_graph, small_feeds, "quantunev2-e2e", options={"order": "largest"})
 
 
 # ------------------------------------------------------------------------------------------------

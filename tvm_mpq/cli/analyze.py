@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="quantunev2-e2e: layers of QuantuneV2's list measured end to end (default all)")
     m.add_argument("--e2e-samples", type=int, metavar="N",
                    help="quantunev2-e2e: calibration samples per end-to-end measurement (default 4)")
+    m.add_argument("--e2e-order", choices=("per-bop", "output-sqnr"),
+                   help="quantunev2-e2e: order of the measured layers: output noise per BOP saved (default) "
+                        "or lowest output SQNR first")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -48,7 +51,7 @@ _METHOD_OPTIONS = {  # CLI option -> (method, constructor keyword)
     "candidates": ("pandey", "candidates"), "bops_budget": ("pandey", "bops_budgets"),
     "sqnr_budget": ("pandey", "sqnr_budgets"), "pandey_samples": ("pandey", "samples"),
     "pandey_curve_points": ("pandey", "curve_points"), "e2e_budget": ("quantunev2-e2e", "budget"),
-    "e2e_samples": ("quantunev2-e2e", "samples"),
+    "e2e_samples": ("quantunev2-e2e", "samples"), "e2e_order": ("quantunev2-e2e", "order"),
 }
 
 

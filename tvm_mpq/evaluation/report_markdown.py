@@ -48,10 +48,24 @@ def pareto_verdict(qv2: dict, other: dict, metric: str) -> str:
     return "trade-off"
 
 
+def metric_verdict(qv2: dict, other: dict, metric: str) -> str:
+    """QuantuneV2's point against another at the same requested rate on ``metric`` alone (what the
+    user asked for is the requested rate; both points meet it): ``better``, ``equal`` or ``worse``."""
+    q, o = qv2["metrics"][metric], other["metrics"][metric]
+    return "better" if _better(metric, q, o) else ("worse" if _better(metric, o, q) else "equal")
+
+
+def _behind(metric: str, qv2: dict, other: dict) -> float:
+    """How far QuantuneV2's point trails the other on ``metric`` (0 where it does not)."""
+    q, o = qv2["metrics"][metric], other["metrics"][metric]
+    return max(0.0, q - o if metric in _LOWER_IS_BETTER else o - q)
+
+
 def qv2_comparison(model: dict, metric: str | None = None, ours: str = "quantunev2") -> list[dict]:
     """Per requested rate: the point of ``ours`` (QuantuneV2 or its refinement) and, per baseline
-    (every method not in ``OURS``), its point and the Pareto verdict (:func:`pareto_verdict`) on
-    ``metric`` (default: the primary one)."""
+    (every method not in ``OURS``), its point, the Pareto verdict (:func:`pareto_verdict`), the
+    verdict at the request on the metric alone (:func:`metric_verdict`) and how far ours trails it
+    (``behind``), on ``metric`` (default: the primary one)."""
     metric = metric or model["primary_metric"]
     rows = []
     points = _rate_points(model)
@@ -62,7 +76,10 @@ def qv2_comparison(model: dict, metric: str | None = None, ours: str = "quantune
         if qv2 is None or not at:
             continue
         rows.append({"rate": rate, "qv2_point": qv2,
-                     "baselines": {m: {"point": p, "verdict": pareto_verdict(qv2, p, metric)} for m, p in at.items()}})
+                     "baselines": {m: {"point": p, "verdict": pareto_verdict(qv2, p, metric),
+                                       "at_request": metric_verdict(qv2, p, metric),
+                                       "behind": _behind(metric, qv2, p)}
+                                   for m, p in at.items()}})
     return rows
 
 
@@ -94,17 +111,23 @@ def _summary_section(report: dict) -> list[str]:
                     sim = " sim." if p["n_simulated"] else ""
                     cells.append(f"{_fmt(metric, p['metrics'][metric])} @{p['bops_reduction_rate']:.0f}%{sim} "
                                  f"{VERDICT_MARK[verdict]}")
-                    counts = tally.setdefault((model["model"], SHORT.get(metric, metric), ours, b), {})
+                    counts = tally.setdefault((model["model"], SHORT.get(metric, metric), ours, b), {"behind": 0.0})
                     counts[verdict] = counts.get(verdict, 0) + 1
+                    counts[entry["at_request"]] = counts.get(entry["at_request"], 0) + 1
+                    counts["behind"] = max(counts["behind"], entry["behind"])
                 lines.append(f"| {row['rate']:g}% | {_fmt(metric, q['metrics'][metric])} "
                              f"@{q['bops_reduction_rate']:.0f}% | " + " | ".join(cells) + " |")
             lines.append("")
     if tally:
-        lines += ["Tally over the rates (W / = / ~ / L of QuantuneV2, and of its refinement, against each baseline):",
-                  "", "| model | metric | method | baseline | W | = | ~ | L |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["Tally over the rates of QuantuneV2, and of its refinement, against each baseline: W / = / ~ / L "
+                  "on the metric and the achieved rate together (as marked above), and on the metric alone at "
+                  "the requested rate (better / equal / worse, and the most ours trails the baseline at any rate):",
+                  "", "| model | metric | method | baseline | W | = | ~ | L | at the request: better | equal | worse "
+                  "| most behind |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for (model, metric, ours, baseline), c in tally.items():
             lines.append(f"| {model} | {metric} | {ours} | {baseline} | {c.get('win', 0)} | {c.get('tie', 0)} | "
-                         f"{c.get('trade-off', 0)} | {c.get('loss', 0)} |")
+                         f"{c.get('trade-off', 0)} | {c.get('loss', 0)} | {c.get('better', 0)} | {c.get('equal', 0)} "
+                         f"| {c.get('worse', 0)} | {_fmt(metric, c['behind'])} |")
         lines.append("")
     return lines
 

@@ -6,8 +6,15 @@ invisible to it (efficientnet-lite0: ``_blocks.0._depthwise_conv`` ranks 22nd al
 layer that hurts the output most). This method keeps QuantuneV2's list and measures its first
 ``budget`` layers (all by default) end to end: each one int8 alone (weights and input, the
 calibrated quantizers), every other layer fp32, on the first ``samples`` calibration samples,
-scored by the output SQNR against fp32. The measured layers come first, lowest output SQNR
-first (QuantuneV2's order breaks ties); the unmeasured rest keep QuantuneV2's order.
+scored by the output SQNR against fp32. The measured layers come first, the unmeasured rest keep
+QuantuneV2's order. ``order`` says how the measured ones are ordered (QuantuneV2's order breaks ties):
+
+* ``"per-bop"`` (default): by the output noise a layer adds per BOP it would save,
+  ``10 ** (-SQNR / 10) / MACs``. The allocation keeps a prefix of the list fp32 until the rate's
+  BOPs budget is spent, so this is the greedy knapsack order: the fp32 budget goes first where it
+  removes the most measured error per BOP (a cheap depthwise conv that hurts the output comes
+  before a costly 3x3 conv that hurts it as much);
+* ``"output-sqnr"``: lowest output SQNR first, whatever the layer costs.
 
 Cost beyond QuantuneV2's two passes: one compile of the switchable model
 (:class:`~tvm_mpq.sensitivity.probe.PrecisionProbe`) and ``budget + 1`` runs over ``samples``
@@ -34,13 +41,18 @@ class QuantuneV2EndToEnd(QuantuneV2):
 
     name = "quantunev2-e2e"
 
-    def __init__(self, g: float = 2.0, budget: int | None = None, samples: int = 4, **quantunev2_options):
+    ORDERS = ("per-bop", "output-sqnr")
+
+    def __init__(self, g: float = 2.0, budget: int | None = None, samples: int = 4, order: str = "per-bop",
+                 **quantunev2_options):
         super().__init__(g, **quantunev2_options)
+        if order not in self.ORDERS:
+            raise MpqError(f"quantunev2-e2e order must be one of {', '.join(self.ORDERS)}, not '{order}'")
         if budget is not None and budget < 1:
             raise MpqError(f"quantunev2-e2e budget must be >= 1 layer, got {budget}")
         if samples < 1:
             raise MpqError(f"quantunev2-e2e needs at least 1 sample, got {samples}")
-        self.budget, self.samples = budget, samples
+        self.budget, self.samples, self.order = budget, samples, order
         self._e2e: dict[str, float] = {}
         self._summary: dict = {}
 
@@ -52,7 +64,7 @@ class QuantuneV2EndToEnd(QuantuneV2):
         feeds = ctx.feeds[:self.samples]
         reference = ctx.reference(feeds)
         self._e2e = {name: output_sqnr_db(ctx.run({name: INT8}, feeds), reference) for name in candidates}
-        self._summary = {"measured_layers": len(candidates), "samples": len(feeds), "compiles": 1,
+        self._summary = {"measured_layers": len(candidates), "samples": len(feeds), "order": self.order, "compiles": 1,
                          "runs": len(candidates) + 1, "sample_inferences": (len(candidates) + 1) * len(feeds),
                          "seconds": time.perf_counter() - start}
 
@@ -61,7 +73,14 @@ class QuantuneV2EndToEnd(QuantuneV2):
         if not self._e2e:
             raise RuntimeError("quantunev2-e2e: measure(ctx) must run before rank")
         position = {name: k for k, name in enumerate(base)}
-        measured = sorted(self._e2e, key=lambda n: (self._e2e[n], position[n]))
+        macs = {layer.name: max(layer.macs, 1) for layer in table}
+
+        def key(name: str) -> tuple[float, int]:
+            if self.order == "output-sqnr":
+                return self._e2e[name], position[name]
+            return -(10.0 ** (-self._e2e[name] / 10.0)) / macs[name], position[name]
+
+        measured = sorted(self._e2e, key=key)
         for name in base:
             self._details[name]["e2e_output_sqnr_db"] = self._e2e.get(name)
             self._details[name]["quantunev2_rank"] = position[name]
