@@ -81,7 +81,7 @@ def tvm_points(name: str, graph, calib: list, task: str, reference, rates: list[
         points.append({"tool": "tvm-mpq", "variant": variant, "method": method, "requested_rate": rate,
                        "bops_reduction_rate": round(config.provenance["bops_reduction_rate"], 1),
                        "fp32_layers": config.fp32_layers(), "bias_corrected": compiled.stats.get("bias_corrected", 0),
-                       **figures(task, outs, reference)})
+                       **figures(task, outs, reference), "flips": top1_flips(task, outs, reference)})
         print(f"{name} tvm-mpq {method} {variant} rate {rate:g}: {_short(points[-1])}", flush=True)
     points[0]["seconds"] = round(time.perf_counter() - start, 1)
     points[0]["analysis"] = {"seconds": round(report.seconds, 1), "inference_passes": report.measurement.inference_passes,
@@ -92,7 +92,44 @@ def tvm_points(name: str, graph, calib: list, task: str, reference, rates: list[
 
 def _short(point: dict) -> str:
     values = {**point["fidelity"], **point["accuracy"]}
-    return ", ".join(f"{k} {v:.3f}" for k, v in values.items())
+    flips = "".join(f"; flip #{f['sample']} (fp32 {f['fp32_top2'][0]:.3f} / {f['fp32_top2'][1]:.3f})"
+                    for f in point.get("flips", []))
+    return ", ".join(f"{k} {v:.3f}" for k, v in values.items()) + flips
+
+
+def _top2_probabilities(output) -> np.ndarray:
+    """The two highest class probabilities of a sample's first output (softmax unless it already
+    is a probability vector)."""
+    r = np.asarray(output[0], np.float64).reshape(-1)
+    probs = r if r.min() >= 0 and abs(r.sum() - 1.0) < 1e-3 else np.exp(r - r.max()) / np.exp(r - r.max()).sum()
+    return np.sort(probs)[::-1][:2]
+
+
+def is_classifier(task: str, reference) -> bool:
+    """A task scored by top-1 agreement whose first output is one class vector per sample (not
+    one per position, as a text recognizer's)."""
+    from tvm_mpq.evaluation.fidelity import fidelity_metric_names
+
+    first = np.asarray(reference.outputs[0][0])
+    return "top1_agreement" in fidelity_metric_names(task) and first.size == first.shape[-1]
+
+
+def top1_flips(task: str, outputs: list, reference) -> list[dict]:
+    """The held-out samples whose top-1 class differs from fp32's (classification tasks), each with
+    fp32's two highest probabilities: how close to a tie fp32 itself was."""
+    if not is_classifier(task, reference):
+        return []
+    return [{"sample": k, "fp32_top2": [round(float(v), 4) for v in _top2_probabilities(ref)]}
+            for k, (out, ref) in enumerate(zip(outputs, reference.outputs))
+            if np.argmax(np.asarray(out[0])) != np.argmax(np.asarray(ref[0]))]
+
+
+def near_ties(task: str, reference, within: float = 0.05) -> int | None:
+    """How many held-out samples fp32 itself classifies with its top two probabilities closer than
+    ``within`` (None for other tasks)."""
+    if not is_classifier(task, reference):
+        return None
+    return sum(int(np.subtract(*_top2_probabilities(ref)) < within) for ref in reference.outputs)
 
 
 # -- onnxruntime -----------------------------------------------------------------------------
@@ -164,7 +201,8 @@ def ort_points(name: str, graph, fp32_model, calib: list, task: str, reference,
         session = ort.InferenceSession(str(out_path), options, providers=["CPUExecutionProvider"])
         outs = [[np.asarray(o) for o in session.run(None, f)] for f in reference.samples.feeds]
         points.append({"tool": "onnxruntime", "variant": calibrator, "requested_rate": rate,
-                       "fp32_layers": fp32_layers, "seconds": round(seconds, 1), **figures(task, outs, reference)})
+                       "fp32_layers": fp32_layers, "seconds": round(seconds, 1), **figures(task, outs, reference),
+                       "flips": top1_flips(task, outs, reference)})
         print(f"{name} onnxruntime {calibrator} rate {rate:g}: {_short(points[-1])}", flush=True)
     return points
 
@@ -199,7 +237,8 @@ def run_model(name: str, args: argparse.Namespace, work: Path) -> dict:
     samples = held_out_up_to(name, args.calib_size, args.eval_size)
     reference = fp32_reference(graph, samples)
     result = {"model": name, "task": entry.task, "calib_samples": len(calib), "eval": samples.to_json(),
-              "fp32": figures(entry.task, reference.outputs, reference), "points": []}
+              "fp32": figures(entry.task, reference.outputs, reference),
+              "fp32_near_ties": near_ties(entry.task, reference), "points": []}
     cache = CalibrationCache(args.cache_dir)
     for method in args.methods:
         variants = args.variants if method == args.methods[0] else args.method_variants
@@ -233,14 +272,20 @@ def markdown(report: dict) -> str:
                   f"{r['calib_samples']} calibration)", ""]
         if labelled:
             lines += ["fp32 against true labels: " + ", ".join(f"{k} {v:.3f}" for k, v in labelled.items()), ""]
-        lines += ["| rate req. | tool | ranking | quantizers | fp32 layers | " + " | ".join(names) + " |",
-                  "|---|---|---|---|---|" + "---|" * len(names)]
+        if r.get("fp32_near_ties") is not None:
+            lines += [f"fp32's top two classes lie within 0.05 probability of each other on {r['fp32_near_ties']} of "
+                      f"{r['eval']['samples']} held-out samples.", ""]
+        lines += ["| rate req. | tool | ranking | quantizers | fp32 layers | " + " | ".join(names)
+                  + " | top-1 changed on (fp32's top two probabilities) |",
+                  "|---|---|---|---|---|" + "---|" * len(names) + "---|"]
         for p in sorted(r["points"], key=lambda p: (-p["requested_rate"], p["tool"] != "tvm-mpq")):
             values = {**p["fidelity"], **p["accuracy"]}
             cells = " | ".join(f"{values[n]:.1f}" if n.endswith("_db") else f"{values[n]:.3f}" for n in names)
             ranking = p.get("method", "(tvm-mpq's)" if p["fp32_layers"] else "-")
+            flips = ", ".join(f"#{f['sample']} ({f['fp32_top2'][0]:.2f} / {f['fp32_top2'][1]:.2f})"
+                              for f in p.get("flips", [])) or "-"
             lines.append(f"| {p['requested_rate']:g} | {p['tool']} | {ranking} | {p['variant']} | "
-                         f"{len(p['fp32_layers'])} | {cells} |")
+                         f"{len(p['fp32_layers'])} | {cells} | {flips} |")
         lines.append("")
     return "\n".join(lines)
 
