@@ -124,7 +124,7 @@ def top1_flips(task: str, outputs: list, reference) -> list[dict]:
             if np.argmax(np.asarray(out[0])) != np.argmax(np.asarray(ref[0]))]
 
 
-def near_ties(task: str, reference, within: float = 0.05) -> int | None:
+def near_ties(task: str, reference, within: float = 0.1) -> int | None:
     """How many held-out samples fp32 itself classifies with its top two probabilities closer than
     ``within`` (None for other tasks)."""
     if not is_classifier(task, reference):
@@ -273,7 +273,7 @@ def markdown(report: dict) -> str:
         if labelled:
             lines += ["fp32 against true labels: " + ", ".join(f"{k} {v:.3f}" for k, v in labelled.items()), ""]
         if r.get("fp32_near_ties") is not None:
-            lines += [f"fp32's top two classes lie within 0.05 probability of each other on {r['fp32_near_ties']} of "
+            lines += [f"fp32's top two classes lie within 0.1 probability of each other on {r['fp32_near_ties']} of "
                       f"{r['eval']['samples']} held-out samples.", ""]
         lines += ["| rate req. | tool | ranking | quantizers | fp32 layers | " + " | ".join(names)
                   + " | top-1 changed on (fp32's top two probabilities) |",
