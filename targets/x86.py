@@ -20,6 +20,12 @@ def detect_host_cpu() -> str | None:
     return host_cpu()
 
 
+def _host_mattr(cpu: str | None) -> list[str]:
+    from tvm_mpq.runtime.executor import host_mattr
+
+    return host_mattr(cpu)
+
+
 @register_target
 class X86Target(DeployTarget):
     """x86-64 Linux. ``mcpu`` defaults to this host's CPU: a library built with it may use
@@ -42,11 +48,15 @@ class X86Target(DeployTarget):
                 raise MpqError(f"--mcpu {mcpu!r} is not an x86-64 CPU LLVM knows (e.g. x86-64-v3, skylake-avx512, "
                                "cascadelake, icelake-server, sapphirerapids, alderlake, znver3, znver4)")
         self.mcpu = mcpu if mcpu is not None else detect_host_cpu()
+        self.mattr = [] if mcpu is not None else _host_mattr(self.mcpu)
         self.num_cores = num_cores or os.cpu_count() or 1
 
     def target_dict(self) -> dict[str, Any]:
-        """``{"kind": "llvm", "mcpu": ..., "num-cores": N}``."""
+        """``{"kind": "llvm", "mcpu": ..., "num-cores": N}``, with ``mattr`` switching off the
+        extensions this host hides from its CPU model (host builds only)."""
         d: dict[str, Any] = {"kind": "llvm", "mtriple": TRIPLE, "num-cores": self.num_cores}
         if self.mcpu:
             d["mcpu"] = self.mcpu
+        if self.mattr:
+            d["mattr"] = list(self.mattr)
         return d

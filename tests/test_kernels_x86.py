@@ -23,6 +23,7 @@ from tvm_mpq.kernels.cpu_isa import cpu_isa
 from tvm_mpq.kernels import rule_for
 from tvm_mpq.kernels.cpu_mac import plan_kernel
 from tvm_mpq.kernels.cpu_mac_analysis import MacInfo, analyze_mac
+from tvm_mpq.runtime.executor import cpuinfo_flags, masked_features
 
 pytestmark = pytest.mark.skipif(
     not str(tvm.get_global_func("target.llvm_get_system_triple")()).startswith("x86_64"), reason="x86 kernels")
@@ -409,3 +410,26 @@ def test_gate_tail_is_one_pass_over_the_map():
         scheduled = schedule_kernels(fuse(mod, target), target)
     conv = next(f for gv, f in scheduled.functions_items() if "conv2d" in gv.name_hint)
     assert "sblock_alloc_buffer((T.int64(1), T.int64(9), T.int64(9), T.int64(32))" not in conv.script()
+
+
+def test_masked_features_names_the_model_extensions_the_cpu_does_not_report():
+    model = {"sse4.1", "movbe", "avx2", "fma", "avx512f", "avx512vnni", "avxvnni", "amx-int8", "prefer-256-bit"}
+    assert masked_features(model, ["sse4_1", "avx2", "fma", "avx512f", "avx_vnni"]) == ["amx-int8", "avx512vnni"]
+    assert masked_features(model, ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"]) == []
+
+
+def test_a_cpu_model_less_what_this_host_lacks_runs_here():
+    """What the host target does when a VM hides extensions of the CPU model LLVM names: the same
+    switch-off (``-mattr``), applied to a Sapphire Rapids model (AVX-512 FP16, AMX, VNNI), gives a
+    library that runs here, bit-exact, whatever this x86 host has."""
+    flags = cpuinfo_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo on this host")
+    model = codegen.llvm_get_cpu_features(_target("sapphirerapids"))
+    mattr = [f"-{f}" for f in masked_features(model, flags)]
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2, **({"mattr": mattr} if mattr else {})})
+    assert _runs_here(target)
+    for case in ("int8_conv3x3", "int8_dense", "fp32_conv3x3"):
+        build, _, exact = CASES[case]
+        mod, x = build()
+        _check(mod, x, target, exact)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import tvm
@@ -26,13 +27,59 @@ def host_cpu() -> str | None:
     return None if cpu in ("", "generic") else cpu
 
 
+VECTOR_EXTENSIONS = ("avx", "amx", "fma", "f16c", "gfni", "vaes", "vpclmulqdq")
+"""LLVM x86 features (by name prefix) that are instruction-set extensions a kernel may use."""
+
+
+def _flag_key(name: str) -> str:
+    """LLVM's ``avx512vnni`` / ``amx-int8`` and Linux's ``avx512_vnni`` / ``amx_int8`` as one key."""
+    return name.replace("-", "").replace("_", "").replace(".", "").lower()
+
+
+def masked_features(model_features: Iterable[str], cpu_flags: Iterable[str]) -> list[str]:
+    """The vector extensions of an LLVM CPU model (``model_features``) that ``cpu_flags`` (a
+    ``/proc/cpuinfo`` flags line) does not list, sorted."""
+    present = {_flag_key(f) for f in cpu_flags}
+    return sorted(f for f in model_features if f.startswith(VECTOR_EXTENSIONS) and _flag_key(f) not in present)
+
+
+def cpuinfo_flags() -> list[str] | None:
+    """The CPU flags Linux reports (``/proc/cpuinfo``), None where it does not."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    return None
+
+
+def host_mattr(cpu: str | None) -> list[str]:
+    """``-mattr`` entries that switch off the extensions LLVM's model of the host ``cpu`` has but
+    this machine does not report: LLVM names an AMD CPU by family and model, and a virtual machine
+    may hide some of that model's extensions (AVX-512, AMX); built with them, a library would die
+    on an illegal instruction. Empty where nothing is hidden or ``/proc/cpuinfo`` is unreadable."""
+    from tvm.target import codegen
+
+    flags = cpuinfo_flags()
+    if not cpu or flags is None:
+        return []
+    model = codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": cpu}))
+    return [f"-{f}" for f in masked_features(model, flags)]
+
+
 def host_target() -> tvm.target.Target:
     """An ``llvm`` target for this machine with its CPU (``mcpu``: without it LLVM emits plain
-    x86-64 SSE2 code, no AVX2/FMA). TVM 0.27 takes targets as JSON dicts."""
+    x86-64 SSE2 code, no AVX2/FMA), less any extension the machine hides (:func:`host_mattr`).
+    TVM 0.27 takes targets as JSON dicts."""
     target: dict = {"kind": "llvm", "num-cores": os.cpu_count() or 1}
     cpu = host_cpu()
     if cpu:
         target["mcpu"] = cpu
+        mattr = host_mattr(cpu)
+        if mattr:
+            target["mattr"] = mattr
     return tvm.target.Target(target)
 
 
