@@ -112,3 +112,20 @@ print("ok")
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_tuning_here_for_a_cpu_this_host_cannot_run_is_refused(small_graph, small_configs, tmp_path):
+    """Measuring candidates built for a CPU model with extensions this host lacks would kill the
+    measuring process (illegal instruction): refused with one line naming them, before any work."""
+    from tvm_mpq.compiler.tuning import check_tuning, extensions_this_host_lacks
+
+    spr = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2})
+    lacking = extensions_this_host_lacks(spr)
+    if not lacking:
+        pytest.skip("this host runs every extension of sapphirerapids (AVX512-FP16, AMX)")
+    with pytest.raises(MpqError, match=f"lacks {lacking[0]}.*--mcpu sapphirerapids"):
+        check_tuning(spr, TuningOptions(trials=2, root=tmp_path))
+    check_tuning(spr, TuningOptions(trials=0, root=tmp_path))  # applying a database only: fine
+    host = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v2", "num-cores": 2})
+    assert extensions_this_host_lacks(host) == []
+    check_tuning(host, TuningOptions(trials=2, root=tmp_path))
