@@ -101,8 +101,10 @@ def _top2_probabilities(output) -> np.ndarray:
     """The two highest class probabilities of a sample's first output (softmax unless it already
     is a probability vector)."""
     r = np.asarray(output[0], np.float64).reshape(-1)
-    probs = r if r.min() >= 0 and abs(r.sum() - 1.0) < 1e-3 else np.exp(r - r.max()) / np.exp(r - r.max()).sum()
-    return np.sort(probs)[::-1][:2]
+    if r.min() < 0 or abs(r.sum() - 1.0) >= 1e-3:
+        r = np.exp(r - r.max())
+        r /= r.sum()
+    return np.sort(r)[::-1][:2]
 
 
 def is_classifier(task: str, reference) -> bool:

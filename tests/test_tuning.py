@@ -117,7 +117,8 @@ print("ok")
 def test_tuning_here_for_a_cpu_this_host_cannot_run_is_refused(small_graph, small_configs, tmp_path):
     """Measuring candidates built for a CPU model with extensions this host lacks would kill the
     measuring process (illegal instruction): refused with one line naming them, before any work."""
-    from tvm_mpq.compiler.tuning import check_tuning, extensions_this_host_lacks
+    from tvm_mpq.compiler.tuning import check_tuning
+    from tvm_mpq.runtime.executor import extensions_this_host_lacks
 
     spr = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2})
     lacking = extensions_this_host_lacks(spr)

@@ -144,24 +144,15 @@ def check_tuning(target: tvm.target.Target, options: TuningOptions) -> None:
         raise MpqError(f"--tune-trials for {target_arch(target)} measures candidates on the device: give "
                        "--rpc HOST:PORT or --tracker HOST:PORT --key K (e.g. a server started with "
                        f"`tvm-mpq rpc-server --target {target_arch(target)}`)")
-    if options.device is None and target_arch(target) == host:
+    if options.device is None:  # measured here (the same architecture, by the check above)
+        from tvm_mpq.runtime.executor import extensions_this_host_lacks
+
         lacking = extensions_this_host_lacks(target)
         if lacking:
             cpu = target.attrs.get("mcpu", "this target")
             raise MpqError(f"--tune-trials measures candidates on this host, which lacks {', '.join(lacking)} of "
                            f"--mcpu {cpu} (they would die on an illegal instruction): tune on such a machine "
                            "over --rpc / --tracker, or build without --tune-trials")
-
-
-def extensions_this_host_lacks(target: tvm.target.Target) -> list[str]:
-    """The vector extensions of an x86 ``target`` that this machine does not report (``[]`` where
-    /proc/cpuinfo is unreadable): code built for it may not run here."""
-    from tvm.target import codegen
-
-    from tvm_mpq.runtime.executor import cpuinfo_flags, masked_features
-
-    flags = cpuinfo_flags()
-    return [] if flags is None else masked_features(codegen.llvm_get_cpu_features(target), flags)
 
 
 def untuned_tasks(mod: tvm.IRModule, target: tvm.target.Target, work_dir: Path) -> tuple[list, list]:

@@ -55,18 +55,24 @@ def cpuinfo_flags() -> list[str] | None:
     return None
 
 
+def extensions_this_host_lacks(target: tvm.target.Target) -> list[str]:
+    """The vector extensions of an x86 ``target`` (its ``mcpu`` model and ``mattr``) that this
+    machine does not report (``[]`` where ``/proc/cpuinfo`` is unreadable): code built for it may
+    die here on an illegal instruction."""
+    from tvm.target import codegen
+
+    flags = cpuinfo_flags()
+    return [] if flags is None else masked_features(codegen.llvm_get_cpu_features(target), flags)
+
+
 def host_mattr(cpu: str | None) -> list[str]:
     """``-mattr`` entries that switch off the extensions LLVM's model of the host ``cpu`` has but
     this machine does not report: LLVM names an AMD CPU by family and model, and a virtual machine
     may hide some of that model's extensions (AVX-512, AMX); built with them, a library would die
     on an illegal instruction. Empty where nothing is hidden or ``/proc/cpuinfo`` is unreadable."""
-    from tvm.target import codegen
-
-    flags = cpuinfo_flags()
-    if not cpu or flags is None:
+    if not cpu:
         return []
-    model = codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": cpu}))
-    return [f"-{f}" for f in masked_features(model, flags)]
+    return [f"-{f}" for f in extensions_this_host_lacks(tvm.target.Target({"kind": "llvm", "mcpu": cpu}))]
 
 
 def host_target() -> tvm.target.Target:
