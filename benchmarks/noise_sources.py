@@ -1,0 +1,217 @@
+"""Where efficientnet-lite0's fully int8 output noise comes from: activations or weights, and which
+layers, under the product's default quantizers.
+
+A PyTorch fake-quantization model of what ``tvm-mpq`` builds with its defaults (batch norm folded
+into each conv; per-tensor asymmetric uint8 activations, min/max over the calibration samples;
+per-output-channel symmetric int8 weights; analytic bias correction ``(fake_quant(W) - W) E[x]``).
+It is not the product path (that is ``quant_quality.py``, whose fully int8 figure this model
+reproduces to within half a dB); it exists to switch the two noise sources on separately, which
+the integer build cannot. It also measures one weight quantizer the product does not have,
+Hessian-weighted rounding (AdaRound's quadratic proxy ``dW^T E[x x^T] dW`` per output channel,
+minimised by coordinate descent over round-up / round-down), to show what better weight rounding
+would buy.
+
+    python benchmarks/noise_sources.py [--calib-size 16] [--eval-size 32] [-o out/bench/noise]
+
+Prints and saves (``noise.json``, ``noise.md``): output SQNR and top-1 agreement with fp32 on the
+held-out photos for activations only / weights only / both, with and without the rounding, and
+each layer alone (activations only, weights only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def fold_batch_norms(model: nn.Module) -> list[nn.Module]:
+    """Fold every batch norm into its conv (in place); the MAC layers in execution order."""
+    from tvm_mpq.zoo.efficientnet_lite0 import BN_EPS
+
+    pairs = [(model._conv_stem, model._bn0)]
+    for block in model._blocks:
+        if block.has_expand:
+            pairs.append((block._expand_conv, block._bn0))
+        pairs += [(block._depthwise_conv, block._bn1), (block._project_conv, block._bn2)]
+    pairs.append((model._conv_head, model._bn1))
+    for conv, bn in pairs:
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        conv.weight.mul_(scale[:, None, None, None])
+        conv.bias = nn.Parameter(bn.bias - bn.running_mean * scale, requires_grad=False)
+        bn.running_mean.zero_(), bn.running_var.fill_(1 - BN_EPS), bn.weight.fill_(1), bn.bias.zero_()
+    return [conv for conv, _ in pairs] + [model._fc]
+
+
+def calibrate(model: nn.Module, layers: list[nn.Module], batch: torch.Tensor) -> list[dict]:
+    """Per layer: the input's min / max, per-channel mean and the calibration inputs themselves."""
+    stats: list[dict] = [{} for _ in layers]
+
+    def hook(index: int):
+        def record(_module, inputs, _output):
+            x = inputs[0]
+            stats[index] = {"lo": min(x.min().item(), 0.0), "hi": max(x.max().item(), 0.0),
+                            "mean": x.mean((0, 2, 3)) if x.dim() == 4 else x.mean(0), "x": x}
+        return record
+
+    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    with torch.no_grad():
+        model(batch)
+    for handle in handles:
+        handle.remove()
+    return stats
+
+
+def fake_quant_activation(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    scale = (hi - lo) / 255
+    zero = round(-lo / scale)
+    return (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+
+
+def weight_scale(w: torch.Tensor) -> torch.Tensor:
+    return w.abs().amax(tuple(range(1, w.dim())), keepdim=True).clamp_min(1e-12) / 127
+
+
+def nearest_weights(w: torch.Tensor) -> torch.Tensor:
+    scale = weight_scale(w)
+    return torch.clamp(torch.round(w / scale), -127, 127) * scale
+
+
+def input_second_moments(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``E[p p^T]`` of the layer's input patches: one matrix (dense, conv) or one per channel
+    (depthwise conv), shape ``(1 | channels, K, K)``."""
+    if isinstance(layer, nn.Linear):
+        return (x.T @ x / x.shape[0])[None]
+    k = layer.kernel_size[0]
+    patches = F.unfold(layer.pad(x), k, stride=layer.stride)  # N, Cin*k*k, L
+    n, ck, length = patches.shape
+    if layer.groups > 1:
+        channels = layer.weight.shape[0]
+        p = patches.view(n, channels, k * k, length).permute(1, 0, 3, 2).reshape(channels, -1, k * k)
+        return torch.einsum("cni,cnj->cij", p, p) / p.shape[1]
+    p = patches.permute(0, 2, 1).reshape(-1, ck)
+    return (p.T @ p / p.shape[0])[None]
+
+
+def hessian_rounded_weights(layer: nn.Module, w: torch.Tensor, x: torch.Tensor, sweeps: int = 3) -> torch.Tensor:
+    """Each weight rounded up or down (on the nearest-rounding grid) to minimise
+    ``dW^T E[x x^T] dW`` per output channel; coordinate descent from round-to-nearest."""
+    h = input_second_moments(layer, x)
+    rows = w.shape[0]
+    flat = w.reshape(rows, -1)
+    scale = weight_scale(w).reshape(rows, 1)
+    floor = torch.floor(flat / scale)
+    q = torch.clamp(torch.round(flat / scale), -127, 127)
+    per_row = h.shape[0] > 1
+    grad = torch.einsum("rk,rkj->rj", q * scale - flat, h) if per_row else (q * scale - flat) @ h[0]
+    diag = torch.diagonal(h, dim1=1, dim2=2)
+    for _ in range(sweeps):
+        changed = 0
+        for i in range(flat.shape[1]):
+            alt = torch.clamp(torch.where(q[:, i] == floor[:, i], floor[:, i] + 1, floor[:, i]), -127, 127)
+            step = (alt - q[:, i]) * scale[:, 0]
+            take = 2 * step * grad[:, i] + step ** 2 * diag[:, i] < 0
+            if take.any():
+                step = torch.where(take, step, torch.zeros_like(step))
+                q[:, i] = torch.where(take, alt, q[:, i])
+                grad += step[:, None] * (h[:, i, :] if per_row else h[0, i][None, :])
+                changed += int(take.sum())
+        if not changed:
+            break
+    return (q * scale).reshape(w.shape)
+
+
+def bias_correction(layer: nn.Module, dw: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    if isinstance(layer, nn.Linear):
+        return dw @ mean
+    if layer.groups > 1:
+        return dw.sum((1, 2, 3)) * mean
+    return (dw.sum((2, 3)) * mean[None]).sum(1)
+
+
+def score(model, layers, stats, held, reference, weights: set[int], activations: set[int],
+          rounding: bool = False) -> dict:
+    """Output SQNR (dB) and top-1 agreement with fp32 with the named layers' weights and / or
+    input activations quantized (weights always bias-corrected)."""
+    saved, handles = [], []
+    for i in weights:
+        layer = layers[i]
+        w, b = layer.weight.clone(), layer.bias.clone()
+        wq = hessian_rounded_weights(layer, w, stats[i]["x"]) if rounding else nearest_weights(w)
+        layer.bias.sub_(bias_correction(layer, wq - w, stats[i]["mean"]))
+        layer.weight.copy_(wq)
+        saved.append((layer, w, b))
+    for i in activations:
+        lo, hi = stats[i]["lo"], stats[i]["hi"]
+        handles.append(layers[i].register_forward_pre_hook(
+            lambda _m, inputs, lo=lo, hi=hi: (fake_quant_activation(inputs[0], lo, hi),)))
+    with torch.no_grad():
+        out = model(held)
+    for layer, w, b in saved:
+        layer.weight.copy_(w), layer.bias.copy_(b)
+    for handle in handles:
+        handle.remove()
+    noise = ((out - reference) ** 2).sum().item()
+    return {"sqnr_db": round(10 * np.log10((reference ** 2).sum().item() / max(noise, 1e-30)), 2),
+            "top1_agreement": round((out.argmax(1) == reference.argmax(1)).float().mean().item(), 4)}
+
+
+def main() -> None:
+    from tvm_mpq.zoo.efficientnet_lite0 import _calibration, build
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calib-size", type=int, default=16)
+    parser.add_argument("--eval-size", type=int, default=32)
+    parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/noise"))
+    args = parser.parse_args()
+
+    model = build()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    feeds = [torch.from_numpy(f["x"]) for f in _calibration(args.calib_size + args.eval_size)]
+    calib, held = torch.cat(feeds[:args.calib_size]), torch.cat(feeds[args.calib_size:])
+    with torch.no_grad():
+        reference = model(held)
+    layers = fold_batch_norms(model)
+    stats = calibrate(model, layers, calib)
+    every = set(range(len(layers)))
+
+    def run(name: str, weights: set[int], activations: set[int], rounding: bool = False) -> dict:
+        figure = score(model, layers, stats, held, reference, weights, activations, rounding)
+        print(f"{name:48s} {figure['sqnr_db']:6.1f} dB  top-1 agr. {figure['top1_agreement']:.3f}", flush=True)
+        return {"name": name, **figure}
+
+    whole = [run("fully int8 (weights + activations)", every, every),
+             run("activations only", set(), every),
+             run("weights only", every, set()),
+             run("weights only, Hessian-weighted rounding", every, set(), True),
+             run("fully int8, Hessian-weighted rounding", every, every, True)]
+    per_layer = []
+    for i, layer in enumerate(layers):
+        kind = "dense" if isinstance(layer, nn.Linear) else ("depthwise" if layer.groups > 1 else "conv")
+        per_layer.append({"index": i, "kind": kind, "input_range": [round(stats[i]["lo"], 2), round(stats[i]["hi"], 2)],
+                          "activation_alone_db": score(model, layers, stats, held, reference, set(), {i})["sqnr_db"],
+                          "weights_alone_db": score(model, layers, stats, held, reference, {i}, set())["sqnr_db"]})
+    per_layer.sort(key=lambda r: min(r["activation_alone_db"], r["weights_alone_db"]))
+    lines = ["# efficientnet-lite0: output noise by source (PyTorch fake-quant model of the defaults)", "",
+             f"{args.calib_size} calibration photos, {args.eval_size} held-out photos.", "",
+             "| quantized | output SQNR | top-1 agreement |", "|---|---|---|"]
+    lines += [f"| {r['name']} | {r['sqnr_db']} dB | {r['top1_agreement']:.3f} |" for r in whole]
+    lines += ["", "Ten noisiest layers, each alone (layer index in execution order):", "",
+              "| layer | kind | input range | activation alone | weights alone (bias-corrected) |", "|---|---|---|---|---|"]
+    lines += [f"| {r['index']} | {r['kind']} | {r['input_range']} | {r['activation_alone_db']} dB | {r['weights_alone_db']} dB |"
+              for r in per_layer[:10]]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "noise.json").write_text(json.dumps({"whole": whole, "per_layer": per_layer}, indent=1))
+    (args.out / "noise.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[len(whole) + 6:]))
+    print(f"wrote {args.out / 'noise.md'}")
+
+
+if __name__ == "__main__":
+    main()
