@@ -46,14 +46,15 @@ ORT_CALIBRATORS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "E
 DEFAULT_VARIANTS = "minmax,percentile,mse,minmax+bc,minmax+bc+ca,mse+bc,percentile+bc,minmax+cle,minmax+cle+bc,mse+cle+bc"
 
 
-def parse_variant(spec: str) -> tuple[str, bool, bool, bool]:
-    """``OBSERVER[+cle][+bc][+ca]`` -> (observer, cross-layer equalization, bias correction,
-    per-channel depthwise inputs)."""
+def parse_variant(spec: str) -> tuple[str, bool, bool, bool, bool]:
+    """``OBSERVER[+cle][+bc][+ca][+mb]`` -> (observer, cross-layer equalization, bias correction,
+    per-channel depthwise inputs, depthwise bias corrections measured on the int8 model)."""
     parts = spec.split("+")
-    if parts[0] not in OBSERVERS or any(p not in ("cle", "bc", "ca") for p in parts[1:]) \
-            or len(set(parts)) != len(parts):
-        raise ValueError(f"variant {spec!r} is not OBSERVER[+cle][+bc][+ca] with OBSERVER one of {', '.join(OBSERVERS)}")
-    return parts[0], "cle" in parts, "bc" in parts, "ca" in parts
+    if parts[0] not in OBSERVERS or any(p not in ("cle", "bc", "ca", "mb") for p in parts[1:]) \
+            or len(set(parts)) != len(parts) or ("mb" in parts and "bc" not in parts):
+        raise ValueError(f"variant {spec!r} is not OBSERVER[+cle][+bc][+ca][+mb] with OBSERVER one of "
+                         f"{', '.join(OBSERVERS)} (+mb with +bc)")
+    return parts[0], "cle" in parts, "bc" in parts, "ca" in parts, "mb" in parts
 
 
 # -- tvm-mpq ---------------------------------------------------------------------------------
@@ -67,14 +68,15 @@ def tvm_points(name: str, graph, calib: list, task: str, reference, rates: list[
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.ptq.equalization import equalize
 
-    observer, cle, bias_correction, channel_act = parse_variant(variant)
+    observer, cle, bias_correction, channel_act, measured_bias = parse_variant(variant)
     start = time.perf_counter()
     measured = equalize(graph) if cle else graph
     table = build_layer_table(measured)
     points, report = [], None
     for rate in rates:
         config, report = config_for_rate(measured, calib, rate, method, observer=observer, cache=cache,
-                                         report=report, bias_correction=bias_correction, channel_act=channel_act)
+                                         report=report, bias_correction=bias_correction, channel_act=channel_act,
+                                         measured_bias=measured_bias)
         keep_unsupported_fp32(config, table)
         compiled = compile_model(measured, config)
         outs = [compiled.run(f) for f in reference.samples.feeds]

@@ -20,7 +20,8 @@ The precision decision and its lowering:
 Other rewrites: :class:`EqualizeCrossLayer` (cross-layer equalization of conv pairs, exact in
 fp32), :class:`ConvertToChannelsLast` (NHWC graph for CPU kernels),
 :class:`ExposeIntermediates` (tensors as extra outputs: calibration), :class:`InjectTensors`
-(tensors fed from outside: teacher forcing), :class:`LiftWeights` (constant weights back to
+(tensors fed from outside: teacher forcing), :class:`OffsetLayerOutputs` (run-time vectors added
+to chosen layers' outputs, their MAC results returned: measured bias correction), :class:`LiftWeights` (constant weights back to
 parameters: the stage-C model), :class:`UniqueBindingNames`. The CPU build's own rewrites
 (``tvm_mpq.compiler.build.graph_passes``) are imported from their modules:
 ``fold_pad.FoldPadIntoConv``, ``transpose_conv_as_matmul.TransposeConvAsMatmul``,
@@ -41,6 +42,7 @@ from relay_passes.inject_tensors import InjectTensors
 from relay_passes.lift_weights import LiftWeights
 from relay_passes.lower_to_integer import (Border, LowerToInteger, LoweringStats, LoweringTrace, lowering_borders,
                                            lowering_stats)
+from relay_passes.offset_outputs import OffsetLayerOutputs
 from relay_passes.precision_annotation import (PrecisionAnnotation, RemovePrecisionAnnotations, annotate,
                                                layer_annotations, map_annotations, read_annotation,
                                                reannotate_for_weight)
@@ -50,7 +52,7 @@ from relay_passes.unique_names import UniqueBindingNames
 
 __all__ = ["AnnotatePrecision", "Border", "ConvertToChannelsLast", "CorrectBias", "EqualizeCrossLayer",
            "EqualizedPair", "ExposeIntermediates", "FoldBatchNorm", "InjectTensors", "InsertSwitchableQDQ",
-           "LiftWeights", "LowerToInteger", "LoweringStats", "LoweringTrace", "PrecisionAnnotation",
+           "LiftWeights", "LowerToInteger", "LoweringStats", "LoweringTrace", "OffsetLayerOutputs", "PrecisionAnnotation",
            "RemovePrecisionAnnotations", "SimulateQuantization", "UniqueBindingNames", "annotate",
            "bias_corrected_layers", "channels_last_counts", "config_annotations", "equalized_pairs", "folded_layers",
            "layer_annotations", "lowering_borders", "lowering_stats", "map_annotations", "read_annotation",

@@ -138,6 +138,40 @@ def test_correct_bias_folds_into_the_bias_or_adds_one(small_graph, small_feeds):
         CorrectBias({"pw": np.zeros(3)})(folded)
 
 
+
+def test_offset_layer_outputs_adds_runtime_vectors_and_returns_the_macs(small_graph, small_feeds):
+    """OffsetLayerOutputs: one parameter per named layer (after the inputs, in the order given),
+    added to the layer's output; the MAC results before it come back as the last outputs. Zero
+    offsets leave the model as it was; pw's offset reaches the logits through the mean pool and
+    fc; an unannotated layer is a KeyError."""
+    from relay_passes.offset_outputs import OFFSET_ATTR, OffsetLayerOutputs
+    from tvm_mpq.runtime.executor import flatten_outputs, host_tensor
+
+    table = build_layer_table(small_graph)
+    annotated = _fp32_annotated(small_graph)
+    with tvm.transform.PassContext(opt_level=3):
+        mod = tvm.transform.Sequential([OffsetLayerOutputs(["pw", "dw"]), relax.transform.FoldConstant()])(annotated)
+    assert [str(n) for n in mod["main"].attrs[OFFSET_ATTR]] == ["pw", "dw"]
+    assert [p.name for p in mod["main"].params][-2:] == ["mpq_offset0", "mpq_offset1"]
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    feed = small_feeds[0]
+    rng = np.random.default_rng(1)
+    pw_offset = rng.normal(size=(1, 8, 1, 1)).astype(np.float32)
+
+    def run(pw, dw):
+        return flatten_outputs(vm["main"](host_tensor(feed["x"]), host_tensor(pw), host_tensor(dw)))
+
+    zero = run(np.zeros((1, 8, 1, 1), np.float32), np.zeros((1, 8, 1, 1), np.float32))
+    before = _run_bound(small_graph, annotated, feed)
+    np.testing.assert_allclose(zero[0], before, rtol=1e-5, atol=1e-6)
+    assert zero[-2].shape == table.by_name["pw"].output_shape and zero[-1].shape == table.by_name["dw"].output_shape
+    moved = run(pw_offset, np.zeros((1, 8, 1, 1), np.float32))
+    np.testing.assert_array_equal(moved[-2], zero[-2])  # the MAC result is taken before the offset
+    w_fc = small_graph.params[table.by_name["fc"].weight_param]
+    np.testing.assert_allclose(moved[0] - zero[0], (pw_offset.reshape(-1) @ w_fc.T)[None], rtol=1e-4, atol=1e-4)
+    with pytest.raises(KeyError):
+        OffsetLayerOutputs(["nope"])(annotated)
+
 def test_equalize_cross_layer_is_exact_and_keeps_layers(small_graph, small_feeds):
     """conv-bn-relu -> depthwise-bn-relu -> 1x1: only dw -> pw is equalizable (conv1's output
     also feeds the residual add); the function is unchanged, the weights are not, the

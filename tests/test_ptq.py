@@ -307,3 +307,45 @@ def test_per_channel_is_declined_where_it_measures_no_better():
     config, _ = config_for_rate(graph, CALIB, 100, "inorder", channel_act=True)
     assert config.provenance["channel_act"] is True
     assert all(not lp.act.per_channel for lp in config.layers.values() if lp.act is not None)
+
+
+def test_measured_bias_replaces_the_depthwise_correction_and_lowers_the_error(graph):
+    """--measured-bias: the int8 depthwise conv's correction is measured on the int8 model (the
+    mean output error the quantized activations upstream add comes on top of the weight's),
+    the other layers keep the analytic vectors, the provenance names the layer, and the output
+    MSE on held-out inputs goes down; the offset module run with the measured vector puts the
+    depthwise output's mean over the calibration set on fp32's."""
+    from relay_passes.lower_to_integer import LowerToInteger
+    from relay_passes.offset_outputs import OffsetLayerOutputs
+    from tvm_mpq.calibration.input_means import mean_tensors
+    from tvm_mpq.compiler.build import build_passes
+    from tvm_mpq.compiler.pipeline import annotation_passes
+    from tvm_mpq.compiler.stages import folded_graph
+    from tvm_mpq.graph import build_layer_table
+    from tvm_mpq.runtime.executor import flatten_outputs, host_target, host_tensor
+
+    analytic, _ = config_for_rate(graph, CALIB, 100, "inorder", bias_correction=True)
+    measured, _ = config_for_rate(graph, CALIB, 100, "inorder", bias_correction=True, measured_bias=True)
+    assert measured.provenance["measured_bias"] == ["dw"] and "measured_bias" not in analytic.provenance
+    for name, lp in measured.layers.items():
+        same = np.allclose(lp.bias_correction, analytic.layers[name].bias_correction)
+        assert same == (name != "dw"), name
+    ref = _outputs(compile_graph(graph), HELD_OUT)
+    errors = {}
+    for name, config in (("analytic", analytic), ("measured", measured)):
+        out = _outputs(compile_model(graph, config), HELD_OUT)
+        errors[name] = float(np.mean((out - ref) ** 2))
+    assert errors["measured"] < 0.95 * errors["analytic"], errors  # output MSE
+    # the measurement itself: the MAC's mean plus the measured vector is the fp32 MAC's mean
+    table = build_layer_table(graph)
+    passes = [*annotation_passes(graph, analytic, "A->C", table), OffsetLayerOutputs(["dw"]), LowerToInteger(),
+              *build_passes(host_target())]
+    offset = compile_model(graph, analytic, pipeline=__import__("tvm").transform.Sequential(passes))
+    vm = offset.vm()
+    vector = np.asarray(measured.layers["dw"].bias_correction, np.float32)
+    macs = [flatten_outputs(vm["main"](host_tensor(f["x"]), host_tensor(vector.reshape(1, -1, 1, 1))))[-1] for f in CALIB]
+    folded = folded_graph(graph)
+    fp32 = mean_tensors(folded, CALIB, [build_layer_table(folded).by_name["dw"].var]).popitem()[1].mean(axis=(1, 2))
+    int8 = np.mean([m.mean(axis=(0, 2, 3)) for m in macs], axis=0)
+    np.testing.assert_allclose(int8 + vector, fp32, rtol=1e-4, atol=1e-4 * np.abs(fp32).max())
+    assert np.abs(int8 + np.asarray(analytic.layers["dw"].bias_correction) - fp32).max() > 1e-3 * np.abs(fp32).max()

@@ -23,7 +23,7 @@ def analysis_graph(graph: ModelGraph, stage: str) -> ModelGraph:
 def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: str = "quantunev2", *,
                     observer: str = "minmax", g: float = 2.0, cache: CalibrationCache | None = None,
                     stage: str = "A->C", report=None, bias_correction: bool = False, channel_act: bool = False,
-                    **analyze_options) -> tuple[PrecisionConfig, object]:
+                    measured_bias: bool = False, **analyze_options) -> tuple[PrecisionConfig, object]:
     """Analyze ``graph`` (at the stage's IR, unless a ``report`` of that analysis is given),
     allocate for ``rate`` and attach the quantizers; returns ``(config, report)``.
 
@@ -31,7 +31,9 @@ def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: s
     ``bias_correction``: store each int8 layer's bias correction in the config
     (:mod:`tvm_mpq.ptq.bias_correction`; one more fp32 pass, cached). ``channel_act``: quantize
     the inputs of int8 depthwise convs per channel (:mod:`tvm_mpq.ptq.channel_ranges`; two more
-    fp32 passes, cached). A graph rewritten by
+    fp32 passes, cached). ``measured_bias`` (with ``bias_correction``): each int8 depthwise conv's
+    correction measured on the int8 model (:mod:`tvm_mpq.ptq.measured_bias`; one compile, one
+    pass over ``feeds`` per depthwise conv). A graph rewritten by
     :func:`tvm_mpq.ptq.graph_for_options` (equalization) records its rewrites in the config.
     """
     from tvm_mpq.sensitivity.analysis import analyze
@@ -57,4 +59,8 @@ def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: s
         from tvm_mpq.ptq.bias_correction import apply_bias_correction
 
         apply_bias_correction(graph, config, feeds, cache=cache)
+        if measured_bias:
+            from tvm_mpq.ptq.measured_bias import apply_measured_bias
+
+            apply_measured_bias(graph, config, feeds, cache=cache)
     return config, report

@@ -160,6 +160,10 @@ def _refine_quantizers(args: argparse.Namespace, graph, config, feeds) -> None:
         from tvm_mpq.ptq.bias_correction import apply_bias_correction
 
         apply_bias_correction(graph, config, feeds, cache=CalibrationCache(args.cache_dir))
+        if ptq.measured_bias:
+            from tvm_mpq.ptq.measured_bias import apply_measured_bias
+
+            apply_measured_bias(graph, config, feeds, cache=CalibrationCache(args.cache_dir))
 
 
 def _write_allocation(args: argparse.Namespace, graph, table, ranges: dict, allocation, feeds,

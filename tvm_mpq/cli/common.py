@@ -35,6 +35,11 @@ DEFAULT_CHANNEL_ACT = True
 (:mod:`tvm_mpq.ptq.channel_ranges`; measured in docs/results.md "Per-channel depthwise inputs")."""
 
 
+DEFAULT_MEASURED_BIAS = False
+"""Depthwise convs keep the analytic bias correction unless ``--measured-bias``
+(:mod:`tvm_mpq.ptq.measured_bias`)."""
+
+
 def add_quantizer_options(p: argparse.ArgumentParser) -> None:
     """``--observer``, ``--equalize``, ``--bias-correction`` (how the int8 layers are quantized;
     recorded in the precision config's provenance)."""
@@ -50,13 +55,20 @@ def add_quantizer_options(p: argparse.ArgumentParser) -> None:
     q.add_argument("--channel-act", action=argparse.BooleanOptionalAction, default=DEFAULT_CHANNEL_ACT,
                    help="quantize the input of each int8 depthwise conv per channel (free in the integer kernel; "
                         f"two fp32 passes over the calibration set; default {'on' if DEFAULT_CHANNEL_ACT else 'off'})")
+    q.add_argument("--measured-bias", action=argparse.BooleanOptionalAction, default=DEFAULT_MEASURED_BIAS,
+                   help="with bias correction: correct each int8 depthwise conv by its mean output error measured on "
+                        "the int8 model, in execution order (one compile, one pass over the calibration set per "
+                        f"depthwise conv; default {'on' if DEFAULT_MEASURED_BIAS else 'off'})")
 
 
 def ptq_from_args(args: argparse.Namespace):
     """The :class:`~tvm_mpq.ptq.PtqOptions` of ``--equalize`` / ``--bias-correction`` / ``--channel-act``."""
     from tvm_mpq.ptq import PtqOptions
 
-    return PtqOptions(equalize=args.equalize, bias_correction=args.bias_correction, channel_act=args.channel_act)
+    if args.measured_bias and not args.bias_correction:
+        raise MpqError("--measured-bias refines bias correction: drop --no-bias-correction or add --no-measured-bias")
+    return PtqOptions(equalize=args.equalize, bias_correction=args.bias_correction, channel_act=args.channel_act,
+                      measured_bias=args.measured_bias)
 
 
 def add_tuning_options(p: argparse.ArgumentParser, device_options: bool = False) -> None:
@@ -195,7 +207,7 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
         config, _ = config_for_rate(graph, feeds, args.rate, args.method, observer=args.observer, g=args.g,
                                     cache=CalibrationCache(args.cache_dir), stage=ir_stage,
                                     bias_correction=ptq.bias_correction and parse_stage(ir_stage) != SOURCE,
-                                    channel_act=ptq.channel_act)
+                                    channel_act=ptq.channel_act, measured_bias=ptq.measured_bias)
         kept = keep_unsupported_fp32(config, build_layer_table(graph))
     if kept:
         print(f"{len(kept)} layer(s) have no integer kernel and stay fp32 ({', '.join(kept[:3])}"

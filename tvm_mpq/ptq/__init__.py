@@ -3,7 +3,8 @@
 * cross-layer equalization (:mod:`tvm_mpq.ptq.equalization`): rescales the channels between
   two layers so that the model computes the same function with easier-to-quantize weights;
 * bias correction (:mod:`tvm_mpq.ptq.bias_correction`): removes the expected output error
-  of each quantized layer's weights;
+  of each quantized layer's weights; with ``measured_bias`` the depthwise convs' corrections are
+  measured on the int8 model instead (:mod:`tvm_mpq.ptq.measured_bias`), in execution order;
 * per-channel depthwise inputs (:mod:`tvm_mpq.ptq.channel_ranges`): one quantizer per channel
   for the input of a depthwise conv, where a held-out-half measurement says it is better.
 

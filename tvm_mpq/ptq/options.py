@@ -12,14 +12,19 @@ class PtqOptions:
     rewrite, exact in fp32); ``bias_correction``: correct each quantized layer's bias by the
     expected error of its quantized weight (one extra fp32 pass over the calibration set);
     ``channel_act``: quantize the input of each int8 depthwise conv per channel
-    (:mod:`tvm_mpq.ptq.channel_ranges`; two extra fp32 passes)."""
+    (:mod:`tvm_mpq.ptq.channel_ranges`; two extra fp32 passes); ``measured_bias``: with bias
+    correction, each int8 depthwise conv's correction measured on the int8 model instead
+    (:mod:`tvm_mpq.ptq.measured_bias`; one compile and one pass over the calibration set per
+    depthwise conv)."""
 
     equalize: bool = False
     bias_correction: bool = False
     channel_act: bool = False
+    measured_bias: bool = False
 
     def describe(self) -> str:
         on = [name for name, flag in (("cross-layer equalization", self.equalize),
-                                      ("bias correction", self.bias_correction),
+                                      ("bias correction" + (" (depthwise measured)" if self.measured_bias else ""),
+                                       self.bias_correction),
                                       ("per-channel depthwise inputs", self.channel_act)) if flag]
         return ", ".join(on) or "none"

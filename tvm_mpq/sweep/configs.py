@@ -66,7 +66,8 @@ def method_configs(graph: ModelGraph, feeds: list[Feed], method: str, options: S
     correct = options.ptq.bias_correction and parse_stage(options.stage) != SOURCE
     config, report = config_for_rate(graph, feeds, options.rates[0], method, observer=options.observer, g=options.g,
                                      cache=cache, stage=options.stage, eval_data=eval_data, task=task,
-                                     bias_correction=correct, channel_act=options.ptq.channel_act)
+                                     bias_correction=correct, channel_act=options.ptq.channel_act,
+                                     measured_bias=options.ptq.measured_bias)
     summary = MethodAnalysis(method, report.seconds, len(report.table), report.measurement.inference_passes)
 
     def ranked() -> Iterator[tuple[PointSpec, PrecisionConfig]]:
@@ -74,7 +75,8 @@ def method_configs(graph: ModelGraph, feeds: list[Feed], method: str, options: S
         for spec in specs[1:]:
             yield spec, config_for_rate(graph, feeds, spec.requested_rate or 0.0, method, observer=options.observer,
                                         g=options.g, cache=cache, stage=options.stage, report=report,
-                                        bias_correction=correct, channel_act=options.ptq.channel_act)[0]
+                                        bias_correction=correct, channel_act=options.ptq.channel_act,
+                                        measured_bias=options.ptq.measured_bias)[0]
     return summary, ranked()
 
 
@@ -110,6 +112,10 @@ def _bitwidth_configs(graph: ModelGraph, feeds: list[Feed], method: str, options
             from tvm_mpq.ptq.bias_correction import apply_bias_correction
 
             apply_bias_correction(graph, built, feeds, cache=cache)
+            if options.ptq.measured_bias:
+                from tvm_mpq.ptq.measured_bias import apply_measured_bias
+
+                apply_measured_bias(graph, built, feeds, cache=cache)
         if isinstance(built, str):
             summary.skipped.append(f"{allocation.label}: {built}")
             log(f"{method} {allocation.label}: skipped ({built})")
