@@ -14,9 +14,9 @@ Here that is done for the config's int8 depthwise convs on the model the compile
 batch-norm folded graph, the config's quantizers, the analytic corrections of the other layers,
 the real integer kernels): one compile with each depthwise conv's correction as a run-time input
 (:class:`relay_passes.offset_outputs.OffsetLayerOutputs`), then one pass over the calibration set
-per depthwise conv. The fp32 means come from one fp32 pass (cached). The measured vector replaces
-the analytic one in the config (``bias_correction``), so ``compile`` and ``export-onnx`` apply it
-unchanged.
+per depthwise conv. The fp32 means come from one fp32 pass (cached). The measured vectors
+replace the analytic ones in the config (``bias_correction``), so ``compile`` and
+``export-onnx`` apply them unchanged.
 
 Measured 2026-12-02 (``benchmarks/noise_sources.py``'s PyTorch model of the defaults, then
 ``benchmarks/quant_quality.py`` on the product): on efficientnet-lite0 fully int8, correcting the
@@ -41,6 +41,7 @@ from tvm_mpq.calibration.input_means import mean_tensors
 from tvm_mpq.compiler.build import build_passes
 from tvm_mpq.compiler.pipeline import annotation_passes, compile_model
 from tvm_mpq.compiler.stages import folded_graph
+from tvm_mpq.compiler.validate import keep_unsupported_fp32
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
@@ -63,6 +64,26 @@ def _channel_means(tensor: np.ndarray) -> np.ndarray:
     return t.mean(axis=tuple(a for a in range(t.ndim) if a != 1))
 
 
+class _OffsetModel:
+    """The config's int8 model with each named layer's correction a run-time input; per feed,
+    each named layer's MAC channel means."""
+
+    def __init__(self, graph: ModelGraph, config: PrecisionConfig, table: LayerTable, names: list[str]):
+        target = host_target()
+        passes = [*annotation_passes(graph, config, SOURCE_TO_FOLDED, table), OffsetLayerOutputs(names),
+                  LowerToInteger(fuse=True), *build_passes(target)]
+        compiled = compile_model(graph, config, target, SOURCE_TO_FOLDED, pipeline=tvm.transform.Sequential(passes))
+        self.vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
+        self.graph, self.names = graph, names
+        self.shapes = {name: (1, int(table.by_name[name].output_shape[1])) + (1,) * (len(table.by_name[name].output_shape) - 2)
+                       for name in names}
+
+    def mac_means(self, feed: Feed, offsets: dict[str, np.ndarray]) -> list[np.ndarray]:
+        args = [host_tensor(offsets[n].reshape(self.shapes[n]).astype(np.float32)) for n in self.names]
+        outs = flatten_outputs(self.vm["main"](*[host_tensor(feed[s.name]) for s in self.graph.inputs], *args))
+        return [_channel_means(m) for m in outs[-len(self.names):]]
+
+
 def measured_corrections(graph: ModelGraph, config: PrecisionConfig, feeds: list[Feed],
                          cache: CalibrationCache | None = None) -> dict[str, np.ndarray]:
     """Layer name -> the vector to add to its output, for each int8 depthwise conv of ``config``
@@ -75,37 +96,28 @@ def measured_corrections(graph: ModelGraph, config: PrecisionConfig, feeds: list
     base = PrecisionConfig(config.model, dict(config.layers), dict(config.provenance))
     for name in names:
         base.layers[name] = replace(base.layers[name], bias_correction=None)
-    shapes = {name: (1, int(table.by_name[name].output_shape[1])) + (1,) * (len(table.by_name[name].output_shape) - 2)
-              for name in names}
+    keep_unsupported_fp32(base, table)  # as compile --rate builds it
     # fp32: the batch-norm folded graph's conv outputs (before the bias), as the int8 MACs below
     folded = folded_graph(graph)
-    folded_vars = {name: build_layer_table(folded).by_name[name].var for name in names}
-    reference = mean_tensors(folded, feeds, list(folded_vars.values()), cache)
+    folded_vars = [build_layer_table(folded).by_name[name].var for name in names]
+    means = mean_tensors(folded, feeds, folded_vars, cache)
+    fp32 = [_channel_means(means[v][None]) for v in folded_vars]
     # int8: the compile pipeline (A->C: batch-norm folded into the int8 layers, their weight
     # scales those of the folded weights), each depthwise conv's correction a run-time input
-    target = host_target()
-    passes = [*annotation_passes(graph, base, SOURCE_TO_FOLDED, table), OffsetLayerOutputs(names),
-              LowerToInteger(fuse=True), *build_passes(target)]
-    compiled = compile_model(graph, base, target, SOURCE_TO_FOLDED, pipeline=tvm.transform.Sequential(passes))
-    vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
-    inputs = [[host_tensor(feed[s.name]) for s in graph.inputs] for feed in feeds]
-    offsets = {name: np.zeros(shapes[name], np.float32) for name in names}
+    model = _OffsetModel(graph, base, table, names)
+    offsets = {name: np.zeros(model.shapes[name][1], np.float32) for name in names}
     for k, name in enumerate(names):  # execution order: each measured with the ones before it corrected
-        args = [host_tensor(offsets[n]) for n in names]
-        total = np.zeros(shapes[name][1])
-        for feed_inputs in inputs:
-            total += _channel_means(flatten_outputs(vm["main"](*feed_inputs, *args))[k - len(names)])
-        fp32 = _channel_means(reference[folded_vars[name]][None])
-        offsets[name] = (fp32 - total / len(inputs)).astype(np.float32).reshape(shapes[name])
-    return {name: vector.reshape(-1) for name, vector in offsets.items()}
+        int8 = np.mean([model.mac_means(feed, offsets)[k] for feed in feeds], axis=0)
+        offsets[name] = (fp32[k] - int8).astype(np.float32)
+    return offsets
 
 
 def apply_measured_bias(graph: ModelGraph, config: PrecisionConfig, feeds: list[Feed],
                         cache: CalibrationCache | None = None) -> int:
     """Replace the bias correction of each int8 depthwise conv of ``config`` (which must carry
     the analytic corrections, :func:`~tvm_mpq.ptq.bias_correction.apply_bias_correction`) by the
-    measured one and record the layers in the provenance (``measured_bias``); returns their
-    number."""
+    measured one (:func:`measured_corrections`) and record the layers in the provenance
+    (``measured_bias``); returns their number."""
     corrections = measured_corrections(graph, config, feeds, cache)
     for name, vector in corrections.items():
         config.layers[name].bias_correction = [float(v) for v in vector]
