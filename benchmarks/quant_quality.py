@@ -5,10 +5,11 @@ For each model, on the same calibration samples (``load_calibration``: the zoo's
 named evaluation set, e.g. ``efficientnet-lite0/held-out[16:48]``), at each BOPs reduction rate:
 
 * tvm-mpq (the ``--methods`` ranking, the integer model compiled for this host) with each
-  quantizer variant ``OBSERVER[+cle][+bc][+ca]``: the activation observer (minmax, percentile,
-  mse, entropy), cross-layer equalization (``+cle``), bias correction (``+bc``) and per-channel
-  depthwise inputs (``+ca``), e.g. ``minmax`` (the CLI default before this benchmark), ``mse+bc``,
-  ``minmax+bc+ca`` (the CLI default now);
+  quantizer variant ``OBSERVER[+cle][+bc][+ca][+mb]``: the activation observer (minmax,
+  percentile, mse, entropy), cross-layer equalization (``+cle``), bias correction (``+bc``),
+  per-channel depthwise inputs (``+ca``) and depthwise bias corrections measured on the int8
+  model (``+mb``, ``--measured-bias``), e.g. ``minmax`` (the CLI default before this benchmark),
+  ``mse+bc``, ``minmax+bc+ca`` (the CLI default now);
 * onnxruntime ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, after
   ``quant_pre_process``, opset 13) with its MinMax / Percentile / Entropy calibrators; below 100%
   the Conv/Gemm nodes of the layers tvm-mpq keeps fp32 (the first variant's decisions) are
@@ -43,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 OBSERVERS = ("minmax", "percentile", "mse", "entropy")
 ORT_CALIBRATORS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
-DEFAULT_VARIANTS = "minmax,percentile,mse,minmax+bc,minmax+bc+ca,mse+bc,percentile+bc,minmax+cle,minmax+cle+bc,mse+cle+bc"
+DEFAULT_VARIANTS = "minmax,percentile,mse,minmax+bc,minmax+bc+ca,minmax+bc+ca+mb,mse+bc,percentile+bc,minmax+cle,minmax+cle+bc,mse+cle+bc"
 
 
 def parse_variant(spec: str) -> tuple[str, bool, bool, bool, bool]:
