@@ -9,7 +9,8 @@ reproduces to within half a dB); it exists to switch the two noise sources on se
 the integer build cannot. It also measures one weight quantizer the product does not have,
 Hessian-weighted rounding (AdaRound's quadratic proxy ``dW^T E[x x^T] dW`` per output channel,
 minimised by coordinate descent over round-up / round-down), to show what better weight rounding
-would buy.
+would buy, and bias corrections measured on the quantized model (``--measured-bias``'s rule:
+depthwise convs in execution order; against every layer, and against all at once).
 
     python benchmarks/noise_sources.py [--calib-size 16] [--eval-size 32] [-o out/bench/noise]
 
@@ -134,10 +135,27 @@ def bias_correction(layer: nn.Module, dw: torch.Tensor, mean: torch.Tensor) -> t
     return (dw.sum((2, 3)) * mean[None]).sum(1)
 
 
+def output_means(model: nn.Module, layers: list[nn.Module], batch: torch.Tensor) -> list[torch.Tensor]:
+    """Each layer's output mean per channel over ``batch``."""
+    got: list[torch.Tensor] = [torch.empty(0)] * len(layers)
+    handles = [layer.register_forward_hook(
+        lambda _m, _i, out, k=k: got.__setitem__(k, out.mean((0, 2, 3)) if out.dim() == 4 else out.mean(0)))
+        for k, layer in enumerate(layers)]
+    with torch.no_grad():
+        model(batch)
+    for handle in handles:
+        handle.remove()
+    return got
+
+
 def score(model, layers, stats, held, reference, weights: set[int], activations: set[int],
-          rounding: bool = False) -> dict:
+          rounding: bool = False, measured: tuple[str, set[int]] | None = None, calib: torch.Tensor | None = None,
+          fp32_means: list[torch.Tensor] | None = None) -> dict:
     """Output SQNR (dB) and top-1 agreement with fp32 with the named layers' weights and / or
-    input activations quantized (weights always bias-corrected)."""
+    input activations quantized (weights always bias-corrected). ``measured``: ``("in order" |
+    "at once", layers)``, those layers' biases then corrected by their output mean error over
+    ``calib`` against ``fp32_means`` (in execution order, each with the earlier ones corrected,
+    or all from one measurement), as ``tvm_mpq.ptq.measured_bias`` does for depthwise convs."""
     saved, handles = [], []
     for i in weights:
         layer = layers[i]
@@ -150,6 +168,15 @@ def score(model, layers, stats, held, reference, weights: set[int], activations:
         lo, hi = stats[i]["lo"], stats[i]["hi"]
         handles.append(layers[i].register_forward_pre_hook(
             lambda _m, inputs, lo=lo, hi=hi: (fake_quant_activation(inputs[0], lo, hi),)))
+    if measured is not None:
+        how, which = measured
+        order = sorted(which)
+        if how == "at once":
+            for i, mean in zip(order, output_means(model, [layers[i] for i in order], calib)):
+                layers[i].bias.sub_(mean - fp32_means[i])
+        else:
+            for i in order:
+                layers[i].bias.sub_(output_means(model, [layers[i]], calib)[0] - fp32_means[i])
     with torch.no_grad():
         out = model(held)
     for layer, w, b in saved:
@@ -179,10 +206,14 @@ def main() -> None:
         reference = model(held)
     layers = fold_batch_norms(model)
     stats = calibrate(model, layers, calib)
+    fp32_means = output_means(model, layers, calib)
     every = set(range(len(layers)))
+    depthwise = {i for i, layer in enumerate(layers) if getattr(layer, "groups", 1) > 1}
 
-    def run(name: str, weights: set[int], activations: set[int], rounding: bool = False) -> dict:
-        figure = score(model, layers, stats, held, reference, weights, activations, rounding)
+    def run(name: str, weights: set[int], activations: set[int], rounding: bool = False,
+            measured: tuple[str, set[int]] | None = None) -> dict:
+        figure = score(model, layers, stats, held, reference, weights, activations, rounding, measured, calib,
+                       fp32_means)
         print(f"{name:48s} {figure['sqnr_db']:6.1f} dB  top-1 agr. {figure['top1_agreement']:.3f}", flush=True)
         return {"name": name, **figure}
 
@@ -190,7 +221,10 @@ def main() -> None:
              run("activations only", set(), every),
              run("weights only", every, set()),
              run("weights only, Hessian-weighted rounding", every, set(), True),
-             run("fully int8, Hessian-weighted rounding", every, every, True)]
+             run("fully int8, Hessian-weighted rounding", every, every, True),
+             run("fully int8, depthwise biases measured in order", every, every, measured=("in order", depthwise)),
+             run("fully int8, every bias measured in order", every, every, measured=("in order", every)),
+             run("fully int8, depthwise biases measured at once", every, every, measured=("at once", depthwise))]
     per_layer = []
     for i, layer in enumerate(layers):
         kind = "dense" if isinstance(layer, nn.Linear) else ("depthwise" if layer.groups > 1 else "conv")
