@@ -14,7 +14,7 @@ config is applied on (docs/design.md, "The IR stages, by name"; :mod:`tvm_mpq.ty
 graph applied on the folded graph)::
 
     BindParams -> FoldConstant -> AnnotatePrecision(config)        (the decision, in the IR)
-    -> FoldBatchNorm -> FoldConstant -> CanonicalizeBindings -> DeadCodeElimination
+    -> FoldBatchNorm(int8 layers) -> FoldConstant -> CanonicalizeBindings -> DeadCodeElimination
     -> CorrectBias                                   (the config's bias corrections, if it has any)
     -> LowerToInteger                                              (reads the annotations)
     -> build passes: graph passes, LegalizeOps, FuseOps, FuseTIR, ScheduleKernels, prepacking
@@ -120,8 +120,7 @@ def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: 
                       table: LayerTable | None = None) -> list[tvm.transform.Pass]:
     """From the stage-A module to the annotated module the lowering reads: parameters bound,
     a frontend's TE-built clips back to Relax ops (:class:`RecoverMinMax`), the config's
-    decision written into the IR, batch-norm folded into every conv (stage C: an int8 layer's
-    weight is quantized after folding, an fp32 layer computes one conv + bias), constants
+    decision written into the IR, batch-norm folded into the int8 layers (stage C), constants
     folded, aliases and dead bindings removed, the config's bias corrections added
     (:class:`~relay_passes.correct_bias.CorrectBias`). MpqError (before any pass runs) when the
     config does not fit the model (its layers, or the graph rewrites it was made on)."""
@@ -137,7 +136,7 @@ def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: 
     passes: list[tvm.transform.Pass] = [bind_params_pass(graph), relax.transform.FoldConstant(), RecoverMinMax(),
                                         AnnotatePrecision(config or fp32_config(graph, table), table)]
     if stage != SOURCE:
-        passes += [FoldBatchNorm(), relax.transform.FoldConstant()]
+        passes += [FoldBatchNorm(quantized_only=True), relax.transform.FoldConstant()]
     passes += [relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]
     return passes + ([CorrectBias(corrections)] if corrections else [])
 
