@@ -1,12 +1,13 @@
-"""fp32 layers with their batch norm folded into the conv (the compile pipeline since 2026-12-02)
-against kept as arithmetic in the conv's epilogue (before), in one process, interleaved.
+"""fp32 layers with their batch norm kept as arithmetic in the conv's epilogue (the compile
+pipeline) against folded into the conv's weight and bias (as onnxruntime builds fp32), in one
+process, interleaved.
 
     python benchmarks/batch_norm_fold.py [--models efficientnet-lite0,resnet18,mobilenetv2]
         [--rates 0,50] [--rounds 7] [--runs 10] [-o out/bench/bn_fold]
 
 Each model's QuantuneV2 config at each rate is compiled twice for this host: with the pipeline's
-``FoldBatchNorm()`` (every conv's batch norm folded), and with ``FoldBatchNorm(quantized_only=True)``
-in its place (only the int8 layers', as before). Both builds take turns in every round (each
+``FoldBatchNorm(quantized_only=True)`` (only the int8 layers' folded: "kept") and with
+``FoldBatchNorm()`` in its place (every conv's: "folded"). Both builds take turns in every round (each
 runner's minimum of ``--runs`` runs per round; medians over rounds, the ratio taken within
 rounds). Prints and saves ``report.json`` / ``report.md``, with the largest output difference
 between the two builds (float rounding only: the fold is exact in real arithmetic).
@@ -54,9 +55,9 @@ def main() -> None:
     target = host_target()
     info = machine_info(args.threads, target)
 
-    def kept(graph, config) -> tvm.transform.Sequential:
+    def with_fold(graph, config, fold: FoldBatchNorm) -> tvm.transform.Sequential:
         pipeline = compile_pipeline(graph, config, target)
-        passes = [FoldBatchNorm(quantized_only=True) if p.info.name == "FoldBatchNorm" else p for p in pipeline.passes]
+        passes = [fold if p.info.name == "FoldBatchNorm" else p for p in pipeline.passes]
         return tvm.transform.Sequential(passes, opt_level=pipeline.info.opt_level, name=pipeline.info.name)
 
     rows = []
@@ -70,7 +71,8 @@ def main() -> None:
         for rate in (float(r) for r in args.rates.split(",")):
             config, report = config_for_rate(graph, feeds, rate, "quantunev2", cache=CalibrationCache(), report=report)
             keep_unsupported_fp32(config, table)
-            for how, pipeline in (("folded", None), ("kept", kept(graph, config))):
+            for how, fold in (("folded", FoldBatchNorm()), ("kept", FoldBatchNorm(quantized_only=True))):
+                pipeline = with_fold(graph, config, fold)
                 vm = relax.VirtualMachine(compile_model(graph, config, target, pipeline=pipeline).executable, tvm.cpu())
                 runners[(rate, how)] = (lambda vm=vm: vm["main"](*inputs))
                 outputs[(rate, how)] = flatten_outputs(vm["main"](*inputs))[0]
