@@ -51,16 +51,10 @@ def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: s
                           {"method": method, "requested_rate": rate, "observer": observer,
                            "calib_size": len(feeds), "analysis_stage": "C" if stage == "C" else "A",
                            "bias_correction": False, "channel_act": False})
-    if channel_act:
-        from tvm_mpq.ptq.channel_ranges import apply_channel_quantizers
+    from tvm_mpq.ptq import PtqOptions
+    from tvm_mpq.ptq.refine import refine_config
 
-        apply_channel_quantizers(measured, config, feeds, table, cache=cache)
-    if bias_correction:
-        from tvm_mpq.ptq.bias_correction import apply_bias_correction
-
-        apply_bias_correction(graph, config, feeds, cache=cache)
-        if measured_bias:
-            from tvm_mpq.ptq.measured_bias import apply_measured_bias
-
-            apply_measured_bias(graph, config, feeds, cache=cache)
+    refine_config(config, feeds, PtqOptions(bias_correction=bias_correction, channel_act=channel_act,
+                                            measured_bias=measured_bias),
+                  measured=measured, graph=graph, table=table, cache=cache)
     return config, report

@@ -148,22 +148,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def _refine_quantizers(args: argparse.Namespace, graph, config, feeds) -> None:
     """Per-channel depthwise inputs and bias correction of the config's int8 layers, when asked
-    for (``--channel-act``, ``--bias-correction``)."""
+    for (``--channel-act``, ``--bias-correction``, ``--measured-bias``)."""
     from tvm_mpq.calibration import CalibrationCache
+    from tvm_mpq.ptq.refine import refine_config
 
-    ptq = ptq_from_args(args)
-    if ptq.channel_act:
-        from tvm_mpq.ptq.channel_ranges import apply_channel_quantizers
-
-        apply_channel_quantizers(graph, config, feeds, cache=CalibrationCache(args.cache_dir))
-    if ptq.bias_correction:
-        from tvm_mpq.ptq.bias_correction import apply_bias_correction
-
-        apply_bias_correction(graph, config, feeds, cache=CalibrationCache(args.cache_dir))
-        if ptq.measured_bias:
-            from tvm_mpq.ptq.measured_bias import apply_measured_bias
-
-            apply_measured_bias(graph, config, feeds, cache=CalibrationCache(args.cache_dir))
+    refine_config(config, feeds, ptq_from_args(args), measured=graph, graph=graph, cache=CalibrationCache(args.cache_dir))
 
 
 def _write_allocation(args: argparse.Namespace, graph, table, ranges: dict, allocation, feeds,

@@ -67,8 +67,8 @@ def _channel_means(tensor: np.ndarray) -> np.ndarray:
 
 
 class _OffsetModel:
-    """The config's int8 model with each named layer's correction a run-time input; per feed,
-    each named layer's MAC channel means."""
+    """The config's int8 model with each named layer's correction a run-time input; per feed, a
+    named layer's MAC channel means."""
 
     def __init__(self, graph: ModelGraph, config: PrecisionConfig, table: LayerTable, names: list[str]):
         target = host_target()
@@ -80,10 +80,11 @@ class _OffsetModel:
         self.shapes = {name: (1, int(table.by_name[name].output_shape[1])) + (1,) * (len(table.by_name[name].output_shape) - 2)
                        for name in names}
 
-    def mac_means(self, feed: Feed, offsets: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def mac_means(self, feed: Feed, offsets: dict[str, np.ndarray], index: int) -> np.ndarray:
+        """The channel means of the ``index``-th named layer's MAC result on ``feed``."""
         args = [host_tensor(offsets[n].reshape(self.shapes[n]).astype(np.float32)) for n in self.names]
         outs = flatten_outputs(self.vm["main"](*[host_tensor(feed[s.name]) for s in self.graph.inputs], *args))
-        return [_channel_means(m) for m in outs[-len(self.names):]]
+        return _channel_means(outs[index - len(self.names)])
 
 
 def measured_corrections(graph: ModelGraph, config: PrecisionConfig, feeds: list[Feed],
@@ -109,7 +110,7 @@ def measured_corrections(graph: ModelGraph, config: PrecisionConfig, feeds: list
     model = _OffsetModel(graph, base, table, names)
     offsets = {name: np.zeros(model.shapes[name][1], np.float32) for name in names}
     for k, name in enumerate(names):  # execution order: each measured with the ones before it corrected
-        int8 = np.mean([model.mac_means(feed, offsets)[k] for feed in feeds], axis=0)
+        int8 = np.mean([model.mac_means(feed, offsets, k) for feed in feeds], axis=0)
         offsets[name] = (fp32[k] - int8).astype(np.float32)
     return offsets
 

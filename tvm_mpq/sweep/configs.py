@@ -101,21 +101,17 @@ def _bitwidth_configs(graph: ModelGraph, feeds: list[Feed], method: str, options
     if not ranges:  # weight-only methods: calibrate the activation quantizers now
         ranges = {v: r[8] for v, r in calibrate(measured, feeds, table.activation_operands(), options.observer,
                                                cache=cache).items()}
+    from dataclasses import replace
+
+    from tvm_mpq.ptq.refine import refine_config
+
+    refinements = replace(options.ptq, bias_correction=options.ptq.bias_correction
+                          and parse_stage(options.stage) != SOURCE)
     pairs = []
     for allocation in report.allocations:
         built = _allocation_config(measured, table, ranges, allocation, method, options, len(feeds))
-        if not isinstance(built, str) and options.ptq.channel_act:
-            from tvm_mpq.ptq.channel_ranges import apply_channel_quantizers
-
-            apply_channel_quantizers(measured, built, feeds, table, cache=cache)
-        if not isinstance(built, str) and options.ptq.bias_correction and parse_stage(options.stage) != SOURCE:
-            from tvm_mpq.ptq.bias_correction import apply_bias_correction
-
-            apply_bias_correction(graph, built, feeds, cache=cache)
-            if options.ptq.measured_bias:
-                from tvm_mpq.ptq.measured_bias import apply_measured_bias
-
-                apply_measured_bias(graph, built, feeds, cache=cache)
+        if not isinstance(built, str):
+            refine_config(built, feeds, refinements, measured=measured, graph=graph, table=table, cache=cache)
         if isinstance(built, str):
             summary.skipped.append(f"{allocation.label}: {built}")
             log(f"{method} {allocation.label}: skipped ({built})")
