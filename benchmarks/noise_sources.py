@@ -4,8 +4,9 @@ layers, under the product's default quantizers.
 A PyTorch fake-quantization model of what ``tvm-mpq`` builds with its defaults (batch norm folded
 into each conv; per-tensor asymmetric uint8 activations, min/max over the calibration samples;
 per-output-channel symmetric int8 weights; analytic bias correction ``(fake_quant(W) - W) E[x]``).
-It is not the product path (that is ``quant_quality.py``, whose fully int8 figure this model
-reproduces to within half a dB); it exists to switch the two noise sources on separately, which
+Its quantizers are the product's own (``tvm_mpq.quantization.quantizers``); the graph is not the
+product path (that is ``quant_quality.py``, whose fully int8 figure this model reproduces to
+within half a dB); it exists to switch the two noise sources on separately, which
 the integer build cannot. It also measures one weight quantizer the product does not have,
 Hessian-weighted rounding (AdaRound's quadratic proxy ``dW^T E[x x^T] dW`` per output channel,
 minimised by coordinate descent over round-up / round-down), to show what better weight rounding
@@ -69,18 +70,25 @@ def calibrate(model: nn.Module, layers: list[nn.Module], batch: torch.Tensor) ->
 
 
 def fake_quant_activation(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    scale = (hi - lo) / 255
-    zero = round(-lo / scale)
-    return (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+    """The product's uint8 activation quantizer of the range [lo, hi] (quantize-dequantize)."""
+    from tvm_mpq.quantization.quantizers import act_qparams
+    from tvm_mpq.quantization.quantizers import fake_quant_activation as fake_quant
+
+    return torch.from_numpy(fake_quant(x.numpy(), act_qparams(lo, hi, 8)))
 
 
 def weight_scale(w: torch.Tensor) -> torch.Tensor:
-    return w.abs().amax(tuple(range(1, w.dim())), keepdim=True).clamp_min(1e-12) / 127
+    """The product's per-output-channel int8 weight scales, shaped to broadcast against ``w``."""
+    from tvm_mpq.quantization.quantizers import weight_scales
+
+    return torch.from_numpy(weight_scales(w.numpy(), 8, 0)).reshape(-1, *([1] * (w.dim() - 1)))
 
 
 def nearest_weights(w: torch.Tensor) -> torch.Tensor:
-    scale = weight_scale(w)
-    return torch.clamp(torch.round(w / scale), -127, 127) * scale
+    """The product's int8 weight quantizer (round to nearest, per output channel)."""
+    from tvm_mpq.quantization.quantizers import fake_quant_weight
+
+    return torch.from_numpy(fake_quant_weight(w.numpy(), 8, 0))
 
 
 def input_second_moments(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
