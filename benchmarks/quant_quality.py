@@ -8,7 +8,8 @@ named evaluation set, e.g. ``efficientnet-lite0/held-out[16:48]``), at each BOPs
   quantizer variant ``OBSERVER[+cle][+bc][+ca][+mb]``: the activation observer (minmax,
   percentile, mse, entropy), cross-layer equalization (``+cle``), bias correction (``+bc``),
   per-channel depthwise inputs (``+ca``) and depthwise bias corrections measured on the int8
-  model (``+mb``, ``--measured-bias``), e.g. ``minmax`` (the CLI default before this benchmark),
+  model (``+mb``, ``--measured-bias``) and Hessian-weighted weight rounding (``+hr``,
+  ``--weight-rounding hessian``), e.g. ``minmax`` (the CLI default before this benchmark),
   ``mse+bc``, ``minmax+bc+ca`` (the CLI default now);
 * onnxruntime ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, after
   ``quant_pre_process``, opset 13) with its MinMax / Percentile / Entropy calibrators; below 100%
@@ -47,15 +48,16 @@ ORT_CALIBRATORS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "E
 DEFAULT_VARIANTS = "minmax,percentile,mse,minmax+bc,minmax+bc+ca,minmax+bc+ca+mb,mse+bc,percentile+bc,minmax+cle,minmax+cle+bc,mse+cle+bc"
 
 
-def parse_variant(spec: str) -> tuple[str, bool, bool, bool, bool]:
-    """``OBSERVER[+cle][+bc][+ca][+mb]`` -> (observer, cross-layer equalization, bias correction,
-    per-channel depthwise inputs, depthwise bias corrections measured on the int8 model)."""
+def parse_variant(spec: str) -> tuple[str, bool, bool, bool, bool, str]:
+    """``OBSERVER[+cle][+bc][+ca][+mb][+hr]`` -> (observer, cross-layer equalization, bias
+    correction, per-channel depthwise inputs, depthwise bias corrections measured on the int8
+    model, weight rounding: ``hessian`` with ``+hr``, else ``nearest``)."""
     parts = spec.split("+")
-    if parts[0] not in OBSERVERS or any(p not in ("cle", "bc", "ca", "mb") for p in parts[1:]) \
+    if parts[0] not in OBSERVERS or any(p not in ("cle", "bc", "ca", "mb", "hr") for p in parts[1:]) \
             or len(set(parts)) != len(parts) or ("mb" in parts and "bc" not in parts):
-        raise ValueError(f"variant {spec!r} is not OBSERVER[+cle][+bc][+ca][+mb] with OBSERVER one of "
+        raise ValueError(f"variant {spec!r} is not OBSERVER[+cle][+bc][+ca][+mb][+hr] with OBSERVER one of "
                          f"{', '.join(OBSERVERS)} (+mb with +bc)")
-    return parts[0], "cle" in parts, "bc" in parts, "ca" in parts, "mb" in parts
+    return parts[0], "cle" in parts, "bc" in parts, "ca" in parts, "mb" in parts, "hessian" if "hr" in parts else "nearest"
 
 
 # -- tvm-mpq ---------------------------------------------------------------------------------
@@ -69,7 +71,7 @@ def tvm_points(name: str, graph, calib: list, task: str, reference, rates: list[
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.ptq.equalization import equalize
 
-    observer, cle, bias_correction, channel_act, measured_bias = parse_variant(variant)
+    observer, cle, bias_correction, channel_act, measured_bias, weight_rounding = parse_variant(variant)
     start = time.perf_counter()
     measured = equalize(graph) if cle else graph
     table = build_layer_table(measured)
@@ -77,7 +79,7 @@ def tvm_points(name: str, graph, calib: list, task: str, reference, rates: list[
     for rate in rates:
         config, report = config_for_rate(measured, calib, rate, method, observer=observer, cache=cache,
                                          report=report, bias_correction=bias_correction, channel_act=channel_act,
-                                         measured_bias=measured_bias)
+                                         measured_bias=measured_bias, weight_rounding=weight_rounding)
         keep_unsupported_fp32(config, table)
         compiled = compile_model(measured, config)
         outs = [compiled.run(f) for f in reference.samples.feeds]

@@ -11,6 +11,8 @@ The precision decision and its lowering:
 * :class:`AnnotatePrecision` - write a precision config into the IR, one annotation per layer;
 * :class:`FoldBatchNorm` - fold inference batch-norm into the chosen (int8) convs;
 * :class:`CorrectBias` - add per-channel bias corrections to chosen layers (bias correction);
+* :class:`RoundWeights` - put chosen layers' weights on their int8 grid, rounded as the config
+  says (Hessian-weighted rounding);
 * :class:`LowerToInteger` - the precision pass: int8 layers to integer kernels (or their QDQ
   simulation), fused groups, uint8 between them;
 * :class:`SimulateQuantization` - QDQ on the annotated operands (the sensitivity analysis);
@@ -46,6 +48,7 @@ from relay_passes.offset_outputs import OffsetLayerOutputs
 from relay_passes.precision_annotation import (PrecisionAnnotation, RemovePrecisionAnnotations, annotate,
                                                layer_annotations, map_annotations, read_annotation,
                                                reannotate_for_weight)
+from relay_passes.round_weights import RoundWeights, rounded_layers
 from relay_passes.simulate_quantization import SimulateQuantization
 from relay_passes.switchable_qdq import InsertSwitchableQDQ
 from relay_passes.unique_names import UniqueBindingNames
@@ -53,7 +56,7 @@ from relay_passes.unique_names import UniqueBindingNames
 __all__ = ["AnnotatePrecision", "Border", "ConvertToChannelsLast", "CorrectBias", "EqualizeCrossLayer",
            "EqualizedPair", "ExposeIntermediates", "FoldBatchNorm", "InjectTensors", "InsertSwitchableQDQ",
            "LiftWeights", "LowerToInteger", "LoweringStats", "LoweringTrace", "OffsetLayerOutputs", "PrecisionAnnotation",
-           "RemovePrecisionAnnotations", "SimulateQuantization", "UniqueBindingNames", "annotate",
+           "RemovePrecisionAnnotations", "RoundWeights", "SimulateQuantization", "UniqueBindingNames", "annotate",
            "bias_corrected_layers", "channels_last_counts", "config_annotations", "equalized_pairs", "folded_layers",
            "layer_annotations", "lowering_borders", "lowering_stats", "map_annotations", "read_annotation",
-           "reannotate_for_weight"]
+           "reannotate_for_weight", "rounded_layers"]

@@ -56,12 +56,16 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
                  "layers": {"conv1": {"w_bits": 8, "a_bits": 8, "act": {"scale": float("nan"), "zero_point": 0,
                                                                          "bits": 8}}}}
     (d / "nan_scale.json").write_text(json.dumps(nan_scale))  # json writes NaN; strict readers would not
+    rounding = {"format": "tvm-mpq/precision-config", "version": 1, "model": MODEL,
+                "layers": {"conv1": {"w_bits": 8, "a_bits": 8, "weight_rounding": [0, 1]}}}
+    (d / "rounding.json").write_text(json.dumps(rounding))
     calib = np.random.default_rng(1).normal(size=(4, 1, 3, 24, 24)).astype(np.float32)
     calib[2, 0, 1, 5, 5] = np.inf
     np.savez(d / "inf_calib.npz", x=calib)
     (d / "a_file").write_text("a file where a directory is expected\n")
     return {"tiny": good, "truncated": truncated, "text": text, "nan_weight": _tiny_conv(d / "nan.onnx", nan_weight),
             "pt2": d / "notes.pt2", "bad_json": d / "bad.json", "nan_scale": d / "nan_scale.json",
+            "rounding": d / "rounding.json",
             "inf_calib": d / "inf_calib.npz", "file": d / "a_file", "dir": d}
 
 
@@ -113,6 +117,8 @@ CASES: list[tuple[str, Args, str]] = [
     ("config-not-json", lambda i, o: ["compile", MODEL, "--config", str(i["bad_json"]), "-o", str(o / "x.so")],
      "is not JSON"),
     ("config-nan-scale", lambda i, o: ["bops", MODEL, "--config", str(i["nan_scale"])], "invalid activation qparams"),
+    ("config-weight-rounding-not-text", lambda i, o: ["bops", MODEL, "--config", str(i["rounding"])],
+     "weight_rounding must be a string"),
     ("missing-calib", lambda i, o: ["analyze", MODEL, "--calib", str(i["dir"] / "none"), "-o", str(o / "s.json")],
      "does not exist"),
     ("inf-calib", lambda i, o: ["analyze", MODEL, "--calib", str(i["inf_calib"]), "-o", str(o / "s.json")],

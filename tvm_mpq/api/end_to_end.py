@@ -50,7 +50,8 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
              input_shapes: dict[str, tuple[int, ...]] | None = None, observer: str = "minmax", g: float = 2.0,
              stage: str = "A->C", cache: CalibrationCache | None = None,
              tuning: TuningOptions | None = None, bias_correction: bool = True,
-             equalize: bool = False, channel_act: bool = True, measured_bias: bool = False) -> Quantized:
+             equalize: bool = False, channel_act: bool = True, measured_bias: bool = False,
+             weight_rounding: str = "nearest") -> Quantized:
     """Quantize ``model`` (zoo name, ``.onnx`` / ``.pt2`` file, or a loaded graph) to the BOPs
     reduction ``rate`` (0 = fp32, 100 = every layer int8) and compile it for ``target``.
 
@@ -60,7 +61,8 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
     CLI's ``--[no-]bias-correction`` (on by default, as there; not at stage A) and ``--equalize``
     (:mod:`tvm_mpq.ptq`; recorded in the config); ``channel_act``: the CLI's ``--[no-]channel-act``
     (per-channel depthwise inputs, on by default as there); ``measured_bias``: the CLI's
-    ``--measured-bias`` (depthwise convs' bias corrections measured on the int8 model). Layers with no integer kernel stay fp32
+    ``--measured-bias`` (depthwise convs' bias corrections measured on the int8 model);
+    ``weight_rounding``: the CLI's ``--weight-rounding`` (``nearest`` or ``hessian``). Layers with no integer kernel stay fp32
     (the config's achieved ``bops_reduction_rate`` says what was reached). MpqError for anything
     the caller can fix (unknown model, method or target, a rate outside 0..100).
     """
@@ -82,7 +84,8 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
     feeds = calib if isinstance(calib, list) else load_calibration(graph, calib, calib_size)
     config, report = config_for_rate(graph, feeds, rate, method, observer=observer, g=g, cache=cache, stage=stage,
                                      bias_correction=bias_correction and parse_stage(stage) != SOURCE,
-                                     channel_act=channel_act, measured_bias=measured_bias)
+                                     channel_act=channel_act, measured_bias=measured_bias,
+                                     weight_rounding=weight_rounding if parse_stage(stage) != SOURCE else "nearest")
     keep_unsupported_fp32(config, build_layer_table(graph))
     with deploy.build_context():
         compiled = compile_model(graph, config, deploy.tvm_target, stage=stage, tuning=tuning)

@@ -23,7 +23,8 @@ def analysis_graph(graph: ModelGraph, stage: str) -> ModelGraph:
 def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: str = "quantunev2", *,
                     observer: str = "minmax", g: float = 2.0, cache: CalibrationCache | None = None,
                     stage: str = "A->C", report=None, bias_correction: bool = False, channel_act: bool = False,
-                    measured_bias: bool = False, **analyze_options) -> tuple[PrecisionConfig, object]:
+                    measured_bias: bool = False, weight_rounding: str = "nearest",
+                    **analyze_options) -> tuple[PrecisionConfig, object]:
     """Analyze ``graph`` (at the stage's IR, unless a ``report`` of that analysis is given),
     allocate for ``rate`` and attach the quantizers; returns ``(config, report)``.
 
@@ -33,7 +34,9 @@ def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: s
     the inputs of int8 depthwise convs per channel (:mod:`tvm_mpq.ptq.channel_ranges`; two more
     fp32 passes, cached). ``measured_bias`` (with ``bias_correction``): each int8 depthwise conv's
     correction measured on the int8 model (:mod:`tvm_mpq.ptq.measured_bias`; one compile, one
-    pass over ``feeds`` per depthwise conv). A graph rewritten by
+    pass over ``feeds`` per depthwise conv). ``weight_rounding="hessian"``: each int8 weight
+    rounded up or down to minimise its layer's output error (:mod:`tvm_mpq.ptq.weight_rounding`;
+    one more fp32 pass, cached). A graph rewritten by
     :func:`tvm_mpq.ptq.graph_for_options` (equalization) records its rewrites in the config.
     """
     from tvm_mpq.sensitivity.analysis import analyze
@@ -55,6 +58,6 @@ def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: s
     from tvm_mpq.ptq.refine import refine_config
 
     refine_config(config, feeds, PtqOptions(bias_correction=bias_correction, channel_act=channel_act,
-                                            measured_bias=measured_bias),
+                                            measured_bias=measured_bias, weight_rounding=weight_rounding),
                   measured=measured, graph=graph, table=table, cache=cache)
     return config, report

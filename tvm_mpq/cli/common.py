@@ -40,6 +40,11 @@ DEFAULT_MEASURED_BIAS = False
 (:mod:`tvm_mpq.ptq.measured_bias`)."""
 
 
+DEFAULT_WEIGHT_ROUNDING = "nearest"
+"""Int8 weights are rounded to nearest unless ``--weight-rounding hessian``
+(:mod:`tvm_mpq.ptq.weight_rounding`; measured in docs/results.md "Hessian-weighted weight rounding")."""
+
+
 def add_quantizer_options(p: argparse.ArgumentParser) -> None:
     """``--observer``, ``--equalize``, ``--bias-correction`` (how the int8 layers are quantized;
     recorded in the precision config's provenance)."""
@@ -59,6 +64,10 @@ def add_quantizer_options(p: argparse.ArgumentParser) -> None:
                    help="with bias correction: correct each int8 depthwise conv by its mean output error measured on "
                         "the int8 model, in execution order (one compile, one pass over the calibration set per "
                         f"depthwise conv; default {'on' if DEFAULT_MEASURED_BIAS else 'off'})")
+    q.add_argument("--weight-rounding", choices=("nearest", "hessian"), default=DEFAULT_WEIGHT_ROUNDING,
+                   help="round each int8 weight to nearest, or up / down to minimise its layer's output error on the "
+                        "calibration inputs (hessian: one fp32 pass; batch-norm folded stages only, nearest at "
+                        f"--stage A; default {DEFAULT_WEIGHT_ROUNDING})")
 
 
 def ptq_from_args(args: argparse.Namespace):
@@ -68,7 +77,7 @@ def ptq_from_args(args: argparse.Namespace):
     if args.measured_bias and not args.bias_correction:
         raise MpqError("--measured-bias refines bias correction: drop --no-bias-correction or add --no-measured-bias")
     return PtqOptions(equalize=args.equalize, bias_correction=args.bias_correction, channel_act=args.channel_act,
-                      measured_bias=args.measured_bias)
+                      measured_bias=args.measured_bias, weight_rounding=args.weight_rounding)
 
 
 def add_tuning_options(p: argparse.ArgumentParser, device_options: bool = False) -> None:
@@ -207,7 +216,8 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
         config, _ = config_for_rate(graph, feeds, args.rate, args.method, observer=args.observer, g=args.g,
                                     cache=CalibrationCache(args.cache_dir), stage=ir_stage,
                                     bias_correction=ptq.bias_correction and parse_stage(ir_stage) != SOURCE,
-                                    channel_act=ptq.channel_act, measured_bias=ptq.measured_bias)
+                                    channel_act=ptq.channel_act, measured_bias=ptq.measured_bias,
+                                    weight_rounding=ptq.weight_rounding if parse_stage(ir_stage) != SOURCE else "nearest")
         kept = keep_unsupported_fp32(config, build_layer_table(graph))
     if kept:
         print(f"{len(kept)} layer(s) have no integer kernel and stay fp32 ({', '.join(kept[:3])}"

@@ -16,6 +16,7 @@ graph applied on the folded graph)::
     BindParams -> FoldConstant -> AnnotatePrecision(config)        (the decision, in the IR)
     -> FoldBatchNorm(int8 layers) -> FoldConstant -> CanonicalizeBindings -> DeadCodeElimination
     -> CorrectBias                                   (the config's bias corrections, if it has any)
+    -> RoundWeights                                  (the config's weight roundings, if it has any)
     -> LowerToInteger                                              (reads the annotations)
     -> build passes: graph passes, LegalizeOps, FuseOps, FuseTIR, ScheduleKernels, prepacking
        (:func:`tvm_mpq.compiler.build.build_passes`)
@@ -36,6 +37,7 @@ from relay_passes.annotate_precision import AnnotatePrecision
 from relay_passes.correct_bias import CorrectBias, bias_corrected_layers
 from relay_passes.fold_batch_norm import FoldBatchNorm
 from relay_passes.lower_to_integer import LoweringTrace, LowerToInteger, lowering_borders, lowering_stats
+from relay_passes.round_weights import RoundWeights
 from relay_passes.te_elementwise import RecoverMinMax
 from tvm_mpq.compiler.build import TuningOptions, build_info, build_passes, codegen
 from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
@@ -105,6 +107,12 @@ def config_bias_corrections(config: PrecisionConfig) -> dict[str, np.ndarray]:
             if not lp.is_fp32 and lp.bias_correction is not None}
 
 
+def config_weight_roundings(config: PrecisionConfig) -> dict[str, str]:
+    """The config's weight roundings of its quantized layers (layer name -> encoded flip mask)."""
+    return {name: lp.weight_rounding for name, lp in config.layers.items()
+            if not lp.is_fp32 and lp.weight_rounding is not None}
+
+
 def check_transforms(graph: ModelGraph, config: PrecisionConfig) -> None:
     """MpqError unless ``graph`` carries exactly the graph rewrites the config was made on
     (``provenance["graph_transforms"]``, e.g. cross-layer equalization)."""
@@ -122,23 +130,27 @@ def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: 
     a frontend's TE-built clips back to Relax ops (:class:`RecoverMinMax`), the config's
     decision written into the IR, batch-norm folded into the int8 layers (stage C), constants
     folded, aliases and dead bindings removed, the config's bias corrections added
-    (:class:`~relay_passes.correct_bias.CorrectBias`). MpqError (before any pass runs) when the
+    (:class:`~relay_passes.correct_bias.CorrectBias`) and its weight roundings applied
+    (:class:`~relay_passes.round_weights.RoundWeights`). MpqError (before any pass runs) when the
     config does not fit the model (its layers, or the graph rewrites it was made on)."""
     stage = parse_stage(stage)
     table = table or build_layer_table(graph)
     corrections: dict[str, np.ndarray] = {}
+    roundings: dict[str, str] = {}
     if config is not None:
         check_transforms(graph, config)
         corrections = config_bias_corrections(config)
-        if corrections and stage == SOURCE:
-            raise MpqError("the config carries bias corrections, which are made for batch-norm folded layers: "
+        roundings = config_weight_roundings(config)
+        if (corrections or roundings) and stage == SOURCE:
+            what = "bias corrections" if corrections else "weight roundings"
+            raise MpqError(f"the config carries {what}, which are made for batch-norm folded layers: "
                            "compile it at stage source->folded (A->C) or folded (C)")
     passes: list[tvm.transform.Pass] = [bind_params_pass(graph), relax.transform.FoldConstant(), RecoverMinMax(),
                                         AnnotatePrecision(config or fp32_config(graph, table), table)]
     if stage != SOURCE:
         passes += [FoldBatchNorm(quantized_only=True), relax.transform.FoldConstant()]
     passes += [relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]
-    return passes + ([CorrectBias(corrections)] if corrections else [])
+    return passes + ([CorrectBias(corrections)] if corrections else []) + ([RoundWeights(roundings)] if roundings else [])
 
 
 def precision_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: str = SOURCE_TO_FOLDED,

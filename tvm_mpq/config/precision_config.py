@@ -8,13 +8,17 @@ Format (``"format": "tvm-mpq/precision-config"``, ``"version": 1``)::
                      "act": {"scale": 0.0235, "zero_point": 128, "bits": 8},
                      (per channel: "act": {"scale": [...], "zero_point": [...], "bits": 8}),
                      "weight_scales": [...per output channel...],
-                     "bias_correction": [...per output channel, optional...]}},
+                     "bias_correction": [...per output channel, optional...],
+                     "weight_rounding": "<base64 flip mask, optional>"}},
      "provenance": {"method": ..., "requested_rate": ..., "bops_reduction_rate": ..., ...}}
 
 Every layer of the model appears exactly once; ``act``/``weight_scales`` are optional (the
 compiler recomputes missing ones from calibration and the weights). ``bias_correction`` (bias
 correction, ``tvm_mpq.ptq``) is added to the layer's output per channel, after batch-norm
 folding, before the precision pass; the ONNX export writes the same corrected bias.
+``weight_rounding`` (Hessian-weighted rounding, ``tvm_mpq.ptq.weight_rounding``) names the
+weights of the (batch-norm folded) layer rounded away from nearest: a bit per weight, zlib,
+base64 (``tvm_mpq.quantization.adaptive_rounding.encode_flips``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 from tvm_mpq.allocation.bops import FP32, Precision
 from tvm_mpq.errors import MpqError
 from tvm_mpq.graph.layer_table import LayerTable
+from tvm_mpq.quantization.adaptive_rounding import decode_flips
 from tvm_mpq.quantization.quantizers import ActQParams
 
 FORMAT = "tvm-mpq/precision-config"
@@ -45,6 +50,8 @@ class LayerPrecision:
     weight_scales: list[float] | None = None
     bias_correction: list[float] | None = None
     """Added to the layer's output per output channel (batch-norm folded), or None."""
+    weight_rounding: str | None = None
+    """The weights rounded away from nearest (an encoded flip mask), or None: all to nearest."""
 
     @property
     def is_fp32(self) -> bool:
@@ -64,6 +71,8 @@ class LayerPrecision:
             out["weight_scales"] = [float(s) for s in self.weight_scales]
         if self.bias_correction is not None:
             out["bias_correction"] = [float(v) for v in self.bias_correction]
+        if self.weight_rounding is not None:
+            out["weight_rounding"] = self.weight_rounding
         return out
 
 
@@ -140,6 +149,13 @@ class PrecisionConfig:
                 if channels is not None and len(lp.bias_correction) != channels:
                     raise MpqError(f"config layer '{layer.name}': {len(lp.bias_correction)} bias corrections for "
                                    f"{channels} output channels")
+            if lp.weight_rounding is not None:
+                if layer.weight_param is None:
+                    raise MpqError(f"config layer '{layer.name}': a weight rounding for a layer without a constant weight")
+                try:
+                    decode_flips(lp.weight_rounding, layer.weight_shape)
+                except ValueError as err:
+                    raise MpqError(f"config layer '{layer.name}': weight_rounding: {err}") from None
 
 
 def _parse_layer(name: str, value: object, origin: str) -> LayerPrecision:
@@ -168,4 +184,7 @@ def _parse_layer(name: str, value: object, origin: str) -> LayerPrecision:
     if correction is not None and (not isinstance(correction, list) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in correction)):
         raise MpqError(f"{origin}: layer '{name}' bias_correction must be a list of finite numbers")
-    return LayerPrecision(w_bits, a_bits, act, scales, correction)
+    rounding = value.get("weight_rounding")
+    if rounding is not None and not isinstance(rounding, str):
+        raise MpqError(f"{origin}: layer '{name}' weight_rounding must be a string (an encoded flip mask)")
+    return LayerPrecision(w_bits, a_bits, act, scales, correction, rounding)

@@ -6,10 +6,12 @@
   of each quantized layer's weights; with ``measured_bias`` the depthwise convs' corrections are
   measured on the int8 model instead (:mod:`tvm_mpq.ptq.measured_bias`), in execution order;
 * per-channel depthwise inputs (:mod:`tvm_mpq.ptq.channel_ranges`): one quantizer per channel
-  for the input of a depthwise conv, where a held-out-half measurement says it is better.
+  for the input of a depthwise conv, where a held-out-half measurement says it is better;
+* Hessian-weighted weight rounding (:mod:`tvm_mpq.ptq.weight_rounding`): each int8 weight
+  rounded up or down to minimise its layer's output error on the calibration inputs.
 
-The first two are graph passes (``relay_passes``), the third is carried by the precision
-pass; this package decides their inputs (scales, vectors, quantizers)
+Equalization, bias correction and weight rounding are graph passes (``relay_passes``), the
+per-channel inputs are carried by the precision pass; this package decides their inputs (scales, vectors, quantizers)
 from the model and the calibration set and records them in the precision config, so that
 ``compile`` and ``export-onnx`` apply exactly the same numbers.
 """

@@ -5,7 +5,8 @@ compile pipeline's :func:`~tvm_mpq.compiler.pipeline.annotation_passes`: paramet
 precision annotated, batch-norm folded into the int8 layers), the expected output error of its
 quantized weight is ``op(E[x], fake_quant(W) - W)`` averaged over output positions
 (:func:`tvm_mpq.quantization.mac_error.expected_weight_error`), with ``W`` the layer's (folded)
-weight, its annotation's weight scales and ``E[x]`` the calibration set's mean input of the
+weight, its annotation's weight scales (its codes rounded as the config's ``weight_rounding``
+says, to nearest without one) and ``E[x]`` the calibration set's mean input of the
 layer (one fp32 pass, :func:`tvm_mpq.calibration.input_means.mean_tensors`). The config stores
 the negated vector per layer (``bias_correction``); ``compile`` and ``export-onnx`` add it to the
 layer's bias (:class:`~relay_passes.correct_bias.CorrectBias`).
@@ -27,7 +28,9 @@ from tvm_mpq.compiler.validate import INTEGER_KINDS
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable, build_layer_table
+from tvm_mpq.quantization.adaptive_rounding import decode_flips, rounded_codes
 from tvm_mpq.quantization.mac_error import ConvGeometry, expected_weight_error
+from tvm_mpq.quantization.quantizers import broadcast_scales, weight_scales
 from tvm_mpq.types import Feed
 
 
@@ -92,16 +95,24 @@ def bias_corrections(graph: ModelGraph, config: PrecisionConfig, feeds: list[Fee
             geometry = conv_geometry(call)
             if geometry is not None and mean.ndim != 3:
                 raise ValueError(f"layer {layer.name}: mean input of shape {mean.shape} for a conv2d")
+            scales = annotation.weight_scales
+            if scales is None:
+                scales = weight_scales(weight, annotation.w_bits, layer.channel_axis)
+            rounding = config.layers[layer.name].weight_rounding
+            flips = None if rounding is None else decode_flips(rounding, weight.shape)
+            quantized = rounded_codes(weight, scales, annotation.w_bits, layer.channel_axis, flips) \
+                * broadcast_scales(np.asarray(scales, np.float32), weight.ndim, layer.channel_axis)
             error = expected_weight_error(weight, annotation.w_bits, layer.channel_axis, mean, geometry,
-                                          annotation.weight_scales)
+                                          scales, quantized)
             out[layer.name] = (-error).astype(np.float32)
     return out
 
 
 def without_corrections(config: PrecisionConfig) -> PrecisionConfig:
-    """``config`` with no layer's bias correction (the model the corrections are computed on)."""
-    return PrecisionConfig(config.model, {n: replace(lp, bias_correction=None) for n, lp in config.layers.items()},
-                           dict(config.provenance))
+    """``config`` with no layer's bias correction or weight rounding (the model the corrections
+    and roundings are computed on: its MAC ops read the layers' folded weights as they are)."""
+    return PrecisionConfig(config.model, {n: replace(lp, bias_correction=None, weight_rounding=None)
+                                          for n, lp in config.layers.items()}, dict(config.provenance))
 
 
 def apply_bias_correction(graph: ModelGraph, config: PrecisionConfig, feeds: list[Feed],

@@ -1,5 +1,5 @@
 """Which post-training refinements a run applies (CLI ``--equalize``, ``--bias-correction``,
-``--channel-act``)."""
+``--channel-act``, ``--measured-bias``, ``--weight-rounding``)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,20 @@ class PtqOptions:
     (:mod:`tvm_mpq.ptq.channel_ranges`; two extra fp32 passes); ``measured_bias``: with bias
     correction, each int8 depthwise conv's correction measured on the int8 model instead
     (:mod:`tvm_mpq.ptq.measured_bias`; one compile and one pass over the calibration set per
-    depthwise conv)."""
+    depthwise conv); ``weight_rounding``: ``"nearest"`` or ``"hessian"`` (each int8 weight
+    rounded up or down to minimise its layer's output error, :mod:`tvm_mpq.ptq.weight_rounding`;
+    one extra fp32 pass)."""
 
     equalize: bool = False
     bias_correction: bool = False
     channel_act: bool = False
     measured_bias: bool = False
+    weight_rounding: str = "nearest"
 
     def describe(self) -> str:
         on = [name for name, flag in (("cross-layer equalization", self.equalize),
                                       ("bias correction" + (" (depthwise measured)" if self.measured_bias else ""),
                                        self.bias_correction),
-                                      ("per-channel depthwise inputs", self.channel_act)) if flag]
+                                      ("per-channel depthwise inputs", self.channel_act),
+                                      ("Hessian-weighted weight rounding", self.weight_rounding == "hessian")) if flag]
         return ", ".join(on) or "none"

@@ -1,5 +1,5 @@
 """The post-training refinements a config gets after its precisions are allocated, in their order:
-per-channel depthwise inputs, bias correction, measured depthwise bias (the :class:`PtqOptions`
+per-channel depthwise inputs, weight rounding, bias correction, measured depthwise bias (the :class:`PtqOptions`
 that ask for them). One place for ``config_for_rate``, the sweep's bit-width configs and
 ``analyze``."""
 
@@ -13,6 +13,7 @@ from tvm_mpq.ptq.bias_correction import apply_bias_correction
 from tvm_mpq.ptq.channel_ranges import apply_channel_quantizers
 from tvm_mpq.ptq.measured_bias import apply_measured_bias
 from tvm_mpq.ptq.options import PtqOptions
+from tvm_mpq.ptq.weight_rounding import apply_weight_rounding
 from tvm_mpq.types import Feed
 
 
@@ -20,10 +21,12 @@ def refine_config(config: PrecisionConfig, feeds: list[Feed], options: PtqOption
                   graph: ModelGraph, table: LayerTable | None = None, cache: CalibrationCache | None = None) -> None:
     """Apply ``options``' refinements to ``config`` in place: per-channel depthwise inputs on
     ``measured`` (the graph the config's ranges were calibrated on, ``table`` its layer table),
-    then bias correction and, with it, the measured depthwise corrections on ``graph`` (the
-    model the config compiles). ``options.equalize`` is a graph rewrite done before; ignored."""
+    then, on ``graph`` (the model the config compiles), Hessian-weighted weight rounding, bias
+    correction (of the rounded weights) and, with it, the measured depthwise corrections. ``options.equalize`` is a graph rewrite done before; ignored."""
     if options.channel_act:
         apply_channel_quantizers(measured, config, feeds, table, cache=cache)
+    if options.weight_rounding == "hessian":
+        apply_weight_rounding(graph, config, feeds, cache=cache, centered=options.bias_correction)
     if options.bias_correction:
         apply_bias_correction(graph, config, feeds, cache=cache)
         if options.measured_bias:

@@ -69,12 +69,15 @@ def matmul_output_mean(weight: np.ndarray, mean_input: np.ndarray) -> np.ndarray
 
 
 def expected_weight_error(weight: np.ndarray, bits: int, channel_axis: int, mean_input: np.ndarray,
-                          geometry: ConvGeometry | None, scales: np.ndarray | None = None) -> np.ndarray:
+                          geometry: ConvGeometry | None, scales: np.ndarray | None = None,
+                          quantized: np.ndarray | None = None) -> np.ndarray:
     """``E[op(x, fake_quant(W)) - op(x, W)]`` per output channel: conv2d when ``geometry`` is
     given (``mean_input`` ``C x H x W``), else matmul (``weight`` ``K x N``); ``scales``: the
     per-channel weight scales the layer is quantized with (default: max-abs). Subtract it from
-    the layer's bias to correct the layer (float64)."""
-    quantized = fake_quant_weight(weight, bits, channel_axis, scales)
+    the layer's bias to correct the layer (float64). ``quantized``: the weight the layer runs
+    with, when it is not ``W`` rounded to nearest (Hessian-weighted rounding)."""
+    if quantized is None:
+        quantized = fake_quant_weight(weight, bits, channel_axis, scales)
     delta = quantized.astype(np.float64) - weight.astype(np.float64)
     if geometry is not None:
         return conv_output_mean(delta, mean_input, geometry)

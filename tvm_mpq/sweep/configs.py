@@ -64,10 +64,11 @@ def method_configs(graph: ModelGraph, feeds: list[Feed], method: str, options: S
 
     specs = rate_points(method, options.rates)
     correct = options.ptq.bias_correction and parse_stage(options.stage) != SOURCE
+    rounding = options.ptq.weight_rounding if parse_stage(options.stage) != SOURCE else "nearest"
     config, report = config_for_rate(graph, feeds, options.rates[0], method, observer=options.observer, g=options.g,
                                      cache=cache, stage=options.stage, eval_data=eval_data, task=task,
                                      bias_correction=correct, channel_act=options.ptq.channel_act,
-                                     measured_bias=options.ptq.measured_bias)
+                                     measured_bias=options.ptq.measured_bias, weight_rounding=rounding)
     summary = MethodAnalysis(method, report.seconds, len(report.table), report.measurement.inference_passes)
 
     def ranked() -> Iterator[tuple[PointSpec, PrecisionConfig]]:
@@ -76,7 +77,7 @@ def method_configs(graph: ModelGraph, feeds: list[Feed], method: str, options: S
             yield spec, config_for_rate(graph, feeds, spec.requested_rate or 0.0, method, observer=options.observer,
                                         g=options.g, cache=cache, stage=options.stage, report=report,
                                         bias_correction=correct, channel_act=options.ptq.channel_act,
-                                        measured_bias=options.ptq.measured_bias)[0]
+                                        measured_bias=options.ptq.measured_bias, weight_rounding=rounding)[0]
     return summary, ranked()
 
 
@@ -105,8 +106,9 @@ def _bitwidth_configs(graph: ModelGraph, feeds: list[Feed], method: str, options
 
     from tvm_mpq.ptq.refine import refine_config
 
-    refinements = replace(options.ptq, bias_correction=options.ptq.bias_correction
-                          and parse_stage(options.stage) != SOURCE)
+    folded = parse_stage(options.stage) != SOURCE
+    refinements = replace(options.ptq, bias_correction=options.ptq.bias_correction and folded,
+                          weight_rounding=options.ptq.weight_rounding if folded else "nearest")
     pairs = []
     for allocation in report.allocations:
         built = _allocation_config(measured, table, ranges, allocation, method, options, len(feeds))

@@ -77,7 +77,9 @@ def new_report(model: str, options: SweepOptions, execution: Execution, task: st
         "calibration": {"source": options.calib or "bundled samples", "samples": options.calib_size,
                         "observer": options.observer, "equalize": options.ptq.equalize,
                         "bias_correction": options.ptq.bias_correction and parse_stage(options.stage) != SOURCE,
-                        "channel_act": options.ptq.channel_act, "measured_bias": options.ptq.measured_bias},
+                        "channel_act": options.ptq.channel_act, "measured_bias": options.ptq.measured_bias,
+                        "weight_rounding": options.ptq.weight_rounding if parse_stage(options.stage) != SOURCE
+                        else "nearest"},
         "analyses": [], "rpc": execution.to_json(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
