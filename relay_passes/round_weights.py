@@ -24,8 +24,8 @@ import tvm
 from tvm import relax
 
 from relay_passes.precision_annotation import annotated_layers, relax_functions, weight_channel_axis
-from tvm_mpq.quantization.adaptive_rounding import decode_flips, rounded_codes
-from tvm_mpq.quantization.quantizers import broadcast_scales, weight_scales
+from tvm_mpq.quantization.adaptive_rounding import decode_flips, rounded_weight
+from tvm_mpq.quantization.quantizers import weight_scales
 
 ROUNDED_ATTR = "mpq_weight_rounding"
 """Function attribute: the layers whose weights :class:`RoundWeights` replaced."""
@@ -109,5 +109,4 @@ class RoundWeights:
         if flips.shape != weight.shape:
             raise ValueError(f"RoundWeights: layer {annotation.layer}: a mask of shape {flips.shape} for a weight "
                              f"of shape {weight.shape}")
-        codes = rounded_codes(weight, scales, annotation.w_bits, axis, flips)
-        return (codes * broadcast_scales(np.asarray(scales, np.float32), weight.ndim, axis)).astype(np.float32)
+        return rounded_weight(weight, scales, annotation.w_bits, axis, flips)

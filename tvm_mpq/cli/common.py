@@ -8,6 +8,7 @@ from pathlib import Path
 from tvm_mpq.cli.failures import stage
 from tvm_mpq.errors import MpqError
 from tvm_mpq.output_files import check_output_dir
+from tvm_mpq.ptq.options import WEIGHT_ROUNDINGS
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -64,7 +65,7 @@ def add_quantizer_options(p: argparse.ArgumentParser) -> None:
                    help="with bias correction: correct each int8 depthwise conv by its mean output error measured on "
                         "the int8 model, in execution order (one compile, one pass over the calibration set per "
                         f"depthwise conv; default {'on' if DEFAULT_MEASURED_BIAS else 'off'})")
-    q.add_argument("--weight-rounding", choices=("nearest", "hessian"), default=DEFAULT_WEIGHT_ROUNDING,
+    q.add_argument("--weight-rounding", choices=WEIGHT_ROUNDINGS, default=DEFAULT_WEIGHT_ROUNDING,
                    help="round each int8 weight to nearest, or up / down to minimise its layer's output error on the "
                         "calibration inputs (hessian: one fp32 pass; batch-norm folded stages only, nearest at "
                         f"--stage A; default {DEFAULT_WEIGHT_ROUNDING})")

@@ -25,6 +25,8 @@ from typing import Any
 
 import tvm
 
+from tvm_mpq.kernels import vector_intrinsics  # noqa: F401  (marks nearbyint vectorizable: quantize epilogues)
+
 LOG = logging.getLogger(__name__)
 RuleFactory = Callable[[tvm.target.Target], list[Any]]
 _RULES: dict[str, list[RuleFactory]] = {}

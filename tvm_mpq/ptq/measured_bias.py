@@ -47,7 +47,7 @@ from tvm_mpq.compiler.validate import keep_unsupported_fp32
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
-from tvm_mpq.ptq.bias_correction import corrected_layers
+from tvm_mpq.ptq.prepared_layers import refined_layers
 from tvm_mpq.runtime.executor import flatten_outputs, host_target, host_tensor
 from tvm_mpq.types import SOURCE_TO_FOLDED, Feed
 
@@ -57,7 +57,7 @@ MEASURED_KINDS = ("depthwise_conv2d",)
 
 def measured_layers(table: LayerTable, config: PrecisionConfig) -> list[str]:
     """The config's int8 depthwise convs (table order: execution order)."""
-    return [layer.name for layer in corrected_layers(table, config) if layer.kind in MEASURED_KINDS]
+    return [layer.name for layer in refined_layers(table, config) if layer.kind in MEASURED_KINDS]
 
 
 def _channel_means(tensor: np.ndarray) -> np.ndarray:

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tvm_mpq.errors import MpqError
+
+WEIGHT_ROUNDINGS = ("nearest", "hessian")
+"""How int8 weights are rounded (``--weight-rounding``): to nearest, or Hessian-weighted."""
+
 
 @dataclass(frozen=True)
 class PtqOptions:
@@ -24,6 +29,10 @@ class PtqOptions:
     channel_act: bool = False
     measured_bias: bool = False
     weight_rounding: str = "nearest"
+
+    def __post_init__(self) -> None:
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise MpqError(f"weight rounding must be one of {', '.join(WEIGHT_ROUNDINGS)}, not '{self.weight_rounding}'")
 
     def describe(self) -> str:
         on = [name for name, flag in (("cross-layer equalization", self.equalize),

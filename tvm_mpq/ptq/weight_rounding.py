@@ -15,33 +15,19 @@ the rounded weight. Provenance: ``weight_rounding: "hessian"``.
 from __future__ import annotations
 
 import numpy as np
-import tvm
-from tvm import relax
 
-from relay_passes.precision_annotation import annotated_layers, relax_functions
 from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, run_exposed
-from tvm_mpq.compiler.pipeline import annotation_passes
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
-from tvm_mpq.ptq.bias_correction import conv_geometry, corrected_layers, without_corrections
+from tvm_mpq.ptq.bias_correction import conv_geometry
+from tvm_mpq.ptq.prepared_layers import prepared_layers
 from tvm_mpq.quantization.adaptive_rounding import PatchMoments, encode_flips, hessian_flips, patch_moments
 from tvm_mpq.quantization.mac_error import ConvGeometry
-from tvm_mpq.quantization.quantizers import weight_scales
 from tvm_mpq.types import Feed
-
-WEIGHT_ROUNDINGS = ("nearest", "hessian")
-"""The weight roundings the CLI offers (``--weight-rounding``)."""
 
 MOMENTS_KIND = "patch-moments"
 """What the cache key records in place of an observer name."""
-
-
-def _constant(expr: relax.Expr, var2val: dict) -> np.ndarray | None:
-    while isinstance(expr, relax.Var) and expr in var2val:
-        expr = var2val[expr]
-    value = getattr(expr, "value", None)
-    return value.numpy() if hasattr(value, "numpy") else None
 
 
 def layer_moments(graph: ModelGraph, feeds: list[Feed], inputs: dict[str, tuple[str, tuple[int, int] | None,
@@ -81,33 +67,17 @@ def weight_roundings(graph: ModelGraph, config: PrecisionConfig, feeds: list[Fee
     layer of ``config`` with a constant weight on ``graph``. ``centered``: minimise the
     variance of the output error (bias correction removes its mean), else its second moment."""
     table = table or build_layer_table(graph)
-    layers = {layer.name: layer for layer in corrected_layers(table, config)}
+    layers = list(prepared_layers(graph, config, table))
     if not layers:
         return {}
-    with tvm.transform.PassContext(opt_level=3):
-        prepared = tvm.transform.Sequential(annotation_passes(graph, without_corrections(config), "A->C", table),
-                                            name="tvm_mpq.annotate")(graph.mod)
-    weights: dict[str, tuple[np.ndarray, np.ndarray, int, int]] = {}
     inputs: dict[str, tuple[str, tuple[int, int] | None, ConvGeometry | None]] = {}
-    for _, func in relax_functions(prepared):
-        var2val = relax.analysis.get_var2val(func)
-        for binding, annotation in annotated_layers(func):
-            layer = layers.get(annotation.layer)
-            if layer is None or annotation.is_fp32:
-                continue
-            call = binding.value
-            weight = _constant(call.args[1], var2val)
-            if weight is None:
-                raise RuntimeError(f"layer {layer.name}: weight is not a constant after preparation")
-            geometry = conv_geometry(call)
-            scales = annotation.weight_scales
-            if scales is None:
-                scales = weight_scales(weight, annotation.w_bits, layer.channel_axis)
-            weights[layer.name] = (weight, scales, annotation.w_bits, layer.channel_axis)
-            inputs[layer.name] = (layer.data_var, None if geometry is None else tuple(weight.shape[2:]), geometry)
+    for prepared in layers:
+        geometry = conv_geometry(prepared.call)
+        inputs[prepared.layer.name] = (prepared.layer.data_var,
+                                       None if geometry is None else tuple(prepared.weight.shape[2:]), geometry)
     moments = layer_moments(graph, feeds, inputs, cache)
-    return {name: hessian_flips(w, s, bits, axis, moments[name].hessians(centered))
-            for name, (w, s, bits, axis) in weights.items()}
+    return {p.layer.name: hessian_flips(p.weight, p.scales, p.annotation.w_bits, p.layer.channel_axis,
+                                        moments[p.layer.name].hessians(centered)) for p in layers}
 
 
 def apply_weight_rounding(graph: ModelGraph, config: PrecisionConfig, feeds: list[Feed],

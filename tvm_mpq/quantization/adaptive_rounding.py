@@ -19,7 +19,7 @@ A layer's choice is stored as the set of weights whose rounding differs from rou
 (:func:`encode_flips` / :func:`decode_flips`: a bit per weight, zlib, base64).
 
 Everything here is numpy: patches of a conv input (:func:`patch_moments`), the descent
-(:func:`hessian_flips`), the rounded codes (:func:`rounded_codes`).
+(:func:`hessian_flips`), the rounded codes and weight (:func:`rounded_codes`, :func:`rounded_weight`).
 """
 
 from __future__ import annotations
@@ -114,6 +114,13 @@ def rounded_codes(weight: np.ndarray, scales: np.ndarray, bits: int, channel_axi
     floor = np.floor(weight.astype(np.float32) / s)
     other = np.clip(np.where(codes == floor, floor + 1, floor), -qmax, qmax)
     return np.where(flips, other, codes).astype(np.float32)
+
+
+def rounded_weight(weight: np.ndarray, scales: np.ndarray, bits: int, channel_axis: int,
+                   flips: np.ndarray | None) -> np.ndarray:
+    """The weight the layer runs with: :func:`rounded_codes` times the scales (float32)."""
+    codes = rounded_codes(weight, scales, bits, channel_axis, flips)
+    return (codes * broadcast_scales(np.asarray(scales, np.float32), weight.ndim, channel_axis)).astype(np.float32)
 
 
 def hessian_flips(weight: np.ndarray, scales: np.ndarray, bits: int, channel_axis: int,
