@@ -77,6 +77,16 @@ def _elements(sch: s_tir.Schedule, loops: list[s_tir.schedule.LoopRV]) -> int:
     return total
 
 
+def widest_bits(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> int:
+    """The widest element type a block reads or writes, in bits (32 when it names no buffer).
+    A quantize step computes in float32 and stores uint8: its vectors are float32 vectors, so
+    the lane count comes from the float side (a loop vectorized 64 uint8 lanes wide computes on
+    four AVX-512 float registers per step and its pad conditions per lane)."""
+    stmt = sch.get(block)
+    bits = [int(region.source.dtype.bits) for region in [*stmt.reads, *stmt.writes]]
+    return max(bits) if bits else 32
+
+
 def schedule_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
     """Parallel outer loops, vectorized innermost loop, for one spatial block."""
     loops = sch.get_loops(block)
@@ -121,8 +131,7 @@ class InjectiveCpu(ScheduleRule):
             _inline_producers(sch, blocks)
             blocks = _blocks(sch)
             for block in blocks:
-                bits = int(sch.get(block).writes[0].source.dtype.bits) if sch.get(block).writes else 32
-                schedule_spatial(sch, block, vector_lanes(target, bits))
+                schedule_spatial(sch, block, vector_lanes(target, widest_bits(sch, block)))
         except Exception as err:  # noqa: BLE001 - an IR shape the schedule does not allow: decline
             LOG.debug("injective rule declined: %s", err)
             return None
@@ -151,8 +160,7 @@ class ReductionCpu(ScheduleRule):
             _inline_producers(sch, blocks, shared=len(reductions) == 1)
             for block in _blocks(sch):
                 if not _is_reduction(sch, block):
-                    bits = int(sch.get(block).writes[0].source.dtype.bits)
-                    schedule_spatial(sch, block, vector_lanes(target, bits))
+                    schedule_spatial(sch, block, vector_lanes(target, widest_bits(sch, block)))
                     continue
                 _schedule_reduction(sch, block, target)
         except Exception as err:  # noqa: BLE001
@@ -169,7 +177,7 @@ def _schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tar
     lead = len(kinds) - len(_lstrip_zero(kinds))
     loops = sch.get_loops(block)
     spatial, reduction = loops[:lead], loops[lead:]
-    lanes = vector_lanes(target, int(stmt.writes[0].source.dtype.bits))
+    lanes = vector_lanes(target, widest_bits(sch, block))
     inner = _extent(sch, spatial[-1]) if spatial else None
     vec = None
     if reduction and inner is not None and (inner % lanes == 0 or 2 <= inner <= 4 * lanes):

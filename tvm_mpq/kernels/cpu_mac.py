@@ -40,7 +40,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
-from .cpu_generic import schedule_spatial
+from .cpu_generic import schedule_spatial, widest_bits
 from .cpu_intrin import REGISTER_SCOPE, dot_intrin
 from .cpu_isa import CpuIsa, cpu_isa
 from .cpu_mac_analysis import FP32, INT8, MacInfo, analyze_mac, data_producer, is_plain_copy, writer_of
@@ -217,7 +217,7 @@ def _epilogue(sch: s_tir.Schedule, info: MacInfo, isa: CpuIsa) -> s_tir.schedule
 
     def own_stage(name: str) -> None:
         block = sch.get_sblock(name)
-        schedule_spatial(sch, block, isa.lanes(int(sch.get(block).writes[0].source.dtype.bits)))
+        schedule_spatial(sch, block, isa.lanes(widest_bits(sch, block)))
 
     for name in tail[:-1]:  # one pass over the output, not a buffer per op (a squeeze-excite
         try:                # gate's whole-map scale, residual add and requantize after its conv)
