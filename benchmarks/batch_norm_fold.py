@@ -5,9 +5,11 @@ process, interleaved.
     python benchmarks/batch_norm_fold.py [--models efficientnet-lite0,resnet18,mobilenetv2]
         [--rates 0,50] [--rounds 7] [--runs 10] [-o out/bench/bn_fold]
 
-Each model's QuantuneV2 config at each rate is compiled twice for this host: with the pipeline's
-``FoldBatchNorm(quantized_only=True)`` (only the int8 layers' folded: "kept") and with
-``FoldBatchNorm()`` in its place (every conv's: "folded"). Both builds take turns in every round (each
+Each model's QuantuneV2 config at each rate is compiled twice for this host: with
+``FoldBatchNorm()`` (every conv's folded: "folded", the compile pipeline since 2026-12-02 17:30
+UTC) and with ``FoldBatchNorm(quantized_only=True)`` in its place (only the int8 layers' folded,
+the fp32 layers' batch norms kept as arithmetic in their convs' epilogues: "kept", the pipeline
+before). Both builds take turns in every round (each
 runner's minimum of ``--runs`` runs per round; medians over rounds, the ratio taken within
 rounds). Prints and saves ``report.json`` / ``report.md``, with the largest output difference
 between the two builds (float rounding only: the fold is exact in real arithmetic).

@@ -1,10 +1,12 @@
 """FoldBatchNorm: fold inference batch-norm into the conv2d before it, for chosen layers only.
 
 TVM's ``relax.transform.FoldBatchnormToConv2D`` folds every ``conv2d -> batch_norm -> [0]``.
-The precision pass needs the fold per layer: an int8 layer's batch-norm belongs to its fused
-group (its weight is quantized *after* folding, QuantuneV2 stage C), while an fp32 layer stays
-bit-identical to the source model (so a fully fp32 config reproduces the fp32 model exactly).
-Layers are chosen by what their precision annotation says
+The precision passes need the fold per layer, by name: an int8 layer's batch-norm belongs to its
+fused group (its weight is quantized *after* folding, QuantuneV2 stage C); the compile pipeline
+folds every layer's (an fp32 layer then computes one conv + bias, as onnxruntime's fp32 build
+does, where keeping the batch norm costs a subtract, divide, multiply and add per output in the
+conv's epilogue: 1-3% of the zoo models' latency, fp32 and mixed, ``benchmarks/batch_norm_fold.py``). Layers are chosen by what their
+precision annotation says
 (:mod:`relay_passes.precision_annotation`): by stable name, or every layer annotated int8. The
 rewrite is TVM's: ``W' = W * gamma / sqrt(var + eps)`` per output channel and
 ``b' = beta - mean * gamma / sqrt(var + eps)`` added after the conv, computed in numpy from the
@@ -43,7 +45,7 @@ class FoldBatchNorm:
 
     ``layers``: stable names of the layers to fold (read from their precision annotations);
     ``None`` folds every match, annotated or not. ``quantized_only``: fold only layers annotated
-    int8 (the compile pipeline: fp32 layers keep their batch-norm). Only inference batch-norms
+    int8. Only inference batch-norms
     over constant operands (after ``BindParams``) match. Each function gets the folded layers'
     names as attribute :data:`FOLDED_ATTR` (:func:`folded_layers`).
     """

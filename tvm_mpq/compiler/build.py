@@ -41,7 +41,7 @@ from tvm_mpq.kernels import GENERIC_RULES, is_scheduled
 
 def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """The graph-level passes a target's build starts with: inference batch-norms decomposed
-    into arithmetic (fp32 layers keep theirs; it fuses into the conv's epilogue) and, for
+    into arithmetic (a batch norm the precision passes did not fold: stage A) and, for
     targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
     CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
     upsampling transposed convs as GEMMs (:mod:`relay_passes.transpose_conv_as_matmul`), float32

@@ -14,7 +14,7 @@ config is applied on (docs/design.md, "The IR stages, by name"; :mod:`tvm_mpq.ty
 graph applied on the folded graph)::
 
     BindParams -> FoldConstant -> AnnotatePrecision(config)        (the decision, in the IR)
-    -> FoldBatchNorm(int8 layers) -> FoldConstant -> CanonicalizeBindings -> DeadCodeElimination
+    -> FoldBatchNorm -> FoldConstant -> CanonicalizeBindings -> DeadCodeElimination
     -> CorrectBias                                   (the config's bias corrections, if it has any)
     -> RoundWeights                                  (the config's weight roundings, if it has any)
     -> LowerToInteger                                              (reads the annotations)
@@ -128,7 +128,8 @@ def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: 
                       table: LayerTable | None = None) -> list[tvm.transform.Pass]:
     """From the stage-A module to the annotated module the lowering reads: parameters bound,
     a frontend's TE-built clips back to Relax ops (:class:`RecoverMinMax`), the config's
-    decision written into the IR, batch-norm folded into the int8 layers (stage C), constants
+    decision written into the IR, batch-norm folded into every conv (stage C: an int8 layer's
+    weight is quantized after folding, an fp32 layer computes one conv + bias), constants
     folded, aliases and dead bindings removed, the config's bias corrections added
     (:class:`~relay_passes.correct_bias.CorrectBias`) and its weight roundings applied
     (:class:`~relay_passes.round_weights.RoundWeights`). MpqError (before any pass runs) when the
@@ -148,7 +149,7 @@ def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: 
     passes: list[tvm.transform.Pass] = [bind_params_pass(graph), relax.transform.FoldConstant(), RecoverMinMax(),
                                         AnnotatePrecision(config or fp32_config(graph, table), table)]
     if stage != SOURCE:
-        passes += [FoldBatchNorm(quantized_only=True), relax.transform.FoldConstant()]
+        passes += [FoldBatchNorm(), relax.transform.FoldConstant()]
     passes += [relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]
     return passes + ([CorrectBias(corrections)] if corrections else []) + ([RoundWeights(roundings)] if roundings else [])
 
