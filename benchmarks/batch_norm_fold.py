@@ -17,11 +17,9 @@ between the two builds (float rounding only: the fold is exact in real arithmeti
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import sys
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -30,29 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="efficientnet-lite0,resnet18,mobilenetv2")
-    parser.add_argument("--rates", default="0,50")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/bn_fold"))
-    args = parser.parse_args()
-    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM's thread pool starts
+    from benchkit.two_builds import parse_args, write_report, zoo_points
+
+    args = parse_args(__doc__, "0,50", "out/bench/bn_fold")
     import tvm
     from tvm import relax
 
     from benchkit.machine import flags_text, machine_info
     from benchkit.timing import interleaved_min
     from relay_passes.fold_batch_norm import FoldBatchNorm
-    from tvm_mpq import zoo
-    from tvm_mpq.api import config_for_rate
-    from tvm_mpq.calibration import CalibrationCache
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.pipeline import compile_pipeline
-    from tvm_mpq.compiler.validate import keep_unsupported_fp32
-    from tvm_mpq.graph import build_layer_table
-    from tvm_mpq.runtime.executor import flatten_outputs, host_target, host_tensor
+    from tvm_mpq.runtime.executor import flatten_outputs, host_target
 
     target = host_target()
     info = machine_info(args.threads, target)
@@ -63,22 +50,17 @@ def main() -> None:
         return tvm.transform.Sequential(passes, opt_level=pipeline.info.opt_level, name=pipeline.info.name)
 
     rows = []
-    for name in args.models.split(","):
-        entry = zoo.get(name)
-        graph = entry.build_graph()
-        table = build_layer_table(graph)
-        feeds = entry.calibration(16)
-        inputs = [host_tensor(np.ascontiguousarray(feeds[0][s.name])) for s in graph.inputs]
-        runners, outputs, report = {}, {}, None
-        for rate in (float(r) for r in args.rates.split(",")):
-            config, report = config_for_rate(graph, feeds, rate, "quantunev2", cache=CalibrationCache(), report=report)
-            keep_unsupported_fp32(config, table)
+    for name, points in groupby(zoo_points(args.models, args.rates), key=lambda p: p.model):
+        runners, outputs = {}, {}
+        for point in points:
             for how, fold in (("folded", FoldBatchNorm()), ("kept", FoldBatchNorm(quantized_only=True))):
-                pipeline = with_fold(graph, config, fold)
-                vm = relax.VirtualMachine(compile_model(graph, config, target, pipeline=pipeline).executable, tvm.cpu())
-                runners[(rate, how)] = (lambda vm=vm: vm["main"](*inputs))
-                outputs[(rate, how)] = flatten_outputs(vm["main"](*inputs))[0]
-            print(f"{name} rate {rate:g}: {len(config.fp32_layers())} fp32 layers, both builds compiled", flush=True)
+                pipeline = with_fold(point.graph, point.config, fold)
+                executable = compile_model(point.graph, point.config, target, pipeline=pipeline).executable
+                vm = relax.VirtualMachine(executable, tvm.cpu())
+                runners[(point.rate, how)] = (lambda vm=vm, inputs=point.inputs: vm["main"](*inputs))
+                outputs[(point.rate, how)] = flatten_outputs(vm["main"](*point.inputs))[0]
+            print(f"{name} rate {point.rate:g}: {len(point.config.fp32_layers())} fp32 layers, both builds compiled",
+                  flush=True)
         times = interleaved_min({f"{r:g} {h}": run for (r, h), run in runners.items()}, args.rounds, args.runs)
         for rate in sorted({r for r, _ in runners}):
             folded, kept_ms = times[f"{rate:g} folded"], times[f"{rate:g} kept"]
@@ -95,10 +77,7 @@ def main() -> None:
              "| model | rate | folded ms | kept ms | folded / kept | max rel. output diff |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['rate']:g} | {r['folded_ms']:.2f} | {r['kept_ms']:.2f} | {r['folded_over_kept']:.3f} | "
               f"{r['max_rel_diff']:.1e} |" for r in rows]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, info, rows, lines)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,9 @@ ratio taken within rounds). Also reports how many of each build's kernels round 
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import sys
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -41,28 +39,17 @@ def scalar_rounds(executable) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="efficientnet-lite0,resnet18,mobilenetv2")
-    parser.add_argument("--rates", default="25,50,100")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/vector_rounding"))
-    args = parser.parse_args()
-    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM's thread pool starts
+    from benchkit.two_builds import parse_args, write_report, zoo_points
+
+    args = parse_args(__doc__, "25,50,100", "out/bench/vector_rounding")
     import tvm
     from tvm import relax
 
     from benchkit.machine import flags_text, machine_info
     from benchkit.timing import interleaved_min
-    from tvm_mpq import zoo
-    from tvm_mpq.api import config_for_rate
-    from tvm_mpq.calibration import CalibrationCache
     from tvm_mpq.compiler import compile_model
-    from tvm_mpq.compiler.validate import keep_unsupported_fp32
-    from tvm_mpq.graph import build_layer_table
     from tvm_mpq.kernels.vector_intrinsics import VECTORIZABLE_OPS, mark_vectorizable
-    from tvm_mpq.runtime.executor import flatten_outputs, host_target, host_tensor
+    from tvm_mpq.runtime.executor import flatten_outputs, host_target
 
     target = host_target()
     info = machine_info(args.threads, target)
@@ -78,24 +65,17 @@ def main() -> None:
             mark_vectorizable()
 
     rows = []
-    for name in args.models.split(","):
-        entry = zoo.get(name)
-        graph = entry.build_graph()
-        table = build_layer_table(graph)
-        feeds = entry.calibration(16)
-        inputs = [host_tensor(np.ascontiguousarray(feeds[0][s.name])) for s in graph.inputs]
-        runners, outputs, scalars, report = {}, {}, {}, None
-        for rate in (float(r) for r in args.rates.split(",")):
-            config, report = config_for_rate(graph, feeds, rate, "quantunev2", cache=CalibrationCache(), report=report,
-                                             bias_correction=True, channel_act=True)
-            keep_unsupported_fp32(config, table)
+    points = zoo_points(args.models, args.rates, bias_correction=True, channel_act=True)
+    for name, model_points in groupby(points, key=lambda p: p.model):
+        runners, outputs, scalars = {}, {}, {}
+        for point in model_points:
             for how in ("vector", "scalar"):
-                executable = build(graph, config, how == "vector")
+                executable = build(point.graph, point.config, how == "vector")
                 vm = relax.VirtualMachine(executable, tvm.cpu())
-                runners[(rate, how)] = (lambda vm=vm: vm["main"](*inputs))
-                outputs[(rate, how)] = flatten_outputs(vm["main"](*inputs))[0]
-                scalars[(rate, how)] = scalar_rounds(executable)
-            print(f"{name} rate {rate:g}: both builds compiled", flush=True)
+                runners[(point.rate, how)] = (lambda vm=vm, inputs=point.inputs: vm["main"](*inputs))
+                outputs[(point.rate, how)] = flatten_outputs(vm["main"](*point.inputs))[0]
+                scalars[(point.rate, how)] = scalar_rounds(executable)
+            print(f"{name} rate {point.rate:g}: both builds compiled", flush=True)
         times = interleaved_min({f"{r:g} {h}": run for (r, h), run in runners.items()}, args.rounds, args.runs)
         for rate in sorted({r for r, _ in runners}):
             vector, scalar = times[f"{rate:g} vector"], times[f"{rate:g} scalar"]
@@ -115,10 +95,7 @@ def main() -> None:
     lines += [f"| {r['model']} | {r['rate']:g} | {r['vector_ms']:.2f} | {r['scalar_ms']:.2f} | "
               f"{r['vector_over_scalar']:.3f} | {r['scalar_rounds']['vector']} / {r['scalar_rounds']['scalar']} | "
               f"{'yes' if r['identical'] else 'NO'} |" for r in rows]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, info, rows, lines)
 
 
 if __name__ == "__main__":

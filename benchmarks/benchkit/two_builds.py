@@ -1,0 +1,73 @@
+"""The frame of the benchmarks that compare two builds of each zoo config (``batch_norm_fold.py``,
+``vector_rounding.py``): their command line, and each model's QuantuneV2 config per rate with
+the input the builds are timed on."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def parse_args(doc: str, rates: str, out: str) -> argparse.Namespace:
+    """``--models --rates --threads --rounds --runs -o``; sets ``TVM_NUM_THREADS`` (before TVM's
+    thread pool starts)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--models", default="efficientnet-lite0,resnet18,mobilenetv2")
+    parser.add_argument("--rates", default=rates)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("-o", "--out", type=Path, default=Path(out))
+    args = parser.parse_args()
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    return args
+
+
+@dataclass
+class ZooPoint:
+    """One model's config at one rate, and the input (host tensors) its builds run on."""
+
+    model: str
+    rate: float
+    graph: object
+    config: object
+    inputs: list
+
+
+def zoo_points(models: str, rates: str, **config_options) -> Iterator[ZooPoint]:
+    """Each model's (comma-separated) QuantuneV2 config at each rate (``config_for_rate`` with
+    ``config_options``; layers without an integer kernel kept fp32), one analysis per model."""
+    import numpy as np
+
+    from tvm_mpq import zoo
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.calibration import CalibrationCache
+    from tvm_mpq.compiler.validate import keep_unsupported_fp32
+    from tvm_mpq.graph import build_layer_table
+    from tvm_mpq.runtime.executor import host_tensor
+
+    for name in models.split(","):
+        entry = zoo.get(name)
+        graph = entry.build_graph()
+        table = build_layer_table(graph)
+        feeds = entry.calibration(16)
+        inputs = [host_tensor(np.ascontiguousarray(feeds[0][s.name])) for s in graph.inputs]
+        report = None
+        for rate in (float(r) for r in rates.split(",")):
+            config, report = config_for_rate(graph, feeds, rate, "quantunev2", cache=CalibrationCache(), report=report,
+                                             **config_options)
+            keep_unsupported_fp32(config, table)
+            yield ZooPoint(name, rate, graph, config, inputs)
+
+
+def write_report(out: Path, info: dict, rows: list[dict], lines: list[str]) -> None:
+    """``report.json`` (machine and rows) and ``report.md`` (``lines``) under ``out``; prints the table."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
