@@ -27,7 +27,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from relay_passes.precision_annotation import annotated_layers, relax_functions
+from relay_passes.precision_annotation import annotated_layers, bound_constant, relax_functions
 
 CORRECTED_ATTR = "mpq_bias_correction"
 """Function attribute: ``{"folded": [layer, ...], "inserted": [layer, ...]}``, the layers whose
@@ -54,12 +54,6 @@ def output_channel_axis(call: relax.Call) -> int:
         return layout.index("C")
     return len(call.ty.shape) - 1
 
-
-def _constant(expr: relax.Expr, var2val: Mapping) -> np.ndarray | None:
-    while isinstance(expr, relax.Var) and expr in var2val:
-        expr = var2val[expr]
-    value = getattr(expr, "value", None)
-    return value.numpy() if hasattr(value, "numpy") else None
 
 
 def _per_channel_shape(shape: tuple[int, ...], out_ndim: int, axis: int, channels: int) -> bool:
@@ -158,7 +152,7 @@ class CorrectBias:
             if add is not None and add.var not in bias_adds:
                 args = list(add.value.args)
                 index = 1 if args[0].same_as(var) else 0
-                bias = _constant(args[index], var2val)
+                bias = bound_constant(args[index], var2val)
                 if bias is not None and bias.dtype == np.float32 and not args[1 - index].same_as(args[index]) \
                         and bias.size in (1, vector.size) \
                         and _per_channel_shape(bias.shape, len(out_shape), axis, vector.size):

@@ -148,6 +148,15 @@ def is_mac(expr: relax.Expr) -> bool:
     return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in MAC_OPS
 
 
+def bound_constant(expr: relax.Expr, var2val: Mapping[relax.Var, relax.Expr]) -> np.ndarray | None:
+    """The value of ``expr`` when it is a constant, directly or through variables bound in
+    ``var2val`` (a MAC op's weight, a bias after ``BindParams``); None otherwise."""
+    while isinstance(expr, relax.Var) and expr in var2val:
+        expr = var2val[expr]
+    value = getattr(expr, "value", None)
+    return value.numpy() if hasattr(value, "numpy") else None
+
+
 def weight_channel_axis(call: relax.Call) -> int:
     """The output-channel axis of a MAC op's weight operand (its per-channel scales' axis)."""
     if call.op.name == "relax.matmul":

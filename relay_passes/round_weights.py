@@ -23,7 +23,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from relay_passes.precision_annotation import annotated_layers, relax_functions, weight_channel_axis
+from relay_passes.precision_annotation import annotated_layers, bound_constant, relax_functions, weight_channel_axis
 from tvm_mpq.quantization.adaptive_rounding import decode_flips, rounded_weight
 from tvm_mpq.quantization.quantizers import weight_scales
 
@@ -36,12 +36,6 @@ def rounded_layers(mod: tvm.IRModule) -> list[str]:
     return sorted(str(name) for _, func in relax_functions(mod)
                   if func.attrs is not None and ROUNDED_ATTR in func.attrs for name in func.attrs[ROUNDED_ATTR])
 
-
-def _constant(expr: relax.Expr, var2val: Mapping) -> np.ndarray | None:
-    while isinstance(expr, relax.Var) and expr in var2val:
-        expr = var2val[expr]
-    value = getattr(expr, "value", None)
-    return value.numpy() if hasattr(value, "numpy") else None
 
 
 @relax.expr_functor.mutator
@@ -80,13 +74,14 @@ class RoundWeights:
         for gvar, func in relax_functions(mod):
             var2val = relax.analysis.get_var2val(func)
             weights: dict[relax.Var, np.ndarray] = {}
+            names: list[str] = []
             for binding, annotation in annotated_layers(func):
                 if annotation.layer not in self.roundings or annotation.is_fp32:
                     continue
                 weights[binding.var] = self._rounded(binding.value, annotation, var2val)
-                seen.add(annotation.layer)
+                names.append(annotation.layer)
             if weights:
-                names = [a.layer for b, a in annotated_layers(func) if b.var in weights]
+                seen.update(names)
                 out[gvar] = _WeightRewriter(mod, weights).visit_expr(func).with_attr(ROUNDED_ATTR, names)
         unknown = sorted(set(self.roundings) - seen)
         if unknown:
@@ -94,7 +89,7 @@ class RoundWeights:
         return out
 
     def _rounded(self, call: relax.Call, annotation, var2val: Mapping) -> np.ndarray:
-        weight = _constant(call.args[1], var2val)
+        weight = bound_constant(call.args[1], var2val)
         if weight is None:
             raise ValueError(f"RoundWeights: layer {annotation.layer}'s weight is not a constant")
         axis = weight_channel_axis(call)

@@ -420,7 +420,8 @@ def test_weight_rounding_is_recorded_compiled_and_exported_identically(graph, ne
     from relay_passes.precision_annotation import annotated_layers, relax_functions, weight_channel_axis
     from relay_passes.round_weights import RoundWeights, rounded_layers
     from tvm_mpq.compiler.pipeline import annotation_passes
-    from tvm_mpq.quantization.adaptive_rounding import decode_flips, nearest_codes
+    from tvm_mpq.quantization.adaptive_rounding import decode_flips
+    from tvm_mpq.quantization.quantizers import weight_codes
 
     nearest, _ = config_for_rate(graph, CALIB, 100, "inorder", bias_correction=True)
     config, _ = config_for_rate(graph, CALIB, 100, "inorder", bias_correction=True, weight_rounding="hessian")
@@ -445,7 +446,7 @@ def test_weight_rounding_is_recorded_compiled_and_exported_identically(graph, ne
             s = annotation.weight_scales.reshape(shape)
             codes = weight / s
             np.testing.assert_allclose(codes, np.round(codes), rtol=0, atol=1e-4)  # on the grid
-            near = nearest_codes(original[annotation.layer], annotation.weight_scales, 8, axis)
+            near = weight_codes(original[annotation.layer], 8, axis, annotation.weight_scales)
             mask = decode_flips(loaded.layers[annotation.layer].weight_rounding, weight.shape)
             np.testing.assert_array_equal(np.round(codes) != near, mask)
             assert np.abs(np.round(codes) - near).max() <= 1

@@ -73,19 +73,20 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
     from tvm_mpq.errors import MpqError
     from tvm_mpq.ptq import PtqOptions
     from tvm_mpq.ptq.equalization import graph_for_options
-    from tvm_mpq.types import SOURCE, parse_stage
     from tvm_mpq.zoo import load_model
 
     if not 0 <= rate <= 100:
         raise MpqError(f"rate {rate} is outside 0..100 (percent BOPs reduction)")
     deploy = get_target(target) if isinstance(target, str) else target
     graph = load_model(model, input_shapes) if isinstance(model, str) else model
-    graph = graph_for_options(graph, PtqOptions(equalize=equalize, bias_correction=bias_correction))
+    ptq = PtqOptions(equalize=equalize, bias_correction=bias_correction, channel_act=channel_act,
+                     measured_bias=measured_bias, weight_rounding=weight_rounding)
+    graph = graph_for_options(graph, ptq)
+    ptq = ptq.at_stage(stage)
     feeds = calib if isinstance(calib, list) else load_calibration(graph, calib, calib_size)
     config, report = config_for_rate(graph, feeds, rate, method, observer=observer, g=g, cache=cache, stage=stage,
-                                     bias_correction=bias_correction and parse_stage(stage) != SOURCE,
-                                     channel_act=channel_act, measured_bias=measured_bias,
-                                     weight_rounding=weight_rounding if parse_stage(stage) != SOURCE else "nearest")
+                                     bias_correction=ptq.bias_correction, channel_act=ptq.channel_act,
+                                     measured_bias=ptq.measured_bias, weight_rounding=ptq.weight_rounding)
     keep_unsupported_fp32(config, build_layer_table(graph))
     with deploy.build_context():
         compiled = compile_model(graph, config, deploy.tvm_target, stage=stage, tuning=tuning)

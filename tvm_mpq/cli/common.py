@@ -196,7 +196,6 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
     from tvm_mpq.api import config_for_rate
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.ptq.equalization import graph_for_config
-    from tvm_mpq.types import SOURCE, parse_stage
 
     if args.rate is not None and not 0 <= args.rate <= 100:
         raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")
@@ -211,14 +210,14 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
         return graph, config
     graph, feeds = load_model_and_calibration(args)
     ptq = ptq_from_args(args)
+    applied = ptq.at_stage(ir_stage)
     print(f"{graph.name}: analyzing ({args.method}, stage {'C' if ir_stage == 'C' else 'A'}) on "
           f"{len(feeds)} samples for rate {args.rate:g}%; quantizers: {args.observer} observer, {ptq.describe()}")
     with stage("analyze", layer_names(graph)):
         config, _ = config_for_rate(graph, feeds, args.rate, args.method, observer=args.observer, g=args.g,
                                     cache=CalibrationCache(args.cache_dir), stage=ir_stage,
-                                    bias_correction=ptq.bias_correction and parse_stage(ir_stage) != SOURCE,
-                                    channel_act=ptq.channel_act, measured_bias=ptq.measured_bias,
-                                    weight_rounding=ptq.weight_rounding if parse_stage(ir_stage) != SOURCE else "nearest")
+                                    bias_correction=applied.bias_correction, channel_act=applied.channel_act,
+                                    measured_bias=applied.measured_bias, weight_rounding=applied.weight_rounding)
         kept = keep_unsupported_fp32(config, build_layer_table(graph))
     if kept:
         print(f"{len(kept)} layer(s) have no integer kernel and stay fp32 ({', '.join(kept[:3])}"

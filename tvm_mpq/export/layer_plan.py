@@ -26,7 +26,7 @@ import tvm
 from tvm import relax
 
 from relay_passes.lower_to_integer import IntegerLowering, code_layout_source
-from relay_passes.precision_annotation import detach_annotations
+from relay_passes.precision_annotation import bound_constant, detach_annotations
 from relay_passes.quantized_arith import FakeQuantArith, accumulator_scale
 from tvm_mpq.compiler.pipeline import annotation_passes
 from tvm_mpq.config.precision_config import PrecisionConfig
@@ -98,12 +98,6 @@ class Int8Layer:
         return codes.astype(np.int32)
 
 
-def _constant(expr: relax.Expr, var2val: dict) -> np.ndarray | None:
-    while isinstance(expr, relax.Var) and expr in var2val:
-        expr = var2val[expr]
-    value = getattr(expr, "value", None)
-    return value.numpy() if hasattr(value, "numpy") else None
-
 
 def _op_name(value: relax.Expr) -> str:
     if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
@@ -137,7 +131,7 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
         var = int8_vars[layer.name]
         annotation = lowering.int8[var]
         call = var2val[var]
-        weight = _constant(call.args[1], var2val)
+        weight = bound_constant(call.args[1], var2val)
         scales = annotation.weight_scales
         if scales is None:
             scales = weight_scales(weight, annotation.w_bits, layer.channel_axis)
@@ -145,7 +139,7 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
         add = next((b for b in consumers.get(var, []) if _op_name(b.value) == "relax.add"), None)
         if add is not None:
             other = add.value.args[1] if add.value.args[0].same_as(var) else add.value.args[0]
-            value = _constant(other, var2val)
+            value = bound_constant(other, var2val)
             if value is not None and value.size == scales.size:
                 bias = value.reshape(-1).astype(np.float32)
                 forms = lowering.forms.get(add.var)

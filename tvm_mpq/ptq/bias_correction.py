@@ -15,8 +15,6 @@ layer's bias (:class:`~relay_passes.correct_bias.CorrectBias`).
 from __future__ import annotations
 
 import numpy as np
-from tvm import relax
-
 from tvm_mpq.calibration.calibrate import CalibrationCache
 from tvm_mpq.calibration.input_means import mean_tensors
 from tvm_mpq.config.precision_config import PrecisionConfig
@@ -24,24 +22,8 @@ from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
 from tvm_mpq.ptq.prepared_layers import prepared_layers, refined_layers
 from tvm_mpq.quantization.adaptive_rounding import decode_flips, rounded_weight
-from tvm_mpq.quantization.mac_error import ConvGeometry, expected_weight_error
+from tvm_mpq.quantization.mac_error import expected_weight_error
 from tvm_mpq.types import Feed
-
-
-def conv_geometry(call: relax.Call) -> ConvGeometry | None:
-    """The geometry of a ``relax.nn.conv2d`` call (NCHW / OIHW), None for a matmul. ValueError
-    for any other MAC op or layout (bias correction does not compute those)."""
-    if call.op.name == "relax.matmul":
-        return None
-    if call.op.name != "relax.nn.conv2d":
-        raise ValueError(f"bias correction computes conv2d and matmul layers, not {call.op.name}")
-    attrs = call.attrs
-    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
-        raise ValueError(f"bias correction reads NCHW/OIHW convolutions, not {attrs.data_layout}/{attrs.kernel_layout}")
-    pad = [int(p) for p in attrs.padding]
-    pad = pad * 2 if len(pad) == 2 else pad
-    return ConvGeometry(tuple(int(s) for s in attrs.strides), tuple(pad), tuple(int(d) for d in attrs.dilation),
-                        int(attrs.groups))
 
 
 def bias_corrections(graph: ModelGraph, config: PrecisionConfig, feeds: list[Feed], table: LayerTable | None = None,
@@ -57,7 +39,7 @@ def bias_corrections(graph: ModelGraph, config: PrecisionConfig, feeds: list[Fee
     for prepared in prepared_layers(graph, config, table):
         layer, weight, bits = prepared.layer, prepared.weight, prepared.annotation.w_bits
         mean = means[layer.data_var]
-        geometry = conv_geometry(prepared.call)
+        geometry = prepared.geometry
         if geometry is not None and mean.ndim != 3:
             raise ValueError(f"layer {layer.name}: mean input of shape {mean.shape} for a conv2d")
         rounding = config.layers[layer.name].weight_rounding

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tvm_mpq.errors import MpqError
+from tvm_mpq.types import SOURCE, parse_stage
 
 WEIGHT_ROUNDINGS = ("nearest", "hessian")
 """How int8 weights are rounded (``--weight-rounding``): to nearest, or Hessian-weighted."""
@@ -33,6 +34,13 @@ class PtqOptions:
     def __post_init__(self) -> None:
         if self.weight_rounding not in WEIGHT_ROUNDINGS:
             raise MpqError(f"weight rounding must be one of {', '.join(WEIGHT_ROUNDINGS)}, not '{self.weight_rounding}'")
+
+    def at_stage(self, stage: str) -> "PtqOptions":
+        """The options a config made for ``stage`` can carry: bias correction and weight rounding
+        are made for batch-norm folded layers, so at stage source (A) they are off."""
+        if parse_stage(stage) != SOURCE:
+            return self
+        return replace(self, bias_correction=False, weight_rounding="nearest")
 
     def describe(self) -> str:
         on = [name for name, flag in (("cross-layer equalization", self.equalize),

@@ -16,16 +16,34 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from relay_passes.precision_annotation import PrecisionAnnotation, annotated_layers, relax_functions
+from relay_passes.precision_annotation import PrecisionAnnotation, annotated_layers, bound_constant, relax_functions
 from tvm_mpq.compiler.pipeline import annotation_passes
 from tvm_mpq.compiler.validate import INTEGER_KINDS
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable
+from tvm_mpq.quantization.mac_error import ConvGeometry
 from tvm_mpq.quantization.quantizers import weight_scales
 
 REFINED_KINDS = ("conv2d", "depthwise_conv2d", "grouped_conv2d", "dense", "matmul")
 """Layer kinds whose weights the refinements read (conv2d of any grouping, matmul)."""
+
+
+def conv_geometry(call: relax.Call) -> ConvGeometry | None:
+    """The geometry of a ``relax.nn.conv2d`` call (NCHW / OIHW), None for a matmul. ValueError
+    for any other MAC op or layout (the refinements do not compute those)."""
+    if call.op.name == "relax.matmul":
+        return None
+    if call.op.name != "relax.nn.conv2d":
+        raise ValueError(f"bias correction and weight rounding compute conv2d and matmul layers, not {call.op.name}")
+    attrs = call.attrs
+    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+        raise ValueError(f"bias correction and weight rounding read NCHW/OIHW convolutions, not "
+                         f"{attrs.data_layout}/{attrs.kernel_layout}")
+    pad = [int(p) for p in attrs.padding]
+    pad = pad * 2 if len(pad) == 2 else pad
+    return ConvGeometry(tuple(int(s) for s in attrs.strides), tuple(pad), tuple(int(d) for d in attrs.dilation),
+                        int(attrs.groups))
 
 
 @dataclass(frozen=True)
@@ -37,6 +55,11 @@ class PreparedLayer:
     annotation: PrecisionAnnotation
     weight: np.ndarray
     scales: np.ndarray
+
+    @property
+    def geometry(self) -> ConvGeometry | None:
+        """The conv's geometry (:func:`conv_geometry`), None for a matmul."""
+        return conv_geometry(self.call)
 
 
 def refined_layers(table: LayerTable, config: PrecisionConfig) -> list[Layer]:
@@ -55,12 +78,6 @@ def without_corrections(config: PrecisionConfig) -> PrecisionConfig:
                                           for n, lp in config.layers.items()}, dict(config.provenance))
 
 
-def _constant(expr: relax.Expr, var2val: dict) -> np.ndarray | None:
-    while isinstance(expr, relax.Var) and expr in var2val:
-        expr = var2val[expr]
-    value = getattr(expr, "value", None)
-    return value.numpy() if hasattr(value, "numpy") else None
-
 
 def prepared_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable) -> Iterator[PreparedLayer]:
     """Each layer of :func:`refined_layers` on the prepared module (module docstring), in the
@@ -77,7 +94,7 @@ def prepared_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTabl
             layer = layers.get(annotation.layer)
             if layer is None or annotation.is_fp32:
                 continue
-            weight = _constant(binding.value.args[1], var2val)
+            weight = bound_constant(binding.value.args[1], var2val)
             if weight is None:
                 raise RuntimeError(f"layer {layer.name}: weight is not a constant after preparation")
             scales = annotation.weight_scales

@@ -20,7 +20,6 @@ from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, run
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
-from tvm_mpq.ptq.bias_correction import conv_geometry
 from tvm_mpq.ptq.prepared_layers import prepared_layers
 from tvm_mpq.quantization.adaptive_rounding import PatchMoments, encode_flips, hessian_flips, patch_moments
 from tvm_mpq.quantization.mac_error import ConvGeometry
@@ -72,7 +71,7 @@ def weight_roundings(graph: ModelGraph, config: PrecisionConfig, feeds: list[Fee
         return {}
     inputs: dict[str, tuple[str, tuple[int, int] | None, ConvGeometry | None]] = {}
     for prepared in layers:
-        geometry = conv_geometry(prepared.call)
+        geometry = prepared.geometry
         inputs[prepared.layer.name] = (prepared.layer.data_var,
                                        None if geometry is None else tuple(prepared.weight.shape[2:]), geometry)
     moments = layer_moments(graph, feeds, inputs, cache)

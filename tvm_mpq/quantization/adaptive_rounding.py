@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tvm_mpq.quantization.mac_error import ConvGeometry
-from tvm_mpq.quantization.quantizers import broadcast_scales
+from tvm_mpq.quantization.quantizers import broadcast_scales, weight_codes
 
 
 @dataclass
@@ -95,18 +95,11 @@ def weight_rows(weight: np.ndarray, channel_axis: int) -> np.ndarray:
     return np.moveaxis(weight, channel_axis, 0).reshape(weight.shape[channel_axis], -1)
 
 
-def nearest_codes(weight: np.ndarray, scales: np.ndarray, bits: int, channel_axis: int) -> np.ndarray:
-    """Round-to-nearest codes of ``weight`` at per-channel ``scales`` (the product's quantizer)."""
-    qmax = np.float32(2 ** (bits - 1) - 1)
-    s = broadcast_scales(np.asarray(scales, np.float32), weight.ndim, channel_axis)
-    return np.clip(np.round(weight.astype(np.float32) / s), -qmax, qmax)
-
-
 def rounded_codes(weight: np.ndarray, scales: np.ndarray, bits: int, channel_axis: int,
                   flips: np.ndarray | None) -> np.ndarray:
     """The codes of ``weight`` rounded to nearest, except where ``flips`` (bool, the weight's
     shape) is set: there the other grid point next to the weight (float32 codes)."""
-    codes = nearest_codes(weight, scales, bits, channel_axis)
+    codes = weight_codes(weight, bits, channel_axis, np.asarray(scales, np.float32))
     if flips is None:
         return codes
     qmax = np.float32(2 ** (bits - 1) - 1)
@@ -135,7 +128,8 @@ def hessian_flips(weight: np.ndarray, scales: np.ndarray, bits: int, channel_axi
         raise ValueError(f"hessians of shape {hessians.shape} for {n_rows} weight rows of {k}")
     qmax = 2 ** (bits - 1) - 1
     scale = np.asarray(scales, np.float64).reshape(-1, 1)
-    codes = weight_rows(nearest_codes(weight, scales, bits, channel_axis), channel_axis).astype(np.float64)
+    codes = weight_rows(weight_codes(weight, bits, channel_axis, np.asarray(scales, np.float32)),
+                        channel_axis).astype(np.float64)
     nearest = codes.copy()
     floor = np.floor(weight_rows(weight.astype(np.float32) / broadcast_scales(
         np.asarray(scales, np.float32), weight.ndim, channel_axis), channel_axis)).astype(np.float64)

@@ -143,10 +143,16 @@ def broadcast_scales(scales: np.ndarray, ndim: int, channel_axis: int) -> np.nda
     return scales.reshape(shape)
 
 
+def weight_codes(w: np.ndarray, bits: int, channel_axis: int, scales: np.ndarray | None = None) -> np.ndarray:
+    """Round-to-nearest codes of a weight tensor at its per-channel ``scales`` (default: max-abs),
+    clipped to +-(2^(b-1) - 1), as float32."""
+    qmax = np.float32(2 ** (bits - 1) - 1)
+    s = broadcast_scales(weight_scales(w, bits, channel_axis) if scales is None else scales, w.ndim, channel_axis)
+    return np.clip(np.round(w.astype(np.float32) / s), -qmax, qmax)
+
+
 def fake_quant_weight(w: np.ndarray, bits: int, channel_axis: int,
                       scales: np.ndarray | None = None) -> np.ndarray:
     """Symmetric per-channel quantize-dequantize of a weight tensor."""
-    qmax = np.float32(2 ** (bits - 1) - 1)
     s = broadcast_scales(weight_scales(w, bits, channel_axis) if scales is None else scales, w.ndim, channel_axis)
-    q = np.clip(np.round(w.astype(np.float32) / s), -qmax, qmax)
-    return (q * s).astype(np.float32)
+    return (weight_codes(w, bits, channel_axis, scales) * s).astype(np.float32)

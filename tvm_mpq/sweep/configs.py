@@ -17,7 +17,7 @@ from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.sensitivity import EvalData
 from tvm_mpq.sweep.plan import PointSpec, SweepOptions, is_bitwidth_method, rate_points
-from tvm_mpq.types import SOURCE, Feed, measured_on, parse_stage
+from tvm_mpq.types import Feed, measured_on
 
 
 @dataclass
@@ -63,12 +63,11 @@ def method_configs(graph: ModelGraph, feeds: list[Feed], method: str, options: S
     from tvm_mpq.api import config_for_rate
 
     specs = rate_points(method, options.rates)
-    correct = options.ptq.bias_correction and parse_stage(options.stage) != SOURCE
-    rounding = options.ptq.weight_rounding if parse_stage(options.stage) != SOURCE else "nearest"
+    ptq = options.ptq.at_stage(options.stage)
     config, report = config_for_rate(graph, feeds, options.rates[0], method, observer=options.observer, g=options.g,
                                      cache=cache, stage=options.stage, eval_data=eval_data, task=task,
-                                     bias_correction=correct, channel_act=options.ptq.channel_act,
-                                     measured_bias=options.ptq.measured_bias, weight_rounding=rounding)
+                                     bias_correction=ptq.bias_correction, channel_act=ptq.channel_act,
+                                     measured_bias=ptq.measured_bias, weight_rounding=ptq.weight_rounding)
     summary = MethodAnalysis(method, report.seconds, len(report.table), report.measurement.inference_passes)
 
     def ranked() -> Iterator[tuple[PointSpec, PrecisionConfig]]:
@@ -76,8 +75,8 @@ def method_configs(graph: ModelGraph, feeds: list[Feed], method: str, options: S
         for spec in specs[1:]:
             yield spec, config_for_rate(graph, feeds, spec.requested_rate or 0.0, method, observer=options.observer,
                                         g=options.g, cache=cache, stage=options.stage, report=report,
-                                        bias_correction=correct, channel_act=options.ptq.channel_act,
-                                        measured_bias=options.ptq.measured_bias, weight_rounding=rounding)[0]
+                                        bias_correction=ptq.bias_correction, channel_act=ptq.channel_act,
+                                        measured_bias=ptq.measured_bias, weight_rounding=ptq.weight_rounding)[0]
     return summary, ranked()
 
 
@@ -102,13 +101,9 @@ def _bitwidth_configs(graph: ModelGraph, feeds: list[Feed], method: str, options
     if not ranges:  # weight-only methods: calibrate the activation quantizers now
         ranges = {v: r[8] for v, r in calibrate(measured, feeds, table.activation_operands(), options.observer,
                                                cache=cache).items()}
-    from dataclasses import replace
-
     from tvm_mpq.ptq.refine import refine_config
 
-    folded = parse_stage(options.stage) != SOURCE
-    refinements = replace(options.ptq, bias_correction=options.ptq.bias_correction and folded,
-                          weight_rounding=options.ptq.weight_rounding if folded else "nearest")
+    refinements = options.ptq.at_stage(options.stage)
     pairs = []
     for allocation in report.allocations:
         built = _allocation_config(measured, table, ranges, allocation, method, options, len(feeds))

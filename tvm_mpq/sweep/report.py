@@ -41,7 +41,6 @@ from tvm_mpq.evaluation.fidelity import Reference, figures
 from tvm_mpq.sweep.fields import cell, metric_names, point_label
 from tvm_mpq.sweep.plan import SweepOptions, TimingOptions
 from tvm_mpq.sweep.remote import Execution
-from tvm_mpq.types import SOURCE, parse_stage
 
 CONTRACT_KEYS = ("model", "target", "device", "tvm_version", "analysis", "points")
 ANALYSIS_KEYS = ("method", "seconds", "n_layers")
@@ -76,10 +75,9 @@ def new_report(model: str, options: SweepOptions, execution: Execution, task: st
         "timing": {**timing.to_json(), "method": TIMING_METHOD},
         "calibration": {"source": options.calib or "bundled samples", "samples": options.calib_size,
                         "observer": options.observer, "equalize": options.ptq.equalize,
-                        "bias_correction": options.ptq.bias_correction and parse_stage(options.stage) != SOURCE,
+                        "bias_correction": options.ptq.at_stage(options.stage).bias_correction,
                         "channel_act": options.ptq.channel_act, "measured_bias": options.ptq.measured_bias,
-                        "weight_rounding": options.ptq.weight_rounding if parse_stage(options.stage) != SOURCE
-                        else "nearest"},
+                        "weight_rounding": options.ptq.at_stage(options.stage).weight_rounding},
         "analyses": [], "rpc": execution.to_json(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
