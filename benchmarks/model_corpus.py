@@ -3,7 +3,10 @@
 Per model: fetch (once, into the corpus cache; :mod:`tvm_mpq.corpus.fetch`), import with static
 shapes, analyze (QuantuneV2 on the calibration inputs), compile for x86 at BOPs reduction rates
 0/50/100, the fidelity of the fully int8 build against the fp32 build on held-out inputs, and
-fp32 vs int8 latency timed interleaved in the same run (:func:`benchkit.timing.interleaved_min`).
+fp32 vs int8 latency timed interleaved in the same run (:func:`benchkit.timing.interleaved_min`),
+and in the same rounds onnxruntime on the model's own fp32 ONNX and on the QDQ export of the fully
+int8 config (the peer a user already has: the ``tvm-mpq / onnxruntime`` column, per-round ratios,
+median, fp32 build over onnxruntime fp32 and int8 build over onnxruntime QDQ).
 A model that fails a column gets the stage and the one-line reason (e.g. an op with no Relax
 import, named) instead of a number; the remaining columns are then not attempted::
 
@@ -41,8 +44,8 @@ def markdown(results: list[ModelResult], meta: dict) -> str:
              f"{meta['threads']} thread(s), {meta['rounds']} interleaved rounds; "
              f"calibration {meta['calib_size']} / held-out {meta['eval_size']} samples.", "",
              "| model | kind (package) | imported | analyzed | compiled 0/50/100 | Q/DQ left at 100% | "
-             "output SQNR at 100% | int8 speed-up over fp32 | data |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "output SQNR at 100% | int8 speed-up over fp32 | tvm-mpq / onnxruntime fp32 / int8 | data |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(r.markdown_row())
     borders = [r for r in results if r.borders]

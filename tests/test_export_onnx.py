@@ -192,3 +192,45 @@ def test_cli_errors_are_one_line(tmp_path, capsys, small_graph, small_feeds):
     assert "config names 3 layer(s) not in the model: dw, pw, fc" in err and len(err.strip().splitlines()) == 1
     assert main(["export-onnx", "mtcnn-rnet", "--rate", "50", "-o", str(tmp_path / "x.so")]) == 2
     assert "must be an .onnx file" in capsys.readouterr().err
+
+
+
+class ConvIntoDepthwiseNet(torch.nn.Module):
+    """A conv whose output is a depthwise conv's input with nothing between (PP-OCR's DBNet
+    backbone has it), then pointwise conv, pool, linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = torch.nn.Conv2d(8, 8, 1)
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pw(torch.relu(self.dw(self.conv1(x)))).mean((2, 3)))
+
+
+def test_a_per_channel_depthwise_input_runs_in_onnxruntimes_fused_session(small_feeds):
+    """A depthwise conv's input quantized per channel (``--channel-act``), read straight from an
+    int8 conv: written as QuantizeLinear(axis=1) it made onnxruntime's default session fuse
+    that conv into a QLinearConv with a per-channel output zero point, which fails at run time
+    (rapidocr-dbnet's export did); written as the quantizer's float ops, the model runs, as
+    written and fused, with the simulation's values."""
+    from tvm_mpq.frontends.torch_frontend import from_module
+
+    net = ConvIntoDepthwiseNet().eval()
+    graph = from_module(net, {"x": np.zeros((1, 3, 16, 16), np.float32)}, "conv-into-dw")
+    table = build_layer_table(graph)
+    config = _config(graph, small_feeds)
+    dw = next(layer for layer in table if layer.kind == "depthwise_conv2d")
+    act = config.layers[dw.name].act
+    config.layers[dw.name].act = ActQParams(tuple(float(act.scale * f) for f in np.linspace(0.6, 1.4, dw.weight_shape[0])),
+                                            tuple(int(z) for z in np.arange(dw.weight_shape[0]) % 5 + act.zero_point), 8)
+    config.validate(table)
+    model = build_qdq_onnx(graph, config, fp32_onnx(graph, net)).model
+    assert _count(model, "Round") == 1
+    assert not any(a.name == "axis" for n in model.graph.node if n.op_type == "QuantizeLinear" for a in n.attribute)
+    sim = [compile_model(graph, config, simulate=True).run(feed)[0] for feed in small_feeds]
+    assert _steps([_session(model, optimized=False).run(None, feed)[0] for feed in small_feeds], sim) < 0.1
+    assert _steps([_session(model).run(None, feed)[0] for feed in small_feeds], sim) <= 2

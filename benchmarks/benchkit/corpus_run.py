@@ -16,6 +16,9 @@ SQNR_GOAL_DB = 15.0
 """Issue 13's fidelity goal: output SQNR of the fully int8 build against fp32."""
 SPEEDUP_GOAL = 1.5
 """Issue 13's speed goal: fully int8 over fp32, same run."""
+ORT_PEERS = {"fp32": "ort fp32", "int8": "ort int8"}
+"""Which onnxruntime run each tvm-mpq build is set beside: the model's own fp32 ONNX, and the
+QDQ export of the fully int8 config (:mod:`tvm_mpq.export`: the same layers and scales)."""
 WORST_LAYERS = 3
 WORST_LAYER_SAMPLES = 2
 """Calibration samples per single-layer end-to-end measurement (one run per layer: the large
@@ -46,6 +49,11 @@ class ModelResult:
     seconds: dict[str, float] = field(default_factory=dict)
     failure: dict | None = None
     details: dict = field(default_factory=dict)
+
+    @property
+    def over_ort(self) -> dict[str, float]:
+        """tvm-mpq's latency over onnxruntime's on the same config (fp32, int8), per round, median."""
+        return self.details.get("tvm_over_ort", {})
 
     @property
     def speedup(self) -> float | None:
@@ -97,8 +105,12 @@ class ModelResult:
         sqnr = "-" if self.sqnr_100_db is None else f"{self.sqnr_100_db:.1f} dB"
         speed = "-" if self.speedup is None else (f"{self.speedup:.2f}x ({self.latency_ms['fp32']:.2f} -> "
                                                   f"{self.latency_ms['int8']:.2f} ms)")
+        ort = " / ".join(f"{self.over_ort[k]:.2f}" if k in self.over_ort else "-" for k in ORT_PEERS)
+        if "ort_error" in self.details:
+            ort += f" ({self.details['ort_error'][:80]})"
         return (f"| {self.name} | {self.kind} ({self.package}) | {mark(self.imported, 'import')} | "
-                f"{mark(self.analyzed, 'analyze')} | {compiled} | {qdq} | {sqnr} | {speed} | {self.data} |")
+                f"{mark(self.analyzed, 'analyze')} | {compiled} | {qdq} | {sqnr} | {speed} | "
+                f"{ort if self.latency_ms else '-'} | {self.data} |")
 
 
 def _fmt_db(value: float | None) -> str:
@@ -181,7 +193,11 @@ def _stages(model, target, args, result: ModelResult) -> None:
         return output_sqnr_db(outputs, reference)
 
     result.sqnr_100_db = round(float(_timed(result, "fidelity", fidelity)), 2)
-    result.latency_ms = _timed(result, "timing", lambda: _interleaved(builds, graph, held_out[0], args.rounds))
+    peers = _ort_peers(graph, configs[100], held_out[0], args.threads, result)
+    times = _timed(result, "timing", lambda: _interleaved(builds, graph, held_out[0], args.rounds, peers))
+    result.latency_ms = {name: round(min(ms), 3) for name, ms in times.items()}
+    result.details["tvm_over_ort"] = {build: round(float(np.median([t / o for t, o in zip(times[build], times[peer])])), 3)
+                                      for build, peer in ORT_PEERS.items() if peer in times}
     if result.sqnr_100_db < SQNR_GOAL_DB:  # which layers the error comes from
         result.details["worst_layers"] = _timed(result, "why-sqnr", lambda: _worst_layers(graph, calib, args))
     if result.speedup is not None and result.speedup < SPEEDUP_GOAL:  # where the int8 build's time goes
@@ -226,8 +242,31 @@ def _time_by_kind(builds: dict, inputs: list) -> dict[str, dict[str, float]]:
     return out
 
 
-def _interleaved(builds: dict, graph, feed: dict, rounds: int) -> dict[str, float]:
-    """Minimum latency (ms) over ``rounds`` interleaved rounds of the fp32, 50% and int8 builds."""
+def _ort_peers(graph, int8_config, feed: dict, threads: int, result: ModelResult) -> dict:
+    """onnxruntime runners on the model's fp32 ONNX and on the QDQ export of ``int8_config``
+    (:data:`ORT_PEERS`); a peer that cannot be built is left out and its one line recorded
+    (``ort_error``): the tvm-mpq columns do not depend on it."""
+    from benchkit.timing import ort_session
+
+    from tvm_mpq.export import build_qdq_onnx
+    from tvm_mpq.export.fp32_onnx import fp32_onnx, input_feed_names
+
+    peers = {}
+    try:
+        fp32 = fp32_onnx(graph)
+        ort_feed = {n: feed[s.name] for n, s in zip(input_feed_names(fp32), graph.inputs)}
+        for name, model in ((ORT_PEERS["fp32"], fp32), (ORT_PEERS["int8"], build_qdq_onnx(graph, int8_config, fp32).model)):
+            session = ort_session(model, threads)
+            session.run(None, ort_feed)  # a session that builds may still fail to run
+            peers[name] = (lambda s=session: s.run(None, ort_feed))
+    except Exception as err:  # noqa: BLE001 - the peer's failure is reported, not fatal
+        result.details["ort_error"] = _one_line(err)
+    return peers
+
+
+def _interleaved(builds: dict, graph, feed: dict, rounds: int, peers: dict | None = None) -> dict[str, list[float]]:
+    """Per round, the minimum latency (ms) of the fp32, 50% and int8 builds and of ``peers``
+    (onnxruntime runners), taking turns within each of ``rounds`` rounds."""
     from benchkit.timing import interleaved_min
 
     from tvm_mpq.runtime.executor import host_tensor
@@ -242,5 +281,4 @@ def _interleaved(builds: dict, graph, feed: dict, rounds: int) -> dict[str, floa
     runners["fp32"]()
     one = time.perf_counter() - start
     runs = int(np.clip(0.3 / max(one, 1e-4), 2, 20))
-    times = interleaved_min(runners, rounds, runs)
-    return {name: round(min(ms), 3) for name, ms in times.items()}
+    return interleaved_min({**runners, **(peers or {})}, rounds, runs)

@@ -11,8 +11,9 @@ matches; shapes checked), then:
 * a batch-norm the compiler folded into the layer is folded here too (node removed);
 * bias -> int32 codes at ``s_x * s_w`` + ``DequantizeLinear`` (the integer kernel's bias; a
   bias the kernel keeps in fp32 stays fp32);
-* input -> ``QuantizeLinear``/``DequantizeLinear`` (uint8, the config's scale / zero point; per
-  channel, ``axis=1``, for a depthwise conv's input quantized per channel),
+* input -> ``QuantizeLinear``/``DequantizeLinear`` (uint8, the config's scale / zero point; a
+  depthwise conv's input quantized per channel is written as the float ops of the quantizer,
+  which onnxruntime and TensorRT run: their Q/DQ activations are per tensor only),
   on the edge into the layer, or, where the compiler stores the tensor once as uint8 codes for
   all its readers (an int8 group's output), on the tensor itself so every consumer reads it
   quantized, exactly as the compiled model does.
@@ -40,7 +41,7 @@ from tvm_mpq.export.onnx_equalize import equalize_onnx
 from tvm_mpq.export.onnx_graph import (OnnxGraph, attr, is_nearest_resize, is_zero_pad, onnx_weight, same_directions,
                                       set_attr, with_opset)
 from tvm_mpq.frontends.model_graph import ModelGraph
-from tvm_mpq.quantization.quantizers import ACT_CHANNEL_AXIS, ActQParams
+from tvm_mpq.quantization.quantizers import ActQParams
 
 MIN_OPSET = 13
 """Per-channel ``DequantizeLinear`` (``axis``) exists from opset 13."""
@@ -234,8 +235,11 @@ def _rewrite_bias(g: OnnxGraph, il: Int8Layer, node: onnx.NodeProto) -> tuple[in
             g.nodes.remove(bn)
             add[0].output[0] = bn.output[0]
         return int(il.bias_folded), fold_bn
-    if node.op_type == "MatMul":
-        raise MpqError(f"int8 layer '{il.name}': no bias Add found after ONNX MatMul '{node.name}'")
+    if node.op_type == "MatMul":  # a bias-free MatMul that bias correction gave a bias: add it
+        product = g.fresh(f"{node.output[0]}_product")
+        g.nodes.append(helper.make_node("Add", [product, bias], [node.output[0]], name=g.fresh(f"{il.name}.bias_add")))
+        node.output[0] = product
+        return int(il.bias_folded), False
     for removed in ([add[0]] if add is not None else []) + ([bn] if fold_bn else []):
         g.nodes.remove(removed)
     node.output[0] = output
@@ -285,15 +289,17 @@ def _insert_activation_qdq(g: OnnxGraph, matches: list[tuple[Int8Layer, onnx.Nod
 
     def qdq(tensor: str, qp: ActQParams, out: str | None = None) -> str:
         if qp not in qparams:
-            qparams[qp] = (g.add_init(f"mpq_act{len(qparams)}_scale", np.array(qp.scale, np.float32)),
-                           g.add_init(f"mpq_act{len(qparams)}_zero_point", np.array(qp.zero_point, np.uint8)))
+            # per channel (a depthwise conv's input, NCHW): float constants shaped to broadcast
+            shape, zp_type = ((-1, 1, 1), np.float32) if qp.per_channel else ((), np.uint8)
+            qparams[qp] = (g.add_init(f"mpq_act{len(qparams)}_scale", np.array(qp.scale, np.float32).reshape(shape)),
+                           g.add_init(f"mpq_act{len(qparams)}_zero_point", np.array(qp.zero_point, zp_type).reshape(shape)))
         s, z = qparams[qp]
-        axis = {"axis": ACT_CHANNEL_AXIS} if qp.per_channel else {}  # a depthwise conv's input, per channel
-        q = g.add_node("QuantizeLinear", [tensor, s, z], f"{out or tensor}_quantized", **axis)
+        if qp.per_channel:
+            return _per_channel_fake_quant(g, tensor, qp, s, z, out)
+        q = g.add_node("QuantizeLinear", [tensor, s, z], f"{out or tensor}_quantized")
         if out is None:
-            return g.add_node("DequantizeLinear", [q, s, z], f"{tensor}_dequantized", **axis)
-        g.nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [out], name=g.fresh(f"{out}_DequantizeLinear"),
-                                        **axis))
+            return g.add_node("DequantizeLinear", [q, s, z], f"{tensor}_dequantized")
+        g.nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [out], name=g.fresh(f"{out}_DequantizeLinear")))
         return out
 
     raw: dict[str, str] = {}
@@ -317,6 +323,27 @@ def _insert_activation_qdq(g: OnnxGraph, matches: list[tuple[Int8Layer, onnx.Nod
             count += 1
         node.input[0] = edges[key]
     return count
+
+
+def _per_channel_fake_quant(g: OnnxGraph, tensor: str, qp: ActQParams, scale: str, zero_point: str,
+                            out: str | None) -> str:
+    """A per-channel activation quantizer written as the float ops of its definition
+    (``Div -> Round -> Add -> Clip -> Sub -> Mul``, the QDQ simulation's own order, so the values
+    are the same to the bit) rather than ``QuantizeLinear(axis=1)``: onnxruntime fuses a
+    ``Conv`` between Q/DQ into ``QLinearConv``, which takes per-tensor activation scales only and
+    fails at run time on a per-channel one ("result zero point must be a scalar"), and TensorRT
+    quantizes activations per tensor only. The layers on either side still read and write
+    their other quantizers as Q/DQ pairs."""
+    low = g.add_init("mpq_act_code_min", np.array(0.0, np.float32))
+    high = g.add_init(f"mpq_act_code_max_{qp.qmax}", np.array(float(qp.qmax), np.float32))
+    steps = [("Div", [scale]), ("Round", []), ("Add", [zero_point]), ("Clip", [low, high]), ("Sub", [zero_point])]
+    value = tensor
+    for op, operands in steps:
+        value = g.add_node(op, [value, *operands], f"{out or tensor}_{op.lower()}")
+    if out is None:
+        return g.add_node("Mul", [value, scale], f"{tensor}_dequantized")
+    g.nodes.append(helper.make_node("Mul", [value, scale], [out], name=g.fresh(f"{out}_Mul")))
+    return out
 
 
 def _is_layout(g: OnnxGraph, node: onnx.NodeProto) -> bool:

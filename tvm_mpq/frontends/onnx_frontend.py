@@ -12,6 +12,7 @@ import onnx.shape_inference
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
+from tvm_mpq.frontends.onnx_recurrent import RECURRENT_OPS, expand_recurrent
 
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -155,6 +156,8 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec]) -> onnx.Mode
        become initializers, so they are detached, named parameters; every other constant,
        scalars included, becomes a ``Constant`` node with its own rank (TVM then sees shapes and
        axes as compile-time values).
+    4. LSTM / GRU / RNN nodes, which TVM's importer lacks, are unrolled over their now static
+       sequence length (:mod:`tvm_mpq.frontends.onnx_recurrent`).
     """
     model_copy = onnx.ModelProto()
     model_copy.CopyFrom(model)
@@ -178,6 +181,8 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec]) -> onnx.Mode
         nodes = remaining
         if not folded:
             break
+    if any(node.op_type in RECURRENT_OPS for node in nodes):  # TVM imports no LSTM / GRU / RNN
+        nodes = expand_recurrent(nodes, values, _static_shapes(model_copy, nodes, values))
     return _rebuild(model_copy, nodes, values, from_initializers)
 
 
@@ -240,7 +245,7 @@ def _fold_pass(nodes: list, values: dict[str, np.ndarray], shapes: dict[str, tup
             try:
                 value = ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
             except Exception:  # an op onnx.reference lacks: leave it to TVM
-                value = None
+                value = _fold_axes_attribute(node, feeds)
         if value is None or any(np.asarray(v).size > _MAX_FOLD_ELEMENTS for v in value):
             remaining.append(node)
             continue
@@ -249,6 +254,20 @@ def _fold_pass(nodes: list, values: dict[str, np.ndarray], shapes: dict[str, tup
                 values[out] = np.asarray(v)
         folded = True
     return remaining, folded
+
+
+def _fold_axes_attribute(node: onnx.NodeProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray] | None:
+    """``Unsqueeze`` / ``Squeeze`` with the ``axes`` attribute (opset < 13), which
+    ``onnx.reference`` evaluates with its opset-13 kernels and rejects (ddddocr's CRNN builds
+    its LSTM input's shape from them)."""
+    axes = next((list(onnx.helper.get_attribute_value(a)) for a in node.attribute if a.name == "axes"), None)
+    if node.op_type not in ("Unsqueeze", "Squeeze") or axes is None or len(feeds) != 1:
+        return None
+    value = np.asarray(next(iter(feeds.values())))
+    if node.op_type == "Squeeze":
+        return [np.squeeze(value, axis=tuple(axes))]
+    rank = value.ndim + len(axes)
+    return [np.expand_dims(value, axis=tuple(a % rank for a in axes))]
 
 
 def _rebuild(model: onnx.ModelProto, nodes: list, values: dict[str, np.ndarray], from_initializers: set[str]) -> onnx.ModelProto:

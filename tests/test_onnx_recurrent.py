@@ -1,0 +1,198 @@
+"""ONNX LSTM / GRU / RNN nodes, which TVM 0.27's importer lacks, unrolled by the frontend
+(:mod:`tvm_mpq.frontends.onnx_recurrent`): the rewritten ONNX model computes what onnxruntime's
+own recurrent kernels compute (every direction, layout, optional input and attribute the
+rewrite takes), a model with an LSTM imports, compiles, and runs fp32 and int8 through TVM, and
+what the rewrite cannot unroll is one line naming the node."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tvm_mpq.errors import MpqError
+from tvm_mpq.frontends.model_graph import TensorSpec
+from tvm_mpq.frontends.onnx_frontend import prepare_static
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def recurrent_model(op: str, steps=5, batch=2, inputs=3, hidden=4, direction="forward", layout=0, bias=True,
+                    initial=True, peepholes=False, outputs=(True, True, True), lens=None, opset=14, seed=0,
+                    **attrs) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """One recurrent node with random constant weights, and a feed for its graph inputs."""
+    rng = np.random.default_rng(seed)
+    dirs, gates = (2 if direction == "bidirectional" else 1), GATES[op]
+    inits = [numpy_helper.from_array(rng.normal(size=(dirs, gates * hidden, inputs)).astype(np.float32), "W"),
+             numpy_helper.from_array(0.5 * rng.normal(size=(dirs, gates * hidden, hidden)).astype(np.float32), "R")]
+    names = ["X", "W", "R", "B" if bias else "", "lens" if lens is not None else "", "h0" if initial else ""]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.normal(size=(dirs, 2 * gates * hidden)).astype(np.float32), "B"))
+    if lens is not None:
+        inits.append(numpy_helper.from_array(np.full((batch,), lens, np.int32), "lens"))
+    x_shape = (steps, batch, inputs) if layout == 0 else (batch, steps, inputs)
+    state_shape = (dirs, batch, hidden) if layout == 0 else (batch, dirs, hidden)
+    graph_inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)]
+
+    def state(name: str) -> None:  # initial=True: a graph input; "zeros" / "const": an initializer
+        if initial is True:
+            graph_inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, state_shape))
+        elif initial:
+            value = rng.normal(size=state_shape) if initial == "const" else np.zeros(state_shape)
+            inits.append(numpy_helper.from_array(value.astype(np.float32), name))
+
+    state("h0")
+    if op == "LSTM":
+        names.append("c0" if initial else "")
+        state("c0")
+        if peepholes:
+            names.append("P")
+            inits.append(numpy_helper.from_array(rng.normal(size=(dirs, 3 * hidden)).astype(np.float32), "P"))
+    while names[-1] == "":
+        names.pop()
+    results = [n if keep else "" for n, keep in zip(["Y", "Y_h", "Y_c"][:3 if op == "LSTM" else 2], outputs)]
+    while results[-1] == "":
+        results.pop()
+    if layout:
+        attrs["layout"] = 1
+    node = helper.make_node(op, names, results, name="rnn", hidden_size=hidden, direction=direction, **attrs)
+    graph = helper.make_graph([node], "g", graph_inputs,
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in results if n], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    feed = {i.name: rng.normal(size=[d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+            for i in graph_inputs}
+    return model, feed
+
+
+def _specs(feed: dict[str, np.ndarray]) -> list[TensorSpec]:
+    return [TensorSpec(name, tuple(value.shape), "float32") for name, value in feed.items()]
+
+
+def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """onnxruntime's recurrent kernels; ``onnx.reference`` where onnxruntime refuses the node
+    (``layout=1``: "batchwise recurrent operations are not supported")."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - the reference implements layout=1 (but not clip)
+        from onnx.reference import ReferenceEvaluator
+
+        return ReferenceEvaluator(model).run(None, feed)
+    return session.run(None, feed)
+
+
+CASES = [
+    *[(op, {"direction": d, "layout": lay}) for op in GATES for d in ("forward", "reverse", "bidirectional")
+      for lay in (0, 1)],
+    ("LSTM", {"bias": False, "initial": False}),
+    *[(op, {"initial": init, "direction": "bidirectional"}) for op in GATES for init in ("zeros", "const")],
+    ("GRU", {"initial": "const", "linear_before_reset": 1}),
+    ("GRU", {"initial": False, "linear_before_reset": 1}),
+    ("LSTM", {"initial": "const", "peepholes": True, "layout": 1}),
+    ("LSTM", {"peepholes": True, "direction": "bidirectional"}),
+    ("LSTM", {"clip": 0.5}),
+    ("LSTM", {"outputs": (False, True, False)}),
+    ("LSTM", {"outputs": (True, False, False)}),
+    ("LSTM", {"lens": 5}),
+    ("LSTM", {"opset": 12}),
+    ("LSTM", {"steps": 1, "batch": 1}),
+    ("GRU", {"linear_before_reset": 1, "direction": "bidirectional"}),
+    ("GRU", {"linear_before_reset": 1, "layout": 1}),
+    ("GRU", {"linear_before_reset": 1, "clip": 1.0}),
+    ("GRU", {"clip": 1.0}),
+    ("GRU", {"bias": False, "initial": False}),
+    ("GRU", {"activations": ["HardSigmoid", "Tanh"], "activation_alpha": [0.3], "activation_beta": [0.4]}),
+    ("RNN", {"activations": ["Relu"]}),
+    ("RNN", {"clip": 0.5}),
+]
+
+
+@pytest.mark.parametrize(("op", "kwargs"), CASES, ids=[f"{op}-{'-'.join(f'{k}={v}' for k, v in kw.items())}"
+                                                      for op, kw in CASES])
+def test_the_unrolled_node_computes_what_onnxruntime_computes(op, kwargs):
+    model, feed = recurrent_model(op, **kwargs)
+    unrolled = prepare_static(model, _specs(feed))
+    assert not any(n.op_type in GATES for n in unrolled.graph.node)
+    expected, got = _run(model, feed), _run(unrolled, feed)
+    assert [e.shape for e in expected] == [g.shape for g in got]
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=2e-6)
+
+
+def test_an_lstm_model_imports_compiles_and_runs_fp32_and_int8(tmp_path):
+    """A bidirectional LSTM over a conv's features (an OCR head's shape): TVM's fp32 build
+    matches onnxruntime on the original LSTM node; the input projections and every step's
+    recurrent product are dense layers of the layer table; the fully int8 build runs them as
+    integer matmuls and stays close to fp32."""
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.compiler.inspect_ir import mac_census
+    from tvm_mpq.graph import build_layer_table
+    from tvm_mpq.metrics.task_metrics import output_sqnr_db
+    from tvm_mpq.runtime.executor import compile_graph
+    from tvm_mpq.zoo import load_model
+
+    rng = np.random.default_rng(3)
+    steps, channels, hidden = 6, 8, 16
+    conv_w = numpy_helper.from_array(rng.normal(scale=0.3, size=(channels, 1, 3, 3)).astype(np.float32), "conv_w")
+    w = numpy_helper.from_array(rng.normal(scale=0.3, size=(2, 4 * hidden, channels)).astype(np.float32), "W")
+    r = numpy_helper.from_array(rng.normal(scale=0.3, size=(2, 4 * hidden, hidden)).astype(np.float32), "R")
+    b = numpy_helper.from_array(rng.normal(scale=0.1, size=(2, 8 * hidden)).astype(np.float32), "B")
+    shape = numpy_helper.from_array(np.array([1, channels, steps], np.int64), "shape")
+    nodes = [helper.make_node("Conv", ["x", "conv_w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["a"]),
+             helper.make_node("Reshape", ["a", "shape"], ["f"]),
+             helper.make_node("Transpose", ["f"], ["seq"], perm=[2, 0, 1]),
+             helper.make_node("LSTM", ["seq", "W", "R", "B"], ["y"], hidden_size=hidden, direction="bidirectional",
+                              name="head")]
+    graph = helper.make_graph(nodes, "ocr_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, steps])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [steps, 2, 1, hidden])],
+                              [conv_w, w, r, b, shape])
+    path = tmp_path / "ocr_head.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), str(path))
+
+    model = load_model(str(path))
+    table = build_layer_table(model)
+    dense = [layer for layer in table if layer.kind == "dense"]
+    # per direction: the input projection, and a recurrent product per step after the first (the
+    # initial state is zero: the first step's product is folded away before TVM sees it)
+    assert len(dense) == 2 * (1 + steps - 1)
+    feeds = [{"x": rng.normal(size=(1, 1, 1, steps)).astype(np.float32)} for _ in range(6)]
+    reference = [_run(onnx.load(str(path)), feed)[0] for feed in feeds]
+    fp32 = compile_graph(model)
+    for feed, expected in zip(feeds, reference):
+        np.testing.assert_allclose(fp32.run(feed)[0], expected, rtol=1e-4, atol=1e-5)
+    config, _ = config_for_rate(model, feeds[:4], 100, "quantunev2")
+    int8 = compile_model(model, config)
+    assert int8.stats["int8_layers"] == len(table)
+    assert mac_census(int8.mod) == {"uint8 x int8 -> int32": len(table)}
+    outputs = [int8.run(feed) for feed in feeds[4:]]
+    # random weights, 4 calibration samples, every product int8 through 6 steps: 17 dB measured
+    assert output_sqnr_db(outputs, [fp32.run(feed) for feed in feeds[4:]]) > 12.0
+
+
+def test_what_cannot_be_unrolled_is_one_line_naming_the_node():
+    model, feed = recurrent_model("LSTM")
+    w = model.graph.initializer[0]
+    model.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, list(w.dims)))
+    del model.graph.initializer[0]
+    feed["W"] = numpy_helper.to_array(w)
+    with pytest.raises(MpqError, match="cannot unroll LSTM node 'rnn': its W input 'W' is not a constant"):
+        prepare_static(model, _specs(feed))
+
+    model, feed = recurrent_model("GRU", lens=3)
+    with pytest.raises(MpqError, match="sequence_lens must be a constant equal to the sequence length 5"):
+        prepare_static(model, _specs(feed))
+
+    model, feed = recurrent_model("RNN", activations=["Softsign"])
+    with pytest.raises(MpqError, match="activation Softsign is not supported"):
+        prepare_static(model, _specs(feed))
+
+    model, feed = recurrent_model("LSTM", input_forget=1)
+    with pytest.raises(MpqError, match="input_forget=1 is not supported"):
+        prepare_static(model, _specs(feed))

@@ -1,0 +1,333 @@
+"""ONNX ``LSTM`` / ``GRU`` / ``RNN`` nodes written out as the ops TVM imports, one step per time step.
+
+TVM 0.27's Relax ONNX importer has no recurrent ops (Relay's had them, unrolled the same way),
+so OCR heads (CNN + LSTM + CTC), voice-activity models and seq2seq encoders stopped at import.
+With the static input shapes the import already fixes, the sequence length is known, and each
+node becomes, per direction:
+
+* one ``MatMul`` of the whole input sequence with ``W^T`` plus both biases (a dense layer over
+  ``S x B`` rows: the input projection, quantizable like any dense layer), then
+* per time step, ``Gather`` of that step's row, ``MatMul`` of the hidden state with ``R^T`` (a
+  dense layer; every step reads the same weight), the gate arithmetic of the ONNX definition
+  (``Slice`` per gate, the node's activations, peepholes, ``clip``), and the new state;
+* ``Y`` / ``Y_h`` / ``Y_c`` assembled with ``Reshape`` + ``Concat`` (+ ``Transpose`` for
+  ``layout=1``), under the node's own output names.
+
+Only ops that exist with the same signature in every opset the importer takes are emitted
+(``Slice`` and ``Reshape`` with constant inputs, ``Gather``, ``MatMul``, ``Concat``,
+``Transpose``, elementwise ops), so the rewritten model is still the model's opset. What the
+rewrite needs but cannot find is one :class:`~tvm_mpq.errors.MpqError` line naming the node:
+weights that are not constants, a sequence length that is not static, ``sequence_lens`` that
+differ from it, an activation outside :data:`ACTIVATIONS`, LSTM's ``input_forget``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+import onnx
+import onnx.helper
+
+from tvm_mpq.errors import MpqError
+
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+DEFAULT_ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+ACTIVATIONS = ("Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu")
+"""Activations the rewrite writes out (ONNX ops of the same name; HardSigmoid / LeakyRelu take
+the node's ``activation_alpha`` / ``activation_beta``)."""
+MAX_STEPS = 1024
+"""Longest sequence unrolled: each step is a handful of nodes per direction."""
+
+
+State = Union[str, np.ndarray, None]
+
+
+@dataclass
+class _Emitter:
+    """New nodes and constants for one recurrent node, named under its name."""
+
+    prefix: str
+    values: dict[str, np.ndarray]
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    count: int = 0
+
+    def const(self, tag: str, value: np.ndarray) -> str:
+        name = f"{self.prefix}/{tag}"
+        self.values[name] = np.array(value, order="C")  # (ascontiguousarray would make a scalar 1-d)
+        return name
+
+    def op(self, op_type: str, inputs: list[str], tag: str, output: str | None = None, **attrs) -> str:
+        self.count += 1
+        out = output or f"{self.prefix}/{tag}_{self.count}"
+        self.nodes.append(onnx.helper.make_node(op_type, inputs, [out], name=f"{self.prefix}/{tag}_{self.count}", **attrs))
+        return out
+
+    def slice_last(self, x: str, start: int, stop: int, tag: str) -> str:
+        starts = self.const(f"{tag}_start_{start}", np.array([start], np.int64))
+        ends = self.const(f"{tag}_end_{stop}", np.array([stop], np.int64))
+        axes = self.const("axes_last", np.array([-1], np.int64))
+        return self.op("Slice", [x, starts, ends, axes], tag)
+
+    # A state is a tensor name, a constant (``np.ndarray``: a constant initial state) or
+    # ``None`` (zero: no initial state). The helpers below fold what is constant, so no MatMul
+    # of two constants reaches TVM (its constant folding would remove a layer of the table).
+    def operand(self, value: State) -> str:
+        return value if isinstance(value, str) else self.const(f"k{len(self.values)}", np.asarray(value, np.float32))
+
+    def add(self, a: State, b: State, tag: str) -> State:
+        if a is None or b is None:
+            return b if a is None else a
+        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+            return a + b
+        return self.op("Add", [self.operand(a), self.operand(b)], tag)
+
+    def mul(self, a: State, b: State, tag: str) -> State:
+        if a is None or b is None:
+            return None
+        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+            return a * b
+        return self.op("Mul", [self.operand(a), self.operand(b)], tag)
+
+    def sub(self, a: State, b: State, tag: str) -> State:
+        if b is None:
+            return a
+        if a is None:
+            return -b if isinstance(b, np.ndarray) else self.op("Neg", [b], tag)
+        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+            return a - b
+        return self.op("Sub", [self.operand(a), self.operand(b)], tag)
+
+    def matmul(self, h: State, weight: np.ndarray, weight_name: str, tag: str) -> State:
+        if h is None:
+            return None
+        if isinstance(h, np.ndarray):
+            product = h @ weight
+            return product if np.any(product) else None
+        return self.op("MatMul", [h, weight_name], tag)
+
+    def reshape(self, x: str, shape: tuple[int, ...], tag: str, output: str | None = None) -> str:
+        target = self.const("shape_" + "x".join(str(d) for d in shape), np.array(shape, np.int64))
+        return self.op("Reshape", [x, target], tag, output)
+
+
+def _attributes(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _activation(em: _Emitter, name: str, x: str, alpha: float | None, beta: float | None, tag: str) -> str:
+    if name == "HardSigmoid":
+        return em.op(name, [x], tag, alpha=0.2 if alpha is None else alpha, beta=0.5 if beta is None else beta)
+    if name == "LeakyRelu":
+        return em.op(name, [x], tag, alpha=0.01 if alpha is None else alpha)
+    return em.op(name, [x], tag)
+
+
+def expand_recurrent(nodes: list[onnx.NodeProto], values: dict[str, np.ndarray],
+                     shapes: dict[str, tuple[int, ...]]) -> list[onnx.NodeProto]:
+    """``nodes`` with every LSTM / GRU / RNN node replaced by its unrolled steps (module
+    docstring); the new constants are added to ``values``. MpqError, naming the node, for one
+    the rewrite cannot unroll."""
+    out: list[onnx.NodeProto] = []
+    for index, node in enumerate(nodes):
+        if node.op_type not in RECURRENT_OPS or node.domain not in ("", "ai.onnx"):
+            out.append(node)
+            continue
+        out.extend(_expand(node, node.name or f"{node.op_type}_{index}", values, shapes))
+    return out
+
+
+def _input(node: onnx.NodeProto, position: int) -> str:
+    return node.input[position] if len(node.input) > position else ""
+
+
+def _expand(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
+            shapes: dict[str, tuple[int, ...]]) -> list[onnx.NodeProto]:
+    op = node.op_type
+    where = f"{op} node '{name}'"
+    attrs = _attributes(node)
+    x, w_name, r_name, b_name, lens_name = (_input(node, i) for i in range(5))
+    h0_name = _input(node, 5)
+    c0_name = _input(node, 6) if op == "LSTM" else ""
+    p_name = _input(node, 7) if op == "LSTM" else ""
+    for label, tensor in (("W", w_name), ("R", r_name), ("B", b_name), ("P", p_name)):
+        if tensor and tensor not in values:
+            raise MpqError(f"cannot unroll {where}: its {label} input '{tensor}' is not a constant")
+    if x not in shapes or len(shapes[x]) != 3:
+        raise MpqError(f"cannot unroll {where}: the shape of its input '{x}' is not static (give --input-shape)")
+    if attrs.get("input_forget", 0):
+        raise MpqError(f"cannot unroll {where}: input_forget=1 is not supported")
+    layout = int(attrs.get("layout", 0))
+    steps, batch, _ = shapes[x] if layout == 0 else (shapes[x][1], shapes[x][0], shapes[x][2])
+    if steps > MAX_STEPS:
+        raise MpqError(f"cannot unroll {where}: {steps} time steps (at most {MAX_STEPS})")
+    if lens_name:
+        lens = values.get(lens_name)
+        if lens is None or np.any(np.asarray(lens) != steps):
+            raise MpqError(f"cannot unroll {where}: sequence_lens must be a constant equal to the sequence length "
+                           f"{steps} for every batch entry")
+    weights = np.asarray(values[w_name], np.float32)
+    recurrence = np.asarray(values[r_name], np.float32)
+    directions, gates_hidden = weights.shape[0], weights.shape[1]
+    hidden = int(attrs.get("hidden_size", gates_hidden // GATES[op]))
+    gates = GATES[op]
+    bias = (np.asarray(values[b_name], np.float32) if b_name
+            else np.zeros((directions, 2 * gates * hidden), np.float32))
+    peepholes = np.asarray(values[p_name], np.float32) if p_name else None
+    direction = attrs.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else str(direction)
+    functions = [a.decode() if isinstance(a, bytes) else str(a) for a in attrs.get("activations", [])]
+    per_direction = len(DEFAULT_ACTIVATIONS[op])
+    functions = functions or list(DEFAULT_ACTIVATIONS[op]) * directions
+    alphas = list(attrs.get("activation_alpha", []))
+    betas = list(attrs.get("activation_beta", []))
+    for function in functions:
+        if function not in ACTIVATIONS:
+            raise MpqError(f"cannot unroll {where}: activation {function} is not supported "
+                           f"(supported: {', '.join(ACTIVATIONS)})")
+
+    em = _Emitter(name, values)
+    sequence = em.op("Transpose", [x], "x_time_major", perm=[1, 0, 2]) if layout == 1 else x
+    clip = attrs.get("clip")
+    ys, finals_h, finals_c = [], [], []
+    for d in range(directions):
+        reverse = direction == "reverse" or (direction == "bidirectional" and d == 1)
+        acts = functions[d * per_direction:(d + 1) * per_direction]
+        act_params = [(alphas[k] if k < len(alphas) else None, betas[k] if k < len(betas) else None)
+                      for k in range(d * per_direction, (d + 1) * per_direction)]
+
+        def activate(k: int, value: str, tag: str) -> str:
+            return _activation(em, acts[k], value, *act_params[k], tag)
+
+        wb, rb = bias[d, :gates * hidden], bias[d, gates * hidden:]
+        # the input projection carries both biases, except GRU's Rb_h, which is inside r * (...)
+        x_bias = wb + (np.concatenate([rb[:2 * hidden], np.zeros(hidden, np.float32)]) if op == "GRU" else rb)
+        if op == "GRU" and not attrs.get("linear_before_reset", 0):  # r multiplies h before R_h
+            products = [_Recurrent(em, recurrence[d, :2 * hidden].T, f"d{d}/R_zr_T"),
+                        _Recurrent(em, recurrence[d, 2 * hidden:].T, f"d{d}/R_h_T")]
+        else:
+            products = [_Recurrent(em, recurrence[d].T, f"d{d}/R_T")]
+        rb_h = rb[2 * hidden:] if op == "GRU" else None
+        projected = em.op("MatMul", [sequence, em.const(f"d{d}/W_T", weights[d].T)], f"d{d}/x_proj")
+        projected = em.op("Add", [projected, em.const(f"d{d}/x_bias", x_bias)], f"d{d}/x_proj_bias")
+
+        def initial(tensor: str, tag: str) -> State:
+            axis = 1 if layout == 1 else 0  # (batch, directions, hidden) with layout=1
+            if not tensor:
+                return None
+            if tensor in values:
+                state = np.take(np.asarray(values[tensor], np.float32), d, axis=axis)
+                return state if np.any(state) else None
+            index = em.const(f"index_{d}", np.array(d, np.int64))
+            return em.op("Gather", [tensor, index], f"d{d}/{tag}0", axis=axis)
+
+        h: State = initial(h0_name, "h")
+        c: State = initial(c0_name, "c") if op == "LSTM" else None
+        outputs: dict[int, str] = {}
+        order = range(steps - 1, -1, -1) if reverse else range(steps)
+        for t in order:
+            tag = f"d{d}/t{t}"
+            row = em.op("Gather", [projected, em.const(f"step_{t}", np.array(t, np.int64))], f"{tag}/x", axis=0)
+            if op == "GRU":
+                h = _gru_step(em, row, h, hidden, tag, activate, clip, products, rb_h)
+            elif op == "LSTM":
+                h, c = _lstm_step(em, row, h, c, products[0], hidden, tag, activate, clip,
+                                  None if peepholes is None else peepholes[d], d)
+            else:
+                pre = _clipped(em, em.add(row, products[0].times(h, f"{tag}/h_proj"), f"{tag}/pre"), clip, tag)
+                h = activate(0, pre, f"{tag}/h")
+            outputs[t] = h
+        if node.output[0]:
+            steps_seq = [em.reshape(outputs[t], (1, 1, batch, hidden), f"d{d}/t{t}/y") for t in range(steps)]
+            ys.append(em.op("Concat", steps_seq, f"d{d}/y", axis=0))
+        finals_h.append(em.reshape(h, (1, batch, hidden), f"d{d}/h_last"))
+        if op == "LSTM":
+            finals_c.append(em.reshape(c, (1, batch, hidden), f"d{d}/c_last"))
+
+    outputs = list(node.output) + [""] * (3 - len(node.output))
+    _assemble(em, outputs[0], ys, (2, 0, 1, 3) if layout == 1 else None, "y")
+    _assemble(em, outputs[1], finals_h, (1, 0, 2) if layout == 1 else None, "y_h")
+    if op == "LSTM":
+        _assemble(em, outputs[2], finals_c, (1, 0, 2) if layout == 1 else None, "y_c")
+    return em.nodes
+
+
+def _assemble(em: _Emitter, output: str, parts: list[str], perm: tuple[int, ...] | None, tag: str) -> None:
+    """``output`` = the directions' ``parts`` concatenated on the direction axis, transposed
+    to ``perm`` for ``layout=1``; nothing when the node does not produce it."""
+    if not output:
+        return
+    if perm is None:
+        em.op("Concat", parts, tag, output=output, axis=1 if tag == "y" else 0)
+        return
+    joined = em.op("Concat", parts, tag, axis=1 if tag == "y" else 0)
+    em.op("Transpose", [joined], tag, output=output, perm=list(perm))
+
+
+def _clipped(em: _Emitter, x: str, clip: float | None, tag: str) -> str:
+    if clip is None:
+        return x
+    low = em.const("clip_low", np.array(-clip, np.float32))
+    high = em.const("clip_high", np.array(clip, np.float32))
+    return em.op("Min", [em.op("Max", [x, low], f"{tag}/clip_low"), high], f"{tag}/clip")
+
+
+@dataclass
+class _Recurrent:
+    """A recurrent weight (``R^T`` or a block of it), a constant of the rewritten model."""
+
+    em: _Emitter
+    weight: np.ndarray
+    tag: str
+
+    def __post_init__(self) -> None:
+        self.name = self.em.const(self.tag, self.weight)
+
+    def times(self, h: State, tag: str) -> State:
+        return self.em.matmul(h, self.weight, self.name, tag)
+
+
+def _lstm_step(em: _Emitter, row: str, h: State, c: State, recurrent: _Recurrent, hidden: int, tag: str, activate,
+               clip: float | None, peepholes: np.ndarray | None, d: int) -> tuple[str, str]:
+    """One LSTM step (ONNX gate order i, o, f, c): the new hidden and cell state."""
+    pre = _clipped(em, em.add(row, recurrent.times(h, f"{tag}/h_proj"), f"{tag}/gates"), clip, tag)
+    i, o, f, g = (em.slice_last(pre, k * hidden, (k + 1) * hidden, f"{tag}/gate{k}") for k in range(4))
+    if peepholes is not None:
+        p_i, p_o, p_f = (peepholes[k * hidden:(k + 1) * hidden] for k in range(3))
+        i = em.add(i, em.mul(p_i, c, f"{tag}/pi"), f"{tag}/i_peep")
+        f = em.add(f, em.mul(p_f, c, f"{tag}/pf"), f"{tag}/f_peep")
+    i, f, g = activate(0, i, f"{tag}/i"), activate(0, f, f"{tag}/f"), activate(1, g, f"{tag}/g")
+    c_new = em.add(em.mul(f, c, f"{tag}/fc"), em.mul(i, g, f"{tag}/ig"), f"{tag}/c")
+    if peepholes is not None:
+        o = em.add(o, em.mul(p_o, c_new, f"{tag}/po"), f"{tag}/o_peep")
+    o = activate(0, o, f"{tag}/o")
+    return em.op("Mul", [o, activate(2, c_new, f"{tag}/c_act")], f"{tag}/h"), c_new
+
+
+def _gru_step(em: _Emitter, row: str, h: State, hidden: int, tag: str, activate, clip: float | None,
+              products: list[_Recurrent], rb_h: np.ndarray) -> str:
+    """One GRU step (ONNX gate order z, r, h): the new hidden state. ``products`` is
+    ``[R_zr^T, R_h^T]`` without ``linear_before_reset``, ``[R^T]`` with it."""
+    x_z, x_r, x_h = (em.slice_last(row, k * hidden, (k + 1) * hidden, f"{tag}/x{k}") for k in range(3))
+    h_proj = products[0].times(h, f"{tag}/h_proj")
+    h_z, h_r = ((None, None) if h_proj is None else
+                tuple(h_proj[..., k * hidden:(k + 1) * hidden] if isinstance(h_proj, np.ndarray)
+                      else em.slice_last(h_proj, k * hidden, (k + 1) * hidden, f"{tag}/h{k}") for k in range(2)))
+    z = activate(0, _clipped(em, em.add(x_z, h_z, f"{tag}/z_pre"), clip, f"{tag}/z"), f"{tag}/z")
+    r = activate(0, _clipped(em, em.add(x_r, h_r, f"{tag}/r_pre"), clip, f"{tag}/r"), f"{tag}/r")
+    if len(products) == 1:  # linear_before_reset: r * (h R_h^T + Rb_h)
+        h_h = (None if h_proj is None else h_proj[..., 2 * hidden:] if isinstance(h_proj, np.ndarray)
+               else em.slice_last(h_proj, 2 * hidden, 3 * hidden, f"{tag}/h2"))
+        candidate = em.add(x_h, em.mul(r, em.add(h_h, rb_h, f"{tag}/hh_bias"), f"{tag}/r_hh"), f"{tag}/cand_pre")
+    else:  # (r * h) R_h^T + Rb_h
+        reset = products[1].times(em.mul(r, h, f"{tag}/rh"), f"{tag}/rh_proj")
+        candidate = em.add(x_h, em.add(reset, rb_h, f"{tag}/rh_bias"), f"{tag}/cand_pre")
+    candidate = activate(1, _clipped(em, candidate, clip, f"{tag}/cand"), f"{tag}/cand")
+    # h = (1 - z) * candidate + z * h = candidate + z * (h - candidate)
+    keep = em.mul(z, em.sub(h, candidate, f"{tag}/h_minus"), f"{tag}/z_keep")
+    return em.add(candidate, keep, f"{tag}/h")
+
+
+__all__ = ["ACTIVATIONS", "MAX_STEPS", "RECURRENT_OPS", "expand_recurrent"]
