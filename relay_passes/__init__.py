@@ -27,6 +27,8 @@ to chosen layers' outputs, their MAC results returned: measured bias correction)
 parameters: the stage-C model), :class:`UniqueBindingNames`. The CPU build's own rewrites
 (``tvm_mpq.compiler.build.graph_passes``) are imported from their modules:
 ``fold_pad.FoldPadIntoConv``, ``transpose_conv_as_matmul.TransposeConvAsMatmul``,
+``flatten_matmul_rows.FlattenMatmulRows`` (a batch of rows times a constant weight as one GEMM),
+``pad_matmul_columns.PadMatmulColumns`` (its columns on whole vectors),
 ``shift_activations.ShiftActivationsToInt8``, ``pad_channels.PadOutputChannels`` (int8 convs with
 few output channels on whole vectors), ``winograd_conv.Conv2dWinograd`` (float32 3x3
 stride-1 convs on large maps as Winograd F(4x4, 3x3)), ``fast_exp.VectorExp`` (float32 exp /

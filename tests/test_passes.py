@@ -432,6 +432,61 @@ def test_upsampling_transpose_conv_builds_as_a_gemm():
     assert "conv2d_transpose" in TransposeConvAsMatmul()(overlapping).script()
 
 
+
+def _matmul_module(data_shape: tuple[int, ...], columns: int, dtype: str, seed: int = 0):
+    """``matmul(x, constant W) + bias`` (float32), or uint8 x int8 -> int32 then a float rescale."""
+    rng = np.random.default_rng(seed)
+    k = data_shape[-1]
+    if dtype == "float32":
+        w = rng.normal(size=(k, columns)).astype("float32")
+        x = rng.normal(size=data_shape).astype("float32")
+    else:
+        w = rng.integers(-127, 128, size=(k, columns)).astype("int8")
+        x = rng.integers(0, 256, size=data_shape).astype("uint8")
+    b = rng.normal(size=(columns,)).astype("float32")
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType(data_shape, dtype if dtype == "float32" else "uint8"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.matmul(xv, relax.const(w), out_dtype="float32" if dtype == "float32" else "int32"))
+            if dtype != "float32":
+                acc = bb.emit(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(np.float32(0.01))))
+            y = bb.emit_output(relax.op.add(acc, relax.const(b)))
+        bb.emit_func_output(y)
+    want = (x.astype(np.float64) @ w.astype(np.float64)) * (1.0 if dtype == "float32" else 0.01) + b
+    return bb.get(), x, want
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_batched_rows_and_odd_columns_run_on_the_gemm_kernel(dtype):
+    """FlattenMatmulRows: ``[20, 2, K] x [K, N]`` (an unrolled LSTM's input projection over its
+    sequence) is one GEMM of 40 rows; PadMatmulColumns: N = 10 or 8210 (a CTC head over a large
+    vocabulary: no vector width divides it) gets zero columns up to whole vectors and a slice.
+    Both build on the GEMM kernel (TVM's default schedule ran them) with the values of the
+    definition; leading dimensions of 1 and columns on whole vectors are left as they are."""
+    from relay_passes.flatten_matmul_rows import FlattenMatmulRows
+    from relay_passes.pad_matmul_columns import PadMatmulColumns
+    from tvm_mpq.compiler.build import build_module
+    from tvm_mpq.runtime.executor import host_target
+
+    dev = tvm.cpu()
+    for data_shape, columns, flattened in (((20, 2, 64), 48, True), ((20, 64), 10, False), ((4, 1, 96), 8210, True)):
+        mod, x, want = _matmul_module(data_shape, columns, dtype)
+        assert ("R.reshape" in FlattenMatmulRows()(mod).script()) == flattened, data_shape
+        padded = PadMatmulColumns(16)(mod).script()
+        assert ("R.strided_slice" in padded) == (columns % 4 != 0), columns
+        executable, info = build_module(mod, host_target())
+        macs = {name: rule for name, rule in info["kernels"].items() if "matmul" in name}
+        assert list(macs.values()) == ["MatmulConstWeight"], info["kernels"]
+        assert any("strided_slice" in name for name in macs) == (columns % 4 != 0), macs  # the product sliced
+        got = relax.VirtualMachine(executable, dev)["main"](tvm.runtime.tensor(x, dev)).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    for shape in ((1, 5, 64), (1, 1, 64)):
+        mod, _, _ = _matmul_module(shape, 32, dtype)
+        assert "R.reshape" not in FlattenMatmulRows()(mod).script()
+        assert "R.strided_slice" not in PadMatmulColumns(16)(mod).script()
+
+
 def _nhwc_conv(c: int, k: int, hw: int, stride: int = 1, pad: int = 1, dtype: str = "float32", seed: int = 0):
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(3, 3, c, k)).astype(dtype)

@@ -44,7 +44,9 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     into arithmetic (a batch norm the precision passes did not fold: stage A) and, for
     targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
     CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
-    upsampling transposed convs as GEMMs (:mod:`relay_passes.transpose_conv_as_matmul`), float32
+    upsampling transposed convs as GEMMs (:mod:`relay_passes.transpose_conv_as_matmul`), a batch
+    of rows times a constant weight as one GEMM (:mod:`relay_passes.flatten_matmul_rows`) on whole
+    vectors of columns (:mod:`relay_passes.pad_matmul_columns`), float32
     3x3 stride-1 convs on large maps as Winograd F(4x4, 3x3) (:mod:`relay_passes.winograd_conv`),
     float32 exp / sigmoid as vectorizable polynomials (:mod:`relay_passes.fast_exp`);
     for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first; int8 convs
@@ -56,7 +58,9 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
               relax.transform.CanonicalizeBindings()]
     if activation_layout(target) == "NHWC":
         from relay_passes.fast_exp import VectorExp
+        from relay_passes.flatten_matmul_rows import FlattenMatmulRows
         from relay_passes.fold_pad import FoldPadIntoConv
+        from relay_passes.pad_matmul_columns import PadMatmulColumns
         from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
         from relay_passes.winograd_conv import Conv2dWinograd
         from relay_passes.pad_channels import PadOutputChannels
@@ -65,7 +69,9 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
 
         isa = cpu_isa(target)
         passes += [FoldPadIntoConv(),  # the kernels read a conv's own zero padding in place
-                   TransposeConvAsMatmul()]  # (no CPU schedule for conv2d_transpose: a GEMM instead)
+                   TransposeConvAsMatmul(),  # (no CPU schedule for conv2d_transpose: a GEMM instead)
+                   FlattenMatmulRows(),  # batched rows x constant weight: one GEMM of the rows
+                   PadMatmulColumns(isa.lanes(32))]  # e.g. 8210 classes: whole vectors, not 2 lanes
         if isa.dot == "sdot":  # signed x signed dot product: activations shifted to int8
             passes += [ShiftActivationsToInt8()]
         if isa.dot is not None:  # int8 convs with e.g. 10 output channels on whole dot-product vectors
