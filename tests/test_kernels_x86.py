@@ -68,14 +68,15 @@ def _requant_epilogue(bb: relax.BlockBuilder, acc: relax.Expr, axis_shape: tuple
 
 
 def int8_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0, groups: int = 1,
-              zp: int = 3, residual: bool = False, tail_pad: bool = False) -> tuple[tvm.IRModule, np.ndarray]:
+              zp: int = 3, residual: bool = False, tail_pad: bool = False,
+              batch: int = 1) -> tuple[tvm.IRModule, np.ndarray]:
     """uint8 pad(zp) -> conv(int32) -> +offset -> *scale -> round -> +zp -> clip -> uint8
     (-> + residual in fp32) (-> the next stride-2 layer's asymmetric pad, fused after the
     epilogue: a non-zero value, so an unwritten border cannot pass for padding), like
     LowerToInteger emits."""
     rng = np.random.default_rng(c * 1000 + f)
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
+    x = relax.Var("x", relax.TensorType((batch, c, hw, hw), "uint8"))
     w = rng.integers(-127, 128, size=(f, c // groups, k, k)).astype("int8")
     with bb.function("main", [x]):
         with bb.dataflow():
@@ -88,7 +89,7 @@ def int8_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0, gr
                 y = bb.emit(relax.op.nn.pad(y, [0, 0, 0, 0, 0, 1, 0, 1], pad_value=5.0))
             y = bb.emit_output(y)
         bb.emit_func_output(y)
-    return bb.get(), rng.integers(0, 256, size=(1, c, hw, hw)).astype("uint8")
+    return bb.get(), rng.integers(0, 256, size=(batch, c, hw, hw)).astype("uint8")
 
 
 def int8_gate(c: int, hw: int, zp: int = 3) -> tuple[tvm.IRModule, np.ndarray]:
@@ -126,10 +127,10 @@ def int8_dense(m: int, k: int, n: int, zp: int = 3) -> tuple[tvm.IRModule, np.nd
 
 
 def fp32_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0,
-              groups: int = 1, epilogue: bool = True) -> tuple[tvm.IRModule, np.ndarray]:
+              groups: int = 1, epilogue: bool = True, batch: int = 1) -> tuple[tvm.IRModule, np.ndarray]:
     rng = np.random.default_rng(c * 1000 + f + 7)
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, c, hw, hw), "float32"))
+    x = relax.Var("x", relax.TensorType((batch, c, hw, hw), "float32"))
     w = rng.normal(size=(f, c // groups, k, k)).astype("float32")
     b = rng.normal(size=(1, f, 1, 1)).astype("float32")
     with bb.function("main", [x]):
@@ -137,7 +138,7 @@ def fp32_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0,
             acc = bb.emit(relax.op.nn.conv2d(x, relax.const(w), strides=stride, padding=pad, groups=groups))
             y = bb.emit_output(relax.op.nn.relu(relax.op.add(acc, relax.const(b))) if epilogue else acc)
         bb.emit_func_output(y)
-    return bb.get(), rng.normal(size=(1, c, hw, hw)).astype("float32")
+    return bb.get(), rng.normal(size=(batch, c, hw, hw)).astype("float32")
 
 
 def fp32_dense(m: int, k: int, n: int) -> tuple[tvm.IRModule, np.ndarray]:
@@ -218,6 +219,13 @@ CASES = {  # name -> (module factory, rule, int8?)
     # 3x3 stride 1 on a map of >= 16 output tiles: Winograd F(4x4, 3x3) (relay_passes.winograd_conv)
     "fp32_winograd": (lambda: fp32_conv(16, 32, 16, 3, pad=1), "WinogradConv2d", False),
     "fp32_winograd_partial_tiles": (lambda: fp32_conv(8, 16, 18, 3, pad=1), "WinogradConv2d", False),  # 18 = 4*4 + 2
+    # a batch of images (a text encoder's 64 character windows): the batch joins the parallel loops
+    "int8_conv3x3_batch": (lambda: int8_conv(16, 32, 6, 3, pad=1, batch=3), "Conv2dChannelsLast", True),
+    "int8_conv1x1_batch": (lambda: int8_conv(16, 16, 7, 1, batch=3), "Conv2dChannelsLast", True),
+    "int8_depthwise_batch": (lambda: int8_conv(16, 16, 7, 3, pad=1, groups=16, batch=2), "DepthwiseChannelsLast",
+                             True),
+    "fp32_conv1x1_batch": (lambda: fp32_conv(16, 32, 6, 1, batch=3), "Conv2dChannelsLast", False),
+    "fp32_conv_s2_batch": (lambda: fp32_conv(8, 16, 9, 3, stride=2, pad=1, batch=3), "Conv2dChannelsLast", False),
 }
 
 

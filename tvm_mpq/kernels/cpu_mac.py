@@ -283,15 +283,16 @@ def _schedule_gemm(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: Cp
         if info.kind == "matmul":
             *lead, nn, k = loops
             m = sch.fuse(*lead) if len(lead) > 1 else lead[0]
-            taps: list = []
-        else:
-            _, m, nn, *taps, k = loops
+            batch, taps = [], []
+        else:  # a pointwise conv over the images of a batch (a text encoder's 64 windows)
+            n, m, nn, *taps, k = loops
+            batch = [n] if int(sch.get(n).extent) > 1 else []
         fo, fi, fv = sch.split(nn, [None, nf, L])
         mo, mi = sch.split(m, [None, nx])
         ko, ki = sch.split(k, [None, G]) if G > 1 else (k, None)
-        sch.reorder(fo, mo, *taps, ko, mi, fi, fv, *([ki] if ki is not None else []))
+        sch.reorder(*batch, fo, mo, *taps, ko, mi, fi, fv, *([ki] if ki is not None else []))
         first_reduction = taps[0] if taps else ko
-        tile, pixels, parallel = mo, mi, [fo, mo]
+        tile, pixels, parallel = mo, mi, [*batch, fo, mo]
     else:
         n, y, x, f, ry, rx, c = loops
         fo, fi, fv = sch.split(f, [None, nf, L])

@@ -202,8 +202,6 @@ def analyze_mac(sch: s_tir.Schedule) -> MacInfo | None:
         _, oh, ow, f, kh, kw, c = extents
         shape = dict(out_channels=f, in_channels=c if kind == "conv2d" else 1, kernel=(kh, kw), stride=stride,
                      dilation=dilation, out_hw=(oh, ow))
-        if extents[0] != 1:
-            return None
     elif _batch_matmul(mac, a, w) and not any(w.source.same_as(c) for c in consts):
         kind = "batch_matmul"
         shape = dict(out_channels=extents[-2], in_channels=extents[-1], kernel=(1, 1), stride=(1, 1),
