@@ -26,7 +26,8 @@ fp32), :class:`ConvertToChannelsLast` (NHWC graph for CPU kernels),
 to chosen layers' outputs, their MAC results returned: measured bias correction), :class:`LiftWeights` (constant weights back to
 parameters: the stage-C model), :class:`UniqueBindingNames`. The CPU build's own rewrites
 (``tvm_mpq.compiler.build.graph_passes``) are imported from their modules:
-``fold_pad.FoldPadIntoConv``, ``transpose_conv_as_matmul.TransposeConvAsMatmul``,
+``fold_pad.FoldPadIntoConv``, ``conv_on_rows.ConvOnRows`` (conv1d and one-column convs along a
+row), ``transpose_conv_as_matmul.TransposeConvAsMatmul``,
 ``flatten_matmul_rows.FlattenMatmulRows`` (a batch of rows times a constant weight as one GEMM),
 ``pad_matmul_columns.PadMatmulColumns`` (its columns on whole vectors),
 ``shift_activations.ShiftActivationsToInt8``, ``pad_channels.PadOutputChannels`` (int8 convs with

@@ -357,10 +357,13 @@ def test_softmax_across_rows_gets_a_parallel_kernel(axis):
     np.testing.assert_allclose(got, want / want.sum(axis, keepdims=True), rtol=1e-5, atol=1e-7)
 
 
-def test_sigmoid_epilogue_is_vectorized_not_one_expf_call_per_element(tmp_path):
-    """A conv + SiLU (every conv of a YOLO network): VectorExp gives the sigmoid a polynomial exp
-    that LLVM vectorizes, fused into the conv's kernel; the library calls no ``expf`` (TVM's own
-    lowering calls it once per element), and the result is TVM's exact one within 1e-6."""
+@pytest.mark.parametrize("activation", ["silu", "gelu_tanh"])
+def test_sigmoid_epilogue_is_vectorized_not_one_expf_call_per_element(tmp_path, activation):
+    """A conv + SiLU (every conv of a YOLO network) or + the tanh form of GELU (magika's
+    encoder): VectorExp gives the sigmoid a polynomial exp and the tanh a rational
+    approximation that LLVM vectorizes, fused into the conv's kernel; the library calls no
+    ``expf`` / ``tanhf`` (TVM's own lowering calls them once per element), and the result is
+    TVM's exact one within 1e-6."""
     import subprocess
 
     rng = np.random.default_rng(0)
@@ -370,14 +373,23 @@ def test_sigmoid_epilogue_is_vectorized_not_one_expf_call_per_element(tmp_path):
         with bb.dataflow():
             c = bb.emit(relax.op.nn.conv2d(x, relax.const(rng.normal(size=(16, 8, 3, 3)).astype("float32") * 0.2),
                                            padding=1))
-            y = bb.emit_output(relax.op.multiply(c, relax.op.sigmoid(c)))
+            if activation == "silu":
+                y = bb.emit_output(relax.op.multiply(c, relax.op.sigmoid(c)))
+            else:  # 0.5 x (1 + tanh(0.79788 (x + 0.044715 x^3)))
+                inner = relax.op.multiply(relax.op.add(c, relax.op.multiply(relax.const(np.float32(0.044715)),
+                                                                             relax.op.multiply(c, relax.op.multiply(c, c)))),
+                                          relax.const(np.float32(0.7978846)))
+                y = bb.emit_output(relax.op.multiply(relax.op.multiply(c, relax.const(np.float32(0.5))),
+                                                     relax.op.add(relax.const(np.float32(1.0)), relax.op.tanh(inner))))
         bb.emit_func_output(y)
     mod = bb.get()
     executable, info = build_module(mod, _host())
-    assert [k for k in info["kernels"] if "sigmoid" in k] == [k for k in info["kernels"] if "conv2d" in k]
-    path = tmp_path / "silu.so"
+    name = "sigmoid" if activation == "silu" else "tanh"
+    assert [k for k in info["kernels"] if name in k] == [k for k in info["kernels"] if "conv2d" in k], info["kernels"]
+    path = tmp_path / "act.so"
     executable.export_library(str(path))
-    assert "expf" not in subprocess.run(["objdump", "-d", str(path)], capture_output=True, text=True, check=True).stdout
+    asm = subprocess.run(["objdump", "-d", str(path)], capture_output=True, text=True, check=True).stdout
+    assert "expf" not in asm and "tanhf" not in asm
     data = tvm.runtime.tensor(rng.normal(size=(1, 8, 12, 12)).astype(np.float32))
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](data).numpy()
     want = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())["main"](data).numpy()

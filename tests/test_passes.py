@@ -487,6 +487,52 @@ def test_batched_rows_and_odd_columns_run_on_the_gemm_kernel(dtype):
         assert "R.strided_slice" not in PadMatmulColumns(16)(mod).script()
 
 
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_column_convs_and_conv1d_run_along_a_row(dtype):
+    """ConvOnRows: a conv down a one-pixel column (magika's 5x1 over 512 x 1) and a conv1d
+    (silero-vad's) become conv2d along a row, built by the channels-last conv kernel (TVM's
+    generic reduction ran conv1d, the conv kernel's register tiles were one pixel long down a
+    column), with the values of the definition; square convs are left alone."""
+    import torch
+
+    from relay_passes.conv_on_rows import ConvOnRows
+    from tvm_mpq.compiler.build import build_module
+    from tvm_mpq.runtime.executor import host_target
+
+    rng = np.random.default_rng(1)
+    int8 = dtype == "int8"
+    cases = [("conv2d", (1, 8, 30, 1), (16, 8, 5, 1), dict(strides=[2, 1], padding=[2, 0, 1, 0], dilation=[1, 1])),
+             ("conv2d", (1, 8, 12, 12), (16, 8, 3, 3), dict(padding=1))]
+    if not int8:  # (conv1d has no integer kernel: the precision pass keeps it fp32)
+        cases.append(("conv1d", (2, 6, 20), (12, 6, 3), dict(strides=1, padding=[1, 1], dilation=2)))
+    for op, x_shape, w_shape, attrs in cases:
+        w = rng.integers(-127, 128, size=w_shape).astype("int8") if int8 else rng.normal(size=w_shape).astype("float32")
+        x = rng.integers(0, 256, size=x_shape).astype("uint8") if int8 else rng.normal(size=x_shape).astype("float32")
+        bb = relax.BlockBuilder()
+        xv = relax.Var("x", relax.TensorType(x_shape, str(x.dtype)))
+        with bb.function("main", [xv]):
+            with bb.dataflow():
+                conv = getattr(relax.op.nn, op)(xv, relax.const(w), out_dtype="int32" if int8 else "float32", **attrs)
+                y = bb.emit_output(relax.op.astype(conv, "float32") if int8 else relax.op.nn.relu(conv))
+            bb.emit_func_output(y)
+        mod = bb.get()
+        rewritten = ConvOnRows()(mod).script()
+        assert ("R.reshape" in rewritten) == (x_shape[-1] == 1 or op == "conv1d"), (op, x_shape)
+        executable, info = build_module(mod, host_target())
+        assert "Conv2dChannelsLast" in info["kernels"].values(), info["kernels"]
+        got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        xt, wt = torch.tensor(x.astype(np.float64)), torch.tensor(w.astype(np.float64))
+        if op == "conv1d":
+            want = torch.nn.functional.conv1d(xt, wt, stride=1, padding=1, dilation=2)
+        else:
+            pads = attrs["padding"] if isinstance(attrs["padding"], list) else [attrs["padding"]] * 4
+            xt = torch.nn.functional.pad(xt, [pads[1], pads[3], pads[0], pads[2]])
+            want = torch.nn.functional.conv2d(xt, wt, stride=attrs.get("strides", 1))
+        want = want.numpy() if int8 else np.maximum(want.numpy(), 0)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
 def _nhwc_conv(c: int, k: int, hw: int, stride: int = 1, pad: int = 1, dtype: str = "float32", seed: int = 0):
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(3, 3, c, k)).astype(dtype)

@@ -44,6 +44,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     into arithmetic (a batch norm the precision passes did not fold: stage A) and, for
     targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
     CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
+    conv1d and convs down a one-pixel column as convs along a row (:mod:`relay_passes.conv_on_rows`);
     upsampling transposed convs as GEMMs (:mod:`relay_passes.transpose_conv_as_matmul`), a batch
     of rows times a constant weight as one GEMM (:mod:`relay_passes.flatten_matmul_rows`) on whole
     vectors of columns (:mod:`relay_passes.pad_matmul_columns`), float32
@@ -58,6 +59,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
               relax.transform.CanonicalizeBindings()]
     if activation_layout(target) == "NHWC":
         from relay_passes.fast_exp import VectorExp
+        from relay_passes.conv_on_rows import ConvOnRows
         from relay_passes.flatten_matmul_rows import FlattenMatmulRows
         from relay_passes.fold_pad import FoldPadIntoConv
         from relay_passes.pad_matmul_columns import PadMatmulColumns
@@ -69,6 +71,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
 
         isa = cpu_isa(target)
         passes += [FoldPadIntoConv(),  # the kernels read a conv's own zero padding in place
+                   ConvOnRows(),  # conv1d and convs down a one-pixel column: along a row instead
                    TransposeConvAsMatmul(),  # (no CPU schedule for conv2d_transpose: a GEMM instead)
                    FlattenMatmulRows(),  # batched rows x constant weight: one GEMM of the rows
                    PadMatmulColumns(isa.lanes(32))]  # e.g. 8210 classes: whole vectors, not 2 lanes

@@ -1,0 +1,99 @@
+"""ConvOnRows: one-dimensional convolutions run as convolutions along a row.
+
+The CPU conv kernel (:class:`tvm_mpq.kernels.cpu_mac.Conv2dChannelsLast`) tiles a conv's output
+pixels along a row of the map, so a conv that slides down a column one pixel wide gets register
+tiles of one pixel: magika's ``Conv(512 x 1 map, 5 x 1 kernel)`` took 4.9 of its 7.1 ms fp32
+(68 GMAC/s), and ``conv1d`` has no CPU kernel at all (TVM's generic reduction schedule ran
+silero-vad's five, 0.27 ms of its 0.27 ms; ``benchmarks/kernel_profile.py``, 2026-12-02).
+This pass rewrites both as a ``conv2d`` over a map one row high:
+
+* ``conv2d`` on ``[N, C, H, 1]`` with a ``kh x 1`` kernel (no padding or stride across the
+  column): the map as ``[N, C, 1, H]`` (the same memory: the width is 1), the kernel as
+  ``1 x kh``, strides / padding / dilation moved to the width, the result reshaped back;
+* ``conv1d`` (``NCW`` / ``OIW``) on ``[N, C, L]``: ``[N, C, 1, L]``, a ``1 x k`` kernel.
+
+The products and their order of summation are the definition's, so values are unchanged.
+Float32 and integer convs (any ``out_dtype``) alike; runs in the CPU build
+(:func:`tvm_mpq.compiler.build.graph_passes`) before the graph goes channels-last, on every
+Relax function.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, wildcard
+
+from relay_passes.precision_annotation import relax_functions
+
+
+def _ints(values) -> list[int]:
+    return [int(v) for v in values]
+
+
+def _shape(expr: relax.Expr) -> list[int] | None:
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+        return None
+    return [int(d) for d in shape]
+
+
+def _out_dtype(attrs) -> str | None:
+    """The conv's ``out_dtype`` (``None``: the data's, as an fp32 conv leaves it)."""
+    value = getattr(attrs, "out_dtype", None)
+    return None if value is None or str(value) in ("", "void", "None") else str(value)
+
+
+def _row_conv(data: relax.Expr, weight: np.ndarray, stride: int, pad: tuple[int, int], dilation: int,
+              groups: int, out_dtype: str | None) -> relax.Expr:
+    """``conv2d`` of ``data [N, C, 1, L]`` with ``weight [O, I, 1, K]`` along the row."""
+    return relax.op.nn.conv2d(data, relax.const(weight, str(weight.dtype)), strides=[1, stride],
+                              padding=[0, pad[0], 0, pad[1]], dilation=[1, dilation], groups=groups,
+                              out_dtype=out_dtype)
+
+
+@tvm.transform.module_pass(opt_level=0, name="ConvOnRows")
+class ConvOnRows:
+    """Rewrite every column conv2d and every conv1d of every Relax function as a conv2d along a
+    row (see the module docstring); other convs are left as they are."""
+
+    def __init__(self) -> None:
+        self._conv2d = is_op("relax.nn.conv2d")(wildcard(), is_const())
+        self._conv1d = is_op("relax.nn.conv1d")(wildcard(), is_const())
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        out = mod.clone()
+        for gv, func in relax_functions(mod):
+            func = relax.dpl.rewrite_call(self._conv2d, self._column, func)
+            out[gv] = relax.dpl.rewrite_call(self._conv1d, self._conv1d_rewrite, func)
+        return out
+
+    @staticmethod
+    def _column(expr: relax.Expr, _matches: dict) -> relax.Expr:
+        a = expr.attrs
+        data, weight = _shape(expr.args[0]), expr.args[1].value.numpy()
+        if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NCHW", "OIHW", "NCHW") or data is None:
+            return expr
+        top, left, bottom, right = _ints(a.padding)
+        if data[3] != 1 or weight.shape[3] != 1 or data[2] == 1 or left or right or _ints(a.strides)[1] != 1:
+            return expr
+        n, c, h, _ = data
+        row = relax.op.reshape(expr.args[0], [n, c, 1, h])
+        conv = _row_conv(row, weight.reshape(*weight.shape[:2], 1, weight.shape[2]), _ints(a.strides)[0],
+                         (top, bottom), _ints(a.dilation)[0], int(a.groups), _out_dtype(a))
+        out = _shape(expr)
+        return relax.op.reshape(conv, out)
+
+    @staticmethod
+    def _conv1d_rewrite(expr: relax.Expr, _matches: dict) -> relax.Expr:
+        a = expr.attrs
+        data, weight = _shape(expr.args[0]), expr.args[1].value.numpy()
+        if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NCW", "OIW", "NCW") or data is None:
+            return expr
+        n, c, length = data
+        row = relax.op.reshape(expr.args[0], [n, c, 1, length])
+        conv = _row_conv(row, weight.reshape(weight.shape[0], weight.shape[1], 1, weight.shape[2]),
+                         _ints(a.strides)[0], tuple(_ints(a.padding)), _ints(a.dilation)[0], int(a.groups),
+                         _out_dtype(a))
+        return relax.op.reshape(conv, _shape(expr))
