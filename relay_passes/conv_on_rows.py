@@ -25,18 +25,12 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from relay_passes.precision_annotation import relax_functions
+from relay_passes.convert_layout import tensor_shape
+from relay_passes.precision_annotation import rewrite_every_function
 
 
 def _ints(values) -> list[int]:
     return [int(v) for v in values]
-
-
-def _shape(expr: relax.Expr) -> list[int] | None:
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
-        return None
-    return [int(d) for d in shape]
 
 
 def _out_dtype(attrs) -> str | None:
@@ -63,16 +57,12 @@ class ConvOnRows:
         self._conv1d = is_op("relax.nn.conv1d")(wildcard(), is_const())
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        out = mod.clone()
-        for gv, func in relax_functions(mod):
-            func = relax.dpl.rewrite_call(self._conv2d, self._column, func)
-            out[gv] = relax.dpl.rewrite_call(self._conv1d, self._conv1d_rewrite, func)
-        return out
+        return rewrite_every_function(mod, (self._conv2d, self._column), (self._conv1d, self._conv1d_rewrite))
 
     @staticmethod
     def _column(expr: relax.Expr, _matches: dict) -> relax.Expr:
         a = expr.attrs
-        data, weight = _shape(expr.args[0]), expr.args[1].value.numpy()
+        data, weight = tensor_shape(expr.args[0]), expr.args[1].value.numpy()
         if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NCHW", "OIHW", "NCHW") or data is None:
             return expr
         top, left, bottom, right = _ints(a.padding)
@@ -82,13 +72,13 @@ class ConvOnRows:
         row = relax.op.reshape(expr.args[0], [n, c, 1, h])
         conv = _row_conv(row, weight.reshape(*weight.shape[:2], 1, weight.shape[2]), _ints(a.strides)[0],
                          (top, bottom), _ints(a.dilation)[0], int(a.groups), _out_dtype(a))
-        out = _shape(expr)
+        out = list(tensor_shape(expr))
         return relax.op.reshape(conv, out)
 
     @staticmethod
     def _conv1d_rewrite(expr: relax.Expr, _matches: dict) -> relax.Expr:
         a = expr.attrs
-        data, weight = _shape(expr.args[0]), expr.args[1].value.numpy()
+        data, weight = tensor_shape(expr.args[0]), expr.args[1].value.numpy()
         if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NCW", "OIW", "NCW") or data is None:
             return expr
         n, c, length = data
@@ -96,4 +86,4 @@ class ConvOnRows:
         conv = _row_conv(row, weight.reshape(weight.shape[0], weight.shape[1], 1, weight.shape[2]),
                          _ints(a.strides)[0], tuple(_ints(a.padding)), _ints(a.dilation)[0], int(a.groups),
                          _out_dtype(a))
-        return relax.op.reshape(conv, _shape(expr))
+        return relax.op.reshape(conv, list(tensor_shape(expr)))

@@ -19,14 +19,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from relay_passes.precision_annotation import relax_functions
-
-
-def _static_shape(expr: relax.Expr) -> list[int] | None:
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
-        return None
-    return [int(d) for d in shape]
+from relay_passes.convert_layout import tensor_shape
+from relay_passes.precision_annotation import rewrite_every_function
 
 
 @tvm.transform.module_pass(opt_level=0, name="FlattenMatmulRows")
@@ -38,14 +32,11 @@ class FlattenMatmulRows:
         self._matmul = is_op("relax.matmul")(wildcard(), is_const())
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        out = mod.clone()
-        for gv, func in relax_functions(mod):
-            out[gv] = relax.dpl.rewrite_call(self._matmul, self._rewrite, func)
-        return out
+        return rewrite_every_function(mod, (self._matmul, self._rewrite))
 
     @staticmethod
     def _rewrite(expr: relax.Expr, _matches: dict) -> relax.Expr:
-        data, weight = _static_shape(expr.args[0]), _static_shape(expr.args[1])
+        data, weight = tensor_shape(expr.args[0]), tensor_shape(expr.args[1])
         if data is None or weight is None or len(weight) != 2 or len(data) < 3:
             return expr
         rows = 1

@@ -22,7 +22,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from relay_passes.precision_annotation import relax_functions
+from relay_passes.precision_annotation import rewrite_every_function
 from tvm_mpq.kernels.cpu_isa import widest_lanes
 
 
@@ -36,10 +36,7 @@ class PadMatmulColumns:
         self._matmul = is_op("relax.matmul")(wildcard(), is_const())
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        out = mod.clone()
-        for gv, func in relax_functions(mod):
-            out[gv] = relax.dpl.rewrite_call(self._matmul, self._rewrite, func)
-        return out
+        return rewrite_every_function(mod, (self._matmul, self._rewrite))
 
     def _rewrite(self, expr: relax.Expr, _matches: dict) -> relax.Expr:
         weight = expr.args[1].value.numpy()

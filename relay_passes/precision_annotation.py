@@ -171,6 +171,18 @@ def relax_functions(mod: tvm.IRModule) -> Iterator[tuple[tvm.ir.GlobalVar, relax
             yield gvar, func
 
 
+def rewrite_every_function(mod: tvm.IRModule, *rules: tuple) -> tvm.IRModule:
+    """``mod`` with each ``(pattern, rewriter)`` of ``rules`` applied, in turn, by
+    ``relax.dpl.rewrite_call`` to every Relax function (:func:`relax_functions`): the body of a
+    module pass whose rewrites are local to one matched call."""
+    out = mod.clone()
+    for gvar, func in relax_functions(mod):
+        for pattern, rewriter in rules:
+            func = relax.dpl.rewrite_call(pattern, rewriter, func)
+        out[gvar] = func
+    return out
+
+
 def annotated_layers(func: relax.Function) -> Iterator[tuple[relax.VarBinding, PrecisionAnnotation]]:
     """Each MAC binding of ``func`` whose data operand is an annotation, with that annotation."""
     var2val = relax.analysis.get_var2val(func)

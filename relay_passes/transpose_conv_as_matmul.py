@@ -26,7 +26,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from relay_passes.precision_annotation import relax_functions
+from relay_passes.precision_annotation import rewrite_every_function
 
 
 def _ints(values) -> list[int]:
@@ -54,10 +54,7 @@ class TransposeConvAsMatmul:
         self._conv = is_op("relax.nn.conv2d_transpose")(wildcard(), is_const())
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        out = mod.clone()
-        for gv, func in relax_functions(mod):
-            out[gv] = relax.dpl.rewrite_call(self._conv, self._rewrite, func)
-        return out
+        return rewrite_every_function(mod, (self._conv, self._rewrite))
 
     @staticmethod
     def _rewrite(expr: relax.Expr, _matches: dict) -> relax.Expr:
