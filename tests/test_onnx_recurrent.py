@@ -108,6 +108,8 @@ CASES = [
     ("GRU", {"bias": False, "initial": False}),
     ("GRU", {"activations": ["HardSigmoid", "Tanh"], "activation_alpha": [0.3], "activation_beta": [0.4]}),
     ("RNN", {"activations": ["Relu"]}),
+    ("RNN", {"activations": ["LeakyRelu", "HardSigmoid"], "direction": "bidirectional",
+             "activation_alpha": [0.2, 0.25], "activation_beta": [0.45]}),
     ("RNN", {"clip": 0.5}),
 ]
 

@@ -181,12 +181,17 @@ def _expand(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
     functions = [a.decode() if isinstance(a, bytes) else str(a) for a in attrs.get("activations", [])]
     per_direction = len(DEFAULT_ACTIVATIONS[op])
     functions = functions or list(DEFAULT_ACTIVATIONS[op]) * directions
-    alphas = list(attrs.get("activation_alpha", []))
-    betas = list(attrs.get("activation_beta", []))
     for function in functions:
         if function not in ACTIVATIONS:
             raise MpqError(f"cannot unroll {where}: activation {function} is not supported "
                            f"(supported: {', '.join(ACTIVATIONS)})")
+    # activation_alpha / _beta are consumed in the order of the activations that take them
+    alphas, betas = list(attrs.get("activation_alpha", [])), list(attrs.get("activation_beta", []))
+    params = []
+    for function in functions:
+        alpha = alphas.pop(0) if function in ("HardSigmoid", "LeakyRelu") and alphas else None
+        beta = betas.pop(0) if function == "HardSigmoid" and betas else None
+        params.append((alpha, beta))
 
     em = _Emitter(name, values)
     sequence = em.op("Transpose", [x], "x_time_major", perm=[1, 0, 2]) if layout == 1 else x
@@ -195,8 +200,7 @@ def _expand(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
     for d in range(directions):
         reverse = direction == "reverse" or (direction == "bidirectional" and d == 1)
         acts = functions[d * per_direction:(d + 1) * per_direction]
-        act_params = [(alphas[k] if k < len(alphas) else None, betas[k] if k < len(betas) else None)
-                      for k in range(d * per_direction, (d + 1) * per_direction)]
+        act_params = params[d * per_direction:(d + 1) * per_direction]
 
         def activate(k: int, value: str, tag: str) -> str:
             return _activation(em, acts[k], value, *act_params[k], tag)
