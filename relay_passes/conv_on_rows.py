@@ -25,7 +25,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from relay_passes.convert_layout import tensor_shape
+from relay_passes.convert_layout import conv_out_dtype, tensor_shape
 from relay_passes.precision_annotation import rewrite_every_function
 
 
@@ -33,18 +33,17 @@ def _ints(values) -> list[int]:
     return [int(v) for v in values]
 
 
-def _out_dtype(attrs) -> str | None:
-    """The conv's ``out_dtype`` (``None``: the data's, as an fp32 conv leaves it)."""
-    value = getattr(attrs, "out_dtype", None)
-    return None if value is None or str(value) in ("", "void", "None") else str(value)
-
-
-def _row_conv(data: relax.Expr, weight: np.ndarray, stride: int, pad: tuple[int, int], dilation: int,
-              groups: int, out_dtype: str | None) -> relax.Expr:
-    """``conv2d`` of ``data [N, C, 1, L]`` with ``weight [O, I, 1, K]`` along the row."""
-    return relax.op.nn.conv2d(data, relax.const(weight, str(weight.dtype)), strides=[1, stride],
-                              padding=[0, pad[0], 0, pad[1]], dilation=[1, dilation], groups=groups,
-                              out_dtype=out_dtype)
+def _along_row(expr: relax.Expr, weight: np.ndarray, stride: int, pad: tuple[int, int], dilation: int) -> relax.Expr:
+    """``expr`` (a conv of ``data``, every value in one row or column) as a ``conv2d`` of the data
+    reshaped to ``[N, C, 1, L]`` with ``weight`` as ``[O, I, 1, K]``, reshaped back to its shape."""
+    a = expr.attrs
+    n, c, *positions = tensor_shape(expr.args[0])
+    row = relax.op.reshape(expr.args[0], [n, c, 1, int(np.prod(positions))])
+    kernel = weight.reshape(weight.shape[0], weight.shape[1], 1, -1)
+    conv = relax.op.nn.conv2d(row, relax.const(kernel, str(kernel.dtype)), strides=[1, stride],
+                              padding=[0, pad[0], 0, pad[1]], dilation=[1, dilation], groups=int(a.groups),
+                              out_dtype=conv_out_dtype(a))
+    return relax.op.reshape(conv, list(tensor_shape(expr)))
 
 
 @tvm.transform.module_pass(opt_level=0, name="ConvOnRows")
@@ -68,12 +67,7 @@ class ConvOnRows:
         top, left, bottom, right = _ints(a.padding)
         if data[3] != 1 or weight.shape[3] != 1 or data[2] == 1 or left or right or _ints(a.strides)[1] != 1:
             return expr
-        n, c, h, _ = data
-        row = relax.op.reshape(expr.args[0], [n, c, 1, h])
-        conv = _row_conv(row, weight.reshape(*weight.shape[:2], 1, weight.shape[2]), _ints(a.strides)[0],
-                         (top, bottom), _ints(a.dilation)[0], int(a.groups), _out_dtype(a))
-        out = list(tensor_shape(expr))
-        return relax.op.reshape(conv, out)
+        return _along_row(expr, weight, _ints(a.strides)[0], (top, bottom), _ints(a.dilation)[0])
 
     @staticmethod
     def _conv1d_rewrite(expr: relax.Expr, _matches: dict) -> relax.Expr:
@@ -81,9 +75,4 @@ class ConvOnRows:
         data, weight = tensor_shape(expr.args[0]), expr.args[1].value.numpy()
         if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NCW", "OIW", "NCW") or data is None:
             return expr
-        n, c, length = data
-        row = relax.op.reshape(expr.args[0], [n, c, 1, length])
-        conv = _row_conv(row, weight.reshape(weight.shape[0], weight.shape[1], 1, weight.shape[2]),
-                         _ints(a.strides)[0], tuple(_ints(a.padding)), _ints(a.dilation)[0], int(a.groups),
-                         _out_dtype(a))
-        return relax.op.reshape(conv, list(tensor_shape(expr)))
+        return _along_row(expr, weight, _ints(a.strides)[0], tuple(_ints(a.padding)), _ints(a.dilation)[0])

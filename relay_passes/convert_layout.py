@@ -49,6 +49,12 @@ POOLS = frozenset({"relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adapt
 REDUCTIONS = frozenset(f"relax.{n}" for n in ("mean", "sum", "max", "min", "prod", "variance"))
 
 
+def conv_out_dtype(attrs) -> str | None:
+    """A conv's ``out_dtype`` attribute, ``None`` when unset (the data's type: a float32 conv)."""
+    value = getattr(attrs, "out_dtype", None)
+    return None if value is None or str(value) in ("", "void", "None") else str(value)
+
+
 def tensor_shape(expr: relax.Expr) -> tuple[int, ...] | None:
     """Static shape of a tensor-typed expression (``None``: not a tensor with a known shape)."""
     try:

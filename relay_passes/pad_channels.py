@@ -25,7 +25,7 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
-from relay_passes.convert_layout import ELEMENTWISE, POOLS, tensor_shape
+from relay_passes.convert_layout import ELEMENTWISE, POOLS, conv_out_dtype, tensor_shape
 from relay_passes.precision_annotation import relax_functions
 from tvm_mpq.kernels.cpu_isa import widest_lanes
 
@@ -56,8 +56,8 @@ def _is_padding_candidate(call: relax.Call) -> bool:
     weight = call.args[1]
     if not (a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and int(a.groups) == 1 and isinstance(weight, Constant)):
         return False
-    dtypes = (str(weight.value.dtype), str(a.out_dtype) if a.out_dtype is not None else "")
-    return dtypes == ("int8", "int32") or (dtypes[0] == "float32" and dtypes[1] in ("", "void", "float32"))
+    dtypes = (str(weight.value.dtype), conv_out_dtype(a))
+    return dtypes == ("int8", "int32") or (dtypes[0] == "float32" and dtypes[1] in (None, "float32"))
 
 
 @relax.expr_functor.mutator

@@ -286,6 +286,7 @@ def _insert_activation_qdq(g: OnnxGraph, matches: list[tuple[Int8Layer, onnx.Nod
         if len(chain) > 1 and il.source_act is not None:
             shared.setdefault(chain[-1], il.source_act)
     qparams: dict[ActQParams, tuple[str, str]] = {}
+    code_bounds: dict[int, tuple[str, str]] = {}  # qmax -> the Clip bounds of per-channel quantizers
 
     def qdq(tensor: str, qp: ActQParams, out: str | None = None) -> str:
         if qp not in qparams:
@@ -295,7 +296,10 @@ def _insert_activation_qdq(g: OnnxGraph, matches: list[tuple[Int8Layer, onnx.Nod
                            g.add_init(f"mpq_act{len(qparams)}_zero_point", np.array(qp.zero_point, zp_type).reshape(shape)))
         s, z = qparams[qp]
         if qp.per_channel:
-            return _per_channel_fake_quant(g, tensor, qp, s, z, out)
+            if qp.qmax not in code_bounds:
+                code_bounds[qp.qmax] = (g.add_init("mpq_act_code_min", np.array(0.0, np.float32)),
+                                        g.add_init(f"mpq_act_code_max_{qp.qmax}", np.array(float(qp.qmax), np.float32)))
+            return _per_channel_fake_quant(g, tensor, s, z, code_bounds[qp.qmax], out)
         q = g.add_node("QuantizeLinear", [tensor, s, z], f"{out or tensor}_quantized")
         if out is None:
             return g.add_node("DequantizeLinear", [q, s, z], f"{tensor}_dequantized")
@@ -325,7 +329,7 @@ def _insert_activation_qdq(g: OnnxGraph, matches: list[tuple[Int8Layer, onnx.Nod
     return count
 
 
-def _per_channel_fake_quant(g: OnnxGraph, tensor: str, qp: ActQParams, scale: str, zero_point: str,
+def _per_channel_fake_quant(g: OnnxGraph, tensor: str, scale: str, zero_point: str, bounds: tuple[str, str],
                             out: str | None) -> str:
     """A per-channel activation quantizer written as the float ops of its definition
     (``Div -> Round -> Add -> Clip -> Sub -> Mul``, the QDQ simulation's own order, so the values
@@ -334,9 +338,7 @@ def _per_channel_fake_quant(g: OnnxGraph, tensor: str, qp: ActQParams, scale: st
     fails at run time on a per-channel one ("result zero point must be a scalar"), and TensorRT
     quantizes activations per tensor only. The layers on either side still read and write
     their other quantizers as Q/DQ pairs."""
-    low = g.add_init("mpq_act_code_min", np.array(0.0, np.float32))
-    high = g.add_init(f"mpq_act_code_max_{qp.qmax}", np.array(float(qp.qmax), np.float32))
-    steps = [("Div", [scale]), ("Round", []), ("Add", [zero_point]), ("Clip", [low, high]), ("Sub", [zero_point])]
+    steps = [("Div", [scale]), ("Round", []), ("Add", [zero_point]), ("Clip", list(bounds)), ("Sub", [zero_point])]
     value = tensor
     for op, operands in steps:
         value = g.add_node(op, [value, *operands], f"{out or tensor}_{op.lower()}")
