@@ -120,3 +120,44 @@ def test_document_models_get_real_document_images():
     assert all(r.std() > 0.05 for r in raw)  # ink on paper, not a blank canvas
     flat = [x.ravel() for x in images]
     assert all(not np.array_equal(a, b) for i, a in enumerate(flat) for b in flat[i + 1:])  # 8 distinct views
+
+
+def test_the_smallest_real_models_build_for_aarch64_and_cuda_and_run_under_qemu(tmp_path):
+    """``benchmarks/corpus_targets.py`` on the 2 smallest corpus models: fp32 and fully int8
+    builds for aarch64 (dot-product) run on an aarch64 RPC server under QEMU and agree with the
+    x86 build of the same config; the CUDA builds compile and export (running needs a GPU; the
+    CUDA column is left out only where nvcc is missing)."""
+    from targets import get_target
+    from tvm_mpq.corpus.catalog import smallest
+    from tvm_mpq.corpus.fetch import fetch
+    from tvm_mpq.errors import MpqError
+
+    for model in smallest(2):
+        try:
+            fetch(model)
+        except MpqError as err:
+            pytest.skip(f"the corpus cache lacks {model.name} and fetching it failed (offline?): {err}")
+    targets = ["aarch64-dotprod", "cuda"]
+    try:
+        get_target("cuda").check_toolchain()
+    except MpqError:
+        targets.remove("cuda")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "corpus_targets.py"), "--smallest", "2", "--calib-size", "4",
+           "--targets", ",".join(targets), "-o", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'benchmarks'}{os.pathsep}"
+                                       f"{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    assert [row["name"] for row in report["models"]] == [m.name for m in smallest(2)]
+    for row in report["models"]:
+        assert set(row["cells"]) == {"0", "100"}, row
+        for rate, cells in row["cells"].items():
+            assert set(cells) == {"x86", *targets}, row
+            assert all(cell["built"] for cell in cells.values()), cells
+            arm = cells["aarch64-dotprod"]
+            assert arm["ran"] and arm["sqnr_vs_x86_db"] >= 40.0, arm
+        assert row["cells"]["100"]["x86"]["int8_layers"] >= 1
+        assert row["cells"]["100"]["aarch64-dotprod"]["int8_layers"] == row["cells"]["100"]["x86"]["int8_layers"]
+    table = (tmp_path / "report.md").read_text()
+    assert all(f"| {row['name']} |" in table for row in report["models"])
