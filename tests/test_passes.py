@@ -623,8 +623,12 @@ def test_few_output_channels_are_padded_to_whole_vectors_exactly():
             y = torch.relu(self.conv2(torch.nn.functional.max_pool2d(self.act1(self.conv1(x)), 2)))
             return torch.softmax(self.score(y), dim=1), self.box(y)
 
-    assert [padded_channels(c, 16) for c in (10, 2, 4, 16, 20, 50)] == [16, 16, None, None, None, 52]
+    assert [padded_channels(c, 16) for c in (10, 2, 4, 8, 16, 24, 96)] == [16, 16, None, None, None, None, None]
     assert padded_channels(10, 8) == 12 and padded_channels(6, 4) == 8
+    # above one vector: the fewest vectors within a quarter more channels (200 ran on 25 8-lane
+    # vectors, 208 is 13 of 16 lanes; picodet's 42 on 11 4-lane ones); else the next multiple of 4
+    assert [padded_channels(c, 16) for c in (200, 150, 42, 20, 50, 18, 360)] == [208, 160, 48, 24, 56, 20, 368]
+    assert padded_channels(200, 8) is None and padded_channels(150, 8) == 152 and padded_channels(42, 4) == 44
     graph = from_module(FewChannels(), {"x": np.zeros((1, 3, 22, 26), np.float32)}, "few-channels")
     rng = np.random.default_rng(0)
     feeds = [{"x": rng.normal(size=(1, 3, 22, 26)).astype(np.float32)} for _ in range(4)]

@@ -38,11 +38,11 @@ class ZooPoint:
 
 
 def zoo_points(models: str, rates: str, **config_options) -> Iterator[ZooPoint]:
-    """Each model's (comma-separated) QuantuneV2 config at each rate (``config_for_rate`` with
-    ``config_options``; layers without an integer kernel kept fp32), one analysis per model."""
+    """Each model's (comma-separated: zoo or corpus names) QuantuneV2 config at each rate
+    (``config_for_rate`` with ``config_options``; layers without an integer kernel kept fp32),
+    one analysis per model."""
     import numpy as np
 
-    from tvm_mpq import zoo
     from tvm_mpq.api import config_for_rate
     from tvm_mpq.calibration import CalibrationCache
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
@@ -50,10 +50,8 @@ def zoo_points(models: str, rates: str, **config_options) -> Iterator[ZooPoint]:
     from tvm_mpq.runtime.executor import host_tensor
 
     for name in models.split(","):
-        entry = zoo.get(name)
-        graph = entry.build_graph()
+        graph, feeds = _graph_and_feeds(name)
         table = build_layer_table(graph)
-        feeds = entry.calibration(16)
         inputs = [host_tensor(np.ascontiguousarray(feeds[0][s.name])) for s in graph.inputs]
         report = None
         for rate in (float(r) for r in rates.split(",")):
@@ -61,6 +59,22 @@ def zoo_points(models: str, rates: str, **config_options) -> Iterator[ZooPoint]:
                                              **config_options)
             keep_unsupported_fp32(config, table)
             yield ZooPoint(name, rate, graph, config, inputs)
+
+
+def _graph_and_feeds(name: str) -> tuple[object, list]:
+    """A zoo model (16 calibration samples) or a corpus model (8, :mod:`tvm_mpq.corpus.inputs`)."""
+    from tvm_mpq import zoo
+    from tvm_mpq.corpus.catalog import CATALOG
+
+    corpus = {m.name: m for m in CATALOG}
+    if name in corpus:
+        from tvm_mpq.corpus.fetch import fetch
+        from tvm_mpq.corpus.inputs import feeds
+
+        graph = zoo.load_model(str(fetch(corpus[name])), corpus[name].shapes)
+        return graph, feeds(corpus[name], graph, 8)
+    entry = zoo.get(name)
+    return entry.build_graph(), entry.calibration(16)
 
 
 def write_report(out: Path, info: dict, rows: list[dict], lines: list[str]) -> None:

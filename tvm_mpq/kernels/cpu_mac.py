@@ -15,7 +15,9 @@ primitives and, for int8, ``tensorize`` with the dot-product intrinsics of
   channel (group) it costs ``nf`` weight vector loads and ``nx`` broadcasts for ``nx * nf``
   FMAs / ``vpdpbusd`` / ``vpmaddwd``. ``nx`` and ``nf`` fill the register file
   (:func:`choose_tile`: 32 zmm on AVX-512, 16 ymm on AVX2). A 1x1 stride-1 conv fuses its
-  rows and columns into one pixel axis, so its tile is not bounded by the image width.
+  rows and columns into one pixel axis, so its tile is not bounded by the image width; a
+  one-row conv over a batch of images whose width no tile length divides (17 characters) tiles
+  the same pixel of ``nx`` images instead.
 * **depthwise conv2d**: the channels are vectorized, ``nx`` pixels x ``nf`` vectors accumulate
   over the window taps; no prepacking (the HWIO weight is already channels-innermost).
 
@@ -57,13 +59,14 @@ MAX_DEPTHWISE_PIXELS = 8
 class KernelPlan:
     """How one MAC is scheduled: ``lanes`` per vector, ``group`` input channels per dot
     product (1: fp32 FMA or plain int8 multiply-add), ``dot``: the intrinsic kind (or None),
-    register tile ``nf`` vectors x ``nx`` pixels."""
+    register tile ``nf`` vectors x ``nx`` pixels (``over_batch``: the same pixel of ``nx`` images)."""
 
     lanes: int
     group: int
     dot: str | None
     nf: int
     nx: int
+    over_batch: bool = False
 
 
 def _divisors(n: int, limit: int) -> list[int]:
@@ -79,7 +82,7 @@ def choose_tile(n_vectors: int, n_pixels: int, registers: int) -> tuple[int, int
         for nx in _divisors(n_pixels, MAX_TILE_PIXELS):
             if nf * nx + nf + 1 > registers:
                 continue
-            key = ((nf + nx) / (nf * nx), -nf * nx)
+            key = (_loads_per_mac(nf, nx), -nf * nx)
             if key < best_key:
                 best, best_key = (nf, nx), key
     return best
@@ -105,7 +108,17 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
         return KernelPlan(lanes, group, dot, 1, choose_depthwise_pixels(ow, info.kernel[1], isa.registers))
     pixels = oh * ow if (info.pointwise and info.epilogue) or info.kind in ("matmul", "batch_matmul") else ow
     nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers)
+    if pixels == ow and oh == 1 and info.kind == "conv2d" and info.batch > 1:
+        # a row conv over a batch (a text encoder's 64 windows of 17 characters): a width no
+        # tile length divides leaves 1-pixel tiles; the same pixel of nx images is as good a tile
+        nf_b, nx_b = choose_tile(info.out_channels // lanes, info.batch, isa.registers)
+        if _loads_per_mac(nf_b, nx_b) < _loads_per_mac(nf, nx):
+            return KernelPlan(lanes, group, dot, nf_b, nx_b, over_batch=True)
     return KernelPlan(lanes, group, dot, nf, nx)
+
+
+def _loads_per_mac(nf: int, nx: int) -> float:
+    return (nf + nx) / (nf * nx)
 
 
 def choose_depthwise_pixels(width: int, kernel_w: int, registers: int) -> int:
@@ -297,10 +310,15 @@ def _schedule_gemm(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: Cp
         n, y, x, f, ry, rx, c = loops
         fo, fi, fv = sch.split(f, [None, nf, L])
         co, ci = sch.split(c, [None, G]) if G > 1 else (c, None)
-        xo, xi = sch.split(x, [None, nx])
-        sch.reorder(n, fo, y, xo, ry, rx, co, xi, fi, fv, *([ci] if ci is not None else []))
         first_reduction = ry
-        tile, pixels, parallel = xo, xi, [n, fo, y]
+        if plan.over_batch:  # the tile: one pixel (y, x) of nx images
+            no, ni = sch.split(n, [None, nx])
+            sch.reorder(no, fo, y, x, ry, rx, co, ni, fi, fv, *([ci] if ci is not None else []))
+            tile, pixels, parallel = x, ni, [no, fo, y]
+        else:
+            xo, xi = sch.split(x, [None, nx])
+            sch.reorder(n, fo, y, xo, ry, rx, co, xi, fi, fv, *([ci] if ci is not None else []))
+            tile, pixels, parallel = xo, xi, [n, fo, y]
     _finish_tile(sch, mac, last, tile, L)
     sch.parallel(sch.fuse(*parallel))
     sch.unroll(fi)

@@ -33,7 +33,8 @@ class MacInfo:
     ``out_channels``: F (conv) / N (matmul); ``in_channels``: C / K; ``kernel``, ``stride``,
     ``dilation``: (h, w) (1 for matmul); ``out_hw``: (OH, OW) (matmul: (M, 1)); ``a_read`` /
     ``b_read``: indices of data and weight in the block's reads; ``producers``: the blocks
-    before the MAC, ``epilogue``: the blocks after it (names)."""
+    before the MAC, ``epilogue``: the blocks after it (names); ``batch``: the images of a conv
+    (1 for matmul)."""
 
     kind: str
     dtype: str
@@ -50,6 +51,7 @@ class MacInfo:
     data_dtype: str
     producers: tuple[str, ...]
     epilogue: tuple[str, ...]
+    batch: int = 1
 
     @property
     def pointwise(self) -> bool:
@@ -199,9 +201,9 @@ def analyze_mac(sch: s_tir.Schedule) -> MacInfo | None:
     conv = _conv(mac, a, w)
     if conv is not None:
         kind, stride, dilation = conv
-        _, oh, ow, f, kh, kw, c = extents
+        n, oh, ow, f, kh, kw, c = extents
         shape = dict(out_channels=f, in_channels=c if kind == "conv2d" else 1, kernel=(kh, kw), stride=stride,
-                     dilation=dilation, out_hw=(oh, ow))
+                     dilation=dilation, out_hw=(oh, ow), batch=n)
     elif _batch_matmul(mac, a, w) and not any(w.source.same_as(c) for c in consts):
         kind = "batch_matmul"
         shape = dict(out_channels=extents[-2], in_channels=extents[-1], kernel=(1, 1), stride=(1, 1),
