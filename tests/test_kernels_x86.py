@@ -380,7 +380,8 @@ def test_softmax_across_rows_gets_a_parallel_kernel(axis):
     """YOLOv8's DFL softmax runs over axis 1 of ``(1, 16, 4, anchors)``: TVM's dlight reduction
     rule, written for row softmax (the innermost axis), left it strided and single-threaded
     (5.1 ms of nudenet-yolov8n's 26 ms); ReductionCpu takes it (contiguous rows in parallel, the
-    exp computed once), a row softmax stays with dlight's rule. Both match numpy."""
+    exp computed once); a row softmax becomes LaneSoftmax's compute, scheduled by RowChainCpu.
+    Both match numpy."""
     shape = (1, 16, 4, 300)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(shape, "float32"))
@@ -389,11 +390,58 @@ def test_softmax_across_rows_gets_a_parallel_kernel(axis):
             y = bb.emit_output(relax.op.nn.softmax(x, axis=axis))
         bb.emit_func_output(y)
     executable, info = build_module(bb.get(), _host())
-    assert list(info["kernels"].values()) == ["ReductionCpu" if axis == 1 else "Reduction"]
+    assert list(info["kernels"].values()) == ["ReductionCpu" if axis == 1 else "RowChainCpu"]
     data = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
     want = np.exp(data - data.max(axis, keepdims=True))
     np.testing.assert_allclose(got, want / want.sum(axis, keepdims=True), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 18710), (2, 3, 96), (5, 200), (4, 20)])
+def test_a_row_softmax_reduces_on_vector_lanes_without_predicates(tmp_path, shape):
+    """A softmax along rows (an OCR recogniser's 18710 classes, rows of whole vectors, rows
+    with a tail): LaneSoftmax reduces each row's max and sum into one accumulator per vector
+    lane, RowChainCpu vectorizes those reductions and the elementwise steps over whole vectors
+    (the tail in a loop of its own), so the library calls no ``expf``; rows shorter than two
+    vectors stay TVM's softmax. Matches numpy (float64) to float32 rounding."""
+    import subprocess
+
+    from tvm_mpq.kernels.cpu_isa import cpu_isa
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.softmax(x, axis=-1))
+        bb.emit_func_output(y)
+    target = _host()
+    executable, info = build_module(bb.get(), target)
+    lanes = cpu_isa(target).lanes(32)
+    if shape[-1] >= 2 * lanes:
+        assert [(k.startswith("lane_softmax"), v) for k, v in info["kernels"].items()] == [(True, "RowChainCpu")], info["kernels"]
+        path = tmp_path / "softmax.so"
+        executable.export_library(str(path))
+        asm = subprocess.run(["objdump", "-d", str(path)], capture_output=True, text=True, check=True).stdout
+        assert "expf" not in asm
+    else:
+        assert "lane_softmax" not in info["kernels"], info["kernels"]
+    data = np.random.default_rng(0).normal(size=shape).astype(np.float32) * 4
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    want = np.exp(data.astype(np.float64) - data.max(-1, keepdims=True))
+    np.testing.assert_allclose(got, want / want.sum(-1, keepdims=True), rtol=1e-5, atol=1e-9)
+
+
+def test_the_row_chain_rule_declines_a_softmax_without_lane_reductions():
+    """RowChainCpu only takes lane reductions: TVM's own row softmax (one scalar accumulator
+    per row) is left to the rules after it."""
+    from tvm import te, topi
+
+    from tvm_mpq.kernels.cpu_generic import RowChainCpu
+    from relay_passes.lane_softmax import lane_softmax
+
+    x = te.placeholder((1, 40, 300), "float32", name="x")
+    assert RowChainCpu().apply(te.create_prim_func([x, topi.nn.softmax(x, -1)]), _host(), False) is None
+    assert RowChainCpu().apply(te.create_prim_func([x, lane_softmax(x, 16)]), _host(), False) is not None
 
 
 @pytest.mark.parametrize("activation", ["silu", "gelu_tanh", "gelu_erf"])

@@ -57,7 +57,7 @@ def target_arch(target: tvm.target.Target) -> str:
 RULE_ATTR = "tvm_mpq.rule"
 """Root-block annotation naming the rule that scheduled a PrimFunc (read by :func:`rule_of`)."""
 
-GENERIC_RULES = ("InjectiveCpu", "ReductionCpu", "Reduction", "Matmul", "GEMV", "GeneralReduction", "Fallback")
+GENERIC_RULES = ("InjectiveCpu", "RowChainCpu", "ReductionCpu", "Reduction", "Matmul", "GEMV", "GeneralReduction", "Fallback")
 """Rules that are not tvm-mpq MAC kernels: :mod:`tvm_mpq.kernels.cpu_generic` and TVM's dlight
 rules (CPU ``Reduction``; on CUDA, :mod:`tvm_mpq.kernels.cuda` appends TVM's GPU rules)."""
 
@@ -80,9 +80,9 @@ def default_schedule_rules(target: tvm.target.Target) -> list[Any]:
     if str(target.kind.name) == "llvm":  # every CPU: what no MAC rule took gets a parallel, vectorized nest
         from tvm.s_tir.dlight.cpu import Reduction
 
-        from .cpu_generic import InjectiveCpu, ReductionCpu
+        from .cpu_generic import InjectiveCpu, ReductionCpu, RowChainCpu
 
-        rules.extend([InjectiveCpu(), ReductionCpu(), Reduction()])  # (TVM's: softmax, layer norm)
+        rules.extend([InjectiveCpu(), RowChainCpu(), ReductionCpu(), Reduction()])  # (TVM's: softmax, layer norm)
     return [tagged(rule) for rule in rules]
 
 

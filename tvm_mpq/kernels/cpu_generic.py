@@ -229,3 +229,89 @@ def _lstrip_zero(kinds: list[int]) -> list[int]:
     while i < len(kinds) and kinds[i] == 0:
         i += 1
     return kinds[i:]
+
+
+class RowChainCpu(ScheduleRule):
+    """A chain of row reductions whose partial results are spread over a vector-lane axis
+    (:func:`relay_passes.lane_softmax.lane_softmax`: the max and the sum of each row first
+    reduced into ``lanes`` accumulators, then over them and the row's tail): the leading (row)
+    loops fused and parallel, every block computed per row; each lane reduction runs its
+    reduction loop outside the lane loop, which is vectorized (one vector max / add per
+    ``lanes`` elements, no predicate); elementwise blocks vectorized over whole vectors with
+    the row's tail in a loop of its own (``loop_partition``). Declines a function with no lane
+    reduction (TVM's ``Reduction`` rule takes other softmax / layer norm chains)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or str(target.kind.name) != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = _blocks(sch)
+        lanes = vector_lanes(target, 32)
+        if not blocks or _is_reduction(sch, blocks[-1]) or not any(self._lane_reduction(sch, b, lanes) for b in blocks):
+            return None
+        try:
+            _inline_producers(sch, blocks, shared=False)
+            blocks = _blocks(sch)
+            lead = min(self._leading_spatial(sch, b) for b in blocks)
+            if lead == 0:
+                return None
+            loops = sch.get_loops(blocks[-1])
+            row = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
+            if _elements(sch, [row]) > 1:
+                sch.parallel(row)
+            for block in reversed(blocks[:-1]):
+                sch.compute_at(block, row, preserve_unit_loops=True)
+            for block in blocks:
+                if _is_reduction(sch, block):
+                    self._vectorize_lanes(sch, block, lanes)
+                else:
+                    self._vectorize_row(sch, block, lanes)
+        except Exception as err:  # noqa: BLE001
+            LOG.debug("row chain rule declined: %s", err)
+            return None
+        return sch
+
+    @staticmethod
+    def _leading_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> int:
+        kinds = [int(iv.iter_type) for iv in sch.get(block).iter_vars]
+        return len(kinds) - len(_lstrip_zero(kinds))
+
+    @staticmethod
+    def _lane_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> bool:
+        """A reduction block whose last spatial iterator is ``lanes`` long and which reads along
+        its input's innermost axis: lane partials of a row reduction."""
+        ivs = sch.get(block).iter_vars
+        spatial = [iv for iv in ivs if int(iv.iter_type) == 0]
+        return (_is_reduction(sch, block) and bool(spatial) and int(spatial[-1].dom.extent) == lanes
+                and _reduces_innermost(sch, block))
+
+    @staticmethod
+    def _vectorize_lanes(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
+        """The lane loop of a lane reduction below its reduction loops, vectorized (its init
+        too); other reductions stay serial."""
+        ivs = sch.get(block).iter_vars
+        loops = sch.get_loops(block)[1:]
+        if len(loops) != len(ivs):
+            raise ValueError("loops do not match the block's iterators")
+        spatial = [loop for loop, iv in zip(loops, ivs) if int(iv.iter_type) == 0]
+        reduction = [loop for loop, iv in zip(loops, ivs) if int(iv.iter_type) != 0]
+        if not spatial or _extent(sch, spatial[-1]) != lanes:
+            return
+        lane = spatial[-1]
+        sch.reorder(*reduction, lane)
+        sch.vectorize(lane)
+        init = sch.decompose_reduction(block, reduction[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+
+    @staticmethod
+    def _vectorize_row(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
+        """The innermost loop of an elementwise block as whole vectors, its tail left serial."""
+        loops = sch.get_loops(block)
+        extent = _extent(sch, loops[-1]) if len(loops) > 1 else None
+        if extent is None or extent < lanes:
+            return
+        inner = loops[-1]
+        if extent % lanes:
+            inner, _tail = sch.loop_partition(inner, [extent - extent % lanes, None])
+        _outer, vec = sch.split(inner, [None, lanes])
+        sch.vectorize(vec)
