@@ -80,7 +80,8 @@ class Accumulator:
         axis_in_out = self.ndim - bias.ndim + next(i for i, d in enumerate(bias.shape) if d != 1)
         if axis_in_out != self.channel_axis % self.ndim:
             return False
-        return bool(np.all(np.abs(bias.reshape(-1).astype(np.float64) / self.scale) < 2.0**29))
+        with np.errstate(divide="ignore"):  # a dead channel's zero scale: no int32 bias (inf)
+            return bool(np.all(np.abs(bias.reshape(-1).astype(np.float64) / self.scale) < 2.0**29))
 
 
 class IntegerArith:
