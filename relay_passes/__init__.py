@@ -32,8 +32,9 @@ row), ``transpose_conv_as_matmul.TransposeConvAsMatmul``,
 ``pad_matmul_columns.PadMatmulColumns`` (its columns on whole vectors),
 ``shift_activations.ShiftActivationsToInt8``, ``pad_channels.PadOutputChannels`` (int8 convs with
 few output channels on whole vectors), ``winograd_conv.Conv2dWinograd`` (float32 3x3
-stride-1 convs on large maps as Winograd F(4x4, 3x3)), ``fast_exp.VectorExp`` (float32 exp /
-sigmoid as vectorizable polynomials) and, between ``FuseOps`` and ``FuseTIR``,
+stride-1 convs on large maps as Winograd F(4x4, 3x3)), ``lane_softmax.LaneSoftmax`` (a float32
+row softmax reduced into one accumulator per vector lane), ``fast_exp.VectorExp`` (float32 exp /
+sigmoid / tanh / erf as vectorizable polynomials) and, between ``FuseOps`` and ``FuseTIR``,
 ``fuse_pad_into_mac.FusePadIntoMac`` (an int8 conv's zero-point pad inside the conv's kernel).
 """
 
