@@ -25,6 +25,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, topi
 
+from relay_passes.precision_annotation import relax_functions
+
 
 def _fast_sigmoid(x: te.Tensor) -> te.Tensor:
     e = topi.fast_exp(topi.negative(x))
@@ -63,7 +65,6 @@ class VectorExp:
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         rewriter = _Rewriter(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function) and not (func.attrs is not None and func.attrs.get("Primitive")):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+        for gv, func in relax_functions(mod):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
         return rewriter.builder_.get() if rewriter.n_rewritten else mod

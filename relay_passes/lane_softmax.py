@@ -22,6 +22,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, tirx, topi
 
+from relay_passes.precision_annotation import relax_functions
+
 
 def lane_softmax(x: te.Tensor, lanes: int) -> te.Tensor:
     """Softmax of ``x`` over its last axis, row reductions over ``lanes`` partial accumulators."""
@@ -81,7 +83,6 @@ class LaneSoftmax:
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         rewriter = _Rewriter(mod, self.lanes)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function) and not (func.attrs is not None and func.attrs.get("Primitive")):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+        for gv, func in relax_functions(mod):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
         return rewriter.builder_.get() if rewriter.n_rewritten else mod

@@ -34,6 +34,19 @@ class ConvBnReluNet(torch.nn.Module):
         return self.fc(z.mean((2, 3)))
 
 
+def softmax_module(shape: tuple[int, ...], axis: int = -1):
+    """A Relax module of one float32 softmax of ``shape`` over ``axis`` (the kernel tests)."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.softmax(x, axis=axis))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
 class AttentionNet(torch.nn.Module):
     """A linear layer feeding an activation x activation matmul (q @ k^T), then a linear head."""
 

@@ -19,6 +19,7 @@ from tvm import relax
 
 from tvm_mpq.compiler.build import TuningOptions, build_module, fuse
 
+from conftest import softmax_module
 from targets import get_target
 from targets.aarch64_sysroot import find_cross_compiler, find_qemu, sysroot_dir, Sysroot
 
@@ -99,18 +100,8 @@ FP32_CASES = [
     # 16 output tiles of 4x4: Winograd F(4x4, 3x3) (relay_passes.winograd_conv), NEON widths
     ("conv3x3_winograd_fp32", lambda: conv_module(8, 16, 16, conv_pad=1, in_dtype="float32"), (1, 8, 16, 16)),
     # rows of 10 NEON vectors + a tail of 3: relay_passes.lane_softmax, RowChainCpu with 4 lanes
-    ("softmax_rows_fp32", lambda: _softmax_rows((2, 3, 43)), (2, 3, 43)),
+    ("softmax_rows_fp32", lambda: softmax_module((2, 3, 43)), (2, 3, 43)),
 ]
-
-
-def _softmax_rows(shape: tuple[int, ...]) -> tvm.IRModule:
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit_output(relax.op.nn.softmax(x, axis=-1))
-        bb.emit_func_output(y)
-    return bb.get()
 
 
 def _fused_mac(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.tirx.PrimFunc:

@@ -24,6 +24,8 @@ from tvm_mpq.kernels.cpu_mac import plan_kernel
 from tvm_mpq.kernels.cpu_mac_analysis import MacInfo, analyze_mac
 from tvm_mpq.runtime.executor import cpuinfo_flags, extensions_this_host_lacks, masked_features
 
+from conftest import softmax_module
+
 pytestmark = pytest.mark.skipif(
     not str(tvm.get_global_func("target.llvm_get_system_triple")()).startswith("x86_64"), reason="x86 kernels")
 
@@ -383,13 +385,7 @@ def test_softmax_across_rows_gets_a_parallel_kernel(axis):
     exp computed once); a row softmax becomes LaneSoftmax's compute, scheduled by RowChainCpu.
     Both match numpy."""
     shape = (1, 16, 4, 300)
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit_output(relax.op.nn.softmax(x, axis=axis))
-        bb.emit_func_output(y)
-    executable, info = build_module(bb.get(), _host())
+    executable, info = build_module(softmax_module(shape, axis), _host())
     assert list(info["kernels"].values()) == ["ReductionCpu" if axis == 1 else "RowChainCpu"]
     data = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
@@ -406,16 +402,8 @@ def test_a_row_softmax_reduces_on_vector_lanes_without_predicates(tmp_path, shap
     vectors stay TVM's softmax. Matches numpy (float64) to float32 rounding."""
     import subprocess
 
-    from tvm_mpq.kernels.cpu_isa import cpu_isa
-
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit_output(relax.op.nn.softmax(x, axis=-1))
-        bb.emit_func_output(y)
     target = _host()
-    executable, info = build_module(bb.get(), target)
+    executable, info = build_module(softmax_module(shape), target)
     lanes = cpu_isa(target).lanes(32)
     if shape[-1] >= 2 * lanes:
         assert [(k.startswith("lane_softmax"), v) for k, v in info["kernels"].items()] == [(True, "RowChainCpu")], info["kernels"]

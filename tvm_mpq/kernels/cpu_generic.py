@@ -172,9 +172,7 @@ class ReductionCpu(ScheduleRule):
 def _schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, target: Target) -> None:
     """Leading spatial loops parallel; the innermost spatial loop (channels-last: the channels)
     moved below the reduction loops and vectorized, when its extent suits the vector width."""
-    stmt = sch.get(block)
-    kinds = [int(iv.iter_type) for iv in stmt.iter_vars]
-    lead = len(kinds) - len(_lstrip_zero(kinds))
+    lead = _leading_spatial(sch, block)
     loops = sch.get_loops(block)
     spatial, reduction = loops[:lead], loops[lead:]
     lanes = vector_lanes(target, widest_bits(sch, block))
@@ -224,6 +222,12 @@ def _inputs(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> int:
     return len({r.source for r in stmt.reads if r.source not in out})
 
 
+def _leading_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> int:
+    """How many of the block's iterators lead before its first reduction iterator."""
+    kinds = [int(iv.iter_type) for iv in sch.get(block).iter_vars]
+    return len(kinds) - len(_lstrip_zero(kinds))
+
+
 def _lstrip_zero(kinds: list[int]) -> list[int]:
     i = 0
     while i < len(kinds) and kinds[i] == 0:
@@ -252,7 +256,7 @@ class RowChainCpu(ScheduleRule):
         try:
             _inline_producers(sch, blocks, shared=False)
             blocks = _blocks(sch)
-            lead = min(self._leading_spatial(sch, b) for b in blocks)
+            lead = min(_leading_spatial(sch, b) for b in blocks)
             if lead == 0:
                 return None
             loops = sch.get_loops(blocks[-1])
@@ -270,11 +274,6 @@ class RowChainCpu(ScheduleRule):
             LOG.debug("row chain rule declined: %s", err)
             return None
         return sch
-
-    @staticmethod
-    def _leading_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> int:
-        kinds = [int(iv.iter_type) for iv in sch.get(block).iter_vars]
-        return len(kinds) - len(_lstrip_zero(kinds))
 
     @staticmethod
     def _lane_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> bool:
