@@ -6,13 +6,18 @@ A pair is two convolutions joined by a chain that commutes with a positive per-c
     conv2d(W1) [-> add(bias)] [-> batch_norm[0]]
         [-> relu | clip(0, hi) | maximum(0) [-> minimum(hi)]] [-> pad(0)] -> conv2d(W2)
 
-where every tensor of the chain has a single consumer and ``W2`` is a regular conv (groups 1:
+with, anywhere after the bias add and batch-norm, any number of affine steps ``multiply(c)`` /
+``add(c)`` by a constant ``c`` that is a scalar or per channel (PP-LCNetV3's learnable affine
+after each conv, as paddle2onnx writes it: ``Mul(a) -> Add(b)`` with scalars), where every tensor
+of the chain has a single consumer and ``W2`` is a regular conv (groups 1:
 its input channels are scaled) or a depthwise conv (its channels are scaled). Dividing output
 channel ``c`` of the first layer by ``s_c > 0`` and multiplying the matching input channel of
 the second by ``s_c`` leaves the function unchanged, exactly in real arithmetic:
 
 * the first layer: with a batch-norm, its ``gamma`` and ``beta`` are divided (``BN(y) / s``);
   without, the weight's row and the bias are;
+* an affine step: a multiply by ``c`` commutes with the scale (DFQ's range of the first layer's
+  output then includes ``|c|``); an add of ``c`` becomes an add of ``c / s`` (per channel);
 * ReLU is positively homogeneous; ReLU6 is not (``min(x / s, 6) != min(x, 6) / s``), so
   ``clip(x, 0, 6)`` becomes ``minimum(maximum(x, 0), 6 / s)`` with a per-channel upper bound
   (and an ONNX import's ``minimum(maximum(x, 0), 6)``, after
@@ -37,7 +42,7 @@ done is written on each changed function as attribute :data:`EQUALIZED_ATTR`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections.abc import Mapping
 
 import numpy as np
@@ -111,6 +116,11 @@ class _Chain:
     minimum: relax.Var | None = None
     minimum_index: int = 1
     """A ``minimum(x, hi)`` after ``maximum(x, 0)``: the argument index of its bound ``hi``."""
+    affine_adds: list[tuple[relax.Var, int]] = field(default_factory=list)
+    """Adds of a constant (scalar or per channel) after the bias add and batch-norm: binding and
+    the constant's argument index (the constant becomes ``c / s``)."""
+    gain: np.ndarray | float = 1.0
+    """The product of the chain's constant multipliers' magnitudes (scalar or per channel)."""
 
 
 def _op_name(value: relax.Expr) -> str:
@@ -139,6 +149,19 @@ def _scalar_const(call: relax.Call, data: relax.Var) -> tuple[int, float] | None
     if value is None or value.size != 1:
         return None
     return index, float(value.reshape(-1)[0])
+
+
+def _operand(call: relax.Call, data: relax.Var, channels: int, scalar: bool) -> int | None:
+    """The argument index of the constant operand of binary ``call`` whose other operand is
+    ``data`` when that constant is per channel (or, with ``scalar``, a scalar), else None."""
+    args = list(call.args)
+    if len(args) != 2 or not any(a.same_as(data) for a in args):
+        return None
+    index = 1 if args[0].same_as(data) else 0
+    value = _const(args[index])
+    if value is None or value.dtype.kind != "f" or not (_per_channel(value, channels) or (scalar and value.size == 1)):
+        return None
+    return index
 
 
 def _is_nchw_conv(call: relax.Call) -> bool:
@@ -190,12 +213,18 @@ class _Finder:
             elif isinstance(value, relax.TupleGetItem):
                 if found.batch_norm is None or not value.tuple_value.same_as(found.batch_norm) or value.index != 0:
                     return None
-            elif name == "relax.add" and stage < 1:
-                index = 1 if value.args[0].same_as(cur) else 0
-                bias = _const(value.args[index])
-                if bias is None or not _per_channel(bias, channels):
+            elif name == "relax.add" and stage < 1 and _operand(value, cur, channels, scalar=False) is not None:
+                found.bias_add, found.bias_index, stage = user.var, _operand(value, cur, channels, scalar=False), 1
+            elif name in ("relax.add", "relax.multiply"):  # an affine step (no batch-norm after it)
+                index = _operand(value, cur, channels, scalar=True)
+                if index is None:
                     return None
-                found.bias_add, found.bias_index, stage = user.var, index, 1
+                if name == "relax.add":
+                    found.affine_adds.append((user.var, index))
+                else:
+                    factor = np.abs(_const(value.args[index]).astype(np.float64)).reshape(-1)
+                    found.gain = found.gain * (factor if factor.size == channels else float(factor[0]))
+                stage = max(stage, 2)
             elif name == "relax.nn.batch_norm" and stage < 2:
                 if int(value.attrs.axis) != 1 or any(_const(a) is None for a in value.args[1:5]) \
                         or not value.args[0].same_as(cur):
@@ -328,11 +357,11 @@ class EqualizeCrossLayer:
             if self.scales is not None and key not in self.scales:
                 continue
             w1 = current(chain.first, 1)
-            gain = np.ones(w1.shape[0])
+            gain = np.ones(w1.shape[0]) * chain.gain
             if chain.batch_norm is not None:
                 bn = var2val[chain.batch_norm]
                 gamma, var_ = current(chain.batch_norm, 1).astype(np.float64), current(chain.batch_norm, 4)
-                gain = np.abs(gamma / np.sqrt(var_.astype(np.float64) + float(bn.attrs.epsilon)))
+                gain = gain * np.abs(gamma / np.sqrt(var_.astype(np.float64) + float(bn.attrs.epsilon)))
             w2 = current(chain.second, 1)
             depthwise = int(var2val[chain.second].attrs.groups) != 1
             if self.scales is not None:
@@ -359,6 +388,8 @@ class EqualizeCrossLayer:
                 put(chain.second, 1, w2 * s32.reshape(-1, 1, 1, 1))
             else:
                 put(chain.second, 1, w2 * s32.reshape(1, -1, 1, 1))
+            for add, index in chain.affine_adds:  # y / s + c / s = (y + c) / s
+                put(add, index, _per_channel_quotient(current(add, index), s32))
             if chain.clip is not None:
                 clips[chain.clip] = (np.float32(chain.clip_hi) / s32).reshape(1, -1, 1, 1)
             if chain.minimum is not None:  # min(max(x / s, 0), hi / s) = min(max(x, 0), hi) / s
@@ -374,3 +405,10 @@ def _channel_shape(value: np.ndarray, channels: int) -> tuple[int, ...]:
     axis = next(i for i, d in enumerate(value.shape) if d == channels)
     shape[axis] = channels
     return tuple(shape)
+
+
+def _per_channel_quotient(value: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """``value / scales`` per channel of an NCHW tensor: a scalar becomes ``(1, C, 1, 1)``."""
+    if value.size == 1:
+        return np.float32(value.reshape(-1)[0]) / scales.reshape(1, -1, 1, 1)
+    return value / scales.reshape(_channel_shape(value, scales.size))

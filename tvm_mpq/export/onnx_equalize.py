@@ -7,7 +7,8 @@ must start from the same function with the same weights, so each recorded pair
 * ``first``'s output channel ``c`` divided by ``scales[c]``: the ``BatchNormalization`` after it
   (``scale``, ``B``) when the ONNX model keeps one, else the ``Conv``'s weight rows and bias;
 * a ``Clip(x, 0, hi)`` between them becomes ``Min(Max(x, 0), hi / scales)`` (per channel);
-  ``Relu`` and zero ``Pad`` are left as they are;
+  ``Relu``, zero ``Pad`` and ``Mul`` by a constant are left as they are; an ``Add`` of a
+  constant (paddle2onnx's bias add, PP-LCNetV3's affine) adds ``c / scales`` instead;
 * ``second``'s input channel ``c`` (its channel ``c`` for a depthwise conv) multiplied by it.
 
 The nodes are found by weight content like the QDQ export's layers: ``first`` by the equalized
@@ -85,6 +86,8 @@ def _apply(g: OnnxGraph, node1: onnx.NodeProto, node2: onnx.NodeProto, scales: n
     label = f"{pair['first']} -> {pair['second']}"
     channels = scales.size
     bn = clip = None
+    adds: list[tuple[onnx.NodeProto, int]] = []  # Add nodes of a constant, and its input index
+    affine = False
     cur = node1.output[0]
     while True:
         user = _only_user(g, cur)
@@ -92,12 +95,17 @@ def _apply(g: OnnxGraph, node1: onnx.NodeProto, node2: onnx.NodeProto, scales: n
             raise MpqError(f"equalized pair {label}: ONNX tensor '{cur}' does not lead to one node only")
         if user is node2:
             break
-        if user.op_type == "BatchNormalization" and bn is None and clip is None:
+        constant = _constant_operand(g, user, cur)
+        if user.op_type == "BatchNormalization" and bn is None and clip is None and not affine:
             bn = user
         elif user.op_type == "Clip" and clip is None:
             clip = user
         elif user.op_type == "Relu" or (user.op_type == "Pad" and is_zero_pad(g, user)):
             pass
+        elif user.op_type in ("Add", "Mul") and constant is not None:
+            affine = True
+            if user.op_type == "Add":
+                adds.append((user, constant))
         else:
             raise MpqError(f"equalized pair {label}: ONNX {user.op_type} '{user.name}' between the two layers")
         cur = user.output[0]
@@ -111,8 +119,25 @@ def _apply(g: OnnxGraph, node1: onnx.NodeProto, node2: onnx.NodeProto, scales: n
             node1.input[2] = _scaled_init(g, node1.input[2], inverse, f"{pair['first']}.bias_equalized")
     node2.input[1] = _scaled_init(g, node2.input[1], scales.reshape((-1, 1, 1, 1) if depthwise else (1, -1, 1, 1)),
                                   f"{pair['second']}.weight_equalized")
+    for add, index in adds:  # y / s + c / s
+        value = g.const(add.input[index]).astype(np.float64)
+        if value.size not in (1, channels):
+            raise MpqError(f"equalized pair {label}: ONNX Add '{add.name}' adds a constant of shape "
+                           f"{list(value.shape)}, neither a scalar nor one value per channel")
+        per_channel = inverse.reshape(1, channels, 1, 1)
+        quotient = value.reshape(-1)[0] * per_channel if value.size == 1 else value.reshape(1, channels, 1, 1) * per_channel
+        add.input[index] = g.add_init(f"{add.name or add.output[0]}_equalized", quotient.astype(np.float32))
     if clip is not None:
         _per_channel_clip(g, clip, scales, channels, label)
+
+
+def _constant_operand(g: OnnxGraph, node: onnx.NodeProto, data: str) -> int | None:
+    """The input index of the constant operand of a two-input ``node`` whose other input is
+    ``data`` (None when it has no such constant)."""
+    if len(node.input) != 2 or data not in node.input:
+        return None
+    index = 1 - list(node.input).index(data)
+    return index if g.const(node.input[index]) is not None else None
 
 
 def _per_channel_clip(g: OnnxGraph, clip: onnx.NodeProto, scales: np.ndarray, channels: int, label: str) -> None:
