@@ -95,6 +95,23 @@ def tvm_points(name: str, graph, calib: list, task: str, reference, rates: list[
     return points
 
 
+def input_grid_point(name: str, graph, calib: list, task: str, reference) -> dict:
+    """The fp32 model with only its inputs on the 8-bit grid (:mod:`benchkit.input_grid`): what
+    the first quantize alone costs every int8 build."""
+    from benchkit.input_grid import on_input_grid
+
+    from tvm_mpq.evaluation.fidelity import figures
+    from tvm_mpq.runtime import compile_graph
+
+    compiled = compile_graph(graph)
+    outs = [compiled.run(f) for f in on_input_grid(reference.samples.feeds, calib)]
+    point = {"tool": "fp32, inputs on the 8-bit grid", "variant": "-", "method": "-", "requested_rate": 0,
+             "fp32_layers": None,
+             **figures(task, outs, reference), "flips": top1_flips(task, outs, reference)}
+    print(f"{name} fp32 with its inputs on the 8-bit grid: {_short(point)}", flush=True)
+    return point
+
+
 def _short(point: dict) -> str:
     values = {**point["fidelity"], **point["accuracy"]}
     flips = "".join(f"; flip #{f['sample']} (fp32 {f['fp32_top2'][0]:.3f} / {f['fp32_top2'][1]:.3f})"
@@ -246,6 +263,7 @@ def run_model(name: str, args: argparse.Namespace, work: Path) -> dict:
     result = {"model": name, "task": entry.task, "calib_samples": len(calib), "eval": samples.to_json(),
               "fp32": figures(entry.task, reference.outputs, reference),
               "fp32_near_ties": near_ties(entry.task, reference), "points": []}
+    result["points"].append(input_grid_point(name, graph, calib, entry.task, reference))
     cache = CalibrationCache(args.cache_dir)
     for method in args.methods:
         variants = args.variants if method == args.methods[0] else args.method_variants
@@ -292,7 +310,7 @@ def markdown(report: dict) -> str:
             flips = ", ".join(f"#{f['sample']} ({f['fp32_top2'][0]:.2f} / {f['fp32_top2'][1]:.2f})"
                               for f in p.get("flips", [])) or "-"
             lines.append(f"| {p['requested_rate']:g} | {p['tool']} | {ranking} | {p['variant']} | "
-                         f"{len(p['fp32_layers'])} | {cells} | {flips} |")
+                         f"{'all' if p['fp32_layers'] is None else len(p['fp32_layers'])} | {cells} | {flips} |")
         lines.append("")
     return "\n".join(lines)
 

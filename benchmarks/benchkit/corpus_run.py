@@ -81,7 +81,9 @@ class ModelResult:
         lines = []
         worst = self.details.get("worst_layers")
         if worst:
-            lines.append(f"SQNR {self.sqnr_100_db:.1f} dB < {SQNR_GOAL_DB:g} dB; the layers that cost the most int8 alone: "
+            floor = self.details.get("input_grid_sqnr_db")
+            floor_text = "" if floor is None else (f"the fp32 model with only its inputs on the 8-bit grid: {floor:.1f} dB; ")
+            lines.append(f"SQNR {self.sqnr_100_db:.1f} dB < {SQNR_GOAL_DB:g} dB; {floor_text}the layers that cost the most int8 alone: "
                          + "; ".join(f"{w['layer']} ({w['kind']}) {w['output_sqnr_alone_db']:.1f} dB alone (its "
                                      f"weights {_fmt_db(w['weight_sqnr_db'])}, its output activation "
                                      f"{_fmt_db(w['activation_sqnr_db'])})" for w in worst))
@@ -200,6 +202,7 @@ def _stages(model, target, args, result: ModelResult) -> None:
                                       for build, peer in ORT_PEERS.items() if peer in times}
     if result.sqnr_100_db < SQNR_GOAL_DB:  # which layers the error comes from
         result.details["worst_layers"] = _timed(result, "why-sqnr", lambda: _worst_layers(graph, calib, args))
+        result.details["input_grid_sqnr_db"] = _timed(result, "why-sqnr", lambda: _input_grid_sqnr(builds[0], calib, held_out))
     if result.speedup is not None and result.speedup < SPEEDUP_GOAL:  # where the int8 build's time goes
         inputs = [held_out[0][s.name] for s in graph.inputs]
         result.details["ms_by_kind"] = _timed(result, "why-speed", lambda: _time_by_kind(builds, inputs))
@@ -224,6 +227,19 @@ def _worst_layers(graph, calib: list, args) -> list[dict]:
         rows.append({"layer": name, "kind": kinds[name], "output_sqnr_alone_db": round(float(sqnr), 1),
                      "weight_sqnr_db": _db(metrics.w_sqnr_db), "activation_sqnr_db": _db(metrics.a_sqnr_db)})
     return rows
+
+
+def _input_grid_sqnr(fp32_build, calib: list, held_out: list) -> float:
+    """The fp32 model's output SQNR with only its float inputs on the 8-bit grid an int8 first
+    layer reads them on (:mod:`benchkit.input_grid`)."""
+    from benchkit.input_grid import on_input_grid
+
+    from tvm_mpq.metrics.task_metrics import output_sqnr_db
+
+    vm = fp32_build.vm()
+    reference = [fp32_build.run(f, vm) for f in held_out]
+    on_grid = [fp32_build.run(f, vm) for f in on_input_grid(held_out, calib)]
+    return round(float(output_sqnr_db(on_grid, reference)), 1)
 
 
 def _db(value) -> float | None:
