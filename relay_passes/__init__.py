@@ -34,7 +34,8 @@ row), ``transpose_conv_as_matmul.TransposeConvAsMatmul``,
 few output channels on whole vectors), ``winograd_conv.Conv2dWinograd`` (float32 3x3
 stride-1 convs on large maps as Winograd F(4x4, 3x3)), ``lane_softmax.LaneSoftmax`` (a float32
 row softmax reduced into one accumulator per vector lane), ``fast_exp.VectorExp`` (float32 exp /
-sigmoid / tanh / erf as vectorizable polynomials) and, between ``FuseOps`` and ``FuseTIR``,
+sigmoid / tanh / erf as vectorizable polynomials), ``channel_pad.ChannelPad`` (a per-channel
+zero-point pad as one pad kernel) and, between ``FuseOps`` and ``FuseTIR``,
 ``fuse_pad_into_mac.FusePadIntoMac`` (an int8 conv's zero-point pad inside the conv's kernel).
 """
 

@@ -8,7 +8,8 @@ but not an injective op (the pad) before it: every such pad became a kernel of i
 more pass over the tensor and one more parallel launch (rapidocr-dbnet fully int8: 18 of
 them). This pass runs between ``FuseOps`` and ``FuseTIR``: a pad ``call_tir`` whose result only one
 fused group reads, where it feeds the group's conv (``op_pattern`` out-elementwise-fusable),
-is moved into that group, so ``FuseTIR`` builds
+is moved into that group (with the constants it reads besides its input, e.g. the per-channel
+zero points of :class:`~relay_passes.channel_pad.ChannelPad`), so ``FuseTIR`` builds
 one PrimFunc in which the pad is the conv's data producer; the CPU kernel then reads it in place
 (depthwise) or writes it as one parallel stage of the same kernel
 (:func:`tvm_mpq.kernels.cpu_mac._prepare_data`), like the float conv's own padding.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax, s_tir
+from tvm.ir.expr import Constant
 
 OUT_EWISE_FUSABLE = 4
 """``op_pattern`` of a PrimFunc computing a conv / matmul (TVM's ``kOutEWiseFusable``)."""
@@ -89,7 +91,8 @@ class _PadMerger(relax.PyExprMutator):
                     uses[used] = uses.get(used, 0) + 1
                 callee = _call_tir_callee(value)
                 if (callee is not None and _is_pad(mod, callee) and isinstance(binding.var, relax.DataflowVar)
-                        and len(value.args[1].fields) == 1 and isinstance(value.args[1].fields[0], relax.Var)):
+                        and isinstance(value.args[1].fields[0], relax.Var)
+                        and all(isinstance(a, Constant) for a in value.args[1].fields[1:])):
                     self.pads[binding.var] = value
         self.pads = {var: call for var, call in self.pads.items() if uses.get(var) == 1}
         self.n_merged = 0
@@ -111,27 +114,33 @@ class _PadMerger(relax.PyExprMutator):
     def _merge(self, call: relax.Call, group: relax.Function, merged: list[int]) -> relax.Call:
         """The group with each pad in ``merged`` (argument positions) moved inside it."""
         params, args, pad_bindings = [], [], []
+        extra_params: list[relax.Var] = []
+        extra_args: list[relax.Expr] = []
         for i, (param, arg) in enumerate(zip(group.params, call.args)):
             if i not in merged:
                 params.append(param)
                 args.append(self.visit_expr(arg))
                 continue
             pad = self.pads[arg]
-            source = pad.args[1].fields[0]
+            source, *constants = pad.args[1].fields
             new_param = relax.Var(param.name + "_unpadded", source.ty)
             params.append(new_param)
             args.append(self.visit_expr(source))
-            inner = relax.Call(pad.op, [pad.args[0], relax.Tuple([new_param]), *pad.args[2:]], pad.attrs, pad.ty_args)
+            const_params = [relax.Var(f"{param.name}_pad_value{k}", c.ty) for k, c in enumerate(constants)]
+            extra_params += const_params  # (a per-channel pad's zero points: relay_passes.channel_pad)
+            extra_args += constants
+            inner = relax.Call(pad.op, [pad.args[0], relax.Tuple([new_param, *const_params]), *pad.args[2:]],
+                               pad.attrs, pad.ty_args)
             pad_bindings.append(relax.VarBinding(param, inner))
         blocks = list(group.body.blocks)
         first = blocks[0]
         blocks[0] = relax.DataflowBlock(pad_bindings + list(first.bindings)) if isinstance(first, relax.DataflowBlock) \
             else relax.BindingBlock(pad_bindings + list(first.bindings))
         body = relax.SeqExpr(blocks, group.body.body)
-        func = relax.Function(params, body, group.ret_ty, group.is_pure, group.attrs)
+        func = relax.Function(params + extra_params, body, group.ret_ty, group.is_pure, group.attrs)
         gv = self.builder_.add_func(func, call.op.name_hint + "_padded")
         self.n_merged += len(merged)
-        return relax.Call(gv, args)
+        return relax.Call(gv, args + extra_args)
 
 
 @tvm.transform.module_pass(opt_level=0, name="FusePadIntoMac")

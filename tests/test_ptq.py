@@ -353,6 +353,32 @@ def test_per_channel_depthwise_inputs_compile_simulate_and_export_alike(tmp_path
         loaded.validate(table)
 
 
+def test_a_per_channel_zero_point_pad_is_read_in_place_by_the_depthwise_kernel():
+    """ChannelPad: the lowering pads a per-channel quantized depthwise input with ``pad`` +
+    ``where`` (each channel its own zero point); the CPU build turns them into one pad that
+    FusePadIntoMac moves into the depthwise kernel (no pad or where kernel left), and the outputs
+    are those of TVM's default build of the same lowered module, bit for bit."""
+    import tvm
+    from tvm import relax
+
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.runtime.executor import flatten_outputs
+
+    net = HardswishDepthwiseNet().eval()
+    graph = from_module(net, {"x": np.zeros((1, 3, 24, 24), np.float32)}, "hswish-dw")
+    config, _ = config_for_rate(graph, CALIB, 100, "inorder", channel_act=True)
+    assert any(lp.act.per_channel for lp in config.layers.values() if not lp.is_fp32)
+    compiled = compile_model(graph, config)
+    assert "R.where(" in compiled.mod.script()  # what the lowering writes
+    kernels = compiled.stats["build"]["kernels"]
+    assert not [k for k in kernels if "where" in k or k.startswith(("pad", "channel_pad"))]
+    assert [k for k, rule in kernels.items() if "_padded" in k and rule == "DepthwiseChannelsLast"]
+    vm = relax.VirtualMachine(tvm.compile(compiled.mod, target="llvm"), tvm.cpu())
+    for feed in HELD_OUT[:3]:
+        want = flatten_outputs(vm["main"](tvm.runtime.tensor(feed["x"])))
+        np.testing.assert_array_equal(compiled.run(feed)[0], want[0])
+
+
 def test_per_channel_is_declined_where_it_measures_no_better():
     """A depthwise conv straight on the image (three channels alike): the held-out-half
     measurement keeps its input per tensor; the option is still recorded."""

@@ -51,6 +51,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     3x3 stride-1 convs on large maps as Winograd F(4x4, 3x3) (:mod:`relay_passes.winograd_conv`),
     float32 exp / sigmoid / tanh / erf as vectorizable polynomials (:mod:`relay_passes.fast_exp`),
     float32 softmax along rows with vector accumulators (:mod:`relay_passes.lane_softmax`);
+    a per-channel zero-point pad as one kernel (:mod:`relay_passes.channel_pad`);
     for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first; int8 convs
     and float32 convs whose output channels fill no whole vector padded to one (:mod:`relay_passes.pad_channels`)."""
     from relay_passes.convert_layout import ConvertToChannelsLast
@@ -59,6 +60,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
               relax.transform.CanonicalizeBindings()]
     if activation_layout(target) == "NHWC":
+        from relay_passes.channel_pad import ChannelPad
         from relay_passes.fast_exp import VectorExp
         from relay_passes.lane_softmax import LaneSoftmax
         from relay_passes.conv_on_rows import ConvOnRows
@@ -82,6 +84,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         # convs with e.g. 10 or 150 output channels on whole vectors (int8: the dot product's)
         passes += [PadOutputChannels((isa.dot_bits if isa.dot is not None else isa.vector_bits) // 32)]
         passes += [ConvertToChannelsLast(isa.dot_group), relax.transform.FoldConstant(),
+                   ChannelPad(),  # per-channel zero-point pads: one kernel FusePadIntoMac moves into the conv
                    Conv2dWinograd(),  # fp32 3x3 stride-1 convs on large maps: 4x fewer multiplies
                    LaneSoftmax(isa.lanes(32)),  # row softmax: vector max / sum accumulators, no predicates
                    VectorExp()]  # exp / sigmoid (SiLU epilogues) vectorized, not one expf call per element
