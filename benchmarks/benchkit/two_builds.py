@@ -1,12 +1,14 @@
 """The frame of the benchmarks that compare two builds of each zoo config (``batch_norm_fold.py``,
-``vector_rounding.py``): their command line, and each model's QuantuneV2 config per rate with
-the input the builds are timed on."""
+``vector_rounding.py``, ``channel_padding.py``, ``channel_pad.py``): their command line, each
+model's QuantuneV2 config per rate with the input the builds are timed on, and the interleaved
+timing of the two builds."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from itertools import groupby
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +77,42 @@ def _graph_and_feeds(name: str) -> tuple[object, list]:
         return graph, feeds(corpus[name], graph, 8)
     entry = zoo.get(name)
     return entry.build_graph(), entry.calibration(16)
+
+
+def time_two_builds(points: Iterator[ZooPoint], hows: tuple[str, str], compile_point: Callable[[ZooPoint, str], object],
+                    rounds: int, runs: int) -> Iterator[dict]:
+    """For each model and rate: ``compile_point(point, how)`` (a compiled model) for both ``hows``,
+    timed interleaved (each runner's minimum of ``runs`` runs per round, ``rounds`` rounds).
+    Yields ``{"model", "rate", "ms": {how: median}, "ratio": median of first / second within
+    rounds, "max_rel_diff": largest output difference relative to the second's largest value,
+    "compiled": {how: compiled model}}``."""
+    import statistics
+
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from benchkit.timing import interleaved_min
+    from tvm_mpq.runtime.executor import flatten_outputs
+
+    for name, model_points in groupby(points, key=lambda p: p.model):
+        runners, outputs, compiled = {}, {}, {}
+        for point in model_points:
+            for how in hows:
+                compiled[(point.rate, how)] = built = compile_point(point, how)
+                vm = relax.VirtualMachine(built.executable, tvm.cpu())
+                runners[(point.rate, how)] = (lambda vm=vm, inputs=point.inputs: vm["main"](*inputs))
+                outputs[(point.rate, how)] = flatten_outputs(vm["main"](*point.inputs))
+            print(f"{name} rate {point.rate:g}: both builds compiled", flush=True)
+        times = interleaved_min({f"{r:g} {h}": run for (r, h), run in runners.items()}, rounds, runs)
+        for rate in sorted({r for r, _ in runners}):
+            first, second = (times[f"{rate:g} {how}"] for how in hows)
+            diff = max(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+                       for a, b in zip(outputs[(rate, hows[0])], outputs[(rate, hows[1])]))
+            yield {"model": name, "rate": rate, "ms": {how: round(statistics.median(times[f"{rate:g} {how}"]), 3)
+                                                       for how in hows},
+                   "ratio": round(statistics.median(a / b for a, b in zip(first, second)), 3), "max_rel_diff": diff,
+                   "compiled": {how: compiled[(rate, how)] for how in hows}}
 
 
 def write_report(out: Path, info: dict, rows: list[dict], lines: list[str]) -> None:
