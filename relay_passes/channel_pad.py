@@ -23,15 +23,8 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax, te, tirx
-from tvm.ir.expr import Constant
 
-
-def _const(expr: relax.Expr) -> np.ndarray | None:
-    return expr.value.numpy() if isinstance(expr, Constant) else None
-
-
-def _op_name(expr: relax.Expr) -> str:
-    return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
+from relay_passes.precision_annotation import bound_constant, op_name
 
 
 def _channel_pad_te(x: te.Tensor, zero_points: te.Tensor, before: list[int], after: list[int], axis: int) -> te.Tensor:
@@ -49,9 +42,9 @@ def _channel_pad_te(x: te.Tensor, zero_points: te.Tensor, before: list[int], aft
 def _match(where: relax.Call, var2val: dict) -> tuple[relax.Expr, np.ndarray, list[int], list[int], int] | None:
     """``(x, zero_points, before, after, axis)`` when ``where`` is a per-channel zero-point pad."""
     mask, zero_points, padded = (where.args[i] for i in range(3))
-    mask_value, zp_value = _const(mask), _const(zero_points)
+    mask_value, zp_value = bound_constant(mask, var2val), bound_constant(zero_points, var2val)
     pad = var2val.get(padded, padded) if isinstance(padded, relax.Var) else padded
-    if mask_value is None or zp_value is None or _op_name(pad) != "relax.nn.pad":
+    if mask_value is None or zp_value is None or op_name(pad) != "relax.nn.pad":
         return None
     attrs = pad.attrs
     if str(attrs.pad_mode) != "constant" or float(attrs.pad_value) != 0.0:
@@ -82,7 +75,7 @@ class _Rewriter(relax.PyExprMutator):
         self.n_rewritten = 0
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
-        if _op_name(call) == "relax.where":
+        if op_name(call) == "relax.where":
             found = _match(call, self.var2val)
             if found is not None:
                 x, zero_points, before, after, axis = found
@@ -103,7 +96,7 @@ class ChannelPad:
         for gv, func in mod.functions_items():
             if not isinstance(func, relax.Function) or (func.attrs is not None and func.attrs.get("Primitive")):
                 continue
-            if "relax.where" not in {_op_name(b.value) for block in func.body.blocks for b in block.bindings}:
+            if "relax.where" not in {op_name(b.value) for block in func.body.blocks for b in block.bindings}:
                 continue
             rewriter = _Rewriter(out, func)
             new_func = rewriter.visit_expr(func)

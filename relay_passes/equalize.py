@@ -49,7 +49,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from relay_passes.precision_annotation import annotated_layers, read_annotation, relax_functions
+from relay_passes.precision_annotation import annotated_layers, op_name, read_annotation, relax_functions
 
 SCALE_LIMIT = 2.0**10
 """DFQ scales are clamped to ``[1 / SCALE_LIMIT, SCALE_LIMIT]`` (a near-dead channel would
@@ -123,10 +123,6 @@ class _Chain:
     """The product of the chain's constant multipliers' magnitudes (scalar or per channel)."""
 
 
-def _op_name(value: relax.Expr) -> str:
-    return value.op.name if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) else ""
-
-
 def _const(expr: relax.Expr) -> np.ndarray | None:
     value = getattr(expr, "value", None)
     return value.numpy() if hasattr(value, "numpy") else None
@@ -138,35 +134,41 @@ def _scalar(expr: relax.Expr) -> float:
     return float(getattr(value, "value", value))
 
 
-def _scalar_const(call: relax.Call, data: relax.Var) -> tuple[int, float] | None:
-    """``(index, value)`` of the scalar constant operand of a binary op whose other operand is
-    ``data``, or None."""
+def _const_operand(call: relax.Call, data: relax.Var) -> tuple[int, np.ndarray] | None:
+    """``(index, value)`` of the constant operand of a binary op whose other operand is ``data``,
+    or None."""
     args = list(call.args)
     if len(args) != 2 or not any(a.same_as(data) for a in args):
         return None
     index = 1 if args[0].same_as(data) else 0
     value = _const(args[index])
-    if value is None or value.size != 1:
+    return None if value is None else (index, value)
+
+
+def _scalar_const(call: relax.Call, data: relax.Var) -> tuple[int, float] | None:
+    """``(index, value)`` of the scalar constant operand of a binary op whose other operand is
+    ``data``, or None."""
+    found = _const_operand(call, data)
+    if found is None or found[1].size != 1:
         return None
-    return index, float(value.reshape(-1)[0])
+    return found[0], float(found[1].reshape(-1)[0])
 
 
 def _operand(call: relax.Call, data: relax.Var, channels: int, scalar: bool) -> int | None:
     """The argument index of the constant operand of binary ``call`` whose other operand is
     ``data`` when that constant is per channel (or, with ``scalar``, a scalar), else None."""
-    args = list(call.args)
-    if len(args) != 2 or not any(a.same_as(data) for a in args):
+    found = _const_operand(call, data)
+    if found is None:
         return None
-    index = 1 if args[0].same_as(data) else 0
-    value = _const(args[index])
-    if value is None or value.dtype.kind != "f" or not (_per_channel(value, channels) or (scalar and value.size == 1)):
+    index, value = found
+    if value.dtype.kind != "f" or not (_per_channel(value, channels) or (scalar and value.size == 1)):
         return None
     return index
 
 
 def _is_nchw_conv(call: relax.Call) -> bool:
     attrs = call.attrs
-    return (_op_name(call) == "relax.nn.conv2d" and attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW"
+    return (op_name(call) == "relax.nn.conv2d" and attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW"
             and attrs.out_layout == "NCHW" and _const(call.args[1]) is not None)
 
 
@@ -207,14 +209,14 @@ class _Finder:
             user = self._single_user(cur)
             if user is None:
                 return None
-            value, name = user.value, _op_name(user.value)
+            value, name = user.value, op_name(user.value)
             if read_annotation(value) is not None:
                 pass  # the next layer's precision annotation: the identity
             elif isinstance(value, relax.TupleGetItem):
                 if found.batch_norm is None or not value.tuple_value.same_as(found.batch_norm) or value.index != 0:
                     return None
-            elif name == "relax.add" and stage < 1 and _operand(value, cur, channels, scalar=False) is not None:
-                found.bias_add, found.bias_index, stage = user.var, _operand(value, cur, channels, scalar=False), 1
+            elif name == "relax.add" and stage < 1 and (bias := _operand(value, cur, channels, scalar=False)) is not None:
+                found.bias_add, found.bias_index, stage = user.var, bias, 1
             elif name in ("relax.add", "relax.multiply"):  # an affine step (no batch-norm after it)
                 index = _operand(value, cur, channels, scalar=True)
                 if index is None:

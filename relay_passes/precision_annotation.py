@@ -148,6 +148,11 @@ def is_mac(expr: relax.Expr) -> bool:
     return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in MAC_OPS
 
 
+def op_name(expr: relax.Expr | None) -> str:
+    """The name of the Relax op ``expr`` calls (``"relax.add"``), or ``""`` for anything else."""
+    return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
+
+
 def bound_constant(expr: relax.Expr, var2val: Mapping[relax.Var, relax.Expr]) -> np.ndarray | None:
     """The value of ``expr`` when it is a constant, directly or through variables bound in
     ``var2val`` (a MAC op's weight, a bias after ``BindParams``); None otherwise."""

@@ -186,11 +186,13 @@ def _stages(model, target, args, result: ModelResult) -> None:
     result.n_qdq_100 = builds[100].n_qdq
     result.borders = list(builds[100].stats.get("borders", []))
 
+    reference: list = []  # the fp32 build's held-out outputs (also the input-grid figure's reference)
+
     def fidelity():
         from tvm_mpq.metrics.task_metrics import output_sqnr_db
 
         vm32, vm8 = builds[0].vm(), builds[100].vm()
-        reference = [builds[0].run(f, vm32) for f in held_out]
+        reference[:] = [builds[0].run(f, vm32) for f in held_out]
         outputs = [builds[100].run(f, vm8) for f in held_out]
         return output_sqnr_db(outputs, reference)
 
@@ -202,7 +204,7 @@ def _stages(model, target, args, result: ModelResult) -> None:
                                       for build, peer in ORT_PEERS.items() if peer in times}
     if result.sqnr_100_db < SQNR_GOAL_DB:  # which layers the error comes from
         result.details["worst_layers"] = _timed(result, "why-sqnr", lambda: _worst_layers(graph, calib, args))
-        result.details["input_grid_sqnr_db"] = _timed(result, "why-sqnr", lambda: _input_grid_sqnr(builds[0], calib, held_out))
+        result.details["input_grid_sqnr_db"] = _timed(result, "why-sqnr", lambda: _input_grid_sqnr(builds[0], calib, held_out, reference))
     if result.speedup is not None and result.speedup < SPEEDUP_GOAL:  # where the int8 build's time goes
         inputs = [held_out[0][s.name] for s in graph.inputs]
         result.details["ms_by_kind"] = _timed(result, "why-speed", lambda: _time_by_kind(builds, inputs))
@@ -229,15 +231,14 @@ def _worst_layers(graph, calib: list, args) -> list[dict]:
     return rows
 
 
-def _input_grid_sqnr(fp32_build, calib: list, held_out: list) -> float:
-    """The fp32 model's output SQNR with only its float inputs on the 8-bit grid an int8 first
-    layer reads them on (:mod:`benchkit.input_grid`)."""
+def _input_grid_sqnr(fp32_build, calib: list, held_out: list, reference: list) -> float:
+    """The fp32 model's output SQNR (against its ``reference`` outputs on ``held_out``) with only
+    its float inputs on the 8-bit grid an int8 first layer reads them on (:mod:`benchkit.input_grid`)."""
     from benchkit.input_grid import on_input_grid
 
     from tvm_mpq.metrics.task_metrics import output_sqnr_db
 
     vm = fp32_build.vm()
-    reference = [fp32_build.run(f, vm) for f in held_out]
     on_grid = [fp32_build.run(f, vm) for f in on_input_grid(held_out, calib)]
     return round(float(output_sqnr_db(on_grid, reference)), 1)
 

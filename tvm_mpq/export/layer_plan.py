@@ -26,7 +26,7 @@ import tvm
 from tvm import relax
 
 from relay_passes.lower_to_integer import IntegerLowering, code_layout_source
-from relay_passes.precision_annotation import bound_constant, detach_annotations
+from relay_passes.precision_annotation import bound_constant, detach_annotations, op_name
 from relay_passes.quantized_arith import FakeQuantArith, accumulator_scale
 from tvm_mpq.compiler.pipeline import annotation_passes
 from tvm_mpq.config.precision_config import PrecisionConfig
@@ -99,12 +99,6 @@ class Int8Layer:
 
 
 
-def _op_name(value: relax.Expr) -> str:
-    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-        return value.op.name
-    return ""
-
-
 def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | None = None) -> list[Int8Layer]:
     """Every int8 layer of ``config`` on ``graph`` (table order), as the default ``A->C`` compile
     lowers it. Raises MpqError when the config does not fit the model or the integer kernels
@@ -136,7 +130,7 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
         if scales is None:
             scales = weight_scales(weight, annotation.w_bits, layer.channel_axis)
         bias, bias_folded, after = None, False, var
-        add = next((b for b in consumers.get(var, []) if _op_name(b.value) == "relax.add"), None)
+        add = next((b for b in consumers.get(var, []) if op_name(b.value) == "relax.add"), None)
         if add is not None:
             other = add.value.args[1] if add.value.args[0].same_as(var) else add.value.args[0]
             value = bound_constant(other, var2val)
@@ -145,7 +139,7 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
                 forms = lowering.forms.get(add.var)
                 bias_folded = forms is not None and forms.acc is not None
                 after = add.var
-        bn_kept = any(_op_name(b.value) == "relax.nn.batch_norm" for b in consumers.get(after, []))
+        bn_kept = any(op_name(b.value) == "relax.nn.batch_norm" for b in consumers.get(after, []))
         data = call.args[0]
         shared = isinstance(data, relax.Var) and lowering.has_int_form(data)
         shared_act = lowering.targets.get(data) if shared else None

@@ -124,8 +124,7 @@ def _apply(g: OnnxGraph, node1: onnx.NodeProto, node2: onnx.NodeProto, scales: n
         if value.size not in (1, channels):
             raise MpqError(f"equalized pair {label}: ONNX Add '{add.name}' adds a constant of shape "
                            f"{list(value.shape)}, neither a scalar nor one value per channel")
-        per_channel = inverse.reshape(1, channels, 1, 1)
-        quotient = value.reshape(-1)[0] * per_channel if value.size == 1 else value.reshape(1, channels, 1, 1) * per_channel
+        quotient = (value.reshape(-1) * inverse).reshape(1, channels, 1, 1)  # (a scalar broadcasts)
         add.input[index] = g.add_init(f"{add.name or add.output[0]}_equalized", quotient.astype(np.float32))
     if clip is not None:
         _per_channel_clip(g, clip, scales, channels, label)
