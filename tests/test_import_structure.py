@@ -33,6 +33,7 @@ FLOORS: list[tuple[str, list[str]]] = [
     ("layer table", ["tvm_mpq.graph"]),
     ("decisions and execution", ["tvm_mpq.allocation", "tvm_mpq.config", "tvm_mpq.runtime"]),
     ("graph passes", ["relay_passes"]),
+    ("target build passes", ["tvm_mpq.target_build"]),
     ("models", ["tvm_mpq.zoo", "tvm_mpq.corpus"]),
     ("calibration", ["tvm_mpq.calibration"]),
     ("analysis and compilation", ["tvm_mpq.sensitivity", "tvm_mpq.compiler", "tvm_mpq.ptq"]),

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from relay_passes import ExposeIntermediates
 from tvm_mpq.calibration.observers import make_observer
 from tvm_mpq.frontends.model_graph import ModelGraph
-from tvm_mpq.runtime.executor import compile_graph
+from tvm_mpq.target_build.runs import compile_for_runs
 from tvm_mpq.types import Feed
 
 BatchCallback = Callable[[int, list[np.ndarray], list[np.ndarray]], None]
@@ -28,8 +28,9 @@ BatchCallback = Callable[[int, list[np.ndarray], list[np.ndarray]], None]
 
 
 def compile_exposed(graph: ModelGraph, var_names: list[str]):
-    """``graph`` compiled with ``var_names`` as extra outputs (what :func:`run_exposed` runs)."""
-    return compile_graph(graph.with_module(ExposeIntermediates(var_names)(graph.mod)))
+    """``graph`` compiled with ``var_names`` as extra outputs (what :func:`run_exposed` runs; the
+    CPU kernels' build for a large model, :func:`tvm_mpq.target_build.compile_for_runs`)."""
+    return compile_for_runs(graph.with_module(ExposeIntermediates(var_names)(graph.mod)))
 
 
 def run_exposed(graph: ModelGraph, feeds: list[Feed], var_names: list[str], on_batch: BatchCallback,

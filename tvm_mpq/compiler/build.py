@@ -37,114 +37,8 @@ from tvm_mpq.compiler.tuning import (DEFAULT_TUNING_ROOT, MAC_TASK_MARKERS, Tuni
                                      check_tuning, target_key, tuning_dir, untuned_tasks)
 from tvm_mpq.compiler.tune import tune
 from tvm_mpq.kernels import GENERIC_RULES, is_scheduled
-
-
-def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """The graph-level passes a target's build starts with: inference batch-norms decomposed
-    into arithmetic (a batch norm the precision passes did not fold: stage A) and, for
-    targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
-    CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
-    conv1d and convs down a one-pixel column as convs along a row (:mod:`relay_passes.conv_on_rows`);
-    upsampling transposed convs as GEMMs (:mod:`relay_passes.transpose_conv_as_matmul`), a batch
-    of rows times a constant weight as one GEMM (:mod:`relay_passes.flatten_matmul_rows`) on whole
-    vectors of columns (:mod:`relay_passes.pad_matmul_columns`), float32
-    3x3 stride-1 convs on large maps as Winograd F(4x4, 3x3) (:mod:`relay_passes.winograd_conv`),
-    float32 exp / sigmoid / tanh / erf as vectorizable polynomials (:mod:`relay_passes.fast_exp`),
-    float32 softmax along rows with vector accumulators (:mod:`relay_passes.lane_softmax`);
-    a per-channel zero-point pad as one kernel (:mod:`relay_passes.channel_pad`);
-    for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first; int8 convs
-    and float32 convs whose output channels fill no whole vector padded to one (:mod:`relay_passes.pad_channels`)."""
-    from relay_passes.convert_layout import ConvertToChannelsLast
-    from tvm_mpq.kernels import activation_layout
-
-    passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
-              relax.transform.CanonicalizeBindings()]
-    if activation_layout(target) == "NHWC":
-        from relay_passes.channel_pad import ChannelPad
-        from relay_passes.fast_exp import VectorExp
-        from relay_passes.lane_softmax import LaneSoftmax
-        from relay_passes.conv_on_rows import ConvOnRows
-        from relay_passes.flatten_matmul_rows import FlattenMatmulRows
-        from relay_passes.fold_pad import FoldPadIntoConv
-        from relay_passes.pad_matmul_columns import PadMatmulColumns
-        from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
-        from relay_passes.winograd_conv import Conv2dWinograd
-        from relay_passes.pad_channels import PadOutputChannels
-        from relay_passes.shift_activations import ShiftActivationsToInt8
-        from tvm_mpq.kernels.cpu_isa import cpu_isa
-
-        isa = cpu_isa(target)
-        passes += [FoldPadIntoConv(),  # the kernels read a conv's own zero padding in place
-                   ConvOnRows(),  # conv1d and convs down a one-pixel column: along a row instead
-                   TransposeConvAsMatmul(),  # (no CPU schedule for conv2d_transpose: a GEMM instead)
-                   FlattenMatmulRows(),  # batched rows x constant weight: one GEMM of the rows
-                   PadMatmulColumns(isa.lanes(32))]  # e.g. 8210 classes: whole vectors, not 2 lanes
-        if isa.dot == "sdot":  # signed x signed dot product: activations shifted to int8
-            passes += [ShiftActivationsToInt8()]
-        # convs with e.g. 10 or 150 output channels on whole vectors (int8: the dot product's)
-        passes += [PadOutputChannels((isa.dot_bits if isa.dot is not None else isa.vector_bits) // 32)]
-        passes += [ConvertToChannelsLast(isa.dot_group), relax.transform.FoldConstant(),
-                   ChannelPad(),  # per-channel zero-point pads: one kernel FusePadIntoMac moves into the conv
-                   Conv2dWinograd(),  # fp32 3x3 stride-1 convs on large maps: 4x fewer multiplies
-                   LaneSoftmax(isa.lanes(32)),  # row softmax: vector max / sum accumulators, no predicates
-                   VectorExp()]  # exp / sigmoid (SiLU epilogues) vectorized, not one expf call per element
-    return passes
-
-
-def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """TVM's CPU legalization and fusion (``LegalizeOps`` ... ``FuseOps``, ``FuseTIR``), with,
-    on channels-last targets, an int8 conv's zero-point pad moved into the conv's fused group in
-    between (:class:`relay_passes.fuse_pad_into_mac.FusePadIntoMac`)."""
-    from tvm.relax.backend.cpu_generic.pipeline import legalize_passes
-
-    from tvm_mpq.kernels import activation_layout
-
-    passes = legalize_passes(None)
-    if activation_layout(target) == "NHWC":
-        from relay_passes.fuse_pad_into_mac import FusePadIntoMac
-
-        at = next(i for i, p in enumerate(passes) if p.info.name == "FuseTIR")
-        passes = [*passes[:at], FusePadIntoMac(), *passes[at:]]
-    return passes
-
-
-def fuse(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.IRModule:
-    """``mod`` after :func:`graph_passes` (for ``target``, default: the current one),
-    legalization and fusion: the PrimFuncs the kernel rules schedule."""
-    from tvm.relax.backend.cpu_generic.pipeline import library_dispatch_passes
-
-    target = target or tvm.target.Target.current()
-    seq = tvm.transform.Sequential([*graph_passes(target), *library_dispatch_passes(None), *fusion_passes(target),
-                                    relax.transform.AttachAttrLayoutFreeBuffers()])
-    return seq(mod)
-
-
-def kernel_rules(target: tvm.target.Target, kernels: bool = True) -> list:
-    """The schedule rules a build applies: tvm-mpq's (:mod:`tvm_mpq.kernels`) with ``kernels``;
-    without, none on CPUs (TVM's unscheduled loops, the reference) and TVM's GPU rules alone on
-    CUDA (a GPU kernel must be scheduled)."""
-    from tvm_mpq.kernels import default_schedule_rules, tagged
-
-    if kernels:
-        return default_schedule_rules(target)
-    if str(target.kind.name) == "cuda":
-        from tvm_mpq.kernels.cuda import tvm_gpu_rules
-
-        return [tagged(rule) for rule in tvm_gpu_rules()]
-    return []
-
-
-def schedule_kernels(mod: tvm.IRModule, target: tvm.target.Target, kernels: bool = True) -> tvm.IRModule:
-    """Legalize and fuse ``mod``, then schedule the kernels the rules of :func:`kernel_rules`
-    accept (the module MetaSchedule tuning and the database then see)."""
-    with target, tvm.transform.PassContext(opt_level=3):
-        mod = fuse(mod, target)
-        rules = kernel_rules(target, kernels)
-        if rules:
-            from tvm.s_tir import dlight
-
-            mod = dlight.ApplyDefaultSchedule(*rules)(mod)
-    return mod
+from tvm_mpq.target_build.passes import (fuse, fusion_passes, graph_passes, kernel_passes,  # noqa: F401
+                                         kernel_rules, lower_after_schedule, schedule_kernels)
 
 
 BUILD_INFO_ATTR = "mpq_build"
@@ -192,14 +86,9 @@ def build_passes(target: tvm.target.Target, options: TuningOptions | None = None
     :func:`graph_passes`, legalization and fusion (``LegalizeOps``, ``FuseOps``, ``FuseTIR``),
     :class:`ScheduleKernels`, weight prepacking (CPU and CUDA alike). MpqError for tuning
     options the target cannot use."""
-    from tvm.relax.backend.cpu_generic.pipeline import library_dispatch_passes
-
     options = options or TuningOptions()
     check_tuning(target, options)
-    return [*graph_passes(target), *library_dispatch_passes(None), *fusion_passes(target),
-            relax.transform.AttachAttrLayoutFreeBuffers(), ScheduleKernels(target, options),
-            relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
-            relax.transform.DeadCodeElimination()]
+    return kernel_passes(target, ScheduleKernels(target, options))
 
 
 def build_info(mod: tvm.IRModule, target: tvm.target.Target) -> dict:
@@ -284,17 +173,3 @@ def _count_scheduled(mod: tvm.IRModule) -> int:
     return sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and is_scheduled(f))
 
 
-def lower_after_schedule(target: tvm.target.Target) -> tvm.transform.Pass:
-    """TVM's default lowering after legalization/fusion (dataflow lowering + finalization) for
-    the target's backend (CPU, or CUDA: CUDA graphs where the VM can use them)."""
-    if str(target.kind.name) == "cuda":
-        from tvm.relax.backend.cuda.pipeline import dataflow_lower_passes, finalize_passes
-    else:
-        from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
-
-    @tvm.transform.module_pass(opt_level=0, name="TvmMpqLowerAfterSchedule")
-    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        with target:
-            return tvm.transform.Sequential([*dataflow_lower_passes(target), *finalize_passes(target)])(mod)
-
-    return _pipeline

@@ -37,10 +37,11 @@ class Reference:
 
 
 def fp32_reference(graph: ModelGraph, samples: SampleSet) -> Reference:
-    """``graph`` (stage A, fp32) compiled for and run on this host (``llvm``) on every sample."""
-    from tvm_mpq.runtime.executor import compile_graph
+    """``graph`` (stage A, fp32) compiled for and run on this host (``llvm``) on every sample
+    (the CPU kernels' build for a large model, :func:`tvm_mpq.target_build.compile_for_runs`)."""
+    from tvm_mpq.target_build.runs import compile_for_runs
 
-    model = compile_graph(graph)
+    model = compile_for_runs(graph)
     outputs = [model.run(feed) for feed in samples.feeds]
     return Reference(samples, outputs, f"this host ({platform.machine()}, fp32 llvm build, run locally)")
 

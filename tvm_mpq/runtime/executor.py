@@ -112,6 +112,8 @@ class CompiledGraph:
     vm: relax.VirtualMachine
     device: tvm.runtime.Device
     param_tensors: list
+    built_by: str = "TVM's default pipeline"
+    """How the executable was built (``compile_graph``: TVM's default pipeline, unscheduled loops)."""
 
     def run(self, feed: Feed) -> list[np.ndarray]:
         self.graph.check_inputs(feed)

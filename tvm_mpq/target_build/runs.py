@@ -1,0 +1,60 @@
+"""The host builds the analysis runs: a model with fixed weights, run on many samples.
+
+Calibration, the sensitivity passes, the per-channel and bias measurements and the fp32
+reference run a model (often with intermediates exposed) once per sample. Built by TVM's
+default pipeline (:func:`tvm_mpq.runtime.compile_graph`) their loops are not scheduled: one
+thread, no vector kernels. On large models that is most of the analysis time: a 640x640
+YOLOv8-seg export (16.5 G MACs) ran 5.9 s a pass that way and 0.07 s with the kernels below, and
+``tvm-mpq compile slider.onnx --rate 100`` took 25.5 minutes before, 2.5 minutes after (2-core
+AMD EPYC Zen 5, 2026-12-03). :func:`compile_for_runs` builds such a
+model, weights bound as constants, with the CPU kernels of the compile itself
+(:mod:`tvm_mpq.target_build.passes`) when the model is large enough for the kernel build's
+longer compile to pay off (:data:`KERNEL_BUILD_MACS`), and with TVM's default pipeline otherwise.
+Both compute the same fp32 function; the kernels' accumulation order (and Winograd's transforms)
+differ from the default loops' by float rounding (1e-5 of a tensor's range).
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.graph.layer_table import build_layer_table
+from tvm_mpq.kernels import rule_of
+from tvm_mpq.runtime.executor import CompiledGraph, compile_graph, host_target, host_tensor
+from tvm_mpq.target_build.passes import kernel_passes, kernel_rules, lower_after_schedule
+
+KERNEL_BUILD_MACS = 1_000_000_000
+"""Models with at least this many multiply-accumulates get the kernel build. Measured 2026-12-03
+on efficientnet-lite0 (0.39 G MACs, 50 tensors exposed, 2 threads, AMD EPYC Zen 5): TVM's default
+build 4.4 s to compile and 254 ms a run, the kernel build 13-17 s and 11 ms; a calibration pass is
+16 runs, so the kernel build pays off from about 1 G MACs (its compile grows with the model too:
+29 s on the 16.5 G MACs above)."""
+
+
+def kernel_build(graph: ModelGraph, target: tvm.target.Target | None = None) -> CompiledGraph:
+    """``graph`` with its weights bound, built with the target's graph passes, fusion, kernel
+    rules and prepacked weights (:func:`~tvm_mpq.target_build.passes.kernel_passes`; no tuning
+    database: a build for a few runs), for this host by default."""
+    from tvm.s_tir import dlight
+
+    target = target or host_target()
+    device = tvm.cpu()
+    params = {name: host_tensor(value, device) for name, value in graph.params.items()}
+    schedule = dlight.ApplyDefaultSchedule(*kernel_rules(target))
+    passes = [relax.transform.BindParams("main", params), *kernel_passes(target, schedule)]
+    with target, tvm.transform.PassContext(opt_level=3):
+        mod = tvm.transform.Sequential(passes, name="tvm_mpq.kernel_build")(graph.mod)
+    by_rules = sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and rule_of(f))
+    executable = tvm.compile(mod, target=target, relax_pipeline=lower_after_schedule(target))
+    return CompiledGraph(graph, relax.VirtualMachine(executable, device), device, [],
+                         built_by=f"tvm-mpq kernel rules ({by_rules} kernels)")
+
+
+def compile_for_runs(graph: ModelGraph, kernels: bool | None = None) -> CompiledGraph:
+    """``graph`` built for many runs on this host: :func:`kernel_build` when ``kernels`` (None:
+    when the model has at least :data:`KERNEL_BUILD_MACS` MACs), else TVM's default build."""
+    if kernels is None:
+        kernels = build_layer_table(graph).total_macs() >= KERNEL_BUILD_MACS
+    return kernel_build(graph) if kernels else compile_graph(graph)
