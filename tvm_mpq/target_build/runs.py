@@ -4,7 +4,7 @@ Calibration, the sensitivity passes, the per-channel and bias measurements and t
 reference run a model (often with intermediates exposed) once per sample. Built by TVM's
 default pipeline (:func:`tvm_mpq.runtime.compile_graph`) their loops are not scheduled: one
 thread, no vector kernels. On large models that is most of the analysis time: a 640x640
-YOLOv8-seg export (16.5 G MACs) ran 5.9 s a pass that way and 0.07 s with the kernels below, and
+YOLOv8-seg export (16.5 G MACs) ran 18 s a pass that way and 0.08 s with the kernels below, and
 ``tvm-mpq compile slider.onnx --rate 100`` took 25.5 minutes before, 2.5 minutes after (2-core
 AMD EPYC Zen 5, 2026-12-03). :func:`compile_for_runs` builds such a
 model, weights bound as constants, with the CPU kernels of the compile itself
