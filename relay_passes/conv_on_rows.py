@@ -14,7 +14,7 @@ This pass rewrites both as a ``conv2d`` over a map one row high:
 
 The products and their order of summation are the definition's, so values are unchanged.
 Float32 and integer convs (any ``out_dtype``) alike; runs in the CPU build
-(:func:`tvm_mpq.compiler.build.graph_passes`) before the graph goes channels-last, on every
+(:func:`tvm_mpq.target_build.passes.graph_passes`) before the graph goes channels-last, on every
 Relax function.
 """
 

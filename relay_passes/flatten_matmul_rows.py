@@ -10,7 +10,7 @@ projection of an unrolled LSTM over its whole sequence (``[steps, batch, K]``, f
 Reshapes of contiguous rows are free, and float32 and integer matmuls (any ``out_dtype``) are
 rewritten alike, so the integer model's values do not change.
 
-It runs in the CPU build (:func:`tvm_mpq.compiler.build.graph_passes`), on every Relax function.
+It runs in the CPU build (:func:`tvm_mpq.target_build.passes.graph_passes`), on every Relax function.
 """
 
 from __future__ import annotations

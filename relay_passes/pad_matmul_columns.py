@@ -10,7 +10,7 @@ a large vocabulary has such counts: ddddocr-crnn's CTC head is ``[20, 1024] x [1
 columns up to a whole number of full vectors and slices the product back to its real columns
 (the epilogue after it reads the slice), so every value is the same.
 
-Runs in the CPU build (:func:`tvm_mpq.compiler.build.graph_passes`), after
+Runs in the CPU build (:func:`tvm_mpq.target_build.passes.graph_passes`), after
 :class:`~relay_passes.flatten_matmul_rows.FlattenMatmulRows`, on float32 and integer matmuls,
 in every Relax function.
 """

@@ -15,7 +15,7 @@ the GEMM kernel (:class:`tvm_mpq.kernels.cpu_mac.MatmulConstWeight`). The sums a
 products in another order (float32 rounding differs in the last bits).
 
 Only NCHW / IOHW float32 convs with a constant weight are rewritten; the rest stay as they are.
-It runs in the CPU build (:func:`tvm_mpq.compiler.build.graph_passes`), on fp32 layers (there is
+It runs in the CPU build (:func:`tvm_mpq.target_build.passes.graph_passes`), on fp32 layers (there is
 no integer ``conv2d_transpose``: the precision pass keeps them fp32).
 """
 

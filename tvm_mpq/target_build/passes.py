@@ -1,11 +1,12 @@
 """A target's build passes up to scheduled kernels, and codegen's lowering after them.
 
-The pass lists of a build without tuning: :func:`graph_passes` (the target's graph rewrites of
-:mod:`relay_passes`), :func:`fusion_passes` (TVM's legalization and fusion), :func:`kernel_rules`
-(the schedule rules of :mod:`tvm_mpq.kernels`) and :func:`lower_after_schedule` (TVM's lowering
-after scheduling). :mod:`tvm_mpq.compiler.build` adds tuning, the tuning database and weight
-prepacking; :mod:`tvm_mpq.target_build.runs` builds the fixed-weight models analysis runs with
-the same kernels.
+:func:`kernel_passes` is the build from a lowered Relax module to scheduled kernels with
+prepacked weights, around a scheduling pass: :func:`graph_passes` (the target's graph rewrites
+of :mod:`relay_passes`), :func:`fusion_passes` (TVM's legalization and fusion), then the
+scheduler, then weight prepacking; :func:`kernel_rules` are the schedule rules of
+:mod:`tvm_mpq.kernels`, :func:`lower_after_schedule` TVM's lowering after scheduling.
+:mod:`tvm_mpq.compiler.build` schedules with tuning and the tuning database on top of the rules;
+:mod:`tvm_mpq.target_build.runs` with the rules alone, for the analysis runs.
 """
 
 from __future__ import annotations
