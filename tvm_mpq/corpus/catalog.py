@@ -171,6 +171,11 @@ CATALOG: tuple[CorpusModel, ...] = (
         "rapidocr", "3.10.0", "rapidocr/models/PP-OCRv6_rec_small.onnx",
         {"x": (1, 3, 48, 320)}, {"x": InputRecipe("document", mean=(0.5,), std=(0.5,))},
         "PP-OCRv6 small text-line recogniser as RapidOCR ships it (opset 11)"),
+    CorpusModel(
+        "captcha-slider-yolov8seg", "instance segmentation (YOLOv8-seg: box head + 32 mask prototypes, 640x640, 16.5 G MACs)", 40.53,
+        "captcha-recognizer", "1.0.2", "captcha_recognizer/models/slider.onnx",
+        {"images": (1, 3, 640, 640)}, {"images": _UNIT},
+        "captcha-recognizer's slider-gap detector, a YOLOv8-seg exported by ultralytics (opset 19)"),
 )
 
 
