@@ -99,13 +99,36 @@ def kernel_passes(target: tvm.target.Target, schedule: tvm.transform.Pass) -> li
     """The build from a lowered Relax module to the module codegen takes, ``schedule`` (a pass
     that schedules the fused PrimFuncs) in the middle: :func:`graph_passes`, legalization and
     fusion (:func:`fusion_passes`), layout-free weights marked, ``schedule``, then weight
-    prepacking (each kernel's weight layout rewrite split out and folded into the constants)."""
+    prepacking (:class:`PrepackWeights`; each kernel's weight layout rewrite folded into the
+    constants)."""
     from tvm.relax.backend.cpu_generic.pipeline import library_dispatch_passes
 
     return [*graph_passes(target), *library_dispatch_passes(None), *fusion_passes(target),
             relax.transform.AttachAttrLayoutFreeBuffers(), schedule,
-            relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
-            relax.transform.DeadCodeElimination()]
+            PrepackWeights(), relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
+
+
+@tvm.transform.module_pass(opt_level=0, name="PrepackWeights")
+class PrepackWeights:
+    """TVM's ``SplitLayoutRewritePreproc`` (each kernel's weight layout rewrite split into a
+    function of its own, which ``FoldConstant`` then runs at compile time) on the scheduled
+    PrimFuncs only. TVM's pass visits every PrimFunc and fails on one whose root holds a single
+    opaque block (``InternalError: There should be a compute block...``), as a legalized
+    ``scatter_elements`` does (an audio front end's pre-emphasis, onnx-asr's ``kaldi_conv``);
+    the layout-rewrite blocks it splits out are written only by a schedule (a kernel rule, a
+    tuning record), so the unscheduled PrimFuncs are set aside and put back unchanged."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        from tvm_mpq.kernels import is_scheduled
+
+        aside = {gv: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and not is_scheduled(f)}
+        if not aside:
+            return relax.transform.SplitLayoutRewritePreproc()(mod)
+        kept = {gv: f for gv, f in mod.functions.items() if gv not in aside}
+        out = relax.transform.SplitLayoutRewritePreproc()(tvm.IRModule(kept, attrs=mod.attrs, global_infos=mod.global_infos))
+        for gv, func in aside.items():
+            out[gv] = func
+        return out
 
 
 def kernel_rules(target: tvm.target.Target, kernels: bool = True) -> list:
