@@ -101,9 +101,9 @@ def input_grid_point(name: str, graph, calib: list, task: str, reference) -> dic
     from benchkit.input_grid import on_input_grid
 
     from tvm_mpq.evaluation.fidelity import figures
-    from tvm_mpq.runtime import compile_graph
+    from tvm_mpq.target_build import compile_for_runs
 
-    compiled = compile_graph(graph)
+    compiled = reference.model or compile_for_runs(graph)  # (the fp32 build the reference ran on)
     outs = [compiled.run(f) for f in on_input_grid(reference.samples.feeds, calib)]
     point = {"tool": "fp32, inputs on the 8-bit grid", "variant": "-", "method": "-", "requested_rate": 0,
              "fp32_layers": None,
