@@ -37,8 +37,9 @@ from tvm_mpq.compiler.tuning import (DEFAULT_TUNING_ROOT, MAC_TASK_MARKERS, Tuni
                                      check_tuning, target_key, tuning_dir, untuned_tasks)
 from tvm_mpq.compiler.tune import tune
 from tvm_mpq.kernels import GENERIC_RULES, is_scheduled
-from tvm_mpq.target_build.passes import (fuse, fusion_passes, graph_passes, kernel_passes,  # noqa: F401
-                                         kernel_rules, lower_after_schedule, schedule_kernels)
+from tvm_mpq.target_build.passes import (KernelRules, codegen, fuse, fusion_passes, graph_passes,  # noqa: F401
+                                         kernel_passes, kernel_rules, lower_after_schedule, rules_used,
+                                         schedule_kernels)
 
 
 BUILD_INFO_ATTR = "mpq_build"
@@ -60,11 +61,7 @@ class ScheduleKernels:
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         info: dict = {}
         with self.target:
-            rules = kernel_rules(self.target, self.options.kernels)
-            if rules:
-                from tvm.s_tir import dlight
-
-                mod = dlight.ApplyDefaultSchedule(*rules)(mod)
+            mod = KernelRules(self.target, self.options.kernels)(mod)
             n_rules = _count_scheduled(mod)
             if self.options.trials > 0:
                 info["tuning"] = tune(mod, self.target, self.options)
@@ -114,11 +111,6 @@ def to_python(value: object) -> object:
     return value
 
 
-def codegen(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
-    """The executable of a module after :func:`build_passes` (TVM's lowering and codegen)."""
-    return tvm.compile(mod, target=target, relax_pipeline=lower_after_schedule(target))
-
-
 def build_module(mod: tvm.IRModule, target: tvm.target.Target,
                  options: TuningOptions | None = None) -> tuple[relax.VMExecutable, dict]:
     """Compile a lowered Relax module for ``target``: :func:`build_passes`, then :func:`codegen`;
@@ -150,19 +142,6 @@ def kernel_schedulers(mod: tvm.IRModule) -> dict[str, str]:
         if isinstance(func, tvm.tirx.PrimFunc):
             out[gv.name_hint] = rule_of(func) or ("database" if is_scheduled(func) else "default")
     return dict(sorted(out.items()))
-
-
-def rules_used(mod: tvm.IRModule) -> dict[str, int]:
-    """How many PrimFuncs of ``mod`` each kernel rule scheduled."""
-    from tvm_mpq.kernels import rule_of
-
-    counts: dict[str, int] = {}
-    for _, func in mod.functions.items():
-        if isinstance(func, tvm.tirx.PrimFunc):
-            name = rule_of(func)
-            if name is not None:
-                counts[name] = counts.get(name, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 def _count_prim_funcs(mod: tvm.IRModule) -> int:

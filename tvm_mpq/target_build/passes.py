@@ -1,10 +1,12 @@
 """A target's build passes up to scheduled kernels, and codegen's lowering after them.
 
 :func:`kernel_passes` is the build from a lowered Relax module to scheduled kernels with
-prepacked weights, around a scheduling pass: :func:`graph_passes` (the target's graph rewrites
-of :mod:`relay_passes`), :func:`fusion_passes` (TVM's legalization and fusion), then the
-scheduler, then weight prepacking; :func:`kernel_rules` are the schedule rules of
-:mod:`tvm_mpq.kernels`, :func:`lower_after_schedule` TVM's lowering after scheduling.
+prepacked weights, around a scheduling pass: :func:`fused_passes` (:func:`graph_passes`, the
+target's graph rewrites of :mod:`relay_passes`; :func:`fusion_passes`, TVM's legalization and
+fusion), then the scheduler, then weight prepacking (:class:`PrepackWeights`).
+:class:`KernelRules` schedules with the rules of :func:`kernel_rules` (:mod:`tvm_mpq.kernels`);
+:func:`codegen` is TVM's lowering after scheduling (:func:`lower_after_schedule`) and code
+generation.
 :mod:`tvm_mpq.compiler.build` schedules with tuning and the tuning database on top of the rules;
 :mod:`tvm_mpq.target_build.runs` with the rules alone, for the analysis runs.
 """
@@ -84,15 +86,21 @@ def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     return passes
 
 
-def fuse(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.IRModule:
-    """``mod`` after :func:`graph_passes` (for ``target``, default: the current one),
-    legalization and fusion: the PrimFuncs the kernel rules schedule."""
+def fused_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """:func:`graph_passes`, TVM's library dispatch, legalization and fusion
+    (:func:`fusion_passes`), then the constant weights marked layout-free: the passes up to the
+    fused PrimFuncs the kernel rules schedule."""
     from tvm.relax.backend.cpu_generic.pipeline import library_dispatch_passes
 
+    return [*graph_passes(target), *library_dispatch_passes(None), *fusion_passes(target),
+            relax.transform.AttachAttrLayoutFreeBuffers()]
+
+
+def fuse(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.IRModule:
+    """``mod`` after :func:`fused_passes` (for ``target``, default: the current one): the
+    PrimFuncs the kernel rules schedule."""
     target = target or tvm.target.Target.current()
-    seq = tvm.transform.Sequential([*graph_passes(target), *library_dispatch_passes(None), *fusion_passes(target),
-                                    relax.transform.AttachAttrLayoutFreeBuffers()])
-    return seq(mod)
+    return tvm.transform.Sequential(fused_passes(target))(mod)
 
 
 def kernel_passes(target: tvm.target.Target, schedule: tvm.transform.Pass) -> list[tvm.transform.Pass]:
@@ -101,11 +109,8 @@ def kernel_passes(target: tvm.target.Target, schedule: tvm.transform.Pass) -> li
     fusion (:func:`fusion_passes`), layout-free weights marked, ``schedule``, then weight
     prepacking (:class:`PrepackWeights`; each kernel's weight layout rewrite folded into the
     constants)."""
-    from tvm.relax.backend.cpu_generic.pipeline import library_dispatch_passes
-
-    return [*graph_passes(target), *library_dispatch_passes(None), *fusion_passes(target),
-            relax.transform.AttachAttrLayoutFreeBuffers(), schedule,
-            PrepackWeights(), relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
+    return [*fused_passes(target), schedule, PrepackWeights(), relax.transform.FoldConstant(),
+            relax.transform.DeadCodeElimination()]
 
 
 @tvm.transform.module_pass(opt_level=0, name="PrepackWeights")
@@ -122,8 +127,6 @@ class PrepackWeights:
         from tvm_mpq.kernels import is_scheduled
 
         aside = {gv: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and not is_scheduled(f)}
-        if not aside:
-            return relax.transform.SplitLayoutRewritePreproc()(mod)
         kept = {gv: f for gv, f in mod.functions.items() if gv not in aside}
         out = relax.transform.SplitLayoutRewritePreproc()(tvm.IRModule(kept, attrs=mod.attrs, global_infos=mod.global_infos))
         for gv, func in aside.items():
@@ -146,17 +149,44 @@ def kernel_rules(target: tvm.target.Target, kernels: bool = True) -> list:
     return []
 
 
+@tvm.transform.module_pass(opt_level=0, name="KernelRules")
+class KernelRules:
+    """Schedule the fused PrimFuncs the rules of :func:`kernel_rules` (``kernels``) accept, with
+    dlight's ``ApplyDefaultSchedule``; with no rules (a CPU target without ``kernels``) the module
+    is left as it is."""
+
+    def __init__(self, target: tvm.target.Target, kernels: bool = True):
+        self.target = target
+        self.kernels = kernels
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        rules = kernel_rules(self.target, self.kernels)
+        if not rules:
+            return mod
+        from tvm.s_tir import dlight
+
+        with self.target:
+            return dlight.ApplyDefaultSchedule(*rules)(mod)
+
+
+def rules_used(mod: tvm.IRModule) -> dict[str, int]:
+    """How many PrimFuncs of ``mod`` each kernel rule scheduled."""
+    from tvm_mpq.kernels import rule_of
+
+    counts: dict[str, int] = {}
+    for _, func in mod.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            name = rule_of(func)
+            if name is not None:
+                counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def schedule_kernels(mod: tvm.IRModule, target: tvm.target.Target, kernels: bool = True) -> tvm.IRModule:
     """Legalize and fuse ``mod``, then schedule the kernels the rules of :func:`kernel_rules`
     accept (the module MetaSchedule tuning and the database then see)."""
     with target, tvm.transform.PassContext(opt_level=3):
-        mod = fuse(mod, target)
-        rules = kernel_rules(target, kernels)
-        if rules:
-            from tvm.s_tir import dlight
-
-            mod = dlight.ApplyDefaultSchedule(*rules)(mod)
-    return mod
+        return KernelRules(target, kernels)(fuse(mod, target))
 
 
 def lower_after_schedule(target: tvm.target.Target) -> tvm.transform.Pass:
@@ -173,3 +203,8 @@ def lower_after_schedule(target: tvm.target.Target) -> tvm.transform.Pass:
             return tvm.transform.Sequential([*dataflow_lower_passes(target), *finalize_passes(target)])(mod)
 
     return _pipeline
+
+
+def codegen(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
+    """The executable of a module after :func:`kernel_passes` (TVM's lowering and codegen)."""
+    return tvm.compile(mod, target=target, relax_pipeline=lower_after_schedule(target))

@@ -21,9 +21,8 @@ from tvm import relax
 
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import build_layer_table
-from tvm_mpq.kernels import rule_of
 from tvm_mpq.runtime.executor import CompiledGraph, compile_graph, host_target, host_tensor
-from tvm_mpq.target_build.passes import kernel_passes, kernel_rules, lower_after_schedule
+from tvm_mpq.target_build.passes import KernelRules, codegen, kernel_passes, rules_used
 
 KERNEL_BUILD_MACS = 1_000_000_000
 """Models with at least this many multiply-accumulates get the kernel build. Measured 2026-12-03
@@ -39,18 +38,14 @@ def kernel_build(graph: ModelGraph, target: tvm.target.Target | None = None) -> 
     """``graph`` with its weights bound, built with the target's graph passes, fusion, kernel
     rules and prepacked weights (:func:`~tvm_mpq.target_build.passes.kernel_passes`; no tuning
     database: a build for a few runs), for this host by default."""
-    from tvm.s_tir import dlight
-
     target = target or host_target()
     device = tvm.cpu()
     params = {name: host_tensor(value, device) for name, value in graph.params.items()}
-    schedule = dlight.ApplyDefaultSchedule(*kernel_rules(target))
-    passes = [relax.transform.BindParams("main", params), *kernel_passes(target, schedule)]
+    passes = [relax.transform.BindParams("main", params), *kernel_passes(target, KernelRules(target))]
     with target, tvm.transform.PassContext(opt_level=3):
         mod = tvm.transform.Sequential(passes, name="tvm_mpq.kernel_build")(graph.mod)
-    by_rules = sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and rule_of(f))
-    executable = tvm.compile(mod, target=target, relax_pipeline=lower_after_schedule(target))
-    return CompiledGraph(graph, relax.VirtualMachine(executable, device), device, [],
+    by_rules = sum(rules_used(mod).values())
+    return CompiledGraph(graph, relax.VirtualMachine(codegen(mod, target), device), device, [],
                          built_by=f"tvm-mpq kernel rules ({by_rules} kernels)")
 
 
