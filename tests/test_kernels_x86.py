@@ -22,7 +22,8 @@ from tvm_mpq.kernels.cpu_isa import cpu_isa
 from tvm_mpq.kernels import rule_for
 from tvm_mpq.kernels.cpu_mac import plan_kernel
 from tvm_mpq.kernels.cpu_mac_analysis import MacInfo, analyze_mac
-from tvm_mpq.runtime.executor import cpuinfo_flags, extensions_this_host_lacks, masked_features
+from tvm_mpq.kernels.cpu_amx import request_amx
+from tvm_mpq.runtime.executor import cpuinfo_flags, extensions_this_host_lacks, host_target, masked_features
 
 from conftest import softmax_module
 
@@ -42,8 +43,8 @@ INT8_INSTRUCTION = {"vnni": "vpdpbusd", "pmaddwd": "pmaddwd"}  # (v)pmaddwd: VEX
 
 
 def _host() -> tvm.target.Target:
-    cpu = str(tvm.get_global_func("target.llvm_get_system_cpu")())
-    return tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": os.cpu_count() or 1})
+    """What every build for this machine uses (its CPU model, less what it hides, plus AMX)."""
+    return host_target()
 
 
 def _target(cpu: str) -> tvm.target.Target:
@@ -271,6 +272,7 @@ def test_isa_widths_come_from_the_target():
         isa = cpu_isa(_target(cpu))
         assert (isa.vector_bits, isa.dot, isa.dot_bits) == (bits, dot, dot_bits), cpu
         assert isa.registers == (32 if bits == 512 else 16)
+        assert isa.amx == (cpu == "sapphirerapids"), cpu
     assert cpu_isa(_target("icelake-server")).channel_lanes(24, dot=True) == 8  # 24 channels: ymm tiles
     assert cpu_isa(_target("haswell")).channel_lanes(5) is None
 
@@ -302,10 +304,57 @@ def test_every_isa_path_runs_exact_here_or_compiles_with_its_instructions(cpu):
             fast, _ = build_module(mod, target)
         asm = _asm(fast)
         if exact:
-            assert INT8_INSTRUCTION[dot] in asm, (cpu, case)
+            tiles = plan_kernel(info_of(mod, target), cpu_isa(target)).dot == "amx"  # (sapphirerapids' 3x3)
+            assert ("tdpbusd" if tiles else INT8_INSTRUCTION[dot]) in asm, (cpu, case)
             assert "vpmaddubsw" not in asm  # saturating: never used
         if bits == 512 and case != "int8_dense":
             assert "zmm" in asm, (cpu, case)
+
+
+AMX_CASES = {  # int8 convs the AMX tile kernel takes: tile shapes (pixels, 16-channel tiles, input bytes)
+    "3x3, 3 channel tiles": (lambda: int8_conv(64, 48, 10, 3, pad=1), (10, 3, 64)),
+    "1x1 residual, 7-pixel tiles": (lambda: int8_conv(64, 64, 7, 1, residual=True), (7, 2, 64)),
+    "3x3 batch, 32-byte inputs": (lambda: int8_conv(32, 16, 6, 3, pad=1, batch=2), (6, 1, 32)),
+    "1x1 tail pad, 2 x 48 inputs": (lambda: int8_conv(96, 32, 6, 1, tail_pad=True), (6, 2, 48)),
+}
+
+
+def _amx_target() -> tvm.target.Target:
+    """This host's target where it has AMX; else Sapphire Rapids, compile-checked."""
+    host = _host()
+    return host if cpu_isa(host).amx else _target("sapphirerapids")
+
+
+@pytest.mark.parametrize("case", list(AMX_CASES))
+def test_amx_tiles_run_exact_here_or_compile_with_tile_instructions(case):
+    """On an AMX target an int8 conv with at least 64 taps x input channels and a stride-1 row
+    runs on tiles (``ldtilecfg``, ``tdpbusd``): bit-exact against the unscheduled build where this
+    host has AMX, else the library holds the tile instructions."""
+    build, shape = AMX_CASES[case]
+    mod, x = build()
+    target = _amx_target()
+    plan = plan_kernel(info_of(mod, target), cpu_isa(target))
+    assert (plan.dot, plan.nx, plan.nf, plan.depth) == ("amx", *shape), plan
+    if _runs_here(target) and request_amx():
+        fast = _check(mod, x, target, exact=True)
+    else:
+        fast, _ = build_module(mod, target)
+    asm = _asm(fast)
+    assert "ldtilecfg" in asm and "tdpbusd" in asm and "tilestored" in asm, case
+
+
+def test_amx_keeps_the_vector_kernel_where_tiles_do_not_fit():
+    """Below 64 taps x input channels, a stride-2 row, or output channels no 16 divides: ``vpdpbusd``."""
+    target = _target("sapphirerapids")
+    for mod, _ in (int8_conv(32, 32, 8, 1), int8_conv(64, 64, 9, 3, stride=2, pad=1), int8_conv(64, 24, 8, 3, pad=1)):
+        plan = plan_kernel(info_of(mod, target), cpu_isa(target))
+        assert plan.dot == "vnni", plan
+
+
+def test_the_host_target_names_amx_where_this_machine_has_it():
+    flags = set(cpuinfo_flags() or [])
+    has = {"amx_tile", "amx_int8"} <= flags and request_amx()
+    assert cpu_isa(_host()).amx == has, (str(_host()), sorted(f for f in flags if f.startswith("amx")))
 
 
 def test_a_row_conv_over_a_batch_tiles_images_where_the_width_is_prime():

@@ -33,6 +33,12 @@ wrapper, host, port, tracker, key = sys.argv[1:6]
 if wrapper:
     sys.executable = wrapper
 logging.basicConfig(level=logging.INFO)
+import ctypes, platform
+if platform.system() == "Linux" and platform.machine().lower() in ("x86_64", "amd64"):
+    try:  # AMX tile state for this process (tvm_mpq.kernels.cpu_amx.request_amx: arch_prctl)
+        ctypes.CDLL(None).syscall(158, 0x1023, 18)
+    except (OSError, AttributeError):
+        pass
 tracker_addr = None
 if tracker:
     t_host, t_port = tracker.rsplit(":", 1)

@@ -33,6 +33,9 @@ class CpuIsa:
     registers: int
     dot: str | None
     dot_bits: int
+    amx: bool = False
+    """Intel AMX int8 tiles (``amx-tile`` + ``amx-int8``): the conv2d kernel's multiply on tiles
+    (:mod:`tvm_mpq.kernels.cpu_amx`)."""
 
     def lanes(self, dtype_bits: int = 32) -> int:
         """Lanes of the widest vector for ``dtype_bits``-bit elements."""
@@ -78,6 +81,8 @@ def cpu_isa(target: Target) -> CpuIsa:
         return CpuIsa("neon", 128, 32, None, 128)
     if _has(target, "avx512f"):
         if _has(target, "avx512vnni", "avx512vl"):
+            if _has(target, "amx-tile", "amx-int8"):
+                return CpuIsa("avx512-vnni-amx", 512, 32, "vnni", 512, amx=True)
             return CpuIsa("avx512-vnni", 512, 32, "vnni", 512)
         if _has(target, "avx512bw"):
             return CpuIsa("avx512", 512, 32, "pmaddwd", 512)

@@ -36,13 +36,14 @@ does not allow.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from .cpu_generic import schedule_spatial, widest_bits
+from .cpu_amx import MAX_TILES, TILE_LANES, TILE_ROWS, amx_intrins, request_amx
 from .cpu_intrin import REGISTER_SCOPE, dot_intrin
 from .cpu_isa import CpuIsa, cpu_isa
 from .cpu_mac_analysis import FP32, INT8, MacInfo, analyze_mac, data_producer, is_plain_copy, writer_of
@@ -53,6 +54,11 @@ LOG = logging.getLogger(__name__)
 MAX_TILE_PIXELS = 16
 MAX_TILE_VECTORS = 8
 MAX_DEPTHWISE_PIXELS = 8
+MIN_AMX_PIXELS = 4
+MIN_AMX_DEPTH = 64
+"""Taps x input channels below which a conv keeps the vector kernel on AMX targets: one tile
+row of input channels. Below it the per-tile cost (tile configuration, accumulator stores)
+outweighs the multiply (measured on mobilenetv2's 16/24/32-channel 1x1 convs, 2026-12-03)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class KernelPlan:
     nf: int
     nx: int
     over_batch: bool = False
+    depth: int = 0
+    """AMX: input channels one tile multiply reduces (``4 kc``); 0 elsewhere."""
 
 
 def _divisors(n: int, limit: int) -> list[int]:
@@ -104,6 +112,10 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
     if lanes is None:  # an odd channel count (a 5-class head): scalar lanes, still tiled and parallel
         lanes = max(d for d in (2, 1) if info.out_channels % d == 0)
     oh, ow = info.out_hw
+    if dot == "vnni" and isa.amx:
+        amx = plan_amx(info)
+        if amx is not None:
+            return amx
     if info.kind == "depthwise":
         return KernelPlan(lanes, group, dot, 1, choose_depthwise_pixels(ow, info.kernel[1], isa.registers))
     pixels = oh * ow if (info.pointwise and info.epilogue) or info.kind in ("matmul", "batch_matmul") else ow
@@ -116,6 +128,24 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
         if _loads_per_mac(nf_b, nx_b) < _loads_per_mac(nf, nx):
             return KernelPlan(lanes, group, dot, nf_b, nx_b, over_batch=True)
     return KernelPlan(lanes, group, dot, nf, nx)
+
+
+def plan_amx(info: MacInfo) -> KernelPlan | None:
+    """An AMX tile plan for an int8 conv2d (``None``: the vector kernel): tiles of ``nx``
+    pixels of a row (the widest divisor of the output width up to 16 tile rows, at least
+    :data:`MIN_AMX_PIXELS`) x ``nf`` tiles of 16 output channels (up to 3, dividing the
+    channels) x ``4 kc`` input channels (the widest divisor of the channels up to 64 bytes).
+    A tile's rows are consecutive input pixels, so the conv strides 1 along the width."""
+    if info.kind != "conv2d" or info.stride[1] != 1 or info.dilation[1] != 1 or info.out_channels % TILE_LANES:
+        return None
+    if info.in_channels % 4 or info.kernel[0] * info.kernel[1] * info.in_channels < MIN_AMX_DEPTH:
+        return None
+    nx = max(_divisors(info.out_hw[1], TILE_ROWS))
+    if nx < MIN_AMX_PIXELS:
+        return None
+    nf = max(_divisors(info.out_channels // TILE_LANES, MAX_TILES))
+    kc = max(_divisors(info.in_channels // 4, TILE_ROWS))
+    return KernelPlan(TILE_LANES, 4, "amx", nf, nx, depth=4 * kc)
 
 
 def _loads_per_mac(nf: int, nx: int) -> float:
@@ -138,25 +168,31 @@ def choose_depthwise_pixels(width: int, kernel_w: int, registers: int) -> int:
 
 def schedule_mac(func: tirx.PrimFunc, target: Target,
                  kinds: tuple[str, ...] = ("conv2d", "depthwise", "matmul", "batch_matmul"),
-                 dtypes: tuple[str, ...] = (FP32, INT8)) -> s_tir.Schedule | None:
-    """The kernel schedule of a recognized channels-last MAC PrimFunc, or ``None``."""
+                 dtypes: tuple[str, ...] = (FP32, INT8), amx: bool = True) -> s_tir.Schedule | None:
+    """The kernel schedule of a recognized channels-last MAC PrimFunc, or ``None``. On an AMX
+    target a conv the tile kernel cannot schedule gets the vector kernel (``amx=False``)."""
     sch = s_tir.Schedule(func)
     info = analyze_mac(sch)
     if info is None or info.kind not in kinds or info.dtype not in dtypes:
         return None
-    plan = plan_kernel(info, cpu_isa(target))
+    isa = cpu_isa(target) if amx else replace(cpu_isa(target), amx=False)
+    plan = plan_kernel(info, isa)
     if plan is None:
         return None
     try:
         if info.kind == "depthwise":
-            _schedule_depthwise(sch, info, plan, cpu_isa(target))
+            _schedule_depthwise(sch, info, plan, isa)
+        elif plan.dot == "amx":
+            _schedule_amx_conv(sch, info, plan, isa)
         elif info.kind == "batch_matmul":
-            _schedule_batch_matmul(sch, info, plan, cpu_isa(target))
+            _schedule_batch_matmul(sch, info, plan, isa)
         else:
-            _schedule_gemm(sch, info, plan, cpu_isa(target))
+            _schedule_gemm(sch, info, plan, isa)
     except Exception as err:  # noqa: BLE001 - a step the IR does not allow: decline, keep the build going
-        LOG.info("cpu kernel declined %s: %s", info.block, err)
+        LOG.info("cpu kernel declined %s (%s): %s", info.block, plan.dot, err)
         if LOG.isEnabledFor(logging.DEBUG): raise
+        if plan.dot == "amx":  # the vector kernel of the same target instead
+            return schedule_mac(func, target, kinds, dtypes, amx=False)
         return None
     return sch
 
@@ -330,6 +366,29 @@ def _schedule_gemm(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: Cp
     sch.vectorize(sch.get_loops(init)[-1])
     if plan.dot is not None:
         sch.tensorize(fv, dot_intrin(plan.dot, L))
+
+
+# ------------------------------------------------------------------------------ conv2d on AMX tiles
+def _schedule_amx_conv(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
+    """The register-tile kernel with the tile multiply of :mod:`tvm_mpq.kernels.cpu_amx`: per
+    output tile of ``nx`` pixels x ``nf`` 16-channel tiles, per tap and ``plan.depth`` input
+    channels, one tensorized call; the accumulators and the epilogue as in the vector kernel."""
+    nf, nx = plan.nf, plan.nx
+    mac = sch.get_sblock(info.block)
+    _prepack_weight(sch, mac, info, plan)
+    _prepare_data(sch, mac, info, plan, isa)
+    last = _epilogue(sch, info, isa)
+    n, y, x, f, ry, rx, c = sch.get_loops(mac)
+    fo, fj = sch.split(f, [None, nf * TILE_LANES])
+    co, ck = sch.split(c, [None, plan.depth])
+    xo, xi = sch.split(x, [None, nx])
+    sch.reorder(n, fo, y, xo, ry, rx, co, xi, fj, ck)
+    _finish_tile(sch, mac, last, xo, isa.lanes())
+    sch.parallel(sch.fuse(n, fo, y))
+    init = sch.decompose_reduction(mac, ry)
+    init_intrin, update_intrin = amx_intrins(nx, nf, plan.depth // 4)
+    sch.tensorize(sch.get_loops(init)[-2], init_intrin)
+    sch.tensorize(xi, update_intrin)
 
 
 # ------------------------------------------------------------------------------ batch matmul

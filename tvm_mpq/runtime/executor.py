@@ -75,15 +75,41 @@ def host_mattr(cpu: str | None) -> list[str]:
     return [f"-{f}" for f in extensions_this_host_lacks(tvm.target.Target({"kind": "llvm", "mcpu": cpu}))]
 
 
+AMX_FEATURES = ("amx-tile", "amx-int8")
+"""LLVM's names of the AMX int8 tile extensions (Linux: ``amx_tile``, ``amx_int8``)."""
+
+
+def host_amx_mattr(cpu: str, hidden: list[str]) -> list[str]:
+    """``-mattr`` entries for AMX int8 on this host: ``+amx-tile,+amx-int8`` where the machine
+    reports them, LLVM's model of ``cpu`` lacks them (a virtual machine may name a Xeon with
+    AMX by an older client model: ``rocketlake`` on 2026-12-03) and Linux grants the process
+    its tile state (:func:`tvm_mpq.kernels.cpu_amx.request_amx`); ``-amx-*`` where the model
+    has them but the grant fails (a tile instruction would die)."""
+    from tvm.target import codegen
+
+    from tvm_mpq.kernels.cpu_amx import request_amx
+
+    flags = {_flag_key(f) for f in cpuinfo_flags() or []}
+    if not all(_flag_key(f) in flags for f in AMX_FEATURES):
+        return []
+    model = set(codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": cpu})))
+    granted = request_amx()
+    if all(f in model for f in AMX_FEATURES):
+        return [] if granted else [f"-{f}" for f in AMX_FEATURES if f"-{f}" not in hidden]
+    return [f"+{f}" for f in AMX_FEATURES] if granted else []
+
+
 def host_target() -> tvm.target.Target:
     """An ``llvm`` target for this machine with its CPU (``mcpu``: without it LLVM emits plain
-    x86-64 SSE2 code, no AVX2/FMA), less any extension the machine hides (:func:`host_mattr`).
+    x86-64 SSE2 code, no AVX2/FMA), less any extension the machine hides (:func:`host_mattr`),
+    plus AMX where the machine has it and LLVM's CPU model does not (:func:`host_amx_mattr`).
     TVM 0.27 takes targets as JSON dicts."""
     target: dict = {"kind": "llvm", "num-cores": os.cpu_count() or 1}
     cpu = host_cpu()
     if cpu:
         target["mcpu"] = cpu
         mattr = host_mattr(cpu)
+        mattr += host_amx_mattr(cpu, mattr)
         if mattr:
             target["mattr"] = mattr
     return tvm.target.Target(target)
