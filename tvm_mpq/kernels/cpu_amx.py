@@ -7,21 +7,22 @@ rows of 16 output channels x 4 input channels: exactly the prepacked weight layo
 the pixels, 16 output channels each): ``nx * 16 * 4 kc`` multiply-accumulates, 16 K of them
 per instruction at the largest shapes, where a 512-bit ``vpdpbusd`` does 64.
 
-:func:`amx_intrins` registers, per shape, the two intrinsics the kernel tensorizes with, for
+:func:`amx_intrins` registers, per shape, the three intrinsics the kernel tensorizes with, for
 ``nx`` pixels, ``nf`` tiles of 16 output channels and ``4 kc`` input channels:
 
 * **init** (the reduction's init block, once per output tile): loads the tile configuration
   (``ldtilecfg``: the shapes) and zeroes the ``nf`` accumulator tiles;
 * **update** (``C[i, j] += A[i, k] * B[k / 4, j, k % 4]``, per tap and ``4 kc`` input
-  channels): loads ``A`` once and each ``B`` tile, ``tdpbusd`` into the accumulator tiles,
-  and stores them to the kernel's per-tile accumulator buffer, which the epilogue reads like
-  the vector kernels' accumulators.
+  channels): loads ``A`` once and each ``B`` tile and ``tdpbusd`` into the accumulator tiles;
+* **store** (a block of its own after the reduction): the accumulator tiles to the kernel's
+  per-tile accumulator buffer, which the epilogue reads like the vector kernels' accumulators.
 
-The accumulators live in the tile registers from the init to the last update of a tile (one
-thread runs a whole tile, and no other code between uses tiles); the buffer is written after
-every update, so it holds the sum after the last. A configuration per call instead serializes
-the tile unit: a 64 -> 64 3x3 conv @56 took 0.35 ms that way, 0.17 ms this way, 0.25 ms with
-``vpdpbusd`` (2 threads, 2026-12-03).
+The accumulators live in the tile registers from the init to the store (one thread runs a
+whole tile, and no other code between them uses tiles); ``C`` of the init and the update
+stands for them and is never read or written in memory. Configuring per call instead
+serializes the tile unit: a 64 -> 64 3x3 conv @56 took 0.35 ms that way, 0.17 ms with a
+store after every update and 0.15 ms with one store per tile, 0.25 ms with ``vpdpbusd``
+(2 threads, with the layout transposes around it, 2026-12-03).
 
 Linux hands AMX state to a process only on request (``arch_prctl(ARCH_REQ_XCOMP_PERM,
 XFEATURE_XTILEDATA)``, process-wide); without it the first tile instruction dies with SIGILL.
@@ -70,8 +71,8 @@ def request_amx() -> bool:
         return False
 
 
-def amx_intrins(nx: int, nf: int, kc: int) -> tuple[str, str]:
-    """The registered ``(init, update)`` intrinsics (registered on first use) for ``nx``
+def amx_intrins(nx: int, nf: int, kc: int) -> tuple[str, str, str]:
+    """The registered ``(init, update, store)`` intrinsics (registered on first use) for ``nx``
     pixels (<= 16), ``nf`` accumulator tiles of 16 channels (<= :data:`MAX_TILES`) and
     ``4 kc`` input channels (kc <= 16)."""
     if not (1 <= nx <= TILE_ROWS and 1 <= nf <= MAX_TILES and 1 <= kc <= TILE_ROWS):
@@ -80,12 +81,13 @@ def amx_intrins(nx: int, nf: int, kc: int) -> tuple[str, str]:
 
 
 @functools.cache
-def _register(nx: int, nf: int, kc: int) -> tuple[str, str]:
+def _register(nx: int, nf: int, kc: int) -> tuple[str, str, str]:
     shape = f"{nx}x{nf * TILE_LANES}x{4 * kc}"
-    init, update = f"tvm_mpq_amx_init_{shape}", f"tvm_mpq_amx_{shape}"
+    init, update, store = f"tvm_mpq_amx_init_{shape}", f"tvm_mpq_amx_{shape}", f"tvm_mpq_amx_store_{shape}"
     TensorIntrin.register(init, _init_desc(nx, nf), _init_impl(nx, nf, kc), override=True)
     TensorIntrin.register(update, _desc(nx, nf, kc), _impl(nx, nf, kc), override=True)
-    return init, update
+    TensorIntrin.register(store, _store_desc(nx, nf), _store_impl(nx, nf), override=True)
+    return init, update, store
 
 
 def tile_config(nx: int, nf: int, kc: int) -> list[int]:
@@ -153,6 +155,47 @@ def _init_impl(nx: int, nf: int, kc: int):
     return impl
 
 
+def _store_desc(nx: int, nf: int):
+    n = nf * TILE_LANES
+
+    @T.prim_func(s_tir=True)
+    def desc(c: T.handle, d: T.handle) -> None:
+        sc, sd = T.int32(), T.int32()
+        C = T.match_buffer(c, (nx, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
+        D = T.match_buffer(d, (nx, n), "int32", strides=[sd, 1], offset_factor=1, scope=REGISTER_SCOPE)
+        with T.sblock("root"):
+            T.reads(C[0:nx, 0:n])
+            T.writes(D[0:nx, 0:n])
+            for i, j in T.grid(nx, n):
+                with T.sblock("store"):
+                    vi, vj = T.axis.remap("SS", [i, j])
+                    D[vi, vj] = C[vi, vj]
+
+    return desc
+
+
+def _store_impl(nx: int, nf: int):
+    """The accumulator tiles (``C``: held in the tile registers) to the accumulator buffer ``D``."""
+    n = nf * TILE_LANES
+    i8, i64 = T.int8, T.int64
+
+    @T.prim_func(s_tir=True)
+    def impl(c: T.handle, d: T.handle) -> None:
+        sc, sd = T.int32(), T.int32()
+        C = T.match_buffer(c, (nx, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
+        D = T.match_buffer(d, (nx, n), "int32", strides=[sd, 1], offset_factor=1, scope=REGISTER_SCOPE)
+        with T.sblock("root"):
+            T.reads(C[0:nx, 0:n])
+            T.writes(D[0:nx, 0:n])
+            T.evaluate(T.call_llvm_intrin("void", STORE, i8(0), D.access_ptr("w"), i64(sd * 4)))
+            if nf >= 2:
+                T.evaluate(T.call_llvm_intrin("void", STORE, i8(1), D.access_ptr("w", offset=16), i64(sd * 4)))
+            if nf >= 3:
+                T.evaluate(T.call_llvm_intrin("void", STORE, i8(2), D.access_ptr("w", offset=32), i64(sd * 4)))
+
+    return impl
+
+
 def _desc(nx: int, nf: int, kc: int):
     n, k = nf * TILE_LANES, 4 * kc
 
@@ -195,12 +238,5 @@ def _impl(nx: int, nf: int, kc: int):
             if nf >= 3:
                 T.evaluate(T.call_llvm_intrin("void", LOAD, i8(B_TILE0 + 2), B.access_ptr("r", offset=128), i64(sb)))
                 T.evaluate(T.call_llvm_intrin("void", DOT, i8(2), i8(A_TILE), i8(B_TILE0 + 2)))
-            # the accumulator tiles stay in the tile registers for the next call; the buffer gets
-            # their value after every call, so it holds the sum after the last
-            T.evaluate(T.call_llvm_intrin("void", STORE, i8(0), C.access_ptr("w"), i64(sc * 4)))
-            if nf >= 2:
-                T.evaluate(T.call_llvm_intrin("void", STORE, i8(1), C.access_ptr("w", offset=16), i64(sc * 4)))
-            if nf >= 3:
-                T.evaluate(T.call_llvm_intrin("void", STORE, i8(2), C.access_ptr("w", offset=32), i64(sc * 4)))
 
     return impl

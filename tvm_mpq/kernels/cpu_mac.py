@@ -292,11 +292,17 @@ def _fuse_pixels(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, last: s_tir.
 
 
 def _finish_tile(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, last: s_tir.schedule.SBlockRV | None,
-                 tile_loop, lanes: int) -> None:
-    """Accumulators in registers, the epilogue computed per tile and vectorized over channels."""
+                 tile_loop, lanes: int, matrix: bool = False) -> s_tir.schedule.SBlockRV | None:
+    """Accumulators in registers, the epilogue computed per tile and vectorized over channels.
+    ``matrix``: the MAC accumulates in matrix registers instead (AMX tiles), written to the
+    accumulator buffer by a block of their own after the reduction, which is returned."""
     tile = sch.get(tile_loop)
     depth = next(i for i, loop in enumerate(sch.get_loops(mac)) if sch.get(loop).same_as(tile)) + 1
     writeback = sch.cache_write(mac, 0, REGISTER_SCOPE)
+    from_tiles = None
+    if matrix:  # mac -> tiles; from_tiles: tiles -> the accumulator buffer; writeback: -> epilogue
+        from_tiles = sch.cache_write(mac, 0, REGISTER_SCOPE)
+        sch.reverse_compute_at(from_tiles, tile_loop)
     sch.reverse_compute_at(writeback, tile_loop)
     if last is not None:
         sch.reverse_compute_at(last, tile_loop)
@@ -316,6 +322,7 @@ def _finish_tile(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, last: s_tir.
         if int(sch.get(loop).extent) > 1:
             sch.unroll(loop)
     sch.vectorize(vec)
+    return from_tiles
 
 
 # ------------------------------------------------------------------------------ conv2d / matmul
@@ -370,9 +377,12 @@ def _schedule_gemm(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: Cp
 
 # ------------------------------------------------------------------------------ conv2d on AMX tiles
 def _schedule_amx_conv(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
-    """The register-tile kernel with the tile multiply of :mod:`tvm_mpq.kernels.cpu_amx`: per
-    output tile of ``nx`` pixels x ``nf`` 16-channel tiles, per tap and ``plan.depth`` input
-    channels, one tensorized call; the accumulators and the epilogue as in the vector kernel."""
+    """The register-tile kernel on the tiles of :mod:`tvm_mpq.kernels.cpu_amx`: per output
+    tile of ``nx`` pixels x ``nf`` 16-channel tiles, the init (tile shapes, zeroed accumulator
+    tiles), per tap and ``plan.depth`` input channels one tile multiply, then the accumulator
+    tiles stored to the buffer the epilogue reads (computed per tile, as in the vector kernel).
+    Asks Linux for this process's tile state, so the process that builds the kernel may run it."""
+    request_amx()
     nf, nx = plan.nf, plan.nx
     mac = sch.get_sblock(info.block)
     _prepack_weight(sch, mac, info, plan)
@@ -383,12 +393,13 @@ def _schedule_amx_conv(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa
     co, ck = sch.split(c, [None, plan.depth])
     xo, xi = sch.split(x, [None, nx])
     sch.reorder(n, fo, y, xo, ry, rx, co, xi, fj, ck)
-    _finish_tile(sch, mac, last, xo, isa.lanes())
+    from_tiles = _finish_tile(sch, mac, last, xo, isa.lanes(), matrix=True)
     sch.parallel(sch.fuse(n, fo, y))
     init = sch.decompose_reduction(mac, ry)
-    init_intrin, update_intrin = amx_intrins(nx, nf, plan.depth // 4)
+    init_intrin, update_intrin, store_intrin = amx_intrins(nx, nf, plan.depth // 4)
     sch.tensorize(sch.get_loops(init)[-2], init_intrin)
     sch.tensorize(xi, update_intrin)
+    sch.tensorize(sch.get_loops(from_tiles)[-2], store_intrin)
 
 
 # ------------------------------------------------------------------------------ batch matmul
