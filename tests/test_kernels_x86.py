@@ -311,11 +311,13 @@ def test_every_isa_path_runs_exact_here_or_compiles_with_its_instructions(cpu):
             assert "zmm" in asm, (cpu, case)
 
 
-AMX_CASES = {  # int8 convs the AMX tile kernel takes: tile shapes (pixels, 16-channel tiles, input bytes)
-    "3x3, 3 channel tiles": (lambda: int8_conv(64, 48, 10, 3, pad=1), (10, 3, 64)),
-    "1x1 residual, 7-pixel tiles": (lambda: int8_conv(64, 64, 7, 1, residual=True), (7, 2, 64)),
-    "3x3 batch, 32-byte inputs": (lambda: int8_conv(32, 16, 6, 3, pad=1, batch=2), (6, 1, 32)),
-    "1x1 tail pad, 2 x 48 inputs": (lambda: int8_conv(96, 32, 6, 1, tail_pad=True), (6, 2, 48)),
+AMX_CASES = {  # int8 convs the AMX tile kernel takes: tile shapes (pixels, 16-channel tiles, input bytes,
+    # A tiles of those pixels)
+    "3x3, 3 channel tiles": (lambda: int8_conv(64, 48, 10, 3, pad=1), (10, 3, 64, 1)),
+    "1x1 residual, 7-pixel tiles": (lambda: int8_conv(64, 64, 7, 1, residual=True), (7, 2, 64, 1)),
+    "3x3 batch, 32-byte inputs": (lambda: int8_conv(32, 16, 6, 3, pad=1, batch=2), (6, 1, 32, 1)),
+    "1x1 tail pad, 2 x 48 inputs": (lambda: int8_conv(96, 32, 6, 1, tail_pad=True), (6, 2, 48, 1)),
+    "3x3 @28, two A tiles of 14 pixels": (lambda: int8_conv(32, 32, 28, 3, pad=1), (14, 2, 32, 2)),
 }
 
 
@@ -334,7 +336,7 @@ def test_amx_tiles_run_exact_here_or_compile_with_tile_instructions(case):
     mod, x = build()
     target = _amx_target()
     plan = plan_kernel(info_of(mod, target), cpu_isa(target))
-    assert (plan.dot, plan.nx, plan.nf, plan.depth) == ("amx", *shape), plan
+    assert (plan.dot, plan.nx, plan.nf, plan.depth, plan.row_blocks) == ("amx", *shape), plan
     if _runs_here(target) and request_amx():
         fast = _check(mod, x, target, exact=True)
     else:

@@ -8,7 +8,8 @@ the pixels, 16 output channels each): ``nx * 16 * 4 kc`` multiply-accumulates, 1
 per instruction at the largest shapes, where a 512-bit ``vpdpbusd`` does 64.
 
 :func:`amx_intrins` registers, per shape, the three intrinsics the kernel tensorizes with, for
-``nx`` pixels, ``nf`` tiles of 16 output channels and ``4 kc`` input channels:
+``mx`` blocks of ``nx`` pixels (one A tile each), ``nf`` tiles of 16 output channels (one B tile
+each, loaded once for all ``mx`` A tiles) and ``4 kc`` input channels:
 
 * **init** (the reduction's init block, once per output tile): loads the tile configuration
   (``ldtilecfg``: the shapes) and zeroes the ``nf`` accumulator tiles;
@@ -48,9 +49,8 @@ TILE_ROW_BYTES = 64
 TILE_LANES = 16
 """int32 output channels per accumulator tile row."""
 MAX_TILES = 3
-"""Accumulator (and weight) tiles per call: ``nf`` C + ``nf`` B + one A <= the 8 tile registers."""
-A_TILE = 3
-B_TILE0 = 4
+"""Tiles of 16 output channels per call (with one A tile: 3 B + 3 accumulators + A = 7)."""
+TILE_REGISTERS = 8
 
 LOAD, DOT, STORE, ZERO = "llvm.x86.tileloadd64", "llvm.x86.tdpbusd", "llvm.x86.tilestored64", "llvm.x86.tilezero"
 
@@ -71,50 +71,65 @@ def request_amx() -> bool:
         return False
 
 
-def amx_intrins(nx: int, nf: int, kc: int) -> tuple[str, str, str]:
-    """The registered ``(init, update, store)`` intrinsics (registered on first use) for ``nx``
-    pixels (<= 16), ``nf`` accumulator tiles of 16 channels (<= :data:`MAX_TILES`) and
-    ``4 kc`` input channels (kc <= 16)."""
-    if not (1 <= nx <= TILE_ROWS and 1 <= nf <= MAX_TILES and 1 <= kc <= TILE_ROWS):
-        raise ValueError(f"no AMX tile shape for {nx} pixels x {nf} x 16 channels x {4 * kc} inputs")
-    return _register(nx, nf, kc)
+def tiles_fit(mx: int, nf: int) -> bool:
+    """Whether ``mx`` A tiles, ``nf`` B tiles and their ``mx * nf`` accumulators fit the 8 tile registers."""
+    return mx * nf + mx + nf <= TILE_REGISTERS
+
+
+def amx_intrins(nx: int, nf: int, kc: int, mx: int = 1) -> tuple[str, str, str]:
+    """The registered ``(init, update, store)`` intrinsics (registered on first use) for ``mx``
+    blocks of ``nx`` pixels (<= 16 each), ``nf`` tiles of 16 output channels and ``4 kc`` input
+    channels (kc <= 16)."""
+    if not (1 <= nx <= TILE_ROWS and 1 <= kc <= TILE_ROWS and tiles_fit(mx, nf)):
+        raise ValueError(f"no AMX tile shape for {mx} x {nx} pixels x {nf} x 16 channels x {4 * kc} inputs")
+    return _register(nx, nf, kc, mx)
 
 
 @functools.cache
-def _register(nx: int, nf: int, kc: int) -> tuple[str, str, str]:
-    shape = f"{nx}x{nf * TILE_LANES}x{4 * kc}"
-    init, update, store = f"tvm_mpq_amx_init_{shape}", f"tvm_mpq_amx_{shape}", f"tvm_mpq_amx_store_{shape}"
-    TensorIntrin.register(init, _init_desc(nx, nf), _init_impl(nx, nf, kc), override=True)
-    TensorIntrin.register(update, _desc(nx, nf, kc), _impl(nx, nf, kc), override=True)
-    TensorIntrin.register(store, _store_desc(nx, nf), _store_impl(nx, nf), override=True)
-    return init, update, store
+def _register(nx: int, nf: int, kc: int, mx: int) -> tuple[str, str, str]:
+    shape = f"{mx}x{nx}x{nf * TILE_LANES}x{4 * kc}"
+    names = (f"tvm_mpq_amx_init_{shape}", f"tvm_mpq_amx_{shape}", f"tvm_mpq_amx_store_{shape}")
+    TensorIntrin.register(names[0], _init_desc(mx * nx, nf), _init_impl(nx, nf, kc, mx), override=True)
+    TensorIntrin.register(names[1], _update_desc(mx * nx, nf, kc), _update_impl(nx, nf, kc, mx), override=True)
+    TensorIntrin.register(names[2], _store_desc(mx * nx, nf), _store_impl(nx, nf, mx), override=True)
+    return names
 
 
-def tile_config(nx: int, nf: int, kc: int) -> list[int]:
+def _tiles(nf: int, mx: int) -> tuple[int, int]:
+    """The first A tile and the first B tile (the accumulators are tiles ``m * nf + f``)."""
+    return mx * nf, mx * nf + mx
+
+
+def tile_config(nx: int, nf: int, kc: int, mx: int = 1) -> list[int]:
     """The 64-byte ``ldtilecfg`` operand as 8 little-endian 64-bit words: palette 1; per tile
     its bytes per row (``colsb``, 16-bit, bytes 16-31) and rows (8-bit, bytes 48-55)."""
+    a0, b0 = _tiles(nf, mx)
+    shapes = {t: (nx, TILE_ROW_BYTES) for t in range(mx * nf)}  # accumulators
+    shapes.update({a0 + m: (nx, 4 * kc) for m in range(mx)})
+    shapes.update({b0 + f: (kc, TILE_ROW_BYTES) for f in range(nf)})
     cfg = bytearray(64)
     cfg[0] = 1
-    shapes = {t: (nx, TILE_ROW_BYTES) for t in range(nf)}  # accumulators
-    shapes[A_TILE] = (nx, 4 * kc)
-    shapes.update({B_TILE0 + t: (kc, TILE_ROW_BYTES) for t in range(nf)})
     for tile, (rows, colsb) in shapes.items():
         cfg[16 + 2 * tile: 18 + 2 * tile] = colsb.to_bytes(2, "little")
         cfg[48 + tile] = rows
     return [int.from_bytes(cfg[8 * i: 8 * i + 8], "little") for i in range(8)]
 
 
-def _init_desc(nx: int, nf: int):
+# Each intrinsic's buffers: A (rows x 4 kc uint8, rows of pixels), B (kc x n x 4 int8: the
+# prepacked weight), C / D (rows x n int32: the accumulators; C of the init and the update
+# stands for the tile registers and is never read or written in memory). Tile numbers are
+# immediates: the tile loops are unrolled (LLVM folds each number to a constant).
+def _init_desc(rows: int, nf: int):
     n = nf * TILE_LANES
 
     @T.prim_func(s_tir=True)
     def desc(c: T.handle) -> None:
         sc = T.int32()
-        C = T.match_buffer(c, (nx, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
+        C = T.match_buffer(c, (rows, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
         with T.sblock("root"):
             T.reads()
-            T.writes(C[0:nx, 0:n])
-            for i, j in T.grid(nx, n):
+            T.writes(C[0:rows, 0:n])
+            for i, j in T.grid(rows, n):
                 with T.sblock("init"):
                     vi, vj = T.axis.remap("SS", [i, j])
                     C[vi, vj] = 0
@@ -122,19 +137,18 @@ def _init_desc(nx: int, nf: int):
     return desc
 
 
-def _init_impl(nx: int, nf: int, kc: int):
-    """The tile shapes, and zero accumulator tiles (the buffer is written by the first update)."""
-    n = nf * TILE_LANES
-    w0, _, w2, w3, _, _, w6, _ = tile_config(nx, nf, kc)
-    i8 = T.int8
+def _init_impl(nx: int, nf: int, kc: int, mx: int):
+    """The tile shapes, and zeroed accumulator tiles."""
+    rows, n = mx * nx, nf * TILE_LANES
+    w0, _, w2, w3, _, _, w6, _ = tile_config(nx, nf, kc, mx)
 
     @T.prim_func(s_tir=True)
     def impl(c: T.handle) -> None:
         sc = T.int32()
-        C = T.match_buffer(c, (nx, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
+        C = T.match_buffer(c, (rows, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
         with T.sblock("root"):
             T.reads()
-            T.writes(C[0:nx, 0:n])
+            T.writes(C[0:rows, 0:n])
             cfg = T.alloc_buffer((8,), "uint64", scope=REGISTER_SCOPE)
             cfg[0] = T.uint64(w0)
             cfg[1] = T.uint64(0)
@@ -145,70 +159,25 @@ def _init_impl(nx: int, nf: int, kc: int):
             cfg[6] = T.uint64(w6)
             cfg[7] = T.uint64(0)
             T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", cfg.access_ptr("r")))
-            # (tile numbers are immediates: one statement per tile, the absent ones dropped at parse time)
-            T.evaluate(T.call_llvm_intrin("void", ZERO, i8(0)))
-            if nf >= 2:
-                T.evaluate(T.call_llvm_intrin("void", ZERO, i8(1)))
-            if nf >= 3:
-                T.evaluate(T.call_llvm_intrin("void", ZERO, i8(2)))
+            for t in T.unroll(mx * nf):
+                T.evaluate(T.call_llvm_intrin("void", ZERO, T.Cast("int8", t)))
 
     return impl
 
 
-def _store_desc(nx: int, nf: int):
-    n = nf * TILE_LANES
-
-    @T.prim_func(s_tir=True)
-    def desc(c: T.handle, d: T.handle) -> None:
-        sc, sd = T.int32(), T.int32()
-        C = T.match_buffer(c, (nx, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
-        D = T.match_buffer(d, (nx, n), "int32", strides=[sd, 1], offset_factor=1, scope=REGISTER_SCOPE)
-        with T.sblock("root"):
-            T.reads(C[0:nx, 0:n])
-            T.writes(D[0:nx, 0:n])
-            for i, j in T.grid(nx, n):
-                with T.sblock("store"):
-                    vi, vj = T.axis.remap("SS", [i, j])
-                    D[vi, vj] = C[vi, vj]
-
-    return desc
-
-
-def _store_impl(nx: int, nf: int):
-    """The accumulator tiles (``C``: held in the tile registers) to the accumulator buffer ``D``."""
-    n = nf * TILE_LANES
-    i8, i64 = T.int8, T.int64
-
-    @T.prim_func(s_tir=True)
-    def impl(c: T.handle, d: T.handle) -> None:
-        sc, sd = T.int32(), T.int32()
-        C = T.match_buffer(c, (nx, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
-        D = T.match_buffer(d, (nx, n), "int32", strides=[sd, 1], offset_factor=1, scope=REGISTER_SCOPE)
-        with T.sblock("root"):
-            T.reads(C[0:nx, 0:n])
-            T.writes(D[0:nx, 0:n])
-            T.evaluate(T.call_llvm_intrin("void", STORE, i8(0), D.access_ptr("w"), i64(sd * 4)))
-            if nf >= 2:
-                T.evaluate(T.call_llvm_intrin("void", STORE, i8(1), D.access_ptr("w", offset=16), i64(sd * 4)))
-            if nf >= 3:
-                T.evaluate(T.call_llvm_intrin("void", STORE, i8(2), D.access_ptr("w", offset=32), i64(sd * 4)))
-
-    return impl
-
-
-def _desc(nx: int, nf: int, kc: int):
+def _update_desc(rows: int, nf: int, kc: int):
     n, k = nf * TILE_LANES, 4 * kc
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         sa, sb, sc = T.int32(), T.int32(), T.int32()
-        A = T.match_buffer(a, (nx, k), "uint8", strides=[sa, 1], offset_factor=1)
+        A = T.match_buffer(a, (rows, k), "uint8", strides=[sa, 1], offset_factor=1)
         B = T.match_buffer(b, (kc, n, 4), "int8", strides=[sb, 4, 1], offset_factor=1)
-        C = T.match_buffer(c, (nx, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
+        C = T.match_buffer(c, (rows, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
         with T.sblock("root"):
-            T.reads(C[0:nx, 0:n], A[0:nx, 0:k], B[0:kc, 0:n, 0:4])
-            T.writes(C[0:nx, 0:n])
-            for i, j, r in T.grid(nx, n, k):
+            T.reads(C[0:rows, 0:n], A[0:rows, 0:k], B[0:kc, 0:n, 0:4])
+            T.writes(C[0:rows, 0:n])
+            for i, j, r in T.grid(rows, n, k):
                 with T.sblock("update"):
                     vi, vj, vr = T.axis.remap("SSR", [i, j, r])
                     C[vi, vj] = C[vi, vj] + T.Cast("int32", A[vi, vr]) * T.Cast("int32", B[vr // 4, vj, vr % 4])
@@ -216,27 +185,68 @@ def _desc(nx: int, nf: int, kc: int):
     return desc
 
 
-def _impl(nx: int, nf: int, kc: int):
-    n, k = nf * TILE_LANES, 4 * kc
-    i8, i64 = T.int8, T.int64
+def _update_impl(nx: int, nf: int, kc: int, mx: int):
+    """Each A tile (``nx`` rows of pixels) and each B tile loaded once, ``mx * nf`` multiplies."""
+    rows, n, k = mx * nx, nf * TILE_LANES, 4 * kc
+    a0, b0 = _tiles(nf, mx)
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         sa, sb, sc = T.int32(), T.int32(), T.int32()
-        A = T.match_buffer(a, (nx, k), "uint8", strides=[sa, 1], offset_factor=1)
+        A = T.match_buffer(a, (rows, k), "uint8", strides=[sa, 1], offset_factor=1)
         B = T.match_buffer(b, (kc, n, 4), "int8", strides=[sb, 4, 1], offset_factor=1)
-        C = T.match_buffer(c, (nx, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
+        C = T.match_buffer(c, (rows, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
         with T.sblock("root"):
-            T.reads(C[0:nx, 0:n], A[0:nx, 0:k], B[0:kc, 0:n, 0:4])
-            T.writes(C[0:nx, 0:n])
-            T.evaluate(T.call_llvm_intrin("void", LOAD, i8(A_TILE), A.access_ptr("r"), i64(sa)))
-            T.evaluate(T.call_llvm_intrin("void", LOAD, i8(B_TILE0), B.access_ptr("r"), i64(sb)))
-            T.evaluate(T.call_llvm_intrin("void", DOT, i8(0), i8(A_TILE), i8(B_TILE0)))
-            if nf >= 2:
-                T.evaluate(T.call_llvm_intrin("void", LOAD, i8(B_TILE0 + 1), B.access_ptr("r", offset=64), i64(sb)))
-                T.evaluate(T.call_llvm_intrin("void", DOT, i8(1), i8(A_TILE), i8(B_TILE0 + 1)))
-            if nf >= 3:
-                T.evaluate(T.call_llvm_intrin("void", LOAD, i8(B_TILE0 + 2), B.access_ptr("r", offset=128), i64(sb)))
-                T.evaluate(T.call_llvm_intrin("void", DOT, i8(2), i8(A_TILE), i8(B_TILE0 + 2)))
+            T.reads(C[0:rows, 0:n], A[0:rows, 0:k], B[0:kc, 0:n, 0:4])
+            T.writes(C[0:rows, 0:n])
+            for m in T.unroll(mx):
+                T.evaluate(T.call_llvm_intrin("void", LOAD, T.Cast("int8", a0 + m),
+                                              A.access_ptr("r", offset=m * nx * sa), T.Cast("int64", sa)))
+            for f in T.unroll(nf):
+                T.evaluate(T.call_llvm_intrin("void", LOAD, T.Cast("int8", b0 + f),
+                                              B.access_ptr("r", offset=f * TILE_LANES * 4), T.Cast("int64", sb)))
+                for m in T.unroll(mx):
+                    T.evaluate(T.call_llvm_intrin("void", DOT, T.Cast("int8", m * nf + f), T.Cast("int8", a0 + m),
+                                                  T.Cast("int8", b0 + f)))
+
+    return impl
+
+
+def _store_desc(rows: int, nf: int):
+    n = nf * TILE_LANES
+
+    @T.prim_func(s_tir=True)
+    def desc(c: T.handle, d: T.handle) -> None:
+        sc, sd = T.int32(), T.int32()
+        C = T.match_buffer(c, (rows, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
+        D = T.match_buffer(d, (rows, n), "int32", strides=[sd, 1], offset_factor=1, scope=REGISTER_SCOPE)
+        with T.sblock("root"):
+            T.reads(C[0:rows, 0:n])
+            T.writes(D[0:rows, 0:n])
+            for i, j in T.grid(rows, n):
+                with T.sblock("store"):
+                    vi, vj = T.axis.remap("SS", [i, j])
+                    D[vi, vj] = C[vi, vj]
+
+    return desc
+
+
+def _store_impl(nx: int, nf: int, mx: int):
+    """The accumulator tiles to the accumulator buffer ``D``."""
+    rows, n = mx * nx, nf * TILE_LANES
+
+    @T.prim_func(s_tir=True)
+    def impl(c: T.handle, d: T.handle) -> None:
+        sc, sd = T.int32(), T.int32()
+        C = T.match_buffer(c, (rows, n), "int32", strides=[sc, 1], offset_factor=1, scope=REGISTER_SCOPE)
+        D = T.match_buffer(d, (rows, n), "int32", strides=[sd, 1], offset_factor=1, scope=REGISTER_SCOPE)
+        with T.sblock("root"):
+            T.reads(C[0:rows, 0:n])
+            T.writes(D[0:rows, 0:n])
+            for m in T.unroll(mx):
+                for f in T.unroll(nf):
+                    T.evaluate(T.call_llvm_intrin("void", STORE, T.Cast("int8", m * nf + f),
+                                                  D.access_ptr("w", offset=m * nx * sd + f * TILE_LANES),
+                                                  T.Cast("int64", sd * 4)))
 
     return impl

@@ -43,7 +43,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from .cpu_generic import schedule_spatial, widest_bits
-from .cpu_amx import MAX_TILES, TILE_LANES, TILE_ROWS, amx_intrins, request_amx
+from .cpu_amx import MAX_TILES, TILE_LANES, TILE_ROWS, amx_intrins, request_amx, tiles_fit
 from .cpu_intrin import REGISTER_SCOPE, dot_intrin
 from .cpu_isa import CpuIsa, cpu_isa
 from .cpu_mac_analysis import FP32, INT8, MacInfo, analyze_mac, data_producer, is_plain_copy, writer_of
@@ -75,6 +75,8 @@ class KernelPlan:
     over_batch: bool = False
     depth: int = 0
     """AMX: input channels one tile multiply reduces (``4 kc``); 0 elsewhere."""
+    row_blocks: int = 1
+    """AMX: A tiles of ``nx`` pixels per output tile (the tile is ``row_blocks * nx`` pixels)."""
 
 
 def _divisors(n: int, limit: int) -> list[int]:
@@ -143,9 +145,10 @@ def plan_amx(info: MacInfo) -> KernelPlan | None:
     nx = max(_divisors(info.out_hw[1], TILE_ROWS))
     if nx < MIN_AMX_PIXELS:
         return None
-    nf = max(_divisors(info.out_channels // TILE_LANES, MAX_TILES))
     kc = max(_divisors(info.in_channels // 4, TILE_ROWS))
-    return KernelPlan(TILE_LANES, 4, "amx", nf, nx, depth=4 * kc)
+    mx = 2 if (info.out_hw[1] // nx) % 2 == 0 else 1  # two A tiles share each B tile load
+    nf = max(f for f in _divisors(info.out_channels // TILE_LANES, MAX_TILES) if tiles_fit(mx, f))
+    return KernelPlan(TILE_LANES, 4, "amx", nf, nx, depth=4 * kc, row_blocks=mx)
 
 
 def _loads_per_mac(nf: int, nx: int) -> float:
@@ -391,12 +394,12 @@ def _schedule_amx_conv(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa
     n, y, x, f, ry, rx, c = sch.get_loops(mac)
     fo, fj = sch.split(f, [None, nf * TILE_LANES])
     co, ck = sch.split(c, [None, plan.depth])
-    xo, xi = sch.split(x, [None, nx])
+    xo, xi = sch.split(x, [None, plan.row_blocks * nx])
     sch.reorder(n, fo, y, xo, ry, rx, co, xi, fj, ck)
     from_tiles = _finish_tile(sch, mac, last, xo, isa.lanes(), matrix=True)
     sch.parallel(sch.fuse(n, fo, y))
     init = sch.decompose_reduction(mac, ry)
-    init_intrin, update_intrin, store_intrin = amx_intrins(nx, nf, plan.depth // 4)
+    init_intrin, update_intrin, store_intrin = amx_intrins(nx, nf, plan.depth // 4, plan.row_blocks)
     sch.tensorize(sch.get_loops(init)[-2], init_intrin)
     sch.tensorize(xi, update_intrin)
     sch.tensorize(sch.get_loops(from_tiles)[-2], store_intrin)
