@@ -120,11 +120,16 @@ def test_tuning_here_for_a_cpu_this_host_cannot_run_is_refused(small_graph, smal
     from tvm_mpq.compiler.tuning import check_tuning
     from tvm_mpq.runtime.executor import extensions_this_host_lacks
 
-    spr = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2})
-    lacking = extensions_this_host_lacks(spr)
-    if not lacking:
-        pytest.skip("this host runs every extension of sapphirerapids (AVX512-FP16, AMX)")
-    with pytest.raises(MpqError, match=f"lacks {lacking[0]}.*--mcpu sapphirerapids"):
+    # a model with an extension this host lacks: Sapphire Rapids (AVX512-FP16, AMX) on AMD, Granite
+    # Rapids (AMX-FP16) or Zen 5 (AVX512-VP2INTERSECT) on a Sapphire Rapids-class Xeon
+    candidates = [tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": 2})
+                  for cpu in ("sapphirerapids", "graniterapids", "znver5")]
+    lacking_by_cpu = [(t, extensions_this_host_lacks(t)) for t in candidates]
+    lacking_by_cpu = [(t, lacking) for t, lacking in lacking_by_cpu if lacking]
+    if not lacking_by_cpu:
+        pytest.skip("this host runs every extension of sapphirerapids, graniterapids and znver5")
+    spr, lacking = lacking_by_cpu[0]
+    with pytest.raises(MpqError, match=f"lacks {lacking[0]}.*--mcpu {spr.attrs['mcpu']}"):
         check_tuning(spr, TuningOptions(trials=2, root=tmp_path))
     check_tuning(spr, TuningOptions(trials=0, root=tmp_path))  # applying a database only: fine
     host = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v2", "num-cores": 2})

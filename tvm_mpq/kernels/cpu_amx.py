@@ -1,4 +1,4 @@
-"""Intel AMX int8 tiles: the tensor intrinsic of the conv2d kernel on targets with ``amx-int8``.
+"""Intel AMX int8 tiles: the tensor intrinsics of the conv2d kernel on targets with ``amx-int8``.
 
 An AMX tile register holds up to 16 rows of 64 bytes; ``tdpbusd`` multiplies a uint8 tile
 ``A`` (rows: output pixels, columns: ``4 kc`` input channels) by an int8 tile ``B`` (``kc``
@@ -12,7 +12,7 @@ per instruction at the largest shapes, where a 512-bit ``vpdpbusd`` does 64.
 each, loaded once for all ``mx`` A tiles) and ``4 kc`` input channels:
 
 * **init** (the reduction's init block, once per output tile): loads the tile configuration
-  (``ldtilecfg``: the shapes) and zeroes the ``nf`` accumulator tiles;
+  (``ldtilecfg``: the shapes) and zeroes the ``mx * nf`` accumulator tiles;
 * **update** (``C[i, j] += A[i, k] * B[k / 4, j, k % 4]``, per tap and ``4 kc`` input
   channels): loads ``A`` once and each ``B`` tile and ``tdpbusd`` into the accumulator tiles;
 * **store** (a block of its own after the reduction): the accumulator tiles to the kernel's
