@@ -239,6 +239,8 @@ CASES = {  # name -> (module factory, rule, int8?)
     "fp32_dense_odd": (lambda: fp32_dense(2, 16, 5), "MatmulConstWeight", False),  # 5 classes: scalar lanes
     "fp32_attention": (lambda: fp32_attention_scores(3, 16, 8), "BatchMatmul", False),
     "int8_conv_odd": (lambda: int8_conv(16, 20, 6, 3), "Conv2dChannelsLast", True),  # 20 channels: padded to 24
+    # a weight over 256 KiB (288 x 256 fp32): threads split the output channels, not the rows
+    "fp32_conv1x1_large_weight": (lambda: fp32_conv(288, 256, 5, 1), "Conv2dChannelsLast", False),
     # 3x3 stride 1 on a map of >= 16 output tiles: Winograd F(4x4, 3x3) (relay_passes.winograd_conv)
     "fp32_winograd": (lambda: fp32_conv(16, 32, 16, 3, pad=1), "WinogradConv2d", False),
     "fp32_winograd_partial_tiles": (lambda: fp32_conv(8, 16, 18, 3, pad=1), "WinogradConv2d", False),  # 18 = 4*4 + 2
@@ -372,6 +374,17 @@ def test_a_row_conv_over_a_batch_tiles_images_where_the_width_is_prime():
         assert not even.over_batch and even.nx > 1, (cpu, even)
         single = plan_kernel(info_of(row_conv(16, 32, 21, 5, batch=1, int8=False)[0], target), cpu_isa(target))
         assert not single.over_batch, (cpu, single)
+
+
+def test_threads_split_rows_where_the_weight_is_small_and_channels_where_it_is_large():
+    """A conv whose weight stays in cache splits by rows (each core then writes the rows the next
+    depthwise conv reads on it); a large weight by output channels (read once per thread)."""
+    for cpu in ("icelake-server", "haswell", "sapphirerapids"):
+        target = _target(cpu)
+        small = plan_kernel(info_of(int8_conv(64, 64, 14, 3, pad=1)[0], target), cpu_isa(target))
+        large = plan_kernel(info_of(fp32_conv(288, 256, 5, 1)[0], target), cpu_isa(target))
+        dense = plan_kernel(info_of(int8_dense(6, 48, 16)[0], target), cpu_isa(target))
+        assert small.rows_outer and not large.rows_outer and not dense.rows_outer, (cpu, small, large, dense)
 
 
 def test_rules_decline_what_they_do_not_handle():
