@@ -26,7 +26,12 @@ data read in place as 32-bit words), ``vpmaddwd`` elsewhere (the data copy stage
 int16 pairs, the weight is prepacked as int16). The epilogue (bias, requantize, activation,
 residual add, casts: every spatial block after the MAC) is inlined into one block computed
 per register tile, reading the accumulators, vectorized over the channels; its result goes
-straight to the channels-last output. The outer tile loops run in parallel.
+straight to the channels-last output. The outer tile loops run in parallel: rows first where the
+weight is small (:func:`rows_outer`), output channels first otherwise.
+
+On targets with AMX int8 tiles an int8 conv that fits them (:func:`plan_amx`) multiplies on
+tiles instead (:mod:`tvm_mpq.kernels.cpu_amx`), with the same prepacked weight, accumulator
+buffer and epilogue.
 
 Anything not recognized (:func:`tvm_mpq.kernels.cpu_mac_analysis.analyze_mac`) or whose
 channel count no vector width divides is declined (``None``), as is any schedule step the IR
@@ -162,8 +167,8 @@ def rows_outer(info: MacInfo) -> bool:
     where the weight is small (<= :data:`ROWS_OUTER_MAX_WEIGHT_BYTES`, so every thread keeps all
     of it in cache). Each thread then writes whole rows of every channel, the rows the next
     depthwise conv (split by rows) reads on the same core; split by channels, half of what each
-    core reads was written by the other (mobilenetv2 fp32 0.86x, efficientnet-lite0 0.91x of the
-    channel split, 2026-12-03). A large weight (resnet18's 512 -> 512 3x3, 9.4 MB in fp32) read
+    core reads was written by the other (mobilenetv2 fp32 0.89x, efficientnet-lite0 0.91x, resnet18
+    int8 0.90x of the channel split, ``benchmarks/thread_split.py``, 2026-12-03). A large weight (resnet18's 512 -> 512 3x3, 9.4 MB in fp32) read
     once per row is slower (1.6x) than each thread reading its half once."""
     if info.kind != "conv2d":
         return False
