@@ -40,8 +40,9 @@ def main() -> None:
 
     from benchkit.machine import flags_text, machine_info
     from tvm_mpq.compiler import compile_model
+    from tvm_mpq.kernels.cpu_amx import AMX_FEATURES
     from tvm_mpq.kernels.cpu_isa import cpu_isa
-    from tvm_mpq.runtime.executor import AMX_FEATURES, host_target
+    from tvm_mpq.runtime.executor import host_target
 
     target = host_target()
     info = machine_info(args.threads, target)

@@ -22,7 +22,7 @@ from tvm_mpq.kernels.cpu_isa import cpu_isa
 from tvm_mpq.kernels import rule_for
 from tvm_mpq.kernels.cpu_mac import plan_kernel
 from tvm_mpq.kernels.cpu_mac_analysis import MacInfo, analyze_mac
-from tvm_mpq.kernels.cpu_amx import request_amx
+from tvm_mpq.kernels.cpu_amx import AMX_FEATURES, request_amx
 from tvm_mpq.runtime.executor import cpuinfo_flags, extensions_this_host_lacks, host_target, masked_features
 
 from conftest import softmax_module
@@ -341,7 +341,7 @@ def test_amx_tiles_run_exact_here_or_compile_with_tile_instructions(case):
     target = _amx_target()
     plan = plan_kernel(info_of(mod, target), cpu_isa(target))
     assert (plan.dot, plan.nx, plan.nf, plan.depth, plan.row_blocks) == ("amx", *shape), plan
-    if _runs_here(target) and request_amx():
+    if _runs_here(target):  # (asks for tile state)
         fast = _check(mod, x, target, exact=True)
     else:
         fast, _ = build_module(mod, target)
@@ -584,8 +584,8 @@ def test_a_cpu_model_less_what_this_host_lacks_runs_here():
     if cpuinfo_flags() is None:
         pytest.skip("no /proc/cpuinfo on this host")
     mattr = [f"-{f}" for f in extensions_this_host_lacks(_target("sapphirerapids"))]
-    if not request_amx():  # tile state refused: the host target does the same (executor.host_amx_mattr)
-        mattr += [f"-{f}" for f in ("amx-tile", "amx-int8") if f"-{f}" not in mattr]
+    if not request_amx():  # tile state refused: the host target does the same (executor.host_mattr)
+        mattr += [f"-{f}" for f in AMX_FEATURES if f"-{f}" not in mattr]
     target = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2, **({"mattr": mattr} if mattr else {})})
     assert _runs_here(target)
     for case in ("int8_conv3x3", "int8_dense", "fp32_conv3x3"):

@@ -124,8 +124,7 @@ def test_tuning_here_for_a_cpu_this_host_cannot_run_is_refused(small_graph, smal
     # Rapids (AMX-FP16) or Zen 5 (AVX512-VP2INTERSECT) on a Sapphire Rapids-class Xeon
     candidates = [tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": 2})
                   for cpu in ("sapphirerapids", "graniterapids", "znver5")]
-    lacking_by_cpu = [(t, extensions_this_host_lacks(t)) for t in candidates]
-    lacking_by_cpu = [(t, lacking) for t, lacking in lacking_by_cpu if lacking]
+    lacking_by_cpu = [(t, lacking) for t in candidates if (lacking := extensions_this_host_lacks(t))]
     if not lacking_by_cpu:
         pytest.skip("this host runs every extension of sapphirerapids, graniterapids and znver5")
     spr, lacking = lacking_by_cpu[0]

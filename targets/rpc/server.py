@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tvm_mpq.errors import MpqError
+from tvm_mpq.kernels.cpu_amx import ARCH_PRCTL_AMX
 
 from targets.rpc.net import check_port_free, free_port, parse_address
 from targets.rpc.process import ManagedProcess
@@ -27,7 +28,7 @@ ARCH_ALIASES = {"x86": "x86_64", "x86_64": "x86_64", "x86-64": "x86_64", "cuda":
 START_TIMEOUT = {"x86_64": 60.0, "aarch64": 300.0}
 """Seconds to wait for a server to listen (importing TVM takes ~15 s under QEMU, ~4 s natively)."""
 
-_BOOT = """
+_BOOT = f"ARCH_PRCTL_AMX = {ARCH_PRCTL_AMX!r}\n" + """
 import logging, os, socket, sys
 wrapper, host, port, tracker, key = sys.argv[1:6]
 if wrapper:
@@ -35,8 +36,8 @@ if wrapper:
 logging.basicConfig(level=logging.INFO)
 import ctypes, platform
 if platform.system() == "Linux" and platform.machine().lower() in ("x86_64", "amd64"):
-    try:  # AMX tile state for this process (tvm_mpq.kernels.cpu_amx.request_amx: arch_prctl)
-        ctypes.CDLL(None).syscall(158, 0x1023, 18)
+    try:  # AMX tile state for this process (tvm_mpq.kernels.cpu_amx.request_amx)
+        ctypes.CDLL(None).syscall(*ARCH_PRCTL_AMX)
     except (OSError, AttributeError):
         pass
 tracker_addr = None

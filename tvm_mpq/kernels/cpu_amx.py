@@ -54,9 +54,11 @@ TILE_REGISTERS = 8
 
 LOAD, DOT, STORE, ZERO = "llvm.x86.tileloadd64", "llvm.x86.tdpbusd", "llvm.x86.tilestored64", "llvm.x86.tilezero"
 
-_ARCH_REQ_XCOMP_PERM = 0x1023
-_XFEATURE_XTILEDATA = 18
-_SYS_ARCH_PRCTL = 158
+AMX_FEATURES = ("amx-tile", "amx-int8")
+"""LLVM's names of the AMX int8 tile extensions (Linux: ``amx_tile``, ``amx_int8``)."""
+ARCH_PRCTL_AMX = (158, 0x1023, 18)
+"""``syscall`` arguments that ask for AMX tile state: ``SYS_arch_prctl``,
+``ARCH_REQ_XCOMP_PERM``, ``XFEATURE_XTILEDATA``."""
 
 
 @functools.cache
@@ -66,7 +68,7 @@ def request_amx() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
+        return libc.syscall(*ARCH_PRCTL_AMX) == 0
     except (OSError, AttributeError):
         return False
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import tvm
 from tvm.target import Target, codegen
 
+from .cpu_amx import AMX_FEATURES
+
 
 @dataclass(frozen=True)
 class CpuIsa:
@@ -81,7 +83,7 @@ def cpu_isa(target: Target) -> CpuIsa:
         return CpuIsa("neon", 128, 32, None, 128)
     if _has(target, "avx512f"):
         if _has(target, "avx512vnni", "avx512vl"):
-            if _has(target, "amx-tile", "amx-int8"):
+            if _has(target, *AMX_FEATURES):
                 return CpuIsa("avx512-vnni-amx", 512, 32, "vnni", 512, amx=True)
             return CpuIsa("avx512-vnni", 512, 32, "vnni", 512)
         if _has(target, "avx512bw"):

@@ -130,7 +130,6 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
             return amx
     if info.kind == "depthwise":
         return KernelPlan(lanes, group, dot, 1, choose_depthwise_pixels(ow, info.kernel[1], isa.registers))
-    by_rows = rows_outer(info)
     pixels = oh * ow if (info.pointwise and info.epilogue) or info.kind in ("matmul", "batch_matmul") else ow
     nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers)
     if pixels == ow and oh == 1 and info.kind == "conv2d" and info.batch > 1 and info.dtype == FP32:
@@ -140,7 +139,7 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
         nf_b, nx_b = choose_tile(info.out_channels // lanes, info.batch, isa.registers)
         if _loads_per_mac(nf_b, nx_b) < _loads_per_mac(nf, nx):
             return KernelPlan(lanes, group, dot, nf_b, nx_b, over_batch=True)
-    return KernelPlan(lanes, group, dot, nf, nx, rows_outer=by_rows)
+    return KernelPlan(lanes, group, dot, nf, nx, rows_outer=rows_outer(info))
 
 
 def plan_amx(info: MacInfo) -> KernelPlan | None:
@@ -167,9 +166,10 @@ def rows_outer(info: MacInfo) -> bool:
     where the weight is small (<= :data:`ROWS_OUTER_MAX_WEIGHT_BYTES`, so every thread keeps all
     of it in cache). Each thread then writes whole rows of every channel, the rows the next
     depthwise conv (split by rows) reads on the same core; split by channels, half of what each
-    core reads was written by the other (mobilenetv2 fp32 0.89x, efficientnet-lite0 0.91x, resnet18
-    int8 0.90x of the channel split, ``benchmarks/thread_split.py``, 2026-12-03). A large weight (resnet18's 512 -> 512 3x3, 9.4 MB in fp32) read
-    once per row is slower (1.6x) than each thread reading its half once."""
+    core reads was written by the other (mobilenetv2 fp32 0.89x, efficientnet-lite0 0.91x,
+    resnet18 int8 0.90x of the channel split, ``benchmarks/thread_split.py``, 2026-12-03). A
+    large weight (resnet18's 512 -> 512 3x3, 9.4 MB in fp32) read once per row is slower (1.6x)
+    than each thread reading its half once."""
     if info.kind != "conv2d":
         return False
     weight_bytes = info.kernel[0] * info.kernel[1] * info.in_channels * info.out_channels * (4 if info.dtype == FP32 else 1)

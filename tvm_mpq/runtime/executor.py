@@ -66,50 +66,46 @@ def extensions_this_host_lacks(target: tvm.target.Target) -> list[str]:
 
 
 def host_mattr(cpu: str | None) -> list[str]:
-    """``-mattr`` entries that switch off the extensions LLVM's model of the host ``cpu`` has but
-    this machine does not report: LLVM names an AMD CPU by family and model, and a virtual machine
-    may hide some of that model's extensions (AVX-512, AMX); built with them, a library would die
-    on an illegal instruction. Empty where nothing is hidden or ``/proc/cpuinfo`` is unreadable."""
-    if not cpu:
-        return []
-    return [f"-{f}" for f in extensions_this_host_lacks(tvm.target.Target({"kind": "llvm", "mcpu": cpu}))]
+    """``-mattr`` entries for a build for this host's ``cpu`` (LLVM's name of it).
 
-
-AMX_FEATURES = ("amx-tile", "amx-int8")
-"""LLVM's names of the AMX int8 tile extensions (Linux: ``amx_tile``, ``amx_int8``)."""
-
-
-def host_amx_mattr(cpu: str, hidden: list[str]) -> list[str]:
-    """``-mattr`` entries for AMX int8 on this host: ``+amx-tile,+amx-int8`` where the machine
-    reports them, LLVM's model of ``cpu`` lacks them (a virtual machine may name a Xeon with
-    AMX by an older client model: ``rocketlake`` on 2026-12-03) and Linux grants the process
-    its tile state (:func:`tvm_mpq.kernels.cpu_amx.request_amx`); ``-amx-*`` where the model
-    has them but the grant fails (a tile instruction would die)."""
+    Off (``-``): the extensions LLVM's model of ``cpu`` has but this machine does not report:
+    LLVM names an AMD CPU by family and model, and a virtual machine may hide some of that
+    model's extensions (AVX-512, AMX); built with them, a library would die on an illegal
+    instruction. AMX int8 (:data:`tvm_mpq.kernels.cpu_amx.AMX_FEATURES`) where the machine
+    reports it: on (``+``) where the model lacks it (a virtual machine may name a Xeon with AMX
+    by an older client model: ``rocketlake`` on 2026-12-03) and Linux grants the process its
+    tile state (:func:`tvm_mpq.kernels.cpu_amx.request_amx`), off where the model has it but
+    the grant fails (a tile instruction would die). Empty where nothing applies or
+    ``/proc/cpuinfo`` is unreadable."""
     from tvm.target import codegen
 
-    from tvm_mpq.kernels.cpu_amx import request_amx
+    from tvm_mpq.kernels.cpu_amx import AMX_FEATURES, request_amx
 
-    flags = {_flag_key(f) for f in cpuinfo_flags() or []}
-    if not all(_flag_key(f) in flags for f in AMX_FEATURES):
+    flags = cpuinfo_flags()
+    if not cpu or flags is None:
         return []
-    model = set(codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": cpu})))
-    granted = request_amx()
-    if all(f in model for f in AMX_FEATURES):
-        return [] if granted else [f"-{f}" for f in AMX_FEATURES if f"-{f}" not in hidden]
-    return [f"+{f}" for f in AMX_FEATURES] if granted else []
+    model = list(codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": cpu})))
+    mattr = [f"-{f}" for f in masked_features(model, flags)]
+    present = {_flag_key(f) for f in flags}
+    if all(_flag_key(f) in present for f in AMX_FEATURES):
+        in_model, granted = all(f in model for f in AMX_FEATURES), request_amx()
+        if in_model and not granted:
+            mattr += [f"-{f}" for f in AMX_FEATURES]
+        elif granted and not in_model:
+            mattr += [f"+{f}" for f in AMX_FEATURES]
+    return mattr
 
 
 def host_target() -> tvm.target.Target:
     """An ``llvm`` target for this machine with its CPU (``mcpu``: without it LLVM emits plain
-    x86-64 SSE2 code, no AVX2/FMA), less any extension the machine hides (:func:`host_mattr`),
-    plus AMX where the machine has it and LLVM's CPU model does not (:func:`host_amx_mattr`).
+    x86-64 SSE2 code, no AVX2/FMA), less any extension the machine hides, plus AMX where the
+    machine has it and LLVM's CPU model does not (:func:`host_mattr`).
     TVM 0.27 takes targets as JSON dicts."""
     target: dict = {"kind": "llvm", "num-cores": os.cpu_count() or 1}
     cpu = host_cpu()
     if cpu:
         target["mcpu"] = cpu
         mattr = host_mattr(cpu)
-        mattr += host_amx_mattr(cpu, mattr)
         if mattr:
             target["mattr"] = mattr
     return tvm.target.Target(target)
