@@ -349,6 +349,95 @@ def test_amx_tiles_run_exact_here_or_compile_with_tile_instructions(case):
     assert "ldtilecfg" in asm and "tdpbusd" in asm and "tilestored" in asm, case
 
 
+MLAS_TILE_CONFIG = np.array([1, 0, 0x0040004000400040, 0x0040004000400040, 0, 0, 0x1010101010101010, 0], "uint64")
+"""onnxruntime's int8 GEMM configuration (MLAS): palette 1, all eight tiles 16 rows of 64 bytes."""
+
+
+def _tile_config_probe(target: tvm.target.Target) -> tvm.runtime.Module:
+    """``load(cfg)`` (``ldtilecfg`` of 8 words) and ``read(out)`` (``sttilecfg``) on the calling thread."""
+    from tvm.script import tirx as T
+
+    @T.prim_func
+    def load(cfg: T.Buffer((8,), "uint64")):
+        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", cfg.access_ptr("r")))
+
+    @T.prim_func
+    def read(out: T.Buffer((8,), "uint64")):
+        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.sttilecfg", out.access_ptr("w")))
+
+    return tvm.tirx.build(tvm.IRModule({"load": load, "read": read}), target=target)
+
+
+def test_amx_kernels_leave_the_calling_threads_tile_configuration_as_they_found_it():
+    """Another library's tiles stay configured across our kernels: with MLAS's configuration
+    loaded on this thread (or none), an AMX conv whose eight tiles are 64 bytes wide but 14 rows
+    long (MLAS, which then reloads only where the widths differ, faulted on its next ``tdpbusd``
+    before the kernels restored it) leaves exactly that configuration. Compile-checked
+    (``sttilecfg`` in the library) where this host has no AMX."""
+    mod, x = int8_conv(64, 32, 28, 3, pad=1)
+    target = _amx_target()
+    plan = plan_kernel(info_of(mod, target), cpu_isa(target))
+    assert (plan.dot, plan.nx, plan.row_blocks, plan.nf, plan.depth) == ("amx", 14, 2, 2, 64), plan
+    lib, _ = build_module(mod, target)
+    assert "sttilecfg" in _asm(lib)
+    if not _runs_here(target):
+        pytest.skip("compile-checked: this host has no AMX tile state to run it with")
+    probe = _tile_config_probe(target)
+    for before in (MLAS_TILE_CONFIG, np.zeros(8, "uint64")):
+        probe["load"](tvm.runtime.tensor(before))
+        _run(lib, x)
+        after = tvm.runtime.tensor(np.full(8, 7, "uint64"))
+        probe["read"](after)
+        np.testing.assert_array_equal(after.numpy(), before)
+
+
+ORT_BETWEEN_AMX_CALLS = """
+import os, sys
+import numpy as np, onnxruntime as ort, tvm
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+from test_kernels_x86 import _amx_target, int8_conv
+from tvm_mpq.compiler.build import build_module
+from tvm_mpq.runtime.executor import host_tensor
+
+rng = np.random.default_rng(0)
+inits = [numpy_helper.from_array(v, n) for n, v in [
+    ("b", rng.integers(-127, 128, size=(256, 256)).astype(np.int8)), ("sa", np.float32(0.02)), ("za", np.uint8(128)),
+    ("sb", np.float32(0.01)), ("zb", np.int8(0)), ("sy", np.float32(4.0)), ("zy", np.uint8(128))]]
+graph = helper.make_graph([helper.make_node("QLinearMatMul", ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["y"])], "g",
+                          [helper.make_tensor_value_info("a", TensorProto.UINT8, [64, 256])],
+                          [helper.make_tensor_value_info("y", TensorProto.UINT8, [64, 256])], inits)
+options = ort.SessionOptions()
+options.intra_op_num_threads = 1  # (onnxruntime's GEMM on this, the calling, thread)
+session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString(),
+                               options, providers=["CPUExecutionProvider"])
+a = rng.integers(0, 256, size=(64, 256)).astype(np.uint8)
+first = session.run(None, {"a": a})[0]
+mod, x = int8_conv(64, 32, 28, 3, pad=1)
+lib, _ = build_module(mod, _amx_target())
+relax.VirtualMachine(lib, tvm.cpu())["main"](host_tensor(x))
+assert (session.run(None, {"a": a})[0] == first).all()
+print("onnxruntime ran after the AMX kernel")
+"""
+
+
+def test_onnxruntime_runs_after_an_amx_kernel_in_the_same_process():
+    """The failure the tile configuration test stands for, with the real peer: onnxruntime's int8
+    GEMM, one of our AMX convs, onnxruntime again, on one thread of one process (a separate
+    process: before the fix it died with SIGILL)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    if not _runs_here(_amx_target()):
+        pytest.skip("this host has no AMX tile state: the compile path is checked by the tile configuration test")
+    env = {**os.environ, "TVM_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", ORT_BETWEEN_AMX_CALLS], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "onnxruntime ran after the AMX kernel" in done.stdout
+
+
 def test_amx_keeps_the_vector_kernel_where_tiles_do_not_fit():
     """Below 64 taps x input channels, a stride-2 row, or output channels no 16 divides: ``vpdpbusd``."""
     target = _target("sapphirerapids")

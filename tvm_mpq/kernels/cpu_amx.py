@@ -25,6 +25,17 @@ serializes the tile unit: a 64 -> 64 3x3 conv @56 took 0.35 ms that way, 0.17 ms
 store after every update and 0.15 ms with one store per tile, 0.25 ms with ``vpdpbusd``
 (2 threads, with the layout transposes around it, 2026-12-03).
 
+Tile configuration is per thread and outlives the code that loads it, and other libraries in
+the same process rely on theirs: onnxruntime 1.32's int8 GEMM (MLAS) configures a thread's tiles
+once and on later calls reloads them only where both the column widths and the row counts it
+reads back (``sttilecfg``) differ from its own: a kernel of ours with all eight tiles 64 bytes
+wide but 14 rows long, run on the calling thread between two onnxruntime calls, made
+onnxruntime's next ``tdpbusd`` fault (SIGILL; found when the corpus benchmark timed both in one
+process, 2026-12-03). :class:`KeepCallerTileConfig` therefore wraps every kernel that
+uses tiles in ``sttilecfg`` / ``ldtilecfg`` of the configuration it found on the calling thread
+(TVM's thread pool runs the first parallel task on the caller; its own worker threads run only
+TVM kernels, each of which configures the tiles it uses).
+
 Linux hands AMX state to a process only on request (``arch_prctl(ARCH_REQ_XCOMP_PERM,
 XFEATURE_XTILEDATA)``, process-wide); without it the first tile instruction dies with SIGILL.
 :func:`request_amx` asks; :func:`tvm_mpq.runtime.executor.host_target` calls it before it
@@ -39,6 +50,8 @@ import ctypes
 import functools
 import platform
 
+import tvm
+from tvm import s_tir, tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
@@ -53,6 +66,7 @@ MAX_TILES = 3
 TILE_REGISTERS = 8
 
 LOAD, DOT, STORE, ZERO = "llvm.x86.tileloadd64", "llvm.x86.tdpbusd", "llvm.x86.tilestored64", "llvm.x86.tilezero"
+CONFIGURE, READ_CONFIG = "llvm.x86.ldtilecfg", "llvm.x86.sttilecfg"
 
 AMX_FEATURES = ("amx-tile", "amx-int8")
 """LLVM's names of the AMX int8 tile extensions (Linux: ``amx_tile``, ``amx_int8``)."""
@@ -160,7 +174,7 @@ def _init_impl(nx: int, nf: int, kc: int, mx: int):
             cfg[5] = T.uint64(0)
             cfg[6] = T.uint64(w6)
             cfg[7] = T.uint64(0)
-            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", cfg.access_ptr("r")))
+            T.evaluate(T.call_llvm_intrin("void", CONFIGURE, cfg.access_ptr("r")))
             for t in T.unroll(mx * nf):
                 T.evaluate(T.call_llvm_intrin("void", ZERO, T.Cast("int8", t)))
 
@@ -252,3 +266,55 @@ def _store_impl(nx: int, nf: int, mx: int):
                                                   T.Cast("int64", sd * 4)))
 
     return impl
+
+
+# ------------------------------------------------------------------------------ the caller's tile configuration
+TILES_ATTR = "tvm_mpq.amx_tiles"
+"""Root-block annotation of a kernel that configures AMX tiles (set by its schedule)."""
+
+
+def mark_tiles(sch: s_tir.Schedule) -> None:
+    """Mark the scheduled PrimFunc as one that configures tiles (:func:`uses_tiles`)."""
+    sch.annotate(sch.get_sblock("root"), TILES_ATTR, 1)
+
+
+def uses_tiles(func: tirx.PrimFunc) -> bool:
+    """Whether ``func``'s schedule configures AMX tiles (:func:`mark_tiles`)."""
+    block = getattr(func.body, "block", None)
+    return block is not None and block.annotations is not None and TILES_ATTR in block.annotations
+
+
+def keep_caller_tile_config(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with its root block's body between ``sttilecfg`` (the calling thread's tile
+    configuration, into a 64-byte stack buffer) and ``ldtilecfg`` of that buffer: the caller's
+    tiles configured as they were (an unconfigured thread's all-zero configuration puts its tiles
+    back in their initial state, as ``tilerelease``)."""
+    realize = func.body
+    if not isinstance(realize, s_tir.SBlockRealize):
+        raise ValueError("a scheduled PrimFunc's body is its root block")
+    root = realize.block
+    saved = tirx.decl_buffer((8,), "uint64", name="caller_tile_config", scope=REGISTER_SCOPE)
+    ptr = lambda access: saved.access_ptr(access)  # noqa: E731
+    body = tirx.SeqStmt([tirx.Evaluate(tirx.call_llvm_intrin("void", READ_CONFIG, ptr("w"))),
+                         root.body,
+                         tirx.Evaluate(tirx.call_llvm_intrin("void", CONFIGURE, ptr("r")))])
+    block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body, root.init,
+                         [*root.alloc_buffers, saved], root.match_buffers, root.annotations)
+    new_realize = s_tir.SBlockRealize(realize.iter_values, realize.predicate, block)
+    return func.with_body(new_realize)
+
+
+@tvm.transform.module_pass(opt_level=0, name="KeepCallerTileConfig")
+class KeepCallerTileConfig:
+    """:func:`keep_caller_tile_config` on every PrimFunc that :func:`uses_tiles` (module-level
+    docstring: another library's tile configuration on the calling thread survives our kernels)."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        changed = {gv: keep_caller_tile_config(f) for gv, f in mod.functions.items()
+                   if isinstance(f, tirx.PrimFunc) and uses_tiles(f)}
+        if not changed:
+            return mod
+        out = mod.clone()
+        for gv, func in changed.items():
+            out.update_func(gv, func)
+        return out

@@ -48,7 +48,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from .cpu_generic import schedule_spatial, widest_bits
-from .cpu_amx import MAX_TILES, TILE_LANES, TILE_ROWS, amx_intrins, request_amx, tiles_fit
+from .cpu_amx import MAX_TILES, TILE_LANES, TILE_ROWS, amx_intrins, mark_tiles, request_amx, tiles_fit
 from .cpu_intrin import REGISTER_SCOPE, dot_intrin
 from .cpu_isa import CpuIsa, cpu_isa
 from .cpu_mac_analysis import FP32, INT8, MacInfo, analyze_mac, data_producer, is_plain_copy, writer_of
@@ -413,6 +413,7 @@ def _schedule_amx_conv(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa
     tiles stored to the buffer the epilogue reads (computed per tile, as in the vector kernel).
     Asks Linux for this process's tile state, so the process that builds the kernel may run it."""
     request_amx()
+    mark_tiles(sch)
     nf, nx = plan.nf, plan.nx
     mac = sch.get_sblock(info.block)
     _prepack_weight(sch, mac, info, plan)

@@ -108,8 +108,11 @@ def kernel_passes(target: tvm.target.Target, schedule: tvm.transform.Pass) -> li
     that schedules the fused PrimFuncs) in the middle: :func:`graph_passes`, legalization and
     fusion (:func:`fusion_passes`), layout-free weights marked, ``schedule``, then weight
     prepacking (:class:`PrepackWeights`; each kernel's weight layout rewrite folded into the
-    constants)."""
-    return [*fused_passes(target), schedule, PrepackWeights(), relax.transform.FoldConstant(),
+    constants), and the calling thread's AMX tile configuration kept around every kernel that
+    configures tiles (:class:`~tvm_mpq.kernels.cpu_amx.KeepCallerTileConfig`)."""
+    from tvm_mpq.kernels.cpu_amx import KeepCallerTileConfig
+
+    return [*fused_passes(target), schedule, PrepackWeights(), KeepCallerTileConfig(), relax.transform.FoldConstant(),
             relax.transform.DeadCodeElimination()]
 
 
@@ -131,7 +134,23 @@ class PrepackWeights:
         out = relax.transform.SplitLayoutRewritePreproc()(tvm.IRModule(kept, attrs=mod.attrs, global_infos=mod.global_infos))
         for gv, func in aside.items():
             out[gv] = func
+        for gv, func in kept.items():  # the split kernel keeps its root block's annotations (rule, AMX tiles)
+            split = f"{gv.name_hint}_prepacked"  # (TVM's name for the kernel less its weight rewrite)
+            if isinstance(func, tvm.tirx.PrimFunc) and split in {g.name_hint for g in out.functions}:
+                target = out.get_global_var(split)
+                out.update_func(target, with_root_annotations(out[target], func.body.block.annotations))
         return out
+
+
+def with_root_annotations(func: tvm.tirx.PrimFunc, annotations) -> tvm.tirx.PrimFunc:
+    """``func`` with ``annotations`` added to its root block's."""
+    from tvm import s_tir
+
+    realize = func.body
+    root = realize.block
+    block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, root.body, root.init,
+                         root.alloc_buffers, root.match_buffers, {**dict(annotations or {}), **dict(root.annotations or {})})
+    return func.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, block))
 
 
 def kernel_rules(target: tvm.target.Target, kernels: bool = True) -> list:
