@@ -56,6 +56,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from .cpu_intrin import REGISTER_SCOPE
+from .root_block import with_root_block
 
 TILE_ROWS = 16
 TILE_ROW_BYTES = 64
@@ -289,19 +290,12 @@ def keep_caller_tile_config(func: tirx.PrimFunc) -> tirx.PrimFunc:
     configuration, into a 64-byte stack buffer) and ``ldtilecfg`` of that buffer: the caller's
     tiles configured as they were (an unconfigured thread's all-zero configuration puts its tiles
     back in their initial state, as ``tilerelease``)."""
-    realize = func.body
-    if not isinstance(realize, s_tir.SBlockRealize):
-        raise ValueError("a scheduled PrimFunc's body is its root block")
-    root = realize.block
+    root = func.body.block
     saved = tirx.decl_buffer((8,), "uint64", name="caller_tile_config", scope=REGISTER_SCOPE)
-    ptr = lambda access: saved.access_ptr(access)  # noqa: E731
-    body = tirx.SeqStmt([tirx.Evaluate(tirx.call_llvm_intrin("void", READ_CONFIG, ptr("w"))),
+    body = tirx.SeqStmt([tirx.Evaluate(tirx.call_llvm_intrin("void", READ_CONFIG, saved.access_ptr("w"))),
                          root.body,
-                         tirx.Evaluate(tirx.call_llvm_intrin("void", CONFIGURE, ptr("r")))])
-    block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body, root.init,
-                         [*root.alloc_buffers, saved], root.match_buffers, root.annotations)
-    new_realize = s_tir.SBlockRealize(realize.iter_values, realize.predicate, block)
-    return func.with_body(new_realize)
+                         tirx.Evaluate(tirx.call_llvm_intrin("void", CONFIGURE, saved.access_ptr("r")))])
+    return with_root_block(func, body=body, alloc_buffers=[*root.alloc_buffers, saved])
 
 
 @tvm.transform.module_pass(opt_level=0, name="KeepCallerTileConfig")

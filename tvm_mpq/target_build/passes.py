@@ -128,6 +128,7 @@ class PrepackWeights:
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         from tvm_mpq.kernels import is_scheduled
+        from tvm_mpq.kernels.root_block import with_root_block
 
         aside = {gv: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and not is_scheduled(f)}
         kept = {gv: f for gv, f in mod.functions.items() if gv not in aside}
@@ -138,19 +139,10 @@ class PrepackWeights:
             split = f"{gv.name_hint}_prepacked"  # (TVM's name for the kernel less its weight rewrite)
             if isinstance(func, tvm.tirx.PrimFunc) and split in {g.name_hint for g in out.functions}:
                 target = out.get_global_var(split)
-                out.update_func(target, with_root_annotations(out[target], func.body.block.annotations))
+                split_func = out[target]
+                out.update_func(target, with_root_block(split_func, annotations={
+                    **dict(func.body.block.annotations or {}), **dict(split_func.body.block.annotations or {})}))
         return out
-
-
-def with_root_annotations(func: tvm.tirx.PrimFunc, annotations) -> tvm.tirx.PrimFunc:
-    """``func`` with ``annotations`` added to its root block's."""
-    from tvm import s_tir
-
-    realize = func.body
-    root = realize.block
-    block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, root.body, root.init,
-                         root.alloc_buffers, root.match_buffers, {**dict(annotations or {}), **dict(root.annotations or {})})
-    return func.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, block))
 
 
 def kernel_rules(target: tvm.target.Target, kernels: bool = True) -> list:
