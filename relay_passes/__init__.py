@@ -26,6 +26,7 @@ fp32), :class:`ConvertToChannelsLast` (NHWC graph for CPU kernels),
 to chosen layers' outputs, their MAC results returned: measured bias correction), :class:`LiftWeights` (constant weights back to
 parameters: the stage-C model), :class:`UniqueBindingNames`. The CPU build's own rewrites
 (``tvm_mpq.target_build.passes.graph_passes``) are imported from their modules:
+``flush_denormals.FlushDenormalWeights`` (subnormal float constants set to zero, every target),
 ``fold_pad.FoldPadIntoConv``, ``conv_on_rows.ConvOnRows`` (conv1d and one-column convs along a
 row), ``transpose_conv_as_matmul.TransposeConvAsMatmul``,
 ``flatten_matmul_rows.FlattenMatmulRows`` (a batch of rows times a constant weight as one GEMM),

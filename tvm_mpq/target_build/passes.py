@@ -19,7 +19,8 @@ from tvm import relax
 
 def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """The graph-level passes a target's build starts with: inference batch-norms decomposed
-    into arithmetic (a batch norm the precision passes did not fold: stage A) and, for
+    into arithmetic (a batch norm the precision passes did not fold: stage A), the subnormal
+    values of float constants set to zero (:mod:`relay_passes.flush_denormals`) and, for
     targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
     CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
     conv1d and convs down a one-pixel column as convs along a row (:mod:`relay_passes.conv_on_rows`);
@@ -33,9 +34,11 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first; int8 convs
     and float32 convs whose output channels fill no whole vector padded to one (:mod:`relay_passes.pad_channels`)."""
     from relay_passes.convert_layout import ConvertToChannelsLast
+    from relay_passes.flush_denormals import FlushDenormalWeights
     from tvm_mpq.kernels import activation_layout
 
     passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
+              FlushDenormalWeights(),  # subnormal weights: a microcode assist per multiply on Intel
               relax.transform.CanonicalizeBindings()]
     if activation_layout(target) == "NHWC":
         from relay_passes.channel_pad import ChannelPad
