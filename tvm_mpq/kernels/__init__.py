@@ -130,11 +130,9 @@ def tagged(rule: Any) -> Any:
 
 def rule_of(func: tvm.tirx.PrimFunc) -> str | None:
     """The rule that scheduled ``func`` (``None``: no rule, or not a tagged schedule)."""
-    body = func.body
-    block = getattr(body, "block", None)
-    if block is None:
-        return None
-    value = block.annotations.get(RULE_ATTR) if block.annotations is not None else None
+    from tvm_mpq.kernels.root_block import root_annotation
+
+    value = root_annotation(func, RULE_ATTR)
     return str(value) if value is not None else None
 
 

@@ -56,7 +56,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from .cpu_intrin import REGISTER_SCOPE
-from .root_block import with_root_block
+from .root_block import root_annotation, with_root_block
 
 TILE_ROWS = 16
 TILE_ROW_BYTES = 64
@@ -281,8 +281,7 @@ def mark_tiles(sch: s_tir.Schedule) -> None:
 
 def uses_tiles(func: tirx.PrimFunc) -> bool:
     """Whether ``func``'s schedule configures AMX tiles (:func:`mark_tiles`)."""
-    block = getattr(func.body, "block", None)
-    return block is not None and block.annotations is not None and TILES_ATTR in block.annotations
+    return root_annotation(func, TILES_ATTR) is not None
 
 
 def keep_caller_tile_config(func: tirx.PrimFunc) -> tirx.PrimFunc:

@@ -28,3 +28,12 @@ def with_root_block(func: tvm.tirx.PrimFunc, **changes: Any) -> tvm.tirx.PrimFun
     block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, fields["body"], root.init,
                          fields["alloc_buffers"], root.match_buffers, fields["annotations"])
     return func.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, block))
+
+
+def root_annotation(func: tvm.tirx.PrimFunc, key: str) -> Any:
+    """The value of ``key`` among ``func``'s root-block annotations, or None (no root block, or
+    no such annotation)."""
+    block = getattr(func.body, "block", None)
+    if block is None or block.annotations is None:
+        return None
+    return block.annotations.get(key)

@@ -138,9 +138,10 @@ class PrepackWeights:
         out = relax.transform.SplitLayoutRewritePreproc()(tvm.IRModule(kept, attrs=mod.attrs, global_infos=mod.global_infos))
         for gv, func in aside.items():
             out[gv] = func
+        names = {g.name_hint for g in out.functions}
         for gv, func in kept.items():  # the split kernel keeps its root block's annotations (rule, AMX tiles)
             split = f"{gv.name_hint}_prepacked"  # (TVM's name for the kernel less its weight rewrite)
-            if isinstance(func, tvm.tirx.PrimFunc) and split in {g.name_hint for g in out.functions}:
+            if isinstance(func, tvm.tirx.PrimFunc) and split in names:
                 target = out.get_global_var(split)
                 split_func = out[target]
                 out.update_func(target, with_root_block(split_func, annotations={
