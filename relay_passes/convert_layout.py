@@ -17,7 +17,14 @@ inference registered for them), which would put two transposes around every relu
 int8 model; the op set here is the one the precision pass emits. Constant operands (weights,
 per-channel scales and zero points) are re-laid out here, in numpy, so nothing of the change
 is left to run. Bindings keep their names, so the layer table's stable names still find every
-conv. A model's own transposes between NHWC and NCHW (exports from NHWC frameworks)
+conv. One-dimensional tensors ``[N, C, L]`` (signal and audio models, whose ``conv1d`` runs as
+a conv2d along a row, :class:`~relay_passes.conv_on_rows.ConvOnRows`) are carried channels-last
+the same way, as ``[N, L, C]``: the reshapes between ``[N, C, L]`` and the conv's ``[N, C, 1, L]``
+become reshapes of channels-last tensors (no data moves), and the ops between convs (bias, GELU,
+residual adds, the slices and concats of a circular pad) run on ``[N, L, C]`` — before, every
+conv's output was transposed back to ``[N, C, L]`` (a sleep-spindle U-Net: 60 of its 117 ms in
+those transposes, ``benchmarks/kernel_profile.py eeg-spindle-unet``, 2026-12-03).
+A model's own transposes between NHWC and NCHW (exports from NHWC frameworks)
 cancel against the pass's: an NHWC input transposed to NCHW feeds the convs directly. Run after
 :class:`~relay_passes.lower_to_integer.LowerToInteger` and
 ``DecomposeOpsForInference`` (no batch-norm left); visits every Relax function of the module.
@@ -36,6 +43,11 @@ TO_NHWC = (0, 2, 3, 1)
 TO_NCHW = (0, 3, 1, 2)
 AXIS_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
 """Where an NCHW axis sits in NHWC."""
+TO_LAST = {4: TO_NHWC, 3: (0, 2, 1)}
+TO_FIRST = {4: TO_NCHW, 3: (0, 2, 1)}
+AXIS_TO_LAST = {4: AXIS_TO_NHWC, 3: {0: 0, 1: 2, 2: 1}}
+"""Per rank, the permutation to channels-last (NHWC; NWC for a row's ``[N, C, L]``), back, and
+where a channels-first axis sits in it."""
 
 ELEMENTWISE = frozenset(f"relax.{n}" for n in (
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "power", "floor_divide", "floor_mod",
@@ -84,41 +96,45 @@ class _ChannelsLast(relax.PyExprMutator):
         self.int8_channel_multiple = int8_channel_multiple
         self.nhwc: set[relax.Var] = set()  # new vars holding NHWC tensors
         self.as_nchw: dict[relax.Var, relax.Var] = {}  # NHWC var -> its NCHW copy (emitted once)
-        self.as_nhwc: dict[relax.Var, relax.Var] = {}  # NCHW var -> its NHWC copy
+        self.as_nhwc: dict[tuple[relax.Var, int], relax.Var] = {}  # (NCHW var, rank) -> its channels-last copy
         self.n_converted = 0
         self.n_padded = 0
 
     # ------------------------------------------------------------------ layout helpers
     def _nchw(self, expr: relax.Expr) -> relax.Expr:
-        """``expr`` in its NCHW form (a transpose emitted once per NHWC variable)."""
+        """``expr`` in its channels-first form (a transpose emitted once per channels-last variable)."""
         if not isinstance(expr, relax.Var) or expr not in self.nhwc:
             return expr
         if expr not in self.as_nchw:
-            self.as_nchw[expr] = self.builder_.emit(relax.op.permute_dims(expr, TO_NCHW), expr.name + "_nchw")
+            rank = len(tensor_shape(expr))
+            self.as_nchw[expr] = self.builder_.emit(relax.op.permute_dims(expr, TO_FIRST[rank]), expr.name + "_nchw")
         return self.as_nchw[expr]
 
-    def _nhwc(self, expr: relax.Expr) -> relax.Expr:
-        """``expr`` (an NHWC var, a 4-D NCHW tensor, or a lower-rank broadcast operand) in NHWC."""
+    def _nhwc(self, expr: relax.Expr, rank: int = 4) -> relax.Expr:
+        """``expr`` (a channels-last var of ``rank``, a channels-first tensor of ``rank``, or a
+        lower-rank broadcast operand) channels-last at ``rank`` (NHWC for 4, NWC for 3)."""
         if isinstance(expr, relax.Var) and expr in self.nhwc:
+            if len(tensor_shape(expr)) != rank:
+                raise _Keep()
             return expr
         shape = tensor_shape(expr)
-        if shape is None or len(shape) > 4:
+        if shape is None or len(shape) > rank:
             raise _Keep()
         if int(np.prod(shape)) == 1 or len(shape) == 0:
             return expr  # a scalar broadcasts the same in any layout
         if isinstance(expr, Constant):
-            value = expr.value.numpy().reshape((1,) * (4 - len(shape)) + shape)
-            return relax.const(np.ascontiguousarray(value.transpose(TO_NHWC)), str(value.dtype))
+            value = expr.value.numpy().reshape((1,) * (rank - len(shape)) + shape)
+            return relax.const(np.ascontiguousarray(value.transpose(TO_LAST[rank])), str(value.dtype))
         name = expr.name if isinstance(expr, relax.Var) else "mpq_operand"
-        if isinstance(expr, relax.Var) and expr in self.as_nhwc:
-            return self.as_nhwc[expr]
+        if isinstance(expr, relax.Var) and (expr, rank) in self.as_nhwc:
+            return self.as_nhwc[(expr, rank)]
         source = expr
-        if len(shape) < 4:
-            expr = self.builder_.emit(relax.op.reshape(expr, (1,) * (4 - len(shape)) + shape), name + "_4d")
-        out = self.builder_.emit(relax.op.permute_dims(expr, TO_NHWC), name + "_nhwc")
+        if len(shape) < rank:
+            expr = self.builder_.emit(relax.op.reshape(expr, (1,) * (rank - len(shape)) + shape), name + f"_{rank}d")
+        out = self.builder_.emit(relax.op.permute_dims(expr, TO_LAST[rank]), name + "_nhwc")
         expr = source
         if isinstance(expr, relax.Var):
-            self.as_nhwc[expr] = out
+            self.as_nhwc[(expr, rank)] = out
         return out
 
     # ------------------------------------------------------------------ per-op rewrites
@@ -129,44 +145,51 @@ class _ChannelsLast(relax.PyExprMutator):
         dataflow block (a tuple leaving it, a split's, stays NCHW)."""
         op = call.op.name if isinstance(call.op, tvm.ir.Op) else None
         args = list(call.args)
+        rank = len(shape) if shape is not None else 0
         try:
-            if op == "relax.permute_dims" and self._is_nhwc(args[0]) and _axes(call) == TO_NHWC:
+            if op == "relax.permute_dims" and self._is_nhwc(args[0]) and _axes(call) == TO_LAST.get(rank):
                 return args[0], False  # the model asks for NHWC: that is what the tensor already is
+            if op == "relax.reshape" and self._is_nhwc(args[0]) and shape is not None:
+                return self._reshape(args[0], shape), True
             if op == "relax.nn.conv2d" and _is_nchw_conv(call) and shape is not None:
                 return self._conv2d(call, args), True
             if op in POOLS and call.attrs.layout == "NCHW" and self._is_nhwc(args[0]):
                 return self._pool(call, args), True
             if op == "relax.nn.pad" and self._is_nhwc(args[0]):
+                in_rank = len(tensor_shape(args[0]))
                 width = [int(w) for w in call.attrs.pad_width]
-                pairs = [width[2 * i:2 * i + 2] for i in range(4)]
-                new_width = [w for axis in TO_NHWC for w in pairs[axis]]
+                pairs = [width[2 * i:2 * i + 2] for i in range(in_rank)]
+                new_width = [w for axis in TO_LAST[in_rank] for w in pairs[axis]]
                 return relax.op.nn.pad(args[0], new_width, call.attrs.pad_mode, float(call.attrs.pad_value)), True
-            if op == "relax.nn.prelu" and self._is_nhwc(args[0]) and shape is not None and len(shape) == 4:
+            if op == "relax.nn.prelu" and self._is_nhwc(args[0]) and rank in TO_LAST:
                 # the slope is per channel along ``axis``: only the axis moves
-                return relax.op.nn.prelu(args[0], args[1], AXIS_TO_NHWC[int(call.attrs.axis) % 4]), True
-            if op in ELEMENTWISE and shape is not None and len(shape) == 4 and any(map(self._is_nhwc, args)):
-                return relax.Call(call.op, [self._nhwc(a) if tensor_shape(a) is not None else a for a in args],
+                return relax.op.nn.prelu(args[0], args[1], AXIS_TO_LAST[rank][int(call.attrs.axis) % rank]), True
+            if op in ELEMENTWISE and rank in TO_LAST and any(map(self._is_nhwc, args)):
+                return relax.Call(call.op, [self._nhwc(a, rank) if tensor_shape(a) is not None else a for a in args],
                                   call.attrs, call.ty_args), True
             if op in REDUCTIONS and self._is_nhwc(args[0]):
                 return self._reduction(call, args)
-            if op == "relax.concat" and all(map(self._is_nhwc_tuple_field, _fields(args[0]))):
-                axis = AXIS_TO_NHWC[int(call.attrs.axis) % 4]
-                return relax.op.concat(relax.Tuple([self._nhwc(f) for f in _fields(args[0])]), axis), True
+            fields = _fields(args[0])
+            if op == "relax.concat" and rank in TO_LAST and (rank == 4 or any(map(self._is_nhwc, fields))) \
+                    and all(tensor_shape(f) is not None and len(tensor_shape(f)) == rank for f in fields):
+                axis = AXIS_TO_LAST[rank][int(call.attrs.axis) % rank]
+                return relax.op.concat(relax.Tuple([self._nhwc(f, rank) for f in fields]), axis), True
+            in_rank = len(tensor_shape(args[0]) or ()) if args else 0
             if op == "relax.nn.softmax" and self._is_nhwc(args[0]):
-                return relax.op.nn.softmax(args[0], AXIS_TO_NHWC[int(call.attrs.axis) % 4]), True
+                return relax.op.nn.softmax(args[0], AXIS_TO_LAST[in_rank][int(call.attrs.axis) % in_rank]), True
             if op == "relax.strided_slice" and self._is_nhwc(args[0]) and isinstance(args[1], relax.Tuple):
                 ints = [[int(v) for v in arg.fields] if isinstance(arg, relax.Tuple) else None for arg in args[1:]]
                 if any(v is None for v in ints[:3]):
                     raise _Keep()
                 axes, begin, end, *strides = ints
-                return relax.op.strided_slice(args[0], [AXIS_TO_NHWC[a % 4] for a in axes], begin, end,
+                return relax.op.strided_slice(args[0], [AXIS_TO_LAST[in_rank][a % in_rank] for a in axes], begin, end,
                                               strides[0] if strides else None, bool(call.attrs.assume_inbound)), True
             if op == "relax.image.resize2d" and call.attrs.layout == "NCHW" and self._is_nhwc(args[0]):
                 return self._resize(call, args), True
             if op == "relax.split" and self._is_nhwc(args[0]) and in_dataflow:  # NHWC items
                 sections = call.attrs.indices_or_sections
                 sections = [int(v) for v in sections] if isinstance(sections, tvm.ir.Array) else int(sections)
-                return relax.op.split(args[0], sections, AXIS_TO_NHWC[int(call.attrs.axis) % 4]), True
+                return relax.op.split(args[0], sections, AXIS_TO_LAST[in_rank][int(call.attrs.axis) % in_rank]), True
         except _Keep:
             pass
         args = [self._nchw_deep(a) for a in args]
@@ -194,9 +217,16 @@ class _ChannelsLast(relax.PyExprMutator):
     def _is_nhwc(self, expr: relax.Expr) -> bool:
         return isinstance(expr, relax.Var) and expr in self.nhwc
 
-    def _is_nhwc_tuple_field(self, expr: relax.Expr) -> bool:
-        shape = tensor_shape(expr)
-        return self._is_nhwc(expr) or (shape is not None and len(shape) == 4)
+    def _reshape(self, data: relax.Expr, shape: tuple[int, ...]) -> relax.Expr:
+        """A channels-last ``data`` reshaped to the channels-first ``shape`` that keeps the batch,
+        the channels and the order of the positions, only adding or dropping unit axes (``[N, C,
+        L]`` <-> ``[N, C, 1, L]`` around a row conv): the same reshape of the channels-last
+        tensor, which moves no data. Other reshapes read the tensor channels-first."""
+        first = _channels_first_shape(tensor_shape(data))
+        if len(shape) not in TO_LAST or shape[:2] != first[:2] \
+                or [d for d in shape[2:] if d != 1] != [d for d in first[2:] if d != 1]:
+            raise _Keep()
+        return relax.op.reshape(data, [shape[0], *shape[2:], shape[1]])
 
     def _nchw_deep(self, expr: relax.Expr) -> relax.Expr:
         if isinstance(expr, relax.Tuple):
@@ -237,10 +267,12 @@ class _ChannelsLast(relax.PyExprMutator):
 
     def _reduction(self, call: relax.Call, args: Sequence[relax.Expr]) -> tuple[relax.Expr, bool]:
         a = call.attrs
-        axes = list(range(4)) if a.axis is None else [int(x) % 4 for x in a.axis]
-        kept = [axis for axis in range(4) if axis not in axes]
-        new_axes = sorted(AXIS_TO_NHWC[x] for x in axes)
-        if not a.keepdims and [AXIS_TO_NHWC[x] for x in kept] != sorted(AXIS_TO_NHWC[x] for x in kept):
+        rank = len(tensor_shape(args[0]))
+        to_last = AXIS_TO_LAST[rank]
+        axes = list(range(rank)) if a.axis is None else [int(x) % rank for x in a.axis]
+        kept = [axis for axis in range(rank) if axis not in axes]
+        new_axes = sorted(to_last[x] for x in axes)
+        if not a.keepdims and [to_last[x] for x in kept] != sorted(to_last[x] for x in kept):
             raise _Keep()  # the remaining axes would come out in another order
         fn = getattr(relax.op, call.op.name.split(".")[-1])
         return fn(args[0], new_axes, bool(a.keepdims)), bool(a.keepdims)
@@ -269,11 +301,11 @@ class _ChannelsLast(relax.PyExprMutator):
             if nhwc:
                 self.nhwc.add(new_var)
             elif _is_to_nchw(value):  # an NHWC tensor the model transposes to NCHW: keep its source
-                self.as_nhwc[new_var] = value.args[0]
+                self.as_nhwc[(new_var, 4)] = value.args[0]
         elif nhwc:  # leaves the dataflow block: the caller sees NCHW
             inner = self.builder_.emit(value, name + "_nhwc")
             self.nhwc.add(inner)
-            new_var = self.builder_.emit_output(relax.op.permute_dims(inner, TO_NCHW), name)
+            new_var = self.builder_.emit_output(relax.op.permute_dims(inner, TO_FIRST[len(tensor_shape(inner))]), name)
         else:
             new_var = self.builder_.emit_output(value, name)
         self.set_var_remap(binding.var, new_var)
@@ -292,6 +324,11 @@ def _is_to_nchw(value: relax.Expr) -> bool:
     """``permute_dims(x, [0, 3, 1, 2])`` of a 4-D tensor (an NHWC model input made NCHW)."""
     return (isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.permute_dims"
             and _axes(value) == TO_NCHW and tensor_shape(value.args[0]) is not None)
+
+
+def _channels_first_shape(last: tuple[int, ...]) -> tuple[int, ...]:
+    """The channels-first shape of a channels-last one (``[N, *positions, C]`` -> ``[N, C, *positions]``)."""
+    return (last[0], last[-1], *last[1:-1])
 
 
 def _name(expr: relax.Expr) -> str:

@@ -4,7 +4,7 @@
 an arithmetic decides *how* each step is emitted:
 
 * :class:`IntegerArith` — uint8 activations, int8 per-channel weights, ``int32`` accumulation
-  (``conv2d``/``matmul`` with ``out_dtype="int32"``), bias in int32, requantization to uint8
+  (``conv2d``/``conv1d``/``matmul`` with ``out_dtype="int32"``), bias in int32, requantization to uint8
   (float multiplier, round half-even, clip) at the next quantizer;
 * :class:`FakeQuantArith` — the same quantizers as float32 quantize-dequantize: the reference
   the integer model is checked against ("same scales").
@@ -134,6 +134,16 @@ class IntegerArith:
                                           data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32"), name)
             w_sum = w_q.astype(np.int64).reshape(w_q.shape[0], -1).sum(axis=1)
             out_axis = 1
+        elif op == "relax.nn.conv1d":  # NCW / OIW (the CPU build runs it as a conv2d along a row)
+            pad = [int(p) for p in attrs.padding]
+            if any(pad) and np.any(np.asarray(qp.zero_point) != 0):
+                data = self.pad(emit, data, [0, 0, 0, 0, pad[0], pad[1]], qp, name + "pad")
+                pad = [0, 0]
+            acc = emit(relax.op.nn.conv1d(data, relax.const(w_q), strides=attrs.strides, padding=pad,
+                                          dilation=attrs.dilation, groups=int(attrs.groups),
+                                          data_layout="NCW", kernel_layout="OIW", out_dtype="int32"), name)
+            w_sum = w_q.astype(np.int64).reshape(w_q.shape[0], -1).sum(axis=1)
+            out_axis = 1
         elif op == "relax.matmul":
             acc = emit(relax.op.matmul(data, relax.const(w_q), out_dtype="int32"), name)
             w_sum = w_q.astype(np.int64).sum(axis=0)
@@ -185,7 +195,7 @@ class FakeQuantArith:
         w_fq = (np.clip(np.round(weight.astype(np.float32) / s), -qmax, qmax) * s).astype(np.float32)
         expr = emit(relax.Call(call.op, [data, relax.const(w_fq), *call.args[2:]], call.attrs, call.ty_args), name)
         out_ndim = len(call.ty.shape)
-        out_axis = 1 if call.op.name == "relax.nn.conv2d" else out_ndim - 1
+        out_axis = 1 if call.op.name in ("relax.nn.conv2d", "relax.nn.conv1d") else out_ndim - 1
         return Accumulator(expr, accumulator_scale(qp, scales), out_axis, out_ndim)
 
     def add_bias(self, emit: Emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:

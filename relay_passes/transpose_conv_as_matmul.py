@@ -1,5 +1,5 @@
-"""TransposeConvAsMatmul: a transposed conv whose kernel equals its stride becomes a matmul and a
-pixel shuffle.
+"""TransposeConvAsMatmul: a transposed conv (2-D or 1-D) whose kernel equals its stride becomes a
+matmul and a pixel shuffle.
 
 With kernel == stride, no padding and no dilation, the output windows of a ``conv2d_transpose``
 do not overlap: every input pixel writes its own ``s x s`` output block,
@@ -14,7 +14,13 @@ reshape and transpose that spread each row over its block (depth-to-space). Segm
 the GEMM kernel (:class:`tvm_mpq.kernels.cpu_mac.MatmulConstWeight`). The sums are the same
 products in another order (float32 rounding differs in the last bits).
 
-Only NCHW / IOHW float32 convs with a constant weight are rewritten; the rest stay as they are.
+``conv1d_transpose`` (``NCW`` / ``IOW``) is the same with one spatial axis: the positions
+``[n*l, C]`` times ``[C, s*O]``, each row spread over its ``s`` outputs. A sleep-spindle U-Net's
+upsampling neck (``ConvTranspose1d(k=5, s=5)`` up to 7500 samples) took 120 of its 183 ms on
+TVM's generic reduction schedule (``benchmarks/kernel_profile.py eeg-spindle-unet``, 2026-12-03).
+
+Only NCHW / IOHW (NCW / IOW) float32 convs with a constant weight are rewritten; the rest stay as
+they are.
 It runs in the CPU build (:func:`tvm_mpq.target_build.passes.graph_passes`), on fp32 layers (there is
 no integer ``conv2d_transpose``: the precision pass keeps them fp32).
 """
@@ -33,28 +39,46 @@ def _ints(values) -> list[int]:
     return [int(v) for v in values]
 
 
+_LAYOUTS = {4: ("NCHW", "IOHW", "NCHW"), 3: ("NCW", "IOW", "NCW")}
+
+
 def non_overlapping(call: relax.Call, weight: np.ndarray) -> bool:
-    """Whether ``call`` is a float32 NCHW/IOHW ``conv2d_transpose`` whose kernel equals its
-    stride, with no padding, output padding, dilation or groups."""
+    """Whether ``call`` is a float32 NCHW/IOHW ``conv2d_transpose`` (NCW/IOW ``conv1d_transpose``)
+    whose kernel equals its stride, with no padding, output padding, dilation or groups."""
     a = call.attrs
-    if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NCHW", "IOHW", "NCHW"):
+    if weight.ndim not in _LAYOUTS or (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != _LAYOUTS[weight.ndim]:
         return False
-    if str(call.args[0].ty.dtype) != "float32" or weight.dtype != np.float32 or weight.ndim != 4:
+    if str(call.args[0].ty.dtype) != "float32" or weight.dtype != np.float32:
         return False
+    spatial = weight.ndim - 2
     return (_ints(a.strides) == list(weight.shape[2:]) and not any(_ints(a.padding))
-            and not any(_ints(a.output_padding)) and _ints(a.dilation) == [1, 1] and int(a.groups) == 1)
+            and not any(_ints(a.output_padding)) and _ints(a.dilation) == [1] * spatial and int(a.groups) == 1)
 
 
 @tvm.transform.module_pass(opt_level=0, name="TransposeConvAsMatmul")
 class TransposeConvAsMatmul:
-    """Rewrite every non-overlapping ``conv2d_transpose`` of every Relax function as a matmul
-    and a depth-to-space."""
+    """Rewrite every non-overlapping ``conv2d_transpose`` / ``conv1d_transpose`` of every Relax
+    function as a matmul and a depth-to-space."""
 
     def __init__(self) -> None:
         self._conv = is_op("relax.nn.conv2d_transpose")(wildcard(), is_const())
+        self._conv1d = is_op("relax.nn.conv1d_transpose")(wildcard(), is_const())
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return rewrite_every_function(mod, (self._conv, self._rewrite))
+        return rewrite_every_function(mod, (self._conv, self._rewrite), (self._conv1d, self._rewrite_1d))
+
+    @staticmethod
+    def _rewrite_1d(expr: relax.Expr, _matches: dict) -> relax.Expr:
+        weight = expr.args[1].value.numpy()
+        if not non_overlapping(expr, weight):
+            return expr
+        c, o, s = weight.shape
+        n, _, length = _ints(expr.args[0].ty.shape)
+        positions = relax.op.reshape(relax.op.permute_dims(expr.args[0], [0, 2, 1]), [n * length, c])
+        columns = np.ascontiguousarray(weight.transpose(0, 2, 1).reshape(c, s * o))  # columns (a, o)
+        rows = relax.op.matmul(positions, relax.const(columns))
+        spread = relax.op.permute_dims(relax.op.reshape(rows, [n, length, s, o]), [0, 3, 1, 2])  # [n, O, l, s]
+        return relax.op.reshape(spread, [n, o, length * s])
 
     @staticmethod
     def _rewrite(expr: relax.Expr, _matches: dict) -> relax.Expr:

@@ -234,3 +234,46 @@ def test_a_per_channel_depthwise_input_runs_in_onnxruntimes_fused_session(small_
     sim = [compile_model(graph, config, simulate=True).run(feed)[0] for feed in small_feeds]
     assert _steps([_session(model, optimized=False).run(None, feed)[0] for feed in small_feeds], sim) < 0.1
     assert _steps([_session(model).run(None, feed)[0] for feed in small_feeds], sim) <= 2
+
+
+class Conv1dNet(torch.nn.Module):
+    """An audio / signal front end: padded, dilated and strided conv1d layers, a residual add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv1 = torch.nn.Conv1d(4, 16, 3, padding=1)
+        self.conv2 = torch.nn.Conv1d(16, 16, 3, padding=2, dilation=2)
+        self.down = torch.nn.Conv1d(16, 8, 5, stride=5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv1(x))
+        y = torch.relu(self.conv2(y) + y)
+        return self.down(y)
+
+
+def test_conv1d_layers_run_int8_and_export_like_the_compiled_model():
+    """conv1d layers (signal and audio models) lower to int8 like 2-D convs: all three int8, the
+    host build (a conv2d along a row on the integer kernel) within one step of the QDQ simulation,
+    and the ONNX QDQ export (int8 weights on the 1-D Conv nodes) run by onnxruntime as written
+    with the simulation's numbers."""
+    from tvm_mpq.frontends.torch_frontend import from_module
+
+    source = Conv1dNet()
+    graph = from_module(source, {"x": np.zeros((1, 4, 60), np.float32)}, "conv1d-net")
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.normal(size=(1, 4, 60)).astype(np.float32)} for _ in range(6)]
+    table = build_layer_table(graph)
+    assert [layer.kind for layer in table] == ["conv1d"] * 3
+    config = _config(graph, feeds)
+    integer, simulated = compile_model(graph, config), compile_model(graph, config, simulate=True)
+    assert integer.stats["int8_layers"] == 3
+    kernels = integer.stats["build"]["kernels"]  # a conv2d along a row, on the integer conv kernel
+    assert not any("conv1d" in name for name in kernels) and "Conv2dChannelsLast" in kernels.values(), kernels
+    sim = [simulated.run(feed)[0] for feed in feeds]
+    assert _steps([integer.run(feed)[0] for feed in feeds], sim) <= 1
+    fp32 = [compile_model(graph, None).run(feed)[0] for feed in feeds]
+    assert _steps(sim, fp32) < 8  # int8, not a broken model
+    exported = build_qdq_onnx(graph, config, fp32_onnx(graph, source))
+    assert sorted(exported.int8_layers) == sorted(table.names())
+    assert _steps([_session(exported.model, optimized=False).run(None, feed)[0] for feed in feeds], sim) < 0.1

@@ -357,20 +357,20 @@ def test_lowering_rejects_an_op_without_integer_kernel():
     from tvm_mpq.frontends.torch_frontend import from_module
     from tvm_mpq.quantization.quantizers import ActQParams
 
-    class Conv1d(torch.nn.Module):
+    class Upsample(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.conv = torch.nn.Conv1d(4, 4, 3)
+            self.conv = torch.nn.ConvTranspose2d(4, 4, 2, stride=2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.conv(x)
 
-    graph = from_module(Conv1d(), {"x": np.zeros((1, 4, 8), np.float32)}, "c1d")
+    graph = from_module(Upsample(), {"x": np.zeros((1, 4, 8, 8), np.float32)}, "up")
     name = build_layer_table(graph).names()[0]
     config = PrecisionConfig(graph.name, {name: LayerPrecision(8, 8, ActQParams(0.1, 0, 8))})
     from relay_passes import LowerToInteger
 
-    with pytest.raises(MpqError, match=f"layer '{name}' is a conv1d: the integer kernel path supports"):
+    with pytest.raises(MpqError, match=f"layer '{name}' is a conv2d_transpose: the integer kernel path supports"):
         LowerToInteger()(_annotated(graph, config))
 
 
@@ -431,6 +431,39 @@ def test_upsampling_transpose_conv_builds_as_a_gemm():
 
     overlapping, _, _ = _transpose_conv(8, 8, 3, 2, 6)
     assert "conv2d_transpose" in TransposeConvAsMatmul()(overlapping).script()
+
+
+def test_upsampling_conv1d_transpose_builds_as_a_gemm():
+    """TransposeConvAsMatmul on a conv1d_transpose with kernel == stride (a 1-D U-Net's
+    upsampling neck): a matmul in the CPU build, the definition's numbers; an overlapping one
+    (kernel 4, stride 2) is left alone."""
+    from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
+    from tvm_mpq.compiler.build import build_module
+    from tvm_mpq.runtime.executor import host_target
+
+    def module(k: int, s: int):
+        rng = np.random.default_rng(3)
+        w = rng.normal(size=(12, 20, k)).astype("float32")
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((1, 12, 30), "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                y = bb.emit_output(relax.op.nn.relu(relax.op.nn.conv1d_transpose(x, relax.const(w), strides=s)))
+            bb.emit_func_output(y)
+        return bb.get(), rng.normal(size=(1, 12, 30)).astype("float32"), w
+
+    mod, x, w = module(5, 5)
+    rewritten = TransposeConvAsMatmul()(mod).script()
+    assert "conv1d_transpose" not in rewritten and "R.matmul" in rewritten
+    executable, info = build_module(mod, host_target())
+    assert not any("conv1d_transpose" in name for name in info["kernels"])
+    dev = tvm.cpu()
+    got = relax.VirtualMachine(executable, dev)["main"](tvm.runtime.tensor(x, dev)).numpy()
+    want = np.einsum("cl,coa->ola", x[0], w).reshape(1, 20, 150)  # y[o, 5l + a]
+    np.testing.assert_allclose(got, np.maximum(want, 0), rtol=1e-5, atol=1e-5)
+
+    overlapping, _, _ = module(4, 2)
+    assert "conv1d_transpose" in TransposeConvAsMatmul()(overlapping).script()
 
 
 
@@ -505,8 +538,7 @@ def test_column_convs_and_conv1d_run_along_a_row(dtype):
     int8 = dtype == "int8"
     cases = [("conv2d", (1, 8, 30, 1), (16, 8, 5, 1), dict(strides=[2, 1], padding=[2, 0, 1, 0], dilation=[1, 1])),
              ("conv2d", (1, 8, 12, 12), (16, 8, 3, 3), dict(padding=1))]
-    if not int8:  # (conv1d has no integer kernel: the precision pass keeps it fp32)
-        cases.append(("conv1d", (2, 6, 20), (12, 6, 3), dict(strides=1, padding=[1, 1], dilation=2)))
+    cases.append(("conv1d", (2, 6, 20), (12, 6, 3), dict(strides=1, padding=[1, 1], dilation=2)))
     for op, x_shape, w_shape, attrs in cases:
         w = rng.integers(-127, 128, size=w_shape).astype("int8") if int8 else rng.normal(size=w_shape).astype("float32")
         x = rng.integers(0, 256, size=x_shape).astype("uint8") if int8 else rng.normal(size=x_shape).astype("float32")

@@ -16,7 +16,7 @@ from tvm_mpq.graph.layer_table import LayerTable
 
 def check_integer_config(config: PrecisionConfig, table: LayerTable) -> None:
     """MpqError naming the first problem: layers not in the model, missing layers, layers whose
-    op has no integer kernel (conv1d, conv2d_transpose, activation x activation matmul), bits
+    op has no integer kernel (conv2d_transpose, activation x activation matmul), bits
     above 8, or a quantized layer without its activation quantizer."""
     config.validate(table)
     for layer in table:
@@ -30,7 +30,7 @@ def check_integer_config(config: PrecisionConfig, table: LayerTable) -> None:
 
 def keep_unsupported_fp32(config: PrecisionConfig, table: LayerTable) -> list[str]:
     """Return to fp32 every quantized layer whose op has no integer kernel (activation x
-    activation matmul, conv1d, conv2d_transpose), updating the config's BOPs figures; the names
+    activation matmul, conv2d_transpose), updating the config's BOPs figures; the names
     changed. Used when a config is allocated for compilation (``compile --rate``, sweeps)."""
     from tvm_mpq.allocation.bops import bops_ratio, bops_reduction_rate, raw_reduction_rate
     from tvm_mpq.config.precision_config import LayerPrecision

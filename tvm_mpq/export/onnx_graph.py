@@ -208,7 +208,7 @@ def onnx_weight(g: OnnxGraph, node: onnx.NodeProto) -> OnnxWeight | None:
     if value is None or value.dtype != np.float32:
         return None
     if node.op_type == "Conv":
-        return OnnxWeight(value, 0, False) if value.ndim == 4 else None
+        return OnnxWeight(value, 0, False) if value.ndim in (3, 4) else None  # Conv 1-D or 2-D
     if value.ndim != 2:
         return None
     if node.op_type == "Gemm" and attr(node, "transB", 0):

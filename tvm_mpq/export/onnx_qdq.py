@@ -130,7 +130,7 @@ def _match_layers(layers: list[Int8Layer], g: OnnxGraph, model_name: str) -> lis
     used: set[str] = set()
     matches = []
     for il in layers:
-        want_conv = il.layer.kind.endswith("conv2d")
+        want_conv = il.layer.kind.endswith(("conv2d", "conv1d"))
         found = None
         for node, weight in candidates:
             if node.name in used or (node.op_type == "Conv") != want_conv:
