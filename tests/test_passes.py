@@ -271,6 +271,47 @@ def test_channels_last_cancels_a_models_own_transposes():
                                rtol=1e-5, atol=1e-5)
 
 
+def test_row_convs_keep_one_dimensional_tensors_channels_last():
+    """A 1-D conv net (a signal model: conv1d, bias, GELU, a circular pad written as slices and a
+    concat, a residual add, then a matmul head reading ``[N, L, C]``): after the CPU graph passes
+    the only layout change is the input's, the head's own transpose cancels, and the build gives
+    the definition's values (the ops between convs used to run on ``[N, C, L]``, each conv's
+    output transposed back)."""
+    import torch
+
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.graph.layer_table import iter_bindings
+    from tvm_mpq.runtime.executor import host_target
+    from tvm_mpq.target_build.passes import graph_passes
+
+    class Signal(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(2)
+            self.conv1 = torch.nn.Conv1d(3, 32, 3, padding=1)
+            self.conv2 = torch.nn.Conv1d(32, 32, 3, dilation=2)
+            self.head = torch.nn.Linear(32, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.nn.functional.gelu(self.conv1(x))
+            wrapped = torch.cat([y[:, :, -2:], y, y[:, :, :2]], dim=2)  # circular pad by 2
+            y = torch.nn.functional.gelu(self.conv2(wrapped) + y)
+            return self.head(y.permute(0, 2, 1))
+
+    source = Signal()
+    graph = from_module(source, {"x": np.zeros((1, 3, 50), np.float32)}, "signal")
+    target = host_target()
+    with tvm.transform.PassContext(opt_level=3):
+        after = tvm.transform.Sequential(graph_passes(target))(bind_params(graph))
+    transposes = [b for b in iter_bindings(after["main"]) if isinstance(b.value, relax.Call)
+                  and getattr(b.value.op, "name", "") == "relax.permute_dims"]
+    assert len(transposes) == 1, after.script()  # the input's [N, C, L] -> [N, L, C]
+    x = np.random.default_rng(0).normal(size=(1, 3, 50)).astype(np.float32)
+    want = source(torch.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(compile_model(graph, None).run({"x": x})[0], want, rtol=1e-4, atol=1e-4)
+
+
 # -- precision annotations -------------------------------------------------------------------
 
 def _annotated(graph, config):
