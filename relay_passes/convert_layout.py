@@ -149,8 +149,10 @@ class _ChannelsLast(relax.PyExprMutator):
         try:
             if op == "relax.permute_dims" and self._is_nhwc(args[0]) and _axes(call) == TO_LAST.get(rank):
                 return args[0], False  # the model asks for NHWC: that is what the tensor already is
-            if op == "relax.reshape" and self._is_nhwc(args[0]) and shape is not None:
+            if op == "relax.reshape" and shape is not None and self._is_nhwc(args[0]):
                 return self._reshape(args[0], shape), True
+            if op == "relax.reshape" and shape is not None and (args[0], 4) in self.as_nhwc:  # the model's own NCHW
+                return self._reshape(self.as_nhwc[(args[0], 4)], shape), True
             if op == "relax.nn.conv2d" and _is_nchw_conv(call) and shape is not None:
                 return self._conv2d(call, args), True
             if op in POOLS and call.attrs.layout == "NCHW" and self._is_nhwc(args[0]):
@@ -218,13 +220,13 @@ class _ChannelsLast(relax.PyExprMutator):
         return isinstance(expr, relax.Var) and expr in self.nhwc
 
     def _reshape(self, data: relax.Expr, shape: tuple[int, ...]) -> relax.Expr:
-        """A channels-last ``data`` reshaped to the channels-first ``shape`` that keeps the batch,
-        the channels and the order of the positions, only adding or dropping unit axes (``[N, C,
-        L]`` <-> ``[N, C, 1, L]`` around a row conv): the same reshape of the channels-last
-        tensor, which moves no data. Other reshapes read the tensor channels-first."""
+        """A channels-last ``data`` reshaped to the channels-first ``shape`` that keeps the batch
+        and the channels and regroups only the positions (``[N, C, L]`` <-> ``[N, C, 1, L]``
+        around a row conv, ``[N, C, H, W]`` -> ``[N, C, H*W]`` before attention): positions are
+        in row-major order either way, so it is the same reshape of the channels-last tensor,
+        which moves no data. Other reshapes read the tensor channels-first."""
         first = _channels_first_shape(tensor_shape(data))
-        if len(shape) not in TO_LAST or shape[:2] != first[:2] \
-                or [d for d in shape[2:] if d != 1] != [d for d in first[2:] if d != 1]:
+        if len(shape) not in TO_LAST or shape[:2] != first[:2] or int(np.prod(shape[2:])) != int(np.prod(first[2:])):
             raise _Keep()
         return relax.op.reshape(data, [shape[0], *shape[2:], shape[1]])
 

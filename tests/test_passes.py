@@ -283,7 +283,7 @@ def test_row_convs_keep_one_dimensional_tensors_channels_last():
     from tvm_mpq.frontends.torch_frontend import from_module
     from tvm_mpq.graph.layer_table import iter_bindings
     from tvm_mpq.runtime.executor import host_target
-    from tvm_mpq.target_build.passes import graph_passes
+    from tvm_mpq.target_build.passes import fuse, graph_passes
 
     class Signal(torch.nn.Module):
         def __init__(self) -> None:
@@ -307,6 +307,10 @@ def test_row_convs_keep_one_dimensional_tensors_channels_last():
     transposes = [b for b in iter_bindings(after["main"]) if isinstance(b.value, relax.Call)
                   and getattr(b.value.op, "name", "") == "relax.permute_dims"]
     assert len(transposes) == 1, after.script()  # the input's [N, C, L] -> [N, L, C]
+    # SinkRowReshapes: the GELU after each conv (and the residual add) fuse into the conv kernel
+    kernels = [gv.name_hint for gv, f in fuse(after, target).functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert [k for k in kernels if "gelu" in k and "conv2d" not in k] == [], kernels
+    assert sum("gelu" in k for k in kernels) == 2, kernels
     x = np.random.default_rng(0).normal(size=(1, 3, 50)).astype(np.float32)
     want = source(torch.tensor(x)).detach().numpy()
     np.testing.assert_allclose(compile_model(graph, None).run({"x": x})[0], want, rtol=1e-4, atol=1e-4)

@@ -52,6 +52,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         from relay_passes.winograd_conv import Conv2dWinograd
         from relay_passes.pad_channels import PadOutputChannels
         from relay_passes.shift_activations import ShiftActivationsToInt8
+        from relay_passes.sink_row_reshapes import SinkRowReshapes
         from tvm_mpq.kernels.cpu_isa import cpu_isa
 
         isa = cpu_isa(target)
@@ -65,6 +66,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         # convs with e.g. 10 or 150 output channels on whole vectors (int8: the dot product's)
         passes += [PadOutputChannels((isa.dot_bits if isa.dot is not None else isa.vector_bits) // 32)]
         passes += [ConvertToChannelsLast(isa.dot_group), relax.transform.FoldConstant(),
+                   SinkRowReshapes(),  # a row conv's bias / activation / residual add fuse into its kernel
                    ChannelPad(),  # per-channel zero-point pads: one kernel FusePadIntoMac moves into the conv
                    Conv2dWinograd(),  # fp32 3x3 stride-1 convs on large maps: 4x fewer multiplies
                    LaneSoftmax(isa.lanes(32)),  # row softmax: vector max / sum accumulators, no predicates
