@@ -198,6 +198,14 @@ def _stages(model, target, args, result: ModelResult) -> None:
 
     result.sqnr_100_db = round(float(_timed(result, "fidelity", fidelity)), 2)
     peers = _ort_peers(graph, configs[100], held_out[0], args.threads, result)
+    if ORT_PEERS["fp32"] in peers:  # the fp32 build computes the model: its outputs against onnxruntime's
+        from tvm_mpq.metrics.task_metrics import output_sqnr_db
+
+        try:
+            theirs = [np.asarray(o, np.float32) for o in peers[ORT_PEERS["fp32"]]()]
+            result.details["fp32_vs_onnxruntime_db"] = round(float(output_sqnr_db([reference[0]], [theirs])), 1)
+        except Exception as err:  # noqa: BLE001 - e.g. another number of outputs: recorded, not fatal
+            result.details["fp32_vs_onnxruntime_error"] = _one_line(err)
     times = _timed(result, "timing", lambda: _interleaved(builds, graph, held_out[0], args.rounds, peers))
     result.latency_ms = {name: round(min(ms), 3) for name, ms in times.items()}
     result.details["tvm_over_ort"] = {build: round(float(np.median([t / o for t, o in zip(times[build], times[peer])])), 3)
