@@ -28,7 +28,9 @@ parameters: the stage-C model), :class:`UniqueBindingNames`. The CPU build's own
 (``tvm_mpq.target_build.passes.graph_passes``) are imported from their modules:
 ``flush_denormals.FlushDenormalWeights`` (subnormal float constants set to zero, every target),
 ``fold_pad.FoldPadIntoConv``, ``conv_on_rows.ConvOnRows`` (conv1d and one-column convs along a
-row), ``transpose_conv_as_matmul.TransposeConvAsMatmul``,
+row), ``transpose_conv_as_matmul.TransposeConvAsMatmul`` (2-D and 1-D transposed convs with kernel
+= stride as a GEMM), ``sink_row_reshapes.SinkRowReshapes`` (the ops after a row conv on its 4-D
+output, so they fuse into its kernel),
 ``flatten_matmul_rows.FlattenMatmulRows`` (a batch of rows times a constant weight as one GEMM),
 ``pad_matmul_columns.PadMatmulColumns`` (its columns on whole vectors),
 ``shift_activations.ShiftActivationsToInt8``, ``pad_channels.PadOutputChannels`` (int8 convs with
