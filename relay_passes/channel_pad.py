@@ -24,7 +24,7 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
-from relay_passes.precision_annotation import bound_constant, op_name
+from relay_passes.precision_annotation import bound_constant, mutate_every_function, op_name
 
 
 def _channel_pad_te(x: te.Tensor, zero_points: te.Tensor, before: list[int], after: list[int], axis: int) -> te.Tensor:
@@ -91,17 +91,7 @@ class ChannelPad:
     docstring), in every Relax function; the bare pads left unused are removed."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        out = mod
-        changed = False
-        for gv, func in mod.functions_items():
-            if not isinstance(func, relax.Function) or (func.attrs is not None and func.attrs.get("Primitive")):
-                continue
-            if "relax.where" not in {op_name(b.value) for block in func.body.blocks for b in block.bindings}:
-                continue
-            rewriter = _Rewriter(out, func)
-            new_func = rewriter.visit_expr(func)
-            if rewriter.n_rewritten:
-                rewriter.builder_.update_func(gv, new_func)
-                out = rewriter.builder_.get()
-                changed = True
-        return relax.transform.DeadCodeElimination()(out) if changed else mod
+        def has_where(func: relax.Function) -> bool:
+            return "relax.where" in {op_name(b.value) for block in func.body.blocks for b in block.bindings}
+
+        return mutate_every_function(mod, _Rewriter, lambda r: r.n_rewritten, has_where)[0]

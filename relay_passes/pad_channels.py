@@ -27,7 +27,7 @@ from tvm import relax
 from tvm.ir.expr import Constant
 
 from relay_passes.convert_layout import ELEMENTWISE, POOLS, conv_out_dtype, tensor_shape
-from relay_passes.precision_annotation import relax_functions
+from relay_passes.precision_annotation import mutate_every_function
 from tvm_mpq.kernels.cpu_isa import widest_lanes
 
 CHANNEL_AXIS = 1
@@ -210,19 +210,9 @@ class PadOutputChannels:
         self.n_padded = 0
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        self.n_padded = 0
-        out = mod
-        for gv, func in relax_functions(mod):
-            if not self._has_candidate(func):
-                continue
-            mutator = _PadChannels(out, self.dot_lanes)
-            new_func = mutator.visit_expr(func)
-            if not mutator.n_padded:
-                continue
-            self.n_padded += mutator.n_padded
-            mutator.builder_.update_func(gv, new_func)
-            out = mutator.builder_.get()
-        return relax.transform.DeadCodeElimination()(out) if self.n_padded else mod
+        out, self.n_padded = mutate_every_function(mod, lambda m, _f: _PadChannels(m, self.dot_lanes),
+                                                   lambda m: m.n_padded, self._has_candidate)
+        return out
 
     def _has_candidate(self, func: relax.Function) -> bool:
         """Whether ``func`` binds an int8 conv to pad (a scan before any rewriting)."""

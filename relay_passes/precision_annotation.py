@@ -176,6 +176,25 @@ def relax_functions(mod: tvm.IRModule) -> Iterator[tuple[tvm.ir.GlobalVar, relax
             yield gvar, func
 
 
+def mutate_every_function(mod: tvm.IRModule, make_mutator, count, wants=None) -> tuple[tvm.IRModule, int]:
+    """``mod`` with every Relax function (:func:`relax_functions`; only those ``wants(func)``
+    accepts, when given) re-emitted by a fresh ``make_mutator(module so far, func)``, kept where
+    ``count(mutator)`` (what it rewrote) is above 0, and the summed count. When anything changed,
+    bindings left unused are removed (``DeadCodeElimination``): the body of a module pass whose
+    rewrites need a ``PyExprMutator``'s builder."""
+    out, total = mod, 0
+    for gvar, func in relax_functions(mod):
+        if wants is not None and not wants(func):
+            continue
+        mutator = make_mutator(out, func)
+        new_func = mutator.visit_expr(func)
+        if count(mutator):
+            total += count(mutator)
+            mutator.builder_.update_func(gvar, new_func)
+            out = mutator.builder_.get()
+    return (relax.transform.DeadCodeElimination()(out) if total else mod), total
+
+
 def rewrite_every_function(mod: tvm.IRModule, *rules: tuple) -> tvm.IRModule:
     """``mod`` with each ``(pattern, rewriter)`` of ``rules`` applied, in turn, by
     ``relax.dpl.rewrite_call`` to every Relax function (:func:`relax_functions`): the body of a

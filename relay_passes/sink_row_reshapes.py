@@ -26,6 +26,7 @@ from tvm import relax
 from tvm.ir.expr import Constant
 
 from relay_passes.convert_layout import ELEMENTWISE, tensor_shape
+from relay_passes.precision_annotation import mutate_every_function
 
 
 def _row_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -119,16 +120,4 @@ class SinkRowReshapes:
     elementwise ops, strided slices and concats that read it (see the module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        out = mod
-        changed = False
-        for gv, func in mod.functions_items():
-            if not isinstance(func, relax.Function) or (func.attrs is not None and func.attrs.get("Primitive")):
-                continue
-            mutator = _SinkRowReshapes(out)
-            new_func = mutator.visit_expr(func)
-            if not mutator.rows:
-                continue
-            changed = True
-            mutator.builder_.update_func(gv, new_func)
-            out = mutator.builder_.get()
-        return relax.transform.DeadCodeElimination()(out) if changed else mod
+        return mutate_every_function(mod, lambda m, _f: _SinkRowReshapes(m), lambda m: len(m.rows))[0]

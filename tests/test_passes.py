@@ -444,72 +444,48 @@ def test_zero_pad_folds_into_the_conv_it_feeds():
                                    rtol=1e-5, atol=1e-5)
 
 
-def _transpose_conv(c: int, o: int, k: int, s: int, hw: int, seed: int = 0):
+def _transpose_conv(c: int, o: int, k: int, s: int, size: int, dims: int = 2, seed: int = 0):
+    """``relu(conv{dims}d_transpose(x, W))``, its input and its weight (``[C, O, k...]``)."""
     rng = np.random.default_rng(seed)
-    w = rng.normal(size=(c, o, k, k)).astype("float32")
+    w = rng.normal(size=(c, o, *[k] * dims)).astype("float32")
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, c, hw, hw), "float32"))
+    shape = (1, c, *[size] * dims)
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    op = relax.op.nn.conv2d_transpose if dims == 2 else relax.op.nn.conv1d_transpose
     with bb.function("main", [x]):
         with bb.dataflow():
-            y = bb.emit_output(relax.op.nn.relu(relax.op.nn.conv2d_transpose(x, relax.const(w), strides=s)))
+            y = bb.emit_output(relax.op.nn.relu(op(x, relax.const(w), strides=s)))
         bb.emit_func_output(y)
-    return bb.get(), rng.normal(size=(1, c, hw, hw)).astype("float32"), w
+    return bb.get(), rng.normal(size=shape).astype("float32"), w
 
 
-def test_upsampling_transpose_conv_builds_as_a_gemm():
-    """TransposeConvAsMatmul: a conv2d_transpose with kernel == stride (DBNet's upsampling) is
-    a matmul and a depth-to-space in the CPU build, scheduled by the GEMM kernel path, with the
-    numbers of the definition; an overlapping one (kernel 3, stride 2) is left alone."""
+@pytest.mark.parametrize("dims", [2, 1])
+def test_upsampling_transpose_conv_builds_as_a_gemm(dims):
+    """TransposeConvAsMatmul: a conv2d_transpose with kernel == stride (DBNet's upsampling) or a
+    conv1d_transpose (a 1-D U-Net's upsampling neck) is a matmul and a depth-to-space in the CPU
+    build, scheduled by the GEMM kernel path, with the numbers of the definition; an overlapping
+    one (kernel 3, stride 2) is left alone."""
     from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
     from tvm_mpq.compiler.build import build_module
     from tvm_mpq.runtime.executor import host_target
 
-    mod, x, w = _transpose_conv(24, 8, 2, 2, 10)
+    name = f"conv{dims}d_transpose"
+    k = 2 if dims == 2 else 5
+    mod, x, w = _transpose_conv(24, 8, k, k, 10, dims)
     rewritten = TransposeConvAsMatmul()(mod).script()
-    assert "conv2d_transpose" not in rewritten and "R.matmul" in rewritten
+    assert name not in rewritten and "R.matmul" in rewritten
     executable, info = build_module(mod, host_target())
-    assert not any("conv2d_transpose" in name for name in info["kernels"])
+    assert not any(name in kernel for kernel in info["kernels"])
     dev = tvm.cpu()
     got = relax.VirtualMachine(executable, dev)["main"](tvm.runtime.tensor(x, dev)).numpy()
-    want = np.einsum("chw,coab->ohawb", x[0], w).reshape(1, 8, 20, 20)  # y[o, 2i+a, 2j+b]
+    if dims == 2:
+        want = np.einsum("chw,coab->ohawb", x[0], w).reshape(1, 8, 20, 20)  # y[o, 2i+a, 2j+b]
+    else:
+        want = np.einsum("cl,coa->ola", x[0], w).reshape(1, 8, 50)  # y[o, 5l+a]
     np.testing.assert_allclose(got, np.maximum(want, 0), rtol=1e-5, atol=1e-5)
 
-    overlapping, _, _ = _transpose_conv(8, 8, 3, 2, 6)
-    assert "conv2d_transpose" in TransposeConvAsMatmul()(overlapping).script()
-
-
-def test_upsampling_conv1d_transpose_builds_as_a_gemm():
-    """TransposeConvAsMatmul on a conv1d_transpose with kernel == stride (a 1-D U-Net's
-    upsampling neck): a matmul in the CPU build, the definition's numbers; an overlapping one
-    (kernel 4, stride 2) is left alone."""
-    from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
-    from tvm_mpq.compiler.build import build_module
-    from tvm_mpq.runtime.executor import host_target
-
-    def module(k: int, s: int):
-        rng = np.random.default_rng(3)
-        w = rng.normal(size=(12, 20, k)).astype("float32")
-        bb = relax.BlockBuilder()
-        x = relax.Var("x", relax.TensorType((1, 12, 30), "float32"))
-        with bb.function("main", [x]):
-            with bb.dataflow():
-                y = bb.emit_output(relax.op.nn.relu(relax.op.nn.conv1d_transpose(x, relax.const(w), strides=s)))
-            bb.emit_func_output(y)
-        return bb.get(), rng.normal(size=(1, 12, 30)).astype("float32"), w
-
-    mod, x, w = module(5, 5)
-    rewritten = TransposeConvAsMatmul()(mod).script()
-    assert "conv1d_transpose" not in rewritten and "R.matmul" in rewritten
-    executable, info = build_module(mod, host_target())
-    assert not any("conv1d_transpose" in name for name in info["kernels"])
-    dev = tvm.cpu()
-    got = relax.VirtualMachine(executable, dev)["main"](tvm.runtime.tensor(x, dev)).numpy()
-    want = np.einsum("cl,coa->ola", x[0], w).reshape(1, 20, 150)  # y[o, 5l + a]
-    np.testing.assert_allclose(got, np.maximum(want, 0), rtol=1e-5, atol=1e-5)
-
-    overlapping, _, _ = module(4, 2)
-    assert "conv1d_transpose" in TransposeConvAsMatmul()(overlapping).script()
-
+    overlapping, _, _ = _transpose_conv(8, 8, 3, 2, 6, dims)
+    assert name in TransposeConvAsMatmul()(overlapping).script()
 
 
 def _matmul_module(data_shape: tuple[int, ...], columns: int, dtype: str, seed: int = 0):
