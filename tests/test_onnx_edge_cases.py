@@ -237,3 +237,29 @@ def _ort_model(model, feed):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def test_a_concat_with_an_empty_constant_exports_a_loadable_library(tmp_path):
+    """``Concat(x, zero-length constant)`` (an exporter's padding by nothing, as in the EEG spindle
+    U-Net's head): the exported library loads and runs like onnxruntime. TVM cannot read a
+    zero-byte constant back from a library, so this one was unloadable before
+    ``DropEmptyConcatInputs``."""
+    import tvm
+    from tvm import relax
+
+    from tvm_mpq.runtime.executor import flatten_outputs
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 3, 1, 1)).astype(np.float32), "w")
+    empty = numpy_helper.from_array(np.zeros((1, 4, 0, 6), np.float32), "empty")
+    path = _save(tmp_path, [helper.make_node("Conv", ["x", "w"], ["c"]),
+                            helper.make_node("Concat", ["c", "empty"], ["y"], axis=2)],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 6])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 6])], [w, empty])
+    graph = load_model(str(path))
+    built = compile_model(graph, None)
+    library = tmp_path / "m.so"
+    built.executable.export_library(str(library))
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
+    feed = _feeds((1, 3, 5, 6), 1)[0]
+    got = flatten_outputs(vm["main"](tvm.runtime.tensor(feed["x"])))
+    np.testing.assert_allclose(got[0], _ort(path, feed)[0], rtol=1e-5, atol=1e-5)

@@ -35,9 +35,11 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     and float32 convs whose output channels fill no whole vector padded to one (:mod:`relay_passes.pad_channels`)."""
     from relay_passes.convert_layout import ConvertToChannelsLast
     from relay_passes.flush_denormals import FlushDenormalWeights
+    from relay_passes.drop_empty_concat_inputs import DropEmptyConcatInputs
     from tvm_mpq.kernels import activation_layout
 
     passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
+              DropEmptyConcatInputs(),  # a zero-size constant makes the exported library unloadable
               FlushDenormalWeights(),  # subnormal weights: a microcode assist per multiply on Intel
               relax.transform.CanonicalizeBindings()]
     if activation_layout(target) == "NHWC":
