@@ -26,7 +26,9 @@ fp32), :class:`ConvertToChannelsLast` (NHWC graph for CPU kernels),
 to chosen layers' outputs, their MAC results returned: measured bias correction), :class:`LiftWeights` (constant weights back to
 parameters: the stage-C model), :class:`UniqueBindingNames`. The CPU build's own rewrites
 (``tvm_mpq.target_build.passes.graph_passes``) are imported from their modules:
-``flush_denormals.FlushDenormalWeights`` (subnormal float constants set to zero, every target),
+``drop_empty_concat_inputs.DropEmptyConcatInputs`` (zero-size concat inputs dropped, every target:
+TVM cannot load a library holding an empty constant), ``flush_denormals.FlushDenormalWeights``
+(subnormal float constants set to zero, every target),
 ``fold_pad.FoldPadIntoConv``, ``conv_on_rows.ConvOnRows`` (conv1d and one-column convs along a
 row), ``transpose_conv_as_matmul.TransposeConvAsMatmul`` (2-D and 1-D transposed convs with kernel
 = stride as a GEMM), ``sink_row_reshapes.SinkRowReshapes`` (the ops after a row conv on its 4-D
