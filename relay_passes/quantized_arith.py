@@ -46,6 +46,10 @@ def _pad_mask(shape: tuple[int, ...], pad_width: list[int]) -> np.ndarray:
     return mask
 
 
+_CONV_LAYOUTS = {"relax.nn.conv2d": ("NCHW", "OIHW"), "relax.nn.conv1d": ("NCW", "OIW")}
+"""The convs with an integer kernel, and the data and kernel layouts they are lowered in."""
+
+
 def accumulator_scale(qp: ActQParams, scales: np.ndarray) -> np.ndarray:
     """The real value of one accumulator unit per output channel: ``s_x * s_w`` (float32)."""
     return (per_output_channel(qp.scale, scales.size).astype(np.float32) * scales).astype(np.float32)
@@ -123,25 +127,18 @@ class IntegerArith:
         op = call.op.name
         attrs = call.attrs
         out_ndim = len(call.ty.shape)
-        if op == "relax.nn.conv2d":
-            pad = [int(p) for p in attrs.padding]
+        if op in _CONV_LAYOUTS:  # conv2d; conv1d, which the CPU build runs as a conv2d along a row
+            pad = [int(p) for p in attrs.padding]  # the begins of each spatial axis, then the ends
             if any(pad) and np.any(np.asarray(qp.zero_point) != 0):  # pad with the code of 0.0, then no padding
-                top, left, bottom, right = pad
-                data = self.pad(emit, data, [0, 0, 0, 0, top, bottom, left, right], qp, name + "pad")
-                pad = [0, 0, 0, 0]
-            acc = emit(relax.op.nn.conv2d(data, relax.const(w_q), strides=attrs.strides, padding=pad,
-                                          dilation=attrs.dilation, groups=int(attrs.groups),
-                                          data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32"), name)
-            w_sum = w_q.astype(np.int64).reshape(w_q.shape[0], -1).sum(axis=1)
-            out_axis = 1
-        elif op == "relax.nn.conv1d":  # NCW / OIW (the CPU build runs it as a conv2d along a row)
-            pad = [int(p) for p in attrs.padding]
-            if any(pad) and np.any(np.asarray(qp.zero_point) != 0):
-                data = self.pad(emit, data, [0, 0, 0, 0, pad[0], pad[1]], qp, name + "pad")
-                pad = [0, 0]
-            acc = emit(relax.op.nn.conv1d(data, relax.const(w_q), strides=attrs.strides, padding=pad,
-                                          dilation=attrs.dilation, groups=int(attrs.groups),
-                                          data_layout="NCW", kernel_layout="OIW", out_dtype="int32"), name)
+                spatial = len(pad) // 2
+                width = [0, 0, 0, 0] + [w for i in range(spatial) for w in (pad[i], pad[spatial + i])]
+                data = self.pad(emit, data, width, qp, name + "pad")
+                pad = [0] * len(pad)
+            conv = relax.op.nn.conv2d if op == "relax.nn.conv2d" else relax.op.nn.conv1d
+            data_layout, kernel_layout = _CONV_LAYOUTS[op]
+            acc = emit(conv(data, relax.const(w_q), strides=attrs.strides, padding=pad, dilation=attrs.dilation,
+                            groups=int(attrs.groups), data_layout=data_layout, kernel_layout=kernel_layout,
+                            out_dtype="int32"), name)
             w_sum = w_q.astype(np.int64).reshape(w_q.shape[0], -1).sum(axis=1)
             out_axis = 1
         elif op == "relax.matmul":
@@ -195,7 +192,7 @@ class FakeQuantArith:
         w_fq = (np.clip(np.round(weight.astype(np.float32) / s), -qmax, qmax) * s).astype(np.float32)
         expr = emit(relax.Call(call.op, [data, relax.const(w_fq), *call.args[2:]], call.attrs, call.ty_args), name)
         out_ndim = len(call.ty.shape)
-        out_axis = 1 if call.op.name in ("relax.nn.conv2d", "relax.nn.conv1d") else out_ndim - 1
+        out_axis = 1 if call.op.name in _CONV_LAYOUTS else out_ndim - 1
         return Accumulator(expr, accumulator_scale(qp, scales), out_axis, out_ndim)
 
     def add_bias(self, emit: Emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:

@@ -47,17 +47,15 @@ class _SinkRowReshapes(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule) -> None:
         super().__init__(mod)
         self.rows: dict[relax.Var, relax.Expr] = {}  # a 3-D var -> its [N, 1, L, C] form
-        self.n_sunk = 0
 
     def _row(self, expr: relax.Expr) -> relax.Expr:
         """``expr`` (a 3-D tensor) in its row form: recorded, a constant reshaped here, or a reshape."""
         if isinstance(expr, relax.Var) and expr in self.rows:
             return self.rows[expr]
-        shape = tensor_shape(expr)
         if isinstance(expr, Constant):
             value = expr.value.numpy()
             return relax.const(value.reshape(_row_shape(value.shape)), str(value.dtype))
-        return self.builder_.emit(relax.op.reshape(expr, _row_shape(shape)), "mpq_row")
+        return self.builder_.emit(relax.op.reshape(expr, _row_shape(tensor_shape(expr))), "mpq_row")
 
     def _in_rows(self, call: relax.Call, shape: tuple[int, ...] | None) -> relax.Expr | None:
         """``call`` (arguments visited, result ``shape``) computed on row forms, or None."""
@@ -97,7 +95,6 @@ class _SinkRowReshapes(relax.PyExprMutator):
             source, source_shape = call.args[0], tensor_shape(call.args[0])
             if isinstance(source, relax.Var) and source in self.rows and shape == tensor_shape(self.rows[source]):
                 self.set_var_remap(binding.var, self.rows[source])  # back to the row form: nothing to do
-                self.n_sunk += 1
                 return
             new_var = self.builder_.emit(call, name)
             if len(shape) == 3 and source_shape == _row_shape(shape):

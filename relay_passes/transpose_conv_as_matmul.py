@@ -65,33 +65,23 @@ class TransposeConvAsMatmul:
         self._conv1d = is_op("relax.nn.conv1d_transpose")(wildcard(), is_const())
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return rewrite_every_function(mod, (self._conv, self._rewrite), (self._conv1d, self._rewrite_1d))
-
-    @staticmethod
-    def _rewrite_1d(expr: relax.Expr, _matches: dict) -> relax.Expr:
-        weight = expr.args[1].value.numpy()
-        if not non_overlapping(expr, weight):
-            return expr
-        c, o, s = weight.shape
-        n, _, length = _ints(expr.args[0].ty.shape)
-        positions = relax.op.reshape(relax.op.permute_dims(expr.args[0], [0, 2, 1]), [n * length, c])
-        columns = np.ascontiguousarray(weight.transpose(0, 2, 1).reshape(c, s * o))  # columns (a, o)
-        rows = relax.op.matmul(positions, relax.const(columns))
-        spread = relax.op.permute_dims(relax.op.reshape(rows, [n, length, s, o]), [0, 3, 1, 2])  # [n, O, l, s]
-        return relax.op.reshape(spread, [n, o, length * s])
+        return rewrite_every_function(mod, (self._conv, self._rewrite), (self._conv1d, self._rewrite))
 
     @staticmethod
     def _rewrite(expr: relax.Expr, _matches: dict) -> relax.Expr:
         weight = expr.args[1].value.numpy()
         if not non_overlapping(expr, weight):
             return expr
-        c, o, s, t = weight.shape
-        n, _, h, w = _ints(expr.args[0].ty.shape)
-        pixels = relax.op.reshape(relax.op.permute_dims(expr.args[0], [0, 2, 3, 1]), [n * h * w, c])
+        c, o, *kernel = weight.shape
+        n, _, *positions = _ints(expr.args[0].ty.shape)
+        d = len(kernel)
+        pixels = relax.op.reshape(relax.op.permute_dims(expr.args[0], [0, *range(2, 2 + d), 1]),
+                                  [n * int(np.prod(positions)), c])
         # columns ordered (a, b, o): each output pixel's O channels are adjacent in a row, so
         # the depth-to-space into the channels-last graph moves whole channel vectors
-        columns = np.ascontiguousarray(weight.transpose(0, 2, 3, 1).reshape(c, s * t * o))
+        columns = np.ascontiguousarray(weight.transpose(0, *range(2, 2 + d), 1).reshape(c, -1))
         rows = relax.op.matmul(pixels, relax.const(columns))
-        blocks = relax.op.reshape(rows, [n, h, w, s, t, o])
-        spread = relax.op.permute_dims(blocks, [0, 5, 1, 3, 2, 4])  # [n, O, h, s, w, t]
-        return relax.op.reshape(spread, [n, o, h * s, w * t])
+        blocks = relax.op.reshape(rows, [n, *positions, *kernel, o])  # [n, h, w, s, t, O]
+        interleaved = [axis for i in range(d) for axis in (1 + i, 1 + d + i)]
+        spread = relax.op.permute_dims(blocks, [0, 1 + 2 * d, *interleaved])  # [n, O, h, s, w, t]
+        return relax.op.reshape(spread, [n, o, *(p * k for p, k in zip(positions, kernel))])
