@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--equalize", action="store_true", help="cross-layer equalization first (as the CLI)")
     parser.add_argument("--channel-act", action=argparse.BooleanOptionalAction, default=True,
                         help="per-channel quantizers on depthwise conv inputs (on by default, as the CLI)")
+    parser.add_argument("--diagnose", action=argparse.BooleanOptionalAction, default=True,
+                        help="below the SQNR / speed-up goals, find the worst layers and time kernels by kind "
+                             "(--no-diagnose: skip; on a large map the worst-layer search takes many minutes)")
     parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/corpus"))
     args = parser.parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)

@@ -25,10 +25,15 @@ fp32), :class:`ConvertToChannelsLast` (NHWC graph for CPU kernels),
 (tensors fed from outside: teacher forcing), :class:`OffsetLayerOutputs` (run-time vectors added
 to chosen layers' outputs, their MAC results returned: measured bias correction), :class:`LiftWeights` (constant weights back to
 parameters: the stage-C model), :class:`UniqueBindingNames`. The CPU build's own rewrites
-(``tvm_mpq.target_build.passes.graph_passes``) are imported from their modules:
+(``tvm_mpq.target_build.passes.graph_passes``) and the readers of what TVM's ONNX importer writes
+as opaque TE-built ``call_tir`` (``tvm_mpq.compiler.pipeline.frontend_recovery_passes``:
+``te_elementwise.RecoverMinMax`` for clips, ``te_layout.RecoverPad`` for ``auto_pad`` pads,
+``te_layout.RecoverTile`` and ``repeat_from_tile.RepeatFromTile`` for tf2onnx's tile upsampling,
+as ``R.repeat``) are imported from their modules:
 ``drop_empty_concat_inputs.DropEmptyConcatInputs`` (zero-size concat inputs dropped, every target:
 TVM cannot load a library holding an empty constant), ``flush_denormals.FlushDenormalWeights``
-(subnormal float constants set to zero, every target),
+(subnormal float constants set to zero, every target), ``power_as_multiply.PowerAsMultiply``
+(``x ** 2 / 3 / 4`` as multiplies, not one ``powf`` call per element, every target),
 ``fold_pad.FoldPadIntoConv``, ``conv_on_rows.ConvOnRows`` (conv1d and one-column convs along a
 row), ``transpose_conv_as_matmul.TransposeConvAsMatmul`` (2-D and 1-D transposed convs with kernel
 = stride as a GEMM), ``sink_row_reshapes.SinkRowReshapes`` (the ops after a row conv on its 4-D

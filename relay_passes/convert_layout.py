@@ -188,6 +188,10 @@ class _ChannelsLast(relax.PyExprMutator):
                                               strides[0] if strides else None, bool(call.attrs.assume_inbound)), True
             if op == "relax.image.resize2d" and call.attrs.layout == "NCHW" and self._is_nhwc(args[0]):
                 return self._resize(call, args), True
+            if op == "relax.repeat" and call.attrs.axis is not None and in_rank in TO_LAST and (
+                    self._is_nhwc(args[0]) or (args[0], in_rank) in self.as_nhwc):  # or the model's own NCHW
+                axis = AXIS_TO_LAST[in_rank][int(call.attrs.axis) % in_rank]
+                return relax.op.repeat(self._nhwc(args[0], in_rank), int(call.attrs.repeats), axis), True
             if op == "relax.split" and self._is_nhwc(args[0]) and in_dataflow:  # NHWC items
                 sections = call.attrs.indices_or_sections
                 sections = [int(v) for v in sections] if isinstance(sections, tvm.ir.Array) else int(sections)

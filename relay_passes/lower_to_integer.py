@@ -62,7 +62,7 @@ EPILOGUE_OPS = frozenset(f"relax.{n}" for n in (
 # resize only nearest-neighbour: :func:`is_code_layout`).
 LAYOUT_OPS = frozenset(f"relax.{n}" for n in (
     "nn.max_pool2d", "nn.max_pool1d", "nn.pad", "image.resize2d", "reshape", "permute_dims", "flatten", "squeeze",
-    "expand_dims"))
+    "expand_dims", "repeat", "tile"))
 LOWERING_ATTR = "mpq_lowering"
 """Function attribute: the :class:`LoweringStats` counts of the function's lowering."""
 BORDERS_ATTR = "mpq_borders"

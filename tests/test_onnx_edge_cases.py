@@ -190,6 +190,123 @@ def _sppf(tmp_path):
                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 12, 12])], inits, opset=13)
 
 
+def test_same_upper_convs_pad_in_the_conv_and_stay_int8(tmp_path):
+    """tf2onnx's ``padding="same"``: ``Conv(auto_pad=SAME_UPPER)``, which TVM's importer pads with
+    an opaque TE-built ``call_tir`` (a copy even for a 1x1 conv). RecoverPad reads those back as
+    ``R.nn.pad`` (or nothing): after the CPU graph passes no pad, no ``call_tir`` and no transpose
+    is left (each pad folded into its conv, the NHWC model's own transposes cancelled); fully
+    int8 the pads are no borders; fp32 it computes what onnxruntime does."""
+    import tvm
+    from tvm import relax, te, topi
+
+    from relay_passes.te_layout import constant_pad
+    from tvm_mpq.compiler.pipeline import lower_model
+    from tvm_mpq.graph.layer_table import iter_bindings
+    from tvm_mpq.runtime.executor import host_target
+    from tvm_mpq.target_build.passes import graph_passes
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(size=(8, 1, 5, 5)).astype(np.float32) * 0.2, "w2"),
+             numpy_helper.from_array(rng.normal(size=(6, 8, 1, 1)).astype(np.float32) * 0.3, "w3")]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "w1"], ["c1"], auto_pad="SAME_UPPER", strides=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], auto_pad="SAME_UPPER", group=8),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3"], ["c3"], auto_pad="SAME_UPPER"),
+             helper.make_node("Transpose", ["c3"], ["y"], perm=[0, 2, 3, 1])]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 3])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 6])], inits, opset=13)
+    graph = load_model(str(path))
+    pads = [constant_pad(f) for _, f in graph.mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert sorted(p[0] for p in pads) == [[0] * 8, [0, 0, 0, 0, 0, 1, 0, 1], [0, 0, 0, 0, 2, 2, 2, 2]], pads
+    lowered, _ = lower_model(graph, None)
+    with tvm.transform.PassContext(opt_level=3):
+        after = tvm.transform.Sequential(graph_passes(host_target()))(lowered)
+    ops = [getattr(b.value.op, "name", "") for b in iter_bindings(after["main"]) if isinstance(b.value, relax.Call)]
+    assert not {"relax.nn.pad", "relax.call_tir", "relax.permute_dims"} & set(ops), ops
+    feeds = _feeds((1, 16, 16, 3))
+    np.testing.assert_allclose(compile_model(graph, None).run(feeds[0])[0], _ort(path, feeds[0])[0],
+                               rtol=1e-4, atol=1e-4)
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    assert compiled.stats["int8_layers"] == 3
+    borders = sorted(f"{b['kind']} {b['op']}" for b in compiled.stats["borders"])
+    assert len(borders) == 2 and borders[0].startswith("dequantize output") and borders[1] == "quantize input", borders
+    assert output_sqnr_db([compiled.run(f) for f in feeds], [_ort(path, f) for f in feeds]) > 20
+    # other TE pads are not constant pads
+    data = te.placeholder((1, 2, 4, 4), name="A")
+    for other in (topi.nn.mirror_pad(data, [0, 0, 1, 1], [0, 0, 1, 1], "REFLECT"),
+                  topi.nn.replicate_pad(data, [0, 0, 1, 1], [0, 0, 1, 1])):
+        assert constant_pad(te.create_prim_func([data, other])) is None
+    assert constant_pad(te.create_prim_func([data, topi.nn.pad(data, [0, 1, 0, 2], [0, 0, 3, 0], 1.5)])) == (
+        [0, 0, 1, 0, 0, 3, 2, 0], 1.5)
+
+
+def test_tile_upsampling_runs_as_repeats_channels_last_and_int8(tmp_path):
+    """tf2onnx's nearest-neighbour upsampling: per axis ``Unsqueeze``, ``Tile`` (TVM's importer: an
+    opaque TE-built ``call_tir``) and ``Reshape``, with a transpose to NHWC in between for one axis;
+    and a tile that repeats the whole map (merged with the next axis). RecoverTile and
+    RepeatFromTile make the first two ``R.repeat``, the third stays ``R.tile`` (no ``call_tir`` is
+    left); after the CPU graph
+    passes the repeats run channels-last (no transpose around them),
+    fully int8 none of them is a border, and the model computes what onnxruntime does."""
+    import tvm
+    from tvm import relax
+
+    from tvm_mpq.compiler.pipeline import lower_model
+    from tvm_mpq.graph.layer_table import iter_bindings
+    from tvm_mpq.runtime.executor import host_target
+    from tvm_mpq.target_build.passes import graph_passes
+
+    rng = np.random.default_rng(4)
+    c = 8
+
+    def ints(name, values):
+        return numpy_helper.from_array(np.array(values, np.int64), name)
+
+    inits = [numpy_helper.from_array(rng.normal(size=(c, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(size=(4, c, 3, 3)).astype(np.float32) * 0.2, "w2"),
+             ints("ax3", [3]), ints("ax4", [4]), ints("ax2", [2]), ints("reps_h", [1, 1, 1, 2, 1]),
+             ints("reps_w", [1, 1, 1, 1, 2]), ints("reps_map", [1, 1, 2, 1, 1]), ints("nhwc", [1, 12, 6, c]),
+             ints("up", [1, c, 12, 12]), ints("twice", [1, c, 24, 12])]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Unsqueeze", ["r1", "ax3"], ["u1"]),  # [1, C, 6, 1, 6]
+             helper.make_node("Tile", ["u1", "reps_h"], ["t1"]),  # [1, C, 6, 2, 6]
+             helper.make_node("Transpose", ["t1"], ["p1"], perm=[0, 2, 3, 4, 1]),  # [1, 6, 2, 6, C]
+             helper.make_node("Reshape", ["p1", "nhwc"], ["h1"]),  # [1, 12, 6, C]: rows repeated
+             helper.make_node("Transpose", ["h1"], ["h2"], perm=[0, 3, 1, 2]),
+             helper.make_node("Unsqueeze", ["h2", "ax4"], ["u2"]),  # [1, C, 12, 6, 1]
+             helper.make_node("Tile", ["u2", "reps_w"], ["t2"]),
+             helper.make_node("Reshape", ["t2", "up"], ["w"]),  # [1, C, 12, 12]: columns repeated
+             helper.make_node("Unsqueeze", ["w", "ax2"], ["u3"]),  # [1, C, 1, 12, 12]
+             helper.make_node("Tile", ["u3", "reps_map"], ["t3"]),
+             helper.make_node("Reshape", ["t3", "twice"], ["m"]),  # [1, C, 24, 12]: the map twice
+             helper.make_node("Conv", ["m", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 24, 12])], inits, opset=13)
+    graph = load_model(str(path))
+    lowered, _ = lower_model(graph, None)
+    with tvm.transform.PassContext(opt_level=3):
+        after = tvm.transform.Sequential(graph_passes(host_target()))(lowered)
+    ops = [getattr(b.value.op, "name", "") for b in iter_bindings(after["main"]) if isinstance(b.value, relax.Call)]
+    assert ops.count("relax.repeat") == 2 and ops.count("relax.tile") == 1, ops
+    # the NCHW input, the output, and two around the map tiled as a rank-5 tensor (channels-first)
+    assert ops.count("relax.permute_dims") == 4, after["main"].script()
+    assert "call_tir" not in lowered["main"].script()  # (after the graph passes: a Winograd conv's)
+    feeds = _feeds((1, 3, 6, 6))
+    np.testing.assert_allclose(compile_model(graph, None).run(feeds[0])[0], _ort(path, feeds[0])[0],
+                               rtol=1e-4, atol=1e-4)
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    assert compiled.stats["int8_layers"] == 2
+    borders = sorted(f"{b['kind']} {b['op']}" for b in compiled.stats["borders"])
+    assert len(borders) == 2 and borders[0].startswith("dequantize output") and borders[1] == "quantize input", borders
+    assert output_sqnr_db([compiled.run(f) for f in feeds], [_ort(path, f) for f in feeds]) > 20
+
+
 @pytest.mark.parametrize("block", ["pyramid", "c2f", "sppf"])
 def test_resize_split_and_concat_run_on_codes(tmp_path, block):
     """Nearest-neighbour resizes, splits and concats have an integer form (a gather, copies):

@@ -807,6 +807,33 @@ def test_flush_denormal_weights_zeroes_subnormal_values_only():
         assert FlushDenormalWeights()(untouched).same_as(untouched)
 
 
+def test_power_as_multiply_rewrites_small_integer_exponents_only():
+    """``x ** 2``, ``x ** 3`` and ``x ** 4`` by a scalar constant become multiplies computing the
+    same (within an ulp or two of TVM's ``pow``); ``x ** 2.5``, an exponent per element and an
+    integer tensor stay ``power``."""
+    from relay_passes.power_as_multiply import PowerAsMultiply
+
+    def model(exponent: np.ndarray, dtype: str = "float32") -> tvm.IRModule:
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((2, 8), dtype))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                y = bb.emit_output(relax.op.power(x, relax.const(exponent.astype(dtype))))
+            bb.emit_func_output(y)
+        return bb.get()
+
+    data = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
+    for exponent in (2.0, 3.0, 4.0):
+        before = model(np.array(exponent))
+        after = PowerAsMultiply()(before)
+        assert "R.power" not in after.script() and "R.multiply" in after.script(), exponent
+        got, want = (relax.VirtualMachine(tvm.compile(m, target="llvm"), tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+                     for m in (after, before))
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    for stays in (model(np.array(2.5)), model(np.array([2.0, 3.0] * 4)), model(np.array(2), "int32")):
+        assert "R.power" in PowerAsMultiply()(stays).script()
+
+
 def test_every_build_flushes_subnormal_weights():
     """The target build's graph passes (every target: x86 and aarch64 builds agree) flush them:
     a real export carries them (PP-OCRv6's small text detector: 255,958 of 2.45 M weights), and

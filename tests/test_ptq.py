@@ -105,14 +105,15 @@ def test_equalization_of_the_onnx_import_is_exact(graph, net, tmp_path):
     """The same net through ONNX: TVM's importer writes ReLU6 as two TE-built call_tir, which
     RecoverMinMax turns into maximum / minimum; the pairs across them are found and equalized
     exactly (the minimum's bound becomes per channel). The importer's pad is a TE call_tir too,
-    opaque to the pass: stem -> dw is not a pair here."""
+    which RecoverPad turns into ``R.nn.pad``: stem -> dw is a pair through it, as in the torch
+    import."""
     from tvm_mpq.zoo import load_model
 
     path = tmp_path / "separable.onnx"
     onnx.save(fp32_onnx(graph, net), str(path))
     imported = load_model(str(path))
     equalized = equalize(imported)
-    assert [p["first"] for p in equalized_pairs(equalized)] == ["/dw/Conv", "/project/Conv"]
+    assert [p["first"] for p in equalized_pairs(equalized)] == ["/stem/Conv", "/dw/Conv", "/project/Conv"]
     assert len(equalized.mod["main"].script().split("R.minimum")) == 4  # the three ReLU6
     a, b = compile_graph(imported), compile_graph(equalized)
     for feed in HELD_OUT:

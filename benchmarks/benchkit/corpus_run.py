@@ -210,6 +210,8 @@ def _stages(model, target, args, result: ModelResult) -> None:
     result.latency_ms = {name: round(min(ms), 3) for name, ms in times.items()}
     result.details["tvm_over_ort"] = {build: round(float(np.median([t / o for t, o in zip(times[build], times[peer])])), 3)
                                       for build, peer in ORT_PEERS.items() if peer in times}
+    if not getattr(args, "diagnose", True):
+        return
     if result.sqnr_100_db < SQNR_GOAL_DB:  # which layers the error comes from
         result.details["worst_layers"] = _timed(result, "why-sqnr", lambda: _worst_layers(graph, calib, args))
         result.details["input_grid_sqnr_db"] = _timed(result, "why-sqnr", lambda: _input_grid_sqnr(builds[0], calib, held_out, reference))

@@ -39,6 +39,8 @@ from relay_passes.fold_batch_norm import FoldBatchNorm
 from relay_passes.lower_to_integer import LoweringTrace, LowerToInteger, lowering_borders, lowering_stats
 from relay_passes.round_weights import RoundWeights
 from relay_passes.te_elementwise import RecoverMinMax
+from relay_passes.repeat_from_tile import RepeatFromTile
+from relay_passes.te_layout import RecoverPad, RecoverTile
 from tvm_mpq.compiler.build import TuningOptions, build_info, build_passes, codegen
 from tvm_mpq.config.precision_config import LayerPrecision, PrecisionConfig
 from tvm_mpq.errors import MpqError
@@ -124,10 +126,19 @@ def check_transforms(graph: ModelGraph, config: PrecisionConfig) -> None:
         raise MpqError("the graph's rewrites (e.g. equalization scales) differ from the ones the config was made with")
 
 
+def frontend_recovery_passes() -> list[tvm.transform.Pass]:
+    """What TVM's ONNX importer writes as opaque TE-built ``call_tir``, read back as the Relax ops
+    every later pass understands: clips (:class:`RecoverMinMax`), ``auto_pad`` pads
+    (:class:`~relay_passes.te_layout.RecoverPad`), tiles (:class:`~relay_passes.te_layout.RecoverTile`),
+    and tf2onnx's unsqueeze-tile-reshape upsampling as one repeat
+    (:class:`~relay_passes.repeat_from_tile.RepeatFromTile`)."""
+    return [RecoverMinMax(), RecoverPad(), RecoverTile(), RepeatFromTile()]
+
+
 def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: str = SOURCE_TO_FOLDED,
                       table: LayerTable | None = None) -> list[tvm.transform.Pass]:
     """From the stage-A module to the annotated module the lowering reads: parameters bound,
-    a frontend's TE-built clips back to Relax ops (:class:`RecoverMinMax`), the config's
+    a frontend's TE-built ops back to Relax ops (:func:`frontend_recovery_passes`), the config's
     decision written into the IR, batch-norm folded into every conv (stage C: an int8 layer's
     weight is quantized after folding, an fp32 layer computes one conv + bias), constants
     folded, aliases and dead bindings removed, the config's bias corrections added
@@ -146,8 +157,8 @@ def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: 
             what = "bias corrections" if corrections else "weight roundings"
             raise MpqError(f"the config carries {what}, which are made for batch-norm folded layers: "
                            "compile it at stage source->folded (A->C) or folded (C)")
-    passes: list[tvm.transform.Pass] = [bind_params_pass(graph), relax.transform.FoldConstant(), RecoverMinMax(),
-                                        AnnotatePrecision(config or fp32_config(graph, table), table)]
+    passes: list[tvm.transform.Pass] = [bind_params_pass(graph), relax.transform.FoldConstant(),
+                                        *frontend_recovery_passes(), AnnotatePrecision(config or fp32_config(graph, table), table)]
     if stage != SOURCE:
         passes += [FoldBatchNorm(), relax.transform.FoldConstant()]
     passes += [relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]

@@ -19,8 +19,7 @@ from tvm import relax
 from relay_passes import (AnnotatePrecision, EqualizeCrossLayer, LiftWeights, PrecisionAnnotation,
                           RemovePrecisionAnnotations, UniqueBindingNames)
 from relay_passes.equalize import equalized_pairs as module_pairs
-from relay_passes.te_elementwise import RecoverMinMax
-from tvm_mpq.compiler.pipeline import bind_params_pass
+from tvm_mpq.compiler.pipeline import bind_params_pass, frontend_recovery_passes
 from tvm_mpq.compiler.stages import graph_with_lifted_weights
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.errors import MpqError
@@ -39,7 +38,7 @@ def equalization_passes(graph: ModelGraph, lifted: dict[str, np.ndarray],
     table = build_layer_table(graph)
     names = {layer.name: PrecisionAnnotation.fp32(layer.name) for layer in table}
     weights = {layer.name: layer.weight_param for layer in table if layer.weight_param is not None}
-    return [bind_params_pass(graph), relax.transform.FoldConstant(), RecoverMinMax(), AnnotatePrecision(names, table),
+    return [bind_params_pass(graph), relax.transform.FoldConstant(), *frontend_recovery_passes(), AnnotatePrecision(names, table),
             EqualizeCrossLayer(scales), LiftWeights(weights, lifted), RemovePrecisionAnnotations(),
             relax.transform.DeadCodeElimination(), UniqueBindingNames()]
 

@@ -20,7 +20,8 @@ from tvm import relax
 def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """The graph-level passes a target's build starts with: inference batch-norms decomposed
     into arithmetic (a batch norm the precision passes did not fold: stage A), the subnormal
-    values of float constants set to zero (:mod:`relay_passes.flush_denormals`) and, for
+    values of float constants set to zero (:mod:`relay_passes.flush_denormals`), small integer
+    powers as multiplies (:mod:`relay_passes.power_as_multiply`) and, for
     targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
     CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
     conv1d and convs down a one-pixel column as convs along a row (:mod:`relay_passes.conv_on_rows`);
@@ -36,11 +37,13 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     from relay_passes.convert_layout import ConvertToChannelsLast
     from relay_passes.flush_denormals import FlushDenormalWeights
     from relay_passes.drop_empty_concat_inputs import DropEmptyConcatInputs
+    from relay_passes.power_as_multiply import PowerAsMultiply
     from tvm_mpq.kernels import activation_layout
 
     passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
               DropEmptyConcatInputs(),  # a zero-size constant makes the exported library unloadable
               FlushDenormalWeights(),  # subnormal weights: a microcode assist per multiply on Intel
+              PowerAsMultiply(),  # x ** 3 (TensorFlow's GELU): multiplies, not one powf call per element
               relax.transform.CanonicalizeBindings()]
     if activation_layout(target) == "NHWC":
         from relay_passes.channel_pad import ChannelPad
