@@ -13,6 +13,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
+from relay_passes.precision_annotation import rewrite_every_function
+
 SPATIAL = {"NCHW": (2, 3), "NHWC": (1, 2)}
 
 
@@ -41,14 +43,8 @@ class FoldPadIntoConv:
         self._conv = is_op("relax.nn.conv2d")(self._pad, wildcard())
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        out = mod.clone()
-        for gv, func in mod.functions_items():
-            if not isinstance(func, relax.Function):
-                continue
+        def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+            folded = _fold(matches[self._conv], matches[self._pad])
+            return expr if folded is None else folded
 
-            def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
-                folded = _fold(matches[self._conv], matches[self._pad])
-                return expr if folded is None else folded
-
-            out[gv] = relax.dpl.rewrite_call(self._conv, rewriter, func)
-        return out
+        return rewrite_every_function(mod, (self._conv, rewriter))

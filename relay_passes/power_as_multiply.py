@@ -17,6 +17,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
+from relay_passes.precision_annotation import rewrite_every_function
+
 
 def _as_multiplies(x: relax.Expr, exponent: float) -> relax.Expr | None:
     if exponent == 2.0:
@@ -39,19 +41,13 @@ class PowerAsMultiply:
         self._power = is_op("relax.power")(wildcard(), self._exponent)
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        out = mod.clone()
-        for gv, func in mod.functions_items():
-            if not isinstance(func, relax.Function):
-                continue
+        def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+            x, values = expr.args[0], np.unique(matches[self._exponent].value.numpy())
+            ty = x.ty
+            if len(values) != 1 or not isinstance(ty, relax.TensorType) or not str(ty.dtype).startswith("float") \
+                    or tuple(expr.ty.shape) != tuple(ty.shape):  # (an exponent that broadcasts x stays)
+                return expr
+            new = _as_multiplies(x, float(values[0]))
+            return expr if new is None else new
 
-            def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
-                x, values = expr.args[0], np.unique(matches[self._exponent].value.numpy())
-                ty = x.ty
-                if len(values) != 1 or not isinstance(ty, relax.TensorType) or not str(ty.dtype).startswith("float") \
-                        or tuple(expr.ty.shape) != tuple(ty.shape):  # (an exponent that broadcasts x stays)
-                    return expr
-                new = _as_multiplies(x, float(values[0]))
-                return expr if new is None else new
-
-            out[gv] = relax.dpl.rewrite_call(self._power, rewriter, func)
-        return out
+        return rewrite_every_function(mod, (self._power, rewriter))

@@ -18,6 +18,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
+from relay_passes.precision_annotation import rewrite_every_function
 from relay_passes.convert_layout import tensor_shape
 
 
@@ -57,15 +58,9 @@ class RepeatFromTile:
         self._reshape = is_op("relax.reshape")(self._tile | self._permute, wildcard())
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        out = mod.clone()
-        for gv, func in mod.functions_items():
-            if not isinstance(func, relax.Function):
-                continue
+        def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+            new = _repeat(matches[self._reshape], matches.get(self._permute), matches[self._tile],
+                          matches[self._expand])
+            return expr if new is None else new
 
-            def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
-                new = _repeat(matches[self._reshape], matches.get(self._permute), matches[self._tile],
-                              matches[self._expand])
-                return expr if new is None else new
-
-            out[gv] = relax.dpl.rewrite_call(self._reshape, rewriter, func)
-        return out
+        return rewrite_every_function(mod, (self._reshape, rewriter))

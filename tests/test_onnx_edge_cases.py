@@ -190,6 +190,34 @@ def _sppf(tmp_path):
                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 12, 12])], inits, opset=13)
 
 
+def _after_cpu_graph_passes(lowered):
+    """The lowered module after this host's graph passes, and the ops its ``main`` calls."""
+    import tvm
+    from tvm import relax
+
+    from tvm_mpq.graph.layer_table import iter_bindings
+    from tvm_mpq.runtime.executor import host_target
+    from tvm_mpq.target_build.passes import graph_passes
+
+    with tvm.transform.PassContext(opt_level=3):
+        after = tvm.transform.Sequential(graph_passes(host_target()))(lowered)
+    return after, [getattr(b.value.op, "name", "") for b in iter_bindings(after["main"]) if isinstance(b.value, relax.Call)]
+
+
+def _check_like_onnxruntime_and_int8_without_borders(graph, path, shape, int8_layers):
+    """fp32 the build computes what onnxruntime does; fully int8 (InOrder) it has ``int8_layers``
+    int8 layers and only the input's quantize and the output's dequantize as borders."""
+    feeds = _feeds(shape)
+    np.testing.assert_allclose(compile_model(graph, None).run(feeds[0])[0], _ort(path, feeds[0])[0],
+                               rtol=1e-4, atol=1e-4)
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    assert compiled.stats["int8_layers"] == int8_layers
+    borders = sorted(f"{b['kind']} {b['op']}" for b in compiled.stats["borders"])
+    assert len(borders) == 2 and borders[0].startswith("dequantize output") and borders[1] == "quantize input", borders
+    assert output_sqnr_db([compiled.run(f) for f in feeds], [_ort(path, f) for f in feeds]) > 20
+
+
 def test_same_upper_convs_pad_in_the_conv_and_stay_int8(tmp_path):
     """tf2onnx's ``padding="same"``: ``Conv(auto_pad=SAME_UPPER)``, which TVM's importer pads with
     an opaque TE-built ``call_tir`` (a copy even for a 1x1 conv). RecoverPad reads those back as
@@ -197,13 +225,10 @@ def test_same_upper_convs_pad_in_the_conv_and_stay_int8(tmp_path):
     is left (each pad folded into its conv, the NHWC model's own transposes cancelled); fully
     int8 the pads are no borders; fp32 it computes what onnxruntime does."""
     import tvm
-    from tvm import relax, te, topi
+    from tvm import te, topi
 
     from relay_passes.te_layout import constant_pad
     from tvm_mpq.compiler.pipeline import lower_model
-    from tvm_mpq.graph.layer_table import iter_bindings
-    from tvm_mpq.runtime.executor import host_target
-    from tvm_mpq.target_build.passes import graph_passes
 
     rng = np.random.default_rng(3)
     inits = [numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1"),
@@ -222,19 +247,9 @@ def test_same_upper_convs_pad_in_the_conv_and_stay_int8(tmp_path):
     pads = [constant_pad(f) for _, f in graph.mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert sorted(p[0] for p in pads) == [[0] * 8, [0, 0, 0, 0, 0, 1, 0, 1], [0, 0, 0, 0, 2, 2, 2, 2]], pads
     lowered, _ = lower_model(graph, None)
-    with tvm.transform.PassContext(opt_level=3):
-        after = tvm.transform.Sequential(graph_passes(host_target()))(lowered)
-    ops = [getattr(b.value.op, "name", "") for b in iter_bindings(after["main"]) if isinstance(b.value, relax.Call)]
+    after, ops = _after_cpu_graph_passes(lowered)
     assert not {"relax.nn.pad", "relax.call_tir", "relax.permute_dims"} & set(ops), ops
-    feeds = _feeds((1, 16, 16, 3))
-    np.testing.assert_allclose(compile_model(graph, None).run(feeds[0])[0], _ort(path, feeds[0])[0],
-                               rtol=1e-4, atol=1e-4)
-    config, _ = config_for_rate(graph, feeds, 100, "inorder")
-    compiled = compile_model(graph, config)
-    assert compiled.stats["int8_layers"] == 3
-    borders = sorted(f"{b['kind']} {b['op']}" for b in compiled.stats["borders"])
-    assert len(borders) == 2 and borders[0].startswith("dequantize output") and borders[1] == "quantize input", borders
-    assert output_sqnr_db([compiled.run(f) for f in feeds], [_ort(path, f) for f in feeds]) > 20
+    _check_like_onnxruntime_and_int8_without_borders(graph, path, (1, 16, 16, 3), int8_layers=3)
     # other TE pads are not constant pads
     data = te.placeholder((1, 2, 4, 4), name="A")
     for other in (topi.nn.mirror_pad(data, [0, 0, 1, 1], [0, 0, 1, 1], "REFLECT"),
@@ -252,13 +267,7 @@ def test_tile_upsampling_runs_as_repeats_channels_last_and_int8(tmp_path):
     left); after the CPU graph
     passes the repeats run channels-last (no transpose around them),
     fully int8 none of them is a border, and the model computes what onnxruntime does."""
-    import tvm
-    from tvm import relax
-
     from tvm_mpq.compiler.pipeline import lower_model
-    from tvm_mpq.graph.layer_table import iter_bindings
-    from tvm_mpq.runtime.executor import host_target
-    from tvm_mpq.target_build.passes import graph_passes
 
     rng = np.random.default_rng(4)
     c = 8
@@ -289,22 +298,12 @@ def test_tile_upsampling_runs_as_repeats_channels_last_and_int8(tmp_path):
                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 24, 12])], inits, opset=13)
     graph = load_model(str(path))
     lowered, _ = lower_model(graph, None)
-    with tvm.transform.PassContext(opt_level=3):
-        after = tvm.transform.Sequential(graph_passes(host_target()))(lowered)
-    ops = [getattr(b.value.op, "name", "") for b in iter_bindings(after["main"]) if isinstance(b.value, relax.Call)]
+    after, ops = _after_cpu_graph_passes(lowered)
     assert ops.count("relax.repeat") == 2 and ops.count("relax.tile") == 1, ops
     # the NCHW input, the output, and two around the map tiled as a rank-5 tensor (channels-first)
     assert ops.count("relax.permute_dims") == 4, after["main"].script()
     assert "call_tir" not in lowered["main"].script()  # (after the graph passes: a Winograd conv's)
-    feeds = _feeds((1, 3, 6, 6))
-    np.testing.assert_allclose(compile_model(graph, None).run(feeds[0])[0], _ort(path, feeds[0])[0],
-                               rtol=1e-4, atol=1e-4)
-    config, _ = config_for_rate(graph, feeds, 100, "inorder")
-    compiled = compile_model(graph, config)
-    assert compiled.stats["int8_layers"] == 2
-    borders = sorted(f"{b['kind']} {b['op']}" for b in compiled.stats["borders"])
-    assert len(borders) == 2 and borders[0].startswith("dequantize output") and borders[1] == "quantize input", borders
-    assert output_sqnr_db([compiled.run(f) for f in feeds], [_ort(path, f) for f in feeds]) > 20
+    _check_like_onnxruntime_and_int8_without_borders(graph, path, (1, 3, 6, 6), int8_layers=2)
 
 
 @pytest.mark.parametrize("block", ["pyramid", "c2f", "sppf"])
