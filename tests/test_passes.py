@@ -834,6 +834,34 @@ def test_power_as_multiply_rewrites_small_integer_exponents_only():
         assert "R.power" in PowerAsMultiply()(stays).script()
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_separable_max_pool_is_exact(layout):
+    """A stride-1 7 x 7 max pool with padding (a keypoint network's NMS) becomes a 7 x 1 and a
+    1 x 7 pool computing the same to the bit, with negative values near the padded border; a
+    strided pool stays one pool."""
+    from relay_passes.separable_max_pool import SeparableMaxPool
+
+    shape = (1, 3, 20, 17) if layout == "NCHW" else (1, 20, 17, 3)
+
+    def model(strides: int) -> tvm.IRModule:
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType(shape, "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                y = bb.emit_output(relax.op.nn.max_pool2d(x, (7, 7), (strides, strides), (3, 3, 3, 3), layout=layout))
+            bb.emit_func_output(y)
+        return bb.get()
+
+    before = model(1)
+    after = SeparableMaxPool()(before)
+    assert after.script().count("R.nn.max_pool2d") == 2
+    data = tvm.runtime.tensor(np.random.default_rng(0).normal(size=shape).astype(np.float32) - 1.0)
+    got, want = (relax.VirtualMachine(tvm.compile(m, target="llvm"), tvm.cpu())["main"](data).numpy()
+                 for m in (after, before))
+    np.testing.assert_array_equal(got, want)
+    assert SeparableMaxPool()(model(2)).script().count("R.nn.max_pool2d") == 1
+
+
 def test_every_build_flushes_subnormal_weights():
     """The target build's graph passes (every target: x86 and aarch64 builds agree) flush them:
     a real export carries them (PP-OCRv6's small text detector: 255,958 of 2.45 M weights), and
