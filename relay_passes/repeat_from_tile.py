@@ -18,8 +18,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from relay_passes.precision_annotation import rewrite_every_function
 from relay_passes.convert_layout import tensor_shape
+from relay_passes.precision_annotation import rewrite_every_function
 
 
 def _repeat(reshape: relax.Call, permute: relax.Call | None, tile: relax.Call,
