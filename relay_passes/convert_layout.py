@@ -389,6 +389,9 @@ class ConvertToChannelsLast:
             out = mutator.builder_.get()
         if not converted and not n_padded:
             return mod
+        # a transpose pair that cancels leaves ``y = x``: FuseOps ends a fused group at such a
+        # binding, so the elementwise ops after it would run as a kernel of their own
+        out = relax.transform.CanonicalizeBindings()(out)
         out = relax.transform.DeadCodeElimination()(out)
         for name, n_converted in converted.items():
             gv = out.get_global_var(name)

