@@ -42,8 +42,8 @@ row), ``transpose_conv_as_matmul.TransposeConvAsMatmul`` (2-D and 1-D transposed
 output, so they fuse into its kernel),
 ``flatten_matmul_rows.FlattenMatmulRows`` (a batch of rows times a constant weight as one GEMM),
 ``pad_matmul_columns.PadMatmulColumns`` (its columns on whole vectors),
-``shift_activations.ShiftActivationsToInt8``, ``pad_channels.PadOutputChannels`` (int8 convs with
-few output channels on whole vectors), ``winograd_conv.Conv2dWinograd`` (float32 3x3
+``shift_activations.ShiftActivationsToInt8``, ``pad_channels.PadOutputChannels`` (convs and
+depthwise convs whose channels fill no whole vector padded to one), ``winograd_conv.Conv2dWinograd`` (float32 3x3
 stride-1 convs on large maps as Winograd F(4x4, 3x3)), ``lane_softmax.LaneSoftmax`` (a float32
 row softmax reduced into one accumulator per vector lane), ``fast_exp.VectorExp`` (float32 exp /
 sigmoid / tanh / erf as vectorizable polynomials), ``channel_pad.ChannelPad`` (a per-channel
