@@ -74,32 +74,36 @@ def _pad_axis(value: np.ndarray, axis: int, to: int, mode: str) -> np.ndarray:
     return np.pad(value, width, mode=mode)
 
 
-def _is_padding_candidate(call: relax.Call) -> bool:
-    """An NCHW conv (groups 1) with a constant weight: int8 x int8 -> int32, or float32."""
-    if getattr(call.op, "name", "") != "relax.nn.conv2d":
+def _is_constant_weight_conv(call: relax.Call) -> bool:
+    """An NCHW / OIHW conv with a constant weight: int8 x int8 -> int32, or float32."""
+    if getattr(call.op, "name", "") != "relax.nn.conv2d" or not isinstance(call.args[1], Constant):
         return False
     a = call.attrs
-    weight = call.args[1]
-    if not (a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and int(a.groups) == 1 and isinstance(weight, Constant)):
+    if not (a.data_layout == "NCHW" and a.kernel_layout == "OIHW"):
         return False
-    dtypes = (str(weight.value.dtype), conv_out_dtype(a))
+    dtypes = (str(call.args[1].value.dtype), conv_out_dtype(a))
     return dtypes == ("int8", "int32") or (dtypes[0] == "float32" and dtypes[1] in (None, "float32"))
+
+
+def _is_padding_candidate(call: relax.Call) -> bool:
+    """An NCHW conv (groups 1) with a constant weight: int8 x int8 -> int32, or float32."""
+    return _is_constant_weight_conv(call) and int(call.attrs.groups) == 1
 
 
 def _is_depthwise_candidate(call: relax.Call) -> bool:
     """An NCHW depthwise conv (one filter per channel) with a constant weight, int8 x int8 ->
     int32 or float32."""
-    if getattr(call.op, "name", "") != "relax.nn.conv2d" or not isinstance(call.args[1], Constant):
+    if not _is_constant_weight_conv(call):
         return False
-    a = call.attrs
     shape = tensor_shape(call.args[0])
     w_shape = call.args[1].value.shape
-    if not (a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and shape is not None and len(shape) == 4):
-        return False
-    if not (int(w_shape[1]) == 1 and int(a.groups) == int(w_shape[0]) == shape[CHANNEL_AXIS]):
-        return False
-    dtypes = (str(call.args[1].value.dtype), conv_out_dtype(a))
-    return dtypes == ("int8", "int32") or (dtypes[0] == "float32" and dtypes[1] in (None, "float32"))
+    return (shape is not None and len(shape) == 4 and int(w_shape[1]) == 1
+            and int(call.attrs.groups) == int(w_shape[0]) == shape[CHANNEL_AXIS])
+
+
+def _pads_channels(pad: relax.Call) -> bool:
+    """Whether an ``nn.pad`` of an NCHW tensor widens its channel axis."""
+    return any(int(w) for w in list(pad.attrs.pad_width)[2 * CHANNEL_AXIS:2 * CHANNEL_AXIS + 2])
 
 
 def depthwise_channels(channels: int, dot_lanes: int) -> int | None:
@@ -111,7 +115,7 @@ def depthwise_channels(channels: int, dot_lanes: int) -> int | None:
 
 
 def _chain_input(call: relax.Expr, channels: int) -> relax.Var | None:
-    """The one tensor ``call`` computes channel by channel from, when it is a spatial zero pad,
+    """The one tensor ``call`` computes channel by channel from, when it is a spatial pad,
     a ``where`` or an elementwise op of that tensor and constants (a quantize step, a
     per-channel zero-point border): the ops a depthwise conv's input passes on its way from
     where it was computed. None for anything else."""
@@ -119,8 +123,7 @@ def _chain_input(call: relax.Expr, channels: int) -> relax.Var | None:
         return None
     op = call.op.name
     if op == "relax.nn.pad":
-        width = [int(w) for w in call.attrs.pad_width]
-        return call.args[0] if len(width) == 8 and not any(width[2 * CHANNEL_AXIS:2 * CHANNEL_AXIS + 2]) else None
+        return None if len(call.attrs.pad_width) != 8 or _pads_channels(call) else call.args[0]
     if op not in ELEMENTWISE:
         return None
     tensors = [a for a in call.args if not isinstance(a, Constant)]
@@ -142,14 +145,16 @@ def depthwise_sources(func: relax.Function, dot_lanes: int) -> dict[relax.Var, t
             continue
         channels = int(value.args[1].value.shape[0])
         wide = depthwise_channels(channels, dot_lanes)
+        if wide is None:
+            continue
         source = value.args[0]
-        while wide is not None and source in var2val:
+        while source in var2val:
             before = _chain_input(var2val[source], channels)
             if before is None:
                 break
             source = before
         producer = var2val.get(source)
-        if wide is None or not isinstance(source, relax.DataflowVar) or producer is None:
+        if not isinstance(source, relax.DataflowVar) or producer is None:
             continue
         if isinstance(producer, relax.Call) and _is_padding_candidate(producer):
             continue
@@ -189,7 +194,7 @@ class _PadChannels(relax.PyExprMutator):
         if op in POOLS and op != "relax.nn.adaptive_avg_pool2d" and call.attrs.layout == "NCHW":
             return relax.Call(call.op, args, call.attrs, call.ty_args), (real, wide)
         if op == "relax.nn.pad":
-            if any(int(w) for w in list(call.attrs.pad_width)[2 * CHANNEL_AXIS:2 * CHANNEL_AXIS + 2]):
+            if _pads_channels(call):
                 return None
             return relax.Call(call.op, args, call.attrs, call.ty_args), (real, wide)
         if op == "relax.nn.prelu" and int(call.attrs.axis) % 4 == CHANNEL_AXIS and isinstance(args[1], Constant):
@@ -221,7 +226,7 @@ class _PadChannels(relax.PyExprMutator):
         """A depthwise conv of a padded tensor: zero filters for the padded channels."""
         data = args[0]
         weight = args[1].value.numpy()
-        if not isinstance(data, relax.Var) or self.padded.get(data, (None,))[0] != weight.shape[0]:
+        if not isinstance(data, relax.Var) or data not in self.padded or self.padded[data][0] != weight.shape[0]:
             return None
         real, wide = self.padded[data]
         weight = _pad_axis(weight, 0, wide, "constant")
@@ -318,9 +323,10 @@ class PadOutputChannels:
         return out
 
     def _has_candidate(self, func: relax.Function) -> bool:
-        """Whether ``func`` binds an int8 conv to pad (a scan before any rewriting)."""
+        """Whether ``func`` binds a conv or a depthwise conv to pad (a scan before any rewriting)."""
         body = func.body
         blocks = body.blocks if isinstance(body, relax.SeqExpr) else []
+
         def pads(call: relax.Call) -> bool:
             if _is_padding_candidate(call):
                 return padded_channels(int(call.args[1].value.shape[0]), self.dot_lanes) is not None
