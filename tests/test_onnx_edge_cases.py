@@ -379,3 +379,35 @@ def test_a_concat_with_an_empty_constant_exports_a_loadable_library(tmp_path):
     feed = _feeds((1, 3, 5, 6), 1)[0]
     got = flatten_outputs(vm["main"](tvm.runtime.tensor(feed["x"])))
     np.testing.assert_allclose(got[0], _ort(path, feed)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_batch_norm_after_relu_stays_in_the_int8_group(tmp_path):
+    """CREPE-style layers (torchcrepe): conv -> ReLU -> BatchNorm -> max-pool -> pad -> conv. The
+    batch norm cannot fold into the conv before it (the ReLU is between); it is decomposed into a
+    per-channel multiply and add, which the int8 conv's epilogue computes: fully int8 no border
+    but the input's quantize and the output's dequantize, and close to onnxruntime."""
+    rng = np.random.default_rng(3)
+    c = 8
+    inits = [numpy_helper.from_array(rng.normal(size=(c, 1, 9, 1)).astype(np.float32), "w1"),
+             numpy_helper.from_array((rng.normal(size=(4, c, 5, 1)) * 0.3).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.uniform(0.5, 2.0, c).astype(np.float32), "gamma"),
+             numpy_helper.from_array(rng.normal(size=c).astype(np.float32), "beta"),
+             numpy_helper.from_array(rng.normal(size=c).astype(np.float32), "mean"),
+             numpy_helper.from_array(rng.uniform(0.5, 2.0, c).astype(np.float32), "var"),
+             numpy_helper.from_array(np.array([0, 0, 2, 0, 0, 0, 2, 0], np.int64), "pads")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[4, 0, 4, 0]),
+             helper.make_node("Relu", ["c1"], ["r"]),
+             helper.make_node("BatchNormalization", ["r", "gamma", "beta", "mean", "var"], ["b"], epsilon=1e-3),
+             helper.make_node("MaxPool", ["b"], ["p"], kernel_shape=[2, 1], strides=[2, 1]),
+             helper.make_node("Pad", ["p", "pads"], ["q"]),
+             helper.make_node("Conv", ["q", "w2"], ["y"])]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 64, 1])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 32, 1])], inits)
+    graph = load_model(str(path))
+    feeds = _feeds((1, 1, 64, 1), 8)
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    ops = sorted(f"{b['kind']} {b['op']}" for b in compiled.stats["borders"])
+    assert ops == ["dequantize output", "quantize input"], ops
+    assert compiled.stats["int8_layers"] == 2
+    assert output_sqnr_db([compiled.run(f) for f in feeds], [_ort(path, f) for f in feeds]) > 25

@@ -14,7 +14,10 @@ config is applied on (docs/design.md, "The IR stages, by name"; :mod:`tvm_mpq.ty
 graph applied on the folded graph)::
 
     BindParams -> FoldConstant -> AnnotatePrecision(config)        (the decision, in the IR)
-    -> FoldBatchNorm -> FoldConstant -> CanonicalizeBindings -> DeadCodeElimination
+    -> FoldBatchNorm -> DecomposeOpsForInference -> FoldConstant      (a batch norm no conv
+       is right before, e.g. after a ReLU, as a per-channel multiply and add: the int8 conv's
+       epilogue computes it, no Q/DQ border)
+    -> CanonicalizeBindings -> DeadCodeElimination
     -> CorrectBias                                   (the config's bias corrections, if it has any)
     -> RoundWeights                                  (the config's weight roundings, if it has any)
     -> LowerToInteger                                              (reads the annotations)
@@ -160,7 +163,7 @@ def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: 
     passes: list[tvm.transform.Pass] = [bind_params_pass(graph), relax.transform.FoldConstant(),
                                         *frontend_recovery_passes(), AnnotatePrecision(config or fp32_config(graph, table), table)]
     if stage != SOURCE:
-        passes += [FoldBatchNorm(), relax.transform.FoldConstant()]
+        passes += [FoldBatchNorm(), relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant()]
     passes += [relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]
     return passes + ([CorrectBias(corrections)] if corrections else []) + ([RoundWeights(roundings)] if roundings else [])
 
