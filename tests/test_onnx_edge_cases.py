@@ -29,6 +29,17 @@ def _feeds(shape, count=4):
     return [{"x": rng.normal(size=shape).astype(np.float32)} for _ in range(count)]
 
 
+def _assert_two_int8_convs_bordered_only_at_input_and_output(graph, feeds, path, min_db: float) -> None:
+    """Fully int8 (InOrder): both convs int8, Q/DQ only at the input and the output, and the
+    outputs within ``min_db`` of onnxruntime's."""
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    ops = sorted(f"{b['kind']} {b['op']}" for b in compiled.stats["borders"])
+    assert ops == ["dequantize output", "quantize input"], ops
+    assert compiled.stats["int8_layers"] == 2
+    assert output_sqnr_db([compiled.run(f) for f in feeds], [_ort(path, f) for f in feeds]) > min_db
+
+
 def _ort(path, feed):
     import onnxruntime as ort
 
@@ -121,12 +132,7 @@ def test_onnx_clip_between_int8_convs_fuses_into_the_group(tmp_path, opset):
     feeds = _feeds((1, 3, 8, 8))
     np.testing.assert_allclose(compile_graph(graph.with_module(recovered)).run(feeds[0])[0],
                                _ort(path, feeds[0])[0], rtol=1e-4, atol=1e-4)
-    config, _ = config_for_rate(graph, feeds, 100, "inorder")
-    compiled = compile_model(graph, config)
-    ops = sorted(f"{b['kind']} {b['op']}" for b in compiled.stats["borders"])
-    assert ops == ["dequantize output", "quantize input"], ops
-    assert compiled.stats["int8_layers"] == 2
-    assert output_sqnr_db([compiled.run(f) for f in feeds], [_ort(path, f) for f in feeds]) > 20
+    _assert_two_int8_convs_bordered_only_at_input_and_output(graph, feeds, path, min_db=20)
 
 
 def _fpn(tmp_path):
@@ -405,9 +411,4 @@ def test_a_batch_norm_after_relu_stays_in_the_int8_group(tmp_path):
                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 32, 1])], inits)
     graph = load_model(str(path))
     feeds = _feeds((1, 1, 64, 1), 8)
-    config, _ = config_for_rate(graph, feeds, 100, "inorder")
-    compiled = compile_model(graph, config)
-    ops = sorted(f"{b['kind']} {b['op']}" for b in compiled.stats["borders"])
-    assert ops == ["dequantize output", "quantize input"], ops
-    assert compiled.stats["int8_layers"] == 2
-    assert output_sqnr_db([compiled.run(f) for f in feeds], [_ort(path, f) for f in feeds]) > 25
+    _assert_two_int8_convs_bordered_only_at_input_and_output(graph, feeds, path, min_db=25)
