@@ -151,13 +151,11 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
     if info.kind == "depthwise":
         return KernelPlan(lanes, group, dot, 1, choose_depthwise_pixels(ow, info.kernel[1], isa.registers))
     pixels = oh * ow if (info.pointwise and info.epilogue) or info.kind in ("matmul", "batch_matmul") else ow
-    nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers)
-    blocked = 0
-    if info.kind == "conv2d" and pixels == ow and weight_bytes(info) > STREAMED_WEIGHT_BYTES:  # the weight streams
-        nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, BLOCKED_TILE_PIXELS)
-        blocked = k_block(info, nf * lanes, nx, group)
-        if not blocked:
-            nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, MAX_TILE_PIXELS)
+    streamed = info.kind == "conv2d" and pixels == ow and weight_bytes(info) > STREAMED_WEIGHT_BYTES
+    nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, BLOCKED_TILE_PIXELS if streamed else 0)
+    blocked = k_block(info, nf * lanes, nx, group) if streamed else 0
+    if streamed and not blocked:
+        nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, MAX_TILE_PIXELS)
     if pixels == ow and oh == 1 and info.kind == "conv2d" and info.batch > 1 and info.dtype == FP32:
         # a row conv over a batch (a text encoder's 64 windows of 17 characters): a width no
         # tile length divides leaves 1-pixel tiles; the same pixel of nx images is as good a tile
@@ -203,7 +201,8 @@ def rows_outer(info: MacInfo) -> bool:
 
 def k_block(info: MacInfo, tile_channels: int, tile_pixels: int, group: int) -> int:
     """Input channels per reduction block of :func:`_schedule_k_blocked` for a conv whose
-    weight streams (0: the conv does not block its reduction): the most channels up to
+    weight streams (:data:`STREAMED_WEIGHT_BYTES`, checked by the caller; 0: the conv does not
+    block its reduction): the most channels up to
     :data:`MAX_K_BLOCK` that divide the input channels by whole dot groups, at least
     :data:`MIN_K_BLOCK` (each block loads and stores the tile's accumulators once), where a row
     holds at least :data:`MIN_BLOCKED_TILES` tiles (the tiles that share a weight block; a
@@ -211,8 +210,6 @@ def k_block(info: MacInfo, tile_channels: int, tile_pixels: int, group: int) -> 
     512 3x3 at 7 x 7 took 0.80 ms blocked, 0.74 ms not), with work for
     :data:`MIN_PARALLEL_TASKS` threads among the images, channel tiles and rows (the blocked
     kernel splits only those among threads)."""
-    if info.kind != "conv2d" or weight_bytes(info) <= STREAMED_WEIGHT_BYTES:
-        return 0
     if info.out_hw[1] // tile_pixels < MIN_BLOCKED_TILES:
         return 0
     tasks = info.batch * (info.out_channels // tile_channels) * info.out_hw[0]
