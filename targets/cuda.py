@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import tvm
 
 DEFAULT_ARCH = "sm_90"
+NO_FAST_MATH = "TVM_CUDA_NVCC_NO_FAST_MATH"
+"""The variable that keeps TVM's ``nvcc`` call from adding ``--use_fast_math``."""
 
 
 def detect_gpu_arch() -> str | None:
@@ -57,8 +59,9 @@ class CudaTarget(DeployTarget):
     elf_machine = EM_X86_64
     server_arch = "x86_64"
 
-    def __init__(self, arch: str | None = None) -> None:
+    def __init__(self, arch: str | None = None, fast_math: bool = False) -> None:
         self.arch = arch or detect_gpu_arch() or DEFAULT_ARCH
+        self.fast_math = fast_math
         if not self.arch.startswith("sm_") or not self.arch[3:].isdigit():
             raise MpqError(f"CUDA arch '{self.arch}' is not sm_XY (e.g. sm_80, sm_90)")
 
@@ -78,14 +81,24 @@ class CudaTarget(DeployTarget):
         the kernel compiler (unless ``TVM_CUDA_COMPILE_MODE`` says otherwise: TVM's CUDA header
         defines the unsigned x signed ``__dp4a`` of the int8 kernels for ``nvcc`` only, NVRTC
         would leave it undefined), and TVM's CUDA codegen loaded (with a stub driver on
-        machines without one)."""
+        machines without one).
+
+        Unless ``fast_math``, ``nvcc`` runs without TVM's default ``--use_fast_math``: with it,
+        an int8 epilogue's division by its output scale is approximate (``__fdividef``), so a
+        requantized code lands one step away from the CPU build's wherever the quotient is near
+        a rounding tie (EfficientNet-Lite0 fully int8 on an H200: 32.6 dB from the CPU build's
+        logits with it, docs/results.md "CUDA builds on a GPU")."""
         from targets.cuda_driver_stub import ensure_cuda_codegen
 
         ensure_cuda_codegen()
         nvcc = find_nvcc()
-        saved = {k: os.environ.get(k) for k in ("TVM_CUDA_COMPILE_MODE", "PATH")}
+        saved = {k: os.environ.get(k) for k in ("TVM_CUDA_COMPILE_MODE", "PATH", NO_FAST_MATH)}
         if "TVM_CUDA_COMPILE_MODE" not in os.environ:
             os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
+        if self.fast_math:
+            os.environ.pop(NO_FAST_MATH, None)
+        else:
+            os.environ[NO_FAST_MATH] = "1"
         if nvcc and shutil.which("nvcc") is None:
             os.environ["PATH"] = os.path.dirname(nvcc) + os.pathsep + os.environ.get("PATH", "")
         try:

@@ -206,6 +206,23 @@ def test_cuda_int8_macs_run_on_dp4a(cuda, small_graph, small_configs, tmp_path):
     assert EM_CUDA in embedded_elf_machines(Path(path).read_bytes())
 
 
+#: The routine nvcc links into a kernel that divides floats exactly (IEEE round-to-nearest);
+#: ``--use_fast_math`` divides approximately and links none. Its name is in the library's cubin.
+EXACT_DIVISION = b"cuda_sm3x_div_rn_noftz_f32_slowpath"
+
+
+def test_cuda_int8_epilogues_divide_exactly_unless_fast_math_is_asked_for(cuda, small_graph, small_configs,
+                                                                          tmp_path):
+    before, libraries = os.environ.get("TVM_CUDA_NVCC_NO_FAST_MATH"), {}
+    for fast_math in (False, True):
+        target = get_target("cuda", arch=CUDA_ARCH, fast_math=fast_math)
+        with target.build_context():
+            compiled = target.compile(small_graph, small_configs[100])
+        libraries[fast_math] = Path(target.export(compiled, tmp_path / f"fast{fast_math}.so")).read_bytes()
+    assert EXACT_DIVISION in libraries[False] and EXACT_DIVISION not in libraries[True]
+    assert cuda.fast_math is False and os.environ.get("TVM_CUDA_NVCC_NO_FAST_MATH") == before  # restored
+
+
 @pytest.mark.parametrize("rate", [0, 50, 100])
 def test_cuda_builds_a_pad_fused_into_a_conv_epilogue(cuda, same_pad, rate, tmp_path):
     graph, configs = same_pad
@@ -214,7 +231,7 @@ def test_cuda_builds_a_pad_fused_into_a_conv_epilogue(cuda, same_pad, rate, tmp_
     macs = _mac_kernels(compiled)
     padded = [name for name in macs if "pad" in name]
     assert len(padded) == 1, macs
-    assert macs[padded[0]] == ("Fp32GemmWithTail" if rate == 0 else "Int8GemmDp4a")
+    assert macs[padded[0]] == ("Fp32Gemm" if rate == 0 else "Int8GemmDp4a")
     n_int8 = sum(1 for rule in macs.values() if rule == "Int8GemmDp4a")
     assert n_int8 == compiled.stats["int8_layers"]
     path = cuda.export(compiled, tmp_path / f"r{rate}.so")
@@ -300,6 +317,17 @@ def test_cli_compiles_mtcnn_rnet_for_cuda(cuda, rate, tmp_path):
     assert sum(rule == "Int8GemmDp4a" for rule in macs.values()) == stats["int8_layers"], macs
     assert (stats["int8_layers"] == 0) == (rate == 0)
     assert read_elf_machine(out) == EM_X86_64 and EM_CUDA in embedded_elf_machines(out.read_bytes())
+    assert (EXACT_DIVISION in out.read_bytes()) == (rate > 0)  # int8 epilogues divide by their scale exactly
+
+
+def test_cuda_fast_math_is_refused_for_a_cpu_target(capsys, tmp_path):
+    from tvm_mpq.cli import main
+
+    assert main(["compile", "mtcnn-rnet", "--rate", "100", "--target", "x86", "--cuda-fast-math",
+                 "-o", str(tmp_path / "rnet.so")]) == 2
+    err = capsys.readouterr().err
+    assert "--cuda-fast-math applies to --target cuda (got --target x86)" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
 
 
 def test_cuda_run_needs_a_gpu(small_graph, small_feeds, tmp_path):

@@ -1,10 +1,9 @@
 """CUDA kernel registration: tvm-mpq's GEMM kernels first, then TVM's dlight GPU rules.
 
 The graph stays NCHW. Int8 conv2d / matmul are the ``dp4a`` implicit GEMMs of
-:mod:`tvm_mpq.kernels.cuda_mac`, as are fp32 MACs whose fused function ends in a block of
-another shape; everything else goes to TVM's GPU rules in the order of TVM's own CUDA
-pipeline (``Matmul``, ``GEMV``, ``Reduction``, ``GeneralReduction``, ``Fallback``: depthwise
-convs, pooling, softmax, elementwise kernels). A rule that fails declines
+:mod:`tvm_mpq.kernels.cuda_mac`, fp32 ones the same GEMMs on fused multiply-adds; everything
+else goes to TVM's GPU rules in the order of TVM's own CUDA pipeline (``Matmul``, ``GEMV``,
+``Reduction``, ``GeneralReduction``, ``Fallback``: pooling, softmax, elementwise kernels). A rule that fails declines
 (:func:`tvm_mpq.kernels.tagged`) and ``Fallback`` takes anything left.
 """
 

@@ -1,0 +1,419 @@
+"""CUDA builds run on a real GPU: built here, run on a GPU host that has only the TVM runtime.
+
+This is how an edge or server team deploys a tvm-mpq CUDA build: the library is compiled on a
+build machine (``nvcc`` is all the CUDA it needs) and loaded on the GPU host by TVM's runtime
+alone (``TVM_USE_RUNTIME_LIB=1``: no compiler library, no tvm-mpq, no PyTorch). Three steps::
+
+    python benchmarks/cuda_device.py prepare --dir .gpu [--models ...] [--arch sm_90]   # build host
+    TVM_USE_RUNTIME_LIB=1 python benchmarks/cuda_device.py run --dir .gpu --out OUT   # GPU host
+    python benchmarks/cuda_device.py report --dir .gpu --results OUT/cuda_device.json   # build host
+
+``prepare``: per zoo model, one QuantuneV2 analysis; per rate, the config ``tvm-mpq compile
+--rate`` builds (layers without an integer kernel kept fp32) is compiled for ``cuda`` and
+exported, and the same config is compiled for this CPU and run on the held-out samples: its
+outputs, and the fp32 build's, are the references (``ref/<model>.r<rate>.npz``). It also writes
+the runtime-only TVM package the GPU host loads (``tvm-runtime.tar.gz``: the wheel's Python package
+without ``libtvm_compiler.so`` and the bundled third-party headers).
+
+``run`` (imports nothing but TVM's runtime and numpy): each library on ``tvm.cuda(0)``, every
+held-out sample; output against the CPU build of the same config (max abs difference, SQNR) and
+against fp32 (SQNR, and top-1 agreement for classifiers), and the latency (``time_evaluator``,
+median of 10 repeats). Writes ``cuda_device.json``.
+
+``report``: the table (``cuda_device.md`` beside the results), with the build host's CPU and the GPU.
+
+The defaults (mtcnn-rnet and EfficientNet-Lite0 at 0, 50 and 100%, 8 held-out samples) keep the
+folder, with the runtime package and the ``apache-tvm-ffi`` wheel of the GPU host's Python, under
+the 64 MiB a lent GPU machine takes (EfficientNet-Lite0's fp32 library alone is 18 MiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+#: The TVM wheel's files a runtime-only GPU host does not need (the compiler, third-party headers).
+RUNTIME_EXCLUDES = ("lib/libtvm_compiler.so", "3rdparty", "src", "include", "web", "relax/frontend")
+
+
+#: ``--variants``: the CUDA target's options of each build of a config (``exact``: the defaults).
+VARIANTS = {"exact": {}, "fast-math": {"fast_math": True}}
+
+
+def _sqnr_db(outputs: list[list[np.ndarray]], reference: list[list[np.ndarray]]) -> float:
+    signal = sum(float(np.sum(np.asarray(r, np.float64) ** 2)) for ref in reference for r in ref)
+    noise = sum(float(np.sum((np.asarray(o, np.float64) - np.asarray(r, np.float64)) ** 2))
+                for out, ref in zip(outputs, reference) for o, r in zip(out, ref))
+    return math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
+
+
+def _top1_agreement(outputs: list[list[np.ndarray]], reference: list[list[np.ndarray]]) -> float | None:
+    """Share of samples whose output 0 has the same arg-max as the reference (classifiers only)."""
+    if reference[0][0].ndim != 2 or reference[0][0].shape[-1] < 2:
+        return None
+    return float(np.mean([np.argmax(o[0]) == np.argmax(r[0]) for o, r in zip(outputs, reference)]))
+
+
+# --------------------------------------------------------------------------- prepare (build host)
+
+def write_runtime_package(dest: Path) -> Path:
+    """``tvm-runtime.tar.gz``: the installed ``tvm`` package less :data:`RUNTIME_EXCLUDES`."""
+    import tvm
+
+    root = Path(tvm.__file__).parent
+    skip = tuple(str(root / part) for part in RUNTIME_EXCLUDES)
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        path = str(root.parent / info.name)
+        return None if path.startswith(skip) or "__pycache__" in info.name else info
+
+    out = dest / "tvm-runtime.tar.gz"
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(root, arcname="tvm", filter=keep)
+    return out
+
+
+def prepare(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TVM_MPQ_NO_PROGRESS", "1")
+    from benchkit.machine import flags_text, machine_info
+    from benchkit.progress import log
+    from cuda_zoo import int8_mac_kernels, MAC_MARKERS
+    from targets import get_target
+    from targets.cuda import kernel_source
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.calibration import CalibrationCache, load_calibration
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.compiler.validate import keep_unsupported_fp32
+    from tvm_mpq.evaluation.sample_set import held_out
+    from tvm_mpq.graph import build_layer_table
+    from tvm_mpq.runtime.executor import host_target
+    from tvm_mpq.zoo import load_model
+
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown --variants {unknown}: choose from {', '.join(VARIANTS)}")
+    targets = {v: get_target("cuda", arch=args.arch, **VARIANTS[v]) for v in variants}
+    next(iter(targets.values())).check_toolchain()
+    (args.dir / "libs").mkdir(parents=True, exist_ok=True)
+    (args.dir / "ref").mkdir(exist_ok=True)
+    write_runtime_package(args.dir)
+    entries = []
+    for spec in args.models.split(","):
+        model, _, rates = spec.partition(":")
+        rates = [float(r) for r in (rates or args.rates).split("/")]
+        graph = load_model(model, {})
+        calib = load_calibration(graph, None, args.calib_size, 0.0, 1.0)
+        samples = held_out(model, args.calib_size, args.eval_size)
+        inputs = [[np.asarray(feed[s.name]) for s in graph.inputs] for feed in samples.feeds]
+        np.savez_compressed(args.dir / "ref" / f"{model}.inputs.npz",
+                            **{f"in{i}_{j}": a for i, feed in enumerate(inputs) for j, a in enumerate(feed)})
+        report, fp32 = None, None
+        for rate in [0.0] + [r for r in rates if r != 0]:
+            log(f"{model} rate {rate:g}: analysis, CPU build, CUDA build")
+            config, report = config_for_rate(graph, calib, rate, "quantunev2", cache=CalibrationCache(None),
+                                             report=report)
+            keep_unsupported_fp32(config, build_layer_table(graph))
+            host = compile_model(graph, config, host_target())
+            vm = host.vm()
+            cpu_out = [host.run(feed, vm) for feed in samples.feeds]
+            fp32 = cpu_out if rate == 0 else fp32
+            if rate not in rates:
+                continue
+            arrays = {f"cpu{i}_{j}": a for i, out in enumerate(cpu_out) for j, a in enumerate(out)}
+            arrays.update({f"fp32{i}_{j}": a for i, out in enumerate(fp32) for j, a in enumerate(out)})
+            np.savez(args.dir / "ref" / f"{model}.r{rate:g}.npz", **arrays)
+            for variant, target in targets.items():
+                with target.build_context():
+                    compiled = compile_model(graph, config, target.tvm_target)
+                name = f"{model}.r{rate:g}" + ("" if variant == "exact" else f".{variant}")
+                library = target.export(compiled, args.dir / "libs" / f"{name}.so")
+                macs = [k for k in compiled.stats["build"]["kernels"] if any(m in k for m in MAC_MARKERS)]
+                dp4a = int8_mac_kernels(macs, kernel_source(compiled.executable.mod))
+                entries.append({"name": name, "model": model, "rate": rate, "variant": variant,
+                                "library": f"libs/{library.name}", "reference": f"ref/{model}.r{rate:g}.npz",
+                                "inputs": f"ref/{model}.inputs.npz", "samples": len(inputs),
+                                "n_inputs": len(graph.inputs), "n_outputs": len(cpu_out[0]),
+                                "int8_layers": compiled.stats["int8_layers"], "n_qdq": compiled.n_qdq,
+                                "int8_mac_kernels": len(dp4a), "int8_mac_kernels_on_dp4a": sum(dp4a.values()),
+                                "library_mb": round(library.stat().st_size / 2**20, 2)})
+    peer = None
+    if args.torch_peer:
+        import shutil
+
+        from tvm_mpq.zoo import efficientnet_lite0
+
+        (args.dir / "peer").mkdir(exist_ok=True)
+        shutil.copy(efficientnet_lite0.weights_path(), args.dir / "peer" / "efficientnet-lite0.pth")
+        reference = next(e for e in entries if e["model"] == "efficientnet-lite0")
+        peer = {"model": "efficientnet-lite0", "module_file": "tvm_mpq/zoo/efficientnet_lite0.py",
+                "class": "EfficientNetLite0", "weights": "peer/efficientnet-lite0.pth",
+                "reference": reference["reference"], "inputs": reference["inputs"], "samples": reference["samples"]}
+    info = machine_info(int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)), host_target())
+    manifest = {"arch": args.arch, "eval_size": args.eval_size, "calib_size": args.calib_size, "peer": peer,
+                "build_host": {"cpu": info["cpu"], "flags": flags_text(info), "tvm": info["tvm_version"]},
+                "command": "python benchmarks/cuda_device.py " + " ".join(sys.argv[1:]), "entries": entries}
+    (args.dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    total = sum(p.stat().st_size for p in args.dir.rglob("*") if p.is_file())
+    print(f"wrote {len(entries)} CUDA libraries and their references to {args.dir} ({total / 2**20:.1f} MiB)")
+    return 0
+
+
+# --------------------------------------------------------------------------- run (GPU host, runtime only)
+
+def _run_entry(entry: dict, root: Path, repeat: int, profile: bool = False) -> tuple[dict, object]:
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    ref, feeds = np.load(root / entry["reference"]), np.load(root / entry["inputs"])
+    n_in, n_out = entry["n_inputs"], entry["n_outputs"]
+    row = {k: entry[k] for k in ("name", "model", "rate", "variant", "int8_layers", "n_qdq", "int8_mac_kernels",
+                                 "int8_mac_kernels_on_dp4a", "library_mb")}
+    dev = tvm.cuda(0)
+    try:
+        module = tvm.runtime.load_module(str(root / entry["library"]))
+        vm = VirtualMachine(module, [dev, tvm.cpu()])
+        outputs = []
+        for i in range(entry["samples"]):
+            vm.set_input("main", *[tvm.runtime.tensor(feeds[f"in{i}_{j}"], dev) for j in range(n_in)])
+            vm.invoke_stateful("main")
+            result = vm.get_outputs("main")
+            result = [result] if hasattr(result, "numpy") else list(result)
+            outputs.append([r.numpy() for r in result])
+        times = _time(vm, dev, repeat)
+        if profile:  # on a VM of its own: the instrument stays with it
+            profiled = VirtualMachine(module, [dev, tvm.cpu()])
+            profiled.set_input("main", *[tvm.runtime.tensor(feeds[f"in0_{j}"], dev) for j in range(n_in)])
+            row["kernels"] = _profile(profiled, dev)
+    except Exception as err:  # noqa: BLE001 - a failed run is a row of the table
+        row.update(ran=False, error=f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}")
+        return row, None
+    cpu = [[ref[f"cpu{i}_{j}"] for j in range(n_out)] for i in range(entry["samples"])]
+    fp32 = [[ref[f"fp32{i}_{j}"] for j in range(n_out)] for i in range(entry["samples"])]
+    diff = max(float(np.max(np.abs(o.astype(np.float64) - c.astype(np.float64))))
+               for out, ref_out in zip(outputs, cpu) for o, c in zip(out, ref_out))
+    row.update(ran=True, max_abs_diff_vs_cpu=diff, sqnr_vs_cpu_db=round(_sqnr_db(outputs, cpu), 1),
+               sqnr_vs_fp32_db=round(_sqnr_db(outputs, fp32), 1),
+               cpu_sqnr_vs_fp32_db=round(_sqnr_db(cpu, fp32), 1),
+               top1_vs_fp32=_top1_agreement(outputs, fp32), cpu_top1_vs_fp32=_top1_agreement(cpu, fp32),
+               median_ms=round(times[len(times) // 2], 4), min_ms=round(times[0], 4), repeat=len(times))
+    return row, vm
+
+
+def _profile(vm, dev, runs: int = 5, top: int = 25) -> dict:
+    """Per VM call (kernel or builtin), ms per inference with the device synchronised around
+    each call (so launch gaps are not counted); the ``top`` slowest, their sum and all calls'."""
+    totals: dict[str, list[float]] = {}
+    starts: list[float] = []
+
+    def instrument(_func, symbol, before_run, _ret, *_args) -> int:  # noqa: ANN001 - the VM's signature
+        dev.sync()
+        if before_run:
+            starts.append(time.perf_counter())
+        else:
+            entry = totals.setdefault(str(symbol), [0.0, 0])
+            entry[0] += time.perf_counter() - starts.pop()
+            entry[1] += 1
+        return 0
+
+    vm.set_instrument(instrument)
+    for _ in range(runs):
+        vm.invoke_stateful("main")
+    rows = sorted(((name, total / runs * 1e3, calls // runs) for name, (total, calls) in totals.items()),
+                  key=lambda r: -r[1])
+    return {"total_ms": round(sum(r[1] for r in rows), 4), "calls": sum(r[2] for r in rows),
+            "top": [{"name": n, "ms": round(ms, 4), "calls": c} for n, ms, c in rows[:top]]}
+
+
+def _time(vm, dev, repeat: int) -> list[float]:
+    """Sorted milliseconds of ``repeat`` measurements of ``main``, each >= 50 ms of runs."""
+    one = time.perf_counter()
+    vm.invoke_stateful("main")
+    dev.sync()
+    one = max(time.perf_counter() - one, 1e-6)
+    timer = vm.time_evaluator("invoke_stateful", dev, number=max(1, math.ceil(0.05 / one)), repeat=repeat)
+    return sorted(t * 1e3 for t in timer("main").results)
+
+
+def _load_cuda_runtime() -> None:
+    """TVM's CUDA runtime sidecar (``libtvm_runtime_cuda.so``), where importing ``tvm`` did not
+    load it: it registers the CUDA device API and the loader of the libraries' cubins."""
+    import ctypes
+
+    import tvm
+    import tvm_ffi
+
+    if tvm_ffi.get_global_func("ffi.Module.load_from_bytes.cuda", allow_missing=True) is None:
+        ctypes.CDLL(str(Path(tvm.__file__).parent / "lib" / "libtvm_runtime_cuda.so"), ctypes.RTLD_GLOBAL)
+
+
+def _run_torch_peer(peer: dict, root: Path, repeat: int) -> dict:
+    """PyTorch (the GPU host's own) on the peer model's weights: eager, and replayed as one CUDA
+    graph; output SQNR against the CPU fp32 build, and the latency as :func:`_time` takes it."""
+    import torch
+
+    # The zoo module's architecture (it imports only torch) without its registration in the zoo,
+    # which would import tvm-mpq's compiler side.
+    source = (Path(__file__).parent.parent / peer["module_file"]).read_text().replace("\n_register()\n", "\n")
+    namespace: dict = {"__name__": "peer_module"}
+    exec(compile(source, peer["module_file"], "exec"), namespace)  # noqa: S102 - this repository's own file
+    model = namespace[peer["class"]]()
+    state = torch.load(root / peer["weights"], map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")})
+    model = model.eval().cuda()
+    ref, feeds = np.load(root / peer["reference"]), np.load(root / peer["inputs"])
+    row = {"name": f"{peer['model']} (PyTorch {torch.__version__})", "model": peer["model"],
+           "cudnn_tf32": torch.backends.cudnn.allow_tf32}
+    with torch.inference_mode():
+        outputs = [[model(torch.from_numpy(feeds[f"in{i}_0"]).cuda()).cpu().numpy()] for i in range(peer["samples"])]
+        fp32 = [[ref[f"fp32{i}_0"]] for i in range(peer["samples"])]
+        row.update(sqnr_vs_fp32_db=round(_sqnr_db(outputs, fp32), 1), top1_vs_fp32=_top1_agreement(outputs, fp32))
+        x = torch.from_numpy(feeds["in0_0"]).cuda()
+
+        def timed(fn) -> float:
+            for _ in range(3):
+                fn()
+            torch.cuda.synchronize()
+            one = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            number = max(1, math.ceil(0.05 / max(time.perf_counter() - one, 1e-6)))
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                for _ in range(number):
+                    fn()
+                torch.cuda.synchronize()
+                times.append((time.perf_counter() - start) / number * 1e3)
+            return round(sorted(times)[len(times) // 2], 4)
+
+        row["eager_median_ms"] = timed(lambda: model(x))
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                model(x)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            model(x)
+        row["cuda_graph_median_ms"] = timed(graph.replay)
+    return row
+
+
+def run(args: argparse.Namespace) -> int:
+    import tvm
+
+    _load_cuda_runtime()
+    manifest = json.loads((args.dir / "manifest.json").read_text())
+    dev = tvm.cuda(0)
+    if not dev.exist:
+        print("no CUDA GPU here (tvm.cuda(0).exist is False)", file=sys.stderr)
+        return 2
+    gpu = {"name": dev.device_name, "compute_version": dev.compute_version,
+           "multi_processors": dev.multi_processor_count, "tvm": tvm.__version__,
+           "runtime_only": os.environ.get("TVM_USE_RUNTIME_LIB") == "1"}
+    rows, vms = [], []
+    for entry in manifest["entries"]:
+        row, vm = _run_entry(entry, args.dir, args.repeat, args.profile)
+        rows.append(row)
+        vms.append(vm)
+        print(json.dumps(row), flush=True)
+    for row, vm in reversed(list(zip(rows, vms))):  # a second timing, in reverse order: drift shows
+        if vm is not None:
+            again = _time(vm, dev, args.repeat)
+            row["median_ms_second_pass"] = round(again[len(again) // 2], 4)
+            print(f"{row['name']}: {row['median_ms']} ms, second pass {row['median_ms_second_pass']} ms", flush=True)
+    peer = None
+    if manifest.get("peer"):
+        try:
+            peer = _run_torch_peer(manifest["peer"], args.dir, args.repeat)
+        except Exception as err:  # noqa: BLE001 - the peer is optional: its failure is one line
+            peer = {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}"}
+        print(json.dumps(peer), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cuda_device.json").write_text(json.dumps({"gpu": gpu, "manifest": manifest, "rows": rows,
+                                                          "torch_peer": peer}, indent=1))
+    return 0 if all(r["ran"] for r in rows) else 1
+
+
+# --------------------------------------------------------------------------- report (build host)
+
+def markdown(results: dict) -> str:
+    gpu, manifest = results["gpu"], results["manifest"]
+    host = manifest["build_host"]
+    lines = [f"CUDA builds (arch {manifest['arch']}) built on {host['cpu']} (`{host['flags']}`), run on "
+             f"{gpu['name']} (compute {gpu['compute_version']}, {gpu['multi_processors']} SMs) by TVM "
+             f"{gpu['tvm']}'s runtime alone; {manifest['eval_size']} held-out samples per model, batch 1.", "",
+             "| model | rate | nvcc math | int8 layers | int8 MACs on dp4a | Q/DQ | vs the CPU build of the same config "
+             "| SQNR vs fp32, GPU / CPU (dB) | top-1 vs fp32, GPU / CPU | median ms, first / second pass | MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        if not r["ran"]:
+            lines.append(f"| {r['model']} | {r['rate']:g} | {r.get('variant', 'exact')} | {r['int8_layers']} | | "
+                         f"| run failed: {r['error']} | | | | |")
+            continue
+        same = "equal to the bit" if r["max_abs_diff_vs_cpu"] == 0 else (
+            f"{r['sqnr_vs_cpu_db']} dB, max diff {r['max_abs_diff_vs_cpu']:.1e}")
+        top1 = ("-" if r["top1_vs_fp32"] is None
+                else f"{r['top1_vs_fp32']:.3f} / {r['cpu_top1_vs_fp32']:.3f}")
+        lines.append(f"| {r['model']} | {r['rate']:g} | {r.get('variant', 'fast-math')} | {r['int8_layers']} "
+                     f"| {r['int8_mac_kernels_on_dp4a']}"
+                     f"/{r['int8_mac_kernels']} | {r['n_qdq']} | {same} | {r['sqnr_vs_fp32_db']} / "
+                     f"{r['cpu_sqnr_vs_fp32_db']} | {top1} | {r['median_ms']} / {r.get('median_ms_second_pass', '-')} "
+                     f"| {r['library_mb']} |")
+    peer = results.get("torch_peer")
+    if peer and "error" in peer:
+        lines += ["", f"PyTorch peer: failed: {peer['error']}"]
+    elif peer:
+        lines += ["", f"{peer['name']} on the same GPU and samples (cuDNN TF32 "
+                      f"{'allowed' if peer['cudnn_tf32'] else 'off'}): eager {peer['eager_median_ms']} ms, one CUDA "
+                      f"graph {peer['cuda_graph_median_ms']} ms; SQNR vs the CPU fp32 build {peer['sqnr_vs_fp32_db']} dB, "
+                      f"top-1 agreement {peer['top1_vs_fp32']:.3f}."]
+    return "\n".join(lines) + "\n"
+
+
+def report(args: argparse.Namespace) -> int:
+    results = json.loads(args.results.read_text())
+    table = markdown(results)
+    args.results.with_suffix(".md").write_text(table)
+    print(table)
+    return 0 if all(r["ran"] for r in results["rows"]) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("prepare", help="build the CUDA libraries and their CPU references (build host)")
+    p.add_argument("--dir", type=Path, default=Path(".gpu"))
+    p.add_argument("--models", default="mtcnn-rnet,efficientnet-lite0",
+                   help="zoo models, each optionally :rates (slash-separated) overriding --rates")
+    p.add_argument("--rates", default="0/50/100")
+    p.add_argument("--arch", default="sm_90")
+    p.add_argument("--variants", default="exact",
+                   help="CUDA builds per config: exact (tvm-mpq's defaults) and/or fast-math (nvcc --use_fast_math)")
+    p.add_argument("--calib-size", type=int, default=16)
+    p.add_argument("--torch-peer", action="store_true",
+                   help="also carry EfficientNet-Lite0's PyTorch weights: the GPU host times PyTorch on them")
+    p.add_argument("--eval-size", type=int, default=8)
+    r = sub.add_parser("run", help="run them on this host's GPU with TVM's runtime alone")
+    r.add_argument("--dir", type=Path, default=Path(".gpu"))
+    r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out/bench")))
+    r.add_argument("--repeat", type=int, default=10)
+    r.add_argument("--profile", action="store_true", help="also time every VM call (device synchronised)")
+    t = sub.add_parser("report", help="the table of a run's results")
+    t.add_argument("--results", type=Path, default=Path("out/bench/cuda_device.json"))
+    args = parser.parse_args(argv)
+    return {"prepare": prepare, "run": run, "report": report}[args.step](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
