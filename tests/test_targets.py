@@ -206,6 +206,22 @@ def test_cuda_int8_macs_run_on_dp4a(cuda, small_graph, small_configs, tmp_path):
     assert EM_CUDA in embedded_elf_machines(Path(path).read_bytes())
 
 
+def test_a_gemm_with_few_output_tiles_takes_smaller_ones_to_fill_the_gpu():
+    from tvm_mpq.kernels.cuda_mac import MIN_BLOCKS, plan_gemm
+
+    def blocks(plan, i, j, batch=1):
+        tile_i, tile_j, _ = plan.tile
+        return batch * -(-i // tile_i) * -(-j // tile_j)
+
+    stem = plan_gemm(112 * 112, 32, 27, "float32")  # plenty of tiles: TVM's Matmul tile
+    assert (stem.threads_i, stem.micro_i) == (8, 4) and blocks(stem, 112 * 112, 32) >= MIN_BLOCKS
+    for dtype in ("float32", "int8"):  # EfficientNet-Lite0's 7x7 1x1 conv, 1152 -> 192 channels
+        late = plan_gemm(7 * 7, 192, 1152, dtype)
+        assert late.micro_i * late.micro_j < 16 and blocks(late, 49, 192) >= MIN_BLOCKS // 2, late
+    depthwise = plan_gemm(7 * 7, 1, 25, "int8", batch=1152)  # channels are the batch: already enough
+    assert (depthwise.micro_i, depthwise.micro_j) == (1, 1)
+
+
 #: The routine nvcc links into a kernel that divides floats exactly (IEEE round-to-nearest);
 #: ``--use_fast_math`` divides approximately and links none. Its name is in the library's cubin.
 EXACT_DIVISION = b"cuda_sm3x_div_rn_noftz_f32_slowpath"

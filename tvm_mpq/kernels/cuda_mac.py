@@ -87,7 +87,17 @@ def _pow2_at_least(n: int) -> int:
     return p
 
 
-def plan_gemm(i: int, j: int, k: int, dtype: str) -> GemmPlan:
+MIN_BLOCKS = 128
+"""Thread blocks a GEMM should launch at least: about one per multiprocessor of a data-centre
+GPU (A100: 108, H100 / H200: 132). A GEMM with fewer output tiles (a late 7x7 layer at batch 1)
+takes smaller per-thread tiles (:func:`plan_gemm`) rather than leave most of the GPU idle."""
+
+
+def _blocks(batch: int, i: int, j: int, threads_i: int, micro_i: int, threads_j: int, micro_j: int) -> int:
+    return batch * -(-i // (threads_i * micro_i)) * -(-j // (threads_j * micro_j))
+
+
+def plan_gemm(i: int, j: int, k: int, dtype: str, batch: int = 1) -> GemmPlan:
     """The :class:`GemmPlan` for a GEMM of ``i`` rows (pixels), ``j`` columns (output
     channels) and reduction ``k``: TVM's Matmul tile (8 x 16 threads, 4 x 4 outputs per thread)
     where the GEMM is large enough; fewer rows along a small ``i`` (a dense layer at batch 1 is
@@ -107,6 +117,11 @@ def plan_gemm(i: int, j: int, k: int, dtype: str) -> GemmPlan:
         threads_i, micro_i = 1, 1
     micro_j = 4 if j >= 64 and threads_i > 1 else 1
     threads_j = 1 if j == 1 else min(16 if threads_i > 1 else 64, _pow2_at_least(-(-j // micro_j)))
+    while _blocks(batch, i, j, threads_i, micro_i, threads_j, micro_j) < MIN_BLOCKS and max(micro_i, micro_j) > 1:
+        if micro_j >= micro_i:
+            micro_j //= 2
+        else:
+            micro_i //= 2
     if _round_up(k, group) <= max_step:
         step_k = _round_up(k, group)
     else:
@@ -396,8 +411,8 @@ def _launch_leftovers(sch: s_tir.Schedule, threads: ThreadMapping) -> None:
 def _schedule(sch: s_tir.Schedule, gemm: GemmBlock, threads: ThreadMapping) -> None:
     main = sch.get_sblock(gemm.name)
     _normalize_to_gemm(sch, main)
-    _, i_ext, j_ext, k_ext = (int(v.dom.extent) for v in sch.get(main).iter_vars)
-    plan = plan_gemm(i_ext, j_ext, k_ext, gemm.dtype)
+    b_ext, i_ext, j_ext, k_ext = (int(v.dom.extent) for v in sch.get(main).iter_vars)
+    plan = plan_gemm(i_ext, j_ext, k_ext, gemm.dtype, b_ext)
     tile_i, tile_j, step_k = plan.tile
     sch.pad_einsum(main, [1, tile_i, tile_j, step_k])
     batch, i, j, k = sch.get_loops(main)
