@@ -81,12 +81,11 @@ def write_runtime_package(dest: Path) -> Path:
     return out
 
 
-def prepare(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TVM_MPQ_NO_PROGRESS", "1")
-    from benchkit.machine import flags_text, machine_info
+def _prepare_model(spec: str, args: argparse.Namespace, targets: dict, entries: list[dict]) -> None:
+    """One model (``name[:rates]``, ``corpus:name[:rates]``): its inputs, CPU references and CUDA
+    libraries into ``args.dir``, an entry per library appended to ``entries``."""
     from benchkit.progress import log
-    from cuda_zoo import int8_mac_kernels, MAC_MARKERS
-    from targets import get_target
+    from cuda_zoo import MAC_MARKERS, int8_mac_kernels
     from targets.cuda import kernel_source
     from tvm_mpq.api import config_for_rate
     from tvm_mpq.calibration import CalibrationCache, load_calibration
@@ -96,6 +95,61 @@ def prepare(args: argparse.Namespace) -> int:
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.runtime.executor import host_target
     from tvm_mpq.zoo import load_model
+
+    model, _, rates = spec.removeprefix("corpus:").partition(":")
+    rates = [float(r) for r in (rates or args.rates).split("/")]
+    if spec.startswith("corpus:"):  # a real export of the corpus, on its own input recipe
+        from tvm_mpq.corpus.catalog import by_name
+        from tvm_mpq.corpus.fetch import fetch
+        from tvm_mpq.corpus.inputs import feeds
+
+        entry = by_name(model)
+        graph = load_model(str(fetch(entry)), entry.shapes)
+        calib = feeds(entry, graph, args.calib_size)
+        held = feeds(entry, graph, args.eval_size, offset=args.calib_size)
+    else:
+        graph = load_model(model, {})
+        calib = load_calibration(graph, None, args.calib_size, 0.0, 1.0)
+        held = held_out(model, args.calib_size, args.eval_size).feeds
+    inputs = [[np.asarray(feed[s.name]) for s in graph.inputs] for feed in held]
+    np.savez_compressed(args.dir / "ref" / f"{model}.inputs.npz",
+                        **{f"in{i}_{j}": a for i, feed in enumerate(inputs) for j, a in enumerate(feed)})
+    report, fp32 = None, None
+    for rate in [0.0] + [r for r in rates if r != 0]:
+        log(f"{model} rate {rate:g}: analysis, CPU build, CUDA build")
+        config, report = config_for_rate(graph, calib, rate, "quantunev2", cache=CalibrationCache(None),
+                                         report=report)
+        keep_unsupported_fp32(config, build_layer_table(graph))
+        host = compile_model(graph, config, host_target())
+        vm = host.vm()
+        cpu_out = [host.run(feed, vm) for feed in held]
+        fp32 = cpu_out if rate == 0 else fp32
+        if rate not in rates:
+            continue
+        arrays = {f"cpu{i}_{j}": a for i, out in enumerate(cpu_out) for j, a in enumerate(out)}
+        arrays.update({f"fp32{i}_{j}": a for i, out in enumerate(fp32) for j, a in enumerate(out)})
+        np.savez_compressed(args.dir / "ref" / f"{model}.r{rate:g}.npz", **arrays)
+        for variant, target in targets.items():
+            with target.build_context():
+                compiled = compile_model(graph, config, target.tvm_target)
+            name = f"{model}.r{rate:g}" + ("" if variant == "exact" else f".{variant}")
+            library = target.export(compiled, args.dir / "libs" / f"{name}.so")
+            macs = [k for k in compiled.stats["build"]["kernels"] if any(m in k for m in MAC_MARKERS)]
+            dp4a = int8_mac_kernels(macs, kernel_source(compiled.executable.mod))
+            entries.append({"name": name, "model": model, "rate": rate, "variant": variant,
+                            "library": f"libs/{library.name}", "reference": f"ref/{model}.r{rate:g}.npz",
+                            "inputs": f"ref/{model}.inputs.npz", "samples": len(inputs),
+                            "n_inputs": len(graph.inputs), "n_outputs": len(cpu_out[0]),
+                            "int8_layers": compiled.stats["int8_layers"], "n_qdq": compiled.n_qdq,
+                            "int8_mac_kernels": len(dp4a), "int8_mac_kernels_on_dp4a": sum(dp4a.values()),
+                            "library_mb": round(library.stat().st_size / 2**20, 2)})
+
+
+def prepare(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TVM_MPQ_NO_PROGRESS", "1")
+    from benchkit.machine import flags_text, machine_info
+    from targets import get_target
+    from tvm_mpq.runtime.executor import host_target
 
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
@@ -107,44 +161,19 @@ def prepare(args: argparse.Namespace) -> int:
     (args.dir / "ref").mkdir(exist_ok=True)
     write_runtime_package(args.dir)
     entries = []
-    for spec in args.models.split(","):
-        model, _, rates = spec.partition(":")
-        rates = [float(r) for r in (rates or args.rates).split("/")]
-        graph = load_model(model, {})
-        calib = load_calibration(graph, None, args.calib_size, 0.0, 1.0)
-        samples = held_out(model, args.calib_size, args.eval_size)
-        inputs = [[np.asarray(feed[s.name]) for s in graph.inputs] for feed in samples.feeds]
-        np.savez_compressed(args.dir / "ref" / f"{model}.inputs.npz",
-                            **{f"in{i}_{j}": a for i, feed in enumerate(inputs) for j, a in enumerate(feed)})
-        report, fp32 = None, None
-        for rate in [0.0] + [r for r in rates if r != 0]:
-            log(f"{model} rate {rate:g}: analysis, CPU build, CUDA build")
-            config, report = config_for_rate(graph, calib, rate, "quantunev2", cache=CalibrationCache(None),
-                                             report=report)
-            keep_unsupported_fp32(config, build_layer_table(graph))
-            host = compile_model(graph, config, host_target())
-            vm = host.vm()
-            cpu_out = [host.run(feed, vm) for feed in samples.feeds]
-            fp32 = cpu_out if rate == 0 else fp32
-            if rate not in rates:
-                continue
-            arrays = {f"cpu{i}_{j}": a for i, out in enumerate(cpu_out) for j, a in enumerate(out)}
-            arrays.update({f"fp32{i}_{j}": a for i, out in enumerate(fp32) for j, a in enumerate(out)})
-            np.savez(args.dir / "ref" / f"{model}.r{rate:g}.npz", **arrays)
-            for variant, target in targets.items():
-                with target.build_context():
-                    compiled = compile_model(graph, config, target.tvm_target)
-                name = f"{model}.r{rate:g}" + ("" if variant == "exact" else f".{variant}")
-                library = target.export(compiled, args.dir / "libs" / f"{name}.so")
-                macs = [k for k in compiled.stats["build"]["kernels"] if any(m in k for m in MAC_MARKERS)]
-                dp4a = int8_mac_kernels(macs, kernel_source(compiled.executable.mod))
-                entries.append({"name": name, "model": model, "rate": rate, "variant": variant,
-                                "library": f"libs/{library.name}", "reference": f"ref/{model}.r{rate:g}.npz",
-                                "inputs": f"ref/{model}.inputs.npz", "samples": len(inputs),
-                                "n_inputs": len(graph.inputs), "n_outputs": len(cpu_out[0]),
-                                "int8_layers": compiled.stats["int8_layers"], "n_qdq": compiled.n_qdq,
-                                "int8_mac_kernels": len(dp4a), "int8_mac_kernels_on_dp4a": sum(dp4a.values()),
-                                "library_mb": round(library.stat().st_size / 2**20, 2)})
+    specs = [m for m in args.models.split(",") if m]
+    if args.corpus_smallest:
+        from tvm_mpq.corpus.catalog import smallest
+
+        specs += [f"corpus:{m.name}" for m in smallest(args.corpus_smallest)]
+    failed = []
+    for spec in specs:
+        try:
+            _prepare_model(spec, args, targets, entries)
+        except Exception as err:  # noqa: BLE001 - a model that does not build is a line of the report
+            failed.append({"model": spec, "error": f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}"
+                           if str(err).strip() else type(err).__name__})
+            print(f"{spec}: not built: {failed[-1]['error']}")
     peer = None
     if args.torch_peer:
         import shutil
@@ -160,7 +189,8 @@ def prepare(args: argparse.Namespace) -> int:
     info = machine_info(int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)), host_target())
     manifest = {"arch": args.arch, "eval_size": args.eval_size, "calib_size": args.calib_size, "peer": peer,
                 "build_host": {"cpu": info["cpu"], "flags": flags_text(info), "tvm": info["tvm_version"]},
-                "command": "python benchmarks/cuda_device.py " + " ".join(sys.argv[1:]), "entries": entries}
+                "command": "python benchmarks/cuda_device.py " + " ".join(sys.argv[1:]), "entries": entries,
+                "failed_builds": failed}
     (args.dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     total = sum(p.stat().st_size for p in args.dir.rglob("*") if p.is_file())
     print(f"wrote {len(entries)} CUDA libraries and their references to {args.dir} ({total / 2**20:.1f} MiB)")
@@ -370,6 +400,8 @@ def markdown(results: dict) -> str:
                      f"/{r['int8_mac_kernels']} | {r['n_qdq']} | {same} | {r['sqnr_vs_fp32_db']} / "
                      f"{r['cpu_sqnr_vs_fp32_db']} | {top1} | {r['median_ms']} / {r.get('median_ms_second_pass', '-')} "
                      f"| {r['library_mb']} |")
+    for failure in manifest.get("failed_builds", []):
+        lines.append(f"| {failure['model']} | | | | | | not built: {failure['error']} | | | | |")
     peer = results.get("torch_peer")
     if peer and "error" in peer:
         lines += ["", f"PyTorch peer: failed: {peer['error']}"]
@@ -396,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", type=Path, default=Path(".gpu"))
     p.add_argument("--models", default="mtcnn-rnet,efficientnet-lite0",
                    help="zoo models, each optionally :rates (slash-separated) overriding --rates")
+    p.add_argument("--corpus-smallest", type=int, default=0,
+                   help="also the N smallest real models of the corpus (tvm_mpq.corpus), at --rates")
     p.add_argument("--rates", default="0/50/100")
     p.add_argument("--arch", default="sm_90")
     p.add_argument("--variants", default="exact",
