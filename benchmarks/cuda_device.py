@@ -241,23 +241,14 @@ def _run_entry(entry: dict, root: Path, repeat: int, profile: bool = False) -> t
 def _profile(vm, dev, runs: int = 5, top: int = 25) -> dict:
     """Per VM call (kernel or builtin), ms per inference with the device synchronised around
     each call (so launch gaps are not counted); the ``top`` slowest, their sum and all calls'."""
-    totals: dict[str, list[float]] = {}
-    starts: list[float] = []
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: no install on a GPU host
+    from tvm_mpq.vm_call_timer import CallTimer  # imports nothing (tvm_mpq's __init__ is lazy)
 
-    def instrument(_func, symbol, before_run, _ret, *_args) -> int:  # noqa: ANN001 - the VM's signature
-        dev.sync()
-        if before_run:
-            starts.append(time.perf_counter())
-        else:
-            entry = totals.setdefault(str(symbol), [0.0, 0])
-            entry[0] += time.perf_counter() - starts.pop()
-            entry[1] += 1
-        return 0
-
-    vm.set_instrument(instrument)
+    timer = CallTimer(dev.sync)
+    vm.set_instrument(timer.hook)
     for _ in range(runs):
         vm.invoke_stateful("main")
-    rows = sorted(((name, total / runs * 1e3, calls // runs) for name, (total, calls) in totals.items()),
+    rows = sorted(((name, total / runs * 1e3, calls // runs) for name, (total, calls) in timer.totals.items()),
                   key=lambda r: -r[1])
     return {"total_ms": round(sum(r[1] for r in rows), 4), "calls": sum(r[2] for r in rows),
             "top": [{"name": n, "ms": round(ms, 4), "calls": c} for n, ms, c in rows[:top]]}

@@ -29,6 +29,7 @@ from tvm import relax
 
 from tvm_mpq.kernels import GENERIC_RULES
 from tvm_mpq.runtime.executor import host_tensor
+from tvm_mpq.vm_call_timer import CallTimer
 
 KINDS = ("MAC (kernel rule)", "MAC (tuned)", "MAC (TVM default)", "layout", "quantize/dequantize",
          "pool/reduction", "elementwise/other", "VM")
@@ -74,22 +75,11 @@ def profile_kernels(executable: relax.VMExecutable, inputs: Sequence[np.ndarray]
     vm = relax.VirtualMachine(executable, dev)
     args = [host_tensor(x, dev) for x in inputs]
     vm["main"](*args)
-    totals: dict[str, list[float]] = {}
-    starts: list[float] = []
-
-    def instrument(_func, symbol, before_run, _ret, *_args) -> int:  # noqa: ANN001 - the VM's signature
-        if before_run:
-            starts.append(time.perf_counter())
-        else:
-            entry = totals.setdefault(str(symbol), [0.0, 0])
-            entry[0] += time.perf_counter() - starts.pop()
-            entry[1] += 1
-        return 0
-
-    vm.set_instrument(instrument)
+    timer = CallTimer()
+    vm.set_instrument(timer.hook)
     for _ in range(repeats):
         vm["main"](*args)
-    return _kernel_rows(totals, scheduled_by, repeats)
+    return _kernel_rows(timer.totals, scheduled_by, repeats)
 
 
 def profile_kernels_isolated(executable: relax.VMExecutable, inputs: Sequence[np.ndarray],
