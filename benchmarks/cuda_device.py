@@ -264,16 +264,21 @@ def _time(vm, dev, repeat: int) -> list[float]:
     return sorted(t * 1e3 for t in timer("main").results)
 
 
-def _load_cuda_runtime() -> None:
+def _load_cuda_runtime() -> str | None:
     """TVM's CUDA runtime sidecar (``libtvm_runtime_cuda.so``), where importing ``tvm`` did not
-    load it: it registers the CUDA device API and the loader of the libraries' cubins."""
+    load it: it registers the CUDA device API and the loader of the libraries' cubins. The
+    reason in one line where it cannot load (no CUDA driver on this machine), else None."""
     import ctypes
 
     import tvm
     import tvm_ffi
 
     if tvm_ffi.get_global_func("ffi.Module.load_from_bytes.cuda", allow_missing=True) is None:
-        ctypes.CDLL(str(Path(tvm.__file__).parent / "lib" / "libtvm_runtime_cuda.so"), ctypes.RTLD_GLOBAL)
+        try:
+            ctypes.CDLL(str(Path(tvm.__file__).parent / "lib" / "libtvm_runtime_cuda.so"), ctypes.RTLD_GLOBAL)
+        except OSError as err:
+            return f"no CUDA driver here: TVM's CUDA runtime does not load ({err})"
+    return None
 
 
 def _run_torch_peer(peer: dict, root: Path, repeat: int) -> dict:
@@ -333,7 +338,10 @@ def _run_torch_peer(peer: dict, root: Path, repeat: int) -> dict:
 def run(args: argparse.Namespace) -> int:
     import tvm
 
-    _load_cuda_runtime()
+    problem = _load_cuda_runtime()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     manifest = json.loads((args.dir / "manifest.json").read_text())
     dev = tvm.cuda(0)
     if not dev.exist:
