@@ -15,7 +15,8 @@ outputs, and the fp32 build's, are the references (``ref/<model>.r<rate>.npz``).
 the runtime-only TVM package the GPU host loads (``tvm-runtime.tar.gz``: the wheel's Python package
 without ``libtvm_compiler.so`` and the bundled third-party headers).
 
-``run`` (imports nothing but TVM's runtime and numpy): each library on ``tvm.cuda(0)``, every
+``run`` (imports TVM's runtime, numpy and tvm-mpq's ground-floor modules, which import no TVM
+compiler: the error line, the task metrics, the VM call timer): each library on ``tvm.cuda(0)``, every
 held-out sample; output against the CPU build of the same config (max abs difference, SQNR) and
 against fp32 (SQNR, and top-1 agreement for classifiers), and the latency (``time_evaluator``,
 median of 10 repeats). Writes ``cuda_device.json``.
@@ -40,6 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: nothing installed on a GPU host
+from tvm_mpq.errors import last_line  # noqa: E402 - these import no TVM compiler (tvm_mpq's __init__ is lazy)
+from tvm_mpq.metrics.task_metrics import output_sqnr_db, top1_agreement  # noqa: E402
+
 #: The TVM wheel's files a runtime-only GPU host does not need (the compiler, third-party headers).
 RUNTIME_EXCLUDES = ("lib/libtvm_compiler.so", "3rdparty", "src", "include", "web", "relax/frontend")
 
@@ -48,18 +53,15 @@ RUNTIME_EXCLUDES = ("lib/libtvm_compiler.so", "3rdparty", "src", "include", "web
 VARIANTS = {"exact": {}, "fast-math": {"fast_math": True}}
 
 
-def _sqnr_db(outputs: list[list[np.ndarray]], reference: list[list[np.ndarray]]) -> float:
-    signal = sum(float(np.sum(np.asarray(r, np.float64) ** 2)) for ref in reference for r in ref)
-    noise = sum(float(np.sum((np.asarray(o, np.float64) - np.asarray(r, np.float64)) ** 2))
-                for out, ref in zip(outputs, reference) for o, r in zip(out, ref))
-    return math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
+def _one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {last_line(err)[:300]}"
 
 
 def _top1_agreement(outputs: list[list[np.ndarray]], reference: list[list[np.ndarray]]) -> float | None:
-    """Share of samples whose output 0 has the same arg-max as the reference (classifiers only)."""
+    """:func:`top1_agreement` where output 0 is a classifier's ``(1, classes)`` row, else None."""
     if reference[0][0].ndim != 2 or reference[0][0].shape[-1] < 2:
         return None
-    return float(np.mean([np.argmax(o[0]) == np.argmax(r[0]) for o, r in zip(outputs, reference)]))
+    return top1_agreement(outputs, reference)
 
 
 # --------------------------------------------------------------------------- prepare (build host)
@@ -171,8 +173,7 @@ def prepare(args: argparse.Namespace) -> int:
         try:
             _prepare_model(spec, args, targets, entries)
         except Exception as err:  # noqa: BLE001 - a model that does not build is a line of the report
-            failed.append({"model": spec, "error": f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}"
-                           if str(err).strip() else type(err).__name__})
+            failed.append({"model": spec, "error": _one_line(err)})
             print(f"{spec}: not built: {failed[-1]['error']}")
     peer = None
     if args.torch_peer:
@@ -224,15 +225,15 @@ def _run_entry(entry: dict, root: Path, repeat: int, profile: bool = False) -> t
             profiled.set_input("main", *[tvm.runtime.tensor(feeds[f"in0_{j}"], dev) for j in range(n_in)])
             row["kernels"] = _profile(profiled, dev)
     except Exception as err:  # noqa: BLE001 - a failed run is a row of the table
-        row.update(ran=False, error=f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}")
+        row.update(ran=False, error=_one_line(err))
         return row, None
     cpu = [[ref[f"cpu{i}_{j}"] for j in range(n_out)] for i in range(entry["samples"])]
     fp32 = [[ref[f"fp32{i}_{j}"] for j in range(n_out)] for i in range(entry["samples"])]
     diff = max(float(np.max(np.abs(o.astype(np.float64) - c.astype(np.float64))))
                for out, ref_out in zip(outputs, cpu) for o, c in zip(out, ref_out))
-    row.update(ran=True, max_abs_diff_vs_cpu=diff, sqnr_vs_cpu_db=round(_sqnr_db(outputs, cpu), 1),
-               sqnr_vs_fp32_db=round(_sqnr_db(outputs, fp32), 1),
-               cpu_sqnr_vs_fp32_db=round(_sqnr_db(cpu, fp32), 1),
+    row.update(ran=True, max_abs_diff_vs_cpu=diff, sqnr_vs_cpu_db=round(output_sqnr_db(outputs, cpu), 1),
+               sqnr_vs_fp32_db=round(output_sqnr_db(outputs, fp32), 1),
+               cpu_sqnr_vs_fp32_db=round(output_sqnr_db(cpu, fp32), 1),
                top1_vs_fp32=_top1_agreement(outputs, fp32), cpu_top1_vs_fp32=_top1_agreement(cpu, fp32),
                median_ms=round(times[len(times) // 2], 4), min_ms=round(times[0], 4), repeat=len(times))
     return row, vm
@@ -241,8 +242,7 @@ def _run_entry(entry: dict, root: Path, repeat: int, profile: bool = False) -> t
 def _profile(vm, dev, runs: int = 5, top: int = 25) -> dict:
     """Per VM call (kernel or builtin), ms per inference with the device synchronised around
     each call (so launch gaps are not counted); the ``top`` slowest, their sum and all calls'."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: no install on a GPU host
-    from tvm_mpq.vm_call_timer import CallTimer  # imports nothing (tvm_mpq's __init__ is lazy)
+    from tvm_mpq.vm_call_timer import CallTimer
 
     timer = CallTimer(dev.sync)
     vm.set_instrument(timer.hook)
@@ -301,7 +301,7 @@ def _run_torch_peer(peer: dict, root: Path, repeat: int) -> dict:
     with torch.inference_mode():
         outputs = [[model(torch.from_numpy(feeds[f"in{i}_0"]).cuda()).cpu().numpy()] for i in range(peer["samples"])]
         fp32 = [[ref[f"fp32{i}_0"]] for i in range(peer["samples"])]
-        row.update(sqnr_vs_fp32_db=round(_sqnr_db(outputs, fp32), 1), top1_vs_fp32=_top1_agreement(outputs, fp32))
+        row.update(sqnr_vs_fp32_db=round(output_sqnr_db(outputs, fp32), 1), top1_vs_fp32=_top1_agreement(outputs, fp32))
         x = torch.from_numpy(feeds["in0_0"]).cuda()
 
         def timed(fn) -> float:
@@ -366,7 +366,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             peer = _run_torch_peer(manifest["peer"], args.dir, args.repeat)
         except Exception as err:  # noqa: BLE001 - the peer is optional: its failure is one line
-            peer = {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}"}
+            peer = {"error": _one_line(err)}
         print(json.dumps(peer), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cuda_device.json").write_text(json.dumps({"gpu": gpu, "manifest": manifest, "rows": rows,
@@ -375,6 +375,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- report (build host)
+
+def _variant(row: dict) -> str:
+    return row.get("variant", "fast-math")  # results written before variants existed: TVM's nvcc defaults
+
 
 def markdown(results: dict) -> str:
     gpu, manifest = results["gpu"], results["manifest"]
@@ -387,14 +391,14 @@ def markdown(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         if not r["ran"]:
-            lines.append(f"| {r['model']} | {r['rate']:g} | {r.get('variant', 'exact')} | {r['int8_layers']} | | "
+            lines.append(f"| {r['model']} | {r['rate']:g} | {_variant(r)} | {r['int8_layers']} | | "
                          f"| run failed: {r['error']} | | | | |")
             continue
         same = "equal to the bit" if r["max_abs_diff_vs_cpu"] == 0 else (
             f"{r['sqnr_vs_cpu_db']} dB, max diff {r['max_abs_diff_vs_cpu']:.1e}")
         top1 = ("-" if r["top1_vs_fp32"] is None
                 else f"{r['top1_vs_fp32']:.3f} / {r['cpu_top1_vs_fp32']:.3f}")
-        lines.append(f"| {r['model']} | {r['rate']:g} | {r.get('variant', 'fast-math')} | {r['int8_layers']} "
+        lines.append(f"| {r['model']} | {r['rate']:g} | {_variant(r)} | {r['int8_layers']} "
                      f"| {r['int8_mac_kernels_on_dp4a']}"
                      f"/{r['int8_mac_kernels']} | {r['n_qdq']} | {same} | {r['sqnr_vs_fp32_db']} / "
                      f"{r['cpu_sqnr_vs_fp32_db']} | {top1} | {r['median_ms']} / {r.get('median_ms_second_pass', '-')} "
