@@ -30,7 +30,7 @@ run: setup
 # sysroot first (idempotent, cached under ~/.cache/tvm-mpq; about a minute from scratch).
 test: setup
 	$(VENV)/bin/tvm-mpq setup-aarch64
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -50,7 +50,7 @@ RUNTIME_EXCLUDES = ("lib/libtvm_compiler.so", "3rdparty", "src", "include", "web
 
 
 #: ``--variants``: the CUDA target's options of each build of a config (``exact``: the defaults).
-VARIANTS = {"exact": {}, "fast-math": {"fast_math": True}}
+VARIANTS = {"exact": {}, "fast-math": {"fast_math": True}, "no-graph": {"cuda_graph": False}}
 
 
 def _one_line(err: BaseException) -> str:
@@ -144,6 +144,7 @@ def _prepare_model(spec: str, args: argparse.Namespace, targets: dict, entries: 
                             "n_inputs": len(graph.inputs), "n_outputs": len(cpu_out[0]),
                             "int8_layers": compiled.stats["int8_layers"], "n_qdq": compiled.n_qdq,
                             "int8_mac_kernels": len(dp4a), "int8_mac_kernels_on_dp4a": sum(dp4a.values()),
+                            "cuda_graph_captures": compiled.stats["build"]["cuda_graph_captures"],
                             "library_mb": round(library.stat().st_size / 2**20, 2)})
 
 
@@ -208,6 +209,7 @@ def _run_entry(entry: dict, root: Path, repeat: int, profile: bool = False) -> t
     n_in, n_out = entry["n_inputs"], entry["n_outputs"]
     row = {k: entry[k] for k in ("name", "model", "rate", "variant", "int8_layers", "n_qdq", "int8_mac_kernels",
                                  "int8_mac_kernels_on_dp4a", "library_mb")}
+    row["cuda_graph_captures"] = entry.get("cuda_graph_captures", 0)  # (0 in manifests written before graphs)
     dev = tvm.cuda(0)
     try:
         module = tvm.runtime.load_module(str(root / entry["library"]))
@@ -220,7 +222,9 @@ def _run_entry(entry: dict, root: Path, repeat: int, profile: bool = False) -> t
             result = [result] if hasattr(result, "numpy") else list(result)
             outputs.append([r.numpy() for r in result])
         times = _time(vm, dev, repeat)
-        if profile:  # on a VM of its own: the instrument stays with it
+        if profile and entry.get("cuda_graph_captures"):  # a sync in the instrument would fail the capture
+            row["kernels"] = {"skipped": "built with a CUDA graph: profile the no-graph variant"}
+        elif profile:  # on a VM of its own: the instrument stays with it
             profiled = VirtualMachine(module, [dev, tvm.cpu()])
             profiled.set_input("main", *[tvm.runtime.tensor(feeds[f"in0_{j}"], dev) for j in range(n_in)])
             row["kernels"] = _profile(profiled, dev)
@@ -386,7 +390,7 @@ def markdown(results: dict) -> str:
     lines = [f"CUDA builds (arch {manifest['arch']}) built on {host['cpu']} (`{host['flags']}`), run on "
              f"{gpu['name']} (compute {gpu['compute_version']}, {gpu['multi_processors']} SMs) by TVM "
              f"{gpu['tvm']}'s runtime alone; {manifest['eval_size']} held-out samples per model, batch 1.", "",
-             "| model | rate | nvcc math | int8 layers | int8 MACs on dp4a | Q/DQ | vs the CPU build of the same config "
+             "| model | rate | build | int8 layers | int8 MACs on dp4a | Q/DQ | vs the CPU build of the same config "
              "| SQNR vs fp32, GPU / CPU (dB) | top-1 vs fp32, GPU / CPU | median ms, first / second pass | MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
@@ -436,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="0/50/100")
     p.add_argument("--arch", default="sm_90")
     p.add_argument("--variants", default="exact",
-                   help="CUDA builds per config: exact (tvm-mpq's defaults) and/or fast-math (nvcc --use_fast_math)")
+                   help="CUDA builds per config: exact (tvm-mpq's defaults: exact division, a CUDA graph), "
+                        "fast-math (nvcc --use_fast_math), no-graph (kernels launched one by one)")
     p.add_argument("--calib-size", type=int, default=16)
     p.add_argument("--torch-peer", action="store_true",
                    help="also carry EfficientNet-Lite0's PyTorch weights: the GPU host times PyTorch on them")
@@ -445,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--dir", type=Path, default=Path(".gpu"))
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out/bench")))
     r.add_argument("--repeat", type=int, default=10)
-    r.add_argument("--profile", action="store_true", help="also time every VM call (device synchronised)")
+    r.add_argument("--profile", action="store_true", help="also time every VM call (device synchronised; libraries without a CUDA graph)")
     t = sub.add_parser("report", help="the table of a run's results")
     t.add_argument("--results", type=Path, default=Path("out/bench/cuda_device.json"))
     args = parser.parse_args(argv)

@@ -104,11 +104,15 @@ def build_stub(library: Path) -> Path:
     if cc is None:
         raise MpqError("no CUDA driver here, and no C compiler (cc) to build a stub driver for compiling CUDA")
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".libcuda.so.1.{os.getpid()}"
-    c_file.write_text(source)
-    proc = subprocess.run([cc, "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(tmp), str(c_file)],
+    # Per-process names, renamed into place: two processes building at once (the test suite's two
+    # workers) neither compile a source the other is writing nor load a half-written library.
+    tmp, tmp_c = directory / f".libcuda.so.1.{os.getpid()}", directory / f".libcuda_stub.{os.getpid()}.c"
+    tmp_c.write_text(source)
+    proc = subprocess.run([cc, "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(tmp), str(tmp_c)],
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
+        tmp_c.unlink(missing_ok=True)
         raise MpqError(f"building the stub CUDA driver failed: {proc.stderr.strip().splitlines()[-1:]}")
     tmp.replace(stub)
+    tmp_c.replace(c_file)  # after the library: a matching source means its library is in place
     return stub

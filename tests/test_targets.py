@@ -239,6 +239,26 @@ def test_cuda_int8_epilogues_divide_exactly_unless_fast_math_is_asked_for(cuda, 
     assert cuda.fast_math is False and os.environ.get("TVM_CUDA_NVCC_NO_FAST_MATH") == before  # restored
 
 
+def test_cuda_builds_capture_a_cuda_graph_unless_asked_not_to(cuda, small_graph, small_configs):
+    """The default CUDA build replays its static kernels as one CUDA graph (TVM's RewriteCUDAGraph:
+    the VM's capture builtin is in the executable, the build's stats count it); ``cuda_graph=False``
+    launches kernel by kernel. The option survives a PassContext entered inside the build context
+    (``compile --print-ir`` enters one)."""
+    from tvm_mpq.compiler.inspect_ir import PrintBefore
+
+    captured = {}
+    for cuda_graph in (True, False):
+        target = get_target("cuda", arch=CUDA_ARCH, cuda_graph=cuda_graph)
+        with target.build_context(), tvm.transform.PassContext(instruments=[PrintBefore("NoSuchPass")]):
+            compiled = target.compile(small_graph, small_configs[100])
+        text = compiled.executable.as_text()
+        captured[cuda_graph] = (text.count("vm.builtin.cuda_graph.run_or_capture"),
+                                compiled.stats["build"]["cuda_graph_captures"])
+    assert captured[True][0] >= 1 and captured[True][1] == captured[True][0], captured
+    assert captured[False] == (0, 0), captured
+    assert cuda.cuda_graph is True
+
+
 @pytest.mark.parametrize("rate", [0, 50, 100])
 def test_cuda_builds_a_pad_fused_into_a_conv_epilogue(cuda, same_pad, rate, tmp_path):
     graph, configs = same_pad
@@ -325,10 +345,12 @@ def test_cuda_gemm_schedules_compute_what_the_layers_compute(cuda, small_graph, 
 def test_cli_compiles_mtcnn_rnet_for_cuda(cuda, rate, tmp_path):
     out = tmp_path / "rnet.so"
     proc = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "compile", "mtcnn-rnet", "--rate", str(rate),
-                           "--calib-size", "8", "--target", "cuda", "-o", str(out), "--cache-dir", str(tmp_path)],
+                           "--calib-size", "8", "--target", "cuda", "-o", str(out), "--cache-dir", str(tmp_path),
+                           *(["--no-cuda-graph"] if rate == 50 else [])],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(out.with_suffix(".compile.json").read_text())
+    assert (stats["build"]["cuda_graph_captures"] == 0) == (rate == 50), stats["build"]  # a CUDA graph by default
     macs = {k: v for k, v in stats["build"]["kernels"].items() if any(m in k for m in MAC_MARKERS)}
     assert sum(rule == "Int8GemmDp4a" for rule in macs.values()) == stats["int8_layers"], macs
     assert (stats["int8_layers"] == 0) == (rate == 0)
@@ -336,13 +358,14 @@ def test_cli_compiles_mtcnn_rnet_for_cuda(cuda, rate, tmp_path):
     assert (EXACT_DIVISION in out.read_bytes()) == (rate > 0)  # int8 epilogues divide by their scale exactly
 
 
-def test_cuda_fast_math_is_refused_for_a_cpu_target(capsys, tmp_path):
+@pytest.mark.parametrize("flag", ["--cuda-fast-math", "--no-cuda-graph"])
+def test_cuda_options_are_refused_for_a_cpu_target(flag, capsys, tmp_path):
     from tvm_mpq.cli import main
 
-    assert main(["compile", "mtcnn-rnet", "--rate", "100", "--target", "x86", "--cuda-fast-math",
+    assert main(["compile", "mtcnn-rnet", "--rate", "100", "--target", "x86", flag,
                  "-o", str(tmp_path / "rnet.so")]) == 2
     err = capsys.readouterr().err
-    assert "--cuda-fast-math applies to --target cuda (got --target x86)" in err and "Traceback" not in err
+    assert f"{flag} applies to --target cuda (got --target x86)" in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())
 
 

@@ -133,3 +133,19 @@ def staged_outputs() -> Iterator[StagedOutputs]:
     except BaseException:
         outputs.discard()
         raise
+
+
+def write_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file beside it, renamed into place: a
+    cache file another process reads at the same moment (two tvm-mpq commands, or the test
+    suite's two workers) is the old one or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

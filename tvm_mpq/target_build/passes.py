@@ -13,8 +13,40 @@ generation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import tvm
 from tvm import relax
+
+_CUDA_GRAPHS: ContextVar[bool] = ContextVar("tvm_mpq_cuda_graphs", default=False)
+USE_CUDA_GRAPH = "relax.backend.use_cuda_graph"
+"""TVM's PassContext option that ``RewriteCUDAGraph`` reads."""
+
+
+@contextmanager
+def cuda_graphs(enabled: bool) -> Iterator[None]:
+    """Within: CUDA builds capture their static part as CUDA graphs (see :func:`lower_after_schedule`).
+
+    A context variable rather than TVM's PassContext option: :func:`codegen` runs under whatever
+    PassContext its caller entered last (``compile --print-ir`` enters one of its own), which
+    would drop the option; the CUDA target's ``build_context`` sets this once."""
+    token = _CUDA_GRAPHS.set(enabled)
+    try:
+        yield
+    finally:
+        _CUDA_GRAPHS.reset(token)
+
+
+@tvm.transform.module_pass(opt_level=0, name="RewriteCUDAGraph")
+def _rewrite_cuda_graph(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    """TVM's ``RewriteCUDAGraph`` with its option on when :func:`cuda_graphs` is on, else nothing."""
+    if not _CUDA_GRAPHS.get():
+        return mod
+    current = tvm.transform.PassContext.current()
+    with tvm.transform.PassContext(opt_level=current.opt_level, config={**dict(current.config), USE_CUDA_GRAPH: True}):
+        return relax.transform.RewriteCUDAGraph()(mod)
 
 
 def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
@@ -216,18 +248,33 @@ def schedule_kernels(mod: tvm.IRModule, target: tvm.target.Target, kernels: bool
 
 def lower_after_schedule(target: tvm.target.Target) -> tvm.transform.Pass:
     """TVM's default lowering after legalization/fusion (dataflow lowering + finalization) for
-    the target's backend (CPU, or CUDA: CUDA graphs where the VM can use them)."""
+    the target's backend (CPU, or CUDA).
+
+    On CUDA, inside :func:`cuda_graphs` (the CUDA target's default), TVM's ``RewriteCUDAGraph``
+    lifts the statically planned storage out of ``main`` and its static kernel sequence into a
+    function the VM captures as one CUDA graph at the first call and replays after (one
+    ``cudaGraphLaunch`` instead of a launch and a VM call per kernel). Outside it the pass does
+    nothing, as in TVM's default pipeline."""
     if str(target.kind.name) == "cuda":
         from tvm.relax.backend.cuda.pipeline import dataflow_lower_passes, finalize_passes
     else:
         from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
 
+    def finalize() -> list[tvm.transform.Pass]:
+        return [_rewrite_cuda_graph if p.info.name == "RewriteCUDAGraph" else p for p in finalize_passes(target)]
+
     @tvm.transform.module_pass(opt_level=0, name="TvmMpqLowerAfterSchedule")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
-            return tvm.transform.Sequential([*dataflow_lower_passes(target), *finalize_passes(target)])(mod)
+            return tvm.transform.Sequential([*dataflow_lower_passes(target), *finalize()])(mod)
 
     return _pipeline
+
+
+def cuda_graph_captures(executable: relax.VMExecutable) -> int:
+    """How many CUDA-graph capture regions the VM of ``executable`` replays (0: every kernel is
+    launched on its own; :func:`cuda_graphs`)."""
+    return executable.as_text().count("vm.builtin.cuda_graph.run_or_capture")
 
 
 def codegen(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
