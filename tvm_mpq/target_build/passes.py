@@ -274,7 +274,8 @@ def lower_after_schedule(target: tvm.target.Target) -> tvm.transform.Pass:
 def cuda_graph_captures(executable: relax.VMExecutable) -> int:
     """How many CUDA-graph capture regions the VM of ``executable`` replays (0: every kernel is
     launched on its own; :func:`cuda_graphs`)."""
-    return executable.as_text().count("vm.builtin.cuda_graph.run_or_capture")
+    return sum(line.split()[:2] == ["call", "vm.builtin.cuda_graph.run_or_capture"]
+               for line in executable.as_text().splitlines())
 
 
 def codegen(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
