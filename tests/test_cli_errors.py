@@ -226,3 +226,30 @@ def test_staged_outputs_move_in_together_or_not_at_all(tmp_path):
     assert final.read_bytes() == b"library" and final.with_suffix(".compile.json").exists()
     assert (tmp_path / "old.json").read_text() == "new"
     assert not [p for p in tmp_path.rglob(f"{STAGING_PREFIX}*")]
+
+
+def test_cache_files_are_replaced_whole_while_another_process_reads_them(tmp_path):
+    """The calibration cache (and the corpus / stub-driver caches) go through ``write_atomically``:
+    a reader in another process sees the old file or the new one, never a truncated one, and a
+    write that fails leaves the old file and no temporary beside it."""
+    from tvm_mpq.output_files import write_atomically
+
+    path = tmp_path / "calibration" / "model-key.json"
+    big = json.dumps({"ranges": {f"v{i}": [i, i + 1] for i in range(20000)}})
+    write_atomically(path, big)
+    reader = subprocess.Popen([sys.executable, "-c", f"""
+import json, sys, time
+from pathlib import Path
+path, end, reads = Path({str(path)!r}), time.monotonic() + 3, 0
+while time.monotonic() < end:
+    json.loads(path.read_text()); reads += 1
+print(reads)
+"""], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for k in range(200):  # rewrite it over and over while the other process parses it
+        write_atomically(path, big if k % 2 else big.replace("v1", "w1"))
+    out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err[-2000:]  # a JSONDecodeError here: it read half a file
+    assert int(out) > 0
+    with pytest.raises(TypeError):
+        write_atomically(path, None)  # type: ignore[arg-type]  # fails mid-write
+    assert json.loads(path.read_text()) and [p.name for p in path.parent.iterdir()] == [path.name]
