@@ -50,6 +50,9 @@ RUNTIME_EXCLUDES = ("lib/libtvm_compiler.so", "3rdparty", "src", "include", "web
 
 
 #: ``--variants``: the CUDA target's options of each build of a config (``exact``: the defaults).
+CORPUS_CALIB_SIZE = 8
+"""Calibration inputs of a corpus model (``model_corpus.py``'s default; ``--calib-size`` is the zoo's)."""
+
 VARIANTS = {"exact": {}, "fast-math": {"fast_math": True}, "no-graph": {"cuda_graph": False}}
 
 
@@ -107,8 +110,9 @@ def _prepare_model(spec: str, args: argparse.Namespace, targets: dict, entries: 
 
         entry = by_name(model)
         graph = load_model(str(fetch(entry)), entry.shapes)
-        calib = feeds(entry, graph, args.calib_size)
-        held = feeds(entry, graph, args.eval_size, offset=args.calib_size)
+        calib_size = CORPUS_CALIB_SIZE  # as benchmarks/model_corpus.py: some recipes hold only 20 inputs
+        calib = feeds(entry, graph, calib_size)
+        held = feeds(entry, graph, args.eval_size, offset=calib_size)
     else:
         graph = load_model(model, {})
         calib = load_calibration(graph, None, args.calib_size, 0.0, 1.0)
@@ -145,6 +149,7 @@ def _prepare_model(spec: str, args: argparse.Namespace, targets: dict, entries: 
                             "int8_layers": compiled.stats["int8_layers"], "n_qdq": compiled.n_qdq,
                             "int8_mac_kernels": len(dp4a), "int8_mac_kernels_on_dp4a": sum(dp4a.values()),
                             "cuda_graph_captures": compiled.stats["build"]["cuda_graph_captures"],
+                            "calib_size": len(calib),
                             "library_mb": round(library.stat().st_size / 2**20, 2)})
 
 
@@ -442,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="exact",
                    help="CUDA builds per config: exact (tvm-mpq's defaults: exact division, a CUDA graph), "
                         "fast-math (nvcc --use_fast_math), no-graph (kernels launched one by one)")
-    p.add_argument("--calib-size", type=int, default=16)
+    p.add_argument("--calib-size", type=int, default=16, help="calibration samples of a zoo model (a corpus model: 8)")
     p.add_argument("--torch-peer", action="store_true",
                    help="also carry EfficientNet-Lite0's PyTorch weights: the GPU host times PyTorch on them")
     p.add_argument("--eval-size", type=int, default=8)
