@@ -351,6 +351,8 @@ def test_cli_compiles_mtcnn_rnet_for_cuda(cuda, rate, tmp_path):
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(out.with_suffix(".compile.json").read_text())
     assert (stats["build"]["cuda_graph_captures"] == 0) == (rate == 50), stats["build"]  # a CUDA graph by default
+    said = "cuda graphs: none" if rate == 50 else f"cuda graphs: {stats['build']['cuda_graph_captures']} captured"
+    assert said in proc.stdout, proc.stdout
     macs = {k: v for k, v in stats["build"]["kernels"].items() if any(m in k for m in MAC_MARKERS)}
     assert sum(rule == "Int8GemmDp4a" for rule in macs.values()) == stats["int8_layers"], macs
     assert (stats["int8_layers"] == 0) == (rate == 0)

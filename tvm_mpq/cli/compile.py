@@ -93,5 +93,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         t = build["tuning"]
         print(f"tuning: {t['tasks']} kernel(s), {t['reused']} from the database, {t['tuned']} tuned "
               f"on {t['device']} ({t['seconds']:.0f} s); database {t['database']}")
+    if "cuda_graph_captures" in build:
+        n = build["cuda_graph_captures"]
+        print(f"cuda graphs: {n} captured region(s), replayed after the first run" if n else
+              "cuda graphs: none (every kernel launched from the VM)")
     print(f"library: {library}\nconfig:  {config_path}\nstats:   {stats_path}")
     return 0
