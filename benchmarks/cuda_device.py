@@ -193,15 +193,39 @@ def prepare(args: argparse.Namespace) -> int:
         peer = {"model": "efficientnet-lite0", "module_file": "tvm_mpq/zoo/efficientnet_lite0.py",
                 "class": "EfficientNetLite0", "weights": "peer/efficientnet-lite0.pth",
                 "reference": reference["reference"], "inputs": reference["inputs"], "samples": reference["samples"]}
+    kept = {peer["reference"], peer["inputs"]} if peer else set()
+    left_out = _fit(args.dir, entries, args.max_mib, kept) if args.max_mib else []
     info = machine_info(int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)), host_target())
     manifest = {"arch": args.arch, "eval_size": args.eval_size, "calib_size": args.calib_size, "peer": peer,
                 "build_host": {"cpu": info["cpu"], "flags": flags_text(info), "tvm": info["tvm_version"]},
                 "command": "python benchmarks/cuda_device.py " + " ".join(sys.argv[1:]), "entries": entries,
-                "failed_builds": failed}
+                "failed_builds": failed, "left_out": left_out}
     (args.dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     total = sum(p.stat().st_size for p in args.dir.rglob("*") if p.is_file())
     print(f"wrote {len(entries)} CUDA libraries and their references to {args.dir} ({total / 2**20:.1f} MiB)")
     return 0
+
+
+def _fit(root: Path, entries: list[dict], max_mib: float, kept: set[str]) -> list[dict]:
+    """Delete libraries until ``root`` holds at most ``max_mib`` (what a GPU host's transfer takes):
+    builds of a non-default variant first, then the largest. ``entries`` loses them; a reference
+    or input file that no entry (nor ``kept``) uses any more goes too. Returns what was left out,
+    each with its size."""
+    def size() -> int:
+        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+    left_out = []
+    for entry in sorted(entries, key=lambda e: (e["variant"] == "exact", -e["library_mb"])):
+        if size() <= max_mib * 2**20:
+            break
+        entries.remove(entry)
+        (root / entry["library"]).unlink()
+        left_out.append({"name": entry["name"], "library_mb": entry["library_mb"]})
+        for key in ("reference", "inputs"):
+            if entry[key] not in kept and not any(e[key] == entry[key] for e in entries):
+                (root / entry[key]).unlink()
+        print(f"{entry['name']}: left out ({entry['library_mb']} MB) to stay within --max-mib {max_mib:g}")
+    return left_out
 
 
 # --------------------------------------------------------------------------- run (GPU host, runtime only)
@@ -414,6 +438,8 @@ def markdown(results: dict) -> str:
                      f"| {r['library_mb']} |")
     for failure in manifest.get("failed_builds", []):
         lines.append(f"| {failure['model']} | | | | | | not built: {failure['error']} | | | | |")
+    for left in manifest.get("left_out", []):
+        lines.append(f"| {left['name']} | | | | | | not carried ({left['library_mb']} MB, `--max-mib`) | | | | |")
     peer = results.get("torch_peer")
     if peer and "error" in peer:
         lines += ["", f"PyTorch peer: failed: {peer['error']}"]
@@ -451,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-peer", action="store_true",
                    help="also carry EfficientNet-Lite0's PyTorch weights: the GPU host times PyTorch on them")
     p.add_argument("--eval-size", type=int, default=8)
+    p.add_argument("--max-mib", type=float, default=0,
+                   help="leave out libraries (other variants first, then the largest) until the directory "
+                        "holds at most this many MiB (what the transfer to the GPU host takes); 0: no limit")
     r = sub.add_parser("run", help="run them on this host's GPU with TVM's runtime alone")
     r.add_argument("--dir", type=Path, default=Path(".gpu"))
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out/bench")))

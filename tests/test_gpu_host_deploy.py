@@ -92,3 +92,33 @@ def test_run_without_a_gpu_says_so_in_one_line(prepared, tmp_path):
     assert proc.returncode == 2 and "\n" not in line, proc.stderr[-2000:]
     assert line == "no CUDA GPU here (tvm.cuda(0).exist is False)" or line.startswith("no CUDA driver here:"), line
     assert not list(tmp_path.iterdir())
+
+
+def test_prepare_leaves_out_libraries_past_the_size_limit_other_variants_first(tmp_path):
+    """``prepare --max-mib``: builds of another variant go first, then the largest; a reference or
+    input file goes with the last library that used it, unless the peer uses it."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from cuda_device import _fit
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    def entry(name: str, model: str, variant: str, mib: float) -> dict:
+        library = tmp_path / "libs" / f"{name}.so"
+        library.parent.mkdir(exist_ok=True)
+        library.write_bytes(b"\0" * int(mib * 2**20))
+        for kind in ("reference", "inputs"):
+            (tmp_path / f"{model}.{kind}.npz").write_bytes(b"\0" * 1024)
+        return {"name": name, "variant": variant, "library": f"libs/{name}.so", "library_mb": mib,
+                "reference": f"{model}.reference.npz", "inputs": f"{model}.inputs.npz"}
+
+    entries = [entry("a", "a", "exact", 2.0), entry("a.no-graph", "a", "no-graph", 1.5),
+               entry("b", "b", "exact", 1.0), entry("c", "c", "exact", 2.5)]
+    left = _fit(tmp_path, entries, 5.2, kept=set())
+    assert [e["name"] for e in left] == ["a.no-graph", "c"]  # the other variant first, though smaller
+    assert [e["name"] for e in entries] == ["a", "b"]
+    assert not (tmp_path / "c.reference.npz").exists() and (tmp_path / "a.reference.npz").exists()
+    left = _fit(tmp_path, entries, 1.1, kept={"a.inputs.npz"})
+    assert [e["name"] for e in left] == ["a"] and [e["name"] for e in entries] == ["b"]
+    assert not (tmp_path / "a.reference.npz").exists() and (tmp_path / "a.inputs.npz").exists()  # the peer's
+    assert _fit(tmp_path, entries, 1.1, kept=set()) == []  # within the limit: nothing goes
