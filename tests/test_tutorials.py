@@ -70,7 +70,9 @@ def check_edge_tuning(r: dict, out: Path) -> None:
     """Tuned on both servers behind the tracker during the sweep; the rebuild reused every kernel."""
     assert r["servers"] == 2 and all(n > 0 for n in r["sessions"])
     assert r["sweep_tuning"]["tuned"] > 0
-    assert sum(p["tuned"] for p in r["sweep_tuning"]["per_point"]) == r["sweep_tuning"]["tuned"]
+    per_point = r["sweep_tuning"]["per_point"]
+    assert sum(p["tuned"] for p in per_point) == r["sweep_tuning"]["tuned"]
+    assert per_point[-1]["tuned"] == 0 and per_point[-1]["reused"] == per_point[-1]["tasks"] > 0  # same kernels
     rebuild = r["rebuild_tuning"]
     assert rebuild["tuned"] == 0 and rebuild["reused"] == rebuild["tasks"] > 0
     assert Path(r["library"]).stat().st_size > 10_000
