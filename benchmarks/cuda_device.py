@@ -49,10 +49,10 @@ from tvm_mpq.metrics.task_metrics import output_sqnr_db, top1_agreement  # noqa:
 RUNTIME_EXCLUDES = ("lib/libtvm_compiler.so", "3rdparty", "src", "include", "web", "relax/frontend")
 
 
-#: ``--variants``: the CUDA target's options of each build of a config (``exact``: the defaults).
 CORPUS_CALIB_SIZE = 8
 """Calibration inputs of a corpus model (``model_corpus.py``'s default; ``--calib-size`` is the zoo's)."""
 
+#: ``--variants``: the CUDA target's options of each build of a config (``exact``: the defaults).
 VARIANTS = {"exact": {}, "fast-math": {"fast_math": True}, "no-graph": {"cuda_graph": False}}
 
 
@@ -110,9 +110,8 @@ def _prepare_model(spec: str, args: argparse.Namespace, targets: dict, entries: 
 
         entry = by_name(model)
         graph = load_model(str(fetch(entry)), entry.shapes)
-        calib_size = CORPUS_CALIB_SIZE  # as benchmarks/model_corpus.py: some recipes hold only 20 inputs
-        calib = feeds(entry, graph, calib_size)
-        held = feeds(entry, graph, args.eval_size, offset=calib_size)
+        calib = feeds(entry, graph, CORPUS_CALIB_SIZE)  # (some recipes hold only 20 inputs)
+        held = feeds(entry, graph, args.eval_size, offset=CORPUS_CALIB_SIZE)
     else:
         graph = load_model(model, {})
         calib = load_calibration(graph, None, args.calib_size, 0.0, 1.0)
@@ -201,9 +200,13 @@ def prepare(args: argparse.Namespace) -> int:
                 "command": "python benchmarks/cuda_device.py " + " ".join(sys.argv[1:]), "entries": entries,
                 "failed_builds": failed, "left_out": left_out}
     (args.dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    total = sum(p.stat().st_size for p in args.dir.rglob("*") if p.is_file())
-    print(f"wrote {len(entries)} CUDA libraries and their references to {args.dir} ({total / 2**20:.1f} MiB)")
+    print(f"wrote {len(entries)} CUDA libraries and their references to {args.dir} ({_mib(args.dir):.1f} MiB)")
     return 0
+
+
+def _mib(root: Path) -> float:
+    """MiB of the files under ``root``."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
 
 
 def _fit(root: Path, entries: list[dict], max_mib: float, kept: set[str]) -> list[dict]:
@@ -211,12 +214,9 @@ def _fit(root: Path, entries: list[dict], max_mib: float, kept: set[str]) -> lis
     builds of a non-default variant first, then the largest. ``entries`` loses them; a reference
     or input file that no entry (nor ``kept``) uses any more goes too. Returns what was left out,
     each with its size."""
-    def size() -> int:
-        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-
     left_out = []
     for entry in sorted(entries, key=lambda e: (e["variant"] == "exact", -e["library_mb"])):
-        if size() <= max_mib * 2**20:
+        if _mib(root) <= max_mib:
             break
         entries.remove(entry)
         (root / entry["library"]).unlink()

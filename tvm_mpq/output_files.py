@@ -135,15 +135,15 @@ def staged_outputs() -> Iterator[StagedOutputs]:
         raise
 
 
-def write_atomically(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file beside it, renamed into place: a
-    cache file another process reads at the same moment (two tvm-mpq commands, or the test
-    suite's two workers) is the old one or the new one, never half of one."""
+def write_atomically(path: Path, data: str | bytes) -> Path:
+    """Write ``data`` (text or bytes) to ``path`` through a temporary file beside it, renamed into
+    place: a cache file another process reads at the same moment (two tvm-mpq commands, or the
+    test suite's two workers) is the old one or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

