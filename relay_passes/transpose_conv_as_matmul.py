@@ -42,23 +42,23 @@ def _ints(values) -> list[int]:
 _LAYOUTS = {4: ("NCHW", "IOHW", "NCHW"), 3: ("NCW", "IOW", "NCW")}
 
 
-def non_overlapping(call: relax.Call, weight: np.ndarray) -> bool:
+def as_matmul_shape(call: relax.Call, weight: np.ndarray) -> bool:
     """Whether ``call`` is a float32 NCHW/IOHW ``conv2d_transpose`` (NCW/IOW ``conv1d_transpose``)
-    whose kernel equals its stride, with no padding, output padding, dilation or groups."""
+    the rewrite takes: any kernel, stride and padding, no output padding, dilation or groups."""
     a = call.attrs
     if weight.ndim not in _LAYOUTS or (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != _LAYOUTS[weight.ndim]:
         return False
     if str(call.args[0].ty.dtype) != "float32" or weight.dtype != np.float32:
         return False
     spatial = weight.ndim - 2
-    return (_ints(a.strides) == list(weight.shape[2:]) and not any(_ints(a.padding))
-            and not any(_ints(a.output_padding)) and _ints(a.dilation) == [1] * spatial and int(a.groups) == 1)
+    return not any(_ints(a.output_padding)) and _ints(a.dilation) == [1] * spatial and int(a.groups) == 1
 
 
 @tvm.transform.module_pass(opt_level=0, name="TransposeConvAsMatmul")
 class TransposeConvAsMatmul:
-    """Rewrite every non-overlapping ``conv2d_transpose`` / ``conv1d_transpose`` of every Relax
-    function as a matmul and a depth-to-space."""
+    """Rewrite every ``conv2d_transpose`` / ``conv1d_transpose`` of every Relax function (no
+    groups, dilation or output padding) as a matmul, a depth-to-space and, where windows overlap,
+    the overlap-add of the shifted blocks."""
 
     def __init__(self) -> None:
         self._conv = is_op("relax.nn.conv2d_transpose")(wildcard(), is_const())
@@ -70,18 +70,50 @@ class TransposeConvAsMatmul:
     @staticmethod
     def _rewrite(expr: relax.Expr, _matches: dict) -> relax.Expr:
         weight = expr.args[1].value.numpy()
-        if not non_overlapping(expr, weight):
+        if not as_matmul_shape(expr, weight):
             return expr
         c, o, *kernel = weight.shape
         n, _, *positions = _ints(expr.args[0].ty.shape)
         d = len(kernel)
+        strides = _ints(expr.attrs.strides)
+        taps = [-(-k // s) for k, s in zip(kernel, strides)]  # m: output blocks each input position reaches
+        padded = np.zeros((c, o, *(m * s for m, s in zip(taps, strides))), np.float32)  # kernel -> m * s, zeros
+        padded[(slice(None), slice(None), *(slice(0, k) for k in kernel))] = weight
         pixels = relax.op.reshape(relax.op.permute_dims(expr.args[0], [0, *range(2, 2 + d), 1]),
                                   [n * int(np.prod(positions)), c])
-        # columns ordered (a, b, o): each output pixel's O channels are adjacent in a row, so
+        # columns ordered (m, s..., o): each output pixel's O channels are adjacent in a row, so
         # the depth-to-space into the channels-last graph moves whole channel vectors
-        columns = np.ascontiguousarray(weight.transpose(0, *range(2, 2 + d), 1).reshape(c, -1))
+        columns = np.ascontiguousarray(padded.transpose(0, *range(2, 2 + d), 1).reshape(c, -1))
         rows = relax.op.matmul(pixels, relax.const(columns))
-        blocks = relax.op.reshape(rows, [n, *positions, *kernel, o])  # [n, h, w, s, t, O]
+        split = [dim for m, s in zip(taps, strides) for dim in (m, s)]
+        blocks = relax.op.reshape(rows, [n, *positions, *split, o])  # [n, h, w, m1, s1, m2, s2, O]
+        summed = _overlap_add(blocks, [n, *positions, *strides, o], taps)  # [n, h + m1 - 1, w + m2 - 1, s1, s2, O]
+        grown = [p + m - 1 for p, m in zip(positions, taps)]
         interleaved = [axis for i in range(d) for axis in (1 + i, 1 + d + i)]
-        spread = relax.op.permute_dims(blocks, [0, 1 + 2 * d, *interleaved])  # [n, O, h, s, w, t]
-        return relax.op.reshape(spread, [n, o, *(p * k for p, k in zip(positions, kernel))])
+        spread = relax.op.permute_dims(summed, [0, 1 + 2 * d, *interleaved])  # [n, O, h', s1, w', s2]
+        full = relax.op.reshape(spread, [n, o, *(g * s for g, s in zip(grown, strides))])
+        pads = _ints(expr.attrs.padding)
+        ends = [(p - 1) * s + k - pads[d + i] for i, (p, s, k) in enumerate(zip(positions, strides, kernel))]
+        if pads[:d] == [0] * d and ends == [g * s for g, s in zip(grown, strides)]:
+            return full
+        return relax.op.strided_slice(full, list(range(2, 2 + d)), pads[:d], ends)
+
+
+def _overlap_add(blocks: relax.Expr, unit_shape: list[int], taps: list[int]) -> relax.Expr:
+    """Sum over the ``m`` blocks of every spatial axis, block ``j`` shifted ``j`` positions on:
+    ``[n, p..., (m, s)..., O]`` -> ``[n, (p + m - 1)..., s..., O]`` (``unit_shape``: the
+    shape with every ``m`` 1, ``[n, p..., s..., O]``)."""
+    d = len(taps)
+    if all(m == 1 for m in taps):  # kernel == stride: no overlap, only the unit axes go
+        return relax.op.reshape(blocks, unit_shape)
+    tap_axes = [1 + d + 2 * i for i in range(d)]
+    total = None
+    for offsets in np.ndindex(*taps):
+        part = relax.op.squeeze(relax.op.strided_slice(blocks, tap_axes, list(offsets), [j + 1 for j in offsets]),
+                                tap_axes)  # [n, p..., s..., O]
+        width = [0, 0] * (2 + 2 * d)
+        for i in range(d):
+            width[2 * (1 + i)], width[2 * (1 + i) + 1] = offsets[i], taps[i] - 1 - offsets[i]
+        part = relax.op.nn.pad(part, width)
+        total = part if total is None else relax.op.add(total, part)
+    return total

@@ -570,6 +570,46 @@ def test_softmax_across_rows_gets_a_parallel_kernel(axis):
     np.testing.assert_allclose(got, want / want.sum(axis, keepdims=True), rtol=1e-5, atol=1e-7)
 
 
+def _mean_then_subtract(shape: tuple[int, ...], axes: list[int]) -> tvm.IRModule:
+    """``x - mean(x, axes)``: a global layer norm's first step (Conv-TasNet: 49 of them)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.subtract(x, relax.op.mean(x, axes, keepdims=True)))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+@pytest.mark.parametrize("cpu", ["host", "haswell", "skylake-avx512"])
+@pytest.mark.parametrize("shape", [(1, 1000, 512), (1, 1003, 510)])
+def test_a_mean_over_a_whole_tensor_runs_on_vector_lanes_and_threads(cpu, shape):
+    """One mean over 512,000 values (Conv-TasNet's global layer norm) ran as one scalar chain on
+    one thread (0.43 ms on Zen 4); ReductionCpu now splits it over the threads and a vector of
+    accumulators each (``rfactor``: a ``_rf`` block, parallel and vectorized loops), then sums
+    the partials (a length that is no multiple of the lanes: the last ones under a predicate). Built for
+    an AVX2 and an AVX-512 CPU model and this host, run where the host has the CPU's
+    extensions; matches numpy (float64)."""
+    from tvm_mpq.kernels.cpu_generic import ReductionCpu
+
+    target = _host() if cpu == "host" else _target(cpu)
+    mod = _mean_then_subtract(shape, [1, 2])
+    with target, tvm.transform.PassContext(opt_level=3):
+        fused = fuse(mod, target)
+    (func,) = [f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    sch = ReductionCpu().apply(func, target, False)
+    script = sch.mod.script()
+    assert "_rf" in script and "T.parallel" in script and "T.vectorized" in script, script
+    executable, info = build_module(mod, target)
+    assert list(info["kernels"].values()) == ["ReductionCpu"]
+    if not _runs_here(target):
+        return
+    data = np.random.default_rng(0).normal(3.0, 1.0, size=shape).astype(np.float32)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    want = data - data.astype(np.float64).mean(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+
+
 @pytest.mark.parametrize("shape", [(1, 40, 18710), (2, 3, 96), (5, 200), (4, 20)])
 def test_a_row_softmax_reduces_on_vector_lanes_without_predicates(tmp_path, shape):
     """A softmax along rows (an OCR recogniser's 18710 classes, rows of whole vectors, rows

@@ -412,3 +412,57 @@ def test_a_batch_norm_after_relu_stays_in_the_int8_group(tmp_path):
     graph = load_model(str(path))
     feeds = _feeds((1, 1, 64, 1), 8)
     _assert_two_int8_convs_bordered_only_at_input_and_output(graph, feeds, path, min_db=25)
+
+
+def _branching_on(condition_nodes: list, condition: str, tmp_path):
+    """``relu(If(condition) then conv3(x) else conv1(x))`` over ``x: [1, 3, T]`` (T dynamic);
+    the then-branch defines a tensor named ``r`` as the outer graph does."""
+    rng = np.random.default_rng(0)
+    w3 = rng.normal(size=(4, 3, 3)).astype(np.float32)
+    w1 = rng.normal(size=(4, 3, 1)).astype(np.float32)
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "T"])
+    then_branch = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w3"], ["r"], pads=[1, 1]), helper.make_node("Neg", ["r"], ["y"])],
+        "then", [], [out], [numpy_helper.from_array(-w3, "w3")])
+    else_branch = helper.make_graph([helper.make_node("Conv", ["x", "w1"], ["y"])], "else", [], [out],
+                                    [numpy_helper.from_array(w1, "w1")])
+    nodes = [*condition_nodes,
+             helper.make_node("If", [condition], ["b"], then_branch=then_branch, else_branch=else_branch, name="branch"),
+             helper.make_node("Relu", ["b"], ["r"]), helper.make_node("Identity", ["r"], ["out"])]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "T"])],
+                 [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, "T"])],
+                 [numpy_helper.from_array(np.array(2, np.int64), "axis2"),
+                  numpy_helper.from_array(np.array(16, np.int64), "sixteen")])
+    return path, w3, w1
+
+
+@pytest.mark.parametrize("length", [16, 20])
+def test_an_if_on_a_static_shape_imports_as_the_branch_it_takes(tmp_path, length):
+    """pyannote's segmentation export runs its first conv inside an ``If`` on the input's length;
+    TVM imports no ``If``. With the length given, the condition folds and the branch taken
+    replaces it (its names that clash with the outer graph's renamed): length 16 takes the 3-tap
+    conv, 20 the 1x1 one; the build matches onnxruntime."""
+    condition = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Gather", ["shape", "axis2"], ["t"]),
+                 helper.make_node("Equal", ["t", "sixteen"], ["is16"])]
+    path, w3, w1 = _branching_on(condition, "is16", tmp_path)
+    graph = load_model(str(path), {"x": (1, 3, length)})
+    assert graph.mod.script().count("R.nn.conv1d(") == 1
+    assert [v.shape for v in graph.params.values()] == [(4, 3, 3) if length == 16 else (4, 3, 1)]
+    x = np.random.default_rng(1).normal(size=(1, 3, length)).astype(np.float32)
+    got = compile_graph(graph).run({"x": x})[0]
+    want = _ort(path, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert got.shape == (1, 4, length)
+
+
+def test_an_if_on_the_input_values_is_one_clear_error(tmp_path):
+    """An ``If`` whose condition depends on the input's values (openWakeWord's hey_jarvis head)
+    cannot be compiled ahead of time: one MpqError naming the node and its condition."""
+    from tvm_mpq.errors import MpqError
+
+    condition = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+                 helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array(0.0, np.float32))),
+                 helper.make_node("Greater", ["total", "zero"], ["positive"])]
+    path, _, _ = _branching_on(condition, "positive", tmp_path)
+    with pytest.raises(MpqError, match=r"ONNX If 'branch' on 'positive'.*data-dependent control flow"):
+        load_model(str(path), {"x": (1, 3, 16)})

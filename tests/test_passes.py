@@ -480,7 +480,7 @@ def test_zero_pad_folds_into_the_conv_it_feeds():
                                    rtol=1e-5, atol=1e-5)
 
 
-def _transpose_conv(c: int, o: int, k: int, s: int, size: int, dims: int = 2, seed: int = 0):
+def _transpose_conv(c: int, o: int, k: int, s: int, size: int, dims: int = 2, seed: int = 0, pad: int = 0):
     """``relu(conv{dims}d_transpose(x, W))``, its input and its weight (``[C, O, k...]``)."""
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(c, o, *[k] * dims)).astype("float32")
@@ -490,38 +490,49 @@ def _transpose_conv(c: int, o: int, k: int, s: int, size: int, dims: int = 2, se
     op = relax.op.nn.conv2d_transpose if dims == 2 else relax.op.nn.conv1d_transpose
     with bb.function("main", [x]):
         with bb.dataflow():
-            y = bb.emit_output(relax.op.nn.relu(op(x, relax.const(w), strides=s)))
+            y = bb.emit_output(relax.op.nn.relu(op(x, relax.const(w), strides=s, padding=pad)))
         bb.emit_func_output(y)
     return bb.get(), rng.normal(size=shape).astype("float32"), w
 
 
-@pytest.mark.parametrize("dims", [2, 1])
-def test_upsampling_transpose_conv_builds_as_a_gemm(dims):
-    """TransposeConvAsMatmul: a conv2d_transpose with kernel == stride (DBNet's upsampling) or a
-    conv1d_transpose (a 1-D U-Net's upsampling neck) is a matmul and a depth-to-space in the CPU
-    build, scheduled by the GEMM kernel path, with the numbers of the definition; an overlapping
-    one (kernel 3, stride 2) is left alone."""
+def _transpose_conv_reference(x: np.ndarray, w: np.ndarray, s: int, pad: int) -> np.ndarray:
+    """The definition: every input position adds ``x * W`` into its output window, then the
+    padding is cropped (``[1, C, p...]``, ``[C, O, k...]``)."""
+    _, c, *positions = x.shape
+    _, o, *kernel = w.shape
+    full = np.zeros((o, *[(p - 1) * s + k for p, k in zip(positions, kernel)]), np.float64)
+    for index in np.ndindex(*positions):
+        window = tuple(slice(i * s, i * s + k) for i, k in zip(index, kernel))
+        full[(slice(None), *window)] += np.einsum("c,co...->o...", x[(0, slice(None), *index)], w)
+    crop = tuple(slice(pad, n - pad) for n in full.shape[1:])
+    return full[(slice(None), *crop)][None]
+
+
+@pytest.mark.parametrize("dims,k,s,pad", [(2, 2, 2, 0), (1, 5, 5, 0), (1, 32, 16, 0), (2, 4, 2, 1), (2, 3, 2, 1),
+                                          (1, 7, 3, 2)])
+def test_transpose_conv_builds_as_a_gemm(dims, k, s, pad):
+    """TransposeConvAsMatmul: a conv2d_transpose / conv1d_transpose is a matmul, a depth-to-space
+    and, where the windows overlap (kernel > stride: Conv-TasNet's decoder, kernel 32 stride 16),
+    the sum of the shifted blocks, then the padding cropped; in the CPU build it runs on the GEMM
+    kernel path with the numbers of the definition. Kernel == stride (DBNet's upsampling, a 1-D
+    U-Net's neck) adds no shifted sum; a kernel that is no multiple of the stride (3 / 2, 7 / 3)
+    is padded with zero taps."""
     from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
     from tvm_mpq.compiler.build import build_module
     from tvm_mpq.runtime.executor import host_target
 
     name = f"conv{dims}d_transpose"
-    k = 2 if dims == 2 else 5
-    mod, x, w = _transpose_conv(24, 8, k, k, 10, dims)
+    mod, x, w = _transpose_conv(12, 8, k, s, 6, dims, pad=pad)
     rewritten = TransposeConvAsMatmul()(mod).script()
     assert name not in rewritten and "R.matmul" in rewritten
+    assert ("R.nn.pad" in rewritten) == (k > s)  # the shifted blocks' overlap-add
     executable, info = build_module(mod, host_target())
     assert not any(name in kernel for kernel in info["kernels"])
     dev = tvm.cpu()
     got = relax.VirtualMachine(executable, dev)["main"](tvm.runtime.tensor(x, dev)).numpy()
-    if dims == 2:
-        want = np.einsum("chw,coab->ohawb", x[0], w).reshape(1, 8, 20, 20)  # y[o, 2i+a, 2j+b]
-    else:
-        want = np.einsum("cl,coa->ola", x[0], w).reshape(1, 8, 50)  # y[o, 5l+a]
-    np.testing.assert_allclose(got, np.maximum(want, 0), rtol=1e-5, atol=1e-5)
-
-    overlapping, _, _ = _transpose_conv(8, 8, 3, 2, 6, dims)
-    assert name in TransposeConvAsMatmul()(overlapping).script()
+    want = _transpose_conv_reference(x, w, s, pad)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, np.maximum(want, 0), rtol=1e-5, atol=1e-4)
 
 
 def _matmul_module(data_shape: tuple[int, ...], columns: int, dtype: str, seed: int = 0):

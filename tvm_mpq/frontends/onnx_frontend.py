@@ -107,6 +107,10 @@ def from_onnx_model(model: onnx.ModelProto, name: str, shapes: dict[str, tuple[i
     except Exception as err:
         raise MpqError(f"cannot import ONNX model '{name}': folding its shape sub-graphs failed: "
                        f"{str(err).strip().splitlines()[-1][:300] if str(err).strip() else type(err).__name__}") from None
+    branches = [node for node in model.graph.node if node.op_type == "If"]
+    if branches:  # those left after prepare_static branch on values only the input decides
+        raise MpqError(f"model '{name}' branches on its input's values (ONNX If '{branches[0].name}' on "
+                       f"'{branches[0].input[0]}'): data-dependent control flow is not supported")
     unsupported = _unsupported_ops(model)
     if unsupported:
         raise MpqError(f"model '{name}' uses ONNX ops TVM cannot import: {', '.join(sorted(unsupported))}")
@@ -156,7 +160,10 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec]) -> onnx.Mode
        become initializers, so they are detached, named parameters; every other constant,
        scalars included, becomes a ``Constant`` node with its own rank (TVM then sees shapes and
        axes as compile-time values).
-    4. LSTM / GRU / RNN nodes, which TVM's importer lacks, are unrolled over their now static
+    4. An ``If`` whose condition is now a constant (a branch on an input's static length, as
+       pyannote's segmentation export has) is replaced by the branch it takes
+       (:func:`_inline_if`); TVM's importer takes no ``If``.
+    5. LSTM / GRU / RNN nodes, which TVM's importer lacks, are unrolled over their now static
        sequence length (:mod:`tvm_mpq.frontends.onnx_recurrent`).
     """
     model_copy = onnx.ModelProto()
@@ -225,8 +232,15 @@ def _fold_pass(nodes: list, values: dict[str, np.ndarray], shapes: dict[str, tup
     from onnx.reference import ReferenceEvaluator
 
     remaining, folded = [], False
+    names = {o for n in nodes for o in n.output} | set(values) | set(shapes)
     for node in nodes:
         value = None
+        if node.op_type == "If" and node.domain in ("", "ai.onnx") and node.input[0] in values:
+            inlined = _inline_if(node, values, taken=names)
+            names |= {o for n in inlined for o in n.output}
+            remaining.extend(inlined)
+            folded = True
+            continue
         if node.domain not in ("", "ai.onnx") or node.op_type in _NO_FOLD:
             remaining.append(node)
             continue
@@ -254,6 +268,36 @@ def _fold_pass(nodes: list, values: dict[str, np.ndarray], shapes: dict[str, tup
                 values[out] = np.asarray(v)
         folded = True
     return remaining, folded
+
+
+def _inline_if(node: onnx.NodeProto, values: dict[str, np.ndarray], taken: set[str]) -> list[onnx.NodeProto]:
+    """The nodes of the branch a constant-condition ``If`` takes, wired to the ``If``'s outputs.
+
+    The branch's initializers join ``values``; names it defines inside are prefixed with the
+    ``If``'s name where they would clash with a name of the outer graph (``taken``); it reads
+    outer tensors by their own names. Each branch output reaches the ``If``'s output through an
+    ``Identity`` (TVM imports it as no op)."""
+    branch_name = "then_branch" if bool(np.asarray(values[node.input[0]]).reshape(-1)[0]) else "else_branch"
+    branch = next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == branch_name)
+    defined = {init.name for init in branch.initializer} | {o for n in branch.node for o in n.output if o}
+    prefix = f"{node.name or 'If'}/{branch_name}/"
+    renamed = {name: (prefix + name if name in taken else name) for name in defined}
+    for init in branch.initializer:
+        values[renamed[init.name]] = onnx.numpy_helper.to_array(init)
+    inlined = []
+    for inner in branch.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(inner)
+        copy.input[:] = [renamed.get(i, i) for i in inner.input]
+        copy.output[:] = [renamed.get(o, o) for o in inner.output]
+        if copy.name:
+            copy.name = prefix + copy.name
+        inlined.append(copy)
+    for branch_out, out in zip(branch.output, node.output):
+        if out:
+            inlined.append(onnx.helper.make_node("Identity", [renamed.get(branch_out.name, branch_out.name)], [out],
+                                                 name=f"{prefix}{out}"))
+    return inlined
 
 
 def _fold_axes_attribute(node: onnx.NodeProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray] | None:

@@ -176,6 +176,9 @@ def _schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tar
     loops = sch.get_loops(block)
     spatial, reduction = loops[:lead], loops[lead:]
     lanes = vector_lanes(target, widest_bits(sch, block))
+    if _elements(sch, spatial) < lanes and _elements(sch, reduction) >= LONG_REDUCTION:
+        _schedule_long_reduction(sch, block, spatial, reduction, lanes, target)
+        return
     inner = _extent(sch, spatial[-1]) if spatial else None
     vec = None
     if reduction and inner is not None and (inner % lanes == 0 or 2 <= inner <= 4 * lanes):
@@ -198,6 +201,36 @@ def _schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tar
         sch.vectorize(vec)
         init = sch.decompose_reduction(block, reduction[0])
         sch.vectorize(sch.get_loops(init)[-1])
+
+
+LONG_REDUCTION = 4096
+"""From this many reduced elements per output, a reduction to fewer outputs than a vector's
+lanes is split over vector lanes and threads (:func:`_schedule_long_reduction`)."""
+
+
+def _schedule_long_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, spatial: list,
+                             reduction: list, lanes: int, target: Target) -> None:
+    """A few outputs, each a long reduction (Conv-TasNet's global layer norm: one mean over all
+    512 x 1000 values, 49 times): one accumulator vector per thread over a contiguous share of
+    the reduced elements (``rfactor``), then the threads' vectors summed. Before this such a
+    reduction ran as one scalar chain on one thread, 0.43 ms for 512,000 floats (Zen 4).
+    The reduced loops fused and split ``[threads, rest, lanes]`` (a length that does not divide
+    leaves a predicate on the last elements)."""
+    total = _elements(sch, reduction)
+    threads = max(1, int(target.attrs.get("num-cores", 1)))
+    threads = threads if total >= MIN_PARALLEL_ELEMENTS * threads else 1
+    fused = sch.fuse(*reduction) if len(reduction) > 1 else reduction[0]
+    part, rest, lane = sch.split(fused, [threads, None, lanes])
+    sch.reorder(part, lane, rest)
+    partial = sch.rfactor(sch.fuse(part, lane), factor_axis=0)  # [threads * lanes] partial sums
+    loops = sch.get_loops(partial)
+    part, lane = sch.split(loops[len(spatial)], [threads, lanes])
+    sch.reorder(part, loops[-1], lane)
+    if threads > 1:
+        sch.parallel(part)
+    sch.vectorize(lane)
+    init = sch.decompose_reduction(partial, loops[-1])
+    sch.vectorize(sch.get_loops(init)[-1])
 
 
 def _reduces_innermost(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
