@@ -59,11 +59,25 @@ def test_every_model_passes_every_column_or_says_why(subset_report):
         assert set(row["compiled"]) == {"0", "50", "100"}, row
         assert row["compiled"]["0"]["n_qdq"] == 0 and row["compiled"]["0"]["int8_layers"] == 0
         assert row["compiled"]["100"]["int8_layers"] >= 1
-        assert row["output_sqnr_100_db"] >= MIN_SQNR_DB, row
+        if row["output_sqnr_100_db"] < MIN_SQNR_DB:
+            _assert_the_loss_is_traced_to_one_layer(row, subset_report["markdown"])
         assert row["latency_ms"]["fp32"] > 0 and row["latency_ms"]["int8"] > 0
         assert row["int8_speedup"] > 0
         # the fp32 build computes what onnxruntime computes from the same ONNX file
         assert row["fp32_vs_onnxruntime_db"] >= 60, row
+
+
+def _assert_the_loss_is_traced_to_one_layer(row: dict, table: str) -> None:
+    """A model fully int8 below the SQNR goal (openWakeWord's log-mel front end: its mel
+    filterbank MatMul reads a power spectrum, whose small bins an 8-bit grid sets to 0 before
+    the log) gets the report's diagnosis: the fp32 model with its inputs on the 8-bit grid is
+    not the cause, exactly one layer int8 alone is below the goal (a broken int8 kernel would
+    take every layer down), and the table says so with the layer named."""
+    assert row["input_grid_sqnr_db"] >= MIN_SQNR_DB, row
+    below = [w for w in row["worst_layers"] if w["output_sqnr_alone_db"] < MIN_SQNR_DB]
+    assert len(below) == 1 and len(row["worst_layers"]) >= 2, row
+    assert f"- **{row['name']}**: SQNR {row['output_sqnr_100_db']:.1f} dB < {MIN_SQNR_DB:g} dB" in table
+    assert f"{below[0]['layer']} ({below[0]['kind']}) {below[0]['output_sqnr_alone_db']:.1f} dB alone" in table
 
 
 def test_every_border_left_at_100_names_the_op_that_forced_it(subset_report):
