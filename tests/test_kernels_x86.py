@@ -581,33 +581,43 @@ def _mean_then_subtract(shape: tuple[int, ...], axes: list[int]) -> tvm.IRModule
     return bb.get()
 
 
-@pytest.mark.parametrize("cpu", ["host", "haswell", "skylake-avx512"])
+AARCH64_TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "num-cores": 4}
+
+
 @pytest.mark.parametrize("shape", [(1, 1000, 512), (1, 1003, 510)])
-def test_a_mean_over_a_whole_tensor_runs_on_vector_lanes_and_threads(cpu, shape):
+def test_a_mean_over_a_whole_tensor_runs_on_vector_lanes_and_threads(shape):
     """One mean over 512,000 values (Conv-TasNet's global layer norm) ran as one scalar chain on
-    one thread (0.43 ms on Zen 4); ReductionCpu now splits it over the threads and a vector of
-    accumulators each (``rfactor``: a ``_rf`` block, parallel and vectorized loops), then sums
-    the partials (a length that is no multiple of the lanes: the last ones under a predicate). Built for
-    an AVX2 and an AVX-512 CPU model and this host, run where the host has the CPU's
-    extensions; matches numpy (float64)."""
+    one thread (0.43 ms on Zen 4); ReductionCpu now splits it into 8 parallel shares of 16
+    accumulators (``rfactor``: a ``_rf`` block of 128 partial sums, parallel and vectorized
+    loops), then adds the partials (a length that is no multiple of 16: the last ones under a
+    predicate). The split is the same for AVX2, AVX-512, this host and aarch64, so the sums add
+    in the same order: the AVX2 and AVX-512 builds give the same bits where both run here (an
+    int8 build quantizing a layer norm's output then gets the same codes on every CPU), and
+    match numpy (float64)."""
     from tvm_mpq.kernels.cpu_generic import ReductionCpu
 
-    target = _host() if cpu == "host" else _target(cpu)
-    mod = _mean_then_subtract(shape, [1, 2])
-    with target, tvm.transform.PassContext(opt_level=3):
-        fused = fuse(mod, target)
-    (func,) = [f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    sch = ReductionCpu().apply(func, target, False)
-    script = sch.mod.script()
-    assert "_rf" in script and "T.parallel" in script and "T.vectorized" in script, script
-    executable, info = build_module(mod, target)
-    assert list(info["kernels"].values()) == ["ReductionCpu"]
-    if not _runs_here(target):
-        return
     data = np.random.default_rng(0).normal(3.0, 1.0, size=shape).astype(np.float32)
-    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
     want = data - data.astype(np.float64).mean(axis=(1, 2), keepdims=True)
-    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+    outputs = {}
+    for cpu in ("host", "haswell", "skylake-avx512", "aarch64"):
+        target = {"host": _host(), "aarch64": tvm.target.Target(AARCH64_TARGET)}.get(cpu) or _target(cpu)
+        mod = _mean_then_subtract(shape, [1, 2])
+        with target, tvm.transform.PassContext(opt_level=3):
+            fused = fuse(mod, target)
+        (func,) = [f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+        script = ReductionCpu().apply(func, target, False).mod.script()
+        assert "_rf = T.sblock_alloc_buffer((T.int64(128)" in script and "T.parallel" in script, (cpu, script)
+        assert "T.vectorized" in script, (cpu, script)
+        if cpu == "aarch64":
+            continue
+        executable, info = build_module(mod, target)
+        assert list(info["kernels"].values()) == ["ReductionCpu"]
+        if _runs_here(target):
+            outputs[cpu] = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+            np.testing.assert_allclose(outputs[cpu], want, rtol=0, atol=2e-5)
+    assert "host" in outputs and "haswell" in outputs  # every x86-64 host here has AVX2
+    for got in outputs.values():
+        np.testing.assert_array_equal(got, outputs["host"])
 
 
 @pytest.mark.parametrize("shape", [(1, 40, 18710), (2, 3, 96), (5, 200), (4, 20)])

@@ -177,7 +177,7 @@ def _schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tar
     spatial, reduction = loops[:lead], loops[lead:]
     lanes = vector_lanes(target, widest_bits(sch, block))
     if _elements(sch, spatial) < lanes and _elements(sch, reduction) >= LONG_REDUCTION:
-        _schedule_long_reduction(sch, block, spatial, reduction, lanes, target)
+        _schedule_long_reduction(sch, block, spatial, reduction)
         return
     inner = _extent(sch, spatial[-1]) if spatial else None
     vec = None
@@ -207,18 +207,27 @@ LONG_REDUCTION = 4096
 """From this many reduced elements per output, a reduction to fewer outputs than a vector's
 lanes is split over vector lanes and threads (:func:`_schedule_long_reduction`)."""
 
+LONG_REDUCTION_LANES = 16
+LONG_REDUCTION_PARTS = 8
+"""A long reduction's partial sums: ``PARTS`` contiguous shares (run in parallel), ``LANES``
+accumulators each. Fixed, not the target's vector width and cores: the float32 sums then add in
+the same order on every CPU, so an int8 build whose quantize steps read them (Conv-TasNet's layer
+norms between int8 convs) gives the same codes on x86 with AVX2 or AVX-512 and on aarch64 (with
+the target's lanes the aarch64 build parted from x86's at 37.2 dB fully int8; 16 lanes are one
+AVX-512 vector, two AVX2, four NEON ones)."""
+
 
 def _schedule_long_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, spatial: list,
-                             reduction: list, lanes: int, target: Target) -> None:
+                             reduction: list) -> None:
     """A few outputs, each a long reduction (Conv-TasNet's global layer norm: one mean over all
-    512 x 1000 values, 49 times): one accumulator vector per thread over a contiguous share of
-    the reduced elements (``rfactor``), then the threads' vectors summed. Before this such a
+    512 x 1000 values, 49 times): one accumulator vector per share of the reduced elements, the
+    shares in parallel (``rfactor``), then the partial sums added in a fixed order. Before this such a
     reduction ran as one scalar chain on one thread, 0.43 ms for 512,000 floats (Zen 4).
     The reduced loops fused and split ``[threads, rest, lanes]`` (a length that does not divide
     leaves a predicate on the last elements)."""
+    lanes = LONG_REDUCTION_LANES  # the same on every target (see LONG_REDUCTION_PARTS)
     total = _elements(sch, reduction)
-    threads = max(1, int(target.attrs.get("num-cores", 1)))
-    threads = threads if total >= MIN_PARALLEL_ELEMENTS * threads else 1
+    threads = LONG_REDUCTION_PARTS if total >= MIN_PARALLEL_ELEMENTS * LONG_REDUCTION_PARTS else 1
     fused = sch.fuse(*reduction) if len(reduction) > 1 else reduction[0]
     part, rest, lane = sch.split(fused, [threads, None, lanes])
     sch.reorder(part, lane, rest)
