@@ -55,9 +55,9 @@ class PadMatmulColumns:
             return expr
         shapes = [getattr(arg.ty, "shape", None) for arg in expr.args]
         dtypes = {str(getattr(arg.ty, "dtype", "")) for arg in expr.args}
-        if (dtypes != {"float32"} or any(s is None for s in shapes) or len(shapes[1]) < 2
+        if (dtypes != {"float32"} or any(s is None or len(s) < 2 for s in shapes)
                 or not all(isinstance(d, tirx.IntImm) for d in shapes[1])):
-            return expr
+            return expr  # (both operands at least 2-D: the product's last axis is the columns)
         right = [int(d) for d in shapes[1]]
         padded = padded_channels(right[-1], self.lanes)
         if padded is None:

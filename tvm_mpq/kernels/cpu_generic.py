@@ -176,7 +176,7 @@ def _schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tar
     loops = sch.get_loops(block)
     spatial, reduction = loops[:lead], loops[lead:]
     lanes = vector_lanes(target, widest_bits(sch, block))
-    if _elements(sch, spatial) < lanes and _elements(sch, reduction) >= LONG_REDUCTION:
+    if _elements(sch, spatial) < LONG_REDUCTION_LANES and _elements(sch, reduction) >= LONG_REDUCTION:
         _schedule_long_reduction(sch, block, spatial, reduction)
         return
     inner = _extent(sch, spatial[-1]) if spatial else None
@@ -204,8 +204,9 @@ def _schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tar
 
 
 LONG_REDUCTION = 4096
-"""From this many reduced elements per output, a reduction to fewer outputs than a vector's
-lanes is split over vector lanes and threads (:func:`_schedule_long_reduction`)."""
+"""From this many reduced elements per output, a reduction to fewer than ``LONG_REDUCTION_LANES``
+outputs is split over vector lanes and threads (:func:`_schedule_long_reduction`; the test is the
+same on every target, like the split)."""
 
 LONG_REDUCTION_LANES = 16
 LONG_REDUCTION_PARTS = 8
@@ -223,19 +224,19 @@ def _schedule_long_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV
     512 x 1000 values, 49 times): one accumulator vector per share of the reduced elements, the
     shares in parallel (``rfactor``), then the partial sums added in a fixed order. Before this such a
     reduction ran as one scalar chain on one thread, 0.43 ms for 512,000 floats (Zen 4).
-    The reduced loops fused and split ``[threads, rest, lanes]`` (a length that does not divide
+    The reduced loops fused and split ``[parts, rest, lanes]`` (a length that does not divide
     leaves a predicate on the last elements)."""
     lanes = LONG_REDUCTION_LANES  # the same on every target (see LONG_REDUCTION_PARTS)
     total = _elements(sch, reduction)
-    threads = LONG_REDUCTION_PARTS if total >= MIN_PARALLEL_ELEMENTS * LONG_REDUCTION_PARTS else 1
+    parts = LONG_REDUCTION_PARTS if total >= MIN_PARALLEL_ELEMENTS * LONG_REDUCTION_PARTS else 1
     fused = sch.fuse(*reduction) if len(reduction) > 1 else reduction[0]
-    part, rest, lane = sch.split(fused, [threads, None, lanes])
+    part, rest, lane = sch.split(fused, [parts, None, lanes])
     sch.reorder(part, lane, rest)
-    partial = sch.rfactor(sch.fuse(part, lane), factor_axis=0)  # [threads * lanes] partial sums
+    partial = sch.rfactor(sch.fuse(part, lane), factor_axis=0)  # [parts * lanes] partial sums
     loops = sch.get_loops(partial)
-    part, lane = sch.split(loops[len(spatial)], [threads, lanes])
+    part, lane = sch.split(loops[len(spatial)], [parts, lanes])
     sch.reorder(part, loops[-1], lane)
-    if threads > 1:
+    if parts > 1:
         sch.parallel(part)
     sch.vectorize(lane)
     init = sch.decompose_reduction(partial, loops[-1])
