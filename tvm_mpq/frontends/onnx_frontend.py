@@ -12,7 +12,7 @@ import onnx.shape_inference
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
-from tvm_mpq.frontends.onnx_recurrent import RECURRENT_OPS, expand_recurrent
+from tvm_mpq.frontends.onnx_recurrent import LOOP_DOMAIN, RECURRENT_OPS, UNROLL_STEPS, expand_recurrent
 
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -97,7 +97,7 @@ def _weight_owners(model: onnx.ModelProto) -> dict[str, str]:
 
 def from_onnx_model(model: onnx.ModelProto, name: str, shapes: dict[str, tuple[int, ...]], source: str = "") -> ModelGraph:
     """Import with static shapes; shape sub-graphs are folded by onnx shape inference + TVM."""
-    from tvm.relax.frontend.onnx import from_onnx
+    from tvm_mpq.frontends.onnx_importer import import_onnx, unsupported_ops
 
     specs = resolve_input_specs(model, shapes)
     try:
@@ -111,18 +111,13 @@ def from_onnx_model(model: onnx.ModelProto, name: str, shapes: dict[str, tuple[i
     if branches:  # those left after prepare_static branch on values only the input decides
         raise MpqError(f"model '{name}' branches on its input's values (ONNX If '{branches[0].name}' on "
                        f"'{branches[0].input[0]}'): data-dependent control flow is not supported")
-    unsupported = _unsupported_ops(model)
+    unsupported = unsupported_ops(model)
     if unsupported:
         raise MpqError(f"model '{name}' uses ONNX ops TVM cannot import: {', '.join(sorted(unsupported))}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            mod = from_onnx(
-                model,
-                shape_dict={s.name: list(s.shape) for s in specs},
-                dtype_dict={s.name: s.dtype for s in specs},
-                keep_params_in_input=True,
-            )
+            mod = import_onnx(model, {s.name: list(s.shape) for s in specs}, {s.name: s.dtype for s in specs})
         except Exception as err:
             raise MpqError(f"cannot import ONNX model '{name}': {str(err).strip().splitlines()[-1][:300]}") from None
     main = mod["main"]
@@ -148,7 +143,7 @@ _MAX_INFER_CONST = 4096  # larger constants enter shape inference as typed input
 _FOLD_ROUNDS = 8
 
 
-def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec]) -> onnx.ModelProto:
+def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps: int = UNROLL_STEPS) -> onnx.ModelProto:
     """A copy of ``model`` that TVM's importer takes: static shapes, no shape sub-graphs.
 
     1. The graph inputs get the static ``specs`` shapes and onnx shape inference runs.
@@ -164,7 +159,8 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec]) -> onnx.Mode
        pyannote's segmentation export has) is replaced by the branch it takes
        (:func:`_inline_if`); TVM's importer takes no ``If``.
     5. LSTM / GRU / RNN nodes, which TVM's importer lacks, are unrolled over their now static
-       sequence length (:mod:`tvm_mpq.frontends.onnx_recurrent`).
+       sequence length, or over more than ``unroll_steps`` steps become their input projections
+       and one ``Recurrence`` loop node (:mod:`tvm_mpq.frontends.onnx_recurrent`).
     """
     model_copy = onnx.ModelProto()
     model_copy.CopyFrom(model)
@@ -189,8 +185,11 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec]) -> onnx.Mode
         if not folded:
             break
     if any(node.op_type in RECURRENT_OPS for node in nodes):  # TVM imports no LSTM / GRU / RNN
-        nodes = expand_recurrent(nodes, values, _static_shapes(model_copy, nodes, values))
-    return _rebuild(model_copy, nodes, values, from_initializers)
+        nodes = expand_recurrent(nodes, values, _static_shapes(model_copy, nodes, values), unroll_steps)
+    rebuilt = _rebuild(model_copy, nodes, values, from_initializers)
+    if any(node.domain == LOOP_DOMAIN for node in nodes):
+        rebuilt.opset_import.append(onnx.helper.make_opsetid(LOOP_DOMAIN, 1))
+    return rebuilt
 
 
 def _static_shapes(model: onnx.ModelProto, nodes: list, values: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
@@ -354,13 +353,6 @@ def _rebuild(model: onnx.ModelProto, nodes: list, values: dict[str, np.ndarray],
     graph.input.extend(kept_inputs)
     del graph.value_info[:]
     return model
-
-
-def _unsupported_ops(model: onnx.ModelProto) -> set[str]:
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
-
-    convert_map = _get_convert_map()
-    return {node.op_type for node in model.graph.node if node.op_type not in convert_map}
 
 
 def load_onnx(path: Path, shapes: dict[str, tuple[int, ...]]) -> ModelGraph:

@@ -13,6 +13,15 @@ node becomes, per direction:
 * ``Y`` / ``Y_h`` / ``Y_c`` assembled with ``Reshape`` + ``Concat`` (+ ``Transpose`` for
   ``layout=1``), under the node's own output names.
 
+A sequence longer than :data:`UNROLL_STEPS` is not unrolled (a graph node per step makes the
+compile time grow with the sequence: pyannote's 589-frame BiLSTM took more than 15 minutes):
+the input projection is the same dense layer, and the steps of all directions become one
+``Recurrence`` node of the ``ai.tvm_mpq`` domain (:data:`LOOP_DOMAIN`), which the importer turns
+into one loop kernel (:mod:`tvm_mpq.kernels.recurrence`); its recurrent product stays float32.
+:func:`standard_recurrences` writes such a node back as the standard ONNX node (``W`` the
+identity on the projected input), so the rewritten model still runs in onnxruntime (exports,
+tests).
+
 Only ops that exist with the same signature in every opset the importer takes are emitted
 (``Slice`` and ``Reshape`` with constant inputs, ``Gather``, ``MatMul``, ``Concat``,
 ``Transpose``, elementwise ops), so the rewritten model is still the model's opset. What the
@@ -38,8 +47,11 @@ GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 ACTIVATIONS = ("Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu")
 """Activations the rewrite writes out (ONNX ops of the same name; HardSigmoid / LeakyRelu take
 the node's ``activation_alpha`` / ``activation_beta``)."""
-MAX_STEPS = 1024
-"""Longest sequence unrolled: each step is a handful of nodes per direction."""
+UNROLL_STEPS = 32
+"""Longest sequence unrolled (every step's recurrent product a dense layer of the table); a
+longer one runs as one loop kernel."""
+LOOP_DOMAIN = "ai.tvm_mpq"
+LOOP_OP = "Recurrence"
 
 
 State = Union[str, np.ndarray, None]
@@ -126,16 +138,17 @@ def _activation(em: _Emitter, name: str, x: str, alpha: float | None, beta: floa
 
 
 def expand_recurrent(nodes: list[onnx.NodeProto], values: dict[str, np.ndarray],
-                     shapes: dict[str, tuple[int, ...]]) -> list[onnx.NodeProto]:
-    """``nodes`` with every LSTM / GRU / RNN node replaced by its unrolled steps (module
-    docstring); the new constants are added to ``values``. MpqError, naming the node, for one
-    the rewrite cannot unroll."""
+                     shapes: dict[str, tuple[int, ...]], unroll_steps: int = UNROLL_STEPS) -> list[onnx.NodeProto]:
+    """``nodes`` with every LSTM / GRU / RNN node replaced by its unrolled steps, or, over more
+    than ``unroll_steps`` steps, by its input projections and one ``Recurrence`` loop node
+    (module docstring); the new constants are added to ``values``. MpqError, naming the node,
+    for one the rewrite cannot take."""
     out: list[onnx.NodeProto] = []
     for index, node in enumerate(nodes):
         if node.op_type not in RECURRENT_OPS or node.domain not in ("", "ai.onnx"):
             out.append(node)
             continue
-        out.extend(_expand(node, node.name or f"{node.op_type}_{index}", values, shapes))
+        out.extend(_expand(node, node.name or f"{node.op_type}_{index}", values, shapes, unroll_steps))
     return out
 
 
@@ -144,7 +157,7 @@ def _input(node: onnx.NodeProto, position: int) -> str:
 
 
 def _expand(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
-            shapes: dict[str, tuple[int, ...]]) -> list[onnx.NodeProto]:
+            shapes: dict[str, tuple[int, ...]], unroll_steps: int) -> list[onnx.NodeProto]:
     op = node.op_type
     where = f"{op} node '{name}'"
     attrs = _attributes(node)
@@ -161,8 +174,6 @@ def _expand(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
         raise MpqError(f"cannot unroll {where}: input_forget=1 is not supported")
     layout = int(attrs.get("layout", 0))
     steps, batch, _ = shapes[x] if layout == 0 else (shapes[x][1], shapes[x][0], shapes[x][2])
-    if steps > MAX_STEPS:
-        raise MpqError(f"cannot unroll {where}: {steps} time steps (at most {MAX_STEPS})")
     if lens_name:
         lens = values.get(lens_name)
         if lens is None or np.any(np.asarray(lens) != steps):
@@ -196,6 +207,10 @@ def _expand(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
     em = _Emitter(name, values)
     sequence = em.op("Transpose", [x], "x_time_major", perm=[1, 0, 2]) if layout == 1 else x
     clip = attrs.get("clip")
+    if steps > unroll_steps:
+        loop = _Loop(op, hidden, directions, direction, functions, params, clip,
+                     int(attrs.get("linear_before_reset", 0)), layout, batch)
+        return _loop_nodes(em, node, loop, sequence, weights, recurrence, bias, peepholes, h0_name, c0_name)
     ys, finals_h, finals_c = [], [], []
     for d in range(directions):
         reverse = direction == "reverse" or (direction == "bidirectional" and d == 1)
@@ -205,17 +220,12 @@ def _expand(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
         def activate(k: int, value: str, tag: str) -> str:
             return _activation(em, acts[k], value, *act_params[k], tag)
 
-        wb, rb = bias[d, :gates * hidden], bias[d, gates * hidden:]
-        # the input projection carries both biases, except GRU's Rb_h, which is inside r * (...)
-        x_bias = wb + (np.concatenate([rb[:2 * hidden], np.zeros(hidden, np.float32)]) if op == "GRU" else rb)
         if op == "GRU" and not attrs.get("linear_before_reset", 0):  # r multiplies h before R_h
             products = [_Recurrent(em, recurrence[d, :2 * hidden].T, f"d{d}/R_zr_T"),
                         _Recurrent(em, recurrence[d, 2 * hidden:].T, f"d{d}/R_h_T")]
         else:
             products = [_Recurrent(em, recurrence[d].T, f"d{d}/R_T")]
-        rb_h = rb[2 * hidden:] if op == "GRU" else None
-        projected = em.op("MatMul", [sequence, em.const(f"d{d}/W_T", weights[d].T)], f"d{d}/x_proj")
-        projected = em.op("Add", [projected, em.const(f"d{d}/x_bias", x_bias)], f"d{d}/x_proj_bias")
+        projected, rb_h = _projection(em, op, sequence, weights, bias, d, hidden)
 
         def initial(tensor: str, tag: str) -> State:
             axis = 1 if layout == 1 else 0  # (batch, directions, hidden) with layout=1
@@ -255,6 +265,83 @@ def _expand(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
     _assemble(em, outputs[1], finals_h, (1, 0, 2) if layout == 1 else None, "y_h")
     if op == "LSTM":
         _assemble(em, outputs[2], finals_c, (1, 0, 2) if layout == 1 else None, "y_c")
+    return em.nodes
+
+
+def _projection(em: _Emitter, op: str, sequence: str, weights: np.ndarray, bias: np.ndarray, d: int,
+                hidden: int) -> tuple[str, np.ndarray | None]:
+    """Direction ``d``'s input projection ``X W^T + bias`` (a dense layer over every step), and
+    GRU's ``Rb_h``: the projection carries both biases, except that one, which is inside
+    ``r * (...)``."""
+    gates = GATES[op]
+    wb, rb = bias[d, :gates * hidden], bias[d, gates * hidden:]
+    x_bias = wb + (np.concatenate([rb[:2 * hidden], np.zeros(hidden, np.float32)]) if op == "GRU" else rb)
+    projected = em.op("MatMul", [sequence, em.const(f"d{d}/W_T", weights[d].T)], f"d{d}/x_proj")
+    projected = em.op("Add", [projected, em.const(f"d{d}/x_bias", x_bias)], f"d{d}/x_proj_bias")
+    return projected, (rb[2 * hidden:] if op == "GRU" else None)
+
+
+@dataclass(frozen=True)
+class _Loop:
+    """The attributes of a ``Recurrence`` loop node, as read from the recurrent node."""
+
+    op: str
+    hidden: int
+    directions: int
+    direction: str
+    functions: list[str]
+    params: list[tuple[float | None, float | None]]
+    clip: float | None
+    linear_before_reset: int
+    layout: int
+    batch: int
+
+
+def _loop_nodes(em: _Emitter, node: onnx.NodeProto, loop: _Loop, sequence: str, weights: np.ndarray,
+                recurrence: np.ndarray, bias: np.ndarray, peepholes: np.ndarray | None, h0_name: str,
+                c0_name: str) -> list[onnx.NodeProto]:
+    """The node as its input projections (one dense layer per direction, as unrolled) and one
+    ``Recurrence`` node over all directions' steps (module docstring)."""
+    op, hidden = loop.op, loop.hidden
+    projections, rb_hs = zip(*(_projection(em, op, sequence, weights, bias, d, hidden) for d in range(loop.directions)))
+    x_all = projections[0] if loop.directions == 1 else em.op("Concat", list(projections), "x_proj_all", axis=-1)
+    r_t = em.const("R_T", np.ascontiguousarray(np.transpose(recurrence, (0, 2, 1))))
+
+    def state(tensor: str, tag: str) -> str:
+        """An initial state as ``[directions, batch, hidden]``; '' for a zero one."""
+        if not tensor:
+            return ""
+        if tensor in em.values:
+            value = np.asarray(em.values[tensor], np.float32)
+            value = np.transpose(value, (1, 0, 2)) if loop.layout == 1 else value
+            return em.const(f"{tag}0", value) if np.any(value) else ""
+        return em.op("Transpose", [tensor], f"{tag}0_direction_major", perm=[1, 0, 2]) if loop.layout == 1 else tensor
+
+    inputs = [x_all, r_t, state(h0_name, "h"), state(c0_name, "c") if op == "LSTM" else "",
+              em.const("P", peepholes) if peepholes is not None else "",
+              em.const("Rb_h", np.stack(rb_hs)) if op == "GRU" and np.any(np.stack(rb_hs)) else ""]
+    while inputs[-1] == "":
+        inputs.pop()
+    outputs = list(node.output) + [""] * (3 - len(node.output))
+    perms = {0: (2, 0, 1, 3), 1: (1, 0, 2), 2: (1, 0, 2)}
+    results = []
+    for k in range(3 if op == "LSTM" else 2):
+        wanted = outputs[k]
+        if loop.layout == 1 and wanted:
+            results.append(f"{em.prefix}/loop_out{k}")
+        else:
+            results.append(wanted or f"{em.prefix}/loop_unused{k}")
+    attrs = {"kind": op, "hidden_size": hidden, "direction": loop.direction, "activations": loop.functions,
+             "activation_alpha": [np.nan if a is None else a for a, _ in loop.params],
+             "activation_beta": [np.nan if b is None else b for _, b in loop.params],
+             "linear_before_reset": loop.linear_before_reset}
+    if loop.clip is not None:
+        attrs["clip"] = float(loop.clip)
+    em.nodes.append(onnx.helper.make_node(LOOP_OP, inputs, results, name=f"{em.prefix}/loop", domain=LOOP_DOMAIN,
+                                          **attrs))
+    for k, wanted in enumerate(outputs[:len(results)]):
+        if loop.layout == 1 and wanted:
+            em.op("Transpose", [results[k]], f"layout{k}", output=wanted, perm=list(perms[k]))
     return em.nodes
 
 
@@ -334,4 +421,70 @@ def _gru_step(em: _Emitter, row: str, h: State, hidden: int, tag: str, activate,
     return em.add(candidate, keep, f"{tag}/h")
 
 
-__all__ = ["ACTIVATIONS", "MAX_STEPS", "RECURRENT_OPS", "expand_recurrent"]
+def loop_attributes(node: onnx.NodeProto) -> dict:
+    """A ``Recurrence`` node's attributes: ``kind``, ``hidden_size``, ``direction``,
+    ``activations`` and, per activation, its ``alpha`` / ``beta`` (None: the ONNX default),
+    ``clip`` (None: none), ``linear_before_reset``."""
+    attrs = _attributes(node)
+    text = [a.decode() if isinstance(a, bytes) else str(a) for a in attrs["activations"]]
+
+    def optional(values: list[float]) -> list[float | None]:
+        return [None if np.isnan(v) else float(v) for v in values]
+
+    kind = attrs["kind"]
+    return {"kind": kind.decode() if isinstance(kind, bytes) else kind, "hidden_size": int(attrs["hidden_size"]),
+            "direction": attrs["direction"].decode() if isinstance(attrs["direction"], bytes) else attrs["direction"],
+            "activations": text, "alpha": optional(list(attrs.get("activation_alpha", []))),
+            "beta": optional(list(attrs.get("activation_beta", []))), "clip": attrs.get("clip"),
+            "linear_before_reset": int(attrs.get("linear_before_reset", 0))}
+
+
+def standard_recurrences(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (modified in place and returned) with every ``Recurrence`` loop node written as
+    the standard LSTM / GRU / RNN node it computes: ``X`` the projected input of all directions,
+    ``W[d]`` the identity on direction ``d``'s block of it, ``R`` and GRU's ``Rb_h`` as given,
+    the other biases zero (the projection carries them). onnxruntime runs the result."""
+    values = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    values.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != LOOP_OP or node.domain != LOOP_DOMAIN:
+            nodes.append(node)
+            continue
+        attrs = loop_attributes(node)
+        ins = list(node.input) + [""] * (6 - len(node.input))
+        r_t = np.asarray(values[ins[1]], np.float32)
+        directions, hidden, width = r_t.shape
+        identity = np.zeros((directions, width, directions * width), np.float32)
+        for d in range(directions):
+            identity[d, :, d * width:(d + 1) * width] = np.eye(width, dtype=np.float32)
+        bias = np.zeros((directions, 2 * width), np.float32)
+        if ins[5]:
+            bias[:, width + 2 * hidden:] = np.asarray(values[ins[5]], np.float32)
+        prefix = node.name or node.output[0]
+        named = {f"{prefix}/W_identity": identity, f"{prefix}/R": np.ascontiguousarray(np.transpose(r_t, (0, 2, 1))),
+                 f"{prefix}/B": bias}
+        model.graph.initializer.extend(onnx.numpy_helper.from_array(v, k) for k, v in named.items())
+        inputs = [ins[0], *named, "", ins[2]] + ([ins[3], ins[4]] if attrs["kind"] == "LSTM" else [])
+        while inputs[-1] == "":
+            inputs.pop()
+        extra = {"clip": attrs["clip"]} if attrs["clip"] is not None else {}
+        if attrs["kind"] == "GRU":
+            extra["linear_before_reset"] = attrs["linear_before_reset"]
+        alphas = [a for a in attrs["alpha"] if a is not None]
+        betas = [b for b in attrs["beta"] if b is not None]
+        if alphas:
+            extra["activation_alpha"] = alphas
+        if betas:
+            extra["activation_beta"] = betas
+        nodes.append(onnx.helper.make_node(attrs["kind"], inputs, list(node.output), name=prefix,
+                                           hidden_size=hidden, direction=attrs["direction"],
+                                           activations=attrs["activations"], **extra))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+__all__ = ["ACTIVATIONS", "LOOP_DOMAIN", "LOOP_OP", "RECURRENT_OPS", "UNROLL_STEPS", "expand_recurrent",
+           "loop_attributes", "standard_recurrences"]

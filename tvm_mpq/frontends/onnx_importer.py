@@ -1,0 +1,77 @@
+"""TVM's Relax ONNX importer, taught the one op our own ONNX rewrites emit that ONNX lacks.
+
+:func:`~tvm_mpq.frontends.onnx_frontend.prepare_static` writes an LSTM / GRU / RNN over a long
+sequence as its input projections and one ``Recurrence`` node of the ``ai.tvm_mpq`` domain
+(:mod:`tvm_mpq.frontends.onnx_recurrent`). TVM's importer looks ops up in a fixed table, so this
+module subclasses it (:class:`ONNXGraphImporter`): ``Recurrence`` becomes one ``call_tir`` of the
+loop kernel (:func:`tvm_mpq.kernels.recurrence.recurrence_te`), every other op is TVM's.
+"""
+
+from __future__ import annotations
+
+import onnx
+import tvm
+from tvm import relax
+from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter, _get_convert_map
+
+from tvm_mpq.frontends.onnx_recurrent import LOOP_DOMAIN, LOOP_OP, loop_attributes
+from tvm_mpq.kernels.recurrence import Activation, RecurrenceSpec, recurrence_te
+
+OWN_OPS = (LOOP_OP,)
+
+
+def unsupported_ops(model: onnx.ModelProto) -> set[str]:
+    """The op types of ``model`` neither TVM's importer nor this one takes."""
+    convert_map = _get_convert_map()
+    return {node.op_type for node in model.graph.node
+            if node.op_type not in convert_map and not _is_own(node)}
+
+
+def _is_own(node: onnx.NodeProto) -> bool:
+    return node.domain == LOOP_DOMAIN and node.op_type in OWN_OPS
+
+
+class _Importer(ONNXGraphImporter):
+    """TVM's importer plus ``Recurrence`` (module docstring)."""
+
+    def __init__(self, *args, loops: dict[str, onnx.NodeProto], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._loops = loops
+
+    def _check_for_unsupported_ops(self, graph) -> None:
+        unsupported = {node.op_type for node in graph.node
+                       if node.op_type not in _get_convert_map() and node.op_type not in ("If", "Constant")
+                       and not _is_own(node)}
+        if unsupported:
+            raise tvm.error.OpNotImplemented(
+                "The following operators are not supported for frontend ONNX: " + ", ".join(sorted(unsupported)))
+
+    def _convert_operator(self, op_name, inputs, attrs, opset):
+        if op_name == LOOP_OP:
+            node = self._loops[attrs["tvm_custom"]["name"]]
+            return _convert_recurrence(self.bb, list(inputs), loop_attributes(node))
+        return super()._convert_operator(op_name, inputs, attrs, opset)
+
+
+def _convert_recurrence(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
+    """One ``call_tir`` of the loop kernel over a ``Recurrence`` node's inputs."""
+    inputs = inputs + [None] * (6 - len(inputs))
+    x, r_t, h0, c0, peepholes, rb_h = inputs[:6]
+    reverse = {"forward": (False,), "reverse": (True,), "bidirectional": (False, True)}[attrs["direction"]]
+    activations = tuple(Activation(name, alpha, beta)
+                        for name, alpha, beta in zip(attrs["activations"], attrs["alpha"], attrs["beta"]))
+    spec = RecurrenceSpec(attrs["kind"], reverse, activations, attrs["clip"], bool(attrs["linear_before_reset"]))
+    return bb.emit_te(recurrence_te, x, r_t, spec, h0, c0, peepholes, rb_h,
+                      primfunc_name_hint=f"{attrs['kind'].lower()}_recurrence")
+
+
+def import_onnx(model: onnx.ModelProto, shape_dict: dict[str, list[int]], dtype_dict: dict[str, str]) -> tvm.IRModule:
+    """``tvm.relax.frontend.onnx.from_onnx(model, shape_dict, dtype_dict, keep_params_in_input=True)``
+    with ``Recurrence`` nodes taken (module docstring)."""
+    loops = {node.name: node for node in model.graph.node if _is_own(node)}
+    importer = _Importer(shape_dict, dtype_dict, keep_params_in_input=True, sanitize=True, loops=loops)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    return importer.from_onnx(model.graph, opset)
+
+
+__all__ = ["OWN_OPS", "import_onnx", "unsupported_ops"]
