@@ -95,13 +95,15 @@ def _weight_owners(model: onnx.ModelProto) -> dict[str, str]:
     return owners
 
 
-def from_onnx_model(model: onnx.ModelProto, name: str, shapes: dict[str, tuple[int, ...]], source: str = "") -> ModelGraph:
-    """Import with static shapes; shape sub-graphs are folded by onnx shape inference + TVM."""
+def from_onnx_model(model: onnx.ModelProto, name: str, shapes: dict[str, tuple[int, ...]], source: str = "",
+                    unroll_steps: int = UNROLL_STEPS) -> ModelGraph:
+    """Import with static shapes; shape sub-graphs are folded by onnx shape inference + TVM
+    (recurrences over at most ``unroll_steps`` steps unrolled: :func:`prepare_static`)."""
     from tvm_mpq.frontends.onnx_importer import import_onnx, unsupported_ops
 
     specs = resolve_input_specs(model, shapes)
     try:
-        model = prepare_static(model, specs)
+        model = prepare_static(model, specs, unroll_steps)
     except MpqError:
         raise
     except Exception as err:

@@ -61,8 +61,15 @@ def _convert_recurrence(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> re
     activations = tuple(Activation(name, alpha, beta)
                         for name, alpha, beta in zip(attrs["activations"], attrs["alpha"], attrs["beta"]))
     spec = RecurrenceSpec(attrs["kind"], reverse, activations, attrs["clip"], bool(attrs["linear_before_reset"]))
-    return bb.emit_te(recurrence_te, x, r_t, spec, h0, c0, peepholes, rb_h,
-                      primfunc_name_hint=f"{attrs['kind'].lower()}_recurrence")
+    present = [value for value in (h0, c0, peepholes, rb_h) if value is not None]
+
+    def kernel(x, r_t, *given):
+        tensors = iter(given)
+        h0_te, c0_te, peep_te, rb_h_te = (next(tensors) if value is not None else None
+                                          for value in (h0, c0, peepholes, rb_h))
+        return recurrence_te(x, r_t, spec, h0_te, c0_te, peep_te, rb_h_te)
+
+    return bb.emit_te(kernel, x, r_t, *present, primfunc_name_hint=f"{attrs['kind'].lower()}_recurrence")
 
 
 def import_onnx(model: onnx.ModelProto, shape_dict: dict[str, list[int]], dtype_dict: dict[str, str]) -> tvm.IRModule:
