@@ -1,8 +1,10 @@
 """ONNX LSTM / GRU / RNN nodes, which TVM 0.27's importer lacks, unrolled by the frontend
-(:mod:`tvm_mpq.frontends.onnx_recurrent`): the rewritten ONNX model computes what onnxruntime's
-own recurrent kernels compute (every direction, layout, optional input and attribute the
-rewrite takes), a model with an LSTM imports, compiles, and runs fp32 and int8 through TVM, and
-what the rewrite cannot unroll is one line naming the node."""
+(:mod:`tvm_mpq.frontends.onnx_recurrent`), or over a long sequence run as one loop kernel
+(:mod:`tvm_mpq.kernels.recurrence`): the rewritten ONNX model computes what onnxruntime's own
+recurrent kernels compute (every direction, layout, optional input and attribute the rewrite
+takes, both ways), the loop kernel built by TVM computes it too, a model with an LSTM imports,
+compiles, and runs fp32 and int8 through TVM (unrolled, and as a loop for x86, aarch64 and
+CUDA), and what the rewrite cannot take is one line naming the node."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import TensorSpec
-from tvm_mpq.frontends.onnx_frontend import prepare_static
+from tvm_mpq.frontends.onnx_frontend import from_onnx_model, prepare_static
+from tvm_mpq.frontends.onnx_recurrent import LOOP_OP, UNROLL_STEPS, standard_recurrences
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
@@ -96,6 +99,7 @@ CASES = [
     ("LSTM", {"initial": "const", "peepholes": True, "layout": 1}),
     ("LSTM", {"peepholes": True, "direction": "bidirectional"}),
     ("LSTM", {"clip": 0.5}),
+    ("LSTM", {"clip": 1.5, "peepholes": True}),
     ("LSTM", {"outputs": (False, True, False)}),
     ("LSTM", {"outputs": (True, False, False)}),
     ("LSTM", {"lens": 5}),
@@ -114,33 +118,44 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("op", "kwargs"), CASES, ids=[f"{op}-{'-'.join(f'{k}={v}' for k, v in kw.items())}"
-                                                      for op, kw in CASES])
-def test_the_unrolled_node_computes_what_onnxruntime_computes(op, kwargs):
-    model, feed = recurrent_model(op, **kwargs)
-    unrolled = prepare_static(model, _specs(feed))
-    assert not any(n.op_type in GATES for n in unrolled.graph.node)
-    expected, got = _run(model, feed), _run(unrolled, feed)
+CASE_IDS = [f"{op}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for op, kw in CASES]
+
+
+def _assert_close(expected: list[np.ndarray], got: list[np.ndarray]) -> None:
     assert [e.shape for e in expected] == [g.shape for g in got]
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=2e-6)
 
 
-def test_an_lstm_model_imports_compiles_and_runs_fp32_and_int8(tmp_path):
-    """A bidirectional LSTM over a conv's features (an OCR head's shape): TVM's fp32 build
-    matches onnxruntime on the original LSTM node; the input projections and every step's
-    recurrent product are dense layers of the layer table; the fully int8 build runs them as
-    integer matmuls and stays close to fp32."""
-    from tvm_mpq.api import config_for_rate
-    from tvm_mpq.compiler import compile_model
-    from tvm_mpq.compiler.inspect_ir import mac_census
-    from tvm_mpq.graph import build_layer_table
-    from tvm_mpq.metrics.task_metrics import output_sqnr_db
-    from tvm_mpq.runtime.executor import compile_graph
-    from tvm_mpq.zoo import load_model
+@pytest.mark.parametrize(("op", "kwargs"), CASES, ids=CASE_IDS)
+def test_the_unrolled_node_computes_what_onnxruntime_computes(op, kwargs):
+    model, feed = recurrent_model(op, **kwargs)
+    unrolled = prepare_static(model, _specs(feed))
+    assert not any(n.op_type in GATES for n in unrolled.graph.node)
+    _assert_close(_run(model, feed), _run(unrolled, feed))
 
+
+@pytest.mark.parametrize(("op", "kwargs"), CASES, ids=CASE_IDS)
+def test_the_loop_node_computes_what_onnxruntime_computes(op, kwargs):
+    """Over more steps than ``unroll_steps`` (0 here): the input projections and one
+    ``Recurrence`` node, whose standard ONNX form onnxruntime runs, and whose loop kernel TVM
+    builds; both equal onnxruntime on the original node."""
+    model, feed = recurrent_model(op, **kwargs)
+    looped = prepare_static(model, _specs(feed), unroll_steps=0)
+    assert [n.op_type for n in looped.graph.node].count(LOOP_OP) == 1
+    assert not any(n.op_type in GATES for n in looped.graph.node)
+    expected = _run(model, feed)
+    _assert_close(expected, _run(standard_recurrences(looped), feed))
+    from tvm_mpq.runtime.executor import compile_graph
+
+    graph = from_onnx_model(model, "rnn", {name: value.shape for name, value in feed.items()}, unroll_steps=0)
+    assert "_recurrence" in graph.mod.script()
+    _assert_close(expected, compile_graph(graph).run(feed))
+
+
+def _ocr_head(path, steps: int, channels: int = 8, hidden: int = 16) -> str:
+    """A bidirectional LSTM over a conv's features (an OCR head's shape), saved at ``path``."""
     rng = np.random.default_rng(3)
-    steps, channels, hidden = 6, 8, 16
     conv_w = numpy_helper.from_array(rng.normal(scale=0.3, size=(channels, 1, 3, 3)).astype(np.float32), "conv_w")
     w = numpy_helper.from_array(rng.normal(scale=0.3, size=(2, 4 * hidden, channels)).astype(np.float32), "W")
     r = numpy_helper.from_array(rng.normal(scale=0.3, size=(2, 4 * hidden, hidden)).astype(np.float32), "R")
@@ -155,27 +170,87 @@ def test_an_lstm_model_imports_compiles_and_runs_fp32_and_int8(tmp_path):
     graph = helper.make_graph(nodes, "ocr_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, steps])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [steps, 2, 1, hidden])],
                               [conv_w, w, r, b, shape])
-    path = tmp_path / "ocr_head.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), str(path))
+    return str(path)
 
-    model = load_model(str(path))
+
+def _fp32_and_int8(path: str, steps: int):
+    """The model at ``path`` loaded, its fp32 build checked against onnxruntime, and its fully
+    int8 build: (graph, layer table, fp32 build, int8 build, held-out feeds)."""
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.graph import build_layer_table
+    from tvm_mpq.runtime.executor import compile_graph
+    from tvm_mpq.zoo import load_model
+
+    rng = np.random.default_rng(3)
+    model = load_model(path)
     table = build_layer_table(model)
-    dense = [layer for layer in table if layer.kind == "dense"]
-    # per direction: the input projection, and a recurrent product per step after the first (the
-    # initial state is zero: the first step's product is folded away before TVM sees it)
-    assert len(dense) == 2 * (1 + steps - 1)
     feeds = [{"x": rng.normal(size=(1, 1, 1, steps)).astype(np.float32)} for _ in range(6)]
-    reference = [_run(onnx.load(str(path)), feed)[0] for feed in feeds]
+    reference = [_run(onnx.load(path), feed)[0] for feed in feeds]
     fp32 = compile_graph(model)
     for feed, expected in zip(feeds, reference):
         np.testing.assert_allclose(fp32.run(feed)[0], expected, rtol=1e-4, atol=1e-5)
     config, _ = config_for_rate(model, feeds[:4], 100, "quantunev2")
-    int8 = compile_model(model, config)
+    return model, table, config, fp32, compile_model(model, config), feeds[4:]
+
+
+def test_an_lstm_model_imports_compiles_and_runs_fp32_and_int8(tmp_path):
+    """A short sequence, unrolled: TVM's fp32 build matches onnxruntime on the original LSTM
+    node; the input projections and every step's recurrent product are dense layers of the
+    layer table; the fully int8 build runs them as integer matmuls and stays close to fp32."""
+    from tvm_mpq.compiler.inspect_ir import mac_census
+    from tvm_mpq.metrics.task_metrics import output_sqnr_db
+
+    steps = 6
+    _, table, _, fp32, int8, held_out = _fp32_and_int8(_ocr_head(tmp_path / "ocr_head.onnx", steps), steps)
+    dense = [layer for layer in table if layer.kind == "dense"]
+    # per direction: the input projection, and a recurrent product per step after the first (the
+    # initial state is zero: the first step's product is folded away before TVM sees it)
+    assert len(dense) == 2 * (1 + steps - 1)
     assert int8.stats["int8_layers"] == len(table)
     assert mac_census(int8.mod) == {"uint8 x int8 -> int32": len(table)}
-    outputs = [int8.run(feed) for feed in feeds[4:]]
+    outputs = [int8.run(feed) for feed in held_out]
     # random weights, 4 calibration samples, every product int8 through 6 steps: 17 dB measured
-    assert output_sqnr_db(outputs, [fp32.run(feed) for feed in feeds[4:]]) > 12.0
+    assert output_sqnr_db(outputs, [fp32.run(feed) for feed in held_out]) > 12.0
+
+
+def test_a_long_lstm_runs_as_one_loop_kernel_on_every_target(tmp_path):
+    """More steps than :data:`UNROLL_STEPS`: the input projections are the LSTM's only dense
+    layers (int8 at 100%, the recurrent product float32 inside the loop kernel), fp32 and int8
+    builds match onnxruntime / fp32, and the loop kernel builds for aarch64 and CUDA."""
+    from targets import get_target
+    from targets.aarch64_sysroot import setup_aarch64
+    from targets.elf import EM_AARCH64, read_elf_machine
+    from tvm_mpq.compiler.inspect_ir import mac_census
+    from tvm_mpq.metrics.task_metrics import output_sqnr_db
+
+    steps = UNROLL_STEPS + 8
+    model, table, config, fp32, int8, held_out = _fp32_and_int8(_ocr_head(tmp_path / "long.onnx", steps), steps)
+    assert [layer.kind for layer in table].count("dense") == 2
+    assert "lstm_recurrence" in model.mod.script()
+    assert int8.stats["int8_layers"] == len(table)
+    assert mac_census(int8.mod) == {"uint8 x int8 -> int32": len(table)}
+    outputs = [int8.run(feed) for feed in held_out]
+    assert output_sqnr_db(outputs, [fp32.run(feed) for feed in held_out]) > 20.0
+
+    setup_aarch64()
+    arm = get_target("aarch64-dotprod")
+    assert read_elf_machine(arm.export(arm.compile(model, config), tmp_path / "arm.so")) == EM_AARCH64
+    cuda = get_target("cuda", arch="sm_80")
+    try:
+        cuda.check_toolchain()
+    except MpqError as err:
+        pytest.skip(f"aarch64 built; CUDA: {err}")
+    kinds = []
+
+    def walk(mod):
+        kinds.append(str(mod.kind))
+        for imp in mod.imports:
+            walk(imp)
+
+    walk(cuda.compile(model, config).executable.mod)
+    assert "cuda" in kinds
 
 
 def test_what_cannot_be_unrolled_is_one_line_naming_the_node():

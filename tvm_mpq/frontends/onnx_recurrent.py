@@ -383,16 +383,20 @@ class _Recurrent:
 def _lstm_step(em: _Emitter, row: str, h: State, c: State, recurrent: _Recurrent, hidden: int, tag: str, activate,
                clip: float | None, peepholes: np.ndarray | None, d: int) -> tuple[str, str]:
     """One LSTM step (ONNX gate order i, o, f, c): the new hidden and cell state."""
-    pre = _clipped(em, em.add(row, recurrent.times(h, f"{tag}/h_proj"), f"{tag}/gates"), clip, tag)
+    # clip bounds each gate's pre-activation with its peephole term (onnxruntime's order)
+    pre = em.add(row, recurrent.times(h, f"{tag}/h_proj"), f"{tag}/gates")
+    if peepholes is None:
+        pre = _clipped(em, pre, clip, tag)
     i, o, f, g = (em.slice_last(pre, k * hidden, (k + 1) * hidden, f"{tag}/gate{k}") for k in range(4))
     if peepholes is not None:
         p_i, p_o, p_f = (peepholes[k * hidden:(k + 1) * hidden] for k in range(3))
-        i = em.add(i, em.mul(p_i, c, f"{tag}/pi"), f"{tag}/i_peep")
-        f = em.add(f, em.mul(p_f, c, f"{tag}/pf"), f"{tag}/f_peep")
+        i = _clipped(em, em.add(i, em.mul(p_i, c, f"{tag}/pi"), f"{tag}/i_peep"), clip, f"{tag}/i")
+        f = _clipped(em, em.add(f, em.mul(p_f, c, f"{tag}/pf"), f"{tag}/f_peep"), clip, f"{tag}/f")
+        g = _clipped(em, g, clip, f"{tag}/g")
     i, f, g = activate(0, i, f"{tag}/i"), activate(0, f, f"{tag}/f"), activate(1, g, f"{tag}/g")
     c_new = em.add(em.mul(f, c, f"{tag}/fc"), em.mul(i, g, f"{tag}/ig"), f"{tag}/c")
     if peepholes is not None:
-        o = em.add(o, em.mul(p_o, c_new, f"{tag}/po"), f"{tag}/o_peep")
+        o = _clipped(em, em.add(o, em.mul(p_o, c_new, f"{tag}/po"), f"{tag}/o_peep"), clip, f"{tag}/o")
     o = activate(0, o, f"{tag}/o")
     return em.op("Mul", [o, activate(2, c_new, f"{tag}/c_act")], f"{tag}/h"), c_new
 
