@@ -15,7 +15,8 @@ computes, per direction ``d`` (run in parallel: the directions are independent) 
   ``h' = cand + z (h - cand)``;
 * RNN: ``h' = f(x[t] + h R^T)``;
 
-``clip`` bounds every pre-activation, as ONNX defines. The recurrent product is a float32
+``clip`` bounds every pre-activation, as ONNX defines; ``Sigmoid`` and ``Tanh`` are TVM's
+polynomial forms (:mod:`tvm_mpq.kernels.fast_math`), vectorizable where libm's are not. The recurrent product is a float32
 matrix-vector product per step with the gate columns innermost (contiguous in ``R^T``, a vector
 loop). Outputs: ``Y`` ``[steps, directions, batch, hidden]`` (ONNX's ``Y`` with ``layout=0``),
 the last ``h`` and (LSTM) ``c``, ``[directions, batch, hidden]``.
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from tvm import te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
+
+from tvm_mpq.kernels.fast_math import fast_sigmoid, fast_tanh
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 ACTIVATIONS_PER_DIRECTION = {"LSTM": 3, "GRU": 2, "RNN": 1}
@@ -44,10 +47,10 @@ class Activation:
     beta: float | None = None
 
     def __call__(self, x):
-        if self.name == "Sigmoid":
-            return tirx.sigmoid(x)
+        if self.name == "Sigmoid":  # TVM's polynomial forms: tirx.sigmoid / tanh are a libm call each
+            return fast_sigmoid(x)
         if self.name == "Tanh":
-            return tirx.tanh(x)
+            return fast_tanh(x)
         if self.name == "Relu":
             return tirx.max(x, tirx.const(0.0, "float32"))
         if self.name == "HardSigmoid":
