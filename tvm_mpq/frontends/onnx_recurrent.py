@@ -15,7 +15,8 @@ node becomes, per direction:
 
 A sequence longer than :data:`UNROLL_STEPS` is not unrolled (a graph node per step makes the
 compile time grow with the sequence: pyannote's 589-frame BiLSTM took more than 15 minutes):
-the input projection is the same dense layer, and the steps of all directions become one
+the input projection of all directions is one dense layer (``W^T`` of each direction side by
+side), and the steps of all directions become one
 ``Recurrence`` node of the ``ai.tvm_mpq`` domain (:data:`LOOP_DOMAIN`), which the importer turns
 into one loop kernel (:mod:`tvm_mpq.kernels.recurrence`); its recurrent product stays float32.
 :func:`standard_recurrences` writes such a node back as the standard ONNX node (``W`` the
@@ -273,12 +274,18 @@ def _projection(em: _Emitter, op: str, sequence: str, weights: np.ndarray, bias:
     """Direction ``d``'s input projection ``X W^T + bias`` (a dense layer over every step), and
     GRU's ``Rb_h``: the projection carries both biases, except that one, which is inside
     ``r * (...)``."""
+    x_bias, rb_h = _projection_bias(op, bias, d, hidden)
+    projected = em.op("MatMul", [sequence, em.const(f"d{d}/W_T", weights[d].T)], f"d{d}/x_proj")
+    projected = em.op("Add", [projected, em.const(f"d{d}/x_bias", x_bias)], f"d{d}/x_proj_bias")
+    return projected, rb_h
+
+
+def _projection_bias(op: str, bias: np.ndarray, d: int, hidden: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Direction ``d``'s projection bias (both ONNX biases but GRU's ``Rb_h``), and ``Rb_h``."""
     gates = GATES[op]
     wb, rb = bias[d, :gates * hidden], bias[d, gates * hidden:]
     x_bias = wb + (np.concatenate([rb[:2 * hidden], np.zeros(hidden, np.float32)]) if op == "GRU" else rb)
-    projected = em.op("MatMul", [sequence, em.const(f"d{d}/W_T", weights[d].T)], f"d{d}/x_proj")
-    projected = em.op("Add", [projected, em.const(f"d{d}/x_bias", x_bias)], f"d{d}/x_proj_bias")
-    return projected, (rb[2 * hidden:] if op == "GRU" else None)
+    return x_bias, (rb[2 * hidden:] if op == "GRU" else None)
 
 
 @dataclass(frozen=True)
@@ -303,8 +310,11 @@ def _loop_nodes(em: _Emitter, node: onnx.NodeProto, loop: _Loop, sequence: str, 
     """The node as its input projections (one dense layer per direction, as unrolled) and one
     ``Recurrence`` node over all directions' steps (module docstring)."""
     op, hidden = loop.op, loop.hidden
-    projections, rb_hs = zip(*(_projection(em, op, sequence, weights, bias, d, hidden) for d in range(loop.directions)))
-    x_all = projections[0] if loop.directions == 1 else em.op("Concat", list(projections), "x_proj_all", axis=-1)
+    # one projection for every direction: [steps, batch, input] x [input, directions * gates * hidden]
+    x_biases, rb_hs = zip(*(_projection_bias(op, bias, d, hidden) for d in range(loop.directions)))
+    w_t = np.concatenate([weights[d].T for d in range(loop.directions)], axis=1)
+    x_all = em.op("MatMul", [sequence, em.const("W_T", np.ascontiguousarray(w_t))], "x_proj")
+    x_all = em.op("Add", [x_all, em.const("x_bias", np.concatenate(x_biases))], "x_proj_bias")
     r_t = em.const("R_T", np.ascontiguousarray(np.transpose(recurrence, (0, 2, 1))))
 
     def state(tensor: str, tag: str) -> str:
