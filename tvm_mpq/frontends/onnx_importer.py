@@ -67,7 +67,7 @@ def _convert_recurrence(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> re
         tensors = iter(given)
         h0_te, c0_te, peep_te, rb_h_te = (next(tensors) if value is not None else None
                                           for value in (h0, c0, peepholes, rb_h))
-        return recurrence_te(x, r_t, spec, h0_te, c0_te, peep_te, rb_h_te)
+        return recurrence_te(x, r_t, spec, attrs["batch"], h0_te, c0_te, peep_te, rb_h_te)
 
     return bb.emit_te(kernel, x, r_t, *present, primfunc_name_hint=f"{attrs['kind'].lower()}_recurrence")
 

@@ -311,9 +311,11 @@ def _loop_nodes(em: _Emitter, node: onnx.NodeProto, loop: _Loop, sequence: str, 
     ``Recurrence`` node over all directions' steps (module docstring)."""
     op, hidden = loop.op, loop.hidden
     # one projection for every direction: [steps, batch, input] x [input, directions * gates * hidden]
+    # (on the sequence's rows, [steps * batch, input]: the bias add then fuses into the GEMM)
     x_biases, rb_hs = zip(*(_projection_bias(op, bias, d, hidden) for d in range(loop.directions)))
     w_t = np.concatenate([weights[d].T for d in range(loop.directions)], axis=1)
-    x_all = em.op("MatMul", [sequence, em.const("W_T", np.ascontiguousarray(w_t))], "x_proj")
+    rows = em.reshape(sequence, (-1, weights.shape[2]), "x_rows")
+    x_all = em.op("MatMul", [rows, em.const("W_T", np.ascontiguousarray(w_t))], "x_proj")
     x_all = em.op("Add", [x_all, em.const("x_bias", np.concatenate(x_biases))], "x_proj_bias")
     r_t = em.const("R_T", np.ascontiguousarray(np.transpose(recurrence, (0, 2, 1))))
 
@@ -341,7 +343,8 @@ def _loop_nodes(em: _Emitter, node: onnx.NodeProto, loop: _Loop, sequence: str, 
             results.append(f"{em.prefix}/loop_out{k}")
         else:
             results.append(wanted or f"{em.prefix}/loop_unused{k}")
-    attrs = {"kind": op, "hidden_size": hidden, "direction": loop.direction, "activations": loop.functions,
+    attrs = {"kind": op, "hidden_size": hidden, "batch": loop.batch, "direction": loop.direction,
+             "activations": loop.functions,
              "activation_alpha": [np.nan if a is None else a for a, _ in loop.params],
              "activation_beta": [np.nan if b is None else b for _, b in loop.params],
              "linear_before_reset": loop.linear_before_reset}
@@ -436,7 +439,7 @@ def _gru_step(em: _Emitter, row: str, h: State, hidden: int, tag: str, activate,
 
 
 def loop_attributes(node: onnx.NodeProto) -> dict:
-    """A ``Recurrence`` node's attributes: ``kind``, ``hidden_size``, ``direction``,
+    """A ``Recurrence`` node's attributes: ``kind``, ``hidden_size``, ``batch``, ``direction``,
     ``activations`` and, per activation, its ``alpha`` / ``beta`` (None: the ONNX default),
     ``clip`` (None: none), ``linear_before_reset``."""
     attrs = _attributes(node)
@@ -447,6 +450,7 @@ def loop_attributes(node: onnx.NodeProto) -> dict:
 
     kind = attrs["kind"]
     return {"kind": kind.decode() if isinstance(kind, bytes) else kind, "hidden_size": int(attrs["hidden_size"]),
+            "batch": int(attrs["batch"]),
             "direction": attrs["direction"].decode() if isinstance(attrs["direction"], bytes) else attrs["direction"],
             "activations": text, "alpha": optional(list(attrs.get("activation_alpha", []))),
             "beta": optional(list(attrs.get("activation_beta", []))), "clip": attrs.get("clip"),
@@ -455,7 +459,8 @@ def loop_attributes(node: onnx.NodeProto) -> dict:
 
 def standard_recurrences(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` (modified in place and returned) with every ``Recurrence`` loop node written as
-    the standard LSTM / GRU / RNN node it computes: ``X`` the projected input of all directions,
+    the standard LSTM / GRU / RNN node it computes: ``X`` the projected input of all directions
+    (its rows reshaped to ``[steps, batch, features]``),
     ``W[d]`` the identity on direction ``d``'s block of it, ``R`` and GRU's ``Rb_h`` as given,
     the other biases zero (the projection carries them). onnxruntime runs the result."""
     values = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
@@ -479,8 +484,12 @@ def standard_recurrences(model: onnx.ModelProto) -> onnx.ModelProto:
         prefix = node.name or node.output[0]
         named = {f"{prefix}/W_identity": identity, f"{prefix}/R": np.ascontiguousarray(np.transpose(r_t, (0, 2, 1))),
                  f"{prefix}/B": bias}
-        model.graph.initializer.extend(onnx.numpy_helper.from_array(v, k) for k, v in named.items())
-        inputs = [ins[0], *named, "", ins[2]] + ([ins[3], ins[4]] if attrs["kind"] == "LSTM" else [])
+        shape = np.array([-1, attrs["batch"], directions * width], np.int64)
+        model.graph.initializer.extend(onnx.numpy_helper.from_array(v, k) for k, v in
+                                       [*named.items(), (f"{prefix}/x_shape", shape)])
+        sequence = f"{prefix}/x_sequence"  # the projected rows back as [steps, batch, features]
+        nodes.append(onnx.helper.make_node("Reshape", [ins[0], f"{prefix}/x_shape"], [sequence], name=sequence))
+        inputs = [sequence, *named, "", ins[2]] + ([ins[3], ins[4]] if attrs["kind"] == "LSTM" else [])
         while inputs[-1] == "":
             inputs.pop()
         extra = {"clip": attrs["clip"]} if attrs["clip"] is not None else {}

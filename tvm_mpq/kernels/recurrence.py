@@ -82,18 +82,19 @@ class RecurrenceSpec:
         return len(self.reverse)
 
 
-def recurrence_te(x: te.Tensor, r_t: te.Tensor, spec: RecurrenceSpec, h0: te.Tensor | None = None,
+def recurrence_te(x: te.Tensor, r_t: te.Tensor, spec: RecurrenceSpec, batch: int, h0: te.Tensor | None = None,
                   c0: te.Tensor | None = None, peepholes: te.Tensor | None = None,
                   rb_h: te.Tensor | None = None) -> list[te.Tensor]:
     """The recurrence of ``spec`` as one ``te.extern``.
 
-    ``x``: ``[steps, batch, directions * gates * hidden]`` (each direction's projected input,
-    its gate blocks in ONNX order); ``r_t``: ``[directions, hidden, gates * hidden]``
+    ``x``: ``[steps * batch, directions * gates * hidden]`` (rows step-major, as the input
+    projection's GEMM writes them; each direction's projected input, its gate blocks in ONNX
+    order); ``r_t``: ``[directions, hidden, gates * hidden]``
     (``R^T``); ``h0`` / ``c0``: ``[directions, batch, hidden]`` (zero when absent);
     ``peepholes``: ``[directions, 3 * hidden]``; ``rb_h``: ``[directions, hidden]`` (GRU's
     recurrent candidate bias, which the projection cannot carry). Returns ``[Y, Y_h]`` (RNN,
     GRU) or ``[Y, Y_h, Y_c]`` (LSTM)."""
-    steps, batch = (int(v) for v in x.shape[:2])
+    steps = int(x.shape[0]) // batch
     directions, hidden = spec.directions, int(r_t.shape[1])
     gates = GATES[spec.kind]
     optional = [("h0", h0), ("c0", c0), ("peepholes", peepholes), ("rb_h", rb_h)]
@@ -143,7 +144,8 @@ def _recurrence_ir(ins: dict, outs: list, spec: RecurrenceSpec, steps: int, batc
                     with T.If(d == direction):
                         with T.Then():
                             with T.serial(0, batch) as b:
-                                _step(spec, acts, x, r_t, peep, rb_h, h, c, acc, rh, y, d, t, b, hidden, width)
+                                _step(spec, acts, x, r_t, peep, rb_h, h, c, acc, rh, y, d, t, b, t * batch + b,
+                                      hidden, width)
             with T.serial(0, batch * hidden) as i:
                 y_h[d, i // hidden, i % hidden] = h[i]
                 if y_c is not None:
@@ -188,21 +190,22 @@ def _matvec(acc, r_t, d, vector, start: int, count: int, hidden: int, first) -> 
                 columns(lo, hi, accumulate)
 
 
-def _step(spec: RecurrenceSpec, acts, x, r_t, peep, rb_h, h, c, acc, rh, y, d, t, b, hidden: int, width: int) -> None:
-    """One time step of direction ``d`` for batch entry ``b``: ``h`` (and ``c``) updated in place,
-    ``Y[t, d, b]`` written."""
+def _step(spec: RecurrenceSpec, acts, x, r_t, peep, rb_h, h, c, acc, rh, y, d, t, b, row, hidden: int,
+          width: int) -> None:
+    """One time step of direction ``d`` for batch entry ``b`` (``x`` row ``row``): ``h`` (and
+    ``c``) updated in place, ``Y[t, d, b]`` written."""
     clip = spec.clip
     base = d * width
     state = b * hidden
     f32 = "float32"
     if spec.kind == "GRU" and not spec.linear_before_reset:
         # z and r from h; the candidate's product reads r * h, so it waits for r
-        _matvec(acc, r_t, d, lambda k: h[state + k], 0, 2 * hidden, hidden, lambda j: x[t, b, base + j])
+        _matvec(acc, r_t, d, lambda k: h[state + k], 0, 2 * hidden, hidden, lambda j: x[row, base + j])
         with T.serial(0, hidden) as u:
             rh[u] = acts[0](_clipped(acc[hidden + u], clip)) * h[state + u]
         bias = (lambda j: rb_h[d, j]) if rb_h is not None else (lambda j: tirx.const(0.0, f32))
         _matvec(acc, r_t, d, lambda k: rh[k], 2 * hidden, hidden, hidden,
-                lambda j: x[t, b, base + 2 * hidden + j] + bias(j))
+                lambda j: x[row, base + 2 * hidden + j] + bias(j))
         with T.serial(0, hidden) as u:
             z = acts[0](_clipped(acc[u], clip))
             cand = acts[1](_clipped(acc[2 * hidden + u], clip))
@@ -212,15 +215,15 @@ def _step(spec: RecurrenceSpec, acts, x, r_t, peep, rb_h, h, c, acc, rh, y, d, t
     if spec.kind == "GRU":  # linear_before_reset: acc holds h R^T alone
         _matvec(acc, r_t, d, lambda k: h[state + k], 0, width, hidden, lambda j: tirx.const(0.0, f32))
     else:
-        _matvec(acc, r_t, d, lambda k: h[state + k], 0, width, hidden, lambda j: x[t, b, base + j])
+        _matvec(acc, r_t, d, lambda k: h[state + k], 0, width, hidden, lambda j: x[row, base + j])
     with T.serial(0, hidden) as u:
         if spec.kind == "RNN":
             h[state + u] = acts[0](_clipped(acc[u], clip))
         elif spec.kind == "GRU":
             bias = rb_h[d, u] if rb_h is not None else tirx.const(0.0, f32)
-            z = acts[0](_clipped(x[t, b, base + u] + acc[u], clip))
-            r = acts[0](_clipped(x[t, b, base + hidden + u] + acc[hidden + u], clip))
-            cand = acts[1](_clipped(x[t, b, base + 2 * hidden + u] + r * (acc[2 * hidden + u] + bias), clip))
+            z = acts[0](_clipped(x[row, base + u] + acc[u], clip))
+            r = acts[0](_clipped(x[row, base + hidden + u] + acc[hidden + u], clip))
+            cand = acts[1](_clipped(x[row, base + 2 * hidden + u] + r * (acc[2 * hidden + u] + bias), clip))
             h[state + u] = _gru_update(z, cand, h[state + u])
         else:
             cell = c[state + u]
