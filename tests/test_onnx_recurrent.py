@@ -307,3 +307,30 @@ def test_the_loop_kernels_sigmoid_and_tanh_are_tvms_fast_forms_bit_for_bit():
     np.testing.assert_allclose(ours_exp[small], np.exp(values[small].astype(np.float64)), rtol=1e-5)
     np.testing.assert_allclose(ours_tanh, np.tanh(values), atol=1e-6)
     np.testing.assert_allclose(ours_sigmoid, 1 / (1 + np.exp(-values.astype(np.float64))), atol=1e-6)
+
+
+def test_cli_compiles_a_long_lstm_fp32_without_calibration_data(tmp_path):
+    """``compile --rate 0``: the fp32 model, no calibration set or analysis needed (the input is
+    not an image, so before this the command asked for ``--calib``); the library runs the loop
+    kernel and equals onnxruntime."""
+    import subprocess
+    import sys
+
+    import tvm
+    from tvm import relax
+
+    from tvm_mpq.config import PrecisionConfig
+
+    steps = UNROLL_STEPS + 8
+    path = _ocr_head(tmp_path / "long.onnx", steps)
+    out = tmp_path / "long.so"
+    proc = subprocess.run([sys.executable, "-m", "tvm_mpq.cli", "compile", path, "--rate", "0", "--target", "x86",
+                           "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "no calibration or analysis" in proc.stdout and "analyzing" not in proc.stdout
+    config = PrecisionConfig.load(tmp_path / "long.config.json")
+    assert config.layers and set(config.fp32_layers()) == set(config.layers)
+    x = np.random.default_rng(5).normal(size=(1, 1, 1, steps)).astype(np.float32)
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(out)), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()  # the model's one output
+    np.testing.assert_allclose(got, _run(onnx.load(path), {"x": x})[0], rtol=1e-4, atol=1e-5)

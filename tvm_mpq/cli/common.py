@@ -189,7 +189,8 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
     """(graph, precision config) from ``--config`` (its layers checked against the model before
     anything else; a precision the integer kernels cannot run is the lowering's error) or from
     ``--rate`` (analyzed with ``--method`` on the calibration set, layers without an integer
-    kernel kept fp32)."""
+    kernel kept fp32; ``--rate 0`` without ``--equalize`` is the fp32 model, no calibration
+    needed)."""
     from tvm_mpq.calibration import CalibrationCache
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
     from tvm_mpq.config import PrecisionConfig
@@ -207,6 +208,14 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
             config.validate(build_layer_table(graph))  # before any compilation
         with stage("equalize", layer_names(graph)):
             graph = graph_for_config(graph, config)  # the graph rewrites the config was made on
+        return graph, config
+    if args.rate == 0 and not getattr(args, "equalize", False):  # fp32: nothing to calibrate or rank
+        from tvm_mpq.compiler.pipeline import fp32_config
+
+        graph = load_graph(args)
+        config = fp32_config(graph)
+        config.provenance.update({"rate": 0.0, "bops_reduction_rate": 0.0, "bops_ratio": 1.0})
+        print(f"{graph.name}: rate 0%: every layer fp32 (no calibration or analysis)")
         return graph, config
     graph, feeds = load_model_and_calibration(args)
     ptq = ptq_from_args(args)
