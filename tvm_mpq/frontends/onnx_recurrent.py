@@ -307,8 +307,8 @@ class _Loop:
 def _loop_nodes(em: _Emitter, node: onnx.NodeProto, loop: _Loop, sequence: str, weights: np.ndarray,
                 recurrence: np.ndarray, bias: np.ndarray, peepholes: np.ndarray | None, h0_name: str,
                 c0_name: str) -> list[onnx.NodeProto]:
-    """The node as its input projections (one dense layer per direction, as unrolled) and one
-    ``Recurrence`` node over all directions' steps (module docstring)."""
+    """The node as one input projection (a dense layer over the sequence's rows for every
+    direction at once) and one ``Recurrence`` node over all directions' steps (module docstring)."""
     op, hidden = loop.op, loop.hidden
     # one projection for every direction: [steps, batch, input] x [input, directions * gates * hidden]
     # (on the sequence's rows, [steps * batch, input]: the bias add then fuses into the GEMM)

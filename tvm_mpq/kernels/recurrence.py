@@ -15,11 +15,13 @@ computes, per direction ``d`` (run in parallel: the directions are independent) 
   ``h' = cand + z (h - cand)``;
 * RNN: ``h' = f(x[t] + h R^T)``;
 
-``clip`` bounds every pre-activation, as ONNX defines; ``Sigmoid`` and ``Tanh`` are TVM's
-polynomial forms (:mod:`tvm_mpq.kernels.fast_math`), vectorizable where libm's are not. The recurrent product is a float32
-matrix-vector product per step with the gate columns innermost (contiguous in ``R^T``, a vector
-loop). Outputs: ``Y`` ``[steps, directions, batch, hidden]`` (ONNX's ``Y`` with ``layout=0``),
-the last ``h`` and (LSTM) ``c``, ``[directions, batch, hidden]``.
+``clip`` bounds every pre-activation (an LSTM gate's with its peephole term, onnxruntime's
+order); ``Sigmoid`` and ``Tanh`` are TVM's polynomial forms (:mod:`tvm_mpq.kernels.fast_math`),
+vectorizable where libm's are not. The recurrent product is a float32 matrix-vector product per
+step with the gate columns innermost (contiguous in ``R^T``, a vector loop); each step reads its
+direction's whole ``R^T``, from L2 at 128 hidden units. Outputs: ``Y`` ``[steps, directions,
+batch, hidden]`` (ONNX's ``Y`` with ``layout=0``), the last ``h`` and (LSTM) ``c``,
+``[directions, batch, hidden]``.
 """
 
 from __future__ import annotations
