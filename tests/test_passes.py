@@ -665,6 +665,49 @@ def test_column_convs_and_conv1d_run_along_a_row(dtype):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_strided_row_convs_over_few_channels_run_over_the_strides_phases(dtype):
+    """StrideAsChannels: an integer waveform conv (pyannote's SincNet 251 taps at stride 10, an
+    STFT's 512 at 160, two channels with padding and a length the stride does not divide) becomes
+    a stride-1 conv over ``channels * stride`` phase channels, built by the channels-last conv
+    kernel, with the definition's integers; a float32 one is left at its stride."""
+    import torch
+
+    from relay_passes.conv_on_rows import ConvOnRows
+    from relay_passes.stride_as_channels import StrideAsChannels
+    from tvm_mpq.compiler.build import build_module
+    from tvm_mpq.runtime.executor import host_target
+
+    rng = np.random.default_rng(2)
+    int8 = dtype == "int8"
+    cases = [((1, 1, 1000), (16, 1, 251), 10, [0, 0]), ((1, 1, 1760), (24, 1, 512), 160, [0, 0]),
+             ((2, 2, 701), (8, 2, 50), 16, [3, 5]), ((1, 3, 90), (8, 3, 7), 3, [2, 2])]
+    for x_shape, w_shape, stride, padding in cases:
+        w = rng.integers(-127, 128, size=w_shape).astype("int8") if int8 else rng.normal(size=w_shape).astype("float32")
+        x = rng.integers(0, 256, size=x_shape).astype("uint8") if int8 else rng.normal(size=x_shape).astype("float32")
+        bb = relax.BlockBuilder()
+        xv = relax.Var("x", relax.TensorType(x_shape, str(x.dtype)))
+        with bb.function("main", [xv]):
+            with bb.dataflow():
+                conv = relax.op.nn.conv1d(xv, relax.const(w), strides=stride, padding=padding,
+                                          out_dtype="int32" if int8 else "float32")
+                y = bb.emit_output(relax.op.astype(conv, "float32") if int8 else conv)
+            bb.emit_func_output(y)
+        mod = bb.get()
+        rewritten = StrideAsChannels()(ConvOnRows()(mod)).script()
+        phases = x_shape[1] * stride
+        assert (f"R.Tensor(({x_shape[0]}, {phases}, 1," in rewritten and "strides=[1, 1]" in rewritten) == int8, rewritten
+        executable, info = build_module(mod, host_target())
+        assert "Conv2dChannelsLast" in info["kernels"].values(), info["kernels"]
+        got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        padded = torch.nn.functional.pad(torch.tensor(x.astype(np.float64)), padding)
+        want = torch.nn.functional.conv1d(padded, torch.tensor(w.astype(np.float64)), stride=stride)
+        if int8:
+            np.testing.assert_array_equal(got, want.numpy())
+        else:
+            np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
 def _nhwc_conv(c: int, k: int, hw: int, stride: int = 1, pad: int = 1, dtype: str = "float32", seed: int = 0):
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(3, 3, c, k)).astype(dtype)

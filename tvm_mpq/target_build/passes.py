@@ -85,6 +85,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         from relay_passes.fast_exp import VectorExp
         from relay_passes.lane_softmax import LaneSoftmax
         from relay_passes.conv_on_rows import ConvOnRows
+        from relay_passes.stride_as_channels import StrideAsChannels
         from relay_passes.flatten_matmul_rows import FlattenMatmulRows
         from relay_passes.fold_pad import FoldPadIntoConv
         from relay_passes.pad_matmul_columns import PadMatmulColumns
@@ -98,6 +99,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         isa = cpu_isa(target)
         passes += [FoldPadIntoConv(),  # the kernels read a conv's own zero padding in place
                    ConvOnRows(),  # conv1d and convs down a one-pixel column: along a row instead
+                   StrideAsChannels(),  # a strided row conv over 1-4 channels: stride 1 over the phases
                    TransposeConvAsMatmul(),  # (no CPU schedule for conv2d_transpose: a GEMM instead)
                    FlattenMatmulRows(),  # batched rows x constant weight: one GEMM of the rows
                    PadMatmulColumns(isa.lanes(32))]  # e.g. 8210 classes: whole vectors, not 2 lanes
