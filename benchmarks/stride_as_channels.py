@@ -25,30 +25,18 @@ HOWS = ("phases", "strided")
 
 
 def main() -> None:
-    from benchkit.two_builds import parse_args, time_two_builds, write_report, zoo_points
+    from benchkit.two_builds import parse_args, time_two_builds, with_pass_left_out, write_report, zoo_points
 
     if not any(a == "--models" or a.startswith("--models=") for a in sys.argv[1:]):
         sys.argv[1:1] = ["--models", MODELS]
     args = parse_args(__doc__, "0,100", "out/bench/stride_as_channels")
-    import tvm
-
     import relay_passes.stride_as_channels as stride_as_channels
     from benchkit.machine import flags_text, machine_info
-    from tvm_mpq.compiler import compile_model
     from tvm_mpq.runtime.executor import host_target
 
     target = host_target()
     info = machine_info(args.threads, target)
-    rewrite = stride_as_channels.StrideAsChannels
-    left_out = tvm.transform.module_pass(lambda mod, _ctx: mod, opt_level=0, name="StrideAsChannels")
-
-    def compile_point(point, how: str):
-        if how == "strided":  # (the build reads the pass from its module at each compile)
-            stride_as_channels.StrideAsChannels = lambda: left_out
-        try:
-            return compile_model(point.graph, point.config, target)
-        finally:
-            stride_as_channels.StrideAsChannels = rewrite
+    compile_point = with_pass_left_out(stride_as_channels, "StrideAsChannels", "strided", target)
 
     rows = []
     points = zoo_points(args.models, args.rates, bias_correction=True, channel_act=True)

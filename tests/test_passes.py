@@ -621,6 +621,21 @@ def test_attention_values_with_odd_columns_are_padded_for_the_batch_matmul():
 
 
 
+def _one_conv(op: str, x_shape, w_shape, attrs: dict, int8: bool, rng, relu: bool = False):
+    """``main(x)`` = one ``op`` (conv1d / conv2d) by a random constant weight: float32, or uint8 x
+    int8 -> int32 read back as float32; with the input and weight values."""
+    w = rng.integers(-127, 128, size=w_shape).astype("int8") if int8 else rng.normal(size=w_shape).astype("float32")
+    x = rng.integers(0, 256, size=x_shape).astype("uint8") if int8 else rng.normal(size=x_shape).astype("float32")
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType(x_shape, str(x.dtype)))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            conv = getattr(relax.op.nn, op)(xv, relax.const(w), out_dtype="int32" if int8 else "float32", **attrs)
+            y = bb.emit_output(relax.op.astype(conv, "float32") if int8 else relax.op.nn.relu(conv) if relu else conv)
+        bb.emit_func_output(y)
+    return bb.get(), x, w
+
+
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 def test_column_convs_and_conv1d_run_along_a_row(dtype):
     """ConvOnRows: a conv down a one-pixel column (magika's 5x1 over 512 x 1) and a conv1d
@@ -639,16 +654,7 @@ def test_column_convs_and_conv1d_run_along_a_row(dtype):
              ("conv2d", (1, 8, 12, 12), (16, 8, 3, 3), dict(padding=1))]
     cases.append(("conv1d", (2, 6, 20), (12, 6, 3), dict(strides=1, padding=[1, 1], dilation=2)))
     for op, x_shape, w_shape, attrs in cases:
-        w = rng.integers(-127, 128, size=w_shape).astype("int8") if int8 else rng.normal(size=w_shape).astype("float32")
-        x = rng.integers(0, 256, size=x_shape).astype("uint8") if int8 else rng.normal(size=x_shape).astype("float32")
-        bb = relax.BlockBuilder()
-        xv = relax.Var("x", relax.TensorType(x_shape, str(x.dtype)))
-        with bb.function("main", [xv]):
-            with bb.dataflow():
-                conv = getattr(relax.op.nn, op)(xv, relax.const(w), out_dtype="int32" if int8 else "float32", **attrs)
-                y = bb.emit_output(relax.op.astype(conv, "float32") if int8 else relax.op.nn.relu(conv))
-            bb.emit_func_output(y)
-        mod = bb.get()
+        mod, x, w = _one_conv(op, x_shape, w_shape, attrs, int8, rng, relu=True)
         rewritten = ConvOnRows()(mod).script()
         assert ("R.reshape" in rewritten) == (x_shape[-1] == 1 or op == "conv1d"), (op, x_shape)
         executable, info = build_module(mod, host_target())
@@ -683,17 +689,7 @@ def test_strided_row_convs_over_few_channels_run_over_the_strides_phases(dtype):
     cases = [((1, 1, 1000), (16, 1, 251), 10, [0, 0]), ((1, 1, 1760), (24, 1, 512), 160, [0, 0]),
              ((2, 2, 701), (8, 2, 50), 16, [3, 5]), ((1, 3, 90), (8, 3, 7), 3, [2, 2])]
     for x_shape, w_shape, stride, padding in cases:
-        w = rng.integers(-127, 128, size=w_shape).astype("int8") if int8 else rng.normal(size=w_shape).astype("float32")
-        x = rng.integers(0, 256, size=x_shape).astype("uint8") if int8 else rng.normal(size=x_shape).astype("float32")
-        bb = relax.BlockBuilder()
-        xv = relax.Var("x", relax.TensorType(x_shape, str(x.dtype)))
-        with bb.function("main", [xv]):
-            with bb.dataflow():
-                conv = relax.op.nn.conv1d(xv, relax.const(w), strides=stride, padding=padding,
-                                          out_dtype="int32" if int8 else "float32")
-                y = bb.emit_output(relax.op.astype(conv, "float32") if int8 else conv)
-            bb.emit_func_output(y)
-        mod = bb.get()
+        mod, x, w = _one_conv("conv1d", x_shape, w_shape, dict(strides=stride, padding=padding), int8, rng)
         rewritten = StrideAsChannels()(ConvOnRows()(mod)).script()
         phases = x_shape[1] * stride
         assert (f"R.Tensor(({x_shape[0]}, {phases}, 1," in rewritten and "strides=[1, 1]" in rewritten) == int8, rewritten

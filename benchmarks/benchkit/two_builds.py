@@ -79,6 +79,29 @@ def _graph_and_feeds(name: str) -> tuple[object, list]:
     return entry.build_graph(), entry.calibration(16)
 
 
+def with_pass_left_out(module, name: str, without: str, target) -> Callable[["ZooPoint", str], object]:
+    """``compile_point(point, how)`` for :func:`time_two_builds`: the point's config compiled for
+    ``target`` by the pipeline, or, for ``how == without``, with the pass class ``name`` of
+    ``module`` replaced by one that does nothing (the build reads the pass from its module at
+    each compile)."""
+    import tvm
+
+    from tvm_mpq.compiler import compile_model
+
+    rewrite = getattr(module, name)
+    left_out = tvm.transform.module_pass(lambda mod, _ctx: mod, opt_level=0, name=name)
+
+    def compile_point(point: ZooPoint, how: str):
+        if how == without:
+            setattr(module, name, lambda *_args, **_kwargs: left_out)
+        try:
+            return compile_model(point.graph, point.config, target)
+        finally:
+            setattr(module, name, rewrite)
+
+    return compile_point
+
+
 def time_two_builds(points: Iterator[ZooPoint], hows: tuple[str, str], compile_point: Callable[[ZooPoint, str], object],
                     rounds: int, runs: int) -> Iterator[dict]:
     """For each model and rate: ``compile_point(point, how)`` (a compiled model) for both ``hows``,
