@@ -113,6 +113,14 @@ def test_ppocr_cls_labelled_text_direction():
     assert (predictions == labels).mean() >= 0.8  # measured 0.865
 
 
+def test_input_shapes_parse_repeated_or_comma_separated():
+    assert parse_input_shapes(["ids:1x64,length:1", "x:1x3x8x8"]) == {"ids": (1, 64), "length": (1,), "x": (1, 3, 8, 8)}
+    assert parse_input_shapes(["onnx::Unsqueeze_1:1x256"]) == {"onnx::Unsqueeze_1": (1, 256)}
+    assert parse_input_shapes(["a,b:2x2"]) == {"a,b": (2, 2)}  # a name with a comma stays whole
+    with pytest.raises(MpqError, match="'ids:1x64,length' is not NAME:DIMS"):
+        parse_input_shapes(["ids:1x64,length"])
+
+
 def test_ppocr_det_imports_with_input_shape():
     from tvm_mpq.zoo.ppocr import DET_FILE, model_path, onnxruntime_reference
 

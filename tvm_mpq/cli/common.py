@@ -14,7 +14,7 @@ from tvm_mpq.ptq.options import WEIGHT_ROUNDINGS
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="zoo name, .onnx file or torch.export .pt2 file")
     p.add_argument("--input-shape", action="append", metavar="NAME:DIMS",
-                   help="static shape for a (dynamic) input, e.g. x:1x3x224x224; repeatable")
+                   help="static shape for a (dynamic) input, e.g. x:1x3x224x224; repeatable, or comma-separated: ids:1x64,length:1")
     p.add_argument("--calib", metavar="DIR|FILE.npz", help="calibration images or .npz of inputs "
                    "(default: the zoo model's bundled samples)")
     p.add_argument("--calib-size", type=int, default=16, metavar="N", help="calibration samples (default 16)")

@@ -16,9 +16,11 @@ __all__ = ["ModelGraph", "TensorSpec", "check_no_nan_params", "load_file", "pars
 
 
 def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
-    """``["x:1x3x224x224", ...]`` -> ``{"x": (1, 3, 224, 224)}``; MpqError on bad syntax."""
+    """``["x:1x3x224x224", ...]`` -> ``{"x": (1, 3, 224, 224)}``; an item may list several,
+    comma-separated (``"ids:1x64,length:1"``: split where every part has its colon, so a name
+    with a comma stays whole); MpqError on bad syntax."""
     shapes: dict[str, tuple[int, ...]] = {}
-    for item in items or []:
+    for item in [part for entry in items or [] for part in _shape_items(entry)]:
         name, sep, dims = item.rpartition(":")
         try:
             parsed = tuple(int(d) for d in dims.lower().split("x"))
@@ -28,6 +30,11 @@ def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
             raise MpqError(f"--input-shape '{item}' is not NAME:DIMS with positive dims, e.g. x:1x3x224x224")
         shapes[name] = parsed
     return shapes
+
+
+def _shape_items(entry: str) -> list[str]:
+    parts = entry.split(",")
+    return parts if len(parts) > 1 and all(":" in part for part in parts) else [entry]
 
 
 def load_file(spec: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelGraph:
