@@ -63,7 +63,11 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     calib[2, 0, 1, 5, 5] = np.inf
     np.savez(d / "inf_calib.npz", x=calib)
     (d / "a_file").write_text("a file where a directory is expected\n")
-    return {"tiny": good, "truncated": truncated, "text": text, "nan_weight": _tiny_conv(d / "nan.onnx", nan_weight),
+    double = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "double",
+                               [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])],
+                               [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 4])])
+    onnx.save(helper.make_model(double, opset_imports=[helper.make_opsetid("", 17)]), str(d / "double.onnx"))
+    return {"double": d / "double.onnx", "tiny": good, "truncated": truncated, "text": text, "nan_weight": _tiny_conv(d / "nan.onnx", nan_weight),
             "pt2": d / "notes.pt2", "bad_json": d / "bad.json", "nan_scale": d / "nan_scale.json",
             "rounding": d / "rounding.json",
             "inf_calib": d / "inf_calib.npz", "file": d / "a_file", "dir": d}
@@ -112,6 +116,8 @@ CASES: list[tuple[str, Args, str]] = [
     ("text-named-pt2", lambda i, o: ["analyze", str(i["pt2"]), "-o", str(o / "s.json")], "not a zip file"),
     ("nan-weights", lambda i, o: ["analyze", str(i["nan_weight"]), "-o", str(o / "s.json")],
      "NaN values in parameter 'w' (layer conv)"),
+    ("float64-input", lambda i, o: ["compile", str(i["double"]), "--rate", "0", "-o", str(o / "d.so")],
+     "input 'x' is double (ONNX element type 11); the inputs tvm-mpq takes are"),
     ("missing-config", lambda i, o: ["compile", MODEL, "--config", str(i["dir"] / "none.json"), "-o", str(o / "x.so")],
      "does not exist"),
     ("config-not-json", lambda i, o: ["compile", MODEL, "--config", str(i["bad_json"]), "-o", str(o / "x.so")],

@@ -466,3 +466,37 @@ def test_an_if_on_the_input_values_is_one_clear_error(tmp_path):
     path, _, _ = _branching_on(condition, "positive", tmp_path)
     with pytest.raises(MpqError, match=r"ONNX If 'branch' on 'positive'.*data-dependent control flow"):
         load_model(str(path), {"x": (1, 3, 16)})
+
+
+def test_a_nan_fill_value_is_the_models_and_a_nan_weight_is_an_error(tmp_path):
+    """caustic-nmr writes NaN where its mask says a residue is not predicted (``Where(mask, y,
+    NaN)``, the NaN a folded ``ConstantOfShape``): that model compiles and keeps its NaNs where
+    onnxruntime does; the same NaN in a weight is still the one-line error."""
+    from tvm_mpq.errors import MpqError
+
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(6, 4)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]),
+             helper.make_node("Shape", ["y"], ["shape"]),
+             helper.make_node("ConstantOfShape", ["shape"], ["nan"],
+                              value=numpy_helper.from_array(np.array([np.nan], np.float32))),
+             helper.make_node("Where", ["mask", "y", "nan"], ["out"])]
+    graph = helper.make_graph(nodes, "masked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 6]),
+                                                helper.make_tensor_value_info("mask", TensorProto.BOOL, [3, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [3, 4])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = str(tmp_path / "masked.onnx")
+    onnx.save(model, path)
+    feed = {"x": rng.normal(size=(3, 6)).astype(np.float32), "mask": rng.integers(0, 2, size=(3, 4)).astype(bool)}
+    got = compile_graph(load_model(path)).run(feed)[0]
+    want = np.where(feed["mask"], feed["x"] @ w, np.nan)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[~np.isnan(want)], want[~np.isnan(want)], rtol=1e-5, atol=1e-5)
+    bad = w.copy()
+    bad[2, 1] = np.nan
+    del model.graph.initializer[:]
+    model.graph.initializer.append(numpy_helper.from_array(bad, "w"))
+    onnx.save(model, path)
+    with pytest.raises(MpqError, match="NaN values in parameter 'w'"):
+        load_model(path)

@@ -46,14 +46,41 @@ def load_file(spec: str, input_shapes: dict[str, tuple[int, ...]] | None = None)
     return graph
 
 
+FILL_OPS = frozenset({"relax.where"})
+"""Ops whose constant operand may hold NaN on purpose: the value a mask writes (caustic-nmr's
+``Where(target_mask, prediction, NaN)`` marks the residues it does not predict)."""
+
+
 def check_no_nan_params(graph: ModelGraph) -> None:
     """MpqError naming the first parameter (and its layer) that holds NaN: a corrupt or
-    mis-exported model, which would otherwise fail deep in calibration or compilation."""
+    mis-exported model, which would otherwise fail deep in calibration or compilation. A
+    parameter only :data:`FILL_OPS` read is a fill value, not a weight: NaN there is the model's."""
+    readers = _param_readers(graph)
     for name, value in graph.params.items():
         if np.issubdtype(value.dtype, np.floating) and np.isnan(value).any():
+            if readers.get(name) and readers[name] <= FILL_OPS:
+                continue
             owner = graph.layer_names.get(name)
             raise MpqError(f"model '{graph.name}' has NaN values in parameter '{name}'"
                            f"{f' (layer {owner})' if owner else ''}; re-export the model from a healthy checkpoint")
+
+
+def _param_readers(graph: ModelGraph) -> dict[str, set[str]]:
+    """Parameter name -> the ops of ``main`` that take it as an operand."""
+    from tvm import ir, relax
+
+    main = graph.mod["main"]
+    names = {param: param.name for param in main.params}
+    readers: dict[str, set[str]] = {}
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, ir.Op):
+            for arg in expr.args:
+                if isinstance(arg, relax.Var) and arg in names:
+                    readers.setdefault(names[arg], set()).add(str(expr.op.name))
+
+    relax.analysis.post_order_visit(main.body, visit)
+    return readers
 
 
 def _import(spec: str, shapes: dict[str, tuple[int, ...]]) -> ModelGraph:

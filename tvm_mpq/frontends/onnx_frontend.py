@@ -52,7 +52,9 @@ def resolve_input_specs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...
         ttype = inp.type.tensor_type
         dtype = _ONNX_DTYPES.get(ttype.elem_type)
         if dtype is None:
-            raise MpqError(f"input '{inp.name}' has an unsupported element type {ttype.elem_type}")
+            kind = onnx.TensorProto.DataType.Name(ttype.elem_type).lower() if ttype.elem_type else "undefined"
+            raise MpqError(f"input '{inp.name}' is {kind} (ONNX element type {ttype.elem_type}); the inputs tvm-mpq "
+                           f"takes are {', '.join(sorted(set(_ONNX_DTYPES.values())))}")
         file_dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in ttype.shape.dim]
         if inp.name in shapes:
             given = shapes[inp.name]
