@@ -12,7 +12,8 @@ import onnx.shape_inference
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
-from tvm_mpq.frontends.onnx_recurrent import LOOP_DOMAIN, RECURRENT_OPS, UNROLL_STEPS, expand_recurrent
+from tvm_mpq.frontends.onnx_recurrent import (LOOP_DOMAIN, RECURRENT_OPS, UNROLL_STEPS, dequantized_recurrences,
+                                              expand_recurrent)
 
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -164,7 +165,9 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
        (:func:`_inline_if`); TVM's importer takes no ``If``.
     5. LSTM / GRU / RNN nodes, which TVM's importer lacks, are unrolled over their now static
        sequence length, or over more than ``unroll_steps`` steps become their input projections
-       and one ``Recurrence`` loop node (:mod:`tvm_mpq.frontends.onnx_recurrent`).
+       and one ``Recurrence`` loop node (:mod:`tvm_mpq.frontends.onnx_recurrent`); onnxruntime's
+       ``DynamicQuantizeLSTM`` (contrib) is first made the float ``LSTM`` it quantizes
+       (:func:`~tvm_mpq.frontends.onnx_recurrent.dequantized_recurrences`).
     """
     model_copy = onnx.ModelProto()
     model_copy.CopyFrom(model)
@@ -179,7 +182,7 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
     opset = next((o.version for o in model_copy.opset_import if o.domain in ("", "ai.onnx")), 13)
     from_initializers = {init.name for init in graph.initializer}
     values = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
-    nodes = list(graph.node)
+    nodes = dequantized_recurrences(list(graph.node), values)  # onnxruntime's int8 LSTMs as float ones
     del graph.node[:]  # nodes and values live outside the proto until _rebuild
     del graph.initializer[:]
     for _ in range(_FOLD_ROUNDS):

@@ -438,6 +438,49 @@ def _gru_step(em: _Emitter, row: str, h: State, hidden: int, tag: str, activate,
     return em.add(candidate, keep, f"{tag}/h")
 
 
+QUANTIZED_LSTM = ("com.microsoft", "DynamicQuantizeLSTM")
+"""onnxruntime's dynamically quantized LSTM (``quantize_dynamic``): int8 ``W`` / ``R`` stored
+transposed (``[directions, input, 4 hidden]``) with per-tensor or per-channel scales and zero points."""
+
+
+def dequantized_recurrences(nodes: list[onnx.NodeProto], values: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
+    """``nodes`` with every ``DynamicQuantizeLSTM`` written as the float ``LSTM`` it quantizes:
+    its weights dequantized (``(q - zero_point) * scale``) and transposed back, the new constants
+    added to ``values``. tvm-mpq then decides each layer's precision itself (an int8 layer comes
+    back to codes near the model's own). MpqError, naming the node, when a weight, scale or zero
+    point is not a constant."""
+    out = []
+    for index, node in enumerate(nodes):
+        if (node.domain, node.op_type) != QUANTIZED_LSTM:
+            out.append(node)
+            continue
+        name = node.name or f"DynamicQuantizeLSTM_{index}"
+        ins = list(node.input) + [""] * (12 - len(node.input))
+        weights = []
+        for q, scale, zero in ((ins[1], ins[8], ins[9]), (ins[2], ins[10], ins[11])):
+            missing = [t for t in (q, scale) if not t or t not in values] + ([zero] if zero and zero not in values else [])
+            if missing:
+                raise MpqError(f"cannot read DynamicQuantizeLSTM node '{name}': its input '{missing[0]}' is not a constant")
+            codes = np.asarray(values[q]).astype(np.float32)  # [directions, rows, 4 hidden]
+            directions, _, columns = codes.shape
+
+            def per_column(tensor: str, default: float) -> np.ndarray:
+                value = np.asarray(values[tensor], np.float32) if tensor else np.full((1,), default, np.float32)
+                return value.reshape(directions, 1, columns) if value.size == directions * columns else \
+                    value.reshape(-1, 1, 1) if value.size == directions else value.reshape(1, 1, 1)
+
+            dequantized = (codes - per_column(zero, 0.0)) * per_column(scale, 1.0)
+            weights.append(np.ascontiguousarray(np.transpose(dequantized, (0, 2, 1))))
+        w_name, r_name = f"{name}/W_dequantized", f"{name}/R_dequantized"
+        values[w_name], values[r_name] = weights
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        inputs = [ins[0], w_name, r_name] + ins[3:8]
+        while inputs[-1] == "":
+            inputs.pop()
+        out.append(onnx.helper.make_node("LSTM", inputs, list(node.output), name=name, **attrs))
+    return out
+
+
 def loop_attributes(node: onnx.NodeProto) -> dict:
     """A ``Recurrence`` node's attributes: ``kind``, ``hidden_size``, ``batch``, ``direction``,
     ``activations`` and, per activation, its ``alpha`` / ``beta`` (None: the ONNX default),
@@ -509,5 +552,5 @@ def standard_recurrences(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-__all__ = ["ACTIVATIONS", "LOOP_DOMAIN", "LOOP_OP", "RECURRENT_OPS", "UNROLL_STEPS", "expand_recurrent",
-           "loop_attributes", "standard_recurrences"]
+__all__ = ["ACTIVATIONS", "LOOP_DOMAIN", "LOOP_OP", "QUANTIZED_LSTM", "RECURRENT_OPS", "UNROLL_STEPS",
+           "dequantized_recurrences", "expand_recurrent", "loop_attributes", "standard_recurrences"]
