@@ -500,3 +500,34 @@ def test_a_nan_fill_value_is_the_models_and_a_nan_weight_is_an_error(tmp_path):
     onnx.save(model, path)
     with pytest.raises(MpqError, match="NaN values in parameter 'w'"):
         load_model(path)
+
+
+def test_unused_and_integer_products_are_not_layers(tmp_path):
+    """A MatMul no output reads (onnxruntime's dynamically quantized ensembles carry them) and a
+    ``MatMulInteger`` (the model's own integer arithmetic) are not layers of the table: the float
+    MatMul is the one layer, the model compiles fully int8 and its fp32 build equals onnxruntime."""
+    from tvm_mpq.graph import build_layer_table
+
+    rng = np.random.default_rng(6)
+    w, unused, wq = (rng.normal(size=(8, 4)).astype(np.float32), rng.normal(size=(8, 4)).astype(np.float32),
+                     rng.integers(-127, 128, size=(8, 4)).astype(np.int8))
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="used"),
+             helper.make_node("MatMul", ["x", "unused"], ["dead"], name="dead"),
+             helper.make_node("MatMulInteger", ["q", "wq"], ["acc"], name="integer"),
+             helper.make_node("Cast", ["acc"], ["acc_f"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["y", "acc_f"], ["out"])]
+    graph = helper.make_graph(nodes, "mixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8]),
+                                               helper.make_tensor_value_info("q", TensorProto.UINT8, [2, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 4])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(unused, "unused"),
+                               numpy_helper.from_array(wq, "wq")])
+    path = str(tmp_path / "mixed.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = load_model(path)
+    assert [layer.kind for layer in build_layer_table(model)] == ["dense"]
+    feeds = [{"x": rng.normal(size=(2, 8)).astype(np.float32), "q": rng.integers(0, 256, size=(2, 8)).astype(np.uint8)}
+             for _ in range(5)]
+    want = feeds[4]["x"] @ w + feeds[4]["q"].astype(np.int32) @ wq.astype(np.int32)
+    np.testing.assert_allclose(compile_graph(model).run(feeds[4])[0], want, rtol=1e-5, atol=1e-4)
+    config, _ = config_for_rate(model, feeds[:4], 100, "quantunev2")
+    assert compile_model(model, config).stats["int8_layers"] == 1

@@ -157,6 +157,11 @@ def build_layer_table(graph: ModelGraph) -> LayerTable:
                 continue
             return None, []
 
+    # a MAC no output reads is not a layer: the compile removes it (onnxruntime's dynamically
+    # quantized ensembles carry such products); nor is one on integers (``MatMulInteger`` of a
+    # model quantized before: its own integer arithmetic, nothing to decide)
+    reaching = _reaching_outputs(func.body.body, definitions)
+    raw = [(name, call) for name, call in raw if name in reaching and _on_floats(call)]
     mac_vars = {name for name, _ in raw}
     used_names: set[str] = set()
     layers: list[Layer] = []
@@ -194,6 +199,25 @@ def build_layer_table(graph: ModelGraph) -> LayerTable:
         for p in layer.producers:
             next(lay for lay in layers if lay.name == p).consumers.append(layer.name)
     return LayerTable(layers)
+
+
+def _on_floats(call: relax.Call) -> bool:
+    """Whether a MAC's data operand is floating point."""
+    dtype = str(getattr(getattr(call.args[0], "ty", None), "dtype", "float32"))
+    return dtype.startswith("float") or dtype.startswith("bfloat")
+
+
+def _reaching_outputs(output: relax.Expr, definitions: dict[str, relax.Expr]) -> set[str]:
+    """The bound variables the function's output is computed from."""
+    reached: set[str] = set()
+    stack = _var_operands(output)
+    while stack:
+        name = stack.pop()
+        if name in reached or name not in definitions:
+            continue
+        reached.add(name)
+        stack.extend(_var_operands(definitions[name]))
+    return reached
 
 
 def _stable_name(graph: ModelGraph, param: str | None, kind: str, index: int, used: set[str]) -> str:
