@@ -19,6 +19,10 @@ Outputs = list[list[np.ndarray]]
 # The IR stages QuantuneV2 measures sensitivity on and applies a config to (docs/design.md, "The IR
 # stages, by name"). The values are the paper's letters, which the command line, the configs'
 # provenance and the reports keep; code compares against these names.
+RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+"""Gate blocks in the weights of each ONNX recurrent op (the frontend's rewrite and the loop
+kernel both read them)."""
+
 SOURCE = "A"
 """The source graph ("stage A"): the imported model, conv / batch-norm / activation separate."""
 FOLDED = "C"
@@ -51,5 +55,5 @@ def measured_on(stage: str) -> str:
     return FOLDED if stage == FOLDED else SOURCE
 
 
-__all__ = ["FOLDED", "SOURCE", "SOURCE_TO_FOLDED", "STAGES", "STAGE_NAMES", "Feed", "Outputs", "measured_on",
+__all__ = ["FOLDED", "RECURRENT_GATES", "SOURCE", "SOURCE_TO_FOLDED", "STAGES", "STAGE_NAMES", "Feed", "Outputs", "measured_on",
            "parse_stage", "stage_name"]

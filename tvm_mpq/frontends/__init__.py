@@ -55,9 +55,10 @@ def check_no_nan_params(graph: ModelGraph) -> None:
     """MpqError naming the first parameter (and its layer) that holds NaN: a corrupt or
     mis-exported model, which would otherwise fail deep in calibration or compilation. A
     parameter only :data:`FILL_OPS` read is a fill value, not a weight: NaN there is the model's."""
-    readers = _param_readers(graph)
+    readers: dict[str, set[str]] | None = None  # walked only when a parameter holds NaN
     for name, value in graph.params.items():
         if np.issubdtype(value.dtype, np.floating) and np.isnan(value).any():
+            readers = _param_readers(graph) if readers is None else readers
             if readers.get(name) and readers[name] <= FILL_OPS:
                 continue
             owner = graph.layer_names.get(name)

@@ -22,9 +22,13 @@ OWN_OPS = (LOOP_OP,)
 
 def unsupported_ops(model: onnx.ModelProto) -> set[str]:
     """The op types of ``model`` neither TVM's importer nor this one takes."""
+    return _unsupported(model.graph)
+
+
+def _unsupported(graph: onnx.GraphProto) -> set[str]:
     convert_map = _get_convert_map()
-    return {node.op_type for node in model.graph.node
-            if node.op_type not in convert_map and not _is_own(node)}
+    return {node.op_type for node in graph.node if node.op_type not in convert_map
+            and node.op_type not in ("If", "Constant") and not _is_own(node)}  # (TVM takes If and Constant itself)
 
 
 def _is_own(node: onnx.NodeProto) -> bool:
@@ -39,9 +43,7 @@ class _Importer(ONNXGraphImporter):
         self._loops = loops
 
     def _check_for_unsupported_ops(self, graph) -> None:
-        unsupported = {node.op_type for node in graph.node
-                       if node.op_type not in _get_convert_map() and node.op_type not in ("If", "Constant")
-                       and not _is_own(node)}
+        unsupported = _unsupported(graph)
         if unsupported:
             raise tvm.error.OpNotImplemented(
                 "The following operators are not supported for frontend ONNX: " + ", ".join(sorted(unsupported)))

@@ -41,10 +41,10 @@ import onnx
 import onnx.helper
 
 from tvm_mpq.errors import MpqError
+from tvm_mpq.types import RECURRENT_GATES as GATES
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 DEFAULT_ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
-GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 ACTIVATIONS = ("Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu")
 """Activations the rewrite writes out (ONNX ops of the same name; HardSigmoid / LeakyRelu take
 the node's ``activation_alpha`` / ``activation_beta``)."""
@@ -153,6 +153,11 @@ def expand_recurrent(nodes: list[onnx.NodeProto], values: dict[str, np.ndarray],
     return out
 
 
+def _text(value) -> str:
+    """An ONNX string attribute (``get_attribute_value`` gives bytes) as ``str``."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _input(node: onnx.NodeProto, position: int) -> str:
     return node.input[position] if len(node.input) > position else ""
 
@@ -189,8 +194,8 @@ def _expand(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
             else np.zeros((directions, 2 * gates * hidden), np.float32))
     peepholes = np.asarray(values[p_name], np.float32) if p_name else None
     direction = attrs.get("direction", b"forward")
-    direction = direction.decode() if isinstance(direction, bytes) else str(direction)
-    functions = [a.decode() if isinstance(a, bytes) else str(a) for a in attrs.get("activations", [])]
+    direction = _text(direction)
+    functions = [_text(a) for a in attrs.get("activations", [])]
     per_direction = len(DEFAULT_ACTIVATIONS[op])
     functions = functions or list(DEFAULT_ACTIVATIONS[op]) * directions
     for function in functions:
@@ -329,9 +334,10 @@ def _loop_nodes(em: _Emitter, node: onnx.NodeProto, loop: _Loop, sequence: str, 
             return em.const(f"{tag}0", value) if np.any(value) else ""
         return em.op("Transpose", [tensor], f"{tag}0_direction_major", perm=[1, 0, 2]) if loop.layout == 1 else tensor
 
+    rb_h = np.stack(rb_hs) if op == "GRU" else None
     inputs = [x_all, r_t, state(h0_name, "h"), state(c0_name, "c") if op == "LSTM" else "",
               em.const("P", peepholes) if peepholes is not None else "",
-              em.const("Rb_h", np.stack(rb_hs)) if op == "GRU" and np.any(np.stack(rb_hs)) else ""]
+              em.const("Rb_h", rb_h) if rb_h is not None and np.any(rb_h) else ""]
     while inputs[-1] == "":
         inputs.pop()
     outputs = list(node.output) + [""] * (3 - len(node.output))
@@ -486,16 +492,13 @@ def loop_attributes(node: onnx.NodeProto) -> dict:
     ``activations`` and, per activation, its ``alpha`` / ``beta`` (None: the ONNX default),
     ``clip`` (None: none), ``linear_before_reset``."""
     attrs = _attributes(node)
-    text = [a.decode() if isinstance(a, bytes) else str(a) for a in attrs["activations"]]
 
     def optional(values: list[float]) -> list[float | None]:
         return [None if np.isnan(v) else float(v) for v in values]
 
-    kind = attrs["kind"]
-    return {"kind": kind.decode() if isinstance(kind, bytes) else kind, "hidden_size": int(attrs["hidden_size"]),
-            "batch": int(attrs["batch"]),
-            "direction": attrs["direction"].decode() if isinstance(attrs["direction"], bytes) else attrs["direction"],
-            "activations": text, "alpha": optional(list(attrs.get("activation_alpha", []))),
+    return {"kind": _text(attrs["kind"]), "hidden_size": int(attrs["hidden_size"]), "batch": int(attrs["batch"]),
+            "direction": _text(attrs["direction"]), "activations": [_text(a) for a in attrs["activations"]],
+            "alpha": optional(list(attrs.get("activation_alpha", []))),
             "beta": optional(list(attrs.get("activation_beta", []))), "clip": attrs.get("clip"),
             "linear_before_reset": int(attrs.get("linear_before_reset", 0))}
 
@@ -506,6 +509,8 @@ def standard_recurrences(model: onnx.ModelProto) -> onnx.ModelProto:
     (its rows reshaped to ``[steps, batch, features]``),
     ``W[d]`` the identity on direction ``d``'s block of it, ``R`` and GRU's ``Rb_h`` as given,
     the other biases zero (the projection carries them). onnxruntime runs the result."""
+    if not any(node.op_type == LOOP_OP and node.domain == LOOP_DOMAIN for node in model.graph.node):
+        return model  # (no weight read: an export of any other model passes through)
     values = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
     values.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
                    if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})

@@ -33,9 +33,8 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from tvm_mpq.kernels.fast_math import fast_sigmoid, fast_tanh
+from tvm_mpq.types import RECURRENT_GATES as GATES
 
-GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
-ACTIVATIONS_PER_DIRECTION = {"LSTM": 3, "GRU": 2, "RNN": 1}
 VECTOR = 16
 """Gate columns per vector loop iteration (LLVM splits it to the target's vector width)."""
 
@@ -75,7 +74,7 @@ class RecurrenceSpec:
     reverse: tuple[bool, ...]
     """Per direction: whether it runs from the last step to the first."""
     activations: tuple[Activation, ...]
-    """:data:`ACTIVATIONS_PER_DIRECTION` per direction, in ONNX order."""
+    """Per direction its activations (LSTM 3, GRU 2, RNN 1), in ONNX order."""
     clip: float | None = None
     linear_before_reset: bool = False
 
@@ -118,7 +117,7 @@ def _recurrence_ir(ins: dict, outs: list, spec: RecurrenceSpec, steps: int, batc
     f32 = "float32"
     zero = tirx.const(0.0, f32)
     width = gates * hidden
-    per_direction = ACTIVATIONS_PER_DIRECTION[spec.kind]
+    per_direction = len(spec.activations) // spec.directions
     with IRBuilder() as ib:
         x, r_t = T.buffer_proxy(ins["x"]), T.buffer_proxy(ins["r_t"])
         h0 = T.buffer_proxy(ins["h0"]) if "h0" in ins else None
