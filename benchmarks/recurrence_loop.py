@@ -54,6 +54,7 @@ def main() -> None:
     from tvm_mpq.corpus.fetch import fetch
     from tvm_mpq.corpus.inputs import feeds as corpus_feeds
     from tvm_mpq.frontends.onnx_frontend import from_onnx_model, read_onnx
+    from tvm_mpq.frontends.onnx_recurrent import UNROLL_STEPS
     from tvm_mpq.metrics.task_metrics import output_sqnr_db
     from tvm_mpq.runtime.executor import flatten_outputs, host_target, host_tensor
 
@@ -73,7 +74,8 @@ def main() -> None:
         builds, seconds, held_out = {}, {}, None
         for how in HOWS:
             began = time.perf_counter()
-            graph = from_onnx_model(source, name, shapes, str(path), unroll_steps=10 ** 9 if how == "unrolled" else 32)
+            unroll = 10 ** 9 if how == "unrolled" else UNROLL_STEPS  # (every sequence unrolled, or the default)
+            graph = from_onnx_model(source, name, shapes, str(path), unroll_steps=unroll)
             seconds[f"{how} import"] = time.perf_counter() - began
             samples = corpus_feeds(entry, graph, 16)
             calib, held_out = samples[:8], samples[8:]
