@@ -17,7 +17,8 @@ is the same:
   (one more injective op, fused into its producer), the product's first ``M`` rows are kept;
 * a channels-last ``conv2d`` (``NHWC``, after :class:`~relay_passes.convert_layout.ConvertToChannelsLast`)
   that the kernel tiles along its rows (not depthwise or grouped; a 1x1 conv only when its map
-  is one row high: the kernel tiles a pointwise conv over the whole map): its right padding
+  is one row high: the kernel tiles a pointwise conv over the whole map; nor a row conv over a
+  batch whose images give as good a tile, ``KernelPlan.over_batch``): its right padding
   grows by ``stride x`` the extra columns, which read only zero padding, and the first ``W``
   output columns are kept. 
 Float32 MACs only: an int8 build of pyannote measured slower with it (1.12x, the GEMMs'
@@ -122,10 +123,13 @@ class PadTilePixels:
         vectors = self._vectors(out[3])
         if vectors is None:
             return expr
-        width = out[2]
-        padded = padded_pixels(width, vectors, self.isa.registers)
+        width, registers = out[2], self.isa.registers
+        padded = padded_pixels(width, vectors, registers)
         if padded == width:
             return expr
+        if out[0] > 1 and out[1] == 1 and (tile_cost(padded, vectors, registers)
+                                           >= MIN_GAIN * tile_cost(out[0], vectors, registers) / out[0] * width):
+            return expr  # the kernel tiles the same pixel of several images (KernelPlan.over_batch): nothing wasted
         top, left, bottom, right = (int(p) for p in a.padding)
         conv = relax.op.nn.conv2d(expr.args[0], expr.args[1], strides=a.strides,
                                   padding=[top, left, bottom, right + (padded - width) * int(a.strides[1])],

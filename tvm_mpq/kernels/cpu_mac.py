@@ -70,6 +70,11 @@ cannot, takes as many pixels per tile as the registers allow (:func:`choose_tile
 MAX_K_BLOCK = 128
 MIN_K_BLOCK = 16
 MIN_PARALLEL_TASKS = 4
+PARALLEL_TILES_BELOW = 16
+"""Where a kernel's outer loops (images, rows, channel tiles) give fewer parallel tasks than
+this, its tiles along the row are split among threads too: a row conv of a 1-D model (one image,
+one row, every channel in one tile) otherwise ran on one thread (pyannote's SincNet conv, 5.7 ms
+on two cores, 2026-12-05)."""
 MIN_BLOCKED_TILES = 4
 BLOCKED_TILE_PIXELS = 8
 """The tile length a reduction-blocked conv prefers (1 x 16, 2 x 8 and 4 x 4 tiles of
@@ -226,6 +231,18 @@ def weight_bytes(info: MacInfo) -> int:
 
 def loads_per_mac(nf: int, nx: int) -> float:
     return (nf + nx) / (nf * nx)
+
+
+def _parallel(sch: s_tir.Schedule, outer: list, tiles=None) -> None:
+    """Split ``outer`` (adjacent loops, outermost first) among threads, and the tile loop
+    ``tiles`` right inside them too where ``outer`` alone gives fewer than
+    :data:`PARALLEL_TILES_BELOW` tasks."""
+    tasks = 1
+    for loop in outer:
+        tasks *= int(sch.get(loop).extent)
+    if tiles is not None and tasks < PARALLEL_TILES_BELOW:
+        outer = [*outer, tiles]
+    sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
 
 
 def choose_depthwise_pixels(width: int, kernel_w: int, registers: int) -> int:
@@ -428,7 +445,7 @@ def _schedule_gemm(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: Cp
         outer = [mo, fo] if plan.rows_outer else [fo, mo]
         sch.reorder(*batch, *outer, *taps, ko, mi, fi, fv, *([ki] if ki is not None else []))
         first_reduction = taps[0] if taps else ko
-        tile, pixels, parallel = outer[-1], mi, [*batch, *outer]
+        tile, pixels, parallel, row_tiles = outer[-1], mi, [*batch, *outer], None
     else:
         n, y, x, f, ry, rx, c = loops
         fo, fi, fv = sch.split(f, [None, nf, L])
@@ -438,13 +455,15 @@ def _schedule_gemm(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: Cp
             no, ni = sch.split(n, [None, nx])
             sch.reorder(no, fo, y, x, ry, rx, co, ni, fi, fv, *([ci] if ci is not None else []))
             tile, pixels, parallel = x, ni, [no, fo, y]
+            row_tiles = x
         else:
             xo, xi = sch.split(x, [None, nx])
             outer = [y, fo] if plan.rows_outer else [fo, y]
             sch.reorder(n, *outer, xo, ry, rx, co, xi, fi, fv, *([ci] if ci is not None else []))
             tile, pixels, parallel = xo, xi, [n, *outer]
+            row_tiles = xo
     _finish_tile(sch, mac, last, tile, L)
-    sch.parallel(sch.fuse(*parallel))
+    _parallel(sch, parallel, row_tiles)
     sch.unroll(fi)
     sch.unroll(pixels)
     if plan.dot is None:
@@ -506,7 +525,7 @@ def _schedule_amx_conv(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa
     outer = [y, fo] if plan.rows_outer else [fo, y]
     sch.reorder(n, *outer, xo, ry, rx, co, xi, fj, ck)
     from_tiles = _finish_tile(sch, mac, last, xo, isa.lanes(), matrix=True)
-    sch.parallel(sch.fuse(n, *outer))
+    _parallel(sch, [n, *outer], xo)
     init = sch.decompose_reduction(mac, ry)
     init_intrin, update_intrin, store_intrin = amx_intrins(nx, nf, plan.depth // 4, plan.row_blocks)
     sch.tensorize(sch.get_loops(init)[-2], init_intrin)
@@ -547,7 +566,7 @@ def _schedule_depthwise(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, is
     xo, xi = sch.split(x, [None, nx])
     sch.reorder(n, y, xo, fo, ry, rx, rc, xi, fi, fv)
     _finish_tile(sch, mac, last, fo, L)
-    sch.parallel(sch.fuse(n, y))
+    _parallel(sch, [n, y], xo)
     sch.unroll(rx)  # with the pixels unrolled too, LLVM loads each input vector of the row once
     sch.unroll(xi)
     sch.unroll(fi)
