@@ -471,6 +471,23 @@ def test_a_row_conv_over_a_batch_tiles_images_where_the_width_is_prime():
         assert not single.over_batch, (cpu, single)
 
 
+@pytest.mark.parametrize("int8", [False, True])
+def test_a_row_conv_of_one_image_splits_its_tiles_among_threads(int8):
+    """A 1-D model's conv (one image, one row, every output channel in one register tile) has one
+    task in its images x rows x channel tiles: its tiles along the row are split among threads
+    too (it ran on one thread), with the unscheduled build's values."""
+    import re
+
+    target = _host()
+    mod, x = row_conv(8, 32, 200, 5, batch=1, int8=int8)
+    with target, tvm.transform.PassContext(opt_level=3):
+        scheduled = schedule_kernels(fuse(mod, target), target)
+    extents = [int(e) for gv, f in scheduled.functions_items() if "conv2d" in gv.name_hint
+               for e in re.findall(r"T\.parallel\(T\.int64\((\d+)\)\)", f.script())]
+    assert extents and min(extents) > 1, extents
+    _check(mod, x, target, exact=int8)
+
+
 def test_threads_split_rows_where_the_weight_is_small_and_channels_where_it_is_large():
     """A conv whose weight stays in cache splits by rows (each core then writes the rows the next
     depthwise conv reads on it); a large weight by output channels (read once per thread)."""
