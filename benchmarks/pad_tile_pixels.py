@@ -24,35 +24,19 @@ HOWS = ("padded", "unpadded")
 
 
 def main() -> None:
-    from benchkit.two_builds import parse_args, time_two_builds, with_pass_left_out, write_report, zoo_points
+    from benchkit.two_builds import compare_two_builds, parse_args, with_pass_left_out
 
     if not any(a == "--models" or a.startswith("--models=") for a in sys.argv[1:]):
         sys.argv[1:1] = ["--models", MODELS]
     args = parse_args(__doc__, "0,100", "out/bench/pad_tile_pixels")
     import relay_passes.pad_tile_pixels as pad_tile_pixels
-    from benchkit.machine import flags_text, machine_info
+    from benchkit.machine import machine_info
     from tvm_mpq.runtime.executor import host_target
 
     target = host_target()
-    info = machine_info(args.threads, target)
-    compile_point = with_pass_left_out(pad_tile_pixels, "PadTilePixels", "unpadded", target)
-
-    rows = []
-    points = zoo_points(args.models, args.rates, bias_correction=True, channel_act=True)
-    for timed in time_two_builds(points, HOWS, compile_point, args.rounds, args.runs):
-        rows.append({"model": timed["model"], "rate": timed["rate"], "padded_ms": timed["ms"]["padded"],
-                     "unpadded_ms": timed["ms"]["unpadded"], "ratio": timed["ratio"],
-                     "max_rel_diff": timed["max_rel_diff"]})
-        r = rows[-1]
-        print(f"{r['model']} rate {r['rate']:g}: padded {r['padded_ms']:.3f} ms, unpadded {r['unpadded_ms']:.3f} ms, "
-              f"ratio {r['ratio']:.3f}, max rel diff {r['max_rel_diff']:.1e}", flush=True)
-    lines = ["# GEMMs and row convs over padded pixels (PadTilePixels) vs their own pixel counts", "",
-             f"{flags_text(info)}; {args.threads} threads; {args.rounds} rounds x {args.runs} runs, interleaved", "",
-             "| model | rate | padded ms | unpadded ms | ratio | max rel. output diff |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['rate']:g} | {r['padded_ms']:.3f} | {r['unpadded_ms']:.3f} | {r['ratio']:.3f} | "
-              f"{r['max_rel_diff']:.1e} |" for r in rows]
-    write_report(args.out, info, rows, lines)
-
+    compare_two_builds(args, machine_info(args.threads, target), HOWS,
+                       with_pass_left_out(pad_tile_pixels, "PadTilePixels", "unpadded", target),
+                       "GEMMs and row convs over padded pixels (PadTilePixels) vs their own pixel counts")
 
 if __name__ == "__main__":
     main()

@@ -25,42 +25,19 @@ HOWS = ("tiles", "rows")
 
 
 def main() -> None:
-    from benchkit.two_builds import parse_args, time_two_builds, write_report, zoo_points
+    from benchkit.two_builds import compare_two_builds, parse_args, with_constant
 
     if not any(a == "--models" or a.startswith("--models=") for a in sys.argv[1:]):
         sys.argv[1:1] = ["--models", MODELS]
     args = parse_args(__doc__, "0,100", "out/bench/row_tile_threads")
-    from benchkit.machine import flags_text, machine_info
-    from tvm_mpq.compiler import compile_model
+    from benchkit.machine import machine_info
     from tvm_mpq.kernels import cpu_mac
     from tvm_mpq.runtime.executor import host_target
 
     target = host_target()
-    info = machine_info(args.threads, target)
-    split_below = cpu_mac.PARALLEL_TILES_BELOW
-
-    def compile_point(point, how: str):
-        cpu_mac.PARALLEL_TILES_BELOW = split_below if how == "tiles" else 0
-        try:
-            return compile_model(point.graph, point.config, target)
-        finally:
-            cpu_mac.PARALLEL_TILES_BELOW = split_below
-
-    rows = []
-    points = zoo_points(args.models, args.rates, bias_correction=True, channel_act=True)
-    for timed in time_two_builds(points, HOWS, compile_point, args.rounds, args.runs):
-        rows.append({"model": timed["model"], "rate": timed["rate"], "tiles_ms": timed["ms"]["tiles"],
-                     "rows_ms": timed["ms"]["rows"], "ratio": timed["ratio"], "max_rel_diff": timed["max_rel_diff"]})
-        r = rows[-1]
-        print(f"{r['model']} rate {r['rate']:g}: tiles {r['tiles_ms']:.3f} ms, rows {r['rows_ms']:.3f} ms, "
-              f"ratio {r['ratio']:.3f}, max rel diff {r['max_rel_diff']:.1e}", flush=True)
-    lines = ["# Row convs' tiles split among threads vs split by images, rows and channel tiles only", "",
-             f"{flags_text(info)}; {args.threads} threads; {args.rounds} rounds x {args.runs} runs, interleaved", "",
-             "| model | rate | tiles ms | rows ms | ratio | max rel. output diff |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['rate']:g} | {r['tiles_ms']:.3f} | {r['rows_ms']:.3f} | {r['ratio']:.3f} | "
-              f"{r['max_rel_diff']:.1e} |" for r in rows]
-    write_report(args.out, info, rows, lines)
-
+    compare_two_builds(args, machine_info(args.threads, target), HOWS,
+                       with_constant(cpu_mac, "PARALLEL_TILES_BELOW", 0, "rows", target),
+                       "Row convs' tiles split among threads vs split by images, rows and channel tiles only")
 
 if __name__ == "__main__":
     main()

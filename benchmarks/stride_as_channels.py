@@ -25,35 +25,19 @@ HOWS = ("phases", "strided")
 
 
 def main() -> None:
-    from benchkit.two_builds import parse_args, time_two_builds, with_pass_left_out, write_report, zoo_points
+    from benchkit.two_builds import compare_two_builds, parse_args, with_pass_left_out
 
     if not any(a == "--models" or a.startswith("--models=") for a in sys.argv[1:]):
         sys.argv[1:1] = ["--models", MODELS]
     args = parse_args(__doc__, "0,100", "out/bench/stride_as_channels")
     import relay_passes.stride_as_channels as stride_as_channels
-    from benchkit.machine import flags_text, machine_info
+    from benchkit.machine import machine_info
     from tvm_mpq.runtime.executor import host_target
 
     target = host_target()
-    info = machine_info(args.threads, target)
-    compile_point = with_pass_left_out(stride_as_channels, "StrideAsChannels", "strided", target)
-
-    rows = []
-    points = zoo_points(args.models, args.rates, bias_correction=True, channel_act=True)
-    for timed in time_two_builds(points, HOWS, compile_point, args.rounds, args.runs):
-        rows.append({"model": timed["model"], "rate": timed["rate"], "phases_ms": timed["ms"]["phases"],
-                     "strided_ms": timed["ms"]["strided"], "ratio": timed["ratio"],
-                     "max_rel_diff": timed["max_rel_diff"]})
-        r = rows[-1]
-        print(f"{r['model']} rate {r['rate']:g}: phases {r['phases_ms']:.3f} ms, strided {r['strided_ms']:.3f} ms, "
-              f"ratio {r['ratio']:.3f}, max rel diff {r['max_rel_diff']:.1e}", flush=True)
-    lines = ["# Strided row convs over few channels: over the stride's phases (StrideAsChannels) vs at the stride", "",
-             f"{flags_text(info)}; {args.threads} threads; {args.rounds} rounds x {args.runs} runs, interleaved", "",
-             "| model | rate | phases ms | strided ms | ratio | max rel. output diff |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['rate']:g} | {r['phases_ms']:.3f} | {r['strided_ms']:.3f} | {r['ratio']:.3f} | "
-              f"{r['max_rel_diff']:.1e} |" for r in rows]
-    write_report(args.out, info, rows, lines)
-
+    compare_two_builds(args, machine_info(args.threads, target), HOWS,
+                       with_pass_left_out(stride_as_channels, "StrideAsChannels", "strided", target),
+                       "Strided row convs over few channels: over the stride's phases (StrideAsChannels) vs at the stride")
 
 if __name__ == "__main__":
     main()

@@ -621,11 +621,17 @@ def test_attention_values_with_odd_columns_are_padded_for_the_batch_matmul():
 
 
 
+def _operands(x_shape, w_shape, int8: bool, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Random data and weight: float32, or uint8 data and int8 weight."""
+    w = rng.integers(-127, 128, size=w_shape).astype("int8") if int8 else rng.normal(size=w_shape).astype("float32")
+    x = rng.integers(0, 256, size=x_shape).astype("uint8") if int8 else rng.normal(size=x_shape).astype("float32")
+    return x, w
+
+
 def _one_conv(op: str, x_shape, w_shape, attrs: dict, int8: bool, rng, relu: bool = False):
     """``main(x)`` = one ``op`` (conv1d / conv2d) by a random constant weight: float32, or uint8 x
     int8 -> int32 read back as float32; with the input and weight values."""
-    w = rng.integers(-127, 128, size=w_shape).astype("int8") if int8 else rng.normal(size=w_shape).astype("float32")
-    x = rng.integers(0, 256, size=x_shape).astype("uint8") if int8 else rng.normal(size=x_shape).astype("float32")
+    x, w = _operands(x_shape, w_shape, int8, rng)
     bb = relax.BlockBuilder()
     xv = relax.Var("x", relax.TensorType(x_shape, str(x.dtype)))
     with bb.function("main", [xv]):
@@ -726,8 +732,7 @@ def test_macs_over_pixels_no_tile_divides_compute_a_few_more(dtype):
              ("conv1d", (1, 8, 327), (32, 8, 5)), ("conv1d", (1, 8, 324), (32, 8, 5))]
     for op, x_shape, w_shape in cases:
         if op == "matmul":
-            w = rng.integers(-127, 128, size=w_shape).astype("int8") if int8 else rng.normal(size=w_shape).astype("float32")
-            x = rng.integers(0, 256, size=x_shape).astype("uint8") if int8 else rng.normal(size=x_shape).astype("float32")
+            x, w = _operands(x_shape, w_shape, int8, rng)
             bb = relax.BlockBuilder()
             xv = relax.Var("x", relax.TensorType(x_shape, str(x.dtype)))
             with bb.function("main", [xv]):

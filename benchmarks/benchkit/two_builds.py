@@ -1,7 +1,8 @@
 """The frame of the benchmarks that compare two builds of each zoo config (``batch_norm_fold.py``,
-``vector_rounding.py``, ``channel_padding.py``, ``channel_pad.py``): their command line, each
-model's QuantuneV2 config per rate with the input the builds are timed on, and the interleaved
-timing of the two builds."""
+``vector_rounding.py``, ``channel_padding.py``, ``channel_pad.py``, ``stride_as_channels.py``,
+``pad_tile_pixels.py``, ``row_tile_threads.py``): their command line, each model's QuantuneV2
+config per rate with the input the builds are timed on, the two builds (a pass left out, a
+module constant set), their interleaved timing and the report."""
 
 from __future__ import annotations
 
@@ -100,6 +101,50 @@ def with_pass_left_out(module, name: str, without: str, target) -> Callable[["Zo
             setattr(module, name, rewrite)
 
     return compile_point
+
+
+def with_constant(module, name: str, value, when: str, target) -> Callable[["ZooPoint", str], object]:
+    """``compile_point(point, how)`` for :func:`time_two_builds`: the point's config compiled for
+    ``target`` by the pipeline, with ``module.name`` set to ``value`` while ``how == when`` (the
+    build reads the constant at each compile)."""
+    from tvm_mpq.compiler import compile_model
+
+    kept = getattr(module, name)
+
+    def compile_point(point: ZooPoint, how: str):
+        setattr(module, name, value if how == when else kept)
+        try:
+            return compile_model(point.graph, point.config, target)
+        finally:
+            setattr(module, name, kept)
+
+    return compile_point
+
+
+def compare_two_builds(args: argparse.Namespace, info: dict, hows: tuple[str, str],
+                       compile_point: Callable[["ZooPoint", str], object], title: str) -> list[dict]:
+    """Every point of ``args.models`` / ``args.rates`` (the CLI's default quantizers) built both
+    ``hows`` ways and timed (:func:`time_two_builds`); prints each, then writes and prints the
+    report (``# title``, the machine, one row per model and rate: ``{how}_ms``, ``ratio`` first /
+    second, ``max_rel_diff``). Returns the rows."""
+    from benchkit.machine import flags_text
+
+    first, second = hows
+    rows = []
+    points = zoo_points(args.models, args.rates, bias_correction=True, channel_act=True)
+    for timed in time_two_builds(points, hows, compile_point, args.rounds, args.runs):
+        rows.append({"model": timed["model"], "rate": timed["rate"], f"{first}_ms": timed["ms"][first],
+                     f"{second}_ms": timed["ms"][second], "ratio": timed["ratio"], "max_rel_diff": timed["max_rel_diff"]})
+        r = rows[-1]
+        print(f"{r['model']} rate {r['rate']:g}: {first} {r[first + '_ms']:.3f} ms, {second} {r[second + '_ms']:.3f} ms, "
+              f"ratio {r['ratio']:.3f}, max rel diff {r['max_rel_diff']:.1e}", flush=True)
+    lines = [f"# {title}", "",
+             f"{flags_text(info)}; {args.threads} threads; {args.rounds} rounds x {args.runs} runs, interleaved", "",
+             f"| model | rate | {first} ms | {second} ms | ratio | max rel. output diff |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['rate']:g} | {r[first + '_ms']:.3f} | {r[second + '_ms']:.3f} | {r['ratio']:.3f} | "
+              f"{r['max_rel_diff']:.1e} |" for r in rows]
+    write_report(args.out, info, rows, lines)
+    return rows
 
 
 def time_two_builds(points: Iterator[ZooPoint], hows: tuple[str, str], compile_point: Callable[[ZooPoint, str], object],
