@@ -20,7 +20,8 @@ is the same:
   is one row high: the kernel tiles a pointwise conv over the whole map; nor a row conv over a
   batch whose images give as good a tile, ``KernelPlan.over_batch``): its right padding
   grows by ``stride x`` the extra columns, which read only zero padding, and the first ``W``
-  output columns are kept. 
+  output columns are kept.
+
 Float32 MACs only: an int8 build of pyannote measured slower with it (1.12x, the GEMMs'
 requantizing epilogue then runs as its own pass over the int32 products instead of per register
 tile) or level (0.995x, the convs alone); ``benchmarks/pad_tile_pixels.py``, 2026-12-05. Convs
