@@ -25,26 +25,32 @@ from tvm import relax, te, tirx, topi
 from relay_passes.precision_annotation import relax_functions
 
 
-def lane_softmax(x: te.Tensor, lanes: int) -> te.Tensor:
-    """Softmax of ``x`` over its last axis, row reductions over ``lanes`` partial accumulators."""
-    *lead, n = (int(d) for d in x.shape)
+def lane_row_reduce(values: te.Tensor, combine: str, name: str, lanes: int) -> te.Tensor:
+    """The max or sum (``combine``) of each row of ``values`` (its last axis): first over
+    ``n // lanes`` vectors into ``lanes`` partial results, then over those and the row's tail."""
+    *lead, n = (int(d) for d in values.shape)
     blocks, m = n // lanes, (n // lanes) * lanes
     lead_shape = tuple(lead)
+    j = te.reduce_axis((0, blocks), name=f"{name}_j")
+    reducer = te.max if combine == "max" else te.sum
+    partial = te.compute((*lead_shape, lanes), lambda *i: reducer(values[(*i[:-1], j * lanes + i[-1])], axis=j),
+                         name=f"{name}_lanes")
+    lane = te.reduce_axis((0, lanes), name=f"{name}_l")
+    total = te.compute(lead_shape, lambda *i: reducer(partial[(*i, lane)], axis=lane), name=f"{name}_row")
+    if m == n:
+        return total
+    t = te.reduce_axis((0, n - m), name=f"{name}_t")
+    tail = te.compute(lead_shape, lambda *i: reducer(values[(*i, m + t)], axis=t), name=f"{name}_tail")
+    if combine == "max":
+        return te.compute(lead_shape, lambda *i: tirx.max(total(*i), tail(*i)), name=f"{name}_all")
+    return te.compute(lead_shape, lambda *i: total(*i) + tail(*i), name=f"{name}_all")
+
+
+def lane_softmax(x: te.Tensor, lanes: int) -> te.Tensor:
+    """Softmax of ``x`` over its last axis, row reductions over ``lanes`` partial accumulators."""
 
     def row_reduce(values: te.Tensor, combine: str, name: str) -> te.Tensor:
-        j = te.reduce_axis((0, blocks), name=f"{name}_j")
-        reducer = te.max if combine == "max" else te.sum
-        partial = te.compute((*lead_shape, lanes), lambda *i: reducer(values[(*i[:-1], j * lanes + i[-1])], axis=j),
-                             name=f"{name}_lanes")
-        lane = te.reduce_axis((0, lanes), name=f"{name}_l")
-        total = te.compute(lead_shape, lambda *i: reducer(partial[(*i, lane)], axis=lane), name=f"{name}_row")
-        if m == n:
-            return total
-        t = te.reduce_axis((0, n - m), name=f"{name}_t")
-        tail = te.compute(lead_shape, lambda *i: reducer(values[(*i, m + t)], axis=t), name=f"{name}_tail")
-        if combine == "max":
-            return te.compute(lead_shape, lambda *i: tirx.max(total(*i), tail(*i)), name=f"{name}_all")
-        return te.compute(lead_shape, lambda *i: total(*i) + tail(*i), name=f"{name}_all")
+        return lane_row_reduce(values, combine, name, lanes)
 
     row_max = row_reduce(x, "max", "softmax_max")
     delta = te.compute(x.shape, lambda *i: x(*i) - row_max(*i[:-1]), name="softmax_delta")

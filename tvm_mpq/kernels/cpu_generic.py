@@ -320,11 +320,11 @@ class RowChainCpu(ScheduleRule):
 
     @staticmethod
     def _lane_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> bool:
-        """A reduction block whose last spatial iterator is ``lanes`` long and which reads along
-        its input's innermost axis: lane partials of a row reduction."""
+        """A reduction block whose last spatial iterator is a multiple of ``lanes`` long and which
+        reads along its input's innermost axis: lane partials of a row reduction."""
         ivs = sch.get(block).iter_vars
         spatial = [iv for iv in ivs if int(iv.iter_type) == 0]
-        return (_is_reduction(sch, block) and bool(spatial) and int(spatial[-1].dom.extent) == lanes
+        return (_is_reduction(sch, block) and bool(spatial) and int(spatial[-1].dom.extent) % lanes == 0
                 and _reduces_innermost(sch, block))
 
     @staticmethod
@@ -337,10 +337,13 @@ class RowChainCpu(ScheduleRule):
             raise ValueError("loops do not match the block's iterators")
         spatial = [loop for loop, iv in zip(loops, ivs) if int(iv.iter_type) == 0]
         reduction = [loop for loop, iv in zip(loops, ivs) if int(iv.iter_type) != 0]
-        if not spatial or _extent(sch, spatial[-1]) != lanes:
+        if not spatial or _extent(sch, spatial[-1]) % lanes:
             return
         lane = spatial[-1]
         sch.reorder(*reduction, lane)
+        if _extent(sch, lane) > lanes:  # (LaneVariance's 16 partials on 8- or 4-lane vectors)
+            vectors, lane = sch.split(lane, [None, lanes])
+            sch.unroll(vectors)
         sch.vectorize(lane)
         init = sch.decompose_reduction(block, reduction[0])
         sch.vectorize(sch.get_loops(init)[-1])

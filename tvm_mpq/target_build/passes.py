@@ -86,6 +86,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         from relay_passes.channel_pad import ChannelPad
         from relay_passes.fast_exp import VectorExp
         from relay_passes.lane_softmax import LaneSoftmax
+        from relay_passes.lane_variance import LaneVariance
         from relay_passes.conv_on_rows import ConvOnRows
         from relay_passes.stride_as_channels import StrideAsChannels
         from relay_passes.flatten_matmul_rows import FlattenMatmulRows
@@ -116,6 +117,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
                    Conv2dWinograd(),  # fp32 3x3 stride-1 convs on large maps: 4x fewer multiplies
                    PadTilePixels(isa),  # 589 rows (19 x 31): 592, so the register tile is not one pixel
                    LaneSoftmax(isa.lanes(32)),  # row softmax: vector max / sum accumulators, no predicates
+                   LaneVariance(),  # a variance along rows (instance norms): 16 partial sums, the same on every CPU
                    VectorExp()]  # exp / sigmoid (SiLU epilogues) vectorized, not one expf call per element
     return passes
 
