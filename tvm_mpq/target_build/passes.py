@@ -65,7 +65,8 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     GEMMs and row convs whose pixel count no tile length divides computed over a few more
     (:mod:`relay_passes.pad_tile_pixels`),
     float32 exp / sigmoid / tanh / erf as vectorizable polynomials (:mod:`relay_passes.fast_exp`),
-    float32 softmax along rows with vector accumulators (:mod:`relay_passes.lane_softmax`);
+    float32 softmax along rows with vector accumulators (:mod:`relay_passes.lane_softmax`), a
+    float32 variance along rows on 16 fixed lanes (:mod:`relay_passes.lane_variance`);
     a per-channel zero-point pad as one kernel (:mod:`relay_passes.channel_pad`);
     for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first; int8 convs
     and float32 convs whose output channels fill no whole vector padded to one (:mod:`relay_passes.pad_channels`)."""
