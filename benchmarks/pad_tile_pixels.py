@@ -26,9 +26,7 @@ HOWS = ("padded", "unpadded")
 def main() -> None:
     from benchkit.two_builds import compare_two_builds, parse_args, with_pass_left_out
 
-    if not any(a == "--models" or a.startswith("--models=") for a in sys.argv[1:]):
-        sys.argv[1:1] = ["--models", MODELS]
-    args = parse_args(__doc__, "0,100", "out/bench/pad_tile_pixels")
+    args = parse_args(__doc__, "0,100", "out/bench/pad_tile_pixels", MODELS)
     import relay_passes.pad_tile_pixels as pad_tile_pixels
     from benchkit.machine import machine_info
     from tvm_mpq.runtime.executor import host_target

@@ -27,9 +27,7 @@ HOWS = ("tiles", "rows")
 def main() -> None:
     from benchkit.two_builds import compare_two_builds, parse_args, with_constant
 
-    if not any(a == "--models" or a.startswith("--models=") for a in sys.argv[1:]):
-        sys.argv[1:1] = ["--models", MODELS]
-    args = parse_args(__doc__, "0,100", "out/bench/row_tile_threads")
+    args = parse_args(__doc__, "0,100", "out/bench/row_tile_threads", MODELS)
     from benchkit.machine import machine_info
     from tvm_mpq.kernels import cpu_mac
     from tvm_mpq.runtime.executor import host_target

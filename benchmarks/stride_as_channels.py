@@ -27,9 +27,7 @@ HOWS = ("phases", "strided")
 def main() -> None:
     from benchkit.two_builds import compare_two_builds, parse_args, with_pass_left_out
 
-    if not any(a == "--models" or a.startswith("--models=") for a in sys.argv[1:]):
-        sys.argv[1:1] = ["--models", MODELS]
-    args = parse_args(__doc__, "0,100", "out/bench/stride_as_channels")
+    args = parse_args(__doc__, "0,100", "out/bench/stride_as_channels", MODELS)
     import relay_passes.stride_as_channels as stride_as_channels
     from benchkit.machine import machine_info
     from tvm_mpq.runtime.executor import host_target

@@ -48,14 +48,10 @@ def lane_row_reduce(values: te.Tensor, combine: str, name: str, lanes: int) -> t
 
 def lane_softmax(x: te.Tensor, lanes: int) -> te.Tensor:
     """Softmax of ``x`` over its last axis, row reductions over ``lanes`` partial accumulators."""
-
-    def row_reduce(values: te.Tensor, combine: str, name: str) -> te.Tensor:
-        return lane_row_reduce(values, combine, name, lanes)
-
-    row_max = row_reduce(x, "max", "softmax_max")
+    row_max = lane_row_reduce(x, "max", "softmax_max", lanes)
     delta = te.compute(x.shape, lambda *i: x(*i) - row_max(*i[:-1]), name="softmax_delta")
     exp = topi.fast_exp(delta)
-    row_sum = row_reduce(exp, "sum", "softmax_sum")
+    row_sum = lane_row_reduce(exp, "sum", "softmax_sum", lanes)
     return te.compute(x.shape, lambda *i: exp(*i) / row_sum(*i[:-1]), name="softmax_norm")
 
 

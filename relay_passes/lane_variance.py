@@ -22,7 +22,7 @@ import tvm
 from tvm import relax, te, tirx
 
 from relay_passes.lane_softmax import lane_row_reduce
-from relay_passes.precision_annotation import relax_functions
+from relay_passes.precision_annotation import mutate_every_function
 
 LANES = 16
 """Partial sums per row (fixed on every target: see the module docstring)."""
@@ -35,10 +35,9 @@ def lane_variance(x: te.Tensor, keepdims: bool) -> te.Tensor:
     mean = te.compute(total.shape, lambda *i: total(*i) / tirx.const(n, "float32"), name="variance_mean")
     square = te.compute(x.shape, lambda *i: (x(*i) - mean(*i[:-1])) * (x(*i) - mean(*i[:-1])), name="variance_square")
     deviations = lane_row_reduce(square, "sum", "variance_deviation", LANES)
+    rows = len(x.shape) - 1
     shape = (*x.shape[:-1], 1) if keepdims else x.shape[:-1]
-    if keepdims:
-        return te.compute(shape, lambda *i: deviations(*i[:-1]) / tirx.const(n, "float32"), name="variance")
-    return te.compute(shape, lambda *i: deviations(*i) / tirx.const(n, "float32"), name="variance")
+    return te.compute(shape, lambda *i: deviations(*i[:rows]) / tirx.const(n, "float32"), name="variance")
 
 
 @relax.expr_functor.mutator
@@ -69,10 +68,7 @@ class LaneVariance:
     """Rewrite float32 last-axis variance into :func:`lane_variance` (see the module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        rewriter = _Rewriter(mod)
-        for gv, func in relax_functions(mod):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get() if rewriter.n_rewritten else mod
+        return mutate_every_function(mod, lambda m, _f: _Rewriter(m), lambda r: r.n_rewritten)[0]
 
 
 __all__ = ["LANES", "LaneVariance", "lane_variance"]

@@ -62,8 +62,9 @@ def padded_pixels(pixels: int, vectors: int, registers: int) -> int:
     """The pixel count, ``pixels`` or up to :data:`MAX_EXTRA` more, whose tile costs least
     (:func:`tile_cost`); ``pixels`` unless that saves more than ``1 - MIN_GAIN``."""
     extra = max(MIN_EXTRA, int(pixels * MAX_EXTRA))
-    best = min(range(pixels, pixels + extra + 1), key=lambda p: (tile_cost(p, vectors, registers), p))
-    return best if tile_cost(best, vectors, registers) < MIN_GAIN * tile_cost(pixels, vectors, registers) else pixels
+    costs = {p: tile_cost(p, vectors, registers) for p in range(pixels, pixels + extra + 1)}
+    best = min(costs, key=lambda p: (costs[p], p))
+    return best if costs[best] < MIN_GAIN * costs[pixels] else pixels
 
 
 def _is_integer(expr: relax.Call) -> bool:

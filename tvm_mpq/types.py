@@ -19,10 +19,6 @@ Outputs = list[list[np.ndarray]]
 # The IR stages QuantuneV2 measures sensitivity on and applies a config to (docs/design.md, "The IR
 # stages, by name"). The values are the paper's letters, which the command line, the configs'
 # provenance and the reports keep; code compares against these names.
-RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
-"""Gate blocks in the weights of each ONNX recurrent op (the frontend's rewrite and the loop
-kernel both read them)."""
-
 SOURCE = "A"
 """The source graph ("stage A"): the imported model, conv / batch-norm / activation separate."""
 FOLDED = "C"
@@ -53,6 +49,11 @@ def measured_on(stage: str) -> str:
     """The graph a stage's sensitivity is measured on: :data:`FOLDED` for ``folded``, else
     :data:`SOURCE`."""
     return FOLDED if stage == FOLDED else SOURCE
+
+
+RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+"""Gate blocks in the weights of each ONNX recurrent op (the frontend's rewrite and the loop
+kernel both read them)."""
 
 
 __all__ = ["FOLDED", "RECURRENT_GATES", "SOURCE", "SOURCE_TO_FOLDED", "STAGES", "STAGE_NAMES", "Feed", "Outputs", "measured_on",

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def parse_args(doc: str, rates: str, out: str) -> argparse.Namespace:
-    """``--models --rates --threads --rounds --runs -o``; sets ``TVM_NUM_THREADS`` (before TVM's
-    thread pool starts)."""
+def parse_args(doc: str, rates: str, out: str, models: str = "efficientnet-lite0,resnet18,mobilenetv2") -> argparse.Namespace:
+    """``--models --rates --threads --rounds --runs -o`` (``models``, ``rates``, ``out``: the
+    benchmark's defaults); sets ``TVM_NUM_THREADS`` (before TVM's thread pool starts)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--models", default="efficientnet-lite0,resnet18,mobilenetv2")
+    parser.add_argument("--models", default=models)
     parser.add_argument("--rates", default=rates)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
