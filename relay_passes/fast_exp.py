@@ -25,7 +25,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, topi
 
-from relay_passes.precision_annotation import relax_functions
+from relay_passes.precision_annotation import mutate_every_function
 
 
 def _fast_sigmoid(x: te.Tensor) -> te.Tensor:
@@ -64,7 +64,4 @@ class VectorExp:
     (see the module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        rewriter = _Rewriter(mod)
-        for gv, func in relax_functions(mod):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get() if rewriter.n_rewritten else mod
+        return mutate_every_function(mod, lambda m, _f: _Rewriter(m), lambda r: r.n_rewritten)[0]

@@ -22,7 +22,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, tirx, topi
 
-from relay_passes.precision_annotation import relax_functions
+from relay_passes.convert_layout import tensor_shape
+from relay_passes.precision_annotation import mutate_every_function
 
 
 def lane_row_reduce(values: te.Tensor, combine: str, name: str, lanes: int) -> te.Tensor:
@@ -46,6 +47,15 @@ def lane_row_reduce(values: te.Tensor, combine: str, name: str, lanes: int) -> t
     return te.compute(lead_shape, lambda *i: total(*i) + tail(*i), name=f"{name}_all")
 
 
+def lane_rows(data: relax.Expr, axis: int, lanes: int) -> bool:
+    """Whether ``data`` is a float32 tensor of static shape, ``axis`` its last, and its rows at
+    least two ``lanes`` groups long: the rows :func:`lane_row_reduce` takes (shorter ones stay
+    with TVM's op)."""
+    ty, shape = data.ty, tensor_shape(data)
+    return (isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32" and bool(shape)
+            and axis % len(shape) == len(shape) - 1 and shape[-1] >= 2 * lanes)
+
+
 def lane_softmax(x: te.Tensor, lanes: int) -> te.Tensor:
     """Softmax of ``x`` over its last axis, row reductions over ``lanes`` partial accumulators."""
     row_max = lane_row_reduce(x, "max", "softmax_max", lanes)
@@ -66,11 +76,7 @@ class _Rewriter(relax.PyExprMutator):
         call = super().visit_call_(call)
         if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.softmax":
             return call
-        ty = call.args[0].ty
-        if not isinstance(ty, relax.TensorType) or str(ty.dtype) != "float32" or ty.shape is None:
-            return call
-        shape = [d.value if isinstance(d, tirx.IntImm) else None for d in ty.shape.values]
-        if None in shape or int(call.attrs.axis) % len(shape) != len(shape) - 1 or shape[-1] < 2 * self.lanes:
+        if not lane_rows(call.args[0], int(call.attrs.axis), self.lanes):
             return call
         self.n_rewritten += 1
         return self.builder_.call_te(lane_softmax, call.args[0], self.lanes, primfunc_name_hint="lane_softmax")
@@ -84,7 +90,4 @@ class LaneSoftmax:
         self.lanes = lanes
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        rewriter = _Rewriter(mod, self.lanes)
-        for gv, func in relax_functions(mod):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get() if rewriter.n_rewritten else mod
+        return mutate_every_function(mod, lambda m, _f: _Rewriter(m, self.lanes), lambda r: r.n_rewritten)[0]

