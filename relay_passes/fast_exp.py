@@ -25,7 +25,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, topi
 
-from relay_passes.precision_annotation import mutate_every_function
+from relay_passes.precision_annotation import op_name, rewrite_calls
 
 
 def _fast_sigmoid(x: te.Tensor) -> te.Tensor:
@@ -34,28 +34,20 @@ def _fast_sigmoid(x: te.Tensor) -> te.Tensor:
                       name="fast_sigmoid")
 
 
-@relax.expr_functor.mutator
-class _Rewriter(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule) -> None:
-        super().__init__(mod)
-        self.n_rewritten = 0
+_FAST_FORMS = {"relax.exp": (topi.fast_exp, "fast_exp"), "relax.sigmoid": (_fast_sigmoid, "fast_sigmoid"),
+               "relax.tanh": (topi.fast_tanh, "fast_tanh"), "relax.erf": (topi.fast_erf, "fast_erf")}
+"""Each op this pass rewrites: the TE function computing it on vectors, and its kernel's name."""
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        op = call.op.name if isinstance(call.op, tvm.ir.Op) else None
-        if op not in ("relax.exp", "relax.sigmoid", "relax.tanh", "relax.erf"):
-            return call
-        ty = call.args[0].ty
-        if not isinstance(ty, relax.TensorType) or str(ty.dtype) != "float32":
-            return call
-        self.n_rewritten += 1
-        if op == "relax.exp":
-            return self.builder_.call_te(topi.fast_exp, call.args[0], primfunc_name_hint="fast_exp")
-        if op == "relax.tanh":
-            return self.builder_.call_te(topi.fast_tanh, call.args[0], primfunc_name_hint="fast_tanh")
-        if op == "relax.erf":
-            return self.builder_.call_te(topi.fast_erf, call.args[0], primfunc_name_hint="fast_erf")
-        return self.builder_.call_te(_fast_sigmoid, call.args[0], primfunc_name_hint="fast_sigmoid")
+
+def _vector_form(builder: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
+    form = _FAST_FORMS.get(op_name(call))
+    if form is None:
+        return None
+    ty = call.args[0].ty
+    if not isinstance(ty, relax.TensorType) or str(ty.dtype) != "float32":
+        return None
+    compute, name = form
+    return builder.call_te(compute, call.args[0], primfunc_name_hint=name)
 
 
 @tvm.transform.module_pass(opt_level=0, name="VectorExp")
@@ -64,4 +56,4 @@ class VectorExp:
     (see the module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return mutate_every_function(mod, lambda m, _f: _Rewriter(m), lambda r: r.n_rewritten)[0]
+        return rewrite_calls(mod, _vector_form)

@@ -23,7 +23,7 @@ import tvm
 from tvm import relax, te, tirx, topi
 
 from relay_passes.convert_layout import tensor_shape
-from relay_passes.precision_annotation import mutate_every_function
+from relay_passes.precision_annotation import op_name, rewrite_calls
 
 
 def lane_row_reduce(values: te.Tensor, combine: str, name: str, lanes: int) -> te.Tensor:
@@ -51,8 +51,8 @@ def lane_rows(data: relax.Expr, axis: int, lanes: int) -> bool:
     """Whether ``data`` is a float32 tensor of static shape, ``axis`` its last, and its rows at
     least two ``lanes`` groups long: the rows :func:`lane_row_reduce` takes (shorter ones stay
     with TVM's op)."""
-    ty, shape = data.ty, tensor_shape(data)
-    return (isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32" and bool(shape)
+    shape = tensor_shape(data)  # (None unless a tensor of static shape)
+    return (bool(shape) and str(data.ty.dtype) == "float32"
             and axis % len(shape) == len(shape) - 1 and shape[-1] >= 2 * lanes)
 
 
@@ -65,23 +65,6 @@ def lane_softmax(x: te.Tensor, lanes: int) -> te.Tensor:
     return te.compute(x.shape, lambda *i: exp(*i) / row_sum(*i[:-1]), name="softmax_norm")
 
 
-@relax.expr_functor.mutator
-class _Rewriter(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, lanes: int) -> None:
-        super().__init__(mod)
-        self.lanes = lanes
-        self.n_rewritten = 0
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.softmax":
-            return call
-        if not lane_rows(call.args[0], int(call.attrs.axis), self.lanes):
-            return call
-        self.n_rewritten += 1
-        return self.builder_.call_te(lane_softmax, call.args[0], self.lanes, primfunc_name_hint="lane_softmax")
-
-
 @tvm.transform.module_pass(opt_level=0, name="LaneSoftmax")
 class LaneSoftmax:
     """Rewrite float32 last-axis softmax into :func:`lane_softmax` (see the module docstring)."""
@@ -90,4 +73,9 @@ class LaneSoftmax:
         self.lanes = lanes
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return mutate_every_function(mod, lambda m, _f: _Rewriter(m, self.lanes), lambda r: r.n_rewritten)[0]
+        return rewrite_calls(mod, self._rewrite)
+
+    def _rewrite(self, builder: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
+        if op_name(call) != "relax.nn.softmax" or not lane_rows(call.args[0], int(call.attrs.axis), self.lanes):
+            return None
+        return builder.call_te(lane_softmax, call.args[0], self.lanes, primfunc_name_hint="lane_softmax")

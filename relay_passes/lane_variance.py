@@ -22,7 +22,7 @@ import tvm
 from tvm import relax, te, tirx
 
 from relay_passes.lane_softmax import lane_row_reduce, lane_rows
-from relay_passes.precision_annotation import mutate_every_function
+from relay_passes.precision_annotation import op_name, rewrite_calls
 
 LANES = 16
 """Partial sums per row (fixed on every target: see the module docstring)."""
@@ -40,22 +40,11 @@ def lane_variance(x: te.Tensor, keepdims: bool) -> te.Tensor:
     return te.compute(shape, lambda *i: deviations(*i[:rows]) / tirx.const(n, "float32"), name="variance")
 
 
-@relax.expr_functor.mutator
-class _Rewriter(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule) -> None:
-        super().__init__(mod)
-        self.n_rewritten = 0
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.variance":
-            return call
-        axes = call.attrs.axis
-        if axes is None or len(axes) != 1 or not lane_rows(call.args[0], int(axes[0]), LANES):
-            return call
-        self.n_rewritten += 1
-        return self.builder_.call_te(lane_variance, call.args[0], bool(call.attrs.keepdims),
-                                     primfunc_name_hint="lane_variance")
+def _lane_form(builder: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
+    axes = call.attrs.axis if op_name(call) == "relax.variance" else None
+    if axes is None or len(axes) != 1 or not lane_rows(call.args[0], int(axes[0]), LANES):
+        return None
+    return builder.call_te(lane_variance, call.args[0], bool(call.attrs.keepdims), primfunc_name_hint="lane_variance")
 
 
 @tvm.transform.module_pass(opt_level=0, name="LaneVariance")
@@ -63,7 +52,7 @@ class LaneVariance:
     """Rewrite float32 last-axis variance into :func:`lane_variance` (see the module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return mutate_every_function(mod, lambda m, _f: _Rewriter(m), lambda r: r.n_rewritten)[0]
+        return rewrite_calls(mod, _lane_form)
 
 
 __all__ = ["LANES", "LaneVariance", "lane_variance"]

@@ -195,6 +195,33 @@ def mutate_every_function(mod: tvm.IRModule, make_mutator, count, wants=None) ->
     return (relax.transform.DeadCodeElimination()(out) if total else mod), total
 
 
+@relax.expr_functor.mutator
+class _CallRewriter(relax.PyExprMutator):
+    """Each call, its arguments rewritten first, replaced by what ``rewrite(builder, call)``
+    returns for it (``None``: kept); ``n_rewritten`` counts the replacements."""
+
+    def __init__(self, mod: tvm.IRModule, rewrite: Callable[[relax.BlockBuilder, relax.Call], relax.Expr | None]) -> None:
+        super().__init__(mod)
+        self.rewrite_call = rewrite
+        self.n_rewritten = 0
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        new = self.rewrite_call(self.builder_, call)
+        if new is None:
+            return call
+        self.n_rewritten += 1
+        return new
+
+
+def rewrite_calls(mod: tvm.IRModule, rewrite: Callable[[relax.BlockBuilder, relax.Call], relax.Expr | None]) -> tvm.IRModule:
+    """``mod`` with every call of every Relax function that ``rewrite(builder, call)`` returns an
+    expression for replaced by it (arguments first; the builder emits what the replacement needs,
+    e.g. ``builder.call_te``), through :func:`mutate_every_function`: the body of a module pass that
+    swaps single ops for TE computes."""
+    return mutate_every_function(mod, lambda m, _f: _CallRewriter(m, rewrite), lambda r: r.n_rewritten)[0]
+
+
 def rewrite_every_function(mod: tvm.IRModule, *rules: tuple) -> tvm.IRModule:
     """``mod`` with each ``(pattern, rewriter)`` of ``rules`` applied, in turn, by
     ``relax.dpl.rewrite_call`` to every Relax function (:func:`relax_functions`): the body of a
