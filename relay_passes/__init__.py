@@ -47,7 +47,8 @@ depthwise convs whose channels fill no whole vector padded to one), ``winograd_c
 stride-1 convs on large maps as Winograd F(4x4, 3x3)), ``pad_tile_pixels.PadTilePixels`` (float32
 GEMMs and row convs whose pixel count no register tile divides computed over a few more, sliced
 back), ``lane_variance.LaneVariance`` (a float32 variance along rows summed into 16 vector-lane
-partials), ``lane_softmax.LaneSoftmax`` (a float32
+partials), ``lane_argmax.LaneArgmax`` (a float32 argmax along rows: a vector max, then the first
+position holding it), ``lane_softmax.LaneSoftmax`` (a float32
 row softmax reduced into one accumulator per vector lane), ``fast_exp.VectorExp`` (float32 exp /
 sigmoid / tanh / erf as vectorizable polynomials), ``channel_pad.ChannelPad`` (a per-channel
 zero-point pad as one pad kernel) and, between ``FuseOps`` and ``FuseTIR``,

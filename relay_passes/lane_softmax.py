@@ -26,14 +26,18 @@ from relay_passes.convert_layout import tensor_shape
 from relay_passes.precision_annotation import op_name, rewrite_calls
 
 
+_REDUCERS = {"max": (te.max, tirx.max), "min": (te.min, tirx.min), "sum": (te.sum, lambda a, b: a + b)}
+"""Each row reduction :func:`lane_row_reduce` takes: the TE reducer and how two of its results combine."""
+
+
 def lane_row_reduce(values: te.Tensor, combine: str, name: str, lanes: int) -> te.Tensor:
-    """The max or sum (``combine``) of each row of ``values`` (its last axis): first over
+    """The max, min or sum (``combine``) of each row of ``values`` (its last axis): first over
     ``n // lanes`` vectors into ``lanes`` partial results, then over those and the row's tail."""
     *lead, n = (int(d) for d in values.shape)
     blocks, m = n // lanes, (n // lanes) * lanes
     lead_shape = tuple(lead)
     j = te.reduce_axis((0, blocks), name=f"{name}_j")
-    reducer = te.max if combine == "max" else te.sum
+    reducer, pair = _REDUCERS[combine]
     partial = te.compute((*lead_shape, lanes), lambda *i: reducer(values[(*i[:-1], j * lanes + i[-1])], axis=j),
                          name=f"{name}_lanes")
     lane = te.reduce_axis((0, lanes), name=f"{name}_l")
@@ -42,9 +46,7 @@ def lane_row_reduce(values: te.Tensor, combine: str, name: str, lanes: int) -> t
         return total
     t = te.reduce_axis((0, n - m), name=f"{name}_t")
     tail = te.compute(lead_shape, lambda *i: reducer(values[(*i, m + t)], axis=t), name=f"{name}_tail")
-    if combine == "max":
-        return te.compute(lead_shape, lambda *i: tirx.max(total(*i), tail(*i)), name=f"{name}_all")
-    return te.compute(lead_shape, lambda *i: total(*i) + tail(*i), name=f"{name}_all")
+    return te.compute(lead_shape, lambda *i: pair(total(*i), tail(*i)), name=f"{name}_all")
 
 
 def lane_rows(data: relax.Expr, axis: int, lanes: int) -> bool:

@@ -518,6 +518,42 @@ def test_a_variance_along_rows_sums_on_sixteen_lanes_on_every_cpu(shape):
         np.testing.assert_array_equal(got["skylake-avx512"], got["haswell"])
 
 
+@pytest.mark.parametrize("shape,keepdims", [((1, 256, 3788), False), ((3, 37), True), ((2, 4, 64), False)])
+def test_an_argmax_along_rows_is_a_vector_max_then_the_first_position_holding_it(shape, keepdims):
+    """LaneArgmax: an argmax over the last axis (a tagger's output) becomes a row max and a search
+    for its first position, both on vector lanes (RowChainCpu; TVM's op carried one index-value
+    pair per row through scalar selects): the index numpy gives, the first of tied maxima
+    included, on AVX-512 and AVX2 builds; a row with a NaN still gets an index inside the row."""
+    rng = np.random.default_rng(shape[-1])
+    x = rng.integers(-20, 20, size=shape).astype("float32")  # few distinct values: ties in every row
+    x[(0,) * (len(shape) - 1) + (slice(None),)] = 7.0  # a row of one value: index 0
+    x[(-1,) * (len(shape) - 1) + (-1,)] = 99.0  # a maximum in the row's last (tail) position
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.argmax(xv, axis=-1, keepdims=keepdims))
+        bb.emit_func_output(y)
+    mod = bb.get()
+    want = np.argmax(x, axis=-1)
+    want = want[..., None] if keepdims else want
+    ran = 0
+    for cpu in ("skylake-avx512", "haswell"):
+        target = _target(cpu)
+        executable, info = build_module(mod, target)
+        assert "RowChainCpu" in info["kernels"].values(), info["kernels"]
+        if _runs_here(target):
+            got = _run(executable, x)
+            assert got.dtype == np.int64 and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+            nan_row = x.copy()
+            nan_row[(0,) * (len(shape) - 1) + (3,)] = np.nan
+            index = _run(executable, nan_row)[(0,) * (len(shape) - 1)]
+            assert 0 <= int(np.ravel(index)[0]) < shape[-1]
+            ran += 1
+    assert ran, "neither build runs on this host"
+
+
 def test_threads_split_rows_where_the_weight_is_small_and_channels_where_it_is_large():
     """A conv whose weight stays in cache splits by rows (each core then writes the rows the next
     depthwise conv reads on it); a large weight by output channels (read once per thread)."""

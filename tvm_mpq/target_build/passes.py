@@ -66,7 +66,9 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     (:mod:`relay_passes.pad_tile_pixels`),
     float32 exp / sigmoid / tanh / erf as vectorizable polynomials (:mod:`relay_passes.fast_exp`),
     float32 softmax along rows with vector accumulators (:mod:`relay_passes.lane_softmax`), a
-    float32 variance along rows on 16 fixed lanes (:mod:`relay_passes.lane_variance`);
+    float32 variance along rows on 16 fixed lanes (:mod:`relay_passes.lane_variance`), a float32
+    argmax along rows as a vector max and a vector search for its first position
+    (:mod:`relay_passes.lane_argmax`);
     a per-channel zero-point pad as one kernel (:mod:`relay_passes.channel_pad`);
     for ``sdot`` targets the uint8 activations of int8 MACs shifted to int8 first; int8 convs
     and float32 convs whose output channels fill no whole vector padded to one (:mod:`relay_passes.pad_channels`)."""
@@ -86,6 +88,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     if activation_layout(target) == "NHWC":
         from relay_passes.channel_pad import ChannelPad
         from relay_passes.fast_exp import VectorExp
+        from relay_passes.lane_argmax import LaneArgmax
         from relay_passes.lane_softmax import LaneSoftmax
         from relay_passes.lane_variance import LaneVariance
         from relay_passes.conv_on_rows import ConvOnRows
@@ -118,6 +121,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
                    Conv2dWinograd(),  # fp32 3x3 stride-1 convs on large maps: 4x fewer multiplies
                    PadTilePixels(isa),  # 589 rows (19 x 31): 592, so the register tile is not one pixel
                    LaneSoftmax(isa.lanes(32)),  # row softmax: vector max / sum accumulators, no predicates
+                   LaneArgmax(isa.lanes(32)),  # row argmax (a tagger's output): vector max, then first position
                    LaneVariance(),  # a variance along rows (instance norms): 16 partial sums, the same on every CPU
                    VectorExp()]  # exp / sigmoid (SiLU epilogues) vectorized, not one expf call per element
     return passes
