@@ -4,7 +4,8 @@ kernel profiled (:mod:`tvm_mpq.runtime.profiler`), summed by kind and the slowes
     python benchmarks/kernel_profile.py rapidocr-dbnet|mobilenetv2 [--top 12] [--threads 2] [--isolated]
 
 Prints the borders left at 100%, the interleaved minimum latencies and, per build, the time by
-kernel kind and the ``--top`` kernels with the rule that scheduled each. ``--isolated``: each
+kernel kind and the ``--top`` kernels (ms per inference over all their calls, and the number of
+calls) with the rule that scheduled each. ``--isolated``: each
 kernel call timed on its own (:func:`tvm_mpq.runtime.profiler.profile_kernels_isolated`, best of
 7 rounds of 20 calls), steadier on a noisy VM than the in-model profile. Prints only (the
 corpus benchmark's ``ms_by_kind`` is the recorded figure).
@@ -72,7 +73,7 @@ def main() -> None:
         how = "isolated kernels" if args.isolated else "profiled"
         print(f"rate {rate}: {how} {sum(r.ms for r in rows):.3f} ms {by_kind}")
         for row in rows[:args.top]:
-            print(f"  {row.ms:.4f} ms  {row.kind:18s} {row.name[:70]}  ({built.stats['build']['kernels'].get(row.name)})")
+            print(f"  {row.ms:.4f} ms  {row.calls:3d}x  {row.kind:18s} {row.name[:70]}  ({built.stats['build']['kernels'].get(row.name)})")
 
 
 if __name__ == "__main__":
