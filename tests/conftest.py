@@ -58,6 +58,19 @@ def softmax_module(shape: tuple[int, ...], axis: int = -1):
     return bb.get()
 
 
+def argmax_module(shape: tuple[int, ...], keepdims: bool = False):
+    """A Relax module of one float32 argmax of ``shape`` over its last axis (the kernel tests)."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.argmax(x, axis=-1, keepdims=keepdims))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
 class AttentionNet(torch.nn.Module):
     """A linear layer feeding an activation x activation matmul (q @ k^T), then a linear head."""
 

@@ -19,7 +19,7 @@ from tvm import relax
 
 from tvm_mpq.compiler.build import TuningOptions, build_module, fuse
 
-from conftest import softmax_module
+from conftest import argmax_module, softmax_module
 from targets import get_target
 from targets.aarch64_sysroot import find_cross_compiler, find_qemu, sysroot_dir, Sysroot
 
@@ -101,6 +101,8 @@ FP32_CASES = [
     ("conv3x3_winograd_fp32", lambda: conv_module(8, 16, 16, conv_pad=1, in_dtype="float32"), (1, 8, 16, 16)),
     # rows of 10 NEON vectors + a tail of 3: relay_passes.lane_softmax, RowChainCpu with 4 lanes
     ("softmax_rows_fp32", lambda: softmax_module((2, 3, 43)), (2, 3, 43)),
+    # the same rows' argmax: relay_passes.lane_argmax, a row max and a first-position search on 4 lanes
+    ("argmax_rows_fp32", lambda: argmax_module((2, 3, 43)), (2, 3, 43)),
 ]
 
 

