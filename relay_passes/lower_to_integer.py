@@ -51,7 +51,7 @@ from relay_passes.precision_annotation import (PrecisionAnnotation, detach_annot
                                                weight_channel_axis)
 from relay_passes.quantized_arith import Accumulator, FakeQuantArith, IntegerArith
 from tvm_mpq.errors import MpqError
-from tvm_mpq.quantization.quantizers import ActQParams, weight_scales
+from tvm_mpq.quantization.quantizers import ActQParams, broadcast_scales, weight_scales
 
 # Ops whose result depends elementwise on their inputs: they join the epilogue of an int8 group.
 EPILOGUE_OPS = frozenset(f"relax.{n}" for n in (
@@ -67,6 +67,22 @@ LOWERING_ATTR = "mpq_lowering"
 """Function attribute: the :class:`LoweringStats` counts of the function's lowering."""
 BORDERS_ATTR = "mpq_borders"
 """Function attribute: every quantize / dequantize the lowering emitted, as :class:`Border` maps."""
+
+
+def check_weight_grid(layer: str, weight: np.ndarray, scales: np.ndarray, w_bits: int, axis: int) -> None:
+    """MpqError when ``scales`` put ``layer``'s weight far off its ``w_bits`` grid: more than
+    twice the largest code (scales made for another bit width, e.g. a config's 8-bit scales kept
+    when its ``w_bits`` was edited to 3, would clip every weight to a few codes and the outputs
+    come out many times too small, with no error) or not finite."""
+    qmax = 2 ** (w_bits - 1) - 1
+    steps = np.abs(weight.astype(np.float64) / broadcast_scales(np.asarray(scales, np.float64), weight.ndim, axis))
+    worst = float(steps.max()) if steps.size else 0.0
+    if not np.isfinite(worst):
+        raise MpqError(f"layer '{layer}': its weight or weight scales are not finite")
+    if worst > 2 * qmax + 1:
+        raise MpqError(f"layer '{layer}': its weight scales put weights {worst:.0f} steps from 0, but w{w_bits} "
+                       f"codes reach {qmax}: scales made for another bit width? drop \"weight_scales\" from the "
+                       "config (they are computed for its w_bits) or rerun `tvm-mpq analyze`")
 
 
 @dataclass(frozen=True)
@@ -378,6 +394,8 @@ class IntegerLowering(relax.PyExprMutator):
             problem = _per_channel_problem(call, annotation)
         if problem is not None:
             raise MpqError(problem)
+        if scales is not None:  # (before any rewriting: an error mid-rewrite leaves TVM's builder talking)
+            check_weight_grid(annotation.layer, weight, scales, annotation.w_bits, weight_channel_axis(call))
 
     @staticmethod
     def _is_layout_op(value: relax.Expr) -> bool:

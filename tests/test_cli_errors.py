@@ -67,10 +67,52 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
                                [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])],
                                [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 4])])
     onnx.save(helper.make_model(double, opset_imports=[helper.make_opsetid("", 17)]), str(d / "double.onnx"))
+    inf_weight = weight.copy()
+    inf_weight[0, 0, 0, 0] = np.inf
+    half = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "half",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 3, 8, 8])],
+                             [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 4, 6, 6])],
+                             [numpy_helper.from_array(weight.astype(np.float16), "w")])
+    onnx.save(helper.make_model(half, opset_imports=[helper.make_opsetid("", 17)]), str(d / "half.onnx"))
+    relu = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    onnx.save(helper.make_model(relu, opset_imports=[helper.make_opsetid("", 17)]), str(d / "relu.onnx"))
+    bad_conv = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "badconv",
+                                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+                                 [numpy_helper.from_array(np.ones((4, 4, 3, 3), np.float32), "w")])  # 4 input channels
+    onnx.save(helper.make_model(bad_conv, opset_imports=[helper.make_opsetid("", 17)]), str(d / "badconv.onnx"))
+    table = numpy_helper.from_array(np.random.default_rng(2).normal(size=(100, 16)).astype(np.float32), "E")
+    lookup = helper.make_graph([helper.make_node("Gather", ["E", "ids"], ["e"]),
+                                helper.make_node("MatMul", ["e", "m"], ["y"], name="fc")], "lookup",
+                               [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8])],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4])],
+                               [table, numpy_helper.from_array(np.ones((16, 4), np.float32), "m")])
+    onnx.save(helper.make_model(lookup, opset_imports=[helper.make_opsetid("", 17)]), str(d / "lookup.onnx"))
+    np.savez(d / "ids_out_of_range.npz", ids=np.full((2, 1, 8), 1000, np.int64))
+    np.savez(d / "x_calib.npz", x=np.zeros((2, 1, 3, 8, 8), np.float32))
+    act = {"scale": 0.02, "zero_point": 128, "bits": 8}
+    config = {"format": "tvm-mpq/precision-config", "version": 1, "model": "tiny"}
+    scales8 = (np.abs(weight).reshape(4, -1).max(axis=1) / 127).tolist()
+    for key, layer in (("w3_scales8", {"w_bits": 3, "a_bits": 8, "act": act, "weight_scales": scales8}),
+                       ("huge_scale", {"w_bits": 8, "a_bits": 8, "act": {**act, "scale": 1e300}}),
+                       ("fractional_zero_point", {"w_bits": 8, "a_bits": 8, "act": {**act, "zero_point": 3.7}}),
+                       ("a4_act8", {"w_bits": 8, "a_bits": 4, "act": act})):
+        (d / f"{key}.json").write_text(json.dumps({**config, "layers": {"conv": layer}}))
+    images = d / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "black.png")
     return {"double": d / "double.onnx", "tiny": good, "truncated": truncated, "text": text, "nan_weight": _tiny_conv(d / "nan.onnx", nan_weight),
             "pt2": d / "notes.pt2", "bad_json": d / "bad.json", "nan_scale": d / "nan_scale.json",
             "rounding": d / "rounding.json",
-            "inf_calib": d / "inf_calib.npz", "file": d / "a_file", "dir": d}
+            "inf_calib": d / "inf_calib.npz", "file": d / "a_file", "dir": d,
+            "inf_weight": _tiny_conv(d / "inf.onnx", inf_weight), "half": d / "half.onnx", "relu": d / "relu.onnx",
+            "badconv": d / "badconv.onnx", "lookup": d / "lookup.onnx", "ids_oob": d / "ids_out_of_range.npz",
+            "x_calib": d / "x_calib.npz", "images": images,
+            **{key: d / f"{key}.json" for key in ("w3_scales8", "huge_scale", "fractional_zero_point", "a4_act8")}}
 
 
 Args = Callable[[dict[str, Path], Path], list[str]]
@@ -129,6 +171,41 @@ CASES: list[tuple[str, Args, str]] = [
      "does not exist"),
     ("inf-calib", lambda i, o: ["analyze", MODEL, "--calib", str(i["inf_calib"]), "-o", str(o / "s.json")],
      "NaN or Inf"),
+    # found by a fuzzing pass over the CLI (2026-12-05): each had exited 0 with a wrong or ignored
+    # result, or with more than one line
+    ("inf-weights", lambda i, o: ["compile", str(i["inf_weight"]), "--rate", "100", "-o", str(o / "x.so")],
+     "Inf values in parameter 'w' (layer conv)"),
+    ("float16-model", lambda i, o: ["compile", str(i["half"]), "--rate", "100", "-o", str(o / "x.so")],
+     "computes layer conv in float16"),
+    ("no-mac-layers", lambda i, o: ["compile", str(i["relu"]), "--rate", "50", "-o", str(o / "x.so")],
+     "has no conv/matmul layers"),
+    ("import-failure-is-one-line", lambda i, o: ["compile", str(i["badconv"]), "--rate", "100", "-o", str(o / "x.so")],
+     "cannot import ONNX model 'badconv'"),
+    ("lookup-indices-outside-the-table", lambda i, o: ["compile", str(i["lookup"]), "--calib", str(i["ids_oob"]),
+                                                       "--rate", "100", "-o", str(o / "x.so")],
+     "input 'ids' holds indices 1000..1000, but the table it indexes has 100 rows"),
+    ("weight-scales-of-other-bits", lambda i, o: ["compile", str(i["tiny"]), "--config", str(i["w3_scales8"]),
+                                                  "-o", str(o / "x.so")], "scales made for another bit width"),
+    ("activation-scale-out-of-range", lambda i, o: ["bops", str(i["tiny"]), "--config", str(i["huge_scale"])],
+     "scales must be finite, 1e-30..1e+30"),
+    ("fractional-zero-point", lambda i, o: ["bops", str(i["tiny"]), "--config", str(i["fractional_zero_point"])],
+     "zero_point 3.7 is not a whole number"),
+    ("act-bits-not-a-bits", lambda i, o: ["bops", str(i["tiny"]), "--config", str(i["a4_act8"])],
+     "a_bits 4 but its \"act\" quantizer is for 8 bits"),
+    ("config-out-is-the-report", lambda i, o: ["analyze", MODEL, "--rate", "50", "-o", str(o / "s.json"),
+                                               "--config-out", str(o / "s.json")], "the sensitivity report's path"),
+    ("config-out-without-rate", lambda i, o: ["analyze", MODEL, "-o", str(o / "s.json"), "--config-out",
+                                              str(o / "c.json")], "give --rate too"),
+    ("g-not-a-number", lambda i, o: ["compile", MODEL, "--rate", "50", "--g", "nan", "-o", str(o / "x.so")],
+     "needs a finite g > 1"),
+    ("input-shape-twice", lambda i, o: ["analyze", MODEL, "--input-shape", "x:1x3x24x24", "--input-shape",
+                                        "x:2x3x24x24", "-o", str(o / "s.json")], "gives input 'x' twice"),
+    ("rpc-not-host-port", lambda i, o: ["compile", MODEL, "--rate", "0", "--tune-trials", "1", "--rpc", "nohost",
+                                        "-o", str(o / "x.so")], "--rpc 'nohost' is not HOST:PORT"),
+    ("std-zero", lambda i, o: ["analyze", str(i["tiny"]), "--calib", str(i["images"]), "--std", "0", "0", "0",
+                               "-o", str(o / "s.json")], "--std 0 0 0: the values must be finite and nonzero"),
+    ("mean-with-npz", lambda i, o: ["analyze", str(i["tiny"]), "--calib", str(i["x_calib"]), "--mean", "0.5",
+                                    "-o", str(o / "s.json")], "--mean / --std normalize the images of --calib DIR"),
     # fails after the report was written (staged): its derived config name is too long to create
     ("failure-after-first-output", lambda i, o: ["analyze", MODEL, "--method", "weight-sqnr", "--rate", "50",
                                                  "--calib-size", "2", "-o", str(o / f"{LONG_STEM}.json")],

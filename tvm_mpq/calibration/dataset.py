@@ -19,17 +19,35 @@ def load_calibration(graph: ModelGraph, source: str | None, count: int,
     """``count`` feeds for ``graph`` from ``source`` (None: the zoo model's bundled samples)."""
     if count <= 0:
         raise MpqError(f"--calib-size must be positive, got {count}")
-    if source is None:
-        return _default(graph, count)
-    path = Path(source)
-    if not path.exists():
+    path = None if source is None else Path(source)
+    if path is not None and not path.exists():
         raise MpqError(f"calibration source '{source}' does not exist")
-    if path.is_dir():
+    if path is not None and path.is_dir():
+        _check_normalization(graph, mean, std)
         return _from_images(graph, sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
                             count, mean, std, scale, str(path))
+    if np.any(np.asarray(mean) != 0.0) or np.any(np.asarray(std) != 1.0):
+        raise MpqError("--mean / --std normalize the images of --calib DIR; "
+                       f"{'an .npz holds the inputs as the model takes them' if path else 'give --calib DIR with them'}")
+    if path is None:
+        return _default(graph, count)
     if path.suffix.lower() == ".npz":
         return _from_npz(graph, path, count)
     raise MpqError(f"calibration source '{source}' must be a directory of images or an .npz file")
+
+
+def _check_normalization(graph: ModelGraph, mean: float | tuple, std: float | tuple) -> None:
+    """MpqError unless ``--mean`` / ``--std`` are finite, ``std`` nonzero, and each one value or
+    one per channel of the model's image input."""
+    channels = graph.inputs[0].shape[1] if graph.inputs and len(graph.inputs[0].shape) == 4 else None
+    for option, values in (("--mean", np.atleast_1d(np.asarray(mean, np.float64))),
+                           ("--std", np.atleast_1d(np.asarray(std, np.float64)))):
+        if not np.isfinite(values).all() or (option == "--std" and np.any(values == 0)):
+            raise MpqError(f"{option} {' '.join(f'{v:g}' for v in values)}: the values must be finite"
+                           f"{' and nonzero' if option == '--std' else ''}")
+        if len(values) != 1 and channels is not None and len(values) != channels:
+            raise MpqError(f"{option} gives {len(values)} values; the model's image input has {channels} channels "
+                           "(give one value, or one per channel)")
 
 
 def _default(graph: ModelGraph, count: int) -> list[Feed]:
@@ -96,6 +114,79 @@ def _from_npz(graph: ModelGraph, path: Path, count: int) -> list[Feed]:
                            f"(samples, {', '.join(map(str, spec.shape))})")
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise MpqError(f"--calib '{path}': array '{spec.name}' has NaN or Inf values")
-        feeds_per_input[spec.name] = arr.astype(spec.dtype)
-    n = min(len(a) for a in feeds_per_input.values())
+        feeds_per_input[spec.name] = _as_input_dtype(arr, spec.dtype, f"--calib '{path}': array '{spec.name}'")
+    counts = {name: len(a) for name, a in feeds_per_input.items()}
+    if len(set(counts.values())) > 1:
+        raise MpqError(f"--calib '{path}': the arrays hold different numbers of samples ({counts}); "
+                       "each sample needs every input")
+    _check_lookup_indices(graph, feeds_per_input, f"--calib '{path}'")
+    n = min(counts.values())
     return [{k: v[i] for k, v in feeds_per_input.items()} for i in range(min(n, count))]
+
+
+def _as_input_dtype(arr: np.ndarray, dtype: str, what: str) -> np.ndarray:
+    """``arr`` as the input's ``dtype``; MpqError where that would change a value (1.5 or 300
+    for an integer input: token ids, byte values)."""
+    if not np.issubdtype(np.dtype(dtype), np.integer) or np.issubdtype(arr.dtype, np.bool_):
+        return arr.astype(dtype)
+    if np.issubdtype(arr.dtype, np.floating) and np.any(arr != np.round(arr)):
+        raise MpqError(f"{what} holds fractional values ({arr.dtype}) for an input of {dtype}")
+    info = np.iinfo(np.dtype(dtype))
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise MpqError(f"{what} holds values {arr.min()}..{arr.max()}, outside {dtype}'s {info.min}..{info.max}")
+    return arr.astype(dtype)
+
+
+def _check_lookup_indices(graph: ModelGraph, arrays: dict[str, np.ndarray], what: str) -> None:
+    """MpqError when an integer input that indexes a table (ONNX ``Gather``: an embedding's
+    token ids) holds an index outside the table: TVM's ``take`` reads out of bounds there, and
+    calibration would measure whatever memory it found."""
+    for name, extent in lookup_extents(graph).items():
+        arr = arrays.get(name)
+        if arr is not None and arr.size and (arr.min() < -extent or arr.max() >= extent):
+            raise MpqError(f"{what}: input '{name}' holds indices {arr.min()}..{arr.max()}, but the table it "
+                           f"indexes has {extent} rows (valid: {-extent}..{extent - 1})")
+
+
+def lookup_extents(graph: ModelGraph) -> dict[str, int]:
+    """Integer model input -> the smallest extent of a ``take`` axis it indexes (directly or
+    through a cast): the range its values must stay in."""
+    from tvm import relax
+
+    main = graph.mod["main"]
+    inputs = {param: param.name for param in main.params}
+    var2val = relax.analysis.get_var2val(main)
+    extents: dict[str, int] = {}
+
+    def source_input(expr, depth: int = 0):
+        """The input ``expr`` is, through casts and the importer's wrap of negative indices
+        (``where(ids < 0, ids + n, ids)``); None for anything computed otherwise."""
+        if not isinstance(expr, relax.Var) or depth > 8:
+            return None
+        if expr in inputs:
+            return inputs[expr]
+        value = var2val.get(expr)
+        op = getattr(getattr(value, "op", None), "name", "") if isinstance(value, relax.Call) else ""
+        if op == "relax.astype":
+            return source_input(value.args[0], depth + 1)
+        if op == "relax.where":
+            branches = {source_input(arg, depth + 1) for arg in value.args[1:]}
+            return branches.pop() if len(branches) == 1 else None
+        if op == "relax.add":  # ids + n (the negative branch): the operand that is an input
+            found = [name for name in (source_input(arg, depth + 1) for arg in value.args) if name is not None]
+            return found[0] if len(found) == 1 else None
+        return None
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.take":
+            name = source_input(expr.args[1])
+            shape = getattr(expr.args[0].ty, "shape", None)
+            axis = expr.attrs.axis
+            if name is None or shape is None or axis is None:
+                return
+            dim = shape[int(axis)]
+            if hasattr(dim, "value"):
+                extents[name] = min(extents.get(name, int(dim.value)), int(dim.value))
+
+    relax.analysis.post_order_visit(main.body, visit)
+    return extents

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import traceback
 from typing import NoReturn
 
@@ -45,8 +47,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Interrupts:
+    """Records a Ctrl-C before Python's handler raises KeyboardInterrupt: one that arrives while
+    TVM's C++ code runs comes back wrapped in another exception (a RuntimeError from the FFI),
+    and must still end the command as interrupted (130), not as an error."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __enter__(self) -> "_Interrupts":
+        self._previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ANN001 - the signal module's signature
+        self.seen = True
+        signal.default_int_handler(signum, frame)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if threading.current_thread() is not threading.main_thread():  # (signal handlers: main thread only)
+        return _main(argv, None)
+    with _Interrupts() as interrupts:
+        return _main(argv, interrupts)
+
+
+def _main(argv: list[str], interrupts: _Interrupts | None) -> int:
     debug = "--debug" in argv  # known before the parser exists (building it imports TVM)
     try:
         with stage("startup"):
@@ -63,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if debug:
             traceback.print_exception(err)
+        elif interrupts is not None and interrupts.seen:
+            print("tvm-mpq: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         else:
             print(error_line(err), file=sys.stderr)
         return EXIT_ERROR

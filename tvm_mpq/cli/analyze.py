@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tvm_mpq.cli.common import (add_model_options, check_work_dirs, layer_names, load_model_and_calibration,
+from tvm_mpq.cli.common import (add_model_options, method_g, check_work_dirs, layer_names, load_model_and_calibration,
                                  ptq_from_args)
 from tvm_mpq.cli.failures import stage
 from tvm_mpq.errors import MpqError
@@ -88,10 +88,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     check_output_file(args.output)
     if args.config_out is not None:
+        if args.rate is None:
+            raise MpqError("--config-out names the precision config of --rate R: give --rate too")
         check_output_file(args.config_out, "--config-out")
+        if args.config_out.resolve() == args.output.resolve():
+            raise MpqError(f"--config-out {args.config_out} is the sensitivity report's path (-o): give another")
     check_work_dirs(args)
     options = method_options(args)
-    make_method(args.method, **options)  # fail fast on a bad name or option
+    make_method(args.method, **method_g(args), **options)  # fail fast on a bad name or option (--g too)
     make_observer(args.observer)
     if args.rate is not None and not 0 <= args.rate <= 100:
         raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")

@@ -166,7 +166,11 @@ def load_model_and_calibration(args: argparse.Namespace):
     from tvm_mpq.calibration import load_calibration
     from tvm_mpq.ptq.equalization import graph_for_options
 
+    from tvm_mpq.graph import build_layer_table
+
     graph = load_graph(args)
+    if len(build_layer_table(graph)) == 0:  # before calibration: nothing to calibrate for
+        raise MpqError(f"model '{graph.name}' has no conv/matmul layers to quantize")
     with stage("equalize", layer_names(graph)):
         graph = graph_for_options(graph, ptq_from_args(args))
     mean = args.mean[0] if len(args.mean) == 1 else tuple(args.mean)
@@ -185,6 +189,11 @@ def add_config_source_options(p: argparse.ArgumentParser, verb: str) -> None:
     p.add_argument("--g", type=float, default=2.0, help="QuantuneV2 weight-delta weight (g > 1)")
 
 
+def method_g(args: argparse.Namespace) -> dict:
+    """``{"g": --g}`` for the methods that take it (QuantuneV2 and its refinement), else ``{}``."""
+    return {"g": args.g} if args.method in ("quantunev2", "quantunev2-e2e") else {}
+
+
 def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
     """(graph, precision config) from ``--config`` (its layers checked against the model before
     anything else; a precision the integer kernels cannot run is the lowering's error) or from
@@ -200,6 +209,10 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
 
     if args.rate is not None and not 0 <= args.rate <= 100:
         raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")
+    if args.rate is not None:
+        from tvm_mpq.sensitivity import make_method
+
+        make_method(args.method, **method_g(args))  # a bad --method or --g before any work
     if args.config is not None:
         with stage("config"):
             config = PrecisionConfig.load(args.config)  # syntax first: no model import for a broken file

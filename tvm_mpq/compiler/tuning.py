@@ -66,6 +66,9 @@ class TuningDevice:
             raise MpqError("tuning on a device needs either --rpc HOST:PORT or --tracker HOST:PORT --key K")
         if self.tracker is not None and not self.key:
             raise MpqError(f"--tracker {self.tracker} needs --key (the server key to request)")
+        from targets.rpc.net import parse_address
+
+        parse_address(self.rpc or self.tracker, "--rpc" if self.rpc is not None else "--tracker")  # before any work
 
     @property
     def database_name(self) -> str:

@@ -32,7 +32,7 @@ from tvm_mpq.allocation.bops import FP32, Precision
 from tvm_mpq.errors import MpqError
 from tvm_mpq.graph.layer_table import LayerTable
 from tvm_mpq.quantization.adaptive_rounding import decode_flips
-from tvm_mpq.quantization.quantizers import ActQParams
+from tvm_mpq.quantization.quantizers import SCALE_RANGE, ActQParams
 
 FORMAT = "tvm-mpq/precision-config"
 VERSION = 1
@@ -172,10 +172,15 @@ def _parse_layer(name: str, value: object, origin: str) -> LayerPrecision:
     if "act" in value:
         try:
             act = ActQParams.from_json(value["act"])
-        except (KeyError, TypeError, ValueError):
-            raise MpqError(f"{origin}: layer '{name}' has a malformed \"act\" entry") from None
-        if not act.is_valid() or act.bits != a_bits:
-            raise MpqError(f"{origin}: layer '{name}' has invalid activation qparams {value['act']}")
+        except (KeyError, TypeError, ValueError) as err:
+            why = f": {err}" if isinstance(err, ValueError) and "zero_point" in str(err) else ""
+            raise MpqError(f"{origin}: layer '{name}' has a malformed \"act\" entry{why}") from None
+        if act.bits != a_bits:
+            raise MpqError(f"{origin}: layer '{name}' has a_bits {a_bits} but its \"act\" quantizer is for "
+                           f"{act.bits} bits: rerun `tvm-mpq analyze` to calibrate it for {a_bits} bits")
+        if not act.is_valid():
+            raise MpqError(f"{origin}: layer '{name}' has invalid activation qparams {value['act']}: scales must be "
+                           f"finite, {SCALE_RANGE[0]:g}..{SCALE_RANGE[1]:g}, zero points codes 0..{act.qmax}")
     scales = value.get("weight_scales")
     if scales is not None and (not isinstance(scales, list)
                                or not all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in scales)):

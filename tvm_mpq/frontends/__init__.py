@@ -12,7 +12,7 @@ import numpy as np
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
 
-__all__ = ["ModelGraph", "TensorSpec", "check_no_nan_params", "load_file", "parse_input_shapes"]
+__all__ = ["ModelGraph", "TensorSpec", "check_fixed_shapes", "check_no_nan_params", "load_file", "parse_input_shapes"]
 
 
 def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -28,8 +28,24 @@ def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
             parsed = ()
         if not sep or not name or not parsed or any(d <= 0 for d in parsed):
             raise MpqError(f"--input-shape '{item}' is not NAME:DIMS with positive dims, e.g. x:1x3x224x224")
+        if name in shapes and shapes[name] != parsed:
+            raise MpqError(f"--input-shape gives input '{name}' twice ({'x'.join(map(str, shapes[name]))} and "
+                           f"{'x'.join(map(str, parsed))}): give it once")
         shapes[name] = parsed
     return shapes
+
+
+def check_fixed_shapes(graph: ModelGraph, shapes: dict[str, tuple[int, ...]]) -> None:
+    """MpqError unless every ``--input-shape`` names an input of ``graph`` and repeats its
+    shape: a ``torch.export`` archive fixes its input shapes when it is exported."""
+    inputs = {spec.name: spec.shape for spec in graph.inputs}
+    for name, dims in shapes.items():
+        if name not in inputs:
+            raise MpqError(f"--input-shape names '{name}', but the model's inputs are {sorted(inputs)}")
+        if tuple(dims) != tuple(inputs[name]):
+            fixed = "x".join(map(str, inputs[name]))
+            raise MpqError(f"--input-shape {name}:{'x'.join(map(str, dims))}, but the exported model fixes it to "
+                           f"{fixed}; export it again with the shape you want")
 
 
 def _shape_items(entry: str) -> list[str]:
@@ -98,5 +114,7 @@ def _import(spec: str, shapes: dict[str, tuple[int, ...]]) -> ModelGraph:
     if suffix in (".pt2", ".pt", ".pth"):
         from tvm_mpq.frontends.torch_frontend import load_pt2
 
-        return load_pt2(path)
+        graph = load_pt2(path)
+        check_fixed_shapes(graph, shapes)
+        return graph
     raise MpqError(f"model file '{spec}' has unknown type '{suffix}' (expected .onnx or .pt2)")

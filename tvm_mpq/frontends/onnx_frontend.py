@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
+import os
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -82,6 +88,45 @@ def resolve_input_specs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...
     return specs
 
 
+def _imported_or_reason(model: onnx.ModelProto, specs: list[TensorSpec]):
+    """``(module, None)``, or ``(None, the error's last line)`` with the error (and the
+    half-built module its traceback holds) already released."""
+    from tvm_mpq.frontends.onnx_importer import import_onnx
+
+    try:
+        return import_onnx(model, {s.name: list(s.shape) for s in specs}, {s.name: s.dtype for s in specs}), None
+    except Exception as err:  # noqa: BLE001 - any importer failure becomes the one line
+        return None, str(err).strip().splitlines()[-1][:300] if str(err).strip() else type(err).__name__
+
+
+NATIVE_NOISE = ("BlockBuilder destroyed with remaining blocks",)
+"""Lines TVM's C++ side writes to stderr when an import fails half-way (the builder of the
+abandoned module is destroyed): the failure itself is the error line the user gets."""
+
+
+@contextlib.contextmanager
+def _importer_chatter_dropped():
+    """TVM's ONNX importer prints ``Error converting operator ...`` to stdout before it raises,
+    and its C++ side leaves :data:`NATIVE_NOISE` on stderr: both are dropped (the raised error
+    becomes the one line), other stderr lines are passed on."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured, contextlib.redirect_stdout(io.StringIO()):
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            gc.collect()  # the abandoned builder is destroyed (and says so) while stderr is captured
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(noise in line for noise in NATIVE_NOISE):
+                    sys.stderr.write(line)
+
+
 def _fmt(dims: list[int | None]) -> str:
     return "x".join("?" if d is None else str(d) for d in dims)
 
@@ -102,7 +147,7 @@ def from_onnx_model(model: onnx.ModelProto, name: str, shapes: dict[str, tuple[i
                     unroll_steps: int = UNROLL_STEPS) -> ModelGraph:
     """Import with static shapes; shape sub-graphs are folded by onnx shape inference + TVM
     (recurrences over at most ``unroll_steps`` steps unrolled: :func:`prepare_static`)."""
-    from tvm_mpq.frontends.onnx_importer import import_onnx, unsupported_ops
+    from tvm_mpq.frontends.onnx_importer import unsupported_ops
 
     specs = resolve_input_specs(model, shapes)
     try:
@@ -119,12 +164,11 @@ def from_onnx_model(model: onnx.ModelProto, name: str, shapes: dict[str, tuple[i
     unsupported = unsupported_ops(model)
     if unsupported:
         raise MpqError(f"model '{name}' uses ONNX ops TVM cannot import: {', '.join(sorted(unsupported))}")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _importer_chatter_dropped():
         warnings.simplefilter("ignore")
-        try:
-            mod = import_onnx(model, {s.name: list(s.shape) for s in specs}, {s.name: s.dtype for s in specs})
-        except Exception as err:
-            raise MpqError(f"cannot import ONNX model '{name}': {str(err).strip().splitlines()[-1][:300]}") from None
+        mod, failure = _imported_or_reason(model, specs)
+    if failure is not None:
+        raise MpqError(f"cannot import ONNX model '{name}': {failure}")
     main = mod["main"]
     num_input = int(main.attrs["num_input"])
     param_vars = list(main.params)[num_input:]

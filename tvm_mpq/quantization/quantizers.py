@@ -83,19 +83,35 @@ class ActQParams:
 
     @staticmethod
     def from_json(data: dict) -> "ActQParams":
+        """ValueError for a zero point that is not a whole number (3.7 is no code)."""
         scale, zero_point = data["scale"], data["zero_point"]
         if isinstance(scale, list) or isinstance(zero_point, list):
             if not isinstance(scale, list) or not isinstance(zero_point, list) or len(scale) != len(zero_point) \
                     or not scale:
                 raise ValueError("per-channel scale and zero_point must be lists of one length")
-            return ActQParams(tuple(float(s) for s in scale), tuple(int(z) for z in zero_point), int(data["bits"]))
-        return ActQParams(float(scale), int(zero_point), int(data["bits"]))
+            return ActQParams(tuple(float(s) for s in scale), tuple(_code(z) for z in zero_point), int(data["bits"]))
+        return ActQParams(float(scale), _code(zero_point), int(data["bits"]))
 
     def is_valid(self) -> bool:
-        """Every scale finite and positive, every zero point a code."""
+        """Every scale finite, within :data:`SCALE_RANGE` (a float32 grid whose codes neither
+        overflow nor underflow), every zero point a code."""
         scales = np.asarray(self.scale, np.float64)
         zps = np.asarray(self.zero_point)
-        return bool(np.all(np.isfinite(scales)) and np.all(scales > 0) and np.all(zps >= 0) and np.all(zps <= self.qmax))
+        lo, hi = SCALE_RANGE
+        return bool(np.all(np.isfinite(scales)) and np.all(scales >= lo) and np.all(scales <= hi)
+                    and np.all(zps >= 0) and np.all(zps <= self.qmax))
+
+
+SCALE_RANGE = (1e-30, 1e30)
+"""The activation scales a quantizer may have: the grid of 256 codes stays inside float32's
+normal range (a scale of 1e300 overflows to Inf in float32 and the int8 model outputs 0)."""
+
+
+def _code(value: object) -> int:
+    """A zero point read from JSON: a whole number (``3`` or ``3.0``), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise ValueError(f"zero_point {value!r} is not a whole number")
+    return int(value)
 
 
 def act_qparams(lo: float, hi: float, bits: int) -> ActQParams:

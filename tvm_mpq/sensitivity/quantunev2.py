@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tvm_mpq.errors import MpqError
 from tvm_mpq.graph.layer_table import LayerTable
 from tvm_mpq.sensitivity.layer_metrics import LayerMetrics
 from tvm_mpq.sensitivity.methods import SensitivityMethod, register_method
@@ -55,8 +56,8 @@ def quantunev2_rank(table: LayerTable, metrics: dict[str, LayerMetrics], g: floa
     a weight-only ranking (``activations=False``) puts layers without a weight SQNR (activation x
     activation matmuls measured without inference) last, in topological order.
     """
-    if g <= 1:
-        raise ValueError("QuantuneV2 needs g > 1 (weight delta counts more)")
+    if not 1 < g < float("inf"):  # (NaN too)
+        raise ValueError(f"QuantuneV2 needs a finite g > 1 (weight delta counts more), got {g}")
     if mse_first and not activations:
         raise ValueError("the MSE prefix needs activation metrics (activations=True)")
     order = {layer.name: layer.index for layer in table}
@@ -91,6 +92,8 @@ class QuantuneV2(SensitivityMethod):
 
     def __init__(self, g: float = 2.0, mse_factor: float = 5.0, delta: bool = True, activations: bool = True,
                  mse_first: bool = True):
+        if not 1 < g < float("inf"):  # (NaN too) before any inference pass
+            raise MpqError(f"QuantuneV2 needs a finite g > 1 (--g: the weight delta counts more), got {g}")
         self.g, self.mse_factor = g, mse_factor
         self.delta, self.activations, self.mse_first = delta, activations, mse_first
         self._details: dict[str, dict] = {}
