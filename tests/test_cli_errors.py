@@ -100,6 +100,12 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
                        ("fractional_zero_point", {"w_bits": 8, "a_bits": 8, "act": {**act, "zero_point": 3.7}}),
                        ("a4_act8", {"w_bits": 8, "a_bits": 4, "act": act})):
         (d / f"{key}.json").write_text(json.dumps({**config, "layers": {"conv": layer}}))
+    (d / "provenance_list.json").write_text(json.dumps({**config, "provenance": [], "layers": {"conv": "fp32"}}))
+    empty = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "empty",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [0, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [0, 4, 6, 6])],
+                              [numpy_helper.from_array(weight, "w")])
+    onnx.save(helper.make_model(empty, opset_imports=[helper.make_opsetid("", 17)]), str(d / "empty_batch.onnx"))
     images = d / "images"
     images.mkdir()
     from PIL import Image
@@ -111,7 +117,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
             "inf_calib": d / "inf_calib.npz", "file": d / "a_file", "dir": d,
             "inf_weight": _tiny_conv(d / "inf.onnx", inf_weight), "half": d / "half.onnx", "relu": d / "relu.onnx",
             "badconv": d / "badconv.onnx", "lookup": d / "lookup.onnx", "ids_oob": d / "ids_out_of_range.npz",
-            "x_calib": d / "x_calib.npz", "images": images,
+            "x_calib": d / "x_calib.npz", "images": images, "provenance_list": d / "provenance_list.json",
+            "empty_batch": d / "empty_batch.onnx",
             **{key: d / f"{key}.json" for key in ("w3_scales8", "huge_scale", "fractional_zero_point", "a4_act8")}}
 
 
@@ -206,6 +213,10 @@ CASES: list[tuple[str, Args, str]] = [
                                "-o", str(o / "s.json")], "--std 0 0 0: the values must be finite and nonzero"),
     ("mean-with-npz", lambda i, o: ["analyze", str(i["tiny"]), "--calib", str(i["x_calib"]), "--mean", "0.5",
                                     "-o", str(o / "s.json")], "--mean / --std normalize the images of --calib DIR"),
+    ("provenance-not-an-object", lambda i, o: ["bops", str(i["tiny"]), "--config", str(i["provenance_list"])],
+     "\"provenance\" must be an object"),
+    ("batch-of-zero", lambda i, o: ["analyze", str(i["empty_batch"]), "-o", str(o / "s.json")],
+     "has a dimension of size 0 (0x3x8x8)"),
     # fails after the report was written (staged): its derived config name is too long to create
     ("failure-after-first-output", lambda i, o: ["analyze", MODEL, "--method", "weight-sqnr", "--rate", "50",
                                                  "--calib-size", "2", "-o", str(o / f"{LONG_STEM}.json")],

@@ -116,12 +116,16 @@ class PrecisionConfig:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise MpqError(f"{origin} is not a tvm-mpq precision config (\"format\": \"{FORMAT}\" missing)")
         if data.get("version") != VERSION:
-            raise MpqError(f"{origin} has config version {data.get('version')}, this tvm-mpq reads {VERSION}")
+            raise MpqError(f"{origin} has config version {data.get('version')!r}, this tvm-mpq reads {VERSION!r}")
         layers_json = data.get("layers")
         if not isinstance(layers_json, dict):
             raise MpqError(f"{origin}: \"layers\" must be an object of layer name -> precision")
+        provenance = data.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise MpqError(f"{origin}: \"provenance\" must be an object (what made the config), not "
+                           f"{type(provenance).__name__}")
         layers = {name: _parse_layer(name, value, origin) for name, value in layers_json.items()}
-        return PrecisionConfig(str(data.get("model", "")), layers, dict(data.get("provenance", {})))
+        return PrecisionConfig(str(data.get("model", "")), layers, dict(provenance))
 
     def validate(self, table: LayerTable) -> None:
         """MpqError unless the config covers exactly the model's layers with supported bits."""

@@ -62,6 +62,11 @@ def resolve_input_specs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...
             kind = onnx.TensorProto.DataType.Name(ttype.elem_type).lower() if ttype.elem_type else "undefined"
             raise MpqError(f"input '{inp.name}' is {kind} (ONNX element type {ttype.elem_type}); the inputs tvm-mpq "
                            f"takes are {', '.join(sorted(set(_ONNX_DTYPES.values())))}")
+        if any(d.HasField("dim_value") and d.dim_value == 0 for d in ttype.shape.dim):  # (-1: an exporter's dynamic)
+            dims = "x".join(str(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else "?"
+                            for d in ttype.shape.dim)
+            raise MpqError(f"input '{inp.name}' has a dimension of size 0 ({dims}): an empty tensor, "
+                           "nothing to quantize or run")
         file_dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in ttype.shape.dim]
         if inp.name in shapes:
             given = shapes[inp.name]
