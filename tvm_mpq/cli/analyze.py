@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tvm_mpq.cli.common import (add_model_options, method_g, check_work_dirs, layer_names, load_model_and_calibration,
+from tvm_mpq.cli.common import (add_model_options, check_work_dirs, layer_names, load_model_and_calibration,
                                  ptq_from_args)
 from tvm_mpq.cli.failures import stage
 from tvm_mpq.errors import MpqError
@@ -84,7 +84,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from tvm_mpq.calibration import CalibrationCache, make_observer
     from tvm_mpq.config.build import build_config
     from tvm_mpq.graph import build_layer_table
-    from tvm_mpq.sensitivity import analyze, make_method
+    from tvm_mpq.sensitivity import analyze, g_option, make_method
 
     check_output_file(args.output)
     if args.config_out is not None:
@@ -95,16 +95,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             raise MpqError(f"--config-out {args.config_out} is the sensitivity report's path (-o): give another")
     check_work_dirs(args)
     options = method_options(args)
-    make_method(args.method, **method_g(args), **options)  # fail fast on a bad name or option (--g too)
+    make_method(args.method, **g_option(args.method, args.g), **options)  # fail fast on a bad name or option (--g too)
     make_observer(args.observer)
     if args.rate is not None and not 0 <= args.rate <= 100:
         raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")
     graph, feeds = load_model_and_calibration(args)
     names = layer_names(graph)
     with stage("analyze", names):
-        table = build_layer_table(graph)
-    if len(table) == 0:
-        raise MpqError(f"model '{graph.name}' has no conv/matmul layers to quantize")
+        table = build_layer_table(graph)  # (not empty: load_model_and_calibration checks)
     print(f"{graph.name}: {len(table)} MAC layers, {table.total_macs() / 1e6:.1f} M MACs; "
           f"{len(feeds)} calibration samples; method {args.method}")
     eval_data, task = _eval_data(args.model)

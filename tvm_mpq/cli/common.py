@@ -189,11 +189,6 @@ def add_config_source_options(p: argparse.ArgumentParser, verb: str) -> None:
     p.add_argument("--g", type=float, default=2.0, help="QuantuneV2 weight-delta weight (g > 1)")
 
 
-def method_g(args: argparse.Namespace) -> dict:
-    """``{"g": --g}`` for the methods that take it (QuantuneV2 and its refinement), else ``{}``."""
-    return {"g": args.g} if args.method in ("quantunev2", "quantunev2-e2e") else {}
-
-
 def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
     """(graph, precision config) from ``--config`` (its layers checked against the model before
     anything else; a precision the integer kernels cannot run is the lowering's error) or from
@@ -210,9 +205,9 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
     if args.rate is not None and not 0 <= args.rate <= 100:
         raise MpqError(f"--rate {args.rate} is outside 0..100 (percent BOPs reduction)")
     if args.rate is not None:
-        from tvm_mpq.sensitivity import make_method
+        from tvm_mpq.sensitivity import g_option, make_method
 
-        make_method(args.method, **method_g(args))  # a bad --method or --g before any work
+        make_method(args.method, **g_option(args.method, args.g))  # a bad --method or --g before any work
     if args.config is not None:
         with stage("config"):
             config = PrecisionConfig.load(args.config)  # syntax first: no model import for a broken file

@@ -67,6 +67,12 @@ def _finite(value: object) -> object:
     raise TypeError(f"not JSON serializable: {value!r}")
 
 
+def g_option(method: str, g: float) -> dict:
+    """``{"g": g}`` for the methods that take QuantuneV2's weight-delta weight (QuantuneV2 and
+    its end-to-end refinement), ``{}`` for the others."""
+    return {"g": g} if method in ("quantunev2", "quantunev2-e2e") else {}
+
+
 def analyze(graph: ModelGraph, feeds: list[Feed], method: str = "quantunev2", *, observer: str = "minmax",
             g: float = 2.0, cache: CalibrationCache | None = None,
             table: LayerTable | None = None, options: dict | None = None,
@@ -80,7 +86,7 @@ def analyze(graph: ModelGraph, feeds: list[Feed], method: str = "quantunev2", *,
     """
     start = time.perf_counter()
     table = table or build_layer_table(graph)
-    method_options = {"g": g} if method in ("quantunev2", "quantunev2-e2e") else {}
+    method_options = g_option(method, g)
     method_options.update(options or {})
     ranker = make_method(method, **method_options)
     measurement = measure_layers(graph, table, feeds, observer=observer,

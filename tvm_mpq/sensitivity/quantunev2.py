@@ -47,6 +47,14 @@ def ascending_ranks(values: dict[str, float], order: dict[str, int]) -> dict[str
     return {name: r for r, name in enumerate(ranked)}
 
 
+def g_problem(g: float) -> str | None:
+    """Why ``g`` cannot weight the weight deltas (it must be finite and above 1: the weight delta
+    counts more; NaN fails too), or None."""
+    if 1 < g < float("inf"):
+        return None
+    return f"QuantuneV2 needs a finite g > 1 (--g: the weight delta counts more), got {g}"
+
+
 def quantunev2_rank(table: LayerTable, metrics: dict[str, LayerMetrics], g: float = 2.0,
                     mse_factor: float = 5.0, *, delta: bool = True, activations: bool = True,
                     mse_first: bool = True) -> tuple[list[str], dict[str, dict]]:
@@ -56,8 +64,9 @@ def quantunev2_rank(table: LayerTable, metrics: dict[str, LayerMetrics], g: floa
     a weight-only ranking (``activations=False``) puts layers without a weight SQNR (activation x
     activation matmuls measured without inference) last, in topological order.
     """
-    if not 1 < g < float("inf"):  # (NaN too)
-        raise ValueError(f"QuantuneV2 needs a finite g > 1 (weight delta counts more), got {g}")
+    problem = g_problem(g)
+    if problem is not None:
+        raise ValueError(problem)
     if mse_first and not activations:
         raise ValueError("the MSE prefix needs activation metrics (activations=True)")
     order = {layer.name: layer.index for layer in table}
@@ -92,8 +101,9 @@ class QuantuneV2(SensitivityMethod):
 
     def __init__(self, g: float = 2.0, mse_factor: float = 5.0, delta: bool = True, activations: bool = True,
                  mse_first: bool = True):
-        if not 1 < g < float("inf"):  # (NaN too) before any inference pass
-            raise MpqError(f"QuantuneV2 needs a finite g > 1 (--g: the weight delta counts more), got {g}")
+        problem = g_problem(g)
+        if problem is not None:  # before any inference pass
+            raise MpqError(problem)
         self.g, self.mse_factor = g, mse_factor
         self.delta, self.activations, self.mse_first = delta, activations, mse_first
         self._details: dict[str, dict] = {}
