@@ -40,13 +40,20 @@ def lane_row_reduce(values: te.Tensor, combine: str, name: str, lanes: int) -> t
     reducer, pair = _REDUCERS[combine]
     partial = te.compute((*lead_shape, lanes), lambda *i: reducer(values[(*i[:-1], j * lanes + i[-1])], axis=j),
                          name=f"{name}_lanes")
-    lane = te.reduce_axis((0, lanes), name=f"{name}_l")
-    total = te.compute(lead_shape, lambda *i: reducer(partial[(*i, lane)], axis=lane), name=f"{name}_row")
+    total = te.compute(lead_shape, lambda *i: _pairwise(pair, [partial[(*i, l)] for l in range(lanes)]),
+                       name=f"{name}_row")
     if m == n:
         return total
     t = te.reduce_axis((0, n - m), name=f"{name}_t")
     tail = te.compute(lead_shape, lambda *i: reducer(values[(*i, m + t)], axis=t), name=f"{name}_tail")
     return te.compute(lead_shape, lambda *i: pair(total(*i), tail(*i)), name=f"{name}_all")
+
+
+def _pairwise(pair, values: list) -> tirx.PrimExpr:
+    """``values`` combined as a balanced tree (depth log2 n, not a chain of n - 1 dependent steps)."""
+    while len(values) > 1:
+        values = [pair(values[k], values[k + 1]) if k + 1 < len(values) else values[k] for k in range(0, len(values), 2)]
+    return values[0]
 
 
 def lane_rows(data: relax.Expr, axis: int, lanes: int) -> bool:
@@ -64,7 +71,8 @@ def lane_softmax(x: te.Tensor, lanes: int) -> te.Tensor:
     delta = te.compute(x.shape, lambda *i: x(*i) - row_max(*i[:-1]), name="softmax_delta")
     exp = topi.fast_exp(delta)
     row_sum = lane_row_reduce(exp, "sum", "softmax_sum", lanes)
-    return te.compute(x.shape, lambda *i: exp(*i) / row_sum(*i[:-1]), name="softmax_norm")
+    inverse = te.compute(row_sum.shape, lambda *i: tirx.const(1.0, "float32") / row_sum(*i), name="softmax_inverse")
+    return te.compute(x.shape, lambda *i: exp(*i) * inverse(*i[:-1]), name="softmax_norm")
 
 
 @tvm.transform.module_pass(opt_level=0, name="LaneSoftmax")

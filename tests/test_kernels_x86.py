@@ -793,6 +793,32 @@ def test_the_row_chain_rule_declines_a_softmax_without_lane_reductions():
     assert RowChainCpu().apply(te.create_prim_func([x, lane_softmax(x, 16)]), _host(), False) is not None
 
 
+def test_short_rows_go_to_threads_in_groups_and_a_softmax_scales_by_one_reciprocal_per_row():
+    """RowChainCpu gives each parallel task a group of short rows (an attention softmax, 6 x 256
+    rows of 256: 16 rows a task, so its exponentials are allocated once per group, not by a
+    ``TVMBackendAllocWorkspace`` call per 1 KiB row, and each block's independent row chains
+    overlap); a softmax multiplies by one reciprocal per row (a vector divide per element before)
+    and each row's max and sum combine their lanes as a tree. The built kernel matches numpy."""
+    from tvm import te
+
+    from tvm_mpq.kernels.cpu_generic import RowChainCpu
+    from relay_passes.lane_softmax import lane_softmax
+
+    shape = (1, 6, 256, 256)
+    x = te.placeholder(shape, "float32", name="x")
+    sch = RowChainCpu().apply(te.create_prim_func([x, lane_softmax(x, 16)]), _host(), False)
+    task = sch.get(sch.get_loops(sch.get_sblock("softmax_norm"))[0])
+    assert (int(task.extent), task.kind) == (6 * 256 // 16, tvm.tirx.ForKind.PARALLEL), task
+    scale = sch.get(sch.get_sblock("softmax_norm")).body.value
+    assert isinstance(scale, tvm.tirx.Mul), scale  # exp * (1 / sum), the reciprocal a block of its own
+    assert isinstance(sch.get(sch.get_sblock("softmax_inverse")).body.value, tvm.tirx.Div)
+    executable, _ = build_module(softmax_module(shape), _host())
+    data = np.random.default_rng(1).normal(size=shape).astype(np.float32) * 4
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    want = np.exp(data.astype(np.float64) - data.max(-1, keepdims=True))
+    np.testing.assert_allclose(got, want / want.sum(-1, keepdims=True), rtol=1e-5, atol=1e-9)
+
+
 @pytest.mark.parametrize("activation", ["silu", "gelu_tanh", "gelu_tanh_pow", "gelu_erf"])
 def test_sigmoid_epilogue_is_vectorized_not_one_expf_call_per_element(tmp_path, activation):
     """A conv + SiLU (every conv of a YOLO network), + the tanh form of GELU (magika's

@@ -31,6 +31,14 @@ MIN_PARALLEL_ELEMENTS = 4096
 """Below this many output elements a kernel runs on one thread (a parallel launch costs more)."""
 
 
+ROW_TASK_BYTES = 16 << 10
+"""How many bytes of output rows :class:`RowChainCpu` gives one parallel task at most (rows
+shorter than that go in groups, each block looping over the group's rows)."""
+
+MIN_ROW_TASKS = 16
+"""Fewest parallel tasks :class:`RowChainCpu` groups rows into (where there are that many rows)."""
+
+
 def vector_lanes(target: Target, dtype_bits: int) -> int:
     """Lanes of one vector register of ``target`` for elements of ``dtype_bits`` bits."""
     from .cpu_isa import cpu_isa
@@ -52,14 +60,28 @@ def _is_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
 
 def _inline_producers(sch: s_tir.Schedule, blocks: list[s_tir.schedule.SBlockRV], shared: bool = True) -> None:
     """Inline every spatial block but the last into its consumers (where the IR allows);
-    ``shared=False``: not a block that several blocks read (a softmax's exp: computed once)."""
+    ``shared=False``: not a block that several blocks read (a softmax's exp: computed once), nor
+    one with fewer elements than its consumer (a value per row, such as a softmax's ``1 / sum``:
+    computed once per row, not once per element)."""
     for block in blocks[:-1]:
-        if _is_reduction(sch, block) or (not shared and len(sch.get_consumers(block)) > 1):
+        consumers = sch.get_consumers(block)
+        if _is_reduction(sch, block) or (not shared and (
+                len(consumers) > 1 or any(_buffer_elements(sch, block) < _buffer_elements(sch, c) for c in consumers))):
             continue
         try:
             sch.compute_inline(block)
         except Exception:  # noqa: BLE001 - e.g. a block whose result is also an output: keep it
             continue
+
+
+def _buffer_elements(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> int:
+    """Elements of the (first) buffer ``block`` writes (0 where its shape is not static)."""
+    total = 1
+    for dim in sch.get(block).writes[0].source.shape:
+        if not isinstance(dim, tirx.IntImm):
+            return 0
+        total *= int(dim)
+    return total
 
 
 def _extent(sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV) -> int | None:
@@ -356,8 +378,11 @@ class RowChainCpu(ScheduleRule):
             lead = min(_leading_spatial(sch, b) for b in blocks)
             if lead == 0:
                 return None
-            loops = sch.get_loops(blocks[-1])
-            row = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
+            loops = sch.get_loops(blocks[-1])[:lead]
+            group = self._rows_per_task(sch, blocks, loops)
+            if group > 1:
+                loops[-1:] = sch.split(loops[-1], [None, group])[:1]
+            row = sch.fuse(*loops) if len(loops) > 1 else loops[0]
             if _elements(sch, [row]) > 1:
                 sch.parallel(row)
             for block in reversed(blocks[:-1]):
@@ -371,6 +396,20 @@ class RowChainCpu(ScheduleRule):
             LOG.debug("row chain rule declined: %s", err)
             return None
         return sch
+
+    @staticmethod
+    def _rows_per_task(sch: s_tir.Schedule, blocks: list[s_tir.schedule.SBlockRV], lead: list[s_tir.schedule.LoopRV]) -> int:
+        """How many rows of the last leading axis one parallel task takes: the largest divisor
+        of its extent whose rows (of the widest buffer the blocks write) fit
+        :data:`ROW_TASK_BYTES`, leaving at least :data:`MIN_ROW_TASKS` tasks. A group of rows
+        allocates its intermediate rows once (a buffer of 1 KiB or more is a
+        ``TVMBackendAllocWorkspace`` call, and a free, per allocation) and gives each block
+        independent rows to overlap (a row's max or sum is a chain of dependent steps)."""
+        rows = _elements(sch, lead)
+        row_bytes = max(_buffer_elements(sch, b) * sch.get(b).writes[0].source.dtype.bits // 8 for b in blocks) // rows
+        extent = _extent(sch, lead[-1]) or 1
+        fits = min(max(1, ROW_TASK_BYTES // max(1, row_bytes)), max(1, rows // MIN_ROW_TASKS))
+        return max(d for d in range(1, min(extent, fits) + 1) if extent % d == 0)
 
     @staticmethod
     def _lane_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> bool:
