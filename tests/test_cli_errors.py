@@ -101,6 +101,13 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
                        ("a4_act8", {"w_bits": 8, "a_bits": 4, "act": act})):
         (d / f"{key}.json").write_text(json.dumps({**config, "layers": {"conv": layer}}))
     (d / "provenance_list.json").write_text(json.dumps({**config, "provenance": [], "layers": {"conv": "fp32"}}))
+    (d / "transforms_list.json").write_text(json.dumps({**config, "provenance": {"graph_transforms": []},
+                                                        "layers": {"conv": "fp32"}}))
+    half_pair = {"graph_transforms": {"cross_layer_equalization": {"pairs": [{"first": "conv"}]}}}
+    (d / "pair_without_scales.json").write_text(json.dumps({**config, "provenance": half_pair, "layers": {"conv": "fp32"}}))
+    import torch
+
+    torch.save(torch.nn.Conv2d(3, 4, 3).state_dict(), d / "weights.pt")
     empty = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "empty",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [0, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [0, 4, 6, 6])],
@@ -118,6 +125,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
             "inf_weight": _tiny_conv(d / "inf.onnx", inf_weight), "half": d / "half.onnx", "relu": d / "relu.onnx",
             "badconv": d / "badconv.onnx", "lookup": d / "lookup.onnx", "ids_oob": d / "ids_out_of_range.npz",
             "x_calib": d / "x_calib.npz", "images": images, "provenance_list": d / "provenance_list.json",
+            "transforms_list": d / "transforms_list.json", "pair_without_scales": d / "pair_without_scales.json",
+            "state_dict": d / "weights.pt",
             "empty_batch": d / "empty_batch.onnx",
             **{key: d / f"{key}.json" for key in ("w3_scales8", "huge_scale", "fractional_zero_point", "a4_act8")}}
 
@@ -215,6 +224,12 @@ CASES: list[tuple[str, Args, str]] = [
                                     "-o", str(o / "s.json")], "--mean / --std normalize the images of --calib DIR"),
     ("provenance-not-an-object", lambda i, o: ["bops", str(i["tiny"]), "--config", str(i["provenance_list"])],
      "\"provenance\" must be an object"),
+    ("graph-transforms-not-an-object", lambda i, o: ["bops", str(i["tiny"]), "--config", str(i["transforms_list"])],
+     "\"graph_transforms\" must be an object"),
+    ("equalization-pair-without-scales", lambda i, o: ["compile", str(i["tiny"]), "--config", str(i["pair_without_scales"]),
+                                                       "-o", str(o / "x.so")], "equalization record is malformed"),
+    ("state-dict-as-model", lambda i, o: ["analyze", str(i["state_dict"]), "-o", str(o / "s.json")],
+     "is a torch.save file (weights or a pickled module), not a model graph"),
     ("batch-of-zero", lambda i, o: ["analyze", str(i["empty_batch"]), "-o", str(o / "s.json")],
      "has a dimension of size 0 (0x3x8x8)"),
     # fails after the report was written (staged): its derived config name is too long to create

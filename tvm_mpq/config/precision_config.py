@@ -124,6 +124,10 @@ class PrecisionConfig:
         if not isinstance(provenance, dict):
             raise MpqError(f"{origin}: \"provenance\" must be an object (what made the config), not "
                            f"{type(provenance).__name__}")
+        transforms = provenance.get("graph_transforms", {})
+        if not isinstance(transforms, dict) or not all(isinstance(v, dict) for v in transforms.values()):
+            raise MpqError(f"{origin}: \"provenance\".\"graph_transforms\" must be an object of rewrite name -> "
+                           f"its record (object), not {type(transforms).__name__}")
         layers = {name: _parse_layer(name, value, origin) for name, value in layers_json.items()}
         return PrecisionConfig(str(data.get("model", "")), layers, dict(provenance))
 

@@ -66,10 +66,23 @@ def from_module(module: torch.nn.Module, example: dict[str, np.ndarray], name: s
     return graph
 
 
+def _is_torch_save(path: Path) -> bool:
+    """Whether the zip archive at ``path`` is what ``torch.save`` writes (``<name>/data.pkl``, a
+    pickle: a state_dict or a whole module), with none of an export archive's program files."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    pickled = any(n.count("/") == 1 and n.endswith("/data.pkl") for n in names)
+    return pickled and not any("/models/" in n or n.endswith("archive_format") for n in names)
+
+
 def load_pt2(path: Path) -> ModelGraph:
     """Load a ``torch.export.save`` archive (MpqError if it is not one)."""
     if not zipfile.is_zipfile(path):
         raise MpqError(f"'{path}' is not a readable torch.export (.pt2) archive: not a zip file")
+    if _is_torch_save(path):
+        raise MpqError(f"'{path}' is a torch.save file (weights or a pickled module), not a model graph: save the "
+                       "model with torch.export.save(torch.export.export(model, example_inputs), 'model.pt2'), "
+                       "or export it to ONNX")
     export_log = logging.getLogger("torch.export")
     level = export_log.level
     export_log.setLevel(logging.ERROR)  # torch logs a traceback before it raises for a bad archive

@@ -12,6 +12,8 @@ replays exactly those scales on the imported model (``compile --config``, ``expo
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -67,6 +69,15 @@ def graph_for_options(graph: ModelGraph, options: PtqOptions) -> ModelGraph:
     return equalize(graph) if options.equalize else graph
 
 
+def _is_pair_record(pair: object) -> bool:
+    """Whether ``pair`` is one equalized pair as a config records it (``EqualizedPair.to_json``)."""
+    if not isinstance(pair, dict) or not isinstance(pair.get("first"), str) or not isinstance(pair.get("second"), str):
+        return False
+    scales = pair.get("scales")
+    return (isinstance(scales, list) and bool(scales)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in scales))
+
+
 def graph_for_config(graph: ModelGraph, config: PrecisionConfig) -> ModelGraph:
     """The imported ``graph`` with the rewrites ``config`` was made on replayed (its recorded
     equalization scales), so that it compiles and exports exactly as analyzed."""
@@ -77,6 +88,9 @@ def graph_for_config(graph: ModelGraph, config: PrecisionConfig) -> ModelGraph:
     if TRANSFORM not in transforms or TRANSFORM in graph.transforms:
         return graph
     pairs = transforms[TRANSFORM].get("pairs", [])
+    if not isinstance(pairs, list) or not all(_is_pair_record(p) for p in pairs):
+        raise MpqError("the config's cross-layer equalization record is malformed: \"pairs\" must be a list of "
+                       "{\"first\": layer, \"second\": layer, \"scales\": [positive finite numbers]}")
     scales = {(p["first"], p["second"]): np.asarray(p["scales"], np.float64) for p in pairs}
     equalized = equalize(graph, scales)
     if equalized.transforms[TRANSFORM] != transforms[TRANSFORM]:
