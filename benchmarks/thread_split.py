@@ -1,6 +1,7 @@
-"""Convs split among threads by rows where their weight is small
-(``tvm_mpq.kernels.cpu_mac.rows_outer``) against every conv split by output channels, in one
-process, interleaved.
+"""Convs and matmuls split among threads by rows where their weight is small
+(``tvm_mpq.kernels.cpu_mac.rows_outer``: convs up to 256 KiB, matmuls up to 1 MiB) against
+every one split by output channels, in one process, interleaved (``--models minilm``: a
+transformer's matmuls).
 
     python benchmarks/thread_split.py [--models efficientnet-lite0,resnet18,mobilenetv2]
         [--rates 0,100] [--rounds 7] [--runs 10] [-o out/bench/thread_split]

@@ -198,7 +198,14 @@ def rows_outer(info: MacInfo) -> bool:
     core reads was written by the other (mobilenetv2 fp32 0.89x, efficientnet-lite0 0.91x,
     resnet18 int8 0.90x of the channel split, ``benchmarks/thread_split.py``, 2026-12-03). A
     large weight (resnet18's 512 -> 512 3x3, 9.4 MB in fp32) read once per row is slower (1.6x)
-    than each thread reading its half once."""
+    than each thread reading its half once. A matmul (a transformer's projections, a
+    classifier over 3788 tags) splits by rows while its weight stays within a core's L2
+    (:data:`STREAMED_WEIGHT_BYTES`): minilm's fp32 build 0.90x, its int8 build 1.00x of the
+    channel split (``python benchmarks/thread_split.py --models minilm``, Xeon, 2026-12-05);
+    alone, 784 x 512 x 256 0.97x and sudachi-tagger's 256 x 64 x 3788 0.91x, while a 4 MB weight
+    (49 x 2048 x 512) took 2.3x as long split by rows."""
+    if info.kind == "matmul":
+        return weight_bytes(info) <= STREAMED_WEIGHT_BYTES
     if info.kind != "conv2d":
         return False
     return weight_bytes(info) <= ROWS_OUTER_MAX_WEIGHT_BYTES
