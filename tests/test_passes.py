@@ -1075,6 +1075,37 @@ def test_power_as_multiply_rewrites_small_integer_exponents_only():
         assert "R.power" in PowerAsMultiply()(stays).script()
 
 
+def test_divide_as_multiply_takes_constant_divisors_but_not_a_quantize_step():
+    """A float32 ``x / sqrt 2`` (the exact GELU) and ``x / [per-channel constants]`` become
+    multiplies by the reciprocal, within one float32 rounding of the quotient; the division a
+    quantize step begins with (``round(x / scale)``), a division by a constant holding 0 and an
+    integer division stay divisions."""
+    from relay_passes.divide_as_multiply import DivideAsMultiply
+
+    channels = np.array([3.0, 0.1, 7.0, 2.0, 1e-3, 5.5, 0.7, 9.0], "float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 8), "float32"))
+    n = relax.Var("n", relax.TensorType((2, 8), "int32"))
+    with bb.function("main", [x, n]):
+        with bb.dataflow():
+            gelu_arg = bb.emit(relax.op.divide(x, relax.const(np.float32(np.sqrt(2.0)))))
+            scaled = bb.emit(relax.op.divide(gelu_arg, relax.const(channels)))
+            codes = bb.emit(relax.op.round(relax.op.divide(scaled, relax.const(np.float32(0.3)))))
+            dead = bb.emit(relax.op.divide(codes, relax.const(np.array([1.0, 0.0] * 4, "float32"))))
+            ints = bb.emit(relax.op.astype(relax.op.divide(n, relax.const(np.int32(3))), "float32"))
+            y = bb.emit_output(relax.Tuple([relax.op.add(scaled, ints), codes, dead]))
+        bb.emit_func_output(y)
+    before = bb.get()
+    after = DivideAsMultiply()(before)
+    script = after.script()
+    assert script.count("R.multiply") == 2 and script.count("R.divide") == 3, script
+    data = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
+    ints = np.arange(16, dtype=np.int32).reshape(2, 8)
+    run = lambda m: relax.VirtualMachine(tvm.compile(m, target="llvm"), tvm.cpu())["main"](  # noqa: E731
+        tvm.runtime.tensor(data), tvm.runtime.tensor(ints))[0].numpy()
+    np.testing.assert_allclose(run(after), run(before), rtol=4e-7)
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_separable_max_pool_is_exact(layout):
     """A stride-1 7 x 7 max pool with padding (a keypoint network's NMS) becomes a 7 x 1 and a

@@ -53,7 +53,8 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """The graph-level passes a target's build starts with: inference batch-norms decomposed
     into arithmetic (a batch norm the precision passes did not fold: stage A), the subnormal
     values of float constants set to zero (:mod:`relay_passes.flush_denormals`), small integer
-    powers as multiplies (:mod:`relay_passes.power_as_multiply`), stride-1 max pools as a column and
+    powers as multiplies (:mod:`relay_passes.power_as_multiply`), float32 divisions by a constant
+    as multiplications by its reciprocal (:mod:`relay_passes.divide_as_multiply`), stride-1 max pools as a column and
     a row pool (:mod:`relay_passes.separable_max_pool`) and, for
     targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
     CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
@@ -75,6 +76,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     from relay_passes.convert_layout import ConvertToChannelsLast
     from relay_passes.flush_denormals import FlushDenormalWeights
     from relay_passes.drop_empty_concat_inputs import DropEmptyConcatInputs
+    from relay_passes.divide_as_multiply import DivideAsMultiply
     from relay_passes.power_as_multiply import PowerAsMultiply
     from relay_passes.separable_max_pool import SeparableMaxPool
     from tvm_mpq.kernels import activation_layout
@@ -83,6 +85,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
               DropEmptyConcatInputs(),  # a zero-size constant makes the exported library unloadable
               FlushDenormalWeights(),  # subnormal weights: a microcode assist per multiply on Intel
               PowerAsMultiply(),  # x ** 3 (TensorFlow's GELU): multiplies, not one powf call per element
+              DivideAsMultiply(),  # x / sqrt 2 (exact GELU), scores / sqrt d: one multiply, not a divide per vector
               SeparableMaxPool(),  # a stride-1 k x k max pool (keypoint NMS): k x 1 then 1 x k, exact
               relax.transform.CanonicalizeBindings()]
     if activation_layout(target) == "NHWC":
