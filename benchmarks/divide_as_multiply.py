@@ -58,19 +58,6 @@ def gelu_matmul(rng: np.random.Generator):
     return bb.get(), [rng.normal(size=(1, 256, 156)).astype("float32")]
 
 
-def build(mod, divide: bool, target):
-    import tvm
-
-    from tvm_mpq.compiler import build as build_mod
-
-    passes = build_mod.build_passes(target, None)
-    if divide:
-        passes = [p for p in passes if p.info.name != "DivideAsMultiply"]
-    with target, tvm.transform.PassContext(opt_level=3):
-        lowered = tvm.transform.Sequential(passes)(mod)
-    return build_mod.codegen(lowered, target), build_mod.kernel_schedulers(lowered)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -83,6 +70,7 @@ def main() -> None:
     import tvm
     from tvm import relax
 
+    from benchkit.graph_build import build_without
     from benchkit.machine import flags_text, machine_info
     from benchkit.timing import interleaved_min
     from tvm_mpq.runtime.executor import host_target
@@ -94,7 +82,7 @@ def main() -> None:
         mod, data = make(np.random.default_rng(0))
         runners, outputs, rules = {}, {}, {}
         for how in ("divide", "multiply"):
-            executable, rules[how] = build(mod, how == "divide", target)
+            executable, rules[how] = build_without(mod, target, "DivideAsMultiply" if how == "divide" else None)
             fn = relax.VirtualMachine(executable, tvm.cpu())["main"]
             tensors = [tvm.runtime.tensor(a) for a in data]
             outputs[how] = fn(*tensors).numpy()

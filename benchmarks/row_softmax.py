@@ -28,10 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def build(shape: tuple[int, ...], lanes: bool, target):
     """The softmax executable for ``target``, with or without ``LaneSoftmax``."""
-    import tvm
     from tvm import relax
 
-    from tvm_mpq.compiler import build as build_mod
+    from benchkit.graph_build import build_without
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(shape, "float32"))
@@ -39,12 +38,7 @@ def build(shape: tuple[int, ...], lanes: bool, target):
         with bb.dataflow():
             y = bb.emit_output(relax.op.nn.softmax(x, axis=-1))
         bb.emit_func_output(y)
-    passes = build_mod.build_passes(target, None)
-    if not lanes:
-        passes = [p for p in passes if p.info.name != "LaneSoftmax"]
-    with target, tvm.transform.PassContext(opt_level=3):
-        mod = tvm.transform.Sequential(passes)(bb.get())
-    return build_mod.codegen(mod, target), build_mod.kernel_schedulers(mod)
+    return build_without(bb.get(), target, None if lanes else "LaneSoftmax")
 
 
 def ort_softmax(shape: tuple[int, ...], threads: int):
