@@ -11,7 +11,10 @@ This pass rewrites it (on CPU builds, before fusion) into a TE compute whose red
 schedule can vectorize without predicates: each row of ``n`` values is read as ``n // lanes``
 vectors plus a tail of ``n % lanes`` values; the max and the sum are first reduced over the
 vectors into ``lanes`` partial results (a reduction with a spatial lane axis, vectorized by
-:class:`tvm_mpq.kernels.cpu_generic.RowChainCpu`), then over the lanes and the tail. The
+:class:`tvm_mpq.kernels.cpu_generic.RowChainCpu`), then over the lanes (a balanced tree, not a
+chain of ``lanes - 1`` dependent steps) and the tail; the row is scaled by ``1 / sum``, computed
+once per row (a vector divide per element before: sudachi-tagger's attention softmax 0.236 ->
+0.165 ms with the row groups of ``RowChainCpu``, Xeon, ``python benchmarks/row_softmax.py``). The
 exponential is ``topi.fast_exp`` (as :class:`relay_passes.fast_exp.VectorExp`). The result is
 the softmax to float32 rounding (the sums are associated differently). Rows shorter than two
 vectors are left to TVM's op. Visits every Relax function.

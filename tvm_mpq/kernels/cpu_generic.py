@@ -358,7 +358,8 @@ class RowChainCpu(ScheduleRule):
     """A chain of row reductions whose partial results are spread over a vector-lane axis
     (:func:`relay_passes.lane_softmax.lane_softmax`: the max and the sum of each row first
     reduced into ``lanes`` accumulators, then over them and the row's tail): the leading (row)
-    loops fused and parallel, every block computed per row; each lane reduction runs its
+    loops fused and parallel, short rows in groups per task (:meth:`_rows_per_task`), every
+    block computed per task, a value per row (``1 / sum``) kept per row; each lane reduction runs its
     reduction loop outside the lane loop, which is vectorized (one vector max / add per
     ``lanes`` elements, no predicate); elementwise blocks vectorized over whole vectors with
     the row's tail in a loop of its own (``loop_partition``). Declines a function with no lane
