@@ -46,16 +46,10 @@ def build(mod, target, winograd: bool):
     import tvm
     from tvm import relax
 
-    import tvm_mpq.compiler.build as build_mod
+    from benchkit.graph_build import build_without
 
-    passes = build_mod.graph_passes
-    if not winograd:
-        build_mod.graph_passes = lambda t: [p for p in passes(t) if p.info.name != "Conv2dWinograd"]
-    try:
-        executable, info = build_mod.build_module(mod, target)
-    finally:
-        build_mod.graph_passes = passes
-    rule = next(r for name, r in info["kernels"].items() if "conv2d" in name)
+    executable, kernels = build_without(mod, target, None if winograd else "Conv2dWinograd")
+    rule = next(r for name, r in kernels.items() if "conv2d" in name)
     return relax.VirtualMachine(executable, tvm.cpu()), rule
 
 

@@ -24,7 +24,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from relay_passes.precision_annotation import relax_functions
+from relay_passes.precision_annotation import op_name, relax_functions
 
 
 def _rounded_quotients(func: relax.Function) -> list[relax.Expr]:
@@ -32,7 +32,7 @@ def _rounded_quotients(func: relax.Function) -> list[relax.Expr]:
     var2val = relax.analysis.get_var2val(func)
     out = []
     for value in var2val.values():
-        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == "relax.round":
+        if op_name(value) == "relax.round":
             arg = value.args[0]
             out.append(var2val.get(arg, arg) if isinstance(arg, relax.Var) else arg)
     return out

@@ -39,6 +39,11 @@ MIN_ROW_TASKS = 16
 """Fewest parallel tasks :class:`RowChainCpu` groups rows into (where there are that many rows)."""
 
 
+def divisors(n: int, limit: int) -> list[int]:
+    """The divisors of ``n`` up to ``limit``, ascending."""
+    return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
+
+
 def vector_lanes(target: Target, dtype_bits: int) -> int:
     """Lanes of one vector register of ``target`` for elements of ``dtype_bits`` bits."""
     from .cpu_isa import cpu_isa
@@ -410,7 +415,7 @@ class RowChainCpu(ScheduleRule):
         row_bytes = max(_buffer_elements(sch, b) * sch.get(b).writes[0].source.dtype.bits // 8 for b in blocks) // rows
         extent = _extent(sch, lead[-1]) or 1
         fits = min(max(1, ROW_TASK_BYTES // max(1, row_bytes)), max(1, rows // MIN_ROW_TASKS))
-        return max(d for d in range(1, min(extent, fits) + 1) if extent % d == 0)
+        return max(divisors(extent, fits))
 
     @staticmethod
     def _lane_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> bool:

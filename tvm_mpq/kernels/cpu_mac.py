@@ -47,7 +47,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
-from .cpu_generic import schedule_spatial, widest_bits
+from .cpu_generic import divisors, schedule_spatial, widest_bits
 from .cpu_amx import MAX_TILES, TILE_LANES, TILE_ROWS, amx_intrins, mark_tiles, request_amx, tiles_fit
 from .cpu_intrin import REGISTER_SCOPE, dot_intrin
 from .cpu_isa import CpuIsa, cpu_isa
@@ -108,10 +108,6 @@ class KernelPlan:
     whole reduction per tile; :func:`k_block`)."""
 
 
-def _divisors(n: int, limit: int) -> list[int]:
-    return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
-
-
 def choose_tile(n_vectors: int, n_pixels: int, registers: int, min_pixels: int = 0) -> tuple[int, int]:
     """``(nf, nx)``: the accumulator tile of ``nf`` channel vectors x ``nx`` pixels that fits
     the registers (``nf * nx`` accumulators + ``nf`` weight vectors + one broadcast) with the
@@ -123,8 +119,8 @@ def choose_tile(n_vectors: int, n_pixels: int, registers: int, min_pixels: int =
     64-tap conv, 33.5 MB in float32, over 128 pixels: 19.2 ms with the 4 x 4 tile, 8.6 ms with
     1 x 16, 2026-12-04)."""
     best, best_key = (1, 1), (float("inf"), 0.0, 0)
-    for nf in _divisors(n_vectors, MAX_TILE_VECTORS):
-        for nx in _divisors(n_pixels, MAX_TILE_PIXELS):
+    for nf in divisors(n_vectors, MAX_TILE_VECTORS):
+        for nx in divisors(n_pixels, MAX_TILE_PIXELS):
             if nf * nx + nf + 1 > registers:
                 continue
             key = (-min(nx, min_pixels), loads_per_mac(nf, nx), -nf * nx)
@@ -181,12 +177,12 @@ def plan_amx(info: MacInfo) -> KernelPlan | None:
         return None
     if info.in_channels % 4 or info.kernel[0] * info.kernel[1] * info.in_channels < MIN_AMX_DEPTH:
         return None
-    nx = max(_divisors(info.out_hw[1], TILE_ROWS))
+    nx = max(divisors(info.out_hw[1], TILE_ROWS))
     if nx < MIN_AMX_PIXELS:
         return None
-    kc = max(_divisors(info.in_channels // 4, TILE_ROWS))
+    kc = max(divisors(info.in_channels // 4, TILE_ROWS))
     mx = 2 if (info.out_hw[1] // nx) % 2 == 0 else 1  # two A tiles share each B tile load
-    nf = max(f for f in _divisors(info.out_channels // TILE_LANES, MAX_TILES) if tiles_fit(mx, f))
+    nf = max(f for f in divisors(info.out_channels // TILE_LANES, MAX_TILES) if tiles_fit(mx, f))
     return KernelPlan(TILE_LANES, 4, "amx", nf, nx, depth=4 * kc, row_blocks=mx, rows_outer=rows_outer(info))
 
 
@@ -227,7 +223,7 @@ def k_block(info: MacInfo, tile_channels: int, tile_pixels: int, group: int) -> 
     tasks = info.batch * (info.out_channels // tile_channels) * info.out_hw[0]
     if tasks < MIN_PARALLEL_TASKS:
         return 0
-    blocks = [d for d in _divisors(info.in_channels, MAX_K_BLOCK) if d % group == 0 and d >= MIN_K_BLOCK]
+    blocks = [d for d in divisors(info.in_channels, MAX_K_BLOCK) if d % group == 0 and d >= MIN_K_BLOCK]
     return max(blocks) if blocks else 0
 
 
@@ -262,7 +258,7 @@ def choose_depthwise_pixels(width: int, kernel_w: int, registers: int) -> int:
     row's ``nx + KW - 1`` inputs, up to :data:`MAX_DEPTHWISE_PIXELS` (measured on AVX-512,
     2026-12-01: 1 x 7 ran a 5x5 @14 in 0.53x onnxruntime's time where the GEMM tile 3 x 7 took
     1.36x; 4-8 pixels were within 5% of each other on 3x3 @56)."""
-    fits = [d for d in _divisors(width, MAX_DEPTHWISE_PIXELS) if 2 * d + kernel_w - 1 <= registers]
+    fits = [d for d in divisors(width, MAX_DEPTHWISE_PIXELS) if 2 * d + kernel_w - 1 <= registers]
     return max(fits) if fits else 1
 
 
