@@ -73,6 +73,7 @@ def main() -> None:
     from benchkit.graph_build import build_without
     from benchkit.machine import flags_text, machine_info
     from benchkit.timing import interleaved_min
+    from benchkit.two_builds import write_report
     from tvm_mpq.runtime.executor import host_target
 
     target = host_target()
@@ -101,10 +102,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['kernel']} | {r['ms']['divide']:.4f} | {r['ms']['multiply']:.4f} | {r['multiply_over_divide']:.3f} | "
                      f"{r['max_difference_of_scale']:.1e} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps({"machine": meta, "rows": rows}, indent=2))
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, meta, rows, lines)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ def main() -> None:
 
     from benchkit.machine import flags_text, machine_info
     from benchkit.timing import interleaved_min
+    from benchkit.two_builds import write_report
     from tvm_mpq.runtime.executor import host_target
 
     target = host_target()
@@ -101,10 +102,7 @@ def main() -> None:
         e = r["max_rel_error"]
         lines.append(f"| {r['shape']} | {r['ms']['lanes']:.4f} | {r['ms']['tvm']:.4f} | {r['ms']['onnxruntime']:.4f} | "
                      f"{r['lanes_over_ort']:.2f} | {e['lanes']:.1e} / {e['tvm']:.1e} / {e['onnxruntime']:.1e} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps({"machine": meta, "rows": rows}, indent=2))
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, meta, rows, lines)
 
 
 if __name__ == "__main__":
