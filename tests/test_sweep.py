@@ -306,3 +306,10 @@ def test_report_counts_tuned_and_reused_kernels_per_point():
     rows = [ln for ln in text.splitlines() if ln.startswith("| quantunev2")]
     assert [r.rsplit("|", 2)[1].strip() for r in rows] == ["3 / 0", "1 / 3", "0 / 2"]
     assert tuning_summary([point(0, None)]) is None
+    # a sweep without a rate-0 point builds (and tunes) an fp32 baseline: counted in the totals
+    baseline = {**where, "tasks": 3, "tuned": 2, "reused": 1, "seconds": 30.0}
+    with_baseline = tuning_summary(points[1:], baseline)
+    assert with_baseline is not None and (with_baseline["tuned"], with_baseline["reused"]) == (3, 6)
+    assert with_baseline["baseline"] == {"tasks": 3, "tuned": 2, "reused": 1, "seconds": 30.0}
+    assert summary["baseline"] is None and tuning_summary([point(0, None)], baseline)["tuned"] == 2
+    assert "and the fp32 baseline (db@k)" in markdown({**report, "tuning": with_baseline})

@@ -71,7 +71,8 @@ def check_edge_tuning(r: dict, out: Path) -> None:
     assert r["servers"] == 2 and all(n > 0 for n in r["sessions"])
     assert r["sweep_tuning"]["tuned"] > 0
     per_point = r["sweep_tuning"]["per_point"]
-    assert sum(p["tuned"] for p in per_point) == r["sweep_tuning"]["tuned"]
+    baseline = r["sweep_tuning"]["baseline"]  # no rate-0 point: the fp32 baseline is built and tuned too
+    assert baseline["tuned"] > 0 and sum(p["tuned"] for p in per_point) + baseline["tuned"] == r["sweep_tuning"]["tuned"]
     assert per_point[-1]["tuned"] == 0 and per_point[-1]["reused"] == per_point[-1]["tasks"] > 0  # same kernels
     rebuild = r["rebuild_tuning"]
     assert rebuild["tuned"] == 0 and rebuild["reused"] == rebuild["tasks"] > 0

@@ -15,7 +15,7 @@ The workflow of an edge team, with small numbers so that it runs in CI:
    (``--tuning-db``/``llvm-aarch64-...@<key>``) is the target's and the device's. The report
    says per point how many kernels were tuned and how many reused (here the points are 50 and
    100%: MTCNN's RNet is already fully int8 at 50%, so the second point finds every kernel the
-   first one tuned);
+   first one tuned; the fp32 baseline the points are timed against is built, and tuned, too);
 3. ``tvm-mpq compile`` of a configuration whose kernels are in the database: every kernel is
    reused, nothing is measured, the device is not even contacted.
 
@@ -67,6 +67,10 @@ with LocalTracker() as tracker:
             point = report["points"][row["point"]]
             print(f"   point {row['point'] + 1} (rate {point['requested_rate']:g}%): {row['tasks']} kernel(s), "
                   f"{row['tuned']} tuned, {row['reused']} reused from the database ({row['seconds']:.0f} s)")
+        if tuning["baseline"]:  # no rate-0 point: the sweep builds the fp32 timing baseline, tuned the same way
+            row = tuning["baseline"]
+            print(f"   fp32 baseline: {row['tasks']} kernel(s), {row['tuned']} tuned, {row['reused']} reused "
+                  f"({row['seconds']:.0f} s)")
         assert tuning["tuned"] > 0, "nothing was tuned"
         sessions = [server.sessions_served() for server in servers]
         assert all(n > 0 for n in sessions), f"a server measured nothing: {sessions}"

@@ -36,7 +36,11 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, options: TuningOptions) -
         return info
     start = time.perf_counter()
     if options.device is None:
-        run_tuning(missing, options, work_dir, builder=CandidateBuilder(candidate_compiler(target)))
+        builder = CandidateBuilder(candidate_compiler(target))
+        try:
+            run_tuning(missing, options, work_dir, builder=builder)
+        finally:
+            builder.close()
     else:
         tune_on_device(missing, target, options, work_dir)
     info["seconds"] = round(time.perf_counter() - start, 1)

@@ -151,6 +151,7 @@ def tune_on_device(tasks: list, target: tvm.target.Target, options: TuningOption
                    measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                       DeviceHealth(device, work_dir)])
     finally:
+        builder.close()
         runner.pool.shutdown(wait=False)
 
 

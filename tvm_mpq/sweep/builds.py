@@ -66,12 +66,18 @@ def build_point(graph: ModelGraph, spec: PointSpec, config: Any, options: SweepO
     return row, library
 
 
-def build_fp32_baseline(graph: ModelGraph, options: SweepOptions, target: Any, libs: Path, log: Log) -> Path:
+def build_fp32_baseline(graph: ModelGraph, options: SweepOptions, target: Any, libs: Path,
+                        log: Log) -> tuple[Path, dict | None]:
     """The fp32 model (no precision config) for the target: the timing baseline of a sweep
-    without a rate-0 point."""
+    without a rate-0 point; its library and its build's tuning counts (None without tuning)."""
     log(f"fp32 baseline (no rate-0 point among the points): compiling for {options.target} ...")
     stem = _safe(f"{graph.name}-{options.target}-fp32-baseline")
-    return _compile_and_export(graph, None, options, target, libs / (stem + ".so"), "fp32 baseline")[1]
+    compiled, library, _, _ = _compile_and_export(graph, None, options, target, libs / (stem + ".so"), "fp32 baseline")
+    tuning = compiled.stats.get("build", {}).get("tuning")
+    if tuning:
+        log(f"fp32 baseline: tuning database: {tuning['reused']} of {tuning['tasks']} kernel(s) reused, "
+            f"{tuning['tuned']} tuned in {tuning['seconds']:.0f} s")
+    return library, tuning
 
 
 def _compile_and_export(graph: ModelGraph, config: Any, options: SweepOptions, target: Any, path: Path,

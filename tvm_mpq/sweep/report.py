@@ -112,20 +112,27 @@ def write_outputs(report: dict, path: Path) -> list[Path]:
     return [write_json(report, path), md, png]
 
 
-def tuning_summary(points: list[dict]) -> dict | None:
+def tuning_summary(points: list[dict], baseline: dict | None = None) -> dict | None:
     """The report's ``tuning`` object: where the points' MAC kernels were tuned (``device``,
     ``database``, ``trials_per_task``) and how many each point tuned and reused
-    (``per_point``; totals ``tuned``, ``reused``); None when no point tuned."""
+    (``per_point``), and the fp32 baseline built for a sweep without a rate-0 point
+    (``baseline``: its tuning, None when it was not built or not tuned); totals ``tuned``,
+    ``reused`` over both. None when nothing was tuned."""
     runs = [(i, (p.get("build") or {}).get("tuning")) for i, p in enumerate(points)]
     runs = [(i, t) for i, t in runs if t]
-    if not runs:
+    every = [t for _, t in runs] + ([baseline] if baseline else [])
+    if not every:
         return None
-    last = runs[-1][1]
+    last = every[-1]
+
+    def counts(t: dict) -> dict:
+        return {"tasks": t["tasks"], "tuned": t["tuned"], "reused": t["reused"], "seconds": t["seconds"]}
+
     return {"device": last.get("device"), "database": last.get("database"),
             "trials_per_task": last.get("trials_per_task"),
-            "tuned": sum(t["tuned"] for _, t in runs), "reused": sum(t["reused"] for _, t in runs),
-            "per_point": [{"point": i, "tasks": t["tasks"], "tuned": t["tuned"], "reused": t["reused"],
-                           "seconds": t["seconds"]} for i, t in runs]}
+            "tuned": sum(t["tuned"] for t in every), "reused": sum(t["reused"] for t in every),
+            "per_point": [{"point": i, **counts(t)} for i, t in runs],
+            "baseline": counts(baseline) if baseline else None}
 
 
 def _tuning_cell(point: dict) -> str:
@@ -179,7 +186,8 @@ def markdown(report: dict) -> str:
     if tuning:
         lines.append(f"- MetaSchedule tuning on {tuning['device']}: {tuning['trials_per_task']} trials per new kernel, "
                      f"{tuning['tuned']} kernel(s) tuned and {tuning['reused']} reused from the database over the "
-                     f"points ({tuning['database']})" + ("; emulated timings rank candidates for the emulator, "
+                     f"points" + (" and the fp32 baseline" if tuning.get("baseline") else "")
+                     + f" ({tuning['database']})" + ("; emulated timings rank candidates for the emulator, "
                                                          "not for a real Arm core" if emulated else ""))
     if emulated:
         lines += ["", f"> **Emulation:** {EMULATION_NOTE}."]

@@ -80,9 +80,10 @@ def run_sweep(options: SweepOptions, output: Path, log: Log = _print) -> dict:
             built: list[BuiltPoint] = []
             for method in options.methods:
                 built += _build_method(graph, calib, method, options, target, report, libs, save, log)
-            baseline = next((b.library for b in built if b.all_fp32), None) or \
-                build_fp32_baseline(graph, options, target, libs, log)
-            report["baseline"] = _baseline_json(built)
+            baseline, baseline_tuning = next(((b.library, None) for b in built if b.all_fp32), (None, None))
+            if baseline is None:
+                baseline, baseline_tuning = build_fp32_baseline(graph, options, target, libs, log)
+            report["baseline"] = _baseline_json(built) | ({"tuning": baseline_tuning} if baseline_tuning else {})
             if execution.skip_reason is not None:
                 for row in report["points"]:
                     row["run_skipped"] = execution.skip_reason
@@ -93,7 +94,7 @@ def run_sweep(options: SweepOptions, output: Path, log: Log = _print) -> dict:
                 measure_points(execution, built, baseline, report["baseline"]["source"], setup, report, save, log)
                 _log_summary(report, log)
         report["rpc"] = execution.to_json()
-        report["tuning"] = tuning_summary(report["points"])
+        report["tuning"] = tuning_summary(report["points"], report["baseline"].get("tuning"))
         paths = write_outputs(report, output)
     log("report: " + ", ".join(str(p) for p in paths))
     return report
