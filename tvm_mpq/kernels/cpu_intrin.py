@@ -19,6 +19,8 @@ with it replaces the innermost ``(lanes, G)`` loops of a kernel's MAC block.
 
 from __future__ import annotations
 
+from functools import cache
+
 import tvm
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
@@ -37,7 +39,13 @@ SDOT = {4: "llvm.aarch64.neon.sdot.v4i32.v16i8"}
 
 
 def dot_intrin(kind: str, lanes: int) -> str:
-    """The registered intrinsic name for ``kind`` (``vnni`` / ``pmaddwd``) and ``lanes``."""
+    """The registered intrinsic name for ``kind`` (``vnni`` / ``pmaddwd`` / ``sdot``) and
+    ``lanes`` (the intrinsics are registered at the first call, :func:`_register`)."""
+    _register()
+    return _name(kind, lanes)
+
+
+def _name(kind: str, lanes: int) -> str:
     return f"tvm_mpq_{kind}_{lanes}x{2 if kind == 'pmaddwd' else 4}"
 
 
@@ -121,14 +129,18 @@ def _pmaddwd_impl(lanes: int) -> tvm.tirx.PrimFunc:
     return impl
 
 
+@cache
 def _register() -> None:
+    """Parse and register every intrinsic of this module, once per process, when a kernel
+    first asks for one, not at import: TVMScript's ``T.prim_func`` calls ``inspect.stack()``,
+    whose module lookup scans all of ``sys.modules`` for every frame it cannot map to a file,
+    and an import's stack is mostly such frames (``<frozen importlib._bootstrap>``). Imported
+    by the CLI after torch, the registration took 8.5 s of a 27 s ``tvm-mpq compile
+    mtcnn-rnet`` (py-spy); at a kernel's first schedule it is the parse alone."""
     for lanes in (4, 8, 16):
-        TensorIntrin.register(dot_intrin("vnni", lanes), _byte_dot_desc(lanes, "uint8"),
+        TensorIntrin.register(_name("vnni", lanes), _byte_dot_desc(lanes, "uint8"),
                               _byte_dot_impl(lanes, "uint8", VPDPBUSD[lanes]), override=True)
-        TensorIntrin.register(dot_intrin("pmaddwd", lanes), _pmaddwd_desc(lanes), _pmaddwd_impl(lanes), override=True)
+        TensorIntrin.register(_name("pmaddwd", lanes), _pmaddwd_desc(lanes), _pmaddwd_impl(lanes), override=True)
     for lanes, llvm_name in SDOT.items():
-        TensorIntrin.register(dot_intrin("sdot", lanes), _byte_dot_desc(lanes, "int8"),
+        TensorIntrin.register(_name("sdot", lanes), _byte_dot_desc(lanes, "int8"),
                               _byte_dot_impl(lanes, "int8", llvm_name), override=True)
-
-
-_register()

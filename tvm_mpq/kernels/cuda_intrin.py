@@ -14,6 +14,8 @@ kernels use, under its own names (:func:`dp4a_intrin`).
 
 from __future__ import annotations
 
+from functools import cache
+
 import tvm
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
@@ -26,6 +28,11 @@ def dp4a_intrin(data_dtype: str) -> str:
     """The registered intrinsic name for activations of ``data_dtype`` (uint8 or int8) x int8."""
     if data_dtype not in DATA_DTYPES:
         raise ValueError(f"no dp4a intrinsic for {data_dtype} activations")
+    _register()
+    return _name(data_dtype)
+
+
+def _name(data_dtype: str) -> str:
     return f"tvm_mpq_dp4a_{'u8' if data_dtype == 'uint8' else 's8'}s8s32"
 
 
@@ -63,9 +70,9 @@ def _dp4a_impl(data_dtype: str) -> tvm.tirx.PrimFunc:
     return impl
 
 
+@cache
 def _register() -> None:
+    """Register both intrinsics once, at the first :func:`dp4a_intrin` call, not at import
+    (``T.prim_func`` at import time is slow: :func:`tvm_mpq.kernels.cpu_intrin._register`)."""
     for data_dtype in DATA_DTYPES:
-        TensorIntrin.register(dp4a_intrin(data_dtype), _dp4a_desc(data_dtype), _dp4a_impl(data_dtype), override=True)
-
-
-_register()
+        TensorIntrin.register(_name(data_dtype), _dp4a_desc(data_dtype), _dp4a_impl(data_dtype), override=True)
