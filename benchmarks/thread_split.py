@@ -1,5 +1,6 @@
 """Convs and matmuls split among threads by rows where their weight is small
-(``tvm_mpq.kernels.cpu_mac.rows_outer``: convs up to 256 KiB, matmuls up to 1 MiB) against
+(``tvm_mpq.kernels.cpu_mac.rows_outer``: convs up to 256 KiB, matmuls and float32 1x1 convs over
+>= 128 pixels up to 1 MiB) against
 every one split by output channels, in one process, interleaved (``--models minilm``: a
 transformer's matmuls).
 

@@ -607,15 +607,20 @@ def test_an_argmax_along_rows_is_a_vector_max_then_the_first_position_holding_it
 
 def test_threads_split_rows_where_the_weight_is_small_and_channels_where_it_is_large():
     """A conv whose weight stays in cache splits by rows (each core then writes the rows the next
-    depthwise conv reads on it), a matmul whose weight stays in L2 too (up to 1 MiB); a large
-    weight by output channels (read once per thread)."""
+    depthwise conv reads on it), a matmul whose weight stays in L2 too (up to 1 MiB), and a
+    float32 1x1 conv over >= 128 pixels as a matmul; a large weight by output channels (read
+    once per thread)."""
     for cpu in ("icelake-server", "haswell", "sapphirerapids"):
         target = _target(cpu)
         small = plan_kernel(info_of(int8_conv(64, 64, 14, 3, pad=1)[0], target), cpu_isa(target))
         large = plan_kernel(info_of(fp32_conv(288, 256, 5, 1)[0], target), cpu_isa(target))
         dense = plan_kernel(info_of(int8_dense(6, 48, 16)[0], target), cpu_isa(target))
         wide = plan_kernel(info_of(fp32_dense(4, 1024, 512)[0], target), cpu_isa(target))  # 2 MiB
-        assert small.rows_outer and not large.rows_outer, (cpu, small, large)
+        # a float32 1x1 conv over 256 pixels is a GEMM: by rows while its weight stays in L2
+        gemm = plan_kernel(info_of(fp32_conv(192, 384, 16, 1)[0], target), cpu_isa(target))  # 288 KiB
+        streamed = plan_kernel(info_of(fp32_conv(512, 1024, 16, 1)[0], target), cpu_isa(target))  # 2 MiB
+        assert gemm.rows_outer and not streamed.rows_outer, (cpu, gemm, streamed)
+        assert small.rows_outer and not large.rows_outer, (cpu, small, large)  # large: 25 pixels, 288 KiB
         assert dense.rows_outer and not wide.rows_outer, (cpu, dense, wide)
 
 

@@ -63,6 +63,9 @@ MIN_AMX_PIXELS = 4
 ROWS_OUTER_MAX_WEIGHT_BYTES = 256 * 1024
 """A conv whose weight is at most this many bytes splits its output among threads by rows
 (pixels), others by output channels (see :func:`rows_outer`)."""
+ROWS_OUTER_GEMM_MIN_PIXELS = 128
+"""A float32 pointwise conv over at least this many pixels splits by rows while its weight stays
+within a core's L2 (:data:`STREAMED_WEIGHT_BYTES`), as a matmul does (see :func:`rows_outer`)."""
 STREAMED_WEIGHT_BYTES = 1024 * 1024
 """A conv whose weight is larger than this (about a core's L2) would read it from L3 or memory
 once per register tile of pixels: it blocks its reduction instead (:func:`k_block`), or where it
@@ -199,11 +202,18 @@ def rows_outer(info: MacInfo) -> bool:
     (:data:`STREAMED_WEIGHT_BYTES`): minilm's fp32 build 0.90x, its int8 build 1.00x of the
     channel split (``python benchmarks/thread_split.py --models minilm``, Xeon, 2026-12-05);
     alone, 784 x 512 x 256 0.97x and sudachi-tagger's 256 x 64 x 3788 0.91x, while a 4 MB weight
-    (49 x 2048 x 512) took 2.3x as long split by rows."""
+    (49 x 2048 x 512) took 2.3x as long split by rows. A float32 pointwise conv over at least
+    :data:`ROWS_OUTER_GEMM_MIN_PIXELS` pixels is such a GEMM: ppocrv6-rec-small's 192 / 384-channel
+    1x1 convs at 3-6 x 80 pixels (288-576 KiB) split by rows took 0.93-0.97 of the time of the
+    whole model (``python benchmarks/pointwise_rows_split.py``, four runs, Xeon, 2026-12-05);
+    every pointwise conv up to 1 MiB by rows cost the fully int8 builds of resnet18, mobilenetv2
+    and efficientnet-lite0 1-2%, so int8 convs and maps under 128 pixels (7 x 7) keep 256 KiB."""
     if info.kind == "matmul":
         return weight_bytes(info) <= STREAMED_WEIGHT_BYTES
     if info.kind != "conv2d":
         return False
+    if info.pointwise and info.dtype == FP32 and info.out_hw[0] * info.out_hw[1] >= ROWS_OUTER_GEMM_MIN_PIXELS:
+        return weight_bytes(info) <= STREAMED_WEIGHT_BYTES
     return weight_bytes(info) <= ROWS_OUTER_MAX_WEIGHT_BYTES
 
 
