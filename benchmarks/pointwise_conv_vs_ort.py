@@ -10,10 +10,12 @@ kernel rule's :class:`~tvm_mpq.kernels.cpu_mac.KernelPlan` and once per ``--plan
 the plan replaced: ``nf``, ``nx``, ``rows_outer``, ``k_block``). Each build's output is checked
 against onnxruntime's. A build's time includes the layout transposes of the NCHW input and
 output around the channels-last conv (a model pays them once, at its borders), so the conv
-kernel's own time is printed beside it (``profile_kernels_isolated``). Timing: the runners take turns for ``--rounds`` rounds, each the best of
-10 single runs; onnxruntime's intra-op threads do not spin between runs
-(``session.intra_op.allow_spinning`` 0; ``--ort-spinning``: its default, under which its
-idle threads take a core from the runner after it). Prints ms, GMAC/s and the ratio to onnxruntime; nothing is saved.
+kernel's own time is printed beside it (``profile_kernels_isolated``). Timing:
+:func:`benchkit.timing.interleaved_min` (the runners take turns for ``--rounds`` rounds, each
+its best of 10 runs per round; the best over rounds is printed); onnxruntime's intra-op
+threads do not spin between runs (``session.intra_op.allow_spinning`` 0; ``--ort-spinning``: its default, under which its
+idle threads take a core from the runner after it). Prints ms, GMAC/s and the ratio to
+onnxruntime; nothing is saved.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from benchkit.machine import flags_text, machine_info
+from benchkit.timing import interleaved_min
 
 
 def conv_model(c: int, f: int, h: int, w: int, gelu: bool, path: Path) -> None:
@@ -114,13 +116,7 @@ def main() -> None:
         error = float(np.abs(got - reference).max() / np.abs(reference).max())
         assert error < 1e-4, f"{label}: output differs from onnxruntime's by {error:.2e} of its range"
         runners[label] = lambda vm=vm, data=data: vm["main"](data)
-    best = {name: float("inf") for name in runners}
-    for _ in range(args.rounds):
-        for name, run in runners.items():
-            for _ in range(10):
-                start = time.perf_counter()
-                run()
-                best[name] = min(best[name], (time.perf_counter() - start) * 1e3)
+    best = {name: min(ms) for name, ms in interleaved_min(runners, args.rounds).items()}
     print(f"1x1 conv {c} -> {f} at {h}x{w}{' + GELU' if args.gelu else ''}: CPU flags "
           f"{flags_text(machine_info(args.threads, host_target()))}, {args.threads} thread(s)")
     for name, ms in best.items():

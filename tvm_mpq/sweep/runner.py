@@ -80,9 +80,8 @@ def run_sweep(options: SweepOptions, output: Path, log: Log = _print) -> dict:
             built: list[BuiltPoint] = []
             for method in options.methods:
                 built += _build_method(graph, calib, method, options, target, report, libs, save, log)
-            baseline, baseline_tuning = next(((b.library, None) for b in built if b.all_fp32), (None, None))
-            if baseline is None:
-                baseline, baseline_tuning = build_fp32_baseline(graph, options, target, libs, log)
+            own = next((b.library for b in built if b.all_fp32), None)
+            baseline, baseline_tuning = (own, None) if own else build_fp32_baseline(graph, options, target, libs, log)
             report["baseline"] = _baseline_json(built) | ({"tuning": baseline_tuning} if baseline_tuning else {})
             if execution.skip_reason is not None:
                 for row in report["points"]:
