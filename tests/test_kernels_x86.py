@@ -545,6 +545,51 @@ def test_a_channel_concat_runs_one_vector_loop_per_source(dtype):
     build_module(mod, aarch64)
 
 
+def _planar_image_module(height: int, width: int) -> tvm.IRModule:
+    """The input quantize of an RGB image in front of a channels-last int8 conv: NCHW float32 to
+    uint8 (scale 0.05, zero point 114), channels last, padded by 3 pixels and to 4 channels."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 3, height, width), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            q = relax.op.astype(relax.op.clip(relax.op.round(relax.op.divide(x, relax.const(0.05, "float32")))
+                                              + relax.const(114.0, "float32"), 0, 255), "uint8")
+            nhwc = relax.op.permute_dims(q, [0, 2, 3, 1])
+            y = bb.emit_output(relax.op.nn.pad(nhwc, [0, 0, 3, 3, 3, 3, 0, 1], pad_value=0.0))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+def test_an_image_made_channels_last_is_computed_by_rows_of_planes():
+    """The layout change in front of a model's first conv (NCHW image, quantized, made NHWC with
+    4 channels) runs row by row through a plane-major row buffer, vectorized along the row
+    (InjectiveCpu via ``from_planes``: a vector over the output as written gathers channels from
+    three planes per lane, 5x slower), and computes the same bytes, on AVX-512, AVX2 and
+    NEON builds (run where the host has them)."""
+    from tvm_mpq.kernels.cpu_generic import InjectiveCpu
+    from targets import get_target
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(scale=4.0, size=(1, 3, 20, 37)).astype(np.float32)
+    q = np.clip(np.round(x / np.float32(0.05)) + 114, 0, 255).astype(np.uint8)
+    want = np.pad(q.transpose(0, 2, 3, 1), [(0, 0), (3, 3), (3, 3), (0, 1)])
+    mod = _planar_image_module(20, 37)
+    ran = 0
+    for target in (_target("skylake-avx512"), _target("haswell"), get_target("aarch64").tvm_target):
+        with target, tvm.transform.PassContext(opt_level=3):
+            (kernel,) = [f for _, f in fuse(mod, target).functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+        scheduled = InjectiveCpu().apply(kernel, target, False).mod["main"].script()
+        row_buffer = "(T.int64(1), T.int64(26), T.int64(4), T.int64(43))"  # plane-major: channels before columns
+        assert row_buffer in scheduled and scheduled.count("T.vectorized(") == 1 and "T.unroll(" in scheduled, scheduled
+        executable, _ = build_module(mod, target)
+        if str(target.attrs.get("mtriple", "")).startswith("aarch64") or not _runs_here(target):
+            continue
+        dev = tvm.cpu()
+        np.testing.assert_array_equal(relax.VirtualMachine(executable, dev)["main"](tvm.runtime.tensor(x, dev)).numpy(), want)
+        ran += 1
+    assert ran, "no x86 build runs on this host"
+
+
 @pytest.mark.parametrize("shape", [(1, 80, 5325), (2, 3, 100), (4, 32)])
 def test_a_variance_along_rows_sums_on_sixteen_lanes_on_every_cpu(shape):
     """LaneVariance: an instance norm's ``sqrt(variance(x) + eps)`` over the last axis sums each row

@@ -161,6 +161,63 @@ def _vectorize_pieces(sch: s_tir.Schedule, loops: list[s_tir.schedule.LoopRV], c
         sch.parallel(outer)
 
 
+SHORT_AXIS = 4
+"""The longest innermost output axis :func:`from_planes` takes for a channels-last layout made
+from planes (an RGB image's 3 channels, padded to the int8 dot product's 4)."""
+
+
+def from_planes(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> bool:
+    """Whether a spatial block writes a short innermost axis (at most :data:`SHORT_AXIS`, e.g. the
+    channels of an NHWC image) from a tensor whose own innermost axis follows the block's
+    second-innermost one (the image's NCHW planes, read along a row): the layout change in
+    front of a channels-last model's first conv, the input quantize fused into it. Vectorized
+    as it is written, each vector gathers a few pixels' channels from different planes per
+    lane (the input quantize of a 224x224 image: 0.14 ms)."""
+    from tvm.sym.analyzer import Analyzer
+    from tvm.tirx.analysis import undefined_vars
+
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    if len(loops) < 3 or len(loops) != len(stmt.iter_vars) or len(stmt.writes) != 1:
+        return False
+    inner, row = _extent(sch, loops[-1]), _extent(sch, loops[-2])
+    if inner is None or row is None or inner > SHORT_AXIS or row < lanes:
+        return False
+    channel, column = stmt.iter_vars[-1].var, stmt.iter_vars[-2].var
+    analyzer = Analyzer()
+    for read in stmt.reads:
+        if len(read.region) < 2 or not isinstance(read.region[-1].extent, tirx.IntImm) or int(read.region[-1].extent) != 1:
+            continue
+        along_row = isinstance(analyzer.simplify(read.region[-1].min - column), tirx.IntImm)
+        planes = any(channel.same_as(v) for r in read.region[:-1] for v in undefined_vars(r.min, []))
+        if along_row and planes:
+            return True
+    return False
+
+
+def schedule_from_planes(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
+    """A :func:`from_planes` block computed one output row at a time into a plane-major row
+    buffer (``transform_layout`` swaps its two innermost axes), its loop over the row
+    vectorized ``4 * lanes`` wide (contiguous reads and writes), then the row copied into the
+    output channel by channel (the copy's channel loop unrolled); rows in parallel. MLAS
+    likewise reorders an NCHW image into its blocked layout plane by plane. The input quantize of a
+    224x224 RGB image into 230x230x4 uint8 (resnet18's first conv, padding 3): 0.14 -> 0.03 ms."""
+    copy = sch.cache_write(block, 0, "global")
+    ndim = len(sch.get_loops(block))
+    sch.transform_layout(block, ("write", 0), tirx.IndexMap.from_func(
+        lambda *axes: (*axes[:-2], axes[-1], axes[-2]), ndim=ndim))
+    loops = sch.get_loops(copy)
+    rows = sch.fuse(*loops[:-2])
+    if _elements(sch, sch.get_loops(copy)) >= MIN_PARALLEL_ELEMENTS:
+        sch.parallel(rows)
+    sch.compute_at(block, rows)
+    column, channel = sch.get_loops(block)[-2:]
+    sch.reorder(channel, column)
+    _, vec = sch.split(column, [None, min(4 * lanes, _extent(sch, column) or lanes)])
+    sch.vectorize(vec)
+    sch.unroll(sch.get_loops(copy)[-1])
+
+
 def schedule_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
     """Parallel outer loops, vectorized innermost loop, for one spatial block; an innermost
     axis that concatenates several sources (:func:`source_cuts`) as one vectorized loop per
@@ -168,6 +225,9 @@ def schedule_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes:
     -> 0.035 ms, where a select per source per element had kept the vector loop scalar)."""
     loops = sch.get_loops(block)
     if not loops:
+        return
+    if from_planes(sch, block, lanes):
+        schedule_from_planes(sch, block, lanes)
         return
     n = _elements(sch, loops)
     inner = loops[-1]
