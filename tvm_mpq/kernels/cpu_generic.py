@@ -172,7 +172,7 @@ def from_planes(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int)
     second-innermost one (the image's NCHW planes, read along a row): the layout change in
     front of a channels-last model's first conv, the input quantize fused into it. Vectorized
     as it is written, each vector gathers a few pixels' channels from different planes per
-    lane (the input quantize of a 224x224 image: 0.14 ms)."""
+    lane (resnet18's input quantize: 0.20 ms, ``benchmarks/kernel_profile.py resnet18 --isolated``)."""
     from tvm.sym.analyzer import Analyzer
     from tvm.tirx.analysis import undefined_vars
 
@@ -199,9 +199,9 @@ def schedule_from_planes(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, la
     """A :func:`from_planes` block computed one output row at a time into a plane-major row
     buffer (``transform_layout`` swaps its two innermost axes), its loop over the row
     vectorized ``4 * lanes`` wide (contiguous reads and writes), then the row copied into the
-    output channel by channel (the copy's channel loop unrolled); rows in parallel. MLAS
-    likewise reorders an NCHW image into its blocked layout plane by plane. The input quantize of a
-    224x224 RGB image into 230x230x4 uint8 (resnet18's first conv, padding 3): 0.14 -> 0.03 ms."""
+    output channel by channel (the copy's channel loop unrolled); rows in parallel. The input
+    quantize of a 224x224 RGB image into 230x230x4 uint8 (resnet18's first conv, padding 3): 0.20 -> 0.04 ms;
+    fully int8 resnet18, mobilenetv2, efficientnet-lite0 0.96x (``benchmarks/planar_input_layout.py``)."""
     copy = sch.cache_write(block, 0, "global")
     ndim = len(sch.get_loops(block))
     sch.transform_layout(block, ("write", 0), tirx.IndexMap.from_func(
