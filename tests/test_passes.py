@@ -1078,8 +1078,8 @@ def test_power_as_multiply_rewrites_small_integer_exponents_only():
 def test_divide_as_multiply_takes_constant_divisors_but_not_a_quantize_step():
     """A float32 ``x / sqrt 2`` (the exact GELU) and ``x / [per-channel constants]`` become
     multiplies by the reciprocal, within one float32 rounding of the quotient; the division a
-    quantize step begins with (``round(x / scale)``), a division by a constant holding 0 and an
-    integer division stay divisions."""
+    quantize step of a float tensor begins with (``round(x / scale)``), a division by a constant
+    holding 0 and an integer division stay divisions."""
     from relay_passes.divide_as_multiply import DivideAsMultiply
 
     channels = np.array([3.0, 0.1, 7.0, 2.0, 1e-3, 5.5, 0.7, 9.0], "float32")
@@ -1104,6 +1104,49 @@ def test_divide_as_multiply_takes_constant_divisors_but_not_a_quantize_step():
     run = lambda m: relax.VirtualMachine(tvm.compile(m, target="llvm"), tvm.cpu())["main"](  # noqa: E731
         tvm.runtime.tensor(data), tvm.runtime.tensor(ints))[0].numpy()
     np.testing.assert_allclose(run(after), run(before), rtol=4e-7)
+
+
+def test_divide_as_multiply_takes_requantizations_but_not_quantizations():
+    """A requantization (``round(clip(float(acc) * s, 0, 6) / s_y)`` of an int32 accumulator the
+    function computes, two dequantized uint8 tensors added then quantized) becomes a multiply by
+    ``1 / s_y``; quantizing a float input, an integer *input* cast to float, or a sum of an
+    integer-derived and a float tensor stays a division. The codes of the requantization are
+    those of the division but where the quotient lies within a float32 rounding of a .5 tie."""
+    from relay_passes.divide_as_multiply import DivideAsMultiply
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 64), "float32"))
+    acc_in = relax.Var("acc_in", relax.TensorType((4, 64), "int32"))
+    image = relax.Var("image", relax.TensorType((4, 64), "uint8"))
+    s_y = relax.const(np.float32(0.0235))
+
+    def quantize(v):
+        return relax.op.clip(relax.op.add(relax.op.round(relax.op.divide(v, s_y)), relax.const(np.float32(3))), 0, 255)
+
+    with bb.function("main", [x, acc_in, image]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.add(acc_in, relax.const(np.int32(7))))  # computed: an accumulator
+            real = bb.emit(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(np.float32(0.0123))))
+            requantized = bb.emit(quantize(relax.op.clip(real, 0, 6)))
+            codes = bb.emit(relax.op.astype(requantized, "uint8"))
+            dequantized = bb.emit(relax.op.multiply(relax.op.subtract(relax.op.astype(codes, "float32"),
+                                                                      relax.const(np.float32(3))), s_y))
+            summed = bb.emit(quantize(relax.op.add(dequantized, dequantized)))  # two int8 branches: multiply
+            mixed = bb.emit(quantize(relax.op.add(dequantized, x)))  # an int8 and a float branch: divide
+            from_input = bb.emit(quantize(relax.op.astype(image, "float32")))  # a uint8 input: divide
+            floats = bb.emit(quantize(x))  # divide
+            y = bb.emit_output(relax.Tuple([requantized, summed, mixed, from_input, floats]))
+        bb.emit_func_output(y)
+    before = bb.get()
+    after = DivideAsMultiply()(before)
+    assert after.script().count("R.divide") == 3, after.script()
+    rng = np.random.default_rng(0)
+    feeds = [rng.normal(size=(4, 64)).astype(np.float32), rng.integers(-300, 600, (4, 64)).astype(np.int32),
+             rng.integers(0, 256, (4, 64)).astype(np.uint8)]
+    run = lambda m: [o.numpy() for o in relax.VirtualMachine(tvm.compile(m, target="llvm"), tvm.cpu())["main"](  # noqa: E731
+        *[tvm.runtime.tensor(f) for f in feeds])]
+    for got, want in zip(run(after), run(before)):
+        assert np.abs(got - want).max() <= 1 and np.mean(got != want) < 0.01
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
