@@ -35,7 +35,7 @@ TVM cannot load a library holding an empty constant), ``flush_denormals.FlushDen
 (subnormal float constants set to zero, every target), ``power_as_multiply.PowerAsMultiply``
 (``x ** 2 / 3 / 4`` as multiplies, not one ``powf`` call per element, every target),
 ``divide_as_multiply.DivideAsMultiply`` (a float32 division by a constant as a multiplication by
-its reciprocal, except a quantize step's, every target),
+its reciprocal, a requantization's too, except the quantization of a float tensor, every target),
 ``separable_max_pool.SeparableMaxPool`` (a stride-1 ``k x k`` max pool as ``k x 1`` then
 ``1 x k``, exact, every target),
 ``fold_pad.FoldPadIntoConv``, ``conv_on_rows.ConvOnRows`` (conv1d and one-column convs along a

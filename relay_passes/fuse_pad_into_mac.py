@@ -6,9 +6,9 @@ no padding (:meth:`relay_passes.quantized_arith.IntegerArith.mac`); a float conv
 which the conv op does itself. TVM's ``FuseOps`` fuses elementwise ops after a conv into it,
 but not an injective op (the pad) before it: every such pad became a kernel of its own, one
 more pass over the tensor and one more parallel launch (rapidocr-dbnet fully int8: 18 of
-them). This pass runs between ``FuseOps`` and ``FuseTIR``: a pad ``call_tir`` whose result only one
-fused group reads, where it feeds the group's conv (``op_pattern`` out-elementwise-fusable),
-is moved into that group (with the constants it reads besides its input, e.g. the per-channel
+them). This pass runs between ``FuseOps`` and ``FuseTIR``: a pad ``call_tir`` whose result only fused
+groups read, each feeding it to its conv (``op_pattern`` out-elementwise-fusable), is moved
+into that group (a copy into each, where two convs read one pad) (with the constants it reads besides its input, e.g. the per-channel
 zero points of :class:`~relay_passes.channel_pad.ChannelPad`), so ``FuseTIR`` builds
 one PrimFunc in which the pad is the conv's data producer; the CPU kernel then reads it in place
 (depthwise) or writes it as one parallel stage of the same kernel
@@ -25,7 +25,8 @@ from tvm.ir.expr import Constant
 OUT_EWISE_FUSABLE = 4
 """``op_pattern`` of a PrimFunc computing a conv / matmul (TVM's ``kOutEWiseFusable``)."""
 INJECTIVE = 2
-"""``op_pattern`` of an injective PrimFunc such as a pad (TVM's ``kInjective``)."""
+"""``op_pattern`` of an injective PrimFunc such as a pad (TVM's ``kInjective``; elementwise 0 and
+broadcast 1 below it)."""
 
 
 def _function(mod: tvm.IRModule, gv: relax.Expr) -> tvm.ir.BaseFunc | None:
@@ -44,7 +45,8 @@ def _is_pad(mod: tvm.IRModule, gv: relax.Expr) -> bool:
     """An injective PrimFunc of one block storing ``if_then_else(in bounds, x[...], value)``:
     a constant pad (only a pad: a transpose inlined into a dot-product conv's reads would
     break its in-place 32-bit loads)."""
-    if _pattern(mod, gv) != INJECTIVE:
+    pattern = _pattern(mod, gv)
+    if pattern is None or pattern > INJECTIVE:  # (a pad of the last axis alone is annotated elementwise)
         return False
     sch = s_tir.Schedule(mod[gv])
     blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
@@ -94,7 +96,17 @@ class _PadMerger(relax.PyExprMutator):
                         and isinstance(value.args[1].fields[0], relax.Var)
                         and all(isinstance(a, Constant) for a in value.args[1].fields[1:])):
                     self.pads[binding.var] = value
-        self.pads = {var: call for var, call in self.pads.items() if uses.get(var) == 1}
+        mac_uses: dict[relax.Var, int] = {}
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                value = binding.value
+                if isinstance(value, relax.Call) and _is_group(mod, value.op):
+                    for arg, param in zip(value.args, mod[value.op].params):
+                        if arg in self.pads and _feeds_a_mac(mod, mod[value.op], param):
+                            mac_uses[arg] = mac_uses.get(arg, 0) + 1
+        # every read of the pad is a conv group's data: each group gets a copy (one pad read by
+        # two convs, as common-subexpression elimination leaves two equal zero-point pads)
+        self.pads = {var: call for var, call in self.pads.items() if uses.get(var) == mac_uses.get(var)}
         self.n_merged = 0
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
@@ -145,8 +157,8 @@ class _PadMerger(relax.PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="FusePadIntoMac")
 class FusePadIntoMac:
-    """Move a pad ``call_tir`` read only by a fused conv group into
-    that group (see the module docstring). Run after ``FuseOps``, before ``FuseTIR``."""
+    """Move a pad ``call_tir`` read only by fused conv groups into
+    each of them (see the module docstring). Run after ``FuseOps``, before ``FuseTIR``."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         out = mod

@@ -1007,6 +1007,49 @@ def test_zero_point_pads_join_the_conv_kernel_that_reads_them():
         np.testing.assert_array_equal(compiled.run(feed)[0], want[0])
 
 
+def test_a_zero_point_pad_two_convs_read_joins_both_kernels():
+    """Two int8 convs reading one tensor pad it the same way; once common-subexpression
+    elimination has made that one pad (as any rewrite of the function through ``rewrite_call``
+    does), FusePadIntoMac gives each conv's kernel its own copy: no pad kernel left, the outputs
+    bit for bit those of TVM's default build."""
+    import torch
+
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.compiler.build import fuse
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.runtime.executor import flatten_outputs, host_target
+
+    class Fork(torch.nn.Module):  # no activation after c1: signed codes, zero point != 0
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(6)
+            self.c1, self.c2, self.c3 = (torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1),
+                                         torch.nn.Conv2d(16, 16, 3, padding=1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.c1(x)
+            return self.c2(y) * self.c3(y)
+
+    graph = from_module(Fork(), {"x": np.zeros((1, 3, 12, 12), np.float32)}, "fork")
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.normal(size=(1, 3, 12, 12)).astype(np.float32)} for _ in range(3)]
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    lowered = relax.transform.EliminateCommonSubexpr()(compile_model(graph, config).mod)
+    pads = [line for line in lowered["main"].script().splitlines() if "R.nn.pad(" in line]
+    assert len(pads) == 2 and len({line.split("R.nn.pad(")[1] for line in pads}) == 2  # c1's, and one for c2 / c3
+    target = host_target()
+    with target, tvm.transform.PassContext(opt_level=3):
+        fused = fuse(lowered, target)
+    main = fused["main"].script()
+    assert "R.call_tir(cls.pad" not in main and main.count("_padded") == 2, main  # c2 and c3 (c1: the input kernel)
+    executable = tvm.compile(fused, target=target)
+    vm, reference = (relax.VirtualMachine(e, tvm.cpu()) for e in (executable, tvm.compile(lowered, target="llvm")))
+    for feed in feeds:
+        x = tvm.runtime.tensor(feed["x"])
+        np.testing.assert_array_equal(flatten_outputs(vm["main"](x))[0], flatten_outputs(reference["main"](x))[0])
+
+
 def _matmul_by(weight: np.ndarray, bias: np.ndarray | None = None) -> tvm.IRModule:
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((2, weight.shape[0]), str(weight.dtype)))
