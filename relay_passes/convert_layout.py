@@ -25,7 +25,10 @@ residual adds, the slices and concats of a circular pad) run on ``[N, L, C]`` â€
 conv's output was transposed back to ``[N, C, L]`` (a sleep-spindle U-Net: 60 of its 117 ms in
 those transposes, ``benchmarks/kernel_profile.py eeg-spindle-unet``, 2026-12-03).
 A model's own transposes between NHWC and NCHW (exports from NHWC frameworks)
-cancel against the pass's: an NHWC input transposed to NCHW feeds the convs directly. Run after
+cancel against the pass's: an NHWC input transposed to NCHW feeds the convs directly, also
+through elementwise ops and pads after the model's transpose (a normalization, the zero-point
+pad of an int8 first conv: opennsfw-resnet50's quantized input went NHWC -> NCHW -> padded ->
+NHWC in one kernel, now quantized and padded in place). Run after
 :class:`~relay_passes.lower_to_integer.LowerToInteger` and
 ``DecomposeOpsForInference`` (no batch-norm left); visits every Relax function of the module.
 """
@@ -157,16 +160,18 @@ class _ChannelsLast(relax.PyExprMutator):
                 return self._conv2d(call, args), True
             if op in POOLS and call.attrs.layout == "NCHW" and self._is_nhwc(args[0]):
                 return self._pool(call, args), True
-            if op == "relax.nn.pad" and self._is_nhwc(args[0]):
+            if op == "relax.nn.pad" and len(tensor_shape(args[0]) or ()) in TO_LAST \
+                    and self._has_nhwc(args[0], len(tensor_shape(args[0]))):
                 in_rank = len(tensor_shape(args[0]))
                 width = [int(w) for w in call.attrs.pad_width]
                 pairs = [width[2 * i:2 * i + 2] for i in range(in_rank)]
                 new_width = [w for axis in TO_LAST[in_rank] for w in pairs[axis]]
-                return relax.op.nn.pad(args[0], new_width, call.attrs.pad_mode, float(call.attrs.pad_value)), True
+                return relax.op.nn.pad(self._nhwc(args[0], in_rank), new_width, call.attrs.pad_mode,
+                                       float(call.attrs.pad_value)), True
             if op == "relax.nn.prelu" and self._is_nhwc(args[0]) and rank in TO_LAST:
                 # the slope is per channel along ``axis``: only the axis moves
                 return relax.op.nn.prelu(args[0], args[1], AXIS_TO_LAST[rank][int(call.attrs.axis) % rank]), True
-            if op in ELEMENTWISE and rank in TO_LAST and any(map(self._is_nhwc, args)):
+            if op in ELEMENTWISE and rank in TO_LAST and any(self._has_nhwc(a, rank) for a in args):
                 return relax.Call(call.op, [self._nhwc(a, rank) if tensor_shape(a) is not None else a for a in args],
                                   call.attrs, call.ty_args), True
             if op in REDUCTIONS and self._is_nhwc(args[0]):
@@ -222,6 +227,11 @@ class _ChannelsLast(relax.PyExprMutator):
 
     def _is_nhwc(self, expr: relax.Expr) -> bool:
         return isinstance(expr, relax.Var) and expr in self.nhwc
+
+    def _has_nhwc(self, expr: relax.Expr, rank: int = 4) -> bool:
+        """Channels-last already, or the model's own channels-first transpose of a channels-last
+        tensor (an NHWC input made NCHW: :meth:`_nhwc` gives back its source, no transpose)."""
+        return self._is_nhwc(expr) or (isinstance(expr, relax.Var) and (expr, rank) in self.as_nhwc)
 
     def _reshape(self, data: relax.Expr, shape: tuple[int, ...]) -> relax.Expr:
         """A channels-last ``data`` reshaped to the channels-first ``shape`` that keeps the batch

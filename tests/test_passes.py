@@ -248,9 +248,12 @@ def compile_graph_module(mod: tvm.IRModule):
     return _Run()
 
 
-def test_channels_last_cancels_a_models_own_transposes():
+@pytest.mark.parametrize("between", ["nothing", "normalize_and_pad"])
+def test_channels_last_cancels_a_models_own_transposes(between):
     """An NHWC model (an export from an NHWC framework) that transposes to NCHW around its convs
-    runs with no transpose left: the model's transposes cancel against the pass's."""
+    runs with no transpose left: the model's transposes cancel against the pass's, also where
+    elementwise ops and a pad (an int8 conv's zero-point pad) sit between the model's transpose
+    and the conv."""
     from relay_passes.convert_layout import ConvertToChannelsLast
 
     rng = np.random.default_rng(0)
@@ -259,7 +262,12 @@ def test_channels_last_cancels_a_models_own_transposes():
     with bb.function("main", [x]):
         with bb.dataflow():
             y = bb.emit(relax.op.permute_dims(x, [0, 3, 1, 2]))
-            y = bb.emit(relax.op.nn.conv2d(y, relax.const(rng.normal(size=(8, 4, 3, 3)).astype("float32")), padding=1))
+            if between == "normalize_and_pad":
+                mean = relax.const(rng.normal(size=(1, 4, 1, 1)).astype("float32"))
+                y = bb.emit(relax.op.multiply(relax.op.subtract(y, mean), relax.const(np.float32(0.5))))
+                y = bb.emit(relax.op.nn.pad(y, [0, 0, 0, 0, 1, 1, 1, 1], pad_value=0.25))
+            y = bb.emit(relax.op.nn.conv2d(y, relax.const(rng.normal(size=(8, 4, 3, 3)).astype("float32")),
+                                           padding=0 if between == "normalize_and_pad" else 1))
             y = bb.emit(relax.op.nn.relu(y))
             y = bb.emit_output(relax.op.permute_dims(y, [0, 2, 3, 1]))
         bb.emit_func_output(y)
