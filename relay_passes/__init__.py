@@ -35,7 +35,7 @@ TVM cannot load a library holding an empty constant), ``flush_denormals.FlushDen
 (subnormal float constants set to zero, every target), ``power_as_multiply.PowerAsMultiply``
 (``x ** 2 / 3 / 4`` as multiplies, not one ``powf`` call per element, every target),
 ``divide_as_multiply.DivideAsMultiply`` (a float32 division by a constant as a multiplication by
-its reciprocal, a requantization's too, except the quantization of a float tensor, every target),
+its reciprocal, except a quantize step's, every target),
 ``separable_max_pool.SeparableMaxPool`` (a stride-1 ``k x k`` max pool as ``k x 1`` then
 ``1 x k``, exact, every target),
 ``fold_pad.FoldPadIntoConv``, ``conv_on_rows.ConvOnRows`` (conv1d and one-column convs along a
@@ -53,8 +53,10 @@ partials), ``lane_argmax.LaneArgmax`` (a float32 argmax along rows: a vector max
 position holding it), ``lane_softmax.LaneSoftmax`` (a float32
 row softmax reduced into one accumulator per vector lane), ``fast_exp.VectorExp`` (float32 exp /
 sigmoid / tanh / erf as vectorizable polynomials), ``channel_pad.ChannelPad`` (a per-channel
-zero-point pad as one pad kernel) and, between ``FuseOps`` and ``FuseTIR``,
-``fuse_pad_into_mac.FusePadIntoMac`` (an int8 conv's zero-point pad inside the conv's kernel).
+zero-point pad as one pad kernel), between ``FuseOps`` and ``FuseTIR``,
+``fuse_pad_into_mac.FusePadIntoMac`` (an int8 conv's zero-point pad inside the conv's kernel)
+and, on the fused PrimFuncs of CPUs with FMA, ``exact_quotients.ExactQuotients`` (an int8
+kernel's requantizing division as a multiply and three FMAs, the same float).
 """
 
 from relay_passes.annotate_precision import AnnotatePrecision, config_annotations

@@ -1129,8 +1129,8 @@ def test_power_as_multiply_rewrites_small_integer_exponents_only():
 def test_divide_as_multiply_takes_constant_divisors_but_not_a_quantize_step():
     """A float32 ``x / sqrt 2`` (the exact GELU) and ``x / [per-channel constants]`` become
     multiplies by the reciprocal, within one float32 rounding of the quotient; the division a
-    quantize step of a float tensor begins with (``round(x / scale)``), a division by a constant
-    holding 0 and an integer division stay divisions."""
+    quantize step begins with (``round(x / scale)``), a division by a constant holding 0 and an
+    integer division stay divisions."""
     from relay_passes.divide_as_multiply import DivideAsMultiply
 
     channels = np.array([3.0, 0.1, 7.0, 2.0, 1e-3, 5.5, 0.7, 9.0], "float32")
@@ -1157,47 +1157,76 @@ def test_divide_as_multiply_takes_constant_divisors_but_not_a_quantize_step():
     np.testing.assert_allclose(run(after), run(before), rtol=4e-7)
 
 
-def test_divide_as_multiply_takes_requantizations_but_not_quantizations():
-    """A requantization (``round(clip(float(acc) * s, 0, 6) / s_y)`` of an int32 accumulator the
-    function computes, two dequantized uint8 tensors added then quantized) becomes a multiply by
-    ``1 / s_y``; quantizing a float input, an integer *input* cast to float, or a sum of an
-    integer-derived and a float tensor stays a division. The codes of the requantization are
-    those of the division but where the quotient lies within a float32 rounding of a .5 tie."""
-    from relay_passes.divide_as_multiply import DivideAsMultiply
+def test_exact_quotients_are_the_division_to_the_bit():
+    """relay_passes.exact_quotients: ``x / c`` as a multiply and three FMAs is the float the
+    division gives, bit for bit, for 24 scales from 1e-4 to 50 (powers of two among them) on
+    every float within 64 ulps of each half-integer quotient a code is rounded at (-300.5 ..
+    300.5), and a million random ones, vectorized on this host; in a build the int8 kernels'
+    requantizations take that form (and only theirs: the input's quantize still divides), and
+    the fully int8 model computes what it computes dividing."""
+    from tvm import te
 
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((4, 64), "float32"))
-    acc_in = relax.Var("acc_in", relax.TensorType((4, 64), "int32"))
-    image = relax.Var("image", relax.TensorType((4, 64), "uint8"))
-    s_y = relax.const(np.float32(0.0235))
+    from relay_passes import exact_quotients as eq
+    from relay_passes.exact_quotients import exact_reciprocal_quotient, has_fma
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.runtime.executor import host_target
 
-    def quantize(v):
-        return relax.op.clip(relax.op.add(relax.op.round(relax.op.divide(v, s_y)), relax.const(np.float32(3))), 0, 255)
-
-    with bb.function("main", [x, acc_in, image]):
-        with bb.dataflow():
-            acc = bb.emit(relax.op.add(acc_in, relax.const(np.int32(7))))  # computed: an accumulator
-            real = bb.emit(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(np.float32(0.0123))))
-            requantized = bb.emit(quantize(relax.op.clip(real, 0, 6)))
-            codes = bb.emit(relax.op.astype(requantized, "uint8"))
-            dequantized = bb.emit(relax.op.multiply(relax.op.subtract(relax.op.astype(codes, "float32"),
-                                                                      relax.const(np.float32(3))), s_y))
-            summed = bb.emit(quantize(relax.op.add(dequantized, dequantized)))  # two int8 branches: multiply
-            mixed = bb.emit(quantize(relax.op.add(dequantized, x)))  # an int8 and a float branch: divide
-            from_input = bb.emit(quantize(relax.op.astype(image, "float32")))  # a uint8 input: divide
-            floats = bb.emit(quantize(x))  # divide
-            y = bb.emit_output(relax.Tuple([requantized, summed, mixed, from_input, floats]))
-        bb.emit_func_output(y)
-    before = bb.get()
-    after = DivideAsMultiply()(before)
-    assert after.script().count("R.divide") == 3, after.script()
+    target = host_target()
+    if not has_fma(target):
+        pytest.skip(f"{target} has no FMA instructions: the pass does not run for it")
     rng = np.random.default_rng(0)
-    feeds = [rng.normal(size=(4, 64)).astype(np.float32), rng.integers(-300, 600, (4, 64)).astype(np.int32),
-             rng.integers(0, 256, (4, 64)).astype(np.uint8)]
-    run = lambda m: [o.numpy() for o in relax.VirtualMachine(tvm.compile(m, target="llvm"), tvm.cpu())["main"](  # noqa: E731
-        *[tvm.runtime.tensor(f) for f in feeds])]
-    for got, want in zip(run(after), run(before)):
-        assert np.abs(got - want).max() <= 1 and np.mean(got != want) < 0.01
+    scales = [np.float32(s) for s in np.exp(rng.uniform(np.log(1e-4), np.log(50.0), 21))] + [np.float32(0.25), np.float32(2.0), np.float32(0.0235294122)]
+    halves = np.arange(-300, 301) + 0.5
+    for c in scales:
+        base = (halves * np.float64(c)).astype(np.float32)
+        near = [base]
+        up, down = base.copy(), base.copy()
+        for _ in range(64):
+            up, down = np.nextafter(up, np.float32(np.inf)), np.nextafter(down, np.float32(-np.inf))
+            near += [up, down]
+        x = np.concatenate(near + [(rng.standard_normal(1 << 20) * 300 * c).astype(np.float32), np.zeros(1, np.float32)])
+        data = te.placeholder(x.shape, "float32", name="x")
+        out = te.compute(x.shape, lambda i: exact_reciprocal_quotient(data[i], float(c)), name="q")
+        sch = tvm.s_tir.Schedule(te.create_prim_func([data, out]))
+        _, inner = sch.split(sch.get_loops(sch.get_sblock("q"))[0], [None, 16])
+        sch.vectorize(inner)
+        got = tvm.runtime.tensor(np.zeros_like(x))
+        tvm.compile(sch.mod, target=target)(tvm.runtime.tensor(x), got)
+        np.testing.assert_array_equal(got.numpy().view(np.int32), (x / c).view(np.int32), err_msg=str(c))
+
+    import torch
+
+    from tvm_mpq.target_build.passes import fuse
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(3)
+            self.c1, self.c2 = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 24, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c2(torch.relu(self.c1(x)))
+
+    graph = from_module(Net(), {"x": np.zeros((1, 3, 16, 16), np.float32)}, "net")
+    feeds = [{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)} for _ in range(3)]
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    exact = compile_model(graph, config, target)
+    with target, tvm.transform.PassContext(opt_level=3):
+        kernels = {gv.name_hint: f.script() for gv, f in fuse(exact.mod, target).functions.items()
+                   if isinstance(f, tvm.tirx.PrimFunc)}
+    requantizing = [n for n, k in kernels.items() if n.startswith("fused_conv2d") and "T.nearbyint" in k]
+    assert len(requantizing) == 1 and all("llvm.fma" in kernels[n] for n in requantizing), kernels  # c1 (c2: the output)
+    assert [n for n, k in kernels.items() if "T.nearbyint" in k and " / T.float32(" in k and "llvm.fma" not in k]  # the input
+    kept = eq.exact_quotients
+    eq.exact_quotients = lambda func: func
+    try:
+        dividing = compile_model(graph, config, target)
+    finally:
+        eq.exact_quotients = kept
+    for feed in feeds:
+        np.testing.assert_array_equal(exact.run(feed)[0], dividing.run(feed)[0])
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

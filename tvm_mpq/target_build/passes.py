@@ -149,11 +149,16 @@ def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
 
 def fused_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """:func:`graph_passes`, TVM's library dispatch, legalization and fusion
-    (:func:`fusion_passes`), then the constant weights marked layout-free: the passes up to the
-    fused PrimFuncs the kernel rules schedule."""
+    (:func:`fusion_passes`), on CPUs with FMA the int8 kernels' requantizing divisions as a
+    multiply and FMAs giving the same floats (:mod:`relay_passes.exact_quotients`), then the
+    constant weights marked layout-free: the passes up to the fused PrimFuncs the kernel rules
+    schedule."""
     from tvm.relax.backend.cpu_generic.pipeline import library_dispatch_passes
 
-    return [*graph_passes(target), *library_dispatch_passes(None), *fusion_passes(target),
+    from relay_passes.exact_quotients import ExactQuotients, has_fma
+
+    exact = [ExactQuotients()] if has_fma(target) else []
+    return [*graph_passes(target), *library_dispatch_passes(None), *fusion_passes(target), *exact,
             relax.transform.AttachAttrLayoutFreeBuffers()]
 
 
