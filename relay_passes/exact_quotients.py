@@ -81,7 +81,8 @@ def _is_rounding(node: object) -> bool:
 
 
 def _rounded_only_buffers(func: tirx.PrimFunc) -> set:
-    """The intermediate buffers of ``func`` that only rounding calls read (``round(B[...])``; a load is a ``tvm.ir.TensorLoad`` whose ``source`` is the buffer)."""
+    """The intermediate buffers of ``func`` that only rounding calls read (``round(B[...])``; a
+    load is a ``tvm.ir.TensorLoad`` whose ``source`` is the buffer)."""
     rounding_args: list = []
     loads: list = []
 
@@ -153,23 +154,13 @@ def has_fma(target: tvm.target.Target) -> bool:
     return is_aarch64(target) or bool(codegen.target_has_features("fma", target))
 
 
-@tvm.transform.module_pass(opt_level=0, name="ExactQuotients")
+@tirx.transform.prim_func_pass(opt_level=0, name="ExactQuotients")
 class ExactQuotients:
     """:func:`exact_quotients` on every PrimFunc of the module (the module docstring)."""
 
-    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        changed = {}
-        for gvar, func in mod.functions.items():
-            if isinstance(func, tirx.PrimFunc):
-                new = exact_quotients(func)
-                if not new.same_as(func):
-                    changed[gvar] = new
-        if not changed:
-            return mod
-        out = mod.clone()
-        for gvar, func in changed.items():
-            out.update_func(gvar, func)
-        return out
+    def transform_function(self, func: tirx.PrimFunc, _mod: tvm.IRModule,
+                           _ctx: tvm.transform.PassContext) -> tirx.PrimFunc:
+        return exact_quotients(func)
 
 
 __all__ = ["ExactQuotients", "exact_quotients", "exact_reciprocal_quotient", "has_fma"]

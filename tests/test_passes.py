@@ -1177,7 +1177,8 @@ def test_exact_quotients_are_the_division_to_the_bit():
     if not has_fma(target):
         pytest.skip(f"{target} has no FMA instructions: the pass does not run for it")
     rng = np.random.default_rng(0)
-    scales = [np.float32(s) for s in np.exp(rng.uniform(np.log(1e-4), np.log(50.0), 21))] + [np.float32(0.25), np.float32(2.0), np.float32(0.0235294122)]
+    scales = [np.float32(s) for s in np.exp(rng.uniform(np.log(1e-4), np.log(50.0), 21))]
+    scales += [np.float32(0.25), np.float32(2.0), np.float32(0.0235294122)]
     halves = np.arange(-300, 301) + 0.5
     for c in scales:
         base = (halves * np.float64(c)).astype(np.float32)
