@@ -59,9 +59,10 @@ def exact_reciprocal_quotient(x: tirx.PrimExpr, divisor: float) -> tirx.PrimExpr
     def f32(value: np.float32) -> tirx.PrimExpr:
         return tirx.const(float(value), "float32")
 
-    dividend, q0 = tirx.Var("dividend", "float32"), tirx.Var("q0", "float32")
-    first = fma(dividend, f32(y), dividend * f32(y_lo))
-    return tirx.Let(dividend, x, tirx.Let(q0, first, fma(fma(f32(-c), q0, dividend), f32(y), q0)))
+    # x and q0 written out where they are read, no Let (MetaSchedule's feature extraction has
+    # no rule for one); LLVM computes each once
+    q0 = fma(x, f32(y), x * f32(y_lo))
+    return fma(fma(f32(-c), q0, x), f32(y), q0)
 
 
 def rewritable_divisor(expr: tirx.PrimExpr) -> float | None:
