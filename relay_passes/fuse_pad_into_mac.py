@@ -6,10 +6,11 @@ no padding (:meth:`relay_passes.quantized_arith.IntegerArith.mac`); a float conv
 which the conv op does itself. TVM's ``FuseOps`` fuses elementwise ops after a conv into it,
 but not an injective op (the pad) before it: every such pad became a kernel of its own, one
 more pass over the tensor and one more parallel launch (rapidocr-dbnet fully int8: 18 of
-them). This pass runs between ``FuseOps`` and ``FuseTIR``: a pad ``call_tir`` whose result only fused
-groups read, each feeding it to its conv (``op_pattern`` out-elementwise-fusable), is moved
-into that group (a copy into each, where two convs read one pad) (with the constants it reads besides its input, e.g. the per-channel
-zero points of :class:`~relay_passes.channel_pad.ChannelPad`), so ``FuseTIR`` builds
+them). This pass runs between ``FuseOps`` and ``FuseTIR``: a pad ``call_tir`` whose result
+only fused groups read, each feeding it to its conv (``op_pattern`` out-elementwise-fusable), is
+moved into the group (a copy into each, where two convs read one pad), with the constants it
+reads besides its input (e.g. the per-channel zero points of
+:class:`~relay_passes.channel_pad.ChannelPad`), so ``FuseTIR`` builds
 one PrimFunc in which the pad is the conv's data producer; the CPU kernel then reads it in place
 (depthwise) or writes it as one parallel stage of the same kernel
 (:func:`tvm_mpq.kernels.cpu_mac._prepare_data`), like the float conv's own padding.
