@@ -31,8 +31,8 @@ dividend is computed from the accumulator and is finite: an infinite ``x`` would
 here, so the quantize of a float tensor (a model input, an fp32 layer's output) keeps its
 division. Only quotients every reader of which rounds them (``nearbyint``) are rewritten; a
 per-channel scale (read from a buffer) stays a division. The FMA is ``llvm.fma`` (fused by
-definition); the pass runs only where the target has FMA instructions (x86 with ``fma``,
-every aarch64). Visits every PrimFunc.
+definition); the build runs the pass only where the target has FMA instructions
+(:func:`tvm_mpq.kernels.cpu_isa.has_fma`: x86 with ``fma``, every aarch64). Visits every PrimFunc.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def rewritable_divisor(expr: tirx.PrimExpr) -> float | None:
     if not isinstance(expr, tirx.Div) or str(expr.ty) != "float32" or not isinstance(expr.b, tirx.FloatImm):
         return None
     c = np.float32(expr.b.value)
-    if not np.isfinite(c) or abs(c) < FLOAT32_TINY or abs(np.float32(1) / c) < FLOAT32_TINY \
-            or not np.isfinite(np.float32(1) / c):
+    with np.errstate(divide="ignore", over="ignore"):
+        reciprocal = np.float32(1) / c
+    if not (np.isfinite(c) and np.isfinite(reciprocal)) or min(abs(c), abs(reciprocal)) < FLOAT32_TINY:
         return None
     return float(c)
 
@@ -145,17 +146,6 @@ def exact_quotients(func: tirx.PrimFunc) -> tirx.PrimFunc:
     return func if body.same_as(func.body) else func.with_body(body)
 
 
-def has_fma(target: tvm.target.Target) -> bool:
-    """Whether ``target`` is an LLVM CPU target with fused multiply-add instructions."""
-    from tvm.target import codegen
-
-    if str(target.kind.name) != "llvm":
-        return False
-    from tvm_mpq.kernels.cpu_isa import is_aarch64
-
-    return is_aarch64(target) or bool(codegen.target_has_features("fma", target))
-
-
 @tirx.transform.prim_func_pass(opt_level=0, name="ExactQuotients")
 class ExactQuotients:
     """:func:`exact_quotients` on every PrimFunc of the module (the module docstring)."""
@@ -165,4 +155,4 @@ class ExactQuotients:
         return exact_quotients(func)
 
 
-__all__ = ["ExactQuotients", "exact_quotients", "exact_reciprocal_quotient", "has_fma"]
+__all__ = ["ExactQuotients", "exact_quotients", "exact_reciprocal_quotient"]

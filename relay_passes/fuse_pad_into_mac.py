@@ -86,28 +86,26 @@ class _PadMerger(relax.PyExprMutator):
         super().__init__(mod)
         self.mod_ = mod
         self.pads: dict[relax.Var, relax.Call] = {}
-        uses: dict[relax.Var, int] = {}
+        read_otherwise: set[relax.Var] = set()  # read by anything but a conv group's MAC data
         for block in func.body.blocks:
             for binding in block.bindings:
                 value = binding.value
-                for used in relax.analysis.free_vars(value) if not isinstance(value, relax.Var) else [value]:
-                    uses[used] = uses.get(used, 0) + 1
+                operands = [value]
+                if isinstance(value, relax.Call) and _is_group(mod, value.op):
+                    group = mod[value.op]
+                    operands = [arg for arg, param in zip(value.args, group.params)
+                                if not (arg in self.pads and _feeds_a_mac(mod, group, param))]
+                for operand in operands:
+                    read_otherwise.update([operand] if isinstance(operand, relax.Var)
+                                          else relax.analysis.free_vars(operand))
                 callee = _call_tir_callee(value)
                 if (callee is not None and _is_pad(mod, callee) and isinstance(binding.var, relax.DataflowVar)
                         and isinstance(value.args[1].fields[0], relax.Var)
                         and all(isinstance(a, Constant) for a in value.args[1].fields[1:])):
                     self.pads[binding.var] = value
-        mac_uses: dict[relax.Var, int] = {}
-        for block in func.body.blocks:
-            for binding in block.bindings:
-                value = binding.value
-                if isinstance(value, relax.Call) and _is_group(mod, value.op):
-                    for arg, param in zip(value.args, mod[value.op].params):
-                        if arg in self.pads and _feeds_a_mac(mod, mod[value.op], param):
-                            mac_uses[arg] = mac_uses.get(arg, 0) + 1
         # every read of the pad is a conv group's data: each group gets a copy (one pad read by
         # two convs, as common-subexpression elimination leaves two equal zero-point pads)
-        self.pads = {var: call for var, call in self.pads.items() if uses.get(var) == mac_uses.get(var)}
+        self.pads = {var: call for var, call in self.pads.items() if var not in read_otherwise}
         self.n_merged = 0
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:

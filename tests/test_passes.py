@@ -1167,10 +1167,11 @@ def test_exact_quotients_are_the_division_to_the_bit():
     from tvm import te
 
     from relay_passes import exact_quotients as eq
-    from relay_passes.exact_quotients import exact_reciprocal_quotient, has_fma
+    from relay_passes.exact_quotients import exact_reciprocal_quotient
     from tvm_mpq.api import config_for_rate
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.kernels.cpu_isa import has_fma
     from tvm_mpq.runtime.executor import host_target
 
     target = host_target()

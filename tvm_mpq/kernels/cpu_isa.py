@@ -75,6 +75,12 @@ def is_aarch64(target: Target) -> bool:
     return triple.startswith(("aarch64", "arm64"))
 
 
+def has_fma(target: Target) -> bool:
+    """Whether ``target`` is an LLVM CPU target with fused multiply-add instructions (every
+    aarch64; x86 with ``fma``)."""
+    return str(target.kind.name) == "llvm" and (is_aarch64(target) or _has(target, "fma"))
+
+
 def cpu_isa(target: Target) -> CpuIsa:
     """The :class:`CpuIsa` of an ``llvm`` target (its ``-mcpu``/``-mattr`` features)."""
     if is_aarch64(target):

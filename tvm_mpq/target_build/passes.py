@@ -155,7 +155,8 @@ def fused_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     schedule."""
     from tvm.relax.backend.cpu_generic.pipeline import library_dispatch_passes
 
-    from relay_passes.exact_quotients import ExactQuotients, has_fma
+    from relay_passes.exact_quotients import ExactQuotients
+    from tvm_mpq.kernels.cpu_isa import has_fma
 
     exact = [ExactQuotients()] if has_fma(target) else []
     return [*graph_passes(target), *library_dispatch_passes(None), *fusion_passes(target), *exact,
