@@ -277,3 +277,23 @@ def test_conv1d_layers_run_int8_and_export_like_the_compiled_model():
     exported = build_qdq_onnx(graph, config, fp32_onnx(graph, source))
     assert sorted(exported.int8_layers) == sorted(table.names())
     assert _steps([_session(exported.model, optimized=False).run(None, feed)[0] for feed in feeds], sim) < 0.1
+
+
+def test_a_bias_correction_far_larger_than_the_bias_still_matches_the_onnx_bias():
+    """The export checks that the ONNX node's bias is the compiled model's own (the compiled bias
+    less its correction, in float32). A diffusion UNet's skip conv has bias 0.14 and correction
+    -146: the float32 round trip moves the recovered bias by 3.4e-6, which the check (1e-5 of
+    the bias) refused: ``export-onnx`` stopped on a valid config. The tolerance now includes
+    the compiled bias's float32 step; a bias that really differs is still refused."""
+    from tvm_mpq.export.onnx_qdq import _bias_tolerance
+
+    rng = np.random.default_rng(0)
+    source = rng.uniform(-0.2, 0.2, 64).astype(np.float32)
+    correction = rng.uniform(-150, 150, 64).astype(np.float32)
+    compiled = (source + correction).astype(np.float32)
+    recovered = (compiled.astype(np.float64) - correction.astype(np.float64)).astype(np.float32)
+    tolerance = _bias_tolerance(recovered, compiled)
+    assert np.abs(recovered - source).max() > 1e-5 * np.abs(recovered).max()  # the old check's refusal
+    assert np.allclose(source, recovered, rtol=1e-3, atol=tolerance)
+    assert not np.allclose(source + 0.01, recovered, rtol=1e-3, atol=tolerance)
+    assert _bias_tolerance(source, source) == 1e-5 * float(np.abs(source).max())  # no correction: as before

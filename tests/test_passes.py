@@ -1273,3 +1273,41 @@ def test_every_build_flushes_subnormal_weights():
             mod = tvm.transform.Sequential(graph_passes(target))(_matmul_by(weight))
         values = np.concatenate([c.ravel() for c in _constants(mod) if c.dtype == np.float32])
         assert values.size and not ((values != 0) & (np.abs(values) < np.finfo(np.float32).tiny)).any(), str(target)
+
+
+def test_einsum_matrix_products_become_matmuls_with_the_fewest_permuted_elements():
+    """EinsumAsMatmul: every two-operand einsum that is a (batched) matrix product is a ``matmul``
+    (permute_dims only where an operand or the output is not in matmul order, and of the two
+    orders, ``A B`` or ``(B^T A^T)^T``, the one that permutes fewer elements), equal to numpy's
+    einsum; traces, outer products and sums within one operand are left as einsums."""
+    from relay_passes.einsum_as_matmul import EinsumAsMatmul
+    from tvm_mpq.compiler.build import build_module
+    from tvm_mpq.runtime.executor import host_target
+
+    rng = np.random.default_rng(0)
+    # (equation, shapes, permuted operands expected: scores permute q; the context with few
+    # channels permutes v and the output, with many the weights)
+    cases = [("bct,bcs->bts", (2, 8, 16), (2, 8, 12), 1), ("bts,bcs->bct", (2, 16, 12), (2, 4, 12), 2),
+             ("bts,bcs->bct", (2, 16, 12), (2, 32, 12), 1), ("ij,jk->ik", (5, 7), (7, 3), 0),
+             ("bhqd,bhkd->bhqk", (1, 2, 6, 4), (1, 2, 5, 4), 1), ("nd,d->n", (6, 4), (4,), 0),
+             ("kij,kjl->ilk", (3, 2, 4), (3, 4, 5), 1),
+             ("ii,ij->j", (3, 3), (3, 3), None), ("ij,jk->ijk", (2, 3), (3, 4), None), ("ij,kl->ik", (2, 3), (4, 5), None)]
+    for equation, shape_a, shape_b, permutes in cases:
+        bb = relax.BlockBuilder()
+        a = relax.Var("a", relax.TensorType(shape_a, "float32"))
+        b = relax.Var("b", relax.TensorType(shape_b, "float32"))
+        with bb.function("main", [a, b]):
+            with bb.dataflow():
+                out = bb.emit_output(bb.emit(relax.op.einsum((a, b), equation)))
+            bb.emit_func_output(out)
+        rewritten = EinsumAsMatmul()(bb.get())
+        ops = [str(x.value.op.name) for x in rewritten["main"].body.blocks[0].bindings if isinstance(x.value, relax.Call)]
+        if permutes is None:
+            assert ops == ["relax.einsum"], (equation, ops)
+            continue
+        assert "relax.einsum" not in ops and ops.count("relax.matmul") == 1, (equation, ops)
+        assert ops.count("relax.permute_dims") == permutes, (equation, ops)
+        x, y = rng.normal(size=shape_a).astype(np.float32), rng.normal(size=shape_b).astype(np.float32)
+        executable, _ = build_module(rewritten, host_target())
+        got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y)).numpy()
+        np.testing.assert_allclose(got, np.einsum(equation, x, y), rtol=1e-5, atol=1e-5)

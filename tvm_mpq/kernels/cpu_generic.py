@@ -218,6 +218,18 @@ def schedule_from_planes(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, la
     sch.unroll(sch.get_loops(copy)[-1])
 
 
+def _schedules(schedule, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> bool:
+    """Whether ``schedule`` applies to ``block`` (tried on a copy of ``sch``): a from-planes
+    block whose loops are no longer one chain (a Winograd conv's epilogue stage after blocks
+    that could not be inlined: a diffusion UNet's output slice and transpose) gets the plain
+    spatial schedule instead of failing the kernel rule that asked."""
+    try:
+        schedule(sch.copy(), block, lanes)
+    except Exception:  # noqa: BLE001 - a step the IR does not allow here
+        return False
+    return True
+
+
 def schedule_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
     """Parallel outer loops, vectorized innermost loop, for one spatial block; an innermost
     axis that concatenates several sources (:func:`source_cuts`) as one vectorized loop per
@@ -226,7 +238,7 @@ def schedule_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes:
     loops = sch.get_loops(block)
     if not loops:
         return
-    if from_planes(sch, block, lanes):
+    if from_planes(sch, block, lanes) and _schedules(schedule_from_planes, sch, block, lanes):
         schedule_from_planes(sch, block, lanes)
         return
     n = _elements(sch, loops)

@@ -119,11 +119,14 @@ def winograd_conv2d_nhwc(data: te.Tensor, kernel_pack: te.Tensor, padding: tuple
         y % TILE, x % TILE, b * tiles_h * tiles_w + y // TILE * tiles_w + x // TILE, co], name=BLOCK_PREFIX + "output")
 
 
-def _blocks(sch: s_tir.Schedule) -> tuple[dict[str, s_tir.schedule.SBlockRV], list[s_tir.schedule.SBlockRV]] | None:
-    """The Winograd stages of a PrimFunc by stage name, and the blocks after them (the conv's
-    fused epilogue), in order; ``None`` if the PrimFunc is not this compute."""
+def _blocks(sch: s_tir.Schedule) -> tuple[dict[str, s_tir.schedule.SBlockRV], list[s_tir.schedule.SBlockRV],
+                                          list[s_tir.schedule.SBlockRV]] | None:
+    """The Winograd stages of a PrimFunc by stage name, the blocks before them (elementwise steps
+    on the conv's input that fusion put in front: a diffusion UNet's input scaled by its noise
+    level) and the blocks after them (the conv's fused epilogue), in order; ``None`` if the
+    PrimFunc is not this compute."""
     stages: dict[str, s_tir.schedule.SBlockRV] = {}
-    epilogue = []
+    prologue, epilogue = [], []
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         name = sch.get(block).name_hint
         stage = name[len(BLOCK_PREFIX):] if name.startswith(BLOCK_PREFIX) else None
@@ -131,9 +134,11 @@ def _blocks(sch: s_tir.Schedule) -> tuple[dict[str, s_tir.schedule.SBlockRV], li
             stages[stage] = block
         elif len(stages) == len(STAGES):
             epilogue.append(block)
+        elif not stages:
+            prologue.append(block)
         else:
-            return None  # something before or between the stages: not this compute
-    return (stages, epilogue) if len(stages) == len(STAGES) else None
+            return None  # something between the stages: not this compute
+    return (stages, prologue, epilogue) if len(stages) == len(STAGES) else None
 
 
 def _schedule_transform(sch: s_tir.Schedule, half: s_tir.schedule.SBlockRV, full: s_tir.schedule.SBlockRV,
@@ -161,7 +166,7 @@ def schedule_winograd(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | N
     found = _blocks(sch)
     if found is None:
         return None
-    blocks, epilogue = found
+    blocks, prologue, epilogue = found
     isa = cpu_isa(target)
     channels = int(sch.get(blocks["pack"]).writes[0].source.shape[3])
     out = sch.get(blocks["gemm"]).writes[0].source
@@ -169,7 +174,15 @@ def schedule_winograd(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | N
     lanes_c, lanes_k = isa.channel_lanes(channels), isa.channel_lanes(k)
     if lanes_c is None or lanes_k is None:
         return None
-    # input transform: per tile and channel vector, the 6x6 tile and B^T d in registers
+    # the input's elementwise prologue read where the padded input is (a step the IR cannot
+    # inline, e.g. a reduction, stays a stage of its own), then the input transform: per tile
+    # and channel vector, the 6x6 tile and B^T d in registers
+    for block in reversed(prologue):
+        try:
+            sch.compute_inline(block)
+        except Exception:  # noqa: BLE001 - see above
+            if sch.get_loops(block):
+                schedule_spatial(sch, block, lanes_c)
     sch.compute_inline(blocks["pad"])
     _schedule_transform(sch, blocks["bt"], blocks["pack"], lanes_c)
     # 36 GEMMs: register tile of nx tiles x nf vectors of output channels, accumulated over C
