@@ -292,8 +292,8 @@ CATALOG: tuple[CorpusModel, ...] = (
         "atspm-funcnet-pair", "1-D temporal conv net (TCN: dilated Conv1d, exact-Erf GELU, MaxPool, softmax "
         "attention pooling over time, Gemm heads)", 0.38,
         "atspm-detector", "1.1.0", "atspm_detector/weights/funcnet/x100_w32full_pair.onnx",
-        {"x": (16, 15, 1800)}, {"x": InputRecipe("uniform", low=0.0, high=1.0)},
-        "atspm-detector's pair network (PyTorch export, opset 17): 16 (detector, phase) pairs x 15 channels "
+        {"x": (4, 15, 1800)}, {"x": InputRecipe("uniform", low=0.0, high=1.0)},
+        "atspm-detector's pair network (PyTorch export, opset 17): 4 (detector, phase) pairs x 15 channels "
         "of 30 min of a traffic controller's 1-s event raster -> a phase logit and a 128-d embedding per pair"),
 )
 
