@@ -30,6 +30,8 @@ as opaque TE-built ``call_tir`` (``tvm_mpq.compiler.pipeline.frontend_recovery_p
 ``te_elementwise.RecoverMinMax`` for clips, ``te_layout.RecoverPad`` for ``auto_pad`` pads,
 ``te_layout.RecoverTile`` and ``repeat_from_tile.RepeatFromTile`` for tf2onnx's tile upsampling,
 as ``R.repeat``) are imported from their modules:
+``einsum_as_matmul.EinsumAsMatmul`` (a two-operand einsum that is a matrix product as ``matmul``,
+fewest permuted elements, every target),
 ``drop_empty_concat_inputs.DropEmptyConcatInputs`` (zero-size concat inputs dropped, every target:
 TVM cannot load a library holding an empty constant), ``flush_denormals.FlushDenormalWeights``
 (subnormal float constants set to zero, every target), ``power_as_multiply.PowerAsMultiply``
