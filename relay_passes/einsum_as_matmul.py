@@ -1,11 +1,12 @@
 """EinsumAsMatmul: a two-operand einsum that is a (batched) matrix product, as one ``matmul``.
 
-PyTorch exports ``torch.einsum`` as ONNX ``Einsum`` and TVM imports it as ``relax.einsum``,
-which legalizes to TOPI's generic einsum: one scalar loop nest that no kernel rule schedules.
-A diffusion UNet's attention (``bct,bcs->bts`` scores, ``bts,bcs->bct`` context over 1024
-positions; adaptive-terrain-diffusion's model) spent 0.89 of its 1.0 s fp32 inference there
-(``benchmarks/kernel_profile.py``-style profile, 2026-12-06), where onnxruntime took 0.15 s for
-the whole model.
+PyTorch exports ``torch.einsum`` as ONNX ``Einsum``; TVM's ONNX importer writes it at once as
+TOPI's generic einsum (a ``call_tir`` of one scalar loop nest that no kernel rule schedules), so
+:mod:`tvm_mpq.frontends.onnx_importer` keeps it as the Relax op ``relax.einsum`` for this pass
+to see (which would legalize to the same loop nest). A diffusion UNet's attention
+(``bct,bcs->bts`` scores, ``bts,bcs->bct`` context over 1024 positions; adaptive-terrain-diffusion's
+model) spent 0.89 of its 1.09 s fp32 inference there (the profiler of
+``benchmarks/kernel_profile.py``, 2026-12-05), where onnxruntime took 0.15 s for the whole model.
 
 Each letter of ``A, B -> C`` is a batch axis (in both operands and the output), a contracted
 axis (in both operands only), or a free axis of one operand (in it and the output). The product
