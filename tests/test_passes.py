@@ -1311,3 +1311,55 @@ def test_einsum_matrix_products_become_matmuls_with_the_fewest_permuted_elements
         executable, _ = build_module(rewritten, host_target())
         got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y)).numpy()
         np.testing.assert_allclose(got, np.einsum(equation, x, y), rtol=1e-5, atol=1e-5)
+
+
+def _group_norm_by_reshape(shape, groups, seed=0, stat_axis=2):
+    """PyTorch's GroupNorm as exported and imported: reshape to ``[N, G, -1]``, the instance norm's
+    mean / variance / affine per group, reshape back, the per-channel affine, SiLU, a 3x3 conv."""
+    rng = np.random.default_rng(seed)
+    n, c, h, w = shape
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            rows = bb.emit(relax.op.reshape(x, [n, groups, c // groups * h * w]))
+            mean = bb.emit(relax.op.mean(rows, axis=[stat_axis], keepdims=True))
+            centered = bb.emit(relax.op.subtract(rows, mean))
+            var = bb.emit(relax.op.variance(rows, axis=[stat_axis], keepdims=True))
+            std = bb.emit(relax.op.sqrt(relax.op.add(var, relax.const(1e-5, "float32"))))
+            normed = bb.emit(relax.op.divide(centered, std))
+            affine = bb.emit(relax.op.add(relax.op.multiply(normed, relax.const(np.ones((groups, 1), np.float32))),
+                                          relax.const(np.zeros((groups, 1), np.float32))))
+            back = bb.emit(relax.op.reshape(affine, [n, c, h, w]))
+            gamma = relax.const(rng.uniform(0.5, 1.5, (c, 1, 1)).astype(np.float32))
+            beta = relax.const(rng.normal(size=(c, 1, 1)).astype(np.float32))
+            act = bb.emit(relax.op.nn.silu(relax.op.add(relax.op.multiply(back, gamma), beta)))
+            weight = relax.const(rng.normal(size=(c, c, 3, 3)).astype(np.float32) * 0.2)
+            out = bb.emit_output(relax.op.nn.conv2d(act, weight, padding=1))
+        bb.emit_func_output(out)
+    return bb.get(), (rng.normal(size=shape) * 3 + 1).astype(np.float32)
+
+
+def test_group_norm_by_reshape_runs_channels_last_on_per_channel_statistics():
+    """GroupNormByChannel: a group norm written around a channel-splitting reshape becomes
+    reductions over the spatial axes combined per group, so the channels-last build has no
+    transpose left between the convs (two around the norm before); the same numbers as the
+    graph as written, to float32 summation order; a reshape that is no group norm is left."""
+    from relay_passes.convert_layout import ConvertToChannelsLast
+    from relay_passes.group_norm_by_channel import GroupNormByChannel
+    from tvm_mpq.compiler.build import build_module
+    from tvm_mpq.runtime.executor import host_target
+
+    for shape, groups in (((1, 16, 12, 12), 8), ((1, 8, 6, 10), 8), ((2, 12, 5, 5), 3)):
+        mod, x = _group_norm_by_reshape(shape, groups)
+        rewritten = GroupNormByChannel()(relax.transform.FoldConstant()(mod))
+        assert "R.variance" not in rewritten.script(), shape
+        channels_last = ConvertToChannelsLast()(rewritten).script()
+        before_conv = channels_last.split("R.nn.conv2d")[0]
+        assert before_conv.count("R.permute_dims") == 1, before_conv  # the model input's only
+        want = relax.VirtualMachine(relax.build(mod, "llvm"), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        executable, _ = build_module(mod, host_target())
+        got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    mod, _ = _group_norm_by_reshape((1, 16, 12, 12), 8, stat_axis=1)  # statistics across the groups
+    assert "R.variance" in GroupNormByChannel()(mod).script()

@@ -43,7 +43,8 @@ class ZooPoint:
 def zoo_points(models: str, rates: str, **config_options) -> Iterator[ZooPoint]:
     """Each model's (comma-separated: zoo or corpus names) QuantuneV2 config at each rate
     (``config_for_rate`` with ``config_options``; layers without an integer kernel kept fp32),
-    one analysis per model."""
+    one analysis per model; where every rate is 0 (fp32 builds alone) InOrder's, which skips
+    the sensitivity analysis (an fp32 config is the same whatever ranked the layers)."""
     import numpy as np
 
     from tvm_mpq.api import config_for_rate
@@ -52,13 +53,15 @@ def zoo_points(models: str, rates: str, **config_options) -> Iterator[ZooPoint]:
     from tvm_mpq.graph import build_layer_table
     from tvm_mpq.runtime.executor import host_tensor
 
+    rate_values = [float(r) for r in rates.split(",")]
+    method = "quantunev2" if any(rate_values) else "inorder"  # (fp32 configs alone: no ranking to measure)
     for name in models.split(","):
         graph, feeds = _graph_and_feeds(name)
         table = build_layer_table(graph)
         inputs = [host_tensor(np.ascontiguousarray(feeds[0][s.name])) for s in graph.inputs]
         report = None
-        for rate in (float(r) for r in rates.split(",")):
-            config, report = config_for_rate(graph, feeds, rate, "quantunev2", cache=CalibrationCache(), report=report,
+        for rate in rate_values:
+            config, report = config_for_rate(graph, feeds, rate, method, cache=CalibrationCache(), report=report,
                                              **config_options)
             keep_unsupported_fp32(config, table)
             yield ZooPoint(name, rate, graph, config, inputs)

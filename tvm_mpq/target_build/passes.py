@@ -58,7 +58,9 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     as multiplications by its reciprocal (:mod:`relay_passes.divide_as_multiply`), stride-1 max pools as a column and
     a row pool (:mod:`relay_passes.separable_max_pool`) and, for
     targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
-    CPU), zero pads folded into the convs they feed and the whole graph converted to NHWC once;
+    CPU), zero pads folded into the convs they feed, a group norm written around a
+    channel-splitting reshape as per-channel statistics (:mod:`relay_passes.group_norm_by_channel`)
+    and the whole graph converted to NHWC once;
     conv1d and convs down a one-pixel column as convs along a row (:mod:`relay_passes.conv_on_rows`);
     upsampling transposed convs as GEMMs (:mod:`relay_passes.transpose_conv_as_matmul`), a batch
     of rows times a constant weight as one GEMM (:mod:`relay_passes.flatten_matmul_rows`) on whole
@@ -101,6 +103,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         from relay_passes.stride_as_channels import StrideAsChannels
         from relay_passes.flatten_matmul_rows import FlattenMatmulRows
         from relay_passes.fold_pad import FoldPadIntoConv
+        from relay_passes.group_norm_by_channel import GroupNormByChannel
         from relay_passes.pad_matmul_columns import PadMatmulColumns
         from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
         from relay_passes.winograd_conv import Conv2dWinograd
@@ -121,7 +124,8 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
             passes += [ShiftActivationsToInt8()]
         # convs with e.g. 10 or 150 output channels on whole vectors (int8: the dot product's)
         passes += [PadOutputChannels((isa.dot_bits if isa.dot is not None else isa.vector_bits) // 32)]
-        passes += [ConvertToChannelsLast(isa.dot_group), relax.transform.FoldConstant(),
+        passes += [GroupNormByChannel(),  # a group norm around a channel-splitting reshape: no transposes
+                   ConvertToChannelsLast(isa.dot_group), relax.transform.FoldConstant(),
                    SinkRowReshapes(),  # a row conv's bias / activation / residual add fuse into its kernel
                    ChannelPad(),  # per-channel zero-point pads: one kernel FusePadIntoMac moves into the conv
                    Conv2dWinograd(),  # fp32 3x3 stride-1 convs on large maps: 4x fewer multiplies
