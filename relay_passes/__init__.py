@@ -40,7 +40,9 @@ TVM cannot load a library holding an empty constant), ``flush_denormals.FlushDen
 its reciprocal, except a quantize step's, every target),
 ``separable_max_pool.SeparableMaxPool`` (a stride-1 ``k x k`` max pool as ``k x 1`` then
 ``1 x k``, exact, every target),
-``fold_pad.FoldPadIntoConv``, ``conv_on_rows.ConvOnRows`` (conv1d and one-column convs along a
+``fold_pad.FoldPadIntoConv``, ``group_norm_by_channel.GroupNormByChannel`` (a group norm
+around a channel-splitting reshape as per-channel statistics averaged per group: no transposes
+in a channels-last graph), ``conv_on_rows.ConvOnRows`` (conv1d and one-column convs along a
 row), ``transpose_conv_as_matmul.TransposeConvAsMatmul`` (2-D and 1-D transposed convs with kernel
 = stride as a GEMM), ``sink_row_reshapes.SinkRowReshapes`` (the ops after a row conv on its 4-D
 output, so they fuse into its kernel),

@@ -6,7 +6,7 @@ PyTorch exports ``GroupNorm(G, C)`` as ``Reshape [N, C, H, W] -> [N, G, C/G * H 
 per-channel affine; TVM imports the instance norm as ``mean``, ``subtract``, ``variance``, ``add
 eps``, ``sqrt``, ``divide``, ``multiply``, ``add``. The reshape depends on the layout, so in a
 channels-last build (:class:`~relay_passes.convert_layout.ConvertToChannelsLast`) every group
-norm was a transpose to NCHW and one back around it: in adapative-terrain-diffusion's UNet the
+norm was a transpose to NCHW and one back around it: in adaptive-terrain-diffusion's UNet the
 first transpose of the 64-channel 128x128 maps alone took 11.8 of its 126 ms (5 calls,
 2026-12-06).
 
@@ -17,7 +17,9 @@ weight; ``d = x - m_g``; the group variance is the mean of the channels' ``mean(
 the same way (the two-pass variance of the instance norm); ``y = d / sqrt(v_g + eps) * s_g +
 b_g``. No reshape is left (a per-channel vector combined by reshapes put its transposes and
 index arithmetic into the full-map kernels that read it: one of them 6.1 ms for 5 calls).
-Float sums are added in another order.
+Float sums are added in another order. The UNet's fp32 build: 0.808 of the time of the build
+without this pass, outputs within 4.8e-6 (``python benchmarks/group_norm_by_channel.py``, Xeon,
+2026-12-06).
 
 Taken for a float32 4-D input, ``G`` dividing ``C``, the statistics over the last axis of the
 ``[N, G, C/G * H * W]`` view, constant scale and bias of ``G`` values, and the result reshaped
