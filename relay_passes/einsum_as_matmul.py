@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
+from typing import NamedTuple
 
 import tvm
 from tvm import relax
@@ -80,21 +81,28 @@ def _arranged(x: relax.Expr, letters: str, sizes: dict[str, int], order: str,
     return relax.op.reshape(x, [prod(sizes[c] for c in group) for group in groups])
 
 
-def _plan_cost(letters_a: str, letters_b: str, out: str, first: str, second: str, product: str,
-               sizes: dict[str, int]) -> int:
-    """Elements permuted: each operand whose order is not the one its matmul role needs, and the
-    product if its axes are not the output's order."""
-    cost = 0
-    for letters, needed in ((letters_a, first), (letters_b, second), (product, out)):
-        if letters != needed:
-            cost += prod(sizes[c] for c in letters)
-    return cost
+class _Plan(NamedTuple):
+    """``matmul(lhs, rhs)``: each operand with its letters and the order its role needs, and the
+    product's letters."""
+
+    lhs: relax.Expr
+    lhs_letters: str
+    lhs_order: str
+    rhs: relax.Expr
+    rhs_letters: str
+    rhs_order: str
+    product: str
+
+    def permuted_elements(self, out: str, sizes: dict[str, int]) -> int:
+        """Elements permuted: each operand whose order is not the one its role needs, and the
+        product if its axes are not the output's order."""
+        return sum(prod(sizes[c] for c in letters) for letters, needed in
+                   ((self.lhs_letters, self.lhs_order), (self.rhs_letters, self.rhs_order), (self.product, out))
+                   if letters != needed)
 
 
 def einsum_as_matmul(call: relax.Call) -> relax.Expr:
     """The matmul form of an einsum call, or the call itself where it has none."""
-    if not isinstance(call, relax.Call):  # (rewrite_call may hand back the variable of a call it kept)
-        return call
     operands = call.args[0]
     form_of = matmul_form(str(call.attrs.subscripts))
     if form_of is None or not isinstance(operands, relax.Tuple) or len(operands.fields) != 2:
@@ -109,19 +117,17 @@ def einsum_as_matmul(call: relax.Call) -> relax.Expr:
     sizes = {**size_a, **size_b}
     x, y = operands.fields
     bt, lt, ct, rt = form.batch, form.left, form.contracted, form.right
-    # (first operand, its order, second operand, its order, product axes)
-    plans = [(x, a, bt + lt + ct, y, b, bt + ct + rt, bt + lt + rt),
-             (y, b, bt + rt + ct, x, a, bt + ct + lt, bt + rt + lt)]
-    p, p_letters, p_order, q, q_letters, q_order, product = min(
-        plans, key=lambda plan: _plan_cost(plan[1], plan[4], out, plan[2], plan[5], plan[6], sizes))
-    first_free = p_order[len(bt):len(p_order) - len(ct)]
-    second_free = q_order[len(bt) + len(ct):]
+    plan = min(_Plan(x, a, bt + lt + ct, y, b, bt + ct + rt, bt + lt + rt),  # A B
+               _Plan(y, b, bt + rt + ct, x, a, bt + ct + lt, bt + rt + lt),  # (B^T A^T)^T
+               key=lambda p: p.permuted_elements(out, sizes))
+    lhs_free = plan.lhs_order[len(bt):len(plan.lhs_order) - len(ct)]
+    rhs_free = plan.rhs_order[len(bt) + len(ct):]
     batch_groups = (bt,) if bt else ()
-    lhs = _arranged(p, p_letters, sizes, p_order, (*batch_groups, first_free, ct))
-    rhs = _arranged(q, q_letters, sizes, q_order, (*batch_groups, ct, second_free))
-    result = relax.op.reshape(relax.op.matmul(lhs, rhs), [sizes[c] for c in product])
-    if product != out:
-        result = relax.op.permute_dims(result, [product.index(c) for c in out])
+    lhs = _arranged(plan.lhs, plan.lhs_letters, sizes, plan.lhs_order, (*batch_groups, lhs_free, ct))
+    rhs = _arranged(plan.rhs, plan.rhs_letters, sizes, plan.rhs_order, (*batch_groups, ct, rhs_free))
+    result = relax.op.reshape(relax.op.matmul(lhs, rhs), [sizes[c] for c in plan.product])
+    if plan.product != out:
+        result = relax.op.permute_dims(result, [plan.product.index(c) for c in out])
     return result
 
 

@@ -4,9 +4,10 @@ Every requantization ends ``round(x / s_y)`` with ``s_y`` the output scale, and
 :mod:`relay_passes.divide_as_multiply` leaves that division as it is: a multiply by ``1 / s_y``
 differs from the quotient by a float32 rounding and so, where the quotient lies that close to a
 ``.5`` tie, by one integer code from onnxruntime's ``QuantizeLinear`` and from the QDQ simulation.
-(Tried: the multiply alone made fully int8 MobileNet-V2 / EfficientNet-Lite0 0.83-0.91 of the
-time, and changed the top-1 class of one of EfficientNet-Lite0's 32 held-out photos, issue 14's
-0.906 agreement to 0.875.) After fusion that division sits in the epilogue of every int8 MAC
+(Tried: the multiply alone made fully int8 MobileNet-V2 / EfficientNet-Lite0 / resnet18 0.91 /
+0.91 / 0.95 of the time, and changed the top-1 class of one of EfficientNet-Lite0's 32 held-out
+photos, issue 14's 0.906 agreement to 0.875: docs/results.md "Requantizing divisions without
+the divider".) After fusion that division sits in the epilogue of every int8 MAC
 kernel: one ``vdivps`` per output vector, where the rest of the epilogue is a few single-cycle
 operations; a 1x1 conv over 16 or 24 channels at 112x112 (MobileNet-V2's and EfficientNet's
 first blocks) spends a large part of its time there.

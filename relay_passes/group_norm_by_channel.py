@@ -70,8 +70,6 @@ def _group_average(stat: relax.Expr, groups: int, channels: int) -> relax.Expr:
 
 def group_norm_by_channel(root: relax.Call, matches: dict, x_pat, rows_pat, eps_pat, scale_pat, bias_pat) -> relax.Expr:
     """The per-channel form of one matched group norm, or ``root`` where it does not apply."""
-    if not isinstance(root, relax.Call):  # (rewrite_call may hand back the variable of a call it kept)
-        return root
     x, rows = matches[x_pat], matches[rows_pat]
     shape, view = tensor_shape(x), tensor_shape(rows)
     if shape is None or view is None or len(shape) != 4 or len(view) != 3 or tensor_shape(root) != shape:

@@ -225,13 +225,22 @@ def rewrite_calls(mod: tvm.IRModule, rewrite: Callable[[relax.BlockBuilder, rela
 def rewrite_every_function(mod: tvm.IRModule, *rules: tuple) -> tvm.IRModule:
     """``mod`` with each ``(pattern, rewriter)`` of ``rules`` applied, in turn, by
     ``relax.dpl.rewrite_call`` to every Relax function (:func:`relax_functions`): the body of a
-    module pass whose rewrites are local to one matched call."""
+    module pass whose rewrites are local to one matched call. Each rewriter is handed calls only:
+    after a rewriter keeps a call as it is, ``rewrite_call`` may offer the variable bound to it
+    (the pattern matches through the binding), which is kept as it is here."""
     out = mod.clone()
     for gvar, func in relax_functions(mod):
         for pattern, rewriter in rules:
-            func = relax.dpl.rewrite_call(pattern, rewriter, func)
+            func = relax.dpl.rewrite_call(pattern, _calls_only(rewriter), func)
         out[gvar] = func
     return out
+
+
+def _calls_only(rewriter: Callable) -> Callable:
+    def rewrite(expr: relax.Expr, matches: Mapping) -> relax.Expr:
+        return rewriter(expr, matches) if isinstance(expr, relax.Call) else expr
+
+    return rewrite
 
 
 def annotated_layers(func: relax.Function) -> Iterator[tuple[relax.VarBinding, PrecisionAnnotation]]:

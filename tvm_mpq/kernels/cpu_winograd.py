@@ -121,10 +121,10 @@ def winograd_conv2d_nhwc(data: te.Tensor, kernel_pack: te.Tensor, padding: tuple
 
 def _blocks(sch: s_tir.Schedule) -> tuple[dict[str, s_tir.schedule.SBlockRV], list[s_tir.schedule.SBlockRV],
                                           list[s_tir.schedule.SBlockRV]] | None:
-    """The Winograd stages of a PrimFunc by stage name, the blocks before them (elementwise steps
-    on the conv's input that fusion put in front: a diffusion UNet's input scaled by its noise
-    level) and the blocks after them (the conv's fused epilogue), in order; ``None`` if the
-    PrimFunc is not this compute."""
+    """The Winograd stages of a PrimFunc by stage name, the blocks before them (steps fusion put
+    in front: a diffusion UNet's scalar arithmetic on its noise level, which the last conv's
+    epilogue reads) and the blocks after them (the conv's fused epilogue), in order; ``None`` if
+    the PrimFunc is not this compute."""
     stages: dict[str, s_tir.schedule.SBlockRV] = {}
     prologue, epilogue = [], []
     for block in sch.get_child_blocks(sch.get_sblock("root")):
@@ -174,15 +174,10 @@ def schedule_winograd(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | N
     lanes_c, lanes_k = isa.channel_lanes(channels), isa.channel_lanes(k)
     if lanes_c is None or lanes_k is None:
         return None
-    # the input's elementwise prologue read where the padded input is (a step the IR cannot
-    # inline, e.g. a reduction, stays a stage of its own), then the input transform: per tile
-    # and channel vector, the 6x6 tile and B^T d in registers
+    # the prologue computed where it is read (a step the IR cannot inline stays a stage of its
+    # own), then the input transform: per tile and channel vector, the 6x6 tile and B^T d in registers
     for block in reversed(prologue):
-        try:
-            sch.compute_inline(block)
-        except Exception:  # noqa: BLE001 - see above
-            if sch.get_loops(block):
-                schedule_spatial(sch, block, lanes_c)
+        _inline_or_stage(sch, block, lanes_c)
     sch.compute_inline(blocks["pad"])
     _schedule_transform(sch, blocks["bt"], blocks["pack"], lanes_c)
     # 36 GEMMs: register tile of nx tiles x nf vectors of output channels, accumulated over C
@@ -205,12 +200,18 @@ def schedule_winograd(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | N
     # layer, cannot be inlined: it stays a parallel, vectorized stage of its own)
     tail = [blocks["output"], *epilogue]
     for block in tail[:-1]:
-        try:
-            sch.compute_inline(block)
-        except Exception:  # noqa: BLE001 - see above
-            schedule_spatial(sch, block, lanes_k)
+        _inline_or_stage(sch, block, lanes_k)
     schedule_spatial(sch, tail[-1], lanes_k)
     return sch
+
+
+def _inline_or_stage(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
+    """``block`` computed where it is read, or, where the IR does not allow that (it writes a
+    function output, it reduces), a parallel, vectorized stage of its own."""
+    try:
+        sch.compute_inline(block)
+    except Exception:  # noqa: BLE001 - see the docstring
+        schedule_spatial(sch, block, lanes)
 
 
 class WinogradConv2d(ScheduleRule):
