@@ -32,6 +32,8 @@ as opaque TE-built ``call_tir`` (``tvm_mpq.compiler.pipeline.frontend_recovery_p
 as ``R.repeat``) are imported from their modules:
 ``einsum_as_matmul.EinsumAsMatmul`` (a two-operand einsum that is a matrix product as ``matmul``,
 fewest permuted elements, every target),
+``one_hot_matmul_as_take.OneHotMatmulAsTake`` (a one-hot row of consecutive integer codes times a
+constant weight as ``take`` of the weight's rows, bit for bit, every target),
 ``drop_empty_concat_inputs.DropEmptyConcatInputs`` (zero-size concat inputs dropped, every target:
 TVM cannot load a library holding an empty constant), ``flush_denormals.FlushDenormalWeights``
 (subnormal float constants set to zero, every target), ``power_as_multiply.PowerAsMultiply``

@@ -4,6 +4,8 @@ named); a Keras-style NHWC PReLU net builds channels-last."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -596,3 +598,53 @@ def test_einsum_attention_runs_on_matmul_kernels_and_a_conv_fused_with_noise_lev
     int8 = compile_model(graph, config_for_rate(graph, feeds, 100, "inorder")[0])
     assert int8.stats["int8_layers"] == 3
     assert output_sqnr_db([int8.run(f)[0] for f in feeds], want) > 25.0
+
+
+def test_a_one_hot_embedding_is_a_row_lookup_not_a_layer(tmp_path):
+    """``Equal(tokens, [[0 .. K-1]])``, ``Cast``, ``MatMul`` (magika's byte embedding as jax2tf
+    exports ``jax.nn.one_hot`` and a dense layer) is no layer of the table and builds as a lookup
+    of the weight's rows: no one-hot kernel, no GEMM for it, the same values as onnxruntime bit for
+    bit up to the dense layer after it (tokens outside the codes give zeros, as the one-hot does).
+    Codes that are not consecutive stay a product (a layer)."""
+    from tvm_mpq.graph import build_layer_table
+
+    rng = np.random.default_rng(7)
+    depth, width, tokens = 10, 16, 12
+
+    def model(codes: np.ndarray, name: str) -> str:
+        w, dense = rng.normal(size=(depth, width)).astype(np.float32), rng.normal(size=(width, 4)).astype(np.float32)
+        nodes = [helper.make_node("Unsqueeze", ["t", "axis"], ["t3"]),
+                 helper.make_node("Equal", ["t3", "codes"], ["hot"]),
+                 helper.make_node("Cast", ["hot"], ["hot_f"], to=TensorProto.FLOAT),
+                 helper.make_node("MatMul", ["hot_f", "w"], ["emb"], name="embedding"),
+                 helper.make_node("Tanh", ["emb"], ["act"]),
+                 helper.make_node("MatMul", ["act", "dense"], ["y"], name="dense")]
+        graph = helper.make_graph(nodes, "onehot", [helper.make_tensor_value_info("t", TensorProto.INT32, [1, tokens])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, tokens, 4])],
+                                  [numpy_helper.from_array(np.array([2], np.int64), "axis"),
+                                   numpy_helper.from_array(codes.reshape(1, 1, -1).astype(np.int32), "codes"),
+                                   numpy_helper.from_array(w, "w"), numpy_helper.from_array(dense, "dense")])
+        path = str(tmp_path / f"{name}.onnx")
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path
+
+    path = model(np.arange(3, 3 + depth), "consecutive")
+    graph = load_model(path)
+    assert [layer.kind for layer in build_layer_table(graph)] == ["dense"]
+    feeds = [{"t": rng.integers(0, depth + 6, size=(1, tokens)).astype(np.int32)} for _ in range(5)]
+    feeds[0]["t"][0, :3] = [-4, 2, 13]  # no code: a row of zeros
+    for rate in (0, 100):
+        built = compile_model(graph, config_for_rate(graph, feeds[:4], rate, "inorder")[0])
+        kernels = built.stats["build"]["kernels"]
+        one_hot = [name for name in kernels if re.search(r"(?<!greater)_equal|^equal", name)]
+        assert [name for name in kernels if "take" in name] and not one_hot, kernels
+        assert len([name for name in kernels if "matmul" in name]) == 1, kernels  # the dense layer's
+        want = [_ort(path, f)[0] for f in feeds]
+        if rate == 0:
+            for feed, ref in zip(feeds, want):
+                np.testing.assert_allclose(built.run(feed)[0], ref, rtol=1e-5, atol=1e-5)
+        else:
+            assert built.stats["int8_layers"] == 1
+            assert output_sqnr_db([built.run(f)[0] for f in feeds], want) > 30.0
+    scattered = load_model(model(np.array([0, 1, 2, 3, 5, 6, 7, 8, 9, 4]), "scattered"))
+    assert [layer.kind for layer in build_layer_table(scattered)] == ["dense", "dense"]

@@ -4,6 +4,8 @@ A *layer* is one multiply-accumulate op: ``conv2d`` (incl. depthwise / grouped),
 ``conv2d_transpose`` or ``matmul`` (linear, or activation x activation). Layers are identified
 in the Relax graph by the name of the variable their call is bound to (``var``); users see
 ``name`` (ONNX node name or torch module path, taken from the weight that the op consumes).
+Not layers: a MAC no output reads, one on integers, and a one-hot row times a weight (a row
+lookup, :mod:`tvm_mpq.graph.one_hot`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.ir.expr import Constant
 
 from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.graph.one_hot import one_hot_codes
 
 MAC_OPS = ("relax.nn.conv2d", "relax.nn.conv1d", "relax.nn.conv2d_transpose", "relax.matmul")
 # Ops that only re-lay out a weight; a MAC op's weight is traced back through them.
@@ -159,9 +163,11 @@ def build_layer_table(graph: ModelGraph) -> LayerTable:
 
     # a MAC no output reads is not a layer: the compile removes it (onnxruntime's dynamically
     # quantized ensembles carry such products); nor is one on integers (``MatMulInteger`` of a
-    # model quantized before: its own integer arithmetic, nothing to decide)
+    # model quantized before: its own integer arithmetic, nothing to decide); nor a one-hot
+    # row times a weight (a row lookup: :mod:`tvm_mpq.graph.one_hot`)
     reaching = _reaching_outputs(func.body.body, definitions)
-    raw = [(name, call) for name, call in raw if name in reaching and _on_floats(call)]
+    raw = [(name, call) for name, call in raw
+           if name in reaching and _on_floats(call) and not _one_hot_product(call, definitions, graph.params)]
     mac_vars = {name for name, _ in raw}
     used_names: set[str] = set()
     layers: list[Layer] = []
@@ -205,6 +211,43 @@ def _on_floats(call: relax.Call) -> bool:
     """Whether a MAC's data operand is floating point."""
     dtype = str(getattr(getattr(call.args[0], "ty", None), "dtype", "float32"))
     return dtype.startswith("float") or dtype.startswith("bfloat")
+
+
+def _one_hot_product(call: relax.Call, definitions: dict[str, relax.Expr], params: dict[str, np.ndarray]) -> bool:
+    """Whether ``call`` is ``matmul(astype(equal(x, codes)), w)`` with one-hot rows."""
+    def bound(expr: relax.Expr) -> relax.Expr:
+        while isinstance(expr, relax.Var) and expr.name in definitions:
+            expr = definitions[expr.name]
+        return expr
+
+    def value(expr: relax.Expr) -> np.ndarray | None:
+        if isinstance(expr, relax.Var) and expr.name in params:
+            return params[expr.name]
+        expr = bound(expr)
+        return expr.value.numpy() if isinstance(expr, Constant) else None
+
+    cast = bound(call.args[0])
+    if call.op.name != "relax.matmul" or not _is_op(cast, "relax.astype"):
+        return False
+    equal = bound(cast.args[0])
+    if not _is_op(equal, "relax.equal"):
+        return False
+    return any(one_hot_codes(_static_shape(x), str(getattr(x.ty, "dtype", "")), value(codes)) is not None
+               for x, codes in (equal.args, equal.args[::-1]))
+
+
+def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    ty = getattr(expr, "ty", None)
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    try:
+        return tuple(int(d) for d in ty.shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_op(expr: relax.Expr, name: str) -> bool:
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
 
 
 def _reaching_outputs(output: relax.Expr, definitions: dict[str, relax.Expr]) -> set[str]:

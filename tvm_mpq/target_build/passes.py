@@ -52,7 +52,8 @@ def _rewrite_cuda_graph(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> t
 def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """The graph-level passes a target's build starts with: inference batch-norms decomposed
     into arithmetic (a batch norm the precision passes did not fold: stage A), einsums that are
-    matrix products as ``matmul`` (:mod:`relay_passes.einsum_as_matmul`), the subnormal
+    matrix products as ``matmul`` (:mod:`relay_passes.einsum_as_matmul`), one-hot rows times a
+    weight as lookups of its rows (:mod:`relay_passes.one_hot_matmul_as_take`), the subnormal
     values of float constants set to zero (:mod:`relay_passes.flush_denormals`), small integer
     powers as multiplies (:mod:`relay_passes.power_as_multiply`), float32 divisions by a constant
     as multiplications by its reciprocal (:mod:`relay_passes.divide_as_multiply`), stride-1 max pools as a column and
@@ -81,12 +82,14 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     from relay_passes.drop_empty_concat_inputs import DropEmptyConcatInputs
     from relay_passes.divide_as_multiply import DivideAsMultiply
     from relay_passes.einsum_as_matmul import EinsumAsMatmul
+    from relay_passes.one_hot_matmul_as_take import OneHotMatmulAsTake
     from relay_passes.power_as_multiply import PowerAsMultiply
     from relay_passes.separable_max_pool import SeparableMaxPool
     from tvm_mpq.kernels import activation_layout
 
     passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
               EinsumAsMatmul(),  # attention written as einsum: a matmul kernel, not TOPI's scalar loops
+              OneHotMatmulAsTake(),  # one_hot(tokens) @ W (an embedding): W's rows, not a GEMM
               DropEmptyConcatInputs(),  # a zero-size constant makes the exported library unloadable
               FlushDenormalWeights(),  # subnormal weights: a microcode assist per multiply on Intel
               PowerAsMultiply(),  # x ** 3 (TensorFlow's GELU): multiplies, not one powf call per element
