@@ -42,6 +42,8 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
+from tvm_mpq.graph.layer_table import tensor_shape  # noqa: F401 - the passes import it from here
+
 TO_NHWC = (0, 2, 3, 1)
 TO_NCHW = (0, 3, 1, 2)
 AXIS_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
@@ -68,20 +70,6 @@ def conv_out_dtype(attrs) -> str | None:
     """A conv's ``out_dtype`` attribute, ``None`` when unset (the data's type: a float32 conv)."""
     value = getattr(attrs, "out_dtype", None)
     return None if value is None or str(value) in ("", "void", "None") else str(value)
-
-
-def tensor_shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    """Static shape of a tensor-typed expression (``None``: not a tensor with a known shape)."""
-    try:
-        ty = expr.ty
-    except Exception:  # noqa: BLE001 - an expression not normalized yet has no type
-        return None
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    try:
-        return tuple(int(d) for d in ty.shape)
-    except (TypeError, ValueError):
-        return None
 
 
 def _is_nchw_conv(call: relax.Call) -> bool:

@@ -232,12 +232,16 @@ def _one_hot_product(call: relax.Call, definitions: dict[str, relax.Expr], param
     equal = bound(cast.args[0])
     if not _is_op(equal, "relax.equal"):
         return False
-    return any(one_hot_codes(_static_shape(x), str(getattr(x.ty, "dtype", "")), value(codes)) is not None
+    return any(one_hot_codes(tensor_shape(x), str(getattr(x.ty, "dtype", "")), value(codes)) is not None
                for x, codes in (equal.args, equal.args[::-1]))
 
 
-def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    ty = getattr(expr, "ty", None)
+def tensor_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    """Static shape of a tensor-typed expression (``None``: not a tensor with a known shape)."""
+    try:
+        ty = expr.ty
+    except Exception:  # noqa: BLE001 - an expression not normalized yet has no type
+        return None
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
         return None
     try:
