@@ -232,7 +232,8 @@ def _one_hot_product(call: relax.Call, definitions: dict[str, relax.Expr], param
     equal = bound(cast.args[0])
     if not _is_op(equal, "relax.equal"):
         return False
-    return any(one_hot_codes(tensor_shape(x), str(getattr(x.ty, "dtype", "")), value(codes)) is not None
+    weight = tensor_shape(call.args[1])
+    return any(one_hot_codes(tensor_shape(x), str(getattr(x.ty, "dtype", "")), value(codes), weight) is not None
                for x, codes in (equal.args, equal.args[::-1]))
 
 

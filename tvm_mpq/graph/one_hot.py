@@ -24,8 +24,10 @@ class OneHotCodes:
     depth: int
 
 
-def one_hot_codes(x_shape: tuple[int, ...] | None, x_dtype: str, codes: np.ndarray | None) -> OneHotCodes | None:
-    """The codes of ``equal(x, codes)`` when it is a one-hot row per element of ``x``, else ``None``.
+def one_hot_codes(x_shape: tuple[int, ...] | None, x_dtype: str, codes: np.ndarray | None,
+                  weight_shape: tuple[int, ...] | None) -> OneHotCodes | None:
+    """The codes of ``matmul(astype(equal(x, codes)), w)`` when it is a one-hot row per element of
+    ``x`` times a 2-D weight of one row per code, else ``None``.
 
     ``x``: an integer tensor whose last axis is 1 (one token per row); ``codes``: a constant
     whose axes are all 1 but the last, holding consecutive integers (each token matches at most
@@ -37,7 +39,8 @@ def one_hot_codes(x_shape: tuple[int, ...] | None, x_dtype: str, codes: np.ndarr
     if codes.ndim == 0 or codes.ndim > len(x_shape) or any(d != 1 for d in codes.shape[:-1]):
         return None
     row = codes.reshape(-1)
-    if row.size < 2 or not np.issubdtype(row.dtype, np.integer):
+    if row.size < 2 or not np.issubdtype(row.dtype, np.integer) or weight_shape is None \
+            or len(weight_shape) != 2 or weight_shape[0] != row.size:
         return None
     first = int(row[0])
     if not np.array_equal(row.astype(np.int64), np.arange(first, first + row.size, dtype=np.int64)):
