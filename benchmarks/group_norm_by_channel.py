@@ -25,17 +25,12 @@ HOWS = ("per_channel", "reshaped")
 
 
 def main() -> None:
-    from benchkit.two_builds import compare_two_builds, parse_args, with_pass_left_out
+    from benchkit.two_builds import compare_with_pass_left_out
 
-    args = parse_args(__doc__, "0", "out/bench/group_norm_by_channel", MODELS)
-    import relay_passes.group_norm_by_channel as group_norm_by_channel
-    from benchkit.machine import machine_info
-    from tvm_mpq.runtime.executor import host_target
-
-    target = host_target()
-    compare_two_builds(args, machine_info(args.threads, target), HOWS,
-                       with_pass_left_out(group_norm_by_channel, "GroupNormByChannel", "reshaped", target),
-                       "Group norms on per-channel statistics (GroupNormByChannel) vs reshaped to groups")
+    compare_with_pass_left_out(
+        __doc__, "0", "out/bench/group_norm_by_channel", MODELS,
+        "relay_passes.group_norm_by_channel", "GroupNormByChannel", HOWS,
+        "Group norms on per-channel statistics (GroupNormByChannel) vs reshaped to groups")
 
 
 if __name__ == "__main__":

@@ -24,17 +24,12 @@ HOWS = ("lanes", "scalar")
 
 
 def main() -> None:
-    from benchkit.two_builds import compare_two_builds, parse_args, with_pass_left_out
+    from benchkit.two_builds import compare_with_pass_left_out
 
-    args = parse_args(__doc__, "0,100", "out/bench/lane_variance", MODELS)
-    import relay_passes.lane_variance as lane_variance
-    from benchkit.machine import machine_info
-    from tvm_mpq.runtime.executor import host_target
-
-    target = host_target()
-    compare_two_builds(args, machine_info(args.threads, target), HOWS,
-                       with_pass_left_out(lane_variance, "LaneVariance", "scalar", target),
-                       "A variance along rows on 16 lanes (LaneVariance) vs TVM's op")
+    compare_with_pass_left_out(
+        __doc__, "0,100", "out/bench/lane_variance", MODELS,
+        "relay_passes.lane_variance", "LaneVariance", HOWS,
+        "A variance along rows on 16 lanes (LaneVariance) vs TVM's op")
 
 
 if __name__ == "__main__":

@@ -24,17 +24,12 @@ HOWS = ("lookup", "one_hot_gemm")
 
 
 def main() -> None:
-    from benchkit.two_builds import compare_two_builds, parse_args, with_pass_left_out
+    from benchkit.two_builds import compare_with_pass_left_out
 
-    args = parse_args(__doc__, "0,100", "out/bench/one_hot_as_take", MODELS)
-    import relay_passes.one_hot_matmul_as_take as one_hot_matmul_as_take
-    from benchkit.machine import machine_info
-    from tvm_mpq.runtime.executor import host_target
-
-    target = host_target()
-    compare_two_builds(args, machine_info(args.threads, target), HOWS,
-                       with_pass_left_out(one_hot_matmul_as_take, "OneHotMatmulAsTake", "one_hot_gemm", target),
-                       "One-hot rows times a weight as row lookups (OneHotMatmulAsTake) vs the one-hot GEMM")
+    compare_with_pass_left_out(
+        __doc__, "0,100", "out/bench/one_hot_as_take", MODELS,
+        "relay_passes.one_hot_matmul_as_take", "OneHotMatmulAsTake", HOWS,
+        "One-hot rows times a weight as row lookups (OneHotMatmulAsTake) vs the one-hot GEMM")
 
 
 if __name__ == "__main__":

@@ -24,17 +24,13 @@ HOWS = ("padded", "unpadded")
 
 
 def main() -> None:
-    from benchkit.two_builds import compare_two_builds, parse_args, with_pass_left_out
+    from benchkit.two_builds import compare_with_pass_left_out
 
-    args = parse_args(__doc__, "0,100", "out/bench/pad_tile_pixels", MODELS)
-    import relay_passes.pad_tile_pixels as pad_tile_pixels
-    from benchkit.machine import machine_info
-    from tvm_mpq.runtime.executor import host_target
+    compare_with_pass_left_out(
+        __doc__, "0,100", "out/bench/pad_tile_pixels", MODELS,
+        "relay_passes.pad_tile_pixels", "PadTilePixels", HOWS,
+        "GEMMs and row convs over padded pixels (PadTilePixels) vs their own pixel counts")
 
-    target = host_target()
-    compare_two_builds(args, machine_info(args.threads, target), HOWS,
-                       with_pass_left_out(pad_tile_pixels, "PadTilePixels", "unpadded", target),
-                       "GEMMs and row convs over padded pixels (PadTilePixels) vs their own pixel counts")
 
 if __name__ == "__main__":
     main()

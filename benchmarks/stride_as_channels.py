@@ -25,17 +25,13 @@ HOWS = ("phases", "strided")
 
 
 def main() -> None:
-    from benchkit.two_builds import compare_two_builds, parse_args, with_pass_left_out
+    from benchkit.two_builds import compare_with_pass_left_out
 
-    args = parse_args(__doc__, "0,100", "out/bench/stride_as_channels", MODELS)
-    import relay_passes.stride_as_channels as stride_as_channels
-    from benchkit.machine import machine_info
-    from tvm_mpq.runtime.executor import host_target
+    compare_with_pass_left_out(
+        __doc__, "0,100", "out/bench/stride_as_channels", MODELS,
+        "relay_passes.stride_as_channels", "StrideAsChannels", HOWS,
+        "Strided row convs over few channels: over the stride's phases (StrideAsChannels) vs at the stride")
 
-    target = host_target()
-    compare_two_builds(args, machine_info(args.threads, target), HOWS,
-                       with_pass_left_out(stride_as_channels, "StrideAsChannels", "strided", target),
-                       "Strided row convs over few channels: over the stride's phases (StrideAsChannels) vs at the stride")
 
 if __name__ == "__main__":
     main()

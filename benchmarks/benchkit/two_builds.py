@@ -1,6 +1,7 @@
 """The frame of the benchmarks that compare two builds of each zoo config (``batch_norm_fold.py``,
 ``vector_rounding.py``, ``channel_padding.py``, ``channel_pad.py``, ``stride_as_channels.py``,
-``pad_tile_pixels.py``, ``row_tile_threads.py``): their command line, each model's QuantuneV2
+``pad_tile_pixels.py``, ``row_tile_threads.py``, ...; those that leave one pass out are
+:func:`compare_with_pass_left_out` whole): their command line, each model's QuantuneV2
 config per rate with the input the builds are timed on, the two builds (a pass left out, a
 module constant set), their interleaved timing and the report."""
 
@@ -104,6 +105,24 @@ def with_pass_left_out(module, name: str, without: str, target) -> Callable[["Zo
             setattr(module, name, rewrite)
 
     return compile_point
+
+
+def compare_with_pass_left_out(doc: str, rates: str, out: str, models: str, pass_module: str, pass_name: str,
+                               hows: tuple[str, str], title: str) -> list[dict]:
+    """The whole of a benchmark that times each config built by the pipeline (``hows[0]``) and with
+    the pass class ``pass_name`` of ``pass_module`` left out (``hows[1]``), for this host: its
+    command line (:func:`parse_args` with the benchmark's defaults, first: it sets the thread
+    count before TVM starts), :func:`with_pass_left_out` and :func:`compare_two_builds`."""
+    import importlib
+
+    args = parse_args(doc, rates, out, models)
+    from benchkit.machine import machine_info
+    from tvm_mpq.runtime.executor import host_target
+
+    target = host_target()
+    return compare_two_builds(args, machine_info(args.threads, target), hows,
+                              with_pass_left_out(importlib.import_module(pass_module), pass_name, hows[1], target),
+                              title)
 
 
 def with_constant(module, name: str, value, when: str, target) -> Callable[["ZooPoint", str], object]:
