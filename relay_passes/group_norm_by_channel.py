@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.ir.expr import Constant
 from tvm.relax.dpl import is_const, is_op, wildcard
 
 from relay_passes.convert_layout import tensor_shape
@@ -54,7 +55,7 @@ def _over_last_axis(call: relax.Call) -> bool:
     return axis is not None and [int(a) for a in axis] in ([2], [-1]) and bool(call.attrs.keepdims)
 
 
-def _group_values(const: relax.Constant, groups: int) -> np.ndarray | None:
+def _group_values(const: Constant, groups: int) -> np.ndarray | None:
     value = const.value.numpy()
     return value.reshape(groups).astype(np.float32) if value.size == groups else None
 
