@@ -53,7 +53,8 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from relay_passes.convert_layout import conv_out_dtype, tensor_shape
 from relay_passes.precision_annotation import rewrite_every_function
 from tvm_mpq.kernels.cpu_isa import CpuIsa
-from tvm_mpq.kernels.cpu_mac import STREAMED_WEIGHT_BYTES, choose_tile, loads_per_mac
+from tvm_mpq.kernels.cpu_mac import (AMX_FULL_ROWS, STREAMED_WEIGHT_BYTES, amx_shape_fits, amx_tile_rows, choose_tile,
+                                      loads_per_mac)
 
 MAX_EXTRA = 1 / 8
 """The most pixels the pass adds, as a fraction of the MAC's own (at least :data:`MIN_EXTRA`)."""
@@ -80,6 +81,19 @@ def padded_pixels(pixels: int, vectors: int, registers: int) -> int:
     costs = {p: tile_cost(p, vectors, registers) for p in range(pixels, pixels + extra + 1)}
     best = min(costs, key=lambda p: (costs[p], p))
     return best if costs[best] < MIN_GAIN * costs[pixels] else pixels
+
+
+def amx_rows(rows: int) -> int:
+    """The row count of an int8 matmul on AMX tiles: ``rows`` where a tile of at least
+    :data:`~tvm_mpq.kernels.cpu_mac.AMX_FULL_ROWS` rows divides it, else the least count up to
+    :data:`MAX_EXTRA` more (at least :data:`MIN_EXTRA`) that such a tile divides; fewer rows
+    than such a tile stay as they are."""
+    if rows < AMX_FULL_ROWS:
+        return rows
+    for padded in range(rows, rows + max(MIN_EXTRA, int(rows * MAX_EXTRA)) + 1):
+        if amx_tile_rows(padded) >= AMX_FULL_ROWS:
+            return padded
+    return rows
 
 
 def product_cost(rows: int, columns: int, isa: CpuIsa) -> float | None:
@@ -161,7 +175,10 @@ class PadTilePixels:
         vectors = self._vectors(weight[1], _is_integer(expr))
         if vectors is None:
             return expr
-        padded = padded_pixels(rows, vectors, self.isa.registers)
+        if _is_integer(expr) and self.isa.amx and amx_shape_fits(weight[0], weight[1]):
+            padded = amx_rows(rows)
+        else:
+            padded = padded_pixels(rows, vectors, self.isa.registers)
         if padded == rows:
             return expr
         pad = [0, 0] * (len(data) - 2) + [0, padded - rows, 0, 0]

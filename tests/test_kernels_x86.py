@@ -326,6 +326,10 @@ AMX_CASES = {  # int8 convs the AMX tile kernel takes: tile shapes (pixels, 16-c
     "3x3 batch, 32-byte inputs": (lambda: int8_conv(32, 16, 6, 3, pad=1, batch=2), (6, 1, 32, 1)),
     "1x1 tail pad, 2 x 48 inputs": (lambda: int8_conv(96, 32, 6, 1, tail_pad=True), (6, 2, 48, 1)),
     "3x3 @28, two A tiles of 14 pixels": (lambda: int8_conv(32, 32, 28, 3, pad=1), (14, 2, 32, 2)),
+    # int8 matmuls (a transformer's projections): tiles of rows
+    "matmul 32 rows, two A tiles of 16": (lambda: int8_dense(32, 96, 64), (16, 2, 48, 2)),
+    # 257 tokens, padded to 260 rows (PadTilePixels), the slice and requantize per tile after it
+    "matmul 257 rows padded to 260": (lambda: int8_dense(257, 64, 48), (13, 1, 64, 2)),
 }
 
 
@@ -337,9 +341,10 @@ def _amx_target() -> tvm.target.Target:
 
 @pytest.mark.parametrize("case", list(AMX_CASES))
 def test_amx_tiles_run_exact_here_or_compile_with_tile_instructions(case):
-    """On an AMX target an int8 conv with at least 64 taps x input channels and a stride-1 row
-    runs on tiles (``ldtilecfg``, ``tdpbusd``): bit-exact against the unscheduled build where this
-    host has AMX, else the library holds the tile instructions."""
+    """On an AMX target an int8 conv with at least 64 taps x input channels and a stride-1 row,
+    and an int8 matmul over at least 64 input channels, run on tiles (``ldtilecfg``,
+    ``tdpbusd``): bit-exact against the unscheduled build where this host has AMX, else the
+    library holds the tile instructions."""
     build, shape = AMX_CASES[case]
     mod, x = build()
     target = _amx_target()

@@ -83,6 +83,11 @@ MIN_BLOCKED_TILES = 4
 BLOCKED_TILE_PIXELS = 8
 """The tile length a reduction-blocked conv prefers (1 x 16, 2 x 8 and 4 x 4 tiles of
 torchcrepe's 1024 -> 128, 64-tap conv, blocked by 128 channels: 8.1, 5.6, 6.3 ms, 2026-12-04)."""
+AMX_FULL_ROWS = 8
+"""A-tile rows from which an int8 GEMM on AMX tiles runs near its best (a ViT's 384 x 1536
+projection over 257 rows padded to 258 (6-row tiles), 264 (8), 272 (16): 0.20, 0.13-0.15,
+0.15-0.27 ms, noisy 2-core Xeon, 2026-12-06): :class:`relay_passes.pad_tile_pixels.PadTilePixels`
+pads an AMX matmul's rows to a count with such a divisor."""
 MIN_AMX_DEPTH = 64
 """Taps x input channels below which a conv keeps the vector kernel on AMX targets: one tile
 row of input channels. Below it the per-tile cost (tile configuration, accumulator stores)
@@ -171,21 +176,37 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
     return KernelPlan(lanes, group, dot, nf, nx, rows_outer=rows_outer(info), k_block=blocked)
 
 
+def amx_tile_rows(pixels: int) -> int:
+    """The rows of an AMX A tile over ``pixels`` (the widest divisor up to 16; below
+    :data:`MIN_AMX_PIXELS` the vector kernel is used)."""
+    return max(divisors(pixels, TILE_ROWS))
+
+
+def amx_shape_fits(in_channels: int, out_channels: int, taps: int = 1) -> bool:
+    """Whether an int8 MAC's channels fit AMX tiles: whole 16-column accumulator tiles, whole
+    4-channel groups, at least :data:`MIN_AMX_DEPTH` of reduction."""
+    return out_channels % TILE_LANES == 0 and in_channels % 4 == 0 and taps * in_channels >= MIN_AMX_DEPTH
+
+
 def plan_amx(info: MacInfo) -> KernelPlan | None:
-    """An AMX tile plan for an int8 conv2d (``None``: the vector kernel): tiles of ``nx``
-    pixels of a row (the widest divisor of the output width up to 16 tile rows, at least
-    :data:`MIN_AMX_PIXELS`) x ``nf`` tiles of 16 output channels (up to 3, dividing the
+    """An AMX tile plan for an int8 conv2d or matmul (``None``: the vector kernel): tiles of
+    ``nx`` pixels (a conv: of a row; a matmul: rows; the widest divisor up to 16 tile rows, at
+    least :data:`MIN_AMX_PIXELS`) x ``nf`` tiles of 16 output channels (up to 3, dividing the
     channels) x ``4 kc`` input channels (the widest divisor of the channels up to 64 bytes).
-    A tile's rows are consecutive input pixels, so the conv strides 1 along the width."""
-    if info.kind != "conv2d" or info.stride[1] != 1 or info.dilation[1] != 1 or info.out_channels % TILE_LANES:
+    A tile's rows are consecutive input pixels, so a conv strides 1 along the width."""
+    if info.kind == "matmul":
+        pixels = info.out_hw[0]
+    elif info.kind == "conv2d" and info.stride[1] == 1 and info.dilation[1] == 1:
+        pixels = info.out_hw[1]
+    else:
         return None
-    if info.in_channels % 4 or info.kernel[0] * info.kernel[1] * info.in_channels < MIN_AMX_DEPTH:
+    if not amx_shape_fits(info.in_channels, info.out_channels, info.kernel[0] * info.kernel[1]):
         return None
-    nx = max(divisors(info.out_hw[1], TILE_ROWS))
+    nx = amx_tile_rows(pixels)
     if nx < MIN_AMX_PIXELS:
         return None
     kc = max(divisors(info.in_channels // 4, TILE_ROWS))
-    mx = 2 if (info.out_hw[1] // nx) % 2 == 0 else 1  # two A tiles share each B tile load
+    mx = 2 if (pixels // nx) % 2 == 0 else 1  # two A tiles share each B tile load
     nf = max(f for f in divisors(info.out_channels // TILE_LANES, MAX_TILES) if tiles_fit(mx, f))
     return KernelPlan(TILE_LANES, 4, "amx", nf, nx, depth=4 * kc, row_blocks=mx, rows_outer=rows_outer(info))
 
@@ -290,7 +311,7 @@ def schedule_mac(func: tirx.PrimFunc, target: Target,
         if info.kind == "depthwise":
             _schedule_depthwise(sch, info, plan, isa)
         elif plan.dot == "amx":
-            _schedule_amx_conv(sch, info, plan, isa)
+            (_schedule_amx_matmul if info.kind == "matmul" else _schedule_amx_conv)(sch, info, plan, isa)
         elif info.kind == "batch_matmul":
             _schedule_batch_matmul(sch, info, plan, isa)
         elif plan.k_block:
@@ -576,6 +597,34 @@ def _schedule_amx_conv(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa
     init_intrin, update_intrin, store_intrin = amx_intrins(nx, nf, plan.depth // 4, plan.row_blocks)
     sch.tensorize(sch.get_loops(init)[-2], init_intrin)
     sch.tensorize(xi, update_intrin)
+    sch.tensorize(sch.get_loops(from_tiles)[-2], store_intrin)
+
+
+def _schedule_amx_matmul(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
+    """:func:`_schedule_amx_conv` for ``matmul [M, K] x [K, N]`` by a constant weight: per output
+    tile of ``row_blocks * nx`` rows x ``nf`` 16-column tiles, one tile multiply per ``plan.depth``
+    of the reduction (the rows of ``A`` are the data's rows, ``B`` the weight prepacked as the
+    vector kernel's ``[N/T, K/4, T, 4]``)."""
+    request_amx()
+    mark_tiles(sch)
+    nf, nx = plan.nf, plan.nx
+    mac = sch.get_sblock(info.block)
+    _prepack_weight(sch, mac, info, plan)
+    _prepare_data(sch, mac, info, plan, isa)
+    last = _epilogue(sch, info, isa)
+    *lead, nn, k = sch.get_loops(mac)
+    m = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+    fo, fj = sch.split(nn, [None, nf * TILE_LANES])
+    ko, kk = sch.split(k, [None, plan.depth])
+    mo, mi = sch.split(m, [None, plan.row_blocks * nx])
+    outer = [mo, fo] if plan.rows_outer else [fo, mo]
+    sch.reorder(*outer, ko, mi, fj, kk)
+    from_tiles = _finish_tile(sch, mac, last, outer[-1], isa.lanes(), matrix=True)
+    _parallel(sch, outer)
+    init = sch.decompose_reduction(mac, ko)
+    init_intrin, update_intrin, store_intrin = amx_intrins(nx, nf, plan.depth // 4, plan.row_blocks)
+    sch.tensorize(sch.get_loops(init)[-2], init_intrin)
+    sch.tensorize(mi, update_intrin)
     sch.tensorize(sch.get_loops(from_tiles)[-2], store_intrin)
 
 
