@@ -1,4 +1,4 @@
-"""FoldBatchNorm: fold inference batch-norm into the conv2d before it, for chosen layers only.
+"""FoldBatchNorm: fold inference batch-norm into the conv2d (or conv2d_transpose) before it, for chosen layers only.
 
 TVM's ``relax.transform.FoldBatchnormToConv2D`` folds every ``conv2d -> batch_norm -> [0]``.
 The precision passes need the fold per layer, by name: an int8 layer's batch-norm belongs to its
@@ -8,7 +8,8 @@ does, where keeping the batch norm costs a subtract, divide, multiply and add pe
 conv's epilogue: 1-3% of the zoo models' latency, fp32 and mixed, ``benchmarks/batch_norm_fold.py``). Layers are chosen by what their
 precision annotation says
 (:mod:`relay_passes.precision_annotation`): by stable name, or every layer annotated int8. The
-rewrite is TVM's: ``W' = W * gamma / sqrt(var + eps)`` per output channel and
+rewrite is TVM's: ``W' = W * gamma / sqrt(var + eps)`` per output channel (axis 0 of an OIHW
+conv's weight, axis 1 of a one-group IOHW transposed conv's: a decoder's upsampling) and
 ``b' = beta - mean * gamma / sqrt(var + eps)`` added after the conv, computed in numpy from the
 bound constants (run after ``BindParams``). A folded layer's annotation moves with it and its
 weight scales become those of the folded weight (the weight the lowering quantizes).
@@ -55,7 +56,8 @@ class FoldBatchNorm:
         self.quantized_only = quantized_only
         self.data = wildcard()
         self.weight = is_const()
-        self.conv = is_op("relax.nn.conv2d")(self.data, self.weight)
+        self.conv = is_op("relax.nn.conv2d")(self.data, self.weight) | is_op("relax.nn.conv2d_transpose")(
+            self.data, self.weight)
         self.bn_args = [is_const() for _ in range(4)]  # gamma, beta, mean, var
         self.conv_bias = is_const()
         self.biased = is_op("relax.add")(self.conv, self.conv_bias)
@@ -82,18 +84,24 @@ class FoldBatchNorm:
             annotation = read_annotation(bound)
             if not self._selected(annotation):
                 return expr
-            if conv.attrs.kernel_layout != "OIHW" or conv.attrs.data_layout != "NCHW" or int(bn.attrs.axis) != 1:
+            transposed = conv.op.name == "relax.nn.conv2d_transpose"  # IOHW: output channels on axis 1
+            layout = "IOHW" if transposed else "OIHW"
+            if conv.attrs.kernel_layout != layout or conv.attrs.data_layout != "NCHW" or int(bn.attrs.axis) != 1:
+                return expr
+            if transposed and int(conv.attrs.groups) != 1:
                 return expr
             gamma, beta, mean, var = (matches[p].value.numpy().astype(np.float64) for p in self.bn_args)
             factor = gamma / np.sqrt(var + float(bn.attrs.epsilon))
             weight = matches[self.weight].value.numpy()
-            folded_w = (weight.astype(np.float64) * factor.reshape(-1, 1, 1, 1)).astype(weight.dtype)
+            axis = layout.index("O")
+            folded_w = (weight.astype(np.float64) * factor.reshape([-1 if i == axis else 1 for i in range(4)])
+                        ).astype(weight.dtype)
             conv_bias = matches[self.conv_bias].value.numpy().reshape(-1) if self.conv_bias in matches else 0.0
             bias = (beta + (conv_bias - mean) * factor).astype(weight.dtype).reshape(1, -1, 1, 1)
             n_folded += 1
             if annotation is not None:
                 folded.append(annotation.layer)
-            data = reannotate_for_weight(data, folded_w, 0, var2val)
+            data = reannotate_for_weight(data, folded_w, axis, var2val)
             new_conv = relax.Call(conv.op, [data, relax.const(folded_w)], conv.attrs)
             return relax.op.add(new_conv, relax.const(bias))
 

@@ -7,9 +7,11 @@ honour, the one-line :class:`~tvm_mpq.errors.MpqError` that :func:`integer_probl
 
 from __future__ import annotations
 
-INTEGER_KINDS = ("conv2d", "depthwise_conv2d", "grouped_conv2d", "conv1d", "dense")
+INTEGER_KINDS = ("conv2d", "depthwise_conv2d", "grouped_conv2d", "conv1d", "conv2d_transpose", "dense")
 """Layer kinds (the layer table's) with an integer kernel: 2-D and 1-D convs (a ``conv1d`` runs
-on the 2-D kernel along a row, :class:`relay_passes.conv_on_rows.ConvOnRows`) and matmuls by a
+on the 2-D kernel along a row, :class:`relay_passes.conv_on_rows.ConvOnRows`), transposed 2-D
+convs of one group without dilation (a GEMM and the sum of its shifted blocks,
+:class:`relay_passes.transpose_conv_as_matmul.TransposeConvAsMatmul`) and matmuls by a
 constant."""
 MAX_INTEGER_BITS = 8
 """Weights and activations are stored as int8 / uint8 codes: 2..8 bits run on the int8 kernels

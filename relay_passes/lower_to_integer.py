@@ -51,6 +51,7 @@ from relay_passes.precision_annotation import (PrecisionAnnotation, detach_annot
                                                weight_channel_axis)
 from relay_passes.quantized_arith import Accumulator, FakeQuantArith, IntegerArith
 from tvm_mpq.errors import MpqError
+from tvm_mpq.graph.layer_table import transpose_conv_kind
 from tvm_mpq.quantization.quantizers import ActQParams, broadcast_scales, weight_scales
 
 # Ops whose result depends elementwise on their inputs: they join the epilogue of an int8 group.
@@ -382,6 +383,8 @@ class IntegerLowering(relax.PyExprMutator):
         kind = call.op.name.removeprefix("relax.").removeprefix("nn.")
         if call.op.name == "relax.matmul":
             kind = "dense" if weight is not None else "matmul"
+        elif call.op.name == "relax.nn.conv2d_transpose":
+            kind = transpose_conv_kind(call.attrs)
         problem = integer_problem(annotation.layer, kind, annotation.w_bits, annotation.a_bits,
                                   annotation.act is not None)
         if problem is None and weight is None:

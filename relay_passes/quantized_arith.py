@@ -4,7 +4,8 @@
 an arithmetic decides *how* each step is emitted:
 
 * :class:`IntegerArith` — uint8 activations, int8 per-channel weights, ``int32`` accumulation
-  (``conv2d``/``conv1d``/``matmul`` with ``out_dtype="int32"``), bias in int32, requantization to uint8
+  (``conv2d``/``conv1d``/``conv2d_transpose``/``matmul`` with ``out_dtype="int32"``), bias in int32,
+  requantization to uint8
   (float multiplier, round half-even, clip) at the next quantizer;
 * :class:`FakeQuantArith` — the same quantizers as float32 quantize-dequantize: the reference
   the integer model is checked against ("same scales").
@@ -48,6 +49,31 @@ def _pad_mask(shape: tuple[int, ...], pad_width: list[int]) -> np.ndarray:
 
 _CONV_LAYOUTS = {"relax.nn.conv2d": ("NCHW", "OIHW"), "relax.nn.conv1d": ("NCW", "OIW")}
 """The convs with an integer kernel, and the data and kernel layouts they are lowered in."""
+TRANSPOSE_CONV = "relax.nn.conv2d_transpose"
+"""The transposed conv with an integer kernel (NCHW / IOHW, one group, no dilation; the CPU build
+runs it as a GEMM: :class:`relay_passes.transpose_conv_as_matmul.TransposeConvAsMatmul`)."""
+_CHANNELS_FIRST = (*_CONV_LAYOUTS, TRANSPOSE_CONV)
+"""MAC ops whose output channels are axis 1."""
+
+
+def transpose_conv_taps(in_size: int, out_size: int, kernel: int, stride: int, pad: int) -> np.ndarray:
+    """``[kernel, out_size]``: 1 where tap ``a`` of some input position ``i`` (``0 <= i < in_size``)
+    lands on output position ``y = i * stride + a - pad`` of a transposed conv along one axis."""
+    a = np.arange(kernel)[:, None]
+    start = np.arange(out_size)[None, :] + pad - a
+    return ((start % stride == 0) & (start >= 0) & (start // stride < in_size)).astype(np.int64)
+
+
+def transpose_conv_zero_point_map(zero_points: np.ndarray, w_q: np.ndarray, in_hw: tuple[int, int],
+                                  out_hw: tuple[int, int], strides: list[int], padding: list[int]) -> np.ndarray:
+    """``[O, H_out, W_out]`` (int64): a transposed conv of a constant input, ``zero_points`` per
+    input channel, by the codes ``w_q`` (``[C, O, kh, kw]``): what the input's zero points add to
+    each output, subtracted from the integer product. Windows that overlap or are cropped reach
+    the border outputs fewer times than the interior ones, so it varies over the map."""
+    per_tap = np.einsum("c,coab->oab", zero_points.astype(np.int64), w_q.astype(np.int64))
+    rows = transpose_conv_taps(in_hw[0], out_hw[0], w_q.shape[2], strides[0], padding[0])
+    cols = transpose_conv_taps(in_hw[1], out_hw[1], w_q.shape[3], strides[1], padding[1])
+    return np.einsum("oab,ay,bx->oyx", per_tap, rows, cols)
 
 
 def accumulator_scale(qp: ActQParams, scales: np.ndarray) -> np.ndarray:
@@ -141,6 +167,23 @@ class IntegerArith:
                             out_dtype="int32"), name)
             w_sum = w_q.astype(np.int64).reshape(w_q.shape[0], -1).sum(axis=1)
             out_axis = 1
+        elif op == TRANSPOSE_CONV:
+            acc = emit(relax.op.nn.conv2d_transpose(
+                data, relax.const(w_q), strides=attrs.strides, padding=attrs.padding,
+                output_padding=attrs.output_padding, dilation=attrs.dilation, groups=int(attrs.groups),
+                data_layout="NCHW", kernel_layout="IOHW", out_dtype="int32"), name)
+            zero_points = per_output_channel(qp.zero_point, w_q.shape[0]).astype(np.int64)
+            offset = None
+            if np.any(zero_points):
+                in_hw = tuple(int(d) for d in data.ty.shape)[2:]
+                out_hw = tuple(int(d) for d in call.ty.shape)[2:]
+                shift = transpose_conv_zero_point_map(zero_points, w_q, in_hw, out_hw,
+                                                      [int(v) for v in attrs.strides], [int(v) for v in attrs.padding])
+                if np.all(shift == shift[:, :1, :1]):  # every output reached alike (kernel == stride)
+                    offset = -shift[:, 0, 0]
+                else:
+                    acc = emit(relax.op.subtract(acc, relax.const(shift[None].astype(np.int32))), name + "zp")
+            return Accumulator(acc, accumulator_scale(qp, scales), 1, out_ndim, offset)
         elif op == "relax.matmul":
             acc = emit(relax.op.matmul(data, relax.const(w_q), out_dtype="int32"), name)
             w_sum = w_q.astype(np.int64).sum(axis=0)
@@ -192,7 +235,7 @@ class FakeQuantArith:
         w_fq = (np.clip(np.round(weight.astype(np.float32) / s), -qmax, qmax) * s).astype(np.float32)
         expr = emit(relax.Call(call.op, [data, relax.const(w_fq), *call.args[2:]], call.attrs, call.ty_args), name)
         out_ndim = len(call.ty.shape)
-        out_axis = 1 if call.op.name in _CONV_LAYOUTS else out_ndim - 1
+        out_axis = 1 if call.op.name in _CHANNELS_FIRST else out_ndim - 1
         return Accumulator(expr, accumulator_scale(qp, scales), out_axis, out_ndim)
 
     def add_bias(self, emit: Emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:

@@ -19,10 +19,10 @@ products in another order (float32 rounding differs in the last bits).
 upsampling neck (``ConvTranspose1d(k=5, s=5)`` up to 7500 samples) took 120 of its 183 ms on
 TVM's generic reduction schedule (``benchmarks/kernel_profile.py eeg-spindle-unet``, 2026-12-03).
 
-Only NCHW / IOHW (NCW / IOW) float32 convs with a constant weight are rewritten; the rest stay as
-they are.
-It runs in the CPU build (:func:`tvm_mpq.target_build.passes.graph_passes`), on fp32 layers (there is
-no integer ``conv2d_transpose``: the precision pass keeps them fp32).
+Only NCHW / IOHW (NCW / IOW) convs with a constant weight are rewritten, float32, or integer
+codes (uint8 / int8 data, int8 weight, int32 result: an int8 layer the precision pass lowered,
+whose GEMM then runs on the int8 kernels and whose shifted blocks add in int32, exactly); the
+rest stay as they are. It runs in the CPU build (:func:`tvm_mpq.target_build.passes.graph_passes`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ def as_matmul_shape(call: relax.Call, weight: np.ndarray) -> bool:
     a = call.attrs
     if weight.ndim not in _LAYOUTS or (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != _LAYOUTS[weight.ndim]:
         return False
-    if str(call.args[0].ty.dtype) != "float32" or weight.dtype != np.float32:
+    data_dtype, out_dtype = str(call.args[0].ty.dtype), str(call.ty.dtype)
+    floats = data_dtype == "float32" and weight.dtype == np.float32
+    codes = data_dtype in ("uint8", "int8") and weight.dtype == np.int8 and out_dtype == "int32"
+    if not (floats or codes):
         return False
     spatial = weight.ndim - 2
     return not any(_ints(a.output_padding)) and _ints(a.dilation) == [1] * spatial and int(a.groups) == 1
@@ -77,14 +80,14 @@ class TransposeConvAsMatmul:
         d = len(kernel)
         strides = _ints(expr.attrs.strides)
         taps = [-(-k // s) for k, s in zip(kernel, strides)]  # m: output blocks each input position reaches
-        padded = np.zeros((c, o, *(m * s for m, s in zip(taps, strides))), np.float32)  # kernel -> m * s, zeros
+        padded = np.zeros((c, o, *(m * s for m, s in zip(taps, strides))), weight.dtype)  # kernel -> m * s, zeros
         padded[(slice(None), slice(None), *(slice(0, k) for k in kernel))] = weight
         pixels = relax.op.reshape(relax.op.permute_dims(expr.args[0], [0, *range(2, 2 + d), 1]),
                                   [n * int(np.prod(positions)), c])
         # columns ordered (m, s..., o): each output pixel's O channels are adjacent in a row, so
         # the depth-to-space into the channels-last graph moves whole channel vectors
         columns = np.ascontiguousarray(padded.transpose(0, *range(2, 2 + d), 1).reshape(c, -1))
-        rows = relax.op.matmul(pixels, relax.const(columns))
+        rows = relax.op.matmul(pixels, relax.const(columns), out_dtype=str(expr.ty.dtype))
         split = [dim for m, s in zip(taps, strides) for dim in (m, s)]
         blocks = relax.op.reshape(rows, [n, *positions, *split, o])  # [n, h, w, m1, s1, m2, s2, O]
         summed = _overlap_add(blocks, [n, *positions, *strides, o], taps)  # [n, h + m1 - 1, w + m2 - 1, s1, s2, O]

@@ -236,6 +236,58 @@ def test_activation_x_activation_matmul_is_rejected_for_integer_kernels():
         compile_model(graph, PrecisionConfig(graph.name, layers))
 
 
+class _Decoder(torch.nn.Module):
+    """A segmentation decoder: transposed convs whose windows overlap and are cropped (kernel 4,
+    stride 2, padding 1: the input's zero point reaches border outputs fewer times) and that
+    tile (kernel 2, stride 2), with batch norms and relus between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.up1 = torch.nn.ConvTranspose2d(16, 16, 4, stride=2, padding=1)
+        self.bn1 = torch.nn.BatchNorm2d(16)
+        self.up2 = torch.nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.head = torch.nn.Conv2d(8, 1, 1)
+        with torch.no_grad():
+            self.bn1.running_mean.uniform_(-0.5, 0.5)
+            self.bn1.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.up1(self.stem(x))  # (no relu in front: a signed input, a non-zero zero point)
+        y = self.up2(torch.relu(self.bn1(y)))
+        return self.head(torch.relu(y))
+
+
+def test_transposed_convs_run_on_integer_kernels_like_their_simulation():
+    """A ``conv2d_transpose`` layer int8: uint8 x int8 -> int32 (on the CPU a GEMM of the codes
+    and the int32 sum of its shifted blocks), the input zero point's share subtracted per output
+    position where windows overlap or are cropped; within one output step of the QDQ simulation
+    of the same config, and a grouped transposed conv stays a kind without an integer kernel."""
+    from tvm_mpq.frontends.torch_frontend import from_module
+
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(3)]
+    graph = from_module(_Decoder(), feeds[0], "decoder")
+    table = build_layer_table(graph)
+    assert sorted(layer.kind for layer in table) == ["conv2d", "conv2d", "conv2d_transpose", "conv2d_transpose"]
+    config = _config(graph, feeds, 100)
+    assert all(not lp.is_fp32 for lp in config.layers.values())
+    assert config.layers[table.names()[1]].act.zero_point != 0  # the overlapping one's input is signed
+    integer, simulated, fp32 = compile_model(graph, config), compile_model(graph, config, simulate=True), compile_graph(graph)
+    assert mac_census(integer.mod) == {INT8_MAC: 4}
+    kernels = integer.stats["build"]["kernels"]
+    assert sum(rule == "MatmulConstWeight" for name, rule in kernels.items() if name.startswith("matmul")) == 2, kernels
+    assert not any("conv2d_transpose" in name for name in kernels)
+    for feed in feeds:
+        ref, got, sim = fp32.run(feed)[0], integer.run(feed)[0], simulated.run(feed)[0]
+        assert np.abs(got - sim).max() <= _step(ref)
+        assert not np.array_equal(got, ref)
+    grouped = from_module(torch.nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2), {"x": np.zeros((1, 4, 8, 8), np.float32)},
+                          "grouped")
+    assert [layer.kind for layer in build_layer_table(grouped)] == ["grouped_conv2d_transpose"]
+
+
 def test_mtcnn_rnet_fully_int8_keeps_lfw_accuracy():
     model = get("mtcnn-rnet")
     graph = model.build_graph()

@@ -279,6 +279,38 @@ def test_conv1d_layers_run_int8_and_export_like_the_compiled_model():
     assert _steps([_session(exported.model, optimized=False).run(None, feed)[0] for feed in feeds], sim) < 0.1
 
 
+def test_transposed_conv_layers_export_int8_like_the_compiled_model():
+    """int8 ``ConvTranspose`` layers (kernel 4 stride 2 padding 1, then kernel 2 stride 2, a
+    batch norm between that the compiler keeps): the ONNX QDQ export has per-channel int8 weights
+    on axis 1 (the ConvTranspose output channels) and int32 biases, and onnxruntime runs it as
+    written with the simulation's numbers; the host build is within one step of them."""
+    from test_compile import _Decoder
+
+    from tvm_mpq.frontends.torch_frontend import from_module
+
+    source = _Decoder()
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+    graph = from_module(source, feeds[0], "decoder")
+    table = build_layer_table(graph)
+    config = _config(graph, feeds)
+    integer, simulated = compile_model(graph, config), compile_model(graph, config, simulate=True)
+    assert integer.stats["int8_layers"] == 4
+    sim = [simulated.run(feed)[0] for feed in feeds]
+    assert _steps([integer.run(feed)[0] for feed in feeds], sim) <= 1
+    exported = build_qdq_onnx(graph, config, fp32_onnx(graph, source))
+    assert sorted(exported.int8_layers) == sorted(table.names())
+    weights = {init.name: init for init in exported.model.graph.initializer}
+    transposed = [n for n in exported.model.graph.node if n.op_type == "ConvTranspose"]
+    assert len(transposed) == 2
+    for node in transposed:
+        dequantize = next(n for n in exported.model.graph.node if n.output[0] == node.input[1])
+        assert dequantize.op_type == "DequantizeLinear" and dequantize.attribute[0].i == 1
+        assert onnx.numpy_helper.to_array(weights[dequantize.input[0]]).dtype == np.int8
+    assert _steps([_session(exported.model, optimized=False).run(None, feed)[0] for feed in feeds], sim) < 0.1
+    assert _steps([_session(exported.model).run(None, feed)[0] for feed in feeds], sim) <= 1
+
+
 def test_a_bias_correction_far_larger_than_the_bias_still_matches_the_onnx_bias():
     """The export checks that the ONNX node's bias is the compiled model's own (the compiled bias
     less its correction, in float32). A diffusion UNet's skip conv has bias 0.14 and correction

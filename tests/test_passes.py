@@ -449,7 +449,7 @@ def test_lowering_rejects_an_op_without_integer_kernel():
     class Upsample(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.conv = torch.nn.ConvTranspose2d(4, 4, 2, stride=2)
+            self.conv = torch.nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.conv(x)
@@ -459,7 +459,7 @@ def test_lowering_rejects_an_op_without_integer_kernel():
     config = PrecisionConfig(graph.name, {name: LayerPrecision(8, 8, ActQParams(0.1, 0, 8))})
     from relay_passes import LowerToInteger
 
-    with pytest.raises(MpqError, match=f"layer '{name}' is a conv2d_transpose: the integer kernel path supports"):
+    with pytest.raises(MpqError, match=f"layer '{name}' is a grouped_conv2d_transpose: the integer kernel path supports"):
         LowerToInteger()(_annotated(graph, config))
 
 

@@ -14,7 +14,9 @@ from onnx import helper, numpy_helper
 
 from tvm_mpq.errors import MpqError
 
-MAC_OPS = ("Conv", "Gemm", "MatMul")
+MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+CHANNELS_FIRST_OPS = ("Conv", "ConvTranspose")
+"""MAC ops whose output channels are axis 1 and whose bias is their third input."""
 CONST_OPS = ("Reshape", "Unsqueeze", "Squeeze", "Identity", "Flatten", "Cast", "Transpose")
 """Ops whose output is constant when their inputs are (folded by :meth:`OnnxGraph.const`)."""
 DIRECTION_MATCH = 0.999
@@ -209,6 +211,8 @@ def onnx_weight(g: OnnxGraph, node: onnx.NodeProto) -> OnnxWeight | None:
         return None
     if node.op_type == "Conv":
         return OnnxWeight(value, 0, False) if value.ndim in (3, 4) else None  # Conv 1-D or 2-D
+    if node.op_type == "ConvTranspose":  # [C_in, C_out / groups, k...]: output channels on axis 1
+        return OnnxWeight(value, 1, False) if value.ndim == 4 else None
     if value.ndim != 2:
         return None
     if node.op_type == "Gemm" and attr(node, "transB", 0):
@@ -227,5 +231,5 @@ def same_directions(a: np.ndarray, b: np.ndarray, axis: int) -> bool:
     return bool(np.all(cos >= DIRECTION_MATCH))
 
 
-__all__ = ["CONST_OPS", "DIRECTION_MATCH", "MAC_OPS", "OnnxGraph", "OnnxWeight", "attr", "inferred_shapes", "is_zero_pad",
+__all__ = ["CHANNELS_FIRST_OPS", "CONST_OPS", "DIRECTION_MATCH", "MAC_OPS", "OnnxGraph", "OnnxWeight", "attr", "inferred_shapes", "is_zero_pad",
            "onnx_weight", "same_directions", "set_attr", "topological", "with_opset"]

@@ -38,8 +38,8 @@ from tvm_mpq.errors import MpqError
 from tvm_mpq.export.fp32_onnx import Source, fp32_onnx, load_with_source
 from tvm_mpq.export.layer_plan import Int8Layer, int8_layers
 from tvm_mpq.export.onnx_equalize import equalize_onnx
-from tvm_mpq.export.onnx_graph import (OnnxGraph, attr, is_nearest_resize, is_zero_pad, onnx_weight, same_directions,
-                                      set_attr, with_opset)
+from tvm_mpq.export.onnx_graph import (CHANNELS_FIRST_OPS, OnnxGraph, attr, is_nearest_resize, is_zero_pad, onnx_weight,
+                                      same_directions, set_attr, with_opset)
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.quantization.quantizers import ActQParams
 
@@ -130,10 +130,10 @@ def _match_layers(layers: list[Int8Layer], g: OnnxGraph, model_name: str) -> lis
     used: set[str] = set()
     matches = []
     for il in layers:
-        want_conv = il.layer.kind.endswith(("conv2d", "conv1d"))
+        want = _onnx_family(il.layer.kind)
         found = None
         for node, weight in candidates:
-            if node.name in used or (node.op_type == "Conv") != want_conv:
+            if node.name in used or _node_family(node.op_type) != want:
                 continue
             if weight.operand.shape != il.weight.shape:
                 continue
@@ -144,12 +144,22 @@ def _match_layers(layers: list[Int8Layer], g: OnnxGraph, model_name: str) -> lis
                 found = node
                 break
         if found is None:
-            op = "Conv" if want_conv else "Gemm/MatMul"
             raise MpqError(f"int8 layer '{il.name}' ({il.layer.kind}, weight {list(il.weight.shape)}) matches no "
-                           f"{op} node of {model_name}'s ONNX model (by weight content and shape)")
+                           f"{want} node of {model_name}'s ONNX model (by weight content and shape)")
         used.add(found.name)
         matches.append((il, found))
     return matches
+
+
+def _onnx_family(kind: str) -> str:
+    """The ONNX ops a layer of the layer table's ``kind`` is written as."""
+    if kind.endswith("conv2d_transpose"):
+        return "ConvTranspose"
+    return "Conv" if kind.endswith(("conv2d", "conv1d")) else "Gemm/MatMul"
+
+
+def _node_family(op_type: str) -> str:
+    return op_type if op_type in CHANNELS_FIRST_OPS else "Gemm/MatMul"
 
 
 # -- rewriting ----------------------------------------------------------------------------------
@@ -186,8 +196,8 @@ def _bias_add(g: OnnxGraph, node: onnx.NodeProto, channels: int) -> tuple[onnx.N
     value = g.const(other)
     if value is None or value.size != channels or value.dtype != np.float32:
         return None
-    rank = len(g.shapes.get(node.output[0], ())) or (4 if node.op_type == "Conv" else 2)
-    axis = 1 if node.op_type == "Conv" else rank - 1
+    rank = len(g.shapes.get(node.output[0], ())) or (4 if node.op_type in CHANNELS_FIRST_OPS else 2)
+    axis = 1 if node.op_type in CHANNELS_FIRST_OPS else rank - 1
     shape = (1,) * (rank - value.ndim) + value.shape
     if len(shape) != rank or (channels > 1 and shape[axis] != channels):
         return None
@@ -207,13 +217,13 @@ def _rewrite_bias(g: OnnxGraph, il: Int8Layer, node: onnx.NodeProto) -> tuple[in
     """Fold a batch-norm the compiler folded; bias -> int32 codes + DequantizeLinear where the
     integer kernel folds it. Returns (bias DequantizeLinear nodes written, batch-norm folded)."""
     channels = il.weight_scales.size
-    own_bias = node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and bool(node.input[2])
+    own_bias = node.op_type in (*CHANNELS_FIRST_OPS, "Gemm") and len(node.input) > 2 and bool(node.input[2])
     add = None if own_bias else _bias_add(g, node, channels)
     tail = add[0].output[0] if add is not None else node.output[0]
     bn = _single_user(g, tail, "BatchNormalization")
     bn = bn if bn is not None and bn.input[0] == tail else None
     fold_bn = bn is not None and not il.bn_kept
-    if fold_bn and node.op_type != "Conv":
+    if fold_bn and node.op_type not in CHANNELS_FIRST_OPS:
         raise MpqError(f"int8 layer '{il.name}': cannot fold the batch-norm after ONNX {node.op_type} '{node.name}'")
     if il.bn_kept and bn is None:
         raise MpqError(f"int8 layer '{il.name}': the compiler keeps its batch-norm, but the ONNX model has it folded")
@@ -266,7 +276,7 @@ def _onnx_bias(g: OnnxGraph, node: onnx.NodeProto, added: np.ndarray | None,
     """The ONNX model's effective per-channel bias of ``node`` (its bias input or the constant of
     a following Add, then ``bn`` folded in, if given)."""
     bias = None if added is None else added.astype(np.float64)
-    if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2]:
+    if node.op_type in (*CHANNELS_FIRST_OPS, "Gemm") and len(node.input) > 2 and node.input[2]:
         value = g.const(node.input[2])
         if value is None:
             return None

@@ -115,8 +115,16 @@ def iter_bindings(func: relax.Function):
             yield binding
 
 
+def transpose_conv_kind(attrs) -> str:
+    """A ``conv2d_transpose``'s layer kind: ``conv2d_transpose`` (one group, no dilation: the
+    kind with an integer kernel), else ``grouped_conv2d_transpose`` / ``dilated_conv2d_transpose``."""
+    if int(attrs.groups) != 1:
+        return "grouped_conv2d_transpose"
+    return "dilated_conv2d_transpose" if any(int(d) != 1 for d in attrs.dilation) else "conv2d_transpose"
+
+
 def _macs(kind: str, call: relax.Call, out_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> int:
-    if kind == "conv2d_transpose":
+    if kind.endswith("conv2d_transpose"):
         # Each input pixel is scattered over the kernel: in_elems x (O/groups) x KH x KW.
         # weight IOHW = [I, O/groups, KH, KW]
         return math.prod(_shape(call.args[0])) * math.prod(w_shape[1:])
@@ -184,7 +192,7 @@ def build_layer_table(graph: ModelGraph) -> LayerTable:
         elif op == "conv1d":
             kind, axis = "conv1d", 0
         elif op == "conv2d_transpose":
-            kind, axis = "conv2d_transpose", 1
+            kind, axis = transpose_conv_kind(call.attrs), 1
         else:
             kind = "dense" if param is not None else "matmul"
             axis = len(w_shape) - 1
