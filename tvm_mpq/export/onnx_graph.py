@@ -37,6 +37,24 @@ class OnnxGraph:
         self.names |= {o for n in self.nodes for o in n.output} | {n.name for n in self.nodes}
         self.shapes = inferred_shapes(model)
 
+    def drop_identities(self) -> int:
+        """Remove every ``Identity`` whose output is not a graph output, its consumers reading its
+        input (paddle2onnx writes ``ConvTranspose -> Identity -> Add(bias)``: the bias add is then
+        the node's own user, as the rewrites look for it). Graphs with subgraphs (``If``,
+        ``Loop``), which may read any outer tensor by name, are left as they are. Returns how many."""
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in self.nodes for a in n.attribute):
+            return 0
+        dropped = [n for n in self.nodes if n.op_type == "Identity" and n.domain in ("", "ai.onnx")
+                   and len(n.input) == 1 and not self.is_output(n.output[0])]
+        for identity in dropped:
+            source, alias = identity.input[0], identity.output[0]
+            for node in self.nodes:
+                for k, name in enumerate(node.input):
+                    if name == alias:
+                        node.input[k] = source
+            self.nodes.remove(identity)
+        return len(dropped)
+
     def producer(self, tensor: str) -> onnx.NodeProto | None:
         return next((n for n in self.nodes if tensor in n.output), None)
 

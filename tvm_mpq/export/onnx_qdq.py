@@ -105,6 +105,7 @@ def build_qdq_onnx(graph: ModelGraph, config: PrecisionConfig, fp32: onnx.ModelP
                            "writes 8-bit (uint8) activation quantizers only")
     model = with_opset(equalize_onnx(fp32 if fp32 is not None else fp32_onnx(graph), graph), MIN_OPSET)
     g = OnnxGraph(model)
+    g.drop_identities()
     matches = _match_layers(layers, g, graph.name)
     result = QdqExport(model, [il.name for il in layers], config.fp32_layers(),
                        {il.name: node.name for il, node in matches})
