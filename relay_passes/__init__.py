@@ -46,15 +46,16 @@ its reciprocal, except a quantize step's, every target),
 around a channel-splitting reshape as per-channel statistics averaged per group: no transposes
 in a channels-last graph), ``conv_on_rows.ConvOnRows`` (conv1d and one-column convs along a
 row), ``transpose_conv_as_matmul.TransposeConvAsMatmul`` (2-D and 1-D transposed convs, float32 or
-int8 codes, as a GEMM and the sum of its shifted blocks), ``sink_row_reshapes.SinkRowReshapes`` (the ops after a row conv on its 4-D
-output, so they fuse into its kernel),
+int8 codes, as a GEMM and the sum of its shifted blocks), ``sink_row_reshapes.SinkRowReshapes``
+(the ops after a row conv on its 4-D output, so they fuse into its kernel),
 ``flatten_matmul_rows.FlattenMatmulRows`` (a batch of rows times a constant weight as one GEMM),
 ``pad_matmul_columns.PadMatmulColumns`` (its columns on whole vectors),
 ``shift_activations.ShiftActivationsToInt8``, ``pad_channels.PadOutputChannels`` (convs and
 depthwise convs whose channels fill no whole vector padded to one), ``winograd_conv.Conv2dWinograd`` (float32 3x3
 stride-1 convs on large maps as Winograd F(4x4, 3x3)), ``pad_tile_pixels.PadTilePixels`` (GEMMs,
 row convs and products of two activations whose pixel count no register tile divides computed
-over a few more, sliced back; an int8 GEMM on AMX over a count an 8-16-row tile divides), ``lane_variance.LaneVariance`` (a float32 variance along rows summed into 16 vector-lane
+over a few more, sliced back; an int8 GEMM on AMX over a count an 8-16-row tile divides),
+``lane_variance.LaneVariance`` (a float32 variance along rows summed into 16 vector-lane
 partials), ``lane_argmax.LaneArgmax`` (a float32 argmax along rows: a vector max, then the first
 position holding it), ``lane_softmax.LaneSoftmax`` (a float32
 row softmax reduced into one accumulator per vector lane), ``fast_exp.VectorExp`` (float32 exp /

@@ -172,7 +172,7 @@ class IntegerArith:
                 data, relax.const(w_q), strides=attrs.strides, padding=attrs.padding,
                 output_padding=attrs.output_padding, dilation=attrs.dilation, groups=int(attrs.groups),
                 data_layout="NCHW", kernel_layout="IOHW", out_dtype="int32"), name)
-            zero_points = per_output_channel(qp.zero_point, w_q.shape[0]).astype(np.int64)
+            zero_points = per_output_channel(qp.zero_point, w_q.shape[0]).astype(np.int64)  # per input channel
             offset = None
             if np.any(zero_points):
                 in_hw = tuple(int(d) for d in data.ty.shape)[2:]

@@ -42,7 +42,8 @@ class OnnxGraph:
         input (paddle2onnx writes ``ConvTranspose -> Identity -> Add(bias)``: the bias add is then
         the node's own user, as the rewrites look for it). Graphs with subgraphs (``If``,
         ``Loop``), which may read any outer tensor by name, are left as they are. Returns how many."""
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in self.nodes for a in n.attribute):
+        subgraphs = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        if any(a.type in subgraphs for n in self.nodes for a in n.attribute):
             return 0
         dropped = [n for n in self.nodes if n.op_type == "Identity" and n.domain in ("", "ai.onnx")
                    and len(n.input) == 1 and not self.is_output(n.output[0])]

@@ -1,4 +1,4 @@
-"""Intel AMX int8 tiles: the tensor intrinsics of the conv2d kernel on targets with ``amx-int8``.
+"""Intel AMX int8 tiles: the tensor intrinsics of the conv2d and matmul kernel on targets with ``amx-int8``.
 
 An AMX tile register holds up to 16 rows of 64 bytes; ``tdpbusd`` multiplies a uint8 tile
 ``A`` (rows: output pixels, columns: ``4 kc`` input channels) by an int8 tile ``B`` (``kc``

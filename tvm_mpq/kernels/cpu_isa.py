@@ -36,8 +36,8 @@ class CpuIsa:
     dot: str | None
     dot_bits: int
     amx: bool = False
-    """Intel AMX int8 tiles (``amx-tile`` + ``amx-int8``): the conv2d kernel's multiply on tiles
-    (:mod:`tvm_mpq.kernels.cpu_amx`)."""
+    """Intel AMX int8 tiles (``amx-tile`` + ``amx-int8``): the conv2d and matmul kernels' multiply
+    on tiles (:mod:`tvm_mpq.kernels.cpu_amx`)."""
 
     def lanes(self, dtype_bits: int = 32) -> int:
         """Lanes of the widest vector for ``dtype_bits``-bit elements."""

@@ -29,9 +29,9 @@ per register tile, reading the accumulators, vectorized over the channels; its r
 straight to the channels-last output. The outer tile loops run in parallel: rows first where the
 weight is small (:func:`rows_outer`), output channels first otherwise.
 
-On targets with AMX int8 tiles an int8 conv that fits them (:func:`plan_amx`) multiplies on
-tiles instead (:mod:`tvm_mpq.kernels.cpu_amx`), with the same prepacked weight, accumulator
-buffer and epilogue.
+On targets with AMX int8 tiles an int8 conv or matmul by a constant that fits them
+(:func:`plan_amx`) multiplies on tiles instead (:mod:`tvm_mpq.kernels.cpu_amx`), with the same
+prepacked weight, accumulator buffer and epilogue.
 
 Anything not recognized (:func:`tvm_mpq.kernels.cpu_mac_analysis.analyze_mac`) or whose
 channel count no vector width divides is declined (``None``), as is any schedule step the IR
@@ -311,7 +311,7 @@ def schedule_mac(func: tirx.PrimFunc, target: Target,
         if info.kind == "depthwise":
             _schedule_depthwise(sch, info, plan, isa)
         elif plan.dot == "amx":
-            (_schedule_amx_matmul if info.kind == "matmul" else _schedule_amx_conv)(sch, info, plan, isa)
+            _schedule_amx(sch, info, plan, isa)
         elif info.kind == "batch_matmul":
             _schedule_batch_matmul(sch, info, plan, isa)
         elif plan.k_block:
@@ -571,13 +571,15 @@ def _schedule_k_blocked(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, is
         schedule_spatial(sch, last, isa.lanes(widest_bits(sch, last)))
 
 
-# ------------------------------------------------------------------------------ conv2d on AMX tiles
-def _schedule_amx_conv(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
+# ------------------------------------------------------------------------------ conv2d / matmul on AMX tiles
+def _schedule_amx(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
     """The register-tile kernel on the tiles of :mod:`tvm_mpq.kernels.cpu_amx`: per output
-    tile of ``nx`` pixels x ``nf`` 16-channel tiles, the init (tile shapes, zeroed accumulator
-    tiles), per tap and ``plan.depth`` input channels one tile multiply, then the accumulator
-    tiles stored to the buffer the epilogue reads (computed per tile, as in the vector kernel).
-    Asks Linux for this process's tile state, so the process that builds the kernel may run it."""
+    tile of ``row_blocks * nx`` pixels (a conv: of a row; a matmul ``[M, K] x [K, N]``: rows) x
+    ``nf`` 16-channel tiles, the init (tile shapes, zeroed accumulator tiles), per tap and
+    ``plan.depth`` input channels one tile multiply, then the accumulator tiles stored to the
+    buffer the epilogue reads (computed per tile, as in the vector kernel). The weight is
+    prepacked as the vector kernel's (``[F/T, (KH, KW,) C/4, T, 4]``). Asks Linux for this
+    process's tile state, so the process that builds the kernel may run it."""
     request_amx()
     mark_tiles(sch)
     nf, nx = plan.nf, plan.nx
@@ -585,46 +587,28 @@ def _schedule_amx_conv(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa
     _prepack_weight(sch, mac, info, plan)
     _prepare_data(sch, mac, info, plan, isa)
     last = _epilogue(sch, info, isa)
-    n, y, x, f, ry, rx, c = sch.get_loops(mac)
+    if info.kind == "matmul":
+        *lead, f, c = sch.get_loops(mac)
+        x = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+    else:
+        n, y, x, f, ry, rx, c = sch.get_loops(mac)
     fo, fj = sch.split(f, [None, nf * TILE_LANES])
     co, ck = sch.split(c, [None, plan.depth])
     xo, xi = sch.split(x, [None, plan.row_blocks * nx])
-    outer = [y, fo] if plan.rows_outer else [fo, y]
-    sch.reorder(n, *outer, xo, ry, rx, co, xi, fj, ck)
-    from_tiles = _finish_tile(sch, mac, last, xo, isa.lanes(), matrix=True)
-    _parallel(sch, [n, *outer], xo)
-    init = sch.decompose_reduction(mac, ry)
+    if info.kind == "matmul":  # the tile: rows x channel tiles
+        outer = [xo, fo] if plan.rows_outer else [fo, xo]
+        sch.reorder(*outer, co, xi, fj, ck)
+        tile, parallel, row_tiles, first_reduction = outer[-1], outer, None, co
+    else:  # the tile: pixels of a row x channel tiles
+        outer = [y, fo] if plan.rows_outer else [fo, y]
+        sch.reorder(n, *outer, xo, ry, rx, co, xi, fj, ck)
+        tile, parallel, row_tiles, first_reduction = xo, [n, *outer], xo, ry
+    from_tiles = _finish_tile(sch, mac, last, tile, isa.lanes(), matrix=True)
+    _parallel(sch, parallel, row_tiles)
+    init = sch.decompose_reduction(mac, first_reduction)
     init_intrin, update_intrin, store_intrin = amx_intrins(nx, nf, plan.depth // 4, plan.row_blocks)
     sch.tensorize(sch.get_loops(init)[-2], init_intrin)
     sch.tensorize(xi, update_intrin)
-    sch.tensorize(sch.get_loops(from_tiles)[-2], store_intrin)
-
-
-def _schedule_amx_matmul(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
-    """:func:`_schedule_amx_conv` for ``matmul [M, K] x [K, N]`` by a constant weight: per output
-    tile of ``row_blocks * nx`` rows x ``nf`` 16-column tiles, one tile multiply per ``plan.depth``
-    of the reduction (the rows of ``A`` are the data's rows, ``B`` the weight prepacked as the
-    vector kernel's ``[N/T, K/4, T, 4]``)."""
-    request_amx()
-    mark_tiles(sch)
-    nf, nx = plan.nf, plan.nx
-    mac = sch.get_sblock(info.block)
-    _prepack_weight(sch, mac, info, plan)
-    _prepare_data(sch, mac, info, plan, isa)
-    last = _epilogue(sch, info, isa)
-    *lead, nn, k = sch.get_loops(mac)
-    m = sch.fuse(*lead) if len(lead) > 1 else lead[0]
-    fo, fj = sch.split(nn, [None, nf * TILE_LANES])
-    ko, kk = sch.split(k, [None, plan.depth])
-    mo, mi = sch.split(m, [None, plan.row_blocks * nx])
-    outer = [mo, fo] if plan.rows_outer else [fo, mo]
-    sch.reorder(*outer, ko, mi, fj, kk)
-    from_tiles = _finish_tile(sch, mac, last, outer[-1], isa.lanes(), matrix=True)
-    _parallel(sch, outer)
-    init = sch.decompose_reduction(mac, ko)
-    init_intrin, update_intrin, store_intrin = amx_intrins(nx, nf, plan.depth // 4, plan.row_blocks)
-    sch.tensorize(sch.get_loops(init)[-2], init_intrin)
-    sch.tensorize(mi, update_intrin)
     sch.tensorize(sch.get_loops(from_tiles)[-2], store_intrin)
 
 
