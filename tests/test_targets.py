@@ -341,6 +341,41 @@ def test_cuda_gemm_schedules_compute_what_the_layers_compute(cuda, small_graph, 
     assert sum("pad" in name for name in checked) == 2 and len(checked) >= 6, checked
 
 
+def test_cuda_gemm_schedules_compute_transposed_convs_exactly(cuda):
+    """A decoder's transposed convs (kernel 4 stride 2 padding 1 with a zero-point map, kernel 2
+    stride 2), int8 and fp32: the CUDA GEMM schedule, threads emulated (as above), is exact
+    against the unscheduled fused function (no GPU here runs them)."""
+    from test_compile import _Decoder, _config
+
+    from tvm_mpq.compiler.build import fuse
+    from tvm_mpq.compiler.pipeline import lower_model
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.kernels.cuda_mac import ThreadMapping, schedule_gemm
+
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(3)]
+    graph = from_module(_Decoder(), feeds[0], "decoder")
+    checked = []
+    for rate in (100, 0):
+        with cuda.tvm_target, tvm.transform.PassContext(opt_level=3):
+            fused = fuse(lower_model(graph, _config(graph, feeds, rate))[0], cuda.tvm_target)
+        for gv, func in fused.functions.items():
+            if not isinstance(func, tvm.tirx.PrimFunc) or "conv2d_transpose" not in gv.name_hint:
+                continue
+            sch = schedule_gemm(func, threads=ThreadMapping(emulate=True))
+            assert sch is not None, gv.name_hint
+            reference = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+            emulated = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}),
+                                   target="llvm")
+            args = _random_args(func, rng)
+            want, got = [tvm.runtime.tensor(a) for a in args], [tvm.runtime.tensor(a) for a in args]
+            reference(*want)
+            emulated(*got)
+            np.testing.assert_array_equal(got[-1].numpy(), want[-1].numpy(), err_msg=gv.name_hint)
+            checked.append((rate, str(func.params[-1].dtype)))
+    assert sorted(checked) == [(0, "float32"), (0, "float32"), (100, "uint8"), (100, "uint8")], checked
+
+
 @pytest.mark.parametrize("rate", [0, 50, 100])
 def test_cli_compiles_mtcnn_rnet_for_cuda(cuda, rate, tmp_path):
     out = tmp_path / "rnet.so"
