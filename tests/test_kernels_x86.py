@@ -812,6 +812,57 @@ def test_a_mean_over_a_whole_tensor_runs_on_vector_lanes_and_threads(shape):
         np.testing.assert_array_equal(got, outputs["host"])
 
 
+@pytest.mark.parametrize("keepdims", [True, False])
+def test_row_means_add_sixteen_lane_partials_per_row_in_parallel(keepdims):
+    """A mean along contiguous rows (a ViT's hand-written layer norm: 257 rows of 384) ran as one
+    scalar chain of dependent adds per row, the rows on one thread (below the parallel threshold);
+    ReductionCpu now sums each row into 16 lane partials (``rfactor``: a ``_rf`` block of 16
+    partials per row, vectorized), adds them per row right after, rows in parallel. The split is
+    the same for AVX2, AVX-512, this host and aarch64: AVX2 and AVX-512 builds give the same bits,
+    and match numpy (float64). Rows whose length is no multiple of 16 keep the scalar chain."""
+    from tvm_mpq.kernels.cpu_generic import ReductionCpu
+
+    data = np.random.default_rng(1).normal(3.0, 1.0, size=(1, 257, 384)).astype(np.float32)
+    want = data - data.astype(np.float64).mean(axis=2, keepdims=True)
+    outputs = {}
+    for cpu in ("host", "haswell", "skylake-avx512", "aarch64"):
+        target = {"host": _host(), "aarch64": tvm.target.Target(AARCH64_TARGET)}.get(cpu) or _target(cpu)
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType(data.shape, "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                mean = relax.op.mean(x, [2], keepdims=True) if keepdims else relax.op.expand_dims(relax.op.mean(x, [2]), 2)
+                y = bb.emit_output(relax.op.subtract(x, mean))
+            bb.emit_func_output(y)
+        mod = bb.get()
+        with target, tvm.transform.PassContext(opt_level=3):
+            fused = fuse(mod, target)
+        funcs = [f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+        scripts = [sch.mod.script() for f in funcs if (sch := ReductionCpu().apply(f, target, False)) is not None]
+        assert len(scripts) == 1, (cpu, len(funcs))
+        assert "T.int64(16)" in scripts[0] and "_rf = T.sblock_alloc_buffer" in scripts[0], (cpu, scripts[0])
+        assert "T.parallel" in scripts[0] and "T.vectorized" in scripts[0], (cpu, scripts[0])
+        if cpu == "aarch64":
+            continue
+        executable, _ = build_module(mod, target)
+        if _runs_here(target):
+            outputs[cpu] = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+            np.testing.assert_allclose(outputs[cpu], want, rtol=0, atol=2e-5)
+    assert "host" in outputs and "haswell" in outputs
+    for got in outputs.values():
+        np.testing.assert_array_equal(got, outputs["host"])
+    odd = np.zeros((1, 4, 100), np.float32)  # 100 = 6 x 16 + 4: the scalar chain
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(odd.shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.subtract(x, relax.op.mean(x, [2], keepdims=True)))
+        bb.emit_func_output(y)
+    with _host(), tvm.transform.PassContext(opt_level=3):
+        (func,) = [f for _, f in fuse(bb.get(), _host()).functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert "_rf" not in ReductionCpu().apply(func, _host(), False).mod.script()
+
+
 @pytest.mark.parametrize("shape", [(1, 40, 18710), (2, 3, 96), (5, 200), (4, 20)])
 def test_a_row_softmax_reduces_on_vector_lanes_without_predicates(tmp_path, shape):
     """A softmax along rows (an OCR recogniser's 18710 classes, rows of whole vectors, rows
