@@ -305,6 +305,18 @@ def _random_args(func, rng) -> list[np.ndarray]:
     return out
 
 
+def _emulated_and_reference(func, sch, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The output of ``sch`` (a CUDA GEMM schedule of ``func`` with emulated threads) and of the
+    unscheduled ``func``, both built for this CPU, on the same random arguments."""
+    reference = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+    emulated = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), target="llvm")
+    args = _random_args(func, rng)
+    want, got = [tvm.runtime.tensor(a) for a in args], [tvm.runtime.tensor(a) for a in args]
+    reference(*want)
+    emulated(*got)
+    return got[-1].numpy(), want[-1].numpy()
+
+
 def test_cuda_gemm_schedules_compute_what_the_layers_compute(cuda, small_graph, small_configs, same_pad):
     """Each CUDA GEMM schedule, its threads emulated as serial loops and dp4a as its scalar
     description (:class:`tvm_mpq.kernels.cuda_mac.ThreadMapping`), built for this CPU, against
@@ -325,14 +337,7 @@ def test_cuda_gemm_schedules_compute_what_the_layers_compute(cuda, small_graph, 
             sch = schedule_gemm(func, threads=ThreadMapping(emulate=True))
             if sch is None:
                 continue
-            reference = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
-            emulated = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}),
-                                   target="llvm")
-            args = _random_args(func, rng)
-            want, got = [tvm.runtime.tensor(a) for a in args], [tvm.runtime.tensor(a) for a in args]
-            reference(*want)
-            emulated(*got)
-            expected, actual = want[-1].numpy(), got[-1].numpy()
+            actual, expected = _emulated_and_reference(func, sch, rng)
             if expected.dtype == np.float32:
                 np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5, err_msg=gv.name_hint)
             else:
@@ -364,14 +369,7 @@ def test_cuda_gemm_schedules_compute_transposed_convs_exactly(cuda):
                 continue
             sch = schedule_gemm(func, threads=ThreadMapping(emulate=True))
             assert sch is not None, gv.name_hint
-            reference = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
-            emulated = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}),
-                                   target="llvm")
-            args = _random_args(func, rng)
-            want, got = [tvm.runtime.tensor(a) for a in args], [tvm.runtime.tensor(a) for a in args]
-            reference(*want)
-            emulated(*got)
-            np.testing.assert_array_equal(got[-1].numpy(), want[-1].numpy(), err_msg=gv.name_hint)
+            np.testing.assert_array_equal(*_emulated_and_reference(func, sch, rng), err_msg=gv.name_hint)
             checked.append((rate, str(func.params[-1].dtype)))
     assert sorted(checked) == [(0, "float32"), (0, "float32"), (100, "uint8"), (100, "uint8")], checked
 
