@@ -68,6 +68,12 @@ MIN_GAIN = 0.85
 """A padded count is taken where its cost is below this fraction of the unpadded one."""
 
 
+def pad_window(count: int) -> range:
+    """The counts a MAC of ``count`` pixels (rows) may be padded to: itself up to
+    :data:`MAX_EXTRA` more, at least :data:`MIN_EXTRA`."""
+    return range(count, count + max(MIN_EXTRA, int(count * MAX_EXTRA)) + 1)
+
+
 def tile_cost(pixels: int, vectors: int, registers: int) -> float:
     """Relative time of a MAC over ``pixels`` x ``vectors`` channel vectors: its pixels times the
     loads per multiply-accumulate of its register tile, no less than :data:`LOADS_FLOOR`."""
@@ -78,8 +84,7 @@ def tile_cost(pixels: int, vectors: int, registers: int) -> float:
 def padded_pixels(pixels: int, vectors: int, registers: int) -> int:
     """The pixel count, ``pixels`` or up to :data:`MAX_EXTRA` more, whose tile costs least
     (:func:`tile_cost`); ``pixels`` unless that saves more than ``1 - MIN_GAIN``."""
-    extra = max(MIN_EXTRA, int(pixels * MAX_EXTRA))
-    costs = {p: tile_cost(p, vectors, registers) for p in range(pixels, pixels + extra + 1)}
+    costs = {p: tile_cost(p, vectors, registers) for p in pad_window(pixels)}
     best = min(costs, key=lambda p: (costs[p], p))
     return best if costs[best] < MIN_GAIN * costs[pixels] else pixels
 
@@ -87,11 +92,11 @@ def padded_pixels(pixels: int, vectors: int, registers: int) -> int:
 def amx_rows(rows: int) -> int:
     """The row count of an int8 matmul on AMX tiles: ``rows`` where a tile of at least
     :data:`~tvm_mpq.kernels.cpu_mac.AMX_FULL_ROWS` rows divides it, else the least count up to
-    :data:`MAX_EXTRA` more (at least :data:`MIN_EXTRA`) that such a tile divides; fewer rows
+    :func:`pad_window` that such a tile divides; fewer rows
     than such a tile stay as they are."""
     if rows < AMX_FULL_ROWS:
         return rows
-    for padded in range(rows, rows + max(MIN_EXTRA, int(rows * MAX_EXTRA)) + 1):
+    for padded in pad_window(rows):
         if amx_tile_rows(padded) >= AMX_FULL_ROWS:
             return padded
     return rows
@@ -113,8 +118,7 @@ def padded_product(rows: int, columns: int, isa: CpuIsa) -> tuple[int, int]:
     lanes = isa.lanes(32)
     widest = -(-columns // lanes) * lanes
     column_counts = [columns, *range(widest, columns + max(lanes, int(columns * MAX_EXTRA)) + 1, lanes)]
-    row_counts = range(rows, rows + max(MIN_EXTRA, int(rows * MAX_EXTRA)) + 1)
-    costs = {(r, c): cost for c in dict.fromkeys(column_counts) for r in row_counts
+    costs = {(r, c): cost for c in dict.fromkeys(column_counts) for r in pad_window(rows)
              if (cost := product_cost(r, c, isa)) is not None}
     if not costs:
         return rows, columns

@@ -21,6 +21,7 @@ from tvm import relax
 
 from relay_passes.qdq_steps import (Emit, act_constants, clip_codes, dequantize_steps, emit_chain,
                                     fake_quant_activation_steps, quantize_steps, rank)
+from tvm_mpq.graph.layer_table import tensor_shape
 from tvm_mpq.quantization.quantizers import ActQParams, broadcast_scales
 
 
@@ -175,10 +176,9 @@ class IntegerArith:
             zero_points = per_output_channel(qp.zero_point, w_q.shape[0]).astype(np.int64)  # per input channel
             offset = None
             if np.any(zero_points):
-                in_hw = tuple(int(d) for d in data.ty.shape)[2:]
-                out_hw = tuple(int(d) for d in call.ty.shape)[2:]
-                shift = transpose_conv_zero_point_map(zero_points, w_q, in_hw, out_hw,
-                                                      [int(v) for v in attrs.strides], [int(v) for v in attrs.padding])
+                shift = transpose_conv_zero_point_map(
+                    zero_points, w_q, tensor_shape(data)[2:], tensor_shape(call)[2:],
+                    [int(v) for v in attrs.strides], [int(v) for v in attrs.padding])
                 if np.all(shift == shift[:, :1, :1]):  # every output reached alike (kernel == stride)
                     offset = -shift[:, 0, 0]
                 else:
