@@ -15,7 +15,10 @@ the GEMM kernel (:class:`tvm_mpq.kernels.cpu_mac.MatmulConstWeight`). The sums a
 products in another order (float32 rounding differs in the last bits).
 
 ``conv1d_transpose`` (``NCW`` / ``IOW``) is the same with one spatial axis: the positions
-``[n*l, C]`` times ``[C, s*O]``, each row spread over its ``s`` outputs. A sleep-spindle U-Net's
+``[n*l, C]`` times ``[C, s*O]``, each row spread over its ``s`` outputs. An output padding
+(PyTorch's ``ConvTranspose2d(k=3, s=2, p=1, output_padding=1)``, which doubles a map's size) only
+moves the crop's end: the last rows and columns it adds are the windows' own sums past the
+padding, or zeros past the last window. A sleep-spindle U-Net's
 upsampling neck (``ConvTranspose1d(k=5, s=5)`` up to 7500 samples) took 120 of its 183 ms on
 TVM's generic reduction schedule (``benchmarks/kernel_profile.py eeg-spindle-unet``, 2026-12-03).
 
@@ -44,7 +47,7 @@ _LAYOUTS = {4: ("NCHW", "IOHW", "NCHW"), 3: ("NCW", "IOW", "NCW")}
 
 def as_matmul_shape(call: relax.Call, weight: np.ndarray) -> bool:
     """Whether ``call`` is a float32 NCHW/IOHW ``conv2d_transpose`` (NCW/IOW ``conv1d_transpose``)
-    the rewrite takes: any kernel, stride and padding, no output padding, dilation or groups."""
+    the rewrite takes: any kernel, stride, padding and output padding, no dilation or groups."""
     a = call.attrs
     if weight.ndim not in _LAYOUTS or (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != _LAYOUTS[weight.ndim]:
         return False
@@ -54,14 +57,15 @@ def as_matmul_shape(call: relax.Call, weight: np.ndarray) -> bool:
     if not (floats or codes):
         return False
     spatial = weight.ndim - 2
-    return not any(_ints(a.output_padding)) and _ints(a.dilation) == [1] * spatial and int(a.groups) == 1
+    return _ints(a.dilation) == [1] * spatial and int(a.groups) == 1
 
 
 @tvm.transform.module_pass(opt_level=0, name="TransposeConvAsMatmul")
 class TransposeConvAsMatmul:
     """Rewrite every ``conv2d_transpose`` / ``conv1d_transpose`` of every Relax function (no
-    groups, dilation or output padding) as a matmul, a depth-to-space and, where windows overlap,
-    the overlap-add of the shifted blocks."""
+    groups or dilation) as a matmul, a depth-to-space and, where windows overlap, the overlap-add
+    of the shifted blocks, cropped to the padding (and grown by zeros where an output padding
+    reaches past the last window)."""
 
     def __init__(self) -> None:
         self._conv = is_op("relax.nn.conv2d_transpose")(wildcard(), is_const())
@@ -95,9 +99,14 @@ class TransposeConvAsMatmul:
         interleaved = [axis for i in range(d) for axis in (1 + i, 1 + d + i)]
         spread = relax.op.permute_dims(summed, [0, 1 + 2 * d, *interleaved])  # [n, O, h', s1, w', s2]
         full = relax.op.reshape(spread, [n, o, *(g * s for g, s in zip(grown, strides))])
-        pads = _ints(expr.attrs.padding)
-        ends = [(p - 1) * s + k - pads[d + i] for i, (p, s, k) in enumerate(zip(positions, strides, kernel))]
-        if pads[:d] == [0] * d and ends == [g * s for g, s in zip(grown, strides)]:
+        pads, extra = _ints(expr.attrs.padding), _ints(expr.attrs.output_padding)
+        ends = [(p - 1) * s + k - pads[d + i] + extra[i]
+                for i, (p, s, k) in enumerate(zip(positions, strides, kernel))]
+        sizes = [g * s for g, s in zip(grown, strides)]
+        if any(end > size for end, size in zip(ends, sizes)):  # an output padding past the last window: zeros
+            full = relax.op.nn.pad(full, [0, 0, 0, 0] + [w for end, size in zip(ends, sizes) for w in (0, max(0, end - size))])
+            sizes = [max(end, size) for end, size in zip(ends, sizes)]
+        if pads[:d] == [0] * d and ends == sizes:
             return full
         return relax.op.strided_slice(full, list(range(2, 2 + d)), pads[:d], ends)
 

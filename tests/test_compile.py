@@ -238,8 +238,9 @@ def test_activation_x_activation_matmul_is_rejected_for_integer_kernels():
 
 class _Decoder(torch.nn.Module):
     """A segmentation decoder: transposed convs whose windows overlap and are cropped (kernel 4,
-    stride 2, padding 1: the input's zero point reaches border outputs fewer times) and that
-    tile (kernel 2, stride 2), with batch norms and relus between."""
+    stride 2, padding 1: the input's zero point reaches border outputs fewer times), that tile
+    (kernel 2, stride 2), and that double a map with an output padding (PyTorch's kernel 3,
+    stride 2, padding 1, output_padding 1), with batch norms and relus between."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -248,6 +249,7 @@ class _Decoder(torch.nn.Module):
         self.up1 = torch.nn.ConvTranspose2d(16, 16, 4, stride=2, padding=1)
         self.bn1 = torch.nn.BatchNorm2d(16)
         self.up2 = torch.nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.up3 = torch.nn.ConvTranspose2d(8, 8, 3, stride=2, padding=1, output_padding=1)
         self.head = torch.nn.Conv2d(8, 1, 1)
         with torch.no_grad():
             self.bn1.running_mean.uniform_(-0.5, 0.5)
@@ -256,6 +258,7 @@ class _Decoder(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.up1(self.stem(x))  # (no relu in front: a signed input, a non-zero zero point)
         y = self.up2(torch.relu(self.bn1(y)))
+        y = self.up3(torch.relu(y))
         return self.head(torch.relu(y))
 
 
@@ -270,14 +273,14 @@ def test_transposed_convs_run_on_integer_kernels_like_their_simulation():
     feeds = [{"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)} for _ in range(3)]
     graph = from_module(_Decoder(), feeds[0], "decoder")
     table = build_layer_table(graph)
-    assert sorted(layer.kind for layer in table) == ["conv2d", "conv2d", "conv2d_transpose", "conv2d_transpose"]
+    assert sorted(layer.kind for layer in table) == ["conv2d", "conv2d"] + ["conv2d_transpose"] * 3
     config = _config(graph, feeds, 100)
     assert all(not lp.is_fp32 for lp in config.layers.values())
     assert config.layers[table.names()[1]].act.zero_point != 0  # the overlapping one's input is signed
     integer, simulated, fp32 = compile_model(graph, config), compile_model(graph, config, simulate=True), compile_graph(graph)
-    assert mac_census(integer.mod) == {INT8_MAC: 4}
+    assert mac_census(integer.mod) == {INT8_MAC: 5}
     kernels = integer.stats["build"]["kernels"]
-    assert sum(rule == "MatmulConstWeight" for name, rule in kernels.items() if name.startswith("matmul")) == 2, kernels
+    assert sum(rule == "MatmulConstWeight" for name, rule in kernels.items() if name.startswith("matmul")) == 3, kernels
     assert not any("conv2d_transpose" in name for name in kernels)
     for feed in feeds:
         ref, got, sim = fp32.run(feed)[0], integer.run(feed)[0], simulated.run(feed)[0]

@@ -488,8 +488,10 @@ def test_zero_pad_folds_into_the_conv_it_feeds():
                                    rtol=1e-5, atol=1e-5)
 
 
-def _transpose_conv(c: int, o: int, k: int, s: int, size: int, dims: int = 2, seed: int = 0, pad: int = 0):
-    """``relu(conv{dims}d_transpose(x, W))``, its input and its weight (``[C, O, k...]``)."""
+def _transpose_conv(c: int, o: int, k: int, s: int, size: int, dims: int = 2, seed: int = 0, pad: int = 0,
+                    extra: int = 0):
+    """``relu(conv{dims}d_transpose(x, W))`` (output padding ``extra``), its input and its weight
+    (``[C, O, k...]``)."""
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(c, o, *[k] * dims)).astype("float32")
     bb = relax.BlockBuilder()
@@ -498,17 +500,18 @@ def _transpose_conv(c: int, o: int, k: int, s: int, size: int, dims: int = 2, se
     op = relax.op.nn.conv2d_transpose if dims == 2 else relax.op.nn.conv1d_transpose
     with bb.function("main", [x]):
         with bb.dataflow():
-            y = bb.emit_output(relax.op.nn.relu(op(x, relax.const(w), strides=s, padding=pad)))
+            y = bb.emit_output(relax.op.nn.relu(op(x, relax.const(w), strides=s, padding=pad, output_padding=extra)))
         bb.emit_func_output(y)
     return bb.get(), rng.normal(size=shape).astype("float32"), w
 
 
-def _transpose_conv_reference(x: np.ndarray, w: np.ndarray, s: int, pad: int) -> np.ndarray:
+def _transpose_conv_reference(x: np.ndarray, w: np.ndarray, s: int, pad: int, extra: int = 0) -> np.ndarray:
     """The definition: every input position adds ``x * W`` into its output window, then the
-    padding is cropped (``[1, C, p...]``, ``[C, O, k...]``)."""
+    padding is cropped and ``extra`` (output padding) more positions kept at the end, zeros
+    past the last window (``[1, C, p...]``, ``[C, O, k...]``)."""
     _, c, *positions = x.shape
     _, o, *kernel = w.shape
-    full = np.zeros((o, *[(p - 1) * s + k for p, k in zip(positions, kernel)]), np.float64)
+    full = np.zeros((o, *[(p - 1) * s + k + extra for p, k in zip(positions, kernel)]), np.float64)
     for index in np.ndindex(*positions):
         window = tuple(slice(i * s, i * s + k) for i, k in zip(index, kernel))
         full[(slice(None), *window)] += np.einsum("c,co...->o...", x[(0, slice(None), *index)], w)
@@ -516,29 +519,32 @@ def _transpose_conv_reference(x: np.ndarray, w: np.ndarray, s: int, pad: int) ->
     return full[(slice(None), *crop)][None]
 
 
-@pytest.mark.parametrize("dims,k,s,pad", [(2, 2, 2, 0), (1, 5, 5, 0), (1, 32, 16, 0), (2, 4, 2, 1), (2, 3, 2, 1),
-                                          (1, 7, 3, 2)])
-def test_transpose_conv_builds_as_a_gemm(dims, k, s, pad):
+@pytest.mark.parametrize("dims,k,s,pad,extra", [(2, 2, 2, 0, 0), (1, 5, 5, 0, 0), (1, 32, 16, 0, 0), (2, 4, 2, 1, 0),
+                                                (2, 3, 2, 1, 0), (1, 7, 3, 2, 0), (2, 3, 2, 1, 1), (2, 2, 2, 0, 1),
+                                                (1, 7, 3, 2, 2)])
+def test_transpose_conv_builds_as_a_gemm(dims, k, s, pad, extra):
     """TransposeConvAsMatmul: a conv2d_transpose / conv1d_transpose is a matmul, a depth-to-space
     and, where the windows overlap (kernel > stride: Conv-TasNet's decoder, kernel 32 stride 16),
     the sum of the shifted blocks, then the padding cropped; in the CPU build it runs on the GEMM
     kernel path with the numbers of the definition. Kernel == stride (DBNet's upsampling, a 1-D
     U-Net's neck) adds no shifted sum; a kernel that is no multiple of the stride (3 / 2, 7 / 3)
-    is padded with zero taps."""
+    is padded with zero taps. An output padding (``k3 s2 p1`` + 1: a map doubled) keeps more of
+    the windows' sums, or zeros past the last window (``k2 s2`` + 1)."""
     from relay_passes.transpose_conv_as_matmul import TransposeConvAsMatmul
     from tvm_mpq.compiler.build import build_module
     from tvm_mpq.runtime.executor import host_target
 
     name = f"conv{dims}d_transpose"
-    mod, x, w = _transpose_conv(12, 8, k, s, 6, dims, pad=pad)
+    mod, x, w = _transpose_conv(12, 8, k, s, 6, dims, pad=pad, extra=extra)
     rewritten = TransposeConvAsMatmul()(mod).script()
     assert name not in rewritten and "R.matmul" in rewritten
-    assert ("R.nn.pad" in rewritten) == (k > s)  # the shifted blocks' overlap-add
+    past_last_window = extra > pad + (-(-k // s)) * s - k
+    assert ("R.nn.pad" in rewritten) == (k > s or past_last_window)  # the overlap-add, zeros past the windows
     executable, info = build_module(mod, host_target())
     assert not any(name in kernel for kernel in info["kernels"])
     dev = tvm.cpu()
     got = relax.VirtualMachine(executable, dev)["main"](tvm.runtime.tensor(x, dev)).numpy()
-    want = _transpose_conv_reference(x, w, s, pad)
+    want = _transpose_conv_reference(x, w, s, pad, extra)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, np.maximum(want, 0), rtol=1e-5, atol=1e-4)
 
