@@ -15,8 +15,8 @@ fewer, wider vectors for at most a quarter more columns; 156 -> 160, 8210 -> 822
 product back to its real columns (the epilogue after it reads the slice), so every value is
 the same. A product of two activations (:class:`~tvm_mpq.kernels.cpu_mac.BatchMatmul`:
 attention's probabilities times its values, 26 columns per head in that ALBERT: 0.40 ms against
-0.12 ms with 32 for ``6 x [256, 256] x [256, 26]``) gets its right operand padded with zero
-columns instead, one more injective op fused into its producer.
+0.12 ms with 32 for ``6 x [256, 256] x [256, 26]``) has its columns chosen together with its rows,
+by :class:`~relay_passes.pad_tile_pixels.PadTilePixels` alone.
 
 Runs in the CPU build (:func:`tvm_mpq.target_build.passes.graph_passes`), after
 :class:`~relay_passes.flatten_matmul_rows.FlattenMatmulRows`, on float32 and integer matmuls,
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
-from tvm import relax, tirx
+from tvm import relax
 from tvm.ir.expr import Constant
 from tvm.relax.dpl import is_const, is_op, wildcard
 
@@ -44,28 +44,9 @@ class PadMatmulColumns:
     def __init__(self, lanes: int) -> None:
         self.lanes = lanes
         self._matmul = is_op("relax.matmul")(wildcard(), is_const())
-        self._batch_matmul = is_op("relax.matmul")(wildcard(), wildcard())
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return rewrite_every_function(mod, (self._matmul, self._rewrite), (self._batch_matmul, self._rewrite_activations))
-
-    def _rewrite_activations(self, expr: relax.Expr, _matches: dict) -> relax.Expr:
-        """A float32 product of two activations: the right operand padded with zero columns."""
-        if isinstance(expr.args[1], Constant):
-            return expr
-        shapes = [getattr(arg.ty, "shape", None) for arg in expr.args]
-        dtypes = {str(getattr(arg.ty, "dtype", "")) for arg in expr.args}
-        if (dtypes != {"float32"} or any(s is None or len(s) < 2 for s in shapes)
-                or not all(isinstance(d, tirx.IntImm) for d in shapes[1])):
-            return expr  # (both operands at least 2-D: the product's last axis is the columns)
-        right = [int(d) for d in shapes[1]]
-        padded = padded_channels(right[-1], self.lanes)
-        if padded is None:
-            return expr
-        wide = relax.op.nn.pad(expr.args[1], [0, 0] * (len(right) - 1) + [0, padded - right[-1]])
-        product = relax.op.matmul(expr.args[0], wide, out_dtype=expr.attrs.out_dtype)
-        rank = max(len(shapes[0]), len(right))
-        return relax.op.strided_slice(product, axes=[rank - 1], begin=[0], end=[right[-1]])
+        return rewrite_every_function(mod, (self._matmul, self._rewrite))
 
     def _rewrite(self, expr: relax.Expr, _matches: dict) -> relax.Expr:
         weight = expr.args[1].value.numpy()

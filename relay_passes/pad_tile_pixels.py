@@ -114,7 +114,9 @@ def padded_product(rows: int, columns: int, isa: CpuIsa) -> tuple[int, int]:
     """``(rows', columns')`` of a product of two activations whose tile costs least
     (:func:`product_cost`): the rows as :func:`padded_pixels` would pad them, the columns up to
     :data:`MAX_EXTRA` more whole vectors of the widest lanes (at least one); ``(rows, columns)``
-    unless that saves more than ``1 - MIN_GAIN``."""
+    unless that saves more than ``1 - MIN_GAIN``. Columns no vector width divides (26 per head
+    in a small ALBERT: 2-lane code) are always padded, to the widest lanes' next count when
+    padding the rows as well saves no more than that."""
     lanes = isa.lanes(32)
     widest = -(-columns // lanes) * lanes
     column_counts = [columns, *range(widest, columns + max(lanes, int(columns * MAX_EXTRA)) + 1, lanes)]
@@ -123,8 +125,8 @@ def padded_product(rows: int, columns: int, isa: CpuIsa) -> tuple[int, int]:
     if not costs:
         return rows, columns
     best = min(costs, key=lambda rc: (costs[rc], rc[0] * rc[1]))
-    current = costs.get((rows, columns))
-    return best if current is None or costs[best] < MIN_GAIN * current else (rows, columns)
+    current = (rows, columns) if (rows, columns) in costs else (rows, widest)
+    return best if costs[best] < MIN_GAIN * costs[current] else current
 
 
 def _is_integer(expr: relax.Call) -> bool:

@@ -607,14 +607,18 @@ def test_batched_rows_and_odd_columns_run_on_the_gemm_kernel(dtype):
 
 
 def test_attention_values_with_odd_columns_are_padded_for_the_batch_matmul():
-    """PadMatmulColumns on a product of two activations (attention's probabilities times values,
-    26 columns per head in a small ALBERT: 2-lane vectors, 3.4x slower than 32): the
-    right operand gets zero columns (a pad) up to 32, the product a slice; BatchMatmul builds it,
-    values as numpy's. 32 columns are left as they are."""
+    """PadTilePixels on a product of two activations whose columns no vector width divides
+    (attention's probabilities times values, 26 columns per head in a small ALBERT: 2-lane
+    vectors, 3.4x slower than 32): the right operand gets zero columns (one pad, the only column
+    decision: PadMatmulColumns leaves products of activations alone) up to a whole vector, the
+    product a slice; BatchMatmul builds it, values as numpy's. 32 columns are left as they are."""
     from relay_passes.pad_matmul_columns import PadMatmulColumns
+    from relay_passes.pad_tile_pixels import PadTilePixels
     from tvm_mpq.compiler.build import build_module
+    from tvm_mpq.kernels.cpu_isa import cpu_isa
     from tvm_mpq.runtime.executor import host_target
 
+    isa = cpu_isa(host_target())
     rng = np.random.default_rng(0)
     for columns in (26, 32):
         shapes = ((1, 3, 40, 24), (1, 3, 24, columns))
@@ -625,8 +629,9 @@ def test_attention_values_with_odd_columns_are_padded_for_the_batch_matmul():
                 out = bb.emit_output(relax.op.matmul(*args))
             bb.emit_func_output(out)
         mod = bb.get()
-        padded = PadMatmulColumns(16)(mod).script()
-        assert ("R.nn.pad" in padded and "R.strided_slice" in padded) == (columns == 26), padded
+        assert "R.nn.pad" not in PadMatmulColumns(isa.lanes(32))(mod).script()
+        padded = PadTilePixels(isa)(mod).script()
+        assert (padded.count("R.nn.pad") == 1 and "R.strided_slice" in padded) == (columns == 26), padded
         executable, info = build_module(mod, host_target())
         assert [r for n, r in info["kernels"].items() if "matmul" in n] == ["BatchMatmul"], info["kernels"]
         a, b = (rng.normal(size=s).astype("float32") for s in shapes)
