@@ -9,6 +9,8 @@ caller passes in, never kept on the pass.
 The precision decision and its lowering:
 
 * :class:`AnnotatePrecision` - write a precision config into the IR, one annotation per layer;
+* :class:`SinkUnitSqueezes` - a squeeze of a conv's unit axis moved below the bias add and
+  activation after it (tf2onnx's conv1d), so the bias folds into the conv;
 * :class:`FoldBatchNorm` - fold inference batch-norm into the chosen (int8) convs;
 * :class:`CorrectBias` - add per-channel bias corrections to chosen layers (bias correction);
 * :class:`RoundWeights` - put chosen layers' weights on their int8 grid, rounded as the config
@@ -77,6 +79,7 @@ from relay_passes.lift_weights import LiftWeights
 from relay_passes.lower_to_integer import (Border, LowerToInteger, LoweringStats, LoweringTrace, lowering_borders,
                                            lowering_stats)
 from relay_passes.offset_outputs import OffsetLayerOutputs
+from relay_passes.sink_unit_squeezes import SinkUnitSqueezes
 from relay_passes.precision_annotation import (PrecisionAnnotation, RemovePrecisionAnnotations, annotate,
                                                layer_annotations, map_annotations, read_annotation,
                                                reannotate_for_weight)
@@ -88,7 +91,8 @@ from relay_passes.unique_names import UniqueBindingNames
 __all__ = ["AnnotatePrecision", "Border", "ConvertToChannelsLast", "CorrectBias", "EqualizeCrossLayer",
            "EqualizedPair", "ExposeIntermediates", "FoldBatchNorm", "InjectTensors", "InsertSwitchableQDQ",
            "LiftWeights", "LowerToInteger", "LoweringStats", "LoweringTrace", "OffsetLayerOutputs", "PrecisionAnnotation",
-           "RemovePrecisionAnnotations", "RoundWeights", "SimulateQuantization", "UniqueBindingNames", "annotate",
+           "RemovePrecisionAnnotations", "RoundWeights", "SimulateQuantization", "SinkUnitSqueezes", "UniqueBindingNames",
+           "annotate",
            "bias_corrected_layers", "channels_last_counts", "config_annotations", "equalized_pairs", "folded_layers",
            "layer_annotations", "lowering_borders", "lowering_stats", "map_annotations", "read_annotation",
            "reannotate_for_weight", "rounded_layers"]

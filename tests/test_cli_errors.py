@@ -69,11 +69,6 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     onnx.save(helper.make_model(double, opset_imports=[helper.make_opsetid("", 17)]), str(d / "double.onnx"))
     inf_weight = weight.copy()
     inf_weight[0, 0, 0, 0] = np.inf
-    half = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "half",
-                             [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 3, 8, 8])],
-                             [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 4, 6, 6])],
-                             [numpy_helper.from_array(weight.astype(np.float16), "w")])
-    onnx.save(helper.make_model(half, opset_imports=[helper.make_opsetid("", 17)]), str(d / "half.onnx"))
     relu = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
@@ -122,7 +117,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
             "pt2": d / "notes.pt2", "bad_json": d / "bad.json", "nan_scale": d / "nan_scale.json",
             "rounding": d / "rounding.json",
             "inf_calib": d / "inf_calib.npz", "file": d / "a_file", "dir": d,
-            "inf_weight": _tiny_conv(d / "inf.onnx", inf_weight), "half": d / "half.onnx", "relu": d / "relu.onnx",
+            "inf_weight": _tiny_conv(d / "inf.onnx", inf_weight), "relu": d / "relu.onnx",
             "badconv": d / "badconv.onnx", "lookup": d / "lookup.onnx", "ids_oob": d / "ids_out_of_range.npz",
             "x_calib": d / "x_calib.npz", "images": images, "provenance_list": d / "provenance_list.json",
             "transforms_list": d / "transforms_list.json", "pair_without_scales": d / "pair_without_scales.json",
@@ -191,8 +186,6 @@ CASES: list[tuple[str, Args, str]] = [
     # result, or with more than one line
     ("inf-weights", lambda i, o: ["compile", str(i["inf_weight"]), "--rate", "100", "-o", str(o / "x.so")],
      "Inf values in parameter 'w' (layer conv)"),
-    ("float16-model", lambda i, o: ["compile", str(i["half"]), "--rate", "100", "-o", str(o / "x.so")],
-     "computes layer conv in float16"),
     ("no-mac-layers", lambda i, o: ["compile", str(i["relu"]), "--rate", "50", "-o", str(o / "x.so")],
      "has no conv/matmul layers"),
     ("import-failure-is-one-line", lambda i, o: ["compile", str(i["badconv"]), "--rate", "100", "-o", str(o / "x.so")],

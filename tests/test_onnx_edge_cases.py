@@ -648,3 +648,99 @@ def test_a_one_hot_embedding_is_a_row_lookup_not_a_layer(tmp_path):
             assert output_sqnr_db([built.run(f)[0] for f in feeds], want) > 30.0
     scattered = load_model(model(np.array([0, 1, 2, 3, 5, 6, 7, 8, 9, 4]), "scattered"))
     assert [layer.kind for layer in build_layer_table(scattered)] == ["dense", "dense"]
+
+
+@pytest.mark.parametrize("entry", ["float16 input", "float32 input cast to float16"])
+def test_a_float16_model_computes_in_float32_with_its_float16_inputs_and_outputs(tmp_path, entry):
+    """A float16 model (a halved export; Keras' mixed_float16 as tf2onnx writes it: a Cast to
+    float16 after the float32 input) imports computed in float32: float16 weights and biases
+    widened, its Cast to float16 a Cast to float32, a float16 input read through a Cast and a
+    float16 output written by one. Its fp32 build takes and returns the file's types, close to
+    onnxruntime's float16 run; fully int8 its two convs are int8 layers, near that run, and the
+    ONNX QDQ export (computed in float32 too, the same float16 interface) like the int8 build's
+    simulation in onnxruntime."""
+    from tvm_mpq.export import build_qdq_onnx
+
+    rng = np.random.default_rng(7)
+    half = TensorProto.FLOAT16
+    weights = [numpy_helper.from_array(rng.normal(scale=0.3, size=(8, 3, 3, 3)).astype(np.float16), "w1"),
+               numpy_helper.from_array(rng.normal(scale=0.1, size=(8,)).astype(np.float16), "b1"),
+               numpy_helper.from_array(rng.normal(scale=0.2, size=(4, 8, 1, 1)).astype(np.float16), "w2")]
+    nodes = [helper.make_node("Conv", ["h", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+             helper.make_node("Softmax", ["c2"], ["y"], axis=1)]
+    if entry == "float16 input":
+        nodes.insert(0, helper.make_node("Identity", ["x"], ["h"]))
+        x_type, x_dtype = half, np.float16
+    else:
+        nodes.insert(0, helper.make_node("Cast", ["x"], ["h"], to=half))
+        x_type, x_dtype = TensorProto.FLOAT, np.float32
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", x_type, [1, 3, 8, 8])],
+                 [helper.make_tensor_value_info("y", half, [1, 4, 8, 8])], weights)
+    graph = load_model(str(path))
+    assert [s.dtype for s in graph.inputs] == [np.dtype(x_dtype).name]
+    feeds = [{"x": f["x"].astype(x_dtype)} for f in _feeds((1, 3, 8, 8))]
+    want = [_ort(path, f) for f in feeds]
+    fp32 = compile_graph(graph)
+    got = [fp32.run(f) for f in feeds]
+    assert got[0][0].dtype == np.float16
+    np.testing.assert_allclose(np.stack([g[0] for g in got]).astype(np.float32),
+                               np.stack([w[0] for w in want]).astype(np.float32), atol=2e-3)
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    assert compiled.stats["int8_layers"] == 2
+    assert output_sqnr_db([compiled.run(f) for f in feeds], want) > 25
+    exported = build_qdq_onnx(graph, config)
+    simulated = compile_model(graph, config, simulate=True)
+    onnx_out = [_ort_model(exported.model, f)[0] for f in feeds]
+    assert onnx_out[0].dtype == np.float16
+    np.testing.assert_allclose(np.stack(onnx_out).astype(np.float32),
+                               np.stack([simulated.run(f)[0] for f in feeds]).astype(np.float32), atol=1e-3)
+
+
+def test_tf2onnx_conv1d_layers_fold_their_bias_and_chain_int8(tmp_path):
+    """tf2onnx's Keras Conv1D: ``Unsqueeze -> Conv (H = 1) -> Squeeze -> Add(bias) -> Relu``, the
+    next layer's ``Unsqueeze`` putting the axis back. SinkUnitSqueezes computes the bias and relu
+    before the squeeze (and drops the squeeze / unsqueeze pair), so fully int8 each bias folds into
+    its conv's int32 accumulator and the two layers pass codes (borders: the input's quantize and
+    the output's dequantize; there were two more per layer); the integer build within one step
+    of its simulation, and the ONNX QDQ export (the bias moved into the Conv, the Squeeze kept)
+    like the simulation in onnxruntime."""
+    from relay_passes.sink_unit_squeezes import SinkUnitSqueezes
+    from tvm_mpq.export import build_qdq_onnx
+
+    rng = np.random.default_rng(3)
+    init = [numpy_helper.from_array(np.array([2], np.int64), "axis"),
+            numpy_helper.from_array(rng.normal(scale=0.3, size=(8, 4, 1, 5)).astype(np.float32), "w1"),
+            numpy_helper.from_array(rng.normal(scale=0.3, size=(1, 8, 1)).astype(np.float32), "b1"),
+            numpy_helper.from_array(rng.normal(scale=0.3, size=(6, 8, 1, 3)).astype(np.float32), "w2"),
+            numpy_helper.from_array(rng.normal(scale=0.3, size=(1, 6, 1)).astype(np.float32), "b2")]
+    nodes = [helper.make_node("Unsqueeze", ["x", "axis"], ["x4"]),
+             helper.make_node("Conv", ["x4", "w1"], ["c1"], name="conv1", auto_pad="SAME_UPPER"),
+             helper.make_node("Squeeze", ["c1", "axis"], ["s1"]),
+             helper.make_node("Add", ["s1", "b1"], ["a1"]),
+             helper.make_node("Relu", ["a1"], ["r1"]),
+             helper.make_node("Unsqueeze", ["r1", "axis"], ["r4"]),
+             helper.make_node("Conv", ["r4", "w2"], ["c2"], name="conv2", auto_pad="SAME_UPPER"),
+             helper.make_node("Squeeze", ["c2", "axis"], ["s2"]),
+             helper.make_node("Add", ["s2", "b2"], ["y"])]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 24])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 24])], init)
+    graph = load_model(str(path))
+    _check_like_onnxruntime_and_int8_without_borders(graph, path, (1, 4, 24), 2)
+    feeds = _feeds((1, 4, 24))
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    assert compiled.stats["bias_folded"] == 2
+    from tvm_mpq.compiler.pipeline import bind_params
+
+    sunk = SinkUnitSqueezes()(bind_params(graph)).script()  # (the input's unsqueeze, the output's squeeze left)
+    assert sunk.count("R.expand_dims") == 1 and sunk.count("R.squeeze") == 1, sunk
+    simulated = compile_model(graph, config, simulate=True)
+    sim = [simulated.run(f)[0] for f in feeds]
+    step = max(np.abs(s).max() for s in sim) / 50
+    assert max(np.abs(compiled.run(f)[0] - s).max() for f, s in zip(feeds, sim)) <= step
+    exported = build_qdq_onnx(graph, config)
+    assert [n.op_type for n in exported.model.graph.node].count("Add") == 0
+    np.testing.assert_allclose(np.stack([_ort_model(exported.model, f)[0] for f in feeds]), np.stack(sim), atol=1e-4)

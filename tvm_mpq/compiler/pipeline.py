@@ -41,6 +41,7 @@ from relay_passes.correct_bias import CorrectBias, bias_corrected_layers
 from relay_passes.fold_batch_norm import FoldBatchNorm
 from relay_passes.lower_to_integer import LoweringTrace, LowerToInteger, lowering_borders, lowering_stats
 from relay_passes.round_weights import RoundWeights
+from relay_passes.sink_unit_squeezes import SinkUnitSqueezes
 from relay_passes.te_elementwise import RecoverMinMax
 from relay_passes.repeat_from_tile import RepeatFromTile
 from relay_passes.te_layout import RecoverPad, RecoverTile
@@ -164,7 +165,8 @@ def annotation_passes(graph: ModelGraph, config: PrecisionConfig | None, stage: 
     passes: list[tvm.transform.Pass] = [bind_params_pass(graph), relax.transform.FoldConstant(),
                                         *frontend_recovery_passes(), AnnotatePrecision(config or fp32_config(graph, table), table)]
     if stage != SOURCE:
-        passes += [FoldBatchNorm(), relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant()]
+        passes += [SinkUnitSqueezes(),  # tf2onnx's conv1d: squeeze -> bias add -> relu, the squeeze moved last
+                   FoldBatchNorm(), relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant()]
     passes += [relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]
     return passes + ([CorrectBias(corrections)] if corrections else []) + ([RoundWeights(roundings)] if roundings else [])
 

