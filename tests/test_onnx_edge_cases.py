@@ -744,3 +744,26 @@ def test_tf2onnx_conv1d_layers_fold_their_bias_and_chain_int8(tmp_path):
     exported = build_qdq_onnx(graph, config)
     assert [n.op_type for n in exported.model.graph.node].count("Add") == 0
     np.testing.assert_allclose(np.stack([_ort_model(exported.model, f)[0] for f in feeds]), np.stack(sim), atol=1e-4)
+
+
+def test_gathers_read_within_their_table(tmp_path, capfd):
+    """An embedding ``Gather`` imports as ``take`` in TVM's unchecked mode, which TOPI warns
+    about at every build and which reads outside the table for an id past it. A loaded model's
+    gathers clamp their indices (TakeInBounds): no warning on stderr, and an id past the table
+    reads its last row, as onnxruntime's defined ids are read unchanged."""
+    rng = np.random.default_rng(4)
+    table = numpy_helper.from_array(rng.normal(size=(100, 16)).astype(np.float32), "E")
+    weight = numpy_helper.from_array(rng.normal(size=(16, 4)).astype(np.float32), "m")
+    path = _save(tmp_path, [helper.make_node("Gather", ["E", "ids"], ["e"]),
+                            helper.make_node("MatMul", ["e", "m"], ["y"], name="fc")],
+                 [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 6])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 4])], [table, weight])
+    graph = load_model(str(path))
+    assert 'mode="fast"' not in graph.mod.script() and 'mode="clip"' in graph.mod.script()
+    compiled = compile_model(graph, None)
+    ids = np.array([[0, 5, 99, -1, 42, 7]], np.int64)
+    np.testing.assert_allclose(compiled.run({"ids": ids})[0], _ort(path, {"ids": ids})[0], rtol=1e-5, atol=1e-5)
+    past = compiled.run({"ids": np.array([[0, 5, 150, 99, 42, 1000]], np.int64)})[0]
+    np.testing.assert_array_equal(past[0, 2], past[0, 3])
+    np.testing.assert_array_equal(past[0, 5], past[0, 3])
+    assert "Fast mode segfaults" not in capfd.readouterr().err
