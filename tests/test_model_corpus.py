@@ -141,6 +141,28 @@ def test_document_models_get_real_document_images():
     assert all(not np.array_equal(a, b) for i, a in enumerate(flat) for b in flat[i + 1:])  # 8 distinct views
 
 
+def test_a_siamese_model_gets_a_batch_of_other_photos_on_each_input():
+    """Image inputs with a batch take that many photos per sample, calibration and held-out
+    apart, and a recipe's ``skip`` gives a Siamese model's second input other photos than its
+    first (identical pairs would calibrate its ``|a - b|`` on zeros)."""
+    import numpy as np
+
+    from tvm_mpq.corpus.catalog import by_name
+    from tvm_mpq.corpus.inputs import make_input
+    from tvm_mpq.frontends.model_graph import TensorSpec
+
+    model = by_name("capspot-siamese")
+    first, second = (make_input(model.recipes[name], TensorSpec(name, (2, 60, 60, 3), "float32"), 3, offset)
+                     for name, offset in (("input_1", 0), ("input_2", 0)))
+    held_out = make_input(model.recipes["input_1"], TensorSpec("input_1", (2, 60, 60, 3), "float32"), 1, 3)
+    ones, others, later = ([p for batch in group for p in batch] for group in (first, second, held_out))
+    assert all(b.shape == (2, 60, 60, 3) for b in first + second + held_out)
+    assert all(not np.array_equal(a, b) for a in ones + later for b in others)  # the pairs differ
+    assert all(not np.array_equal(a, b) for a in ones for b in later)  # held-out photos are new
+    assert not np.array_equal(ones[0], ones[1])  # a batch holds two photos
+    assert 0.0 <= min(p.min() for p in ones + others) and max(p.max() for p in ones + others) <= 1.0
+
+
 def test_the_smallest_real_models_build_for_aarch64_and_cuda_and_run_under_qemu(tmp_path):
     """``benchmarks/corpus_targets.py`` on the 2 smallest corpus models: fp32 and fully int8
     builds for aarch64 (dot-product) run on an aarch64 RPC server under QEMU and agree with the

@@ -18,7 +18,7 @@ class InputRecipe:
     ``kind``:
       * ``image``: real photos (scikit-image / scikit-learn), resized to the input's spatial
         size, ``(x * scale - mean) / std`` per channel; ``layout`` ``NCHW`` or ``NHWC``,
-        ``channels`` ``RGB``, ``BGR`` or ``gray``;
+        ``channels`` ``RGB``, ``BGR`` or ``gray``; a batch of ``N`` takes ``N`` photos per sample;
       * ``document``: as ``image``, from real document images (scikit-image's scanned page and
         photographed text, upright and turned 180 degrees), for text / layout / orientation models;
       * ``integers``: uniform random integers in ``[low, high)`` (token / byte ids), in the
@@ -42,6 +42,9 @@ class InputRecipe:
     low: float = 0.0
     high: float = 1.0
     gain: float = 1.0
+    skip: int = 0
+    """``image`` / ``document``: photos passed over first (a Siamese model's second image input
+    sees other photos than its first)."""
 
     @property
     def is_real_data(self) -> bool:
@@ -309,6 +312,14 @@ CATALOG: tuple[CorpusModel, ...] = (
         "slovorez's Russian morpheme segmenter (Keras, tf2onnx, opset 17, float16 weights and activations): a "
         "batch of 256 words of up to 16 character ids (the package's model batch) -> 27 BIES morpheme-tag "
         "probabilities per character, float16"),
+    CorpusModel(
+        "capspot-siamese", "image similarity (Keras Siamese VGG-style CNN: two NHWC inputs through one set of "
+        "conv weights, |a - b|, dense, sigmoid)", 59.93,
+        "capspot", "0.1.0", "CapSpot/models/sim_model.onnx",
+        {"input_1": (2, 60, 60, 3), "input_2": (2, 60, 60, 3)},
+        {"input_1": InputRecipe("image", layout="NHWC"), "input_2": InputRecipe("image", layout="NHWC", skip=40)},
+        "CapSpot's click-captcha image matcher (Keras, tf2onnx, opset 15): 2 pairs of 60x60 RGB crops scaled to "
+        "[0, 1] -> a similarity per pair; both towers share their weights"),
 )
 
 

@@ -65,16 +65,17 @@ def _images(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -> l
     nhwc = recipe.layout == "NHWC"
     height, width = (spec.shape[1], spec.shape[2]) if nhwc else (spec.shape[2], spec.shape[3])
     sample = sample_documents if recipe.kind == "document" else sample_images
-    photos = sample(offset + count, (height, width))[offset:]
+    batch = spec.shape[0]
+    photos = sample(recipe.skip + (offset + count) * batch, (height, width))[recipe.skip + offset * batch:]
     mean = np.asarray(recipe.mean, np.float32)
     std = np.asarray(recipe.std, np.float32)
-    out = []
+    values = []
     for photo in photos:
         if recipe.channels == "gray":
             photo = photo.mean(axis=2, keepdims=True)
         elif recipe.channels == "BGR":
             photo = photo[:, :, ::-1]
         value = (photo * recipe.scale - mean) / std  # HxWxC
-        value = value[None] if nhwc else value.transpose(2, 0, 1)[None]
-        out.append(np.ascontiguousarray(value, dtype=np.float32).reshape(spec.shape))
-    return out
+        values.append(value if nhwc else value.transpose(2, 0, 1))
+    return [np.ascontiguousarray(np.stack(values[i * batch:(i + 1) * batch]), dtype=np.float32).reshape(spec.shape)
+            for i in range(count)]
