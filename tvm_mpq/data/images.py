@@ -8,16 +8,22 @@ import numpy as np
 
 from tvm_mpq.errors import MpqError
 
-_SKIMAGE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "cat", "immunohistochemistry",
+_SKIMAGE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle", "immunohistochemistry",
                    "hubble_deep_field", "colorwheel", "retina")
+"""scikit-image's bundled colour photos (``stereo_motorcycle``: its left view). Not ``cat``: that
+is ``chelsea`` again (until 2026-12-06 it stood here, so views 0 and 4, 11 and 15, ... were one
+image twice)."""
 
 
 def photo_pool() -> list[np.ndarray]:
-    """Every RGB photo available offline, as HxWx3 uint8 arrays."""
+    """Every RGB photo available offline, as HxWx3 uint8 arrays, each a different picture."""
     import skimage.data
     from sklearn.datasets import load_sample_images
 
-    photos = [getattr(skimage.data, name)() for name in _SKIMAGE_PHOTOS]
+    photos = []
+    for name in _SKIMAGE_PHOTOS:
+        photo = getattr(skimage.data, name)()
+        photos.append(photo[0] if isinstance(photo, tuple) else photo)  # (stereo_motorcycle: left, right, disparity)
     photos += list(load_sample_images().images)
     return [p for p in photos if p.ndim == 3 and p.shape[2] == 3]
 
