@@ -148,3 +148,12 @@ def test_ppocr_det_without_input_shape_names_the_input():
 
     with pytest.raises(MpqError, match=r"input 'x' has dynamic dims .*--input-shape x:"):
         load_model(str(model_path(DET_FILE)))
+
+
+def test_the_offline_photos_are_all_different_pictures():
+    """Calibration and held-out sets are prefixes of ``sample_images``: every one of its 110 views
+    is a different image (scikit-image's ``cat`` is its ``chelsea``, which made 10 of them repeats)."""
+    from tvm_mpq.data.images import sample_images
+
+    views = [v.tobytes() for v in sample_images(110, (24, 24))]
+    assert len(set(views)) == len(views) == 110
