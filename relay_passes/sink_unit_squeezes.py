@@ -53,7 +53,7 @@ class _SinkUnitSqueezes(relax.PyExprMutator):
         form: a squeezed var's full form, a constant reshaped, a scalar as it is; None otherwise."""
         if isinstance(arg, relax.Var) and arg in self.unsqueezed:
             full, its_axes = self.unsqueezed[arg]
-            return full if its_axes == axes else None
+            return full if its_axes == axes and len(tensor_shape(arg)) == rank else None
         if isinstance(arg, Constant):
             value = arg.value.numpy()
             if value.ndim == 0:
@@ -97,7 +97,7 @@ class _SinkUnitSqueezes(relax.PyExprMutator):
             squeezed = next(a for a in call.args if isinstance(a, relax.Var) and a in self.unsqueezed)
             axes = self.unsqueezed[squeezed][1]
             args = [self._full(a, axes, len(shape)) for a in call.args]
-            if all(a is not None for a in args) and len(tensor_shape(squeezed)) == len(shape):
+            if all(a is not None for a in args):
                 full = self.builder_.emit(relax.Call(call.op, args, call.attrs, call.ty_args), name + "_full")
                 new_var = emit(relax.op.squeeze(full, list(axes)), name)  # dropped if nothing reads it
                 self.unsqueezed[new_var] = (full, axes)
