@@ -371,7 +371,7 @@ def test_cuda_gemm_schedules_compute_transposed_convs_exactly(cuda):
             assert sch is not None, gv.name_hint
             np.testing.assert_array_equal(*_emulated_and_reference(func, sch, rng), err_msg=gv.name_hint)
             checked.append((rate, str(func.params[-1].dtype)))
-    assert sorted(checked) == [(0, "float32"), (0, "float32"), (100, "uint8"), (100, "uint8")], checked
+    assert sorted(checked) == [(0, "float32")] * 3 + [(100, "uint8")] * 3, checked  # (one with an output padding)
 
 
 @pytest.mark.parametrize("rate", [0, 50, 100])
