@@ -187,8 +187,8 @@ def _single_user(g: OnnxGraph, tensor: str, op: str) -> onnx.NodeProto | None:
     return None
 
 
-def _squeezed_unit_axes(g: OnnxGraph, node: onnx.NodeProto) -> list[int] | None:
-    """The axes a single-use ``Squeeze`` right after ``node`` removes (constant axes), or None."""
+def _unit_squeeze(g: OnnxGraph, node: onnx.NodeProto) -> tuple[onnx.NodeProto, list[int]] | None:
+    """A single-use ``Squeeze`` right after ``node`` and the axes it removes (constant axes), or None."""
     squeeze = _single_user(g, node.output[0], "Squeeze")
     if squeeze is None:
         return None
@@ -196,7 +196,7 @@ def _squeezed_unit_axes(g: OnnxGraph, node: onnx.NodeProto) -> list[int] | None:
     axes = g.const(squeeze.input[1]) if len(squeeze.input) > 1 and squeeze.input[1] else attr(squeeze, "axes", None)
     if axes is None or not rank:
         return None
-    return sorted(int(a) % rank for a in np.asarray(axes).reshape(-1))
+    return squeeze, sorted(int(a) % rank for a in np.asarray(axes).reshape(-1))
 
 
 def _bias_add(g: OnnxGraph, node: onnx.NodeProto,
@@ -208,10 +208,10 @@ def _bias_add(g: OnnxGraph, node: onnx.NodeProto,
     and the squeeze."""
     rank = len(g.shapes.get(node.output[0], ())) or (4 if node.op_type in CHANNELS_FIRST_OPS else 2)
     axis = 1 if node.op_type in CHANNELS_FIRST_OPS else rank - 1
-    squeezed = _squeezed_unit_axes(g, node) if node.op_type in CHANNELS_FIRST_OPS else None
+    found = _unit_squeeze(g, node) if node.op_type in CHANNELS_FIRST_OPS else None
     squeeze = None
-    if squeezed and axis not in squeezed:
-        squeeze = _single_user(g, node.output[0], "Squeeze")
+    if found is not None and found[1] and axis not in found[1]:
+        squeeze, squeezed = found
         rank, axis = rank - len(squeezed), axis - sum(a < axis for a in squeezed)
     tensor = (squeeze or node).output[0]
     add = _single_user(g, tensor, "Add")
