@@ -767,3 +767,21 @@ def test_gathers_read_within_their_table(tmp_path, capfd):
     np.testing.assert_array_equal(past[0, 2], past[0, 3])
     np.testing.assert_array_equal(past[0, 5], past[0, 3])
     assert "Fast mode segfaults" not in capfd.readouterr().err
+
+
+def test_initializers_listed_as_graph_inputs_are_weights(tmp_path):
+    """ONNX IR < 4 (and exports with keep_initializers_as_inputs) list every initializer in
+    ``graph.input`` too: TVM's importer then made the weight a function parameter used before its
+    definition, and analysis failed ("variable names in main are not unique"). The import treats
+    them as the weights they are: fp32 as onnxruntime, fully int8 one int8 layer."""
+    w = numpy_helper.from_array(np.random.default_rng(6).normal(size=(4, 3, 3, 3)).astype(np.float32), "w")
+    path = _save(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+                  helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 3, 3])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w], opset=13)
+    graph = load_model(str(path))
+    assert [s.name for s in graph.inputs] == ["x"]
+    feeds = _feeds((1, 3, 8, 8))
+    np.testing.assert_allclose(compile_graph(graph).run(feeds[0])[0], _ort(path, feeds[0])[0], rtol=1e-5, atol=1e-5)
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    assert compile_model(graph, config).stats["int8_layers"] == 1

@@ -205,7 +205,8 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
     0. A float16 model is computed in float32, its inputs and outputs still float16
        (:func:`~tvm_mpq.frontends.onnx_float16.as_float32`: the quantizers and kernels take
        float32 real values).
-    1. The graph inputs get the static ``specs`` shapes and onnx shape inference runs.
+    1. The graph inputs get the static ``specs`` shapes (an initializer also listed as an input,
+       as IR < 4 writes every weight, is a weight, not an input) and onnx shape inference runs.
     2. Constant sub-graphs are evaluated with ``onnx.reference`` (``Shape``/``Size`` of tensors
        whose shape is now static count as constants), repeated until nothing changes, so
        exporter-made ``Shape -> Slice -> Concat -> Reshape`` chains become constants.
@@ -229,6 +230,10 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
         model_copy = onnx.ModelProto()
         model_copy.CopyFrom(model)
     graph = model_copy.graph
+    constants = {init.name for init in graph.initializer}
+    listed = [i for i in graph.input if i.name not in constants]  # (IR < 4 lists initializers as inputs too)
+    del graph.input[:]
+    graph.input.extend(listed)
     static = {s.name: s.shape for s in specs}
     for inp in graph.input:
         if inp.name in static:
