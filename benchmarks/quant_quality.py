@@ -26,7 +26,10 @@ similarity (ppocr-rec).
         [--methods quantunev2[,quantunev2-e2e]] [--ort minmax,percentile,entropy]
 
 Writes out/bench/quality/report.json, report.md and report.png (top-1 agreement per variant and
-rate; skipped without matplotlib), and prints the table.
+rate; skipped without matplotlib), and prints the table. With more than one ``--methods``
+ranking the report adds ``tvm-mpq eval``'s tally for the quantizers users get
+(:func:`ranking_tally`): quantunev2-e2e and QuantuneV2 against each other ranking, better / equal
+/ behind per requested rate, and the held-out samples only one of the two builds changes.
 """
 
 from __future__ import annotations
@@ -284,6 +287,67 @@ def metric_names(result: dict) -> list[str]:
     return [] if point is None else [*point["fidelity"], *point["accuracy"]]
 
 
+OURS = ("quantunev2-e2e", "quantunev2")
+"""The rankings the tally compares with every other ``--methods`` ranking (the refined one first)."""
+
+
+def ranking_tally(result: dict) -> list[str]:
+    """Markdown lines: each of :data:`OURS` measured here against every other ranking built with
+    the same quantizers, as ``tvm-mpq eval``'s tally counts it (better / equal / behind at the
+    requested rates) on the model's first figure and on output SQNR, with the worst gap and
+    the held-out samples only one of the two changes (fp32's own top two probabilities), so a
+    difference of one near-tie sample reads as what it is. Empty with fewer than two rankings."""
+    points = [p for p in result["points"] if p["tool"] == "tvm-mpq" and p.get("method", "-") != "-"]
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    names = metric_names(result)
+    if len(methods) < 2 or not names:
+        return []
+    figure = names[0]
+    by_key = {(p["method"], p["variant"], p["requested_rate"]): p for p in points}
+    lines = ["Ranking tally (requested rates; better / equal / behind):", "",
+             f"| ranking | against | quantizers | {figure} | worst gap | output SQNR | samples only one changes |",
+             "|---|---|---|---|---|---|---|"]
+    for ours in (m for m in OURS if m in methods):
+        for other in (m for m in methods if m != ours and not (m in OURS and OURS.index(m) < OURS.index(ours))):
+            for variant in dict.fromkeys(p["variant"] for p in points if p["method"] == ours):
+                rates = [r for (m, v, r) in by_key if m == ours and v == variant and (other, variant, r) in by_key]
+                if not rates:
+                    continue
+                pairs = [(by_key[(ours, variant, r)], by_key[(other, variant, r)]) for r in sorted(rates, reverse=True)]
+                counts = _counts([(a["fidelity"].get(figure, a["accuracy"].get(figure)),
+                                   b["fidelity"].get(figure, b["accuracy"].get(figure))) for a, b in pairs])
+                gaps = [a["fidelity"].get(figure, a["accuracy"].get(figure)) - b["fidelity"].get(figure, b["accuracy"].get(figure))
+                        for a, b in pairs]
+                sqnr = (_counts([(a["fidelity"]["output_sqnr_db"], b["fidelity"]["output_sqnr_db"]) for a, b in pairs],
+                                tolerance=0.05) if all("output_sqnr_db" in p["fidelity"] for pair in pairs for p in pair)
+                        else "-")
+                lines.append(f"| {ours} | {other} | {variant} | {counts} | {min(gaps):+.3f} | {sqnr} | "
+                             f"{_one_sided_flips(pairs)} |")
+    return lines + [""]
+
+
+def _counts(pairs: list[tuple[float, float]], tolerance: float = 1e-9) -> str:
+    """``better / equal / behind`` over ``(ours, theirs)`` pairs (higher is better)."""
+    better = sum(a > b + tolerance for a, b in pairs)
+    behind = sum(a < b - tolerance for a, b in pairs)
+    return f"{better} / {len(pairs) - better - behind} / {behind}"
+
+
+def _one_sided_flips(pairs: list[tuple[dict, dict]]) -> str:
+    """Per rate, the samples whose top-1 class one build changes and the other keeps
+    (``+`` only the other ranking's build changes it, ``-`` only ours)."""
+    cells = []
+    for ours, theirs in pairs:
+        mine = {f["sample"]: f for f in ours.get("flips", [])}
+        other = {f["sample"]: f for f in theirs.get("flips", [])}
+        marks = [f"-#{k} ({mine[k]['fp32_top2'][0]:.3f} / {mine[k]['fp32_top2'][1]:.3f})" for k in sorted(set(mine) - set(other))]
+        marks += [f"+#{k} ({other[k]['fp32_top2'][0]:.3f} / {other[k]['fp32_top2'][1]:.3f})"
+                  for k in sorted(set(other) - set(mine))]
+        if marks:
+            cells.append(f"{ours['requested_rate']:g}%: " + ", ".join(marks))
+    return "; ".join(cells) or "-"
+
+
 def markdown(report: dict) -> str:
     host = report["host"]
     lines = [f"# Quantization quality vs fp32", "",
@@ -312,6 +376,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {p['requested_rate']:g} | {p['tool']} | {ranking} | {p['variant']} | "
                          f"{'all' if p['fp32_layers'] is None else len(p['fp32_layers'])} | {cells} | {flips} |")
         lines.append("")
+        lines += ranking_tally(r)
     return "\n".join(lines)
 
 
