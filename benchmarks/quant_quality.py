@@ -314,16 +314,19 @@ def ranking_tally(result: dict) -> list[str]:
                 if not rates:
                     continue
                 pairs = [(by_key[(ours, variant, r)], by_key[(other, variant, r)]) for r in sorted(rates, reverse=True)]
-                counts = _counts([(a["fidelity"].get(figure, a["accuracy"].get(figure)),
-                                   b["fidelity"].get(figure, b["accuracy"].get(figure))) for a, b in pairs])
-                gaps = [a["fidelity"].get(figure, a["accuracy"].get(figure)) - b["fidelity"].get(figure, b["accuracy"].get(figure))
-                        for a, b in pairs]
+                values = [(_figure(a, figure), _figure(b, figure)) for a, b in pairs]
+                counts, gaps = _counts(values), [a - b for a, b in values]
                 sqnr = (_counts([(a["fidelity"]["output_sqnr_db"], b["fidelity"]["output_sqnr_db"]) for a, b in pairs],
                                 tolerance=0.05) if all("output_sqnr_db" in p["fidelity"] for pair in pairs for p in pair)
                         else "-")
                 lines.append(f"| {ours} | {other} | {variant} | {counts} | {min(gaps):+.3f} | {sqnr} | "
                              f"{_one_sided_flips(pairs)} |")
     return lines + [""]
+
+
+def _figure(point: dict, name: str) -> float:
+    """One of a point's figures (fidelity to fp32, or accuracy against labels)."""
+    return point["fidelity"][name] if name in point["fidelity"] else point["accuracy"][name]
 
 
 def _counts(pairs: list[tuple[float, float]], tolerance: float = 1e-9) -> str:
