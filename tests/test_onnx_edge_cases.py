@@ -785,3 +785,109 @@ def test_initializers_listed_as_graph_inputs_are_weights(tmp_path):
     np.testing.assert_allclose(compile_graph(graph).run(feeds[0])[0], _ort(path, feeds[0])[0], rtol=1e-5, atol=1e-5)
     config, _ = config_for_rate(graph, feeds, 100, "inorder")
     assert compile_model(graph, config).stats["int8_layers"] == 1
+
+
+@pytest.mark.parametrize("case", [
+    dict(opset=17, shape=(2, 96, 1), onesided=1),                      # torch.fft.rfft as dynamo writes it
+    dict(opset=17, shape=(2, 96, 1), onesided=0, length=128),          # zero padding up to dft_length
+    dict(opset=17, shape=(1, 3, 40, 2), axis=2, length=32, inverse=1),  # complex, truncated, inverse
+    dict(opset=20, shape=(2, 50, 4, 1), axis=-3, onesided=1),          # axis as an input (opset 20)
+])
+def test_a_dft_imports_as_a_matmul_by_its_table_like_onnxruntime(tmp_path, case):
+    """TVM's importer has no ``DFT``: the import writes it as one MatMul by its cosine / sine
+    table (a dense layer of the table). Real and complex signals, one-sided, padded or truncated
+    to ``dft_length``, inverse, the axis as attribute and as input: the fp32 build equals
+    onnxruntime's DFT, fully int8 the table product is an int8 layer near it, and the QDQ export
+    runs in onnxruntime like the int8 simulation."""
+    from tvm_mpq.export import build_qdq_onnx
+    from tvm_mpq.graph import build_layer_table
+
+    shape, opset = case["shape"], case["opset"]
+    inputs, initializers = ["x"], []
+    if "length" in case:
+        initializers.append(numpy_helper.from_array(np.array(case["length"], np.int64), "length"))
+    inputs.append("length" if "length" in case else "")
+    attrs = {k: case[k] for k in ("onesided", "inverse") if k in case}
+    if opset >= 20:
+        initializers.append(numpy_helper.from_array(np.array(case.get("axis", 1), np.int64), "axis"))
+        inputs.append("axis")
+    elif "axis" in case:
+        attrs["axis"] = case["axis"]
+    nodes = [helper.make_node("DFT", inputs, ["y"], name="spectrum", **attrs),
+             helper.make_node("Mul", ["y", "y"], ["p"])]  # (a power spectrum after it)
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                 [helper.make_tensor_value_info("p", TensorProto.FLOAT, [f"d{i}" for i in range(len(shape))])],
+                 initializers, opset=opset)
+    graph = load_model(str(path))
+    table = build_layer_table(graph)
+    assert [(layer.name, layer.kind) for layer in table] == [("spectrum/matmul", "dense")]
+    feeds = _feeds(shape)
+    want = [_ort(path, f)[0] for f in feeds]
+    fp32 = compile_graph(graph)
+    for feed, ref in zip(feeds, want):
+        got = fp32.run(feed)[0]
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    assert compiled.stats["int8_layers"] == 1
+    assert output_sqnr_db([compiled.run(f) for f in feeds], [[w] for w in want]) > 25
+    exported, simulated = build_qdq_onnx(graph, config), compile_model(graph, config, simulate=True)
+    for feed in feeds[:2]:  # the QDQ export (its MatMul by the table) runs in onnxruntime like the simulation
+        sim = simulated.run(feed)[0]
+        np.testing.assert_allclose(_ort_model(exported.model, feed)[0], sim, atol=1e-5 * float(np.abs(sim).max()))
+
+
+def test_a_dft_length_given_at_run_time_is_one_clear_error(tmp_path):
+    """A ``dft_length`` the model reads from an input has no table: one line naming the node."""
+    from tvm_mpq.errors import MpqError
+
+    nodes = [helper.make_node("DFT", ["x", "n"], ["y"], name="spectrum", onesided=1)]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 1]),
+                                   helper.make_tensor_value_info("n", TensorProto.INT64, [])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c"])], [])
+    with pytest.raises(MpqError, match="DFT 'spectrum': its dft_length is computed at run time"):
+        load_model(str(path))
+
+
+@pytest.mark.parametrize("case", [
+    dict(shape=(2, 400, 1), step=16, window="hann", onesided=1),   # torch.stft as PyTorch's exporter writes it
+    dict(shape=(1, 130, 2), step=10, length=32, onesided=0),       # complex signal, no window: rectangular
+])
+def test_an_stft_imports_as_a_strided_conv_by_its_windowed_table_like_onnxruntime(tmp_path, case):
+    """TVM's importer has no ``STFT``: the import writes it as one strided Conv whose kernel is
+    the DFT table times the window (a conv layer of the table). The fp32 build equals
+    onnxruntime's STFT, fully int8 the conv is an int8 layer near it, and the QDQ export runs in
+    onnxruntime like the int8 simulation."""
+    from tvm_mpq.export import build_qdq_onnx
+    from tvm_mpq.graph import build_layer_table
+
+    shape = case["shape"]
+    initializers = [numpy_helper.from_array(np.array(case["step"], np.int64), "step")]
+    inputs = ["x", "step", "", ""]
+    if case.get("window") == "hann":
+        initializers.append(numpy_helper.from_array(np.hanning(66)[1:-1].astype(np.float32), "window"))
+        inputs[2] = "window"
+    if "length" in case:
+        initializers.append(numpy_helper.from_array(np.array(case["length"], np.int64), "length"))
+        inputs[3] = "length"
+    nodes = [helper.make_node("STFT", inputs, ["y"], name="spectrogram", onesided=case["onesided"]),
+             helper.make_node("Mul", ["y", "y"], ["p"])]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                 [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["b", "f", "k", "c"])], initializers)
+    graph = load_model(str(path))
+    assert [(layer.name, layer.kind) for layer in build_layer_table(graph)] == [("spectrogram/conv", "conv1d")]
+    feeds = _feeds(shape)
+    want = [_ort(path, f)[0] for f in feeds]
+    fp32 = compile_graph(graph)
+    for feed, ref in zip(feeds, want):
+        got = fp32.run(feed)[0]
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    assert compiled.stats["int8_layers"] == 1
+    assert output_sqnr_db([compiled.run(f) for f in feeds], [[w] for w in want]) > 25
+    exported, simulated = build_qdq_onnx(graph, config), compile_model(graph, config, simulate=True)
+    sim = simulated.run(feeds[0])[0]
+    np.testing.assert_allclose(_ort_model(exported.model, feeds[0])[0], sim, atol=1e-5 * float(np.abs(sim).max()))

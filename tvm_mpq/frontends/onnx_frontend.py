@@ -18,6 +18,7 @@ import onnx.shape_inference
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
+from tvm_mpq.frontends.onnx_dft import SPECTRAL_OPS, spectral_as_products
 from tvm_mpq.frontends.onnx_float16 import as_float32, has_float16
 from tvm_mpq.frontends.onnx_recurrent import (LOOP_DOMAIN, RECURRENT_OPS, UNROLL_STEPS, dequantized_recurrences,
                                               expand_recurrent)
@@ -223,6 +224,9 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
        and one ``Recurrence`` loop node (:mod:`tvm_mpq.frontends.onnx_recurrent`); onnxruntime's
        ``DynamicQuantizeLSTM`` (contrib) is first made the float ``LSTM`` it quantizes
        (:func:`~tvm_mpq.frontends.onnx_recurrent.dequantized_recurrences`).
+    6. ``DFT`` / ``STFT`` nodes, which TVM's importer lacks, become one ``MatMul`` by their
+       cosine / sine table / one strided ``Conv`` by the windowed table
+       (:func:`~tvm_mpq.frontends.onnx_dft.spectral_as_products`; a layer of the table each).
     """
     if has_float16(model):
         model_copy = as_float32(model)
@@ -253,6 +257,8 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
         nodes = remaining
         if not folded:
             break
+    if any(node.op_type in SPECTRAL_OPS for node in nodes):  # TVM imports no DFT / STFT
+        nodes = spectral_as_products(nodes, values, _static_shapes(model_copy, nodes, values), opset)
     if any(node.op_type in RECURRENT_OPS for node in nodes):  # TVM imports no LSTM / GRU / RNN
         nodes = expand_recurrent(nodes, values, _static_shapes(model_copy, nodes, values), unroll_steps)
     rebuilt = _rebuild(model_copy, nodes, values, from_initializers)
