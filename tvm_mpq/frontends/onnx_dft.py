@@ -69,7 +69,7 @@ def spectral_as_products(nodes: list[onnx.NodeProto], values: dict[str, np.ndarr
         if node.op_type not in SPECTRAL_OPS or node.domain not in ("", "ai.onnx"):
             out.append(node)
             continue
-        rewrite = _rewrite if node.op_type == "DFT" else _rewrite_stft
+        rewrite = _rewrite_dft if node.op_type == "DFT" else _rewrite_stft
         out.extend(rewrite(node, node.name or f"{node.op_type}_{index}", values, shapes, opset))
     return out
 
@@ -114,7 +114,7 @@ class _Emitted:
         return out
 
 
-def _rewrite(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
+def _rewrite_dft(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
              shapes: dict[str, tuple[int, ...]], opset: int) -> list[onnx.NodeProto]:
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     shape = _signal_shape(node, name, shapes)
