@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnx.helper
 
 from tvm_mpq.errors import MpqError
+from tvm_mpq.frontends.onnx_nodes import NodeWriter, node_attributes
 
 
 def dft_table(samples: int, length: int, channels: int, onesided: bool, inverse: bool) -> np.ndarray:
@@ -98,25 +98,9 @@ def _signal_shape(node: onnx.NodeProto, name: str, shapes: dict[str, tuple[int, 
     return shape
 
 
-class _Emitted:
-    """New nodes and constants of one rewritten node, named under its name."""
-
-    def __init__(self, name: str, values: dict[str, np.ndarray]) -> None:
-        self.name, self.values, self.nodes = name, values, []
-
-    def const(self, tag: str, value: np.ndarray) -> str:
-        self.values[f"{self.name}/{tag}"] = np.array(value, order="C")
-        return f"{self.name}/{tag}"
-
-    def op(self, op_type: str, inputs: list[str], tag: str, output: str | None = None, **attrs) -> str:
-        out = output or f"{self.name}/{tag}"
-        self.nodes.append(onnx.helper.make_node(op_type, inputs, [out], name=f"{self.name}/{tag}", **attrs))
-        return out
-
-
 def _rewrite_dft(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
-             shapes: dict[str, tuple[int, ...]], opset: int) -> list[onnx.NodeProto]:
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+                 shapes: dict[str, tuple[int, ...]], opset: int) -> list[onnx.NodeProto]:
+    attrs = node_attributes(node)
     shape = _signal_shape(node, name, shapes)
     rank, channels = len(shape), shape[-1]
     axis = _constant(node, 2, values, "axis", name) if opset >= 20 else None
@@ -128,7 +112,7 @@ def _rewrite_dft(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
     length = _constant(node, 1, values, "dft_length", name) or samples
     table = dft_table(samples, length, channels, bool(attrs.get("onesided", 0)), bool(attrs.get("inverse", 0)))
     bins = table.shape[1] // 2
-    em = _Emitted(name, values)
+    em = NodeWriter(name, values)
     outer = [d for d in range(rank - 1) if d != axis]  # signal axis last but one, then real / imaginary
     perm = [*outer, axis, rank - 1]
     lead = [shape[d] for d in outer]
@@ -147,7 +131,7 @@ def _rewrite_dft(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
 
 def _rewrite_stft(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
                   shapes: dict[str, tuple[int, ...]], _opset: int) -> list[onnx.NodeProto]:
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = node_attributes(node)
     shape = _signal_shape(node, name, shapes)
     if len(shape) != 3:
         raise MpqError(f"STFT '{name}': its signal must be [batch, length, 1 or 2], got {list(shape)}")
@@ -166,7 +150,7 @@ def _rewrite_stft(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray]
     bins = table.shape[1] // 2
     kernel = table.reshape(length, channels, bins * 2).transpose(2, 1, 0) * window[None, None, :]
     frames = (samples - length) // step + 1
-    em = _Emitted(name, values)
+    em = NodeWriter(name, values)
     signal = em.op("Transpose", [node.input[0]], "channels_first", perm=[0, 2, 1])  # [B, c, n]
     conv = em.op("Conv", [signal, em.const("table", kernel.astype(np.float32))], "conv", kernel_shape=[length],
                  strides=[step])

@@ -33,7 +33,7 @@ differ from it, an activation outside :data:`ACTIVATIONS`, LSTM's ``input_forget
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
@@ -41,6 +41,7 @@ import onnx
 import onnx.helper
 
 from tvm_mpq.errors import MpqError
+from tvm_mpq.frontends.onnx_nodes import NodeWriter, node_attributes
 from tvm_mpq.types import RECURRENT_GATES as GATES
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
@@ -59,24 +60,16 @@ State = Union[str, np.ndarray, None]
 
 
 @dataclass
-class _Emitter:
-    """New nodes and constants for one recurrent node, named under its name."""
+class _Emitter(NodeWriter):
+    """New nodes and constants for one recurrent node, named under its name; each node's name
+    is numbered (a step's ops repeat per time step)."""
 
-    prefix: str
-    values: dict[str, np.ndarray]
-    nodes: list[onnx.NodeProto] = field(default_factory=list)
     count: int = 0
-
-    def const(self, tag: str, value: np.ndarray) -> str:
-        name = f"{self.prefix}/{tag}"
-        self.values[name] = np.array(value, order="C")  # (ascontiguousarray would make a scalar 1-d)
-        return name
 
     def op(self, op_type: str, inputs: list[str], tag: str, output: str | None = None, **attrs) -> str:
         self.count += 1
-        out = output or f"{self.prefix}/{tag}_{self.count}"
-        self.nodes.append(onnx.helper.make_node(op_type, inputs, [out], name=f"{self.prefix}/{tag}_{self.count}", **attrs))
-        return out
+        name = f"{self.prefix}/{tag}_{self.count}"
+        return self.node(op_type, inputs, name, output or name, **attrs)
 
     def slice_last(self, x: str, start: int, stop: int, tag: str) -> str:
         starts = self.const(f"{tag}_start_{start}", np.array([start], np.int64))
@@ -126,10 +119,6 @@ class _Emitter:
         return self.op("Reshape", [x, target], tag, output)
 
 
-def _attributes(node: onnx.NodeProto) -> dict:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _activation(em: _Emitter, name: str, x: str, alpha: float | None, beta: float | None, tag: str) -> str:
     if name == "HardSigmoid":
         return em.op(name, [x], tag, alpha=0.2 if alpha is None else alpha, beta=0.5 if beta is None else beta)
@@ -166,7 +155,7 @@ def _expand(node: onnx.NodeProto, name: str, values: dict[str, np.ndarray],
             shapes: dict[str, tuple[int, ...]], unroll_steps: int) -> list[onnx.NodeProto]:
     op = node.op_type
     where = f"{op} node '{name}'"
-    attrs = _attributes(node)
+    attrs = node_attributes(node)
     x, w_name, r_name, b_name, lens_name = (_input(node, i) for i in range(5))
     h0_name = _input(node, 5)
     c0_name = _input(node, 6) if op == "LSTM" else ""
@@ -479,7 +468,7 @@ def dequantized_recurrences(nodes: list[onnx.NodeProto], values: dict[str, np.nd
             weights.append(np.ascontiguousarray(np.transpose(dequantized, (0, 2, 1))))
         w_name, r_name = f"{name}/W_dequantized", f"{name}/R_dequantized"
         values[w_name], values[r_name] = weights
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = node_attributes(node)
         inputs = [ins[0], w_name, r_name] + ins[3:8]
         while inputs[-1] == "":
             inputs.pop()
@@ -491,7 +480,7 @@ def loop_attributes(node: onnx.NodeProto) -> dict:
     """A ``Recurrence`` node's attributes: ``kind``, ``hidden_size``, ``batch``, ``direction``,
     ``activations`` and, per activation, its ``alpha`` / ``beta`` (None: the ONNX default),
     ``clip`` (None: none), ``linear_before_reset``."""
-    attrs = _attributes(node)
+    attrs = node_attributes(node)
 
     def optional(values: list[float]) -> list[float | None]:
         return [None if np.isnan(v) else float(v) for v in values]
