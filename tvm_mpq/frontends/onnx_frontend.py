@@ -20,6 +20,7 @@ from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
 from tvm_mpq.frontends.onnx_dft import SPECTRAL_OPS, spectral_as_products
 from tvm_mpq.frontends.onnx_float16 import as_float32, has_float16
+from tvm_mpq.frontends.onnx_layer_names import layer_name
 from tvm_mpq.frontends.onnx_recurrent import (LOOP_DOMAIN, RECURRENT_OPS, UNROLL_STEPS, dequantized_recurrences,
                                               expand_recurrent)
 
@@ -139,14 +140,15 @@ def _fmt(dims: list[int | None]) -> str:
 
 
 def _weight_owners(model: onnx.ModelProto) -> dict[str, str]:
-    """Initializer name (as the Relax param is named) -> name of the node that consumes it."""
+    """Initializer name (as the Relax param is named) -> the layer name of the node that consumes
+    it (:func:`~tvm_mpq.frontends.onnx_layer_names.layer_name`: the node name, or the PyTorch
+    module path the dynamo exporter recorded)."""
     owners: dict[str, str] = {}
     initializers = {init.name for init in model.graph.initializer}
     for index, node in enumerate(model.graph.node):
-        node_name = node.name or f"{node.op_type}_{index}"
         for inp in node.input[1:]:
             if inp in initializers:
-                owners.setdefault(inp.removeprefix("onnx::"), node_name)
+                owners.setdefault(inp.removeprefix("onnx::"), layer_name(node, index, inp))
     return owners
 
 
