@@ -1,7 +1,8 @@
 """Models as PyTorch 2.13's default ``torch.onnx.export`` writes them (the dynamo exporter,
-opset 20, batch norms fused into the convs by its optimizer, nodes named ``node_Conv_12``): the
-layers carry the PyTorch module paths, the fp32 build equals onnxruntime's, the int8 build is
-close to it, and the QDQ export runs in onnxruntime like the int8 simulation."""
+opset 20, batch norms fused into the convs by its optimizer, nodes named ``node_Conv_12``; and
+at opset 23, attention as one ``Attention`` node): the layers carry the PyTorch module paths, the
+fp32 build equals onnxruntime's, the int8 build is close to it, and the QDQ export runs in
+onnxruntime like the int8 simulation."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ class _ConvNet(nn.Module):
 
 
 class _Encoder(nn.Module):
-    """One transformer encoder layer (opset 20 ``Gelu``, ``LayerNormalization``, attention)."""
+    """One transformer encoder layer (``LayerNormalization``, attention: products and softmax,
+    or at opset 23 one ``Attention`` node)."""
 
     def __init__(self):
         super().__init__()
@@ -72,9 +74,10 @@ def _trained_bn(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-def _export(module: nn.Module, shape: tuple[int, ...], path) -> None:
+def _export(module: nn.Module, shape: tuple[int, ...], path, opset: int | None) -> None:
     torch.manual_seed(1)
-    program = torch.onnx.export(module, (torch.randn(*shape),), dynamo=True, verbose=False)  # (the default exporter)
+    program = torch.onnx.export(module, (torch.randn(*shape),), dynamo=True, verbose=False,  # (the default exporter)
+                                opset_version=opset)
     program.save(str(path))
 
 
@@ -85,17 +88,18 @@ def _ort(path, feed):
     return session.run(None, {session.get_inputs()[0].name: next(iter(feed.values()))})
 
 
-@pytest.mark.parametrize("net, shape, layers", [
-    (lambda: _trained_bn(_ConvNet()), (1, 3, 32, 32),
+@pytest.mark.parametrize("net, shape, opset, layers", [
+    (lambda: _trained_bn(_ConvNet()), (1, 3, 32, 32), None,
      ["stem.0", "blocks.0.depthwise", "blocks.0.project", "blocks.1.depthwise", "blocks.1.project", "head"]),
-    (lambda: _Encoder().eval(), (1, 12, 32),
-     ["layer.linear1", "layer.linear2", "out"]),
-], ids=["convs-with-folded-batch-norms", "transformer-encoder-layer"])
-def test_a_default_torch_export_names_layers_by_module_and_builds_like_onnxruntime(tmp_path, net, shape, layers):
+    (lambda: _Encoder().eval(), (1, 12, 32), None, ["layer.linear1", "layer.linear2", "out"]),
+    (lambda: _Encoder().eval(), (1, 12, 32), 23, ["layer.linear1", "layer.linear2", "out"]),
+], ids=["convs-with-folded-batch-norms", "transformer-encoder-layer", "encoder-layer-opset-23-attention"])
+def test_a_default_torch_export_names_layers_by_module_and_builds_like_onnxruntime(tmp_path, net, shape, opset, layers):
     path = tmp_path / "m.onnx"
-    _export(net(), shape, path)
+    _export(net(), shape, path, opset)
     model = onnx.load(str(path))
     assert model.opset_import[0].version >= 18 and not {n.name for n in model.graph.node} & set(layers)
+    assert ("Attention" in {n.op_type for n in model.graph.node}) == (opset == 23)
     graph = load_model(str(path))
     names = [entry.name for entry in build_layer_table(graph) if entry.weight_param is not None]
     assert [n for n in names if n in layers] == layers, names  # (the attention's in-projection is a layer too)

@@ -18,6 +18,7 @@ import onnx.shape_inference
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
+from tvm_mpq.frontends.onnx_attention import ATTENTION_OPS, attention_as_products
 from tvm_mpq.frontends.onnx_dft import SPECTRAL_OPS, spectral_as_products
 from tvm_mpq.frontends.onnx_float16 import as_float32, has_float16
 from tvm_mpq.frontends.onnx_layer_names import layer_name
@@ -229,6 +230,9 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
     6. ``DFT`` / ``STFT`` nodes, which TVM's importer lacks, become one ``MatMul`` by their
        cosine / sine table / one strided ``Conv`` by the windowed table
        (:func:`~tvm_mpq.frontends.onnx_dft.spectral_as_products`; a layer of the table each).
+    7. Standard ``Attention`` nodes (opset 23), which TVM's importer takes for onnxruntime's
+       contrib op of that name, become their products and softmax
+       (:func:`~tvm_mpq.frontends.onnx_attention.attention_as_products`; done before step 6).
     """
     if has_float16(model):
         model_copy = as_float32(model)
@@ -259,6 +263,10 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
         nodes = remaining
         if not folded:
             break
+    if any(node.op_type in ATTENTION_OPS and node.domain in ("", "ai.onnx") for node in nodes):  # (TVM: contrib only)
+        types: dict[str, int] = {}
+        shapes = _static_shapes(model_copy, nodes, values, types)
+        nodes = attention_as_products(nodes, values, shapes, types)
     if any(node.op_type in SPECTRAL_OPS for node in nodes):  # TVM imports no DFT / STFT
         nodes = spectral_as_products(nodes, values, _static_shapes(model_copy, nodes, values), opset)
     if any(node.op_type in RECURRENT_OPS for node in nodes):  # TVM imports no LSTM / GRU / RNN
@@ -269,8 +277,10 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
     return rebuilt
 
 
-def _static_shapes(model: onnx.ModelProto, nodes: list, values: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    """Static shapes of every tensor onnx shape inference can resolve for the current nodes."""
+def _static_shapes(model: onnx.ModelProto, nodes: list, values: dict[str, np.ndarray],
+                   types: dict[str, int] | None = None) -> dict[str, tuple[int, ...]]:
+    """Static shapes of every tensor onnx shape inference can resolve for the current nodes
+    (and, into ``types`` when given, the element type of every tensor it typed)."""
     trial = onnx.ModelProto()
     trial.CopyFrom(model)
     del trial.graph.node[:]
@@ -294,6 +304,8 @@ def _static_shapes(model: onnx.ModelProto, nodes: list, values: dict[str, np.nda
     shapes: dict[str, tuple[int, ...]] = {}
     for info in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         ttype = info.type.tensor_type
+        if types is not None and ttype.elem_type:
+            types[info.name] = ttype.elem_type
         if not ttype.HasField("shape"):
             continue
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in ttype.shape.dim]
