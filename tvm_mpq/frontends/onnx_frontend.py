@@ -227,12 +227,12 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
        and one ``Recurrence`` loop node (:mod:`tvm_mpq.frontends.onnx_recurrent`); onnxruntime's
        ``DynamicQuantizeLSTM`` (contrib) is first made the float ``LSTM`` it quantizes
        (:func:`~tvm_mpq.frontends.onnx_recurrent.dequantized_recurrences`).
-    6. ``DFT`` / ``STFT`` nodes, which TVM's importer lacks, become one ``MatMul`` by their
+    6. Standard ``Attention`` nodes (opset 23), which TVM's importer takes for onnxruntime's
+       contrib op of that name, become their products and softmax
+       (:func:`~tvm_mpq.frontends.onnx_attention.attention_as_products`).
+    7. ``DFT`` / ``STFT`` nodes, which TVM's importer lacks, become one ``MatMul`` by their
        cosine / sine table / one strided ``Conv`` by the windowed table
        (:func:`~tvm_mpq.frontends.onnx_dft.spectral_as_products`; a layer of the table each).
-    7. Standard ``Attention`` nodes (opset 23), which TVM's importer takes for onnxruntime's
-       contrib op of that name, become their products and softmax
-       (:func:`~tvm_mpq.frontends.onnx_attention.attention_as_products`; done before step 6).
     """
     if has_float16(model):
         model_copy = as_float32(model)
