@@ -79,7 +79,7 @@ def run_model(name: str, args: argparse.Namespace, work: Path) -> dict:
     points = []
     for method in args.methods.split(","):
         for rate in [float(r) for r in args.rates.split(",")]:
-            for source, model, feed_of in (("pytorch", name, lambda f: f), ("onnx export", str(path), as_onnx)):
+            for source, model, feed_of in (("pytorch", zoo_graph, lambda f: f), ("onnx export", exported, as_onnx)):
                 start = time.time()
                 built = tvm_mpq.quantize(model, rate, method=method, calib=[feed_of(f) for f in calib])
                 outputs = [built.run(feed_of(f)) for f in samples.feeds]

@@ -52,7 +52,8 @@ def _attention_model(tmp_path, q_shape, kv_shape, attrs, mask=None, past=None, p
         inputs += [const("past_k", rng.normal(size=past).astype(np.float32)),
                    const("past_v", rng.normal(size=past).astype(np.float32))]
     outputs = ["y"] + (["present_k", "present_v"] if presents else [])
-    nodes.append(helper.make_node("Attention", [i for i in inputs] if inputs[-1] or past else inputs[:3], outputs, **attrs))
+    nodes.append(helper.make_node("Attention", inputs if mask is not None or past is not None else inputs[:3], outputs,
+                                  **attrs))
     flat = helper.make_node("Reshape", ["y", const("flat", np.array([batch, -1], np.int64))], ["y_flat"])
     nodes.append(flat)
     graph_outputs = [helper.make_tensor_value_info("y_flat", TensorProto.FLOAT, ["b", "n"])]

@@ -82,16 +82,16 @@ def _rewrite(node: onnx.NodeProto, w: NodeWriter, shapes: dict[str, tuple[int, .
     elif rank != 4:
         raise fail(f"Q has rank {rank}: 3-D or 4-D inputs only")
     batch, q_heads, q_len, head = _heads_shape(shapes, node.input[0], rank, attrs.get("q_num_heads"))
-    kv_heads = _heads_shape(shapes, node.input[1], rank, attrs.get("kv_num_heads"))[1]
+    _, kv_heads, kv_len, _ = _heads_shape(shapes, node.input[1], rank, attrs.get("kv_num_heads"))
     v_head = _heads_shape(shapes, node.input[2], rank, attrs.get("kv_num_heads"))[3]
     past_len = shapes[past_k][2] if past_k else 0
+    kv_len += past_len
     if past_k:
         k = w.op("Concat", [past_k, k], "present_key", present_k or None, axis=2)
         v = w.op("Concat", [past_v, v], "present_value", present_v or None, axis=2)
     else:  # (the present key / value are the node's own, in heads)
         k = w.op("Identity", [k], "present_key", present_k) if present_k else k
         v = w.op("Identity", [v], "present_value", present_v) if present_v else v
-    kv_len = _heads_shape(shapes, node.input[1], rank, attrs.get("kv_num_heads"))[2] + past_len
     if q_heads != kv_heads:
         if q_heads % kv_heads:
             raise fail(f"{q_heads} query heads are not a multiple of {kv_heads} key / value heads")

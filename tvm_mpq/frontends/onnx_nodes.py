@@ -1,5 +1,6 @@
 """Writing ONNX nodes in place of one node: what the import's graph rewrites before TVM's importer
-(:mod:`~tvm_mpq.frontends.onnx_recurrent`, :mod:`~tvm_mpq.frontends.onnx_dft`) emit through."""
+(:mod:`~tvm_mpq.frontends.onnx_recurrent`, :mod:`~tvm_mpq.frontends.onnx_dft`,
+:mod:`~tvm_mpq.frontends.onnx_attention`) emit through."""
 
 from __future__ import annotations
 
