@@ -279,6 +279,44 @@ def test_conv1d_layers_run_int8_and_export_like_the_compiled_model():
     assert _steps([_session(exported.model, optimized=False).run(None, feed)[0] for feed in feeds], sim) < 0.1
 
 
+class TokenMlp(torch.nn.Module):
+    """A transformer block's feed-forward part on ``[1, L, C]`` tokens: square and wide
+    ``Linear`` layers with an exact GELU between them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.square = torch.nn.Linear(24, 24)
+        self.wide = torch.nn.Linear(24, 64)
+        self.narrow = torch.nn.Linear(64, 24)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.square(x) + x
+        return self.narrow(torch.nn.functional.gelu(self.wide(y)))
+
+
+def test_linear_layers_on_tokens_export_like_the_compiled_model():
+    """``Linear`` layers on ``[1, L, C]`` tokens (minilm's): the graph ``torch.export`` gives has
+    ``[L, C]`` outputs where the TorchScript exporter's MatMul nodes have ``[1, L, C]``; every
+    layer is still found in the file (the export of minilm stopped with "matches no Gemm/MatMul
+    node"), and onnxruntime runs the QDQ model as written with the simulation's numbers."""
+    from tvm_mpq.frontends.torch_frontend import from_module
+
+    source = TokenMlp()
+    graph = from_module(source, {"x": np.zeros((1, 10, 24), np.float32)}, "token-mlp")
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.normal(size=(1, 10, 24)).astype(np.float32)} for _ in range(6)]
+    table = build_layer_table(graph)
+    assert [layer.kind for layer in table] == ["dense"] * 3
+    config = _config(graph, feeds)
+    simulated = compile_model(graph, config, simulate=True)
+    sim = [simulated.run(feed)[0] for feed in feeds]
+    exported = build_qdq_onnx(graph, config, fp32_onnx(graph, source))
+    assert sorted(exported.int8_layers) == sorted(table.names())
+    assert _count(exported.model, "DequantizeLinear") >= 3
+    assert _steps([_session(exported.model, optimized=False).run(None, feed)[0] for feed in feeds], sim) < 0.1
+
+
 def test_transposed_conv_layers_export_int8_like_the_compiled_model():
     """int8 ``ConvTranspose`` layers (kernel 4 stride 2 padding 1, then kernel 2 stride 2, a
     batch norm between that the compiler keeps): the ONNX QDQ export has per-channel int8 weights

@@ -1024,3 +1024,79 @@ def test_a_cpu_model_less_what_this_host_lacks_runs_here():
         build, _, exact = CASES[case]
         mod, x = build()
         _check(mod, x, target, exact)
+
+
+def _unary_module(make, shape=(6, 40)) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(make(x))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+def _one(value: float) -> relax.Constant:
+    return relax.const(np.float32(value))
+
+
+_LIBM_ACTIVATIONS = {
+    "gelu": relax.op.nn.gelu,  # ONNX Gelu, as PyTorch's default exporter writes nn.GELU at opset 20
+    "gelu_tanh": relax.op.nn.gelu_tanh,
+    "silu": relax.op.nn.silu,
+    "selu": relax.op.nn.selu,
+    "softplus": lambda x: relax.op.nn.softplus(x, beta=2.0, threshold=6.0),
+    "log": lambda x: relax.op.log(relax.op.abs(x)),
+    "log_softmax_rows": lambda x: relax.op.nn.log_softmax(x, axis=-1),
+    "log_softmax_columns": lambda x: relax.op.nn.log_softmax(x, axis=0),
+    # ONNX Softplus / Mish as TVM's importer writes them: exp, add, log (, tanh, multiply)
+    "onnx_softplus": lambda x: relax.op.log(relax.op.add(relax.op.exp(x), _one(1.0))),
+    "onnx_mish": lambda x: relax.op.multiply(x, relax.op.tanh(relax.op.log(relax.op.add(relax.op.exp(x), _one(1.0))))),
+}
+
+
+@pytest.mark.parametrize("activation", sorted(_LIBM_ACTIVATIONS))
+def test_activations_tvm_lowers_to_libm_calls_run_on_vectors(tmp_path, activation):
+    """The activations TVM legalizes to one ``erff`` / ``expf`` / ``logf`` call per element
+    (``nn.gelu``: 1.6 ms per 128 x 1536 tensor on an AVX-512 Xeon, 0.06 ms rewritten) are
+    rewritten by VectorExp into polynomial forms: the library calls none of them, and the
+    result is TVM's exact one within 2e-6 (relative) on values across the float range the
+    activations see, zeros included."""
+    import subprocess
+
+    mod = _unary_module(_LIBM_ACTIVATIONS[activation])
+    executable, _info = build_module(mod, _host())
+    path = tmp_path / "act.so"
+    executable.export_library(str(path))
+    asm = subprocess.run(["objdump", "-d", str(path)], capture_output=True, text=True, check=True).stdout
+    called = {name for name in ("expf", "logf", "tanhf", "erff", "log1pf", "expm1f") if f"<{name}@" in asm}
+    assert not called, called
+    rng = np.random.default_rng(1)
+    data = (rng.normal(size=(6, 40)) * np.float32(4.0)).astype(np.float32)
+    data[0, :4] = (0.0, 1e-30, 30.0, -30.0)
+    got = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    want = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy()
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+
+
+def test_fast_log_matches_libm_across_the_float_range():
+    """:func:`tvm_mpq.kernels.fast_math.fast_log` (Cephes' ``logf`` on the float's bits) against
+    float64 ``log``: within 1e-7 relative on normal and denormal inputs from 1e-45 to 3e38, and
+    libm's answers for 0 (-inf), inf (inf), negatives, -inf and NaN (NaN)."""
+    from tvm import te
+
+    from tvm_mpq.kernels.fast_math import fast_log
+
+    x = te.placeholder((4096,), "float32")
+    kernel = tvm.compile(te.create_prim_func([x, te.compute(x.shape, lambda i: fast_log(x[i]))]), target="llvm")
+    rng = np.random.default_rng(0)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -1.0, 1.0, 2.0, 1e-40, 1e-45, 3.4e38, 0.70710677], np.float32)
+    data = np.concatenate([special, np.exp(rng.uniform(-103, 88, 4096 - special.size))]).astype(np.float32)
+    out = tvm.runtime.tensor(np.zeros(4096, np.float32))
+    kernel(tvm.runtime.tensor(data), out)
+    got = out.numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = np.log(data.astype(np.float64))
+    assert list(got[:3]) == [-np.inf, -np.inf, np.inf] and np.isnan(got[3:6]).all(), got[:6]  # 0, -0, inf; -inf, NaN, -1
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-7, atol=0)

@@ -139,7 +139,8 @@ def _match_layers(layers: list[Int8Layer], g: OnnxGraph, model_name: str) -> lis
             if weight.operand.shape != il.weight.shape:
                 continue
             out_shape = g.shapes.get(node.output[0])
-            if out_shape is not None and il.layer.output_shape and out_shape != il.layer.output_shape:
+            if out_shape is not None and il.layer.output_shape and \
+                    _without_leading_ones(out_shape) != _without_leading_ones(il.layer.output_shape):
                 continue
             if same_directions(weight.operand, il.weight, il.channel_axis):
                 found = node
@@ -150,6 +151,15 @@ def _match_layers(layers: list[Int8Layer], g: OnnxGraph, model_name: str) -> lis
         used.add(found.name)
         matches.append((il, found))
     return matches
+
+
+def _without_leading_ones(shape) -> tuple[int, ...]:
+    """``shape`` less its leading unit dims: a PyTorch ``Linear`` on ``[1, L, C]`` is a layer of
+    output ``[L, C]`` in the graph ``torch.export`` gives and a MatMul of ``[1, L, C]`` in the ONNX
+    file the TorchScript exporter writes."""
+    dims = tuple(int(d) for d in shape)
+    first = next((i for i, d in enumerate(dims) if d != 1), len(dims))
+    return dims[first:]
 
 
 def _onnx_family(kind: str) -> str:

@@ -1,4 +1,4 @@
-"""TVM's vector-friendly float32 ``exp`` and ``tanh`` as expressions, for loop bodies.
+"""Vector-friendly float32 ``exp``, ``tanh`` and ``log`` as expressions, for loop bodies and TE computes.
 
 ``topi.fast_exp`` (Cephes' ``expf``: range reduction ``exp(x) = 2^n exp(f)``, a degree-7
 polynomial) and ``topi.fast_tanh`` (Eigen's rational approximation) are arithmetic, ``floor`` and
@@ -7,7 +7,9 @@ per element on x86 and aarch64 (``relay_passes.fast_exp`` says more). TVM expose
 ``te.compute`` over a whole tensor (C++ ``topi/elemwise.h``), and a loop kernel built with the IR
 builder (:mod:`tvm_mpq.kernels.recurrence`) needs an expression of one element: these are the same
 formulas with the same constants, written for one ``PrimExpr`` (a test checks them against
-``topi.fast_exp`` / ``topi.fast_tanh`` bit for bit).
+``topi.fast_exp`` / ``topi.fast_tanh`` bit for bit). TVM has no vector form of ``log``:
+:func:`fast_log` is Cephes' ``logf`` (the exponent and mantissa read from the bits, a degree-9
+polynomial), the way MLAS and Eigen compute it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ _TANH_ALPHA = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-1
 """Numerator (odd) coefficients, highest power first (alpha_13 .. alpha_1)."""
 _TANH_BETA = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
 """Denominator (even) coefficients, highest power first (beta_6 .. beta_0)."""
+_LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
+             -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1)
+"""Cephes ``logf``'s polynomial in the reduced mantissa, highest power first."""
+_FLT_MIN = 1.17549435e-38
 
 
 def _c(value: float) -> tirx.PrimExpr:
@@ -54,9 +60,40 @@ def fast_tanh(value: tirx.PrimExpr) -> tirx.PrimExpr:
     return p / q
 
 
+def fast_log(value: tirx.PrimExpr) -> tirx.PrimExpr:
+    """Natural logarithm of one float32 element (Cephes' ``logf``: relative error about 1e-7):
+    ``x = m 2^e`` with ``m`` in ``[sqrt(1/2), sqrt(2))`` from the bits, ``log(m)`` a polynomial in
+    ``m - 1``, ``e ln 2`` added in two parts. Denormals are scaled by ``2^23`` first; ``log(0) =
+    -inf``, ``log(inf) = inf``, a negative or NaN input gives NaN, as libm's ``logf``."""
+    tiny = value < _c(_FLT_MIN)
+    scaled = tirx.Select(tiny, value * _c(8388608.0), value)
+    bits = tirx.reinterpret("int32", scaled)
+    exponent = tirx.Cast(F32, (bits >> 23) - 126) - tirx.Select(tiny, _c(23.0), _c(0.0))
+    mantissa = tirx.reinterpret(F32, (bits & tirx.const(0x007FFFFF, "int32")) | tirx.const(0x3F000000, "int32"))
+    low = mantissa < _c(0.707106781186547524)
+    e = exponent - tirx.Select(low, _c(1.0), _c(0.0))
+    x = tirx.Select(low, mantissa + mantissa, mantissa) - _c(1.0)
+    z = x * x
+    poly = _c(_LOG_POLY[0])
+    for coefficient in _LOG_POLY[1:]:
+        poly = poly * x + _c(coefficient)
+    y = poly * x * z + e * _c(-2.12194440e-4) - z * _c(0.5)
+    result = x + y + e * _c(0.693359375)
+    # Special inputs told apart by their bits (LLVM's fast-math flags fold ``x != x`` to false);
+    # the scaling keeps 0, infinities and NaN as they are. (A second ``reinterpret`` of ``value``
+    # would trip TVM 0.27's loop vectorizer when ``value`` is itself a ``fast_exp``.)
+    magnitude = bits & tirx.const(0x7FFFFFFF, "int32")
+    inf = _c(float("inf"))
+    result = tirx.Select(magnitude == tirx.const(0x7F800000, "int32"), inf, result)
+    result = tirx.Select(magnitude == tirx.const(0, "int32"), -inf, result)
+    nan = _c(float("nan"))
+    result = tirx.Select(value < _c(0.0), nan, result)
+    return tirx.Select(magnitude > tirx.const(0x7F800000, "int32"), nan, result)
+
+
 def fast_sigmoid(value: tirx.PrimExpr) -> tirx.PrimExpr:
     """``1 / (1 + fast_exp(-x))``: the sigmoid ``relay_passes.fast_exp`` builds."""
     return _c(1.0) / (_c(1.0) + fast_exp(-value))
 
 
-__all__ = ["fast_exp", "fast_sigmoid", "fast_tanh"]
+__all__ = ["fast_exp", "fast_log", "fast_sigmoid", "fast_tanh"]
