@@ -103,7 +103,25 @@ FP32_CASES = [
     ("softmax_rows_fp32", lambda: softmax_module((2, 3, 43)), (2, 3, 43)),
     # the same rows' argmax: relay_passes.lane_argmax, a row max and a first-position search on 4 lanes
     ("argmax_rows_fp32", lambda: argmax_module((2, 3, 43)), (2, 3, 43)),
+    # relay_passes.fast_exp on NEON: GELU, SiLU, softplus, log and a row log-softmax, no libm call
+    ("activations_fp32", lambda: _activations_module((4, 43)), (4, 43)),
 ]
+
+
+def _activations_module(shape: tuple[int, ...]) -> tvm.IRModule:
+    """``log_softmax(gelu(x) + silu(x) + softplus(x) + log(|x| + 1))`` along rows."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            terms = [relax.op.nn.gelu(x), relax.op.nn.silu(x), relax.op.nn.softplus(x),
+                     relax.op.log(relax.op.add(relax.op.abs(x), relax.const(np.float32(1.0))))]
+            total = terms[0]
+            for term in terms[1:]:
+                total = relax.op.add(total, term)
+            y = bb.emit_output(relax.op.nn.log_softmax(total, axis=-1))
+        bb.emit_func_output(y)
+    return bb.get()
 
 
 def _fused_mac(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.tirx.PrimFunc:
@@ -212,6 +230,13 @@ def test_sdot_only_with_dotprod(libraries, case):
     assert "\tsdot\t" in dot
     assert "\tsdot\t" not in plain and "\tudot\t" not in plain
     assert "weight_prepack" not in _disassembly(libraries[case, "aarch64-dotprod"])
+
+
+def test_activations_call_no_libm_on_aarch64(libraries):
+    """GELU, SiLU, softplus, log and log-softmax compile to NEON polynomials (relay_passes.fast_exp),
+    as on x86: the library calls no ``erff`` / ``expf`` / ``logf``."""
+    asm = _disassembly(libraries["activations_fp32", "aarch64"])
+    assert not [name for name in ("erff", "expf", "logf", "tanhf") if f"<{name}@" in asm]
 
 
 @pytest.fixture(scope="module")
