@@ -1,4 +1,4 @@
-"""LaneSoftmax: float32 softmax over the last axis, its row reductions written over vector lanes.
+"""LaneSoftmax: float32 softmax and log-softmax over the last axis, row reductions over vector lanes.
 
 TVM's softmax (``topi.nn.softmax``) reduces each row with one scalar accumulator (its max, then
 its sum), calls ``expf`` once per element and, where the row length is not a multiple of the
@@ -16,8 +16,11 @@ chain of ``lanes - 1`` dependent steps) and the tail; the row is scaled by ``1 /
 once per row (a vector divide per element before: sudachi-tagger's attention softmax 0.236 ->
 0.165 ms with the row groups of ``RowChainCpu``, Xeon, ``python benchmarks/row_softmax.py``). The
 exponential is ``topi.fast_exp`` (as :class:`relay_passes.fast_exp.VectorExp`). The result is
-the softmax to float32 rounding (the sums are associated differently). Rows shorter than two
-vectors are left to TVM's op. Visits every Relax function.
+the softmax to float32 rounding (the sums are associated differently). A log-softmax (a CTC
+head's, PyTorch's ``LogSoftmax``) gets the same reductions and one ``fast_log`` per row
+(:func:`tvm_mpq.kernels.fast_math.fast_log`). Rows shorter than two vectors are left to TVM's op
+(:class:`relay_passes.fast_exp.VectorExp` still takes their exponentials). Visits every Relax
+function.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tvm import relax, te, tirx, topi
 
 from relay_passes.convert_layout import tensor_shape
 from relay_passes.precision_annotation import op_name, rewrite_calls
+from tvm_mpq.kernels.fast_math import fast_log
 
 
 _REDUCERS = {"max": (te.max, tirx.max), "min": (te.min, tirx.min), "sum": (te.sum, lambda a, b: a + b)}
@@ -78,9 +82,24 @@ def lane_softmax(x: te.Tensor, lanes: int) -> te.Tensor:
     return te.compute(x.shape, lambda *i: exp(*i) * inverse(*i[:-1]), name="softmax_norm")
 
 
+def lane_log_softmax(x: te.Tensor, lanes: int) -> te.Tensor:
+    """Log-softmax of ``x`` over its last axis, ``x - max - log(sum(exp(x - max)))``: the row
+    reductions of :func:`lane_softmax`, one logarithm per row."""
+    row_max = lane_row_reduce(x, "max", "log_softmax_max", lanes)
+    delta = te.compute(x.shape, lambda *i: x(*i) - row_max(*i[:-1]), name="log_softmax_delta")
+    row_sum = lane_row_reduce(topi.fast_exp(delta), "sum", "log_softmax_sum", lanes)
+    log_sum = te.compute(row_sum.shape, lambda *i: fast_log(row_sum(*i)), name="log_softmax_log")
+    return te.compute(x.shape, lambda *i: delta(*i) - log_sum(*i[:-1]), name="log_softmax_out")
+
+
+_LANE_FORMS = {"relax.nn.softmax": (lane_softmax, "lane_softmax"),
+               "relax.nn.log_softmax": (lane_log_softmax, "lane_log_softmax")}
+
+
 @tvm.transform.module_pass(opt_level=0, name="LaneSoftmax")
 class LaneSoftmax:
-    """Rewrite float32 last-axis softmax into :func:`lane_softmax` (see the module docstring)."""
+    """Rewrite float32 last-axis softmax and log-softmax into :func:`lane_softmax` /
+    :func:`lane_log_softmax` (see the module docstring)."""
 
     def __init__(self, lanes: int) -> None:
         self.lanes = lanes
@@ -89,6 +108,8 @@ class LaneSoftmax:
         return rewrite_calls(mod, self._rewrite)
 
     def _rewrite(self, builder: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
-        if op_name(call) != "relax.nn.softmax" or not lane_rows(call.args[0], int(call.attrs.axis), self.lanes):
+        form = _LANE_FORMS.get(op_name(call))
+        if form is None or not lane_rows(call.args[0], int(call.attrs.axis), self.lanes):
             return None
-        return builder.call_te(lane_softmax, call.args[0], self.lanes, primfunc_name_hint="lane_softmax")
+        compute, name = form
+        return builder.call_te(compute, call.args[0], self.lanes, primfunc_name_hint=name)

@@ -1065,7 +1065,9 @@ def test_activations_tvm_lowers_to_libm_calls_run_on_vectors(tmp_path, activatio
     import subprocess
 
     mod = _unary_module(_LIBM_ACTIVATIONS[activation])
-    executable, _info = build_module(mod, _host())
+    executable, info = build_module(mod, _host())
+    if activation == "log_softmax_rows":  # rows of 40: LaneSoftmax's row reductions over vector lanes
+        assert any(name.startswith("lane_log_softmax") for name in info["kernels"]), info["kernels"]
     path = tmp_path / "act.so"
     executable.export_library(str(path))
     asm = subprocess.run(["objdump", "-d", str(path)], capture_output=True, text=True, check=True).stdout
