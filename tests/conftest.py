@@ -71,6 +71,25 @@ def argmax_module(shape: tuple[int, ...], keepdims: bool = False):
     return bb.get()
 
 
+def activations_module(shape: tuple[int, ...]):
+    """``log_softmax(gelu(x) + silu(x) + softplus(x) + log(|x| + 1))`` along rows: the activations
+    TVM lowers to libm calls (the kernel tests)."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            terms = [relax.op.nn.gelu(x), relax.op.nn.silu(x), relax.op.nn.softplus(x),
+                     relax.op.log(relax.op.add(relax.op.abs(x), relax.const(np.float32(1.0))))]
+            total = terms[0]
+            for term in terms[1:]:
+                total = relax.op.add(total, term)
+            y = bb.emit_output(relax.op.nn.log_softmax(total, axis=-1))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
 class AttentionNet(torch.nn.Module):
     """A linear layer feeding an activation x activation matmul (q @ k^T), then a linear head."""
 

@@ -19,7 +19,7 @@ from tvm import relax
 
 from tvm_mpq.compiler.build import TuningOptions, build_module, fuse
 
-from conftest import argmax_module, softmax_module
+from conftest import activations_module, argmax_module, softmax_module
 from targets import get_target
 from targets.aarch64_sysroot import find_cross_compiler, find_qemu, sysroot_dir, Sysroot
 
@@ -104,24 +104,8 @@ FP32_CASES = [
     # the same rows' argmax: relay_passes.lane_argmax, a row max and a first-position search on 4 lanes
     ("argmax_rows_fp32", lambda: argmax_module((2, 3, 43)), (2, 3, 43)),
     # relay_passes.fast_exp on NEON: GELU, SiLU, softplus, log and a row log-softmax, no libm call
-    ("activations_fp32", lambda: _activations_module((4, 43)), (4, 43)),
+    ("activations_fp32", lambda: activations_module((4, 43)), (4, 43)),
 ]
-
-
-def _activations_module(shape: tuple[int, ...]) -> tvm.IRModule:
-    """``log_softmax(gelu(x) + silu(x) + softplus(x) + log(|x| + 1))`` along rows."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(shape, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            terms = [relax.op.nn.gelu(x), relax.op.nn.silu(x), relax.op.nn.softplus(x),
-                     relax.op.log(relax.op.add(relax.op.abs(x), relax.const(np.float32(1.0))))]
-            total = terms[0]
-            for term in terms[1:]:
-                total = relax.op.add(total, term)
-            y = bb.emit_output(relax.op.nn.log_softmax(total, axis=-1))
-        bb.emit_func_output(y)
-    return bb.get()
 
 
 def _fused_mac(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.tirx.PrimFunc:

@@ -25,7 +25,7 @@ from tvm_mpq.kernels.cpu_mac_analysis import MacInfo, analyze_mac
 from tvm_mpq.kernels.cpu_amx import AMX_FEATURES, request_amx
 from tvm_mpq.runtime.executor import cpuinfo_flags, extensions_this_host_lacks, host_target, masked_features
 
-from conftest import argmax_module, softmax_module
+from conftest import activations_module, argmax_module, softmax_module
 
 pytestmark = pytest.mark.skipif(
     not str(tvm.get_global_func("target.llvm_get_system_triple")()).startswith("x86_64"), reason="x86 kernels")
@@ -1102,3 +1102,17 @@ def test_fast_log_matches_libm_across_the_float_range():
     assert list(got[:3]) == [-np.inf, -np.inf, np.inf] and np.isnan(got[3:6]).all(), got[:6]  # 0, -0, inf; -inf, NaN, -1
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-7, atol=0)
+
+
+@pytest.mark.parametrize("cpu", ["znver3", "x86-64-v2", "sapphirerapids"])
+def test_activations_compile_without_libm_calls_for_every_x86_width(tmp_path, cpu):
+    """The activation forms compile for AVX2-only, SSE-only and AMX CPUs whatever this host has
+    (a fused GELU + SiLU + softplus + log chain, a row log-softmax), calling no libm function."""
+    import subprocess
+
+    executable, info = build_module(activations_module((4, 43)), _target(cpu))
+    assert any(name.startswith("lane_log_softmax") for name in info["kernels"]), info["kernels"]
+    path = tmp_path / "act.so"
+    executable.export_library(str(path))
+    asm = subprocess.run(["objdump", "-d", str(path)], capture_output=True, text=True, check=True).stdout
+    assert not [name for name in ("erff", "expf", "logf", "tanhf") if f"<{name}@" in asm]
