@@ -90,6 +90,22 @@ def activations_module(shape: tuple[int, ...]):
     return bb.get()
 
 
+def layer_norm_module(shape: tuple[int, ...]):
+    """A Relax module of one float32 layer norm over the last axis of ``shape``, seeded gamma and
+    beta (the kernel tests)."""
+    from tvm import relax
+
+    rng = np.random.default_rng(shape[-1])
+    gamma, beta = (rng.normal(size=shape[-1]).astype(np.float32) for _ in range(2))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.layer_norm(x, relax.const(gamma), relax.const(beta), axes=[-1], epsilon=1e-5))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
 class AttentionNet(torch.nn.Module):
     """A linear layer feeding an activation x activation matmul (q @ k^T), then a linear head."""
 

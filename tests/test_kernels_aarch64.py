@@ -19,7 +19,7 @@ from tvm import relax
 
 from tvm_mpq.compiler.build import TuningOptions, build_module, fuse
 
-from conftest import activations_module, argmax_module, softmax_module
+from conftest import activations_module, argmax_module, layer_norm_module, softmax_module
 from targets import get_target
 from targets.aarch64_sysroot import find_cross_compiler, find_qemu, sysroot_dir, Sysroot
 
@@ -105,6 +105,8 @@ FP32_CASES = [
     ("argmax_rows_fp32", lambda: argmax_module((2, 3, 43)), (2, 3, 43)),
     # relay_passes.fast_exp on NEON: GELU, SiLU, softplus, log and a row log-softmax, no libm call
     ("activations_fp32", lambda: activations_module((4, 43)), (4, 43)),
+    # relay_passes.lane_variance's layer norm: 16 lane sums per row on 4-lane vectors, a tail of 3
+    ("layer_norm_rows_fp32", lambda: layer_norm_module((2, 5, 67)), (2, 5, 67)),
 ]
 
 
