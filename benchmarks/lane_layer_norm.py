@@ -3,13 +3,17 @@ against TVM's own layer norm, in one process, interleaved.
 
     python benchmarks/lane_layer_norm.py [--models minilm,sudachi-tagger,khmersm] [--rates 0,100]
         [--rounds 7] [--runs 10] [-o out/bench/lane_layer_norm]
+    python benchmarks/lane_layer_norm.py --ops [--rounds 7] [--runs 50]
 
 Each config is compiled twice for this host: "lanes" (the pipeline: each row's sum and sum of
 squared deviations over 16 lane partials, ``1 / sqrt`` once per row) and "tvm" (LaneVariance
 leaving ``nn.layer_norm`` to TVM's legalization, which its CPU reduction rule scheduled with the
 rows on vector lanes). Both builds take turns in every round (each runner's minimum of
 ``--runs`` runs per round; medians over rounds, the ratio taken within rounds), with the largest
-output difference between them. Prints and saves ``report.json`` / ``report.md``.
+output difference between them. ``--ops``: one layer norm (seeded gamma and beta, eps 1e-12) of
+several row counts and widths, both builds and onnxruntime's ``LayerNormalization`` (opset 17, its
+session call included) interleaved, in microseconds. Prints and saves ``report.json`` /
+``report.md``.
 """
 
 from __future__ import annotations
@@ -22,16 +26,96 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 HOWS = ("lanes", "tvm")
 
 
+OP_SHAPES = ((32, 384), (128, 384), (256, 156), (1024, 768))
+"""Rows x width of the ``--ops`` layer norms (minilm's, a wider batch, sudachi-tagger's, BERT-base's)."""
+
+
+def _layer_norm(rows: int, width: int, gamma, beta, threads: int):
+    """The Relax module and the onnxruntime session of one last-axis layer norm of ``[1, rows, width]``."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, rows, width), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.layer_norm(x, relax.const(gamma), relax.const(beta), axes=[-1], epsilon=1e-12))
+        bb.emit_func_output(y)
+    node = helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-12)
+    graph = helper.make_graph([node], "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, rows, width])],
+                              [numpy_helper.from_array(gamma, "g"), numpy_helper.from_array(beta, "b")])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+                                   options, providers=["CPUExecutionProvider"])
+    return bb.get(), session
+
+
+def time_ops(args, info: dict, target, compile_point) -> None:
+    import statistics
+
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from benchkit.machine import flags_text
+    from benchkit.timing import interleaved_min
+    from benchkit.two_builds import write_report
+    from tvm_mpq.compiler.build import build_module
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n_rows, width in OP_SHAPES:
+        gamma, beta = (rng.normal(size=width).astype(np.float32) for _ in range(2))
+        mod, session = _layer_norm(n_rows, width, gamma, beta, args.threads)
+        data = rng.normal(size=(1, n_rows, width)).astype(np.float32)
+        tensor = tvm.runtime.tensor(data)
+        want = session.run(None, {"x": data})[0]
+        runners = {"ort": lambda: session.run(None, {"x": data})}
+        for how in HOWS:
+            run = relax.VirtualMachine(compile_point(lambda: build_module(mod, target)[0], how), tvm.cpu())["main"]
+            np.testing.assert_allclose(run(tensor).numpy(), want, rtol=1e-4, atol=1e-4)
+            runners[how] = (lambda run=run: run(tensor))
+        times = interleaved_min(runners, args.rounds, args.runs)
+        rows.append({"rows": n_rows, "width": width, **{f"{k}_us": round(statistics.median(v) * 1e3, 1) for k, v in times.items()}})
+        print(rows[-1], flush=True)
+    lines = ["# One layer norm: lane sums vs TVM's vs onnxruntime (microseconds)", "",
+             f"{flags_text(info)}; {args.threads} threads; {args.rounds} rounds x {args.runs} runs, interleaved", "",
+             "| rows x width | lane sums | TVM's layer norm | onnxruntime |", "|---|---|---|---|"]
+    lines += [f"| {r['rows']} x {r['width']} | {r['lanes_us']} | {r['tvm_us']} | {r['ort_us']} |" for r in rows]
+    write_report(args.out, info, rows, lines)
+
+
 def main() -> None:
     from benchkit.machine import machine_info
     from benchkit.two_builds import compare_two_builds, parse_args, with_constant
 
+    ops = "--ops" in sys.argv
+    if ops:
+        sys.argv.remove("--ops")
     args = parse_args(__doc__, "0,100", "out/bench/lane_layer_norm", models="minilm,sudachi-tagger,khmersm")
     from relay_passes import lane_variance
     from tvm_mpq.runtime.executor import host_target
 
     target = host_target()
-    compare_two_builds(args, machine_info(args.threads, target), HOWS,
+    info = machine_info(args.threads, target)
+    if ops:
+        kept = lane_variance._lane_layer_norm
+
+        def compile_point(build, how: str):
+            lane_variance._lane_layer_norm = kept if how == "lanes" else (lambda _builder, _call: None)
+            try:
+                return build()
+            finally:
+                lane_variance._lane_layer_norm = kept
+
+        if args.out == Path("out/bench/lane_layer_norm"):
+            args.out = Path("out/bench/lane_layer_norm_ops")
+        time_ops(args, info, target, compile_point)
+        return
+    compare_two_builds(args, info, HOWS,
                        with_constant(lane_variance, "_lane_layer_norm", lambda _builder, _call: None, "tvm", target),
                        "Layer norms as lane sums (LaneVariance) vs TVM's layer norm")
 
