@@ -92,16 +92,14 @@ def main() -> None:
     from benchkit.machine import machine_info
     from benchkit.two_builds import compare_two_builds, parse_args, with_constant
 
-    ops = "--ops" in sys.argv
-    if ops:
-        sys.argv.remove("--ops")
-    args = parse_args(__doc__, "0,100", "out/bench/lane_layer_norm", models="minilm,sudachi-tagger,khmersm")
+    args = parse_args(__doc__, "0,100", "out/bench/lane_layer_norm", models="minilm,sudachi-tagger,khmersm",
+                      ops="one layer norm, both builds and onnxruntime")
     from relay_passes import lane_variance
     from tvm_mpq.runtime.executor import host_target
 
     target = host_target()
     info = machine_info(args.threads, target)
-    if ops:
+    if args.ops:
         kept = lane_variance._lane_layer_norm
 
         def compile_point(build, how: str):

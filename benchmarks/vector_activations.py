@@ -115,10 +115,8 @@ def main() -> None:
     from benchkit.machine import machine_info
     from benchkit.two_builds import compare_two_builds, parse_args
 
-    ops = "--ops" in sys.argv
-    if ops:
-        sys.argv.remove("--ops")
-    args = parse_args(__doc__, "0,100", "out/bench/vector_activations", models="minilm")
+    args = parse_args(__doc__, "0,100", "out/bench/vector_activations", models="minilm",
+                      ops="each activation alone, both builds")
     from relay_passes import fast_exp, lane_softmax
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.runtime.executor import host_target
@@ -140,7 +138,7 @@ def main() -> None:
             fast_exp._FAST_FORMS, lane_softmax._LANE_FORMS = kept
 
     info = machine_info(args.threads, target)
-    if ops:
+    if args.ops:
         if args.out == Path("out/bench/vector_activations"):
             args.out = Path("out/bench/vector_activations_ops")
         time_ops(args, info, earlier_forms)

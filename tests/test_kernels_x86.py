@@ -11,6 +11,7 @@ instruction (``vpdpbusd`` / ``vpmaddwd``) and, for 512-bit targets, ``zmm`` regi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -595,6 +596,20 @@ def test_an_image_made_channels_last_is_computed_by_rows_of_planes():
     assert ran, "no x86 build runs on this host"
 
 
+def _run_avx512_and_avx2(mod: tvm.IRModule, x: np.ndarray, scheduled: Callable[[dict], bool]) -> dict[str, np.ndarray]:
+    """``mod`` built for an AVX-512 and an AVX2 CPU (``scheduled(kernels)`` must hold for each
+    build's kernel -> rule map), run on ``x`` where this host can: {cpu: output}, at least one."""
+    got = {}
+    for cpu in ("skylake-avx512", "haswell"):
+        target = _target(cpu)
+        executable, info = build_module(mod, target)
+        assert scheduled(info["kernels"]), info["kernels"]
+        if _runs_here(target):
+            got[cpu] = _run(executable, x)
+    assert got, "neither build runs on this host"
+    return got
+
+
 @pytest.mark.parametrize("shape", [(1, 80, 5325), (2, 3, 100), (4, 32)])
 def test_a_variance_along_rows_sums_on_sixteen_lanes_on_every_cpu(shape):
     """LaneVariance: an instance norm's ``sqrt(variance(x) + eps)`` over the last axis sums each row
@@ -609,15 +624,7 @@ def test_a_variance_along_rows_sums_on_sixteen_lanes_on_every_cpu(shape):
             y = bb.emit_output(relax.op.sqrt(relax.op.add(relax.op.variance(xv, [-1], keepdims=True),
                                                           relax.const(1e-5, "float32"))))
         bb.emit_func_output(y)
-    mod = bb.get()
-    got = {}
-    for cpu in ("skylake-avx512", "haswell"):
-        target = _target(cpu)
-        executable, info = build_module(mod, target)
-        assert "RowChainCpu" in info["kernels"].values(), info["kernels"]
-        if _runs_here(target):
-            got[cpu] = _run(executable, x)
-    assert got, "neither build runs on this host"
+    got = _run_avx512_and_avx2(bb.get(), x, lambda kernels: "RowChainCpu" in kernels.values())
     want = np.sqrt(x.astype(np.float64).var(axis=-1, keepdims=True) + 1e-5)
     for value in got.values():
         np.testing.assert_allclose(value, want, rtol=1e-5)
@@ -642,15 +649,8 @@ def test_a_layer_norm_along_rows_sums_on_sixteen_lanes_on_every_cpu(shape, cente
             y = bb.emit_output(relax.op.nn.layer_norm(xv, relax.const(gamma), relax.const(beta), axes=[-1],
                                                       epsilon=1e-5, center=center, scale=scale))
         bb.emit_func_output(y)
-    mod = bb.get()
-    got = {}
-    for cpu in ("skylake-avx512", "haswell"):
-        target = _target(cpu)
-        executable, info = build_module(mod, target)
-        assert any(k.startswith("lane_layer_norm") for k in info["kernels"]) == (shape[-1] >= 32), info["kernels"]
-        if _runs_here(target):
-            got[cpu] = _run(executable, x)
-    assert got, "neither build runs on this host"
+    got = _run_avx512_and_avx2(bb.get(), x, lambda kernels: any(k.startswith("lane_layer_norm") for k in kernels)
+                               == (shape[-1] >= 32))
     x64 = x.astype(np.float64)
     want = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
     want = want * gamma if scale else want
