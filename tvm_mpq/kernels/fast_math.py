@@ -80,8 +80,7 @@ def fast_log(value: tirx.PrimExpr) -> tirx.PrimExpr:
     y = poly * x * z + e * _c(-2.12194440e-4) - z * _c(0.5)
     result = x + y + e * _c(0.693359375)
     # Special inputs told apart by their bits (LLVM's fast-math flags fold ``x != x`` to false);
-    # the scaling keeps 0, infinities and NaN as they are. (A second ``reinterpret`` of ``value``
-    # would trip TVM 0.27's loop vectorizer when ``value`` is itself a ``fast_exp``.)
+    # the scaling keeps 0, infinities and NaN as they are.
     magnitude = bits & tirx.const(0x7FFFFFFF, "int32")
     inf = _c(float("inf"))
     result = tirx.Select(magnitude == tirx.const(0x7F800000, "int32"), inf, result)
