@@ -635,8 +635,8 @@ def test_a_variance_along_rows_sums_on_sixteen_lanes_on_every_cpu(shape):
 @pytest.mark.parametrize("shape,center,scale", [((1, 128, 384), True, True), ((2, 3, 157), True, False),
                                                 ((5, 40), False, True), ((3, 20), True, True)])
 def test_a_layer_norm_along_rows_sums_on_sixteen_lanes_on_every_cpu(shape, center, scale):
-    """LaneVariance takes ``nn.layer_norm`` over the last axis too (a transformer's: TVM's form was
-    scheduled with the rows as vector lanes, 50 us for 128 x 384 against onnxruntime's 22 us; 6.5 us so): the
+    """LaneVariance takes ``nn.layer_norm`` over the last axis too (a transformer's: TVM's form took
+    50 us for 128 x 384 against onnxruntime's 22 us; 6.5 us so): the
     definition within float32 rounding, with or without gamma / beta, a row tail, and to the
     bit the same on AVX-512 and AVX2 builds; rows shorter than two lane groups (20) stay TVM's."""
     rng = np.random.default_rng(shape[-1])
