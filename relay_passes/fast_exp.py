@@ -36,14 +36,7 @@ import tvm
 from tvm import relax, te, topi
 
 from relay_passes.precision_annotation import op_name, rewrite_calls
-from tvm_mpq.kernels.fast_math import fast_exp, fast_log, fast_sigmoid, fast_tanh
-
-
-F32 = "float32"
-
-
-def _c(value: float) -> tvm.tirx.PrimExpr:
-    return tvm.tirx.const(value, F32)
+from tvm_mpq.kernels.fast_math import f32, fast_exp, fast_log, fast_sigmoid, fast_tanh
 
 
 def _elementwise(x: te.Tensor, expr: Callable[[tvm.tirx.PrimExpr], tvm.tirx.PrimExpr], name: str) -> te.Tensor:
@@ -52,20 +45,20 @@ def _elementwise(x: te.Tensor, expr: Callable[[tvm.tirx.PrimExpr], tvm.tirx.Prim
 
 def _fast_sigmoid(x: te.Tensor) -> te.Tensor:
     e = topi.fast_exp(topi.negative(x))
-    return te.compute(x.shape, lambda *i: _c(1.0) / (_c(1.0) + e(*i)), name="fast_sigmoid")
+    return te.compute(x.shape, lambda *i: f32(1.0) / (f32(1.0) + e(*i)), name="fast_sigmoid")
 
 
 def _fast_gelu(x: te.Tensor) -> te.Tensor:
     """TVM's ``nn.gelu`` legalization, ``x (1/2 + erf(x / sqrt 2) / 2)``, with ``topi.fast_erf``."""
-    erf = topi.fast_erf(te.compute(x.shape, lambda *i: x(*i) * _c(0.5 ** 0.5), name="erf_input"))
-    return te.compute(x.shape, lambda *i: x(*i) * (_c(0.5) + erf(*i) * _c(0.5)), name="fast_gelu")
+    erf = topi.fast_erf(te.compute(x.shape, lambda *i: x(*i) * f32(0.5 ** 0.5), name="erf_input"))
+    return te.compute(x.shape, lambda *i: x(*i) * (f32(0.5) + erf(*i) * f32(0.5)), name="fast_gelu")
 
 
 def _fast_gelu_tanh(x: te.Tensor) -> te.Tensor:
     """TVM's ``nn.gelu_tanh`` legalization with ``fast_tanh``."""
     def gelu(v: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
-        inner = _c(math.sqrt(2.0 / math.pi)) * v * (_c(1.0) + _c(0.044715) * v * v)
-        return _c(0.5) * v * (_c(1.0) + fast_tanh(inner))
+        inner = f32(math.sqrt(2.0 / math.pi)) * v * (f32(1.0) + f32(0.044715) * v * v)
+        return f32(0.5) * v * (f32(1.0) + fast_tanh(inner))
     return _elementwise(x, gelu, "fast_gelu_tanh")
 
 
@@ -75,18 +68,18 @@ def _fast_silu(x: te.Tensor) -> te.Tensor:
 
 def _fast_selu(x: te.Tensor) -> te.Tensor:
     """TVM's ``nn.selu`` legalization, ``scale (max(0, x) + min(0, alpha (exp(x) - 1)))``."""
-    alpha, scale = _c(1.6732632423543772848170429916717), _c(1.0507009873554804934193349852946)
-    return _elementwise(x, lambda v: scale * (tvm.tirx.max(v, _c(0.0))
-                                              + tvm.tirx.min(_c(0.0), alpha * (fast_exp(v) - _c(1.0)))), "fast_selu")
+    alpha, scale = f32(1.6732632423543772848170429916717), f32(1.0507009873554804934193349852946)
+    return _elementwise(x, lambda v: scale * (tvm.tirx.max(v, f32(0.0))
+                                              + tvm.tirx.min(f32(0.0), alpha * (fast_exp(v) - f32(1.0)))), "fast_selu")
 
 
 def _fast_softplus(x: te.Tensor, beta: float, threshold: float) -> te.Tensor:
     """``topi.nn.softplus``: ``x`` where ``beta x > threshold``, else ``log(1 + exp(beta x)) / beta``."""
-    b, t = _c(beta), _c(threshold)
+    b, t = f32(beta), f32(threshold)
     # topi's exp as a stage of its own: the same expression through fast_math.fast_exp trips TVM
     # 0.27's loop vectorizer ("Cannot broadcast lanes=16 to 32") under fast_log.
     e = topi.fast_exp(te.compute(x.shape, lambda *i: x(*i) * b, name="softplus_input"))
-    return te.compute(x.shape, lambda *i: tvm.tirx.Select(x(*i) * b > t, x(*i), fast_log(_c(1.0) + e(*i)) / b),
+    return te.compute(x.shape, lambda *i: tvm.tirx.Select(x(*i) * b > t, x(*i), fast_log(f32(1.0) + e(*i)) / b),
                       name="fast_softplus")
 
 

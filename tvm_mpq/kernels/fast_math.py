@@ -29,34 +29,35 @@ _LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-
 _FLT_MIN = 1.17549435e-38
 
 
-def _c(value: float) -> tirx.PrimExpr:
+def f32(value: float) -> tirx.PrimExpr:
+    """A float32 constant."""
     return tirx.const(value, F32)
 
 
 def fast_exp(value: tirx.PrimExpr) -> tirx.PrimExpr:
     """``topi.fast_exp`` of one float32 element."""
-    x = tirx.max(tirx.min(value, _c(88.3762626647950)), _c(-88.3762626647949))
-    n = tirx.floor(x * _c(1.44269504088896341) + _c(0.5))
-    f = x - n * _c(0.6931471805599453)
-    poly = _c(_EXP_POLY[0])
+    x = tirx.max(tirx.min(value, f32(88.3762626647950)), f32(-88.3762626647949))
+    n = tirx.floor(x * f32(1.44269504088896341) + f32(0.5))
+    f = x - n * f32(0.6931471805599453)
+    poly = f32(_EXP_POLY[0])
     for coefficient in _EXP_POLY[1:]:
-        poly = poly * f + _c(coefficient)
-    y = poly * f * f + f + _c(1.0)
-    two_n = tirx.reinterpret(F32, tirx.Cast("int32", n + _c(127.0)) << 23)
+        poly = poly * f + f32(coefficient)
+    y = poly * f * f + f + f32(1.0)
+    two_n = tirx.reinterpret(F32, tirx.Cast("int32", n + f32(127.0)) << 23)
     return tirx.max(two_n * y, value)
 
 
 def fast_tanh(value: tirx.PrimExpr) -> tirx.PrimExpr:
     """``topi.fast_tanh`` of one float32 element."""
-    x = tirx.max(tirx.min(value, _c(9.0)), _c(-9.0))
+    x = tirx.max(tirx.min(value, f32(9.0)), f32(-9.0))
     x2 = x * x
-    p = _c(_TANH_ALPHA[0])
+    p = f32(_TANH_ALPHA[0])
     for coefficient in _TANH_ALPHA[1:]:
-        p = x2 * p + _c(coefficient)
+        p = x2 * p + f32(coefficient)
     p = x * p
-    q = _c(_TANH_BETA[0])
+    q = f32(_TANH_BETA[0])
     for coefficient in _TANH_BETA[1:]:
-        q = x2 * q + _c(coefficient)
+        q = x2 * q + f32(coefficient)
     return p / q
 
 
@@ -65,34 +66,34 @@ def fast_log(value: tirx.PrimExpr) -> tirx.PrimExpr:
     ``x = m 2^e`` with ``m`` in ``[sqrt(1/2), sqrt(2))`` from the bits, ``log(m)`` a polynomial in
     ``m - 1``, ``e ln 2`` added in two parts. Denormals are scaled by ``2^23`` first; ``log(0) =
     -inf``, ``log(inf) = inf``, a negative or NaN input gives NaN, as libm's ``logf``."""
-    tiny = value < _c(_FLT_MIN)
-    scaled = tirx.Select(tiny, value * _c(8388608.0), value)
+    tiny = value < f32(_FLT_MIN)
+    scaled = tirx.Select(tiny, value * f32(8388608.0), value)
     bits = tirx.reinterpret("int32", scaled)
-    exponent = tirx.Cast(F32, (bits >> 23) - 126) - tirx.Select(tiny, _c(23.0), _c(0.0))
+    exponent = tirx.Cast(F32, (bits >> 23) - 126) - tirx.Select(tiny, f32(23.0), f32(0.0))
     mantissa = tirx.reinterpret(F32, (bits & tirx.const(0x007FFFFF, "int32")) | tirx.const(0x3F000000, "int32"))
-    low = mantissa < _c(0.707106781186547524)
-    e = exponent - tirx.Select(low, _c(1.0), _c(0.0))
-    x = tirx.Select(low, mantissa + mantissa, mantissa) - _c(1.0)
+    low = mantissa < f32(0.707106781186547524)
+    e = exponent - tirx.Select(low, f32(1.0), f32(0.0))
+    x = tirx.Select(low, mantissa + mantissa, mantissa) - f32(1.0)
     z = x * x
-    poly = _c(_LOG_POLY[0])
+    poly = f32(_LOG_POLY[0])
     for coefficient in _LOG_POLY[1:]:
-        poly = poly * x + _c(coefficient)
-    y = poly * x * z + e * _c(-2.12194440e-4) - z * _c(0.5)
-    result = x + y + e * _c(0.693359375)
+        poly = poly * x + f32(coefficient)
+    y = poly * x * z + e * f32(-2.12194440e-4) - z * f32(0.5)
+    result = x + y + e * f32(0.693359375)
     # Special inputs told apart by their bits (LLVM's fast-math flags fold ``x != x`` to false);
     # the scaling keeps 0, infinities and NaN as they are.
     magnitude = bits & tirx.const(0x7FFFFFFF, "int32")
-    inf = _c(float("inf"))
+    inf = f32(float("inf"))
     result = tirx.Select(magnitude == tirx.const(0x7F800000, "int32"), inf, result)
     result = tirx.Select(magnitude == tirx.const(0, "int32"), -inf, result)
-    nan = _c(float("nan"))
-    result = tirx.Select(value < _c(0.0), nan, result)
+    nan = f32(float("nan"))
+    result = tirx.Select(value < f32(0.0), nan, result)
     return tirx.Select(magnitude > tirx.const(0x7F800000, "int32"), nan, result)
 
 
 def fast_sigmoid(value: tirx.PrimExpr) -> tirx.PrimExpr:
     """``1 / (1 + fast_exp(-x))``: the sigmoid ``relay_passes.fast_exp`` builds."""
-    return _c(1.0) / (_c(1.0) + fast_exp(-value))
+    return f32(1.0) / (f32(1.0) + fast_exp(-value))
 
 
-__all__ = ["fast_exp", "fast_log", "fast_sigmoid", "fast_tanh"]
+__all__ = ["F32", "f32", "fast_exp", "fast_log", "fast_sigmoid", "fast_tanh"]
