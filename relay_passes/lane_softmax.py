@@ -72,12 +72,18 @@ def lane_rows(data: relax.Expr, axis: int, lanes: int) -> bool:
             and axis % len(shape) == len(shape) - 1 and shape[-1] >= 2 * lanes)
 
 
+def _shifted_exponentials(x: te.Tensor, lanes: int, name: str) -> tuple[te.Tensor, te.Tensor, te.Tensor]:
+    """``x - max`` of each row of ``x`` (its last axis), its ``exp`` and the row sums of that, both
+    row reductions over ``lanes`` partial accumulators (``name``: the prefix of the computes)."""
+    row_max = lane_row_reduce(x, "max", f"{name}_max", lanes)
+    delta = te.compute(x.shape, lambda *i: x(*i) - row_max(*i[:-1]), name=f"{name}_delta")
+    exp = topi.fast_exp(delta)
+    return delta, exp, lane_row_reduce(exp, "sum", f"{name}_sum", lanes)
+
+
 def lane_softmax(x: te.Tensor, lanes: int) -> te.Tensor:
     """Softmax of ``x`` over its last axis, row reductions over ``lanes`` partial accumulators."""
-    row_max = lane_row_reduce(x, "max", "softmax_max", lanes)
-    delta = te.compute(x.shape, lambda *i: x(*i) - row_max(*i[:-1]), name="softmax_delta")
-    exp = topi.fast_exp(delta)
-    row_sum = lane_row_reduce(exp, "sum", "softmax_sum", lanes)
+    _delta, exp, row_sum = _shifted_exponentials(x, lanes, "softmax")
     inverse = te.compute(row_sum.shape, lambda *i: tirx.const(1.0, "float32") / row_sum(*i), name="softmax_inverse")
     return te.compute(x.shape, lambda *i: exp(*i) * inverse(*i[:-1]), name="softmax_norm")
 
@@ -85,9 +91,7 @@ def lane_softmax(x: te.Tensor, lanes: int) -> te.Tensor:
 def lane_log_softmax(x: te.Tensor, lanes: int) -> te.Tensor:
     """Log-softmax of ``x`` over its last axis, ``x - max - log(sum(exp(x - max)))``: the row
     reductions of :func:`lane_softmax`, one logarithm per row."""
-    row_max = lane_row_reduce(x, "max", "log_softmax_max", lanes)
-    delta = te.compute(x.shape, lambda *i: x(*i) - row_max(*i[:-1]), name="log_softmax_delta")
-    row_sum = lane_row_reduce(topi.fast_exp(delta), "sum", "log_softmax_sum", lanes)
+    delta, _exp, row_sum = _shifted_exponentials(x, lanes, "log_softmax")
     log_sum = te.compute(row_sum.shape, lambda *i: fast_log(row_sum(*i)), name="log_softmax_log")
     return te.compute(x.shape, lambda *i: delta(*i) - log_sum(*i[:-1]), name="log_softmax_out")
 

@@ -35,13 +35,20 @@ LANES = 16
 """Partial sums per row (fixed on every target: see the module docstring)."""
 
 
+def _row_moments(x: te.Tensor, name: str) -> tuple[te.Tensor, te.Tensor]:
+    """The mean of each row of ``x`` (its last axis) and the sum of its squared deviations from it,
+    both sums over :data:`LANES` partials (``name``: the prefix of the computes)."""
+    n = int(x.shape[-1])
+    total = lane_row_reduce(x, "sum", f"{name}_sum", LANES)
+    mean = te.compute(total.shape, lambda *i: total(*i) / tirx.const(n, "float32"), name=f"{name}_mean")
+    square = te.compute(x.shape, lambda *i: (x(*i) - mean(*i[:-1])) * (x(*i) - mean(*i[:-1])), name=f"{name}_square")
+    return mean, lane_row_reduce(square, "sum", f"{name}_deviation", LANES)
+
+
 def lane_variance(x: te.Tensor, keepdims: bool) -> te.Tensor:
     """The population variance of ``x`` over its last axis, each row's sums over :data:`LANES` partials."""
     n = int(x.shape[-1])
-    total = lane_row_reduce(x, "sum", "variance_sum", LANES)
-    mean = te.compute(total.shape, lambda *i: total(*i) / tirx.const(n, "float32"), name="variance_mean")
-    square = te.compute(x.shape, lambda *i: (x(*i) - mean(*i[:-1])) * (x(*i) - mean(*i[:-1])), name="variance_square")
-    deviations = lane_row_reduce(square, "sum", "variance_deviation", LANES)
+    _mean, deviations = _row_moments(x, "variance")
     rows = len(x.shape) - 1
     shape = (*x.shape[:-1], 1) if keepdims else x.shape[:-1]
     return te.compute(shape, lambda *i: deviations(*i[:rows]) / tirx.const(n, "float32"), name="variance")
@@ -53,10 +60,7 @@ def lane_layer_norm(x: te.Tensor, gamma: te.Tensor, beta: te.Tensor, epsilon: fl
     beta`` (``center`` / ``scale``: whether ``beta`` / ``gamma`` apply), the row's mean and variance
     from :func:`lane_variance`'s lane sums and ``1 / sqrt`` taken once per row."""
     n = int(x.shape[-1])
-    total = lane_row_reduce(x, "sum", "layer_norm_sum", LANES)
-    mean = te.compute(total.shape, lambda *i: total(*i) / tirx.const(n, "float32"), name="layer_norm_mean")
-    square = te.compute(x.shape, lambda *i: (x(*i) - mean(*i[:-1])) * (x(*i) - mean(*i[:-1])), name="layer_norm_square")
-    deviations = lane_row_reduce(square, "sum", "layer_norm_deviation", LANES)
+    mean, deviations = _row_moments(x, "layer_norm")
     inverse = te.compute(deviations.shape, lambda *i: tirx.const(1.0, "float32") / tirx.sqrt(
         deviations(*i) / tirx.const(n, "float32") + tirx.const(epsilon, "float32")), name="layer_norm_inverse")
 
