@@ -53,7 +53,8 @@ def _layer_norm(rows: int, width: int, gamma, beta, threads: int):
     return bb.get(), session
 
 
-def time_ops(args, info: dict, target, compile_point) -> None:
+def time_ops(args, info: dict, target, build_as) -> None:
+    """``build_as(how)``: a context inside which the pipeline builds as ``how``."""
     import statistics
 
     import numpy as np
@@ -75,7 +76,9 @@ def time_ops(args, info: dict, target, compile_point) -> None:
         want = session.run(None, {"x": data})[0]
         runners = {"ort": lambda: session.run(None, {"x": data})}
         for how in HOWS:
-            run = relax.VirtualMachine(compile_point(lambda: build_module(mod, target)[0], how), tvm.cpu())["main"]
+            with build_as(how):
+                executable = build_module(mod, target)[0]
+            run = relax.VirtualMachine(executable, tvm.cpu())["main"]
             np.testing.assert_allclose(run(tensor).numpy(), want, rtol=1e-4, atol=1e-4)
             runners[how] = (lambda run=run: run(tensor))
         times = interleaved_min(runners, args.rounds, args.runs)
@@ -89,8 +92,10 @@ def time_ops(args, info: dict, target, compile_point) -> None:
 
 
 def main() -> None:
+    import contextlib
+
     from benchkit.machine import machine_info
-    from benchkit.two_builds import compare_two_builds, parse_args, with_constant
+    from benchkit.two_builds import compare_two_builds, constants_set, parse_args, with_constant
 
     args = parse_args(__doc__, "0,100", "out/bench/lane_layer_norm", models="minilm,sudachi-tagger,khmersm",
                       ops="one layer norm, both builds and onnxruntime")
@@ -99,22 +104,14 @@ def main() -> None:
 
     target = host_target()
     info = machine_info(args.threads, target)
+    left_to_tvm = lambda _builder, _call: None  # noqa: E731 - LaneVariance's layer-norm rewrite declining
     if args.ops:
-        kept = lane_variance._lane_layer_norm
-
-        def compile_point(build, how: str):
-            lane_variance._lane_layer_norm = kept if how == "lanes" else (lambda _builder, _call: None)
-            try:
-                return build()
-            finally:
-                lane_variance._lane_layer_norm = kept
-
         if args.out == Path("out/bench/lane_layer_norm"):
             args.out = Path("out/bench/lane_layer_norm_ops")
-        time_ops(args, info, target, compile_point)
+        time_ops(args, info, target, lambda how: constants_set(lane_variance, _lane_layer_norm=left_to_tvm)
+                 if how == "tvm" else contextlib.nullcontext())
         return
-    compare_two_builds(args, info, HOWS,
-                       with_constant(lane_variance, "_lane_layer_norm", lambda _builder, _call: None, "tvm", target),
+    compare_two_builds(args, info, HOWS, with_constant(lane_variance, "_lane_layer_norm", left_to_tvm, "tvm", target),
                        "Layer norms as lane sums (LaneVariance) vs TVM's layer norm")
 
 

@@ -113,7 +113,7 @@ def main() -> None:
     import contextlib
 
     from benchkit.machine import machine_info
-    from benchkit.two_builds import compare_two_builds, parse_args
+    from benchkit.two_builds import compare_two_builds, constants_set, parse_args
 
     args = parse_args(__doc__, "0,100", "out/bench/vector_activations", models="minilm",
                       ops="each activation alone, both builds")
@@ -127,15 +127,12 @@ def main() -> None:
 
     @contextlib.contextmanager
     def earlier_forms(active: bool):
-        """The two passes as they were before the fused activations (the build reads the tables
-        at each compile)."""
-        kept = fast_exp._FAST_FORMS, lane_softmax._LANE_FORMS
-        if active:
-            fast_exp._FAST_FORMS, lane_softmax._LANE_FORMS = earlier, softmax_only
-        try:
+        """The two passes as they were before the fused activations (while ``active``)."""
+        if not active:
             yield
-        finally:
-            fast_exp._FAST_FORMS, lane_softmax._LANE_FORMS = kept
+            return
+        with constants_set(fast_exp, _FAST_FORMS=earlier), constants_set(lane_softmax, _LANE_FORMS=softmax_only):
+            yield
 
     info = machine_info(args.threads, target)
     if args.ops:

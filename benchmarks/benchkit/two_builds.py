@@ -8,6 +8,7 @@ module constant set), their interleaved timing and the report."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from itertools import groupby
@@ -129,20 +130,29 @@ def compare_with_pass_left_out(doc: str, rates: str, out: str, models: str, pass
                               title)
 
 
+@contextlib.contextmanager
+def constants_set(module, **values) -> Iterator[None]:
+    """Inside it, each ``module.<name>`` is ``values[name]`` (a build reads the module's constant
+    at each compile); restored after."""
+    kept = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in kept.items():
+            setattr(module, name, value)
+
+
 def with_constant(module, name: str, value, when: str, target) -> Callable[["ZooPoint", str], object]:
     """``compile_point(point, how)`` for :func:`time_two_builds`: the point's config compiled for
     ``target`` by the pipeline, with ``module.name`` set to ``value`` while ``how == when`` (the
     build reads the constant at each compile)."""
     from tvm_mpq.compiler import compile_model
 
-    kept = getattr(module, name)
-
     def compile_point(point: ZooPoint, how: str):
-        setattr(module, name, value if how == when else kept)
-        try:
+        with constants_set(module, **{name: value}) if how == when else contextlib.nullcontext():
             return compile_model(point.graph, point.config, target)
-        finally:
-            setattr(module, name, kept)
 
     return compile_point
 
