@@ -1,0 +1,126 @@
+"""GEMM tiles whose epilogue writes a slice of their columns: unrolled lane by lane (the
+pipeline) against vectorized under the slice's predicate (before), in one process, interleaved.
+
+    python benchmarks/sliced_tile_epilogue.py [--models sudachi-tagger,ddddocr-crnn] [--rates 0,100]
+        [--rounds 7] [--runs 10] [-o out/bench/sliced_tile_epilogue]
+    python benchmarks/sliced_tile_epilogue.py --ops [--rounds 7] [--runs 20]
+
+A matmul whose column count no wide vector divides has its weight padded to whole vectors and
+its product sliced back (``relay_passes.pad_matmul_columns.PadMatmulColumns``: sudachi-tagger's
+156 columns -> 160); the register tile's epilogue then stores under a predicate on the column.
+"unrolled": the pipeline (:func:`tvm_mpq.kernels.cpu_mac._lane_predicated`: such an epilogue
+unrolled, every accumulator index a constant); "lanes": the epilogue vectorized as any other,
+which TVM 0.27 runs lane by lane, indexing the accumulators with the lane's loop variable (LLVM
+then kept them on the stack). Each config is compiled both ways for this host; both builds take
+turns in every round (each runner's minimum of ``--runs`` runs per round; medians over rounds,
+the ratio taken within rounds), with the largest output difference between them. ``--ops``:
+single ``MatMul`` + ``Add`` ONNX models of sudachi-tagger's shapes (``[1, M, K] x [K, N]``, seeded
+weights) through ``compile_model``, both builds and onnxruntime interleaved, in microseconds.
+Prints and saves ``report.json`` / ``report.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+HOWS = ("unrolled", "lanes")
+
+OP_SHAPES = ((256, 156, 156), (256, 624, 156), (256, 64, 156), (256, 160, 160))
+"""``M x K x N`` of the ``--ops`` products: sudachi-tagger's projections onto its 156 hidden
+columns (from 156, from the 624-wide feed-forward, from the 64-wide embedding) and, for scale,
+the same product on 160 columns (no slice)."""
+
+
+def _matmul_onnx(m: int, k: int, n: int, rng) -> bytes:
+    """A ``[1, m, k] x [k, n] + bias`` ONNX model (opset 17) with seeded weights."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "matmul", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, n])],
+                              [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def time_ops(args, info: dict, target, build_as) -> None:
+    """``build_as(how)``: a context inside which the pipeline builds as ``how``."""
+    import statistics
+    import tempfile
+
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from benchkit.machine import flags_text
+    from benchkit.timing import interleaved_min, ort_session
+    from benchkit.two_builds import write_report
+    from tvm_mpq.compiler import compile_model
+    from tvm_mpq.zoo import load_model
+
+    rng = np.random.default_rng(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for m, k, n in OP_SHAPES:
+            path = Path(tmp) / f"matmul_{m}x{k}x{n}.onnx"
+            path.write_bytes(_matmul_onnx(m, k, n, rng))
+            graph = load_model(str(path))
+            session = ort_session(str(path), args.threads)
+            data = rng.standard_normal((1, m, k)).astype(np.float32)
+            tensor = tvm.runtime.tensor(data)
+            want = session.run(None, {"x": data})[0]
+            runners = {"ort": lambda session=session, data=data: session.run(None, {"x": data})}
+            for how in HOWS:
+                with build_as(how):
+                    executable = compile_model(graph, None, target).executable
+                run = relax.VirtualMachine(executable, tvm.cpu())["main"]
+                np.testing.assert_allclose(run(tensor).numpy(), want, rtol=1e-4, atol=1e-4)
+                runners[how] = (lambda run=run, tensor=tensor: run(tensor))
+            times = interleaved_min(runners, args.rounds, args.runs)
+            row = {"shape": f"{m} x {k} x {n}", **{f"{name}_us": round(statistics.median(t) * 1e3, 1)
+                                                   for name, t in times.items()}}
+            for name in HOWS:
+                row[f"{name}_over_ort"] = round(statistics.median([a / b for a, b in zip(times[name], times["ort"])]), 2)
+            rows.append(row)
+            print(row, flush=True)
+    lines = ["# One matmul + bias: sliced tile epilogues unrolled vs vectorized lane by lane vs onnxruntime "
+             "(microseconds)", "",
+             f"{flags_text(info)}; {args.threads} threads; {args.rounds} rounds x {args.runs} runs, interleaved", "",
+             "| M x K x N | unrolled | lanes | onnxruntime | unrolled / ort | lanes / ort |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['shape']} | {r['unrolled_us']} | {r['lanes_us']} | {r['ort_us']} | {r['unrolled_over_ort']} | "
+              f"{r['lanes_over_ort']} |" for r in rows]
+    write_report(args.out, info, rows, lines)
+
+
+def main() -> None:
+    import contextlib
+
+    from benchkit.machine import machine_info
+    from benchkit.two_builds import compare_two_builds, constants_set, parse_args, with_constant
+
+    args = parse_args(__doc__, "0,100", "out/bench/sliced_tile_epilogue", models="sudachi-tagger,ddddocr-crnn",
+                      ops="single matmuls, both builds and onnxruntime")
+    from tvm_mpq.kernels import cpu_mac
+    from tvm_mpq.runtime.executor import host_target
+
+    target = host_target()
+    info = machine_info(args.threads, target)
+    vectorized = lambda _sch, _block: False  # noqa: E731 - every epilogue vectorized, as before
+    if args.ops:
+        if args.out == Path("out/bench/sliced_tile_epilogue"):
+            args.out = Path("out/bench/sliced_tile_epilogue_ops")
+        args.runs = max(args.runs, 20)
+        time_ops(args, info, target, lambda how: constants_set(cpu_mac, _lane_predicated=vectorized)
+                 if how == "lanes" else contextlib.nullcontext())
+        return
+    compare_two_builds(args, info, HOWS, with_constant(cpu_mac, "_lane_predicated", vectorized, "lanes", target),
+                       "Sliced tile epilogues unrolled vs vectorized lane by lane")
+
+
+if __name__ == "__main__":
+    main()
