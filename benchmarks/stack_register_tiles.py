@@ -1,22 +1,21 @@
-"""GEMM tiles whose epilogue writes a slice of their columns: unrolled lane by lane (the
-pipeline) against vectorized under the slice's predicate (before), in one process, interleaved.
+"""Register tiles on the stack (under 1 KiB of accumulators) against larger tiles in a
+per-tile workspace allocation, in one process, interleaved.
 
-    python benchmarks/sliced_tile_epilogue.py [--models sudachi-tagger,ddddocr-crnn] [--rates 0,100]
-        [--rounds 7] [--runs 10] [-o out/bench/sliced_tile_epilogue]
-    python benchmarks/sliced_tile_epilogue.py --ops [--rounds 7] [--runs 20]
+    python benchmarks/stack_register_tiles.py [--models sudachi-tagger,minilm,mobilenetv2,...]
+        [--rates 0,100] [--rounds 7] [--runs 10] [-o out/bench/stack_register_tiles]
+    python benchmarks/stack_register_tiles.py --ops [--rounds 7] [--runs 20]
 
-A matmul whose column count no wide vector divides has its weight padded to whole vectors and
-its product sliced back (``relay_passes.pad_matmul_columns.PadMatmulColumns``: sudachi-tagger's
-156 columns -> 160); the register tile's epilogue then stores under a predicate on the column.
-"unrolled": the pipeline (:func:`tvm_mpq.kernels.cpu_mac._lane_predicated`: such an epilogue
-unrolled, every accumulator index a constant); "lanes": the epilogue vectorized as any other,
-which TVM 0.27 runs lane by lane, indexing the accumulators with the lane's loop variable (LLVM
-then kept them on the stack). Each config is compiled both ways for this host; both builds take
-turns in every round (each runner's minimum of ``--runs`` runs per round; medians over rounds,
-the ratio taken within rounds), with the largest output difference between them. ``--ops``:
-single ``MatMul`` + ``Add`` ONNX models of sudachi-tagger's shapes (``[1, M, K] x [K, N]``, seeded
-weights) through ``compile_model``, both builds and onnxruntime interleaved, in microseconds.
-Prints and saves ``report.json`` / ``report.md``.
+"stack": the pipeline (:data:`tvm_mpq.kernels.cpu_mac.STACK_TILE_BYTES`: a GEMM or conv
+register tile holds under 1 KiB of accumulators, which TVM 0.27 keeps on the stack, where LLVM
+promotes them to registers); "heap": the tile the registers alone bound (an AVX-512 4 x 5 tile of
+16-lane vectors is 1280 bytes, a ``TVMBackendAllocWorkspace`` call per tile, memory LLVM may keep
+on the stack across the reduction). Each config is compiled both ways for this host; both builds
+take turns in every round (each runner's minimum of ``--runs`` runs per round; medians over
+rounds, the ratio taken within rounds), with the largest output difference between them. On
+AVX2 and NEON targets the registers bound the tile first: both builds are the same.
+``--ops``: single ``MatMul`` + ``Add`` ONNX models of sudachi-tagger's shapes (``[1, M, K] x [K,
+N]``, seeded weights) through ``compile_model``, both builds and onnxruntime interleaved, in
+microseconds. Prints and saves ``report.json`` / ``report.md``.
 """
 
 from __future__ import annotations
@@ -26,12 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-HOWS = ("unrolled", "lanes")
+HOWS = ("stack", "heap")
 
-OP_SHAPES = ((256, 156, 156), (256, 624, 156), (256, 64, 156), (256, 160, 160))
-"""``M x K x N`` of the ``--ops`` products: sudachi-tagger's projections onto its 156 hidden
-columns (from 156, from the 624-wide feed-forward, from the 64-wide embedding) and, for scale,
-the same product on 160 columns (no slice)."""
+OP_SHAPES = ((256, 156, 156), (256, 624, 156), (256, 156, 624), (256, 64, 3788), (256, 160, 160))
+"""``M x K x N`` of the ``--ops`` products: sudachi-tagger's (its 156 hidden columns computed on
+160 and sliced, its feed-forward, its 3788-tag classifier) and the same product on 160 columns."""
 
 
 def _matmul_onnx(m: int, k: int, n: int, rng) -> bytes:
@@ -88,12 +86,11 @@ def time_ops(args, info: dict, target, build_as) -> None:
                 row[f"{name}_over_ort"] = round(statistics.median([a / b for a, b in zip(times[name], times["ort"])]), 2)
             rows.append(row)
             print(row, flush=True)
-    lines = ["# One matmul + bias: sliced tile epilogues unrolled vs vectorized lane by lane vs onnxruntime "
-             "(microseconds)", "",
+    lines = ["# One matmul + bias: register tiles on the stack vs in a workspace vs onnxruntime (microseconds)", "",
              f"{flags_text(info)}; {args.threads} threads; {args.rounds} rounds x {args.runs} runs, interleaved", "",
-             "| M x K x N | unrolled | lanes | onnxruntime | unrolled / ort | lanes / ort |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['shape']} | {r['unrolled_us']} | {r['lanes_us']} | {r['ort_us']} | {r['unrolled_over_ort']} | "
-              f"{r['lanes_over_ort']} |" for r in rows]
+             "| M x K x N | stack | heap | onnxruntime | stack / ort | heap / ort |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['shape']} | {r['stack_us']} | {r['heap_us']} | {r['ort_us']} | {r['stack_over_ort']} | "
+              f"{r['heap_over_ort']} |" for r in rows]
     write_report(args.out, info, rows, lines)
 
 
@@ -103,23 +100,23 @@ def main() -> None:
     from benchkit.machine import machine_info
     from benchkit.two_builds import compare_two_builds, constants_set, parse_args, with_constant
 
-    args = parse_args(__doc__, "0,100", "out/bench/sliced_tile_epilogue", models="sudachi-tagger,ddddocr-crnn",
+    args = parse_args(__doc__, "0,100", "out/bench/stack_register_tiles",
+                      models="sudachi-tagger,minilm,mobilenetv2,efficientnet-lite0,resnet18",
                       ops="single matmuls, both builds and onnxruntime")
     from tvm_mpq.kernels import cpu_mac
     from tvm_mpq.runtime.executor import host_target
 
     target = host_target()
     info = machine_info(args.threads, target)
-    vectorized = lambda _sch, _block: False  # noqa: E731 - every epilogue vectorized, as before
     if args.ops:
-        if args.out == Path("out/bench/sliced_tile_epilogue"):
-            args.out = Path("out/bench/sliced_tile_epilogue_ops")
+        if args.out == Path("out/bench/stack_register_tiles"):
+            args.out = Path("out/bench/stack_register_tiles_ops")
         args.runs = max(args.runs, 20)
-        time_ops(args, info, target, lambda how: constants_set(cpu_mac, _lane_predicated=vectorized)
-                 if how == "lanes" else contextlib.nullcontext())
+        time_ops(args, info, target, lambda how: constants_set(cpu_mac, STACK_TILE_BYTES=0)
+                 if how == "heap" else contextlib.nullcontext())
         return
-    compare_two_builds(args, info, HOWS, with_constant(cpu_mac, "_lane_predicated", vectorized, "lanes", target),
-                       "Sliced tile epilogues unrolled vs vectorized lane by lane")
+    compare_two_builds(args, info, HOWS, with_constant(cpu_mac, "STACK_TILE_BYTES", 0, "heap", target),
+                       "Register tiles on the stack vs in a workspace allocation")
 
 
 if __name__ == "__main__":
