@@ -1027,7 +1027,6 @@ def test_register_tiles_allocate_nothing_per_tile(cpu):
         assert not [b for b in bodies if "TVMBackendAllocWorkspace" in b.split(".Lfunc_end")[0]], cpu
 
 
-
 def _innermost_loops_with(asm: str, instruction: str) -> list[str]:
     """The innermost assembly loops (a label, the code after it, a branch back to it) holding
     ``instruction``: a MAC kernel's loop over the reduction."""

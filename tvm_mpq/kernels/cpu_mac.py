@@ -92,9 +92,10 @@ a larger tile (an AVX-512 4 x 5 tile of 16-lane vectors is 1280 bytes) is a
 the reduction: in sudachi-tagger's ``[256, 624] x [624, 156]`` (fused with a slice and a residual
 add) it kept them on the stack, loading and storing them in every step. Under 1 KiB the tile is
 an ``alloca`` LLVM promotes. Measured on AVX-512 (``python benchmarks/stack_register_tiles.py``,
-2026-12-06): whole models 0.78-0.93x the time with 1 KiB-plus tiles (mobilenetv2,
-efficientnet-lite0, minilm, sudachi-tagger), resnet18 within 1%. 0: no limit. It binds only
-AVX-512 (15 vectors of 16 lanes; an AVX2 or NEON tile is bounded by its registers first)."""
+2026-12-06), the time of the build with 1 KiB-plus tiles: sudachi-tagger 0.73x fp32 / 0.92x
+int8, mobilenetv2 and efficientnet-lite0 0.90x / 0.91-0.92x, minilm 0.98x, resnet18 within 2%,
+outputs identical. 0: no limit. It binds only AVX-512 (15 vectors of 16 lanes; an AVX2 or NEON
+tile is bounded by its registers first)."""
 AMX_FULL_ROWS = 8
 """A-tile rows from which an int8 GEMM on AMX tiles runs near its best (a ViT's 384 x 1536
 projection over 257 rows padded to 258 (6-row tiles), 264 (8), 272 (16): 0.20, 0.13-0.15,
