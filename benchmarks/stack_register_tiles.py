@@ -13,9 +13,9 @@ on the stack across the reduction). Each config is compiled both ways for this h
 take turns in every round (each runner's minimum of ``--runs`` runs per round; medians over
 rounds, the ratio taken within rounds), with the largest output difference between them. On
 AVX2 and NEON targets the registers bound the tile first: both builds are the same.
-``--ops``: single ``MatMul`` + ``Add`` ONNX models of sudachi-tagger's shapes (``[1, M, K] x [K,
-N]``, seeded weights) through ``compile_model``, both builds and onnxruntime interleaved, in
-microseconds. Prints and saves ``report.json`` / ``report.md``.
+``--ops``: single ``[M, K] x [K, N]`` + bias ``Gemm`` ONNX models of sudachi-tagger's shapes
+(``benchkit.ops``' seeded dense cases) through ``compile_model``, both builds and onnxruntime
+interleaved, in microseconds. Prints and saves ``report.json`` / ``report.md``.
 """
 
 from __future__ import annotations
@@ -32,44 +32,32 @@ OP_SHAPES = ((256, 156, 156), (256, 624, 156), (256, 156, 624), (256, 64, 3788),
 160 and sliced, its feed-forward, its 3788-tag classifier) and the same product on 160 columns."""
 
 
-def _matmul_onnx(m: int, k: int, n: int, rng) -> bytes:
-    """A ``[1, m, k] x [k, n] + bias`` ONNX model (opset 17) with seeded weights."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
-    bias = rng.standard_normal(n).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])]
-    graph = helper.make_graph(nodes, "matmul", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, m, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, n])],
-                              [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
-
-
 def time_ops(args, info: dict, target, build_as) -> None:
     """``build_as(how)``: a context inside which the pipeline builds as ``how``."""
     import statistics
     import tempfile
 
     import numpy as np
+    import onnx
     import tvm
     from tvm import relax
 
     from benchkit.machine import flags_text
+    from benchkit.ops import OpSpec, make_case, ort_models
     from benchkit.timing import interleaved_min, ort_session
     from benchkit.two_builds import write_report
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.zoo import load_model
 
-    rng = np.random.default_rng(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for m, k, n in OP_SHAPES:
+        for seed, (m, k, n) in enumerate(OP_SHAPES):
+            case = make_case(OpSpec("dense", (m, k), (k, n)), seed)
             path = Path(tmp) / f"matmul_{m}x{k}x{n}.onnx"
-            path.write_bytes(_matmul_onnx(m, k, n, rng))
+            onnx.save(ort_models(case)[0], path)
             graph = load_model(str(path))
             session = ort_session(str(path), args.threads)
-            data = rng.standard_normal((1, m, k)).astype(np.float32)
+            data = case.x_f32
             tensor = tvm.runtime.tensor(data)
             want = session.run(None, {"x": data})[0]
             runners = {"ort": lambda session=session, data=data: session.run(None, {"x": data})}
