@@ -1033,17 +1033,12 @@ def _innermost_loops_with(asm: str, instruction: str) -> list[str]:
     import re
 
     lines = asm.splitlines()
-    found = []
-    for end, line in enumerate(lines):
-        branch = re.match(r"\s+j\w+\s+(\.LBB\w+)$", line)
-        starts = [i for i in range(end) if branch and lines[i] == f"{branch.group(1)}:"]
-        if starts:
-            body = lines[starts[-1]:end + 1]
-            inner = not any(re.match(r"\s+j\w+\s+(\.LBB\w+)$", b) and f"{b.split()[-1]}:" in body[:i]
-                            for i, b in enumerate(body[:-1]))
-            if inner and any(instruction in b for b in body):
-                found.append("\n".join(body))
-    return found
+    labels = {line[:-1]: i for i, line in enumerate(lines) if line.startswith(".LBB") and line.endswith(":")}
+    branches = [(i, m.group(1)) for i, line in enumerate(lines) if (m := re.match(r"\s+j\w+\s+(\.LBB\w+)$", line))]
+    loops = [(labels[target], end) for end, target in branches if labels.get(target, end) < end]
+    return ["\n".join(lines[start:end + 1]) for start, end in loops
+            if not any(start < s and e < end for s, e in loops)  # innermost: holds no other loop
+            and any(instruction in line for line in lines[start:end + 1])]
 
 
 @pytest.mark.parametrize("cpu", ["haswell", "icelake-server"])
