@@ -83,19 +83,17 @@ MIN_BLOCKED_TILES = 4
 BLOCKED_TILE_PIXELS = 8
 """The tile length a reduction-blocked conv prefers (1 x 16, 2 x 8 and 4 x 4 tiles of
 torchcrepe's 1024 -> 128, 64-tap conv, blocked by 128 channels: 8.1, 5.6, 6.3 ms, 2026-12-04)."""
-STACK_TILE_BYTES = 1023
-"""The largest register tile of accumulators (bytes) a kernel plans (:func:`choose_tile`, not the
-reduction-blocked conv, which accumulates in its output, nor Winograd's GEMMs). TVM 0.27's
-``LowerTVMBuiltin`` keeps a constant-size ``global`` allocation on the stack only under 1 KiB;
-a larger tile (an AVX-512 4 x 5 tile of 16-lane vectors is 1280 bytes) is a
-``TVMBackendAllocWorkspace`` call per tile, memory LLVM may or may not keep in registers across
-the reduction: in sudachi-tagger's ``[256, 624] x [624, 156]`` (fused with a slice and a residual
-add) it kept them on the stack, loading and storing them in every step. Under 1 KiB the tile is
-an ``alloca`` LLVM promotes. Measured on AVX-512 (``python benchmarks/stack_register_tiles.py``,
-2026-12-06), the time of the build with 1 KiB-plus tiles: sudachi-tagger 0.73x fp32 / 0.92x
-int8, mobilenetv2 and efficientnet-lite0 0.90x / 0.91-0.92x, minilm 0.98x, resnet18 within 2%,
-outputs identical. 0: no limit. It binds only AVX-512 (15 vectors of 16 lanes; an AVX2 or NEON
-tile is bounded by its registers first)."""
+STACK_TILE_BYTES = 0
+"""A bound on the accumulators (bytes) of the register tile a kernel plans (:func:`choose_tile`;
+not the reduction-blocked conv, which accumulates in its output, nor Winograd's GEMMs); 0: none,
+the registers alone bound it. TVM 0.27's ``LowerTVMBuiltin`` keeps a constant-size allocation on
+the stack only under 1 KiB, and a larger tile (an AVX-512 4 x 5 tile of 16-lane vectors is 1280
+bytes) was a ``TVMBackendAllocWorkspace`` call per tile, memory LLVM kept in registers or not
+(in sudachi-tagger's ``[256, 624] x [624, 156]`` it loaded and stored every accumulator in every
+step of the reduction). From 2026-12-06 20:04 this was 1023 (tiles under 1 KiB); since
+:class:`~tvm_mpq.kernels.stack_tiles.StackRegisterTiles` runs in the CPU TIR pipeline every
+tile is an ``alloca`` LLVM promotes, and the larger tiles are back (``python
+benchmarks/stack_register_tiles.py`` times the three builds: 1023 is its "small")."""
 AMX_FULL_ROWS = 8
 """A-tile rows from which an int8 GEMM on AMX tiles runs near its best (a ViT's 384 x 1536
 projection over 257 rows padded to 258 (6-row tiles), 264 (8), 272 (16): 0.20, 0.13-0.15,

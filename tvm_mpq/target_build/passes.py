@@ -311,5 +311,10 @@ def cuda_graph_captures(executable: relax.VMExecutable) -> int:
 
 
 def codegen(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
-    """The executable of a module after :func:`kernel_passes` (TVM's lowering and codegen)."""
-    return tvm.compile(mod, target=target, relax_pipeline=lower_after_schedule(target))
+    """The executable of a module after :func:`kernel_passes` (TVM's lowering and codegen; on
+    CPU targets TVM's TIR pipeline with register tiles kept on the stack,
+    :func:`tvm_mpq.kernels.stack_tiles.register_cpu_pipeline`)."""
+    from tvm_mpq.kernels.stack_tiles import register_cpu_pipeline
+
+    tir_pipeline = register_cpu_pipeline() if str(target.kind.name) == "llvm" else "default"
+    return tvm.compile(mod, target=target, relax_pipeline=lower_after_schedule(target), tir_pipeline=tir_pipeline)
