@@ -1022,9 +1022,9 @@ def test_register_tiles_allocate_nothing_per_tile(cpu):
         assert "vpdpbusd" in asm or "pmaddwd" in asm or "vfmadd" in asm
         # the tiles run in the parallel bodies (a whole-call staging buffer, e.g. vpmaddwd's
         # int16 copy of the data, is allocated once outside them)
-        bodies = asm.split(".L__tvm_parallel_lambda")[1:]
+        bodies = _parallel_bodies(asm)
         assert bodies, cpu
-        assert not [b for b in bodies if "TVMBackendAllocWorkspace" in b.split(".Lfunc_end")[0]], cpu
+        assert not [b for b in bodies if "TVMBackendAllocWorkspace" in b], cpu
 
 
 def _innermost_loops_with(asm: str, instruction: str) -> list[str]:
@@ -1041,6 +1041,18 @@ def _innermost_loops_with(asm: str, instruction: str) -> list[str]:
             and any(instruction in line for line in lines[start:end + 1])]
 
 
+def _parallel_bodies(asm: str) -> list[str]:
+    """The assembly of each parallel body (TVM's ``__tvm_parallel_lambda`` functions)."""
+    return [body.split(".Lfunc_end")[0] for body in asm.split(".L__tvm_parallel_lambda")[1:]]
+
+
+def _vector_stores(code: str, memory: str = r"[-\w]*\(%\w+") -> list[str]:
+    """The vector-register stores in ``code`` to an address matching ``memory`` (default: any)."""
+    import re
+
+    return [line.strip() for line in code.splitlines() if re.search(r"vmov\w*\s+%[xyz]mm\d+, " + memory, line)]
+
+
 @pytest.mark.parametrize("cpu", ["haswell", "icelake-server"])
 @pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
 def test_register_tiles_stay_on_the_stack_and_their_accumulators_in_registers(cpu, int8):
@@ -1050,8 +1062,6 @@ def test_register_tiles_stay_on_the_stack_and_their_accumulators_in_registers(cp
     computed on 160 and sliced (sudachi-tagger's hidden size), LLVM loaded and stored every
     accumulator in every step of the reduction. The parallel bodies call no workspace allocator,
     the reduction loop stores no vector register; the values are those of TVM's own schedule."""
-    import re
-
     target = _target(cpu)
     mod, x = int8_dense(64, 256, 156) if int8 else fp32_dense(64, 256, 156)
     fast, info = build_module(mod, target)
@@ -1062,13 +1072,12 @@ def test_register_tiles_stay_on_the_stack_and_their_accumulators_in_registers(cp
     if lanes == 16:  # the tile TVM alone would allocate per tile from the workspace
         assert plan.nf * plan.nx * plan.lanes * 4 >= 1024, plan
     asm = _asm(fast)
-    bodies = asm.split(".L__tvm_parallel_lambda")[1:]
-    assert bodies and not [b for b in bodies if "TVMBackendAllocWorkspace" in b.split(".Lfunc_end")[0]]
+    bodies = _parallel_bodies(asm)
+    assert bodies and not [b for b in bodies if "TVMBackendAllocWorkspace" in b]
     mac = "vfmadd" if not int8 else "vpdpbusd" if cpu_isa(target).dot == "vnni" else "vpmaddwd"
     loops = _innermost_loops_with(asm, mac)
     assert loops, mac
-    stores = [line.strip() for loop in loops for line in loop.splitlines()
-              if re.search(r"vmov\w*\s+%[xyz]mm\d+, [-\w]*\(%\w+", line)]
+    stores = [line for loop in loops for line in _vector_stores(loop)]
     assert not stores, stores[:4]
     if _runs_here(target):
         _check(mod, x, target, exact=int8)
@@ -1082,8 +1091,6 @@ def test_a_short_reduction_keeps_its_weights_in_registers(cpu):
     weights counted, the AVX-512 6 x 4 tile spilled its weights to the stack (44 vector stores,
     1.2x the time). The conv's parallel body stores no vector register on the stack. (AVX2's
     vpmaddwd takes 8 steps there: one step's weights are planned.)"""
-    import re
-
     from tvm_mpq.kernels.cpu_mac import resident_weight_steps
 
     target = _target(cpu)
@@ -1094,11 +1101,9 @@ def test_a_short_reduction_keeps_its_weights_in_registers(cpu):
     steps = resident_weight_steps(info, plan.group)
     assert steps == 4 and plan.nf * plan.nx + plan.nf * steps + 1 <= isa.registers, plan
     fast, _ = build_module(mod, target)
-    bodies = [b.split(".Lfunc_end")[0] for b in _asm(fast).split(".L__tvm_parallel_lambda")[1:]]
-    conv = [b for b in bodies if re.search(r"vpdpbusd|vpmaddwd", b)]
+    conv = [b for b in _parallel_bodies(_asm(fast)) if "vpdpbusd" in b or "vpmaddwd" in b]
     assert conv, cpu
-    spills = [line.strip() for b in conv for line in b.splitlines()
-              if re.search(r"vmov\w*\s+%[xyz]mm\d+, -?\d*\(%rsp\)", line)]
+    spills = [line for b in conv for line in _vector_stores(b, r"-?\d*\(%rsp\)")]
     assert not spills, spills[:4]
     if _runs_here(target):
         _check(mod, x, target, exact=True)

@@ -137,12 +137,13 @@ class KernelPlan:
 
 
 def choose_tile(n_vectors: int, n_pixels: int, registers: int, min_pixels: int = 0,
-                max_accumulators: int = 1 << 30, weight_steps: int = 1) -> tuple[int, int]:
+                max_accumulators: int | None = None, weight_steps: int = 1) -> tuple[int, int]:
     """``(nf, nx)``: the accumulator tile of ``nf`` channel vectors x ``nx`` pixels that fits
     the registers (``nf * nx`` accumulators + ``nf * weight_steps`` weight vectors + one
     broadcast) with the fewest loads per multiply-accumulate (ties: the larger tile).
 
-    ``max_accumulators``: at most that many accumulator vectors (:func:`stack_tile_vectors`).
+    ``max_accumulators``: at most that many accumulator vectors (:func:`stack_tile_vectors`; None:
+    no limit).
     ``weight_steps``: the reduction steps whose weight vectors stay in registers at once (1; a
     reduction of at most :data:`RESIDENT_WEIGHT_STEPS` steps: all, :func:`resident_weight_steps`).
     ``min_pixels``: tiles of up to that many pixels first, the longest first. A weight larger than
@@ -153,7 +154,8 @@ def choose_tile(n_vectors: int, n_pixels: int, registers: int, min_pixels: int =
     best, best_key = (1, 1), (float("inf"), 0.0, 0)
     for nf in divisors(n_vectors, MAX_TILE_VECTORS):
         for nx in divisors(n_pixels, MAX_TILE_PIXELS):
-            if nf * nx + nf * weight_steps + 1 > registers or nf * nx > max_accumulators:
+            if nf * nx + nf * weight_steps + 1 > registers or (max_accumulators is not None
+                                                                and nf * nx > max_accumulators):
                 continue
             key = (-min(nx, min_pixels), loads_per_mac(nf, nx), -nf * nx)
             if key < best_key:
@@ -290,10 +292,10 @@ def weight_bytes(info: MacInfo) -> int:
     return info.kernel[0] * info.kernel[1] * info.in_channels * info.out_channels * (4 if info.dtype == FP32 else 1)
 
 
-def stack_tile_vectors(lanes: int) -> int:
-    """The most ``lanes``-wide int32 / float32 accumulator vectors a register tile may hold and
-    stay a stack allocation (:data:`STACK_TILE_BYTES`)."""
-    return STACK_TILE_BYTES // (4 * lanes) if STACK_TILE_BYTES else 1 << 30
+def stack_tile_vectors(lanes: int) -> int | None:
+    """The most ``lanes``-wide int32 / float32 accumulator vectors a register tile may hold
+    (:data:`STACK_TILE_BYTES`; None: no limit)."""
+    return STACK_TILE_BYTES // (4 * lanes) if STACK_TILE_BYTES else None
 
 
 def resident_weight_steps(info: MacInfo, group: int) -> int:

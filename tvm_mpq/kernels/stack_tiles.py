@@ -9,8 +9,11 @@ reduction (an AVX-512 4 x 5 tile of 16-lane vectors is 1280 bytes). :func:`Stack
 marks such allocations, up to :data:`STACK_ALLOCATION_BYTES`, with TVM's own
 ``disable_lower_builtin`` annotation, so ``LowerTVMBuiltin`` leaves them to the LLVM code
 generator, which makes them an ``alloca`` at the entry of the (parallel) function that SROA
-promotes to registers. :func:`register_cpu_pipeline` registers TVM's default TIR pipeline with
-the pass run first in the host finalization (the TIR pipeline named :data:`CPU_TIR_PIPELINE`).
+promotes to registers. ``REGISTER_SCOPE`` is TVM's ``global``: any other constant-size buffer up
+to that size a kernel allocates (a row of a row chain) becomes an ``alloca`` too, as TVM makes
+those under 1 KiB. :func:`register_cpu_pipeline` registers TVM's default TIR pipeline with the
+pass run first in the host finalization (the TIR pipeline named :data:`CPU_TIR_PIPELINE`, which
+:func:`tvm_mpq.target_build.passes.codegen` builds ``llvm`` targets with).
 """
 
 from __future__ import annotations
