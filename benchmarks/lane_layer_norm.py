@@ -55,15 +55,10 @@ def _layer_norm(rows: int, width: int, gamma, beta, threads: int):
 
 def time_ops(args, info: dict, target, build_as) -> None:
     """``build_as(how)``: a context inside which the pipeline builds as ``how``."""
-    import statistics
-
     import numpy as np
-    import tvm
-    from tvm import relax
 
     from benchkit.machine import flags_text
-    from benchkit.timing import interleaved_min
-    from benchkit.two_builds import write_report
+    from benchkit.two_builds import time_op_builds, write_report
     from tvm_mpq.compiler.build import build_module
 
     rng = np.random.default_rng(0)
@@ -72,17 +67,9 @@ def time_ops(args, info: dict, target, build_as) -> None:
         gamma, beta = (rng.normal(size=width).astype(np.float32) for _ in range(2))
         mod, session = _layer_norm(n_rows, width, gamma, beta, args.threads)
         data = rng.normal(size=(1, n_rows, width)).astype(np.float32)
-        tensor = tvm.runtime.tensor(data)
-        want = session.run(None, {"x": data})[0]
-        runners = {"ort": lambda: session.run(None, {"x": data})}
-        for how in HOWS:
-            with build_as(how):
-                executable = build_module(mod, target)[0]
-            run = relax.VirtualMachine(executable, tvm.cpu())["main"]
-            np.testing.assert_allclose(run(tensor).numpy(), want, rtol=1e-4, atol=1e-4)
-            runners[how] = (lambda run=run: run(tensor))
-        times = interleaved_min(runners, args.rounds, args.runs)
-        rows.append({"rows": n_rows, "width": width, **{f"{k}_us": round(statistics.median(v) * 1e3, 1) for k, v in times.items()}})
+        rows.append({"rows": n_rows, "width": width, **time_op_builds(
+            HOWS, build_as, lambda mod=mod: build_module(mod, target)[0], data,
+            lambda x, session=session: session.run(None, {"x": x})[0], args.rounds, args.runs)})
         print(rows[-1], flush=True)
     lines = ["# One layer norm: lane sums vs TVM's vs onnxruntime (microseconds)", "",
              f"{flags_text(info)}; {args.threads} threads; {args.rounds} rounds x {args.runs} runs, interleaved", "",

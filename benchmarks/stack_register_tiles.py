@@ -38,18 +38,14 @@ OP_SHAPES = ((256, 156, 156), (256, 624, 156), (256, 156, 624), (256, 64, 3788),
 
 def time_ops(args, info: dict, target, build_as) -> None:
     """``build_as(how)``: a context inside which the pipeline builds as ``how``."""
-    import statistics
     import tempfile
 
-    import numpy as np
     import onnx
-    import tvm
-    from tvm import relax
 
     from benchkit.machine import flags_text
     from benchkit.ops import OpSpec, make_case, ort_models
-    from benchkit.timing import interleaved_min, ort_session
-    from benchkit.two_builds import write_report
+    from benchkit.timing import ort_session
+    from benchkit.two_builds import time_op_builds, write_report
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.zoo import load_model
 
@@ -61,23 +57,10 @@ def time_ops(args, info: dict, target, build_as) -> None:
             onnx.save(ort_models(case)[0], path)
             graph = load_model(str(path))
             session = ort_session(str(path), args.threads)
-            data = case.x_f32
-            tensor = tvm.runtime.tensor(data)
-            want = session.run(None, {"x": data})[0]
-            runners = {"ort": lambda session=session, data=data: session.run(None, {"x": data})}
-            for how in HOWS:
-                with build_as(how):
-                    executable = compile_model(graph, None, target).executable
-                run = relax.VirtualMachine(executable, tvm.cpu())["main"]
-                np.testing.assert_allclose(run(tensor).numpy(), want, rtol=1e-4, atol=1e-4)
-                runners[how] = (lambda run=run, tensor=tensor: run(tensor))
-            times = interleaved_min(runners, args.rounds, args.runs)
-            row = {"shape": f"{m} x {k} x {n}", **{f"{name}_us": round(statistics.median(t) * 1e3, 1)
-                                                   for name, t in times.items()}}
-            for name in HOWS:
-                row[f"{name}_over_ort"] = round(statistics.median([a / b for a, b in zip(times[name], times["ort"])]), 2)
-            rows.append(row)
-            print(row, flush=True)
+            rows.append({"shape": f"{m} x {k} x {n}", **time_op_builds(
+                HOWS, build_as, lambda graph=graph: compile_model(graph, None, target).executable, case.x_f32,
+                lambda x, session=session: session.run(None, {"x": x})[0], args.rounds, args.runs)})
+            print(rows[-1], flush=True)
     lines = ["# One matmul + bias: register tiles on the stack, under 1 KiB, in a workspace; onnxruntime (microseconds)",
              "", f"{flags_text(info)}; {args.threads} threads; {args.rounds} rounds x {args.runs} runs, interleaved", "",
              "| M x K x N | " + " | ".join(HOWS) + " | onnxruntime | " + " | ".join(f"{h} / ort" for h in HOWS) + " |",

@@ -222,6 +222,36 @@ def time_two_builds(points: Iterator[ZooPoint], hows: tuple[str, str], compile_p
                    "compiled": {how: compiled[(rate, how)] for how in hows}}
 
 
+def time_op_builds(hows: tuple[str, ...], build_as: Callable[[str], object], build: Callable[[], object],
+                   data: "np.ndarray", run_ort: Callable[["np.ndarray"], "np.ndarray"], rounds: int, runs: int) -> dict:
+    """One op built each of ``hows`` ways (``build()``, an executable, inside the context
+    ``build_as(how)``), each build's output checked against onnxruntime's (``run_ort(data)``),
+    then every build and onnxruntime timed interleaved. Returns ``{"{how}_us": median, "ort_us":
+    median, "{how}_over_ort": median ratio within rounds}`` (microseconds)."""
+    import statistics
+
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from benchkit.timing import interleaved_min
+
+    tensor = tvm.runtime.tensor(data)
+    want = run_ort(data)
+    runners = {"ort": lambda: run_ort(data)}
+    for how in hows:
+        with build_as(how):
+            executable = build()
+        run = relax.VirtualMachine(executable, tvm.cpu())["main"]
+        np.testing.assert_allclose(run(tensor).numpy(), want, rtol=1e-4, atol=1e-4)
+        runners[how] = (lambda run=run: run(tensor))
+    times = interleaved_min(runners, rounds, runs)
+    row = {f"{name}_us": round(statistics.median(t) * 1e3, 1) for name, t in times.items()}
+    for how in hows:
+        row[f"{how}_over_ort"] = round(statistics.median([a / b for a, b in zip(times[how], times["ort"])]), 2)
+    return row
+
+
 def write_report(out: Path, info: dict, rows: list[dict], lines: list[str]) -> None:
     """``report.json`` (machine and rows) and ``report.md`` (``lines``) under ``out``; prints the table."""
     import json
