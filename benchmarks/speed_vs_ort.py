@@ -13,6 +13,10 @@ minima. Per point it gives
 * where the time goes (``tvm_mpq.runtime.profiler``): ms by kernel kind, from one profiled run
   of ``--profile-runs`` inferences.
 
+On a machine of few cores the runtimes taking turns in one process slow each other (the worker
+threads of the one before still spin): ``speed_alone.py`` times each runtime alone in a process
+of its own, the processes taking turns.
+
 ``--ops`` adds single ops (fp32 and int8, TVM and onnxruntime, interleaved), each runtime
 given its own layout as inside a model: onnxruntime NCHW, tvm-mpq channels-last on x86. Writes
 ``report.json``, ``report.md`` and ``latency_vs_rate.png`` under ``-o``::
