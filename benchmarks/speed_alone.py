@@ -2,23 +2,24 @@
 taking turns.
 
     python benchmarks/speed_alone.py [--models resnet18,efficientnet-lite0,mobilenetv2]
-        [--rates 0,100] [--threads 2] [--rounds 5] [--runs 20] [-o out/bench/speed_alone]
+        [--rates 0,100] [--threads 2] [--rounds 7] [--runs 10] [-o out/bench/speed_alone]
 
 Why: timed in one process, taking turns (``speed_vs_ort.py``), each runtime's worker threads
-still spin after its turn and take cores from the other's on a small machine (on a 2-core VM,
-mobilenetv2 fp32 took 2.6-3.2 ms alone and 3.5-3.7 ms beside onnxruntime; a 256 x 64 x 3788
-product on onnxruntime 0.67 ms alone, 0.91 ms beside tvm-mpq: docs/results.md). Here the parent
+still spin after its turn and take cores from the other's on a small machine (on a 2-core VM, a
+256 x 64 x 3788 product on onnxruntime took 0.67 ms alone, 0.91 ms beside tvm-mpq; a 16-us layer
+norm took up to 3.7 ms right after onnxruntime's turn: docs/results.md). Here the parent
 builds each model's QuantuneV2 config per rate once (the tvm-mpq library exported, the fp32 and
 QDQ ONNX models written), then in each of ``--rounds`` rounds starts one process per runner in
 turn (tvm-mpq at each rate, onnxruntime on the fp32 model and on each rate's QDQ export), which
-loads its model, runs it for half a second and reports the minimum of ``--runs`` runs after. Medians over rounds; each
-ratio is taken within rounds, against onnxruntime on the same config (fp32 at rate 0, the QDQ
-export otherwise). Prints and saves ``report.json`` / ``report.md``.
+loads its model, runs it for half a second and reports the minimum of ``--runs`` runs after.
+Medians over rounds; each ratio is taken within rounds, against onnxruntime on the same config
+(fp32 at rate 0, the QDQ export otherwise). One round is not enough: a process's figures differ
+from the next one's by up to 1.3x on a shared VM. Prints and saves ``report.json`` /
+``report.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -117,17 +118,10 @@ def main() -> None:
     import statistics
 
     from benchkit.machine import flags_text, machine_info
-    from benchkit.two_builds import write_report
+    from benchkit.two_builds import parse_args, write_report
     from tvm_mpq.runtime.executor import host_target
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="resnet18,efficientnet-lite0,mobilenetv2")
-    parser.add_argument("--rates", default="0,100")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/speed_alone"))
-    args = parser.parse_args()
+    args = parse_args(__doc__, "0,100", "out/bench/speed_alone", models="resnet18,efficientnet-lite0,mobilenetv2")
     rates = [float(r) for r in args.rates.split(",")]
     info = machine_info(args.threads, host_target())
     rows = []
