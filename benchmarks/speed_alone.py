@@ -13,9 +13,9 @@ QDQ ONNX models written), then in each of ``--rounds`` rounds starts one process
 turn (tvm-mpq at each rate, onnxruntime on the fp32 model and on each rate's QDQ export), which
 loads its model, runs it for half a second and reports the minimum of ``--runs`` runs after.
 Medians over rounds; each ratio is taken within rounds, against onnxruntime on the same config
-(fp32 at rate 0, the QDQ export otherwise). One round is not enough: a process's figures differ
-from the next one's by up to 1.3x on a shared VM. Prints and saves ``report.json`` /
-``report.md``.
+(the QDQ export where a layer is int8, the fp32 model otherwise). One round is not enough: a
+process's figures differ from the next one's by up to 1.3x on a shared VM. Prints and saves
+``report.json`` / ``report.md``.
 """
 
 from __future__ import annotations
@@ -73,37 +73,23 @@ def prepare(name: str, rates: list[float], out: Path) -> dict[str, tuple[str, st
     import numpy as np
     import onnx
 
-    from benchkit.models import load_model
-    from tvm_mpq import zoo
-    from tvm_mpq.api import config_for_rate
-    from tvm_mpq.calibration import CalibrationCache
-    from tvm_mpq.compiler import compile_model
-    from tvm_mpq.compiler.validate import keep_unsupported_fp32
-    from tvm_mpq.export import build_qdq_onnx
-    from tvm_mpq.export.fp32_onnx import input_feed_names
-    from tvm_mpq.graph import build_layer_table
+    from benchkit.models import rate_builds
     from tvm_mpq.runtime.executor import host_target
 
-    graph, fp32_model = load_model(name)
-    table = build_layer_table(graph)
-    feeds = zoo.get(name).calibration(8)
-    first = feeds[0]
-    arrays = {f"tvm:{i:03d}": np.ascontiguousarray(first[s.name]) for i, s in enumerate(graph.inputs)}
-    arrays.update({f"ort:{n}": first[s.name] for n, s in zip(input_feed_names(fp32_model), graph.inputs)})
+    _graph, fp32_model, inputs, ort_feed, builds = rate_builds(name, rates, "quantunev2", 8, host_target())
+    arrays = {f"tvm:{i:03d}": np.ascontiguousarray(x) for i, x in enumerate(inputs)}
+    arrays.update({f"ort:{n}": x for n, x in ort_feed.items()})
     np.savez(out / f"{name}.inputs.npz", **arrays)
     onnx.save(fp32_model, out / f"{name}.fp32.onnx")
     runners = {"ort fp32": ("ort", str(out / f"{name}.fp32.onnx"))}
-    cache, report = CalibrationCache(), None
-    for rate in rates:
-        config, report = config_for_rate(graph, feeds, rate, "quantunev2", cache=cache, report=report)
-        keep_unsupported_fp32(config, table)
-        library = out / f"{name}.{rate:g}.so"
-        compile_model(graph, config, host_target()).export_library(str(library))
-        runners[f"tvm {rate:g}"] = ("tvm", str(library))
-        if rate > 0:
-            qdq = out / f"{name}.{rate:g}.qdq.onnx"
-            onnx.save(build_qdq_onnx(graph, config, fp32_model).model, qdq)
-            runners[f"ort qdq {rate:g}"] = ("ort", str(qdq))
+    for build in builds:
+        library = out / f"{name}.{build.rate:g}.so"
+        build.compiled.export_library(str(library))
+        runners[f"tvm {build.rate:g}"] = ("tvm", str(library))
+        if build.qdq is not None:
+            qdq = out / f"{name}.{build.rate:g}.qdq.onnx"
+            onnx.save(build.qdq, qdq)
+            runners[f"ort qdq {build.rate:g}"] = ("ort", str(qdq))
     return runners
 
 
@@ -134,7 +120,7 @@ def main() -> None:
                 for runner, (kind, model) in runners.items():
                     times[runner].append(time_alone(kind, model, inputs, args.runs, args.threads))
             for rate in rates:
-                peer = "ort fp32" if rate == 0 else f"ort qdq {rate:g}"
+                peer = f"ort qdq {rate:g}" if f"ort qdq {rate:g}" in runners else "ort fp32"
                 ours = times[f"tvm {rate:g}"]
                 rows.append({"model": name, "rate": rate, "tvm_ms": round(statistics.median(ours), 3),
                              "ort_ms": round(statistics.median(times[peer]), 3), "ort_runner": peer,

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from benchkit.machine import flags_text, machine_info
-from benchkit.models import load_model
+from benchkit.models import rate_builds
 from benchkit.ops import OpSpec, channels_last_input, make_case, ort_models, tvm_fp32_module, tvm_int8_module
 from benchkit.progress import log
 from benchkit.timing import interleaved_min, ort_session
@@ -64,32 +64,17 @@ def bench_model(name: str, args: argparse.Namespace, target) -> dict:
     import tvm
     from tvm import relax
 
-    from tvm_mpq import zoo
-    from tvm_mpq.api import config_for_rate
-    from tvm_mpq.calibration import CalibrationCache
-    from tvm_mpq.compiler import compile_model
-    from tvm_mpq.compiler.validate import keep_unsupported_fp32
-    from tvm_mpq.export import build_qdq_onnx
-    from tvm_mpq.export.fp32_onnx import input_feed_names
-    from tvm_mpq.graph import build_layer_table
     from tvm_mpq.runtime.profiler import profile_kernels, time_by_kind
 
-    graph, fp32_model = load_model(name)
-    table = build_layer_table(graph)
-    feeds = zoo.get(name).calibration(args.calib_size)
-    inputs = [feeds[0][s.name] for s in graph.inputs]
-    ort_feed = {n: feeds[0][s.name] for n, s in zip(input_feed_names(fp32_model), graph.inputs)}
+    _graph, fp32_model, inputs, ort_feed, builds = rate_builds(name, args.rates, args.method, args.calib_size, target)
     dev = tvm.cpu()
-    runners, points, cache, report = {}, [], CalibrationCache(), None
+    runners, points = {}, []
     runners["ort fp32"] = (lambda s=ort_session(fp32_model, args.threads): s.run(None, ort_feed))
-    for rate in args.rates:
-        config, report = config_for_rate(graph, feeds, rate, args.method, cache=cache, report=report)
-        keep_unsupported_fp32(config, table)
-        cm = compile_model(graph, config, target)
+    for build in builds:
+        rate, config, cm = build.rate, build.config, build.compiled
         achieved = float(config.provenance["bops_reduction_rate"])
         point = {"rate": rate, "achieved_rate": round(achieved, 1), "n_qdq": cm.n_qdq,
-                 "int8_layers": len(table) - len(config.fp32_layers()),
-                 "scheduled_by": cm.stats["build"]["scheduled_by"]}
+                 "int8_layers": build.int8_layers, "scheduled_by": cm.stats["build"]["scheduled_by"]}
         rows = profile_kernels(cm.executable, inputs, cm.stats["build"]["kernels"], args.profile_runs)
         point["ms_by_kind"] = {k: round(v, 3) for k, v in time_by_kind(rows).items()}
         point["slowest_kernels"] = [{"name": r.name, "kind": r.kind, "calls": r.calls, "ms": round(r.ms, 3)}
@@ -97,9 +82,8 @@ def bench_model(name: str, args: argparse.Namespace, target) -> dict:
         vm = relax.VirtualMachine(cm.executable, dev)
         args_tvm = [tvm.runtime.tensor(np.ascontiguousarray(x), dev) for x in inputs]
         runners[f"tvm {rate:g}"] = (lambda vm=vm, a=args_tvm: vm["main"](*a))
-        if point["int8_layers"]:
-            qdq = build_qdq_onnx(graph, config, fp32_model).model
-            runners[f"ort qdq {rate:g}"] = (lambda s=ort_session(qdq, args.threads): s.run(None, ort_feed))
+        if build.qdq is not None:
+            runners[f"ort qdq {rate:g}"] = (lambda s=ort_session(build.qdq, args.threads): s.run(None, ort_feed))
         points.append(point)
         log(f"{name} rate {rate:g}: achieved {achieved:.1f}%, {point['int8_layers']} int8 layers, n_qdq {cm.n_qdq}")
     log(f"{name}: timing {len(runners)} runners interleaved, {args.rounds} rounds x {args.runs} runs")
