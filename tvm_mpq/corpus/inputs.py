@@ -1,7 +1,8 @@
 """Calibration and evaluation feeds for a corpus model, from its :class:`InputRecipe` s.
 
 Image inputs are real photos, or real document images for models made for documents
-(:mod:`tvm_mpq.data.images`); the others are synthetic, drawn from
+(:mod:`tvm_mpq.data.images`); a graph network's are real molecules
+(:mod:`tvm_mpq.data.molecules`); the others are synthetic, drawn from
 a seeded generator in the input's range. ``feeds(model, graph, count, offset)`` returns
 ``count`` feeds starting at sample ``offset``: calibration takes ``[0, n)`` and evaluation the
 samples after it, so the two never overlap.
@@ -29,6 +30,8 @@ def make_input(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -
         return _images(recipe, spec, count, offset)
     if recipe.kind == "ones":
         return [np.ones(spec.shape, dtype=spec.dtype) for _ in range(count)]
+    if recipe.kind == "molecules":
+        return _molecules(spec, count, offset)
     out = []
     for index in range(offset, offset + count):
         rng = np.random.default_rng(1000 + index)
@@ -44,6 +47,21 @@ def make_input(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -
             raise ValueError(f"unknown input recipe kind {recipe.kind!r}")
         out.append(value.astype(spec.dtype))
     return out
+
+
+def _molecules(spec: TensorSpec, count: int, offset: int) -> list[np.ndarray]:
+    from tvm_mpq.data.molecules import molecule_arrays
+
+    arrays = molecule_arrays()
+    if spec.name not in arrays:
+        raise ValueError(f"the bundled molecules have no input {spec.name!r} (have {sorted(arrays)})")
+    values = arrays[spec.name]
+    if values.shape[1:] != spec.shape:
+        raise ValueError(f"the bundled molecules give {spec.name!r} the shape {values.shape[1:]}, "
+                         f"not {spec.shape}")
+    if offset + count > len(values):
+        raise ValueError(f"the bundled molecules hold {len(values)} samples, not {offset + count}")
+    return [values[i].astype(spec.dtype) for i in range(offset, offset + count)]
 
 
 def _tone(rng: np.random.Generator, shape: tuple[int, ...], low_hz: float, high_hz: float,

@@ -234,7 +234,12 @@ def schedule_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes:
     """Parallel outer loops, vectorized innermost loop, for one spatial block; an innermost
     axis that concatenates several sources (:func:`source_cuts`) as one vectorized loop per
     source (rapidocr-dbnet's neck, three upsamplings concatenated and padded in uint8: 0.35
-    -> 0.035 ms, where a select per source per element had kept the vector loop scalar)."""
+    -> 0.035 ms, where a select per source per element had kept the vector loop scalar), also
+    where the axis is shorter than a vector: two 16-channel uint8 maps into 32 channels on
+    AVX-512 (64 lanes) had gone to the short-axis path, a select per lane over two pixels
+    (PP-OCRv6 tiny's 160x160 concat 0.59 -> 0.018 ms; one vector loop per source was faster at
+    every split measured down to 1 + 1 + 1 + 1 channels, float32 too:
+    ``benchmarks/channel_concat.py``)."""
     loops = sch.get_loops(block)
     if not loops:
         return
@@ -244,7 +249,7 @@ def schedule_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes:
     n = _elements(sch, loops)
     inner = loops[-1]
     extent = _extent(sch, inner)
-    cuts = source_cuts(sch, block) if extent is not None and extent >= lanes else []
+    cuts = source_cuts(sch, block) if extent is not None else []
     if cuts:
         _vectorize_pieces(sch, loops, cuts, lanes)
         return
