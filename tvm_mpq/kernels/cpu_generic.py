@@ -249,7 +249,7 @@ def schedule_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes:
     n = _elements(sch, loops)
     inner = loops[-1]
     extent = _extent(sch, inner)
-    cuts = source_cuts(sch, block) if extent is not None else []
+    cuts = source_cuts(sch, block)  # (none where the innermost extent is not constant)
     if cuts:
         _vectorize_pieces(sch, loops, cuts, lanes)
         return
