@@ -53,10 +53,13 @@ class X86Target(DeployTarget):
 
     def target_dict(self) -> dict[str, Any]:
         """``{"kind": "llvm", "mcpu": ..., "num-cores": N}``, with ``mattr`` switching off the
-        extensions this host hides from its CPU model (host builds only)."""
+        extensions this host hides from its CPU model (host builds only) and holding the LLVM
+        tuning the kernels want (:func:`tvm_mpq.kernels.cpu_isa.with_llvm_tuning`)."""
+        from tvm_mpq.kernels.cpu_isa import with_llvm_tuning
+
         d: dict[str, Any] = {"kind": "llvm", "mtriple": TRIPLE, "num-cores": self.num_cores}
         if self.mcpu:
             d["mcpu"] = self.mcpu
         if self.mattr:
             d["mattr"] = list(self.mattr)
-        return d
+        return with_llvm_tuning(d)

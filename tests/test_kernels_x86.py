@@ -286,6 +286,39 @@ def test_isa_widths_come_from_the_target():
     assert cpu_isa(_target("haswell")).channel_lanes(5) is None
 
 
+def test_vnni_targets_fuse_the_depthwise_multiply_add_into_vpdpwssd():
+    """Every VNNI target gets LLVM's ``fast-dpwssd`` tuning (host targets and ``--mcpu`` ones
+    alike), nothing else does, and an explicit ``-fast-dpwssd`` is kept: then the int8 depthwise
+    kernel's widening multiply-adds are ``vpdpwssd`` where LLVM's Intel models split them into
+    ``vpmaddwd`` + ``vpaddd``. Run here bit-exact against the unscheduled build where the host
+    has the target's extensions; compile-checked elsewhere."""
+    from targets.x86 import X86Target
+    from tvm_mpq.kernels.cpu_isa import FUSED_DPWSSD, VNNI_FEATURES, with_llvm_tuning
+
+    tuned = f"+{FUSED_DPWSSD}"
+    for cpu, (_bits, dot, _dot_bits) in ISA_CPUS.items():
+        assert (tuned in X86Target(cpu).target_dict().get("mattr", [])) == (dot == "vnni"), cpu
+    host = _host()
+    host_vnni = any(tvm.target.codegen.target_has_features(f, host) for f in VNNI_FEATURES)
+    assert (tuned in [str(f) for f in host.attrs.get("mattr", [])]) == host_vnni
+    kept = {"kind": "llvm", "mcpu": "icelake-server", "mattr": [f"-{FUSED_DPWSSD}"]}
+    assert with_llvm_tuning(kept) == kept
+    assert with_llvm_tuning(dict(AARCH64_TARGET)) == AARCH64_TARGET
+
+    def multiply_adds(built: relax.VMExecutable) -> dict[str, int]:
+        kernel = "".join(b for b in _parallel_bodies(_asm(built)) if "vpmovzxbd" in b)  # (the widened codes)
+        return {op: kernel.count(op) for op in ("vpdpwssd", "vpmaddwd")}
+
+    mod, x = CASES["int8_depthwise"][0]()
+    for cpu in ("icelake-server", "alderlake"):
+        fused = X86Target(cpu).tvm_target
+        built = _check(mod, x, fused, exact=True) if _runs_here(fused) else build_module(mod, fused)[0]
+        counts = multiply_adds(built)  # (a border tap's first product may stay split)
+        assert counts["vpdpwssd"] >= 8 * counts["vpmaddwd"] > 0 or counts["vpmaddwd"] == 0 < counts["vpdpwssd"], (cpu, counts)
+    split, _ = build_module(mod, tvm.target.Target({**X86Target("icelake-server").target_dict(), "mattr": [f"-{FUSED_DPWSSD}"]}))
+    assert multiply_adds(split)["vpdpwssd"] == 0 < multiply_adds(split)["vpmaddwd"]  # LLVM's own choice on that model
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_fast_path_matches_unscheduled_build_on_this_host(case):
     build, rule, exact = CASES[case]

@@ -13,6 +13,9 @@ The int8 dot product is the widest exact ``uint8 x int8 -> int32`` instruction o
   activations to int8 first (:class:`relay_passes.shift_activations.ShiftActivationsToInt8`).
 
 ``llvm_get_vector_width`` is not used: TVM 0.27 answers 512 for AVX2-only CPUs.
+
+:func:`with_llvm_tuning` adds the LLVM tuning switches the kernels want to an x86 target dict:
+``+fast-dpwssd`` where the target has VNNI (see :data:`FUSED_DPWSSD`).
 """
 
 from __future__ import annotations
@@ -79,6 +82,36 @@ def has_fma(target: Target) -> bool:
     """Whether ``target`` is an LLVM CPU target with fused multiply-add instructions (every
     aarch64; x86 with ``fma``)."""
     return str(target.kind.name) == "llvm" and (is_aarch64(target) or _has(target, "fma"))
+
+
+FUSED_DPWSSD = "fast-dpwssd"
+"""LLVM's x86 tuning switch under which a ``vpmaddwd`` and the ``vpaddd`` that adds its result to
+an accumulator are emitted as one ``vpdpwssd`` (VNNI's 16-bit multiply-accumulate). LLVM's Intel
+CPU models (``sapphirerapids``, ``emeraldrapids``, ``icelake-server``) leave it off and even split an
+explicit ``vpdpwssd`` back into the two, trading throughput for the accumulator chain's latency. The
+int8 depthwise conv (:class:`tvm_mpq.kernels.cpu_mac.DepthwiseChannelsLast`: no dot product over
+one input channel, so each tap is a widening multiply-add, which LLVM writes as ``vpmaddwd`` on
+the zero-extended codes) keeps one accumulator per register and is bound by the multiply
+port, which both instructions use once per 16 lanes: fused, the ``vpaddd`` leaves the other port
+to the widening loads. Measured on an AVX-512 VNNI Xeon (2026-12-07, ``python
+benchmarks/fused_dpwssd.py``): the depthwise kernels of efficientnet-lite0 / mobilenetv2 /
+ppocrv6-det-tiny fully int8 at 0.83 / 0.83 / 0.80 of their time split, the whole models 0.94 /
+0.99 / 0.98, the outputs identical. (LLVM's ``alderlake``, AVX-VNNI, fuses them already.)"""
+
+VNNI_FEATURES = ("avx512vnni", "avxvnni")
+
+
+def with_llvm_tuning(target: dict) -> dict:
+    """The ``llvm`` target dict ``target`` with ``+``:data:`FUSED_DPWSSD` added to its ``mattr``
+    where it is x86 with VNNI (:data:`VNNI_FEATURES`) and its ``mattr`` does not name the switch
+    already (``-fast-dpwssd`` keeps LLVM's choice); any other target as it is."""
+    mattr = [str(f) for f in target.get("mattr", [])]
+    if target.get("kind") != "llvm" or any(f.lstrip("+-") == FUSED_DPWSSD for f in mattr):
+        return target
+    built = Target(target)
+    if is_aarch64(built) or not any(_has(built, f) for f in VNNI_FEATURES):
+        return target
+    return {**target, "mattr": [*mattr, f"+{FUSED_DPWSSD}"]}
 
 
 def cpu_isa(target: Target) -> CpuIsa:

@@ -99,8 +99,11 @@ def host_mattr(cpu: str | None) -> list[str]:
 def host_target() -> tvm.target.Target:
     """An ``llvm`` target for this machine with its CPU (``mcpu``: without it LLVM emits plain
     x86-64 SSE2 code, no AVX2/FMA), less any extension the machine hides, plus AMX where the
-    machine has it and LLVM's CPU model does not (:func:`host_mattr`).
+    machine has it and LLVM's CPU model does not (:func:`host_mattr`), and the LLVM tuning
+    the kernels want (:func:`tvm_mpq.kernels.cpu_isa.with_llvm_tuning`).
     TVM 0.27 takes targets as JSON dicts."""
+    from tvm_mpq.kernels.cpu_isa import with_llvm_tuning
+
     target: dict = {"kind": "llvm", "num-cores": os.cpu_count() or 1}
     cpu = host_cpu()
     if cpu:
@@ -108,7 +111,7 @@ def host_target() -> tvm.target.Target:
         mattr = host_mattr(cpu)
         if mattr:
             target["mattr"] = mattr
-    return tvm.target.Target(target)
+    return tvm.target.Target(with_llvm_tuning(target))
 
 
 def host_tensor(value: np.ndarray, device: tvm.runtime.Device | None = None) -> tvm.runtime.Tensor:
