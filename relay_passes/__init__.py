@@ -43,7 +43,8 @@ TVM cannot load a library holding an empty constant), ``flush_denormals.FlushDen
 ``divide_as_multiply.DivideAsMultiply`` (a float32 division by a constant as a multiplication by
 its reciprocal, except a quantize step's, every target),
 ``separable_max_pool.SeparableMaxPool`` (a stride-1 ``k x k`` max pool as ``k x 1`` then
-``1 x k``, exact, every target), ``take_in_bounds.TakeInBounds`` (gathers clamp their indices:
+``1 x k``, exact, every target), ``proven_clips.DropProvenClips`` (a clip whose input is
+already within its bounds, e.g. a requantize's clamp after ReLU6, dropped, exact, every target), ``take_in_bounds.TakeInBounds`` (gathers clamp their indices:
 applied to every model ``tvm_mpq.zoo.load_model`` loads),
 ``fold_pad.FoldPadIntoConv``, ``group_norm_by_channel.GroupNormByChannel`` (a group norm
 around a channel-splitting reshape as per-channel statistics averaged per group: no transposes

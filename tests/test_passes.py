@@ -1412,3 +1412,52 @@ def test_group_norm_by_reshape_runs_channels_last_on_per_channel_statistics():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     mod, _ = _group_norm_by_reshape((1, 16, 12, 12), 8, stat_axis=1)  # statistics across the groups
     assert "R.variance" in GroupNormByChannel()(mod).script()
+
+
+def test_proven_clips_are_dropped_and_the_results_stay_bit_for_bit():
+    """relay_passes.proven_clips: a requantize's clamp to [0, 255] after ReLU6 with ``s_y = 6 / 255``
+    (per-tensor, and per channel with every channel's bound met) goes; where only its lower half is
+    met (after a ReLU; codes that can pass 255: a zero point of 3, a smaller ``s_y``) a ``minimum``
+    stays; where the divisor is negative or the input is unbounded, the clip stays. Built for this host with and without the
+    pass, the outputs are identical on inputs that reach both ends."""
+    from relay_passes.proven_clips import DropProvenClips
+    from tvm_mpq.runtime.executor import host_target
+
+    def requantize(activation: str, s_y, zp: float = 0.0) -> tvm.IRModule:
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((1, 4, 8, 8), "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                y = {"relu6": lambda: relax.op.clip(x, 0.0, 6.0), "relu": lambda: relax.op.nn.relu(x),
+                     "none": lambda: x}[activation]()
+                y = bb.emit(relax.op.round(bb.emit(relax.op.divide(bb.emit(y), relax.const(np.float32(s_y) if np.isscalar(s_y)
+                                                                                            else np.asarray(s_y, np.float32))))))
+                y = bb.emit(relax.op.clip(bb.emit(relax.op.add(y, relax.const(np.float32(zp)))), 0.0, 255.0))
+                out = bb.emit_output(relax.op.astype(y, "uint8"))
+            bb.emit_func_output(out)
+        return bb.get()
+
+    def ops(mod: tvm.IRModule) -> list[str]:
+        return [line.split("= R.")[1].split("(")[0] for line in mod["main"].script().splitlines() if "= R." in line]
+
+    per_channel = np.full((1, 4, 1, 1), 6.0 / 255.0) * np.array([1.0, 1.25, 2.0, 1.0]).reshape(1, 4, 1, 1)
+    cases = {  # activation, s_y, zp -> the clip's ops after the pass
+        "relu6, s_y = 6/255": (("relu6", 6.0 / 255.0), ["clip", "divide", "round", "add", "astype"]),
+        "relu6, per channel": (("relu6", per_channel), ["clip", "divide", "round", "add", "astype"]),
+        "relu6, zp 3 (codes up to 258)": (("relu6", 6.0 / 255.0, 3.0), ["clip", "divide", "round", "add", "minimum", "astype"]),
+        "relu6, s_y too small": (("relu6", 5.0 / 255.0), ["clip", "divide", "round", "add", "minimum", "astype"]),
+        "relu6, negative s_y": (("relu6", -6.0 / 255.0), ["clip", "divide", "round", "add", "clip", "astype"]),
+        "relu": (("relu", 0.05), ["nn.relu", "divide", "round", "add", "minimum", "astype"]),
+        "none": (("none", 0.05), ["divide", "round", "add", "clip", "astype"]),
+    }
+    x = np.concatenate([np.linspace(-10.0, 20.0, 128), np.random.default_rng(0).standard_normal(128) * 8]).astype(np.float32)
+    x = x.reshape(1, 4, 8, 8)
+    target = host_target()
+    for name, (args, want) in cases.items():
+        before = requantize(*args)
+        after = DropProvenClips()(before)
+        assert ops(after) == want, name
+        got = [tvm.compile(m, target=target) for m in (before, after)]
+        runs = [relax.VirtualMachine(lib, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy() for lib in got]
+        np.testing.assert_array_equal(runs[1], runs[0], err_msg=name)
+        assert runs[0].max() == 255 or name in ("relu6, negative s_y",), name  # (the upper end is reached)

@@ -57,7 +57,8 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     values of float constants set to zero (:mod:`relay_passes.flush_denormals`), small integer
     powers as multiplies (:mod:`relay_passes.power_as_multiply`), float32 divisions by a constant
     as multiplications by its reciprocal (:mod:`relay_passes.divide_as_multiply`), stride-1 max pools as a column and
-    a row pool (:mod:`relay_passes.separable_max_pool`) and, for
+    a row pool (:mod:`relay_passes.separable_max_pool`), clips their input already meets dropped
+    (:mod:`relay_passes.proven_clips`) and, for
     targets whose kernels are channels-last (:func:`tvm_mpq.kernels.activation_layout`: every
     CPU), zero pads folded into the convs they feed, a group norm written around a
     channel-splitting reshape as per-channel statistics (:mod:`relay_passes.group_norm_by_channel`)
@@ -84,6 +85,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     from relay_passes.einsum_as_matmul import EinsumAsMatmul
     from relay_passes.one_hot_matmul_as_take import OneHotMatmulAsTake
     from relay_passes.power_as_multiply import PowerAsMultiply
+    from relay_passes.proven_clips import DropProvenClips
     from relay_passes.separable_max_pool import SeparableMaxPool
     from tvm_mpq.kernels import activation_layout
 
@@ -95,6 +97,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
               PowerAsMultiply(),  # x ** 3 (TensorFlow's GELU): multiplies, not one powf call per element
               DivideAsMultiply(),  # x / sqrt 2 (exact GELU), scores / sqrt d: one multiply, not a divide per vector
               SeparableMaxPool(),  # a stride-1 k x k max pool (keypoint NMS): k x 1 then 1 x k, exact
+              DropProvenClips(),  # a requantize's clamp after ReLU6 already bounded its codes
               relax.transform.CanonicalizeBindings()]
     if activation_layout(target) == "NHWC":
         from relay_passes.channel_pad import ChannelPad
