@@ -11,8 +11,8 @@ Zoo or corpus models, each QuantuneV2 config per rate built for this host's targ
 interleaved (:func:`benchkit.two_builds.time_two_builds`); then each build's kernels timed one
 call at a time (:func:`tvm_mpq.runtime.profiler.profile_kernels_isolated`, best of five
 passes, the builds taking turns), summed for the int8 depthwise kernels
-(``DepthwiseChannelsLast``) and for the rest. The integer results are the same, so the outputs' difference is 0. On a target without VNNI
-both builds are the same. Prints and saves ``report.json`` / ``report.md``.
+(``DepthwiseChannelsLast``) and for the rest. The integer results are the same, so the
+outputs' difference is 0. On a target without VNNI both builds are the same. Prints and saves ``report.json`` / ``report.md``.
 """
 
 from __future__ import annotations
@@ -57,19 +57,16 @@ def main() -> None:
     config["mattr"] = [f for f in config.get("mattr", []) if f.lstrip("+-") != FUSED_DPWSSD] + [f"-{FUSED_DPWSSD}"]
     targets = {"fused": fused, "split": tvm.target.Target(config)}
     info = machine_info(args.threads, fused)
-    points = {}
 
     def compile_point(point, how: str):
-        points[(point.model, point.rate)] = point
         return compile_model(point.graph, point.config, targets[how])
 
     rows = []
     zoo = zoo_points(args.models, args.rates, bias_correction=True, channel_act=True)
     for timed in time_two_builds(zoo, ("fused", "split"), compile_point, args.rounds, args.runs):
-        point = points[(timed["model"], timed["rate"])]
         row = {"model": timed["model"], "rate": timed["rate"], "fused_ms": timed["ms"]["fused"],
                "split_ms": timed["ms"]["split"], "ratio": timed["ratio"], "max_rel_diff": timed["max_rel_diff"]}
-        by_build = kernel_ms(timed["compiled"], point.inputs)
+        by_build = kernel_ms(timed["compiled"], timed["inputs"])
         for how, compiled in timed["compiled"].items():
             rules, ms = compiled.stats["build"]["kernels"], by_build[how]
             row[f"{how}_depthwise_ms"] = round(sum(t for n, t in ms.items() if rules.get(n) == DEPTHWISE_RULE), 4)

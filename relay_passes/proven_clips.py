@@ -33,11 +33,13 @@ UNBOUNDED: Interval = (-np.inf, np.inf)
 _F32 = np.float32
 
 
-def _prim(value: object) -> float | None:
-    """A clip bound (a ``FloatImm`` / ``IntImm``) as a float."""
-    if isinstance(value, (tvm.tirx.FloatImm, tvm.tirx.IntImm)):
-        return float(value.value)
-    return None
+def _clip_bounds(call: relax.Call) -> Interval | None:
+    """A ``clip`` call's bounds (``FloatImm`` / ``IntImm`` arguments) as float32 values in
+    floats, or None where they are not constants."""
+    bounds = call.args[1:3]
+    if not all(isinstance(b, (tvm.tirx.FloatImm, tvm.tirx.IntImm)) for b in bounds):
+        return None
+    return float(_F32(bounds[0].value)), float(_F32(bounds[1].value))
 
 
 def _finite_constant(expr: relax.Expr, var2val: Mapping) -> np.ndarray | None:
@@ -69,11 +71,11 @@ def interval(expr: relax.Expr, var2val: Mapping, depth: int = 8) -> Interval:
         return UNBOUNDED
     name, args = op_name(expr), expr.args
     if name == "relax.clip":
-        a, b = _prim(args[1]), _prim(args[2])
-        if a is None or b is None:
+        bounds = _clip_bounds(expr)
+        if bounds is None:
             return UNBOUNDED
         lo, hi = interval(args[0], var2val, depth - 1)
-        return max(lo, float(_F32(a))), min(hi, float(_F32(b)))
+        return max(lo, bounds[0]), min(hi, bounds[1])
     if name == "relax.nn.relu":
         lo, hi = interval(args[0], var2val, depth - 1)
         return max(lo, 0.0), hi
@@ -107,11 +109,11 @@ class DropProvenClips:
             def rewriter(call: relax.Expr, _matches: dict, var2val=var2val) -> relax.Expr:
                 if not isinstance(call, relax.Call) or str(getattr(call.ty, "dtype", "")) != "float32":
                     return call
-                a, b = _prim(call.args[1]), _prim(call.args[2])
-                if a is None or b is None:
+                bounds = _clip_bounds(call)
+                if bounds is None:
                     return call
-                lo, hi = interval(call.args[0], var2val)
-                low_met, high_met = lo >= float(_F32(a)), hi <= float(_F32(b))
+                (a, b), (lo, hi) = bounds, interval(call.args[0], var2val)
+                low_met, high_met = lo >= a, hi <= b
                 x = call.args[0]
                 if low_met and high_met:
                     return x

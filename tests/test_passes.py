@@ -1418,8 +1418,8 @@ def test_proven_clips_are_dropped_and_the_results_stay_bit_for_bit():
     """relay_passes.proven_clips: a requantize's clamp to [0, 255] after ReLU6 with ``s_y = 6 / 255``
     (per-tensor, and per channel with every channel's bound met) goes; where only its lower half is
     met (after a ReLU; codes that can pass 255: a zero point of 3, a smaller ``s_y``) a ``minimum``
-    stays; where the divisor is negative or the input is unbounded, the clip stays. Built for this host with and without the
-    pass, the outputs are identical on inputs that reach both ends."""
+    stays; where the divisor is negative or the input is unbounded, the clip stays. Built for this
+    host with and without the pass, the outputs are identical on inputs that reach both ends."""
     from relay_passes.proven_clips import DropProvenClips
     from tvm_mpq.runtime.executor import host_target
 

@@ -189,7 +189,7 @@ def time_two_builds(points: Iterator[ZooPoint], hows: tuple[str, str], compile_p
     timed interleaved (each runner's minimum of ``runs`` runs per round, ``rounds`` rounds).
     Yields ``{"model", "rate", "ms": {how: median}, "ratio": median of first / second within
     rounds, "max_rel_diff": largest output difference relative to the second's largest value,
-    "compiled": {how: compiled model}}``."""
+    "compiled": {how: compiled model}, "inputs": the point's input tensors}``."""
     import statistics
 
     import numpy as np
@@ -200,8 +200,9 @@ def time_two_builds(points: Iterator[ZooPoint], hows: tuple[str, str], compile_p
     from tvm_mpq.runtime.executor import flatten_outputs
 
     for name, model_points in groupby(points, key=lambda p: p.model):
-        runners, outputs, compiled = {}, {}, {}
+        runners, outputs, compiled, inputs = {}, {}, {}, {}
         for point in model_points:
+            inputs[point.rate] = point.inputs
             for how in hows:
                 compiled[(point.rate, how)] = built = compile_point(point, how)
                 vm = relax.VirtualMachine(built.executable, tvm.cpu())
@@ -216,7 +217,7 @@ def time_two_builds(points: Iterator[ZooPoint], hows: tuple[str, str], compile_p
             yield {"model": name, "rate": rate, "ms": {how: round(statistics.median(times[f"{rate:g} {how}"]), 3)
                                                        for how in hows},
                    "ratio": round(statistics.median(a / b for a, b in zip(first, second)), 3), "max_rel_diff": diff,
-                   "compiled": {how: compiled[(rate, how)] for how in hows}}
+                   "compiled": {how: compiled[(rate, how)] for how in hows}, "inputs": inputs[rate]}
 
 
 def time_op_builds(hows: tuple[str, ...], build_as: Callable[[str], object], build: Callable[[], object],

@@ -98,18 +98,14 @@ benchmarks/fused_dpwssd.py``): the depthwise kernels of efficientnet-lite0 / mob
 ppocrv6-det-tiny fully int8 at 0.83 / 0.83 / 0.80 of their time split, the whole models 0.94 /
 0.99 / 0.98, the outputs identical. (LLVM's ``alderlake``, AVX-VNNI, fuses them already.)"""
 
-VNNI_FEATURES = ("avx512vnni", "avxvnni")
-
-
 def with_llvm_tuning(target: dict) -> dict:
     """The ``llvm`` target dict ``target`` with ``+``:data:`FUSED_DPWSSD` added to its ``mattr``
-    where it is x86 with VNNI (:data:`VNNI_FEATURES`) and its ``mattr`` does not name the switch
-    already (``-fast-dpwssd`` keeps LLVM's choice); any other target as it is."""
+    where its int8 dot product is VNNI's (:func:`cpu_isa`) and its ``mattr`` does not name the
+    switch already (``-fast-dpwssd`` keeps LLVM's choice); any other target as it is."""
     mattr = [str(f) for f in target.get("mattr", [])]
     if target.get("kind") != "llvm" or any(f.lstrip("+-") == FUSED_DPWSSD for f in mattr):
         return target
-    built = Target(target)
-    if is_aarch64(built) or not any(_has(built, f) for f in VNNI_FEATURES):
+    if cpu_isa(Target(target)).dot != "vnni":
         return target
     return {**target, "mattr": [*mattr, f"+{FUSED_DPWSSD}"]}
 
