@@ -445,19 +445,26 @@ def _schedule_row_sum(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, spati
     sch.vectorize(sch.get_loops(init)[-1])
 
 
+def _innermost_reduced_indices(stmt: s_tir.SBlock) -> list[list[tirx.Var]]:
+    """For each input a reduction block reads along its innermost axis, the block iterators in
+    that axis's index (a reduction iterator among them)."""
+    reduction_vars = {iv.var for iv in stmt.iter_vars if int(iv.iter_type) != 0}
+    out = {w.source for w in stmt.writes}
+    found = []
+    for read in stmt.reads:
+        if read.source in out or not read.region:
+            continue
+        indices = list(tirx.analysis.undefined_vars(read.region[-1].min, []))
+        if any(v in reduction_vars for v in indices):
+            found.append(indices)
+    return found
+
+
 def _reduces_innermost(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
     """Whether the reduction block reads along its input's innermost axis (a row softmax), not
     across it (a softmax over the channels of a channels-last tensor: contiguous rows to
     vectorize, the reduction outside them)."""
-    stmt = sch.get(block)
-    reduction_vars = {iv.var for iv in stmt.iter_vars if int(iv.iter_type) != 0}
-    out = {w.source for w in stmt.writes}
-    for read in stmt.reads:
-        if read.source in out or not read.region:
-            continue
-        if any(v in reduction_vars for v in tirx.analysis.undefined_vars(read.region[-1].min, [])):
-            return True
-    return False
+    return bool(_innermost_reduced_indices(sch.get(block)))
 
 
 def _inputs(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> int:
@@ -540,12 +547,16 @@ class RowChainCpu(ScheduleRule):
 
     @staticmethod
     def _lane_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> bool:
-        """A reduction block whose last spatial iterator is a multiple of ``lanes`` long and which
-        reads along its input's innermost axis: lane partials of a row reduction."""
-        ivs = sch.get(block).iter_vars
-        spatial = [iv for iv in ivs if int(iv.iter_type) == 0]
-        return (_is_reduction(sch, block) and bool(spatial) and int(spatial[-1].dom.extent) % lanes == 0
-                and _reduces_innermost(sch, block))
+        """A reduction block whose last spatial iterator is a multiple of ``lanes`` long and, with
+        a reduction iterator, indexes its input's innermost axis (``x[..., j * lanes + lane]``):
+        lane partials of a row reduction. TVM's own row softmax reads ``x[..., k]``: its last
+        spatial iterator is the row, whatever the row count."""
+        stmt = sch.get(block)
+        spatial = [iv for iv in stmt.iter_vars if int(iv.iter_type) == 0]
+        if not _is_reduction(sch, block) or not spatial or int(spatial[-1].dom.extent) % lanes:
+            return False
+        lane = spatial[-1].var
+        return any(lane in indices for indices in _innermost_reduced_indices(stmt))
 
     @staticmethod
     def _vectorize_lanes(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
