@@ -24,7 +24,8 @@ from tvm_mpq.kernels import rule_for
 from tvm_mpq.kernels.cpu_mac import plan_kernel
 from tvm_mpq.kernels.cpu_mac_analysis import MacInfo, analyze_mac
 from tvm_mpq.kernels.cpu_amx import AMX_FEATURES, request_amx
-from tvm_mpq.runtime.executor import cpuinfo_flags, extensions_this_host_lacks, host_target, masked_features
+from tvm_mpq.runtime.executor import (HIDE_FLAGS_ENV, cpuinfo_flags, extensions_this_host_lacks, host_target,
+                                      masked_features)
 
 from conftest import activations_module, argmax_module, softmax_module
 
@@ -1236,6 +1237,25 @@ def test_a_cpu_model_less_what_this_host_lacks_runs_here():
         build, _, exact = CASES[case]
         mod, x = build()
         _check(mod, x, target, exact)
+
+
+def test_hidden_cpu_flags_make_this_host_an_avx2_cpu(monkeypatch):
+    """``TVM_MPQ_HIDE_CPU_FLAGS=avx512,amx,avx_vnni`` (how the suite runs here as on an AVX2-only
+    CPU): the host target switches those extensions off, its kernels take 8-lane vectors and
+    ``vpmaddwd``, an AVX-512 model no longer counts as runnable here, and the host build of an
+    int8 conv still computes the definition (where the host has AVX2)."""
+    if cpuinfo_flags() is None or "avx2" not in cpuinfo_flags():
+        pytest.skip("no /proc/cpuinfo, or no AVX2 on this host")
+    monkeypatch.setenv(HIDE_FLAGS_ENV, "avx512,amx,avx_vnni")
+    assert not any(f.startswith(("avx512", "amx")) or f == "avx_vnni" for f in cpuinfo_flags())
+    target = host_target()
+    isa = cpu_isa(target)
+    assert (isa.vector_bits, isa.dot, isa.amx) == (256, "pmaddwd", False), isa
+    assert "avx512f" in extensions_this_host_lacks(_target("skylake-avx512"))
+    assert not _runs_here(_target("skylake-avx512")) and _runs_here(target)
+    build, _, exact = CASES["int8_conv3x3"]
+    mod, x = build()
+    _check(mod, x, target, exact)
 
 
 def _unary_module(make, shape=(6, 40)) -> tvm.IRModule:

@@ -14,18 +14,21 @@ def machine_info(threads: int, target) -> dict:
     import onnxruntime as ort
     import tvm
 
-    cpu, flags = "", set()
+    from tvm_mpq.runtime.executor import cpuinfo_flags, hidden_flag_prefixes
+
+    cpu = ""
+    flags = set(cpuinfo_flags() or [])  # less what TVM_MPQ_HIDE_CPU_FLAGS hides from tvm-mpq
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not cpu:
+            if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
+                break
     except OSError:
         pass
     cpu = cpu or platform.processor() or "unknown"
     return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(), "threads": threads,
             "flags": {f: f in flags for f in FLAGS},
+            "hidden_flag_prefixes": list(hidden_flag_prefixes()),
             "llvm_mcpu": str(target.attrs.get("mcpu", "generic")), "target": str(target),
             "tvm_version": tvm.__version__, "onnxruntime_version": ort.__version__, "python": sys.version.split()[0],
             "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
@@ -35,4 +38,6 @@ def machine_info(threads: int, target) -> dict:
 
 def flags_text(info: dict) -> str:
     """The CPU flags present, as the developers' guide asks to write next to every figure."""
-    return " ".join(f for f, on in info["flags"].items() if on) or "none of " + " ".join(FLAGS)
+    text = " ".join(f for f, on in info["flags"].items() if on) or "none of " + " ".join(FLAGS)
+    hidden = info.get("hidden_flag_prefixes")
+    return f"{text} (hidden from tvm-mpq: {', '.join(p + '*' for p in hidden)})" if hidden else text

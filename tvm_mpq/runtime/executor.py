@@ -43,13 +43,26 @@ def masked_features(model_features: Iterable[str], cpu_flags: Iterable[str]) -> 
     return sorted(f for f in model_features if f.startswith(VECTOR_EXTENSIONS) and _flag_key(f) not in present)
 
 
+HIDE_FLAGS_ENV = "TVM_MPQ_HIDE_CPU_FLAGS"
+"""Comma-separated prefixes of CPU flags to treat as absent (``avx512,amx``: this machine seen
+as an AVX2-only CPU): host builds, the ISA paths the kernels take and the tests' "runs here"
+checks all follow, so one machine can run the suite as a CPU of fewer extensions would."""
+
+
+def hidden_flag_prefixes() -> tuple[str, ...]:
+    """The prefixes :data:`HIDE_FLAGS_ENV` names (empty: none)."""
+    return tuple(p.strip() for p in os.environ.get(HIDE_FLAGS_ENV, "").split(",") if p.strip())
+
+
 def cpuinfo_flags() -> list[str] | None:
-    """The CPU flags Linux reports (``/proc/cpuinfo``), None where it does not."""
+    """The CPU flags Linux reports (``/proc/cpuinfo``) less those :data:`HIDE_FLAGS_ENV`
+    hides, None where Linux reports none."""
+    hidden = hidden_flag_prefixes()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
                 if line.startswith("flags"):
-                    return line.split(":", 1)[1].split()
+                    return [f for f in line.split(":", 1)[1].split() if not f.startswith(hidden)]
     except OSError:
         pass
     return None
