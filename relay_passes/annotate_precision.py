@@ -42,7 +42,7 @@ def config_annotations(config: PrecisionConfig, table: LayerTable) -> dict[str, 
             out[layer.name] = PrecisionAnnotation.fp32(layer.name)
             continue
         scales = None if lp.weight_scales is None else np.asarray(lp.weight_scales, np.float32)
-        out[layer.name] = PrecisionAnnotation(layer.name, lp.w_bits, lp.a_bits, lp.act, scales)
+        out[layer.name] = PrecisionAnnotation(layer.name, lp.w_bits, lp.a_bits, lp.act, scales, lp.b_act)
     return out
 
 

@@ -10,7 +10,8 @@ Each Relax variable is held in the form its consumers need, decided lazily:
 
 * an int8 MAC op takes its data operand as uint8 codes at the layer's activation quantizer,
   its weight as int8 per-channel codes at the annotation's weight scales, and accumulates in
-  int32 (exact zero-point correction; padding by the code of 0.0);
+  int32 (exact zero-point correction; padding by the code of 0.0); a matmul of two activations
+  takes its second operand as codes too, at the annotation's ``b`` quantizer (per tensor);
 * a bias add right after it folds into the int32 accumulator;
 * elementwise ops after it (relu / clip / PReLU's greater-multiply-where / residual add ...)
   form the group's *epilogue*, computed on the rescaled accumulator inside the same fused
@@ -63,7 +64,7 @@ EPILOGUE_OPS = frozenset(f"relax.{n}" for n in (
 # resize only nearest-neighbour: :func:`is_code_layout`).
 LAYOUT_OPS = frozenset(f"relax.{n}" for n in (
     "nn.max_pool2d", "nn.max_pool1d", "nn.pad", "image.resize2d", "reshape", "permute_dims", "flatten", "squeeze",
-    "expand_dims", "repeat", "tile"))
+    "expand_dims", "repeat", "tile", "broadcast_to"))
 LOWERING_ATTR = "mpq_lowering"
 """Function attribute: the :class:`LoweringStats` counts of the function's lowering."""
 BORDERS_ATTR = "mpq_borders"
@@ -286,6 +287,8 @@ class IntegerLowering(relax.PyExprMutator):
             annotation = self.int8.get(binding.var)
             if annotation is not None and isinstance(binding.value.args[0], relax.Var):
                 self.targets.setdefault(binding.value.args[0], annotation.act)
+            if annotation is not None and annotation.weight_act is not None and isinstance(binding.value.args[1], relax.Var):
+                self.targets.setdefault(binding.value.args[1], annotation.weight_act)
         concat_chains: set[relax.Var] = set()
         for binding in reversed(bindings):
             value = binding.value
@@ -386,7 +389,9 @@ class IntegerLowering(relax.PyExprMutator):
         elif call.op.name == "relax.nn.conv2d_transpose":
             kind = transpose_conv_kind(call.attrs)
         problem = integer_problem(annotation.layer, kind, annotation.w_bits, annotation.a_bits,
-                                  annotation.act is not None)
+                                  annotation.act is not None, annotation.weight_act is not None)
+        if problem is None and kind == "matmul":
+            return  # two activations: both read as codes, no weight to check
         if problem is None and weight is None:
             problem = f"layer '{annotation.layer}': the weight is not a constant (bind the parameters first)"
         scales = annotation.weight_scales
@@ -550,6 +555,12 @@ class IntegerLowering(relax.PyExprMutator):
         super().visit_var_binding_(binding)
 
     def _lower_mac(self, var: relax.Var, call: relax.Call, annotation: PrecisionAnnotation) -> None:
+        if annotation.weight_act is not None:  # two activations, both read as codes
+            data = self._int(call.args[0], annotation.act)
+            other = self._int(call.args[1], annotation.weight_act)
+            acc = self.arith.activation_matmul(self._emit, call, data, annotation.act, other, annotation.weight_act,
+                                               var.name)
+            return self._lowered(var, acc)
         weight = self._constant(call.args[1])
         axis = weight_channel_axis(call)
         scales = annotation.weight_scales
@@ -557,6 +568,10 @@ class IntegerLowering(relax.PyExprMutator):
             scales = weight_scales(weight, annotation.w_bits, axis)
         data = self._int(call.args[0], annotation.act)
         acc = self.arith.mac(self._emit, call, data, annotation.act, weight, scales, annotation.w_bits, axis, var.name)
+        self._lowered(var, acc)
+
+    def _lowered(self, var: relax.Var, acc: Accumulator) -> None:
+        """``var`` is the int8 layer's accumulator ``acc`` (stage A: dequantized right away)."""
         self.forms[var] = _Forms(acc=acc)
         self.stats.n_layers += 1
         if not self.fuse:  # per layer: the integer result leaves as fp32 right away

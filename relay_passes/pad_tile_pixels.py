@@ -149,23 +149,30 @@ class PadTilePixels:
                                       (self._activations, self._rewrite_activations))
 
     def _rewrite_activations(self, expr: relax.Expr, _matches: dict) -> relax.Expr:
-        """A float32 product of two activations: rows and columns padded together."""
-        if isinstance(expr.args[1], Constant) or str(expr.args[1].ty.dtype) != "float32":
+        """A product of two activations: rows and columns padded together; an integer one's
+        depth to whole groups of the byte dot product as well (``vpdpbusd``: 4), with code 0 on
+        both sides, which adds nothing to the int32 sums (the zero-point corrections are taken
+        from the operands before the pad, :meth:`~relay_passes.quantized_arith.IntegerArith.activation_matmul`)."""
+        if isinstance(expr.args[1], Constant) or str(expr.args[1].ty.dtype) not in ("float32", "int8"):
             return expr
         left, right = tensor_shape(expr.args[0]), tensor_shape(expr.args[1])
         if left is None or right is None or len(left) < 2 or len(right) < 2:
             return expr
-        rows, columns = left[-2], right[-1]
+        rows, depth, columns = left[-2], left[-1], right[-1]
         padded_rows, padded_columns = padded_product(rows, columns, self.isa)
-        if (padded_rows, padded_columns) == (rows, columns):
+        group = self.isa.dot_group if _is_integer(expr) and self.isa.dot == "vnni" else 1
+        padded_depth = -(-depth // group) * group
+        if (padded_rows, padded_depth, padded_columns) == (rows, depth, columns):
             return expr
         a, b = expr.args
-        if padded_rows != rows:
-            a = relax.op.nn.pad(a, [0, 0] * (len(left) - 2) + [0, padded_rows - rows, 0, 0])
-        if padded_columns != columns:
-            b = relax.op.nn.pad(b, [0, 0] * (len(right) - 1) + [0, padded_columns - columns])
+        if (padded_rows, padded_depth) != (rows, depth):
+            a = relax.op.nn.pad(a, [0, 0] * (len(left) - 2) + [0, padded_rows - rows, 0, padded_depth - depth])
+        if (padded_depth, padded_columns) != (depth, columns):
+            b = relax.op.nn.pad(b, [0, 0] * (len(right) - 2) + [0, padded_depth - depth, 0, padded_columns - columns])
         rank = max(len(left), len(right))
         product = relax.op.matmul(a, b, out_dtype=expr.attrs.out_dtype)
+        if (padded_rows, padded_columns) == (rows, columns):
+            return product
         return relax.op.strided_slice(product, axes=[rank - 2, rank - 1], begin=[0, 0], end=[rows, columns])
 
     def _vectors(self, channels: int, integer: bool) -> int | None:

@@ -4,7 +4,8 @@
 an arithmetic decides *how* each step is emitted:
 
 * :class:`IntegerArith` — uint8 activations, int8 per-channel weights, ``int32`` accumulation
-  (``conv2d``/``conv1d``/``conv2d_transpose``/``matmul`` with ``out_dtype="int32"``), bias in int32,
+  (``conv2d``/``conv1d``/``conv2d_transpose``/``matmul`` with ``out_dtype="int32"``; a matmul of
+  two activations with both operands' zero points corrected), bias in int32,
   requantization to uint8
   (float multiplier, round half-even, clip) at the next quantizer;
 * :class:`FakeQuantArith` — the same quantizers as float32 quantize-dequantize: the reference
@@ -194,6 +195,32 @@ class IntegerArith:
         offset = -(zero_points * w_sum).astype(np.int64) if np.any(zero_points) else None
         return Accumulator(acc, accumulator_scale(qp, scales), out_axis, out_ndim, offset)
 
+    def activation_matmul(self, emit: Emit, call: relax.Call, data: relax.Expr, qp: ActQParams, other: relax.Expr,
+                          other_qp: ActQParams, name: str) -> Accumulator:
+        """``matmul(A, B)`` of two activations held as uint8 codes (``A`` at ``qp``, ``B`` at
+        ``other_qp``, both per tensor), exact in int32. ``B`` is read as int8 ``q_b - 128`` (the
+        dot products multiply unsigned by signed bytes; the shift fuses into the kernel reading
+        it), its zero point ``z_b - 128`` then:
+
+            sum_k (q_a - z_a)(b - z_b') = matmul(q_a, b) - z_b' rowsum(q_a) - z_a colsum(b) + K z_a z_b'
+
+        the row and column sums are small reductions of their own, subtracted in the matmul's
+        epilogue; ``K z_a z_b'`` is the accumulator's constant offset."""
+        signed = emit(relax.op.astype(relax.op.subtract(relax.op.astype(other, "int16"), relax.const(128, "int16")),
+                                      "int8"), name + "b")
+        acc = emit(relax.op.matmul(data, signed, out_dtype="int32"), name)
+        za, zb = int(qp.zero_point), int(other_qp.zero_point) - 128
+        if zb:
+            rows = emit(relax.op.sum(relax.op.astype(data, "int32"), axis=[-1], keepdims=True), name + "rs")
+            acc = emit(relax.op.subtract(acc, relax.op.multiply(rows, relax.const(zb, "int32"))), name + "zb")
+        if za:
+            cols = emit(relax.op.sum(relax.op.astype(signed, "int32"), axis=[-2], keepdims=True), name + "cs")
+            acc = emit(relax.op.subtract(acc, relax.op.multiply(cols, relax.const(za, "int32"))), name + "za")
+        depth = int(tensor_shape(data)[-1])
+        offset = np.array([depth * za * zb], np.int64) if za and zb else None
+        scale = np.array([np.float32(qp.scale) * np.float32(other_qp.scale)], np.float32)
+        return Accumulator(acc, scale, -1, len(call.ty.shape), offset)
+
     def add_bias(self, emit: Emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:
         """Fold a per-channel fp32 bias into the int32 accumulator: ``round(b / (s_x s_w))``."""
         b = np.round(bias.reshape(-1).astype(np.float64) / acc.scale.astype(np.float64)).astype(np.int64)
@@ -237,6 +264,12 @@ class FakeQuantArith:
         out_ndim = len(call.ty.shape)
         out_axis = 1 if call.op.name in _CHANNELS_FIRST else out_ndim - 1
         return Accumulator(expr, accumulator_scale(qp, scales), out_axis, out_ndim)
+
+    def activation_matmul(self, emit: Emit, call: relax.Call, data: relax.Expr, qp: ActQParams, other: relax.Expr,
+                          other_qp: ActQParams, name: str) -> Accumulator:
+        expr = emit(relax.op.matmul(data, other), name)
+        scale = np.array([np.float32(qp.scale) * np.float32(other_qp.scale)], np.float32)
+        return Accumulator(expr, scale, -1, len(call.ty.shape))
 
     def add_bias(self, emit: Emit, acc: Accumulator, bias: np.ndarray, name: str) -> Accumulator:
         """The bias quantized like the integer kernel's (int32 at ``s_x * s_w``), as a float add:

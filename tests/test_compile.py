@@ -222,18 +222,72 @@ class _QKNet(torch.nn.Module):
         return self.proj(x) @ x.transpose(1, 2)
 
 
-def test_activation_x_activation_matmul_is_rejected_for_integer_kernels():
+def test_activation_x_activation_matmul_without_its_second_quantizer_is_one_line():
     from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.quantization.quantizers import ActQParams
 
     graph = from_module(_QKNet(), {"x": np.zeros((1, 4, 8), np.float32)}, "qk")
     table = build_layer_table(graph)
     matmul = next(layer for layer in table if layer.kind == "matmul")
     layers = {layer.name: LayerPrecision(None, None) for layer in table}
-    from tvm_mpq.quantization.quantizers import ActQParams
-
     layers[matmul.name] = LayerPrecision(8, 8, ActQParams(0.1, 0, 8))
-    with pytest.raises(MpqError, match="integer kernel path supports"):
+    with pytest.raises(MpqError, match=f"layer '{matmul.name}' multiplies two activations and has no quantizer "
+                                       "for the second"):
         compile_model(graph, PrecisionConfig(graph.name, layers))
+
+
+class _Heads(torch.nn.Module):
+    """Self-attention with 3 heads of 26 (a small ALBERT's width per head): neither the depth of
+    ``q k^T`` nor the columns of ``p v`` are whole groups of the dot product or whole vectors."""
+
+    def __init__(self, width: int = 78, heads: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.qkv = torch.nn.Linear(width, 3 * width)
+        self.out = torch.nn.Linear(width, width)
+        self.heads = heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, c = x.shape
+        q, k, v = (p.reshape(n, t, self.heads, c // self.heads).transpose(1, 2) for p in self.qkv(x).chunk(3, -1))
+        p = torch.softmax(q @ k.transpose(-1, -2) / 5.0, dim=-1)
+        return self.out((p @ v).transpose(1, 2).reshape(n, t, c))
+
+
+def test_int8_attention_products_compute_their_simulation():
+    """``--int8-attention``: both products of two activations run on codes (the second operand's
+    quantizer calibrated into the config as ``b_act``, JSON round trip included), zero points
+    corrected by row and column sums, depth and columns padded for the kernel; the integer build
+    computes the QDQ simulation of the same config (to a rounding tie) and stays near fp32.
+    Without the option they stay fp32, and the ONNX export of an int8 one is one line."""
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.compiler.validate import keep_unsupported_fp32
+    from tvm_mpq.export.onnx_qdq import build_qdq_onnx
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.metrics.task_metrics import output_sqnr_db
+
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.normal(size=(1, 20, 78)).astype(np.float32)} for _ in range(4)]
+    graph = from_module(_Heads(), {"x": feeds[0]["x"]}, "heads")
+    table = build_layer_table(graph)
+    products = [layer.name for layer in table if layer.kind == "matmul"]
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    assert len(products) == 2 and all(config.layers[n].b_act is not None for n in products)
+    config = PrecisionConfig.from_json(config.to_json())
+    assert keep_unsupported_fp32(PrecisionConfig.from_json(config.to_json()), table) == products
+    assert keep_unsupported_fp32(config, table, int8_attention=True) == []
+    compiled, simulated = compile_model(graph, config), compile_model(graph, config, simulate=True)
+    assert compiled.stats["int8_layers"] == len(table)
+    assert compiled.stats["build"]["rules"].get("BatchMatmul", 0) >= 2
+    reference = compile_graph(graph)
+    for feed in feeds:
+        got, sim = compiled.run(feed)[0], simulated.run(feed)[0]
+        np.testing.assert_allclose(got, sim, atol=0.02 * float(np.abs(sim).max()))
+        assert float(np.mean(np.abs(got - sim) > 1e-5 * float(np.abs(sim).max()))) < 0.01  # (a rounding tie: one code)
+    assert output_sqnr_db([compiled.run(f) for f in feeds], [reference.run(f) for f in feeds]) > 25
+    with pytest.raises(MpqError, match=f"config layer '{products[0]}' multiplies two activations in int8: the ONNX "
+                                       "QDQ export writes such products"):
+        build_qdq_onnx(graph, config)
 
 
 class _Decoder(torch.nn.Module):

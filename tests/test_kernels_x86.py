@@ -194,6 +194,22 @@ def fp32_attention_scores(b: int, s: int, d: int) -> tuple[tvm.IRModule, np.ndar
     return bb.get(), rng.normal(size=(b, s, d)).astype("float32")
 
 
+def int8_attention_scores(b: int, s: int, d: int, zp: int = 3) -> tuple[tvm.IRModule, np.ndarray]:
+    """``x @ x^T`` of uint8 codes as the precision pass writes an int8 product of two activations:
+    the right operand shifted to int8 (``q - 128``), int32 products, a requantizing epilogue."""
+    rng = np.random.default_rng(b * 100 + s + d)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((b, s, d), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            wide = relax.op.astype(relax.op.permute_dims(x, [0, 2, 1]), "int16")
+            right = bb.emit(relax.op.astype(relax.op.subtract(wide, relax.const(128, "int16")), "int8"))
+            acc = bb.emit(relax.op.matmul(x, right, out_dtype="int32"))
+            y = bb.emit_output(_requant_epilogue(bb, acc, (s,), zp, rng))
+        bb.emit_func_output(y)
+    return bb.get(), rng.integers(0, 256, size=(b, s, d)).astype("uint8")
+
+
 # ---------------------------------------------------------------- helpers
 def _run(executable: relax.VMExecutable, x: np.ndarray) -> np.ndarray:
     dev = tvm.cpu()
@@ -242,6 +258,7 @@ CASES = {  # name -> (module factory, rule, int8?)
     "fp32_dense": (lambda: fp32_dense(3, 40, 32), "MatmulConstWeight", False),
     "fp32_dense_odd": (lambda: fp32_dense(2, 16, 5), "MatmulConstWeight", False),  # 5 classes: scalar lanes
     "fp32_attention": (lambda: fp32_attention_scores(3, 16, 8), "BatchMatmul", False),
+    "int8_attention": (lambda: int8_attention_scores(2, 32, 24), "BatchMatmul", True),
     "int8_conv_odd": (lambda: int8_conv(16, 20, 6, 3), "Conv2dChannelsLast", True),  # 20 channels: padded to 24
     # a weight over 256 KiB (288 x 256 fp32): threads split the output channels, not the rows
     "fp32_conv1x1_large_weight": (lambda: fp32_conv(288, 256, 5, 1), "Conv2dChannelsLast", False),
@@ -351,6 +368,22 @@ def test_every_isa_path_runs_exact_here_or_compiles_with_its_instructions(cpu):
             assert "vpmaddubsw" not in asm  # saturating: never used
         if bits == 512 and case != "int8_dense":
             assert "zmm" in asm, (cpu, case)
+
+
+@pytest.mark.parametrize("cpu", ["icelake-server", "alderlake", "haswell", "sapphirerapids"])
+def test_int8_attention_products_multiply_bytes_on_vnni_targets(cpu):
+    """An int8 product of two activations (attention's ``q k^T``): on VNNI targets the right
+    operand is packed at run time and the kernel multiplies with ``vpdpbusd`` (AMX targets too:
+    no tiles for it); without VNNI it is the plain widening kernel. Bit-exact against the
+    unscheduled build where the host has the target's extensions, compile-checked elsewhere."""
+    target = _target(cpu)
+    mod, x = CASES["int8_attention"][0]()
+    assert "BatchMatmul" in _rules_fired(mod, target)
+    plan = plan_kernel(info_of(mod, target), cpu_isa(target))
+    assert plan.dot == ("vnni" if ISA_CPUS[cpu][1] == "vnni" else None), (cpu, plan)
+    fast = _check(mod, x, target, exact=True) if _runs_here(target) else build_module(mod, target)[0]
+    assert ("vpdpbusd" in _asm(fast)) == (plan.dot == "vnni"), cpu
+    assert "tdpbusd" not in _asm(fast)
 
 
 AMX_CASES = {  # int8 convs the AMX tile kernel takes: tile shapes (pixels, 16-channel tiles, input bytes,

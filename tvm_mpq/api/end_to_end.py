@@ -51,7 +51,7 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
              stage: str = "A->C", cache: CalibrationCache | None = None,
              tuning: TuningOptions | None = None, bias_correction: bool = True,
              equalize: bool = False, channel_act: bool = True, measured_bias: bool = False,
-             weight_rounding: str = "nearest") -> Quantized:
+             weight_rounding: str = "nearest", int8_attention: bool = False) -> Quantized:
     """Quantize ``model`` (zoo name, ``.onnx`` / ``.pt2`` file, or a loaded graph) to the BOPs
     reduction ``rate`` (0 = fp32, 100 = every layer int8) and compile it for ``target``.
 
@@ -62,7 +62,8 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
     (:mod:`tvm_mpq.ptq`; recorded in the config); ``channel_act``: the CLI's ``--[no-]channel-act``
     (per-channel depthwise inputs, on by default as there); ``measured_bias``: the CLI's
     ``--measured-bias`` (depthwise convs' bias corrections measured on the int8 model);
-    ``weight_rounding``: the CLI's ``--weight-rounding`` (``nearest`` or ``hessian``). Layers with no integer kernel stay fp32
+    ``weight_rounding``: the CLI's ``--weight-rounding`` (``nearest`` or ``hessian``); ``int8_attention``: the
+    CLI's ``--int8-attention`` (matmuls of two activations int8 too). Layers with no integer kernel stay fp32
     (the config's achieved ``bops_reduction_rate`` says what was reached). MpqError for anything
     the caller can fix (unknown model, method or target, a rate outside 0..100).
     """
@@ -87,7 +88,7 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
     config, report = config_for_rate(graph, feeds, rate, method, observer=observer, g=g, cache=cache, stage=stage,
                                      bias_correction=ptq.bias_correction, channel_act=ptq.channel_act,
                                      measured_bias=ptq.measured_bias, weight_rounding=ptq.weight_rounding)
-    keep_unsupported_fp32(config, build_layer_table(graph))
+    keep_unsupported_fp32(config, build_layer_table(graph), int8_attention)
     with deploy.build_context():
         compiled = compile_model(graph, config, deploy.tvm_target, stage=stage, tuning=tuning)
     return Quantized(graph, config, compiled, deploy, report)

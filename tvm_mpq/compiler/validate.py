@@ -16,27 +16,35 @@ from tvm_mpq.graph.layer_table import LayerTable
 
 def check_integer_config(config: PrecisionConfig, table: LayerTable) -> None:
     """MpqError naming the first problem: layers not in the model, missing layers, layers whose
-    op has no integer kernel (conv2d_transpose, activation x activation matmul), bits
+    op has no integer kernel (a grouped or dilated conv2d_transpose), bits
     above 8, or a quantized layer without its activation quantizer."""
     config.validate(table)
     for layer in table:
         lp = config.layers[layer.name]
         if lp.is_fp32:
             continue
-        problem = integer_problem(layer.name, layer.kind, lp.w_bits, lp.a_bits, lp.act is not None)
+        problem = integer_problem(layer.name, layer.kind, lp.w_bits, lp.a_bits, lp.act is not None,
+                                  lp.b_act is not None)
         if problem is not None:
             raise MpqError(f"config {problem}")
 
 
-def keep_unsupported_fp32(config: PrecisionConfig, table: LayerTable) -> list[str]:
-    """Return to fp32 every quantized layer whose op has no integer kernel (activation x
-    activation matmul, conv2d_transpose), updating the config's BOPs figures; the names
-    changed. Used when a config is allocated for compilation (``compile --rate``, sweeps)."""
+ATTENTION_KIND = "matmul"
+"""The layer kind of a matmul of two activations (attention's ``q k^T`` and ``p v``): int8 only
+when asked (``--int8-attention``), since the ONNX QDQ export does not write it yet."""
+
+
+def keep_unsupported_fp32(config: PrecisionConfig, table: LayerTable, int8_attention: bool = False) -> list[str]:
+    """Return to fp32 every quantized layer whose op has no integer kernel (grouped or dilated
+    conv2d_transpose) and, unless ``int8_attention``, every activation x activation matmul,
+    updating the config's BOPs figures; the names changed. Used when a config is allocated for
+    compilation (``compile --rate``, sweeps)."""
     from tvm_mpq.allocation.bops import bops_ratio, bops_reduction_rate, raw_reduction_rate
     from tvm_mpq.config.precision_config import LayerPrecision
 
+    runs = [kind for kind in INTEGER_KINDS if int8_attention or kind != ATTENTION_KIND]
     changed = [layer.name for layer in table
-               if layer.kind not in INTEGER_KINDS and not config.layers[layer.name].is_fp32]
+               if layer.kind not in runs and not config.layers[layer.name].is_fp32]
     for name in changed:
         config.layers[name] = LayerPrecision(None, None)
     if changed:

@@ -13,7 +13,8 @@ from tvm_mpq.quantization.quantizers import act_qparams, weight_scales
 
 def build_config(graph: ModelGraph, table: LayerTable, precisions: dict[str, Precision],
                  act_ranges: dict[str, tuple[float, float]], provenance: dict) -> PrecisionConfig:
-    """Attach activation qparams (from calibrated ranges) and weight scales to every int layer."""
+    """Attach activation qparams (from calibrated ranges) and weight scales to every int layer
+    (an activation x activation matmul: its second operand's quantizer, ``b_act``)."""
     layers: dict[str, LayerPrecision] = {}
     for layer in table:
         p = precisions[layer.name]
@@ -23,7 +24,9 @@ def build_config(graph: ModelGraph, table: LayerTable, precisions: dict[str, Pre
         act = act_qparams(*act_ranges[layer.data_var], p.a_bits) if layer.data_var in act_ranges else None
         scales = (weight_scales(layer.weight_operand(graph.params), p.w_bits, layer.channel_axis).tolist()
                   if layer.weight_param is not None else None)
-        layers[layer.name] = LayerPrecision(p.w_bits, p.a_bits, act, scales)
+        b_act = (act_qparams(*act_ranges[layer.weight_var], p.w_bits)
+                 if layer.weight_param is None and layer.weight_var in act_ranges else None)
+        layers[layer.name] = LayerPrecision(p.w_bits, p.a_bits, act, scales, b_act=b_act)
     if graph.transforms:
         provenance = {**provenance, "graph_transforms": dict(graph.transforms)}
     provenance = {**provenance, "tvm_version": tvm.__version__,

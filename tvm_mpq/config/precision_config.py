@@ -9,13 +9,17 @@ Format (``"format": "tvm-mpq/precision-config"``, ``"version": 1``)::
                      (per channel: "act": {"scale": [...], "zero_point": [...], "bits": 8}),
                      "weight_scales": [...per output channel...],
                      "bias_correction": [...per output channel, optional...],
-                     "weight_rounding": "<base64 flip mask, optional>"}},
+                     "weight_rounding": "<base64 flip mask, optional>"},
+                "matmul_12": {"w_bits": 8, "a_bits": 8, "act": {...},
+                     "b_act": {"scale": 0.041, "zero_point": 131, "bits": 8}}},
      "provenance": {"method": ..., "requested_rate": ..., "bops_reduction_rate": ..., ...}}
 
 Every layer of the model appears exactly once; ``act``/``weight_scales`` are optional (the
 compiler recomputes missing ones from calibration and the weights). ``bias_correction`` (bias
 correction, ``tvm_mpq.ptq``) is added to the layer's output per channel, after batch-norm
 folding, before the precision pass; the ONNX export writes the same corrected bias.
+``b_act`` is the second operand's quantizer of an activation x activation matmul (attention's
+``q k^T`` and ``p v``: asymmetric per tensor at ``w_bits``, calibrated like ``act``).
 ``weight_rounding`` (Hessian-weighted rounding, ``tvm_mpq.ptq.weight_rounding``) names the
 weights of the (batch-norm folded) layer rounded away from nearest: a bit per weight, zlib,
 base64 (``tvm_mpq.quantization.adaptive_rounding.encode_flips``).
@@ -52,6 +56,8 @@ class LayerPrecision:
     """Added to the layer's output per output channel (batch-norm folded), or None."""
     weight_rounding: str | None = None
     """The weights rounded away from nearest (an encoded flip mask), or None: all to nearest."""
+    b_act: ActQParams | None = None
+    """An activation x activation matmul's second operand quantizer (``w_bits``), or None."""
 
     @property
     def is_fp32(self) -> bool:
@@ -73,6 +79,8 @@ class LayerPrecision:
             out["bias_correction"] = [float(v) for v in self.bias_correction]
         if self.weight_rounding is not None:
             out["weight_rounding"] = self.weight_rounding
+        if self.b_act is not None:
+            out["b_act"] = self.b_act.to_json()
         return out
 
 
@@ -157,6 +165,9 @@ class PrecisionConfig:
                 if channels is not None and len(lp.bias_correction) != channels:
                     raise MpqError(f"config layer '{layer.name}': {len(lp.bias_correction)} bias corrections for "
                                    f"{channels} output channels")
+            if lp.b_act is not None and layer.weight_param is not None:
+                raise MpqError(f"config layer '{layer.name}': \"b_act\" is for an activation x activation matmul's "
+                               f"second operand; this {layer.kind} has a constant weight")
             if lp.weight_rounding is not None:
                 if layer.weight_param is None:
                     raise MpqError(f"config layer '{layer.name}': a weight rounding for a layer without a constant weight")
@@ -176,19 +187,8 @@ def _parse_layer(name: str, value: object, origin: str) -> LayerPrecision:
         raise MpqError(f"{origin}: layer '{name}' has w_bits {w_bits!r}; supported: 2..8")
     if not isinstance(a_bits, int) or a_bits not in ACT_BITS:
         raise MpqError(f"{origin}: layer '{name}' has a_bits {a_bits!r}; supported: 2..8 or 16")
-    act = None
-    if "act" in value:
-        try:
-            act = ActQParams.from_json(value["act"])
-        except (KeyError, TypeError, ValueError) as err:
-            why = f": {err}" if isinstance(err, ValueError) and "zero_point" in str(err) else ""
-            raise MpqError(f"{origin}: layer '{name}' has a malformed \"act\" entry{why}") from None
-        if act.bits != a_bits:
-            raise MpqError(f"{origin}: layer '{name}' has a_bits {a_bits} but its \"act\" quantizer is for "
-                           f"{act.bits} bits: rerun `tvm-mpq analyze` to calibrate it for {a_bits} bits")
-        if not act.is_valid():
-            raise MpqError(f"{origin}: layer '{name}' has invalid activation qparams {value['act']}: scales must be "
-                           f"finite, {SCALE_RANGE[0]:g}..{SCALE_RANGE[1]:g}, zero points codes 0..{act.qmax}")
+    act = _parse_quantizer(name, value, "act", "a_bits", a_bits, origin)
+    b_act = _parse_quantizer(name, value, "b_act", "w_bits", w_bits, origin)
     scales = value.get("weight_scales")
     if scales is not None and (not isinstance(scales, list)
                                or not all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in scales)):
@@ -200,4 +200,26 @@ def _parse_layer(name: str, value: object, origin: str) -> LayerPrecision:
     rounding = value.get("weight_rounding")
     if rounding is not None and not isinstance(rounding, str):
         raise MpqError(f"{origin}: layer '{name}' weight_rounding must be a string (an encoded flip mask)")
-    return LayerPrecision(w_bits, a_bits, act, scales, correction, rounding)
+    return LayerPrecision(w_bits, a_bits, act, scales, correction, rounding, b_act)
+
+
+def _parse_quantizer(name: str, value: dict, key: str, bits_key: str, bits: int, origin: str) -> ActQParams | None:
+    """Layer ``name``'s activation quantizer ``value[key]`` (``act``, or ``b_act`` at ``w_bits``),
+    checked against its bit width and valid ranges; None when absent."""
+    if key not in value:
+        return None
+    try:
+        qp = ActQParams.from_json(value[key])
+    except (KeyError, TypeError, ValueError) as err:
+        why = f": {err}" if isinstance(err, ValueError) and "zero_point" in str(err) else ""
+        raise MpqError(f"{origin}: layer '{name}' has a malformed \"{key}\" entry{why}") from None
+    if qp.bits != bits:
+        raise MpqError(f"{origin}: layer '{name}' has {bits_key} {bits} but its \"{key}\" quantizer is for "
+                       f"{qp.bits} bits: rerun `tvm-mpq analyze` to calibrate it for {bits} bits")
+    if not qp.is_valid():
+        raise MpqError(f"{origin}: layer '{name}' has invalid activation qparams {value[key]}: scales must be "
+                       f"finite, {SCALE_RANGE[0]:g}..{SCALE_RANGE[1]:g}, zero points codes 0..{qp.qmax}")
+    if key == "b_act" and qp.per_channel:
+        raise MpqError(f"{origin}: layer '{name}' has a per-channel \"b_act\": a matmul's second operand is "
+                       "quantized per tensor")
+    return qp

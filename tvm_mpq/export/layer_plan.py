@@ -30,6 +30,7 @@ from relay_passes.precision_annotation import bound_constant, detach_annotations
 from relay_passes.quantized_arith import FakeQuantArith, accumulator_scale
 from tvm_mpq.compiler.pipeline import annotation_passes
 from tvm_mpq.config.precision_config import PrecisionConfig
+from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable, build_layer_table, iter_bindings
 from tvm_mpq.quantization.quantizers import ActQParams, weight_scales
@@ -124,6 +125,10 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
             continue
         var = int8_vars[layer.name]
         annotation = lowering.int8[var]
+        if annotation.weight_act is not None:
+            raise MpqError(f"config layer '{layer.name}' multiplies two activations in int8: the ONNX QDQ export "
+                           "writes such products (attention) in fp32 only; make it \"fp32\" in the config, or "
+                           "export with --rate (without --int8-attention)")
         call = var2val[var]
         weight = bound_constant(call.args[1], var2val)
         scales = annotation.weight_scales

@@ -153,6 +153,8 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
     """The :class:`KernelPlan` of a MAC on a target: the widest lanes dividing its output
     channels, the target's dot product where the input channels group by it."""
     dot = isa.dot if info.dtype == INT8 and info.kind != "depthwise" else None
+    if info.kind == "batch_matmul" and dot != "vnni":
+        dot = None  # (B is packed at run time: for the byte dot product only)
     if dot is not None and info.data_dtype != ("int8" if dot == "sdot" else "uint8"):
         dot = None  # (sdot multiplies shifted int8 activations; vpdpbusd / vpmaddwd uint8 ones)
     group = isa.dot_group if dot else 1
@@ -165,7 +167,7 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
     if lanes is None:  # an odd channel count (a 5-class head): scalar lanes, still tiled and parallel
         lanes = max(d for d in (2, 1) if info.out_channels % d == 0)
     oh, ow = info.out_hw
-    if dot == "vnni" and isa.amx:
+    if dot == "vnni" and isa.amx and info.kind != "batch_matmul":
         amx = plan_amx(info)
         if amx is not None:
             return amx
@@ -635,24 +637,39 @@ def _schedule_amx(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: Cpu
 
 # ------------------------------------------------------------------------------ batch matmul
 def _schedule_batch_matmul(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
-    """Activation x activation (no prepacking: ``B``'s columns are already contiguous)."""
-    L, nf, nx = plan.lanes, plan.nf, plan.nx
+    """Activation x activation. float32 (or int8 without a dot product): no prepacking, ``B``'s
+    columns are already contiguous. With the target's dot product (uint8 x int8 codes: int8
+    attention) ``B`` is packed at run time, once per call before the products, into
+    ``[*batch, N/T, K/G, T, G]`` (as a constant weight is at compile time) by a parallel stage
+    of its own: ``K N`` bytes moved for ``M K N`` multiplies."""
+    L, G, nf, nx = plan.lanes, plan.group, plan.nf, plan.nx
     mac = sch.get_sblock(info.block)
-    for name in info.producers:
-        sch.compute_inline(sch.get_sblock(name))
+    if plan.dot is not None:  # (a padding of A stays a stage: the dot product reads whole bytes)
+        packed = sch.cache_read(mac, info.b_read, "global")
+        T = nf * L
+        sch.transform_layout(packed, ("write", 0), lambda *i: (*i[:-2], i[-1] // T, i[-2] // G, i[-1] % T, i[-2] % G))
+        _prepare_data(sch, mac, info, plan, isa)
+        schedule_spatial(sch, packed, isa.lanes(8))
+    else:
+        for name in info.producers:
+            sch.compute_inline(sch.get_sblock(name))
     last = _epilogue(sch, info, isa)
     *batch, m, nn, k = sch.get_loops(mac)
     b = sch.fuse(*batch) if len(batch) > 1 else batch[0]
     fo, fi, fv = sch.split(nn, [None, nf, L])
     mo, mi = sch.split(m, [None, nx])
-    sch.reorder(b, fo, mo, k, mi, fi, fv)
+    ko, ki = sch.split(k, [None, G]) if G > 1 else (k, None)
+    sch.reorder(b, fo, mo, ko, mi, fi, fv, *([ki] if ki is not None else []))
     _finish_tile(sch, mac, last, mo, L)
     sch.parallel(sch.fuse(b, fo, mo))
     sch.unroll(fi)
     sch.unroll(mi)
-    sch.vectorize(fv)
-    init = sch.decompose_reduction(mac, k)
+    if plan.dot is None:
+        sch.vectorize(fv)
+    init = sch.decompose_reduction(mac, ko)
     sch.vectorize(sch.get_loops(init)[-1])
+    if plan.dot is not None:
+        sch.tensorize(fv, dot_intrin(plan.dot, L))
 
 
 # ------------------------------------------------------------------------------ depthwise
@@ -706,10 +723,10 @@ class MatmulConstWeight(_CpuMacRule):
 
 
 class BatchMatmul(_CpuMacRule):
-    """float32 ``matmul [*B, M, K] x [*B, K, N]`` of two activations (attention scores, context)."""
+    """``matmul [*B, M, K] x [*B, K, N]`` of two activations (attention scores, context),
+    float32 or uint8 x int8 -> int32 codes (``B`` packed for the dot product at run time)."""
 
     kinds = ("batch_matmul",)
-    dtypes = (FP32,)
 
 
 def cpu_mac_rules(_target: Target) -> list[ScheduleRule]:

@@ -7,10 +7,11 @@ block), exactly one reduction block, and spatial epilogue blocks. The reduction 
 * ``conv2d`` (NHWC/HWIO, groups 1): ``C[n, y, x, f] += A[n, y*sh + ry*dh, x*sw + rx*dw, c] * W[ry, rx, c, f]``
 * ``depthwise`` (groups = channels): ``C[n, y, x, f] += A[n, y*sh + ry*dh, x*sw + rx*dw, f] * W[ry, rx, 0, f]``
 * ``matmul``: ``C[*lead, m, n] += A[*lead, m, k] * W[k, n]`` (leading extents 1)
-* ``batch_matmul`` (float32, two activations, e.g. attention): ``C[*b, m, n] += A[*b, m, k] * B[*b, k, n]``
+* ``batch_matmul`` (two activations, e.g. attention): ``C[*b, m, n] += A[*b, m, k] * B[*b, k, n]``
 
 with ``W`` a constant (``layout_free_buffers``), float32, or uint8 / int8 (activations shifted
-for a signed dot product) x int8 -> int32 (``cast(int32, .)`` on both operands). Anything else gives ``None``.
+for a signed dot product) x int8 -> int32 (``cast(int32, .)`` on both operands; a batch
+matmul's ``B`` is then an activation's codes shifted to int8). Anything else gives ``None``.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def analyze_mac(sch: s_tir.Schedule) -> MacInfo | None:
         a, w = lhs, rhs
     elif any(lhs.source.same_as(c) for c in consts):
         a, w = rhs, lhs
-    elif dtype == FP32 and _batch_matmul(mac, lhs, rhs):  # activation x activation (attention)
+    elif _batch_matmul(mac, lhs, rhs):  # activation x activation (attention)
         a, w = lhs, rhs
     else:
         return None
