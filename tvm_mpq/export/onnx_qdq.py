@@ -46,7 +46,7 @@ from tvm_mpq.quantization.quantizers import ActQParams
 MIN_OPSET = 13
 """Per-channel ``DequantizeLinear`` (``axis``) exists from opset 13."""
 LAYOUT_OPS = ("MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Pad", "Resize",
-              "Upsample", "Split")
+              "Upsample", "Split", "Expand")
 """ONNX ops that commute with per-tensor quantization (TVM imports them as the precision pass's
 layout ops); a quantizer moves back through them."""
 
