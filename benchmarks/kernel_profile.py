@@ -2,6 +2,7 @@
 kernel profiled (:mod:`tvm_mpq.runtime.profiler`), summed by kind and the slowest listed::
 
     python benchmarks/kernel_profile.py rapidocr-dbnet|mobilenetv2 [--top 12] [--threads 2] [--isolated]
+        [--int8-attention]
 
 Prints the borders left at 100%, the interleaved minimum latencies and, per build, the time by
 kernel kind and the ``--top`` kernels (ms per inference over all their calls, and the number of
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--isolated", action="store_true", help="time each kernel call on its own")
+    parser.add_argument("--int8-attention", action="store_true", help="products of two activations int8 too")
     args = parser.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
 
@@ -51,7 +53,7 @@ def main() -> None:
     builds = {}
     for rate in (0, 100):
         config, report = config_for_rate(graph, calib, rate, "quantunev2")
-        keep_unsupported_fp32(config, report.table)
+        keep_unsupported_fp32(config, report.table, args.int8_attention)
         builds[rate] = compile_model(graph, config, target)
     print(f"{args.model}: CPU flags {flags_text(machine_info(args.threads, target))}, {args.threads} thread(s)")
     print("borders at 100%:", sorted({f"{b['kind']} {b['op']}" for b in builds[100].stats["borders"]}))

@@ -180,16 +180,13 @@ def load_model_and_calibration(args: argparse.Namespace):
     return graph, feeds
 
 
-def add_config_source_options(p: argparse.ArgumentParser, verb: str, int8_attention: bool = True) -> None:
-    """``--rate R | --config cfg.json`` (one required), ``--method``, ``--g`` and (``int8_attention``)
-    ``--int8-attention``."""
+def add_config_source_options(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--rate R | --config cfg.json`` (one required), ``--method``, ``--g`` and ``--int8-attention``."""
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--rate", type=float, help=f"BOPs reduction rate 0..100: analyze, allocate, then {verb}")
     how.add_argument("--config", type=Path, help="precision config JSON (from `tvm-mpq analyze --rate`)")
     p.add_argument("--method", default="quantunev2", help="sensitivity method for --rate (default quantunev2)")
     p.add_argument("--g", type=float, default=2.0, help="QuantuneV2 weight-delta weight (g > 1)")
-    if not int8_attention:
-        return
     p.add_argument("--int8-attention", action="store_true",
                    help="with --rate: matmuls of two activations (attention) may run int8 too (default: fp32; "
                         "the ONNX QDQ export does not write them yet)")

@@ -19,7 +19,7 @@ from tvm_mpq.output_files import check_output_file, staged_outputs
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export-onnx", help="write a precision config as an ONNX QDQ model (onnxruntime, TensorRT)")
     add_model_options(p)
-    add_config_source_options(p, "export", int8_attention=False)  # (the export writes attention fp32)
+    add_config_source_options(p, "export")
     p.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write (model_qdq.onnx)")
     p.set_defaults(func=cmd_export_onnx)
 

@@ -30,10 +30,38 @@ from relay_passes.precision_annotation import bound_constant, detach_annotations
 from relay_passes.quantized_arith import FakeQuantArith, accumulator_scale
 from tvm_mpq.compiler.pipeline import annotation_passes
 from tvm_mpq.config.precision_config import PrecisionConfig
-from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable, build_layer_table, iter_bindings
 from tvm_mpq.quantization.quantizers import ActQParams, weight_scales
+
+
+@dataclass(frozen=True)
+class OperandQuantizer:
+    """Where an int8 op's activation operand is quantized: ``act``, on the edge into the op, or,
+    ``shared``, on the tensor itself (stored as uint8 codes at ``shared_act``, every consumer
+    reads it quantized); ``source_act``: the same holds for the tensor the operand's layout-op
+    chain (max-pool, reshape, transpose ...) starts from (``None``: that tensor's other
+    consumers read it in fp32)."""
+
+    act: ActQParams
+    shared: bool
+    shared_act: ActQParams | None
+    source_act: ActQParams | None
+
+
+@dataclass(frozen=True)
+class Int8Product:
+    """An int8 matmul of two activations (attention's ``q k^T``, ``p v``) as the compiled model
+    runs it: both operands quantized per tensor (``a`` at the layer's activation quantizer, ``b``
+    at its ``b_act``), the product exact in int32, no weight or bias."""
+
+    layer: Layer
+    a: OperandQuantizer
+    b: OperandQuantizer
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,10 @@ class Int8Layer:
         return self.layer.name
 
     @property
+    def input_quantizer(self) -> OperandQuantizer:
+        return OperandQuantizer(self.act, self.input_shared, self.shared_act, self.source_act)
+
+    @property
     def channel_axis(self) -> int:
         return self.layer.channel_axis % self.weight.ndim
 
@@ -101,9 +133,16 @@ class Int8Layer:
 
 
 def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | None = None) -> list[Int8Layer]:
+    """Every int8 layer with a constant weight of ``config`` on ``graph`` (:func:`lowered_layers`)."""
+    return lowered_layers(graph, config, table)[0]
+
+
+def lowered_layers(graph: ModelGraph, config: PrecisionConfig,
+                   table: LayerTable | None = None) -> tuple[list[Int8Layer], list[Int8Product]]:
     """Every int8 layer of ``config`` on ``graph`` (table order), as the default ``A->C`` compile
-    lowers it. Raises MpqError when the config does not fit the model or the integer kernels
-    cannot run a layer (the compiler's own errors)."""
+    lowers it: those with a constant weight, and the products of two activations. Raises
+    MpqError when the config does not fit the model or the integer kernels cannot run a layer
+    (the compiler's own errors)."""
     table = table or build_layer_table(graph)
     with tvm.transform.PassContext(opt_level=3):
         prepared = tvm.transform.Sequential(annotation_passes(graph, config, "A->C", table),
@@ -120,16 +159,17 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
             consumers.setdefault(used, []).append(binding)
     int8_vars = {annotation.layer: var for var, annotation in lowering.int8.items()}
     out: list[Int8Layer] = []
+    products: list[Int8Product] = []
     for layer in table:
         if layer.name not in int8_vars:
             continue
         var = int8_vars[layer.name]
         annotation = lowering.int8[var]
-        if annotation.weight_act is not None:
-            raise MpqError(f"config layer '{layer.name}' multiplies two activations in int8: the ONNX QDQ export "
-                           "writes such products (attention) in fp32 only; make it \"fp32\" in the config, or "
-                           "export with --rate (without --int8-attention)")
         call = var2val[var]
+        if annotation.weight_act is not None:
+            products.append(Int8Product(layer, _operand(lowering, var2val, call.args[0], annotation.act),
+                                        _operand(lowering, var2val, call.args[1], annotation.weight_act)))
+            continue
         weight = bound_constant(call.args[1], var2val)
         scales = annotation.weight_scales
         if scales is None:
@@ -145,21 +185,26 @@ def int8_layers(graph: ModelGraph, config: PrecisionConfig, table: LayerTable | 
                 bias_folded = forms is not None and forms.acc is not None
                 after = add.var
         bn_kept = any(op_name(b.value) == "relax.nn.batch_norm" for b in consumers.get(after, []))
-        data = call.args[0]
-        shared = isinstance(data, relax.Var) and lowering.has_int_form(data)
-        shared_act = lowering.targets.get(data) if shared else None
-        source_act = None
-        if shared:
-            source = data
-            while (isinstance(source, relax.Var) and lowering.has_int_form(source)
-                   and (before := code_layout_source(var2val.get(source), var2val)) is not None):
-                source = before
-            if source is not data and lowering.has_int_form(source):
-                source_act = lowering.targets.get(source)
-            elif source is data:
-                source_act = shared_act
+        data = _operand(lowering, var2val, call.args[0], annotation.act)
         correction = config.layers[layer.name].bias_correction
         out.append(Int8Layer(layer, annotation.act, annotation.w_bits, weight.astype(np.float32), scales, bias,
-                             bias_folded, bn_kept, shared, shared_act, source_act,
+                             bias_folded, bn_kept, data.shared, data.shared_act, data.source_act,
                              None if correction is None else np.asarray(correction, np.float32)))
-    return out
+    return out, products
+
+
+def _operand(lowering: IntegerLowering, var2val: dict, operand: relax.Expr, act: ActQParams) -> OperandQuantizer:
+    """Where the lowering quantizes ``operand`` of an int8 op reading it at ``act``."""
+    shared = isinstance(operand, relax.Var) and lowering.has_int_form(operand)
+    shared_act = lowering.targets.get(operand) if shared else None
+    source_act = None
+    if shared:
+        source = operand
+        while (isinstance(source, relax.Var) and lowering.has_int_form(source)
+               and (before := code_layout_source(var2val.get(source), var2val)) is not None):
+            source = before
+        if source is not operand and lowering.has_int_form(source):
+            source_act = lowering.targets.get(source)
+        elif source is operand:
+            source_act = shared_act
+    return OperandQuantizer(act, shared, shared_act, source_act)

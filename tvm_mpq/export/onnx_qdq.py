@@ -11,6 +11,9 @@ matches; shapes checked), then:
 * a batch-norm the compiler folded into the layer is folded here too (node removed);
 * bias -> int32 codes at ``s_x * s_w`` + ``DequantizeLinear`` (the integer kernel's bias; a
   bias the kernel keeps in fp32 stays fp32);
+* a matmul of two activations (attention, ``--int8-attention``): its ``MatMul`` (matched in
+  graph order by output shape) gets both inputs quantized, at the layer's ``act`` and ``b_act``;
+  ONNX computes the product of the dequantized values, which the int32 product is exactly;
 * input -> ``QuantizeLinear``/``DequantizeLinear`` (uint8, the config's scale / zero point; a
   depthwise conv's input quantized per channel is written as the float ops of the quantizer,
   which onnxruntime and TensorRT run: their Q/DQ activations are per tensor only),
@@ -36,7 +39,7 @@ from onnx import helper
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.errors import MpqError
 from tvm_mpq.export.fp32_onnx import Source, fp32_onnx, load_with_source
-from tvm_mpq.export.layer_plan import Int8Layer, int8_layers
+from tvm_mpq.export.layer_plan import Int8Layer, Int8Product, OperandQuantizer, lowered_layers
 from tvm_mpq.export.onnx_equalize import equalize_onnx
 from tvm_mpq.export.onnx_graph import (CHANNELS_FIRST_OPS, OnnxGraph, attr, is_nearest_resize, is_zero_pad, onnx_weight,
                                       same_directions, set_attr, with_opset)
@@ -98,24 +101,28 @@ def export_qdq_onnx(graph_or_model: ModelGraph | str | Path, config: PrecisionCo
 def build_qdq_onnx(graph: ModelGraph, config: PrecisionConfig, fp32: onnx.ModelProto | None = None) -> QdqExport:
     """The QDQ model of ``config`` on ``graph`` (see the module docstring), from the fp32 ONNX
     model ``fp32`` (default: :func:`~tvm_mpq.export.fp32_onnx.fp32_onnx` of the graph)."""
-    layers = int8_layers(graph, config)
-    for il in layers:
-        if il.act.bits != 8:
-            raise MpqError(f"config layer '{il.name}' has {il.act.bits}-bit activations: the ONNX QDQ export "
+    layers, products = lowered_layers(graph, config)
+    for name, qp in [(il.name, il.act) for il in layers] + [(p.name, q.act) for p in products for q in (p.a, p.b)]:
+        if qp.bits != 8:
+            raise MpqError(f"config layer '{name}' has {qp.bits}-bit activations: the ONNX QDQ export "
                            "writes 8-bit (uint8) activation quantizers only")
     model = with_opset(equalize_onnx(fp32 if fp32 is not None else fp32_onnx(graph), graph), MIN_OPSET)
     g = OnnxGraph(model)
     g.drop_identities()
     matches = _match_layers(layers, g, graph.name)
-    result = QdqExport(model, [il.name for il in layers], config.fp32_layers(),
-                       {il.name: node.name for il, node in matches})
+    product_nodes = _match_products(products, g, graph.name)
+    in_order = sorted([*layers, *products], key=lambda x: x.layer.index)
+    result = QdqExport(model, [x.name for x in in_order], config.fp32_layers(),
+                       {il.name: node.name for il, node in [*matches, *product_nodes]})
     for il, node in matches:
         _rewrite_weight(g, il, node)
         n_bias, bn_folded = _rewrite_bias(g, il, node)
         result.n_bias_dq += n_bias
         result.n_bn_folded += int(bn_folded)
     result.n_weight_dq = len(matches)
-    result.n_act_qdq = _insert_activation_qdq(g, matches)
+    edges = [(node, 0, il.input_quantizer) for il, node in matches]
+    edges += [(node, i, q) for p, node in product_nodes for i, q in enumerate((p.a, p.b))]
+    result.n_act_qdq = _insert_activation_qdq(g, edges)
     g.write_back()
     try:
         onnx.checker.check_model(model)
@@ -150,6 +157,35 @@ def _match_layers(layers: list[Int8Layer], g: OnnxGraph, model_name: str) -> lis
                            f"{want} node of {model_name}'s ONNX model (by weight content and shape)")
         used.add(found.name)
         matches.append((il, found))
+    return matches
+
+
+def _match_products(products: list[Int8Product], g: OnnxGraph,
+                    model_name: str) -> list[tuple[Int8Product, onnx.NodeProto]]:
+    """Each int8 product of two activations -> its ONNX ``MatMul`` (both inputs computed, not
+    initializers): in graph order, the first unused one whose output shape matches (where known);
+    the layer table lists the products in the order the importer read them."""
+    candidates = [n for n in g.nodes if n.op_type == "MatMul" and onnx_weight(g, n) is None
+                  and not any(g.const(i) is not None for i in n.input)]
+    used: set[str] = set()
+    matches = []
+    for product in products:
+        found = None
+        for node in candidates:
+            if node.name in used:
+                continue
+            out_shape = g.shapes.get(node.output[0])
+            if out_shape is not None and product.layer.output_shape and \
+                    _without_leading_ones(out_shape) != _without_leading_ones(product.layer.output_shape):
+                continue
+            found = node
+            break
+        if found is None:
+            raise MpqError(f"int8 layer '{product.name}' (a product of two activations, output "
+                           f"{list(product.layer.output_shape or [])}) matches no MatMul of two computed tensors in "
+                           f"{model_name}'s ONNX model")
+        used.add(found.name)
+        matches.append((product, found))
     return matches
 
 
@@ -327,20 +363,21 @@ def _onnx_bias(g: OnnxGraph, node: onnx.NodeProto, added: np.ndarray | None,
     return bias
 
 
-def _insert_activation_qdq(g: OnnxGraph, matches: list[tuple[Int8Layer, onnx.NodeProto]]) -> int:
-    """QuantizeLinear/DequantizeLinear pairs on the layers' inputs; returns how many."""
+def _insert_activation_qdq(g: OnnxGraph, edges: list[tuple[onnx.NodeProto, int, OperandQuantizer]]) -> int:
+    """QuantizeLinear/DequantizeLinear pairs on the int8 ops' activation inputs (node, input
+    index, where its quantizer sits); returns how many."""
     shared: dict[str, ActQParams] = {}
-    for il, node in matches:
-        if not il.input_shared or il.shared_act is None:
+    for node, index, quant in edges:
+        if not quant.shared or quant.shared_act is None:
             continue
-        chain = [node.input[0]]
+        chain = [node.input[index]]
         while (p := g.producer(chain[-1])) is not None and _is_layout(g, p):
             chain.append(p.input[0])
-        shared.setdefault(chain[0], il.shared_act)
+        shared.setdefault(chain[0], quant.shared_act)
         for tensor in chain[1:-1]:
-            shared.setdefault(tensor, il.shared_act)
-        if len(chain) > 1 and il.source_act is not None:
-            shared.setdefault(chain[-1], il.source_act)
+            shared.setdefault(tensor, quant.shared_act)
+        if len(chain) > 1 and quant.source_act is not None:
+            shared.setdefault(chain[-1], quant.source_act)
     qparams: dict[ActQParams, tuple[str, str]] = {}
     code_bounds: dict[int, tuple[str, str]] = {}  # qmax -> the Clip bounds of per-channel quantizers
 
@@ -372,16 +409,16 @@ def _insert_activation_qdq(g: OnnxGraph, matches: list[tuple[Int8Layer, onnx.Nod
         producer.output[list(producer.output).index(tensor)] = raw[tensor]
         qdq(raw[tensor], qp, out=tensor)
         count += 1
-    edges: dict[tuple[str, ActQParams], str] = {}
-    for il, node in matches:
-        tensor = node.input[0]
-        if tensor in raw and shared[tensor] == il.act:
+    quantized: dict[tuple[str, ActQParams], str] = {}
+    for node, index, quant in edges:
+        tensor = node.input[index]
+        if tensor in raw and shared[tensor] == quant.act:
             continue  # reads the shared quantized tensor
-        key = (raw.get(tensor, tensor), il.act)
-        if key not in edges:
-            edges[key] = qdq(key[0], il.act)
+        key = (raw.get(tensor, tensor), quant.act)
+        if key not in quantized:
+            quantized[key] = qdq(key[0], quant.act)
             count += 1
-        node.input[0] = edges[key]
+        node.input[index] = quantized[key]
     return count
 
 
