@@ -259,9 +259,13 @@ def test_int8_attention_products_compute_their_simulation():
     quantizer calibrated into the config as ``b_act``, JSON round trip included), zero points
     corrected by row and column sums, depth and columns padded for the kernel; the integer build
     computes the QDQ simulation of the same config (to a rounding tie) and stays near fp32.
-    Without the option they stay fp32, and the ONNX export of an int8 one is one line."""
+    Without the option they stay fp32. The ONNX QDQ export writes both products' inputs
+    quantized: onnxruntime computes the simulation."""
     from tvm_mpq.api import config_for_rate
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
+    import onnxruntime
+
+    from tvm_mpq.export.fp32_onnx import fp32_onnx
     from tvm_mpq.export.onnx_qdq import build_qdq_onnx
     from tvm_mpq.frontends.torch_frontend import from_module
     from tvm_mpq.metrics.task_metrics import output_sqnr_db
@@ -285,9 +289,12 @@ def test_int8_attention_products_compute_their_simulation():
         np.testing.assert_allclose(got, sim, atol=0.02 * float(np.abs(sim).max()))
         assert float(np.mean(np.abs(got - sim) > 1e-5 * float(np.abs(sim).max()))) < 0.01  # (a rounding tie: one code)
     assert output_sqnr_db([compiled.run(f) for f in feeds], [reference.run(f) for f in feeds]) > 25
-    with pytest.raises(MpqError, match=f"config layer '{products[0]}' multiplies two activations in int8: the ONNX "
-                                       "QDQ export writes such products"):
-        build_qdq_onnx(graph, config)
+    exported = build_qdq_onnx(graph, config, fp32_onnx(graph, _Heads().eval()))
+    assert set(products) <= set(exported.nodes) and exported.n_act_qdq >= 4
+    session = onnxruntime.InferenceSession(exported.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for feed in feeds[:2]:
+        sim = simulated.run(feed)[0]
+        np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: feed["x"]})[0], sim, atol=1e-4 * float(np.abs(sim).max()))
 
 
 class _Decoder(torch.nn.Module):

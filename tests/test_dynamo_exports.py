@@ -15,6 +15,7 @@ from torch import nn
 from tvm_mpq.api import config_for_rate
 from tvm_mpq.compiler import compile_model
 from tvm_mpq.compiler.validate import keep_unsupported_fp32
+from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.export import build_qdq_onnx
 from tvm_mpq.graph import build_layer_table
 from tvm_mpq.metrics.task_metrics import output_sqnr_db
@@ -112,13 +113,28 @@ def test_a_default_torch_export_names_layers_by_module_and_builds_like_onnxrunti
         np.testing.assert_allclose(fp32.run(feed)[0], ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
 
     config, _ = config_for_rate(graph, feeds, 100, "quantunev2")
-    keep_unsupported_fp32(config, build_layer_table(graph))  # (attention products stay fp32, as compile does)
+    table = build_layer_table(graph)
+    with_products = PrecisionConfig.from_json(config.to_json())
+    keep_unsupported_fp32(config, table)  # (attention products stay fp32, as compile does)
     compiled = compile_model(graph, config)
     assert compiled.stats["int8_layers"] == len([n for n in names if not config.layers[n].is_fp32]) > 0
     assert output_sqnr_db([compiled.run(f) for f in feeds], [[w] for w in want]) > 20
+    _export_computes_simulation(graph, config, feeds, tmp_path / "qdq.onnx")
+    products = [layer.name for layer in table if layer.kind == "matmul"]
+    assert bool(products) == ("layer.linear1" in layers)
+    if not products:
+        return
+    keep_unsupported_fp32(with_products, table, int8_attention=True)  # --int8-attention
+    assert output_sqnr_db([compile_model(graph, with_products).run(f) for f in feeds], [[w] for w in want]) > 20
+    exported = _export_computes_simulation(graph, with_products, feeds, tmp_path / "qdq_products.onnx")
+    assert set(products) <= set(exported.nodes)  # the MatMuls of q k^T and p v, inputs quantized
+
+
+def _export_computes_simulation(graph, config, feeds, path):
+    """The QDQ export of ``config``, checked: onnxruntime computes the QDQ simulation."""
     exported, simulated = build_qdq_onnx(graph, config), compile_model(graph, config, simulate=True)
-    session_path = tmp_path / "qdq.onnx"
-    onnx.save(exported.model, str(session_path))
+    onnx.save(exported.model, str(path))
     for feed in feeds[:2]:
         sim = simulated.run(feed)[0]
-        np.testing.assert_allclose(_ort(session_path, feed)[0], sim, atol=1e-4 * float(np.abs(sim).max()))
+        np.testing.assert_allclose(_ort(path, feed)[0], sim, atol=1e-4 * float(np.abs(sim).max()))
+    return exported

@@ -188,8 +188,7 @@ def add_config_source_options(p: argparse.ArgumentParser, verb: str) -> None:
     p.add_argument("--method", default="quantunev2", help="sensitivity method for --rate (default quantunev2)")
     p.add_argument("--g", type=float, default=2.0, help="QuantuneV2 weight-delta weight (g > 1)")
     p.add_argument("--int8-attention", action="store_true",
-                   help="with --rate: matmuls of two activations (attention) may run int8 too (default: fp32; "
-                        "the ONNX QDQ export does not write them yet)")
+                   help="with --rate: matmuls of two activations (attention) may run int8 too (default: fp32)")
 
 
 def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):

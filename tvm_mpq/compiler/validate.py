@@ -31,7 +31,10 @@ def check_integer_config(config: PrecisionConfig, table: LayerTable) -> None:
 
 ATTENTION_KIND = "matmul"
 """The layer kind of a matmul of two activations (attention's ``q k^T`` and ``p v``): int8 only
-when asked (``--int8-attention``), since the ONNX QDQ export does not write it yet."""
+when asked (``--int8-attention``): faster where the products are large (sudachi-tagger's
+256-token heads, a ViT's 257), a little slower where they are small (khmersm's 64 tokens: the
+zero-point row and column sums are kernels of their own), and it costs output SQNR
+(docs/results.md "Int8 attention")."""
 
 
 def keep_unsupported_fp32(config: PrecisionConfig, table: LayerTable, int8_attention: bool = False) -> list[str]:

@@ -163,8 +163,9 @@ def _match_layers(layers: list[Int8Layer], g: OnnxGraph, model_name: str) -> lis
 def _match_products(products: list[Int8Product], g: OnnxGraph,
                     model_name: str) -> list[tuple[Int8Product, onnx.NodeProto]]:
     """Each int8 product of two activations -> its ONNX ``MatMul`` (both inputs computed, not
-    initializers): in graph order, the first unused one whose output shape matches (where known);
-    the layer table lists the products in the order the importer read them."""
+    initializers): in graph order, the first unused one whose output shape (as ONNX shape
+    inference gives it) is the product's; the layer table lists the products in the order the
+    importer read them."""
     candidates = [n for n in g.nodes if n.op_type == "MatMul" and onnx_weight(g, n) is None
                   and not any(g.const(i) is not None for i in n.input)]
     used: set[str] = set()
@@ -174,8 +175,8 @@ def _match_products(products: list[Int8Product], g: OnnxGraph,
         for node in candidates:
             if node.name in used:
                 continue
-            out_shape = g.shapes.get(node.output[0])
-            if out_shape is not None and product.layer.output_shape and \
+            out_shape = g.shapes.get(node.output[0])  # (known shapes only: a wrong MatMul would be silent)
+            if out_shape is None or not product.layer.output_shape or \
                     _without_leading_ones(out_shape) != _without_leading_ones(product.layer.output_shape):
                 continue
             found = node
