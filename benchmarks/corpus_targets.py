@@ -15,6 +15,7 @@ A build that fails is one line in its cell; the other cells are still attempted:
 
     python benchmarks/corpus_targets.py                         # every model, rates 0,100
     python benchmarks/corpus_targets.py --smallest 3 --targets aarch64-dotprod
+    python benchmarks/corpus_targets.py --models khmersm --int8-attention   # attention's products int8 too
 
 Writes ``out/bench/corpus_targets/report.json`` and ``report.md`` (``-o DIR``).
 """
@@ -111,7 +112,7 @@ def run_model(model, args, server, out_dir: Path) -> dict:
     for rate in args.rates:
         try:
             config, report = config_for_rate(graph, calib, rate, "quantunev2", report=report)
-            keep_unsupported_fp32(config, report.table)
+            keep_unsupported_fp32(config, report.table, args.int8_attention)
             host = compile_model(graph, config, host_target())
             vm = host.vm()
             reference = [host.run(feed, vm) for feed in held_out]
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="aarch64-dotprod,cuda")
     parser.add_argument("--arch", default="sm_80", help="CUDA arch to build for (sm_XY)")
     parser.add_argument("--no-run", action="store_true", help="build only; do not run the aarch64 builds under QEMU")
+    parser.add_argument("--int8-attention", action="store_true", help="products of two activations int8 too")
     parser.add_argument("--calib-size", type=int, default=8)
     parser.add_argument("--eval-size", type=int, default=2)
     parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/corpus_targets"))

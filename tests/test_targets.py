@@ -374,6 +374,37 @@ def test_cuda_gemm_schedules_compute_transposed_convs_exactly(cuda):
     assert sorted(checked) == [(0, "float32")] * 3 + [(100, "uint8")] * 3, checked  # (one with an output padding)
 
 
+def test_cuda_gemm_schedules_compute_int8_attention_products_exactly(cuda):
+    """Attention with 3 heads of 26, every layer int8 (``--int8-attention``): the CUDA GEMM
+    schedules of its functions, threads emulated (as above), are exact against the unscheduled
+    fused functions, the two products of two activations among them (no GPU here runs them)."""
+    from test_compile import _Heads
+
+    from tvm_mpq.api import config_for_rate
+    from tvm_mpq.compiler.build import fuse
+    from tvm_mpq.compiler.pipeline import lower_model
+    from tvm_mpq.frontends.torch_frontend import from_module
+    from tvm_mpq.kernels.cuda_mac import ThreadMapping, schedule_gemm
+
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.normal(size=(1, 20, 78)).astype(np.float32)} for _ in range(3)]
+    graph = from_module(_Heads(), feeds[0], "heads")
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    with cuda.tvm_target, tvm.transform.PassContext(opt_level=3):
+        fused = fuse(lower_model(graph, config)[0], cuda.tvm_target)
+    products = []
+    for gv, func in fused.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        sch = schedule_gemm(func, threads=ThreadMapping(emulate=True))
+        if sch is None:
+            continue
+        np.testing.assert_array_equal(*_emulated_and_reference(func, sch, rng), err_msg=gv.name_hint)
+        if 1 not in [int(i) for i in (func.attrs or {}).get("layout_free_buffers", [])]:
+            products.append(gv.name_hint)  # (its second operand is no constant: an activation)
+    assert len(products) == 2, products
+
+
 @pytest.mark.parametrize("rate", [0, 50, 100])
 def test_cli_compiles_mtcnn_rnet_for_cuda(cuda, rate, tmp_path):
     out = tmp_path / "rnet.so"
