@@ -150,7 +150,7 @@ class PadTilePixels:
 
     def _rewrite_activations(self, expr: relax.Expr, _matches: dict) -> relax.Expr:
         """A product of two activations: rows and columns padded together; an integer one's
-        depth to whole groups of the byte dot product as well (``vpdpbusd``: 4), with code 0 on
+        depth to whole groups of x86's dot product as well (``vpdpbusd``: 4, ``vpmaddwd``: 2), with code 0 on
         both sides, which adds nothing to the int32 sums (the zero-point corrections are taken
         from the operands before the pad, :meth:`~relay_passes.quantized_arith.IntegerArith.activation_matmul`)."""
         if isinstance(expr.args[1], Constant) or str(expr.args[1].ty.dtype) not in ("float32", "int8"):
@@ -160,7 +160,7 @@ class PadTilePixels:
             return expr
         rows, depth, columns = left[-2], left[-1], right[-1]
         padded_rows, padded_columns = padded_product(rows, columns, self.isa)
-        group = self.isa.dot_group if _is_integer(expr) and self.isa.dot == "vnni" else 1
+        group = self.isa.dot_group if _is_integer(expr) and self.isa.dot in ("vnni", "pmaddwd") else 1
         padded_depth = -(-depth // group) * group
         if (padded_rows, padded_depth, padded_columns) == (rows, depth, columns):
             return expr

@@ -153,8 +153,8 @@ def plan_kernel(info: MacInfo, isa: CpuIsa) -> KernelPlan | None:
     """The :class:`KernelPlan` of a MAC on a target: the widest lanes dividing its output
     channels, the target's dot product where the input channels group by it."""
     dot = isa.dot if info.dtype == INT8 and info.kind != "depthwise" else None
-    if info.kind == "batch_matmul" and dot != "vnni":
-        dot = None  # (B is packed at run time: for the byte dot product only)
+    if info.kind == "batch_matmul" and dot not in ("vnni", "pmaddwd"):
+        dot = None  # (B is packed at run time for x86's dot products; sdot wants shifted int8 A)
     if dot is not None and info.data_dtype != ("int8" if dot == "sdot" else "uint8"):
         dot = None  # (sdot multiplies shifted int8 activations; vpdpbusd / vpmaddwd uint8 ones)
     group = isa.dot_group if dot else 1
@@ -639,15 +639,18 @@ def _schedule_amx(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: Cpu
 def _schedule_batch_matmul(sch: s_tir.Schedule, info: MacInfo, plan: KernelPlan, isa: CpuIsa) -> None:
     """Activation x activation. float32 (or int8 without a dot product): no prepacking, ``B``'s
     columns are already contiguous. With the target's dot product (uint8 x int8 codes: int8
-    attention) ``B`` is packed at run time, once per call before the products, into
-    ``[*batch, N/T, K/G, T, G]`` (as a constant weight is at compile time) by a parallel stage
-    of its own: ``K N`` bytes moved for ``M K N`` multiplies."""
+    attention; ``vpdpbusd``, or ``vpmaddwd`` on int16-widened operands) ``B`` is packed at run
+    time, once per call before the products, into ``[*batch, N/T, K/G, T, G]`` (as a constant
+    weight is at compile time) by a parallel stage of its own: ``K N`` values moved for ``M K N``
+    multiplies."""
     L, G, nf, nx = plan.lanes, plan.group, plan.nf, plan.nx
     mac = sch.get_sblock(info.block)
     if plan.dot is not None:  # (a padding of A stays a stage: the dot product reads whole bytes)
         packed = sch.cache_read(mac, info.b_read, "global")
         T = nf * L
         sch.transform_layout(packed, ("write", 0), lambda *i: (*i[:-2], i[-1] // T, i[-2] // G, i[-1] % T, i[-2] % G))
+        if plan.dot == "pmaddwd":  # (and A widened to int16 by _prepare_data)
+            sch.unsafe_set_dtype(packed, 0, "int16")
         _prepare_data(sch, mac, info, plan, isa)
         schedule_spatial(sch, packed, isa.lanes(8))
     else:
