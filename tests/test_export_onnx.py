@@ -322,6 +322,46 @@ def test_linear_layers_on_tokens_export_like_the_compiled_model():
     assert _count(exported.model, "DequantizeLinear") >= 3
 
 
+class _TwoBlocks(torch.nn.Module):
+    """Two attention blocks whose four products of two activations all have one shape (16 tokens,
+    heads of 16): only their order tells them apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from test_compile import _Heads
+
+        self.first, self.second = _Heads(32, 2), _Heads(32, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(torch.relu(self.first(x)))
+
+
+def test_int8_products_of_two_activations_export_in_order_like_the_compiled_model():
+    """``--int8-attention``: each product's ONNX MatMul, the k-th of the file's MatMuls of two
+    computed tensors (all four of one shape), gets both inputs quantized, and onnxruntime runs
+    the QDQ model as written with the simulation's numbers."""
+    from tvm_mpq.frontends.torch_frontend import from_module
+
+    source = _TwoBlocks()
+    rng = np.random.default_rng(3)
+    feeds = [{"x": rng.normal(size=(1, 16, 32)).astype(np.float32)} for _ in range(4)]
+    graph = from_module(source, {"x": feeds[0]["x"]}, "two-blocks")
+    table = build_layer_table(graph)
+    products = [layer.name for layer in table if layer.kind == "matmul"]
+    assert len(products) == 4 and len({table.by_name[n].output_shape for n in products}) == 1
+    config = _config(graph, feeds)
+    assert all(config.layers[n].b_act is not None for n in products)
+    simulated = compile_model(graph, config, simulate=True)
+    exported = _exports_like_simulation(graph, config, source, feeds, [simulated.run(f)[0] for f in feeds])
+    nodes = list(exported.model.graph.node)
+    position = {node.name: i for i, node in enumerate(nodes)}
+    at = [position[exported.nodes[n]] for n in products]
+    assert at == sorted(set(at)), at  # four MatMuls, in the products' order
+    producers = {out: node.op_type for node in nodes for out in node.output}
+    for i in at:
+        assert nodes[i].op_type == "MatMul" and [producers.get(x) for x in nodes[i].input] == ["DequantizeLinear"] * 2
+
+
 def test_transposed_conv_layers_export_int8_like_the_compiled_model():
     """int8 ``ConvTranspose`` layers (kernel 4 stride 2 padding 1, then kernel 2 stride 2, a
     batch norm between that the compiler keeps): the ONNX QDQ export has per-channel int8 weights

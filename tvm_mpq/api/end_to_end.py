@@ -11,7 +11,6 @@ from tvm_mpq.api.for_rate import config_for_rate
 from tvm_mpq.calibration.calibrate import CalibrationCache
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.frontends.model_graph import ModelGraph
-from tvm_mpq.graph.layer_table import build_layer_table
 from tvm_mpq.types import Feed
 
 if TYPE_CHECKING:
@@ -70,7 +69,6 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
     from targets import get_target
     from tvm_mpq.calibration import load_calibration
     from tvm_mpq.compiler import compile_model
-    from tvm_mpq.compiler.validate import keep_unsupported_fp32
     from tvm_mpq.errors import MpqError
     from tvm_mpq.ptq import PtqOptions
     from tvm_mpq.ptq.equalization import graph_for_options
@@ -87,8 +85,8 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
     feeds = calib if isinstance(calib, list) else load_calibration(graph, calib, calib_size)
     config, report = config_for_rate(graph, feeds, rate, method, observer=observer, g=g, cache=cache, stage=stage,
                                      bias_correction=ptq.bias_correction, channel_act=ptq.channel_act,
-                                     measured_bias=ptq.measured_bias, weight_rounding=ptq.weight_rounding)
-    keep_unsupported_fp32(config, build_layer_table(graph), int8_attention)
+                                     measured_bias=ptq.measured_bias, weight_rounding=ptq.weight_rounding,
+                                     int8_attention=int8_attention)
     with deploy.build_context():
         compiled = compile_model(graph, config, deploy.tvm_target, stage=stage, tuning=tuning)
     return Quantized(graph, config, compiled, deploy, report)

@@ -24,7 +24,7 @@ def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: s
                     observer: str = "minmax", g: float = 2.0, cache: CalibrationCache | None = None,
                     stage: str = "A->C", report=None, bias_correction: bool = False, channel_act: bool = False,
                     measured_bias: bool = False, weight_rounding: str = "nearest",
-                    **analyze_options) -> tuple[PrecisionConfig, object]:
+                    int8_attention: bool | None = None, **analyze_options) -> tuple[PrecisionConfig, object]:
     """Analyze ``graph`` (at the stage's IR, unless a ``report`` of that analysis is given),
     allocate for ``rate`` and attach the quantizers; returns ``(config, report)``.
 
@@ -38,6 +38,10 @@ def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: s
     rounded up or down to minimise its layer's output error (:mod:`tvm_mpq.ptq.weight_rounding`;
     one more fp32 pass, cached). A graph rewritten by
     :func:`tvm_mpq.ptq.graph_for_options` (equalization) records its rewrites in the config.
+    ``int8_attention`` True / False: the layers with no integer kernel and, unless True, the
+    products of two activations are made fp32 (:func:`~tvm_mpq.compiler.validate.keep_unsupported_fp32`,
+    as ``compile --rate`` builds) before those refinements, so that measured bias corrections are
+    measured on the config that is compiled; None: every layer as allocated.
     """
     from tvm_mpq.sensitivity.analysis import analyze
 
@@ -54,6 +58,10 @@ def config_for_rate(graph: ModelGraph, feeds: list[Feed], rate: float, method: s
                           {"method": method, "requested_rate": rate, "observer": observer,
                            "calib_size": len(feeds), "analysis_stage": "C" if stage == "C" else "A",
                            "bias_correction": False, "channel_act": False})
+    if int8_attention is not None:
+        from tvm_mpq.compiler.validate import keep_unsupported_fp32
+
+        keep_unsupported_fp32(config, table, int8_attention)
     from tvm_mpq.ptq import PtqOptions
     from tvm_mpq.ptq.refine import refine_config
 

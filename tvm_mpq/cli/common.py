@@ -198,7 +198,6 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
     kernel kept fp32; ``--rate 0`` without ``--equalize`` is the fp32 model, no calibration
     needed)."""
     from tvm_mpq.calibration import CalibrationCache
-    from tvm_mpq.compiler.validate import keep_unsupported_fp32
     from tvm_mpq.config import PrecisionConfig
     from tvm_mpq.api import config_for_rate
     from tvm_mpq.graph import build_layer_table
@@ -236,8 +235,9 @@ def config_from_args(args: argparse.Namespace, ir_stage: str = "A->C"):
         config, _ = config_for_rate(graph, feeds, args.rate, args.method, observer=args.observer, g=args.g,
                                     cache=CalibrationCache(args.cache_dir), stage=ir_stage,
                                     bias_correction=applied.bias_correction, channel_act=applied.channel_act,
-                                    measured_bias=applied.measured_bias, weight_rounding=applied.weight_rounding)
-        kept = keep_unsupported_fp32(config, build_layer_table(graph), getattr(args, "int8_attention", False))
+                                    measured_bias=applied.measured_bias, weight_rounding=applied.weight_rounding,
+                                    int8_attention=args.int8_attention)
+        kept = config.provenance.get("fp32_no_integer_kernel", [])
     if kept:
         print(f"{len(kept)} layer(s) have no integer kernel and stay fp32 ({', '.join(kept[:3])}"
               f"{', ...' if len(kept) > 3 else ''}); achieved rate {config.provenance['bops_reduction_rate']:.1f}%")

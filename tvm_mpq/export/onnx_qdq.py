@@ -11,8 +11,8 @@ matches; shapes checked), then:
 * a batch-norm the compiler folded into the layer is folded here too (node removed);
 * bias -> int32 codes at ``s_x * s_w`` + ``DequantizeLinear`` (the integer kernel's bias; a
   bias the kernel keeps in fp32 stays fp32);
-* a matmul of two activations (attention, ``--int8-attention``): its ``MatMul`` (matched in
-  graph order by output shape) gets both inputs quantized, at the layer's ``act`` and ``b_act``;
+* a matmul of two activations (attention, ``--int8-attention``): its ``MatMul`` (the products
+  matched in graph order, shapes checked) gets both inputs quantized, at the layer's ``act`` and ``b_act``;
   ONNX computes the product of the dequantized values, which the int32 product is exactly;
 * input -> ``QuantizeLinear``/``DequantizeLinear`` (uint8, the config's scale / zero point; a
   depthwise conv's input quantized per channel is written as the float ops of the quantizer,
@@ -36,6 +36,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from tvm_mpq.compiler.validate import ATTENTION_KIND
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.errors import MpqError
 from tvm_mpq.export.fp32_onnx import Source, fp32_onnx, load_with_source
@@ -44,6 +45,7 @@ from tvm_mpq.export.onnx_equalize import equalize_onnx
 from tvm_mpq.export.onnx_graph import (CHANNELS_FIRST_OPS, OnnxGraph, attr, is_nearest_resize, is_zero_pad, onnx_weight,
                                       same_directions, set_attr, with_opset)
 from tvm_mpq.frontends.model_graph import ModelGraph
+from tvm_mpq.graph.layer_table import LayerTable, build_layer_table
 from tvm_mpq.quantization.quantizers import ActQParams
 
 MIN_OPSET = 13
@@ -101,7 +103,8 @@ def export_qdq_onnx(graph_or_model: ModelGraph | str | Path, config: PrecisionCo
 def build_qdq_onnx(graph: ModelGraph, config: PrecisionConfig, fp32: onnx.ModelProto | None = None) -> QdqExport:
     """The QDQ model of ``config`` on ``graph`` (see the module docstring), from the fp32 ONNX
     model ``fp32`` (default: :func:`~tvm_mpq.export.fp32_onnx.fp32_onnx` of the graph)."""
-    layers, products = lowered_layers(graph, config)
+    table = build_layer_table(graph)
+    layers, products = lowered_layers(graph, config, table)
     for name, qp in [(il.name, il.act) for il in layers] + [(p.name, q.act) for p in products for q in (p.a, p.b)]:
         if qp.bits != 8:
             raise MpqError(f"config layer '{name}' has {qp.bits}-bit activations: the ONNX QDQ export "
@@ -110,7 +113,7 @@ def build_qdq_onnx(graph: ModelGraph, config: PrecisionConfig, fp32: onnx.ModelP
     g = OnnxGraph(model)
     g.drop_identities()
     matches = _match_layers(layers, g, graph.name)
-    product_nodes = _match_products(products, g, graph.name)
+    product_nodes = _match_products(products, table, g, graph.name) if products else []
     in_order = sorted([*layers, *products], key=lambda x: x.layer.index)
     result = QdqExport(model, [x.name for x in in_order], config.fp32_layers(),
                        {il.name: node.name for il, node in [*matches, *product_nodes]})
@@ -160,33 +163,32 @@ def _match_layers(layers: list[Int8Layer], g: OnnxGraph, model_name: str) -> lis
     return matches
 
 
-def _match_products(products: list[Int8Product], g: OnnxGraph,
+def _match_products(products: list[Int8Product], table: LayerTable, g: OnnxGraph,
                     model_name: str) -> list[tuple[Int8Product, onnx.NodeProto]]:
-    """Each int8 product of two activations -> its ONNX ``MatMul`` (both inputs computed, not
-    initializers): in graph order, the first unused one whose output shape (as ONNX shape
-    inference gives it) is the product's; the layer table lists the products in the order the
-    importer read them."""
+    """Each int8 product of two activations -> its ONNX ``MatMul``. The layer table lists every
+    product (int8 or not) in the order the importer read the model's nodes, so the k-th of them
+    is the k-th ``MatMul`` of two computed tensors (not initializers) in graph order: both lists
+    must be as long, and every output shape that ONNX shape inference knows must be the
+    product's (all of a transformer's products often have one shape: nothing but the order can
+    tell them apart, so no node is ever skipped)."""
     candidates = [n for n in g.nodes if n.op_type == "MatMul" and onnx_weight(g, n) is None
                   and not any(g.const(i) is not None for i in n.input)]
-    used: set[str] = set()
+    every = [layer for layer in table if layer.kind == ATTENTION_KIND]
+    if len(candidates) != len(every):
+        raise MpqError(f"{model_name}'s ONNX model has {len(candidates)} MatMul(s) of two computed tensors where the "
+                       f"compiled model has {len(every)} product(s) of two activations: the int8 ones ("
+                       f"{', '.join(p.name for p in products[:3])}) cannot be placed; keep them fp32 (no --int8-attention)")
+    node_of = dict(zip((layer.name for layer in every), candidates))
     matches = []
     for product in products:
-        found = None
-        for node in candidates:
-            if node.name in used:
-                continue
-            out_shape = g.shapes.get(node.output[0])  # (known shapes only: a wrong MatMul would be silent)
-            if out_shape is None or not product.layer.output_shape or \
-                    _without_leading_ones(out_shape) != _without_leading_ones(product.layer.output_shape):
-                continue
-            found = node
-            break
-        if found is None:
+        node = node_of[product.name]
+        out_shape = g.shapes.get(node.output[0])
+        if out_shape is not None and product.layer.output_shape and \
+                _without_leading_ones(out_shape) != _without_leading_ones(product.layer.output_shape):
             raise MpqError(f"int8 layer '{product.name}' (a product of two activations, output "
-                           f"{list(product.layer.output_shape or [])}) matches no MatMul of two computed tensors in "
-                           f"{model_name}'s ONNX model")
-        used.add(found.name)
-        matches.append((product, found))
+                           f"{list(product.layer.output_shape)}) is, by order, ONNX MatMul '{node.name}' of output "
+                           f"{list(out_shape)} in {model_name}'s ONNX model: the two do not match")
+        matches.append((product, node))
     return matches
 
 

@@ -99,7 +99,7 @@ def measured_corrections(graph: ModelGraph, config: PrecisionConfig, feeds: list
     base = PrecisionConfig(config.model, dict(config.layers), dict(config.provenance))
     for name in names:
         base.layers[name] = replace(base.layers[name], bias_correction=None)
-    keep_unsupported_fp32(base, table)  # as compile --rate builds it
+    keep_unsupported_fp32(base, table, int8_attention=True)  # (products of two activations: as the config has them)
     # fp32: the batch-norm folded graph's conv outputs (before the bias), as the int8 MACs below
     folded = folded_graph(graph)
     folded_vars = [build_layer_table(folded).by_name[name].var for name in names]
