@@ -14,6 +14,12 @@ convs of one group without dilation (a GEMM and the sum of its shifted blocks,
 :class:`relay_passes.transpose_conv_as_matmul.TransposeConvAsMatmul`), matmuls by a constant
 and matmuls of two activations (attention's ``q k^T`` and ``p v``: both operands as codes,
 their zero points corrected with row and column sums)."""
+ATTENTION_KIND = "matmul"
+"""The layer kind of a matmul of two activations (attention's ``q k^T`` and ``p v``). Compiled
+int8 only when asked (``--int8-attention``): faster where the products are large
+(sudachi-tagger's 256-token heads, a ViT's 257), a little slower where they are small (khmersm's
+64 tokens: the zero-point row and column sums are kernels of their own), and it costs output
+SQNR (docs/results.md "Int8 attention")."""
 MAX_INTEGER_BITS = 8
 """Weights and activations are stored as int8 / uint8 codes: 2..8 bits run on the int8 kernels
 (fewer bits are exact in the 8-bit containers); 16-bit activations have no kernel here."""
@@ -27,7 +33,7 @@ def integer_problem(layer: str, kind: str, w_bits: int, a_bits: int, has_act: bo
     if kind not in INTEGER_KINDS:
         return (f"layer '{layer}' is a {kind}: the integer kernel path supports {', '.join(INTEGER_KINDS)}; "
                 "keep it \"fp32\"")
-    if kind == "matmul" and not has_b_act:
+    if kind == ATTENTION_KIND and not has_b_act:
         return (f"layer '{layer}' multiplies two activations and has no quantizer for the second (\"b_act\"): "
                 "write the config with `tvm-mpq analyze --rate R` (it calibrates), or compile with --rate")
     if w_bits > MAX_INTEGER_BITS or a_bits > MAX_INTEGER_BITS:

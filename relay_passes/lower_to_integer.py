@@ -47,7 +47,7 @@ import tvm
 from tvm import relax
 
 from relay_passes.convert_layout import tensor_shape
-from relay_passes.integer_support import integer_problem
+from relay_passes.integer_support import ATTENTION_KIND, integer_problem
 from relay_passes.precision_annotation import (PrecisionAnnotation, detach_annotations, relax_functions,
                                                weight_channel_axis)
 from relay_passes.quantized_arith import Accumulator, FakeQuantArith, IntegerArith
@@ -390,7 +390,7 @@ class IntegerLowering(relax.PyExprMutator):
             kind = transpose_conv_kind(call.attrs)
         problem = integer_problem(annotation.layer, kind, annotation.w_bits, annotation.a_bits,
                                   annotation.act is not None, annotation.weight_act is not None)
-        if problem is None and kind == "matmul":
+        if problem is None and kind == ATTENTION_KIND:
             return  # two activations: both read as codes, no weight to check
         if problem is None and weight is None:
             problem = f"layer '{annotation.layer}': the weight is not a constant (bind the parameters first)"

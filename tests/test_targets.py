@@ -317,32 +317,37 @@ def _emulated_and_reference(func, sch, rng: np.random.Generator) -> tuple[np.nda
     return got[-1].numpy(), want[-1].numpy()
 
 
-def test_cuda_gemm_schedules_compute_what_the_layers_compute(cuda, small_graph, small_configs, same_pad):
-    """Each CUDA GEMM schedule, its threads emulated as serial loops and dp4a as its scalar
-    description (:class:`tvm_mpq.kernels.cuda_mac.ThreadMapping`), built for this CPU, against
-    the unscheduled fused function: tiles, padding, im2col, epilogue and tail are exact."""
+def _scheduled_gemms(graph, config, target) -> list[tuple[str, object, object]]:
+    """``(name, fused function, its CUDA GEMM schedule with emulated threads)`` of every fused
+    function of ``config`` on ``graph`` that the CUDA GEMM rule schedules."""
     from tvm_mpq.compiler.build import fuse
     from tvm_mpq.compiler.pipeline import lower_model
     from tvm_mpq.kernels.cuda_mac import ThreadMapping, schedule_gemm
 
+    with target, tvm.transform.PassContext(opt_level=3):
+        fused = fuse(lower_model(graph, config)[0], target)
+    out = []
+    for gv, func in fused.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc) and (sch := schedule_gemm(func, threads=ThreadMapping(emulate=True))):
+            out.append((gv.name_hint, func, sch))
+    return out
+
+
+def test_cuda_gemm_schedules_compute_what_the_layers_compute(cuda, small_graph, small_configs, same_pad):
+    """Each CUDA GEMM schedule, its threads emulated as serial loops and dp4a as its scalar
+    description (:class:`tvm_mpq.kernels.cuda_mac.ThreadMapping`), built for this CPU, against
+    the unscheduled fused function: tiles, padding, im2col, epilogue and tail are exact."""
     rng = np.random.default_rng(0)
     cases = [(small_graph, small_configs[100]), (same_pad[0], same_pad[1][100]), (same_pad[0], same_pad[1][0])]
     checked = []
     for graph, config in cases:
-        with cuda.tvm_target, tvm.transform.PassContext(opt_level=3):
-            fused = fuse(lower_model(graph, config)[0], cuda.tvm_target)
-        for gv, func in fused.functions.items():
-            if not isinstance(func, tvm.tirx.PrimFunc):
-                continue
-            sch = schedule_gemm(func, threads=ThreadMapping(emulate=True))
-            if sch is None:
-                continue
+        for name, func, sch in _scheduled_gemms(graph, config, cuda.tvm_target):
             actual, expected = _emulated_and_reference(func, sch, rng)
             if expected.dtype == np.float32:
-                np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5, err_msg=gv.name_hint)
+                np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5, err_msg=name)
             else:
-                np.testing.assert_array_equal(actual, expected, err_msg=gv.name_hint)
-            checked.append(gv.name_hint)
+                np.testing.assert_array_equal(actual, expected, err_msg=name)
+            checked.append(name)
     assert sum("pad" in name for name in checked) == 2 and len(checked) >= 6, checked
 
 
@@ -381,27 +386,17 @@ def test_cuda_gemm_schedules_compute_int8_attention_products_exactly(cuda):
     from test_compile import _Heads
 
     from tvm_mpq.api import config_for_rate
-    from tvm_mpq.compiler.build import fuse
-    from tvm_mpq.compiler.pipeline import lower_model
     from tvm_mpq.frontends.torch_frontend import from_module
-    from tvm_mpq.kernels.cuda_mac import ThreadMapping, schedule_gemm
 
     rng = np.random.default_rng(2)
     feeds = [{"x": rng.normal(size=(1, 20, 78)).astype(np.float32)} for _ in range(3)]
     graph = from_module(_Heads(), feeds[0], "heads")
     config, _ = config_for_rate(graph, feeds, 100, "inorder")
-    with cuda.tvm_target, tvm.transform.PassContext(opt_level=3):
-        fused = fuse(lower_model(graph, config)[0], cuda.tvm_target)
     products = []
-    for gv, func in fused.functions.items():
-        if not isinstance(func, tvm.tirx.PrimFunc):
-            continue
-        sch = schedule_gemm(func, threads=ThreadMapping(emulate=True))
-        if sch is None:
-            continue
-        np.testing.assert_array_equal(*_emulated_and_reference(func, sch, rng), err_msg=gv.name_hint)
+    for name, func, sch in _scheduled_gemms(graph, config, cuda.tvm_target):
+        np.testing.assert_array_equal(*_emulated_and_reference(func, sch, rng), err_msg=name)
         if 1 not in [int(i) for i in (func.attrs or {}).get("layout_free_buffers", [])]:
-            products.append(gv.name_hint)  # (its second operand is no constant: an activation)
+            products.append(name)  # (its second operand is no constant: an activation)
     assert len(products) == 2, products
 
 

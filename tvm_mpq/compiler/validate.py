@@ -8,7 +8,7 @@ kernels cannot run; ``compile --rate`` keeps those layers fp32).
 
 from __future__ import annotations
 
-from relay_passes.integer_support import INTEGER_KINDS, integer_problem
+from relay_passes.integer_support import ATTENTION_KIND, INTEGER_KINDS, integer_problem
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.errors import MpqError
 from tvm_mpq.graph.layer_table import LayerTable
@@ -27,14 +27,6 @@ def check_integer_config(config: PrecisionConfig, table: LayerTable) -> None:
                                   lp.b_act is not None)
         if problem is not None:
             raise MpqError(f"config {problem}")
-
-
-ATTENTION_KIND = "matmul"
-"""The layer kind of a matmul of two activations (attention's ``q k^T`` and ``p v``): int8 only
-when asked (``--int8-attention``): faster where the products are large (sudachi-tagger's
-256-token heads, a ViT's 257), a little slower where they are small (khmersm's 64 tokens: the
-zero-point row and column sums are kernels of their own), and it costs output SQNR
-(docs/results.md "Int8 attention")."""
 
 
 def keep_unsupported_fp32(config: PrecisionConfig, table: LayerTable, int8_attention: bool = False) -> list[str]:

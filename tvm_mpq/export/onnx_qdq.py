@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from tvm_mpq.compiler.validate import ATTENTION_KIND
+from relay_passes.integer_support import ATTENTION_KIND
 from tvm_mpq.config.precision_config import PrecisionConfig
 from tvm_mpq.errors import MpqError
 from tvm_mpq.export.fp32_onnx import Source, fp32_onnx, load_with_source
