@@ -24,26 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchkit.machine import flags_text, machine_info  # noqa: E402
+from benchkit.models import corpus_or_zoo  # noqa: E402
 
 BUILDS = ("fp32", "attention fp32", "attention int8")
-
-
-def _model(name: str):
-    """(graph, calibration feeds, held-out feeds) of a corpus or zoo model."""
-    from tvm_mpq.corpus.catalog import CATALOG, by_name
-    from tvm_mpq.corpus.fetch import fetch
-    from tvm_mpq.corpus.inputs import feeds
-    from tvm_mpq.zoo import load_model
-
-    if name in {m.name for m in CATALOG}:
-        model = by_name(name)
-        graph = load_model(str(fetch(model)), model.shapes)
-        return graph, feeds(model, graph, 16), feeds(model, graph, 4, offset=16)
-    from tvm_mpq.calibration import load_calibration
-
-    graph = load_model(name)
-    samples = load_calibration(graph, None, 20)
-    return graph, samples[:16], samples[16:]
 
 
 def measure(name: str, rounds: int, runs: int) -> dict:
@@ -56,7 +39,8 @@ def measure(name: str, rounds: int, runs: int) -> dict:
     from tvm_mpq.metrics.task_metrics import output_sqnr_db
     from tvm_mpq.runtime.executor import host_tensor
 
-    graph, calib, held_out = _model(name)
+    graph, samples = corpus_or_zoo(name, 20)
+    calib, held_out = samples[:16], samples[16:]
     config, report = config_for_rate(graph, calib, 100, "quantunev2")
     int8_attention = copy.deepcopy(config)
     products = keep_unsupported_fp32(config, report.table)

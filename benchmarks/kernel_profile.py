@@ -18,6 +18,7 @@ import argparse
 import os
 
 from benchkit.machine import flags_text, machine_info
+from benchkit.models import corpus_or_zoo
 from benchkit.timing import interleaved_min
 
 
@@ -34,21 +35,10 @@ def main() -> None:
     from tvm_mpq.api import config_for_rate
     from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.validate import keep_unsupported_fp32
-    from tvm_mpq import zoo
-    from tvm_mpq.corpus.catalog import CATALOG, by_name
-    from tvm_mpq.corpus.fetch import fetch
-    from tvm_mpq.corpus.inputs import feeds
     from tvm_mpq.runtime.executor import host_target, host_tensor
     from tvm_mpq.runtime.profiler import profile_kernels, profile_kernels_isolated, time_by_kind
-    from tvm_mpq.zoo import load_model
 
-    if args.model in {m.name for m in CATALOG}:
-        model = by_name(args.model)
-        graph = load_model(str(fetch(model)), model.shapes)
-        calib = feeds(model, graph, 8)
-    else:
-        graph = load_model(args.model)
-        calib = zoo.get(args.model).calibration(8)
+    graph, calib = corpus_or_zoo(args.model, 8)
     target = host_target()
     builds = {}
     for rate in (0, 100):

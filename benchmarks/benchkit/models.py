@@ -18,6 +18,22 @@ def load_model(name: str):
     return LOADED[name]
 
 
+def corpus_or_zoo(name: str, count: int) -> tuple:
+    """``(graph, samples)`` of a corpus model (:mod:`tvm_mpq.corpus`, fetched once) or else a zoo
+    model: its first ``count`` input samples (the corpus's generated inputs, the zoo's bundled
+    calibration set)."""
+    from tvm_mpq import zoo
+    from tvm_mpq.corpus.catalog import CATALOG, by_name
+    from tvm_mpq.corpus.fetch import fetch
+    from tvm_mpq.corpus.inputs import feeds
+    from tvm_mpq.zoo import load_model as load_graph
+
+    if name in {m.name for m in CATALOG}:
+        model = by_name(name)
+        graph = load_graph(str(fetch(model)), model.shapes)
+        return graph, feeds(model, graph, count)
+    return load_graph(name), zoo.get(name).calibration(count)
+
 
 @dataclass
 class RateBuild:
