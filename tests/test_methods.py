@@ -175,9 +175,17 @@ def test_top1_pseudo_labels_and_errors(small_graph, small_feeds):
 
 def test_quantunev2_e2e_reorders_the_measured_top_end_to_end(small_graph, small_feeds):
     """QuantuneV2's list, its first `budget` layers measured end to end (one layer int8 at a time
-    in the switchable probe) and ordered by output noise per MAC (default) or by output SQNR; the
-    rest, and QuantuneV2 itself, unchanged."""
+    in the switchable probe) and ordered by output SQNR (default) or by output noise per MAC; the
+    rest, and QuantuneV2 itself, unchanged. By default every layer on every calibration sample,
+    lowest output SQNR first."""
     base = analyze(small_graph, small_feeds, "quantunev2")
+    default = analyze(small_graph, small_feeds, "quantunev2-e2e")
+    info = default.method_info
+    n = len(base.sensitivity)
+    assert (info["order"], info["measured_layers"], info["samples"]) == ("output-sqnr", n, len(small_feeds))
+    assert (info["runs"], info["sample_inferences"]) == (n + 1, (n + 1) * len(small_feeds))
+    measured = [default.details[name]["e2e_output_sqnr_db"] for name in default.sensitivity]
+    assert measured == sorted(measured) and sorted(default.sensitivity) == sorted(base.sensitivity)
     macs = {layer.name: layer.macs for layer in build_layer_table(small_graph)}
     for order in ("per-bop", "output-sqnr"):
         refined = analyze(small_graph, small_feeds, "quantunev2-e2e", options={"budget": 3, "samples": 2, "order": order})

@@ -39,10 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--e2e-budget", type=int, metavar="K",
                    help="quantunev2-e2e: layers of QuantuneV2's list measured end to end (default all)")
     m.add_argument("--e2e-samples", type=int, metavar="N",
-                   help="quantunev2-e2e: calibration samples per end-to-end measurement (default 4)")
-    m.add_argument("--e2e-order", choices=("per-bop", "output-sqnr"),
-                   help="quantunev2-e2e: order of the measured layers: output noise per BOP saved (default) "
-                        "or lowest output SQNR first")
+                   help="quantunev2-e2e: calibration samples per end-to-end measurement (default all)")
+    m.add_argument("--e2e-order", choices=("output-sqnr", "per-bop"),
+                   help="quantunev2-e2e: order of the measured layers: lowest output SQNR first (default) "
+                        "or output noise per BOP saved")
     p.set_defaults(func=cmd_analyze)
 
 
