@@ -18,7 +18,7 @@ unmeasured rest keep QuantuneV2's order. ``order`` says how the measured ones ar
 Why these defaults (docs/results.md, "End-to-end orders against Top-1 order"): on
 efficientnet-lite0's 94 held-out photos, for each of three noise measures and two sample counts,
 ``per-bop`` gave the higher output SQNR at the same rates and ``output-sqnr`` the higher top-1
-agreement (6 of 6 pairs, by 0.5-1.6 points over the rates 50-20%); with all 16 calibration
+agreement (6 of 6 pairs, by 0.5-1.3 points averaged over the rates 50-20%); with all 16 calibration
 samples ``output-sqnr`` meets Top-1 order's agreement on issue 14's 32 photos at every rate,
 where 4 samples and ``per-bop`` (the defaults before) trailed it by up to two photos.
 
