@@ -1,6 +1,9 @@
-"""FoldBatchNorm: fold inference batch-norm into the conv2d (or conv2d_transpose) before it, for chosen layers only.
+"""FoldBatchNorm: fold inference batch-norm into the conv2d, conv1d or conv2d_transpose before it, for chosen layers only.
 
-TVM's ``relax.transform.FoldBatchnormToConv2D`` folds every ``conv2d -> batch_norm -> [0]``.
+TVM's ``relax.transform.FoldBatchnormToConv2D`` folds every ``conv2d -> batch_norm -> [0]`` (conv2d
+only: a PyTorch ``Conv1d`` -> ``BatchNorm1d``, an EEG or audio model's block, it leaves to be
+decomposed into a multiply-add after the conv, and an int8 conv1d would then quantize the
+unfolded weight).
 The precision passes need the fold per layer, by name: an int8 layer's batch-norm belongs to its
 fused group (its weight is quantized *after* folding, QuantuneV2 stage C); the compile pipeline
 folds every layer's (an fp32 layer then computes one conv + bias, as onnxruntime's fp32 build
@@ -10,7 +13,7 @@ precision annotation says
 (:mod:`relay_passes.precision_annotation`): by stable name, or every layer annotated int8. The
 rewrite is TVM's: ``W' = W * gamma / sqrt(var + eps)`` per output channel (axis 0 of an OIHW
 conv's weight, axis 1 of a one-group IOHW transposed conv's: a decoder's upsampling) and
-``b' = beta - mean * gamma / sqrt(var + eps)`` added after the conv, computed in numpy from the
+``b' = beta - mean * gamma / sqrt(var + eps)`` (a conv1d's: axis 0 of its OIW weight) added after the conv, computed in numpy from the
 bound constants (run after ``BindParams``). A folded layer's annotation moves with it and its
 weight scales become those of the folded weight (the weight the lowering quantizes).
 """
@@ -42,7 +45,8 @@ def folded_layers(mod: tvm.IRModule) -> list[str]:
 
 @relax.transform.function_pass(opt_level=0, name="FoldBatchNorm")
 class FoldBatchNorm:
-    """Fold ``batch_norm(conv2d(x, W) [+ b], gamma, beta, mean, var)[0]`` into ``conv2d(x, W') + b'``.
+    """Fold ``batch_norm(conv(x, W) [+ b], gamma, beta, mean, var)[0]`` into ``conv(x, W') + b'``
+    (``conv``: conv2d, conv1d, or a one-group conv2d_transpose).
 
     ``layers``: stable names of the layers to fold (read from their precision annotations);
     ``None`` folds every match, annotated or not. ``quantized_only``: fold only layers annotated
@@ -56,8 +60,8 @@ class FoldBatchNorm:
         self.quantized_only = quantized_only
         self.data = wildcard()
         self.weight = is_const()
-        self.conv = is_op("relax.nn.conv2d")(self.data, self.weight) | is_op("relax.nn.conv2d_transpose")(
-            self.data, self.weight)
+        self.conv = (is_op("relax.nn.conv2d")(self.data, self.weight) | is_op("relax.nn.conv1d")(self.data, self.weight)
+                     | is_op("relax.nn.conv2d_transpose")(self.data, self.weight))
         self.bn_args = [is_const() for _ in range(4)]  # gamma, beta, mean, var
         self.conv_bias = is_const()
         self.biased = is_op("relax.add")(self.conv, self.conv_bias)
@@ -85,8 +89,8 @@ class FoldBatchNorm:
             if not self._selected(annotation):
                 return expr
             transposed = conv.op.name == "relax.nn.conv2d_transpose"  # IOHW: output channels on axis 1
-            layout = "IOHW" if transposed else "OIHW"
-            if conv.attrs.kernel_layout != layout or conv.attrs.data_layout != "NCHW" or int(bn.attrs.axis) != 1:
+            layout = "IOHW" if transposed else "OIW" if conv.op.name == "relax.nn.conv1d" else "OIHW"
+            if conv.attrs.kernel_layout != layout or conv.attrs.data_layout != "NC" + layout[2:] or int(bn.attrs.axis) != 1:
                 return expr
             if transposed and int(conv.attrs.groups) != 1:
                 return expr
@@ -94,10 +98,10 @@ class FoldBatchNorm:
             factor = gamma / np.sqrt(var + float(bn.attrs.epsilon))
             weight = matches[self.weight].value.numpy()
             axis = layout.index("O")
-            folded_w = (weight.astype(np.float64) * factor.reshape([-1 if i == axis else 1 for i in range(4)])
+            folded_w = (weight.astype(np.float64) * factor.reshape([-1 if i == axis else 1 for i in range(weight.ndim)])
                         ).astype(weight.dtype)
             conv_bias = matches[self.conv_bias].value.numpy().reshape(-1) if self.conv_bias in matches else 0.0
-            bias = (beta + (conv_bias - mean) * factor).astype(weight.dtype).reshape(1, -1, 1, 1)
+            bias = (beta + (conv_bias - mean) * factor).astype(weight.dtype).reshape([1, -1] + [1] * (weight.ndim - 2))
             n_folded += 1
             if annotation is not None:
                 folded.append(annotation.layer)

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import onnx
 import pytest
+import tvm
 from onnx import TensorProto, helper, numpy_helper
 
 from tvm_mpq.api import config_for_rate
@@ -952,3 +953,43 @@ def test_a_dropout_mask_output_is_all_true_at_inference(tmp_path):
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert got[1].dtype == np.bool_ and got[1].all()
+
+
+def test_a_conv1d_batch_norm_folds_in_the_compiler_and_the_export_alike(tmp_path):
+    """A PyTorch ``Conv1d`` -> ``BatchNorm1d`` (an EEG or audio model's block): ``FoldBatchNorm``
+    matched conv2d only, so the int8 conv1d quantized the unfolded weight and the batch-norm ran
+    after it as a multiply-add, while the QDQ export, deciding "folded" from the ONNX op type,
+    folded it and then refused the model ("adds a bias the compiled model does not"). The fold
+    now covers conv1d, the export folds exactly what the compiler records, and onnxruntime runs
+    the export like the compiled model."""
+    from relay_passes.fold_batch_norm import folded_layers
+    from tvm_mpq.compiler.pipeline import annotation_passes
+    from tvm_mpq.export import build_qdq_onnx
+    from tvm_mpq.export.fp32_onnx import fp32_onnx
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+             for name, shape in (("w0", (8, 3, 3)), ("w1", (8, 8, 3)), ("b1", (8,)), ("m", (8,)))]
+    inits += [numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), name) for name in ("g", "v")]
+    inits += [numpy_helper.from_array(rng.normal(0, 0.2, 8).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c"], name="conv", pads=[1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w1", "b1"], ["u"], name="conv_bn", pads=[1, 1]),
+             helper.make_node("BatchNormalization", ["u", "g", "b", "m", "v"], ["n"], name="bn"),
+             helper.make_node("Relu", ["n"], ["y"], name="relu2")]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])], inits)
+    graph = load_model(str(path))
+    feeds = _feeds((1, 3, 16), 6)
+    np.testing.assert_allclose(compile_graph(graph).run(feeds[0])[0], _ort(path, feeds[0])[0], rtol=1e-4, atol=1e-4)
+    config, _ = config_for_rate(graph, feeds, 100, "inorder", int8_attention=False)
+    prepared = tvm.transform.Sequential(annotation_passes(graph, config))(graph.mod)
+    assert folded_layers(prepared) == ["conv_bn"]
+    assert "R.nn.batch_norm" not in prepared.script() and "R.multiply" not in prepared.script()
+    compiled = compile_model(graph, config)
+    assert compiled.stats["int8_layers"] == 2
+    int8 = [compiled.run(f)[0] for f in feeds]
+    assert output_sqnr_db(int8, [_ort(path, f)[0] for f in feeds]) > 30
+    exported = build_qdq_onnx(graph, config, fp32_onnx(graph))
+    assert exported.n_bn_folded == 1 and not any(n.op_type == "BatchNormalization" for n in exported.model.graph.node)
+    assert output_sqnr_db([_ort_model(exported.model, f)[0] for f in feeds], int8) > 100

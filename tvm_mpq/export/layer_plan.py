@@ -11,7 +11,7 @@ on it. From the annotations and that lowering we read, per int8 layer:
 * the weight it quantizes (batch-norm folded, in the MAC op's operand layout) and the bias that
   is folded into the int32 accumulator (quantized at ``s_x * s_w``), or the fp32 bias add that
   stays in the epilogue;
-* whether a batch-norm is left after it (not folded);
+* whether the compiler folded a batch-norm into it (``FoldBatchNorm``'s record);
 * where its input quantizer sits: on the edge into the layer only, or on a tensor that every
   consumer then reads quantized (the pass stores an int8 group's output once, as uint8 codes,
   when an int8 layer reads it; fp32 consumers read those codes dequantized).
@@ -25,6 +25,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from relay_passes.fold_batch_norm import folded_layers
 from relay_passes.lower_to_integer import IntegerLowering, code_layout_source
 from relay_passes.precision_annotation import bound_constant, detach_annotations, op_name
 from relay_passes.quantized_arith import FakeQuantArith, accumulator_scale
@@ -72,8 +73,10 @@ class Int8Layer:
     (conv2d ``OIHW``; matmul ``[K, N]``), output channels along ``channel_axis``; ``weight_scales``
     its per-channel scales. ``bias`` is the per-channel bias added to the accumulator (``None``:
     no bias op after the layer); ``bias_folded`` says it is quantized to int32 at
-    ``acc_scale = s_x * s_w`` (otherwise it stays an fp32 add). ``bn_kept``: a batch-norm still
-    follows the layer (the fold did not apply). ``input_shared``: the layer's input tensor is
+    ``acc_scale = s_x * s_w`` (otherwise it stays an fp32 add). ``bn_folded``: the compiler folded
+    the batch-norm after the layer into its weight and bias (:class:`relay_passes.FoldBatchNorm`'s
+    record, :func:`relay_passes.folded_layers`); a batch-norm it did not fold (one after a dense
+    layer) it computes after the layer as a multiply-add. ``input_shared``: the layer's input tensor is
     stored as uint8 codes at ``shared_act``, so all its consumers read it quantized;
     ``source_act``: the same holds for the tensor the input's layout-op chain (max-pool, reshape,
     transpose ...) starts from (``None``: that tensor's other consumers read it in fp32).
@@ -86,7 +89,7 @@ class Int8Layer:
     weight_scales: np.ndarray
     bias: np.ndarray | None
     bias_folded: bool
-    bn_kept: bool
+    bn_folded: bool
     input_shared: bool
     shared_act: ActQParams | None
     source_act: ActQParams | None
@@ -158,6 +161,7 @@ def lowered_layers(graph: ModelGraph, config: PrecisionConfig,
         for used in relax.analysis.free_vars(binding.value) if not isinstance(binding.value, relax.Var) else []:
             consumers.setdefault(used, []).append(binding)
     int8_vars = {annotation.layer: var for var, annotation in lowering.int8.items()}
+    bn_folded = set(folded_layers(prepared))
     out: list[Int8Layer] = []
     products: list[Int8Product] = []
     for layer in table:
@@ -174,7 +178,7 @@ def lowered_layers(graph: ModelGraph, config: PrecisionConfig,
         scales = annotation.weight_scales
         if scales is None:
             scales = weight_scales(weight, annotation.w_bits, layer.channel_axis)
-        bias, bias_folded, after = None, False, var
+        bias, bias_folded = None, False
         add = next((b for b in consumers.get(var, []) if op_name(b.value) == "relax.add"), None)
         if add is not None:
             other = add.value.args[1] if add.value.args[0].same_as(var) else add.value.args[0]
@@ -183,12 +187,10 @@ def lowered_layers(graph: ModelGraph, config: PrecisionConfig,
                 bias = value.reshape(-1).astype(np.float32)
                 forms = lowering.forms.get(add.var)
                 bias_folded = forms is not None and forms.acc is not None
-                after = add.var
-        bn_kept = any(op_name(b.value) == "relax.nn.batch_norm" for b in consumers.get(after, []))
         data = _operand(lowering, var2val, call.args[0], annotation.act)
         correction = config.layers[layer.name].bias_correction
         out.append(Int8Layer(layer, annotation.act, annotation.w_bits, weight.astype(np.float32), scales, bias,
-                             bias_folded, bn_kept, data.shared, data.shared_act, data.source_act,
+                             bias_folded, layer.name in bn_folded, data.shared, data.shared_act, data.source_act,
                              None if correction is None else np.asarray(correction, np.float32)))
     return out, products
 

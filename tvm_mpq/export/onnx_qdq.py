@@ -286,7 +286,7 @@ def _bias_tolerance(source_bias: np.ndarray, bias: np.ndarray) -> float:
 
 
 def _rewrite_bias(g: OnnxGraph, il: Int8Layer, node: onnx.NodeProto) -> tuple[int, bool]:
-    """Fold a batch-norm the compiler folded (after a conv); bias -> int32 codes + DequantizeLinear where the
+    """Fold the batch-norm the compiler folded; bias -> int32 codes + DequantizeLinear where the
     integer kernel folds it. Returns (bias DequantizeLinear nodes written, batch-norm folded)."""
     channels = il.weight_scales.size
     own_bias = node.op_type in (*CHANNELS_FIRST_OPS, "Gemm") and len(node.input) > 2 and bool(node.input[2])
@@ -294,12 +294,12 @@ def _rewrite_bias(g: OnnxGraph, il: Int8Layer, node: onnx.NodeProto) -> tuple[in
     tail = add[0].output[0] if add is not None else node.output[0]
     bn = _single_user(g, tail, "BatchNormalization")
     bn = bn if bn is not None and bn.input[0] == tail else None
-    # The compiler folds batch-norms into convs only (FoldBatchNorm); one after a Gemm / MatMul
-    # (an MXNet export's FullyConnected + BatchNorm: SFace's embedding) it computes after the
-    # product as a multiply-add, so the export keeps that batch-norm node as it is.
-    fold_bn = bn is not None and not il.bn_kept and node.op_type in CHANNELS_FIRST_OPS
-    if il.bn_kept and bn is None:
-        raise MpqError(f"int8 layer '{il.name}': the compiler keeps its batch-norm, but the ONNX model has it folded")
+    # Fold the batch-norm after the node where the compiler folded one (FoldBatchNorm's record,
+    # Int8Layer.bn_folded; an ONNX file without one has it folded already, a PyTorch export's:
+    # the bias check below holds it to the compiled bias). One the compiler did not fold (after a
+    # Gemm / MatMul: an MXNet export's FullyConnected + BatchNorm, SFace's embedding) it computes
+    # after the product as a multiply-add, so the export keeps that node as it is.
+    fold_bn = il.bn_folded and bn is not None
     onnx_bias = _onnx_bias(g, node, add[1] if add is not None else None, bn if fold_bn else None)
     source_bias = il.source_bias()  # the compiled model's bias without the config's bias correction
     if source_bias is None:
