@@ -171,7 +171,8 @@ def all_ok(rows: list[dict]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", help="comma-separated corpus names (default: all)")
-    parser.add_argument("--smallest", type=int, help="only the N smallest models (by file size)")
+    parser.add_argument("--smallest", type=int,
+                        help="only the N smallest models (by file size, of those in the fast subset)")
     parser.add_argument("--rates", default="0,100")
     parser.add_argument("--targets", default="aarch64-dotprod,cuda")
     parser.add_argument("--arch", default="sm_80", help="CUDA arch to build for (sm_XY)")

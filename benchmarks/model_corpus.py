@@ -68,7 +68,8 @@ def markdown(results: list[ModelResult], meta: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", help="comma-separated corpus names (default: all)")
-    parser.add_argument("--smallest", type=int, help="only the N smallest models (by file size; the tests' subset)")
+    parser.add_argument("--smallest", type=int,
+                        help="only the N smallest models (by file size) of those in the tests' fast subset")
     parser.add_argument("--calib-size", type=int, default=8)
     parser.add_argument("--eval-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")

@@ -163,6 +163,42 @@ def test_a_siamese_model_gets_a_batch_of_other_photos_on_each_input():
     assert 0.0 <= min(p.min() for p in ones + others) and max(p.max() for p in ones + others) <= 1.0
 
 
+def test_the_fast_subset_leaves_out_a_small_but_slow_model():
+    """Basic Pitch's file (0.23 MB) is the corpus's second smallest, but its analysis takes
+    about a minute: it stays out of the tests' subset, which keeps its three quick models."""
+    from tvm_mpq.corpus.catalog import by_name, smallest
+
+    assert by_name("basic-pitch").file_mb < by_name("atspm-funcnet-pair").file_mb
+    assert [m.name for m in smallest(3)] == ["mtcnn-pnet", "atspm-funcnet-pair", "openwakeword-melspec"]
+
+
+def test_a_tensorflow_audio_input_gets_its_tone_along_time_not_channels():
+    """Basic Pitch (tf2onnx) reads audio as ``(batch, samples, 1)``: the tone runs along the
+    samples, as it does for a ``(1, samples)`` input (along the size-1 channel axis every
+    sample was one value, zero variance, and the input NaN); an input with no axis longer than
+    one sample is a clear error."""
+    import numpy as np
+
+    from tvm_mpq.corpus.catalog import by_name
+    from tvm_mpq.corpus.inputs import make_input
+    from tvm_mpq.frontends.model_graph import TensorSpec
+
+    model = by_name("basic-pitch")
+    name, shape = next(iter(model.shapes.items()))
+    recipe = model.recipes[name]
+    assert recipe.kind == "tones" and recipe.sample_rate == 22050 and shape[-1] == 1
+    channels_last = make_input(recipe, TensorSpec(name, (1, 4000, 1), "float32"), 3, 0)
+    flat = make_input(recipe, TensorSpec(name, (1, 4000), "float32"), 3, 0)
+    for tone, same in zip(channels_last, flat):
+        assert tone.shape == (1, 4000, 1) and np.isfinite(tone).all()
+        assert np.array_equal(tone[..., 0], same)
+        assert abs(float(tone.std()) - recipe.gain) < 1e-3 * recipe.gain
+    assert not np.array_equal(channels_last[0], channels_last[1])
+    with pytest.raises(ValueError, match="more than one sample"):
+        make_input(recipe, TensorSpec(name, (1, 1, 1), "float32"), 1, 0)
+    assert "at 22.05 kHz" in model.data_note
+
+
 def test_a_graph_network_gets_whole_molecules_on_every_input():
     """The GNN's eight inputs come from one bundled sample each (real molecules, featurized by
     the package's featurizer): every edge joins two atoms of one molecule, every atom names

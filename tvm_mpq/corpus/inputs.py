@@ -42,7 +42,7 @@ def make_input(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -
         elif recipe.kind == "normal":
             value = rng.normal(0.0, recipe.gain, size=spec.shape)
         elif recipe.kind == "tones":
-            value = recipe.gain * _tone(rng, spec.shape, recipe.low, recipe.high)
+            value = recipe.gain * _tone(rng, spec.shape, recipe.low, recipe.high, recipe.sample_rate)
         else:
             raise ValueError(f"unknown input recipe kind {recipe.kind!r}")
         out.append(value.astype(spec.dtype))
@@ -66,15 +66,26 @@ def _molecules(spec: TensorSpec, count: int, offset: int) -> list[np.ndarray]:
 
 def _tone(rng: np.random.Generator, shape: tuple[int, ...], low_hz: float, high_hz: float,
           sample_rate: int = 16000) -> np.ndarray:
-    """A harmonic tone along the last axis, zero mean and unit variance (see ``tones``)."""
+    """A harmonic tone along the time axis, zero mean and unit variance (see ``tones``)."""
+    axis = _time_axis(shape)
     f0 = low_hz * (high_hz / low_hz) ** rng.uniform()
-    t = np.arange(shape[-1]) / sample_rate + rng.uniform()
+    t = np.arange(shape[axis]) / sample_rate + rng.uniform()
     harmonics = int(rng.integers(1, 9))
     wave = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi))
                for k in range(1, harmonics + 1))
     wave = wave + rng.normal(0.0, 0.05, size=wave.shape)
     wave = (wave - wave.mean()) / wave.std()
-    return np.broadcast_to(wave, shape).copy()
+    along = [1] * len(shape)
+    along[axis] = shape[axis]
+    return np.broadcast_to(wave.reshape(along), shape).copy()
+
+
+def _time_axis(shape: tuple[int, ...]) -> int:
+    """The last axis longer than one sample: a frame of audio has no zero-variance tone."""
+    longer = [axis for axis, size in enumerate(shape) if size > 1]
+    if not longer:
+        raise ValueError(f"a tones input needs an axis of more than one sample, not the shape {shape}")
+    return longer[-1]
 
 
 def _images(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -> list[np.ndarray]:
