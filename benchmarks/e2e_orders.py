@@ -75,8 +75,9 @@ def main() -> None:
     from benchkit.machine import flags_text, machine_info
     from benchkit.progress import log
     from tvm_mpq.allocation.allocate import allocate_by_rate
-    from tvm_mpq.allocation.bops import INT8
+    from tvm_mpq.allocation.bops import INT8, bops_reduction_rate
     from tvm_mpq.evaluation.evaluator import ConfigEvaluator
+    from tvm_mpq.evaluation.fidelity import scores
     from tvm_mpq.evaluation.method_runs import Stages, run_method
     from tvm_mpq.evaluation.model_data import counts_for, load_model_data
     from tvm_mpq.runtime.executor import host_target
@@ -114,9 +115,10 @@ def main() -> None:
     for label, order in orders.items():
         for rate in rates:
             precisions = allocate_by_rate(data.table, order, rate)
-            outputs = ctx.run(precisions, data.eval_feeds)
+            outputs = ctx.run(precisions, data.eval_feeds)  # run once: its answers and its metrics
             right[label, rate] = np.array([np.argmax(o[0]) for o in outputs]) == truth
-            points[label, rate] = evaluator.point(precisions)
+            points[label, rate] = {"bops_reduction_rate": bops_reduction_rate(data.table, precisions),
+                                   "metrics": scores(data.task, outputs, evaluator.reference, data.labels)}
         log(f"{label}: scored")
 
     rows = []
