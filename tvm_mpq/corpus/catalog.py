@@ -378,6 +378,15 @@ CATALOG: tuple[CorpusModel, ...] = (
         "2 s of 22050 Hz mono audio (43844 samples, as the package windows it) -> 172 frames of 88 note and "
         "onset probabilities and 264 contour bins",
         in_fast_subset=False),  # 0.23 MB, but 71 s through the subset's run (openwakeword-melspec: 13 s)
+    CorpusModel(
+        "dnsmos-p835", "speech quality (Microsoft DNSMOS P.835: keras2onnx, 20 ms frames by Slice / Reshape / Concat, "
+        "the STFT as two 1x1 Conv1d, log power spectrum, 7 3x3 convs with MaxPool, global ReduceMax, MatMul heads)", 1.16,
+        "speechmos", "0.0.1.1", "speechmos/dnsmos_models/sig_bak_ovr.onnx",
+        {"input_1": (1, 144160)}, {"input_1": InputRecipe("tones", low=80.0, high=1000.0, gain=0.1)},
+        "Microsoft's DNSMOS P.835 non-intrusive speech-quality model as the speechmos wheel ships it (keras2onnx "
+        "1.8.1, opset 12, batch dynamic): 9.01 s of 16 kHz mono audio in [-1, 1] (144160 samples, the package's "
+        "window) -> raw signal, background and overall MOS (SIG / BAK / OVRL) before the package's polynomial fit",
+        in_fast_subset=False),  # 1.16 MB, but 98 s through the subset's run (openwakeword-melspec: 16 s)
 )
 
 
