@@ -20,6 +20,7 @@ from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.torch_frontend import from_module
 from tvm_mpq.graph import build_layer_table
 from tvm_mpq.metrics import task_metrics as tm
+from tvm_mpq.metrics.task_metrics import output_sqnr_db
 from tvm_mpq.metrics.local_metrics import mse, sqnr_db
 from tvm_mpq.quantization.quantizers import act_qparams, fake_quant_weight
 from tvm_mpq.runtime.executor import compile_graph
@@ -93,10 +94,14 @@ def rnet():
 
 @pytest.mark.parametrize("which", ["small", "attention"])
 def test_probe_matches_simulate_quantization(which, small_graph, small_feeds, attention):
+    """On TVM's default build the probe computes SimulateQuantization's numbers bit for bit; on
+    the CPU kernels (its default build) the same function up to float rounding: fp32 within
+    1e-5 of the output's range, a quantized assignment far above its own quantization noise."""
     graph, feeds = (small_graph, small_feeds[:2]) if which == "small" else attention
     table = build_layer_table(graph)
     ranges = calibrate(graph, feeds, table.activation_operands(), bits=(4, 8, 16))
-    probe = PrecisionProbe(graph, table, lambda v, b: act_qparams(*ranges[v][b], b))
+    qparams = lambda v, b: act_qparams(*ranges[v][b], b)  # noqa: E731
+    probe = PrecisionProbe(graph, table, qparams, kernels=False)
     fp32 = compile_graph(graph)
     assert all(np.array_equal(a[0], fp32.run(f)[0]) for a, f in zip(probe.run({}, feeds), feeds))
     mixes = [Precision(8, 8), Precision(4, 16), Precision(3, 32), FP32]  # int8, simulated, weight-only, fp32
@@ -106,6 +111,12 @@ def test_probe_matches_simulate_quantization(which, small_graph, small_feeds, at
     for e, g in zip(expected, got):
         assert np.array_equal(e[0], g[0])
     assert not np.array_equal(got[0][0], fp32.run(feeds[0])[0])  # quantization did something
+
+    fast = PrecisionProbe(graph, table, qparams)
+    reference = probe.run({}, feeds)
+    for a, r in zip(fast.run({}, feeds), reference):
+        np.testing.assert_allclose(a[0], r[0], rtol=0, atol=1e-5 * float(np.ptp(r[0])))
+    assert output_sqnr_db(fast.run(precisions, feeds), got) > output_sqnr_db(got, reference) + 20
 
 
 # ------------------------------------------------------------------------------------------------
@@ -303,11 +314,12 @@ def test_pandey_phase1_and_curve_match_simulated_models(pandey_report, rnet):
     reference = [compile_graph(graph).run(f) for f in feeds]
     group = method.groups[1]
     w4a8 = Precision(4, 8)
+    # (the probe runs on the CPU kernels, the simulation on TVM's default loops: float rounding)
     outputs = simulate(graph, table, feeds, {n: w4a8 for n in group.layers}, ranges)
-    assert method.phase1.sqnr_db[group.index][w4a8] == pytest.approx(tm.output_sqnr_db(outputs, reference), abs=1e-9)
+    assert method.phase1.sqnr_db[group.index][w4a8] == pytest.approx(tm.output_sqnr_db(outputs, reference), abs=1e-3)
     chosen = report.allocations[2]
     outputs = simulate(graph, table, feeds, chosen.precisions, ranges)
-    assert chosen.info["output_sqnr_db"] == pytest.approx(tm.output_sqnr_db(outputs, reference), abs=1e-9)
+    assert chosen.info["output_sqnr_db"] == pytest.approx(tm.output_sqnr_db(outputs, reference), abs=1e-3)
 
 
 def test_cli_pandey_writes_configs_and_pareto(rnet, tmp_path, capsys):

@@ -161,19 +161,23 @@ def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
 
 
 def fused_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """:func:`graph_passes`, TVM's library dispatch, legalization and fusion
-    (:func:`fusion_passes`), on CPUs with FMA the int8 kernels' requantizing divisions as a
-    multiply and FMAs giving the same floats (:mod:`relay_passes.exact_quotients`), then the
-    constant weights marked layout-free: the passes up to the fused PrimFuncs the kernel rules
-    schedule."""
+    """:func:`graph_passes`, then :func:`fusion_and_marking_passes`: the passes up to the fused
+    PrimFuncs the kernel rules schedule."""
+    return [*graph_passes(target), *fusion_and_marking_passes(target)]
+
+
+def fusion_and_marking_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """TVM's library dispatch, legalization and fusion (:func:`fusion_passes`), on CPUs with FMA
+    the int8 kernels' requantizing divisions as a multiply and FMAs giving the same floats
+    (:mod:`relay_passes.exact_quotients`), then the constant weights (and a ``main``'s weight
+    parameters) marked layout-free."""
     from tvm.relax.backend.cpu_generic.pipeline import library_dispatch_passes
 
     from relay_passes.exact_quotients import ExactQuotients
     from tvm_mpq.kernels.cpu_isa import has_fma
 
     exact = [ExactQuotients()] if has_fma(target) else []
-    return [*graph_passes(target), *library_dispatch_passes(None), *fusion_passes(target), *exact,
-            relax.transform.AttachAttrLayoutFreeBuffers()]
+    return [*library_dispatch_passes(None), *fusion_passes(target), *exact, relax.transform.AttachAttrLayoutFreeBuffers()]
 
 
 def fuse(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.IRModule:
@@ -186,13 +190,17 @@ def fuse(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.IRMo
 def kernel_passes(target: tvm.target.Target, schedule: tvm.transform.Pass) -> list[tvm.transform.Pass]:
     """The build from a lowered Relax module to the module codegen takes, ``schedule`` (a pass
     that schedules the fused PrimFuncs) in the middle: :func:`graph_passes`, legalization and
-    fusion (:func:`fusion_passes`), layout-free weights marked, ``schedule``, then weight
-    prepacking (:class:`PrepackWeights`; each kernel's weight layout rewrite folded into the
-    constants), and the calling thread's AMX tile configuration kept around every kernel that
-    configures tiles (:class:`~tvm_mpq.kernels.cpu_amx.KeepCallerTileConfig`)."""
+    fusion (:func:`fusion_passes`), layout-free weights marked, then :func:`scheduling_passes`."""
+    return [*fused_passes(target), *scheduling_passes(schedule)]
+
+
+def scheduling_passes(schedule: tvm.transform.Pass) -> list[tvm.transform.Pass]:
+    """``schedule``, then weight prepacking (:class:`PrepackWeights`; each kernel's weight layout
+    rewrite folded into the constants), and the calling thread's AMX tile configuration kept
+    around every kernel that configures tiles (:class:`~tvm_mpq.kernels.cpu_amx.KeepCallerTileConfig`)."""
     from tvm_mpq.kernels.cpu_amx import KeepCallerTileConfig
 
-    return [*fused_passes(target), schedule, PrepackWeights(), KeepCallerTileConfig(), relax.transform.FoldConstant(),
+    return [schedule, PrepackWeights(), KeepCallerTileConfig(), relax.transform.FoldConstant(),
             relax.transform.DeadCodeElimination()]
 
 
