@@ -4,9 +4,9 @@ Every point of the tables and curves is a precision assignment (layer -> ``Preci
 layers not named). They are all run on one switchable module
 (:class:`~tvm_mpq.sensitivity.probe.PrecisionProbe`) of the model at **stage C** (batch-norm
 folded, the graph the integer compiler quantizes), with the activation quantizers calibrated on
-the calibration set: QDQ simulation, bit-identical to ``SimulateQuantization`` of the same
-assignment, which the integer compiler (``compile_model(..., stage="C")``) matches up to float
-accumulation order. W8A8 layers have a real integer kernel; other bit-widths are simulated only,
+the calibration set: QDQ simulation, ``SimulateQuantization``'s arithmetic on the CPU kernels
+(bit for bit where both are built by TVM's default loops; the kernels sum in another order), which
+the integer compiler (``compile_model(..., stage="C")``) matches up to float accumulation order. W8A8 layers have a real integer kernel; other bit-widths are simulated only,
 and each point says how many of its layers are. Metrics are
 :func:`~tvm_mpq.evaluation.fidelity.scores` against the stage-A fp32 model run on the host
 (:func:`~tvm_mpq.evaluation.fidelity.fp32_reference`), on the model's named held-out sample set:
@@ -29,7 +29,7 @@ from tvm_mpq.graph.layer_table import LayerTable
 from tvm_mpq.sensitivity.context import MethodContext, kernel_for
 from tvm_mpq.sensitivity.layer_metrics import Measurement
 
-EVALUATED_WITH = "PrecisionProbe at stage C (QDQ simulation, bit-identical to SimulateQuantization)"
+EVALUATED_WITH = "PrecisionProbe at stage C (QDQ simulation on the CPU kernels, SimulateQuantization's arithmetic)"
 
 Key = tuple[tuple[str, int, int], ...]
 
