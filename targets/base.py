@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 from collections.abc import Callable, Iterator
 
 from tvm_mpq.errors import MpqError
@@ -26,14 +26,9 @@ from targets.elf import arch_machine, machine_name, read_elf_machine
 if TYPE_CHECKING:
     import tvm
 
-
-class Exportable(Protocol):
-    """What :meth:`DeployTarget.export` needs of a compiled model (``tvm_mpq.compiler.CompiledModel``:
-    the compiler sits above the targets, which do not import it)."""
-
-    target: tvm.target.Target
-
-    def export_library(self, path: str, fcompile: Any = None) -> None: ...
+    from tvm_mpq.compiler import CompiledModel
+    from tvm_mpq.config.precision_config import PrecisionConfig
+    from tvm_mpq.frontends.model_graph import ModelGraph
 
 _TARGETS: Registry[DeployTarget] = Registry("--target")
 register_target = _TARGETS.register
@@ -80,7 +75,15 @@ class DeployTarget(ABC):
         """Everything the compiler needs around ``tvm.compile`` for this target."""
         yield
 
-    def export(self, compiled: Exportable, path: str | Path) -> Path:
+    def compile(self, graph: ModelGraph, config: PrecisionConfig | None = None) -> CompiledModel:
+        """Compile ``graph`` under ``config`` for this target (``compile_model`` in its context)."""
+        from tvm_mpq.compiler import compile_model
+
+        self.check_toolchain()
+        with self.build_context():
+            return compile_model(graph, config, self.tvm_target)
+
+    def export(self, compiled: CompiledModel, path: str | Path) -> Path:
         """Write ``compiled`` as a shared library with this target's compiler; returns the path.
 
         The library's ELF machine is checked afterwards (an x86 library for aarch64 is an error

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from targets import get_target
-from tvm_mpq.compiler import compile_for_target
 from tvm_mpq.errors import MpqError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +60,7 @@ def test_prepare_builds_the_cuda_library_its_references_and_a_runtime_only_packa
 def test_the_runtime_only_package_runs_a_library_built_here(prepared, small_graph, small_feeds, tmp_path):
     folder, _ = prepared
     target = get_target("x86")
-    compiled = compile_for_target(target, small_graph)
+    compiled = target.compile(small_graph)
     library = target.export(compiled, tmp_path / "small.so")
     np.save(tmp_path / "x.npy", small_feeds[0]["x"])
     with tarfile.open(folder / "tvm-runtime.tar.gz") as tar:

@@ -13,7 +13,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tvm_mpq.compiler import compile_for_target
 from tvm_mpq.errors import MpqError
 from tvm_mpq.frontends.model_graph import TensorSpec
 from tvm_mpq.frontends.onnx_frontend import from_onnx_model, prepare_static
@@ -245,7 +244,7 @@ def test_a_long_lstm_runs_as_one_loop_kernel_on_every_target(tmp_path):
 
     setup_aarch64()
     arm = get_target("aarch64-dotprod")
-    assert read_elf_machine(arm.export(compile_for_target(arm, model, config), tmp_path / "arm.so")) == EM_AARCH64
+    assert read_elf_machine(arm.export(arm.compile(model, config), tmp_path / "arm.so")) == EM_AARCH64
     cuda = get_target("cuda", arch="sm_80")
     try:
         cuda.check_toolchain()
@@ -258,7 +257,7 @@ def test_a_long_lstm_runs_as_one_loop_kernel_on_every_target(tmp_path):
         for imp in mod.imports:
             walk(imp)
 
-    walk(compile_for_target(cuda, model, config).executable.mod)
+    walk(cuda.compile(model, config).executable.mod)
     assert "cuda" in kinds
 
 

@@ -16,7 +16,6 @@ import time
 import numpy as np
 import pytest
 
-from tvm_mpq.compiler import compile_for_target
 from tvm_mpq.errors import MpqError
 from tvm_mpq.runtime.executor import compile_graph
 
@@ -37,7 +36,7 @@ def reference(small_graph, small_feeds):
 @pytest.fixture(scope="module")
 def x86_lib(small_graph, tmp_path_factory):
     target = get_target("x86")
-    return target.export(compile_for_target(target, small_graph), tmp_path_factory.mktemp("x86") / "small.so")
+    return target.export(target.compile(small_graph), tmp_path_factory.mktemp("x86") / "small.so")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +48,7 @@ def aarch64_setup():
 @pytest.fixture(scope="module")
 def aarch64_lib(aarch64_setup, small_graph, tmp_path_factory):
     target = get_target("aarch64")
-    return target.export(compile_for_target(target, small_graph), tmp_path_factory.mktemp("aarch64") / "small.so")
+    return target.export(target.compile(small_graph), tmp_path_factory.mktemp("aarch64") / "small.so")
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +111,7 @@ def test_aarch64_qemu_runs_a_zoo_model_built_with_dotprod(aarch64_server, tmp_pa
     graph = entry.build_graph()
     feed = entry.calibration(1)[0]
     target = get_target("aarch64-dotprod")  # QEMU's default CPU ("max") has the dot-product extension
-    lib = target.export(compile_for_target(target, graph), tmp_path / "rnet.so")
+    lib = target.export(target.compile(graph), tmp_path / "rnet.so")
     session = aarch64_server.connect()
     with RemoteModel(session, lib, target, input_names=[s.name for s in graph.inputs]) as model:
         out = model.run(feed)

@@ -14,7 +14,6 @@ import pytest
 import torch
 import tvm
 
-from tvm_mpq.compiler import compile_for_target
 from tvm_mpq.errors import MpqError
 
 from targets import get_target, target_names
@@ -30,7 +29,7 @@ def aarch64_toolchain():
 
 @pytest.fixture(scope="module")
 def x86_compiled(small_graph):
-    return compile_for_target(get_target("x86"), small_graph)
+    return get_target("x86").compile(small_graph)
 
 
 def test_registry_lists_every_target_and_rejects_unknown_names():
@@ -72,7 +71,7 @@ def test_x86_library_is_an_x86_64_elf(x86_compiled, tmp_path):
 
 def test_aarch64_library_is_an_aarch64_elf(aarch64_toolchain, small_graph, tmp_path):
     target = get_target("aarch64-dotprod")
-    path = target.export(compile_for_target(target, small_graph), tmp_path / "m.so")
+    path = target.export(target.compile(small_graph), tmp_path / "m.so")
     assert read_elf_machine(path) == EM_AARCH64
     header = Path(path).read_bytes()[:20]
     assert header[4] == 2 and header[5] == 1  # ELFCLASS64, little endian
@@ -105,7 +104,7 @@ def test_cuda_library_has_device_code(small_graph, tmp_path):
         target.check_toolchain()
     except MpqError as err:
         pytest.skip(str(err))
-    compiled = compile_for_target(target, small_graph)
+    compiled = target.compile(small_graph)
     kinds = []
 
     def walk(mod):
@@ -194,7 +193,7 @@ def test_cuda_int8_macs_run_on_dp4a(cuda, small_graph, small_configs, tmp_path):
     from targets.cuda import compile_ptx, kernel_source
 
     with cuda.build_context():
-        compiled = compile_for_target(cuda, small_graph, small_configs[100])
+        compiled = cuda.compile(small_graph, small_configs[100])
     macs = _mac_kernels(compiled)
     assert len(macs) == 4 and set(macs.values()) == {"Int8GemmDp4a"}, macs  # conv, depthwise, 1x1, dense
     source = kernel_source(compiled.executable.mod)
@@ -234,7 +233,7 @@ def test_cuda_int8_epilogues_divide_exactly_unless_fast_math_is_asked_for(cuda, 
     for fast_math in (False, True):
         target = get_target("cuda", arch=CUDA_ARCH, fast_math=fast_math)
         with target.build_context():
-            compiled = compile_for_target(target, small_graph, small_configs[100])
+            compiled = target.compile(small_graph, small_configs[100])
         libraries[fast_math] = Path(target.export(compiled, tmp_path / f"fast{fast_math}.so")).read_bytes()
     assert EXACT_DIVISION in libraries[False] and EXACT_DIVISION not in libraries[True]
     assert cuda.fast_math is False and os.environ.get("TVM_CUDA_NVCC_NO_FAST_MATH") == before  # restored
@@ -251,7 +250,7 @@ def test_cuda_builds_capture_a_cuda_graph_unless_asked_not_to(cuda, small_graph,
     for cuda_graph in (True, False):
         target = get_target("cuda", arch=CUDA_ARCH, cuda_graph=cuda_graph)
         with target.build_context(), tvm.transform.PassContext(instruments=[PrintBefore("NoSuchPass")]):
-            compiled = compile_for_target(target, small_graph, small_configs[100])
+            compiled = target.compile(small_graph, small_configs[100])
         calls = [line for line in compiled.executable.as_text().splitlines() if line.lstrip().startswith("call")]
         captured[cuda_graph] = (sum("vm.builtin.cuda_graph.run_or_capture" in line for line in calls),
                                 compiled.stats["build"]["cuda_graph_captures"])
@@ -264,7 +263,7 @@ def test_cuda_builds_capture_a_cuda_graph_unless_asked_not_to(cuda, small_graph,
 def test_cuda_builds_a_pad_fused_into_a_conv_epilogue(cuda, same_pad, rate, tmp_path):
     graph, configs = same_pad
     with cuda.build_context():
-        compiled = compile_for_target(cuda, graph, configs[rate])
+        compiled = cuda.compile(graph, configs[rate])
     macs = _mac_kernels(compiled)
     padded = [name for name in macs if "pad" in name]
     assert len(padded) == 1, macs
@@ -438,7 +437,7 @@ def test_cuda_run_needs_a_gpu(small_graph, small_feeds, tmp_path):
     from tvm_mpq.runtime.executor import compile_graph
 
     target = get_target("cuda")
-    path = target.export(compile_for_target(target, small_graph), tmp_path / "cuda.so")
+    path = target.export(target.compile(small_graph), tmp_path / "cuda.so")
     feed = small_feeds[0]
     with LocalRpcServer("x86") as server:
         session = server.connect()

@@ -82,11 +82,12 @@ def build_fp32_baseline(graph: ModelGraph, options: SweepOptions, target: Any, l
 
 def _compile_and_export(graph: ModelGraph, config: Any, options: SweepOptions, target: Any, path: Path,
                         label: str) -> tuple[Any, Path, float, float]:
-    from tvm_mpq.compiler import compile_for_target
+    from tvm_mpq.compiler import compile_model
 
     start = time.perf_counter()
     try:
-        compiled = compile_for_target(target, graph, config, stage=options.stage, tuning=options.tuning)
+        with target.build_context():
+            compiled = compile_model(graph, config, target.tvm_target, stage=options.stage, tuning=options.tuning)
     except MpqError:
         raise
     except Exception as err:  # a TVM failure: one line naming the point, not a traceback
