@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 from tvm_mpq.errors import MpqError
 from tvm_mpq.registry import Registry
+from tvm_mpq.types import SOURCE_TO_FOLDED
 
 from targets.elf import arch_machine, machine_name, read_elf_machine
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     import tvm
 
     from tvm_mpq.compiler import CompiledModel
+    from tvm_mpq.compiler.build import TuningOptions
     from tvm_mpq.config.precision_config import PrecisionConfig
     from tvm_mpq.frontends.model_graph import ModelGraph
 
@@ -75,13 +77,16 @@ class DeployTarget(ABC):
         """Everything the compiler needs around ``tvm.compile`` for this target."""
         yield
 
-    def compile(self, graph: ModelGraph, config: PrecisionConfig | None = None) -> CompiledModel:
-        """Compile ``graph`` under ``config`` for this target (``compile_model`` in its context)."""
+    def compile(self, graph: ModelGraph, config: PrecisionConfig | None = None, stage: str = SOURCE_TO_FOLDED,
+                tuning: TuningOptions | None = None) -> CompiledModel:
+        """Compile ``graph`` under ``config`` for this target: MpqError naming the fix when a tool
+        is missing, then ``compile_model`` (``stage``, ``tuning``) in :meth:`build_context` (the
+        one way the CLI, the API and the sweep compile for a target)."""
         from tvm_mpq.compiler import compile_model
 
         self.check_toolchain()
         with self.build_context():
-            return compile_model(graph, config, self.tvm_target)
+            return compile_model(graph, config, self.tvm_target, stage=stage, tuning=tuning)
 
     def export(self, compiled: CompiledModel, path: str | Path) -> Path:
         """Write ``compiled`` as a shared library with this target's compiler; returns the path.

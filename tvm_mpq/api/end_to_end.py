@@ -68,7 +68,6 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
     """
     from targets import get_target
     from tvm_mpq.calibration import load_calibration
-    from tvm_mpq.compiler import compile_model
     from tvm_mpq.errors import MpqError
     from tvm_mpq.ptq import PtqOptions
     from tvm_mpq.ptq.equalization import graph_for_options
@@ -87,6 +86,5 @@ def quantize(model: str | ModelGraph, rate: float, method: str = "quantunev2", t
                                      bias_correction=ptq.bias_correction, channel_act=ptq.channel_act,
                                      measured_bias=ptq.measured_bias, weight_rounding=ptq.weight_rounding,
                                      int8_attention=int8_attention)
-    with deploy.build_context():
-        compiled = compile_model(graph, config, deploy.tvm_target, stage=stage, tuning=tuning)
+    compiled = deploy.compile(graph, config, stage=stage, tuning=tuning)
     return Quantized(graph, config, compiled, deploy, report)

@@ -47,7 +47,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
     import tvm
 
     from targets import get_target
-    from tvm_mpq.compiler import compile_model
     from tvm_mpq.compiler.inspect_ir import PrintBefore
     from tvm_mpq.compiler.tuning import check_tuning
     from tvm_mpq.errors import MpqError
@@ -69,8 +68,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     printing = (tvm.transform.PassContext(instruments=[PrintBefore("LowerToInteger")]) if args.print_ir
                 else contextlib.nullcontext())
-    with stage("compile", layer_names(graph)), target.build_context(), printing:
-        compiled = compile_model(graph, config, target.tvm_target, stage=args.stage, tuning=tuning)
+    with stage("compile", layer_names(graph)), printing:
+        compiled = target.compile(graph, config, stage=args.stage, tuning=tuning)
     seconds = time.perf_counter() - start
     library = args.output
     config_path = library.with_suffix(".config.json")

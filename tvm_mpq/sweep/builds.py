@@ -82,12 +82,9 @@ def build_fp32_baseline(graph: ModelGraph, options: SweepOptions, target: Any, l
 
 def _compile_and_export(graph: ModelGraph, config: Any, options: SweepOptions, target: Any, path: Path,
                         label: str) -> tuple[Any, Path, float, float]:
-    from tvm_mpq.compiler import compile_model
-
     start = time.perf_counter()
     try:
-        with target.build_context():
-            compiled = compile_model(graph, config, target.tvm_target, stage=options.stage, tuning=options.tuning)
+        compiled = target.compile(graph, config, stage=options.stage, tuning=options.tuning)
     except MpqError:
         raise
     except Exception as err:  # a TVM failure: one line naming the point, not a traceback
