@@ -8,8 +8,8 @@ al.) run them on one switchable build of the model (:class:`tvm_mpq.sensitivity.
 For each zoo model and method this times the eval's own analysis (``tvm-mpq eval``'s sample
 counts, :func:`tvm_mpq.evaluation.method_runs.run_method`) twice, the probe built by TVM's default
 pipeline (unscheduled loops) and on the CPU kernels (:func:`tvm_mpq.target_build.parameter_build`),
-alternating which goes first per model, and reports both times, the probe's runs, and whether
-the two sensitivity lists are the same (the kernels sum in another order: float rounding can
+alternating which goes first per model, and reports both times and whether the two
+sensitivity lists are the same (the kernels sum in another order: float rounding can
 swap two layers whose scores tie). Prints and saves ``report.json`` / ``report.md``.
 """
 
