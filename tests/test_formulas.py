@@ -27,6 +27,24 @@ def test_sqnr_and_mse_hand_values():
     assert cos.value() == pytest.approx(1 / math.sqrt(2))
 
 
+def test_kl_counts_values_on_bin_edges_and_outside_the_first_range_like_explicit_edges():
+    """The KL metric bins by count and range; its counts are those of the 256 explicit equal bins
+    over the first batch's range, values on an edge in the bin above it, values outside clipped
+    into the edge bins."""
+    x = np.arange(-128, 129, dtype=np.float32) / 32  # every one of the 257 edges of [-4, 4]
+    later = np.concatenate([x, [-9.0, 9.0, 4.0, -4.0]]).astype(np.float32)
+    x_hat = (x + 0.01).astype(np.float32)
+    kl = make_metric("kl")
+    kl.update(x, x_hat)
+    kl.update(later, later[::-1].copy())
+    edges = np.linspace(-4.0, 4.0, 257)
+    p = np.histogram(x, edges)[0] + np.histogram(np.clip(later, -4, 4), edges)[0]
+    q = np.histogram(np.clip(x_hat, -4, 4), edges)[0] + np.histogram(np.clip(later[::-1], -4, 4), edges)[0]
+    assert p[0] == 4 and p[-1] == 6  # -4 three times, -9 clipped; 127/32 twice, 4 three times, 9 clipped
+    p, q = p / p.sum() + 1e-10, q / q.sum() + 1e-10
+    assert kl.value() == pytest.approx(float(np.sum(p * np.log(p / q))), rel=1e-12)
+
+
 def test_streaming_sqnr_equals_one_shot():
     rng = np.random.default_rng(1)
     x, n = rng.normal(size=1000), rng.normal(scale=0.1, size=1000)

@@ -52,8 +52,13 @@ class LocalMetric(ABC):
     def value(self) -> float: ...
 
 
-def _f64(a: np.ndarray) -> np.ndarray:
+def as_float64(a: np.ndarray) -> np.ndarray:
+    """``a`` flattened as float64 (no copy when it is float64 already): a caller feeding one pair
+    to several metrics converts it once."""
     return np.asarray(a, dtype=np.float64).ravel()
+
+
+_f64 = as_float64
 
 
 @register_metric
@@ -66,7 +71,8 @@ class SqnrMetric(LocalMetric):
         self.noise = 0.0
 
     def update(self, x: np.ndarray, x_hat: np.ndarray) -> None:
-        x64, e = _f64(x), _f64(x) - _f64(x_hat)
+        x64 = _f64(x)
+        e = x64 - _f64(x_hat)
         self.signal += float(x64 @ x64)
         self.noise += float(e @ e)
 
@@ -119,7 +125,9 @@ class CosineMetric(LocalMetric):
 @register_metric
 class KlMetric(LocalMetric):
     """KL(P || Q) of the value histograms of x (P) and x_hat (Q), 256 bins over the first
-    batch's range of x (values outside are clipped into the edge bins), smoothed by 1e-10."""
+    batch's range of x (values outside are clipped into the edge bins), smoothed by 1e-10.
+    The bins are equal, so ``np.histogram`` is given their count and range (its direct binning,
+    the same counts as the edges it computes) instead of the edges (a sort of every batch)."""
 
     name = "kl"
     higher_is_better = False
@@ -135,8 +143,8 @@ class KlMetric(LocalMetric):
             lo, hi = float(np.min(x)), float(np.max(x))
             self.edges = np.linspace(lo, hi if hi > lo else lo + 1.0, self.BINS + 1)
         lo, hi = self.edges[0], self.edges[-1]
-        self.p += np.histogram(np.clip(x, lo, hi), self.edges)[0]
-        self.q += np.histogram(np.clip(x_hat, lo, hi), self.edges)[0]
+        self.p += np.histogram(np.clip(x, lo, hi), self.BINS, (lo, hi))[0]
+        self.q += np.histogram(np.clip(x_hat, lo, hi), self.BINS, (lo, hi))[0]
 
     def value(self) -> float:
         p = self.p / max(self.p.sum(), 1) + 1e-10

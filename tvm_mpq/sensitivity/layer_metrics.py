@@ -22,7 +22,7 @@ from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, run
 from tvm_mpq.calibration.observers import make_observer
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable
-from tvm_mpq.metrics.local_metrics import make_metric, metric_names, mse, sqnr_db
+from tvm_mpq.metrics.local_metrics import as_float64, make_metric, metric_names, mse, sqnr_db
 from tvm_mpq.quantization.quantizers import (
     ActQParams,
     act_qparams,
@@ -148,8 +148,9 @@ def measure_layers(graph: ModelGraph, table: LayerTable, feeds: list[Feed], *, o
 
     def pass2(i: int, _outs: list[np.ndarray], tensors: list[np.ndarray]) -> None:
         for v, t in zip(out_vars, tensors):
+            x, x_hat = as_float64(reference[v][i]), as_float64(t)  # once for every metric
             for acc in accumulators[v].values():
-                acc.update(reference[v][i], t)
+                acc.update(x, x_hat)
 
     run_exposed(quantized, feeds, out_vars, pass2, desc="pass 2/2 int8-simulated")
     for layer in table:
