@@ -7,11 +7,12 @@ per-output-channel symmetric int8 weights; analytic bias correction ``(fake_quan
 Its quantizers are the product's own (``tvm_mpq.quantization.quantizers``); the graph is not the
 product path (that is ``quant_quality.py``, whose fully int8 figure this model reproduces to
 within half a dB); it exists to switch the two noise sources on separately, which
-the integer build cannot. It also measures one weight quantizer the product does not have,
-Hessian-weighted rounding (AdaRound's quadratic proxy ``dW^T E[x x^T] dW`` per output channel,
-minimised by coordinate descent over round-up / round-down), to show what better weight rounding
-would buy, and bias corrections measured on the quantized model (``--measured-bias``'s rule:
-depthwise convs in execution order; against every layer, and against all at once).
+the integer build cannot. It also measures two weight quantizers: Hessian-weighted rounding
+(the product's ``--weight-rounding hessian``: AdaRound's quadratic proxy ``dW^T E[x x^T] dW`` per
+output channel, minimised by coordinate descent over round-up / round-down) and GPTQ (not in the
+product: each channel's weights quantized in turn, the rest updated to absorb the error through
+``H^-1``), to show what better weight quantizers would buy, and bias corrections measured on the
+quantized model (``--measured-bias``'s rule: depthwise convs in execution order; against every layer, and against all at once).
 
     python benchmarks/noise_sources.py [--calib-size 16] [--eval-size 32] [-o out/bench/noise]
 
@@ -135,6 +136,50 @@ def hessian_rounded_weights(layer: nn.Module, w: torch.Tensor, x: torch.Tensor, 
     return (q * scale).reshape(w.shape)
 
 
+def gptq_weights(layer: nn.Module, w: torch.Tensor, x: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
+    """GPTQ (Frantar et al., 2023) on the product's grid: the weights of each output channel
+    quantized one input position at a time, the not yet quantized ones updated to absorb the
+    error through the inverse of ``H`` (the centred second moment of the input patches, as bias
+    correction follows; ``damp`` times its mean diagonal added). Unlike the rounding above, the
+    codes can move more than one step from nearest."""
+    mean = input_means(layer, x)
+    h = (input_second_moments(layer, x) - mean[:, :, None] * mean[:, None, :]).double()
+    rows = w.shape[0]
+    work = w.reshape(rows, -1).double().clone()
+    scale = weight_scale(w).reshape(rows, 1).double()
+    codes = torch.zeros_like(work)
+    eye = torch.arange(h.shape[-1])
+    for group in range(h.shape[0]):
+        hg = h[group].clone()
+        hg[eye, eye] += damp * hg.diagonal().mean() + 1e-12
+        upper = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hg)), upper=True)
+        sel = slice(None) if h.shape[0] == 1 else slice(group, group + 1)
+        block = work[sel]
+        for i in range(block.shape[1]):
+            q = torch.clamp(torch.round(block[:, i] / scale[sel, 0]), -127, 127) * scale[sel, 0]
+            codes[sel, i] = q
+            block[:, i:] -= ((block[:, i] - q) / upper[i, i])[:, None] * upper[i, i:][None, :]
+    return codes.float().reshape(w.shape)
+
+
+def input_means(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``E[p]`` of the layer's input patches, shape ``(1 | channels, K)`` as :func:`input_second_moments`."""
+    if isinstance(layer, nn.Linear):
+        return x.mean(0)[None]
+    k = layer.kernel_size[0]
+    patches = F.unfold(layer.pad(x), k, stride=layer.stride)
+    n, ck, length = patches.shape
+    if layer.groups > 1:
+        channels = layer.weight.shape[0]
+        return patches.view(n, channels, k * k, length).mean((0, 3))
+    return patches.mean((0, 2))[None]
+
+
+WEIGHT_QUANTIZERS = {"nearest": lambda _layer, w, _x: nearest_weights(w), "hessian": hessian_rounded_weights,
+                     "gptq": gptq_weights}
+"""How ``score`` quantizes a weight: by name, called with the layer, its weight and its input."""
+
+
 def bias_correction(layer: nn.Module, dw: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     if isinstance(layer, nn.Linear):
         return dw @ mean
@@ -157,7 +202,7 @@ def output_means(model: nn.Module, layers: list[nn.Module], batch: torch.Tensor)
 
 
 def score(model, layers, stats, held, reference, weights: set[int], activations: set[int],
-          rounding: bool = False, measured: tuple[str, set[int]] | None = None, calib: torch.Tensor | None = None,
+          rounding: str = "nearest", measured: tuple[str, set[int]] | None = None, calib: torch.Tensor | None = None,
           fp32_means: list[torch.Tensor] | None = None) -> dict:
     """Output SQNR (dB) and top-1 agreement with fp32 with the named layers' weights and / or
     input activations quantized (weights always bias-corrected). ``measured``: ``("in order" |
@@ -168,7 +213,7 @@ def score(model, layers, stats, held, reference, weights: set[int], activations:
     for i in weights:
         layer = layers[i]
         w, b = layer.weight.clone(), layer.bias.clone()
-        wq = hessian_rounded_weights(layer, w, stats[i]["x"]) if rounding else nearest_weights(w)
+        wq = WEIGHT_QUANTIZERS[rounding](layer, w, stats[i]["x"])
         layer.bias.sub_(bias_correction(layer, wq - w, stats[i]["mean"]))
         layer.weight.copy_(wq)
         saved.append((layer, w, b))
@@ -218,7 +263,7 @@ def main() -> None:
     every = set(range(len(layers)))
     depthwise = {i for i, layer in enumerate(layers) if getattr(layer, "groups", 1) > 1}
 
-    def run(name: str, weights: set[int], activations: set[int], rounding: bool = False,
+    def run(name: str, weights: set[int], activations: set[int], rounding: str = "nearest",
             measured: tuple[str, set[int]] | None = None) -> dict:
         figure = score(model, layers, stats, held, reference, weights, activations, rounding, measured, calib,
                        fp32_means)
@@ -228,8 +273,10 @@ def main() -> None:
     whole = [run("fully int8 (weights + activations)", every, every),
              run("activations only", set(), every),
              run("weights only", every, set()),
-             run("weights only, Hessian-weighted rounding", every, set(), True),
-             run("fully int8, Hessian-weighted rounding", every, every, True),
+             run("weights only, Hessian-weighted rounding", every, set(), "hessian"),
+             run("fully int8, Hessian-weighted rounding", every, every, "hessian"),
+             run("weights only, GPTQ", every, set(), "gptq"),
+             run("fully int8, GPTQ", every, every, "gptq"),
              run("fully int8, depthwise biases measured in order", every, every, measured=("in order", depthwise)),
              run("fully int8, every bias measured in order", every, every, measured=("in order", every)),
              run("fully int8, depthwise biases measured at once", every, every, measured=("at once", depthwise))]
