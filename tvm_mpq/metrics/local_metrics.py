@@ -46,19 +46,22 @@ class LocalMetric(ABC):
     higher_is_better: ClassVar[bool]
 
     @abstractmethod
-    def update(self, x: np.ndarray, x_hat: np.ndarray) -> None: ...
+    def update(self, x: np.ndarray, x_hat: np.ndarray) -> None:
+        """Add one batch: a layer's fp32 output ``x`` and its quantized version ``x_hat`` (the
+        analysis passes both as float64, in the tensor's shape)."""
 
     @abstractmethod
     def value(self) -> float: ...
 
 
 def as_float64(a: np.ndarray) -> np.ndarray:
-    """``a`` flattened as float64 (no copy when it is float64 already): a caller feeding one pair
-    to several metrics converts it once."""
-    return np.asarray(a, dtype=np.float64).ravel()
+    """``a`` as float64, its shape kept (no copy when it is float64 already): a caller feeding one
+    pair to several metrics converts it once (the analysis hands every metric float64 tensors)."""
+    return np.asarray(a, dtype=np.float64)
 
 
-_f64 = as_float64
+def _f64(a: np.ndarray) -> np.ndarray:
+    return as_float64(a).ravel()
 
 
 @register_metric
