@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -37,14 +38,23 @@ def compile_exposed(graph: ModelGraph, var_names: list[str]):
 def run_exposed(graph: ModelGraph, feeds: list[Feed], var_names: list[str], on_batch: BatchCallback,
                 desc: str = "calibrating", compiled=None) -> None:
     """Compile ``graph`` with ``var_names`` exposed (or take ``compiled``, from
-    :func:`compile_exposed` with the same names) and call ``on_batch`` for every feed."""
+    :func:`compile_exposed` with the same names) and call ``on_batch`` for every feed, in order.
+
+    The model runs one feed ahead on a worker thread (TVM's calls release the GIL), so feed
+    ``i + 1`` is inferred while ``on_batch`` measures feed ``i`` (numpy, also mostly outside the
+    GIL): the two overlap on a second core; the callbacks still see the feeds one at a time."""
     compiled = compile_exposed(graph, var_names) if compiled is None else compiled
     k = len(var_names)
-    for index, feed in enumerate(tqdm(feeds, desc=desc, unit="batch", leave=False,
-                                      disable=os.environ.get("TVM_MPQ_NO_PROGRESS") == "1")):
-        outputs = compiled.run(feed)
-        outputs, tensors = outputs[:len(outputs) - k], outputs[len(outputs) - k:]
-        on_batch(index, outputs, tensors)
+    progress = tqdm(total=len(feeds), desc=desc, unit="batch", leave=False,
+                    disable=os.environ.get("TVM_MPQ_NO_PROGRESS") == "1")
+    with progress, ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvm-mpq-run") as runner:
+        pending = runner.submit(compiled.run, feeds[0]) if feeds else None
+        for index in range(len(feeds)):
+            outputs = pending.result()
+            pending = runner.submit(compiled.run, feeds[index + 1]) if index + 1 < len(feeds) else None
+            outputs, tensors = outputs[:len(outputs) - k], outputs[len(outputs) - k:]
+            on_batch(index, outputs, tensors)
+            progress.update(1)
 
 
 def default_cache_dir() -> Path:
