@@ -23,21 +23,52 @@ from conftest import AttentionNet, ConvBnReluNet
 
 
 def test_analysis_runs_exactly_two_inference_passes(small_graph, small_feeds, monkeypatch, tmp_path):
-    calls = []
-    original = layer_metrics.run_exposed
+    calls, builds = [], []
+    original, probe_class = layer_metrics.run_exposed, layer_metrics.PrecisionProbe
 
-    def counting(graph, feeds, names, on_batch, desc=""):
+    def counting(graph, feeds, names, on_batch, desc="", compiled=None):
         calls.append(len(feeds))
-        return original(graph, feeds, names, on_batch, desc)
+        return original(graph, feeds, names, on_batch, desc, compiled)
+
+    def building(*args, **kwargs):
+        builds.append(kwargs.get("expose"))
+        return probe_class(*args, **kwargs)
 
     monkeypatch.setattr(layer_metrics, "run_exposed", counting)
+    monkeypatch.setattr(layer_metrics, "PrecisionProbe", building)
     report = analyze(small_graph, small_feeds, "quantunev2", cache=CalibrationCache(tmp_path))
     assert calls == [len(small_feeds), len(small_feeds)]
+    assert len(builds) == 1 and builds[0]  # both passes on one compiled model, tensors exposed
     assert report.measurement.inference_passes == 2
     assert sorted(report.sensitivity) == sorted(build_layer_table(small_graph).names())
     for m in report.measurement.metrics.values():
         assert 10.0 < m.w_sqnr_db < 80.0 and 5.0 < m.a_sqnr_db < 80.0 and m.a_mse > 0
     assert list((tmp_path / "calibration").glob("small-*.json"))  # calibration cached on disk
+
+
+def test_both_passes_on_one_build_measure_what_two_compiled_models_measure(small_graph, small_feeds):
+    """Pass 2 on the one switchable build gives, to the bit, each layer's SQNR of a separate
+    SimulateQuantization compile (the two-compile analysis before) against the fp32 model."""
+    from tvm_mpq.calibration.calibrate import run_exposed
+    from tvm_mpq.metrics import make_metric
+    from tvm_mpq.quantization import act_qparams
+
+    report = analyze(small_graph, small_feeds, "quantunev2")
+    table = build_layer_table(small_graph)
+    qparams = {v: act_qparams(*r, 8) for v, r in report.measurement.act_ranges.items()}
+    annotations = {layer.name: layer_metrics.annotation_for(layer, small_graph.params, qparams[layer.data_var], 8,
+                                                            None if layer.weight_param else qparams[layer.weight_var])
+                   for layer in table}
+    outs = [layer.var for layer in table]
+    tensors: dict[str, list] = {"fp32": [], "int8": []}
+    run_exposed(small_graph, small_feeds, outs, lambda _i, _o, t: tensors["fp32"].append(t))
+    run_exposed(layer_metrics.simulated(small_graph, table, annotations), small_feeds, outs,
+                lambda _i, _o, t: tensors["int8"].append(t))
+    for k, layer in enumerate(table):
+        metric = make_metric("sqnr_db")
+        for ref, sim in zip(tensors["fp32"], tensors["int8"]):
+            metric.update(ref[k], sim[k])
+        assert report.measurement.metrics[layer.name].a_sqnr_db == metric.value(), layer.name
 
 
 def test_weight_only_methods_run_no_inference(small_graph, small_feeds, monkeypatch):

@@ -33,7 +33,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from relay_passes import AnnotatePrecision, InsertSwitchableQDQ, PrecisionAnnotation
+from relay_passes import AnnotatePrecision, ExposeIntermediates, InsertSwitchableQDQ, PrecisionAnnotation
 from tvm_mpq.allocation.bops import FP32, Precision
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable
@@ -81,6 +81,8 @@ class PrecisionProbe:
     """Run ``graph`` under any per-layer precision assignment, compiled once.
 
     ``kernels``: built on the CPU kernels or TVM's default loops (the reference); None: :data:`KERNELS`.
+    ``expose``: variables of the model made extra outputs after the model's own (as
+    :class:`relay_passes.ExposeIntermediates` does), for :meth:`assignment` runs.
     ``precisions`` maps layer names to :class:`Precision`; layers not named (and ``FP32``
     entries) run in fp32. ``Precision(w, a)``: weights per-channel symmetric at ``w`` bits (the
     B operand of an activation x activation matmul: asymmetric at ``w`` bits), the data operand
@@ -88,9 +90,13 @@ class PrecisionProbe:
     leaves the weight fp32.
     """
 
-    def __init__(self, graph: ModelGraph, table: LayerTable, qparams: QParamsFn, kernels: bool | None = None):
+    def __init__(self, graph: ModelGraph, table: LayerTable, qparams: QParamsFn, kernels: bool | None = None,
+                 expose: list[str] | None = None):
         self.graph, self.table, self.qparams = graph, table, qparams
-        self._compiled = parameter_build(switchable_module(graph, table), KERNELS if kernels is None else kernels)
+        module = switchable_module(graph, table)
+        if expose:
+            module = ExposeIntermediates(expose)(module)
+        self._compiled = parameter_build(module, KERNELS if kernels is None else kernels)
         self._device = self._compiled.device
         self._base = {name: self._tensor(value) for name, value in graph.params.items()}
         self._weights: dict[tuple[str, int], object] = {}
@@ -144,11 +150,27 @@ class PrecisionProbe:
 
     def run(self, precisions: Mapping[str, Precision], feeds: list[Feed]) -> list[list[np.ndarray]]:
         """Flattened model outputs for every feed under ``precisions``."""
-        prepared = self._compiled.prepare(self.arguments(precisions))
-        outputs = []
-        for feed in feeds:
-            self.graph.check_inputs(feed)
-            inputs = [self._tensor(feed[s.name]) for s in self.graph.inputs]
-            outputs.append(self._compiled.run(inputs, prepared))
+        assignment = self.assignment(precisions)
+        return [assignment.run(feed) for feed in feeds]
+
+    def assignment(self, precisions: Mapping[str, Precision]) -> "ProbeAssignment":
+        """The probe set to ``precisions``, run one feed at a time (what
+        :func:`tvm_mpq.calibration.calibrate.run_exposed` takes as ``compiled``)."""
         self.runs += 1
-        return outputs
+        return ProbeAssignment(self, self._compiled.prepare(self.arguments(precisions)))
+
+    def _run_prepared(self, prepared: list, feed: Feed) -> list[np.ndarray]:
+        self.graph.check_inputs(feed)
+        inputs = [self._tensor(feed[s.name]) for s in self.graph.inputs]
+        return self._compiled.run(inputs, prepared)
+
+
+class ProbeAssignment:
+    """One precision assignment of a :class:`PrecisionProbe`: ``run(feed)`` gives the flattened
+    outputs (the exposed tensors last)."""
+
+    def __init__(self, probe: PrecisionProbe, prepared: list):
+        self._probe, self._prepared = probe, prepared
+
+    def run(self, feed: Feed) -> list[np.ndarray]:
+        return self._probe._run_prepared(self._prepared, feed)
