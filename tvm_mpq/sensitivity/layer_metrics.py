@@ -13,7 +13,7 @@ tensors exposed: its quantizers are run-time switches, off for pass 1 (the fp32 
 and on, with pass 1's ranges, for pass 2 (``SimulateQuantization``'s arithmetic, bit for bit on
 TVM's default build), so the model is compiled once instead of twice (efficientnet-lite0's
 analysis 40.6 -> 30.8 s, ppocr-cls 38.0 -> 16.3 s, the same metrics to the bit; docs/results.md).
-Models of :data:`~tvm_mpq.target_build.runs.KERNEL_BUILD_MACS` or more run it on the CPU kernels.
+Large models run it on the CPU kernels (:func:`~tvm_mpq.target_build.runs.kernels_pay_off`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from tvm_mpq.quantization.quantizers import (
     weight_scales,
 )
 from tvm_mpq.sensitivity.probe import PrecisionProbe
-from tvm_mpq.target_build.runs import KERNEL_BUILD_MACS
+from tvm_mpq.target_build.runs import kernels_pay_off
 from tvm_mpq.types import Feed
 
 ACTIVATION_METRICS = ("sqnr_db", "mse", "cosine", "kl")
@@ -136,7 +136,7 @@ def measure_layers(graph: ModelGraph, table: LayerTable, feeds: list[Feed], *, o
 
     qparams: dict[str, ActQParams] = {}
     probe = PrecisionProbe(graph, table, lambda var, _bits: qparams[var], expose=act_vars + out_vars,
-                           kernels=table.total_macs() >= KERNEL_BUILD_MACS)
+                           kernels=kernels_pay_off(table.total_macs()))
     run_exposed(graph, feeds, act_vars + out_vars, pass1, desc="pass 1/2 fp32 + calibration",
                 compiled=probe.assignment({}))
     ranges = {v: observers[v].range(a_bits) for v in act_vars}

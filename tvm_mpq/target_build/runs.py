@@ -105,9 +105,15 @@ def parameter_build(mod: tvm.IRModule, kernels: bool = True,
                           f"tvm-mpq kernel rules ({sum(rules.values())} kernels), weights as lifted parameters", rules)
 
 
+def kernels_pay_off(total_macs: int) -> bool:
+    """Whether a build for a few calibration passes should be on the CPU kernels: at least
+    :data:`KERNEL_BUILD_MACS` multiply-accumulates (read at each call, so a benchmark can move it)."""
+    return total_macs >= KERNEL_BUILD_MACS
+
+
 def compile_for_runs(graph: ModelGraph, kernels: bool | None = None) -> CompiledGraph:
     """``graph`` built for many runs on this host: :func:`kernel_build` when ``kernels`` (None:
-    when the model has at least :data:`KERNEL_BUILD_MACS` MACs), else TVM's default build."""
+    when :func:`kernels_pay_off` for the model's MACs), else TVM's default build."""
     if kernels is None:
-        kernels = build_layer_table(graph).total_macs() >= KERNEL_BUILD_MACS
+        kernels = kernels_pay_off(build_layer_table(graph).total_macs())
     return kernel_build(graph) if kernels else compile_graph(graph)
