@@ -11,8 +11,8 @@ exactly two inference passes over the calibration set (QuantuneV2):
 Both passes run on one build, a :class:`~tvm_mpq.sensitivity.probe.PrecisionProbe` with the
 tensors exposed: its quantizers are run-time switches, off for pass 1 (the fp32 model exactly)
 and on, with pass 1's ranges, for pass 2 (``SimulateQuantization``'s arithmetic, bit for bit on
-TVM's default build), so the model is compiled once instead of twice (efficientnet-lite0's
-analysis 40.6 -> 30.8 s, ppocr-cls 38.0 -> 16.3 s, the same metrics to the bit; docs/results.md).
+TVM's default build), so the model is compiled once instead of twice (the same metrics to the
+bit, about half the analysis time of a small model: docs/results.md, "QuantuneV2's analysis").
 Large models run it on the CPU kernels (:func:`~tvm_mpq.target_build.runs.kernels_pay_off`).
 """
 
