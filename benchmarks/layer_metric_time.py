@@ -5,10 +5,11 @@ histogram binned by explicit edges), on one model's real tensors, in one run.
     python benchmarks/layer_metric_time.py [--model efficientnet-lite0] [--samples 16] [--rounds 3]
         [-o out/bench/layer_metric_time]
 
-Pass 1 (fp32) and pass 2 (every layer int8-simulated) of ``measure_layers`` are run once to get
-every MAC output of both models on ``--samples`` calibration samples; then each round times the
-two accumulations over all of them, alternating which goes first, and checks that they give the
-same metrics to the bit. Prints and saves ``report.json`` / ``report.md``.
+Pass 1 (fp32) and pass 2 (every layer int8-simulated) of ``measure_layers`` are run once, on its
+one build (the analysis probe with the MAC outputs exposed), to get every MAC output of both
+models on ``--samples`` calibration samples; then each round times the two accumulations over
+all of them, alternating which goes first, and checks that they give the same metrics to the
+bit. Prints and saves ``report.json`` / ``report.md``.
 """
 
 from __future__ import annotations
@@ -72,11 +73,12 @@ def main() -> None:
 
     from benchkit.machine import flags_text, machine_info
     from benchkit.two_builds import write_report
+    from tvm_mpq.allocation.bops import INT8
     from tvm_mpq.calibration.calibrate import calibrate, run_exposed
     from tvm_mpq.graph.layer_table import build_layer_table
     from tvm_mpq.quantization.quantizers import act_qparams
     from tvm_mpq.runtime.executor import host_target
-    from tvm_mpq.sensitivity.layer_metrics import annotation_for, simulated
+    from tvm_mpq.sensitivity.probe import PrecisionProbe
     from tvm_mpq.zoo.registry import get
 
     info = machine_info(1, host_target())
@@ -84,15 +86,12 @@ def main() -> None:
     graph, feeds = model.build_graph(), model.calibration(args.samples)
     table = build_layer_table(graph)
     outs = [layer.var for layer in table]
-    ranges = calibrate(graph, feeds, table.activation_operands())
-    qparams = {v: act_qparams(*r[8], 8) for v, r in ranges.items()}
-    annotations = {layer.name: annotation_for(layer, graph.params, qparams[layer.data_var], 8,
-                                              None if layer.weight_param else qparams[layer.weight_var])
-                   for layer in table}
+    qparams = {v: act_qparams(*r[8], 8) for v, r in calibrate(graph, feeds, table.activation_operands()).items()}
+    probe = PrecisionProbe(graph, table, lambda var, _bits: qparams[var], kernels=False, expose=outs)  # the analysis' build
     tensors: dict[str, list[list[np.ndarray]]] = {"fp32": [], "int8": []}
-    run_exposed(graph, feeds, outs, lambda _i, _o, t: tensors["fp32"].append(t), desc="fp32 outputs")
-    run_exposed(simulated(graph, table, annotations), feeds, outs, lambda _i, _o, t: tensors["int8"].append(t),
-                desc="int8-simulated outputs")
+    for kind, precisions in (("fp32", {}), ("int8", {layer.name: INT8 for layer in table})):
+        run_exposed(graph, feeds, outs, lambda _i, _o, t, kind=kind: tensors[kind].append(t), desc=f"{kind} outputs",
+                    compiled=probe.assignment(precisions))
     pairs = [(x, x_hat) for ref, sim in zip(tensors["fp32"], tensors["int8"]) for x, x_hat in zip(ref, sim)]
     values = sum(x.size for x, _ in pairs)
     seconds: dict[str, list[float]] = {"before": [], "now": []}

@@ -167,3 +167,32 @@ def pool(tracker):
     yield servers
     for server in servers:
         server.stop()
+
+
+# -- the reference the analysis probe is checked against: one SimulateQuantization compile ------
+def annotation_for(layer, params, data_qp, w_bits, weight_qp=None):
+    """The precision annotation simulating ``layer`` with data quantizer ``data_qp`` (None: fp32
+    activations) and ``w_bits``-bit weights (None: fp32), per-channel weight scales computed from
+    the weight operand; ``weight_qp`` quantizes the second operand of an activation x activation
+    matmul."""
+    from relay_passes import PrecisionAnnotation
+    from tvm_mpq.quantization.quantizers import weight_scales
+
+    a_bits = 32 if data_qp is None else data_qp.bits
+    if layer.weight_param is not None and w_bits is not None:
+        scales = weight_scales(layer.weight_operand(params), w_bits, layer.channel_axis)
+        return PrecisionAnnotation(layer.name, w_bits, a_bits, data_qp, scales)
+    w_bits = 32 if weight_qp is None else weight_qp.bits
+    return PrecisionAnnotation(layer.name, w_bits, a_bits, data_qp, weight_act=weight_qp)
+
+
+def simulated(graph, table, annotations):
+    """``graph`` with the layers in ``annotations`` fake-quantized (AnnotatePrecision, then
+    SimulateQuantization)."""
+    import tvm
+
+    from relay_passes import AnnotatePrecision, SimulateQuantization
+
+    seq = tvm.transform.Sequential([AnnotatePrecision(annotations, table), SimulateQuantization()],
+                                   name="tvm_mpq.simulate")
+    return graph.with_module(seq(graph.mod))

@@ -19,7 +19,7 @@ from tvm_mpq.graph import build_layer_table
 from tvm_mpq.sensitivity import analyze
 from tvm_mpq.sensitivity import layer_metrics
 
-from conftest import AttentionNet, ConvBnReluNet
+from conftest import AttentionNet, ConvBnReluNet, annotation_for, simulated
 
 
 def test_analysis_runs_exactly_two_inference_passes(small_graph, small_feeds, monkeypatch, tmp_path):
@@ -56,13 +56,13 @@ def test_both_passes_on_one_build_measure_what_two_compiled_models_measure(small
     report = analyze(small_graph, small_feeds, "quantunev2")
     table = build_layer_table(small_graph)
     qparams = {v: act_qparams(*r, 8) for v, r in report.measurement.act_ranges.items()}
-    annotations = {layer.name: layer_metrics.annotation_for(layer, small_graph.params, qparams[layer.data_var], 8,
+    annotations = {layer.name: annotation_for(layer, small_graph.params, qparams[layer.data_var], 8,
                                                             None if layer.weight_param else qparams[layer.weight_var])
                    for layer in table}
     outs = [layer.var for layer in table]
     tensors: dict[str, list] = {"fp32": [], "int8": []}
     run_exposed(small_graph, small_feeds, outs, lambda _i, _o, t: tensors["fp32"].append(t))
-    run_exposed(layer_metrics.simulated(small_graph, table, annotations), small_feeds, outs,
+    run_exposed(simulated(small_graph, table, annotations), small_feeds, outs,
                 lambda _i, _o, t: tensors["int8"].append(t))
     for k, layer in enumerate(table):
         metric = make_metric("sqnr_db")

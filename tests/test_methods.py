@@ -26,12 +26,11 @@ from tvm_mpq.quantization.quantizers import act_qparams, fake_quant_weight
 from tvm_mpq.runtime.executor import compile_graph
 from tvm_mpq.sensitivity import EvalData, analyze, make_method, method_names
 from tvm_mpq.sensitivity import layer_metrics
-from tvm_mpq.sensitivity.layer_metrics import annotation_for, simulated
 from tvm_mpq.sensitivity.pandey import parse_candidates, quantizer_groups
 from tvm_mpq.sensitivity.pandey.phase2 import even_points
 from tvm_mpq.sensitivity.probe import PrecisionProbe
 
-from conftest import AttentionNet
+from conftest import AttentionNet, annotation_for, simulated
 
 
 # ------------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ layers not named). They are all run on one switchable module
 folded, the graph the integer compiler quantizes), with the activation quantizers calibrated on
 the calibration set: QDQ simulation, ``SimulateQuantization``'s arithmetic on the CPU kernels
 (bit for bit where both are built by TVM's default loops; the kernels sum in another order), which
-the integer compiler (``compile_model(..., stage="C")``) matches up to float accumulation order. W8A8 layers have a real integer kernel; other bit-widths are simulated only,
-and each point says how many of its layers are. Metrics are
+the integer compiler (``compile_model(..., stage="C")``) matches up to float accumulation order.
+W8A8 layers have a real integer kernel; other bit-widths are simulated only, and each point says
+how many of its layers are. Metrics are
 :func:`~tvm_mpq.evaluation.fidelity.scores` against the stage-A fp32 model run on the host
 (:func:`~tvm_mpq.evaluation.fidelity.fp32_reference`), on the model's named held-out sample set:
 the sweep's and the benchmarks' reference and samples. Results are cached per assignment, so points

@@ -22,22 +22,14 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import tvm
 
-from relay_passes import AnnotatePrecision, PrecisionAnnotation, SimulateQuantization
 from tvm_mpq.allocation.bops import Precision
 from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, run_exposed
 from tvm_mpq.calibration.observers import make_observer
 from tvm_mpq.frontends.model_graph import ModelGraph
 from tvm_mpq.graph.layer_table import Layer, LayerTable
 from tvm_mpq.metrics.local_metrics import as_float64, make_metric, metric_names, mse, sqnr_db
-from tvm_mpq.quantization.quantizers import (
-    ActQParams,
-    act_qparams,
-    fake_quant_activation,
-    fake_quant_weight,
-    weight_scales,
-)
+from tvm_mpq.quantization.quantizers import ActQParams, act_qparams, fake_quant_activation, fake_quant_weight
 from tvm_mpq.sensitivity.probe import PrecisionProbe
 from tvm_mpq.target_build.runs import kernels_pay_off
 from tvm_mpq.types import Feed
@@ -73,28 +65,6 @@ class Measurement:
     act_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     inference_passes: int = 0
     seconds: float = 0.0
-
-
-def annotation_for(layer: Layer, params: dict[str, np.ndarray], data_qp: ActQParams | None, w_bits: int | None,
-                   weight_qp: ActQParams | None = None) -> PrecisionAnnotation:
-    """The precision annotation simulating ``layer`` with data quantizer ``data_qp`` (None: fp32
-    activations) and ``w_bits``-bit weights (None: fp32), per-channel weight scales computed from
-    the weight operand; ``weight_qp`` quantizes the second operand of an activation x activation
-    matmul."""
-    a_bits = 32 if data_qp is None else data_qp.bits
-    if layer.weight_param is not None and w_bits is not None:
-        scales = weight_scales(layer.weight_operand(params), w_bits, layer.channel_axis)
-        return PrecisionAnnotation(layer.name, w_bits, a_bits, data_qp, scales)
-    w_bits = 32 if weight_qp is None else weight_qp.bits
-    return PrecisionAnnotation(layer.name, w_bits, a_bits, data_qp, weight_act=weight_qp)
-
-
-def simulated(graph: ModelGraph, table: LayerTable, annotations: dict[str, PrecisionAnnotation]) -> ModelGraph:
-    """``graph`` with the layers in ``annotations`` fake-quantized (AnnotatePrecision, then
-    SimulateQuantization)."""
-    seq = tvm.transform.Sequential([AnnotatePrecision(annotations, table), SimulateQuantization()],
-                                   name="tvm_mpq.simulate")
-    return graph.with_module(seq(graph.mod))
 
 
 def weight_metrics(layer: Layer, params: dict[str, np.ndarray], w_bits: int) -> tuple[float, float]:
