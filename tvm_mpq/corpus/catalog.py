@@ -387,6 +387,23 @@ CATALOG: tuple[CorpusModel, ...] = (
         "1.8.1, opset 12, batch dynamic): 9.01 s of 16 kHz mono audio in [-1, 1] (144160 samples, the package's "
         "window) -> raw signal, background and overall MOS (SIG / BAK / OVRL) before the package's polynomial fit",
         in_fast_subset=False),  # 1.16 MB, but 98 s through the subset's run (openwakeword-melspec: 16 s)
+    CorpusModel(
+        "voicefilter-lite-mask", "targeted voice separation (onnxruntime-quantized already: 3 DynamicQuantizeLSTM "
+        "of 512 over stacked log-mel + d-vector, LayerNormalization, Sigmoid mask)", 6.83,
+        "open-voicefilter-lite", "0.2.0", "voicefilter_lite/models/voicefilter_lite.int8.onnx",
+        {"stacked_logmel": (1, 100, 512), "dvec": (1, 256), "h0": (3, 1, 512), "c0": (3, 1, 512)},
+        {"stacked_logmel": InputRecipe("uniform", low=-12.0, high=3.0), "dvec": InputRecipe("normal", gain=0.0625),
+         "h0": InputRecipe("uniform", low=-0.7, high=0.7), "c0": InputRecipe("uniform", low=-2.5, high=2.5)},
+        "open-voicefilter-lite's mask predictor (PyTorch export through onnxruntime's quantize_dynamic, opset 17): "
+        "100 frames (1 s) of four stacked 128-mel natural-log frames, the target speaker's unit d-vector and "
+        "the three LSTM layers' states -> a 128-mel mask per frame, an adaptation weight and the next states"),
+    CorpusModel(
+        "voicefilter-lite-embedder", "speaker embedding (onnxruntime-quantized already: 3 DynamicQuantizeLSTM of "
+        "768, the last frame through a MatMulInteger projection)", 12.20,
+        "open-voicefilter-lite", "0.2.0", "voicefilter_lite/models/embedder.int8.onnx",
+        {"mel_window": (1, 80, 40)}, {"mel_window": InputRecipe("uniform", low=-6.0, high=0.7)},
+        "open-voicefilter-lite's d-vector speaker encoder (PyTorch export through onnxruntime's quantize_dynamic, "
+        "opset 17): 80 frames of 40-mel log10 filterbank energies -> a 256-d speaker embedding"),
 )
 
 

@@ -52,7 +52,7 @@ from .cpu_generic import divisors, schedule_spatial, widest_bits
 from .cpu_amx import MAX_TILES, TILE_LANES, TILE_ROWS, amx_intrins, mark_tiles, request_amx, tiles_fit
 from .cpu_intrin import REGISTER_SCOPE, dot_intrin
 from .cpu_isa import CpuIsa, cpu_isa
-from .cpu_mac_analysis import FP32, INT8, MacInfo, analyze_mac, data_producer, is_plain_copy, writer_of
+from .cpu_mac_analysis import FP32, INT8, MacInfo, analyze_mac, data_producer, is_plain_copy, root_blocks, writer_of
 
 LAYOUT_REWRITE = "meta_schedule.layout_rewrite_preproc"
 LOG = logging.getLogger(__name__)
@@ -317,12 +317,54 @@ def choose_depthwise_pixels(width: int, kernel_w: int, registers: int) -> int:
     return max(fits) if fits else 1
 
 
+def inline_side_blocks(sch: s_tir.Schedule) -> None:
+    """Inline, in order, the spatial blocks of a function with one reduction that neither feed
+    the reduction nor read its result: values the epilogue combines with the accumulators,
+    computed from run-time scalars (a ``MatMulInteger``'s ``zero_point x column sums``,
+    :mod:`relay_passes.integer_matmul_codes`). Inlined into the epilogue that reads them they
+    leave the producer / MAC / epilogue shape the kernels take; one that cannot be inlined
+    stops the inlining and the function stays as it was around it (declined later)."""
+    blocks = root_blocks(sch)
+    stmts = [sch.get(b) for b in blocks]
+    reducing = [i for i, s in enumerate(stmts) if any(int(v.iter_type) == 2 for v in s.iter_vars)]
+    if len(reducing) != 1 or len(stmts) < 3:
+        return
+
+    def reads_from(i: int, j: int) -> bool:  # block i reads what block j writes
+        return any(r.source.same_as(w.source) for r in stmts[i].reads for w in stmts[j].writes)
+
+    def closure(start: list[int], step) -> set[int]:
+        seen: set[int] = set()
+        while start:
+            i = start.pop()
+            if i not in seen:
+                seen.add(i)
+                start.extend(step(i))
+        return seen
+
+    def feeding(i: int) -> list[int]:  # the blocks whose results block i reads
+        return [j for j in range(len(stmts)) if j != i and reads_from(i, j)]
+
+    def reading(i: int) -> list[int]:  # the blocks that read block i's results
+        return [j for j in range(len(stmts)) if j != i and reads_from(j, i)]
+
+    mac = reducing[0]
+    tied = closure([mac], feeding) | closure([mac], reading)
+    side = [stmts[i].name_hint for i in range(len(stmts)) if i not in tied]
+    for name in side:
+        try:
+            sch.compute_inline(sch.get_sblock(name))
+        except Exception:  # noqa: BLE001 - not inlinable (reads what it writes, a reduction): leave it
+            return
+
+
 def schedule_mac(func: tirx.PrimFunc, target: Target,
                  kinds: tuple[str, ...] = ("conv2d", "depthwise", "matmul", "batch_matmul"),
                  dtypes: tuple[str, ...] = (FP32, INT8), amx: bool = True) -> s_tir.Schedule | None:
     """The kernel schedule of a recognized channels-last MAC PrimFunc, or ``None``. On an AMX
     target a conv the tile kernel cannot schedule gets the vector kernel (``amx=False``)."""
     sch = s_tir.Schedule(func)
+    inline_side_blocks(sch)
     info = analyze_mac(sch)
     if info is None or info.kind not in kinds or info.dtype not in dtypes:
         return None

@@ -52,7 +52,9 @@ def _rewrite_cuda_graph(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> t
 def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """The graph-level passes a target's build starts with: inference batch-norms decomposed
     into arithmetic (a batch norm the precision passes did not fold: stage A), einsums that are
-    matrix products as ``matmul`` (:mod:`relay_passes.einsum_as_matmul`), one-hot rows times a
+    matrix products as ``matmul`` (:mod:`relay_passes.einsum_as_matmul`), integer matmuls of
+    widened 8-bit codes (``MatMulInteger``) as matmuls of the codes the int8 kernels take
+    (:mod:`relay_passes.integer_matmul_codes`), one-hot rows times a
     weight as lookups of its rows (:mod:`relay_passes.one_hot_matmul_as_take`), the subnormal
     values of float constants set to zero (:mod:`relay_passes.flush_denormals`), small integer
     powers as multiplies (:mod:`relay_passes.power_as_multiply`), float32 divisions by a constant
@@ -83,6 +85,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     from relay_passes.drop_empty_concat_inputs import DropEmptyConcatInputs
     from relay_passes.divide_as_multiply import DivideAsMultiply
     from relay_passes.einsum_as_matmul import EinsumAsMatmul
+    from relay_passes.integer_matmul_codes import IntegerMatmulOnCodes
     from relay_passes.one_hot_matmul_as_take import OneHotMatmulAsTake
     from relay_passes.power_as_multiply import PowerAsMultiply
     from relay_passes.proven_clips import DropProvenClips
@@ -91,6 +94,7 @@ def graph_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
 
     passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant(),
               EinsumAsMatmul(),  # attention written as einsum: a matmul kernel, not TOPI's scalar loops
+              IntegerMatmulOnCodes(),  # MatMulInteger (a model quantized before): the int8 kernels, not int32 loops
               OneHotMatmulAsTake(),  # one_hot(tokens) @ W (an embedding): W's rows, not a GEMM
               DropEmptyConcatInputs(),  # a zero-size constant makes the exported library unloadable
               FlushDenormalWeights(),  # subnormal weights: a microcode assist per multiply on Intel
