@@ -37,7 +37,8 @@ quantize); a weight with a -128 stays an int32 product."""
 
 def constant_value(expr: relax.Expr, var2val: dict) -> np.ndarray | None:
     """The value of ``expr`` when it is a constant, or a cast or difference of constants (what
-    the importer writes for ``W - zp_W``); ``None`` otherwise."""
+    the importer writes for ``W - zp_W`` with a per-tensor ``zp_W``, which ``FoldConstant`` leaves
+    unfolded; a per-column one arrives folded); ``None`` otherwise."""
     if isinstance(expr, relax.Var):
         if expr not in var2val:
             return None

