@@ -22,6 +22,7 @@ from tvm_mpq.frontends.onnx_attention import ATTENTION_OPS, attention_as_product
 from tvm_mpq.frontends.onnx_dft import SPECTRAL_OPS, spectral_as_products
 from tvm_mpq.frontends.onnx_float16 import as_float32, has_float16
 from tvm_mpq.frontends.onnx_layer_names import layer_name
+from tvm_mpq.frontends.onnx_qoperator import dequantized_operators
 from tvm_mpq.frontends.onnx_recurrent import (LOOP_DOMAIN, RECURRENT_OPS, UNROLL_STEPS, dequantized_recurrences,
                                               expand_recurrent)
 
@@ -226,7 +227,9 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
        sequence length, or over more than ``unroll_steps`` steps become their input projections
        and one ``Recurrence`` loop node (:mod:`tvm_mpq.frontends.onnx_recurrent`); onnxruntime's
        ``DynamicQuantizeLSTM`` (contrib) is first made the float ``LSTM`` it quantizes
-       (:func:`~tvm_mpq.frontends.onnx_recurrent.dequantized_recurrences`).
+       (:func:`~tvm_mpq.frontends.onnx_recurrent.dequantized_recurrences`); operator-format
+       quantized nodes (``QLinearConv``, ``QGemm``, ...) become their QDQ form
+       (:func:`~tvm_mpq.frontends.onnx_qoperator.dequantized_operators`).
     6. Standard ``Attention`` nodes (opset 23), which TVM's importer takes for onnxruntime's
        contrib op of that name, become their products and softmax
        (:func:`~tvm_mpq.frontends.onnx_attention.attention_as_products`).
@@ -255,6 +258,7 @@ def prepare_static(model: onnx.ModelProto, specs: list[TensorSpec], unroll_steps
     from_initializers = {init.name for init in graph.initializer}
     values = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
     nodes = dequantized_recurrences(list(graph.node), values)  # onnxruntime's int8 LSTMs as float ones
+    nodes = dequantized_operators(nodes, values)  # QLinearConv, QGemm, ...: their QDQ form
     del graph.node[:]  # nodes and values live outside the proto until _rebuild
     del graph.initializer[:]
     for _ in range(_FOLD_ROUNDS):
