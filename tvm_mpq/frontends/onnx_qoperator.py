@@ -1,10 +1,10 @@
 """Operator-format quantized ONNX (``QLinearConv``, ``QGemm``, ...) read as the QDQ model it is.
 
-onnxruntime's ``quantize_static(quant_format=QOperator)`` and the ONNX model zoo's int8 models
-write each quantized op as one node on uint8 / int8 codes with its scales and zero points as
-inputs: ``QLinearConv`` and ``QLinearMatMul`` (standard ONNX), ``QGemm``, ``QLinearAdd``,
-``QLinearMul``, ``QLinearGlobalAveragePool``, ``QLinearAveragePool``, ``QLinearConcat``,
-``QLinearSigmoid`` and ``QLinearLeakyRelu`` (onnxruntime's ``com.microsoft`` domain). TVM's
+onnxruntime's ``quantize_static(quant_format=QOperator)`` writes each quantized op as one node
+on uint8 / int8 codes with its scales and zero points as inputs: ``QLinearConv`` and
+``QLinearMatMul`` (standard ONNX), ``QGemm``, ``QLinearAdd``, ``QLinearMul``,
+``QLinearGlobalAveragePool``, ``QLinearAveragePool``, ``QLinearConcat``, ``QLinearSigmoid`` and
+``QLinearLeakyRelu`` (onnxruntime's ``com.microsoft`` domain). TVM's
 importer takes none of them ("uses ONNX ops TVM cannot import"). Each becomes the QDQ form the
 same quantization has in onnxruntime's other format: ``DequantizeLinear`` of every coded input,
 the float op, ``QuantizeLinear`` at the output's scale and zero point. An int32 bias (scale
