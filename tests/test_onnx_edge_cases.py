@@ -664,6 +664,27 @@ def test_an_operator_format_quantized_model_imports_as_its_qdq_form(tmp_path):
     assert compile_model(model, config).stats["int8_layers"] >= 3
 
 
+def test_an_operator_format_node_it_cannot_read_is_one_line(tmp_path):
+    """A ``QGemm`` whose int32 bias goes with ``alpha != 1`` (how its scale takes alpha is not
+    read) is refused in one line naming the node, not built into a wrong bias."""
+    from tvm_mpq.errors import MpqError
+
+    consts = {"a_s": np.float32(0.02), "a_z": np.uint8(128), "b": np.ones((4, 8), np.int8), "b_s": np.float32(0.01),
+              "b_z": np.int8(0), "c": np.arange(4, dtype=np.int32), "y_s": np.float32(0.05), "y_z": np.uint8(128)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "a_s", "a_z"], ["xq"]),
+             helper.make_node("QGemm", ["xq", "a_s", "a_z", "b", "b_s", "b_z", "c", "y_s", "y_z"], ["yq"],
+                              name="head", domain="com.microsoft", alpha=0.5, transB=1),
+             helper.make_node("DequantizeLinear", ["yq", "y_s", "y_z"], ["y"])]
+    graph = helper.make_graph(nodes, "qgemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                              [numpy_helper.from_array(np.array(v), k) for k, v in consts.items()])
+    path = str(tmp_path / "qgemm.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("com.microsoft", 1)]), path)
+    with pytest.raises(MpqError, match="QGemm node 'head': an int32 bias with alpha != 1"):
+        load_model(path)
+
+
 def _attention_unet_block(tmp_path):
     """A diffusion UNet's pieces (adaptive-terrain-diffusion's consistency model): self-attention
     written as ``Einsum`` (``bct,bcs->bts`` scores, ``bts,bcs->bct`` context) and a last 3x3 conv

@@ -78,6 +78,8 @@ def _rewrite(node: onnx.NodeProto, w: NodeWriter) -> None:
         a, as_, az, b, bs, bz, c, ys, yz = _inputs(node, 9)
         trans_b = int(attrs.get("transB", 0))
         inputs = [_dequantized(w, a, as_, az, "a"), _dequantized(w, b, bs, bz, "b", _channel_axis(w, bs, 0 if trans_b else 1))]
+        if c and float(attrs.get("alpha", 1.0)) != 1.0:  # how the int32 C's scale takes alpha: not read
+            raise MpqError(f"cannot read QGemm node '{w.prefix}': an int32 bias with alpha != 1 is not read")
         if c:
             inputs.append(_bias(w, node, c, as_, bs))
         gemm = {k: v for k, v in attrs.items() if k in ("alpha", "transA", "transB")}
@@ -107,7 +109,8 @@ def _rewrite(node: onnx.NodeProto, w: NodeWriter) -> None:
 def dequantized_operators(nodes: list[onnx.NodeProto], values: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
     """``nodes`` with every node of :data:`QOPERATOR_OPS` written as its QDQ form (see the
     module docstring), new constants added to ``values``. MpqError, naming the node, for an int32
-    bias whose scales are not constants and for channels-last pools."""
+    bias whose scales are not constants, a ``QGemm`` bias with ``alpha != 1`` and channels-last
+    pools."""
     out = []
     for index, node in enumerate(nodes):
         if (node.domain, node.op_type) not in QOPERATOR_OPS:
