@@ -258,10 +258,11 @@ def search_clips(model, layers, stats, calib: torch.Tensor, sweeps: int = 2) -> 
         calib_reference = model(calib)
     every = set(range(len(layers)))
     changes = []
+    current = score(model, layers, stats, calib, calib_reference, every, every)["sqnr_db"]  # the ranges as they stand
     for sweep in range(sweeps):
         for i in range(len(layers)):
             lo0, hi0 = stats[i]["lo"], stats[i]["hi"]
-            best = (score(model, layers, stats, calib, calib_reference, every, every)["sqnr_db"], lo0, hi0)
+            best = (current, lo0, hi0)
             sides = ("hi",) if lo0 == 0 else ("hi", "lo", "both")
             for ratio in CLIP_RATIOS[1:]:
                 for side in sides:
@@ -270,7 +271,7 @@ def search_clips(model, layers, stats, calib: torch.Tensor, sweeps: int = 2) -> 
                     db = score(model, layers, stats, calib, calib_reference, every, every)["sqnr_db"]
                     if db > best[0]:
                         best = (db, stats[i]["lo"], stats[i]["hi"])
-            stats[i]["lo"], stats[i]["hi"] = best[1], best[2]
+            current, stats[i]["lo"], stats[i]["hi"] = best
             if (best[1], best[2]) != (lo0, hi0):
                 changes.append(f"sweep {sweep}, layer {i}: [{lo0:.2f}, {hi0:.2f}] -> [{best[1]:.2f}, {best[2]:.2f}], "
                                f"calibration photos {best[0]} dB")

@@ -25,10 +25,9 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.ir.expr import Constant
 from tvm.relax.dpl import is_op, wildcard
 
-from relay_passes.precision_annotation import op_name, relax_functions
+from relay_passes.precision_annotation import bound_constant, op_name, relax_functions
 
 WEIGHT_CODES = 127
 """The int8 kernels' weight range is ``[-127, 127]`` (symmetric int8, as the precision passes
@@ -39,12 +38,11 @@ def constant_value(expr: relax.Expr, var2val: dict) -> np.ndarray | None:
     """The value of ``expr`` when it is a constant, or a cast or difference of constants (what
     the importer writes for ``W - zp_W`` with a per-tensor ``zp_W``, which ``FoldConstant`` leaves
     unfolded; a per-column one arrives folded); ``None`` otherwise."""
-    if isinstance(expr, relax.Var):
-        if expr not in var2val:
-            return None
+    value = bound_constant(expr, var2val)
+    if value is not None:
+        return value
+    while isinstance(expr, relax.Var) and expr in var2val:
         expr = var2val[expr]
-    if isinstance(expr, Constant):
-        return expr.value.numpy()
     name = op_name(expr)
     if name == "relax.astype":
         value = constant_value(expr.args[0], var2val)

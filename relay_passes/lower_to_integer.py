@@ -48,8 +48,8 @@ from tvm import relax
 
 from relay_passes.convert_layout import tensor_shape
 from relay_passes.integer_support import ATTENTION_KIND, integer_problem
-from relay_passes.precision_annotation import (PrecisionAnnotation, detach_annotations, relax_functions,
-                                               weight_channel_axis)
+from relay_passes.precision_annotation import (PrecisionAnnotation, bound_constant, detach_annotations,
+                                               relax_functions, weight_channel_axis)
 from relay_passes.quantized_arith import Accumulator, FakeQuantArith, IntegerArith
 from tvm_mpq.errors import MpqError
 from tvm_mpq.graph.layer_table import transpose_conv_kind
@@ -382,7 +382,7 @@ class IntegerLowering(relax.PyExprMutator):
         return through
 
     def _check(self, call: relax.Call, annotation: PrecisionAnnotation) -> None:
-        weight = self._constant(call.args[1])
+        weight = bound_constant(call.args[1], self.var2val)
         kind = call.op.name.removeprefix("relax.").removeprefix("nn.")
         if call.op.name == "relax.matmul":
             kind = "dense" if weight is not None else "matmul"
@@ -419,12 +419,6 @@ class IntegerLowering(relax.PyExprMutator):
         return self.builder_.emit(expr, f"mpq{self._uid}_{name}")
 
     # -- forms ---------------------------------------------------------------------------------
-    def _constant(self, expr: relax.Expr) -> np.ndarray | None:
-        while isinstance(expr, relax.Var) and expr in self.var2val:
-            expr = self.var2val[expr]
-        value = getattr(expr, "value", None)
-        return value.numpy() if hasattr(value, "numpy") else None
-
     def _raw_float(self, var: relax.Var, forms: _Forms) -> relax.Expr:
         """The producer's value of ``var`` in fp32: an epilogue, the rescaled accumulator, or
         (when only codes exist) their dequantization."""
@@ -561,7 +555,7 @@ class IntegerLowering(relax.PyExprMutator):
             acc = self.arith.activation_matmul(self._emit, call, data, annotation.act, other, annotation.weight_act,
                                                var.name)
             return self._lowered(var, acc)
-        weight = self._constant(call.args[1])
+        weight = bound_constant(call.args[1], self.var2val)
         axis = weight_channel_axis(call)
         scales = annotation.weight_scales
         if scales is None:
@@ -632,7 +626,7 @@ class IntegerLowering(relax.PyExprMutator):
         if call.op.name == "relax.add":
             for acc_arg, other in ((args[0], args[1]), (args[1], args[0])):
                 forms = self.forms.get(acc_arg) if isinstance(acc_arg, relax.Var) else None
-                bias = self._constant(other)
+                bias = bound_constant(other, self.var2val)
                 if forms is not None and forms.acc is not None and forms.floats is None and bias is not None \
                         and forms.acc.can_fold_bias(bias):
                     self.forms[var] = _Forms(acc=self.arith.add_bias(self._emit, forms.acc, bias, var.name))

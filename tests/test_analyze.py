@@ -57,7 +57,7 @@ def test_both_passes_on_one_build_measure_what_two_compiled_models_measure(small
     table = build_layer_table(small_graph)
     qparams = {v: act_qparams(*r, 8) for v, r in report.measurement.act_ranges.items()}
     annotations = {layer.name: annotation_for(layer, small_graph.params, qparams[layer.data_var], 8,
-                                                            None if layer.weight_param else qparams[layer.weight_var])
+                                              None if layer.weight_param else qparams[layer.weight_var])
                    for layer in table}
     outs = [layer.var for layer in table]
     tensors: dict[str, list] = {"fp32": [], "int8": []}

@@ -324,34 +324,23 @@ def inline_side_blocks(sch: s_tir.Schedule) -> None:
     :mod:`relay_passes.integer_matmul_codes`). Inlined into the epilogue that reads them they
     leave the producer / MAC / epilogue shape the kernels take; one that cannot be inlined
     stops the inlining and the function stays as it was around it (declined later)."""
-    blocks = root_blocks(sch)
-    stmts = [sch.get(b) for b in blocks]
-    reducing = [i for i, s in enumerate(stmts) if any(int(v.iter_type) == 2 for v in s.iter_vars)]
-    if len(reducing) != 1 or len(stmts) < 3:
+    stmts = [sch.get(b) for b in root_blocks(sch)]
+    names = [s.name_hint for s in stmts]
+    reducing = [s.name_hint for s in stmts if any(int(v.iter_type) == 2 for v in s.iter_vars)]
+    if len(reducing) != 1 or len(names) < 3:
         return
 
-    def reads_from(i: int, j: int) -> bool:  # block i reads what block j writes
-        return any(r.source.same_as(w.source) for r in stmts[i].reads for w in stmts[j].writes)
-
-    def closure(start: list[int], step) -> set[int]:
-        seen: set[int] = set()
-        while start:
-            i = start.pop()
-            if i not in seen:
-                seen.add(i)
-                start.extend(step(i))
+    def closure(step) -> set[str]:  # the MAC and the blocks ``step`` reaches from it, transitively
+        seen, todo = set(), [reducing[0]]
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(sch.get(b).name_hint for b in step(sch.get_sblock(name)))
         return seen
 
-    def feeding(i: int) -> list[int]:  # the blocks whose results block i reads
-        return [j for j in range(len(stmts)) if j != i and reads_from(i, j)]
-
-    def reading(i: int) -> list[int]:  # the blocks that read block i's results
-        return [j for j in range(len(stmts)) if j != i and reads_from(j, i)]
-
-    mac = reducing[0]
-    tied = closure([mac], feeding) | closure([mac], reading)
-    side = [stmts[i].name_hint for i in range(len(stmts)) if i not in tied]
-    for name in side:
+    tied = closure(sch.get_producers) | closure(sch.get_consumers)
+    for name in [n for n in names if n not in tied]:
         try:
             sch.compute_inline(sch.get_sblock(name))
         except Exception:  # noqa: BLE001 - not inlinable (reads what it writes, a reduction): leave it
