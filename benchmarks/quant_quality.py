@@ -261,7 +261,7 @@ def run_model(name: str, args: argparse.Namespace, work: Path) -> dict:
     entry = zoo.get(name)
     graph, fp32_model = load_model(name)
     calib = load_calibration(graph, None, args.calib_size)
-    samples = held_out_up_to(name, args.calib_size, args.eval_size)
+    samples = held_out_up_to(name, max(args.calib_size, args.eval_start), args.eval_size)
     reference = fp32_reference(graph, samples)
     result = {"model": name, "task": entry.task, "calib_samples": len(calib), "eval": samples.to_json(),
               "fp32": figures(entry.task, reference.outputs, reference),
@@ -427,6 +427,9 @@ def main() -> None:
     parser.add_argument("--ort", default="minmax,percentile,entropy", help="onnxruntime calibrators ('' for none)")
     parser.add_argument("--calib-size", type=int, default=16)
     parser.add_argument("--eval-size", type=int, default=32)
+    parser.add_argument("--eval-start", type=int, default=0,
+                        help="first held-out sample (default: the one after the calibration samples); a fixed "
+                             "start compares calibration sizes on the same held-out samples")
     parser.add_argument("--cache-dir", type=Path, help="calibration cache (default: tvm-mpq's)")
     parser.add_argument("-o", "--out", type=Path, default=Path("out/bench/quality"))
     args = parser.parse_args()

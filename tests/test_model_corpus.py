@@ -211,7 +211,7 @@ def test_a_graph_network_gets_whole_molecules_on_every_input():
 
     from tvm_mpq.corpus.catalog import by_name
     from tvm_mpq.corpus.inputs import make_input
-    from tvm_mpq.data.molecules import molecule_arrays
+    from tvm_mpq.data.bundled_arrays import bundled_arrays
     from tvm_mpq.frontends.model_graph import TensorSpec
 
     model = by_name("minimol-fingerprint")
@@ -233,13 +233,55 @@ def test_a_graph_network_gets_whole_molecules_on_every_input():
             assert (eigval == eigval[0]).all() and abs(eigval[0, 0]) < 1e-3  # one connected molecule
             assert (np.diff(eigval[0]) >= 0).all() and eigval[0, -1] <= 2 * degree[batch == graph].max()
         assert ((calib["rw_return_probs"][sample] >= 0) & (calib["rw_return_probs"][sample] <= 1)).all()
-    smiles = molecule_arrays()["smiles"]
+    smiles = bundled_arrays("molecules")["smiles"]
     assert not set(smiles[:8].ravel()) & set(smiles[8:16].ravel())
     assert not any(np.array_equal(a, b) for a in calib["feat"] for b in held_out["feat"])
     with pytest.raises(ValueError, match="bundled molecules hold 20 samples"):
         make_input(model.recipes["feat"], specs["feat"], 8, 16)
     with pytest.raises(ValueError, match="shape"):
         make_input(model.recipes["feat"], TensorSpec("feat", (60, 85)), 1, 0)
+
+
+def test_a_reaction_model_gets_whole_reactions_on_every_input():
+    """The atom-mapping transformer's four inputs come from one bundled reaction each (chython's
+    encoding of a real reaction, 43 tokens, no padding): one reaction token, then each molecule's
+    token and atoms; the distance matrix is symmetric, block diagonal over the molecules (0,
+    masked, between them, as chython's encoder writes it), bond paths inside each; both sides
+    hold the same elements
+    (the reactions are balanced in heavy atoms); calibration and held-out samples are different
+    reactions, and asking for more samples than are bundled is a clear error."""
+    import numpy as np
+
+    from tvm_mpq.corpus.catalog import by_name
+    from tvm_mpq.corpus.inputs import make_input
+    from tvm_mpq.data.bundled_arrays import bundled_arrays
+    from tvm_mpq.frontends.model_graph import TensorSpec
+
+    model = by_name("rxnmap-attention")
+    assert model.data_note.startswith("real reactions")
+    specs = {name: TensorSpec(name, shape, "int64") for name, shape in model.shapes.items()}
+    calib = {n: make_input(model.recipes[n], s, 16, 0) for n, s in specs.items()}
+    for sample in range(16):
+        atoms, roles = calib["atoms"][sample][0], calib["roles"][sample][0]
+        neighbors, distances = calib["neighbors"][sample][0], calib["distances"][sample][0]
+        assert atoms.dtype == np.int64 and (atoms > 0).sum() == len(atoms) - 1  # no padding but the reaction token
+        assert roles[0] == 1 and atoms[0] == 0 and distances[0, 0] == 1
+        starts = np.flatnonzero(roles == 0)  # molecule tokens
+        assert (atoms[starts] == 1).all() and (neighbors[starts] == 0).all()
+        assert (distances == distances.T).all()
+        ends = [*starts[1:], len(atoms)]
+        for start, end in zip(starts, ends):
+            block = distances[start:end, start:end]
+            assert (block[0] == 1).all() and (np.diag(block)[1:] == 2).all()  # a bond path of 0, shifted by 2
+            assert (block[1:, 1:] >= 2).all() and len(set(roles[start + 1:end])) == 1
+            assert (distances[start:end, :start] == 0).all()  # masked between two molecules
+        assert sorted(atoms[roles == 2]) == sorted(atoms[roles == 3])  # balanced
+    reactions = bundled_arrays("reactions")["reaction_smiles"]
+    assert len(set(reactions)) == len(reactions) == 24
+    with pytest.raises(ValueError, match="bundled reactions hold 24 samples"):
+        make_input(model.recipes["atoms"], specs["atoms"], 16, 16)
+    with pytest.raises(ValueError, match="shape"):
+        make_input(model.recipes["atoms"], TensorSpec("atoms", (1, 40)), 1, 0)
 
 
 def test_the_smallest_real_models_build_for_aarch64_and_cuda_and_run_under_qemu(tmp_path):

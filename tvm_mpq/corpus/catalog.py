@@ -28,8 +28,11 @@ class InputRecipe:
       * ``normal``: Gaussian floats of mean 0 and standard deviation ``gain`` (a diffusion
         model's noisy input at its largest noise level);
       * ``molecules``: real molecules as a graph network reads them, every input of the model
-        from one bundled sample (:mod:`tvm_mpq.data.molecules`: node / edge features, edge list,
-        positional encodings, the node-to-molecule index), by the input's name;
+        from one bundled sample (:mod:`tvm_mpq.data.bundled_arrays`: node / edge features, edge
+        list, positional encodings, the node-to-molecule index), by the input's name;
+      * ``reactions``: real reactions as chython's atom-mapping transformer reads them, every
+        input from one bundled sample (:mod:`tvm_mpq.data.bundled_arrays`: element codes,
+        neighbour counts, roles, bond-path distances of one 43-token row), by the input's name;
       * ``tones``: audio frames along the time axis (the last axis longer than 1: ``(1, T)``,
         ``(1, 1, T)`` and a TensorFlow export's ``(1, T, 1)`` alike), each a harmonic tone
         (fundamental log-uniform in ``[low, high)`` Hz at ``sample_rate``, 1-8 harmonics, a
@@ -55,7 +58,7 @@ class InputRecipe:
 
     @property
     def is_real_data(self) -> bool:
-        return self.kind in ("image", "document", "molecules")
+        return self.kind in ("image", "document", "molecules", "reactions")
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,9 @@ class CorpusModel:
             return "real documents (scikit-image page, text)"
         if all(r.kind == "molecules" for r in self.recipes.values()):
             return "real molecules (small drug-like molecules, four a sample, featurized by the package's featurizer)"
+        if all(r.kind == "reactions" for r in self.recipes.values()):
+            return ("real reactions (amide couplings, esterifications, sulfonamides, ethers, reductive aminations "
+                    "of common building blocks, encoded by chython's encoder)")
         if all(r.kind == "tones" for r in self.recipes.values()):
             r = next(iter(self.recipes.values()))
             rate = "" if r.sample_rate == 16000 else f" at {r.sample_rate / 1000:g} kHz"
@@ -116,7 +122,9 @@ _MTCNN = InputRecipe("image", layout="NHWC", scale=1.0, mean=(127.5,), std=(128.
 _MINIMOL_SHAPES = {"feat": (52, 85), "edge_feat": (104, 13), "edge_index": (2, 104), "laplacian_eigvec": (52, 8),
                    "laplacian_eigval": (52, 8), "rw_return_probs": (52, 16), "batch": (52,), "graph_slots": (4,)}
 """minimol-fingerprint's inputs: four molecules of 13 heavy atoms in one graph (the bundled
-molecules' shapes, :mod:`tvm_mpq.data.molecules`)."""
+molecules' shapes, :mod:`tvm_mpq.data.bundled_arrays`)."""
+_RXNMAP_SHAPES = {"atoms": (1, 43), "neighbors": (1, 43), "distances": (1, 43, 43), "roles": (1, 43)}
+"""rxnmap-attention's inputs: one reaction of 43 tokens (the bundled reactions' length)."""
 
 CATALOG: tuple[CorpusModel, ...] = (
     CorpusModel(
@@ -411,6 +419,15 @@ CATALOG: tuple[CorpusModel, ...] = (
         {"input_ids": (1, 64)}, {"input_ids": InputRecipe("integers", low=0, high=54)},
         "text2tashkeel's int8 BiLSTM Arabic diacritizer (PyTorch export through onnxruntime's quantize_dynamic, "
         "opset 17): 64 character ids of a 54-symbol alphabet -> 15 diacritic logits per character"),
+    CorpusModel(
+        "rxnmap-attention", "graph transformer (Graphormer-style: embeddings by Gather, a per-head bias from "
+        "bond-path distances, d=1024, two weight-shared layers applied 8 and 7 times, then a last attention; "
+        "GELU via Erf)", 84.77,
+        "chython-rxnmap", "2.0", "chython_rxnmap/rxnmap.onnx",
+        _RXNMAP_SHAPES, {name: InputRecipe("reactions") for name in _RXNMAP_SHAPES},
+        "chython's atom-to-atom reaction mapping model as chython-rxnmap ships it (PyTorch export, opset 17, "
+        "token axis dynamic): one reaction of 43 tokens -> the last layer's 43 x 43 attention, which chython "
+        "reads as the reactant-product atom correspondence"),
 )
 
 

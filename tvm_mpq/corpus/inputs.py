@@ -1,8 +1,8 @@
 """Calibration and evaluation feeds for a corpus model, from its :class:`InputRecipe` s.
 
 Image inputs are real photos, or real document images for models made for documents
-(:mod:`tvm_mpq.data.images`); a graph network's are real molecules
-(:mod:`tvm_mpq.data.molecules`); the others are synthetic, drawn from
+(:mod:`tvm_mpq.data.images`); a graph network's are real molecules and a reaction model's real
+reactions (:mod:`tvm_mpq.data.bundled_arrays`); the others are synthetic, drawn from
 a seeded generator in the input's range. ``feeds(model, graph, count, offset)`` returns
 ``count`` feeds starting at sample ``offset``: calibration takes ``[0, n)`` and evaluation the
 samples after it, so the two never overlap.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from tvm_mpq.corpus.catalog import CorpusModel, InputRecipe
+from tvm_mpq.data.bundled_arrays import BUNDLED_KINDS, bundled_arrays
 from tvm_mpq.frontends.model_graph import ModelGraph, TensorSpec
 
 Feed = dict[str, np.ndarray]
@@ -30,8 +31,8 @@ def make_input(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -
         return _images(recipe, spec, count, offset)
     if recipe.kind == "ones":
         return [np.ones(spec.shape, dtype=spec.dtype) for _ in range(count)]
-    if recipe.kind == "molecules":
-        return _molecules(spec, count, offset)
+    if recipe.kind in BUNDLED_KINDS:
+        return _bundled(recipe.kind, spec, count, offset)
     out = []
     for index in range(offset, offset + count):
         rng = np.random.default_rng(1000 + index)
@@ -49,18 +50,16 @@ def make_input(recipe: InputRecipe, spec: TensorSpec, count: int, offset: int) -
     return out
 
 
-def _molecules(spec: TensorSpec, count: int, offset: int) -> list[np.ndarray]:
-    from tvm_mpq.data.molecules import molecule_arrays
-
-    arrays = molecule_arrays()
+def _bundled(kind: str, spec: TensorSpec, count: int, offset: int) -> list[np.ndarray]:
+    arrays = bundled_arrays(kind)
     if spec.name not in arrays:
-        raise ValueError(f"the bundled molecules have no input {spec.name!r} (have {sorted(arrays)})")
+        raise ValueError(f"the bundled {kind} have no input {spec.name!r} (have {sorted(arrays)})")
     values = arrays[spec.name]
     if values.shape[1:] != spec.shape:
-        raise ValueError(f"the bundled molecules give {spec.name!r} the shape {values.shape[1:]}, "
+        raise ValueError(f"the bundled {kind} give {spec.name!r} the shape {values.shape[1:]}, "
                          f"not {spec.shape}")
     if offset + count > len(values):
-        raise ValueError(f"the bundled molecules hold {len(values)} samples, not {offset + count}")
+        raise ValueError(f"the bundled {kind} hold {len(values)} samples, not {offset + count}")
     return [values[i].astype(spec.dtype) for i in range(offset, offset + count)]
 
 
