@@ -428,6 +428,16 @@ CATALOG: tuple[CorpusModel, ...] = (
         "chython's atom-to-atom reaction mapping model as chython-rxnmap ships it (PyTorch export, opset 17, "
         "token axis dynamic): one reaction of 43 tokens -> the last layer's 43 x 43 attention, which chython "
         "reads as the reactant-product atom correspondence"),
+    CorpusModel(
+        "traceforge-t5-encoder", "text encoder (onnxruntime-quantized already: flan-t5-small's 8 layers, "
+        "MatMulInteger products, relative position buckets by Log / Where, RMS norms by Pow / ReduceMean, "
+        "gated tanh GELU)", 35.63,
+        "traceforge-title-model", "0.2.0", "traceforge_title_model/data/span/encoder.onnx",
+        {"input_ids": (1, 64), "attention_mask": (1, 64)},
+        {"input_ids": InputRecipe("integers", low=3, high=32100), "attention_mask": InputRecipe("ones")},
+        "traceforge's activity-title model's encoder, a sequence-distilled flan-t5-small put through "
+        "onnxruntime's quantize_dynamic (opset 18): 64 token ids of its 32128-token vocabulary -> 64 x 512 "
+        "hidden states"),
 )
 
 
