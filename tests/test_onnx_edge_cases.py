@@ -550,14 +550,9 @@ def _matmul_functions(graph) -> dict[str, str | None]:
             if isinstance(f, tvm.tirx.PrimFunc) and "matmul" in gv.name_hint}
 
 
-@pytest.mark.parametrize("per_channel", [False, True])
-def test_a_dynamically_quantized_matmul_runs_on_the_int8_kernels(tmp_path, per_channel):
-    """onnxruntime's ``quantize_dynamic`` writes a MatMul as ``DynamicQuantizeLinear`` +
-    ``MatMulInteger`` (open-voicefilter-lite's models): TVM imports an int32 x int32 product that
-    ran on TVM's default loops (84 of 108 ms of voicefilter-lite-mask). It now runs on the int8
-    matmul kernel (:mod:`relay_passes.integer_matmul_codes`), and the build still computes what
-    onnxruntime computes on the file, the integer products to the bit; with per-column weight
-    scales and zero points too."""
+def _dynamically_quantized_mlp(tmp_path, per_channel: bool):
+    """A ``[1, 24, 64] -> 48 -> ReLU -> 16`` MLP through onnxruntime's ``quantize_dynamic``: two
+    ``DynamicQuantizeLinear`` + ``MatMulInteger`` products (the ONNX file's path)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     rng = np.random.default_rng(11)
@@ -572,6 +567,36 @@ def test_a_dynamically_quantized_matmul_runs_on_the_int8_kernels(tmp_path, per_c
     quantized = tmp_path / "dynamic.onnx"
     quantize_dynamic(source, str(quantized), weight_type=QuantType.QInt8, per_channel=per_channel)
     assert [n.op_type for n in onnx.load(str(quantized)).graph.node].count("MatMulInteger") == 2
+    return quantized
+
+
+def test_a_dynamically_quantized_models_products_count_towards_its_analysis_build(tmp_path, monkeypatch):
+    """A model quantized before it arrives multiplies by ``MatMulInteger``, which the layer table
+    leaves out (the file's own integer arithmetic, nothing to decide); whether its analysis runs
+    are built on the CPU kernels still counts them (:func:`tvm_mpq.graph.model_macs`).
+    traceforge's T5 encoder, 0.03 G MACs of layers and 1.23 G in all, ran its analysis on TVM's
+    default loops (48 s) until the build counted them (18 s)."""
+    from tvm_mpq.graph import build_layer_table, model_macs
+    from tvm_mpq.target_build import runs
+
+    model = load_model(str(_dynamically_quantized_mlp(tmp_path, per_channel=False)))
+    assert build_layer_table(model).total_macs() == 0
+    assert model_macs(model) == 24 * 64 * 48 + 24 * 48 * 16
+    monkeypatch.setattr(runs, "KERNEL_BUILD_MACS", model_macs(model))  # this model now counts as large
+    assert runs.compile_for_runs(model).built_by.startswith("tvm-mpq kernel rules")
+    monkeypatch.setattr(runs, "KERNEL_BUILD_MACS", model_macs(model) + 1)
+    assert not runs.compile_for_runs(model).built_by.startswith("tvm-mpq kernel rules")
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_a_dynamically_quantized_matmul_runs_on_the_int8_kernels(tmp_path, per_channel):
+    """onnxruntime's ``quantize_dynamic`` writes a MatMul as ``DynamicQuantizeLinear`` +
+    ``MatMulInteger`` (open-voicefilter-lite's models): TVM imports an int32 x int32 product that
+    ran on TVM's default loops (84 of 108 ms of voicefilter-lite-mask). It now runs on the int8
+    matmul kernel (:mod:`relay_passes.integer_matmul_codes`), and the build still computes what
+    onnxruntime computes on the file, the integer products to the bit; with per-column weight
+    scales and zero points too."""
+    quantized = _dynamically_quantized_mlp(tmp_path, per_channel)
     model = load_model(str(quantized))
     rules = _matmul_functions(model)
     assert len(rules) == 2 and set(rules.values()) == {"MatmulConstWeight"}, rules

@@ -27,7 +27,7 @@ from tvm_mpq.allocation.bops import Precision
 from tvm_mpq.calibration.calibrate import CalibrationCache, calibration_key, run_exposed
 from tvm_mpq.calibration.observers import make_observer
 from tvm_mpq.frontends.model_graph import ModelGraph
-from tvm_mpq.graph.layer_table import Layer, LayerTable
+from tvm_mpq.graph.layer_table import Layer, LayerTable, model_macs
 from tvm_mpq.metrics.local_metrics import as_float64, make_metric, metric_names, mse, sqnr_db
 from tvm_mpq.quantization.quantizers import ActQParams, act_qparams, fake_quant_activation, fake_quant_weight
 from tvm_mpq.sensitivity.probe import PrecisionProbe
@@ -106,7 +106,7 @@ def measure_layers(graph: ModelGraph, table: LayerTable, feeds: list[Feed], *, o
 
     qparams: dict[str, ActQParams] = {}
     probe = PrecisionProbe(graph, table, lambda var, _bits: qparams[var], expose=act_vars + out_vars,
-                           kernels=kernels_pay_off(table.total_macs()))
+                           kernels=kernels_pay_off(model_macs(graph)))
     run_exposed(graph, feeds, act_vars + out_vars, pass1, desc="pass 1/2 fp32 + calibration",
                 compiled=probe.assignment({}))
     ranges = {v: observers[v].range(a_bits) for v in act_vars}

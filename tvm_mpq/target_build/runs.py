@@ -32,7 +32,7 @@ import tvm
 from tvm import relax
 
 from tvm_mpq.frontends.model_graph import ModelGraph
-from tvm_mpq.graph.layer_table import build_layer_table
+from tvm_mpq.graph.layer_table import model_macs
 from tvm_mpq.runtime.executor import CompiledGraph, compile_graph, flatten_outputs, host_target, host_tensor
 from tvm_mpq.target_build.passes import (KernelRules, codegen, fusion_and_marking_passes, graph_passes, kernel_passes,
                                          rules_used, scheduling_passes)
@@ -113,7 +113,8 @@ def kernels_pay_off(total_macs: int) -> bool:
 
 def compile_for_runs(graph: ModelGraph, kernels: bool | None = None) -> CompiledGraph:
     """``graph`` built for many runs on this host: :func:`kernel_build` when ``kernels`` (None:
-    when :func:`kernels_pay_off` for the model's MACs), else TVM's default build."""
+    when :func:`kernels_pay_off` for the model's MACs, :func:`~tvm_mpq.graph.layer_table.model_macs`),
+    else TVM's default build."""
     if kernels is None:
-        kernels = kernels_pay_off(build_layer_table(graph).total_macs())
+        kernels = kernels_pay_off(model_macs(graph))
     return kernel_build(graph) if kernels else compile_graph(graph)
