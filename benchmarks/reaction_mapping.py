@@ -67,7 +67,9 @@ def same_mapping(one, other) -> bool:
     equivalent atoms of a ring swapped are the same chemistry)."""
     import networkx as nx
 
-    same = lambda a, b: a["label"] == b["label"]  # noqa: E731
+    def same(a: dict, b: dict) -> bool:
+        return a["label"] == b["label"]
+
     return nx.is_isomorphic(one, other, node_match=same, edge_match=same)
 
 
