@@ -438,6 +438,15 @@ CATALOG: tuple[CorpusModel, ...] = (
         "traceforge's activity-title model's encoder, a sequence-distilled flan-t5-small put through "
         "onnxruntime's quantize_dynamic (opset 18): 64 token ids of its 32128-token vocabulary -> 64 x 512 "
         "hidden states"),
+    CorpusModel(
+        "traceforge-t5-decoder", "text decoder (onnxruntime-quantized already: flan-t5-small's 8 decoder layers "
+        "with causal self-attention and cross-attention, MatMulInteger products, a 32128-word output head)", 58.63,
+        "traceforge-title-model", "0.2.0", "traceforge_title_model/data/span/decoder.onnx",
+        {"input_ids": (1, 16), "encoder_hidden_states": (1, 64, 512), "encoder_attention_mask": (1, 64)},
+        {"input_ids": InputRecipe("integers", low=3, high=32100),
+         "encoder_hidden_states": InputRecipe("normal", gain=0.15), "encoder_attention_mask": InputRecipe("ones")},
+        "traceforge's activity-title model's decoder without a cache (opset 18): 16 title token ids and the "
+        "encoder's 64 x 512 states (Gaussian, about the spread of the encoder's output) -> 16 x 32128 logits"),
 )
 
 
