@@ -136,17 +136,7 @@ def _macs(kind: str, call: relax.Call, out_shape: tuple[int, ...], w_shape: tupl
 
 def build_layer_table(graph: ModelGraph) -> LayerTable:
     """Scan ``graph.mod["main"]`` and list its MAC ops (see module docstring)."""
-    func = graph.mod["main"]
-    definitions: dict[str, relax.Expr] = {}
-    order: dict[str, int] = {}
-    raw: list[tuple[str, relax.Call]] = []
-    for position, binding in enumerate(iter_bindings(func)):
-        name = binding.var.name
-        definitions[name] = binding.value
-        order[name] = position
-        value = binding.value
-        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in MAC_OPS:
-            raw.append((name, value))
+    definitions, order, raw = _mac_calls(graph.mod["main"])
 
     def trace_param(expr: relax.Expr) -> tuple[str | None, list[tuple[str, tuple[int, ...]]]]:
         """The parameter behind a weight operand and the view ops from it (param first)."""
@@ -169,13 +159,11 @@ def build_layer_table(graph: ModelGraph) -> LayerTable:
                 continue
             return None, []
 
-    # a MAC no output reads is not a layer: the compile removes it (onnxruntime's dynamically
-    # quantized ensembles carry such products); nor is one on integers (``MatMulInteger`` of a
-    # model quantized before: its own integer arithmetic, nothing to decide); nor a one-hot
-    # row times a weight (a row lookup: :mod:`tvm_mpq.graph.one_hot`)
-    reaching = _reaching_outputs(func.body.body, definitions)
+    # a MAC on integers is not a layer (``MatMulInteger`` of a model quantized before: its own
+    # integer arithmetic, nothing to decide); nor a one-hot row times a weight (a row lookup:
+    # :mod:`tvm_mpq.graph.one_hot`)
     raw = [(name, call) for name, call in raw
-           if name in reaching and _on_floats(call) and not _one_hot_product(call, definitions, graph.params)]
+           if _on_floats(call) and not _one_hot_product(call, definitions, graph.params)]
     mac_vars = {name for name, _ in raw}
     used_names: set[str] = set()
     layers: list[Layer] = []
@@ -221,18 +209,30 @@ def model_macs(graph: ModelGraph) -> int:
     quantized before it arrives, a one-hot row lookup). What a build for many runs costs, where
     :meth:`LayerTable.total_macs` counts what the precision decision covers: traceforge's T5
     encoder has 0.03 G MACs of layers (its attention products) and 1.23 G in all."""
-    func = graph.mod["main"]
-    definitions = {binding.var.name: binding.value for binding in iter_bindings(func)}
-    reaching = _reaching_outputs(func.body.body, definitions)
     total = 0
-    for name, value in definitions.items():
-        if name not in reaching or not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
-                                        and value.op.name in MAC_OPS):
-            continue
-        op = value.op.name.removeprefix("relax.").removeprefix("nn.")
-        kind = transpose_conv_kind(value.attrs) if op == "conv2d_transpose" else op
-        total += int(_macs(kind, value, _shape(value), _shape(value.args[1])))
+    for _, call in _mac_calls(graph.mod["main"])[2]:
+        op = call.op.name.removeprefix("relax.").removeprefix("nn.")
+        kind = transpose_conv_kind(call.attrs) if op == "conv2d_transpose" else op
+        total += int(_macs(kind, call, _shape(call), _shape(call.args[1])))
     return total
+
+
+def _mac_calls(func: relax.Function) -> tuple[dict[str, relax.Expr], dict[str, int], list[tuple[str, relax.Call]]]:
+    """``func``'s bindings by variable name, each one's place in program order, and its MAC ops
+    (:data:`MAC_OPS`) whose result reaches an output, in program order. A MAC no output reads is
+    not run: the compile removes it (onnxruntime's dynamically quantized ensembles carry such
+    products)."""
+    definitions: dict[str, relax.Expr] = {}
+    order: dict[str, int] = {}
+    calls: list[tuple[str, relax.Call]] = []
+    for position, binding in enumerate(iter_bindings(func)):
+        name, value = binding.var.name, binding.value
+        definitions[name] = value
+        order[name] = position
+        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in MAC_OPS:
+            calls.append((name, value))
+    reaching = _reaching_outputs(func.body.body, definitions)
+    return definitions, order, [(name, call) for name, call in calls if name in reaching]
 
 
 def _on_floats(call: relax.Call) -> bool:
